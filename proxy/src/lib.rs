@@ -1,0 +1,8 @@
+//! pointsman: a stateful SIP proxy for the carrier edge that keeps every call alive when a cloud
+//! fails. See DESIGN.md for the behaviour it implements; the modules follow its data flow:
+//! transport → wire → transaction → proxy core → routing-rules.
+
+pub mod config;
+pub mod sim;
+pub mod transaction;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Simulated SIP peers for tests and `pointsman drill`.
