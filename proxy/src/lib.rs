@@ -3,6 +3,7 @@
 //! transport → wire → transaction → proxy core → routing-rules.
 
 pub mod config;
+pub mod timer;
 pub mod sim;
 pub mod transaction;
 pub mod wire;

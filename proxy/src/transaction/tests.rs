@@ -1,0 +1,219 @@
+//! Deterministic tests of the transaction machines: time is passed in, nothing sleeps.
+
+use super::*;
+
+fn t0() -> Instant {
+    Instant::now()
+}
+
+fn sends(out: &[TxAction]) -> usize {
+    out.iter().filter(|a| matches!(a, TxAction::Send(_))).count()
+}
+
+fn armed(out: &[TxAction], timer: TxTimer) -> Option<Instant> {
+    out.iter().rev().find_map(|a| match a {
+        TxAction::Arm(t, at) if *t == timer => Some(*at),
+        _ => None,
+    })
+}
+
+#[test]
+fn invite_client_retransmits_with_doubling_interval_until_provisional() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let mut tx = ClientInvite::start(Bytes::from_static(b"INVITE"), false, cfg, now, &mut out);
+    assert_eq!(sends(&out), 1);
+    assert_eq!(armed(&out, TxTimer::A), Some(now + cfg.t1));
+    assert_eq!(armed(&out, TxTimer::B), Some(now + cfg.t1 * 64));
+    let mut at = now + cfg.t1;
+    for expected_gap in [cfg.t1 * 2, cfg.t1 * 4, cfg.t1 * 8] {
+        out.clear();
+        assert_eq!(tx.on_timer(TxTimer::A, at, &mut out), TxEvent::None);
+        assert_eq!(sends(&out), 1);
+        assert_eq!(armed(&out, TxTimer::A), Some(at + expected_gap));
+        at += expected_gap;
+    }
+    out.clear();
+    assert_eq!(tx.on_response(100, at, &mut out), Delivery::Deliver);
+    assert_eq!(tx.state(), ClientInviteState::Proceeding);
+    // A and B no longer apply once a provisional arrived.
+    assert_eq!(tx.on_timer(TxTimer::A, at, &mut out), TxEvent::None);
+    assert_eq!(tx.on_timer(TxTimer::B, at, &mut out), TxEvent::None);
+    assert_eq!(sends(&out), 0);
+}
+
+#[test]
+fn invite_client_over_reliable_transport_never_retransmits() {
+    let mut out = Vec::new();
+    let _tx = ClientInvite::start(Bytes::new(), true, TimerConfig::default(), t0(), &mut out);
+    assert!(armed(&out, TxTimer::A).is_none());
+    assert!(armed(&out, TxTimer::B).is_some());
+}
+
+#[test]
+fn invite_client_times_out_with_timer_b_in_calling() {
+    let mut out = Vec::new();
+    let now = t0();
+    let mut tx = ClientInvite::start(Bytes::new(), false, TimerConfig::default(), now, &mut out);
+    assert_eq!(tx.on_timer(TxTimer::B, now, &mut out), TxEvent::Timeout);
+    assert_eq!(tx.state(), ClientInviteState::Terminated);
+}
+
+#[test]
+fn invite_client_acks_non_2xx_and_its_retransmissions_hop_by_hop() {
+    let mut out = Vec::new();
+    let now = t0();
+    let mut tx = ClientInvite::start(Bytes::new(), false, TimerConfig::default(), now, &mut out);
+    out.clear();
+    assert_eq!(tx.on_response(503, now, &mut out), Delivery::DeliverNeedsAck);
+    assert_eq!(armed(&out, TxTimer::D), Some(now + Duration::from_secs(32)));
+    tx.send_ack(Bytes::from_static(b"ACK"), &mut out);
+    out.clear();
+    assert_eq!(tx.on_response(503, now, &mut out), Delivery::Absorb);
+    assert_eq!(out, vec![TxAction::Send(Bytes::from_static(b"ACK"))]);
+    assert_eq!(tx.on_timer(TxTimer::D, now, &mut out), TxEvent::Terminated);
+}
+
+#[test]
+fn invite_client_passes_every_2xx_up_while_accepted() {
+    let mut out = Vec::new();
+    let now = t0();
+    let cfg = TimerConfig::default();
+    let mut tx = ClientInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    assert_eq!(tx.on_response(200, now, &mut out), Delivery::Deliver);
+    assert_eq!(armed(&out, TxTimer::M), Some(now + cfg.t1 * 64));
+    assert_eq!(tx.on_response(200, now, &mut out), Delivery::Deliver);
+    assert_eq!(tx.on_response(486, now, &mut out), Delivery::Absorb);
+    assert_eq!(tx.on_timer(TxTimer::M, now, &mut out), TxEvent::Terminated);
+    assert_eq!(tx.on_response(200, now, &mut out), Delivery::Absorb);
+}
+
+#[test]
+fn non_invite_client_caps_retransmit_interval_at_t2() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let mut tx = ClientNonInvite::start(Bytes::from_static(b"BYE"), false, cfg, now, &mut out);
+    let mut at = now + cfg.t1;
+    let mut gaps = Vec::new();
+    for _ in 0..6 {
+        out.clear();
+        tx.on_timer(TxTimer::E, at, &mut out);
+        let next = armed(&out, TxTimer::E).unwrap();
+        gaps.push(next - at);
+        at = next;
+    }
+    assert_eq!(
+        gaps,
+        vec![
+            cfg.t1 * 2,
+            cfg.t1 * 4,
+            cfg.t2,
+            cfg.t2,
+            cfg.t2,
+            cfg.t2
+        ]
+    );
+    // In Proceeding the interval is T2 at once.
+    tx.on_response(100, at, &mut out);
+    out.clear();
+    tx.on_timer(TxTimer::E, at, &mut out);
+    assert_eq!(armed(&out, TxTimer::E), Some(at + cfg.t2));
+    assert_eq!(tx.on_timer(TxTimer::F, at, &mut out), TxEvent::Timeout);
+}
+
+#[test]
+fn non_invite_client_absorbs_final_retransmissions_until_timer_k() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let mut tx = ClientNonInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    assert_eq!(tx.on_response(200, now, &mut out), Delivery::Deliver);
+    assert_eq!(armed(&out, TxTimer::K), Some(now + cfg.t4));
+    assert_eq!(tx.on_response(200, now, &mut out), Delivery::Absorb);
+    assert_eq!(tx.on_timer(TxTimer::K, now, &mut out), TxEvent::Terminated);
+}
+
+#[test]
+fn invite_server_retransmits_final_non_2xx_until_ack_then_absorbs() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let mut tx = ServerInvite::new(false, cfg);
+    assert!(tx.respond(100, Bytes::from_static(b"100"), now, &mut out));
+    out.clear();
+    tx.on_retransmission(&mut out);
+    assert_eq!(out, vec![TxAction::Send(Bytes::from_static(b"100"))]);
+    out.clear();
+    assert!(tx.respond(486, Bytes::from_static(b"486"), now, &mut out));
+    assert_eq!(armed(&out, TxTimer::G), Some(now + cfg.t1));
+    assert_eq!(armed(&out, TxTimer::H), Some(now + cfg.t1 * 64));
+    // No provisional after a final.
+    assert!(!tx.respond(180, Bytes::new(), now, &mut out));
+    out.clear();
+    tx.on_timer(TxTimer::G, now + cfg.t1, &mut out);
+    assert_eq!(sends(&out), 1);
+    assert_eq!(armed(&out, TxTimer::G), Some(now + cfg.t1 + cfg.t1 * 2));
+    assert!(tx.on_ack(now, &mut out));
+    assert_eq!(tx.state(), ServerInviteState::Confirmed);
+    out.clear();
+    tx.on_timer(TxTimer::G, now, &mut out);
+    assert_eq!(sends(&out), 0, "no retransmission after ACK");
+    assert_eq!(tx.on_timer(TxTimer::I, now, &mut out), TxEvent::Terminated);
+}
+
+#[test]
+fn invite_server_without_ack_times_out_with_timer_h() {
+    let mut out = Vec::new();
+    let now = t0();
+    let mut tx = ServerInvite::new(false, TimerConfig::default());
+    tx.respond(500, Bytes::new(), now, &mut out);
+    assert_eq!(tx.on_timer(TxTimer::H, now, &mut out), TxEvent::Timeout);
+}
+
+#[test]
+fn invite_server_relays_2xx_retransmissions_while_accepted() {
+    let mut out = Vec::new();
+    let now = t0();
+    let mut tx = ServerInvite::new(false, TimerConfig::default());
+    assert!(tx.respond(200, Bytes::from_static(b"200"), now, &mut out));
+    assert!(tx.respond(200, Bytes::from_static(b"200"), now, &mut out));
+    assert!(!tx.respond(486, Bytes::new(), now, &mut out));
+    out.clear();
+    tx.on_retransmission(&mut out);
+    assert!(out.is_empty(), "INVITE retransmissions are absorbed after 2xx");
+    assert_eq!(tx.on_timer(TxTimer::L, now, &mut out), TxEvent::Terminated);
+}
+
+#[test]
+fn non_invite_server_resends_final_for_retransmitted_request_until_timer_j() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let mut tx = ServerNonInvite::new(false, cfg);
+    tx.on_retransmission(&mut out);
+    assert!(out.is_empty(), "nothing to resend while Trying");
+    tx.respond(200, Bytes::from_static(b"200"), now, &mut out);
+    assert_eq!(armed(&out, TxTimer::J), Some(now + cfg.t1 * 64));
+    out.clear();
+    tx.on_retransmission(&mut out);
+    assert_eq!(out, vec![TxAction::Send(Bytes::from_static(b"200"))]);
+    assert_eq!(tx.on_timer(TxTimer::J, now, &mut out), TxEvent::Terminated);
+}
+
+#[test]
+fn configurable_t1_scales_every_derived_timer() {
+    let cfg = TimerConfig {
+        t1: Duration::from_millis(100),
+        t2: Duration::from_millis(800),
+        t4: Duration::from_secs(1),
+    };
+    let now = t0();
+    let mut out = Vec::new();
+    ClientInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    assert_eq!(armed(&out, TxTimer::B), Some(now + Duration::from_millis(6400)));
+    out.clear();
+    ClientNonInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    assert_eq!(armed(&out, TxTimer::F), Some(now + Duration::from_millis(6400)));
+}
