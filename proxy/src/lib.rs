@@ -3,6 +3,9 @@
 //! transport → wire → transaction → proxy core → routing-rules.
 
 pub mod config;
+pub mod originate;
+pub mod proxy;
+pub mod transport;
 pub mod timer;
 pub mod sim;
 pub mod transaction;

@@ -1,0 +1,683 @@
+//! The response context of one proxied INVITE (§16.7): its server transaction toward the
+//! caller, its branches toward destinations, and the failover policy that moves from one branch
+//! to the next.
+//!
+//! Policy (DESIGN.md, "Serial failover"): a branch fails on no provisional within its timer, a
+//! transport error, or a retryable final code; then CANCEL goes to the failed branch (when it
+//! may still be alive) *before* the INVITE to the next destination. After a provisional above
+//! 100 only the route's ringing-phase codes fail over. A 2xx on an abandoned branch, or after
+//! the call was answered, is a ghost: ACKed and BYEd, never relayed.
+
+use super::{
+    emit, local_tag, lock, proto_of, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry,
+    Side, TimerKind,
+};
+use crate::originate;
+use crate::transaction::key::{MethodClass, TxKey};
+use crate::transaction::{ClientInvite, ClientInviteState, Delivery, ServerInvite, ServerInviteState, TxEvent, TxTimer};
+use crate::transport::Peer;
+use crate::wire::Message;
+use bytes::Bytes;
+use routing_rules::spec::CancelMode;
+use routing_rules::{DestId, RouteId};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tracing::info;
+
+use super::Routing;
+
+/// Where the call as a whole stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CallPhase {
+    /// Branches are being tried; nothing final sent upstream.
+    Trying,
+    /// A 2xx was relayed.
+    Answered,
+    /// A final non-2xx was sent upstream (incl. 487 after the caller's CANCEL).
+    Finished,
+}
+
+/// One destination a call may be sent to, resolved.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Target {
+    pub dest: Option<DestId>,
+    pub peer: Peer,
+    pub provisional: Duration,
+    pub cancel_mode: CancelMode,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum BranchStatus {
+    /// INVITE sent, nothing back yet.
+    Pending,
+    /// 100 Trying received.
+    Trying,
+    /// A provisional above 100: the callee is ringing (double-ring guard applies).
+    Ringing,
+    Answered,
+    Final(u16),
+    TimedOut,
+    TransportError,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum CancelState {
+    None,
+    /// `deferred` mode: CANCEL goes on the first provisional.
+    Deferred,
+    Sent,
+}
+
+pub(super) struct Branch {
+    pub key: TxKey,
+    pub branch: String,
+    pub target: Target,
+    pub tx: ClientInvite,
+    pub status: BranchStatus,
+    /// Failed over from, cancelled, or lost to another branch: nothing it says is relayed.
+    pub abandoned: bool,
+    pub cancel: CancelState,
+}
+
+pub(super) struct Call {
+    pub key: TxKey,
+    pub server: ServerInvite,
+    pub upstream: Peer,
+    /// The INVITE as received.
+    pub request: Bytes,
+    pub routing: Arc<Routing>,
+    pub route: Option<RouteId>,
+    pub targets: Vec<Target>,
+    pub next_target: usize,
+    pub branches: Vec<Branch>,
+    pub phase: CallPhase,
+    /// Best final non-2xx so far (code, relayable bytes).
+    pub best: Option<(u16, Bytes)>,
+    /// Initial INVITE: failover, provisional and ring timers apply. re-INVITE: one branch.
+    pub failover: bool,
+    pub started: Instant,
+}
+
+impl Call {
+    fn request(&self) -> Option<Message<'_>> {
+        originate::rescan(&self.request)
+    }
+
+    fn route(&self) -> Option<&routing_rules::Route> {
+        self.route.map(|r| self.routing.rules.route(r))
+    }
+
+    fn dest_name(&self, t: &Target) -> &str {
+        t.dest
+            .map(|d| self.routing.rules.destination(d).name.as_str())
+            .unwrap_or("dialog")
+    }
+
+    /// Whether every transaction of the call has ended (it may be forgotten).
+    fn is_done(&self) -> bool {
+        self.server.state() == ServerInviteState::Terminated
+            && self
+                .branches
+                .iter()
+                .all(|b| b.tx.state() == ClientInviteState::Terminated)
+    }
+}
+
+/// §16.7 step 6: whether `new` is a better final response to relay than `old`. 6xx wins; then
+/// the lowest class; 503 is the last choice within 5xx (it would make the caller give up on us).
+fn better(new: u16, old: u16) -> bool {
+    let rank = |c: u16| -> (u16, u16) {
+        match c {
+            600..=699 => (0, 0),
+            503 => (5, 1),
+            _ => (c / 100, 0),
+        }
+    };
+    rank(new) < rank(old)
+}
+
+impl Core {
+    pub(super) fn new_call(
+        &self,
+        msg: &Message<'_>,
+        key: TxKey,
+        inb: super::Inbound<'_>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let routing = self.routing();
+        let route = routing.rules.route_for(&self.call_facts(msg, inb.listener));
+        let targets = route
+            .map(|r| {
+                routing
+                    .rules
+                    .route(r)
+                    .destinations
+                    .iter()
+                    .map(|&id| {
+                        let d = routing.rules.destination(id);
+                        Target {
+                            dest: Some(id),
+                            peer: Peer {
+                                proto: proto_of(d.transport),
+                                addr: routing.addrs[id.0 as usize],
+                                conn: None,
+                            },
+                            provisional: d.provisional_timeout,
+                            cancel_mode: d.cancel_mode,
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        self.start_call(msg, key, inb.from, routing, route, targets, true, now, out);
+    }
+
+    pub(super) fn start_reinvite(
+        &self,
+        msg: &Message<'_>,
+        key: TxKey,
+        from: Peer,
+        hop: Hop,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let target = Target {
+            dest: hop.dest,
+            peer: hop.peer,
+            provisional: Duration::MAX,
+            cancel_mode: CancelMode::Immediate,
+        };
+        let routing = self.routing();
+        self.start_call(msg, key, from, routing, None, vec![target], false, now, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_call(
+        &self,
+        msg: &Message<'_>,
+        key: TxKey,
+        from: Peer,
+        routing: Arc<Routing>,
+        route: Option<RouteId>,
+        targets: Vec<Target>,
+        failover: bool,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let mut server = ServerInvite::new(from.proto.is_reliable(), self.cfg.timers);
+        let mut acts = Vec::new();
+        let trying = originate::response(msg, 100, "Trying", "", "");
+        server.respond(100, trying, now, &mut acts);
+        emit(out, &mut acts, from, key, Side::Server, None);
+        let call = Arc::new(Mutex::new(Call {
+            key,
+            server,
+            upstream: from,
+            request: Bytes::copy_from_slice(msg.buf),
+            routing,
+            route,
+            targets,
+            next_target: 0,
+            branches: Vec::with_capacity(2),
+            phase: CallPhase::Trying,
+            best: None,
+            failover,
+            started: now,
+        }));
+        self.servers.insert(key, ServerEntry::Call(call.clone()));
+        let mut c = lock(&call);
+        self.start_next_branch(&mut c, &call, now, out);
+    }
+
+    /// Sends the INVITE to the next target, or ends the call when there is none.
+    fn start_next_branch(&self, c: &mut Call, arc: &Arc<Mutex<Call>>, now: Instant, out: &mut Vec<Output>) {
+        if c.phase != CallPhase::Trying {
+            return;
+        }
+        let Some(&target) = c.targets.get(c.next_target) else {
+            return self.finish_exhausted(c, now, out);
+        };
+        c.next_target += 1;
+        let Some(req) = c.request() else {
+            return self.finish_local(c, 500, "", now, out);
+        };
+        let branch = self.new_branch(self.loop_hash(&req));
+        let record_route = c.failover.then(|| self.record_route(&req, c.upstream, &target, c));
+        let bytes = self.forward_request(&req, target.peer.proto, &branch, record_route.as_deref());
+        let key = self.keys.client(branch.as_bytes(), MethodClass::Invite);
+        let mut acts = Vec::new();
+        let tx = ClientInvite::start(bytes, target.peer.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        let index = c.branches.len();
+        self.clients.insert(key, ClientEntry::Branch(arc.clone(), index));
+        emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
+        if c.failover {
+            out.push(Output::Timer {
+                at: now + target.provisional,
+                timer: CoreTimer {
+                    key,
+                    kind: TimerKind::Provisional,
+                },
+            });
+        }
+        c.branches.push(Branch {
+            key,
+            branch,
+            target,
+            tx,
+            status: BranchStatus::Pending,
+            abandoned: false,
+            cancel: CancelState::None,
+        });
+    }
+
+    /// Our Record-Route value(s): the node id, the destination (trunk affinity) and the caller's
+    /// From tag (which tells the direction of later requests). When the two legs use different
+    /// transports, two values (one per leg), as RFC 3261 §16.6 step 4 suggests.
+    fn record_route(&self, req: &Message<'_>, upstream: Peer, target: &Target, c: &Call) -> String {
+        let ftag = req
+            .from
+            .tag
+            .map(|t| String::from_utf8_lossy(req.slice(t)).into_owned())
+            .unwrap_or_default();
+        let params = format!(
+            ";lr;psn={};psd={};ftag={ftag}",
+            self.cfg.node_id,
+            c.dest_name(target)
+        );
+        let value = |proto: crate::transport::Proto| {
+            let transport = match proto {
+                crate::transport::Proto::Udp => "",
+                crate::transport::Proto::Tcp => ";transport=tcp",
+            };
+            format!("<sip:{}{transport}{params}>", self.advertise())
+        };
+        if upstream.proto == target.peer.proto {
+            value(target.peer.proto)
+        } else {
+            format!("{}, {}", value(target.peer.proto), value(upstream.proto))
+        }
+    }
+
+    pub(super) fn on_branch_response(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        msg: &Message<'_>,
+        from: Peer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(code) = msg.code() else { return };
+        let Some(b) = c.branches.get_mut(i) else { return };
+        let mut acts = Vec::new();
+        let delivery = b.tx.on_response(code, now, &mut acts);
+        if delivery == Delivery::DeliverNeedsAck {
+            if let Some(invite) = originate::rescan(b.tx.request()) {
+                let ack = originate::ack_for_non_2xx(&invite, msg);
+                b.tx.send_ack(ack, &mut acts);
+            }
+        }
+        let (peer, key) = (b.target.peer, b.key);
+        emit(out, &mut acts, peer, key, Side::Client, Some(key));
+        if delivery == Delivery::Absorb {
+            return;
+        }
+        match code {
+            100..=199 => self.on_branch_provisional(c, i, msg, code, now, out),
+            200..=299 => self.on_branch_2xx(c, i, msg, from, now, out),
+            _ => self.on_branch_final(c, arc, i, msg, code, now, out),
+        }
+        self.reap_if_done(c);
+    }
+
+    fn on_branch_provisional(&self, c: &mut Call, i: usize, msg: &Message<'_>, code: u16, now: Instant, out: &mut Vec<Output>) {
+        let b = &mut c.branches[i];
+        let first = b.status == BranchStatus::Pending;
+        if code > 100 {
+            b.status = BranchStatus::Ringing;
+        } else if first {
+            b.status = BranchStatus::Trying;
+        }
+        if b.cancel == CancelState::Deferred {
+            // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
+            self.send_cancel(c, i, &originate::reason_header(408, "Provisional timeout"), now, out);
+            return;
+        }
+        let b = &c.branches[i];
+        if b.abandoned || c.phase != CallPhase::Trying {
+            return;
+        }
+        if first && c.failover {
+            if let Some(route) = c.route() {
+                out.push(Output::Timer {
+                    at: now + route.ring_timeout,
+                    timer: CoreTimer {
+                        key: b.key,
+                        kind: TimerKind::Ring,
+                    },
+                });
+            }
+        }
+        if code > 100 {
+            // 100 is hop by hop; everything else provisional goes to the caller.
+            let relayed = Bytes::from(self.strip_top_via(msg));
+            let mut acts = Vec::new();
+            c.server.respond(code, relayed, now, &mut acts);
+            emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+        }
+    }
+
+    fn on_branch_2xx(&self, c: &mut Call, i: usize, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        let b = &c.branches[i];
+        let winner_retransmission = b.status == BranchStatus::Answered;
+        if !winner_retransmission && (b.abandoned || c.phase != CallPhase::Trying) {
+            let to = Peer { conn: from.conn, ..b.target.peer };
+            return self.ghost_teardown(msg, to, now, out);
+        }
+        let relayed = Bytes::from(self.strip_top_via(msg));
+        let mut acts = Vec::new();
+        c.server.respond(200, relayed, now, &mut acts);
+        emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+        if winner_retransmission {
+            return;
+        }
+        c.branches[i].status = BranchStatus::Answered;
+        c.phase = CallPhase::Answered;
+        if c.failover {
+            self.dialogs.insert(self.dialog_key(msg), now);
+        }
+        self.cancel_pending(c, &originate::reason_header(200, "Call completed elsewhere"), now, out);
+        self.log_outcome(c, msg.code().unwrap_or(200), now);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_branch_final(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        msg: &Message<'_>,
+        code: u16,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let b = &mut c.branches[i];
+        let rang = b.status == BranchStatus::Ringing;
+        b.status = BranchStatus::Final(code);
+        if b.abandoned || c.phase != CallPhase::Trying {
+            return;
+        }
+        let relayed = Bytes::from(self.strip_top_via(msg));
+        if c.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
+            c.best = Some((code, relayed.clone()));
+        }
+        let retry = c.failover
+            && code < 600
+            && c.route().is_some_and(|r| {
+                if rang {
+                    r.ringing_retry_codes.contains(code)
+                } else {
+                    r.retry_codes.contains(code)
+                }
+            });
+        if retry {
+            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            // The branch is complete (its final was ACKed): nothing to cancel.
+            c.branches[i].abandoned = true;
+            return self.start_next_branch(c, arc, now, out);
+        }
+        // Relayed as it is (6xx also ends every other branch).
+        self.finish_relay(c, code, relayed, now, out);
+    }
+
+    /// Provisional and ring timers of branch `i`.
+    pub(super) fn on_branch_timer(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        kind: TimerKind,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(b) = c.branches.get(i) else { return };
+        if b.abandoned || c.phase != CallPhase::Trying {
+            return;
+        }
+        match kind {
+            TimerKind::Provisional if b.status == BranchStatus::Pending => {
+                c.branches[i].status = BranchStatus::TimedOut;
+                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                self.abandon(c, i, &originate::reason_header(408, "Provisional timeout"), now, out);
+                self.start_next_branch(c, arc, now, out);
+            }
+            TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
+                self.abandon(c, i, &originate::reason_header(408, "Ring timeout"), now, out);
+                self.finish_local(c, 408, "", now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// Timers of a branch's INVITE client transaction.
+    pub(super) fn on_branch_tx_timer(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        t: TxTimer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(b) = c.branches.get_mut(i) else { return };
+        // A branch given up on with an immediate CANCEL is not knocked on again.
+        if t == TxTimer::A && b.abandoned && b.cancel == CancelState::Sent {
+            return;
+        }
+        let mut acts = Vec::new();
+        let ev = b.tx.on_timer(t, now, &mut acts);
+        let (peer, key) = (b.target.peer, b.key);
+        emit(out, &mut acts, peer, key, Side::Client, Some(key));
+        if ev == TxEvent::Timeout && !b.abandoned && c.phase == CallPhase::Trying {
+            b.status = BranchStatus::TimedOut;
+            b.abandoned = true;
+            self.start_next_branch(c, arc, now, out);
+        }
+        if ev != TxEvent::None {
+            self.reap_if_done(c);
+        }
+    }
+
+    pub(super) fn on_branch_transport_error(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(b) = c.branches.get_mut(i) else { return };
+        if b.tx.on_transport_error() == TxEvent::None {
+            return;
+        }
+        let live = !b.abandoned && c.phase == CallPhase::Trying;
+        b.abandoned = true;
+        if live {
+            // Nothing reached the destination, so there is nothing to CANCEL.
+            b.status = BranchStatus::TransportError;
+            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            self.start_next_branch(c, arc, now, out);
+        }
+        self.reap_if_done(c);
+    }
+
+    /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
+    fn abandon(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
+        let b = &mut c.branches[i];
+        b.abandoned = true;
+        if !matches!(b.tx.state(), ClientInviteState::Calling | ClientInviteState::Proceeding) {
+            return;
+        }
+        if b.status == BranchStatus::Pending || b.status == BranchStatus::TimedOut {
+            if b.target.cancel_mode == CancelMode::Deferred {
+                b.cancel = CancelState::Deferred;
+                return;
+            }
+        }
+        self.send_cancel(c, i, reason, now, out);
+    }
+
+    fn send_cancel(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
+        let b = &mut c.branches[i];
+        if b.cancel == CancelState::Sent {
+            return;
+        }
+        b.cancel = CancelState::Sent;
+        let Some(invite) = originate::rescan(b.tx.request()) else {
+            return;
+        };
+        let bytes = originate::cancel(&invite, reason);
+        let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
+        let to = b.target.peer;
+        self.stats.cancels_sent.fetch_add(1, Ordering::Relaxed);
+        self.start_own_request(key, bytes, to, now, out);
+    }
+
+    /// Abandons every branch still waiting for a final response.
+    fn cancel_pending(&self, c: &mut Call, reason: &str, now: Instant, out: &mut Vec<Output>) {
+        for i in 0..c.branches.len() {
+            let b = &c.branches[i];
+            let pending = matches!(
+                b.status,
+                BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing | BranchStatus::TimedOut
+            );
+            if pending && (!b.abandoned || b.cancel == CancelState::None) {
+                self.abandon(c, i, reason, now, out);
+            }
+        }
+    }
+
+    /// The caller cancelled: CANCEL downstream, 487 upstream at once, no branch ever again.
+    pub(super) fn cancel_call(&self, c: &mut Call, reason: &str, now: Instant, out: &mut Vec<Output>) {
+        if c.phase != CallPhase::Trying {
+            return;
+        }
+        self.cancel_pending(c, reason, now, out);
+        self.finish_local(c, 487, "", now, out);
+    }
+
+    /// Every target failed: the best final received, or our own 503 with Retry-After.
+    fn finish_exhausted(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
+        match c.best.take() {
+            Some((code, bytes)) => self.finish_relay(c, code, bytes, now, out),
+            None if c.targets.is_empty() => self.finish_local(c, 404, "", now, out),
+            None => {
+                let extra = format!("Retry-After: {}\r\n", self.cfg.retry_after);
+                self.finish_local(c, 503, &extra, now, out)
+            }
+        }
+    }
+
+    /// Relays a final non-2xx received from a destination (503 → 500 unless the route passes it).
+    fn finish_relay(&self, c: &mut Call, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<Output>) {
+        let pass_503 = c.route().is_some_and(|r| r.pass_503);
+        let (code, bytes) = if code == 503 && !pass_503 {
+            let mapped = originate::rescan(&bytes)
+                .map(|m| Bytes::from(originate::with_status(&m, 500, "Server Internal Error")))
+                .unwrap_or(bytes);
+            (500, mapped)
+        } else {
+            (code, bytes)
+        };
+        self.finish_with(c, code, bytes, now, out);
+    }
+
+    fn finish_local(&self, c: &mut Call, code: u16, extra: &str, now: Instant, out: &mut Vec<Output>) {
+        let Some(req) = c.request() else { return };
+        let bytes = originate::response(&req, code, originate::reason_phrase(code), &local_tag(c.key), extra);
+        self.finish_with(c, code, bytes, now, out);
+    }
+
+    fn finish_with(&self, c: &mut Call, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<Output>) {
+        if c.phase != CallPhase::Trying {
+            return;
+        }
+        c.phase = CallPhase::Finished;
+        let reason = if code == 487 {
+            originate::reason_header(487, "Request terminated")
+        } else {
+            originate::reason_header(code, "Call failed")
+        };
+        self.cancel_pending(c, &reason, now, out);
+        let mut acts = Vec::new();
+        c.server.respond(code, bytes, now, &mut acts);
+        emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+        self.log_outcome(c, code, now);
+    }
+
+    /// One line per call outcome: where it went and why.
+    fn log_outcome(&self, c: &Call, code: u16, now: Instant) {
+        if !c.failover {
+            return;
+        }
+        let tried: Vec<String> = c
+            .branches
+            .iter()
+            .map(|b| {
+                let why = match b.status {
+                    BranchStatus::Final(code) => code.to_string(),
+                    BranchStatus::Answered => "answered".into(),
+                    BranchStatus::TimedOut => "timeout".into(),
+                    BranchStatus::TransportError => "transport".into(),
+                    BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing => {
+                        "cancelled".into()
+                    }
+                };
+                format!("{}:{why}", c.dest_name(&b.target))
+            })
+            .collect();
+        let call_id = c
+            .request()
+            .map(|m| String::from_utf8_lossy(m.slice(m.call_id)).into_owned())
+            .unwrap_or_default();
+        let route = c.route().map(|r| r.name.as_str()).unwrap_or("-");
+        info!(
+            call_id = %call_id,
+            route,
+            tried = %tried.join(","),
+            code,
+            ms = now.saturating_duration_since(c.started).as_millis() as u64,
+            "call outcome"
+        );
+    }
+
+    /// Forgets a call whose transactions have all ended.
+    pub(super) fn reap_if_done(&self, c: &Call) {
+        if !c.is_done() {
+            return;
+        }
+        self.servers.remove(&c.key);
+        for b in &c.branches {
+            self.clients.remove(&b.key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::better;
+
+    #[test]
+    fn best_response_prefers_6xx_then_lowest_class_and_503_last() {
+        assert!(better(603, 486));
+        assert!(better(486, 500));
+        assert!(better(500, 503));
+        assert!(better(502, 503));
+        assert!(!better(503, 500));
+        assert!(better(404, 503));
+        assert!(!better(486, 404), "same class: first one stays");
+    }
+}

@@ -1,0 +1,1004 @@
+//! The proxy core (RFC 3261 §16), sans-IO: validation, Record-Route and loose routing, the
+//! response context of each INVITE with serial failover, CANCEL, ghost-call teardown and
+//! best-response choice.
+//!
+//! It is fed received bytes, timer expiries and delivery failures, each with `now`, and appends
+//! [`Output`]s (bytes to send, timers to arm) for the driver to carry out in order. Order is part
+//! of the contract: a CANCEL to a failed branch is always emitted before the INVITE to the next.
+//! It holds its tables in `DashMap`s so every worker thread can feed it; each call is a
+//! `Mutex<Call>` locked only after the table guard is dropped.
+//!
+//! It must not: touch sockets or clocks, or parse SIP bytes other than through `wire`.
+
+mod call;
+mod dialog;
+
+pub use call::CallPhase;
+
+use crate::originate;
+use crate::transaction::key::{Keys, MethodClass, TxKey};
+use crate::transaction::{
+    ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
+};
+use crate::transport::{Peer, Proto};
+use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError, StartLine};
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use call::Call;
+use dashmap::DashMap;
+use routing_rules::{DestId, RuleSet};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+use tracing::{debug, warn};
+
+/// Branch parameters pointsman writes start with this (after the magic cookie); the node id and
+/// a loop-detection hash follow.
+pub const BRANCH_PREFIX: &str = "z9hG4bK-ps";
+
+/// What the core is configured with (from `config::Config`).
+#[derive(Clone, Debug)]
+pub struct CoreConfig {
+    pub node_id: u16,
+    /// Host (IPv6 in brackets) written into Via and Record-Route.
+    pub advertise_host: String,
+    pub advertise_port: u16,
+    pub timers: TimerConfig,
+    pub limits: Limits,
+    /// Names of the listeners, by index (routing may match on them).
+    pub listeners: Vec<String>,
+    /// Retry-After pointsman puts on its own 503 when no destination could take a call.
+    pub retry_after: u32,
+}
+
+/// A rule set with its destinations' resolved addresses (index = `DestId`).
+#[derive(Debug)]
+pub struct Routing {
+    pub rules: RuleSet,
+    pub addrs: Vec<SocketAddr>,
+}
+
+/// A timer the driver must fire back into [`Core::on_timer`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CoreTimer {
+    pub key: TxKey,
+    pub kind: TimerKind,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TimerKind {
+    /// A timer of the server transaction `key`.
+    Server(TxTimer),
+    /// A timer of the client transaction `key`.
+    Client(TxTimer),
+    /// The branch `key` had no provisional response in time.
+    Provisional,
+    /// The branch `key` rang for too long.
+    Ring,
+    /// Forget the ghost dialog `key`.
+    GhostExpire,
+}
+
+/// What the driver must do, in order.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send bytes. If delivery fails, call [`Core::on_delivery_failure`] with `report`.
+    Send {
+        to: Peer,
+        bytes: Bytes,
+        report: Option<TxKey>,
+    },
+    Timer { at: Instant, timer: CoreTimer },
+}
+
+/// A received message.
+#[derive(Clone, Copy, Debug)]
+pub struct Inbound<'a> {
+    pub bytes: &'a [u8],
+    pub from: Peer,
+    pub framing: Framing,
+    /// Index of the listener it arrived on.
+    pub listener: usize,
+}
+
+/// Counters the tests and (later) metrics read.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub ghost_teardowns: AtomicU64,
+    pub malformed: AtomicU64,
+    pub failovers: AtomicU64,
+    pub cancels_sent: AtomicU64,
+}
+
+enum ServerEntry {
+    Call(Arc<Mutex<Call>>),
+    Relay(Arc<Mutex<Relay>>),
+    /// A request pointsman answered itself (CANCEL), kept to answer its retransmissions.
+    Local(Arc<Mutex<LocalAnswer>>),
+}
+
+impl Clone for ServerEntry {
+    fn clone(&self) -> Self {
+        match self {
+            ServerEntry::Call(c) => ServerEntry::Call(c.clone()),
+            ServerEntry::Relay(r) => ServerEntry::Relay(r.clone()),
+            ServerEntry::Local(l) => ServerEntry::Local(l.clone()),
+        }
+    }
+}
+
+#[derive(Clone)]
+enum ClientEntry {
+    /// Branch `usize` of an INVITE call.
+    Branch(Arc<Mutex<Call>>, usize),
+    Relay(Arc<Mutex<Relay>>),
+    /// A request pointsman originated (CANCEL, ghost BYE): responses are absorbed.
+    Own(Arc<Mutex<OwnRequest>>),
+}
+
+struct LocalAnswer {
+    tx: ServerNonInvite,
+    to: Peer,
+}
+
+struct OwnRequest {
+    tx: ClientNonInvite,
+    to: Peer,
+}
+
+/// A non-INVITE request relayed on one branch (BYE, INFO, UPDATE, ... in a dialog).
+struct Relay {
+    server: ServerNonInvite,
+    upstream: Peer,
+    client: Option<crate::transaction::ClientNonInvite>,
+    client_key: TxKey,
+    downstream: Peer,
+    /// For BYE: the dialog it ends.
+    ends_dialog: Option<u64>,
+    request: Bytes,
+    to_tag: String,
+}
+
+/// Where a request goes next, and how.
+#[derive(Clone, Copy, Debug)]
+struct Hop {
+    peer: Peer,
+    dest: Option<DestId>,
+}
+
+/// The proxy core. Cheap to share: `Arc<Core>` between workers.
+pub struct Core {
+    cfg: CoreConfig,
+    routing: ArcSwap<Routing>,
+    keys: Keys,
+    servers: DashMap<TxKey, ServerEntry>,
+    clients: DashMap<TxKey, ClientEntry>,
+    dialogs: dialog::Dialogs,
+    ghosts: DashMap<u64, ()>,
+    branch_seq: AtomicU64,
+    pub stats: Stats,
+}
+
+impl Core {
+    pub fn new(cfg: CoreConfig, routing: Routing) -> Core {
+        let seed = std::collections::hash_map::RandomState::new();
+        let start = std::hash::BuildHasher::hash_one(&seed, std::process::id()) >> 16;
+        Core {
+            cfg,
+            routing: ArcSwap::from_pointee(routing),
+            keys: Keys::new(),
+            servers: DashMap::new(),
+            clients: DashMap::new(),
+            dialogs: dialog::Dialogs::default(),
+            ghosts: DashMap::new(),
+            branch_seq: AtomicU64::new(start),
+            stats: Stats::default(),
+        }
+    }
+
+    pub fn config(&self) -> &CoreConfig {
+        &self.cfg
+    }
+
+    /// Replaces the rule set; calls in progress keep the snapshot they started with.
+    pub fn set_routing(&self, routing: Routing) {
+        self.routing.store(Arc::new(routing));
+    }
+
+    pub fn routing(&self) -> Arc<Routing> {
+        self.routing.load_full()
+    }
+
+    /// Transactions and calls held right now (for tests and gauges).
+    pub fn table_sizes(&self) -> (usize, usize, usize) {
+        (self.servers.len(), self.clients.len(), self.dialogs.len())
+    }
+
+    // ---- entry points ------------------------------------------------------------------------
+
+    /// A message arrived.
+    pub fn on_message(&self, inb: Inbound<'_>, now: Instant, out: &mut Vec<Output>) {
+        if inb.framing == Framing::Datagram && wire::is_keepalive(inb.bytes) {
+            return;
+        }
+        match wire::scan(inb.bytes, inb.framing, &self.cfg.limits) {
+            Ok(msg) if msg.is_request() => self.on_request(&msg, inb, now, out),
+            Ok(msg) => self.on_response(&msg, inb.from, now, out),
+            Err(e) => self.on_malformed(inb, &e, out),
+        }
+    }
+
+    /// A timer armed through [`Output::Timer`] fired.
+    pub fn on_timer(&self, timer: CoreTimer, now: Instant, out: &mut Vec<Output>) {
+        match timer.kind {
+            TimerKind::Server(t) => self.on_server_timer(timer.key, t, now, out),
+            TimerKind::Client(t) => self.on_client_timer(timer.key, t, now, out),
+            TimerKind::Provisional | TimerKind::Ring => {
+                if let Some(ClientEntry::Branch(call, i)) = self.client(timer.key) {
+                    let mut c = lock(&call);
+                    self.on_branch_timer(&mut c, &call, i, timer.kind, now, out);
+                }
+            }
+            TimerKind::GhostExpire => {
+                self.ghosts.remove(&timer.key);
+            }
+        }
+    }
+
+    /// A send tagged with `report` could not be delivered (connect refused, reset, write error).
+    pub fn on_delivery_failure(&self, report: TxKey, now: Instant, out: &mut Vec<Output>) {
+        match self.client(report) {
+            Some(ClientEntry::Branch(call, i)) => {
+                let mut c = lock(&call);
+                self.on_branch_transport_error(&mut c, &call, i, now, out);
+            }
+            Some(ClientEntry::Relay(relay)) => {
+                let mut r = lock(&relay);
+                if let Some(tx) = r.client.as_mut() {
+                    if tx.on_transport_error() == TxEvent::Timeout {
+                        self.relay_local_final(&mut r, 503, now, out);
+                    }
+                }
+            }
+            Some(ClientEntry::Own(own)) => {
+                lock(&own).tx.on_transport_error();
+                self.clients.remove(&report);
+            }
+            None => {}
+        }
+    }
+
+    /// An ICMP error came back for a datagram pointsman sent: `payload` is (the start of) that
+    /// datagram. Requests are matched to their client transaction by their own Via branch.
+    pub fn on_udp_unreachable(&self, payload: &[u8], now: Instant, out: &mut Vec<Output>) {
+        let limits = Limits {
+            max_message_size: usize::MAX,
+            ..self.cfg.limits.clone()
+        };
+        // The kernel may truncate the echoed payload; the headers are all we need.
+        let Ok(msg) = wire::scan(payload, Framing::Datagram, &limits)
+            .or_else(|_| wire::scan(headers_only(payload), Framing::Datagram, &limits))
+        else {
+            return;
+        };
+        if !msg.is_request() {
+            return;
+        }
+        let Some(branch) = msg.top_via.branch.map(|b| msg.slice(b)) else {
+            return;
+        };
+        let class = msg.method().map(MethodClass::of).unwrap_or(MethodClass::Other);
+        let key = self.keys.client(branch, class);
+        self.on_delivery_failure(key, now, out);
+    }
+
+    // ---- requests ----------------------------------------------------------------------------
+
+    fn on_request(&self, msg: &Message<'_>, inb: Inbound<'_>, now: Instant, out: &mut Vec<Output>) {
+        let Some(method) = msg.method() else { return };
+        match method {
+            Method::Ack => return self.on_ack(msg, now, out),
+            Method::Cancel => return self.on_cancel(msg, inb.from, now, out),
+            _ => {}
+        }
+        let key = self.keys.server(msg);
+        if let Some(entry) = self.server(key) {
+            return self.on_retransmission(entry, out);
+        }
+        let in_dialog = msg.to.tag.is_some();
+        if method == Method::Options && !in_dialog {
+            // Keep-alive and capability probes from carriers and clouds end here.
+            let extra = format!("Allow: {}\r\nAccept: application/sdp\r\n", originate::ALLOW);
+            let resp = originate::response(msg, 200, "OK", &local_tag(key), &extra);
+            return send(out, inb.from, resp);
+        }
+        if let Err((code, extra)) = self.validate(msg) {
+            let resp =
+                originate::response(msg, code, originate::reason_phrase(code), &local_tag(key), &extra);
+            return send(out, inb.from, resp);
+        }
+        if in_dialog {
+            return self.in_dialog(msg, key, inb.from, now, out);
+        }
+        match method {
+            Method::Invite => self.new_call(msg, key, inb, now, out),
+            _ => {
+                // Out-of-dialog MESSAGE, NOTIFY, ...: relayed to the route's first destination.
+                let routing = self.routing();
+                let hop = self.first_destination(&routing, msg, inb.listener);
+                match hop {
+                    Some(hop) => self.start_relay(msg, key, inb.from, hop, now, out),
+                    None => send(
+                        out,
+                        inb.from,
+                        originate::response(msg, 404, "Not Found", &local_tag(key), ""),
+                    ),
+                }
+            }
+        }
+    }
+
+    fn on_retransmission(&self, entry: ServerEntry, out: &mut Vec<Output>) {
+        let mut acts = Vec::new();
+        match entry {
+            ServerEntry::Call(call) => {
+                let mut c = lock(&call);
+                c.server.on_retransmission(&mut acts);
+                let to = c.upstream;
+                emit(out, &mut acts, to, c.key, Side::Server, None);
+            }
+            ServerEntry::Relay(relay) => {
+                let mut r = lock(&relay);
+                r.server.on_retransmission(&mut acts);
+                let to = r.upstream;
+                emit(out, &mut acts, to, 0, Side::Server, None);
+            }
+            ServerEntry::Local(local) => {
+                let mut l = lock(&local);
+                l.tx.on_retransmission(&mut acts);
+                let to = l.to;
+                emit(out, &mut acts, to, 0, Side::Server, None);
+            }
+        }
+    }
+
+    /// RFC 3261 §16.3: the checks before a request is proxied. `Err` carries the code to answer
+    /// and any extra header lines.
+    fn validate(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+        let StartLine::Request { uri, .. } = msg.start else {
+            return Ok(());
+        };
+        match wire::parse_uri(msg.buf, uri) {
+            Ok(u) if u.scheme == wire::UriScheme::Other => return Err((416, String::new())),
+            Ok(_) => {}
+            Err(_) => return Err((400, String::new())),
+        }
+        if msg.max_forwards == Some(0) {
+            return Err((483, String::new()));
+        }
+        if self.is_loop(msg) {
+            return Err((482, String::new()));
+        }
+        if let Some(h) = msg.header(HeaderName::ProxyRequire) {
+            let tags = String::from_utf8_lossy(msg.slice(h.value)).replace(['\r', '\n'], " ");
+            return Err((420, format!("Unsupported: {tags}\r\n")));
+        }
+        Ok(())
+    }
+
+    /// §16.3 step 4: a Via of ours whose loop hash equals this request's means the request came
+    /// back unchanged (a spiral changes the Request-URI, and so the hash).
+    fn is_loop(&self, msg: &Message<'_>) -> bool {
+        if msg.via_count < 2 {
+            return false;
+        }
+        let hash = format!("-{:08x}-", self.loop_hash(msg));
+        msg.vias().filter_map(Result::ok).any(|via| {
+            let Some(branch) = via.branch.map(|b| msg.slice(b)) else {
+                return false;
+            };
+            branch.starts_with(BRANCH_PREFIX.as_bytes())
+                && memchr::memmem::find(branch, hash.as_bytes()).is_some()
+                && msg.slice(via.host) == self.cfg.advertise_host.as_bytes()
+                && via.port.unwrap_or(5060) == self.cfg.advertise_port
+        })
+    }
+
+    fn loop_hash(&self, msg: &Message<'_>) -> u32 {
+        let uri = match msg.start {
+            StartLine::Request { uri, .. } => msg.slice(uri),
+            StartLine::Response { .. } => &[],
+        };
+        let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
+        let cseq = msg.cseq.to_be_bytes();
+        self.keys
+            .of(&[uri, from_tag, msg.slice(msg.call_id), &cseq]) as u32
+    }
+
+    /// A fresh branch id: `z9hG4bK-ps<node>-<loop hash>-<unique>`.
+    fn new_branch(&self, loop_hash: u32) -> String {
+        let n = self.branch_seq.fetch_add(1, Ordering::Relaxed);
+        format!(
+            "{BRANCH_PREFIX}{:x}-{loop_hash:08x}-{n:x}",
+            self.cfg.node_id
+        )
+    }
+
+    fn advertise(&self) -> String {
+        format!("{}:{}", self.cfg.advertise_host, self.cfg.advertise_port)
+    }
+
+    fn via_value(&self, proto: Proto, branch: &str) -> String {
+        format!(
+            "SIP/2.0/{} {};branch={branch};rport",
+            proto.via_token(),
+            self.advertise()
+        )
+    }
+
+    fn on_malformed(&self, inb: Inbound<'_>, err: &ScanError, out: &mut Vec<Output>) {
+        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        debug!(from = %inb.from.addr, error = %err, "malformed message");
+        // Responses and ACKs are never answered; anything without the reply fields is dropped.
+        let Some(ctx) = wire::reply_context(inb.bytes) else {
+            return;
+        };
+        if ctx.method == Method::Ack {
+            return;
+        }
+        let tag = format!("ps{:x}", self.keys.of(&[ctx.call_id_line.get(ctx.buf)]) as u32);
+        let reason = format!("Bad Request ({err})");
+        send(out, inb.from, originate::response_to_malformed(&ctx, 400, &reason, &tag));
+    }
+
+    fn server(&self, key: TxKey) -> Option<ServerEntry> {
+        self.servers.get(&key).map(|e| e.value().clone())
+    }
+
+    fn client(&self, key: TxKey) -> Option<ClientEntry> {
+        self.clients.get(&key).map(|e| e.value().clone())
+    }
+
+    // ---- ACK and CANCEL ----------------------------------------------------------------------
+
+    fn on_ack(&self, msg: &Message<'_>, now: Instant, out: &mut Vec<Output>) {
+        let key = self.keys.server(msg);
+        if let Some(ServerEntry::Call(call)) = self.server(key) {
+            let mut c = lock(&call);
+            let mut acts = Vec::new();
+            if c.server.on_ack(now, &mut acts) {
+                let to = c.upstream;
+                emit(out, &mut acts, to, key, Side::Server, None);
+                return;
+            }
+        }
+        // The ACK for a 2xx is a request of its own, routed like any in-dialog request; one that
+        // does not route through pointsman is dropped (never answered, RFC 3261 §17.2.3).
+        if msg.to.tag.is_none() || msg.max_forwards == Some(0) {
+            return;
+        }
+        let Some(hop) = self.in_dialog_hop(msg) else {
+            return;
+        };
+        let branch = self.new_branch(self.loop_hash(msg));
+        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None);
+        send(out, hop.peer, bytes);
+    }
+
+    fn on_cancel(&self, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        let own_key = self.keys.server(msg);
+        if let Some(entry) = self.server(own_key) {
+            return self.on_retransmission(entry, out);
+        }
+        let invite_key = self.keys.server_with_class(msg, MethodClass::Invite);
+        let Some(ServerEntry::Call(call)) = self.server(invite_key) else {
+            let resp = originate::response(msg, 481, originate::reason_phrase(481), &local_tag(own_key), "");
+            return send(out, from, resp);
+        };
+        // §16.10: 200 to the CANCEL at once, then CANCEL every pending branch.
+        let mut acts = Vec::new();
+        let mut tx = ServerNonInvite::new(from.proto.is_reliable(), self.cfg.timers);
+        let ok = originate::response(msg, 200, "OK", &local_tag(own_key), "");
+        tx.respond(200, ok, now, &mut acts);
+        emit(out, &mut acts, from, own_key, Side::Server, None);
+        self.servers.insert(
+            own_key,
+            ServerEntry::Local(Arc::new(Mutex::new(LocalAnswer { tx, to: from }))),
+        );
+        let reason = msg
+            .header(HeaderName::Reason)
+            .map(|h| String::from_utf8_lossy(msg.slice(h.line)).into_owned())
+            .unwrap_or_else(|| originate::reason_header(487, "Request terminated"));
+        let mut c = lock(&call);
+        self.cancel_call(&mut c, &reason, now, out);
+    }
+
+    fn on_server_timer(&self, key: TxKey, t: TxTimer, now: Instant, out: &mut Vec<Output>) {
+        let Some(entry) = self.server(key) else { return };
+        let mut acts = Vec::new();
+        match entry {
+            ServerEntry::Call(call) => {
+                let mut c = lock(&call);
+                let ev = c.server.on_timer(t, now, &mut acts);
+                let to = c.upstream;
+                emit(out, &mut acts, to, key, Side::Server, None);
+                if ev != TxEvent::None {
+                    self.reap_if_done(&c);
+                }
+            }
+            ServerEntry::Relay(relay) => {
+                let mut r = lock(&relay);
+                let ev = r.server.on_timer(t, now, &mut acts);
+                let to = r.upstream;
+                emit(out, &mut acts, to, key, Side::Server, None);
+                if ev != TxEvent::None {
+                    self.servers.remove(&key);
+                    self.clients.remove(&r.client_key);
+                }
+            }
+            ServerEntry::Local(local) => {
+                if lock(&local).tx.on_timer(t, now, &mut acts) != TxEvent::None {
+                    self.servers.remove(&key);
+                }
+            }
+        }
+    }
+
+    fn on_client_timer(&self, key: TxKey, t: TxTimer, now: Instant, out: &mut Vec<Output>) {
+        let Some(entry) = self.client(key) else { return };
+        let mut acts = Vec::new();
+        match entry {
+            ClientEntry::Branch(call, i) => {
+                let mut c = lock(&call);
+                self.on_branch_tx_timer(&mut c, &call, i, t, now, out);
+            }
+            ClientEntry::Relay(relay) => {
+                let mut r = lock(&relay);
+                let downstream = r.downstream;
+                let Some(tx) = r.client.as_mut() else { return };
+                let ev = tx.on_timer(t, now, &mut acts);
+                emit(out, &mut acts, downstream, key, Side::Client, Some(key));
+                if ev == TxEvent::Timeout {
+                    self.relay_local_final(&mut r, 408, now, out);
+                }
+            }
+            ClientEntry::Own(own) => {
+                let mut o = lock(&own);
+                let to = o.to;
+                let ev = o.tx.on_timer(t, now, &mut acts);
+                emit(out, &mut acts, to, key, Side::Client, None);
+                if ev != TxEvent::None {
+                    self.clients.remove(&key);
+                }
+            }
+        }
+    }
+
+    // ---- responses ---------------------------------------------------------------------------
+
+    fn on_response(&self, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        let Some(key) = self.keys.client_of_response(msg) else {
+            return;
+        };
+        let Some(code) = msg.code() else { return };
+        match self.client(key) {
+            Some(ClientEntry::Branch(call, i)) => {
+                let mut c = lock(&call);
+                self.on_branch_response(&mut c, &call, i, msg, from, now, out);
+            }
+            Some(ClientEntry::Relay(relay)) => {
+                let mut r = lock(&relay);
+                let mut acts = Vec::new();
+                let Some(tx) = r.client.as_mut() else { return };
+                let delivery = tx.on_response(code, now, &mut acts);
+                let downstream = r.downstream;
+                emit(out, &mut acts, downstream, key, Side::Client, Some(key));
+                if delivery == Delivery::Absorb || code == 100 {
+                    return;
+                }
+                if code >= 200 {
+                    if let Some(dialog) = r.ends_dialog.take() {
+                        self.dialogs.remove(dialog);
+                    }
+                }
+                let upstream = r.upstream;
+                let relayed = Bytes::from(self.strip_top_via(msg));
+                r.server.respond(code, relayed, now, &mut acts);
+                emit(out, &mut acts, upstream, 0, Side::Server, None);
+            }
+            Some(ClientEntry::Own(own)) => {
+                let mut o = lock(&own);
+                let mut acts = Vec::new();
+                o.tx.on_response(code, now, &mut acts);
+                let to = o.to;
+                emit(out, &mut acts, to, key, Side::Client, None);
+            }
+            None => {
+                let ours = msg
+                    .top_via
+                    .branch
+                    .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX.as_bytes()));
+                if ours && msg.cseq_method == Method::Invite && (200..300).contains(&code) {
+                    self.on_unmatched_2xx(msg, from, now, out);
+                }
+            }
+        }
+    }
+
+    /// A 2xx for an INVITE pointsman sent, whose transaction is gone. Unless it belongs to an
+    /// answered dialog (a late retransmission), it is a ghost call: ACK and BYE it.
+    fn on_unmatched_2xx(&self, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        if self.dialogs.contains(self.dialog_key(msg)) {
+            return;
+        }
+        // The 2xx came from the branch's destination: the teardown goes back the same way.
+        self.ghost_teardown(msg, from, now, out);
+    }
+
+    /// ACK and BYE a 2xx that must not reach the caller. Retransmissions of the same 2xx are
+    /// re-ACKed; the BYE goes once.
+    fn ghost_teardown(&self, msg: &Message<'_>, to: Peer, now: Instant, out: &mut Vec<Output>) {
+        let to_tag = msg.to.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
+        let ghost = self.keys.of(&[msg.slice(msg.call_id), to_tag]);
+        let first = self.ghosts.insert(ghost, ()).is_none();
+        let loop_hash = self.loop_hash(msg);
+        let ack_branch = self.new_branch(loop_hash);
+        let bye_branch = self.new_branch(loop_hash);
+        let teardown = originate::ghost_teardown(
+            msg,
+            |uri| is_own_uri(uri),
+            &self.via_value(to.proto, &ack_branch),
+            &self.via_value(to.proto, &bye_branch),
+            &originate::reason_header(200, "Call completed elsewhere"),
+        );
+        send(out, to, teardown.ack);
+        if !first {
+            return;
+        }
+        self.stats.ghost_teardowns.fetch_add(1, Ordering::Relaxed);
+        warn!(
+            call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),
+            to = %to.addr,
+            "ghost call: late 2xx ACKed and torn down with BYE"
+        );
+        let key = self.keys.client(bye_branch.as_bytes(), MethodClass::Other);
+        self.start_own_request(key, teardown.bye, to, now, out);
+        out.push(Output::Timer {
+            at: now + self.cfg.timers.t1x64(),
+            timer: CoreTimer {
+                key: ghost,
+                kind: TimerKind::GhostExpire,
+            },
+        });
+    }
+
+    /// Sends a request pointsman originated (CANCEL, BYE) in a client transaction of its own.
+    fn start_own_request(
+        &self,
+        key: TxKey,
+        bytes: Bytes,
+        to: Peer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let mut acts = Vec::new();
+        let tx = ClientNonInvite::start(bytes, to.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        emit(out, &mut acts, to, key, Side::Client, None);
+        self.clients
+            .insert(key, ClientEntry::Own(Arc::new(Mutex::new(OwnRequest { tx, to }))));
+    }
+
+    fn dialog_key(&self, msg: &Message<'_>) -> u64 {
+        let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
+        let to_tag = msg.to.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
+        self.keys.of(&[msg.slice(msg.call_id), from_tag, to_tag])
+    }
+
+    // ---- forwarding --------------------------------------------------------------------------
+
+    /// The request as forwarded: our Via on top, Max-Forwards decremented (or added), our own
+    /// Route values removed, and for dialog-creating requests our Record-Route. Every other byte
+    /// is as received.
+    fn forward_request(
+        &self,
+        msg: &Message<'_>,
+        proto: Proto,
+        branch: &str,
+        record_route: Option<&str>,
+    ) -> Bytes {
+        let via_line = format!("Via: {}\r\n", self.via_value(proto, branch));
+        let via_at = msg.headers[msg.top_via.header].line.start;
+        let mf_text;
+        let rr_line;
+        let mut splice = wire::Splice::new(msg.buf);
+        match (msg.max_forwards, msg.max_forwards_header) {
+            (Some(mf), Some(idx)) => {
+                mf_text = mf.saturating_sub(1).min(255).to_string();
+                splice.replace(msg.headers[idx].value, mf_text.as_bytes());
+            }
+            _ => {
+                splice.insert(via_at, b"Max-Forwards: 70\r\n");
+            }
+        }
+        if let Some(rr) = record_route {
+            rr_line = format!("Record-Route: {rr}\r\n");
+            let at = msg
+                .header(HeaderName::RecordRoute)
+                .map(|h| h.line.start)
+                .unwrap_or(msg.headers[0].line.start);
+            splice.insert(at, rr_line.as_bytes());
+        }
+        splice.insert(via_at, via_line.as_bytes());
+        if let Some(span) = self.own_routes_removal(msg) {
+            splice.delete(span);
+        }
+        let mut bytes = Vec::with_capacity(splice.output_len());
+        splice.write_to(&mut bytes);
+        Bytes::from(bytes)
+    }
+
+    /// The span that removes the leading Route values that point at pointsman (loose routing,
+    /// §16.4). Only whole leading values go; if they fill their header line, the line goes.
+    fn own_routes_removal(&self, msg: &Message<'_>) -> Option<wire::Span> {
+        let mut routes = msg.routes(HeaderName::Route).filter_map(Result::ok).peekable();
+        let first = *routes.peek()?;
+        if !is_own_uri(msg.slice(first.uri)) {
+            return None;
+        }
+        // Only values of the first Route header line are removed together (one span).
+        let mut last = first;
+        let mut next_kept = None;
+        for r in routes.by_ref().skip(1) {
+            if r.header == first.header && is_own_uri(msg.slice(r.uri)) {
+                last = r;
+            } else {
+                next_kept = Some(r);
+                break;
+            }
+        }
+        let _ = last;
+        match next_kept {
+            Some(kept) if kept.header == first.header => {
+                Some(wire::Span::new(first.value.start as usize, kept.value.start as usize))
+            }
+            _ => Some(msg.headers[first.header].line),
+        }
+    }
+
+    fn strip_top_via(&self, msg: &Message<'_>) -> Vec<u8> {
+        let mut splice = wire::Splice::new(msg.buf);
+        splice.delete(msg.value_removal(msg.top_via.header, msg.top_via.value));
+        let mut out = Vec::with_capacity(splice.output_len());
+        splice.write_to(&mut out);
+        out
+    }
+
+    // ---- in-dialog requests ------------------------------------------------------------------
+
+    /// Next hop of an in-dialog request, from the Record-Route we wrote (now its first Route):
+    /// from the caller's side it goes to the destination that answered (trunk affinity); from
+    /// the callee's side it follows the remaining Route set or the Request-URI.
+    fn in_dialog_hop(&self, msg: &Message<'_>) -> Option<Hop> {
+        let mut routes = msg.routes(HeaderName::Route).filter_map(Result::ok);
+        let ours = routes.next().filter(|r| is_own_uri(msg.slice(r.uri)))?;
+        let ours_uri = wire::parse_uri(msg.buf, ours.uri).ok()?;
+        let param = |name: &[u8]| wire::uri_param(msg.buf, ours_uri.params, name).map(|s| msg.slice(s));
+        let from_tag = msg.from.tag.map(|t| msg.slice(t));
+        let downstream = param(b"ftag").is_some_and(|ftag| Some(ftag) == from_tag);
+        if downstream {
+            if let Some(name) = param(b"psd") {
+                let routing = self.routing();
+                let name = std::str::from_utf8(name).ok()?;
+                if let Some(id) = routing.rules.destination_by_name(name) {
+                    let dest = routing.rules.destination(id);
+                    return Some(Hop {
+                        peer: Peer {
+                            proto: proto_of(dest.transport),
+                            addr: routing.addrs[id.0 as usize],
+                            conn: None,
+                        },
+                        dest: Some(id),
+                    });
+                }
+            }
+        }
+        // The next Route that is not ours, else the Request-URI.
+        let next = msg
+            .routes(HeaderName::Route)
+            .filter_map(Result::ok)
+            .find(|r| !is_own_uri(msg.slice(r.uri)));
+        let uri_span = match (next, msg.start) {
+            (Some(r), _) => r.uri,
+            (None, StartLine::Request { uri, .. }) => uri,
+            _ => return None,
+        };
+        let uri = wire::parse_uri(msg.buf, uri_span).ok()?;
+        let transport = wire::uri_param(msg.buf, uri.params, b"transport").map(|s| msg.slice(s));
+        let proto = match transport {
+            Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
+            _ => Proto::Udp,
+        };
+        let addr = socket_addr(msg.slice(uri.host), uri.port.unwrap_or(5060))?;
+        Some(Hop {
+            peer: Peer {
+                proto,
+                addr,
+                conn: None,
+            },
+            dest: None,
+        })
+    }
+
+    fn in_dialog(&self, msg: &Message<'_>, key: TxKey, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        let Some(hop) = self.in_dialog_hop(msg) else {
+            let resp = originate::response(msg, 404, "Not Found", &local_tag(key), "");
+            return send(out, from, resp);
+        };
+        match msg.method() {
+            Some(Method::Invite) => self.start_reinvite(msg, key, from, hop, now, out),
+            _ => self.start_relay(msg, key, from, hop, now, out),
+        }
+    }
+
+    fn start_relay(
+        &self,
+        msg: &Message<'_>,
+        key: TxKey,
+        from: Peer,
+        hop: Hop,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let branch = self.new_branch(self.loop_hash(msg));
+        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None);
+        let client_key = self.keys.client(
+            branch.as_bytes(),
+            msg.method().map(MethodClass::of).unwrap_or(MethodClass::Other),
+        );
+        let ends_dialog = (msg.method() == Some(Method::Bye)).then(|| self.dialog_key(msg));
+        let mut acts = Vec::new();
+        let client =
+            ClientNonInvite::start(bytes, hop.peer.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        let relay = Arc::new(Mutex::new(Relay {
+            server: ServerNonInvite::new(from.proto.is_reliable(), self.cfg.timers),
+            upstream: from,
+            client: Some(client),
+            client_key,
+            downstream: hop.peer,
+            ends_dialog,
+            request: Bytes::copy_from_slice(msg.buf),
+            to_tag: local_tag(key),
+        }));
+        self.servers.insert(key, ServerEntry::Relay(relay.clone()));
+        self.clients.insert(client_key, ClientEntry::Relay(relay));
+        emit(out, &mut acts, hop.peer, client_key, Side::Client, Some(client_key));
+    }
+
+    /// The relayed request failed downstream: answer it ourselves.
+    fn relay_local_final(&self, r: &mut MutexGuard<'_, Relay>, code: u16, now: Instant, out: &mut Vec<Output>) {
+        let request = r.request.clone();
+        let Some(req) = originate::rescan(&request) else { return };
+        if let Some(dialog) = r.ends_dialog.take() {
+            // A BYE that nobody answered still ends the dialog for us.
+            self.dialogs.remove(dialog);
+        }
+        let resp = originate::response(&req, code, originate::reason_phrase(code), &r.to_tag, "");
+        let mut acts = Vec::new();
+        r.server.respond(code, resp, now, &mut acts);
+        let upstream = r.upstream;
+        emit(out, &mut acts, upstream, 0, Side::Server, None);
+    }
+
+    fn first_destination(&self, routing: &Routing, msg: &Message<'_>, listener: usize) -> Option<Hop> {
+        let route = routing.rules.route_for(&self.call_facts(msg, listener))?;
+        let id = *routing.rules.route(route).destinations.first()?;
+        let dest = routing.rules.destination(id);
+        Some(Hop {
+            peer: Peer {
+                proto: proto_of(dest.transport),
+                addr: routing.addrs[id.0 as usize],
+                conn: None,
+            },
+            dest: Some(id),
+        })
+    }
+
+    fn call_facts<'m>(&'m self, msg: &Message<'m>, listener: usize) -> routing_rules::CallFacts<'m> {
+        let user = |span: Option<wire::Span>| -> Option<&'m str> {
+            let span = span?;
+            let uri = wire::parse_uri(msg.buf, span).ok()?;
+            std::str::from_utf8(msg.slice(uri.user?)).ok()
+        };
+        let ruri = match msg.start {
+            StartLine::Request { uri, .. } => Some(uri),
+            StartLine::Response { .. } => None,
+        };
+        routing_rules::CallFacts {
+            to_user: user(ruri),
+            from_user: user(Some(msg.from.uri)),
+            listener: self.cfg.listeners.get(listener).map(String::as_str),
+        }
+    }
+}
+
+// ---- helpers -------------------------------------------------------------------------------
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Server,
+    Client,
+}
+
+/// Turns transaction actions into outputs toward `to`.
+fn emit(
+    out: &mut Vec<Output>,
+    acts: &mut Vec<TxAction>,
+    to: Peer,
+    key: TxKey,
+    side: Side,
+    report: Option<TxKey>,
+) {
+    for a in acts.drain(..) {
+        match a {
+            TxAction::Send(bytes) => out.push(Output::Send { to, bytes, report }),
+            TxAction::Arm(t, at) => out.push(Output::Timer {
+                at,
+                timer: CoreTimer {
+                    key,
+                    kind: match side {
+                        Side::Server => TimerKind::Server(t),
+                        Side::Client => TimerKind::Client(t),
+                    },
+                },
+            }),
+        }
+    }
+}
+
+fn send(out: &mut Vec<Output>, to: Peer, bytes: Bytes) {
+    out.push(Output::Send {
+        to,
+        bytes,
+        report: None,
+    });
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic elsewhere must not take every later call down with it.
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The To tag pointsman uses in its own responses to the transaction `key`.
+fn local_tag(key: TxKey) -> String {
+    format!("ps{:x}", key as u32)
+}
+
+/// A URI pointsman wrote into a Record-Route (it carries our `psn` parameter).
+fn is_own_uri(uri: &[u8]) -> bool {
+    memchr::memmem::find(uri, b";psn=").is_some()
+}
+
+fn proto_of(t: routing_rules::spec::TransportSpec) -> Proto {
+    match t {
+        routing_rules::spec::TransportSpec::Udp => Proto::Udp,
+        routing_rules::spec::TransportSpec::Tcp => Proto::Tcp,
+    }
+}
+
+/// An IP literal host (IPv6 with or without brackets) and port as a socket address.
+fn socket_addr(host: &[u8], port: u16) -> Option<SocketAddr> {
+    let host = std::str::from_utf8(host).ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let ip: std::net::IpAddr = host.parse().ok()?;
+    Some(SocketAddr::new(ip, port))
+}
+
+/// The header section of a (possibly truncated) datagram, terminated as a message.
+fn headers_only(payload: &[u8]) -> &[u8] {
+    match memchr::memmem::find(payload, b"\r\n\r\n") {
+        Some(end) => &payload[..end + 4],
+        None => payload,
+    }
+}
+
