@@ -5,6 +5,7 @@
 pub mod config;
 pub mod originate;
 pub mod proxy;
+pub mod server;
 pub mod transport;
 pub mod timer;
 pub mod sim;

@@ -1,1 +1,268 @@
-//! TCP transport.
+//! TCP: accepted and outbound connections, framed by Content-Length (`wire::frame_stream`),
+//! reused for every message to the same peer, closed when idle, capped in number.
+//!
+//! A connection is a reader task (frames → the worker that owns the connection) and a writer
+//! task (queued messages → socket). An outbound connection is registered before it connects, so
+//! messages queue behind the connect; if the connect or a write fails, every queued message
+//! that asked for it is reported back as a delivery failure (a branch failure to the core).
+//! TLS (a later step) slots in as another stream type under the same reader and writer.
+
+use super::{ConnId, Peer, Proto};
+use crate::transaction::key::TxKey;
+use crate::wire::{self, Limits, StreamFrame};
+use bytes::{Bytes, BytesMut};
+use dashmap::DashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tracing::debug;
+
+/// What a connection hands to the worker that owns it.
+#[derive(Debug)]
+pub enum Event {
+    /// A whole message.
+    Message {
+        bytes: Bytes,
+        from: Peer,
+        listener: usize,
+    },
+    /// A message sent with this report key was not delivered.
+    Undelivered(TxKey),
+}
+
+/// Where connection events go (the owning worker's inbox).
+pub type EventSink = mpsc::UnboundedSender<Event>;
+
+struct Outgoing {
+    bytes: Bytes,
+    report: Option<TxKey>,
+    failures: EventSink,
+}
+
+struct Conn {
+    queue: mpsc::UnboundedSender<Outgoing>,
+}
+
+#[derive(Clone, Debug)]
+pub struct TcpSettings {
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub limits: Limits,
+}
+
+/// Every live TCP connection, by id and by remote address.
+pub struct Tcp {
+    settings: TcpSettings,
+    conns: DashMap<ConnId, Conn>,
+    by_addr: DashMap<SocketAddr, ConnId>,
+    next_id: AtomicU64,
+    open: AtomicUsize,
+    /// One sink per worker; connection `id` belongs to worker `id % len`.
+    workers: Vec<EventSink>,
+    runtimes: Vec<tokio::runtime::Handle>,
+}
+
+impl Tcp {
+    pub fn new(
+        settings: TcpSettings,
+        workers: Vec<EventSink>,
+        runtimes: Vec<tokio::runtime::Handle>,
+    ) -> Arc<Tcp> {
+        Arc::new(Tcp {
+            settings,
+            conns: DashMap::new(),
+            by_addr: DashMap::new(),
+            next_id: AtomicU64::new(1),
+            open: AtomicUsize::new(0),
+            workers,
+            runtimes,
+        })
+    }
+
+    /// Connections open right now.
+    pub fn open_connections(&self) -> usize {
+        self.open.load(Ordering::Relaxed)
+    }
+
+    fn worker_of(&self, id: ConnId) -> (EventSink, tokio::runtime::Handle) {
+        let i = (id as usize) % self.workers.len().max(1);
+        (self.workers[i].clone(), self.runtimes[i].clone())
+    }
+
+    /// Accepts connections on `listener` until the process ends.
+    pub async fn accept_loop(self: Arc<Tcp>, listener: TcpListener, index: usize) {
+        loop {
+            let (stream, remote) = match listener.accept().await {
+                Ok(x) => x,
+                Err(e) => {
+                    debug!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
+            };
+            if !self.reserve() {
+                debug!(%remote, "TCP connection refused: connection limit reached");
+                continue;
+            }
+            let _ = stream.set_nodelay(true);
+            let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+            let (tx, rx) = mpsc::unbounded_channel();
+            self.conns.insert(id, Conn { queue: tx });
+            self.by_addr.insert(remote, id);
+            let (sink, rt) = self.worker_of(id);
+            let me = self.clone();
+            rt.spawn(async move { me.run_conn(id, remote, stream, index, sink, rx).await });
+        }
+    }
+
+    fn reserve(&self) -> bool {
+        let max = self.settings.max_connections;
+        self.open
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Queues `bytes` to `to` (its connection if it names one and it is alive, else any
+    /// connection to its address, else a new one). Failures come back on `failures`.
+    pub fn send(self: &Arc<Tcp>, to: Peer, bytes: Bytes, report: Option<TxKey>, failures: &EventSink) {
+        debug_assert_eq!(to.proto, Proto::Tcp);
+        let item = Outgoing {
+            bytes,
+            report,
+            failures: failures.clone(),
+        };
+        let existing = to
+            .conn
+            .filter(|id| self.conns.contains_key(id))
+            .or_else(|| self.by_addr.get(&to.addr).map(|e| *e.value()));
+        let item = match existing.and_then(|id| self.conns.get(&id).map(|c| c.queue.clone())) {
+            Some(queue) => match queue.send(item) {
+                Ok(()) => return,
+                Err(mpsc::error::SendError(item)) => item,
+            },
+            None => item,
+        };
+        self.connect(to.addr, item);
+    }
+
+    fn connect(self: &Arc<Tcp>, remote: SocketAddr, first: Outgoing) {
+        if !self.reserve() {
+            fail(first);
+            return;
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::unbounded_channel();
+        let _ = tx.send(first);
+        self.conns.insert(id, Conn { queue: tx });
+        self.by_addr.insert(remote, id);
+        let (sink, rt) = self.worker_of(id);
+        let me = self.clone();
+        rt.spawn(async move {
+            let connected =
+                tokio::time::timeout(me.settings.connect_timeout, TcpStream::connect(remote)).await;
+            match connected {
+                Ok(Ok(stream)) => {
+                    let _ = stream.set_nodelay(true);
+                    // Responses and requests on an outbound connection are not tied to a listener.
+                    me.run_conn(id, remote, stream, 0, sink, rx).await
+                }
+                Ok(Err(e)) => {
+                    debug!(%remote, error = %e, "TCP connect failed");
+                    me.close(id, remote, rx);
+                }
+                Err(_) => {
+                    debug!(%remote, "TCP connect timed out");
+                    me.close(id, remote, rx);
+                }
+            }
+        });
+    }
+
+    async fn run_conn(
+        self: Arc<Tcp>,
+        id: ConnId,
+        remote: SocketAddr,
+        stream: TcpStream,
+        listener: usize,
+        sink: EventSink,
+        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    ) {
+        let (mut reader, mut writer) = stream.into_split();
+        let from = Peer {
+            proto: Proto::Tcp,
+            addr: remote,
+            conn: Some(id),
+        };
+        let mut buf = BytesMut::with_capacity(8192);
+        let idle = self.settings.idle_timeout;
+        let limits = self.settings.limits.clone();
+        loop {
+            tokio::select! {
+                item = rx.recv() => {
+                    let Some(item) = item else { break };
+                    if let Err(e) = writer.write_all(&item.bytes).await {
+                        debug!(%remote, error = %e, "TCP write failed");
+                        fail(item);
+                        break;
+                    }
+                }
+                read = tokio::time::timeout(idle, reader.read_buf(&mut buf)) => {
+                    match read {
+                        Err(_) => { debug!(%remote, "TCP connection idle, closing"); break }
+                        Ok(Ok(0)) | Ok(Err(_)) => break,
+                        Ok(Ok(_)) => {}
+                    }
+                    if !deliver_frames(&mut buf, &limits, from, listener, &sink) {
+                        debug!(%remote, "unframeable TCP stream, closing");
+                        break;
+                    }
+                }
+            }
+        }
+        self.close(id, remote, rx);
+    }
+
+    /// Forgets a connection and reports everything still queued on it as undelivered.
+    fn close(&self, id: ConnId, remote: SocketAddr, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+        self.conns.remove(&id);
+        self.by_addr.remove_if(&remote, |_, v| *v == id);
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        rx.close();
+        while let Ok(item) = rx.try_recv() {
+            fail(item);
+        }
+    }
+}
+
+fn fail(item: Outgoing) {
+    if let Some(key) = item.report {
+        let _ = item.failures.send(Event::Undelivered(key));
+    }
+}
+
+/// Hands every whole message at the front of `buf` to the worker. False when the stream cannot
+/// be framed (the connection must close: there is no way to find the next message).
+fn deliver_frames(buf: &mut BytesMut, limits: &Limits, from: Peer, listener: usize, sink: &EventSink) -> bool {
+    loop {
+        match wire::frame_stream(buf, limits) {
+            Ok(StreamFrame::Message(n)) => {
+                let bytes = buf.split_to(n).freeze();
+                let _ = sink.send(Event::Message {
+                    bytes,
+                    from,
+                    listener,
+                });
+            }
+            Ok(StreamFrame::Keepalive(n)) => {
+                let _ = buf.split_to(n);
+            }
+            Ok(StreamFrame::Incomplete) => return true,
+            Err(_) => return false,
+        }
+    }
+}

@@ -1,0 +1,332 @@
+//! The driver: runs the sans-IO core on real sockets and a real clock.
+//!
+//! N worker threads, each a single-threaded tokio runtime owning one SO_REUSEPORT UDP socket per
+//! UDP listener, a timer wheel, and an inbox for what its TCP connections receive. A worker
+//! feeds every message, timer and delivery failure to the shared [`Core`] with `Instant::now()`
+//! and carries out the outputs in order. Nothing here knows SIP.
+
+use crate::config::{Config, ListenTransport};
+use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
+use crate::timer::TimerWheel;
+use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
+use crate::transport::{udp, Peer, Proto};
+use crate::wire::Framing;
+use anyhow::{anyhow, Context};
+use routing_rules::RuleSet;
+use std::cell::RefCell;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, Notify};
+use tracing::{debug, info};
+
+/// Timer resolution of the workers' wheels.
+const TICK: Duration = Duration::from_millis(5);
+/// Largest datagram read.
+const MAX_DATAGRAM: usize = 65_535;
+
+/// Resolves every destination's host once (at start and on reload).
+pub fn resolve(rules: RuleSet) -> anyhow::Result<Routing> {
+    let mut addrs = Vec::with_capacity(rules.destinations.len());
+    for d in &rules.destinations {
+        let addr = (d.host.as_str(), d.port)
+            .to_socket_addrs()
+            .with_context(|| format!("destination {}: cannot resolve {}", d.name, d.host))?
+            .next()
+            .ok_or_else(|| anyhow!("destination {}: {} has no address", d.name, d.host))?;
+        addrs.push(addr);
+    }
+    Ok(Routing { rules, addrs })
+}
+
+/// Splits `host:port` (IPv6 in brackets) for Via and Record-Route.
+fn split_advertise(advertise: &str) -> anyhow::Result<(String, u16)> {
+    let (host, port) = advertise
+        .rsplit_once(':')
+        .ok_or_else(|| anyhow!("node.advertise: expected host:port, got {advertise:?}"))?;
+    let port = port
+        .parse()
+        .with_context(|| format!("node.advertise: bad port in {advertise:?}"))?;
+    Ok((host.to_string(), port))
+}
+
+pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
+    let (advertise_host, advertise_port) = split_advertise(&cfg.advertise)?;
+    Ok(CoreConfig {
+        node_id: cfg.node_id,
+        advertise_host,
+        advertise_port,
+        timers: cfg.timers,
+        limits: cfg.limits.clone(),
+        listeners: cfg.listeners.iter().map(|l| l.name.clone()).collect(),
+        retry_after: 5,
+    })
+}
+
+/// Runs pointsman until the process is stopped. Binds everything first, so a port in use is an
+/// error here rather than a silent worker death.
+pub fn run(cfg: Config) -> anyhow::Result<()> {
+    let routing = resolve(cfg.rules.clone())?;
+    let core = Arc::new(Core::new(core_config(&cfg)?, routing));
+    let workers = cfg.workers.max(1);
+
+    let mut runtimes = Vec::with_capacity(workers);
+    let mut sinks = Vec::with_capacity(workers);
+    let mut inboxes = Vec::with_capacity(workers);
+    for _ in 0..workers {
+        runtimes.push(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        );
+        let (tx, rx) = mpsc::unbounded_channel();
+        sinks.push(tx);
+        inboxes.push(rx);
+    }
+    let tcp = Tcp::new(
+        TcpSettings {
+            idle_timeout: cfg.tcp_idle_timeout,
+            max_connections: cfg.tcp_max_connections,
+            connect_timeout: cfg.tcp_connect_timeout,
+            limits: cfg.limits.clone(),
+        },
+        sinks.clone(),
+        runtimes.iter().map(|r| r.handle().clone()).collect(),
+    );
+
+    // Bind everything up front.
+    let mut udp_sockets: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut tcp_listeners = Vec::new();
+    for (index, l) in cfg.listeners.iter().enumerate() {
+        match l.transport {
+            ListenTransport::Udp => {
+                for sockets in udp_sockets.iter_mut() {
+                    let s = udp::bind(l.address)
+                        .with_context(|| format!("listen {}: cannot bind UDP {}", l.name, l.address))?;
+                    sockets.push((index, s));
+                }
+            }
+            ListenTransport::Tcp => {
+                let s = std::net::TcpListener::bind(l.address)
+                    .with_context(|| format!("listen {}: cannot bind TCP {}", l.name, l.address))?;
+                s.set_nonblocking(true)?;
+                tcp_listeners.push((index, s));
+            }
+        }
+        info!(listener = %l.name, transport = ?l.transport, address = %l.address, "listening");
+    }
+
+    let mut threads = Vec::with_capacity(workers);
+    for (i, ((rt, inbox), sockets)) in runtimes
+        .into_iter()
+        .zip(inboxes)
+        .zip(udp_sockets)
+        .enumerate()
+    {
+        let core = core.clone();
+        let tcp = tcp.clone();
+        let sink = sinks[i].clone();
+        let listeners = if i == 0 {
+            std::mem::take(&mut tcp_listeners)
+        } else {
+            Vec::new()
+        };
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("pointsman-w{i}"))
+                .spawn(move || {
+                    let local = tokio::task::LocalSet::new();
+                    local.block_on(&rt, worker(core, tcp, sink, inbox, sockets, listeners))
+                })?,
+        );
+    }
+    info!(node = cfg.node_id, workers, "pointsman running");
+    for t in threads {
+        let _ = t.join();
+    }
+    Ok(())
+}
+
+/// What the tasks of one worker share.
+struct Worker {
+    core: Arc<Core>,
+    tcp: Arc<Tcp>,
+    sink: EventSink,
+    udp: Vec<Rc<UdpSocket>>,
+    wheel: RefCell<TimerWheel<CoreTimer>>,
+    timer_added: Notify,
+}
+
+async fn worker(
+    core: Arc<Core>,
+    tcp: Arc<Tcp>,
+    sink: EventSink,
+    mut inbox: mpsc::UnboundedReceiver<Event>,
+    sockets: Vec<(usize, std::net::UdpSocket)>,
+    listeners: Vec<(usize, std::net::TcpListener)>,
+) {
+    let mut udp_sockets = Vec::new();
+    let mut udp_listener = Vec::new();
+    for (index, s) in sockets {
+        match UdpSocket::from_std(s) {
+            Ok(s) => {
+                udp_sockets.push(Rc::new(s));
+                udp_listener.push(index);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot register UDP socket"),
+        }
+    }
+    let w = Rc::new(Worker {
+        core,
+        tcp: tcp.clone(),
+        sink,
+        udp: udp_sockets,
+        wheel: RefCell::new(TimerWheel::new(Instant::now(), TICK, 4096)),
+        timer_added: Notify::new(),
+    });
+    for (index, l) in listeners {
+        match tokio::net::TcpListener::from_std(l) {
+            Ok(l) => {
+                tokio::spawn(tcp.clone().accept_loop(l, index));
+            }
+            Err(e) => tracing::error!(error = %e, "cannot register TCP listener"),
+        }
+    }
+    for (sock, index) in w.udp.iter().zip(udp_listener) {
+        tokio::task::spawn_local(udp_loop(w.clone(), sock.clone(), index));
+    }
+    tokio::task::spawn_local(timer_loop(w.clone()));
+    let mut out = Vec::new();
+    while let Some(ev) = inbox.recv().await {
+        let now = Instant::now();
+        match ev {
+            Event::Message {
+                bytes,
+                from,
+                listener,
+            } => w.core.on_message(
+                Inbound {
+                    bytes: &bytes,
+                    from,
+                    framing: Framing::Stream,
+                    listener,
+                },
+                now,
+                &mut out,
+            ),
+            Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
+        }
+        execute(&w, &mut out);
+    }
+}
+
+async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
+    let mut buf = vec![0u8; MAX_DATAGRAM];
+    let mut out = Vec::new();
+    let fd = udp::raw_fd(&sock);
+    loop {
+        if sock.readable().await.is_err() {
+            continue;
+        }
+        // ICMP reports first: each names a datagram we sent that bounced.
+        while let Ok((_, n)) = udp::recv_error(fd, &mut buf) {
+            let now = Instant::now();
+            w.core.on_udp_unreachable(&buf[..n], now, &mut out);
+            execute(&w, &mut out);
+        }
+        loop {
+            match sock.try_recv_from(&mut buf) {
+                Ok((n, from)) => {
+                    let now = Instant::now();
+                    w.core.on_message(
+                        Inbound {
+                            bytes: &buf[..n],
+                            from: Peer::udp(from),
+                            framing: Framing::Datagram,
+                            listener,
+                        },
+                        now,
+                        &mut out,
+                    );
+                    execute(&w, &mut out);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(e) if udp::is_icmp_error(&e) => break,
+                Err(e) => {
+                    debug!(error = %e, "UDP receive failed");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+async fn timer_loop(w: Rc<Worker>) {
+    let mut fired = Vec::new();
+    let mut out = Vec::new();
+    loop {
+        let next = w.wheel.borrow().next_tick(Instant::now());
+        match next {
+            Some(at) => tokio::time::sleep_until(at.into()).await,
+            None => w.timer_added.notified().await,
+        }
+        let now = Instant::now();
+        w.wheel.borrow_mut().expire(now, &mut fired);
+        for t in fired.drain(..) {
+            w.core.on_timer(t, now, &mut out);
+            execute(&w, &mut out);
+        }
+    }
+}
+
+/// Carries out the core's outputs in order.
+fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
+    for o in out.drain(..) {
+        match o {
+            Output::Send { to, bytes, report } => match to.proto {
+                Proto::Udp => send_udp(w, to.addr, bytes),
+                Proto::Tcp => w.tcp.send(to, bytes, report, &w.sink),
+            },
+            Output::Timer { at, timer } => {
+                let was_empty = w.wheel.borrow().is_empty();
+                w.wheel.borrow_mut().insert(at, timer);
+                if was_empty {
+                    w.timer_added.notify_one();
+                }
+            }
+        }
+    }
+}
+
+fn send_udp(w: &Rc<Worker>, to: SocketAddr, bytes: bytes::Bytes) {
+    let Some(sock) = w
+        .udp
+        .iter()
+        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
+        .or(w.udp.first())
+        .cloned()
+    else {
+        debug!(%to, "no UDP socket to send from");
+        return;
+    };
+    for _ in 0..2 {
+        match sock.try_send_to(&bytes, to) {
+            Ok(_) => return,
+            // A pending ICMP report of an earlier datagram surfaced here; it is in the error
+            // queue too, so just send again.
+            Err(e) if udp::is_icmp_error(&e) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                tokio::task::spawn_local(async move {
+                    let _ = sock.send_to(&bytes, to).await;
+                });
+                return;
+            }
+            Err(e) => {
+                debug!(%to, error = %e, "UDP send failed");
+                return;
+            }
+        }
+    }
+}
