@@ -1002,3 +1002,6 @@ fn headers_only(payload: &[u8]) -> &[u8] {
     }
 }
 
+
+#[cfg(test)]
+mod tests;

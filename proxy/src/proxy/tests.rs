@@ -1,0 +1,553 @@
+//! Deterministic tests of the core: messages in, outputs out, time passed in. No sockets, no
+//! sleeping: a harness keeps the armed timers and fires them as it advances its own clock.
+
+use super::*;
+use routing_rules::spec::{CancelMode, TransportSpec};
+use routing_rules::{CodeSet, Destination, Route};
+use std::time::Duration;
+
+const CARRIER: &str = "10.0.0.1:5060";
+const PRIMARY: &str = "127.0.0.1:5070";
+const SECONDARY: &str = "127.0.0.1:5080";
+
+fn addr(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+fn destination(name: &str, port: u16, cancel_mode: CancelMode) -> Destination {
+    Destination {
+        name: name.into(),
+        host: "127.0.0.1".into(),
+        port,
+        transport: TransportSpec::Udp,
+        provisional_timeout: Duration::from_secs(3),
+        cancel_mode,
+        trusted: true,
+    }
+}
+
+struct Harness {
+    core: Core,
+    now: Instant,
+    timers: Vec<(Instant, CoreTimer)>,
+    /// Every send, in order: (to, first line, bytes).
+    sent: Vec<(SocketAddr, String, Bytes)>,
+}
+
+fn first_line(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == b'\r').unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+impl Harness {
+    fn new() -> Harness {
+        Harness::with(|_| {})
+    }
+
+    fn with(tweak: impl FnOnce(&mut RuleSet)) -> Harness {
+        let mut rules = RuleSet {
+            destinations: vec![
+                destination("primary", 5070, CancelMode::Immediate),
+                destination("secondary", 5080, CancelMode::Immediate),
+            ],
+            routes: vec![Route {
+                name: "default".into(),
+                destinations: vec![DestId(0), DestId(1)],
+                retry_codes: CodeSet(vec![408, 500, 502, 503, 504]),
+                ringing_retry_codes: CodeSet(vec![]),
+                pass_503: false,
+                ring_timeout: Duration::from_secs(120),
+            }],
+        };
+        tweak(&mut rules);
+        let addrs = rules
+            .destinations
+            .iter()
+            .map(|d| SocketAddr::new(d.host.parse().unwrap(), d.port))
+            .collect();
+        let cfg = CoreConfig {
+            node_id: 7,
+            advertise_host: "192.0.2.10".into(),
+            advertise_port: 5060,
+            timers: TimerConfig::default(),
+            limits: Limits::default(),
+            listeners: vec!["udp".into()],
+            retry_after: 5,
+        };
+        Harness {
+            core: Core::new(cfg, Routing { rules, addrs }),
+            now: Instant::now(),
+            timers: Vec::new(),
+            sent: Vec::new(),
+        }
+    }
+
+    fn absorb(&mut self, out: Vec<Output>) {
+        for o in out {
+            match o {
+                Output::Send { to, bytes, .. } => {
+                    self.sent.push((to.addr, first_line(&bytes), bytes))
+                }
+                Output::Timer { at, timer } => self.timers.push((at, timer)),
+            }
+        }
+    }
+
+    fn receive(&mut self, from: &str, bytes: &[u8]) {
+        let mut out = Vec::new();
+        self.core.on_message(
+            Inbound {
+                bytes,
+                from: Peer::udp(addr(from)),
+                framing: Framing::Datagram,
+                listener: 0,
+            },
+            self.now,
+            &mut out,
+        );
+        self.absorb(out);
+    }
+
+    /// Moves the clock, firing due timers in deadline order.
+    fn advance(&mut self, by: Duration) {
+        let until = self.now + by;
+        loop {
+            self.timers.sort_by_key(|(at, _)| *at);
+            let Some(&(at, timer)) = self.timers.first() else { break };
+            if at > until {
+                break;
+            }
+            self.timers.remove(0);
+            self.now = self.now.max(at);
+            let mut out = Vec::new();
+            self.core.on_timer(timer, self.now, &mut out);
+            self.absorb(out);
+        }
+        self.now = until;
+    }
+
+    /// Sends pointsman made to `to`, as first lines.
+    fn lines_to(&self, to: &str) -> Vec<String> {
+        self.sent
+            .iter()
+            .filter(|(a, _, _)| *a == addr(to))
+            .map(|(_, l, _)| l.clone())
+            .collect()
+    }
+
+    fn position(&self, to: &str, starts: &str) -> Option<usize> {
+        self.sent
+            .iter()
+            .position(|(a, l, _)| *a == addr(to) && l.starts_with(starts))
+    }
+
+    fn last_to(&self, to: &str, starts: &str) -> Bytes {
+        self.sent
+            .iter()
+            .rev()
+            .find(|(a, l, _)| *a == addr(to) && l.starts_with(starts))
+            .map(|(_, _, b)| b.clone())
+            .unwrap_or_else(|| panic!("nothing starting with {starts:?} sent to {to}: {:?}", self.lines_to(to)))
+    }
+
+    fn count_to(&self, to: &str, starts: &str) -> usize {
+        self.lines_to(to).iter().filter(|l| l.starts_with(starts)).count()
+    }
+}
+
+fn invite(call_id: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:+15551234@192.0.2.10 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-{call_id}\r\n\
+         Max-Forwards: 70\r\n\
+         From: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+         To: <sip:+15551234@192.0.2.10>\r\n\
+         Call-ID: {call_id}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Contact: <sip:+15550000@10.0.0.1:5060>\r\n\
+         Content-Type: application/sdp\r\n\
+         Content-Length: 4\r\n\r\nv=0\n"
+    )
+    .into_bytes()
+}
+
+/// A response a UAS would send to `request` (the bytes pointsman forwarded): every Via, From,
+/// To (with `to_tag` above 100), Call-ID, CSeq and Record-Route copied.
+fn response_to(request: &[u8], code: u16, to_tag: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(request);
+    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
+    for line in text.split("\r\n") {
+        let lower = line.to_ascii_lowercase();
+        if lower.starts_with("via:")
+            || lower.starts_with("from:")
+            || lower.starts_with("call-id:")
+            || lower.starts_with("cseq:")
+            || lower.starts_with("record-route:")
+        {
+            out.push_str(line);
+            out.push_str("\r\n");
+        } else if lower.starts_with("to:") {
+            out.push_str(line);
+            if code > 100 {
+                out.push_str(&format!(";tag={to_tag}"));
+            }
+            out.push_str("\r\n");
+        }
+        if line.is_empty() {
+            break;
+        }
+    }
+    if (200..300).contains(&code) {
+        out.push_str("Contact: <sip:agent@127.0.0.1:5070>\r\n");
+    }
+    out.push_str("Content-Length: 0\r\n\r\n");
+    out.into_bytes()
+}
+
+fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {
+    let text = std::str::from_utf8(msg).ok()?;
+    text.split("\r\n").find_map(|l| {
+        let (n, v) = l.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+#[test]
+fn silent_primary_gets_cancel_before_secondary_invite() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("a1"));
+    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 100 Trying"]);
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
+    h.advance(Duration::from_millis(2_999));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "no failover before the 3 s timer");
+    h.advance(Duration::from_millis(1));
+    let cancel = h.position(PRIMARY, "CANCEL").expect("CANCEL to the primary");
+    let invite2 = h.position(SECONDARY, "INVITE").expect("INVITE to the secondary");
+    assert!(cancel < invite2, "CANCEL must be sent before the next INVITE");
+    let cancel_bytes = h.last_to(PRIMARY, "CANCEL");
+    assert!(header(&cancel_bytes, "Reason").unwrap().starts_with("SIP;cause=408"));
+    // The CANCEL names the branch of the INVITE it cancels (RFC 3261 §9.1).
+    let invite1 = h.last_to(PRIMARY, "INVITE");
+    assert_eq!(header(&cancel_bytes, "Via"), header(&invite1, "Via"));
+}
+
+#[test]
+fn any_provisional_including_100_stops_the_failover_timer() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("a2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_millis(500));
+    h.receive(PRIMARY, &response_to(&fwd, 100, "p"));
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+    // 100 is hop by hop: the carrier only has our own 100.
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 100"), 1);
+}
+
+#[test]
+fn invite_retransmissions_to_an_abandoned_branch_stop_after_its_cancel() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("a3"));
+    h.advance(Duration::from_secs(3));
+    let before = h.count_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_secs(40));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), before);
+}
+
+#[test]
+fn unreliable_invite_is_retransmitted_until_provisional() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("a4"));
+    h.advance(Duration::from_millis(1_600));
+    // Sent at 0, 0.5 s and 1.5 s (timer A doubling from T1).
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 3);
+}
+
+#[test]
+fn retryable_503_fails_over_at_once_and_is_acked() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("b1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    assert_eq!(h.count_to(PRIMARY, "ACK"), 1, "hop-by-hop ACK for the 503");
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0, "a completed branch is not cancelled");
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1);
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&fwd2, 180, "s"));
+    h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
+    assert_eq!(
+        h.lines_to(CARRIER),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 180 Whatever", "SIP/2.0 200 Whatever"]
+    );
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    assert!(!String::from_utf8_lossy(&ok).contains("192.0.2.10:5060;branch"), "our Via is stripped");
+}
+
+#[test]
+fn late_2xx_on_abandoned_branch_is_acked_and_byed_never_relayed() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("g1"));
+    let fwd1 = h.last_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_secs(3));
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
+    // The primary wakes up and answers too.
+    h.receive(PRIMARY, &response_to(&fwd1, 200, "ghost"));
+    let oks: Vec<_> = h.lines_to(CARRIER).into_iter().filter(|l| l.starts_with("SIP/2.0 200")).collect();
+    assert_eq!(oks.len(), 1, "only the secondary's 200 reaches the carrier");
+    let ack = h.position(PRIMARY, "ACK").expect("ACK to the ghost");
+    let bye = h.position(PRIMARY, "BYE").expect("BYE to the ghost");
+    assert!(ack < bye);
+    let bye_bytes = h.last_to(PRIMARY, "BYE");
+    assert!(header(&bye_bytes, "Reason").unwrap().contains("cause=200"));
+    assert!(header(&bye_bytes, "To").unwrap().contains("tag=ghost"));
+    // A retransmission of the ghost 2xx is ACKed again, with no second BYE.
+    h.receive(PRIMARY, &response_to(&fwd1, 200, "ghost"));
+    assert_eq!(h.count_to(PRIMARY, "ACK"), 2);
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
+    assert_eq!(h.core.stats.ghost_teardowns.load(Ordering::Relaxed), 1);
+}
+
+#[test]
+fn late_2xx_after_the_call_context_is_gone_is_still_torn_down() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("g2"));
+    let fwd1 = h.last_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_secs(3));
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&fwd2, 486, "s"));
+    h.receive(CARRIER, b"ACK sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-g2\r\nMax-Forwards: 70\r\nFrom: <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=s\r\nCall-ID: g2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    h.advance(Duration::from_secs(120));
+    assert_eq!(h.core.table_sizes().0, 0, "call context reaped");
+    h.receive(PRIMARY, &response_to(&fwd1, 200, "late"));
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 0);
+}
+
+#[test]
+fn busy_486_is_relayed_and_not_retried() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("c1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 486, "p"));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 486"), 1);
+}
+
+#[test]
+fn decline_603_stops_the_whole_call() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("c2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 603, "p"));
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 603"), 1);
+}
+
+#[test]
+fn final_503_after_180_is_not_retried_and_reaches_carrier_as_500() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("c3"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 500"), 1);
+}
+
+#[test]
+fn ringing_retry_codes_allow_failover_after_180() {
+    let mut h = Harness::with(|r| r.routes[0].ringing_retry_codes = CodeSet(vec![503]));
+    h.receive(CARRIER, &invite("c4"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1);
+}
+
+#[test]
+fn pass_503_relays_503_unchanged() {
+    let mut h = Harness::with(|r| r.routes[0].pass_503 = true);
+    h.receive(CARRIER, &invite("c5"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&fwd2, 503, "s"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 503"), 1);
+}
+
+#[test]
+fn every_destination_silent_gives_503_with_retry_after() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("c6"));
+    h.advance(Duration::from_secs(6));
+    let resp = h.last_to(CARRIER, "SIP/2.0 503");
+    assert_eq!(header(&resp, "Retry-After"), Some("5"));
+    assert!(header(&resp, "To").unwrap().contains("tag="));
+}
+
+#[test]
+fn carrier_cancel_gets_200_then_487_and_no_branch_starts_after_it() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("d1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 100, "p"));
+    h.receive(CARRIER, b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-d1\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: d1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
+    let lines = h.lines_to(CARRIER);
+    assert_eq!(lines[1..], ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+    h.advance(Duration::from_secs(60));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+}
+
+#[test]
+fn carrier_cancel_before_any_provisional_still_stops_the_failover_timer() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("d2"));
+    h.receive(CARRIER, b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-d2\r\nMax-Forwards: 70\r\nFrom: <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: d2\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 487"), 1);
+}
+
+#[test]
+fn deferred_cancel_waits_for_the_first_provisional() {
+    let mut h = Harness::with(|r| r.destinations[0].cancel_mode = CancelMode::Deferred);
+    h.receive(CARRIER, &invite("e1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "failover does not wait for the CANCEL");
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 180"), 0, "an abandoned branch is not relayed");
+}
+
+#[test]
+fn ring_timeout_sends_408_upstream_and_cancel_downstream() {
+    let mut h = Harness::with(|r| r.routes[0].ring_timeout = Duration::from_secs(30));
+    h.receive(CARRIER, &invite("f1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    h.advance(Duration::from_secs(29));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 0);
+    h.advance(Duration::from_secs(1));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 1);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+}
+
+#[test]
+fn retransmitted_invite_is_absorbed_and_gets_the_last_provisional() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("r1"));
+    h.receive(CARRIER, &invite("r1"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 100"), 2);
+}
+
+#[test]
+fn max_forwards_zero_is_answered_483_and_not_forwarded() {
+    let mut h = Harness::new();
+    let msg = String::from_utf8(invite("v1")).unwrap().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    h.receive(CARRIER, msg.as_bytes());
+    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 483 Too Many Hops"]);
+    assert!(h.lines_to(PRIMARY).is_empty());
+}
+
+#[test]
+fn max_forwards_is_decremented_and_record_route_carries_node_and_destination() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("v2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    assert_eq!(header(&fwd, "Max-Forwards"), Some("69"));
+    let rr = header(&fwd, "Record-Route").unwrap();
+    assert!(rr.contains("psn=7") && rr.contains("psd=primary") && rr.contains("ftag=c1"), "{rr}");
+    let via = header(&fwd, "Via").unwrap();
+    assert!(via.contains("branch=z9hG4bK-ps7-"), "node id in the branch: {via}");
+    // Body and untouched headers pass byte for byte.
+    assert!(fwd.ends_with(b"Content-Length: 4\r\n\r\nv=0\n"));
+}
+
+#[test]
+fn proxy_require_is_refused_with_420() {
+    let mut h = Harness::new();
+    let msg = String::from_utf8(invite("v3")).unwrap().replace("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nProxy-Require: foo\r\n");
+    h.receive(CARRIER, msg.as_bytes());
+    let resp = h.last_to(CARRIER, "SIP/2.0 420");
+    assert_eq!(header(&resp, "Unsupported"), Some("foo"));
+}
+
+#[test]
+fn unsupported_uri_scheme_is_refused_with_416() {
+    let mut h = Harness::new();
+    let msg = String::from_utf8(invite("v4")).unwrap().replace("INVITE sip:+15551234@192.0.2.10", "INVITE mailto:a@b.c");
+    h.receive(CARRIER, msg.as_bytes());
+    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 416 Unsupported URI Scheme"]);
+}
+
+#[test]
+fn a_request_that_comes_back_unchanged_is_a_loop() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("v5"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    // The destination sends it straight back to us.
+    h.receive(PRIMARY, &fwd);
+    assert_eq!(h.count_to(PRIMARY, "SIP/2.0 482"), 1);
+}
+
+#[test]
+fn options_to_pointsman_is_answered_200() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, b"OPTIONS sip:192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-o1\r\nMax-Forwards: 70\r\nFrom: <sip:ping@10.0.0.1>;tag=o\r\nTo: <sip:192.0.2.10>\r\nCall-ID: o1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 200 OK"]);
+}
+
+#[test]
+fn malformed_request_gets_400_and_garbage_gets_nothing() {
+    let mut h = Harness::new();
+    let msg = String::from_utf8(invite("m1")).unwrap().replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+    h.receive(CARRIER, msg.as_bytes());
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 400"), 1);
+    h.receive(CARRIER, b"\x00\x01garbage\xff");
+    assert_eq!(h.sent.len(), 1);
+    h.receive(CARRIER, &invite("m2"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1, "still serving");
+}
+
+#[test]
+fn bye_from_either_side_follows_the_edge_that_answered() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("y1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    // Carrier → callee: Route is our Record-Route; R-URI is the callee's Contact.
+    let bye = format!("BYE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-bye1\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: y1\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, bye.as_bytes());
+    let fwd_bye = h.last_to(PRIMARY, "BYE");
+    assert!(header(&fwd_bye, "Route").is_none(), "our Route is consumed");
+    h.receive(PRIMARY, &response_to(&fwd_bye, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 2);
+    // Callee → carrier: goes to the carrier's Contact.
+    let bye2 = format!("BYE sip:+15550000@10.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-bye2\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: <sip:+15551234@192.0.2.10>;tag=p\r\nTo: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nCall-ID: y1\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(PRIMARY, bye2.as_bytes());
+    assert_eq!(h.count_to(CARRIER, "BYE"), 1);
+}
+
+#[test]
+fn finished_calls_leave_no_state_behind() {
+    let mut h = Harness::new();
+    for i in 0..20 {
+        let id = format!("z{i}");
+        h.receive(CARRIER, &invite(&id));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&fwd, 486, "p"));
+    }
+    h.advance(Duration::from_secs(120));
+    let (servers, clients, _) = h.core.table_sizes();
+    assert_eq!((servers, clients), (0, 0));
+}
