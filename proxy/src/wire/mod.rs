@@ -13,8 +13,14 @@
 //! It must not: allocate per header, normalise anything it does not edit, or know about
 //! transactions, routing or sockets.
 
+mod fields;
+#[doc(hidden)]
+pub mod fuzzing;
+mod lex;
 mod scan;
 mod splice;
+#[cfg(test)]
+mod tests;
 
 pub use scan::*;
 pub use splice::*;

@@ -1,8 +1,12 @@
 //! Framing and scanning of received SIP messages into spans (RFC 3261 §7, §18.3, §25).
 //!
-//! CONTRACT (stub written first so the rest of the crate can compile against it; the
-//! implementation replaces every `todo!()` and may add items, but keeps these signatures).
+//! Owns the message model ([`Message`], [`Header`], [`Via`], ...), stream framing
+//! ([`frame_stream`]), the scanner itself ([`scan`]) and the salvage of a malformed request for a
+//! 400 ([`reply_context`]). It records spans into the caller's buffer; it must not copy, allocate
+//! per header (up to 32 headers live inline), normalise, or panic on any input.
 
+use super::fields::{self, bad, classify};
+use super::lex::{self, CommaSplit};
 use smallvec::SmallVec;
 use thiserror::Error;
 
@@ -315,37 +319,76 @@ impl<'a> Message<'a> {
     }
     /// Every Via value in order, parsed.
     pub fn vias(&self) -> impl Iterator<Item = Result<Via, ScanError>> + '_ {
-        let _ = self;
-        std::iter::once_with(|| todo!("wire::Message::vias"))
+        let buf = self.buf;
+        Values::new(self, HeaderName::Via).map(move |v| {
+            let (header, el, sole) = v?;
+            fields::parse_via(buf, header, el.start, el.end, sole)
+        })
     }
     /// Every Route value in order (or Record-Route with `HeaderName::RecordRoute`).
     pub fn routes(
         &self,
         name: HeaderName,
     ) -> impl Iterator<Item = Result<RouteValue, ScanError>> + '_ {
-        let _ = (self, name);
-        std::iter::once_with(|| todo!("wire::Message::routes"))
+        let buf = self.buf;
+        Values::new(self, name).map(move |v| {
+            let (header, el, sole) = v?;
+            let e = |reason| bad(name, reason);
+            let parts = fields::parse_addr(buf, el.start, el.end, true).map_err(e)?;
+            for p in lex::Params::new(buf, parts.params, el.end) {
+                p.map_err(e)?;
+            }
+            Ok(RouteValue {
+                header,
+                value: Span::new(el.start, el.end),
+                sole,
+                uri: Span::new(parts.uri.0, parts.uri.1),
+            })
+        })
     }
     /// The span to delete to remove one comma-joined value from its header: the whole header line
     /// when it is the only value, otherwise the value with its separating comma and whitespace.
+    ///
+    /// A `header` or `value` that does not belong to this message is returned as `value`.
     pub fn value_removal(&self, header: usize, value: Span) -> Span {
-        let _ = (header, value);
-        todo!("wire::Message::value_removal")
+        let Some(h) = self.headers.get(header) else {
+            return value;
+        };
+        if value.start < h.value.start || value.end > h.value.end || value.start > value.end {
+            return value;
+        }
+        if value == h.value {
+            return h.line;
+        }
+        let (buf, lo, hi) = (self.buf, h.value.start as usize, h.value.end as usize);
+        let (s, e) = (value.start as usize, value.end as usize);
+        // Prefer eating the comma after the value, so a following value moves into its place.
+        let after = lex::skip_lws(buf, e, hi);
+        if lex::peek(buf, after, hi) == Some(b',') {
+            return Span::new(s, lex::skip_lws(buf, after + 1, hi));
+        }
+        // The last value: eat the comma before it (and the whitespace between).
+        let mut before = s;
+        while before > lo && buf.get(before - 1).is_some_and(|&b| lex::is_lws(b)) {
+            before -= 1;
+        }
+        if before > lo && buf.get(before - 1) == Some(&b',') {
+            return Span::new(before - 1, e);
+        }
+        value
     }
 }
 
 /// Parses a URI (Request-URI, or the URI of a Route/Record-Route/Contact value) found at
 /// `span` of `buf`.
 pub fn parse_uri(buf: &[u8], span: Span) -> Result<Uri, ScanError> {
-    let _ = (buf, span);
-    todo!("wire::parse_uri")
+    fields::parse_uri(buf, span.start as usize, span.end as usize)
 }
 
 /// Finds a URI parameter (`;name` or `;name=value`) in a `params` span; returns the value span
 /// (empty for a bare parameter). Names compare case-insensitively.
 pub fn uri_param(buf: &[u8], params: Span, name: &[u8]) -> Option<Span> {
-    let _ = (buf, params, name);
-    todo!("wire::uri_param")
+    fields::uri_param(buf, params.start as usize, params.end as usize, name)
 }
 
 /// What a stream holds at its front.
@@ -360,9 +403,74 @@ pub enum StreamFrame {
 }
 
 /// Finds where the first message of a stream buffer ends (needs Content-Length).
+///
+/// Only the line structure and Content-Length are checked here, so that a message with a bad
+/// header can still be framed (and answered 400 by [`scan`]) without losing the stream. An error
+/// means the stream cannot be framed any more: close it.
 pub fn frame_stream(buf: &[u8], limits: &Limits) -> Result<StreamFrame, ScanError> {
-    let _ = (buf, limits);
-    todo!("wire::frame_stream")
+    let keepalive = leading_crlf(buf);
+    if keepalive > 0 {
+        return Ok(StreamFrame::Keepalive(keepalive));
+    }
+    let limit = size_limit(limits);
+    // Never look further than one message may be: a peer that never sends the empty line gets
+    // an error, not an ever-growing buffer.
+    let window = buf.get(..buf.len().min(limit)).unwrap_or(buf);
+    let incomplete = || {
+        if buf.len() >= limit {
+            Err(ScanError::TooLarge {
+                limit: reported_limit(limits),
+            })
+        } else {
+            Ok(StreamFrame::Incomplete)
+        }
+    };
+    let mut pos = match lex::line_at(window, 0) {
+        Some((content_end, next)) => {
+            check_line(content_end, limits)?;
+            next
+        }
+        None => {
+            partial_line(window, 0, limits)?;
+            return incomplete();
+        }
+    };
+    let mut count = 0usize;
+    let mut content_length = None;
+    let headers_end = loop {
+        match walk(window, pos, limits)? {
+            Walk::Incomplete => return incomplete(),
+            Walk::End(end) => break end,
+            Walk::Field(f) => {
+                count += 1;
+                if count > limits.max_headers {
+                    return Err(ScanError::TooManyHeaders {
+                        limit: limits.max_headers,
+                    });
+                }
+                if let Some(name) = field_name(window, &f) {
+                    if classify(name.bytes(window)) == HeaderName::ContentLength {
+                        let (vs, ve) = lex::trim(window, name.colon + 1, f.content_end);
+                        let n = content_length_value(window.get(vs..ve).unwrap_or(&[]), limits)?;
+                        merge_content_length(&mut content_length, n)?;
+                    }
+                }
+                pos = f.next;
+            }
+        }
+    };
+    let content_length = content_length.ok_or(ScanError::MissingContentLength)?;
+    let total = headers_end
+        .checked_add(content_length)
+        .filter(|&t| t <= limit)
+        .ok_or(ScanError::TooLarge {
+            limit: reported_limit(limits),
+        })?;
+    Ok(if buf.len() < total {
+        StreamFrame::Incomplete
+    } else {
+        StreamFrame::Message(total)
+    })
 }
 
 /// True for a datagram that is only a CRLF keep-alive (or other whitespace): ignore it.
@@ -371,9 +479,76 @@ pub fn is_keepalive(datagram: &[u8]) -> bool {
 }
 
 /// Scans one message. See [`Framing`] for how each transport is framed.
+///
+/// CR/LF bytes before the start line are skipped (they are not part of `Message::buf`). For a
+/// stream frame, bytes after Content-Length are ignored as for a datagram.
 pub fn scan<'a>(buf: &'a [u8], framing: Framing, limits: &Limits) -> Result<Message<'a>, ScanError> {
-    let _ = (buf, framing, limits);
-    todo!("wire::scan")
+    if buf.len() > size_limit(limits) {
+        return Err(ScanError::TooLarge {
+            limit: reported_limit(limits),
+        });
+    }
+    let buf = buf.get(leading_crlf(buf)..).unwrap_or(&[]);
+    let (start, mut pos) = start_line(buf, limits)?;
+    let mut s = Fields::default();
+    let headers_end = loop {
+        match walk(buf, pos, limits)? {
+            Walk::Incomplete => return Err(ScanError::NoEndOfHeaders),
+            Walk::End(end) => break end,
+            Walk::Field(f) => {
+                if s.headers.len() >= limits.max_headers {
+                    return Err(ScanError::TooManyHeaders {
+                        limit: limits.max_headers,
+                    });
+                }
+                s.field(buf, &f, limits)?;
+                pos = f.next;
+            }
+        }
+    };
+    let top_via = s.top_via.ok_or(ScanError::MissingHeader("Via"))?;
+    let from = s.from.ok_or(ScanError::MissingHeader("From"))?;
+    let to = s.to.ok_or(ScanError::MissingHeader("To"))?;
+    let call_id = s.call_id.ok_or(ScanError::MissingHeader("Call-ID"))?;
+    let (cseq, cseq_method_span) = s.cseq.ok_or(ScanError::MissingHeader("CSeq"))?;
+    // RFC 3261 §8.1.1.7 / §9.1: every request's CSeq method (ACK and CANCEL included) is the
+    // request method.
+    if let StartLine::Request { method_span, .. } = start {
+        if method_span.get(buf) != cseq_method_span.get(buf) {
+            return Err(ScanError::CSeqMethodMismatch);
+        }
+    }
+    let available = buf.len().saturating_sub(headers_end);
+    let body_len = match (s.content_length, framing) {
+        (Some(declared), _) if declared > available => {
+            return Err(ScanError::ContentLengthExceedsBody {
+                declared,
+                available,
+            })
+        }
+        (Some(declared), _) => declared,
+        (None, Framing::Datagram) => available,
+        (None, Framing::Stream) => return Err(ScanError::MissingContentLength),
+    };
+    let end = headers_end + body_len;
+    Ok(Message {
+        buf: buf.get(..end).unwrap_or(buf),
+        start,
+        headers: s.headers,
+        top_via,
+        via_count: s.via_count,
+        call_id,
+        cseq,
+        cseq_method: fields::method_at(buf, cseq_method_span),
+        cseq_method_span,
+        from,
+        to,
+        max_forwards: s.max_forwards.map(|(v, _)| v),
+        max_forwards_header: s.max_forwards.map(|(_, i)| i),
+        content_length: s.content_length,
+        headers_end: headers_end as u32,
+        body: Span::new(headers_end, end),
+    })
 }
 
 /// Enough of a malformed request to answer it 400 (RFC 3261 §8.2.6 copies Via, From, To, Call-ID
@@ -394,8 +569,76 @@ pub struct ReplyContext<'a> {
 
 /// Best-effort salvage of the reply fields of a message that failed [`scan`].
 pub fn reply_context(buf: &[u8]) -> Option<ReplyContext<'_>> {
-    let _ = buf;
-    todo!("wire::reply_context")
+    let first = leading_crlf(buf);
+    let (line_end, mut pos) = lex::line_at(buf, first)?;
+    let line = buf.get(first..line_end)?;
+    let sp = memchr::memchr(b' ', line)?;
+    let method = line.get(..sp)?;
+    // A response starts with `SIP/2.0`, which is not a token.
+    if method.is_empty() || !method.iter().all(|&b| lex::is_token(b)) {
+        return None;
+    }
+    let mut via_lines = SmallVec::new();
+    let (mut from, mut to, mut call_id, mut cseq) = (None, None, None, None);
+    let mut to_value = (0, 0);
+    while pos < buf.len() {
+        // Lenient: a last line without LF still counts; limits are not enforced.
+        let (content_end, mut next) = lex::line_at(buf, pos).unwrap_or((buf.len(), buf.len()));
+        if content_end == pos {
+            break;
+        }
+        let mut field_end = content_end;
+        while buf.get(next).is_some_and(|&b| lex::is_wsp(b)) {
+            (field_end, next) = lex::line_at(buf, next).unwrap_or((buf.len(), buf.len()));
+        }
+        let f = RawField {
+            start: pos,
+            content_end: field_end,
+            next,
+        };
+        pos = next;
+        let Some(name) = field_name(buf, &f) else {
+            continue;
+        };
+        let line = Span::new(f.start, f.next);
+        let slot = match classify(name.bytes(buf)) {
+            HeaderName::Via => {
+                via_lines.push(line);
+                continue;
+            }
+            HeaderName::From => &mut from,
+            HeaderName::To => {
+                if to.is_none() {
+                    to_value = lex::trim(buf, name.colon + 1, f.content_end);
+                }
+                &mut to
+            }
+            HeaderName::CallId => &mut call_id,
+            HeaderName::CSeq => &mut cseq,
+            _ => continue,
+        };
+        slot.get_or_insert(line);
+    }
+    if via_lines.is_empty() {
+        return None;
+    }
+    let to_has_tag = match fields::parse_name_addr(buf, to_value.0, to_value.1) {
+        Ok((_, tag)) => tag.is_some(),
+        // Unparseable To: guess, so that a tag is not added twice.
+        Err(_) => buf.get(to_value.0..to_value.1).is_some_and(|v| {
+            v.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag="))
+        }),
+    };
+    Some(ReplyContext {
+        buf,
+        method: Method::from_token(method),
+        via_lines,
+        from_line: from?,
+        to_line: to?,
+        call_id_line: call_id?,
+        cseq_line: cseq?,
+        to_has_tag,
+    })
 }
 
 /// Why a message was rejected. `kind()` is a short stable label for metrics.
@@ -455,6 +698,391 @@ impl ScanError {
             ScanError::LineTooLong { .. } => "line_too_long",
             ScanError::TooManyVias { .. } => "too_many_vias",
             ScanError::BadUri(_) => "bad_uri",
+        }
+    }
+}
+
+/// The effective size cap: spans are `u32`, so never more than that whatever the config says.
+fn size_limit(limits: &Limits) -> usize {
+    limits.max_message_size.min(u32::MAX as usize)
+}
+
+fn reported_limit(limits: &Limits) -> usize {
+    size_limit(limits)
+}
+
+/// CR/LF bytes at the front (keep-alives, or stray line ends before a start line).
+fn leading_crlf(buf: &[u8]) -> usize {
+    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+}
+
+fn check_line(len: usize, limits: &Limits) -> Result<(), ScanError> {
+    if len > limits.max_line_length {
+        Err(ScanError::LineTooLong {
+            limit: limits.max_line_length,
+        })
+    } else {
+        Ok(())
+    }
+}
+
+/// A line from `pos` has no LF yet: too long already, or just incomplete.
+fn partial_line(buf: &[u8], pos: usize, limits: &Limits) -> Result<(), ScanError> {
+    let rest = buf.get(pos..).unwrap_or(&[]);
+    // A trailing CR may be the first half of the CRLF still to come.
+    let len = rest.len() - usize::from(rest.last() == Some(&b'\r'));
+    check_line(len, limits)
+}
+
+/// One header field's physical extent: `[start, next)` is the whole field with its CRLF;
+/// `content_end` is the end of its last line without CRLF.
+#[derive(Clone, Copy, Debug)]
+struct RawField {
+    start: usize,
+    content_end: usize,
+    next: usize,
+}
+
+enum Walk {
+    Field(RawField),
+    /// The empty line; the header section ends at this offset.
+    End(usize),
+    /// No empty line (yet): more bytes could continue the header section.
+    Incomplete,
+}
+
+/// The next header field (folded lines joined) or the end of the header section at `pos`.
+fn walk(buf: &[u8], pos: usize, limits: &Limits) -> Result<Walk, ScanError> {
+    let Some((content_end, next)) = lex::line_at(buf, pos) else {
+        partial_line(buf, pos, limits)?;
+        return Ok(Walk::Incomplete);
+    };
+    check_line(content_end - pos, limits)?;
+    if content_end == pos {
+        return Ok(Walk::End(next));
+    }
+    let mut f = RawField {
+        start: pos,
+        content_end,
+        next,
+    };
+    loop {
+        match buf.get(f.next) {
+            // Until the next line starts we cannot know whether it continues this field.
+            None => return Ok(Walk::Incomplete),
+            Some(&b) if lex::is_wsp(b) => {}
+            Some(_) => return Ok(Walk::Field(f)),
+        }
+        let Some((content_end, next)) = lex::line_at(buf, f.next) else {
+            partial_line(buf, f.next, limits)?;
+            return Ok(Walk::Incomplete);
+        };
+        check_line(content_end - f.next, limits)?;
+        f.content_end = content_end;
+        f.next = next;
+    }
+}
+
+/// Where a field's name ends and its colon is.
+#[derive(Clone, Copy, Debug)]
+struct FieldName {
+    start: usize,
+    end: usize,
+    colon: usize,
+}
+
+impl FieldName {
+    fn bytes<'a>(&self, buf: &'a [u8]) -> &'a [u8] {
+        buf.get(self.start..self.end).unwrap_or(&[])
+    }
+}
+
+/// `token *WSP ":"` at the start of a field; `None` if it is not there.
+fn field_name(buf: &[u8], f: &RawField) -> Option<FieldName> {
+    let end = lex::run_end(buf, f.start, f.content_end, lex::is_token);
+    let colon = lex::run_end(buf, end, f.content_end, lex::is_wsp);
+    (end > f.start && lex::peek(buf, colon, f.content_end) == Some(b':')).then_some(FieldName {
+        start: f.start,
+        end,
+        colon,
+    })
+}
+
+fn content_length_value(value: &[u8], limits: &Limits) -> Result<usize, ScanError> {
+    let max = size_limit(limits) as u64;
+    match lex::parse_decimal(value, max) {
+        Ok(n) => Ok(n as usize),
+        Err(lex::NumError::Empty) => Err(ScanError::BadContentLength("empty value")),
+        Err(lex::NumError::NotDigit) if value.first() == Some(&b'-') => {
+            Err(ScanError::BadContentLength("negative"))
+        }
+        Err(lex::NumError::NotDigit) => Err(ScanError::BadContentLength("not a decimal number")),
+        Err(lex::NumError::Overflow) => Err(ScanError::BadContentLength(
+            "larger than the maximum message size",
+        )),
+    }
+}
+
+/// Repeated Content-Length headers are tolerated only when they agree.
+fn merge_content_length(slot: &mut Option<usize>, n: usize) -> Result<(), ScanError> {
+    match *slot {
+        Some(prev) if prev != n => Err(ScanError::ConflictingContentLength),
+        _ => {
+            *slot = Some(n);
+            Ok(())
+        }
+    }
+}
+
+/// Parses the start line at the front of `buf`; returns it and the offset of the next line.
+fn start_line(buf: &[u8], limits: &Limits) -> Result<(StartLine, usize), ScanError> {
+    let Some((line_end, next)) = lex::line_at(buf, 0) else {
+        partial_line(buf, 0, limits)?;
+        return Err(if buf.is_empty() {
+            ScanError::BadStartLine("empty message")
+        } else {
+            ScanError::NoEndOfHeaders
+        });
+    };
+    check_line(line_end, limits)?;
+    let line = buf.get(..line_end).unwrap_or(&[]);
+    let is_version = |v: &[u8]| v.eq_ignore_ascii_case(b"SIP/2.0");
+    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+        // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
+        let sp = memchr::memchr(b' ', line);
+        if !is_version(line.get(..sp.unwrap_or(line.len())).unwrap_or(&[])) {
+            return Err(ScanError::UnknownVersion);
+        }
+        let sp = sp.ok_or(ScanError::BadStartLine("missing status code"))?;
+        let code_end = sp + 4;
+        let code = line
+            .get(sp + 1..code_end)
+            .filter(|c| c.iter().all(u8::is_ascii_digit))
+            .and_then(|c| lex::parse_decimal(c, 999).ok())
+            .filter(|c| (100..=699).contains(c))
+            .filter(|_| matches!(line.get(code_end), None | Some(b' ')))
+            .ok_or(ScanError::BadStartLine(
+                "status code is not three digits from 100 to 699",
+            ))?;
+        let reason = Span::new((code_end + 1).min(line_end), line_end);
+        return Ok((
+            StartLine::Response {
+                code: code as u16,
+                reason,
+            },
+            next,
+        ));
+    }
+    // Request-Line = Method SP Request-URI SP SIP-Version; exactly one SP between elements
+    // (RFC 4475 §3.1.2.11: a proxy must not forward extra whitespace, and it forwards verbatim).
+    let sp1 = memchr::memchr(b' ', line).ok_or(ScanError::BadStartLine(
+        "missing Request-URI and SIP version",
+    ))?;
+    let sp2 = lex::find(line, sp1 + 1, line.len(), b' ')
+        .ok_or(ScanError::BadStartLine("missing SIP version"))?;
+    let method = line.get(..sp1).unwrap_or(&[]);
+    let uri = line.get(sp1 + 1..sp2).unwrap_or(&[]);
+    let version = line.get(sp2 + 1..).unwrap_or(&[]);
+    if method.is_empty() || uri.is_empty() || version.is_empty() {
+        return Err(ScanError::BadStartLine(
+            "extra whitespace between request line elements",
+        ));
+    }
+    if version.contains(&b' ') {
+        return Err(ScanError::BadStartLine("junk after the SIP version"));
+    }
+    if !is_version(version) {
+        return Err(ScanError::UnknownVersion);
+    }
+    if !method.iter().all(|&b| lex::is_token(b)) {
+        return Err(ScanError::BadStartLine("method is not a token"));
+    }
+    if !uri.iter().all(|&b| b.is_ascii_graphic()) {
+        return Err(ScanError::BadStartLine(
+            "Request-URI contains whitespace or control characters",
+        ));
+    }
+    let scheme_len = uri
+        .iter()
+        .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        .count();
+    if !uri.first().is_some_and(u8::is_ascii_alphabetic) || uri.get(scheme_len) != Some(&b':') {
+        return Err(ScanError::BadStartLine("Request-URI is not an absolute URI"));
+    }
+    let method_span = Span::new(0, sp1);
+    Ok((
+        StartLine::Request {
+            method: Method::from_token(method),
+            method_span,
+            uri: Span::new(sp1 + 1, sp2),
+        },
+        next,
+    ))
+}
+
+/// What the scanner has gathered so far from the header fields.
+#[derive(Default)]
+struct Fields {
+    headers: SmallVec<[Header; 32]>,
+    top_via: Option<Via>,
+    via_count: usize,
+    call_id: Option<Span>,
+    cseq: Option<(u32, Span)>,
+    from: Option<NameAddr>,
+    to: Option<NameAddr>,
+    max_forwards: Option<(u32, usize)>,
+    content_length: Option<usize>,
+}
+
+impl Fields {
+    fn field(&mut self, buf: &[u8], f: &RawField, limits: &Limits) -> Result<(), ScanError> {
+        let n = field_name(buf, f).ok_or_else(|| {
+            let end = lex::run_end(buf, f.start, f.content_end, lex::is_token);
+            let name = classify(buf.get(f.start..end).unwrap_or(&[]));
+            bad(
+                name,
+                if end == f.start {
+                    "line does not start with a header name"
+                } else {
+                    "no colon after the header name"
+                },
+            )
+        })?;
+        let name = classify(n.bytes(buf));
+        let (vs, ve) = lex::trim(buf, n.colon + 1, f.content_end);
+        let index = self.headers.len();
+        self.headers.push(Header {
+            name,
+            line: Span::new(f.start, f.next),
+            name_span: Span::new(n.start, n.end),
+            value: Span::new(vs, ve),
+        });
+        let e = |reason| bad(name, reason);
+        // RFC 3261 §7.3.1 allows one value only for these (RFC 4475 §3.1.2.19 "multi01").
+        let single = |present: bool| if present { Err(e("appears more than once")) } else { Ok(()) };
+        let value = buf.get(vs..ve).unwrap_or(&[]);
+        match name {
+            HeaderName::Via => {
+                for (i, el) in CommaSplit::new(buf, vs, ve).enumerate() {
+                    let el = el.map_err(e)?;
+                    if el.start == el.end {
+                        return Err(e("empty value"));
+                    }
+                    self.via_count += 1;
+                    if self.via_count > limits.max_via {
+                        return Err(ScanError::TooManyVias {
+                            limit: limits.max_via,
+                        });
+                    }
+                    if self.top_via.is_none() {
+                        let sole = i == 0 && !el.more;
+                        self.top_via =
+                            Some(fields::parse_via(buf, index, el.start, el.end, sole)?);
+                    }
+                }
+            }
+            HeaderName::CallId => {
+                single(self.call_id.is_some())?;
+                if value.is_empty() {
+                    return Err(e("empty value"));
+                }
+                if value.iter().any(|&b| lex::is_lws(b)) {
+                    return Err(e("contains whitespace"));
+                }
+                self.call_id = Some(Span::new(vs, ve));
+            }
+            HeaderName::CSeq => {
+                single(self.cseq.is_some())?;
+                self.cseq = Some(fields::parse_cseq(buf, vs, ve)?);
+            }
+            HeaderName::From | HeaderName::To => {
+                let slot = if name == HeaderName::From {
+                    &mut self.from
+                } else {
+                    &mut self.to
+                };
+                single(slot.is_some())?;
+                let (uri, tag) = fields::parse_name_addr(buf, vs, ve).map_err(e)?;
+                *slot = Some(NameAddr {
+                    value: Span::new(vs, ve),
+                    uri,
+                    tag,
+                });
+            }
+            HeaderName::MaxForwards => {
+                single(self.max_forwards.is_some())?;
+                let v = match lex::parse_decimal(value, u64::from(u32::MAX)) {
+                    Ok(v) => v as u32,
+                    Err(lex::NumError::Overflow) => return Err(e("value out of range")),
+                    Err(_) => return Err(e("not a decimal number")),
+                };
+                self.max_forwards = Some((v, index));
+            }
+            HeaderName::ContentLength => {
+                let n = content_length_value(value, limits)?;
+                merge_content_length(&mut self.content_length, n)?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// Every comma-separated value of every header called `name`, in order:
+/// `(header index, value, sole)`.
+struct Values<'m, 'a> {
+    msg: &'m Message<'a>,
+    name: HeaderName,
+    next_header: usize,
+    current: Option<(usize, CommaSplit<'a>, bool)>,
+    failed: bool,
+}
+
+impl<'m, 'a> Values<'m, 'a> {
+    fn new(msg: &'m Message<'a>, name: HeaderName) -> Self {
+        Values {
+            msg,
+            name,
+            next_header: 0,
+            current: None,
+            failed: false,
+        }
+    }
+}
+
+impl Iterator for Values<'_, '_> {
+    type Item = Result<(usize, lex::Element, bool), ScanError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.failed {
+            return None;
+        }
+        loop {
+            if let Some((index, split, first)) = &mut self.current {
+                match split.next() {
+                    Some(Ok(el)) if el.start == el.end => {
+                        self.failed = true;
+                        return Some(Err(bad(self.name, "empty value")));
+                    }
+                    Some(Ok(el)) => {
+                        let sole = *first && !el.more;
+                        *first = false;
+                        return Some(Ok((*index, el, sole)));
+                    }
+                    Some(Err(reason)) => {
+                        self.failed = true;
+                        return Some(Err(bad(self.name, reason)));
+                    }
+                    None => self.current = None,
+                }
+            }
+            let index = self.next_header;
+            let h = self.msg.headers.get(index)?;
+            self.next_header += 1;
+            if h.name == self.name {
+                let (s, e) = (h.value.start as usize, h.value.end as usize);
+                self.current = Some((index, CommaSplit::new(self.msg.buf, s, e), true));
+            }
         }
     }
 }
