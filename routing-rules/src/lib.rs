@@ -8,7 +8,8 @@
 //!
 //! It must not: open sockets, read clocks or files, or know SIP wire syntax.
 
-pub mod spec;
+pub mod check;
 mod ruleset;
+pub mod spec;
 
 pub use ruleset::*;
