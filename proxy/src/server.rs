@@ -26,6 +26,8 @@ use tracing::{debug, info};
 const TICK: Duration = Duration::from_millis(5);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
+/// Datagrams read per system call.
+const BATCH: usize = 16;
 
 /// Resolves every destination's host once (at start and on reload).
 pub fn resolve(rules: RuleSet) -> anyhow::Result<Routing> {
@@ -223,41 +225,64 @@ async fn worker(
 }
 
 async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
-    let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut out = Vec::new();
+    // Batched receive: recvmmsg through quinn-udp, up to BATCH datagrams a system call.
+    let state = match quinn_udp::UdpSocketState::new((&*sock).into()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up batched UDP receive");
+            return;
+        }
+    };
     let fd = udp::raw_fd(&sock);
+    udp::disable_gro(fd);
+    let mut storage = vec![0u8; BATCH * MAX_DATAGRAM];
+    let mut errbuf = vec![0u8; MAX_DATAGRAM];
+    let mut metas = [quinn_udp::RecvMeta::default(); BATCH];
+    let mut out = Vec::new();
     loop {
         if sock.readable().await.is_err() {
             continue;
         }
-        // ICMP reports first: each names a datagram we sent that bounced.
-        while let Ok((_, n)) = udp::recv_error(fd, &mut buf) {
-            let now = Instant::now();
-            w.core.on_udp_unreachable(&buf[..n], now, &mut out);
-            execute(&w, &mut out);
-        }
         loop {
-            match sock.try_recv_from(&mut buf) {
-                Ok((n, from)) => {
-                    let now = Instant::now();
-                    w.core.on_message(
-                        Inbound {
-                            bytes: &buf[..n],
-                            from: Peer::udp(from),
-                            framing: Framing::Datagram,
-                            listener,
-                        },
-                        now,
-                        &mut out,
-                    );
-                    execute(&w, &mut out);
-                }
+            // ICMP reports first: each names a datagram we sent that bounced.
+            while let Ok((_, n)) = udp::recv_error(fd, &mut errbuf) {
+                w.core.on_udp_unreachable(&errbuf[..n], Instant::now(), &mut out);
+                execute(&w, &mut out);
+            }
+            let received = {
+                let mut chunks = storage.chunks_mut(MAX_DATAGRAM);
+                let mut iovs: [std::io::IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+                    std::io::IoSliceMut::new(chunks.next().unwrap_or_default())
+                });
+                sock.try_io(tokio::io::Interest::READABLE, || {
+                    state.recv((&*sock).into(), &mut iovs, &mut metas)
+                })
+            };
+            let n = match received {
+                Ok(n) => n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
-                Err(e) if udp::is_icmp_error(&e) => break,
+                // A pending ICMP report surfaced as the receive's error: drain and go on.
+                Err(e) if udp::is_icmp_error(&e) => continue,
                 Err(e) => {
                     debug!(error = %e, "UDP receive failed");
                     break;
                 }
+            };
+            let now = Instant::now();
+            for (i, meta) in metas.iter().take(n).enumerate() {
+                let start = i * MAX_DATAGRAM;
+                let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
+                w.core.on_message(
+                    Inbound {
+                        bytes: datagram,
+                        from: Peer::udp(meta.addr),
+                        framing: Framing::Datagram,
+                        listener,
+                    },
+                    now,
+                    &mut out,
+                );
+                execute(&w, &mut out);
             }
         }
     }

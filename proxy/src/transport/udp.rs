@@ -107,6 +107,22 @@ pub fn is_icmp_error(e: &io::Error) -> bool {
     ) || e.raw_os_error() == Some(libc::EHOSTUNREACH)
 }
 
+/// Turns UDP generic receive offload off. quinn-udp switches it on, but SIP datagrams differ in
+/// size, and coalesced segments would need buffers 64 times larger for no gain.
+pub fn disable_gro(fd: RawFd) {
+    let off: libc::c_int = 0;
+    // SAFETY: as in `enable_error_queue`. Failure is harmless: GRO then stays as it was.
+    unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_UDP,
+            libc::UDP_GRO,
+            &off as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        );
+    }
+}
+
 /// The raw fd of a tokio socket (for the error queue).
 pub fn raw_fd(socket: &tokio::net::UdpSocket) -> RawFd {
     socket.as_raw_fd()
