@@ -6,7 +6,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "pointsman", version, about = "SIP traffic cop for the carrier edge: keeps every call alive when a cloud fails")]
+#[command(
+    name = "pointsman",
+    version,
+    about = "SIP traffic cop for the carrier edge: keeps every call alive when a cloud fails"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

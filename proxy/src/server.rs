@@ -99,14 +99,16 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
     );
 
     // Bind everything up front.
-    let mut udp_sockets: Vec<Vec<(usize, std::net::UdpSocket)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut udp_sockets: Vec<Vec<(usize, std::net::UdpSocket)>> =
+        (0..workers).map(|_| Vec::new()).collect();
     let mut tcp_listeners = Vec::new();
     for (index, l) in cfg.listeners.iter().enumerate() {
         match l.transport {
             ListenTransport::Udp => {
                 for sockets in udp_sockets.iter_mut() {
-                    let s = udp::bind(l.address)
-                        .with_context(|| format!("listen {}: cannot bind UDP {}", l.name, l.address))?;
+                    let s = udp::bind(l.address).with_context(|| {
+                        format!("listen {}: cannot bind UDP {}", l.name, l.address)
+                    })?;
                     sockets.push((index, s));
                 }
             }
@@ -246,7 +248,8 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
         loop {
             // ICMP reports first: each names a datagram we sent that bounced.
             while let Ok((_, n)) = udp::recv_error(fd, &mut errbuf) {
-                w.core.on_udp_unreachable(&errbuf[..n], Instant::now(), &mut out);
+                w.core
+                    .on_udp_unreachable(&errbuf[..n], Instant::now(), &mut out);
                 execute(&w, &mut out);
             }
             let received = {

@@ -9,12 +9,14 @@
 //! the call was answered, is a ghost: ACKed and BYEd, never relayed.
 
 use super::{
-    emit, local_tag, lock, proto_of, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry,
-    Side, TimerKind,
+    emit, local_tag, lock, proto_of, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry, Side,
+    TimerKind,
 };
 use crate::originate;
 use crate::transaction::key::{MethodClass, TxKey};
-use crate::transaction::{ClientInvite, ClientInviteState, Delivery, ServerInvite, ServerInviteState, TxEvent, TxTimer};
+use crate::transaction::{
+    ClientInvite, ClientInviteState, Delivery, ServerInvite, ServerInviteState, TxEvent, TxTimer,
+};
 use crate::transport::Peer;
 use crate::wire::Message;
 use bytes::Bytes;
@@ -232,7 +234,13 @@ impl Core {
     }
 
     /// Sends the INVITE to the next target, or ends the call when there is none.
-    fn start_next_branch(&self, c: &mut Call, arc: &Arc<Mutex<Call>>, now: Instant, out: &mut Vec<Output>) {
+    fn start_next_branch(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         if c.phase != CallPhase::Trying {
             return;
         }
@@ -244,13 +252,22 @@ impl Core {
             return self.finish_local(c, 500, "", now, out);
         };
         let branch = self.new_branch(self.loop_hash(&req));
-        let record_route = c.failover.then(|| self.record_route(&req, c.upstream, &target, c));
+        let record_route = c
+            .failover
+            .then(|| self.record_route(&req, c.upstream, &target, c));
         let bytes = self.forward_request(&req, target.peer.proto, &branch, record_route.as_deref());
         let key = self.keys.client(branch.as_bytes(), MethodClass::Invite);
         let mut acts = Vec::new();
-        let tx = ClientInvite::start(bytes, target.peer.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        let tx = ClientInvite::start(
+            bytes,
+            target.peer.proto.is_reliable(),
+            self.cfg.timers,
+            now,
+            &mut acts,
+        );
         let index = c.branches.len();
-        self.clients.insert(key, ClientEntry::Branch(arc.clone(), index));
+        self.clients
+            .insert(key, ClientEntry::Branch(arc.clone(), index));
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
         if c.failover {
             out.push(Output::Timer {
@@ -311,7 +328,9 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let Some(code) = msg.code() else { return };
-        let Some(b) = c.branches.get_mut(i) else { return };
+        let Some(b) = c.branches.get_mut(i) else {
+            return;
+        };
         let mut acts = Vec::new();
         let delivery = b.tx.on_response(code, now, &mut acts);
         if delivery == Delivery::DeliverNeedsAck {
@@ -333,7 +352,15 @@ impl Core {
         self.reap_if_done(c);
     }
 
-    fn on_branch_provisional(&self, c: &mut Call, i: usize, msg: &Message<'_>, code: u16, now: Instant, out: &mut Vec<Output>) {
+    fn on_branch_provisional(
+        &self,
+        c: &mut Call,
+        i: usize,
+        msg: &Message<'_>,
+        code: u16,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let b = &mut c.branches[i];
         let first = b.status == BranchStatus::Pending;
         if code > 100 {
@@ -343,7 +370,13 @@ impl Core {
         }
         if b.cancel == CancelState::Deferred {
             // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
-            self.send_cancel(c, i, &originate::reason_header(408, "Provisional timeout"), now, out);
+            self.send_cancel(
+                c,
+                i,
+                &originate::reason_header(408, "Provisional timeout"),
+                now,
+                out,
+            );
             return;
         }
         let b = &c.branches[i];
@@ -370,11 +403,22 @@ impl Core {
         }
     }
 
-    fn on_branch_2xx(&self, c: &mut Call, i: usize, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+    fn on_branch_2xx(
+        &self,
+        c: &mut Call,
+        i: usize,
+        msg: &Message<'_>,
+        from: Peer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let b = &c.branches[i];
         let winner_retransmission = b.status == BranchStatus::Answered;
         if !winner_retransmission && (b.abandoned || c.phase != CallPhase::Trying) {
-            let to = Peer { conn: from.conn, ..b.target.peer };
+            let to = Peer {
+                conn: from.conn,
+                ..b.target.peer
+            };
             return self.ghost_teardown(msg, to, now, out);
         }
         let relayed = Bytes::from(self.strip_top_via(msg));
@@ -389,7 +433,12 @@ impl Core {
         if c.failover {
             self.dialogs.insert(self.dialog_key(msg), now);
         }
-        self.cancel_pending(c, &originate::reason_header(200, "Call completed elsewhere"), now, out);
+        self.cancel_pending(
+            c,
+            &originate::reason_header(200, "Call completed elsewhere"),
+            now,
+            out,
+        );
         self.log_outcome(c, msg.code().unwrap_or(200), now);
     }
 
@@ -451,11 +500,23 @@ impl Core {
             TimerKind::Provisional if b.status == BranchStatus::Pending => {
                 c.branches[i].status = BranchStatus::TimedOut;
                 self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-                self.abandon(c, i, &originate::reason_header(408, "Provisional timeout"), now, out);
+                self.abandon(
+                    c,
+                    i,
+                    &originate::reason_header(408, "Provisional timeout"),
+                    now,
+                    out,
+                );
                 self.start_next_branch(c, arc, now, out);
             }
             TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
-                self.abandon(c, i, &originate::reason_header(408, "Ring timeout"), now, out);
+                self.abandon(
+                    c,
+                    i,
+                    &originate::reason_header(408, "Ring timeout"),
+                    now,
+                    out,
+                );
                 self.finish_local(c, 408, "", now, out);
             }
             _ => {}
@@ -472,7 +533,9 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(b) = c.branches.get_mut(i) else { return };
+        let Some(b) = c.branches.get_mut(i) else {
+            return;
+        };
         // A branch given up on with an immediate CANCEL is not knocked on again.
         if t == TxTimer::A && b.abandoned && b.cancel == CancelState::Sent {
             return;
@@ -499,7 +562,9 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(b) = c.branches.get_mut(i) else { return };
+        let Some(b) = c.branches.get_mut(i) else {
+            return;
+        };
         if b.tx.on_transport_error() == TxEvent::None {
             return;
         }
@@ -518,7 +583,10 @@ impl Core {
     fn abandon(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
         let b = &mut c.branches[i];
         b.abandoned = true;
-        if !matches!(b.tx.state(), ClientInviteState::Calling | ClientInviteState::Proceeding) {
+        if !matches!(
+            b.tx.state(),
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        ) {
             return;
         }
         if b.status == BranchStatus::Pending || b.status == BranchStatus::TimedOut {
@@ -530,7 +598,14 @@ impl Core {
         self.send_cancel(c, i, reason, now, out);
     }
 
-    fn send_cancel(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
+    fn send_cancel(
+        &self,
+        c: &mut Call,
+        i: usize,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let b = &mut c.branches[i];
         if b.cancel == CancelState::Sent {
             return;
@@ -552,7 +627,10 @@ impl Core {
             let b = &c.branches[i];
             let pending = matches!(
                 b.status,
-                BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing | BranchStatus::TimedOut
+                BranchStatus::Pending
+                    | BranchStatus::Trying
+                    | BranchStatus::Ringing
+                    | BranchStatus::TimedOut
             );
             if pending && (!b.abandoned || b.cancel == CancelState::None) {
                 self.abandon(c, i, reason, now, out);
@@ -561,7 +639,13 @@ impl Core {
     }
 
     /// The caller cancelled: CANCEL downstream, 487 upstream at once, no branch ever again.
-    pub(super) fn cancel_call(&self, c: &mut Call, reason: &str, now: Instant, out: &mut Vec<Output>) {
+    pub(super) fn cancel_call(
+        &self,
+        c: &mut Call,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         if c.phase != CallPhase::Trying {
             return;
         }
@@ -582,7 +666,14 @@ impl Core {
     }
 
     /// Relays a final non-2xx received from a destination (503 → 500 unless the route passes it).
-    fn finish_relay(&self, c: &mut Call, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<Output>) {
+    fn finish_relay(
+        &self,
+        c: &mut Call,
+        code: u16,
+        bytes: Bytes,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let pass_503 = c.route().is_some_and(|r| r.pass_503);
         let (code, bytes) = if code == 503 && !pass_503 {
             let mapped = originate::rescan(&bytes)
@@ -595,13 +686,33 @@ impl Core {
         self.finish_with(c, code, bytes, now, out);
     }
 
-    fn finish_local(&self, c: &mut Call, code: u16, extra: &str, now: Instant, out: &mut Vec<Output>) {
+    fn finish_local(
+        &self,
+        c: &mut Call,
+        code: u16,
+        extra: &str,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let Some(req) = c.request() else { return };
-        let bytes = originate::response(&req, code, originate::reason_phrase(code), &local_tag(c.key), extra);
+        let bytes = originate::response(
+            &req,
+            code,
+            originate::reason_phrase(code),
+            &local_tag(c.key),
+            extra,
+        );
         self.finish_with(c, code, bytes, now, out);
     }
 
-    fn finish_with(&self, c: &mut Call, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<Output>) {
+    fn finish_with(
+        &self,
+        c: &mut Call,
+        code: u16,
+        bytes: Bytes,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         if c.phase != CallPhase::Trying {
             return;
         }

@@ -89,7 +89,10 @@ pub enum Output {
         bytes: Bytes,
         report: Option<TxKey>,
     },
-    Timer { at: Instant, timer: CoreTimer },
+    Timer {
+        at: Instant,
+        timer: CoreTimer,
+    },
 }
 
 /// A received message.
@@ -288,7 +291,10 @@ impl Core {
         let Some(branch) = msg.top_via.branch.map(|b| msg.slice(b)) else {
             return;
         };
-        let class = msg.method().map(MethodClass::of).unwrap_or(MethodClass::Other);
+        let class = msg
+            .method()
+            .map(MethodClass::of)
+            .unwrap_or(MethodClass::Other);
         let key = self.keys.client(branch, class);
         self.on_delivery_failure(key, now, out);
     }
@@ -314,8 +320,13 @@ impl Core {
             return send(out, inb.from, resp);
         }
         if let Err((code, extra)) = self.validate(msg) {
-            let resp =
-                originate::response(msg, code, originate::reason_phrase(code), &local_tag(key), &extra);
+            let resp = originate::response(
+                msg,
+                code,
+                originate::reason_phrase(code),
+                &local_tag(key),
+                &extra,
+            );
             return send(out, inb.from, resp);
         }
         if in_dialog {
@@ -447,9 +458,16 @@ impl Core {
         if ctx.method == Method::Ack {
             return;
         }
-        let tag = format!("ps{:x}", self.keys.of(&[ctx.call_id_line.get(ctx.buf)]) as u32);
+        let tag = format!(
+            "ps{:x}",
+            self.keys.of(&[ctx.call_id_line.get(ctx.buf)]) as u32
+        );
         let reason = format!("Bad Request ({err})");
-        send(out, inb.from, originate::response_to_malformed(&ctx, 400, &reason, &tag));
+        send(
+            out,
+            inb.from,
+            originate::response_to_malformed(&ctx, 400, &reason, &tag),
+        );
     }
 
     fn server(&self, key: TxKey) -> Option<ServerEntry> {
@@ -493,7 +511,13 @@ impl Core {
         }
         let invite_key = self.keys.server_with_class(msg, MethodClass::Invite);
         let Some(ServerEntry::Call(call)) = self.server(invite_key) else {
-            let resp = originate::response(msg, 481, originate::reason_phrase(481), &local_tag(own_key), "");
+            let resp = originate::response(
+                msg,
+                481,
+                originate::reason_phrase(481),
+                &local_tag(own_key),
+                "",
+            );
             return send(out, from, resp);
         };
         // §16.10: 200 to the CANCEL at once, then CANCEL every pending branch.
@@ -515,7 +539,9 @@ impl Core {
     }
 
     fn on_server_timer(&self, key: TxKey, t: TxTimer, now: Instant, out: &mut Vec<Output>) {
-        let Some(entry) = self.server(key) else { return };
+        let Some(entry) = self.server(key) else {
+            return;
+        };
         let mut acts = Vec::new();
         match entry {
             ServerEntry::Call(call) => {
@@ -546,7 +572,9 @@ impl Core {
     }
 
     fn on_client_timer(&self, key: TxKey, t: TxTimer, now: Instant, out: &mut Vec<Output>) {
-        let Some(entry) = self.client(key) else { return };
+        let Some(entry) = self.client(key) else {
+            return;
+        };
         let mut acts = Vec::new();
         match entry {
             ClientEntry::Branch(call, i) => {
@@ -683,10 +711,18 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let mut acts = Vec::new();
-        let tx = ClientNonInvite::start(bytes, to.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        let tx = ClientNonInvite::start(
+            bytes,
+            to.proto.is_reliable(),
+            self.cfg.timers,
+            now,
+            &mut acts,
+        );
         emit(out, &mut acts, to, key, Side::Client, None);
-        self.clients
-            .insert(key, ClientEntry::Own(Arc::new(Mutex::new(OwnRequest { tx, to }))));
+        self.clients.insert(
+            key,
+            ClientEntry::Own(Arc::new(Mutex::new(OwnRequest { tx, to }))),
+        );
     }
 
     fn dialog_key(&self, msg: &Message<'_>) -> u64 {
@@ -741,7 +777,10 @@ impl Core {
     /// The span that removes the leading Route values that point at pointsman (loose routing,
     /// §16.4). Only whole leading values go; if they fill their header line, the line goes.
     fn own_routes_removal(&self, msg: &Message<'_>) -> Option<wire::Span> {
-        let mut routes = msg.routes(HeaderName::Route).filter_map(Result::ok).peekable();
+        let mut routes = msg
+            .routes(HeaderName::Route)
+            .filter_map(Result::ok)
+            .peekable();
         let first = *routes.peek()?;
         if !is_own_uri(msg.slice(first.uri)) {
             return None;
@@ -759,9 +798,10 @@ impl Core {
         }
         let _ = last;
         match next_kept {
-            Some(kept) if kept.header == first.header => {
-                Some(wire::Span::new(first.value.start as usize, kept.value.start as usize))
-            }
+            Some(kept) if kept.header == first.header => Some(wire::Span::new(
+                first.value.start as usize,
+                kept.value.start as usize,
+            )),
             _ => Some(msg.headers[first.header].line),
         }
     }
@@ -783,7 +823,8 @@ impl Core {
         let mut routes = msg.routes(HeaderName::Route).filter_map(Result::ok);
         let ours = routes.next().filter(|r| is_own_uri(msg.slice(r.uri)))?;
         let ours_uri = wire::parse_uri(msg.buf, ours.uri).ok()?;
-        let param = |name: &[u8]| wire::uri_param(msg.buf, ours_uri.params, name).map(|s| msg.slice(s));
+        let param =
+            |name: &[u8]| wire::uri_param(msg.buf, ours_uri.params, name).map(|s| msg.slice(s));
         let from_tag = msg.from.tag.map(|t| msg.slice(t));
         let downstream = param(b"ftag").is_some_and(|ftag| Some(ftag) == from_tag);
         if downstream {
@@ -830,7 +871,14 @@ impl Core {
         })
     }
 
-    fn in_dialog(&self, msg: &Message<'_>, key: TxKey, from: Peer, now: Instant, out: &mut Vec<Output>) {
+    fn in_dialog(
+        &self,
+        msg: &Message<'_>,
+        key: TxKey,
+        from: Peer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let Some(hop) = self.in_dialog_hop(msg) else {
             let resp = originate::response(msg, 404, "Not Found", &local_tag(key), "");
             return send(out, from, resp);
@@ -854,12 +902,19 @@ impl Core {
         let bytes = self.forward_request(msg, hop.peer.proto, &branch, None);
         let client_key = self.keys.client(
             branch.as_bytes(),
-            msg.method().map(MethodClass::of).unwrap_or(MethodClass::Other),
+            msg.method()
+                .map(MethodClass::of)
+                .unwrap_or(MethodClass::Other),
         );
         let ends_dialog = (msg.method() == Some(Method::Bye)).then(|| self.dialog_key(msg));
         let mut acts = Vec::new();
-        let client =
-            ClientNonInvite::start(bytes, hop.peer.proto.is_reliable(), self.cfg.timers, now, &mut acts);
+        let client = ClientNonInvite::start(
+            bytes,
+            hop.peer.proto.is_reliable(),
+            self.cfg.timers,
+            now,
+            &mut acts,
+        );
         let relay = Arc::new(Mutex::new(Relay {
             server: ServerNonInvite::new(from.proto.is_reliable(), self.cfg.timers),
             upstream: from,
@@ -872,13 +927,28 @@ impl Core {
         }));
         self.servers.insert(key, ServerEntry::Relay(relay.clone()));
         self.clients.insert(client_key, ClientEntry::Relay(relay));
-        emit(out, &mut acts, hop.peer, client_key, Side::Client, Some(client_key));
+        emit(
+            out,
+            &mut acts,
+            hop.peer,
+            client_key,
+            Side::Client,
+            Some(client_key),
+        );
     }
 
     /// The relayed request failed downstream: answer it ourselves.
-    fn relay_local_final(&self, r: &mut MutexGuard<'_, Relay>, code: u16, now: Instant, out: &mut Vec<Output>) {
+    fn relay_local_final(
+        &self,
+        r: &mut MutexGuard<'_, Relay>,
+        code: u16,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let request = r.request.clone();
-        let Some(req) = originate::rescan(&request) else { return };
+        let Some(req) = originate::rescan(&request) else {
+            return;
+        };
         if let Some(dialog) = r.ends_dialog.take() {
             // A BYE that nobody answered still ends the dialog for us.
             self.dialogs.remove(dialog);
@@ -890,7 +960,12 @@ impl Core {
         emit(out, &mut acts, upstream, 0, Side::Server, None);
     }
 
-    fn first_destination(&self, routing: &Routing, msg: &Message<'_>, listener: usize) -> Option<Hop> {
+    fn first_destination(
+        &self,
+        routing: &Routing,
+        msg: &Message<'_>,
+        listener: usize,
+    ) -> Option<Hop> {
         let route = routing.rules.route_for(&self.call_facts(msg, listener))?;
         let id = *routing.rules.route(route).destinations.first()?;
         let dest = routing.rules.destination(id);
@@ -904,7 +979,11 @@ impl Core {
         })
     }
 
-    fn call_facts<'m>(&'m self, msg: &Message<'m>, listener: usize) -> routing_rules::CallFacts<'m> {
+    fn call_facts<'m>(
+        &'m self,
+        msg: &Message<'m>,
+        listener: usize,
+    ) -> routing_rules::CallFacts<'m> {
         let user = |span: Option<wire::Span>| -> Option<&'m str> {
             let span = span?;
             let uri = wire::parse_uri(msg.buf, span).ok()?;
@@ -1001,7 +1080,6 @@ fn headers_only(payload: &[u8]) -> &[u8] {
         None => payload,
     }
 }
-
 
 #[cfg(test)]
 mod tests;

@@ -113,7 +113,9 @@ impl Harness {
         let until = self.now + by;
         loop {
             self.timers.sort_by_key(|(at, _)| *at);
-            let Some(&(at, timer)) = self.timers.first() else { break };
+            let Some(&(at, timer)) = self.timers.first() else {
+                break;
+            };
             if at > until {
                 break;
             }
@@ -147,11 +149,19 @@ impl Harness {
             .rev()
             .find(|(a, l, _)| *a == addr(to) && l.starts_with(starts))
             .map(|(_, _, b)| b.clone())
-            .unwrap_or_else(|| panic!("nothing starting with {starts:?} sent to {to}: {:?}", self.lines_to(to)))
+            .unwrap_or_else(|| {
+                panic!(
+                    "nothing starting with {starts:?} sent to {to}: {:?}",
+                    self.lines_to(to)
+                )
+            })
     }
 
     fn count_to(&self, to: &str, starts: &str) -> usize {
-        self.lines_to(to).iter().filter(|l| l.starts_with(starts)).count()
+        self.lines_to(to)
+            .iter()
+            .filter(|l| l.starts_with(starts))
+            .count()
     }
 }
 
@@ -219,13 +229,26 @@ fn silent_primary_gets_cancel_before_secondary_invite() {
     assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 100 Trying"]);
     assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
     h.advance(Duration::from_millis(2_999));
-    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "no failover before the 3 s timer");
+    assert_eq!(
+        h.count_to(SECONDARY, "INVITE"),
+        0,
+        "no failover before the 3 s timer"
+    );
     h.advance(Duration::from_millis(1));
-    let cancel = h.position(PRIMARY, "CANCEL").expect("CANCEL to the primary");
-    let invite2 = h.position(SECONDARY, "INVITE").expect("INVITE to the secondary");
-    assert!(cancel < invite2, "CANCEL must be sent before the next INVITE");
+    let cancel = h
+        .position(PRIMARY, "CANCEL")
+        .expect("CANCEL to the primary");
+    let invite2 = h
+        .position(SECONDARY, "INVITE")
+        .expect("INVITE to the secondary");
+    assert!(
+        cancel < invite2,
+        "CANCEL must be sent before the next INVITE"
+    );
     let cancel_bytes = h.last_to(PRIMARY, "CANCEL");
-    assert!(header(&cancel_bytes, "Reason").unwrap().starts_with("SIP;cause=408"));
+    assert!(header(&cancel_bytes, "Reason")
+        .unwrap()
+        .starts_with("SIP;cause=408"));
     // The CANCEL names the branch of the INVITE it cancels (RFC 3261 §9.1).
     let invite1 = h.last_to(PRIMARY, "INVITE");
     assert_eq!(header(&cancel_bytes, "Via"), header(&invite1, "Via"));
@@ -271,17 +294,28 @@ fn retryable_503_fails_over_at_once_and_is_acked() {
     let fwd = h.last_to(PRIMARY, "INVITE");
     h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
     assert_eq!(h.count_to(PRIMARY, "ACK"), 1, "hop-by-hop ACK for the 503");
-    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0, "a completed branch is not cancelled");
+    assert_eq!(
+        h.count_to(PRIMARY, "CANCEL"),
+        0,
+        "a completed branch is not cancelled"
+    );
     assert_eq!(h.count_to(SECONDARY, "INVITE"), 1);
     let fwd2 = h.last_to(SECONDARY, "INVITE");
     h.receive(SECONDARY, &response_to(&fwd2, 180, "s"));
     h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
     assert_eq!(
         h.lines_to(CARRIER),
-        vec!["SIP/2.0 100 Trying", "SIP/2.0 180 Whatever", "SIP/2.0 200 Whatever"]
+        vec![
+            "SIP/2.0 100 Trying",
+            "SIP/2.0 180 Whatever",
+            "SIP/2.0 200 Whatever"
+        ]
     );
     let ok = h.last_to(CARRIER, "SIP/2.0 200");
-    assert!(!String::from_utf8_lossy(&ok).contains("192.0.2.10:5060;branch"), "our Via is stripped");
+    assert!(
+        !String::from_utf8_lossy(&ok).contains("192.0.2.10:5060;branch"),
+        "our Via is stripped"
+    );
 }
 
 #[test]
@@ -294,7 +328,11 @@ fn late_2xx_on_abandoned_branch_is_acked_and_byed_never_relayed() {
     h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
     // The primary wakes up and answers too.
     h.receive(PRIMARY, &response_to(&fwd1, 200, "ghost"));
-    let oks: Vec<_> = h.lines_to(CARRIER).into_iter().filter(|l| l.starts_with("SIP/2.0 200")).collect();
+    let oks: Vec<_> = h
+        .lines_to(CARRIER)
+        .into_iter()
+        .filter(|l| l.starts_with("SIP/2.0 200"))
+        .collect();
     assert_eq!(oks.len(), 1, "only the secondary's 200 reaches the carrier");
     let ack = h.position(PRIMARY, "ACK").expect("ACK to the ghost");
     let bye = h.position(PRIMARY, "BYE").expect("BYE to the ghost");
@@ -396,7 +434,10 @@ fn carrier_cancel_gets_200_then_487_and_no_branch_starts_after_it() {
     h.receive(PRIMARY, &response_to(&fwd, 100, "p"));
     h.receive(CARRIER, b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-d1\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: d1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
     let lines = h.lines_to(CARRIER);
-    assert_eq!(lines[1..], ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]);
+    assert_eq!(
+        lines[1..],
+        ["SIP/2.0 200 OK", "SIP/2.0 487 Request Terminated"]
+    );
     assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
     h.advance(Duration::from_secs(60));
     assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
@@ -418,11 +459,19 @@ fn deferred_cancel_waits_for_the_first_provisional() {
     h.receive(CARRIER, &invite("e1"));
     let fwd = h.last_to(PRIMARY, "INVITE");
     h.advance(Duration::from_secs(3));
-    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "failover does not wait for the CANCEL");
+    assert_eq!(
+        h.count_to(SECONDARY, "INVITE"),
+        1,
+        "failover does not wait for the CANCEL"
+    );
     assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
     h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
     assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
-    assert_eq!(h.count_to(CARRIER, "SIP/2.0 180"), 0, "an abandoned branch is not relayed");
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 180"),
+        0,
+        "an abandoned branch is not relayed"
+    );
 }
 
 #[test]
@@ -451,7 +500,9 @@ fn retransmitted_invite_is_absorbed_and_gets_the_last_provisional() {
 #[test]
 fn max_forwards_zero_is_answered_483_and_not_forwarded() {
     let mut h = Harness::new();
-    let msg = String::from_utf8(invite("v1")).unwrap().replace("Max-Forwards: 70", "Max-Forwards: 0");
+    let msg = String::from_utf8(invite("v1"))
+        .unwrap()
+        .replace("Max-Forwards: 70", "Max-Forwards: 0");
     h.receive(CARRIER, msg.as_bytes());
     assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 483 Too Many Hops"]);
     assert!(h.lines_to(PRIMARY).is_empty());
@@ -464,9 +515,15 @@ fn max_forwards_is_decremented_and_record_route_carries_node_and_destination() {
     let fwd = h.last_to(PRIMARY, "INVITE");
     assert_eq!(header(&fwd, "Max-Forwards"), Some("69"));
     let rr = header(&fwd, "Record-Route").unwrap();
-    assert!(rr.contains("psn=7") && rr.contains("psd=primary") && rr.contains("ftag=c1"), "{rr}");
+    assert!(
+        rr.contains("psn=7") && rr.contains("psd=primary") && rr.contains("ftag=c1"),
+        "{rr}"
+    );
     let via = header(&fwd, "Via").unwrap();
-    assert!(via.contains("branch=z9hG4bK-ps7-"), "node id in the branch: {via}");
+    assert!(
+        via.contains("branch=z9hG4bK-ps7-"),
+        "node id in the branch: {via}"
+    );
     // Body and untouched headers pass byte for byte.
     assert!(fwd.ends_with(b"Content-Length: 4\r\n\r\nv=0\n"));
 }
@@ -474,7 +531,10 @@ fn max_forwards_is_decremented_and_record_route_carries_node_and_destination() {
 #[test]
 fn proxy_require_is_refused_with_420() {
     let mut h = Harness::new();
-    let msg = String::from_utf8(invite("v3")).unwrap().replace("CSeq: 1 INVITE\r\n", "CSeq: 1 INVITE\r\nProxy-Require: foo\r\n");
+    let msg = String::from_utf8(invite("v3")).unwrap().replace(
+        "CSeq: 1 INVITE\r\n",
+        "CSeq: 1 INVITE\r\nProxy-Require: foo\r\n",
+    );
     h.receive(CARRIER, msg.as_bytes());
     let resp = h.last_to(CARRIER, "SIP/2.0 420");
     assert_eq!(header(&resp, "Unsupported"), Some("foo"));
@@ -483,9 +543,14 @@ fn proxy_require_is_refused_with_420() {
 #[test]
 fn unsupported_uri_scheme_is_refused_with_416() {
     let mut h = Harness::new();
-    let msg = String::from_utf8(invite("v4")).unwrap().replace("INVITE sip:+15551234@192.0.2.10", "INVITE mailto:a@b.c");
+    let msg = String::from_utf8(invite("v4"))
+        .unwrap()
+        .replace("INVITE sip:+15551234@192.0.2.10", "INVITE mailto:a@b.c");
     h.receive(CARRIER, msg.as_bytes());
-    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 416 Unsupported URI Scheme"]);
+    assert_eq!(
+        h.lines_to(CARRIER),
+        vec!["SIP/2.0 416 Unsupported URI Scheme"]
+    );
 }
 
 #[test]
@@ -508,7 +573,9 @@ fn options_to_pointsman_is_answered_200() {
 #[test]
 fn malformed_request_gets_400_and_garbage_gets_nothing() {
     let mut h = Harness::new();
-    let msg = String::from_utf8(invite("m1")).unwrap().replace("CSeq: 1 INVITE", "CSeq: one INVITE");
+    let msg = String::from_utf8(invite("m1"))
+        .unwrap()
+        .replace("CSeq: 1 INVITE", "CSeq: one INVITE");
     h.receive(CARRIER, msg.as_bytes());
     assert_eq!(h.count_to(CARRIER, "SIP/2.0 400"), 1);
     h.receive(CARRIER, b"\x00\x01garbage\xff");

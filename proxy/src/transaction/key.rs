@@ -73,7 +73,13 @@ impl Keys {
                 };
                 let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
                 self.finish(
-                    &[uri, from_tag, msg.slice(msg.call_id), msg.slice(via.value), method],
+                    &[
+                        uri,
+                        from_tag,
+                        msg.slice(msg.call_id),
+                        msg.slice(via.value),
+                        method,
+                    ],
                     class,
                     msg.cseq,
                 )
@@ -83,7 +89,10 @@ impl Keys {
 
     /// The server transaction of a received request.
     pub fn server(&self, msg: &Message<'_>) -> TxKey {
-        let class = msg.method().map(MethodClass::of).unwrap_or(MethodClass::Other);
+        let class = msg
+            .method()
+            .map(MethodClass::of)
+            .unwrap_or(MethodClass::Other);
         self.server_with_class(msg, class)
     }
 

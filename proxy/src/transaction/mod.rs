@@ -399,7 +399,13 @@ impl ServerInvite {
 
     /// Sends a response upstream. Returns false (and sends nothing) when the state forbids it:
     /// a provisional or non-2xx after a final, or anything once terminated.
-    pub fn respond(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<TxAction>) -> bool {
+    pub fn respond(
+        &mut self,
+        code: u16,
+        bytes: Bytes,
+        now: Instant,
+        out: &mut Vec<TxAction>,
+    ) -> bool {
         use ServerInviteState::*;
         match self.state {
             Proceeding => {
@@ -523,7 +529,13 @@ impl ServerNonInvite {
         }
     }
 
-    pub fn respond(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<TxAction>) -> bool {
+    pub fn respond(
+        &mut self,
+        code: u16,
+        bytes: Bytes,
+        now: Instant,
+        out: &mut Vec<TxAction>,
+    ) -> bool {
         use ServerNonInviteState::*;
         match self.state {
             Trying | Proceeding => {

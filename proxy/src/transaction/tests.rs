@@ -7,7 +7,9 @@ fn t0() -> Instant {
 }
 
 fn sends(out: &[TxAction]) -> usize {
-    out.iter().filter(|a| matches!(a, TxAction::Send(_))).count()
+    out.iter()
+        .filter(|a| matches!(a, TxAction::Send(_)))
+        .count()
 }
 
 fn armed(out: &[TxAction], timer: TxTimer) -> Option<Instant> {
@@ -66,7 +68,10 @@ fn invite_client_acks_non_2xx_and_its_retransmissions_hop_by_hop() {
     let now = t0();
     let mut tx = ClientInvite::start(Bytes::new(), false, TimerConfig::default(), now, &mut out);
     out.clear();
-    assert_eq!(tx.on_response(503, now, &mut out), Delivery::DeliverNeedsAck);
+    assert_eq!(
+        tx.on_response(503, now, &mut out),
+        Delivery::DeliverNeedsAck
+    );
     assert_eq!(armed(&out, TxTimer::D), Some(now + Duration::from_secs(32)));
     tx.send_ack(Bytes::from_static(b"ACK"), &mut out);
     out.clear();
@@ -106,14 +111,7 @@ fn non_invite_client_caps_retransmit_interval_at_t2() {
     }
     assert_eq!(
         gaps,
-        vec![
-            cfg.t1 * 2,
-            cfg.t1 * 4,
-            cfg.t2,
-            cfg.t2,
-            cfg.t2,
-            cfg.t2
-        ]
+        vec![cfg.t1 * 2, cfg.t1 * 4, cfg.t2, cfg.t2, cfg.t2, cfg.t2]
     );
     // In Proceeding the interval is T2 at once.
     tx.on_response(100, at, &mut out);
@@ -182,7 +180,10 @@ fn invite_server_relays_2xx_retransmissions_while_accepted() {
     assert!(!tx.respond(486, Bytes::new(), now, &mut out));
     out.clear();
     tx.on_retransmission(&mut out);
-    assert!(out.is_empty(), "INVITE retransmissions are absorbed after 2xx");
+    assert!(
+        out.is_empty(),
+        "INVITE retransmissions are absorbed after 2xx"
+    );
     assert_eq!(tx.on_timer(TxTimer::L, now, &mut out), TxEvent::Terminated);
 }
 
@@ -212,8 +213,14 @@ fn configurable_t1_scales_every_derived_timer() {
     let now = t0();
     let mut out = Vec::new();
     ClientInvite::start(Bytes::new(), false, cfg, now, &mut out);
-    assert_eq!(armed(&out, TxTimer::B), Some(now + Duration::from_millis(6400)));
+    assert_eq!(
+        armed(&out, TxTimer::B),
+        Some(now + Duration::from_millis(6400))
+    );
     out.clear();
     ClientNonInvite::start(Bytes::new(), false, cfg, now, &mut out);
-    assert_eq!(armed(&out, TxTimer::F), Some(now + Duration::from_millis(6400)));
+    assert_eq!(
+        armed(&out, TxTimer::F),
+        Some(now + Duration::from_millis(6400))
+    );
 }

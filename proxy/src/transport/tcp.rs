@@ -123,13 +123,21 @@ impl Tcp {
     fn reserve(&self) -> bool {
         let max = self.settings.max_connections;
         self.open
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .is_ok()
     }
 
     /// Queues `bytes` to `to` (its connection if it names one and it is alive, else any
     /// connection to its address, else a new one). Failures come back on `failures`.
-    pub fn send(self: &Arc<Tcp>, to: Peer, bytes: Bytes, report: Option<TxKey>, failures: &EventSink) {
+    pub fn send(
+        self: &Arc<Tcp>,
+        to: Peer,
+        bytes: Bytes,
+        report: Option<TxKey>,
+        failures: &EventSink,
+    ) {
         debug_assert_eq!(to.proto, Proto::Tcp);
         let item = Outgoing {
             bytes,
@@ -247,7 +255,13 @@ fn fail(item: Outgoing) {
 
 /// Hands every whole message at the front of `buf` to the worker. False when the stream cannot
 /// be framed (the connection must close: there is no way to find the next message).
-fn deliver_frames(buf: &mut BytesMut, limits: &Limits, from: Peer, listener: usize, sink: &EventSink) -> bool {
+fn deliver_frames(
+    buf: &mut BytesMut,
+    limits: &Limits,
+    from: Peer,
+    listener: usize,
+    sink: &EventSink,
+) -> bool {
     loop {
         match wire::frame_stream(buf, limits) {
             Ok(StreamFrame::Message(n)) => {
@@ -264,5 +278,127 @@ fn deliver_frames(buf: &mut BytesMut, limits: &Limits, from: Peer, listener: usi
             Ok(StreamFrame::Incomplete) => return true,
             Err(_) => return false,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn settings(idle_ms: u64, max: usize) -> TcpSettings {
+        TcpSettings {
+            idle_timeout: Duration::from_millis(idle_ms),
+            max_connections: max,
+            connect_timeout: Duration::from_secs(1),
+            limits: Limits::default(),
+        }
+    }
+
+    fn tcp(s: TcpSettings) -> (Arc<Tcp>, mpsc::UnboundedReceiver<Event>, EventSink) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let t = Tcp::new(s, vec![tx.clone()], vec![tokio::runtime::Handle::current()]);
+        (t, rx, tx)
+    }
+
+    async fn listen(t: &Arc<Tcp>) -> SocketAddr {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(t.clone().accept_loop(l, 0));
+        addr
+    }
+
+    const OPTIONS: &[u8] = b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 3\r\n\r\nabc";
+
+    #[tokio::test]
+    async fn connect_refused_reports_every_queued_message_undelivered() {
+        let (t, mut rx, sink) = tcp(settings(1000, 8));
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dead = closed.local_addr().unwrap();
+        drop(closed);
+        let peer = Peer {
+            proto: Proto::Tcp,
+            addr: dead,
+            conn: None,
+        };
+        t.send(peer, Bytes::from_static(b"x"), Some(41), &sink);
+        t.send(peer, Bytes::from_static(b"y"), Some(42), &sink);
+        let mut keys = Vec::new();
+        for _ in 0..2 {
+            match tokio::time::timeout(Duration::from_secs(2), rx.recv()).await {
+                Ok(Some(Event::Undelivered(k))) => keys.push(k),
+                other => panic!("expected Undelivered, got {other:?}"),
+            }
+        }
+        keys.sort();
+        assert_eq!(keys, vec![41, 42]);
+        assert_eq!(t.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_message_split_across_reads_is_framed_once_and_replies_reuse_the_connection() {
+        let (t, mut rx, sink) = tcp(settings(5000, 8));
+        let addr = listen(&t).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        client.write_all(b"\r\n\r\n").await.unwrap();
+        client.write_all(&OPTIONS[..40]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        client.write_all(&OPTIONS[40..]).await.unwrap();
+        let Some(Event::Message { bytes, from, .. }) = rx.recv().await else {
+            panic!()
+        };
+        assert_eq!(&bytes[..], OPTIONS);
+        t.send(from, Bytes::from_static(b"reply"), None, &sink);
+        let mut got = [0u8; 5];
+        client.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"reply");
+        assert_eq!(
+            t.open_connections(),
+            1,
+            "the reply used the same connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn idle_connections_are_closed() {
+        let (t, _rx, _sink) = tcp(settings(100, 8));
+        let addr = listen(&t).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0))), "closed by the idle timer");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(t.open_connections(), 0);
+    }
+
+    #[tokio::test]
+    async fn connections_beyond_the_limit_are_refused() {
+        let (t, _rx, _sink) = tcp(settings(5000, 1));
+        let addr = listen(&t).await;
+        let _first = TcpStream::connect(addr).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let mut second = TcpStream::connect(addr).await.unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), second.read(&mut buf)).await;
+        assert!(
+            matches!(n, Ok(Ok(0)) | Ok(Err(_))),
+            "second connection dropped"
+        );
+        assert_eq!(t.open_connections(), 1);
+    }
+
+    #[tokio::test]
+    async fn an_unframeable_stream_is_closed() {
+        let (t, _rx, _sink) = tcp(settings(5000, 8));
+        let addr = listen(&t).await;
+        let mut client = TcpStream::connect(addr).await.unwrap();
+        // No Content-Length: a stream cannot be framed without it.
+        client
+            .write_all(b"OPTIONS sip:x SIP/2.0\r\nVia: SIP/2.0/TCP h;branch=z9hG4bK1\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:c@d>\r\nCall-ID: 1\r\nCSeq: 1 OPTIONS\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 1];
+        let n = tokio::time::timeout(Duration::from_secs(2), client.read(&mut buf)).await;
+        assert!(matches!(n, Ok(Ok(0)) | Ok(Err(_))));
     }
 }

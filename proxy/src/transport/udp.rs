@@ -149,7 +149,10 @@ mod tests {
                     break;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    assert!(std::time::Instant::now() < deadline, "no ICMP error reported");
+                    assert!(
+                        std::time::Instant::now() < deadline,
+                        "no ICMP error reported"
+                    );
                     std::thread::sleep(std::time::Duration::from_millis(5));
                 }
                 Err(e) => panic!("{e}"),

@@ -28,7 +28,10 @@ pub fn forward(m: &Message<'_>) -> Vec<u8> {
         .get(m.top_via.header)
         .map_or(m.headers_end, |h| h.line.start);
     splice.insert(via_line, NEW_VIA);
-    match (m.max_forwards, m.max_forwards_header.and_then(|i| m.headers.get(i))) {
+    match (
+        m.max_forwards,
+        m.max_forwards_header.and_then(|i| m.headers.get(i)),
+    ) {
         (Some(v), Some(h)) => {
             let n = write_decimal(v.saturating_sub(1), &mut digits);
             splice.replace(h.value, &digits[n..]);
@@ -43,7 +46,11 @@ pub fn forward(m: &Message<'_>) -> Vec<u8> {
     let mut out = Vec::new();
     let expected_len = splice.output_len();
     splice.write_to(&mut out);
-    assert_eq!(out.len(), expected_len, "output_len disagrees with write_to");
+    assert_eq!(
+        out.len(),
+        expected_len,
+        "output_len disagrees with write_to"
+    );
     out
 }
 

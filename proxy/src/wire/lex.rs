@@ -326,7 +326,10 @@ mod tests {
     fn decimal_allows_leading_zeros_and_rejects_overflow() {
         assert_eq!(parse_decimal(b"0000123", 1000), Ok(123));
         assert_eq!(parse_decimal(b"1001", 1000), Err(NumError::Overflow));
-        assert_eq!(parse_decimal(b"99999999999999999999999", u64::MAX), Err(NumError::Overflow));
+        assert_eq!(
+            parse_decimal(b"99999999999999999999999", u64::MAX),
+            Err(NumError::Overflow)
+        );
         assert_eq!(parse_decimal(b"", 10), Err(NumError::Empty));
         assert_eq!(parse_decimal(b"1a", 10), Err(NumError::NotDigit));
     }

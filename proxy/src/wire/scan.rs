@@ -482,7 +482,11 @@ pub fn is_keepalive(datagram: &[u8]) -> bool {
 ///
 /// CR/LF bytes before the start line are skipped (they are not part of `Message::buf`). For a
 /// stream frame, bytes after Content-Length are ignored as for a datagram.
-pub fn scan<'a>(buf: &'a [u8], framing: Framing, limits: &Limits) -> Result<Message<'a>, ScanError> {
+pub fn scan<'a>(
+    buf: &'a [u8],
+    framing: Framing,
+    limits: &Limits,
+) -> Result<Message<'a>, ScanError> {
     if buf.len() > size_limit(limits) {
         return Err(ScanError::TooLarge {
             limit: reported_limit(limits),
@@ -625,9 +629,9 @@ pub fn reply_context(buf: &[u8]) -> Option<ReplyContext<'_>> {
     let to_has_tag = match fields::parse_name_addr(buf, to_value.0, to_value.1) {
         Ok((_, tag)) => tag.is_some(),
         // Unparseable To: guess, so that a tag is not added twice.
-        Err(_) => buf.get(to_value.0..to_value.1).is_some_and(|v| {
-            v.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag="))
-        }),
+        Err(_) => buf
+            .get(to_value.0..to_value.1)
+            .is_some_and(|v| v.windows(4).any(|w| w.eq_ignore_ascii_case(b"tag="))),
     };
     Some(ReplyContext {
         buf,
@@ -713,7 +717,9 @@ fn reported_limit(limits: &Limits) -> usize {
 
 /// CR/LF bytes at the front (keep-alives, or stray line ends before a start line).
 fn leading_crlf(buf: &[u8]) -> usize {
-    buf.iter().take_while(|&&b| b == b'\r' || b == b'\n').count()
+    buf.iter()
+        .take_while(|&&b| b == b'\r' || b == b'\n')
+        .count()
 }
 
 fn check_line(len: usize, limits: &Limits) -> Result<(), ScanError> {
@@ -847,7 +853,10 @@ fn start_line(buf: &[u8], limits: &Limits) -> Result<(StartLine, usize), ScanErr
     check_line(line_end, limits)?;
     let line = buf.get(..line_end).unwrap_or(&[]);
     let is_version = |v: &[u8]| v.eq_ignore_ascii_case(b"SIP/2.0");
-    if line.get(..4).is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/")) {
+    if line
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case(b"SIP/"))
+    {
         // Status-Line = SIP-Version SP Status-Code SP Reason-Phrase
         let sp = memchr::memchr(b' ', line);
         if !is_version(line.get(..sp.unwrap_or(line.len())).unwrap_or(&[])) {
@@ -907,7 +916,9 @@ fn start_line(buf: &[u8], limits: &Limits) -> Result<(StartLine, usize), ScanErr
         .take_while(|&&b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
         .count();
     if !uri.first().is_some_and(u8::is_ascii_alphabetic) || uri.get(scheme_len) != Some(&b':') {
-        return Err(ScanError::BadStartLine("Request-URI is not an absolute URI"));
+        return Err(ScanError::BadStartLine(
+            "Request-URI is not an absolute URI",
+        ));
     }
     let method_span = Span::new(0, sp1);
     Ok((
@@ -959,7 +970,13 @@ impl Fields {
         });
         let e = |reason| bad(name, reason);
         // RFC 3261 §7.3.1 allows one value only for these (RFC 4475 §3.1.2.19 "multi01").
-        let single = |present: bool| if present { Err(e("appears more than once")) } else { Ok(()) };
+        let single = |present: bool| {
+            if present {
+                Err(e("appears more than once"))
+            } else {
+                Ok(())
+            }
+        };
         let value = buf.get(vs..ve).unwrap_or(&[]);
         match name {
             HeaderName::Via => {
@@ -976,8 +993,7 @@ impl Fields {
                     }
                     if self.top_via.is_none() {
                         let sole = i == 0 && !el.more;
-                        self.top_via =
-                            Some(fields::parse_via(buf, index, el.start, el.end, sole)?);
+                        self.top_via = Some(fields::parse_via(buf, index, el.start, el.end, sole)?);
                     }
                 }
             }

@@ -78,7 +78,12 @@ impl<'s, 'e> Splice<'s, 'e> {
         let mut plan: SmallVec<[usize; 16]> = SmallVec::new();
         for (i, e) in self.edits.iter().enumerate() {
             let valid = e.span.start <= e.span.end && e.span.end as usize <= self.src.len();
-            debug_assert!(valid, "splice edit {:?} outside a {}-byte source", e.span, self.src.len());
+            debug_assert!(
+                valid,
+                "splice edit {:?} outside a {}-byte source",
+                e.span,
+                self.src.len()
+            );
             let clash = plan.iter().any(|&j| overlaps(self.edits[j].span, e.span));
             debug_assert!(!clash, "splice edit {:?} overlaps an earlier edit", e.span);
             if valid && !clash {
