@@ -592,17 +592,22 @@ fn validate_timers(t: &TimersSection, errors: &mut Errors) -> crate::transaction
     }
     let t4 = t.t4.unwrap_or(d.t4);
     errors.duration_in("timers.t4", t4, ms(1), Duration::from_secs(60), d.t4);
-    crate::transaction::TimerConfig { t1, t2, t4 }
+    // Start from the defaults so a field the transaction layer adds later keeps its default.
+    let mut timers = d;
+    timers.t1 = t1;
+    timers.t2 = t2;
+    timers.t4 = t4;
+    timers
 }
 
 fn validate_limits(l: &LimitsSection, errors: &mut Errors) -> crate::wire::Limits {
     let d = crate::wire::Limits::default();
-    let limits = crate::wire::Limits {
-        max_message_size: l.max_message_size.unwrap_or(d.max_message_size),
-        max_headers: l.max_headers.unwrap_or(d.max_headers),
-        max_line_length: l.max_line_length.unwrap_or(d.max_line_length),
-        max_via: l.max_via.unwrap_or(d.max_via),
-    };
+    // Start from the defaults so a field the wire layer adds later keeps its default here.
+    let mut limits = d.clone();
+    limits.max_message_size = l.max_message_size.unwrap_or(d.max_message_size);
+    limits.max_headers = l.max_headers.unwrap_or(d.max_headers);
+    limits.max_line_length = l.max_line_length.unwrap_or(d.max_line_length);
+    limits.max_via = l.max_via.unwrap_or(d.max_via);
     let before = errors.0.len();
     errors.int_in(
         "limits.max_message_size",
