@@ -2,14 +2,38 @@
 //! before anything uses it. Every error names the file, the line where known, the key path, the
 //! bad value and what would be right; all errors are reported at once.
 //!
-//! CONTRACT (stub; the implementation keeps these signatures and may add to them).
+//! Two stages: [`ConfigFile`] is the file as written (serde, via `serde_path_to_error` so a
+//! structural error names its key path); [`Config`] is the validated result, defaults filled in.
+//! Structural errors (unknown key, wrong type, bad TOML) stop at the first one, since nothing
+//! after it can be trusted; semantic errors are all collected, sorted into file order, and placed
+//! on their line by [`locate`]. Destinations and routes are validated by
+//! [`routing_rules::RuleSet::compile`]. It must not: bind sockets, resolve names, or start
+//! anything; it only reads the one file it is given.
 
+mod locate;
+#[cfg(test)]
+mod tests;
+
+use locate::Locator;
+use routing_rules::check::{check_name, closest, fmt_duration, parse_host_port};
 use routing_rules::spec::{DestinationSpec, RouteSpec};
 use routing_rules::RuleSet;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
+
+/// Default `node.id`.
+pub const DEFAULT_NODE_ID: u16 = 1;
+/// Most `node.workers` accepted.
+pub const MAX_WORKERS: usize = 64;
+/// Default `tcp.idle_timeout`.
+pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// Default `tcp.max_connections`.
+pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
+/// Default `tcp.connect_timeout`.
+pub const DEFAULT_TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The file as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -159,12 +183,464 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let _ = path;
-        todo!("Config::load")
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse(&text, &file),
+            Err(e) => Err(ConfigErrors(vec![ConfigError {
+                file,
+                line: None,
+                path: "-".into(),
+                message: format!("cannot read the config file: {e}"),
+            }])),
+        }
     }
     /// Validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
-        let _ = (text, file);
-        todo!("Config::parse")
+        let locator = Locator::new(text);
+        let spec: ConfigFile = serde_path_to_error::deserialize(toml::Deserializer::new(text))
+            .map_err(|e| ConfigErrors(vec![structural_error(e, &locator, file)]))?;
+        let mut errors = Errors::default();
+        let config = validate(spec, &mut errors);
+        match config {
+            Some(config) if errors.0.is_empty() => Ok(config),
+            _ => {
+                let mut out: Vec<ConfigError> = errors
+                    .0
+                    .into_iter()
+                    .map(|found| ConfigError {
+                        file: file.to_string(),
+                        line: locator.line(&found.line_of),
+                        path: found.path,
+                        message: found.message,
+                    })
+                    .collect();
+                // File order; errors with no line (a missing section) come last. Stable, so
+                // errors on one line keep the order they were found in.
+                out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+                Err(ConfigErrors(out))
+            }
+        }
     }
+}
+
+/// The one error a failed deserialisation gives: TOML syntax, unknown key, wrong type or value.
+fn structural_error(
+    e: serde_path_to_error::Error<toml::de::Error>,
+    locator: &Locator,
+    file: &str,
+) -> ConfigError {
+    let path = e.path().to_string();
+    let path = if path.is_empty() || path == "." {
+        "-".to_string()
+    } else {
+        path
+    };
+    let inner = e.into_inner();
+    let line = inner
+        .span()
+        .map(|span| locator.line_of_offset(span.start))
+        .or_else(|| locator.line(&path));
+    ConfigError {
+        file: file.to_string(),
+        line,
+        message: explain_structural(inner.message()),
+        path,
+    }
+}
+
+/// serde's message, one line, with a hint where serde's own words leave the fix unsaid.
+fn explain_structural(message: &str) -> String {
+    let mut out = message.trim().replace('\n', "; ");
+    if let Some(rest) = out.strip_prefix("unknown field `") {
+        // "unknown field `transprt`, expected one of `name`, `address`, ..."
+        let unknown = rest.split('`').next().unwrap_or_default().to_string();
+        let expected: Vec<&str> = rest
+            .split_once("expected")
+            .map(|(_, list)| list.split('`').skip(1).step_by(2).collect())
+            .unwrap_or_default();
+        if let Some(near) = closest(&unknown, expected) {
+            out = format!("{out}; did you mean `{near}`?");
+        }
+    } else if out.contains("expected a duration") {
+        out.push_str(
+            "; write a duration as a string with a unit, e.g. \"3s\", \"250ms\" or \"2min\"",
+        );
+    }
+    out
+}
+
+/// One semantic error: its key path, the path whose line it is shown at (usually the same; a
+/// defaulted key points at the key it was derived from), and the message.
+struct Found {
+    path: String,
+    line_of: String,
+    message: String,
+}
+
+/// Semantic errors in the order found.
+#[derive(Default)]
+struct Errors(Vec<Found>);
+
+impl Errors {
+    fn push(&mut self, path: impl Into<String>, message: String) {
+        let path = path.into();
+        self.0.push(Found {
+            line_of: path.clone(),
+            path,
+            message,
+        });
+    }
+
+    /// An error at `path`, shown at the line of `line_of`.
+    fn push_at(&mut self, path: &str, line_of: &str, message: String) {
+        self.0.push(Found {
+            path: path.into(),
+            line_of: line_of.into(),
+            message,
+        });
+    }
+
+    /// `value` must be in `lo..=hi`.
+    fn int_in(&mut self, path: &str, value: usize, lo: usize, hi: usize, default: usize) {
+        let key = last_key(path);
+        let what = if value < lo {
+            "too small"
+        } else if value > hi {
+            "too large"
+        } else {
+            return;
+        };
+        self.push(
+            path,
+            format!("{key} = {value} is {what}: use {lo}..={hi} (default {default})"),
+        );
+    }
+
+    /// `value` must be in `lo..=hi`.
+    fn duration_in(
+        &mut self,
+        path: &str,
+        value: Duration,
+        lo: Duration,
+        hi: Duration,
+        default: Duration,
+    ) {
+        let key = last_key(path);
+        let what = if value < lo {
+            "too short"
+        } else if value > hi {
+            "too long"
+        } else {
+            return;
+        };
+        self.push(
+            path,
+            format!(
+                "{key} = \"{}\" is {what}: use a duration from {} to {} (default {})",
+                fmt_duration(value),
+                fmt_duration(lo),
+                fmt_duration(hi),
+                fmt_duration(default)
+            ),
+        );
+    }
+}
+
+fn last_key(path: &str) -> &str {
+    path.rsplit('.').next().unwrap_or(path)
+}
+
+/// Checks every section and builds the config; `None` when something could not be built.
+fn validate(spec: ConfigFile, errors: &mut Errors) -> Option<Config> {
+    let listeners = validate_listeners(&spec.listen, errors);
+    let first_listener = spec
+        .listen
+        .first()
+        .and_then(|l| l.address.parse::<SocketAddr>().ok());
+    let (node_id, advertise, workers) = validate_node(&spec.node, first_listener, errors);
+    let timers = validate_timers(&spec.timers, errors);
+    let limits = validate_limits(&spec.limits, errors);
+    let t = &spec.tcp;
+    let tcp_idle_timeout = t.idle_timeout.unwrap_or(DEFAULT_TCP_IDLE_TIMEOUT);
+    errors.duration_in(
+        "tcp.idle_timeout",
+        tcp_idle_timeout,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+        DEFAULT_TCP_IDLE_TIMEOUT,
+    );
+    let tcp_max_connections = t.max_connections.unwrap_or(DEFAULT_TCP_MAX_CONNECTIONS);
+    errors.int_in(
+        "tcp.max_connections",
+        tcp_max_connections,
+        1,
+        1_000_000,
+        DEFAULT_TCP_MAX_CONNECTIONS,
+    );
+    let tcp_connect_timeout = t.connect_timeout.unwrap_or(DEFAULT_TCP_CONNECT_TIMEOUT);
+    errors.duration_in(
+        "tcp.connect_timeout",
+        tcp_connect_timeout,
+        Duration::from_millis(10),
+        Duration::from_secs(60),
+        DEFAULT_TCP_CONNECT_TIMEOUT,
+    );
+    let rules = match RuleSet::compile(&spec.destinations, &spec.routes) {
+        Ok(rules) => Some(rules),
+        Err(rule_errors) => {
+            for e in rule_errors {
+                errors.push(e.path, e.message);
+            }
+            None
+        }
+    };
+    Some(Config {
+        node_id,
+        advertise,
+        workers,
+        listeners,
+        timers,
+        limits,
+        tcp_idle_timeout,
+        tcp_max_connections,
+        tcp_connect_timeout,
+        rules: rules?,
+    })
+}
+
+fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener> {
+    if specs.is_empty() {
+        errors.push(
+            "listen",
+            "no [[listen]] table: pointsman needs at least one address to receive calls on; add \
+             e.g. [[listen]] transport = \"udp\" address = \"0.0.0.0:5060\""
+                .into(),
+        );
+    }
+    let mut listeners = Vec::with_capacity(specs.len());
+    let mut names: HashMap<String, usize> = HashMap::new();
+    let mut bound: HashMap<(ListenTransport, SocketAddr), usize> = HashMap::new();
+    for (i, l) in specs.iter().enumerate() {
+        let transport = match l.transport {
+            ListenTransport::Udp => "udp",
+            ListenTransport::Tcp => "tcp",
+        };
+        let address = match l.address.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                let message = match parse_host_port(&l.address) {
+                    Ok(_) => format!(
+                        "listen address {:?} is not an IP address: a listener binds to a local \
+                         IP and port, e.g. \"0.0.0.0:5060\" or \"[::]:5060\"",
+                        l.address
+                    ),
+                    Err(m) => m,
+                };
+                errors.push(format!("listen[{i}].address"), message);
+                None
+            }
+        };
+        if let Some(addr) = address {
+            let key = (l.transport, addr);
+            if let Some(&first) = bound.get(&key) {
+                errors.push(
+                    format!("listen[{i}].address"),
+                    format!(
+                        "{transport} {addr} is already a listener (listen[{first}]): remove one, \
+                         or change its address or transport"
+                    ),
+                );
+            } else if let Some((&(_, other), &first)) = bound.iter().find(|((t, other), _)| {
+                *t == l.transport
+                    && other.port() == addr.port()
+                    && other.is_ipv4() == addr.is_ipv4()
+                    && (other.ip().is_unspecified() || addr.ip().is_unspecified())
+            }) {
+                errors.push(
+                    format!("listen[{i}].address"),
+                    format!(
+                        "{transport} {addr} overlaps listen[{first}] ({transport} {other}): a \
+                         wildcard address already takes that port on every interface; keep \
+                         either the wildcard or the specific addresses"
+                    ),
+                );
+            } else {
+                bound.insert(key, i);
+            }
+        }
+        let name = match &l.name {
+            Some(name) => {
+                if let Err(m) = check_name("listener", name) {
+                    errors.push(format!("listen[{i}].name"), m);
+                }
+                name.clone()
+            }
+            None => format!(
+                "{transport}:{}",
+                address.map_or_else(|| l.address.clone(), |a| a.to_string())
+            ),
+        };
+        if let Some(&first) = names.get(&name) {
+            errors.push(
+                format!("listen[{i}].name"),
+                format!(
+                    "listener name {name:?} is already used by listen[{first}]: give each \
+                     listener a unique name"
+                ),
+            );
+        } else {
+            names.insert(name.clone(), i);
+        }
+        if let Some(address) = address {
+            listeners.push(Listener {
+                name,
+                transport: l.transport,
+                address,
+            });
+        }
+    }
+    listeners
+}
+
+fn validate_node(
+    node: &NodeSection,
+    first_listener: Option<SocketAddr>,
+    errors: &mut Errors,
+) -> (u16, String, usize) {
+    let node_id = node.id.unwrap_or(DEFAULT_NODE_ID);
+    if node_id == 0 {
+        errors.push(
+            "node.id",
+            "id = 0 is not a node id: use 1..=65535, different on each node of a pair (default 1)"
+                .into(),
+        );
+    }
+
+    let advertise = match &node.advertise {
+        Some(a) => {
+            match parse_host_port(a) {
+                Err(m) => errors.push("node.advertise", m),
+                Ok((host, _)) => {
+                    if host
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_unspecified())
+                    {
+                        errors.push(
+                            "node.advertise",
+                            format!(
+                                "advertise = {a:?} is a wildcard address that peers cannot send \
+                                 to: write this node's reachable IP or hostname and port, e.g. \
+                                 \"203.0.113.10:5060\""
+                            ),
+                        );
+                    }
+                }
+            }
+            a.clone()
+        }
+        None => match first_listener {
+            Some(addr) => {
+                if addr.ip().is_unspecified() {
+                    errors.push_at(
+                        "node.advertise",
+                        "listen[0].address",
+                        format!(
+                            "advertise is not set and the first listener's address {addr} is a \
+                             wildcard that peers cannot send to: set advertise to this node's \
+                             reachable IP or hostname, e.g. advertise = \"203.0.113.10:{}\"",
+                            addr.port()
+                        ),
+                    );
+                }
+                addr.to_string()
+            }
+            None => String::new(),
+        },
+    };
+
+    let default_workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_WORKERS);
+    let workers = node.workers.unwrap_or(default_workers);
+    errors.int_in("node.workers", workers, 1, MAX_WORKERS, default_workers);
+    (node_id, advertise, workers)
+}
+
+fn validate_timers(t: &TimersSection, errors: &mut Errors) -> crate::transaction::TimerConfig {
+    let d = crate::transaction::TimerConfig::default();
+    let ms = Duration::from_millis;
+    let (t1_lo, t1_hi) = (ms(1), Duration::from_secs(10));
+    let (t2_lo, t2_hi) = (ms(1), Duration::from_secs(60));
+    let t1 = t.t1.unwrap_or(d.t1);
+    errors.duration_in("timers.t1", t1, t1_lo, t1_hi, d.t1);
+    let t2 = t.t2.unwrap_or(d.t2);
+    errors.duration_in("timers.t2", t2, t2_lo, t2_hi, d.t2);
+    // Compared only when both are in range, so one mistake gives one error.
+    if (t1_lo..=t1_hi).contains(&t1) && (t2_lo..=t2_hi).contains(&t2) && t2 < t1 {
+        let t2_text = match t.t2 {
+            Some(_) => format!("t2 = \"{}\"", fmt_duration(t2)),
+            None => format!("t2 (not set, default \"{}\")", fmt_duration(t2)),
+        };
+        errors.push(
+            "timers.t2",
+            format!(
+                "{t2_text} is shorter than t1 = \"{}\": T2 caps the retransmit interval that \
+                 starts at T1 (RFC 3261 §17.1.2.2); set t2 to at least t1",
+                fmt_duration(t1)
+            ),
+        );
+    }
+    let t4 = t.t4.unwrap_or(d.t4);
+    errors.duration_in("timers.t4", t4, ms(1), Duration::from_secs(60), d.t4);
+    // Start from the defaults so a field the transaction layer adds later keeps its default.
+    let mut timers = d;
+    timers.t1 = t1;
+    timers.t2 = t2;
+    timers.t4 = t4;
+    timers
+}
+
+fn validate_limits(l: &LimitsSection, errors: &mut Errors) -> crate::wire::Limits {
+    let d = crate::wire::Limits::default();
+    // Start from the defaults so a field the wire layer adds later keeps its default here.
+    let mut limits = d.clone();
+    limits.max_message_size = l.max_message_size.unwrap_or(d.max_message_size);
+    limits.max_headers = l.max_headers.unwrap_or(d.max_headers);
+    limits.max_line_length = l.max_line_length.unwrap_or(d.max_line_length);
+    limits.max_via = l.max_via.unwrap_or(d.max_via);
+    let before = errors.0.len();
+    errors.int_in(
+        "limits.max_message_size",
+        limits.max_message_size,
+        1024,
+        1_048_576,
+        d.max_message_size,
+    );
+    errors.int_in(
+        "limits.max_headers",
+        limits.max_headers,
+        16,
+        1024,
+        d.max_headers,
+    );
+    errors.int_in(
+        "limits.max_line_length",
+        limits.max_line_length,
+        256,
+        65_535,
+        d.max_line_length,
+    );
+    errors.int_in("limits.max_via", limits.max_via, 2, 256, d.max_via);
+    if errors.0.len() == before && limits.max_line_length > limits.max_message_size {
+        errors.push(
+            "limits.max_line_length",
+            format!(
+                "max_line_length = {} is larger than max_message_size = {}: a line cannot be \
+                 longer than the message holding it; lower max_line_length or raise \
+                 max_message_size",
+                limits.max_line_length, limits.max_message_size
+            ),
+        );
+    }
+    limits
 }

@@ -80,10 +80,15 @@ pub fn parse_host_port(address: &str) -> Result<(String, u16), String> {
             ));
         };
         if host.contains(':') {
-            let hint = if address.parse::<Ipv6Addr>().is_ok() {
+            // "2001:db8::1:5060" is itself a valid IPv6 address; the likelier intent is a port.
+            let port_like =
+                !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit());
+            let hint = if port_like && host.parse::<Ipv6Addr>().is_ok() {
+                format!("\"[{host}]:{port}\"")
+            } else if address.parse::<Ipv6Addr>().is_ok() {
                 format!("\"[{address}]:5060\"")
             } else {
-                format!("\"[{host}]:{port}\"")
+                "\"[2001:db8::1]:5060\"".to_string()
             };
             return Err(format!(
                 "address {address:?} looks like an IPv6 address without brackets: write the \
@@ -205,24 +210,26 @@ pub fn fmt_duration(d: Duration) -> String {
 }
 
 /// The candidate most similar to `wanted`, if one is similar enough to be a likely typo:
-/// same name in another case, one a prefix of the other, or an edit distance of at most a third of
-/// the longer name (at least 1).
+/// same name in another case, one a prefix (of 3 characters or more) of the other, or an edit
+/// distance of at most a third of the longer name (at least 1) and less than the shorter name's
+/// length (so `x` never suggests `b`).
 pub fn closest<'a>(wanted: &str, candidates: impl IntoIterator<Item = &'a str>) -> Option<&'a str> {
     let wanted_lc = wanted.to_ascii_lowercase();
     let mut best: Option<(usize, &'a str)> = None;
     for cand in candidates {
         let cand_lc = cand.to_ascii_lowercase();
+        let (long, short) = {
+            let (a, b) = (wanted_lc.chars().count(), cand_lc.chars().count());
+            (a.max(b), a.min(b))
+        };
         let d = if cand_lc == wanted_lc {
             0
-        } else if !wanted_lc.is_empty()
-            && (cand_lc.starts_with(&wanted_lc) || wanted_lc.starts_with(&cand_lc))
-            && !cand_lc.is_empty()
+        } else if short >= 3 && (cand_lc.starts_with(&wanted_lc) || wanted_lc.starts_with(&cand_lc))
         {
             1
         } else {
             let d = edit_distance(&wanted_lc, &cand_lc);
-            let limit = (wanted.chars().count().max(cand.chars().count()) / 3).max(1);
-            if d > limit {
+            if d > (long / 3).max(1) || d >= short {
                 continue;
             }
             d
@@ -282,7 +289,9 @@ mod tests {
             ("10.0.0.1:65536", "out of range"),
             ("10.0.0.1:50x", "not a number"),
             ("300.0.0.1:5060", "not a valid IPv4"),
-            ("2001:db8::1", "without brackets"),
+            ("2001:db8::1", "e.g. \"[2001:db8::1]:5060\""),
+            ("2001:db8::1:5061", "e.g. \"[2001:db8::1]:5061\""),
+            ("fe80::zz:5060", "e.g. \"[2001:db8::1]:5060\""),
             ("[2001:db8::1]", "has no port"),
             ("[2001:db8::1]5060", "after ']'"),
             ("[2001:db8::zz]:5060", "not a valid IPv6"),
@@ -305,6 +314,9 @@ mod tests {
         assert_eq!(closest("Primary", names), Some("primary"));
         assert_eq!(closest("prim", names), Some("primary"));
         assert_eq!(closest("backup", names), None);
+        assert_eq!(closest("x", ["b", "a"]), None);
+        assert_eq!(closest("pr", names), None);
+        assert_eq!(closest("ab", ["ac"]), Some("ac"));
         assert_eq!(
             closest("transprt", ["address", "transport"]),
             Some("transport")

@@ -1,0 +1,791 @@
+//! Behaviour of config loading and validation: defaults, one test per validation error (exact key
+//! path, line and a phrase of the message), structural errors, file order, and the examples.
+
+use super::*;
+use routing_rules::spec::TransportSpec;
+use routing_rules::DestId;
+
+const FILE: &str = "test.toml";
+
+/// A valid config. Line numbers matter to some tests: keep it as is.
+const BASE: &str = r#"[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[destination]]
+name = "secondary"
+address = "10.0.0.2:5060"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#;
+
+fn parse(text: &str) -> Result<Config, ConfigErrors> {
+    Config::parse(text, FILE)
+}
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    parse(text).expect_err("config must be rejected").0
+}
+
+/// Asserts exactly one error, at `path` and `line`, whose message contains `phrase`.
+#[track_caller]
+fn assert_one_error(text: &str, path: &str, line: Option<usize>, phrase: &str) {
+    let errs = errors(text);
+    assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+    let e = &errs[0];
+    assert_eq!(e.file, FILE);
+    assert_eq!(e.path, path, "{e:#?}");
+    assert_eq!(e.line, line, "{e:#?}");
+    assert!(
+        e.message.contains(phrase),
+        "message {:?} lacks {phrase:?}",
+        e.message
+    );
+}
+
+/// BASE with `section` (e.g. "[timers]\nt1 = \"0s\"") appended; its first line is line 17.
+fn base_with(section: &str) -> String {
+    format!("{BASE}\n{section}\n")
+}
+
+#[test]
+fn minimal_config_gets_every_default() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(c.node_id, 1);
+    assert_eq!(c.advertise, "127.0.0.1:5060");
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(c.workers, cores.min(64));
+    assert_eq!(
+        c.listeners,
+        vec![Listener {
+            name: "udp:127.0.0.1:5060".into(),
+            transport: ListenTransport::Udp,
+            address: "127.0.0.1:5060".parse().unwrap(),
+        }]
+    );
+    assert_eq!(c.timers.t1, Duration::from_millis(500));
+    assert_eq!(c.timers.t2, Duration::from_secs(4));
+    assert_eq!(c.timers.t4, Duration::from_secs(5));
+    assert_eq!(c.limits, crate::wire::Limits::default());
+    assert_eq!(c.tcp_idle_timeout, Duration::from_secs(600));
+    assert_eq!(c.tcp_max_connections, 1024);
+    assert_eq!(c.tcp_connect_timeout, Duration::from_secs(2));
+    let d = &c.rules.destinations[1];
+    assert_eq!((d.host.as_str(), d.port), ("10.0.0.2", 5060));
+    assert_eq!(d.provisional_timeout, Duration::from_secs(3));
+    assert_eq!(c.rules.routes[0].destinations, vec![DestId(0), DestId(1)]);
+    assert_eq!(
+        c.rules.routes[0].retry_codes.0,
+        vec![408, 500, 502, 503, 504]
+    );
+}
+
+#[test]
+fn explicit_values_and_durations_in_s_and_ms_are_kept() {
+    let c = parse(&base_with(
+        r#"[node]
+id = 2
+advertise = "edge-a.example.net:5060"
+workers = 3
+[timers]
+t1 = "250ms"
+t2 = "3s"
+t4 = "4s"
+[limits]
+max_message_size = 8192
+max_headers = 64
+max_line_length = 1024
+max_via = 16
+[tcp]
+idle_timeout = "5min"
+max_connections = 10
+connect_timeout = "750ms""#,
+    ))
+    .unwrap();
+    assert_eq!(c.node_id, 2);
+    assert_eq!(c.advertise, "edge-a.example.net:5060");
+    assert_eq!(c.workers, 3);
+    assert_eq!(c.timers.t1, Duration::from_millis(250));
+    assert_eq!(c.timers.t2, Duration::from_secs(3));
+    assert_eq!(c.timers.t4, Duration::from_secs(4));
+    assert_eq!(
+        c.limits,
+        crate::wire::Limits {
+            max_message_size: 8192,
+            max_headers: 64,
+            max_line_length: 1024,
+            max_via: 16
+        }
+    );
+    assert_eq!(c.tcp_idle_timeout, Duration::from_secs(300));
+    assert_eq!(c.tcp_max_connections, 10);
+    assert_eq!(c.tcp_connect_timeout, Duration::from_millis(750));
+}
+
+#[test]
+fn advertise_defaults_to_first_listener_with_ipv6_in_brackets() {
+    let c = parse(&BASE.replace("127.0.0.1:5060", "[::1]:5062")).unwrap();
+    assert_eq!(c.advertise, "[::1]:5062");
+    assert_eq!(c.listeners[0].name, "udp:[::1]:5062");
+}
+
+#[test]
+fn same_address_on_udp_and_tcp_is_two_listeners() {
+    let c = parse(&base_with(
+        "[[listen]]\nname = \"carrier-tcp\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5060\"",
+    ))
+    .unwrap();
+    assert_eq!(c.listeners.len(), 2);
+    assert_eq!(c.listeners[1].name, "carrier-tcp");
+    assert_eq!(c.listeners[1].transport, ListenTransport::Tcp);
+}
+
+// ---- structural errors (serde) ----
+
+#[test]
+fn unknown_key_is_rejected_with_path_line_and_suggestion() {
+    let text = BASE.replace(
+        "address = \"10.0.0.2:5060\"",
+        "address = \"10.0.0.2:5060\"\ntransprt = \"tcp\"",
+    );
+    let errs = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    assert_eq!(e.path, "destination[1].transprt");
+    assert_eq!(e.line, Some(12));
+    assert!(
+        e.message
+            .contains("unknown field `transprt`, expected one of"),
+        "{e}"
+    );
+    assert!(e.message.contains("did you mean `transport`?"), "{e}");
+}
+
+#[test]
+fn unknown_top_level_table_is_rejected() {
+    assert_one_error(
+        &base_with("[tsl]\ncert = \"x\""),
+        "tsl",
+        Some(17),
+        "unknown field `tsl`",
+    );
+}
+
+#[test]
+fn unknown_key_in_section_is_rejected() {
+    assert_one_error(
+        &base_with("[timers]\nt3 = \"1s\""),
+        "timers.t3",
+        Some(18),
+        "unknown field `t3`",
+    );
+}
+
+#[test]
+fn unknown_transport_value_is_rejected_with_its_path() {
+    assert_one_error(
+        &BASE.replace("transport = \"udp\"", "transport = \"tls\""),
+        "listen[0].transport",
+        Some(2),
+        "unknown variant `tls`",
+    );
+}
+
+#[test]
+fn duration_without_unit_is_rejected_with_a_hint() {
+    assert_one_error(
+        &base_with("[timers]\nt1 = \"500\""),
+        "timers.t1",
+        Some(18),
+        "write a duration as a string with a unit, e.g. \"3s\"",
+    );
+}
+
+#[test]
+fn duration_written_as_a_number_is_rejected_with_a_hint() {
+    let errs = errors(&base_with("[tcp]\nconnect_timeout = 2"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "tcp.connect_timeout");
+    assert_eq!(errs[0].line, Some(18));
+    assert!(errs[0].message.contains("e.g. \"3s\""), "{}", errs[0]);
+}
+
+#[test]
+fn missing_required_key_names_its_table() {
+    let errs = errors(&BASE.replace("address = \"10.0.0.2:5060\"\n", ""));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "destination[1]");
+    assert!(
+        errs[0].message.contains("missing field `address`"),
+        "{}",
+        errs[0]
+    );
+    assert!(
+        errs[0].line.is_some_and(|l| (9..=10).contains(&l)),
+        "{:?}",
+        errs[0]
+    );
+}
+
+#[test]
+fn node_id_above_65535_is_rejected_by_type() {
+    assert_one_error(
+        &base_with("[node]\nid = 70000"),
+        "node.id",
+        Some(18),
+        "70000",
+    );
+}
+
+#[test]
+fn toml_syntax_error_reports_its_line() {
+    let errs = errors(&base_with("[node\nid = 1"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "-");
+    assert_eq!(errs[0].line, Some(17));
+    assert!(!errs[0].message.contains('\n'), "{}", errs[0]);
+}
+
+// ---- listeners ----
+
+#[test]
+fn config_without_listener_is_rejected() {
+    let text = BASE.replace(
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n",
+        "[node]\nadvertise = \"10.0.0.9:5060\"\n",
+    );
+    assert_one_error(&text, "listen", None, "no [[listen]] table");
+}
+
+#[test]
+fn listener_address_must_be_an_ip_not_a_hostname() {
+    assert_one_error(
+        &BASE.replace("127.0.0.1:5060", "localhost:5060"),
+        "listen[0].address",
+        Some(3),
+        "is not an IP address: a listener binds to a local IP and port",
+    );
+}
+
+#[test]
+fn listener_address_without_port_is_rejected() {
+    assert_one_error(
+        &BASE.replace("127.0.0.1:5060", "127.0.0.1"),
+        "listen[0].address",
+        Some(3),
+        "has no port",
+    );
+}
+
+#[test]
+fn listener_ipv6_without_brackets_is_rejected() {
+    assert_one_error(
+        &BASE.replace("127.0.0.1:5060", "::1:5060"),
+        "listen[0].address",
+        Some(3),
+        "without brackets",
+    );
+}
+
+#[test]
+fn duplicate_listener_transport_and_address_is_rejected() {
+    assert_one_error(
+        &base_with(
+            "[[listen]]\nname = \"again\"\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"",
+        ),
+        "listen[1].address",
+        Some(20),
+        "udp 127.0.0.1:5060 is already a listener (listen[0])",
+    );
+}
+
+#[test]
+fn specific_address_under_a_wildcard_listener_on_the_same_port_is_rejected() {
+    let text = format!(
+        "[node]\nadvertise = \"10.0.0.9:5060\"\n{}",
+        base_with("[[listen]]\ntransport = \"udp\"\naddress = \"0.0.0.0:5060\"")
+    );
+    assert_one_error(
+        &text,
+        "listen[1].address",
+        Some(21),
+        "overlaps listen[0] (udp 127.0.0.1:5060)",
+    );
+}
+
+#[test]
+fn duplicate_listener_name_is_rejected() {
+    let text = BASE.replace("[[listen]]\n", "[[listen]]\nname = \"carrier\"\n");
+    assert_one_error(
+        &base_with(
+            "[[listen]]\nname = \"carrier\"\ntransport = \"tcp\"\naddress = \"127.0.0.1:5060\"",
+        )
+        .replace(BASE, &text),
+        "listen[1].name",
+        Some(19),
+        "listener name \"carrier\" is already used by listen[0]",
+    );
+}
+
+#[test]
+fn invalid_listener_name_is_rejected() {
+    assert_one_error(
+        &BASE.replace("[[listen]]\n", "[[listen]]\nname = \"carrier trunk\"\n"),
+        "listen[0].name",
+        Some(2),
+        "contains ' '",
+    );
+}
+
+// ---- node ----
+
+#[test]
+fn node_id_zero_is_rejected() {
+    assert_one_error(
+        &base_with("[node]\nid = 0"),
+        "node.id",
+        Some(18),
+        "id = 0 is not a node id: use 1..=65535",
+    );
+}
+
+#[test]
+fn workers_zero_is_rejected() {
+    assert_one_error(
+        &base_with("[node]\nworkers = 0"),
+        "node.workers",
+        Some(18),
+        "workers = 0 is too small: use 1..=64",
+    );
+}
+
+#[test]
+fn workers_above_64_is_rejected() {
+    assert_one_error(
+        &base_with("[node]\nworkers = 65"),
+        "node.workers",
+        Some(18),
+        "workers = 65 is too large: use 1..=64",
+    );
+}
+
+#[test]
+fn invalid_advertise_address_is_rejected() {
+    assert_one_error(
+        &base_with("[node]\nadvertise = \"10.0.0.1\""),
+        "node.advertise",
+        Some(18),
+        "has no port",
+    );
+}
+
+#[test]
+fn wildcard_advertise_address_is_rejected() {
+    assert_one_error(
+        &base_with("[node]\nadvertise = \"0.0.0.0:5060\""),
+        "node.advertise",
+        Some(18),
+        "is a wildcard address that peers cannot send to",
+    );
+}
+
+#[test]
+fn wildcard_listener_without_advertise_is_rejected() {
+    assert_one_error(
+        &BASE.replace("127.0.0.1:5060", "0.0.0.0:5060"),
+        "node.advertise",
+        Some(3),
+        "advertise is not set and the first listener's address 0.0.0.0:5060 is a wildcard",
+    );
+}
+
+#[test]
+fn wildcard_listener_with_advertise_is_accepted() {
+    let c = parse(&format!(
+        "[node]\nadvertise = \"203.0.113.10:5060\"\n{}",
+        BASE.replace("127.0.0.1:5060", "0.0.0.0:5060")
+    ))
+    .unwrap();
+    assert_eq!(c.advertise, "203.0.113.10:5060");
+}
+
+// ---- timers ----
+
+#[test]
+fn zero_t1_is_rejected() {
+    assert_one_error(
+        &base_with("[timers]\nt1 = \"0s\""),
+        "timers.t1",
+        Some(18),
+        "t1 = \"0s\" is too short: use a duration from 1ms to 10s (default 500ms)",
+    );
+}
+
+#[test]
+fn t1_above_10s_is_rejected() {
+    assert_one_error(
+        &base_with("[timers]\nt1 = \"11s\"\nt2 = \"20s\""),
+        "timers.t1",
+        Some(18),
+        "t1 = \"11s\" is too long",
+    );
+}
+
+#[test]
+fn t2_below_t1_is_rejected() {
+    assert_one_error(
+        &base_with("[timers]\nt1 = \"2s\"\nt2 = \"1s\""),
+        "timers.t2",
+        Some(19),
+        "t2 = \"1s\" is shorter than t1 = \"2s\"",
+    );
+}
+
+#[test]
+fn default_t2_below_t1_names_the_default_and_the_section_line() {
+    assert_one_error(
+        &base_with("[timers]\nt1 = \"5s\""),
+        "timers.t2",
+        Some(17),
+        "t2 (not set, default \"4s\") is shorter than t1 = \"5s\"",
+    );
+}
+
+#[test]
+fn zero_t4_is_rejected() {
+    assert_one_error(
+        &base_with("[timers]\nt4 = \"0ms\""),
+        "timers.t4",
+        Some(18),
+        "t4 = \"0s\" is too short",
+    );
+}
+
+// ---- limits ----
+
+#[test]
+fn max_message_size_below_1024_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_message_size = 100"),
+        "limits.max_message_size",
+        Some(18),
+        "max_message_size = 100 is too small: use 1024..=1048576 (default 65535)",
+    );
+}
+
+#[test]
+fn max_message_size_above_1_mib_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_message_size = 2000000"),
+        "limits.max_message_size",
+        Some(18),
+        "is too large",
+    );
+}
+
+#[test]
+fn max_headers_out_of_range_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_headers = 5"),
+        "limits.max_headers",
+        Some(18),
+        "max_headers = 5 is too small: use 16..=1024",
+    );
+}
+
+#[test]
+fn max_line_length_out_of_range_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_line_length = 100000"),
+        "limits.max_line_length",
+        Some(18),
+        "max_line_length = 100000 is too large: use 256..=65535",
+    );
+}
+
+#[test]
+fn max_line_length_above_max_message_size_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_message_size = 2048\nmax_line_length = 4096"),
+        "limits.max_line_length",
+        Some(19),
+        "max_line_length = 4096 is larger than max_message_size = 2048",
+    );
+}
+
+#[test]
+fn max_via_out_of_range_is_rejected() {
+    assert_one_error(
+        &base_with("[limits]\nmax_via = 1"),
+        "limits.max_via",
+        Some(18),
+        "max_via = 1 is too small: use 2..=256",
+    );
+}
+
+// ---- tcp ----
+
+#[test]
+fn zero_tcp_idle_timeout_is_rejected() {
+    assert_one_error(
+        &base_with("[tcp]\nidle_timeout = \"0s\""),
+        "tcp.idle_timeout",
+        Some(18),
+        "idle_timeout = \"0s\" is too short: use a duration from 1s to 24h (default 10min)",
+    );
+}
+
+#[test]
+fn zero_tcp_max_connections_is_rejected() {
+    assert_one_error(
+        &base_with("[tcp]\nmax_connections = 0"),
+        "tcp.max_connections",
+        Some(18),
+        "max_connections = 0 is too small",
+    );
+}
+
+#[test]
+fn zero_tcp_connect_timeout_is_rejected() {
+    assert_one_error(
+        &base_with("[tcp]\nconnect_timeout = \"0s\""),
+        "tcp.connect_timeout",
+        Some(18),
+        "connect_timeout = \"0s\" is too short",
+    );
+}
+
+// ---- rules, through the config ----
+
+#[test]
+fn rule_errors_carry_file_and_line_of_the_offending_key() {
+    assert_one_error(
+        &BASE.replace("10.0.0.2:5060", "10.0.0.2"),
+        "destination[1].address",
+        Some(11),
+        "has no port",
+    );
+}
+
+#[test]
+fn unknown_destination_in_multiline_route_points_at_the_element_line() {
+    let text = BASE.replace(
+        "destinations = [\"primary\", \"secondary\"]",
+        "destinations = [\n  \"primary\",\n  \"secundary\",\n]",
+    );
+    assert_one_error(
+        &text,
+        "route[0].destinations[1]",
+        Some(17),
+        "did you mean \"secondary\"?",
+    );
+}
+
+#[test]
+fn config_without_route_is_rejected_at_path_route() {
+    let text = BASE.replace(
+        "[[route]]\nname = \"default\"\ndestinations = [\"primary\", \"secondary\"]\n",
+        "",
+    );
+    assert_one_error(
+        &text,
+        "route",
+        None,
+        "no [[route]] table: every call needs a route",
+    );
+}
+
+#[test]
+fn transport_of_a_destination_is_read() {
+    let c = parse(&BASE.replace(
+        "address = \"10.0.0.2:5060\"",
+        "address = \"10.0.0.2:5060\"\ntransport = \"tcp\"",
+    ))
+    .unwrap();
+    assert_eq!(c.rules.destinations[1].transport, TransportSpec::Tcp);
+}
+
+#[test]
+fn several_errors_are_all_reported_in_file_order() {
+    // Routes come before destinations in this file; errors must follow the file, not the
+    // order sections are checked in.
+    let text = r#"[node]
+id = 0
+
+[[route]]
+name = "default"
+destinations = ["primary", "backup"]
+retry_codes = [503, 603]
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+provisional_timeout = "0s"
+
+[timers]
+t1 = "20s"
+"#;
+    let errs = errors(text);
+    let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        [
+            (Some(2), "node.id"),
+            (Some(6), "route[0].destinations[1]"),
+            (Some(7), "route[0].retry_codes[1]"),
+            (Some(11), "listen[0].address"),
+            (Some(16), "destination[0].provisional_timeout"),
+            (Some(19), "timers.t1"),
+        ],
+        "{errs:#?}"
+    );
+    assert!(errs.iter().all(|e| e.file == FILE));
+    let shown = ConfigErrors(errs).to_string();
+    assert_eq!(shown.lines().count(), 6);
+    assert!(shown.starts_with("test.toml:2: node.id: id = 0"), "{shown}");
+}
+
+#[test]
+fn errors_in_inline_tables_and_dotted_keys_still_get_lines() {
+    let text = r#"node.id = 0
+listen = [{ transport = "udp", address = "127.0.0.1:5060" }]
+destination = [
+  { name = "primary", address = "10.0.0.1" },
+]
+route = [{ name = "default", destinations = ["primary"] }]
+"#;
+    let errs = errors(text);
+    let got: Vec<(Option<usize>, &str)> = errs.iter().map(|e| (e.line, e.path.as_str())).collect();
+    assert_eq!(
+        got,
+        [(Some(1), "node.id"), (Some(4), "destination[0].address")],
+        "{errs:#?}"
+    );
+}
+
+// ---- files ----
+
+#[test]
+fn load_of_a_missing_file_reports_path_dash_and_the_io_error() {
+    let path = Path::new("/nonexistent/pointsman/missing.toml");
+    let errs = Config::load(path).unwrap_err().0;
+    assert_eq!(errs.len(), 1);
+    assert_eq!(errs[0].file, "/nonexistent/pointsman/missing.toml");
+    assert_eq!(errs[0].path, "-");
+    assert_eq!(errs[0].line, None);
+    assert!(
+        errs[0].message.starts_with("cannot read the config file: "),
+        "{}",
+        errs[0]
+    );
+    assert!(errs[0].message.contains("No such file"), "{}", errs[0]);
+}
+
+#[test]
+fn load_names_the_file_in_errors() {
+    let path =
+        std::env::temp_dir().join(format!("pointsman-config-test-{}.toml", std::process::id()));
+    std::fs::write(&path, base_with("[node]\nid = 0")).unwrap();
+    let result = Config::load(&path);
+    std::fs::remove_file(&path).unwrap();
+    let errs = result.unwrap_err().0;
+    assert_eq!(errs[0].file, path.display().to_string());
+    assert_eq!(errs[0].line, Some(18));
+}
+
+#[test]
+fn config_error_display_shows_file_line_path_and_message() {
+    let e = ConfigError {
+        file: "pointsman.toml".into(),
+        line: Some(7),
+        path: "destination[0].address".into(),
+        message: "has no port".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "pointsman.toml:7: destination[0].address: has no port"
+    );
+    let e = ConfigError { line: None, ..e };
+    assert_eq!(
+        e.to_string(),
+        "pointsman.toml: destination[0].address: has no port"
+    );
+}
+
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+#[test]
+fn every_example_config_validates() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir(EXAMPLES).expect("examples/ exists") {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            if let Err(errs) = Config::load(&path) {
+                panic!("{} does not validate:\n{errs}", path.display());
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 1, "no .toml file in {EXAMPLES}");
+}
+
+#[test]
+fn two_clouds_example_fails_over_from_primary_to_secondary() {
+    let c = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/two-clouds.toml"
+    )))
+    .unwrap();
+    let transports: Vec<_> = c.listeners.iter().map(|l| l.transport).collect();
+    assert_eq!(transports, [ListenTransport::Udp, ListenTransport::Tcp]);
+    assert!(c
+        .listeners
+        .iter()
+        .all(|l| l.address == "127.0.0.1:5060".parse().unwrap()));
+    let rules = &c.rules;
+    let route = rules.route(rules.route_for(&Default::default()).unwrap());
+    assert_eq!(route.name, "default");
+    let names: Vec<_> = route
+        .destinations
+        .iter()
+        .map(|&d| rules.destination(d))
+        .map(|d| {
+            (
+                d.name.as_str(),
+                d.host.as_str(),
+                d.port,
+                d.transport,
+                d.provisional_timeout,
+            )
+        })
+        .collect();
+    assert_eq!(
+        names,
+        [
+            (
+                "primary",
+                "127.0.0.1",
+                5070,
+                TransportSpec::Udp,
+                Duration::from_secs(3)
+            ),
+            (
+                "secondary",
+                "127.0.0.1",
+                5080,
+                TransportSpec::Udp,
+                Duration::from_secs(3)
+            ),
+        ]
+    );
+}
