@@ -618,3 +618,63 @@ fn finished_calls_leave_no_state_behind() {
     let (servers, clients, _) = h.core.table_sizes();
     assert_eq!((servers, clients), (0, 0));
 }
+
+#[test]
+fn rfc2543_peer_without_magic_cookie_is_matched_for_retransmission_and_cancel() {
+    let mut h = Harness::new();
+    let old = String::from_utf8(invite("k1"))
+        .unwrap()
+        .replace("branch=z9hG4bK-carrier-k1", "branch=1234");
+    h.receive(CARRIER, old.as_bytes());
+    h.receive(CARRIER, old.as_bytes());
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1, "retransmission absorbed");
+    h.receive(CARRIER, b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=1234\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: k1\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 487"),
+        1,
+        "the CANCEL found its INVITE"
+    );
+}
+
+#[test]
+fn carrier_ack_for_a_non_2xx_final_is_absorbed_hop_by_hop() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("k2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 486, "p"));
+    assert_eq!(
+        h.count_to(PRIMARY, "ACK"),
+        1,
+        "pointsman ACKs the 486 itself"
+    );
+    h.receive(CARRIER, b"ACK sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-k2\r\nMax-Forwards: 70\r\nFrom: <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: k2\r\nCSeq: 1 ACK\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        h.count_to(PRIMARY, "ACK"),
+        1,
+        "the carrier's ACK stops here"
+    );
+    // And the 486 is no longer retransmitted to the carrier.
+    let before = h.count_to(CARRIER, "SIP/2.0 486");
+    h.advance(Duration::from_secs(10));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 486"), before);
+}
+
+#[test]
+fn answered_call_cancels_nothing_and_the_2xx_retransmission_is_relayed() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("k3"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 200"),
+        2,
+        "2xx retransmissions pass while Accepted"
+    );
+    assert_eq!(
+        h.count_to(PRIMARY, "BYE"),
+        0,
+        "the winner is never torn down"
+    );
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+}
