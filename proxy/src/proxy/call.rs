@@ -317,6 +317,7 @@ impl Core {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_branch_response(
         &self,
         c: &mut Call,
@@ -589,11 +590,10 @@ impl Core {
         ) {
             return;
         }
-        if b.status == BranchStatus::Pending || b.status == BranchStatus::TimedOut {
-            if b.target.cancel_mode == CancelMode::Deferred {
-                b.cancel = CancelState::Deferred;
-                return;
-            }
+        let no_provisional = matches!(b.status, BranchStatus::Pending | BranchStatus::TimedOut);
+        if no_provisional && b.target.cancel_mode == CancelMode::Deferred {
+            b.cancel = CancelState::Deferred;
+            return;
         }
         self.send_cancel(c, i, reason, now, out);
     }

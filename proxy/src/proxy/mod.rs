@@ -675,7 +675,7 @@ impl Core {
         let bye_branch = self.new_branch(loop_hash);
         let teardown = originate::ghost_teardown(
             msg,
-            |uri| is_own_uri(uri),
+            is_own_uri,
             &self.via_value(to.proto, &ack_branch),
             &self.via_value(to.proto, &bye_branch),
             &originate::reason_header(200, "Call completed elsewhere"),
