@@ -275,27 +275,13 @@ impl Core {
     /// An ICMP error came back for a datagram pointsman sent: `payload` is (the start of) that
     /// datagram. Requests are matched to their client transaction by their own Via branch.
     pub fn on_udp_unreachable(&self, payload: &[u8], now: Instant, out: &mut Vec<Output>) {
-        let limits = Limits {
-            max_message_size: usize::MAX,
-            ..self.cfg.limits.clone()
-        };
-        // The kernel may truncate the echoed payload; the headers are all we need.
-        let Ok(msg) = wire::scan(payload, Framing::Datagram, &limits)
-            .or_else(|_| wire::scan(headers_only(payload), Framing::Datagram, &limits))
-        else {
+        // The kernel quotes at most ~520 bytes of the datagram: the top Via is all we need.
+        let Some(bounced) = wire::bounced_request(payload) else {
             return;
         };
-        if !msg.is_request() {
-            return;
-        }
-        let Some(branch) = msg.top_via.branch.map(|b| msg.slice(b)) else {
-            return;
-        };
-        let class = msg
-            .method()
-            .map(MethodClass::of)
-            .unwrap_or(MethodClass::Other);
-        let key = self.keys.client(branch, class);
+        let key = self
+            .keys
+            .client(bounced.branch.get(payload), MethodClass::of(bounced.method));
         self.on_delivery_failure(key, now, out);
     }
 
@@ -462,11 +448,16 @@ impl Core {
             "ps{:x}",
             self.keys.of(&[ctx.call_id_line.get(ctx.buf)]) as u32
         );
-        let reason = format!("Bad Request ({err})");
+        // §21.5.20: a version we do not speak gets 505; every other defect 400, with the
+        // scanner's words in the reason phrase so the sender can see what to fix.
+        let (code, reason) = match err {
+            ScanError::UnknownVersion => (505, "Version Not Supported".to_string()),
+            _ => (400, format!("Bad Request ({err})")),
+        };
         send(
             out,
             inb.from,
-            originate::response_to_malformed(&ctx, 400, &reason, &tag),
+            originate::response_to_malformed(&ctx, code, &reason, &tag),
         );
     }
 
@@ -1071,14 +1062,6 @@ fn socket_addr(host: &[u8], port: u16) -> Option<SocketAddr> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host.parse().ok()?;
     Some(SocketAddr::new(ip, port))
-}
-
-/// The header section of a (possibly truncated) datagram, terminated as a message.
-fn headers_only(payload: &[u8]) -> &[u8] {
-    match memchr::memmem::find(payload, b"\r\n\r\n") {
-        Some(end) => &payload[..end + 4],
-        None => payload,
-    }
 }
 
 #[cfg(test)]

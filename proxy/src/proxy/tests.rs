@@ -678,3 +678,38 @@ fn answered_call_cancels_nothing_and_the_2xx_retransmission_is_relayed() {
     );
     assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
 }
+
+#[test]
+fn icmp_unreachable_for_the_invite_fails_over_at_once_without_cancel() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("icmp"));
+    // The kernel quotes only the first ~520 bytes of the datagram.
+    let bounced = h.last_to(PRIMARY, "INVITE");
+    let quoted = &bounced[..bounced.len().min(200)];
+    let mut out = Vec::new();
+    h.core.on_udp_unreachable(quoted, h.now, &mut out);
+    h.absorb(out);
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "{:?}", h.sent);
+    assert_eq!(
+        h.count_to(PRIMARY, "CANCEL"),
+        0,
+        "nothing reached the primary"
+    );
+}
+
+#[test]
+fn delivery_failure_of_the_invite_fails_over_at_once() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("tcp-fail"));
+    let key = h
+        .core
+        .clients
+        .iter()
+        .map(|e| *e.key())
+        .next()
+        .expect("a branch");
+    let mut out = Vec::new();
+    h.core.on_delivery_failure(key, h.now, &mut out);
+    h.absorb(out);
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "{:?}", h.sent);
+}

@@ -1,1 +1,24 @@
-//! Simulated SIP peers for tests and `pointsman drill`.
+//! Simulated SIP peers on real sockets: carriers that place calls and clouds that answer them
+//! by script (answer, reject, ring forever, stay silent, answer late), all writing what they
+//! send and receive into one shared [`Journal`]. The end-to-end tests drive pointsman with
+//! them, and `pointsman drill` will show a newcomer failover with them.
+//!
+//! They are honest SIP peers (they ACK, answer CANCEL with 487, retransmit 2xx until ACKed,
+//! follow the route set), so what the tests observe is what a real carrier or cloud would see.
+//! They must not share state with the pointsman under test: only packets cross.
+
+mod carrier;
+mod cloud;
+mod endpoint;
+mod journal;
+mod msg;
+mod net;
+
+pub use carrier::Carrier;
+pub use cloud::{Behaviour, Cloud, Step};
+pub use endpoint::{Endpoint, Received};
+pub use journal::{header_value, Dir, Entry, Journal, Summary};
+pub use msg::{
+    cancel_for, new_branch, response, sdp_offer, uri_addr, Dialog, InviteSpec, SimTransport,
+};
+pub use net::StampedUdp;

@@ -78,7 +78,7 @@ pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> 
     }
 }
 
-fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
+pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<SocketAddr> {
     match storage.ss_family as libc::c_int {
         libc::AF_INET => {
             // SAFETY: the family says this storage holds a sockaddr_in.

@@ -645,6 +645,56 @@ pub fn reply_context(buf: &[u8]) -> Option<ReplyContext<'_>> {
     })
 }
 
+/// What an ICMP error report tells of the request pointsman sent: its method and top Via
+/// branch, read from the quoted datagram, which the kernel may have cut anywhere after the first
+/// few hundred bytes (so neither Content-Length nor the end of the headers can be relied on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bounced {
+    pub method: Method,
+    pub branch: Span,
+}
+
+/// Salvages [`Bounced`] from a quoted (possibly truncated) request; `None` for a response or
+/// when the top Via line is not whole.
+pub fn bounced_request(buf: &[u8]) -> Option<Bounced> {
+    let (line_end, mut pos) = lex::line_at(buf, 0)?;
+    let line = buf.get(..line_end)?;
+    let method = line.get(..memchr::memchr(b' ', line)?)?;
+    if method.is_empty() || !method.iter().all(|&b| lex::is_token(b)) {
+        return None;
+    }
+    while pos < buf.len() {
+        // Only whole lines count: a Via cut in half would give a wrong branch.
+        let (content_end, next) = lex::line_at(buf, pos)?;
+        if content_end == pos {
+            return None;
+        }
+        let f = RawField {
+            start: pos,
+            content_end,
+            next,
+        };
+        pos = next;
+        let Some(name) = field_name(buf, &f) else {
+            continue;
+        };
+        if classify(name.bytes(buf)) != HeaderName::Via {
+            continue;
+        }
+        let (start, end) = lex::trim(buf, name.colon + 1, f.content_end);
+        let first_end = buf
+            .get(start..end)
+            .and_then(|v| memchr::memchr(b',', v))
+            .map_or(end, |comma| lex::trim(buf, start, start + comma).1);
+        let via = fields::parse_via(buf, 0, start, first_end, true).ok()?;
+        return Some(Bounced {
+            method: Method::from_token(method),
+            branch: via.branch?,
+        });
+    }
+    None
+}
+
 /// Why a message was rejected. `kind()` is a short stable label for metrics.
 #[derive(Clone, Debug, PartialEq, Eq, Error)]
 pub enum ScanError {

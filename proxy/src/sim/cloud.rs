@@ -1,0 +1,381 @@
+//! A simulated cloud trunk: a UAS that answers every INVITE by a scripted [`Behaviour`] (answer,
+//! reject, ring forever, stay silent, answer late without a provisional), and behaves as a real
+//! UAS otherwise: it answers CANCEL with 200 and 487, retransmits its 2xx until ACKed, absorbs
+//! INVITE retransmissions, answers BYE and other in-dialog requests with 200, and can end a call
+//! itself with a BYE routed back through pointsman.
+
+use super::endpoint::{Endpoint, Received};
+use super::journal::{Dir, Journal};
+use super::msg::{self, Dialog};
+use crate::wire::Method;
+use bytes::Bytes;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+use tokio::task::JoinHandle;
+
+/// One step of the script a cloud plays for every new INVITE.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    /// Send this response (a final one ends the script).
+    Respond(u16),
+    Wait(Duration),
+}
+
+/// How a cloud treats each new INVITE.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Behaviour {
+    pub steps: Vec<Step>,
+    /// Ignore CANCEL (an overloaded server that answers from a backlog): the script plays on.
+    pub deaf_to_cancel: bool,
+}
+
+const BEAT: Duration = Duration::from_millis(20);
+
+impl Behaviour {
+    /// 100, 180, then 200.
+    pub fn answer() -> Behaviour {
+        Behaviour::answer_after(BEAT)
+    }
+    /// 100, 180, then 200 after ringing for `ring`.
+    pub fn answer_after(ring: Duration) -> Behaviour {
+        use Step::*;
+        Behaviour::of(vec![
+            Respond(100),
+            Wait(BEAT),
+            Respond(180),
+            Wait(ring),
+            Respond(200),
+        ])
+    }
+    /// 100, then the final `code`.
+    pub fn reject(code: u16) -> Behaviour {
+        use Step::*;
+        Behaviour::of(vec![Respond(100), Wait(BEAT), Respond(code)])
+    }
+    /// 100, 180, then the final `code` (the callee rang).
+    pub fn ring_then(code: u16) -> Behaviour {
+        use Step::*;
+        Behaviour::of(vec![Respond(100), Respond(180), Wait(BEAT), Respond(code)])
+    }
+    /// 100, 180, and nothing more.
+    pub fn ring_forever() -> Behaviour {
+        use Step::*;
+        Behaviour::of(vec![Respond(100), Respond(180)])
+    }
+    /// Nothing at all: a dead or black-holed destination.
+    pub fn silent() -> Behaviour {
+        Behaviour::of(Vec::new())
+    }
+    /// Brownout: no provisional, then a 200 after `delay`, whatever CANCEL came meanwhile
+    /// (the CANCEL sits in the same backlog as the INVITE did).
+    pub fn brownout(delay: Duration) -> Behaviour {
+        Behaviour {
+            deaf_to_cancel: true,
+            ..Behaviour::of(vec![Step::Wait(delay), Step::Respond(200)])
+        }
+    }
+    /// A script that honours CANCEL.
+    pub fn of(steps: Vec<Step>) -> Behaviour {
+        Behaviour {
+            steps,
+            deaf_to_cancel: false,
+        }
+    }
+}
+
+/// One INVITE server transaction of the cloud.
+struct UasCall {
+    invite: Bytes,
+    call_id: String,
+    to_tag: String,
+    peer: SocketAddr,
+    last: Option<Bytes>,
+    final_code: Option<u16>,
+    acked: bool,
+}
+
+struct State {
+    behaviour: Behaviour,
+    /// By the INVITE's branch.
+    calls: HashMap<String, UasCall>,
+    /// Answered dialogs by Call-ID.
+    dialogs: HashMap<String, Dialog>,
+    next_tag: u64,
+}
+
+struct Inner {
+    name: String,
+    ep: Endpoint,
+    journal: Arc<Journal>,
+    state: Mutex<State>,
+}
+
+impl Inner {
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    async fn send(&self, bytes: Bytes, to: SocketAddr) {
+        if self.ep.send(&bytes, to).await.is_ok() {
+            self.journal
+                .record(&self.name, Dir::Out, to, bytes, SystemTime::now());
+        }
+    }
+
+    fn contact(&self) -> String {
+        let tp = match self.ep.transport() {
+            msg::SimTransport::Udp => "",
+            msg::SimTransport::Tcp => ";transport=tcp",
+        };
+        format!("sip:agent@{}{tp}", self.ep.local_addr())
+    }
+}
+
+/// A running simulated cloud. Dropping it closes its socket.
+pub struct Cloud {
+    inner: Arc<Inner>,
+    task: JoinHandle<()>,
+}
+
+impl Cloud {
+    /// Starts a cloud on `ep` (call inside a tokio runtime).
+    pub fn start(name: &str, ep: Endpoint, behaviour: Behaviour, journal: Arc<Journal>) -> Cloud {
+        let inner = Arc::new(Inner {
+            name: name.to_string(),
+            ep,
+            journal,
+            state: Mutex::new(State {
+                behaviour,
+                calls: HashMap::new(),
+                dialogs: HashMap::new(),
+                next_tag: 1,
+            }),
+        });
+        let task = tokio::spawn(serve(inner.clone()));
+        Cloud { inner, task }
+    }
+
+    /// A UDP cloud on `addr`.
+    pub fn udp(
+        name: &str,
+        addr: SocketAddr,
+        behaviour: Behaviour,
+        journal: Arc<Journal>,
+    ) -> std::io::Result<Cloud> {
+        Ok(Cloud::start(name, Endpoint::udp(addr)?, behaviour, journal))
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.inner.ep.local_addr()
+    }
+
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Changes what new INVITEs get.
+    pub fn set_behaviour(&self, behaviour: Behaviour) {
+        self.inner.state().behaviour = behaviour;
+    }
+
+    /// Ends an answered call from the cloud's side: a BYE along the dialog's route set.
+    pub async fn hang_up(&self, call_id: &str) -> bool {
+        let built = {
+            let mut st = self.inner.state();
+            st.dialogs.get_mut(call_id).and_then(|d| {
+                let bye = d.request("BYE");
+                d.next_hop().map(|hop| (bye, hop))
+            })
+        };
+        match built {
+            Some((bye, hop)) => {
+                self.inner.send(bye, hop).await;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl Drop for Cloud {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn serve(inner: Arc<Inner>) {
+    while let Some(r) = inner.ep.recv().await {
+        inner
+            .journal
+            .record(&inner.name, Dir::In, r.from, r.bytes.clone(), r.at);
+        on_message(&inner, r).await;
+    }
+}
+
+async fn on_message(inner: &Arc<Inner>, r: Received) {
+    let Some(m) = msg::scan(&r.bytes) else { return };
+    let Some(method) = m.method() else {
+        return; // responses (to the cloud's own BYE) are only journaled
+    };
+    let branch = m
+        .top_via
+        .branch
+        .map(|b| String::from_utf8_lossy(m.slice(b)).into_owned())
+        .unwrap_or_default();
+    let call_id = String::from_utf8_lossy(m.slice(m.call_id)).into_owned();
+    let in_dialog = m.to.tag.is_some();
+    match method {
+        Method::Invite if !in_dialog => on_invite(inner, r, branch, call_id).await,
+        Method::Ack => {
+            let mut st = inner.state();
+            for c in st.calls.values_mut().filter(|c| c.call_id == call_id) {
+                c.acked = true;
+            }
+        }
+        Method::Cancel if inner.state().behaviour.deaf_to_cancel => {}
+        Method::Cancel => {
+            let (ok, terminated) = {
+                let mut st = inner.state();
+                match st.calls.get_mut(&branch) {
+                    Some(c) => {
+                        let terminated = if c.final_code.is_none() {
+                            c.final_code = Some(487);
+                            let resp = msg::response(&c.invite, 487, &c.to_tag, "");
+                            c.last = resp.clone();
+                            resp.map(|b| (b, c.peer))
+                        } else {
+                            None
+                        };
+                        (msg::response(&r.bytes, 200, &c.to_tag, ""), terminated)
+                    }
+                    None => (msg::response(&r.bytes, 481, "x", ""), None),
+                }
+            };
+            if let Some(ok) = ok {
+                inner.send(ok, r.from).await;
+            }
+            if let Some((resp, peer)) = terminated {
+                inner.send(resp, peer).await;
+            }
+        }
+        _ => {
+            if method == Method::Bye {
+                inner.state().dialogs.remove(&call_id);
+            }
+            let contact = inner.contact();
+            if let Some(ok) = msg::response(&r.bytes, 200, "indialog", &contact) {
+                inner.send(ok, r.from).await;
+            }
+        }
+    }
+}
+
+async fn on_invite(inner: &Arc<Inner>, r: Received, branch: String, call_id: String) {
+    let (retransmit, steps) = {
+        let mut st = inner.state();
+        if let Some(c) = st.calls.get(&branch) {
+            (c.last.clone().map(|b| (b, c.peer)), None)
+        } else {
+            let to_tag = format!("{}-{}", inner.name, st.next_tag);
+            st.next_tag += 1;
+            st.calls.insert(
+                branch.clone(),
+                UasCall {
+                    invite: r.bytes.clone(),
+                    call_id,
+                    to_tag,
+                    peer: r.from,
+                    last: None,
+                    final_code: None,
+                    acked: false,
+                },
+            );
+            (None, Some(st.behaviour.steps.clone()))
+        }
+    };
+    if let Some((last, peer)) = retransmit {
+        inner.send(last, peer).await;
+    }
+    if let Some(steps) = steps {
+        tokio::spawn(play(inner.clone(), branch, steps));
+    }
+}
+
+/// Plays the script for one INVITE; stops once a final response went (its own or a 487).
+async fn play(inner: Arc<Inner>, branch: String, steps: Vec<Step>) {
+    for step in steps {
+        let code = match step {
+            Step::Wait(d) => {
+                tokio::time::sleep(d).await;
+                continue;
+            }
+            Step::Respond(code) => code,
+        };
+        let contact = inner.contact();
+        let sent = {
+            let mut st = inner.state();
+            let Some(c) = st.calls.get_mut(&branch) else {
+                return;
+            };
+            if c.final_code.is_some() {
+                return;
+            }
+            let Some(resp) = msg::response(&c.invite, code, &c.to_tag, &contact) else {
+                return;
+            };
+            c.last = Some(resp.clone());
+            if code >= 200 {
+                c.final_code = Some(code);
+            }
+            let (invite, tag, peer, call_id) = (
+                c.invite.clone(),
+                c.to_tag.clone(),
+                c.peer,
+                c.call_id.clone(),
+            );
+            if (200..300).contains(&code) {
+                let dialog =
+                    Dialog::uas(&invite, &tag, inner.ep.local_addr(), inner.ep.transport());
+                if let Some(d) = dialog {
+                    st.dialogs.insert(call_id, d);
+                }
+            }
+            (resp, peer)
+        };
+        inner.send(sent.0.clone(), sent.1).await;
+        if (200..300).contains(&code) {
+            tokio::spawn(retransmit_2xx(
+                inner.clone(),
+                branch.clone(),
+                sent.0,
+                sent.1,
+            ));
+        }
+        if code >= 200 {
+            return;
+        }
+    }
+}
+
+/// RFC 3261 §13.3.1.4: the 2xx goes again at T1, 2·T1, ... (capped at T2) until the ACK comes,
+/// for at most 64·T1.
+async fn retransmit_2xx(inner: Arc<Inner>, branch: String, resp: Bytes, peer: SocketAddr) {
+    if inner.ep.transport() != msg::SimTransport::Udp {
+        return;
+    }
+    let (t1, t2) = (Duration::from_millis(500), Duration::from_secs(4));
+    let mut interval = t1;
+    let mut waited = Duration::ZERO;
+    while waited < t1 * 64 {
+        tokio::time::sleep(interval).await;
+        waited += interval;
+        let acked = inner.state().calls.get(&branch).is_none_or(|c| c.acked);
+        if acked {
+            return;
+        }
+        inner.send(resp.clone(), peer).await;
+        interval = (interval * 2).min(t2);
+    }
+}

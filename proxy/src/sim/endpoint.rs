@@ -1,0 +1,211 @@
+//! One simulated peer's transport: a UDP socket (kernel receive timestamps) or TCP (a listener
+//! and/or outbound connections, framed by Content-Length). Either way the peer reads whole
+//! messages with their sender and receive time, and sends to an address.
+
+use super::net::StampedUdp;
+use super::SimTransport;
+use crate::wire::{self, Limits, StreamFrame};
+use bytes::{Bytes, BytesMut};
+use std::collections::HashMap;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+/// A received message.
+pub struct Received {
+    pub bytes: Bytes,
+    pub from: SocketAddr,
+    pub at: SystemTime,
+}
+
+type Writers = Arc<Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<OwnedWriteHalf>>>>>;
+
+pub struct Endpoint {
+    local: SocketAddr,
+    kind: Kind,
+    inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Received>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+enum Kind {
+    Udp(Arc<StampedUdp>),
+    Tcp {
+        writers: Writers,
+        feed: mpsc::UnboundedSender<Received>,
+    },
+}
+
+impl Endpoint {
+    /// A UDP socket bound to `addr`.
+    pub fn udp(addr: SocketAddr) -> io::Result<Endpoint> {
+        let sock = Arc::new(StampedUdp::bind(addr)?);
+        let local = sock.local_addr()?;
+        let (feed, inbox) = mpsc::unbounded_channel();
+        let reader = sock.clone();
+        let task = tokio::spawn(async move {
+            let mut buf = vec![0u8; 65_535];
+            while let Ok((n, from, at)) = reader.recv(&mut buf).await {
+                let bytes = Bytes::copy_from_slice(&buf[..n]);
+                if feed.send(Received { bytes, from, at }).is_err() {
+                    break;
+                }
+            }
+        });
+        Ok(Endpoint {
+            local,
+            kind: Kind::Udp(sock),
+            inbox: tokio::sync::Mutex::new(inbox),
+            tasks: vec![task],
+        })
+    }
+
+    /// A TCP listener on `addr`; replies go back on the connection a message came in on.
+    pub async fn tcp_listen(addr: SocketAddr) -> io::Result<Endpoint> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (feed, inbox) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        let (w, f) = (writers.clone(), feed.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                adopt(stream, &w, &f);
+            }
+        });
+        Ok(Endpoint {
+            local,
+            kind: Kind::Tcp { writers, feed },
+            inbox: tokio::sync::Mutex::new(inbox),
+            tasks: vec![task],
+        })
+    }
+
+    /// One outbound TCP connection to `remote` (a carrier's trunk to pointsman).
+    pub async fn tcp_connect(remote: SocketAddr) -> io::Result<Endpoint> {
+        let stream = TcpStream::connect(remote).await?;
+        let local = stream.local_addr()?;
+        let (feed, inbox) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        adopt(stream, &writers, &feed);
+        Ok(Endpoint {
+            local,
+            kind: Kind::Tcp { writers, feed },
+            inbox: tokio::sync::Mutex::new(inbox),
+            tasks: Vec::new(),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    pub fn transport(&self) -> SimTransport {
+        match self.kind {
+            Kind::Udp(_) => SimTransport::Udp,
+            Kind::Tcp { .. } => SimTransport::Tcp,
+        }
+    }
+
+    /// The next message; `None` once the endpoint is closed.
+    pub async fn recv(&self) -> Option<Received> {
+        self.inbox.lock().await.recv().await
+    }
+
+    /// Sends one message to `to` (over TCP: its connection, opened if there is none).
+    pub async fn send(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
+        match &self.kind {
+            Kind::Udp(sock) => sock.send_to(bytes, to).await.map(|_| ()),
+            Kind::Tcp { writers, feed } => {
+                let existing = writers
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .get(&to)
+                    .cloned();
+                let writer = match existing {
+                    Some(w) => w,
+                    None => {
+                        let stream = TcpStream::connect(to).await?;
+                        adopt(stream, writers, feed)
+                    }
+                };
+                let mut w = writer.lock().await;
+                w.write_all(bytes).await
+            }
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+        // Closing the write halves ends the connections (and so their readers).
+        if let Kind::Tcp { writers, .. } = &self.kind {
+            writers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+        }
+    }
+}
+
+/// Registers a connection's write half and starts its framing reader.
+fn adopt(
+    stream: TcpStream,
+    writers: &Writers,
+    feed: &mpsc::UnboundedSender<Received>,
+) -> Arc<tokio::sync::Mutex<OwnedWriteHalf>> {
+    let _ = stream.set_nodelay(true);
+    let Ok(remote) = stream.peer_addr() else {
+        let (_, w) = stream.into_split();
+        return Arc::new(tokio::sync::Mutex::new(w));
+    };
+    let (mut read, write) = stream.into_split();
+    let write = Arc::new(tokio::sync::Mutex::new(write));
+    writers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(remote, write.clone());
+    let (feed, writers) = (feed.clone(), writers.clone());
+    tokio::spawn(async move {
+        let mut buf = BytesMut::with_capacity(8192);
+        let limits = Limits::default();
+        'conn: loop {
+            match read.read_buf(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+            loop {
+                match wire::frame_stream(&buf, &limits) {
+                    Ok(StreamFrame::Keepalive(n)) => {
+                        let _ = buf.split_to(n);
+                    }
+                    Ok(StreamFrame::Message(n)) => {
+                        let bytes = buf.split_to(n).freeze();
+                        let at = SystemTime::now();
+                        if feed
+                            .send(Received {
+                                bytes,
+                                from: remote,
+                                at,
+                            })
+                            .is_err()
+                        {
+                            break 'conn;
+                        }
+                    }
+                    Ok(StreamFrame::Incomplete) => break,
+                    Err(_) => break 'conn,
+                }
+            }
+        }
+        writers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&remote);
+    });
+    write
+}

@@ -1,0 +1,655 @@
+//! End-to-end behaviour of pointsman on real sockets: a pointsman process on its own loopback
+//! address between a simulated carrier and two simulated clouds (`pointsman::sim`). Each test
+//! names the behaviour it proves; DESIGN.md "Behaviour" is the spec.
+
+mod support;
+
+use pointsman::sim::{Behaviour, Carrier, Entry, Step, Summary};
+use std::time::Duration;
+use support::{at, Setup, TwoClouds, PROXY_PORT};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+fn invite(s: &Summary) -> bool {
+    s.is("INVITE")
+}
+
+fn final_to_invite(s: &Summary) -> bool {
+    s.cseq_method == "INVITE" && s.code.is_some_and(|c| c >= 200)
+}
+
+/// Waits for `what` at `peer`, or fails with the journal and pointsman's log.
+async fn expect(t: &TwoClouds, peer: &str, what: &str, pred: impl Fn(&Summary) -> bool) -> Entry {
+    match t.journal.wait_for(peer, WAIT, pred).await {
+        Some(e) => e,
+        None => panic!("{peer} never received {what}\n{}", t.report()),
+    }
+}
+
+/// Lets anything still in flight arrive before asserting that something did not happen.
+async fn settle(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+#[tokio::test]
+async fn normal_call_is_answered_end_to_end_and_bye_reaches_the_answering_cloud() {
+    let t = TwoClouds::start(Setup::default()).await;
+    let spec = t.carrier.invite_spec("normal-1");
+    t.carrier.invite(&spec).await.unwrap();
+
+    expect(&t, "carrier", "100 Trying", |s| {
+        s.is_response(100, "INVITE")
+    })
+    .await;
+    expect(&t, "carrier", "180", |s| s.is_response(180, "INVITE")).await;
+    let ok = expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    assert!(
+        ok.header("Record-Route")
+            .is_some_and(|rr| rr.contains("psn=7") && rr.contains("psd=primary")),
+        "the 2xx carries pointsman's Record-Route with node id and destination:\n{}",
+        ok.text()
+    );
+    // The carrier's ACK for the 2xx follows the route set to the cloud that answered.
+    expect(&t, "primary", "ACK", |s| s.is("ACK")).await;
+    let invite_at_cloud = expect(&t, "primary", "INVITE", invite).await;
+    assert!(
+        invite_at_cloud.text().contains("m=audio 40000"),
+        "SDP offer relayed"
+    );
+    assert_eq!(
+        invite_at_cloud.header("Max-Forwards").as_deref(),
+        Some("69"),
+        "Max-Forwards decremented"
+    );
+
+    t.carrier.hang_up("normal-1").await.unwrap();
+    expect(&t, "primary", "BYE", |s| s.is("BYE")).await;
+    expect(&t, "carrier", "200 to BYE", |s| s.is_response(200, "BYE")).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+}
+
+#[tokio::test]
+async fn primary_503_fails_over_to_the_secondary_which_answers() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("fo-503"))
+        .await
+        .unwrap();
+    let ok = expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    assert!(ok
+        .header("To")
+        .is_some_and(|to| to.contains("tag=secondary-")));
+    // pointsman ACKed the 503 hop by hop; the carrier never heard of it.
+    expect(&t, "primary", "ACK for 503", |s| s.is("ACK")).await;
+    assert_eq!(
+        t.journal.count("carrier", |s| s.code == Some(503)),
+        0,
+        "{}",
+        t.report()
+    );
+    assert_eq!(t.journal.count("primary", |s| s.is("CANCEL")), 0);
+}
+
+#[tokio::test]
+async fn silent_primary_gets_cancel_before_the_secondary_invite_after_the_default_3s() {
+    // The example's default timer (3 s), in real time, once.
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::silent()),
+        provisional: "3s",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("silent-1"))
+        .await
+        .unwrap();
+    let first = expect(&t, "primary", "INVITE", invite).await;
+    let second = expect(&t, "secondary", "INVITE", invite).await;
+    let cancel = expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
+    // Kernel receive timestamps: the CANCEL entered the stack before the secondary's INVITE.
+    assert!(
+        cancel.at < second.at,
+        "CANCEL at the primary must precede the INVITE at the secondary\n{}",
+        t.report()
+    );
+    let waited = second.at.duration_since(first.at).unwrap_or_default();
+    assert!(
+        waited >= Duration::from_millis(2900) && waited < Duration::from_secs(4),
+        "failover after the 3 s provisional timer, not {waited:?}"
+    );
+    assert!(
+        cancel
+            .header("Reason")
+            .is_some_and(|r| r.starts_with("SIP;cause=")),
+        "CANCEL carries a Reason header:\n{}",
+        cancel.text()
+    );
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+}
+
+#[tokio::test]
+async fn late_200_from_the_abandoned_primary_is_acked_and_byed_and_never_relayed() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::brownout(Duration::from_millis(900))),
+        secondary: Behaviour::answer_after(Duration::from_millis(1500)),
+        provisional: "300ms",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("ghost-1"))
+        .await
+        .unwrap();
+    expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
+    expect(&t, "secondary", "INVITE", invite).await;
+    // The primary answers late anyway: pointsman ACKs, then BYEs it.
+    let ack = expect(&t, "primary", "ACK", |s| s.is("ACK")).await;
+    let bye = expect(&t, "primary", "BYE", |s| s.is("BYE")).await;
+    assert!(ack.at <= bye.at, "ACK before BYE\n{}", t.report());
+    assert!(
+        bye.header("Reason")
+            .is_some_and(|r| r.contains("cause=200")),
+        "{}",
+        bye.text()
+    );
+    // The carrier's call completes on the secondary; no 200 from the primary ever reaches it.
+    let ok = expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    assert!(ok
+        .header("To")
+        .is_some_and(|to| to.contains("tag=secondary-")));
+    settle(Duration::from_millis(300)).await;
+    let from_primary = t
+        .journal
+        .received("carrier")
+        .iter()
+        .filter(|e| e.header("To").is_some_and(|to| to.contains("tag=primary-")))
+        .count();
+    assert_eq!(from_primary, 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("carrier", |s| s.is_response(200, "INVITE")),
+        1
+    );
+}
+
+#[tokio::test]
+async fn closed_primary_port_fails_over_on_icmp_without_waiting_for_the_timer() {
+    let t = TwoClouds::start(Setup {
+        primary: None,
+        provisional: "30s",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("icmp-1"))
+        .await
+        .unwrap();
+    // A 30 s timer: only the ICMP port-unreachable report can move the call this fast.
+    expect(&t, "secondary", "INVITE", invite).await;
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+}
+
+#[tokio::test]
+async fn refused_tcp_connection_to_the_primary_fails_over_without_waiting_for_the_timer() {
+    let t = TwoClouds::start(Setup {
+        primary: None,
+        primary_transport: "tcp",
+        provisional: "30s",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("tcp-refused"))
+        .await
+        .unwrap();
+    expect(&t, "secondary", "INVITE", invite).await;
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+}
+
+#[tokio::test]
+async fn call_to_a_tcp_primary_is_answered_over_tcp() {
+    let t = TwoClouds::start(Setup {
+        primary_transport: "tcp",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("tcp-dest"))
+        .await
+        .unwrap();
+    let inv = expect(&t, "primary", "INVITE", invite).await;
+    assert!(inv
+        .header("Via")
+        .is_some_and(|v| v.starts_with("SIP/2.0/TCP")));
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    t.carrier.hang_up("tcp-dest").await.unwrap();
+    expect(&t, "primary", "BYE", |s| s.is("BYE")).await;
+    expect(&t, "carrier", "200 to BYE", |s| s.is_response(200, "BYE")).await;
+}
+
+#[tokio::test]
+async fn carrier_cancel_while_ringing_gets_200_then_487_and_no_branch_starts_after_it() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::ring_forever()),
+        provisional: "300ms",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("cancel-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "180", |s| s.is_response(180, "INVITE")).await;
+    t.carrier.cancel("cancel-1").await.unwrap();
+    expect(&t, "carrier", "200 to CANCEL", |s| {
+        s.is_response(200, "CANCEL")
+    })
+    .await;
+    expect(&t, "carrier", "487", |s| s.is_response(487, "INVITE")).await;
+    expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
+    // Well past the provisional timer: no branch ever started towards the secondary.
+    settle(Duration::from_millis(800)).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+    assert_eq!(t.journal.count("carrier", final_to_invite), 1);
+}
+
+#[tokio::test]
+async fn carrier_cancel_before_any_provisional_stops_the_failover_timer() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::silent()),
+        provisional: "400ms",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("cancel-2"))
+        .await
+        .unwrap();
+    expect(&t, "primary", "INVITE", invite).await;
+    t.carrier.cancel("cancel-2").await.unwrap();
+    expect(&t, "carrier", "487", |s| s.is_response(487, "INVITE")).await;
+    settle(Duration::from_millis(900)).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+}
+
+#[tokio::test]
+async fn busy_486_is_relayed_and_not_retried() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(486)),
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("busy-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "486", |s| s.is_response(486, "INVITE")).await;
+    settle(Duration::from_millis(200)).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+}
+
+#[tokio::test]
+async fn decline_603_stops_the_whole_call() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(603)),
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("decline-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "603", |s| s.is_response(603, "INVITE")).await;
+    settle(Duration::from_millis(200)).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+}
+
+#[tokio::test]
+async fn final_503_after_ringing_is_not_retried_and_reaches_the_carrier_as_500() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::ring_then(503)),
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("ring-503"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "500", |s| s.is_response(500, "INVITE")).await;
+    settle(Duration::from_millis(200)).await;
+    assert_eq!(t.journal.count("secondary", |_| true), 0, "{}", t.report());
+    assert_eq!(t.journal.count("carrier", |s| s.code == Some(503)), 0);
+}
+
+#[tokio::test]
+async fn ringing_retry_codes_let_a_route_fail_over_after_180() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::ring_then(503)),
+        route_extra: "ringing_retry_codes = [503]",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("ring-retry"))
+        .await
+        .unwrap();
+    expect(&t, "secondary", "INVITE", invite).await;
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+}
+
+#[tokio::test]
+async fn every_destination_failing_gives_the_best_response_never_silence() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        secondary: Behaviour::reject(502),
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("all-fail"))
+        .await
+        .unwrap();
+    // 502 beats 503 (§16.7: 503 is the last choice within 5xx).
+    expect(&t, "carrier", "502", |s| s.is_response(502, "INVITE")).await;
+    assert_eq!(t.journal.count("carrier", final_to_invite), 1);
+}
+
+#[tokio::test]
+async fn every_destination_silent_gives_503_with_retry_after() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::silent()),
+        secondary: Behaviour::silent(),
+        provisional: "200ms",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("all-silent"))
+        .await
+        .unwrap();
+    let resp = expect(&t, "carrier", "503", |s| s.is_response(503, "INVITE")).await;
+    assert!(resp.header("Retry-After").is_some(), "{}", resp.text());
+    expect(&t, "secondary", "CANCEL", |s| s.is("CANCEL")).await;
+}
+
+#[tokio::test]
+async fn pass_503_route_relays_the_last_503_unchanged() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        secondary: Behaviour::reject(503),
+        route_extra: "pass_503 = true",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("pass-503"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "503", |s| s.is_response(503, "INVITE")).await;
+}
+
+#[tokio::test]
+async fn retransmitted_invite_is_absorbed_and_never_makes_a_second_branch() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::answer_after(Duration::from_millis(600))),
+        ..Setup::default()
+    })
+    .await;
+    let bytes = t
+        .carrier
+        .invite(&t.carrier.invite_spec("retrans-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "180", |s| s.is_response(180, "INVITE")).await;
+    for _ in 0..3 {
+        t.carrier.send(bytes.clone()).await.unwrap();
+    }
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    settle(Duration::from_millis(200)).await;
+    let branches: std::collections::HashSet<String> = t
+        .journal
+        .received("primary")
+        .iter()
+        .filter(|e| e.summary.is("INVITE"))
+        .map(|e| e.summary.branch.clone())
+        .collect();
+    assert_eq!(branches.len(), 1, "{}", t.report());
+    assert_eq!(t.journal.count("secondary", |_| true), 0);
+    // Each retransmission was answered with the last provisional.
+    assert!(t.journal.count("carrier", |s| s.is_response(180, "INVITE")) >= 2);
+}
+
+#[tokio::test]
+async fn bye_from_either_side_follows_the_edge_that_answered() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        ..Setup::default()
+    })
+    .await;
+    // Call 1 fails over to the secondary; the carrier hangs up.
+    t.carrier
+        .invite(&t.carrier.invite_spec("bye-carrier"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    t.carrier.hang_up("bye-carrier").await.unwrap();
+    let bye = expect(&t, "secondary", "BYE", |s| s.is("BYE")).await;
+    assert_eq!(bye.remote, t.proxy(), "BYE came through pointsman");
+    expect(&t, "carrier", "200 to BYE", |s| s.is_response(200, "BYE")).await;
+
+    // Call 2: the secondary hangs up; the BYE reaches the carrier through pointsman.
+    t.carrier
+        .invite(&t.carrier.invite_spec("bye-cloud"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| {
+        s.is_response(200, "INVITE") && s.call_id == "bye-cloud"
+    })
+    .await;
+    expect(&t, "secondary", "ACK", |s| {
+        s.is("ACK") && s.call_id == "bye-cloud"
+    })
+    .await;
+    assert!(t.secondary.hang_up("bye-cloud").await);
+    let bye = expect(&t, "carrier", "BYE", |s| s.is("BYE")).await;
+    assert_eq!(bye.remote, t.proxy());
+    expect(&t, "secondary", "200 to BYE", |s| s.is_response(200, "BYE")).await;
+    assert_eq!(
+        t.journal.count("primary", |s| s.is("BYE")),
+        0,
+        "{}",
+        t.report()
+    );
+}
+
+#[tokio::test]
+async fn in_dialog_info_and_reinvite_follow_the_dialog() {
+    let t = TwoClouds::start(Setup::default()).await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("indialog-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    t.carrier.in_dialog("indialog-1", "INFO").await.unwrap();
+    expect(&t, "primary", "INFO", |s| s.is("INFO")).await;
+    expect(&t, "carrier", "200 to INFO", |s| s.is_response(200, "INFO")).await;
+    t.carrier.in_dialog("indialog-1", "UPDATE").await.unwrap();
+    expect(&t, "primary", "UPDATE", |s| s.is("UPDATE")).await;
+    expect(&t, "carrier", "200 to UPDATE", |s| {
+        s.is_response(200, "UPDATE")
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn max_forwards_zero_is_answered_483_and_not_forwarded() {
+    let t = TwoClouds::start(Setup::default()).await;
+    let mut spec = t.carrier.invite_spec("mf-0");
+    spec.max_forwards = 0;
+    t.carrier.invite(&spec).await.unwrap();
+    expect(&t, "carrier", "483", |s| s.is_response(483, "INVITE")).await;
+    settle(Duration::from_millis(200)).await;
+    assert_eq!(t.journal.count("primary", |_| true), 0);
+}
+
+#[tokio::test]
+async fn malformed_input_gets_400_or_nothing_and_pointsman_keeps_serving() {
+    let mut t = TwoClouds::start(Setup::default()).await;
+    let me = t.carrier.local_addr();
+    let bad: Vec<(&str, String)> = vec![
+        (
+            "negative Content-Length",
+            format!(
+                "INVITE sip:1@{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bad2\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@{me}>;tag=1\r\nTo: <sip:1@{p}>\r\n\
+                 Call-ID: bad-2\r\nCSeq: 1 INVITE\r\nContent-Length: -4\r\n\r\n",
+                p = t.proxy()
+            ),
+        ),
+        (
+            "CSeq method mismatch",
+            format!(
+                "INVITE sip:1@{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bad3\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:a@{me}>;tag=1\r\nTo: <sip:1@{p}>\r\n\
+                 Call-ID: bad-3\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n",
+                p = t.proxy()
+            ),
+        ),
+    ];
+    for (n, (what, msg)) in bad.iter().enumerate() {
+        t.carrier.send(msg.clone().into()).await.unwrap();
+        let got = t
+            .journal
+            .wait_for_nth("carrier", n + 1, WAIT, |s| s.code == Some(400))
+            .await;
+        assert!(got.is_some(), "{what}: no 400\n{}", t.report());
+        assert!(t.node.alive(), "{what} killed pointsman");
+    }
+    assert_eq!(
+        t.journal.count("carrier", |s| s.code == Some(400)),
+        bad.len(),
+        "{}",
+        t.report()
+    );
+    // SIP/3.0 gets 505.
+    let v3 = format!(
+        "INVITE sip:1@{p} SIP/3.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bad4\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@{me}>;tag=1\r\nTo: <sip:1@{p}>\r\n\
+         Call-ID: bad-4\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        p = t.proxy()
+    );
+    t.carrier.send(v3.into()).await.unwrap();
+    let got = t
+        .journal
+        .wait_for("carrier", WAIT, |s| s.code == Some(505))
+        .await;
+    assert!(got.is_some(), "SIP/3.0: no 505\n{}", t.report());
+    // What cannot be answered (no Call-ID to copy), garbage and a bad response are dropped
+    // without a word.
+    let no_call_id = format!(
+        "INVITE sip:1@{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-bad1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:a@{me}>;tag=1\r\nTo: <sip:1@{p}>\r\n\
+         CSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n",
+        p = t.proxy()
+    );
+    for junk in [
+        no_call_id.as_bytes(),
+        &b"\x00\x01\x02 not sip at all"[..],
+        b"SIP/2.0 200 OK\r\nVia: broken\r\n\r\n",
+        b"INVITE\r\n\r\n",
+        &[0xffu8; 1400][..],
+    ] {
+        t.carrier.send(junk.to_vec().into()).await.unwrap();
+    }
+    settle(Duration::from_millis(200)).await;
+    assert_eq!(
+        t.journal.count("carrier", |s| s.code == Some(400)),
+        bad.len()
+    );
+    assert!(t.node.alive());
+    // And the next call goes through.
+    t.carrier
+        .invite(&t.carrier.invite_spec("after-junk"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    assert_eq!(t.journal.count("primary", invite), 1);
+}
+
+#[tokio::test]
+async fn tcp_carrier_leg_call_is_answered_and_hung_up() {
+    let t = TwoClouds::start(Setup::default()).await;
+    let tcp = Carrier::tcp("tcp-carrier", at(t.ip, PROXY_PORT), t.journal.clone())
+        .await
+        .unwrap();
+    tcp.invite(&tcp.invite_spec("tcp-leg")).await.unwrap();
+    let ok = t
+        .journal
+        .wait_for("tcp-carrier", WAIT, |s| s.is_response(200, "INVITE"))
+        .await
+        .unwrap_or_else(|| panic!("no 200 over TCP\n{}", t.report()));
+    // The carrier leg is TCP and the cloud leg UDP: two Record-Route values, one per leg.
+    let rr = ok.header("Record-Route").unwrap_or_default();
+    assert!(rr.contains("transport=tcp"), "{rr}");
+    expect(&t, "primary", "ACK", |s| s.is("ACK")).await;
+    tcp.hang_up("tcp-leg").await.unwrap();
+    expect(&t, "primary", "BYE", |s| s.is("BYE")).await;
+    t.journal
+        .wait_for("tcp-carrier", WAIT, |s| s.is_response(200, "BYE"))
+        .await
+        .unwrap_or_else(|| panic!("no 200 to BYE over TCP\n{}", t.report()));
+}
+
+#[tokio::test]
+async fn options_to_pointsman_is_answered_200() {
+    let t = TwoClouds::start(Setup::default()).await;
+    let me = t.carrier.local_addr();
+    let options = format!(
+        "OPTIONS sip:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-opt1\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:carrier@{me}>;tag=o1\r\nTo: <sip:{p}>\r\n\
+         Call-ID: opt-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+        p = t.proxy()
+    );
+    t.carrier.send(options.into()).await.unwrap();
+    let ok = expect(&t, "carrier", "200", |s| s.is_response(200, "OPTIONS")).await;
+    assert!(ok.header("Allow").is_some_and(|a| a.contains("INVITE")));
+    assert_eq!(t.journal.count("primary", |_| true), 0);
+}
+
+#[tokio::test]
+async fn deferred_cancel_mode_cancels_a_silent_branch_only_once_it_answers() {
+    // The primary is slow: its 100 comes after the provisional timer fired.
+    let slow = Behaviour::of(vec![
+        Step::Wait(Duration::from_millis(500)),
+        Step::Respond(100),
+        Step::Respond(180),
+    ]);
+    let t = TwoClouds::start(Setup {
+        primary: Some(slow),
+        provisional: "200ms",
+        primary_extra: "cancel_mode = \"deferred\"",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("deferred-1"))
+        .await
+        .unwrap();
+    let second = expect(&t, "secondary", "INVITE", invite).await;
+    let cancel = expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
+    let trying = t
+        .journal
+        .entries()
+        .into_iter()
+        .find(|e| e.peer == "primary" && e.summary.code == Some(100))
+        .expect("primary sent 100");
+    assert!(
+        cancel.at > trying.at && cancel.at > second.at,
+        "deferred: CANCEL only after the branch's first provisional\n{}",
+        t.report()
+    );
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+}

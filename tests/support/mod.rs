@@ -1,0 +1,260 @@
+//! What every end-to-end test needs: a loopback address of its own, a pointsman process on a
+//! config written for the test, and simulated peers around it. Everything a test starts is
+//! stopped when its handle drops, even when the test fails.
+
+#![allow(dead_code)]
+
+use pointsman::sim::{Behaviour, Carrier, Cloud, Endpoint, Journal};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// A loopback address no other test of this run uses (127.0.0.0/8 is all loopback on Linux),
+/// so tests run in parallel on the same ports without meeting.
+pub fn fresh_ip() -> IpAddr {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let salt = (std::process::id() % 100) as u8;
+    IpAddr::V4(Ipv4Addr::new(
+        127,
+        100 + salt,
+        (n / 250) as u8,
+        (n % 250 + 1) as u8,
+    ))
+}
+
+pub fn at(ip: IpAddr, port: u16) -> SocketAddr {
+    SocketAddr::new(ip, port)
+}
+
+/// A pointsman process; killed when dropped.
+pub struct Node {
+    child: Child,
+    pub dir: PathBuf,
+    pub sip: SocketAddr,
+}
+
+impl Node {
+    /// Writes `config` to a file, starts `pointsman run` on it and waits until it answers
+    /// OPTIONS on `sip` (UDP).
+    pub async fn start(config: &str, sip: SocketAddr) -> Node {
+        let dir = std::env::temp_dir().join(format!(
+            "pointsman-test-{}-{}",
+            std::process::id(),
+            sip.ip()
+        ));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("pointsman.toml");
+        std::fs::write(&path, config).expect("write config");
+        let log = std::fs::File::create(dir.join("pointsman.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("POINTSMAN_LOG", "debug")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start pointsman");
+        let mut node = Node { child, dir, sip };
+        node.wait_ready().await;
+        node
+    }
+
+    async fn wait_ready(&mut self) {
+        let sock = tokio::net::UdpSocket::bind(at(self.sip.ip(), 0))
+            .await
+            .expect("probe socket");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("pointsman exited with {status}:\n{}", self.log());
+            }
+            n += 1;
+            let probe = format!(
+                "OPTIONS sip:{sip} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-ready{n}\r\n\
+                 Max-Forwards: 70\r\nFrom: <sip:test@{me}>;tag=r\r\nTo: <sip:{sip}>\r\n\
+                 Call-ID: ready-{n}\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n",
+                sip = self.sip,
+                me = sock.local_addr().expect("addr"),
+            );
+            let _ = sock.send_to(probe.as_bytes(), self.sip).await;
+            let mut buf = [0u8; 2048];
+            if let Ok(Ok((len, _))) =
+                tokio::time::timeout(Duration::from_millis(100), sock.recv_from(&mut buf)).await
+            {
+                if buf[..len].starts_with(b"SIP/2.0 200") {
+                    return;
+                }
+            }
+        }
+        panic!("pointsman did not answer OPTIONS in 10 s:\n{}", self.log());
+    }
+
+    /// Everything pointsman logged so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("pointsman.log")).unwrap_or_default()
+    }
+
+    /// Whether the process is still running.
+    pub fn alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        } else {
+            eprintln!("pointsman log kept in {}", self.dir.display());
+        }
+    }
+}
+
+/// The usual cast: a carrier, pointsman, and two clouds (`primary` first, then `secondary`).
+pub struct TwoClouds {
+    pub ip: IpAddr,
+    pub journal: Arc<Journal>,
+    pub node: Node,
+    pub carrier: Carrier,
+    /// `None` when the test asked for a dead primary (nothing bound on its port).
+    pub primary: Option<Cloud>,
+    pub secondary: Cloud,
+}
+
+/// How a [`TwoClouds`] scenario is set up.
+pub struct Setup {
+    pub primary: Option<Behaviour>,
+    pub secondary: Behaviour,
+    /// `provisional_timeout` of both destinations.
+    pub provisional: &'static str,
+    /// Extra lines for the `[[destination]]` table of the primary.
+    pub primary_extra: &'static str,
+    /// `transport` of the primary.
+    pub primary_transport: &'static str,
+    /// Extra lines for the `[[route]]` table.
+    pub route_extra: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            primary: Some(Behaviour::answer()),
+            secondary: Behaviour::answer(),
+            provisional: "500ms",
+            primary_extra: "",
+            primary_transport: "udp",
+            route_extra: "",
+        }
+    }
+}
+
+pub const PROXY_PORT: u16 = 5060;
+pub const PRIMARY_PORT: u16 = 5070;
+pub const SECONDARY_PORT: u16 = 5080;
+pub const CARRIER_PORT: u16 = 5090;
+
+pub fn two_clouds_config(ip: IpAddr, setup: &Setup) -> String {
+    format!(
+        r#"
+[node]
+id = 7
+workers = 2
+
+[[listen]]
+transport = "udp"
+address = "{ip}:{PROXY_PORT}"
+
+[[listen]]
+transport = "tcp"
+address = "{ip}:{PROXY_PORT}"
+
+[timers]
+t1 = "100ms"
+
+[[destination]]
+name = "primary"
+address = "{ip}:{PRIMARY_PORT}"
+transport = "{ptransport}"
+provisional_timeout = "{prov}"
+{pextra}
+
+[[destination]]
+name = "secondary"
+address = "{ip}:{SECONDARY_PORT}"
+provisional_timeout = "{prov}"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+{rextra}
+"#,
+        ptransport = setup.primary_transport,
+        prov = setup.provisional,
+        pextra = setup.primary_extra,
+        rextra = setup.route_extra,
+    )
+}
+
+impl TwoClouds {
+    pub async fn start(setup: Setup) -> TwoClouds {
+        let ip = fresh_ip();
+        let journal = Arc::new(Journal::default());
+        let primary = match setup.primary.clone() {
+            None => None,
+            Some(b) if setup.primary_transport == "tcp" => {
+                let ep = Endpoint::tcp_listen(at(ip, PRIMARY_PORT))
+                    .await
+                    .expect("bind primary");
+                Some(Cloud::start("primary", ep, b, journal.clone()))
+            }
+            Some(b) => Some(
+                Cloud::udp("primary", at(ip, PRIMARY_PORT), b, journal.clone())
+                    .expect("bind primary"),
+            ),
+        };
+        let secondary = Cloud::udp(
+            "secondary",
+            at(ip, SECONDARY_PORT),
+            setup.secondary.clone(),
+            journal.clone(),
+        )
+        .expect("bind secondary");
+        let node = Node::start(&two_clouds_config(ip, &setup), at(ip, PROXY_PORT)).await;
+        let carrier = Carrier::udp(
+            "carrier",
+            at(ip, CARRIER_PORT),
+            at(ip, PROXY_PORT),
+            journal.clone(),
+        )
+        .expect("bind carrier");
+        TwoClouds {
+            ip,
+            journal,
+            node,
+            carrier,
+            primary,
+            secondary,
+        }
+    }
+
+    pub fn proxy(&self) -> SocketAddr {
+        at(self.ip, PROXY_PORT)
+    }
+
+    /// The journal and pointsman's log, for a failure message.
+    pub fn report(&self) -> String {
+        format!(
+            "--- journal ---\n{}--- pointsman log ---\n{}",
+            self.journal.dump(),
+            self.node.log()
+        )
+    }
+}
