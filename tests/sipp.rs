@@ -1,1 +1,256 @@
-//! placeholder
+//! Interop with SIPp, an independent SIP implementation: SIPp carrier UAC → pointsman → SIPp
+//! cloud UAS, with the scenarios in tests/sipp/. SIPp is required (Debian package
+//! `sip-tester`); a machine without it fails these tests rather than skipping them.
+
+mod support;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::{fresh_ip, Node, Setup, CARRIER_PORT, PRIMARY_PORT, PROXY_PORT, SECONDARY_PORT};
+
+const CALLS: u32 = 200;
+const RATE: u32 = 100;
+
+fn scenario(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/sipp")
+        .join(name)
+}
+
+/// One SIPp process; killed when dropped.
+struct Sipp {
+    name: &'static str,
+    child: Child,
+    dir: PathBuf,
+}
+
+impl Sipp {
+    /// Starts SIPp on `ip:port` with a scenario of tests/sipp/, writing its statistics to a CSV
+    /// file in `dir`. `extra` holds the role's own arguments.
+    fn start(
+        name: &'static str,
+        xml: &str,
+        ip: IpAddr,
+        port: u16,
+        media_port: u16,
+        dir: &Path,
+        extra: &[String],
+    ) -> Sipp {
+        let mut cmd = Command::new("sipp");
+        cmd.arg("-sf")
+            .arg(scenario(xml))
+            .args(["-i", &ip.to_string(), "-p", &port.to_string()])
+            .args(["-mi", &ip.to_string(), "-mp", &media_port.to_string()])
+            .args(["-m", &CALLS.to_string()])
+            .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
+            .args(["-trace_stat", "-fd", "1", "-stf"])
+            .arg(dir.join(format!("{name}.csv")))
+            .args(["-trace_err", "-error_file"])
+            .arg(dir.join(format!("{name}.err")))
+            .args(extra)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = cmd.spawn().unwrap_or_else(|e| {
+            panic!("cannot run sipp ({e}): install it with `apt-get install sip-tester`")
+        });
+        Sipp {
+            name,
+            child,
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    /// Waits for SIPp to exit; its exit code (0: every call succeeded).
+    async fn finish(&mut self, within: Duration) -> Option<i32> {
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status.code();
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        None
+    }
+
+    /// The last row of SIPp's statistics file, by column name.
+    fn stats(&self) -> HashMap<String, String> {
+        let text = std::fs::read_to_string(self.dir.join(format!("{}.csv", self.name)))
+            .unwrap_or_default();
+        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
+        let Some(header) = lines.next() else {
+            return HashMap::new();
+        };
+        let last = lines.last().unwrap_or_default();
+        header
+            .split(';')
+            .zip(last.split(';'))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn count(&self, column: &str) -> u32 {
+        self.stats()
+            .get(column)
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn errors(&self) -> String {
+        std::fs::read_to_string(self.dir.join(format!("{}.err", self.name)))
+            .unwrap_or_default()
+            .chars()
+            .take(4000)
+            .collect()
+    }
+}
+
+impl Drop for Sipp {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// SIPp's statistics and error files; removed unless the test failed.
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn new(ip: IpAddr) -> WorkDir {
+        let dir = std::env::temp_dir().join(format!("pointsman-sipp-{}-{ip}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("sipp work dir");
+        WorkDir(dir)
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("SIPp files kept in {}", self.0.display());
+        } else {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+}
+
+/// Runs `CALLS` calls from a SIPp carrier through pointsman whose primary and secondary are
+/// SIPp clouds playing `primary_xml` and `secondary_xml`; returns the three SIPp processes
+/// after they exited, and the node.
+async fn run_calls(primary_xml: &str, secondary_xml: &str) -> (Sipp, Sipp, Sipp, Node, WorkDir) {
+    let ip = fresh_ip();
+    let work = WorkDir::new(ip);
+    let dir = work.0.clone();
+    let setup = Setup {
+        provisional: "3s",
+        ..Setup::default()
+    };
+    let mut primary = Sipp::start("primary", primary_xml, ip, PRIMARY_PORT, 17000, &dir, &[]);
+    let mut secondary = Sipp::start(
+        "secondary",
+        secondary_xml,
+        ip,
+        SECONDARY_PORT,
+        18000,
+        &dir,
+        &[],
+    );
+    let node = Node::start(
+        &support::two_clouds_config(ip, &setup),
+        support::at(ip, PROXY_PORT),
+    )
+    .await;
+    let mut carrier = Sipp::start(
+        "carrier",
+        "carrier_uac.xml",
+        ip,
+        CARRIER_PORT,
+        16000,
+        &dir,
+        &[
+            format!("{ip}:{PROXY_PORT}"),
+            "-r".into(),
+            RATE.to_string(),
+            "-l".into(),
+            "100".into(),
+        ],
+    );
+    let limit = Duration::from_secs(60);
+    let code = carrier.finish(limit).await;
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp carrier: not every call succeeded ({:?})\n{}\n--- pointsman log (tail) ---\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        tail(&node.log(), 40)
+    );
+    for uas in [&mut primary, &mut secondary] {
+        let code = uas.finish(Duration::from_secs(10)).await;
+        // A UAS that took no call never reaches -m and is still waiting: that is for the
+        // caller to judge from its statistics.
+        if code.is_some() {
+            assert_eq!(code, Some(0), "SIPp {}: {}", uas.name, uas.errors());
+        }
+    }
+    (carrier, primary, secondary, node, work)
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+#[tokio::test]
+async fn sipp_carrier_through_pointsman_to_sipp_cloud_all_calls_succeed() {
+    let (carrier, primary, secondary, _node, _work) =
+        run_calls("cloud_uas.xml", "cloud_uas.xml").await;
+    assert_eq!(
+        carrier.count("SuccessfulCall(C)"),
+        CALLS,
+        "{:?}",
+        carrier.stats()
+    );
+    assert_eq!(carrier.count("FailedCall(C)"), 0);
+    assert_eq!(
+        primary.count("SuccessfulCall(C)"),
+        CALLS,
+        "{:?}",
+        primary.stats()
+    );
+    assert_eq!(
+        secondary.count("IncomingCall(C)"),
+        0,
+        "the secondary never needed"
+    );
+}
+
+#[tokio::test]
+async fn sipp_503_primary_every_call_completes_on_the_secondary() {
+    let (carrier, primary, secondary, _node, _work) =
+        run_calls("cloud_503.xml", "cloud_uas.xml").await;
+    assert_eq!(
+        carrier.count("SuccessfulCall(C)"),
+        CALLS,
+        "{:?}",
+        carrier.stats()
+    );
+    assert_eq!(carrier.count("FailedCall(C)"), 0);
+    // Every 503 was ACKed by pointsman (the 503 scenario waits for it), every call answered by
+    // the secondary.
+    assert_eq!(
+        primary.count("SuccessfulCall(C)"),
+        CALLS,
+        "{:?}",
+        primary.stats()
+    );
+    assert_eq!(
+        secondary.count("SuccessfulCall(C)"),
+        CALLS,
+        "{:?}",
+        secondary.stats()
+    );
+}
