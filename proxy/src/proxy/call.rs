@@ -29,6 +29,11 @@ use tracing::info;
 
 use super::Routing;
 
+/// RFC 3261 §16.6 step 11: a proxied INVITE that got a provisional but no final answer within
+/// Timer C (more than 3 minutes) is cancelled. Applies to re-INVITEs; an initial INVITE has its
+/// route's `ring_timeout` instead.
+const TIMER_C: Duration = Duration::from_secs(181);
+
 /// Where the call as a whole stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CallPhase {
@@ -269,15 +274,18 @@ impl Core {
         self.clients
             .insert(key, ClientEntry::Branch(arc.clone(), index));
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
-        if c.failover {
-            out.push(Output::Timer {
-                at: now + target.provisional,
-                timer: CoreTimer {
-                    key,
-                    kind: TimerKind::Provisional,
-                },
-            });
-        }
+        // An initial INVITE has the provisional timer (then the route's ring timer); a
+        // re-INVITE has only Timer C, so a peer that answers 1xx and nothing more cannot keep
+        // the transaction forever.
+        let (at, kind) = if c.failover {
+            (now + target.provisional, TimerKind::Provisional)
+        } else {
+            (now + TIMER_C, TimerKind::Ring)
+        };
+        out.push(Output::Timer {
+            at,
+            timer: CoreTimer { key, kind },
+        });
         c.branches.push(Branch {
             key,
             branch,
@@ -432,7 +440,17 @@ impl Core {
         c.branches[i].status = BranchStatus::Answered;
         c.phase = CallPhase::Answered;
         if c.failover {
-            self.dialogs.insert(self.dialog_key(msg), now);
+            let key = self.dialog_key(msg);
+            self.dialogs.insert(key, now);
+            // Twice the UAS's 2xx retransmission window, so a late copy is never taken for a
+            // ghost.
+            out.push(Output::Timer {
+                at: now + self.cfg.timers.t1x64() * 2,
+                timer: CoreTimer {
+                    key,
+                    kind: TimerKind::DialogExpire,
+                },
+            });
         }
         self.cancel_pending(
             c,

@@ -1,7 +1,10 @@
-//! The dialog table: answered calls, keyed by a hash of Call-ID and both tags.
+//! The table of recently answered calls, keyed by a hash of Call-ID and both tags.
 //!
 //! The core needs it to tell a late retransmission of an answered call's 2xx (harmless) from a
-//! 2xx nobody relayed (a ghost call to tear down). Entries leave on the BYE's final response.
+//! 2xx nobody relayed (a ghost call to tear down). A UAS retransmits its 2xx for at most 64·T1
+//! (RFC 3261 §13.3.1.4), so an entry is needed only that long: the core arms an expiry when it
+//! inserts one, which keeps the table as small as the answer rate × 64·T1 whatever the calls do
+//! later. Entries also leave early on the BYE's final response.
 
 use dashmap::DashMap;
 use std::time::Instant;
@@ -17,6 +20,11 @@ impl Dialogs {
     }
     pub fn remove(&self, key: u64) {
         self.table.remove(&key);
+    }
+    /// Forgets `key` if it was inserted at or before `answered` (a later re-insert of the same
+    /// dialog keeps its own expiry).
+    pub fn expire(&self, key: u64, answered: Instant) {
+        self.table.remove_if(&key, |_, since| *since <= answered);
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)

@@ -78,6 +78,8 @@ pub enum TimerKind {
     Ring,
     /// Forget the ghost dialog `key`.
     GhostExpire,
+    /// Forget the answered dialog `key` (its 2xx can no longer be retransmitted).
+    DialogExpire,
 }
 
 /// What the driver must do, in order.
@@ -245,6 +247,11 @@ impl Core {
             }
             TimerKind::GhostExpire => {
                 self.ghosts.remove(&timer.key);
+            }
+            TimerKind::DialogExpire => {
+                // Armed 2·64·T1 after the answer: anything inserted since then is younger.
+                let answered = now.checked_sub(self.cfg.timers.t1x64() * 2).unwrap_or(now);
+                self.dialogs.expire(timer.key, answered);
             }
         }
     }

@@ -713,3 +713,49 @@ fn delivery_failure_of_the_invite_fails_over_at_once() {
     h.absorb(out);
     assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "{:?}", h.sent);
 }
+
+#[test]
+fn answered_call_without_bye_leaves_no_dialog_state_after_the_2xx_window() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("nobye"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.core.table_sizes().2, 1, "the answered dialog is known");
+    // A 2xx retransmission inside the window is harmless: relayed or absorbed, never torn down.
+    h.advance(Duration::from_secs(40));
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 0);
+    // The call lives on (no BYE ever passes), but its state does not.
+    h.advance(Duration::from_secs(30));
+    assert_eq!(
+        h.core.table_sizes(),
+        (0, 0, 0),
+        "{:?}",
+        h.core.table_sizes()
+    );
+}
+
+#[test]
+fn reinvite_that_only_rings_is_ended_by_timer_c() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("tc"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let reinvite = format!("INVITE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-re1\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: tc\r\nCSeq: 2 INVITE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, reinvite.as_bytes());
+    let fwd_re = h.last_to(PRIMARY, "INVITE");
+    assert!(fwd_re.windows(8).any(|w| w == b"CSeq: 2 "));
+    h.receive(PRIMARY, &response_to(&fwd_re, 180, "p"));
+    h.advance(Duration::from_secs(170));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 0, "not before Timer C");
+    h.advance(Duration::from_secs(11));
+    // 408 upstream (retransmitted until ACKed, as any final on UDP), CANCEL downstream.
+    assert!(
+        h.count_to(CARRIER, "SIP/2.0 408") >= 1,
+        "{:?}",
+        h.lines_to(CARRIER)
+    );
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+}
