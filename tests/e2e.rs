@@ -653,3 +653,40 @@ async fn deferred_cancel_mode_cancels_a_silent_branch_only_once_it_answers() {
     );
     expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
 }
+
+#[test]
+fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
+    let bin = env!("CARGO_BIN_EXE_pointsman");
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/two-clouds.toml");
+    let ok = std::process::Command::new(bin)
+        .args(["check", "--config", example])
+        .output()
+        .expect("run pointsman check");
+    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+
+    let dir = std::env::temp_dir().join(format!("pointsman-check-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    std::fs::write(
+        &bad,
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n\
+         [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\n\
+         provisional_timeout = \"0s\"\n\n\
+         [[route]]\nname = \"default\"\ndestinations = [\"primary\", \"nowhere\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run pointsman check");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("destination[0].provisional_timeout"),
+        "names the key path:\n{stderr}"
+    );
+    assert!(stderr.contains("nowhere"), "names the bad value:\n{stderr}");
+    assert!(stderr.contains("bad.toml:"), "names the file and line:\n{stderr}");
+}
