@@ -85,7 +85,7 @@ impl Sipp {
         let Some(header) = lines.next() else {
             return HashMap::new();
         };
-        let last = lines.last().unwrap_or_default();
+        let last = lines.next_back().unwrap_or_default();
         header
             .split(';')
             .zip(last.split(';'))

@@ -159,8 +159,13 @@ struct Worker {
     tcp: Arc<Tcp>,
     sink: EventSink,
     udp: Vec<Rc<UdpSocket>>,
+    /// Whether each of `udp` is IPv4 (read once: `local_addr` is a system call).
+    udp_v4: Vec<bool>,
     wheel: RefCell<TimerWheel<CoreTimer>>,
     timer_added: Notify,
+    /// Datagrams to send, in order, at the next [`flush_udp`]: everything the core says while
+    /// handling one receive batch leaves in a few `sendmmsg` calls.
+    outbox: RefCell<Vec<(SocketAddr, bytes::Bytes)>>,
 }
 
 async fn worker(
@@ -172,11 +177,14 @@ async fn worker(
     listeners: Vec<(usize, std::net::TcpListener)>,
 ) {
     let mut udp_sockets = Vec::new();
+    let mut udp_v4 = Vec::new();
     let mut udp_listener = Vec::new();
     for (index, s) in sockets {
+        let v4 = s.local_addr().is_ok_and(|a| a.is_ipv4());
         match UdpSocket::from_std(s) {
             Ok(s) => {
                 udp_sockets.push(Rc::new(s));
+                udp_v4.push(v4);
                 udp_listener.push(index);
             }
             Err(e) => tracing::error!(error = %e, "cannot register UDP socket"),
@@ -187,8 +195,10 @@ async fn worker(
         tcp: tcp.clone(),
         sink,
         udp: udp_sockets,
+        udp_v4,
         wheel: RefCell::new(TimerWheel::new(Instant::now(), TICK, 4096)),
         timer_added: Notify::new(),
+        outbox: RefCell::new(Vec::with_capacity(udp::SEND_BATCH)),
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -223,6 +233,7 @@ async fn worker(
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
         }
         execute(&w, &mut out);
+        flush_udp(&w);
     }
 }
 
@@ -241,17 +252,25 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
     let mut errbuf = vec![0u8; MAX_DATAGRAM];
     let mut metas = [quinn_udp::RecvMeta::default(); BATCH];
     let mut out = Vec::new();
+    // An ICMP report lands on whichever socket of the SO_REUSEPORT group the kernel's hash
+    // picks, not always the one that sent the datagram, and it signals EPOLLERR, not
+    // EPOLLIN: so every worker waits for errors as well as datagrams.
+    let interest = tokio::io::Interest::READABLE | tokio::io::Interest::ERROR;
     loop {
-        if sock.readable().await.is_err() {
+        if sock.ready(interest).await.is_err() {
             continue;
         }
         loop {
-            // ICMP reports first: each names a datagram we sent that bounced.
-            while let Ok((_, n)) = udp::recv_error(fd, &mut errbuf) {
+            // ICMP reports first: each names a datagram we sent that bounced. Reading through
+            // try_io clears the error readiness once the queue is empty.
+            while let Ok((_, n)) = sock.try_io(tokio::io::Interest::ERROR, || {
+                udp::recv_error(fd, &mut errbuf)
+            }) {
                 w.core
                     .on_udp_unreachable(&errbuf[..n], Instant::now(), &mut out);
                 execute(&w, &mut out);
             }
+            flush_udp(&w);
             let received = {
                 let mut chunks = storage.chunks_mut(MAX_DATAGRAM);
                 let mut iovs: [std::io::IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
@@ -287,6 +306,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                 );
                 execute(&w, &mut out);
             }
+            flush_udp(&w);
         }
     }
 }
@@ -306,16 +326,21 @@ async fn timer_loop(w: Rc<Worker>) {
             w.core.on_timer(t, now, &mut out);
             execute(&w, &mut out);
         }
+        flush_udp(&w);
     }
 }
 
-/// Carries out the core's outputs in order.
+/// Carries out the core's outputs in order. Datagrams queue in the outbox; a TCP send first
+/// flushes it, so a CANCEL queued for UDP never falls behind an INVITE sent over TCP.
 fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
     for o in out.drain(..) {
         match o {
             Output::Send { to, bytes, report } => match to.proto {
-                Proto::Udp => send_udp(w, to.addr, bytes),
-                Proto::Tcp => w.tcp.send(to, bytes, report, &w.sink),
+                Proto::Udp => w.outbox.borrow_mut().push((to.addr, bytes)),
+                Proto::Tcp => {
+                    flush_udp(w);
+                    w.tcp.send(to, bytes, report, &w.sink)
+                }
             },
             Output::Timer { at, timer } => {
                 let was_empty = w.wheel.borrow().is_empty();
@@ -328,14 +353,55 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
     }
 }
 
-fn send_udp(w: &Rc<Worker>, to: SocketAddr, bytes: bytes::Bytes) {
-    let Some(sock) = w
-        .udp
+/// Sends the queued datagrams in order: runs of one address family go out together in one
+/// `sendmmsg`; a datagram the kernel refuses in a batch is retried alone by [`send_udp`].
+fn flush_udp(w: &Rc<Worker>) {
+    let queued = std::mem::take(&mut *w.outbox.borrow_mut());
+    let mut rest = &queued[..];
+    while let Some((first, _)) = rest.first() {
+        let v4 = first.is_ipv4();
+        let run = rest
+            .iter()
+            .take(udp::SEND_BATCH)
+            .take_while(|(to, _)| to.is_ipv4() == v4)
+            .count();
+        let Some(sock) = socket_for(w, *first) else {
+            debug!(to = %first, "no UDP socket to send from");
+            rest = &rest[run..];
+            continue;
+        };
+        let batch: smallvec::SmallVec<[(SocketAddr, &[u8]); udp::SEND_BATCH]> =
+            rest[..run].iter().map(|(to, b)| (*to, &b[..])).collect();
+        match udp::send_batch(udp::raw_fd(&sock), &batch) {
+            Ok(n) if n > 0 => rest = &rest[n..],
+            _ => {
+                let (to, bytes) = &rest[0];
+                send_udp(w, *to, bytes.clone());
+                rest = &rest[1..];
+            }
+        }
+    }
+    // Keep the allocation for the next batch.
+    let mut queued = queued;
+    queued.clear();
+    let mut outbox = w.outbox.borrow_mut();
+    if outbox.is_empty() {
+        *outbox = queued;
+    }
+}
+
+/// The worker's socket for datagrams to `to` (same address family), or its first one.
+fn socket_for(w: &Rc<Worker>, to: SocketAddr) -> Option<Rc<UdpSocket>> {
+    w.udp_v4
         .iter()
-        .find(|s| s.local_addr().is_ok_and(|a| a.is_ipv4() == to.is_ipv4()))
+        .position(|&v4| v4 == to.is_ipv4())
+        .and_then(|i| w.udp.get(i))
         .or(w.udp.first())
         .cloned()
-    else {
+}
+
+fn send_udp(w: &Rc<Worker>, to: SocketAddr, bytes: bytes::Bytes) {
+    let Some(sock) = socket_for(w, to) else {
         debug!(%to, "no UDP socket to send from");
         return;
     };

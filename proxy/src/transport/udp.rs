@@ -96,6 +96,76 @@ pub(crate) fn sockaddr_to_std(storage: &libc::sockaddr_storage) -> Option<Socket
     }
 }
 
+/// Most datagrams handed to the kernel in one `sendmmsg`.
+pub const SEND_BATCH: usize = 32;
+
+/// Sends `msgs` in order with one `sendmmsg` system call (at most [`SEND_BATCH`] of them).
+/// Returns how many the kernel took: fewer than asked means the next one failed (its error is
+/// what a single send of it would return) or the socket buffer is full.
+pub fn send_batch(fd: RawFd, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    let msgs = &msgs[..msgs.len().min(SEND_BATCH)];
+    if msgs.is_empty() {
+        return Ok(0);
+    }
+    // SAFETY: every pointer in the headers points into `names`, `iovs` or the callers' byte
+    // slices, all of which outlive the call; lengths are the true lengths; zeroed mmsghdr and
+    // sockaddr_storage are valid initial values.
+    unsafe {
+        let mut names: [libc::sockaddr_storage; SEND_BATCH] = std::mem::zeroed();
+        let mut iovs: [libc::iovec; SEND_BATCH] = std::mem::zeroed();
+        let mut hdrs: [libc::mmsghdr; SEND_BATCH] = std::mem::zeroed();
+        for (i, (to, bytes)) in msgs.iter().enumerate() {
+            let len = write_sockaddr(*to, &mut names[i]);
+            iovs[i] = libc::iovec {
+                iov_base: bytes.as_ptr() as *mut libc::c_void,
+                iov_len: bytes.len(),
+            };
+            hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
+            hdrs[i].msg_hdr.msg_namelen = len;
+            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
+            hdrs[i].msg_hdr.msg_iovlen = 1;
+        }
+        let n = libc::sendmmsg(
+            fd,
+            hdrs.as_mut_ptr(),
+            msgs.len() as libc::c_uint,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        );
+        if n < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(n as usize)
+        }
+    }
+}
+
+fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+    match addr {
+        SocketAddr::V4(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
+            let sin = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
+            sin.sin_family = libc::AF_INET as libc::sa_family_t;
+            sin.sin_port = a.port().to_be();
+            sin.sin_addr = libc::in_addr {
+                s_addr: u32::from(*a.ip()).to_be(),
+            };
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+        }
+        SocketAddr::V6(a) => {
+            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
+            let sin6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
+            sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
+            sin6.sin6_port = a.port().to_be();
+            sin6.sin6_addr = libc::in6_addr {
+                s6_addr: a.ip().octets(),
+            };
+            sin6.sin6_flowinfo = a.flowinfo();
+            sin6.sin6_scope_id = a.scope_id();
+            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+        }
+    }
+}
+
 /// Whether a receive error is an ICMP report waiting in the error queue.
 pub fn is_icmp_error(e: &io::Error) -> bool {
     matches!(
@@ -157,6 +227,27 @@ mod tests {
                 }
                 Err(e) => panic!("{e}"),
             }
+        }
+    }
+
+    #[test]
+    fn a_batch_of_datagrams_to_several_peers_arrives_in_order() {
+        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let a = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = std::net::UdpSocket::bind("[::1]:0").ok();
+        let to_a = a.local_addr().unwrap();
+        let msgs: Vec<(SocketAddr, &[u8])> = vec![(to_a, b"one"), (to_a, b"two"), (to_a, b"three")];
+        assert_eq!(send_batch(sock.as_raw_fd(), &msgs).unwrap(), 3);
+        let mut buf = [0u8; 64];
+        for want in [&b"one"[..], b"two", b"three"] {
+            let (n, from) = a.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(from, sock.local_addr().unwrap());
+        }
+        if let Some(b) = b {
+            // An IPv6 peer from an IPv4 socket is refused by the kernel, not garbled.
+            let msgs: Vec<(SocketAddr, &[u8])> = vec![(b.local_addr().unwrap(), b"x")];
+            assert!(send_batch(sock.as_raw_fd(), &msgs).is_err());
         }
     }
 }
