@@ -662,7 +662,11 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
         .args(["check", "--config", example])
         .output()
         .expect("run pointsman check");
-    assert!(ok.status.success(), "{}", String::from_utf8_lossy(&ok.stderr));
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
 
     let dir = std::env::temp_dir().join(format!("pointsman-check-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -688,5 +692,8 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
         "names the key path:\n{stderr}"
     );
     assert!(stderr.contains("nowhere"), "names the bad value:\n{stderr}");
-    assert!(stderr.contains("bad.toml:"), "names the file and line:\n{stderr}");
+    assert!(
+        stderr.contains("bad.toml:"),
+        "names the file and line:\n{stderr}"
+    );
 }
