@@ -191,16 +191,21 @@ impl Tcp {
         });
     }
 
-    async fn run_conn(
+    /// Serves one connection: frames what it reads for the owning worker, writes what is
+    /// queued for it. Generic over the byte stream, so a TLS stream (rustls over the TCP one)
+    /// runs under the same reader and writer.
+    async fn run_conn<S>(
         self: Arc<Tcp>,
         id: ConnId,
         remote: SocketAddr,
-        stream: TcpStream,
+        stream: S,
         listener: usize,
         sink: EventSink,
         mut rx: mpsc::UnboundedReceiver<Outgoing>,
-    ) {
-        let (mut reader, mut writer) = stream.into_split();
+    ) where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
+    {
+        let (mut reader, mut writer) = tokio::io::split(stream);
         let from = Peer {
             proto: Proto::Tcp,
             addr: remote,
