@@ -466,7 +466,7 @@ async fn bye_from_either_side_follows_the_edge_that_answered() {
 }
 
 #[tokio::test]
-async fn in_dialog_info_and_reinvite_follow_the_dialog() {
+async fn in_dialog_reinvite_update_and_info_follow_the_dialog() {
     let t = TwoClouds::start(Setup::default()).await;
     t.carrier
         .invite(&t.carrier.invite_spec("indialog-1"))

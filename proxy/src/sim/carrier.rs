@@ -185,5 +185,6 @@ fn ack_final(inner: &Inner, resp: &[u8], code: u16, call_id: &str) -> Option<(By
     }
     let fresh = Dialog::uac(resp, inner.ep.local_addr(), inner.ep.transport())?;
     let dialog = st.dialogs.entry(call_id.to_string()).or_insert(fresh);
-    Some((dialog.ack(), dialog.next_hop()?))
+    let cseq = msg::scan(resp)?.cseq;
+    Some((dialog.ack(cseq), dialog.next_hop()?))
 }

@@ -157,8 +157,6 @@ pub struct Dialog {
     pub route_set: Vec<String>,
     pub remote_target: String,
     pub local_cseq: u32,
-    /// CSeq number of the INVITE (what an ACK for its 2xx carries).
-    pub invite_cseq: u32,
     /// Our address and transport (Via, Contact).
     pub contact: SocketAddr,
     pub transport: SimTransport,
@@ -188,7 +186,6 @@ impl Dialog {
             route_set,
             remote_target: String::from_utf8_lossy(originate::contact_uri(&msg)?).into_owned(),
             local_cseq: msg.cseq,
-            invite_cseq: msg.cseq,
             contact,
             transport,
         })
@@ -209,7 +206,6 @@ impl Dialog {
             route_set: record_route_values(&msg),
             remote_target: String::from_utf8_lossy(originate::contact_uri(&msg)?).into_owned(),
             local_cseq: 0,
-            invite_cseq: msg.cseq,
             contact,
             transport,
         })
@@ -225,9 +221,9 @@ impl Dialog {
         uri_addr(uri)
     }
 
-    /// The ACK for the dialog's 2xx (same CSeq number as the INVITE).
-    pub fn ack(&self) -> Bytes {
-        self.build("ACK", self.invite_cseq)
+    /// The ACK for the 2xx to the INVITE (or re-INVITE) with CSeq number `cseq`.
+    pub fn ack(&self, cseq: u32) -> Bytes {
+        self.build("ACK", cseq)
     }
 
     /// A new request in the dialog (BYE, INFO, ...), with the next CSeq.
