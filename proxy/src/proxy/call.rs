@@ -22,6 +22,7 @@ use crate::wire::Message;
 use bytes::Bytes;
 use routing_rules::spec::CancelMode;
 use routing_rules::{DestId, RouteId};
+use smallvec::{smallvec, SmallVec};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -76,8 +77,13 @@ pub(super) enum CancelState {
     Sent,
 }
 
+/// Targets started together.
+pub(super) type Step = SmallVec<[Target; 2]>;
+
 pub(super) struct Branch {
     pub key: TxKey,
+    /// Index of the step that started it.
+    pub step: usize,
     pub branch: String,
     pub target: Target,
     pub tx: ClientInvite,
@@ -95,8 +101,15 @@ pub(super) struct Call {
     pub request: Bytes,
     pub routing: Arc<Routing>,
     pub route: Option<RouteId>,
-    pub targets: Vec<Target>,
-    pub next_target: usize,
+    /// What to try, in order: a serial member is a step of one target, a parallel group one
+    /// step of all its members (forked at once).
+    pub steps: Vec<Step>,
+    /// Index of the next step to start.
+    pub next_step: usize,
+    /// A branch of the current step ended with a final that does not fail over while others
+    /// were still live: when the step is over, the best response goes upstream instead of the
+    /// next step starting.
+    pub settled: bool,
     pub branches: Vec<Branch>,
     pub phase: CallPhase,
     /// Best final non-2xx so far (code, relayable bytes).
@@ -155,7 +168,7 @@ impl Core {
     ) {
         let routing = self.routing();
         let route = routing.rules.route_for(&self.call_facts(msg, inb.listener));
-        let targets = route
+        let steps = route
             .map(|r| {
                 routing
                     .rules
@@ -164,7 +177,7 @@ impl Core {
                     .iter()
                     .map(|&id| {
                         let d = routing.rules.destination(id);
-                        Target {
+                        let target = Target {
                             dest: Some(id),
                             peer: Peer {
                                 proto: proto_of(d.transport),
@@ -173,12 +186,13 @@ impl Core {
                             },
                             provisional: d.provisional_timeout,
                             cancel_mode: d.cancel_mode,
-                        }
+                        };
+                        smallvec![target]
                     })
                     .collect()
             })
             .unwrap_or_default();
-        self.start_call(msg, key, inb.from, routing, route, targets, true, now, out);
+        self.start_call(msg, key, inb.from, routing, route, steps, true, now, out);
     }
 
     pub(super) fn start_reinvite(
@@ -197,7 +211,8 @@ impl Core {
             cancel_mode: CancelMode::Immediate,
         };
         let routing = self.routing();
-        self.start_call(msg, key, from, routing, None, vec![target], false, now, out);
+        let steps = vec![smallvec![target]];
+        self.start_call(msg, key, from, routing, None, steps, false, now, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -208,7 +223,7 @@ impl Core {
         from: Peer,
         routing: Arc<Routing>,
         route: Option<RouteId>,
-        targets: Vec<Target>,
+        steps: Vec<Step>,
         failover: bool,
         now: Instant,
         out: &mut Vec<Output>,
@@ -225,8 +240,9 @@ impl Core {
             request: Bytes::copy_from_slice(msg.buf),
             routing,
             route,
-            targets,
-            next_target: 0,
+            steps,
+            next_step: 0,
+            settled: false,
             branches: Vec::with_capacity(2),
             phase: CallPhase::Trying,
             best: None,
@@ -235,11 +251,11 @@ impl Core {
         }));
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
-        self.start_next_branch(&mut c, &call, now, out);
+        self.start_next_step(&mut c, &call, now, out);
     }
 
-    /// Sends the INVITE to the next target, or ends the call when there is none.
-    fn start_next_branch(
+    /// Sends the INVITE to every target of the next step, or ends the call when there is none.
+    fn start_next_step(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
@@ -249,10 +265,57 @@ impl Core {
         if c.phase != CallPhase::Trying {
             return;
         }
-        let Some(&target) = c.targets.get(c.next_target) else {
+        let Some(step) = c.steps.get(c.next_step).cloned() else {
             return self.finish_exhausted(c, now, out);
         };
-        c.next_target += 1;
+        let index = c.next_step;
+        c.next_step += 1;
+        for target in step {
+            self.start_branch(c, arc, index, target, now, out);
+        }
+    }
+
+    /// Whether a branch of the current step may still answer.
+    fn step_live(c: &Call) -> bool {
+        let current = c.next_step.saturating_sub(1);
+        c.branches.iter().any(|b| {
+            b.step == current
+                && !b.abandoned
+                && matches!(
+                    b.status,
+                    BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing
+                )
+        })
+    }
+
+    /// A branch of the current step failed over: once none of the step's branches is live,
+    /// the next step starts (or, if one of them settled the call, the best response goes up).
+    fn after_branch_failure(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        if Self::step_live(c) {
+            return;
+        }
+        if c.settled {
+            return self.finish_exhausted(c, now, out);
+        }
+        self.start_next_step(c, arc, now, out);
+    }
+
+    /// Sends the INVITE to one target.
+    fn start_branch(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        step: usize,
+        target: Target,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
         let Some(req) = c.request() else {
             return self.finish_local(c, 500, "", now, out);
         };
@@ -288,6 +351,7 @@ impl Core {
         });
         c.branches.push(Branch {
             key,
+            step,
             branch,
             target,
             tx,
@@ -480,8 +544,10 @@ impl Core {
         }
         let relayed = Bytes::from(self.strip_top_via(msg));
         if c.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
-            c.best = Some((code, relayed.clone()));
+            c.best = Some((code, relayed));
         }
+        // The branch is complete (its final was ACKed): nothing to cancel.
+        c.branches[i].abandoned = true;
         let retry = c.failover
             && code < 600
             && c.route().is_some_and(|r| {
@@ -493,12 +559,15 @@ impl Core {
             });
         if retry {
             self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-            // The branch is complete (its final was ACKed): nothing to cancel.
-            c.branches[i].abandoned = true;
-            return self.start_next_branch(c, arc, now, out);
+            return self.after_branch_failure(c, arc, now, out);
         }
-        // Relayed as it is (6xx also ends every other branch).
-        self.finish_relay(c, code, relayed, now, out);
+        // A final that does not fail over ends the call: at once for 6xx (which also cancels
+        // every other branch, §16.7 step 5), else once no branch of the step may still answer
+        // better (§16.7: the best of the step's finals goes up).
+        c.settled = true;
+        if code >= 600 || !Self::step_live(c) {
+            self.finish_exhausted(c, now, out);
+        }
     }
 
     /// Provisional and ring timers of branch `i`.
@@ -526,7 +595,7 @@ impl Core {
                     now,
                     out,
                 );
-                self.start_next_branch(c, arc, now, out);
+                self.after_branch_failure(c, arc, now, out);
             }
             TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
                 self.abandon(
@@ -566,7 +635,7 @@ impl Core {
         if ev == TxEvent::Timeout && !b.abandoned && c.phase == CallPhase::Trying {
             b.status = BranchStatus::TimedOut;
             b.abandoned = true;
-            self.start_next_branch(c, arc, now, out);
+            self.after_branch_failure(c, arc, now, out);
         }
         if ev != TxEvent::None {
             self.reap_if_done(c);
@@ -593,7 +662,7 @@ impl Core {
             // Nothing reached the destination, so there is nothing to CANCEL.
             b.status = BranchStatus::TransportError;
             self.stats.failovers.fetch_add(1, Ordering::Relaxed);
-            self.start_next_branch(c, arc, now, out);
+            self.after_branch_failure(c, arc, now, out);
         }
         self.reap_if_done(c);
     }
@@ -675,7 +744,7 @@ impl Core {
     fn finish_exhausted(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
         match c.best.take() {
             Some((code, bytes)) => self.finish_relay(c, code, bytes, now, out),
-            None if c.targets.is_empty() => self.finish_local(c, 404, "", now, out),
+            None if c.steps.is_empty() => self.finish_local(c, 404, "", now, out),
             None => {
                 let extra = format!("Retry-After: {}\r\n", self.cfg.retry_after);
                 self.finish_local(c, 503, &extra, now, out)

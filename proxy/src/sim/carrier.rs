@@ -37,9 +37,10 @@ impl Inner {
     }
 
     async fn send_to(&self, bytes: Bytes, to: SocketAddr) -> std::io::Result<()> {
+        // Stamped before the send: whatever pointsman does in answer is stamped later.
+        let at = SystemTime::now();
         self.ep.send(&bytes, to).await?;
-        self.journal
-            .record(&self.name, Dir::Out, to, bytes, SystemTime::now());
+        self.journal.record(&self.name, Dir::Out, to, bytes, at);
         Ok(())
     }
 }

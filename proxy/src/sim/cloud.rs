@@ -118,9 +118,10 @@ impl Inner {
     }
 
     async fn send(&self, bytes: Bytes, to: SocketAddr) {
+        // Stamped before the send: whatever pointsman does in answer is stamped later.
+        let at = SystemTime::now();
         if self.ep.send(&bytes, to).await.is_ok() {
-            self.journal
-                .record(&self.name, Dir::Out, to, bytes, SystemTime::now());
+            self.journal.record(&self.name, Dir::Out, to, bytes, at);
         }
     }
 
