@@ -697,3 +697,81 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
         "names the file and line:\n{stderr}"
     );
 }
+
+#[tokio::test]
+async fn sighup_reload_routes_new_calls_by_the_new_rules_and_calls_in_progress_by_theirs() {
+    let setup = Setup {
+        primary: Some(Behaviour::silent()),
+        provisional: "800ms",
+        ..Setup::default()
+    };
+    let t = TwoClouds::start(setup).await;
+    // Call 1 starts on the old rules: primary, then secondary.
+    t.carrier
+        .invite(&t.carrier.invite_spec("before-reload"))
+        .await
+        .unwrap();
+    expect(&t, "primary", "INVITE", invite).await;
+    // New rules: the primary only (the secondary is still a destination, in no route).
+    let new_rules = support::two_clouds_config(
+        t.ip,
+        &Setup {
+            provisional: "800ms",
+            ..Setup::default()
+        },
+    )
+    .replace(
+        r#"destinations = ["primary", "secondary"]"#,
+        r#"destinations = ["primary"]"#,
+    );
+    assert!(t.node.reload(&new_rules).await, "{}", t.node.log());
+    // Call 2 starts on the new rules.
+    t.carrier
+        .invite(&t.carrier.invite_spec("after-reload"))
+        .await
+        .unwrap();
+    // Call 1 still fails over to the secondary and is answered there...
+    expect(&t, "carrier", "200 for call 1", |s| {
+        s.is_response(200, "INVITE") && s.call_id == "before-reload"
+    })
+    .await;
+    // ... while call 2 has nowhere to go after the primary: 503 with Retry-After.
+    let failed = expect(&t, "carrier", "final for call 2", |s| {
+        final_to_invite(s) && s.call_id == "after-reload"
+    })
+    .await;
+    assert_eq!(failed.summary.code, Some(503), "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", |s| s.is("INVITE")
+            && s.call_id == "after-reload"),
+        0,
+        "{}",
+        t.report()
+    );
+}
+
+#[tokio::test]
+async fn invalid_reload_keeps_the_running_rules_and_logs_why() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        ..Setup::default()
+    })
+    .await;
+    let broken = support::two_clouds_config(t.ip, &Setup::default()).replace(
+        r#"destinations = ["primary", "secondary"]"#,
+        r#"destinations = ["primary", "secnodary"]"#,
+    );
+    assert!(!t.node.reload(&broken).await, "{}", t.node.log());
+    assert!(
+        t.node.log().contains("secnodary"),
+        "the refusal names the problem:\n{}",
+        t.node.log()
+    );
+    // The old rules still fail over to the secondary.
+    t.carrier
+        .invite(&t.carrier.invite_spec("after-bad-reload"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    expect(&t, "secondary", "INVITE", invite).await;
+}

@@ -74,7 +74,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            match pointsman::server::run(cfg) {
+            match pointsman::server::run_with_reload(cfg, Some(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("pointsman: {e:#}");

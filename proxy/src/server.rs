@@ -15,12 +15,13 @@ use anyhow::{anyhow, Context};
 use routing_rules::RuleSet;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, info};
+use tracing::{debug, error, info, warn};
 
 /// Timer resolution of the workers' wheels.
 const TICK: Duration = Duration::from_millis(5);
@@ -67,11 +68,20 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
     })
 }
 
-/// Runs pointsman until the process is stopped. Binds everything first, so a port in use is an
-/// error here rather than a silent worker death.
+/// Runs pointsman until the process is stopped, with no reload. See [`run_with_reload`].
 pub fn run(cfg: Config) -> anyhow::Result<()> {
+    run_with_reload(cfg, None)
+}
+
+/// Runs pointsman until the process is stopped. Binds everything first, so a port in use is an
+/// error here rather than a silent worker death. With `source`, SIGHUP reloads the routing from
+/// that file (see [`reload`]).
+pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
     let routing = resolve(cfg.rules.clone())?;
     let core = Arc::new(Core::new(core_config(&cfg)?, routing));
+    if let Some(path) = source {
+        spawn_reloader(core.clone(), path, cfg.clone())?;
+    }
     let workers = cfg.workers.max(1);
 
     let mut runtimes = Vec::with_capacity(workers);
@@ -151,6 +161,96 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
+/// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
+fn spawn_reloader(core: Arc<Core>, path: PathBuf, running: Config) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut hangup = {
+        let _guard = rt.enter();
+        signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?
+    };
+    std::thread::Builder::new()
+        .name("pointsman-reload".into())
+        .spawn(move || {
+            let mut running = running;
+            rt.block_on(async move {
+                while hangup.recv().await.is_some() {
+                    reload(&core, &path, &mut running);
+                }
+            })
+        })?;
+    Ok(())
+}
+
+/// Re-reads the config file. If it is valid, its routing (destinations and routes) replaces the
+/// running one atomically: calls in progress finish on the rules they started with, new calls
+/// take the new ones. If it is not, every error is logged and the running rules stay. Sections
+/// that need new sockets or threads (listeners, node, workers, timers, limits, TCP) only change
+/// on restart; a reload that changes them says so.
+pub fn reload(core: &Core, path: &Path, running: &mut Config) {
+    let new = match Config::load(path) {
+        Ok(new) => new,
+        Err(errors) => {
+            for e in &errors.0 {
+                error!(error = %e, "reload refused");
+            }
+            error!(
+                file = %path.display(),
+                errors = errors.0.len(),
+                "reload refused: the running rules stay"
+            );
+            return;
+        }
+    };
+    let routing = match resolve(new.rules.clone()) {
+        Ok(routing) => routing,
+        Err(e) => {
+            error!(
+                error = format!("{e:#}"),
+                "reload refused: the running rules stay"
+            );
+            return;
+        }
+    };
+    let restart_only = [
+        ("listen", running.listeners != new.listeners),
+        (
+            "node",
+            running.node_id != new.node_id
+                || running.advertise != new.advertise
+                || running.workers != new.workers,
+        ),
+        ("timers", running.timers != new.timers),
+        ("limits", running.limits != new.limits),
+        (
+            "tcp",
+            running.tcp_idle_timeout != new.tcp_idle_timeout
+                || running.tcp_max_connections != new.tcp_max_connections
+                || running.tcp_connect_timeout != new.tcp_connect_timeout,
+        ),
+    ];
+    for (section, changed) in restart_only {
+        if changed {
+            warn!(
+                section,
+                "reload: this section changed and takes effect only on restart"
+            );
+        }
+    }
+    let (destinations, routes) = (new.rules.destinations.len(), new.rules.routes.len());
+    core.set_routing(routing);
+    info!(
+        file = %path.display(),
+        destinations,
+        routes,
+        "rules reloaded: new calls use them, calls in progress keep theirs"
+    );
+    running.rules = new.rules;
 }
 
 /// What the tasks of one worker share.

@@ -100,6 +100,30 @@ impl Node {
         std::fs::read_to_string(self.dir.join("pointsman.log")).unwrap_or_default()
     }
 
+    /// Replaces the config file and sends SIGHUP; waits until pointsman logged the outcome
+    /// and returns whether it took the new rules (`false`: refused, old rules kept).
+    pub async fn reload(&self, config: &str) -> bool {
+        const OK: &str = "rules reloaded";
+        const REFUSED: &str = "reload refused: the running rules stay";
+        let count = |what: &str| self.log().matches(what).count();
+        let (ok_before, refused_before) = (count(OK), count(REFUSED));
+        std::fs::write(self.dir.join("pointsman.toml"), config).expect("write config");
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
+        assert_eq!(rc, 0, "cannot signal pointsman");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if count(OK) > ok_before {
+                return true;
+            }
+            if count(REFUSED) > refused_before {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("pointsman logged no reload outcome:\n{}", self.log());
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
