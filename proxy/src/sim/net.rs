@@ -4,6 +4,7 @@
 //! test can prove "CANCEL to the primary before INVITE to the secondary" however the peers' tasks
 //! happen to be scheduled.
 
+use crate::transport::udp::recv_msg;
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, RawFd};
@@ -64,39 +65,29 @@ impl StampedUdp {
 }
 
 fn recv_stamped(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, SocketAddr, SystemTime)> {
-    // SAFETY: zeroed sockaddr_storage / msghdr are valid; every pointer handed to recvmsg points
-    // into locals that outlive the call, with their true lengths; the control messages are read
-    // only through the CMSG macros within `msg_controllen`.
-    unsafe {
-        let mut name: libc::sockaddr_storage = std::mem::zeroed();
-        let mut control = [0u64; 16];
-        let mut iov = libc::iovec {
-            iov_base: buf.as_mut_ptr() as *mut libc::c_void,
-            iov_len: buf.len(),
-        };
-        let mut msg: libc::msghdr = std::mem::zeroed();
-        msg.msg_name = &mut name as *mut _ as *mut libc::c_void;
-        msg.msg_namelen = std::mem::size_of::<libc::sockaddr_storage>() as libc::socklen_t;
-        msg.msg_iov = &mut iov;
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = std::mem::size_of_val(&control) as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_DONTWAIT);
-        if n < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        let mut at = SystemTime::now();
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            if (*cmsg).cmsg_level == libc::SOL_SOCKET && (*cmsg).cmsg_type == libc::SCM_TIMESTAMPNS
-            {
-                let ts = std::ptr::read_unaligned(libc::CMSG_DATA(cmsg) as *const libc::timespec);
-                at = UNIX_EPOCH + Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32);
+    let mut at = None;
+    let (n, from) = recv_msg(fd, buf, libc::MSG_DONTWAIT, |(level, kind, data)| {
+        if level == libc::SOL_SOCKET && kind == libc::SCM_TIMESTAMPNS {
+            if let Some(ts) = timespec(data) {
+                at = Some(ts);
             }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
         }
-        let from = crate::transport::udp::sockaddr_to_std(&name)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "datagram without sender"))?;
-        Ok(((n as usize).min(buf.len()), from, at))
+    })?;
+    Ok((n, from, at.unwrap_or_else(SystemTime::now)))
+}
+
+/// A `struct timespec` as the kernel wrote it into a control message.
+fn timespec(data: &[u8]) -> Option<SystemTime> {
+    if data.len() < std::mem::size_of::<libc::timespec>() {
+        return None;
     }
+    // SAFETY: the slice holds at least one timespec; read_unaligned tolerates any alignment.
+    let ts = unsafe { std::ptr::read_unaligned(data.as_ptr() as *const libc::timespec) };
+    Some(
+        UNIX_EPOCH
+            + Duration::new(
+                u64::try_from(ts.tv_sec).ok()?,
+                u32::try_from(ts.tv_nsec).ok()?,
+            ),
+    )
 }

@@ -52,11 +52,25 @@ fn enable_error_queue(fd: RawFd, v6: bool) -> io::Result<()> {
 /// Reads one entry of the socket's error queue: the destination the bounced datagram was sent
 /// to, and its payload (copied into `buf`, possibly truncated). `WouldBlock` when empty.
 pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> {
+    let (n, addr) = recv_msg(fd, buf, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT, |_| {})?;
+    Ok((addr, n))
+}
+
+/// One `recvmsg(2)`: the datagram into `buf` (truncated to it), its source address, and each
+/// control message handed to `on_control` as (level, type, data).
+pub(crate) fn recv_msg(
+    fd: RawFd,
+    buf: &mut [u8],
+    flags: libc::c_int,
+    mut on_control: impl FnMut((libc::c_int, libc::c_int, &[u8])),
+) -> io::Result<(usize, SocketAddr)> {
     // SAFETY: zeroed sockaddr_storage / msghdr are valid; every pointer handed to recvmsg points
-    // into locals that outlive the call, with their true lengths.
+    // into locals that outlive the call, with their true lengths; control messages are walked
+    // only with the CMSG macros, within `msg_controllen`, and each data slice is bounded by its
+    // own cmsg_len.
     unsafe {
         let mut name: libc::sockaddr_storage = std::mem::zeroed();
-        let mut control = [0u8; 512];
+        let mut control = [0u64; 64];
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr() as *mut libc::c_void,
             iov_len: buf.len(),
@@ -67,14 +81,23 @@ pub fn recv_error(fd: RawFd, buf: &mut [u8]) -> io::Result<(SocketAddr, usize)> 
         msg.msg_iov = &mut iov;
         msg.msg_iovlen = 1;
         msg.msg_control = control.as_mut_ptr() as *mut libc::c_void;
-        msg.msg_controllen = control.len() as _;
-        let n = libc::recvmsg(fd, &mut msg, libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT);
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(fd, &mut msg, flags);
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let addr = sockaddr_to_std(&name)
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "error queue: no address"))?;
-        Ok((addr, (n as usize).min(buf.len())))
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let header = libc::CMSG_LEN(0) as usize;
+            let len = ((*cmsg).cmsg_len as usize).saturating_sub(header);
+            let data = std::slice::from_raw_parts(libc::CMSG_DATA(cmsg), len);
+            on_control(((*cmsg).cmsg_level, (*cmsg).cmsg_type, data));
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+        let addr = sockaddr_to_std(&name).ok_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidData, "datagram without address")
+        })?;
+        Ok(((n as usize).min(buf.len()), addr))
     }
 }
 
