@@ -6,9 +6,10 @@
 //! structural error names its key path); [`Config`] is the validated result, defaults filled in.
 //! Structural errors (unknown key, wrong type, bad TOML) stop at the first one, since nothing
 //! after it can be trusted; semantic errors are all collected, sorted into file order, and placed
-//! on their line by [`locate`]. Destinations and routes are validated by
-//! [`routing_rules::RuleSet::compile`]. It must not: bind sockets, resolve names, or start
-//! anything; it only reads the one file it is given.
+//! on their line by [`locate`]. Destinations, groups and routes are validated by
+//! [`routing_rules::Router::compile`]; its warnings (a route that can never match) are placed
+//! the same way and kept on [`Config::warnings`]. It must not: bind sockets, resolve names, or
+//! start anything; it only reads the one file it is given.
 
 mod locate;
 #[cfg(test)]
@@ -16,12 +17,13 @@ mod tests;
 
 use locate::Locator;
 use routing_rules::check::{check_name, closest, fmt_duration, parse_host_port};
-use routing_rules::spec::{DestinationSpec, RouteSpec};
-use routing_rules::RuleSet;
+use routing_rules::spec::{DestinationSpec, GroupSpec, RouteSpec};
+use routing_rules::{Router, RuleSet};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Default `node.id`.
@@ -51,6 +53,8 @@ pub struct ConfigFile {
     pub tcp: TcpSection,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
+    #[serde(default, rename = "group")]
+    pub groups: Vec<GroupSpec>,
     #[serde(default, rename = "route")]
     pub routes: Vec<RouteSpec>,
 }
@@ -140,7 +144,13 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_connect_timeout: Duration,
+    /// The flat view of `router` (destinations, each route's destinations as one list): what
+    /// the serial core runs on until it plans calls with `router`.
     pub rules: RuleSet,
+    /// The compiled rules: route matching, tiers and groups, survivability, explain.
+    pub router: Arc<Router>,
+    /// Problems that do not stop the config from working, in file order.
+    pub warnings: Vec<ConfigError>,
 }
 
 /// One problem in the file.
@@ -183,42 +193,74 @@ impl std::error::Error for ConfigErrors {}
 impl Config {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let file = path.display().to_string();
-        match std::fs::read_to_string(path) {
-            Ok(text) => Config::parse(&text, &file),
-            Err(e) => Err(ConfigErrors(vec![ConfigError {
-                file,
-                line: None,
-                path: "-".into(),
-                message: format!("cannot read the config file: {e}"),
-            }])),
-        }
+        Config::load_with_warnings(path).0
     }
     /// Validates config text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Config, ConfigErrors> {
+        Config::parse_with_warnings(text, file).0
+    }
+
+    /// Reads and validates a config file, with the warnings found (also when it has errors,
+    /// as far as the rules could be compiled).
+    pub fn load_with_warnings(path: &Path) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
+        let file = path.display().to_string();
+        match std::fs::read_to_string(path) {
+            Ok(text) => Config::parse_with_warnings(&text, &file),
+            Err(e) => (
+                Err(ConfigErrors(vec![ConfigError {
+                    file,
+                    line: None,
+                    path: "-".into(),
+                    message: format!("cannot read the config file: {e}"),
+                }])),
+                Vec::new(),
+            ),
+        }
+    }
+
+    /// [`parse`](Self::parse), with the warnings found (see
+    /// [`load_with_warnings`](Self::load_with_warnings)).
+    pub fn parse_with_warnings(
+        text: &str,
+        file: &str,
+    ) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
         let locator = Locator::new(text);
-        let spec: ConfigFile = serde_path_to_error::deserialize(toml::Deserializer::new(text))
-            .map_err(|e| ConfigErrors(vec![structural_error(e, &locator, file)]))?;
-        let mut errors = Errors::default();
-        let config = validate(spec, &mut errors);
-        match config {
-            Some(config) if errors.0.is_empty() => Ok(config),
-            _ => {
-                let mut out: Vec<ConfigError> = errors
-                    .0
-                    .into_iter()
-                    .map(|found| ConfigError {
-                        file: file.to_string(),
-                        line: locator.line(&found.line_of),
-                        path: found.path,
-                        message: found.message,
-                    })
-                    .collect();
-                // File order; errors with no line (a missing section) come last. Stable, so
-                // errors on one line keep the order they were found in.
-                out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
-                Err(ConfigErrors(out))
+        let spec: ConfigFile = match serde_path_to_error::deserialize(toml::Deserializer::new(text))
+        {
+            Ok(spec) => spec,
+            Err(e) => {
+                return (
+                    Err(ConfigErrors(vec![structural_error(e, &locator, file)])),
+                    Vec::new(),
+                )
             }
+        };
+        let mut errors = Errors::default();
+        let mut warnings = Errors::default();
+        let config = validate(spec, &mut errors, &mut warnings);
+        let place = |found: Errors| {
+            let mut out: Vec<ConfigError> = found
+                .0
+                .into_iter()
+                .map(|found| ConfigError {
+                    file: file.to_string(),
+                    line: locator.line(&found.line_of),
+                    path: found.path,
+                    message: found.message,
+                })
+                .collect();
+            // File order; errors with no line (a missing section) come last. Stable, so
+            // errors on one line keep the order they were found in.
+            out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            out
+        };
+        let warnings = place(warnings);
+        match config {
+            Some(mut config) if errors.0.is_empty() => {
+                config.warnings = warnings.clone();
+                (Ok(config), warnings)
+            }
+            _ => (Err(ConfigErrors(place(errors))), warnings),
         }
     }
 }
@@ -351,7 +393,7 @@ fn last_key(path: &str) -> &str {
 }
 
 /// Checks every section and builds the config; `None` when something could not be built.
-fn validate(spec: ConfigFile, errors: &mut Errors) -> Option<Config> {
+fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Option<Config> {
     let listeners = validate_listeners(&spec.listen, errors);
     let first_listener = spec
         .listen
@@ -385,8 +427,14 @@ fn validate(spec: ConfigFile, errors: &mut Errors) -> Option<Config> {
         Duration::from_secs(60),
         DEFAULT_TCP_CONNECT_TIMEOUT,
     );
-    let rules = match RuleSet::compile(&spec.destinations, &spec.routes) {
-        Ok(rules) => Some(rules),
+    let router = match Router::compile(&spec.destinations, &spec.groups, &spec.routes) {
+        Ok(router) => {
+            check_sources(&router, &listeners, errors);
+            for w in &router.warnings {
+                warnings.push(w.path.clone(), w.message.clone());
+            }
+            Some(router)
+        }
         Err(rule_errors) => {
             for e in rule_errors {
                 errors.push(e.path, e.message);
@@ -394,6 +442,7 @@ fn validate(spec: ConfigFile, errors: &mut Errors) -> Option<Config> {
             None
         }
     };
+    let router = router?;
     Some(Config {
         node_id,
         advertise,
@@ -404,8 +453,36 @@ fn validate(spec: ConfigFile, errors: &mut Errors) -> Option<Config> {
         tcp_idle_timeout,
         tcp_max_connections,
         tcp_connect_timeout,
-        rules: rules?,
+        rules: router.rules.clone(),
+        router: Arc::new(router),
+        warnings: Vec::new(),
     })
+}
+
+/// Every `match.source` must name a listener.
+fn check_sources(router: &Router, listeners: &[Listener], errors: &mut Errors) {
+    let names = || listeners.iter().map(|l| l.name.as_str());
+    for (path, source) in router.sources() {
+        if names().any(|n| n == source) {
+            continue;
+        }
+        let message = match closest(source, names()) {
+            Some(near) => format!("unknown listener {source:?}: did you mean {near:?}?"),
+            None if listeners.is_empty() => format!(
+                "unknown listener {source:?}: there is no [[listen]] table; add one with \
+                 name = {source:?}"
+            ),
+            None => format!(
+                "unknown listener {source:?}: source names a [[listen]] table by its name \
+                 (known: {}); give the listener name = {source:?}, or use one of those",
+                names()
+                    .map(|n| format!("{n:?}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        };
+        errors.push(path, message);
+    }
 }
 
 fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener> {

@@ -1,7 +1,9 @@
-//! The `pointsman` command: `run` a node, `check` a config file.
+//! The `pointsman` command: `run` a node, `check` a config file, `explain` how a call would be
+//! routed.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pointsman::config::Config;
+use routing_rules::Call;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -26,10 +28,28 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Validate a config file: prints every error and exits 1, or exits 0.
+    /// Validate a config file: prints every error and warning; exits 1 on errors, else 0.
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Show how a call would be routed, with every destination up: the route that matches and
+    /// why, then its tiers and their members in the order they would be tried.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The called number (Request-URI user), e.g. +15550100911, or a sip:/tel: URI.
+        #[arg(long)]
+        to: String,
+        /// The caller's number (From user).
+        #[arg(long)]
+        from: Option<String>,
+        /// The name of the listener the call comes in on.
+        #[arg(long)]
+        source: Option<String>,
+        /// A request header, `Name: value` (repeat for several).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
     },
 }
 
@@ -54,17 +74,33 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match Config::load(&config) {
-            Ok(_) => {
-                println!("{}: ok", config.display());
-                ExitCode::SUCCESS
+        Command::Check { config } => {
+            let (result, warnings) = Config::load_with_warnings(&config);
+            let errors = result.as_ref().err().map_or(0, |e| e.0.len());
+            if let Err(e) = &result {
+                eprintln!("{e}");
             }
-            Err(errors) => {
-                eprintln!("{errors}");
-                eprintln!("{}: {} error(s)", config.display(), errors.0.len());
+            for w in &warnings {
+                eprintln!("warning: {w}");
+            }
+            match (errors, warnings.len()) {
+                (0, 0) => println!("{}: ok", config.display()),
+                (0, w) => println!("{}: ok, {w} warning(s)", config.display()),
+                (e, w) => eprintln!("{}: {e} error(s), {w} warning(s)", config.display()),
+            }
+            if errors == 0 {
+                ExitCode::SUCCESS
+            } else {
                 ExitCode::FAILURE
             }
-        },
+        }
+        Command::Explain {
+            config,
+            to,
+            from,
+            source,
+            headers,
+        } => explain(config, &to, from.as_deref(), source.as_deref(), &headers),
         Command::Run { config, log_format } => {
             init_logs(log_format);
             let cfg = match Config::load(&config) {
@@ -74,6 +110,9 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            for w in &cfg.warnings {
+                tracing::warn!(warning = %w, "config");
+            }
             match pointsman::server::run_with_reload(cfg, Some(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -82,5 +121,106 @@ fn main() -> ExitCode {
                 }
             }
         }
+    }
+}
+
+/// `pointsman explain`: prints the decision, or says why there is none (exit 1).
+fn explain(
+    config: PathBuf,
+    to: &str,
+    from: Option<&str>,
+    source: Option<&str>,
+    headers: &[String],
+) -> ExitCode {
+    let cfg = match Config::load(&config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s): fix them before explaining",
+                config.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(name) = source {
+        if !cfg.listeners.iter().any(|l| l.name == name) {
+            let known: Vec<String> = cfg
+                .listeners
+                .iter()
+                .map(|l| format!("{:?}", l.name))
+                .collect();
+            eprintln!(
+                "explain: --source {name:?} is not a listener of {}: use one of {}",
+                config.display(),
+                known.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    for h in headers {
+        match h.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                pairs.push((name.trim(), value.trim()))
+            }
+            _ => {
+                eprintln!("explain: --header {h:?} is not \"Name: value\", e.g. --header \"X-Tenant: acme\"");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let call = Call {
+        to_user: Some(user_part(to)),
+        from_user: from.map(user_part),
+        listener: source,
+        headers: &pairs,
+        ..Call::default()
+    };
+    match cfg.router.explain(&call, &|_| true) {
+        Ok(explanation) => {
+            print!("{explanation}");
+            ExitCode::SUCCESS
+        }
+        Err(no_route) => {
+            eprintln!("explain: {no_route}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The user part of `sip:user@host`, `tel:+1555...;params`, or the text itself.
+fn user_part(text: &str) -> &str {
+    let t = text.trim();
+    let rest = ["sips:", "sip:", "tel:"]
+        .iter()
+        .find_map(|scheme| {
+            t.get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &t[scheme.len()..])
+        })
+        .unwrap_or(t);
+    rest.split('@').next().unwrap_or(rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_part;
+
+    #[test]
+    fn explain_takes_the_user_part_of_sip_and_tel_uris() {
+        assert_eq!(user_part("+15550100911"), "+15550100911");
+        assert_eq!(
+            user_part("sip:+15550100911@carrier.example"),
+            "+15550100911"
+        );
+        assert_eq!(user_part("SIPS:alice@example.com"), "alice");
+        assert_eq!(
+            user_part("tel:+1-555-010-0911;phone-context=x"),
+            "+1-555-010-0911;phone-context=x"
+        );
+        assert_eq!(user_part(" 4420 "), "4420");
+        assert_eq!(user_part("sip:"), "");
     }
 }

@@ -1,13 +1,11 @@
-//! The compiled, validated rule set and the routing decision.
+//! The flat view of a compiled rule set: destinations, and each route's destinations as one
+//! ordered list, with its failover policy. It is what the serial proxy core runs on, and it is
+//! part of every [`Router`](crate::Router) (`router.rules`), which adds the match conditions,
+//! the tiers and groups, and survivability.
 //!
-//! [`RuleSet::compile`] turns the operator's [`spec`](crate::spec) into a [`RuleSet`]: defaults
-//! filled in, destination names resolved to [`DestId`]s, every problem reported with its key path.
-//! [`RuleSet::route_for`] is the routing decision. It must not: do I/O, resolve hostnames, or keep
-//! any state that changes after compilation (a `RuleSet` is shared read-only between calls).
+//! It must not: do I/O, resolve hostnames, or change after compilation (shared read-only).
 
-use crate::check::{check_failover_code, check_name, closest, fmt_duration, parse_host_port};
-use crate::spec::{CancelMode, DestinationSpec, RouteSpec, TransportSpec};
-use std::collections::HashMap;
+use crate::spec::{CancelMode, TransportSpec};
 use std::time::Duration;
 
 /// Default `provisional_timeout` of a destination.
@@ -25,9 +23,13 @@ pub const MAX_RING_TIMEOUT: Duration = Duration::from_secs(3600);
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestId(pub u32);
 
-/// Index of a route in its [`RuleSet`].
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// Index of a route in its [`RuleSet`], in file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RouteId(pub u32);
+
+/// Index of a `[[group]]` in its [`Router`](crate::Router), in file order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GroupId(pub u32);
 
 #[derive(Clone, Debug, PartialEq)]
 pub struct Destination {
@@ -54,6 +56,10 @@ impl CodeSet {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     pub name: String,
+    /// Every destination of the route's tiers in try order, with all destinations up: tier by
+    /// tier, each tier's members in the order its strategy gives (weighted: by weight, highest
+    /// first; hash and parallel: member order), each destination once. Health, weighted draws
+    /// and hashing are applied by [`Router::plan`](crate::Router::plan).
     pub destinations: Vec<DestId>,
     pub retry_codes: CodeSet,
     pub ringing_retry_codes: CodeSet,
@@ -75,7 +81,8 @@ impl std::fmt::Display for RuleError {
     }
 }
 
-/// What the routing decision may look at in a request (no SIP syntax here).
+/// The facts of a request the flat view routes on (no SIP syntax here). [`Call`](crate::Call)
+/// adds what match conditions and strategies need.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct CallFacts<'a> {
     /// User part of the Request-URI (the DID), or the number of a `tel:` URI.
@@ -85,6 +92,7 @@ pub struct CallFacts<'a> {
     pub listener: Option<&'a str>,
 }
 
+/// Destinations and flat routes, indexed by [`DestId`] and [`RouteId`].
 #[derive(Clone, Debug, PartialEq)]
 pub struct RuleSet {
     pub destinations: Vec<Destination>,
@@ -92,195 +100,9 @@ pub struct RuleSet {
 }
 
 impl RuleSet {
-    /// Validates and compiles. Returns every error found, not just the first.
-    pub fn compile(
-        destinations: &[DestinationSpec],
-        routes: &[RouteSpec],
-    ) -> Result<RuleSet, Vec<RuleError>> {
-        let mut errors = Vec::new();
-        let mut err = |path: String, message: String| errors.push(RuleError { path, message });
-
-        // Destinations. A name maps to its first definition; later duplicates are errors.
-        let mut by_name: HashMap<&str, usize> = HashMap::new();
-        let mut compiled = Vec::with_capacity(destinations.len());
-        for (i, d) in destinations.iter().enumerate() {
-            let at = |key: &str| format!("destination[{i}].{key}");
-            if let Err(m) = check_name("destination", &d.name) {
-                err(at("name"), m);
-            }
-            if let Some(&first) = by_name.get(d.name.as_str()) {
-                if !d.name.is_empty() {
-                    err(
-                        at("name"),
-                        format!(
-                            "destination name {:?} is already used by destination[{first}]: \
-                             give each destination a unique name",
-                            d.name
-                        ),
-                    );
-                }
-            } else {
-                by_name.insert(&d.name, i);
-            }
-            let (host, port) = match parse_host_port(&d.address) {
-                Ok(hp) => hp,
-                Err(m) => {
-                    err(at("address"), m);
-                    (String::new(), 0)
-                }
-            };
-            let provisional_timeout = d.provisional_timeout.unwrap_or(DEFAULT_PROVISIONAL_TIMEOUT);
-            if provisional_timeout.is_zero() {
-                err(
-                    at("provisional_timeout"),
-                    format!(
-                        "provisional_timeout is 0s: every branch would fail at once; set the time \
-                         to wait for a first 1xx, more than 0s and at most {} (default {})",
-                        fmt_duration(MAX_PROVISIONAL_TIMEOUT),
-                        fmt_duration(DEFAULT_PROVISIONAL_TIMEOUT)
-                    ),
-                );
-            } else if provisional_timeout > MAX_PROVISIONAL_TIMEOUT {
-                err(
-                    at("provisional_timeout"),
-                    format!(
-                        "provisional_timeout {} is longer than {}: a destination that has not \
-                         answered 1xx by then is dead; use a few seconds (default {})",
-                        fmt_duration(provisional_timeout),
-                        fmt_duration(MAX_PROVISIONAL_TIMEOUT),
-                        fmt_duration(DEFAULT_PROVISIONAL_TIMEOUT)
-                    ),
-                );
-            }
-            compiled.push(Destination {
-                name: d.name.clone(),
-                host,
-                port,
-                transport: d.transport,
-                provisional_timeout,
-                cancel_mode: d.cancel_mode,
-                trusted: d.trusted.unwrap_or(true),
-            });
-        }
-
-        // Routes.
-        let mut route_names: HashMap<&str, usize> = HashMap::new();
-        let mut compiled_routes = Vec::with_capacity(routes.len());
-        for (r, spec) in routes.iter().enumerate() {
-            let at = |key: &str| format!("route[{r}].{key}");
-            if let Err(m) = check_name("route", &spec.name) {
-                err(at("name"), m);
-            }
-            if let Some(&first) = route_names.get(spec.name.as_str()) {
-                if !spec.name.is_empty() {
-                    err(
-                        at("name"),
-                        format!(
-                            "route name {:?} is already used by route[{first}]: give each route \
-                             a unique name",
-                            spec.name
-                        ),
-                    );
-                }
-            } else {
-                route_names.insert(&spec.name, r);
-            }
-
-            if spec.destinations.is_empty() {
-                let example = destinations.first().map_or("primary", |d| d.name.as_str());
-                err(
-                    at("destinations"),
-                    format!(
-                        "route {:?} lists no destinations: list at least one destination name, \
-                         tried in order, e.g. destinations = [{example:?}]",
-                        spec.name
-                    ),
-                );
-            }
-            let mut ids = Vec::with_capacity(spec.destinations.len());
-            let mut seen: HashMap<&str, usize> = HashMap::new();
-            for (k, name) in spec.destinations.iter().enumerate() {
-                let path = format!("route[{r}].destinations[{k}]");
-                if let Some(&first) = seen.get(name.as_str()) {
-                    err(
-                        path,
-                        format!(
-                            "destination {name:?} is listed twice in route {:?} (also at \
-                             route[{r}].destinations[{first}]): list each destination once",
-                            spec.name
-                        ),
-                    );
-                    continue;
-                }
-                seen.insert(name, k);
-                match by_name.get(name.as_str()) {
-                    Some(&i) => ids.push(DestId(i as u32)),
-                    None => err(path, unknown_destination(name, destinations)),
-                }
-            }
-
-            let retry_codes = spec
-                .retry_codes
-                .clone()
-                .unwrap_or_else(|| DEFAULT_RETRY_CODES.to_vec());
-            check_codes(&mut err, &at("retry_codes"), &retry_codes);
-            let ringing_retry_codes = spec.ringing_retry_codes.clone().unwrap_or_default();
-            check_codes(&mut err, &at("ringing_retry_codes"), &ringing_retry_codes);
-
-            let ring_timeout = spec.ring_timeout.unwrap_or(DEFAULT_RING_TIMEOUT);
-            if ring_timeout.is_zero() {
-                err(
-                    at("ring_timeout"),
-                    format!(
-                        "ring_timeout is 0s: every call would end as soon as it rings; set how \
-                         long a call may ring, more than 0s and at most {} (default {})",
-                        fmt_duration(MAX_RING_TIMEOUT),
-                        fmt_duration(DEFAULT_RING_TIMEOUT)
-                    ),
-                );
-            } else if ring_timeout > MAX_RING_TIMEOUT {
-                err(
-                    at("ring_timeout"),
-                    format!(
-                        "ring_timeout {} is longer than {}: use the longest time a call may \
-                         ring, in minutes (default {})",
-                        fmt_duration(ring_timeout),
-                        fmt_duration(MAX_RING_TIMEOUT),
-                        fmt_duration(DEFAULT_RING_TIMEOUT)
-                    ),
-                );
-            }
-
-            compiled_routes.push(Route {
-                name: spec.name.clone(),
-                destinations: ids,
-                retry_codes: CodeSet(retry_codes),
-                ringing_retry_codes: CodeSet(ringing_retry_codes),
-                pass_503: spec.pass_503.unwrap_or(false),
-                ring_timeout,
-            });
-        }
-        if routes.is_empty() {
-            err(
-                "route".into(),
-                "no [[route]] table: every call needs a route; add one listing the destinations \
-                 to try in order, e.g. [[route]] name = \"default\" destinations = [\"primary\"]"
-                    .into(),
-            );
-        }
-
-        if errors.is_empty() {
-            Ok(RuleSet {
-                destinations: compiled,
-                routes: compiled_routes,
-            })
-        } else {
-            Err(errors)
-        }
-    }
-    /// The route a new call takes (`None`: no route matches; the proxy answers 404).
+    /// The first route in file order, whatever the call: the flat view has no match
+    /// conditions. [`Router::route_for`](crate::Router::route_for) applies them.
     pub fn route_for(&self, facts: &CallFacts<'_>) -> Option<RouteId> {
-        // Routes have no match conditions yet: the first route in file order takes every call.
         let _ = facts;
         (!self.routes.is_empty()).then_some(RouteId(0))
     }
@@ -302,41 +124,4 @@ impl RuleSet {
             .position(|d| d.name == name)
             .map(|i| DestId(i as u32))
     }
-}
-
-/// Checks a list of failover codes; errors name the index of each bad or repeated code.
-fn check_codes(err: &mut impl FnMut(String, String), path: &str, codes: &[u16]) {
-    for (i, &code) in codes.iter().enumerate() {
-        if let Err(m) = check_failover_code(code) {
-            err(format!("{path}[{i}]"), m);
-        } else if let Some(first) = codes[..i].iter().position(|&c| c == code) {
-            err(
-                format!("{path}[{i}]"),
-                format!("{code} is listed twice (also at {path}[{first}]): list each code once"),
-            );
-        }
-    }
-}
-
-/// The message for a route naming a destination that does not exist.
-fn unknown_destination(name: &str, destinations: &[DestinationSpec]) -> String {
-    let names = || destinations.iter().map(|d| d.name.as_str());
-    if destinations.is_empty() {
-        return format!(
-            "unknown destination {name:?}: there is no [[destination]] table; add one with \
-             name = {name:?} and its address"
-        );
-    }
-    if let Some(near) = closest(name, names()) {
-        return format!("unknown destination {name:?}: did you mean {near:?}?");
-    }
-    const SHOWN: usize = 10;
-    let mut known: Vec<String> = names().take(SHOWN).map(|n| format!("{n:?}")).collect();
-    if destinations.len() > SHOWN {
-        known.push(format!("and {} more", destinations.len() - SHOWN));
-    }
-    format!(
-        "unknown destination {name:?}: no [[destination]] has that name (known: {})",
-        known.join(", ")
-    )
 }

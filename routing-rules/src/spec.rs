@@ -1,6 +1,27 @@
 //! The operator's model, as deserialised from the config file (serde; unknown keys rejected).
-//! Nothing here is validated: [`crate::RuleSet::compile`] does that.
+//! Nothing here is validated: [`crate::Router::compile`] does that.
+//!
+//! ```toml
+//! [[destination]]
+//! name = "edge-a1"
+//! address = "10.0.0.1:5060"
+//! priority = 0          # lower is tried first in a priority group (default 0)
+//! weight = 1            # share in a weighted or hash group; tie-break in a priority group (default 1)
+//! tags = ["site-a"]
+//!
+//! [[group]]
+//! name = "site-a"
+//! strategy = "priority" # or "weighted", "hash", "parallel" (default "priority")
+//! members = ["edge-a1", { name = "edge-a2", priority = 10 }]
+//!
+//! [[route]]
+//! name = "emergency"
+//! match = { to = ["+1 555 010 0911"] }
+//! tiers = ["site-a", "site-b", "cloud"]
+//! survivability = { group = "lifeboat" }   # or { reject = 503, retry_after = "30s" }
+//! ```
 
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -8,7 +29,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
-    /// Unique name, used by routes, logs and metrics. Letters, digits, `-`, `_`, `.`.
+    /// Unique name, used by groups, routes, logs and metrics. Letters, digits, `-`, `_`, `.`.
     pub name: String,
     /// `host:port` (IPv4, `[IPv6]`, or a hostname resolved at start).
     pub address: String,
@@ -24,6 +45,16 @@ pub struct DestinationSpec {
     /// Whether its 503 Retry-After is believed (default true).
     #[serde(default)]
     pub trusted: Option<bool>,
+    /// Share of calls in a `weighted` or `hash` group, tie-break in a `priority` group
+    /// (default 1; 0 = standby: tried only after the members with a weight).
+    #[serde(default)]
+    pub weight: Option<u32>,
+    /// Order in a `priority` group: lowest first (default 0).
+    #[serde(default)]
+    pub priority: Option<u32>,
+    /// Free labels for operators (admin API, logs); they do not change routing.
+    #[serde(default)]
+    pub tags: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]
@@ -46,13 +77,151 @@ pub enum CancelMode {
     Deferred,
 }
 
-/// `[[route]]`: an ordered list of destinations and its failover policy.
+/// `[[group]]`: destinations that form one tier of a route, and how a call picks among them.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct GroupSpec {
+    /// Unique among groups; routes name it in `tiers` and `survivability`.
+    pub name: String,
+    /// How the members are ordered for a call (default `priority`).
+    #[serde(default)]
+    pub strategy: Strategy,
+    /// Destination names, or tables overriding a destination's `priority` or `weight` here.
+    pub members: Vec<MemberSpec>,
+    /// What a `hash` group hashes (default `call-id`); only for `strategy = "hash"`.
+    #[serde(default)]
+    pub hash_on: Option<HashOn>,
+}
+
+/// How a group orders its members for one call.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// Active/passive: lowest `priority` first, ties broken by higher `weight`, then file order.
+    #[default]
+    Priority,
+    /// Active/active: the first member is drawn at random in proportion to `weight` among the
+    /// members that are up; the others follow, drawn the same way, as the failover order.
+    Weighted,
+    /// Affinity: the same Call-ID (or caller) goes to the same member while it is up
+    /// (weighted rendezvous hashing: losing a member moves only the calls that were on it).
+    Hash,
+    /// Hot-hot: every member that is up gets the INVITE at once; the first 2xx wins.
+    Parallel,
+}
+
+impl Strategy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Strategy::Priority => "priority",
+            Strategy::Weighted => "weighted",
+            Strategy::Hash => "hash",
+            Strategy::Parallel => "parallel",
+        }
+    }
+}
+
+/// The key of a `hash` group.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]
+pub enum HashOn {
+    /// The Call-ID: a call's retransmissions and re-tries land on the same member.
+    #[default]
+    #[serde(rename = "call-id")]
+    CallId,
+    /// The caller's number (From user part): one caller always reaches the same member.
+    #[serde(rename = "caller")]
+    Caller,
+}
+
+impl HashOn {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HashOn::CallId => "call-id",
+            HashOn::Caller => "caller",
+        }
+    }
+}
+
+/// One entry of `members`: `"edge-a1"` or `{ name = "edge-a1", priority = 10, weight = 2 }`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MemberSpec {
+    pub name: String,
+    /// Overrides the destination's `priority` in this group (priority groups only).
+    pub priority: Option<u32>,
+    /// Overrides the destination's `weight` in this group (not in parallel groups).
+    pub weight: Option<u32>,
+}
+
+impl MemberSpec {
+    /// A member written as a plain name.
+    pub fn named(name: impl Into<String>) -> MemberSpec {
+        MemberSpec {
+            name: name.into(),
+            priority: None,
+            weight: None,
+        }
+    }
+}
+
+/// The table form of a member.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MemberTable {
+    name: String,
+    #[serde(default)]
+    priority: Option<u32>,
+    #[serde(default)]
+    weight: Option<u32>,
+}
+
+// By hand rather than `#[serde(untagged)]`, so a mistake inside the table form is reported as
+// itself ("unknown field `wieght`") instead of "did not match any variant".
+impl<'de> Deserialize<'de> for MemberSpec {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<MemberSpec, D::Error> {
+        struct MemberVisitor;
+        impl<'de> Visitor<'de> for MemberVisitor {
+            type Value = MemberSpec;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str(
+                    "a destination name, or a table like { name = \"edge-a1\", priority = 10 }",
+                )
+            }
+            fn visit_str<E: de::Error>(self, name: &str) -> Result<MemberSpec, E> {
+                Ok(MemberSpec::named(name))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<MemberSpec, A::Error> {
+                let t = MemberTable::deserialize(de::value::MapAccessDeserializer::new(map))?;
+                Ok(MemberSpec {
+                    name: t.name,
+                    priority: t.priority,
+                    weight: t.weight,
+                })
+            }
+        }
+        deserializer.deserialize_any(MemberVisitor)
+    }
+}
+
+/// `[[route]]`: which calls it takes (`match`), the tiers they try in order, and the failover
+/// policy.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct RouteSpec {
     pub name: String,
-    /// Destination names, tried in this order.
-    pub destinations: Vec<String>,
+    /// Conditions that must all hold for a call to take this route; without it, the route takes
+    /// every call that reaches it (a default route).
+    #[serde(default, rename = "match")]
+    pub conditions: Option<MatchSpec>,
+    /// Destination names tried in this order: shorthand for one single-member tier each.
+    /// Exclusive with `tiers`.
+    #[serde(default)]
+    pub destinations: Option<Vec<String>>,
+    /// Group names, tried tier by tier in this order. Exclusive with `destinations`.
+    #[serde(default)]
+    pub tiers: Option<Vec<String>>,
+    /// What happens when every tier is down (default: pointsman answers 503 itself).
+    #[serde(default)]
+    pub survivability: Option<SurvivabilitySpec>,
     /// Final codes that fail over before the callee rings (default 408, 500, 502, 503, 504).
     #[serde(default)]
     pub retry_codes: Option<Vec<u16>>,
@@ -65,4 +234,53 @@ pub struct RouteSpec {
     /// A call that rings longer than this is ended: 408 upstream, CANCEL downstream (default 120 s).
     #[serde(default, with = "humantime_serde::option")]
     pub ring_timeout: Option<Duration>,
+}
+
+/// `match`: every condition given must hold. Numbers are compared after normalisation (a
+/// leading `+` and the separators `-` `.` `(` `)` and spaces removed), on both sides.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MatchSpec {
+    /// Request-URI user (DID) equal to one of these numbers.
+    #[serde(default)]
+    pub to: Vec<String>,
+    /// Request-URI user (DID) starting with one of these digit strings.
+    #[serde(default)]
+    pub to_prefix: Vec<String>,
+    /// Caller number (From / P-Asserted-Identity user, as the proxy gives it) starting with one
+    /// of these digit strings.
+    #[serde(default)]
+    pub from_prefix: Vec<String>,
+    /// Name of the listener the call came in on: one of these.
+    #[serde(default)]
+    pub source: Vec<String>,
+    /// A request header that must be present (and equal `value`, when given).
+    #[serde(default)]
+    pub header: Option<HeaderMatchSpec>,
+}
+
+/// `header = { name = "X-Tenant", value = "acme" }`, or `{ name = "X-Emergency" }` for presence.
+#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct HeaderMatchSpec {
+    /// Header name, compared case-insensitively.
+    pub name: String,
+    /// Exact value (surrounding whitespace ignored); absent: the header only has to be present.
+    #[serde(default)]
+    pub value: Option<String>,
+}
+
+/// `survivability`: `{ group = "lifeboat" }` or `{ reject = 503, retry_after = "30s" }`.
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct SurvivabilitySpec {
+    /// Send the call to this group when every tier is down.
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Answer the carrier with this code (4xx–6xx) when every tier is down.
+    #[serde(default)]
+    pub reject: Option<u16>,
+    /// Retry-After on the rejection (whole seconds); only with `reject`.
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_after: Option<Duration>,
 }

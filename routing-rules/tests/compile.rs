@@ -1,9 +1,10 @@
-//! Behaviour of `RuleSet::compile` and `RuleSet::route_for`, driven by TOML as an operator writes
-//! it: defaults, one test per validation error (exact key path and a phrase of the message), and
-//! the routing decision.
+//! Behaviour of `Router::compile` for destinations and flat routes (`destinations = [...]`),
+//! driven by TOML as an operator writes it: defaults, one test per validation error (exact key
+//! path and a phrase of the message), and the flat routing view the serial core uses. Groups,
+//! tiers, matching and strategies are in `groups.rs`, `matching.rs` and `strategies.rs`.
 
-use routing_rules::spec::{CancelMode, DestinationSpec, RouteSpec, TransportSpec};
-use routing_rules::{CallFacts, DestId, RouteId, RuleError, RuleSet};
+use routing_rules::spec::{CancelMode, DestinationSpec, GroupSpec, RouteSpec, TransportSpec};
+use routing_rules::{Call, CallFacts, DestId, RouteId, Router, RuleError, RuleSet};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -13,6 +14,8 @@ struct Doc {
     #[serde(default)]
     destination: Vec<DestinationSpec>,
     #[serde(default)]
+    group: Vec<GroupSpec>,
+    #[serde(default)]
     route: Vec<RouteSpec>,
 }
 
@@ -21,8 +24,12 @@ fn specs(toml_text: &str) -> Doc {
 }
 
 fn compile(toml_text: &str) -> Result<RuleSet, Vec<RuleError>> {
+    router(toml_text).map(|r| r.rules)
+}
+
+fn router(toml_text: &str) -> Result<Router, Vec<RuleError>> {
     let doc = specs(toml_text);
-    RuleSet::compile(&doc.destination, &doc.route)
+    Router::compile(&doc.destination, &doc.group, &doc.route)
 }
 
 fn errors(toml_text: &str) -> Vec<RuleError> {
@@ -150,7 +157,7 @@ destinations = ["cloud"]
 
 #[test]
 fn route_for_takes_the_first_route_in_file_order() {
-    let rules = compile(&with_two(
+    let rules = router(&with_two(
         r#"
 [[route]]
 name = "first"
@@ -161,7 +168,7 @@ destinations = ["primary"]
 "#,
     ))
     .unwrap();
-    let id = rules.route_for(&CallFacts::default()).unwrap();
+    let id = rules.route_for(&Call::default()).unwrap();
     assert_eq!(id, RouteId(0));
     assert_eq!(rules.route(id).name, "first");
     let facts = CallFacts {
@@ -169,7 +176,8 @@ destinations = ["primary"]
         from_user: Some("15559876"),
         listener: Some("udp-carrier"),
     };
-    assert_eq!(rules.route_for(&facts), Some(RouteId(0)));
+    assert_eq!(rules.route_for(&facts.into()), Some(RouteId(0)));
+    assert_eq!(rules.rules.route_for(&facts), Some(RouteId(0)));
     assert_eq!(rules.route_by_name("second"), Some(RouteId(1)));
     assert_eq!(rules.destination_by_name("secondary"), Some(DestId(1)));
 }

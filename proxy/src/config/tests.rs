@@ -725,14 +725,20 @@ fn config_error_display_shows_file_line_path_and_message() {
 const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
 
 #[test]
-fn every_example_config_validates() {
+fn every_example_config_validates_without_warnings() {
     let mut checked = 0;
     for entry in std::fs::read_dir(EXAMPLES).expect("examples/ exists") {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "toml") {
-            if let Err(errs) = Config::load(&path) {
+            let (result, warnings) = Config::load_with_warnings(&path);
+            if let Err(errs) = result {
                 panic!("{} does not validate:\n{errs}", path.display());
             }
+            assert!(
+                warnings.is_empty(),
+                "{} has warnings: {warnings:#?}",
+                path.display()
+            );
             checked += 1;
         }
     }
@@ -788,4 +794,241 @@ fn two_clouds_example_fails_over_from_primary_to_secondary() {
             ),
         ]
     );
+}
+
+// ---- groups, tiers, match, warnings ----
+
+/// BASE's listener and destinations with groups and a tiered route. Line numbers matter.
+const TIERED: &str = r#"[[listen]]
+name = "carrier"
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[destination]]
+name = "secondary"
+address = "10.0.0.2:5060"
+weight = 3
+
+[[group]]
+name = "edge"
+members = ["primary", { name = "secondary", priority = 5 }]
+
+[[group]]
+name = "cloud"
+strategy = "weighted"
+members = ["secondary", "primary"]
+
+[[route]]
+name = "uk"
+match = { to_prefix = ["+44"], source = ["carrier"] }
+tiers = ["edge"]
+survivability = { reject = 480 }
+
+[[route]]
+name = "default"
+tiers = ["cloud"]
+"#;
+
+#[test]
+fn groups_and_tiers_are_compiled_into_the_router_and_the_flat_rules() {
+    let c = parse(TIERED).unwrap();
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let r = &c.router;
+    assert_eq!(r.groups.len(), 2);
+    assert_eq!(
+        r.groups[1].strategy,
+        routing_rules::spec::Strategy::Weighted
+    );
+    // Flat view: edge by priority; cloud by weight (secondary has weight 3).
+    assert_eq!(c.rules.routes[0].destinations, vec![DestId(0), DestId(1)]);
+    assert_eq!(c.rules.routes[1].destinations, vec![DestId(1), DestId(0)]);
+    assert_eq!(c.rules, r.rules);
+    let uk = routing_rules::Call {
+        to_user: Some("+44 20 7946 0000"),
+        listener: Some("carrier"),
+        ..Default::default()
+    };
+    assert_eq!(r.route(r.route_for(&uk).unwrap()).name, "uk");
+    let elsewhere = routing_rules::Call {
+        listener: Some("carrier"),
+        ..uk
+    };
+    let elsewhere = routing_rules::Call {
+        to_user: Some("15550100"),
+        ..elsewhere
+    };
+    assert_eq!(r.route(r.route_for(&elsewhere).unwrap()).name, "default");
+}
+
+#[test]
+fn unknown_group_member_points_at_its_line() {
+    assert_one_error(
+        &TIERED.replace(
+            "members = [\"secondary\", \"primary\"]",
+            "members = [\"secondary\", \"primry\"]",
+        ),
+        "group[1].members[1]",
+        Some(22),
+        "unknown destination \"primry\": did you mean \"primary\"?",
+    );
+}
+
+#[test]
+fn misspelt_key_in_a_member_table_is_a_structural_error_with_a_suggestion() {
+    assert_one_error(
+        &TIERED.replace("priority = 5", "priorty = 5"),
+        "group[0].members[1].priorty",
+        Some(17),
+        "unknown field `priorty`, expected one of `name`, `priority`, `weight`; did you mean `priority`?",
+    );
+}
+
+#[test]
+fn member_of_the_wrong_type_says_what_a_member_is() {
+    assert_one_error(
+        &TIERED.replace(
+            "members = [\"secondary\", \"primary\"]",
+            "members = [\"secondary\", 2]",
+        ),
+        "group[1].members[1]",
+        Some(22),
+        "expected a destination name, or a table like { name = \"edge-a1\", priority = 10 }",
+    );
+}
+
+#[test]
+fn unknown_strategy_is_a_structural_error() {
+    assert_one_error(
+        &TIERED.replace("strategy = \"weighted\"", "strategy = \"round-robin\""),
+        "group[1].strategy",
+        Some(21),
+        "unknown variant `round-robin`, expected one of `priority`, `weighted`, `hash`, `parallel`",
+    );
+}
+
+#[test]
+fn match_source_must_name_a_listener() {
+    assert_one_error(
+        &TIERED.replace("source = [\"carrier\"]", "source = [\"carier\"]"),
+        "route[0].match.source[0]",
+        Some(26),
+        "unknown listener \"carier\": did you mean \"carrier\"?",
+    );
+}
+
+#[test]
+fn match_source_without_close_name_lists_the_listeners() {
+    assert_one_error(
+        &TIERED.replace("source = [\"carrier\"]", "source = [\"trunk-b\"]"),
+        "route[0].match.source[0]",
+        Some(26),
+        "(known: \"carrier\"); give the listener name = \"trunk-b\"",
+    );
+}
+
+#[test]
+fn survivability_error_points_at_its_line() {
+    assert_one_error(
+        &TIERED.replace("reject = 480", "reject = 200"),
+        "route[0].survivability.reject",
+        Some(28),
+        "reject = 200 is not a rejection",
+    );
+}
+
+#[test]
+fn shadowed_route_is_a_warning_with_file_and_line_not_an_error() {
+    let text = TIERED.replace(
+        "[[route]]\nname = \"uk\"",
+        "[[route]]\nname = \"all\"\ntiers = [\"edge\"]\n\n[[route]]\nname = \"uk\"",
+    );
+    let (result, warnings) = Config::parse_with_warnings(&text, FILE);
+    let c = result.expect("warnings do not fail the config");
+    assert_eq!(c.warnings, warnings);
+    let got: Vec<(&str, Option<usize>, &str)> = warnings
+        .iter()
+        .map(|w| (w.file.as_str(), w.line, w.path.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (FILE, Some(30), "route[1].match"),
+            (FILE, Some(35), "route[2].name")
+        ]
+    );
+    let w = &warnings[0];
+    assert!(
+        w.message
+            .contains("route \"uk\" can never match: route \"all\" (route[0])"),
+        "{w}"
+    );
+}
+
+#[test]
+fn warnings_are_reported_even_when_another_section_has_errors() {
+    let text = format!(
+        "{}\n[[group]]\nname = \"unused\"\nmembers = [\"primary\"]\n",
+        TIERED
+    )
+    .replace("address = \"127.0.0.1:5060\"", "address = \"127.0.0.1\"");
+    let (result, warnings) = Config::parse_with_warnings(&text, FILE);
+    let errs = result.unwrap_err().0;
+    assert_eq!(errs[0].path, "listen[0].address");
+    assert_eq!(warnings.len(), 1, "{warnings:#?}");
+    assert_eq!(warnings[0].path, "group[2].name");
+    assert_eq!(warnings[0].line, Some(35));
+}
+
+#[test]
+fn three_layer_dr_example_sends_the_emergency_did_through_three_tiers_then_the_lifeboat() {
+    let c = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/three-layer-dr.toml"
+    )))
+    .unwrap();
+    assert!(c.warnings.is_empty(), "{:#?}", c.warnings);
+    let r = &c.router;
+    let call = routing_rules::Call {
+        to_user: Some("+15550100911"),
+        listener: Some("carrier"),
+        ..Default::default()
+    };
+    let route = r.route_for(&call).unwrap();
+    assert_eq!(r.route(route).name, "emergency");
+    let plan = r.plan(route, &call, &|_| true);
+    let tiers: Vec<&str> = plan
+        .tiers
+        .iter()
+        .map(|t| r.group(t.group.unwrap()).name.as_str())
+        .collect();
+    assert_eq!(tiers, ["site-a", "site-b", "cloud-byoc"]);
+    let plan = r.plan(route, &call, &|d| r.destination(d).name == "lifeboat-ivr");
+    assert!(matches!(
+        plan.survivability,
+        Some(routing_rules::Survival::Group(_))
+    ));
+    let other = routing_rules::Call {
+        to_user: Some("+15550100912"),
+        ..call
+    };
+    assert_eq!(r.route(r.route_for(&other).unwrap()).name, "default");
+}
+
+#[test]
+fn hot_hot_example_forks_every_call_to_both_clouds() {
+    let c = Config::load(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hot-hot.toml"
+    )))
+    .unwrap();
+    let r = &c.router;
+    let call = routing_rules::Call::default();
+    let plan = r.plan(r.route_for(&call).unwrap(), &call, &|_| true);
+    assert_eq!(plan.tiers.len(), 1);
+    assert!(plan.tiers[0].parallel);
+    assert_eq!(plan.tiers[0].members, [DestId(0), DestId(1)]);
 }

@@ -1,0 +1,595 @@
+//! Every validation error of groups, tiers, match conditions and survivability (exact key path
+//! and a phrase of the message saying what would be right), and the warnings: routes that can
+//! never match because an earlier route shadows them, groups and destinations nothing uses.
+
+mod common;
+
+use common::{assert_one_error, compile, destinations, errors};
+
+/// Three destinations d0..d2, a priority group `a` over d0, d1, a group `life` over d2, and
+/// `rest` appended.
+fn base(rest: &str) -> String {
+    format!(
+        "{}[[group]]\nname = \"a\"\nmembers = [\"d0\", \"d1\"]\n\
+         [[group]]\nname = \"life\"\nmembers = [\"d2\"]\n{rest}\n",
+        destinations(3)
+    )
+}
+
+/// `base` with one route using both groups, plus `route_extra` keys in that route.
+fn route(route_extra: &str) -> String {
+    base(&format!(
+        "[[route]]\nname = \"r\"\ntiers = [\"a\"]\nsurvivability = {{ group = \"life\" }}\n{route_extra}"
+    ))
+}
+
+/// A route over group `a` with `match` = `conditions`.
+fn matching(conditions: &str) -> String {
+    route(&format!("match = {{ {conditions} }}"))
+}
+
+// ---- destinations ----------------------------------------------------------------------------
+
+#[test]
+fn destination_tag_with_a_space_is_rejected() {
+    assert_one_error(
+        &route("").replacen(
+            "address = \"127.0.0.1:5100\"",
+            "address = \"127.0.0.1:5100\"\ntags = [\"site a\"]",
+            1,
+        ),
+        "destination[0].tags[0]",
+        "tag name \"site a\" contains ' '",
+    );
+}
+
+#[test]
+fn repeated_destination_tag_is_rejected() {
+    assert_one_error(
+        &route("").replacen(
+            "address = \"127.0.0.1:5101\"",
+            "address = \"127.0.0.1:5101\"\ntags = [\"x\", \"y\", \"x\"]",
+            1,
+        ),
+        "destination[1].tags[2]",
+        "tag \"x\" is listed twice (also at destination[1].tags[0])",
+    );
+}
+
+// ---- groups ----------------------------------------------------------------------------------
+
+#[test]
+fn invalid_group_name_is_rejected() {
+    assert_one_error(
+        &route("")
+            .replace("name = \"life\"", "name = \"life boat\"")
+            .replace("group = \"life\"", "group = \"life boat\""),
+        "group[1].name",
+        "group name \"life boat\" contains ' '",
+    );
+}
+
+#[test]
+fn duplicate_group_name_points_to_the_first_definition() {
+    let errs = errors(&route("").replace("name = \"life\"", "name = \"a\""));
+    assert_eq!(errs[0].path, "group[1].name");
+    assert!(errs[0]
+        .message
+        .contains("group name \"a\" is already used by group[0]: give each group a unique name"));
+    // The survivability rule then names a group that no longer exists; that is reported too.
+    assert_eq!(errs[1].path, "route[0].survivability.group");
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+}
+
+#[test]
+fn group_without_members_is_rejected_with_an_example() {
+    let text = route("").replace("members = [\"d2\"]", "members = []");
+    let errs = errors(&text);
+    assert_eq!(errs[0].path, "group[1].members", "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .contains("group \"life\" has no members: list at least one destination name, e.g. members = [\"d0\"]"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn unknown_group_member_suggests_the_closest_destination() {
+    assert_one_error(
+        &route("").replace("[\"d0\", \"d1\"]", "[\"d0\", \"dd1\"]"),
+        "group[0].members[1]",
+        "unknown destination \"dd1\": did you mean \"d1\"?",
+    );
+}
+
+#[test]
+fn unknown_group_member_without_close_name_lists_known_destinations() {
+    assert_one_error(
+        &route("").replace("[\"d0\", \"d1\"]", "[\"d0\", \"lifeboat-ivr\"]"),
+        "group[0].members[1]",
+        "no [[destination]] has that name (known: \"d0\", \"d1\", \"d2\")",
+    );
+}
+
+#[test]
+fn unknown_member_in_table_form_is_reported_too() {
+    assert_one_error(
+        &route("").replace(
+            "[\"d0\", \"d1\"]",
+            "[\"d0\", { name = \"d9\", priority = 1 }]",
+        ),
+        "group[0].members[1]",
+        "unknown destination \"d9\"",
+    );
+}
+
+#[test]
+fn member_listed_twice_in_a_group_is_rejected() {
+    assert_one_error(
+        &route("").replace("[\"d0\", \"d1\"]", "[\"d0\", \"d1\", { name = \"d0\" }]"),
+        "group[0].members[2]",
+        "destination \"d0\" is listed twice in group \"a\" (also at group[0].members[0])",
+    );
+}
+
+#[test]
+fn member_priority_in_a_weighted_group_is_rejected() {
+    assert_one_error(
+        &route("").replace(
+            "members = [\"d0\", \"d1\"]",
+            "strategy = \"weighted\"\nmembers = [\"d0\", { name = \"d1\", priority = 2 }]",
+        ),
+        "group[0].members[1].priority",
+        "priority only orders the members of a priority group, and group \"a\" is weighted: remove it (use weight",
+    );
+}
+
+#[test]
+fn member_weight_in_a_parallel_group_is_rejected() {
+    assert_one_error(
+        &route("").replace(
+            "members = [\"d0\", \"d1\"]",
+            "strategy = \"parallel\"\nmembers = [{ name = \"d0\", weight = 2 }, \"d1\"]",
+        ),
+        "group[0].members[0].weight",
+        "group \"a\" is parallel: every member gets each call at once, so weight has no effect",
+    );
+}
+
+#[test]
+fn hash_on_in_a_group_that_is_not_hash_is_rejected() {
+    assert_one_error(
+        &route("").replace(
+            "members = [\"d0\", \"d1\"]",
+            "members = [\"d0\", \"d1\"]\nhash_on = \"caller\"",
+        ),
+        "group[0].hash_on",
+        "hash_on only applies to strategy = \"hash\", and group \"a\" is priority",
+    );
+}
+
+#[test]
+fn weighted_group_whose_weights_are_all_zero_is_rejected() {
+    assert_one_error(
+        &route("").replace(
+            "members = [\"d0\", \"d1\"]",
+            "strategy = \"weighted\"\nmembers = [{ name = \"d0\", weight = 0 }, { name = \"d1\", weight = 0 }]",
+        ),
+        "group[0].members",
+        "every member of weighted group \"a\" has weight 0, so no call could be placed",
+    );
+}
+
+#[test]
+fn hash_group_whose_weights_are_all_zero_is_rejected() {
+    let text = route("")
+        .replace(
+            "address = \"127.0.0.1:5100\"",
+            "address = \"127.0.0.1:5100\"\nweight = 0",
+        )
+        .replace(
+            "members = [\"d0\", \"d1\"]",
+            "strategy = \"hash\"\nmembers = [\"d0\", { name = \"d1\", weight = 0 }]",
+        );
+    assert_one_error(&text, "group[0].members", "hash group \"a\" has weight 0");
+}
+
+#[test]
+fn priority_group_with_zero_weights_is_accepted() {
+    compile(&route("").replace(
+        "members = [\"d0\", \"d1\"]",
+        "members = [{ name = \"d0\", weight = 0 }, { name = \"d1\", weight = 0 }]",
+    ));
+}
+
+// ---- tiers -----------------------------------------------------------------------------------
+
+#[test]
+fn route_with_both_destinations_and_tiers_is_rejected() {
+    assert_one_error(
+        &route("destinations = [\"d0\"]"),
+        "route[0].tiers",
+        "route \"r\" has both destinations and tiers: keep one",
+    );
+}
+
+#[test]
+fn route_with_neither_destinations_nor_tiers_is_rejected_with_an_example() {
+    assert_one_error(
+        &base("[[route]]\nname = \"r\""),
+        "route[0].tiers",
+        "route \"r\" says nowhere to send its calls: add tiers (groups tried in order) or \
+         destinations (destinations tried in order), e.g. tiers = [\"a\"]",
+    );
+}
+
+#[test]
+fn route_with_empty_tiers_is_rejected() {
+    assert_one_error(
+        &route("").replace("tiers = [\"a\"]", "tiers = []"),
+        "route[0].tiers",
+        "route \"r\" lists no tiers: list the groups to try, in order, e.g. tiers = [\"a\"]",
+    );
+}
+
+#[test]
+fn unknown_tier_group_suggests_the_closest_group() {
+    assert_one_error(
+        &route("").replace("tiers = [\"a\"]", "tiers = [\"a\", \"lifee\"]"),
+        "route[0].tiers[1]",
+        "unknown group \"lifee\": did you mean \"life\"?",
+    );
+}
+
+#[test]
+fn tier_naming_a_destination_says_tiers_name_groups() {
+    assert_one_error(
+        &route("").replace("tiers = [\"a\"]", "tiers = [\"a\", \"d2\"]"),
+        "route[0].tiers[1]",
+        "\"d2\" is a destination, not a group: tiers and survivability name groups",
+    );
+}
+
+#[test]
+fn tiers_without_any_group_table_say_to_add_one() {
+    assert_one_error(
+        &format!(
+            "{}[[route]]\nname = \"r\"\ntiers = [\"edge\"]\n",
+            destinations(1)
+        ),
+        "route[0].tiers[0]",
+        "unknown group \"edge\": there is no [[group]] table",
+    );
+}
+
+#[test]
+fn group_listed_twice_in_tiers_is_rejected() {
+    assert_one_error(
+        &route("").replace("tiers = [\"a\"]", "tiers = [\"a\", \"a\"]"),
+        "route[0].tiers[1]",
+        "group \"a\" is listed twice in route \"r\" (also at route[0].tiers[0])",
+    );
+}
+
+#[test]
+fn tier_whose_members_are_all_in_earlier_tiers_can_never_be_tried() {
+    let text = base(
+        "[[group]]\nname = \"a0\"\nmembers = [\"d0\"]\n\
+         [[route]]\nname = \"r\"\ntiers = [\"a\", \"a0\"]\nsurvivability = { group = \"life\" }",
+    );
+    assert_one_error(
+        &text,
+        "route[0].tiers[1]",
+        "tier \"a0\" can never be tried in route \"r\": each of its members is already in an earlier tier",
+    );
+}
+
+// ---- match -----------------------------------------------------------------------------------
+
+#[test]
+fn empty_match_table_is_rejected() {
+    assert_one_error(
+        &route("match = {}"),
+        "route[0].match",
+        "match has no condition: give at least one",
+    );
+}
+
+#[test]
+fn to_number_with_letters_is_rejected_with_the_number_rules() {
+    assert_one_error(
+        &matching("to = [\"+15550100911\", \"+1555CALLME\"]"),
+        "route[0].match.to[1]",
+        "to \"+1555CALLME\" contains 'C': a number is digits (and * #) with an optional leading '+'",
+    );
+}
+
+#[test]
+fn empty_to_number_is_rejected() {
+    assert_one_error(
+        &matching("to = [\"+\"]"),
+        "route[0].match.to[0]",
+        "to \"+\" is empty",
+    );
+}
+
+#[test]
+fn too_long_to_number_is_rejected() {
+    assert_one_error(
+        &matching(&format!("to = [\"{}\"]", "1".repeat(40))),
+        "route[0].match.to[0]",
+        "has more than 32 digits",
+    );
+}
+
+#[test]
+fn number_listed_twice_in_another_form_is_rejected() {
+    assert_one_error(
+        &matching("to = [\"+1 555 0100\", \"15550100\"]"),
+        "route[0].match.to[1]",
+        "\"15550100\" is listed twice (also at route[0].match.to[0], once normalised to 15550100)",
+    );
+}
+
+#[test]
+fn empty_to_prefix_is_rejected_and_says_to_leave_the_condition_out() {
+    assert_one_error(
+        &matching("to_prefix = [\"\"]"),
+        "route[0].match.to_prefix[0]",
+        "leave the condition out",
+    );
+}
+
+#[test]
+fn from_prefix_that_is_not_a_number_is_rejected() {
+    assert_one_error(
+        &matching("from_prefix = [\"44\", \"sip:44\"]"),
+        "route[0].match.from_prefix[1]",
+        "from_prefix \"sip:44\" contains 's'",
+    );
+}
+
+#[test]
+fn empty_source_is_rejected() {
+    assert_one_error(
+        &matching("source = [\" \"]"),
+        "route[0].match.source[0]",
+        "source is empty: write the name of a [[listen]] table",
+    );
+}
+
+#[test]
+fn source_listed_twice_is_rejected() {
+    assert_one_error(
+        &matching("source = [\"a\", \"a\"]"),
+        "route[0].match.source[1]",
+        "listener \"a\" is listed twice (also at route[0].match.source[0])",
+    );
+}
+
+#[test]
+fn header_name_that_is_not_a_token_is_rejected() {
+    assert_one_error(
+        &matching("header = { name = \"X Tenant\" }"),
+        "route[0].match.header.name",
+        "header name \"X Tenant\" is not a SIP header name",
+    );
+}
+
+#[test]
+fn empty_header_value_is_rejected() {
+    assert_one_error(
+        &matching("header = { name = \"X-Tenant\", value = \" \" }"),
+        "route[0].match.header.value",
+        "to require only that the header is present, leave value out",
+    );
+}
+
+// ---- survivability ---------------------------------------------------------------------------
+
+fn survivability(s: &str) -> String {
+    route("").replace(
+        "survivability = { group = \"life\" }",
+        &format!("survivability = {s}"),
+    )
+}
+
+#[test]
+fn survivability_with_group_and_reject_is_rejected() {
+    assert_one_error(
+        &survivability("{ group = \"life\", reject = 503 }"),
+        "route[0].survivability",
+        "survivability has both group and reject",
+    );
+}
+
+#[test]
+fn survivability_with_neither_group_nor_reject_is_rejected() {
+    assert_one_error(
+        &survivability("{}"),
+        "route[0].survivability",
+        "survivability says neither where to send calls nor how to reject them",
+    );
+}
+
+#[test]
+fn survivability_with_an_unknown_group_suggests_the_closest() {
+    assert_one_error(
+        &survivability("{ group = \"lif\" }"),
+        "route[0].survivability.group",
+        "unknown group \"lif\": did you mean \"life\"?",
+    );
+}
+
+#[test]
+fn survivability_group_inside_the_tiers_is_useless_and_rejected() {
+    assert_one_error(
+        &survivability("{ group = \"a\" }"),
+        "route[0].survivability.group",
+        "survivability group \"a\" has no member outside the tiers of route \"r\"",
+    );
+}
+
+#[test]
+fn survivability_reject_with_a_non_error_code_is_rejected() {
+    for code in [200, 302, 399, 700] {
+        assert_one_error(
+            &survivability(&format!("{{ reject = {code} }}")),
+            "route[0].survivability.reject",
+            &format!("reject = {code} is not a rejection: use a 4xx, 5xx or 6xx code"),
+        );
+    }
+}
+
+#[test]
+fn survivability_reject_accepts_4xx_to_6xx() {
+    for code in [404, 480, 503, 603] {
+        compile(
+            &survivability(&format!("{{ reject = {code} }}"))
+                .replace("[[group]]\nname = \"life\"\nmembers = [\"d2\"]\n", "")
+                .replace(
+                    "[[destination]]\nname = \"d2\"\naddress = \"127.0.0.1:5102\"\n",
+                    "",
+                ),
+        );
+    }
+}
+
+#[test]
+fn retry_after_without_reject_is_rejected() {
+    assert_one_error(
+        &survivability("{ group = \"life\", retry_after = \"30s\" }"),
+        "route[0].survivability.retry_after",
+        "retry_after goes with reject",
+    );
+}
+
+#[test]
+fn retry_after_must_be_whole_seconds_from_one_second_to_a_day() {
+    for bad in ["0s", "1500ms", "2days"] {
+        assert_one_error(
+            &survivability(&format!("{{ reject = 503, retry_after = \"{bad}\" }}")),
+            "route[0].survivability.retry_after",
+            "is not a Retry-After: use whole seconds from 1s to 24h",
+        );
+    }
+}
+
+// ---- warnings --------------------------------------------------------------------------------
+
+fn warnings_of(routes: &[&str]) -> Vec<(String, String)> {
+    let mut text = destinations(1);
+    for (i, body) in routes.iter().enumerate() {
+        text.push_str(&format!(
+            "[[route]]\nname = \"r{i}\"\ndestinations = [\"d0\"]\n{body}\n"
+        ));
+    }
+    compile(&text)
+        .warnings
+        .into_iter()
+        .map(|w| (w.path, w.message))
+        .collect()
+}
+
+#[test]
+fn route_after_a_default_route_can_never_match_and_is_a_warning() {
+    let w = warnings_of(&["", "match = { to = [\"1555\"] }"]);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0].0, "route[1].match");
+    assert!(
+        w[0].1.contains(
+            "route \"r1\" can never match: route \"r0\" (route[0]) comes before it and is a \
+             default route (no match), which takes every call; move route \"r1\" above route \"r0\""
+        ),
+        "{}",
+        w[0].1
+    );
+}
+
+#[test]
+fn second_default_route_is_a_warning_at_its_name() {
+    let w = warnings_of(&["", ""]);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0].0, "route[1].name");
+}
+
+#[test]
+fn longer_prefix_after_a_shorter_one_is_shadowed() {
+    let w = warnings_of(&[
+        "match = { to_prefix = [\"+1555\"] }",
+        "match = { to_prefix = [\"15550\", \"1555 1\"], to = [\"15559\"] }",
+    ]);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(w[0]
+        .1
+        .contains("its conditions take every call this route's would"));
+}
+
+#[test]
+fn exact_numbers_already_taken_by_an_earlier_route_are_shadowed() {
+    let w = warnings_of(&[
+        "match = { to = [\"1\", \"2\", \"3\"] }",
+        "match = { to = [\"+3\", \"1\"] }",
+    ]);
+    assert_eq!(w.len(), 1, "{w:#?}");
+}
+
+#[test]
+fn partly_covered_route_is_not_a_warning() {
+    let w = warnings_of(&[
+        "match = { to_prefix = [\"1555\"] }",
+        "match = { to_prefix = [\"15550\", \"1666\"] }",
+        "match = { to = [\"1\", \"2\"] }",
+        "match = { to = [\"2\", \"3\"] }",
+    ]);
+    assert!(w.is_empty(), "{w:#?}");
+}
+
+#[test]
+fn earlier_route_with_more_conditions_does_not_shadow() {
+    let w = warnings_of(&[
+        "match = { to_prefix = [\"1555\"], source = [\"a\"] }",
+        "match = { to_prefix = [\"15550\"] }",
+        "match = { header = { name = \"X-T\", value = \"1\" } }",
+        "match = { header = { name = \"X-T\" } }",
+        "match = { from_prefix = [\"44\"] }",
+        "match = { to = [\"1\"] }",
+    ]);
+    assert!(w.is_empty(), "{w:#?}");
+}
+
+#[test]
+fn earlier_route_with_broader_source_caller_and_header_conditions_shadows() {
+    let w = warnings_of(&[
+        "match = { source = [\"a\", \"b\"], from_prefix = [\"44\"], header = { name = \"x-t\" } }",
+        "match = { to = [\"1\"], source = [\"b\"], from_prefix = [\"4420\"], header = { name = \"X-T\", value = \"v\" } }",
+    ]);
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0].0, "route[1].match");
+}
+
+#[test]
+fn unused_group_and_destination_are_warnings() {
+    let router = compile(&base(
+        "[[destination]]\nname = \"spare\"\naddress = \"127.0.0.1:5999\"\n\
+         [[route]]\nname = \"r\"\ntiers = [\"a\"]",
+    ));
+    let w: Vec<(&str, &str)> = router
+        .warnings
+        .iter()
+        .map(|w| (w.path.as_str(), w.message.as_str()))
+        .collect();
+    assert_eq!(w.len(), 3, "{w:#?}");
+    assert_eq!(w[0].0, "group[1].name");
+    assert!(w[0].1.contains("group \"life\" is not used by any route"));
+    assert_eq!(w[1].0, "destination[2].name");
+    assert_eq!(w[2].0, "destination[3].name");
+    assert!(w[2].1.contains("destination \"spare\" gets no calls"));
+}
+
+#[test]
+fn a_config_without_problems_has_no_warnings() {
+    assert!(compile(&route("")).warnings.is_empty());
+}
