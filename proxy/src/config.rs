@@ -18,7 +18,7 @@ mod tests;
 use locate::Locator;
 use routing_rules::check::{check_name, closest, fmt_duration, parse_host_port};
 use routing_rules::spec::{DestinationSpec, GroupSpec, RouteSpec};
-use routing_rules::{Router, RuleSet};
+use routing_rules::Router;
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -144,9 +144,6 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_connect_timeout: Duration,
-    /// The flat view of `router` (destinations, each route's destinations as one list): what
-    /// the serial core runs on until it plans calls with `router`.
-    pub rules: RuleSet,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -453,7 +450,6 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
         tcp_idle_timeout,
         tcp_max_connections,
         tcp_connect_timeout,
-        rules: router.rules.clone(),
         router: Arc::new(router),
         warnings: Vec::new(),
     })

@@ -12,7 +12,7 @@ use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
 use crate::wire::Framing;
 use anyhow::{anyhow, Context};
-use routing_rules::RuleSet;
+use routing_rules::Router;
 use std::cell::RefCell;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
@@ -31,9 +31,9 @@ const MAX_DATAGRAM: usize = 65_535;
 const BATCH: usize = 16;
 
 /// Resolves every destination's host once (at start and on reload).
-pub fn resolve(rules: RuleSet) -> anyhow::Result<Routing> {
-    let mut addrs = Vec::with_capacity(rules.destinations.len());
-    for d in &rules.destinations {
+pub fn resolve(router: Arc<Router>) -> anyhow::Result<Routing> {
+    let mut addrs = Vec::with_capacity(router.rules.destinations.len());
+    for d in &router.rules.destinations {
         let addr = (d.host.as_str(), d.port)
             .to_socket_addrs()
             .with_context(|| format!("destination {}: cannot resolve {}", d.name, d.host))?
@@ -41,7 +41,7 @@ pub fn resolve(rules: RuleSet) -> anyhow::Result<Routing> {
             .ok_or_else(|| anyhow!("destination {}: {} has no address", d.name, d.host))?;
         addrs.push(addr);
     }
-    Ok(Routing { rules, addrs })
+    Ok(Routing { router, addrs })
 }
 
 /// Splits `host:port` (IPv6 in brackets) for Via and Record-Route.
@@ -77,7 +77,7 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 /// error here rather than a silent worker death. With `source`, SIGHUP reloads the routing from
 /// that file (see [`reload`]).
 pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
-    let routing = resolve(cfg.rules.clone())?;
+    let routing = resolve(cfg.router.clone())?;
     let core = Arc::new(Core::new(core_config(&cfg)?, routing));
     if let Some(path) = source {
         spawn_reloader(core.clone(), path, cfg.clone())?;
@@ -207,7 +207,7 @@ pub fn reload(core: &Core, path: &Path, running: &mut Config) {
             return;
         }
     };
-    let routing = match resolve(new.rules.clone()) {
+    let routing = match resolve(new.router.clone()) {
         Ok(routing) => routing,
         Err(e) => {
             error!(
@@ -242,7 +242,8 @@ pub fn reload(core: &Core, path: &Path, running: &mut Config) {
             );
         }
     }
-    let (destinations, routes) = (new.rules.destinations.len(), new.rules.routes.len());
+    let rules = &new.router.rules;
+    let (destinations, routes) = (rules.destinations.len(), rules.routes.len());
     core.set_routing(routing);
     info!(
         file = %path.display(),
@@ -250,7 +251,7 @@ pub fn reload(core: &Core, path: &Path, running: &mut Config) {
         routes,
         "rules reloaded: new calls use them, calls in progress keep theirs"
     );
-    running.rules = new.rules;
+    running.router = new.router;
 }
 
 /// What the tasks of one worker share.

@@ -88,18 +88,30 @@ impl Router {
             }
         }
         if plan.tiers.is_empty() {
-            plan.survivability = match &rules.survivability {
-                Some(SurvivalRule::Group(g)) => self
-                    .tier(TierRef::Group(*g), call, is_up)
-                    .map(Survival::Group),
-                Some(SurvivalRule::Reject { code, retry_after }) => Some(Survival::Reject {
-                    code: *code,
-                    retry_after: *retry_after,
-                }),
-                None => None,
-            };
+            plan.survivability = self.survival(route, call, is_up);
         }
         plan
+    }
+
+    /// The route's survivability outcome for `call`: its group's members that `is_up` in
+    /// strategy order, or its reject. [`Router::plan`] applies it when every tier is down; the
+    /// core also applies it when every planned tier has failed on the call itself.
+    pub fn survival(
+        &self,
+        route: RouteId,
+        call: &Call<'_>,
+        is_up: &dyn Fn(DestId) -> bool,
+    ) -> Option<Survival> {
+        match &self.route_rules[route.0 as usize].survivability {
+            Some(SurvivalRule::Group(g)) => self
+                .tier(TierRef::Group(*g), call, is_up)
+                .map(Survival::Group),
+            Some(SurvivalRule::Reject { code, retry_after }) => Some(Survival::Reject {
+                code: *code,
+                retry_after: *retry_after,
+            }),
+            None => None,
+        }
     }
 
     /// One tier for `call` with the members `available`; `None` if none is.

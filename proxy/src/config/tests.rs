@@ -76,12 +76,15 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.tcp_idle_timeout, Duration::from_secs(600));
     assert_eq!(c.tcp_max_connections, 1024);
     assert_eq!(c.tcp_connect_timeout, Duration::from_secs(2));
-    let d = &c.rules.destinations[1];
+    let d = &c.router.rules.destinations[1];
     assert_eq!((d.host.as_str(), d.port), ("10.0.0.2", 5060));
     assert_eq!(d.provisional_timeout, Duration::from_secs(3));
-    assert_eq!(c.rules.routes[0].destinations, vec![DestId(0), DestId(1)]);
     assert_eq!(
-        c.rules.routes[0].retry_codes.0,
+        c.router.rules.routes[0].destinations,
+        vec![DestId(0), DestId(1)]
+    );
+    assert_eq!(
+        c.router.rules.routes[0].retry_codes.0,
         vec![408, 500, 502, 503, 504]
     );
 }
@@ -608,7 +611,7 @@ fn transport_of_a_destination_is_read() {
         "address = \"10.0.0.2:5060\"\ntransport = \"tcp\"",
     ))
     .unwrap();
-    assert_eq!(c.rules.destinations[1].transport, TransportSpec::Tcp);
+    assert_eq!(c.router.rules.destinations[1].transport, TransportSpec::Tcp);
 }
 
 #[test]
@@ -758,7 +761,7 @@ fn two_clouds_example_fails_over_from_primary_to_secondary() {
         .listeners
         .iter()
         .all(|l| l.address == "127.0.0.1:5060".parse().unwrap()));
-    let rules = &c.rules;
+    let rules = &c.router.rules;
     let route = rules.route(rules.route_for(&Default::default()).unwrap());
     assert_eq!(route.name, "default");
     let names: Vec<_> = route
@@ -844,9 +847,14 @@ fn groups_and_tiers_are_compiled_into_the_router_and_the_flat_rules() {
         routing_rules::spec::Strategy::Weighted
     );
     // Flat view: edge by priority; cloud by weight (secondary has weight 3).
-    assert_eq!(c.rules.routes[0].destinations, vec![DestId(0), DestId(1)]);
-    assert_eq!(c.rules.routes[1].destinations, vec![DestId(1), DestId(0)]);
-    assert_eq!(c.rules, r.rules);
+    assert_eq!(
+        c.router.rules.routes[0].destinations,
+        vec![DestId(0), DestId(1)]
+    );
+    assert_eq!(
+        c.router.rules.routes[1].destinations,
+        vec![DestId(1), DestId(0)]
+    );
     let uk = routing_rules::Call {
         to_user: Some("+44 20 7946 0000"),
         listener: Some("carrier"),

@@ -9,8 +9,7 @@
 //! the call was answered, is a ghost: ACKed and BYEd, never relayed.
 
 use super::{
-    emit, local_tag, lock, proto_of, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry, Side,
-    TimerKind,
+    emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry, Side, TimerKind,
 };
 use crate::originate;
 use crate::transaction::key::{MethodClass, TxKey};
@@ -21,7 +20,7 @@ use crate::transport::Peer;
 use crate::wire::Message;
 use bytes::Bytes;
 use routing_rules::spec::CancelMode;
-use routing_rules::{DestId, RouteId};
+use routing_rules::{DestId, RouteId, Survival, Tier};
 use smallvec::{smallvec, SmallVec};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -80,6 +79,31 @@ pub(super) enum CancelState {
 /// Targets started together.
 pub(super) type Step = SmallVec<[Target; 2]>;
 
+/// What a new call will try: its steps, then the survivability reject if there is one.
+pub(super) struct CallPlan {
+    pub steps: Vec<Step>,
+    pub reject: Option<(u16, Option<Duration>)>,
+}
+
+/// Appends a planned tier's steps: a parallel tier is one step (all members at once), a serial
+/// tier one step per member, in the plan's order.
+fn push_steps(routing: &Routing, tier: &Tier, steps: &mut Vec<Step>) {
+    let target = |id: DestId| {
+        let d = routing.router.destination(id);
+        Target {
+            dest: Some(id),
+            peer: routing.peer(id),
+            provisional: d.provisional_timeout,
+            cancel_mode: d.cancel_mode,
+        }
+    };
+    if tier.parallel {
+        steps.push(tier.members.iter().map(|&id| target(id)).collect());
+    } else {
+        steps.extend(tier.members.iter().map(|&id| smallvec![target(id)]));
+    }
+}
+
 pub(super) struct Branch {
     pub key: TxKey,
     /// Index of the step that started it.
@@ -110,6 +134,9 @@ pub(super) struct Call {
     /// were still live: when the step is over, the best response goes upstream instead of the
     /// next step starting.
     pub settled: bool,
+    /// The route's survivability says: when every step failed, answer this code (with this
+    /// Retry-After) rather than the best response.
+    pub survival_reject: Option<(u16, Option<Duration>)>,
     pub branches: Vec<Branch>,
     pub phase: CallPhase,
     /// Best final non-2xx so far (code, relayable bytes).
@@ -125,12 +152,12 @@ impl Call {
     }
 
     fn route(&self) -> Option<&routing_rules::Route> {
-        self.route.map(|r| self.routing.rules.route(r))
+        self.route.map(|r| self.routing.router.route(r))
     }
 
     fn dest_name(&self, t: &Target) -> &str {
         t.dest
-            .map(|d| self.routing.rules.destination(d).name.as_str())
+            .map(|d| self.routing.router.destination(d).name.as_str())
             .unwrap_or("dialog")
     }
 
@@ -167,32 +194,32 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let routing = self.routing();
-        let route = routing.rules.route_for(&self.call_facts(msg, inb.listener));
-        let steps = route
-            .map(|r| {
-                routing
-                    .rules
-                    .route(r)
-                    .destinations
-                    .iter()
-                    .map(|&id| {
-                        let d = routing.rules.destination(id);
-                        let target = Target {
-                            dest: Some(id),
-                            peer: Peer {
-                                proto: proto_of(d.transport),
-                                addr: routing.addrs[id.0 as usize],
-                                conn: None,
-                            },
-                            provisional: d.provisional_timeout,
-                            cancel_mode: d.cancel_mode,
-                        };
-                        smallvec![target]
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        self.start_call(msg, key, inb.from, routing, route, steps, true, now, out);
+        let headers = super::MessageHeaders(msg);
+        let call = self.call_of(msg, inb.listener, &headers);
+        let route = routing.router.route_for(&call);
+        let mut steps = Vec::new();
+        let mut reject = None;
+        if let Some(route) = route {
+            // Health states come with the health checker; until then every destination is up.
+            let is_up = |_: DestId| true;
+            let plan = routing.router.plan(route, &call, &is_up);
+            for tier in &plan.tiers {
+                push_steps(&routing, tier, &mut steps);
+            }
+            // The route's survivability rule is the last resort: when every tier is down
+            // (the plan says so) or when every tier failed on this very call.
+            let survival = match plan.survivability {
+                Some(s) => Some(s),
+                None => routing.router.survival(route, &call, &is_up),
+            };
+            match survival {
+                Some(Survival::Group(tier)) => push_steps(&routing, &tier, &mut steps),
+                Some(Survival::Reject { code, retry_after }) => reject = Some((code, retry_after)),
+                None => {}
+            }
+        }
+        let plan = CallPlan { steps, reject };
+        self.start_call(msg, key, inb.from, routing, route, plan, true, now, out);
     }
 
     pub(super) fn start_reinvite(
@@ -211,8 +238,11 @@ impl Core {
             cancel_mode: CancelMode::Immediate,
         };
         let routing = self.routing();
-        let steps = vec![smallvec![target]];
-        self.start_call(msg, key, from, routing, None, steps, false, now, out);
+        let plan = CallPlan {
+            steps: vec![smallvec![target]],
+            reject: None,
+        };
+        self.start_call(msg, key, from, routing, None, plan, false, now, out);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -223,7 +253,7 @@ impl Core {
         from: Peer,
         routing: Arc<Routing>,
         route: Option<RouteId>,
-        steps: Vec<Step>,
+        plan: CallPlan,
         failover: bool,
         now: Instant,
         out: &mut Vec<Output>,
@@ -240,9 +270,10 @@ impl Core {
             request: Bytes::copy_from_slice(msg.buf),
             routing,
             route,
-            steps,
+            steps: plan.steps,
             next_step: 0,
             settled: false,
+            survival_reject: plan.reject,
             branches: Vec::with_capacity(2),
             phase: CallPhase::Trying,
             best: None,
@@ -742,6 +773,12 @@ impl Core {
 
     /// Every target failed: the best final received, or our own 503 with Retry-After.
     fn finish_exhausted(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
+        if let (false, Some((code, retry_after))) = (c.settled, c.survival_reject) {
+            let extra = retry_after
+                .map(|d| format!("Retry-After: {}\r\n", d.as_secs()))
+                .unwrap_or_default();
+            return self.finish_local(c, code, &extra, now, out);
+        }
         match c.best.take() {
             Some((code, bytes)) => self.finish_relay(c, code, bytes, now, out),
             None if c.steps.is_empty() => self.finish_local(c, 404, "", now, out),

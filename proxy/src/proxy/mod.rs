@@ -26,7 +26,7 @@ use arc_swap::ArcSwap;
 use bytes::Bytes;
 use call::Call;
 use dashmap::DashMap;
-use routing_rules::{DestId, RuleSet};
+use routing_rules::{DestId, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -52,11 +52,22 @@ pub struct CoreConfig {
     pub retry_after: u32,
 }
 
-/// A rule set with its destinations' resolved addresses (index = `DestId`).
+/// The compiled rules with their destinations' resolved addresses (index = `DestId`).
 #[derive(Debug)]
 pub struct Routing {
-    pub rules: RuleSet,
+    pub router: Arc<Router>,
     pub addrs: Vec<SocketAddr>,
+}
+
+impl Routing {
+    /// Where to send to destination `id`.
+    pub fn peer(&self, id: DestId) -> Peer {
+        Peer {
+            proto: proto_of(self.router.destination(id).transport),
+            addr: self.addrs[id.0 as usize],
+            conn: None,
+        }
+    }
 }
 
 /// A timer the driver must fire back into [`Core::on_timer`].
@@ -182,6 +193,8 @@ pub struct Core {
     dialogs: dialog::Dialogs,
     ghosts: DashMap<u64, ()>,
     branch_seq: AtomicU64,
+    /// Feeds each new call's routing entropy (weighted groups).
+    entropy_seq: AtomicU64,
     pub stats: Stats,
 }
 
@@ -198,6 +211,7 @@ impl Core {
             dialogs: dialog::Dialogs::default(),
             ghosts: DashMap::new(),
             branch_seq: AtomicU64::new(start),
+            entropy_seq: AtomicU64::new(start.rotate_left(29)),
             stats: Stats::default(),
         }
     }
@@ -829,14 +843,9 @@ impl Core {
             if let Some(name) = param(b"psd") {
                 let routing = self.routing();
                 let name = std::str::from_utf8(name).ok()?;
-                if let Some(id) = routing.rules.destination_by_name(name) {
-                    let dest = routing.rules.destination(id);
+                if let Some(id) = routing.router.destination_by_name(name) {
                     return Some(Hop {
-                        peer: Peer {
-                            proto: proto_of(dest.transport),
-                            addr: routing.addrs[id.0 as usize],
-                            conn: None,
-                        },
+                        peer: routing.peer(id),
                         dest: Some(id),
                     });
                 }
@@ -958,44 +967,65 @@ impl Core {
         emit(out, &mut acts, upstream, 0, Side::Server, None);
     }
 
+    /// The first destination the route of an out-of-dialog request would try.
     fn first_destination(
         &self,
         routing: &Routing,
         msg: &Message<'_>,
         listener: usize,
     ) -> Option<Hop> {
-        let route = routing.rules.route_for(&self.call_facts(msg, listener))?;
-        let id = *routing.rules.route(route).destinations.first()?;
-        let dest = routing.rules.destination(id);
+        let headers = MessageHeaders(msg);
+        let call = self.call_of(msg, listener, &headers);
+        let route = routing.router.route_for(&call)?;
+        let plan = routing.router.plan(route, &call, &|_| true);
+        let id = plan.destinations().next()?;
         Some(Hop {
-            peer: Peer {
-                proto: proto_of(dest.transport),
-                addr: routing.addrs[id.0 as usize],
-                conn: None,
-            },
+            peer: routing.peer(id),
             dest: Some(id),
         })
     }
 
-    fn call_facts<'m>(
+    /// What the routing decision sees of a new request: the dialled number (Request-URI user,
+    /// or the number of a `tel:` URI), the caller (P-Asserted-Identity if present, else From),
+    /// the listener, the headers, the Call-ID, and fresh entropy for weighted groups.
+    pub(super) fn call_of<'m>(
         &'m self,
         msg: &Message<'m>,
         listener: usize,
-    ) -> routing_rules::CallFacts<'m> {
-        let user = |span: Option<wire::Span>| -> Option<&'m str> {
-            let span = span?;
+        headers: &'m MessageHeaders<'m>,
+    ) -> routing_rules::Call<'m> {
+        let user = |span: wire::Span| -> Option<&'m str> {
             let uri = wire::parse_uri(msg.buf, span).ok()?;
             std::str::from_utf8(msg.slice(uri.user?)).ok()
         };
-        let ruri = match msg.start {
-            StartLine::Request { uri, .. } => Some(uri),
+        let to_user = match msg.start {
+            StartLine::Request { uri, .. } => user(uri),
             StartLine::Response { .. } => None,
         };
-        routing_rules::CallFacts {
-            to_user: user(ruri),
-            from_user: user(Some(msg.from.uri)),
+        let asserted = msg
+            .header_by_name(b"P-Asserted-Identity")
+            .and_then(|h| user(wire::addr_spec(msg.buf, h.value)?));
+        let seq = self.entropy_seq.fetch_add(1, Ordering::Relaxed);
+        routing_rules::Call {
+            to_user,
+            from_user: asserted.or_else(|| user(msg.from.uri)),
             listener: self.cfg.listeners.get(listener).map(String::as_str),
+            headers,
+            call_id: std::str::from_utf8(msg.slice(msg.call_id)).ok(),
+            entropy: self.keys.of(&[&seq.to_le_bytes()]),
         }
+    }
+}
+
+/// A scanned request's headers, for `match.header` conditions.
+pub(super) struct MessageHeaders<'m>(pub &'m Message<'m>);
+
+impl routing_rules::Headers for MessageHeaders<'_> {
+    fn header(&self, name: &str) -> Option<&str> {
+        let h = self.0.header_by_name(name.as_bytes())?;
+        std::str::from_utf8(self.0.slice(h.value))
+            .ok()
+            .map(str::trim)
     }
 }
 

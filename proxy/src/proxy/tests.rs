@@ -2,8 +2,8 @@
 //! sleeping: a harness keeps the armed timers and fires them as it advances its own clock.
 
 use super::*;
-use routing_rules::spec::{CancelMode, TransportSpec};
-use routing_rules::{CodeSet, Destination, Route};
+use routing_rules::spec::CancelMode;
+use routing_rules::CodeSet;
 use std::time::Duration;
 
 const CARRIER: &str = "10.0.0.1:5060";
@@ -14,16 +14,35 @@ fn addr(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-fn destination(name: &str, port: u16, cancel_mode: CancelMode) -> Destination {
-    Destination {
-        name: name.into(),
-        host: "127.0.0.1".into(),
-        port,
-        transport: TransportSpec::Udp,
-        provisional_timeout: Duration::from_secs(3),
-        cancel_mode,
-        trusted: true,
-    }
+/// The rules every harness starts from: `primary` then `secondary`, 3 s provisional timers.
+const RULES: &str = r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#;
+
+/// The `[[destination]]`, `[[group]]` and `[[route]]` tables of a config file.
+#[derive(serde::Deserialize)]
+struct RulesFile {
+    #[serde(default)]
+    destination: Vec<routing_rules::spec::DestinationSpec>,
+    #[serde(default)]
+    group: Vec<routing_rules::spec::GroupSpec>,
+    #[serde(default)]
+    route: Vec<routing_rules::spec::RouteSpec>,
+}
+
+fn compile(rules: &str) -> Router {
+    let file: RulesFile = toml::from_str(rules).expect("rules parse");
+    Router::compile(&file.destination, &file.group, &file.route).expect("rules compile")
 }
 
 struct Harness {
@@ -44,23 +63,21 @@ impl Harness {
         Harness::with(|_| {})
     }
 
-    fn with(tweak: impl FnOnce(&mut RuleSet)) -> Harness {
-        let mut rules = RuleSet {
-            destinations: vec![
-                destination("primary", 5070, CancelMode::Immediate),
-                destination("secondary", 5080, CancelMode::Immediate),
-            ],
-            routes: vec![Route {
-                name: "default".into(),
-                destinations: vec![DestId(0), DestId(1)],
-                retry_codes: CodeSet(vec![408, 500, 502, 503, 504]),
-                ringing_retry_codes: CodeSet(vec![]),
-                pass_503: false,
-                ring_timeout: Duration::from_secs(120),
-            }],
-        };
-        tweak(&mut rules);
-        let addrs = rules
+    /// The default rules with their flat view tweaked.
+    fn with(tweak: impl FnOnce(&mut routing_rules::RuleSet)) -> Harness {
+        let mut router = compile(RULES);
+        tweak(&mut router.rules);
+        Harness::on(router)
+    }
+
+    /// Rules written as config tables (groups, tiers, survivability ...).
+    fn rules(text: &str) -> Harness {
+        Harness::on(compile(text))
+    }
+
+    fn on(router: Router) -> Harness {
+        let addrs = router
+            .rules
             .destinations
             .iter()
             .map(|d| SocketAddr::new(d.host.parse().unwrap(), d.port))
@@ -74,8 +91,12 @@ impl Harness {
             listeners: vec!["udp".into()],
             retry_after: 5,
         };
+        let routing = Routing {
+            router: Arc::new(router),
+            addrs,
+        };
         Harness {
-            core: Core::new(cfg, Routing { rules, addrs }),
+            core: Core::new(cfg, routing),
             now: Instant::now(),
             timers: Vec::new(),
             sent: Vec::new(),
@@ -758,4 +779,194 @@ fn reinvite_that_only_rings_is_ended_by_timer_c() {
         h.lines_to(CARRIER)
     );
     assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+}
+
+// ---- routes with groups, tiers and survivability ------------------------------------------
+
+const LIFEBOAT: &str = "127.0.0.1:5090";
+
+/// Two clouds forked at once (hot-hot), then a lifeboat tier; `extra` completes the route.
+fn hot_hot(extra: &str) -> String {
+    format!(
+        r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[destination]]
+name = "lifeboat"
+address = "127.0.0.1:5090"
+
+[[group]]
+name = "clouds"
+strategy = "parallel"
+members = ["primary", "secondary"]
+
+[[group]]
+name = "lifeboats"
+members = ["lifeboat"]
+
+[[route]]
+name = "hot-hot"
+{extra}
+"#
+    )
+}
+
+#[test]
+fn parallel_tier_forks_to_every_member_at_once_and_the_first_2xx_wins() {
+    let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds", "lifeboats"]"#));
+    h.receive(CARRIER, &invite("par1"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "both forked at once");
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 183, "p"));
+    h.receive(SECONDARY, &response_to(&to_secondary, 183, "s"));
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 183"),
+        2,
+        "both early media relayed"
+    );
+    h.receive(SECONDARY, &response_to(&to_secondary, 200, "s"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    assert!(header(&ok, "To").unwrap().contains("tag=s"));
+    assert_eq!(
+        h.count_to(PRIMARY, "CANCEL"),
+        1,
+        "the other branch is cancelled"
+    );
+    // The primary answered anyway: ACK and BYE, never relayed.
+    h.receive(PRIMARY, &response_to(&to_primary, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 1);
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
+    assert_eq!(h.count_to(LIFEBOAT, "INVITE"), 0);
+}
+
+#[test]
+fn parallel_tier_relays_the_best_final_once_every_branch_answered() {
+    let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds", "lifeboats"]"#));
+    h.receive(CARRIER, &invite("par2"));
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 486, "p"));
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 486"),
+        0,
+        "the secondary may still answer"
+    );
+    h.receive(SECONDARY, &response_to(&to_secondary, 503, "s"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 486"), 1, "486 beats 503");
+    assert_eq!(
+        h.count_to(LIFEBOAT, "INVITE"),
+        0,
+        "a busy callee is an answer, not a failure"
+    );
+}
+
+#[test]
+fn parallel_tier_that_fails_entirely_moves_to_the_next_tier() {
+    let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds", "lifeboats"]"#));
+    h.receive(CARRIER, &invite("par3"));
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 503, "p"));
+    assert_eq!(
+        h.count_to(LIFEBOAT, "INVITE"),
+        0,
+        "the secondary is still live"
+    );
+    h.receive(SECONDARY, &response_to(&to_secondary, 500, "s"));
+    assert_eq!(h.count_to(LIFEBOAT, "INVITE"), 1);
+}
+
+#[test]
+fn parallel_branch_that_stays_silent_is_cancelled_and_the_other_carries_on() {
+    let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds", "lifeboats"]"#));
+    h.receive(CARRIER, &invite("par4"));
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&to_secondary, 180, "s"));
+    h.advance(Duration::from_secs(3));
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1, "silent branch given up");
+    assert_eq!(h.count_to(LIFEBOAT, "INVITE"), 0, "the secondary rings on");
+    h.receive(SECONDARY, &response_to(&to_secondary, 200, "s"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 1);
+}
+
+#[test]
+fn survivability_group_takes_the_call_when_every_tier_failed() {
+    let mut h = Harness::rules(&hot_hot(
+        r#"tiers = ["clouds"]
+survivability = { group = "lifeboats" }"#,
+    ));
+    h.receive(CARRIER, &invite("surv1"));
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 503, "p"));
+    h.receive(SECONDARY, &response_to(&to_secondary, 503, "s"));
+    let to_lifeboat = h.last_to(LIFEBOAT, "INVITE");
+    h.receive(LIFEBOAT, &response_to(&to_lifeboat, 200, "l"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 1);
+}
+
+#[test]
+fn survivability_reject_answers_its_code_and_retry_after_when_every_tier_failed() {
+    let mut h = Harness::rules(&hot_hot(
+        r#"tiers = ["clouds"]
+survivability = { reject = 503, retry_after = "30s" }"#,
+    ));
+    h.receive(CARRIER, &invite("surv2"));
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 500, "p"));
+    h.receive(SECONDARY, &response_to(&to_secondary, 503, "s"));
+    let resp = h.last_to(CARRIER, "SIP/2.0 503");
+    assert_eq!(header(&resp, "Retry-After"), Some("30"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 500"), 0);
+}
+
+#[test]
+fn calls_take_the_first_route_whose_conditions_match() {
+    let rules = r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[route]]
+name = "uk"
+match = { to_prefix = ["+44"] }
+destinations = ["secondary"]
+
+[[route]]
+name = "vip-callers"
+match = { from_prefix = ["1999"] }
+destinations = ["secondary"]
+
+[[route]]
+name = "default"
+destinations = ["primary"]
+"#;
+    let mut h = Harness::rules(rules);
+    let uk = String::from_utf8(invite("m1"))
+        .unwrap()
+        .replace("+15551234@", "+442071234567@");
+    h.receive(CARRIER, uk.as_bytes());
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1);
+    // P-Asserted-Identity is the caller when present.
+    let vip = String::from_utf8(invite("m2")).unwrap().replace(
+        "Contact:",
+        "P-Asserted-Identity: <sip:+19995550000@10.0.0.1>\r\nContact:",
+    );
+    h.receive(CARRIER, vip.as_bytes());
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 2);
+    h.receive(CARRIER, &invite("m3"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
 }

@@ -391,6 +391,13 @@ pub fn uri_param(buf: &[u8], params: Span, name: &[u8]) -> Option<Span> {
     fields::uri_param(buf, params.start as usize, params.end as usize, name)
 }
 
+/// The URI of a name-addr or addr-spec header value (P-Asserted-Identity, Contact, ...): the
+/// part inside `<...>`, or a bare URI up to its first `;`. `None` if the value is malformed.
+pub fn addr_spec(buf: &[u8], value: Span) -> Option<Span> {
+    let parts = fields::parse_addr(buf, value.start as usize, value.end as usize, false).ok()?;
+    Some(Span::new(parts.uri.0, parts.uri.1))
+}
+
 /// What a stream holds at its front.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StreamFrame {
