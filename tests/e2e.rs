@@ -775,3 +775,193 @@ async fn invalid_reload_keeps_the_running_rules_and_logs_why() {
     expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
     expect(&t, "secondary", "INVITE", invite).await;
 }
+
+// ---- routes with tiers, parallel groups and survivability (issue: routing rules) -----------
+
+use support::{destination, node_section, Cast};
+
+/// Edge pair at site A (priority), site B, and a lifeboat for survivability.
+fn three_tiers(ip: std::net::IpAddr, tiers: &str, survivability: &str) -> String {
+    let mut c = node_section(ip);
+    for (name, port) in [
+        ("edge-a1", 5071),
+        ("edge-a2", 5072),
+        ("edge-b1", 5073),
+        ("cloud-1", 5074),
+        ("cloud-2", 5075),
+        ("lifeboat", 5076),
+    ] {
+        c.push_str(&destination(name, ip, port, "400ms"));
+    }
+    c.push_str(&format!(
+        r#"
+[[group]]
+name = "site-a"
+strategy = "priority"
+members = ["edge-a1", {{ name = "edge-a2", priority = 10 }}]
+
+[[group]]
+name = "site-b"
+members = ["edge-b1"]
+
+[[group]]
+name = "clouds"
+strategy = "parallel"
+members = ["cloud-1", "cloud-2"]
+
+[[group]]
+name = "lifeboats"
+members = ["lifeboat"]
+
+[[route]]
+name = "default"
+tiers = {tiers}
+{survivability}
+"#
+    ));
+    c
+}
+
+#[tokio::test]
+async fn tier_1_down_moves_the_call_to_tier_2() {
+    let t = Cast::start(
+        |ip| three_tiers(ip, r#"["site-a", "site-b"]"#, ""),
+        &[
+            ("edge-a1", 5071, None),
+            ("edge-a2", 5072, Some(Behaviour::silent())),
+            ("edge-b1", 5073, Some(Behaviour::answer())),
+        ],
+    )
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("tiers-1"))
+        .await
+        .unwrap();
+    // edge-a1's port is closed (ICMP), edge-a2 is silent (provisional timer): site B answers.
+    let ok = t
+        .journal
+        .wait_for("carrier", WAIT, |s| s.is_response(200, "INVITE"))
+        .await
+        .unwrap_or_else(|| panic!("no 200\n{}", t.report()));
+    assert!(ok
+        .header("To")
+        .is_some_and(|to| to.contains("tag=edge-b1-")));
+    let a2_invite = t.journal.received("edge-a2")[0].at;
+    let b1_invite = t.journal.received("edge-b1")[0].at;
+    let a2_cancel = t
+        .journal
+        .received("edge-a2")
+        .into_iter()
+        .find(|e| e.summary.is("CANCEL"))
+        .unwrap_or_else(|| panic!("edge-a2 never cancelled\n{}", t.report()));
+    assert!(
+        a2_invite < a2_cancel.at && a2_cancel.at < b1_invite,
+        "{}",
+        t.report()
+    );
+}
+
+#[tokio::test]
+async fn parallel_route_with_both_clouds_answering_leaves_exactly_one_call() {
+    let t = Cast::start(
+        |ip| three_tiers(ip, r#"["clouds"]"#, ""),
+        &[
+            ("cloud-1", 5074, Some(Behaviour::answer())),
+            ("cloud-2", 5075, Some(Behaviour::answer())),
+        ],
+    )
+    .await;
+    for n in 0..5 {
+        let call_id = format!("hot-hot-{n}");
+        t.carrier
+            .invite(&t.carrier.invite_spec(&call_id))
+            .await
+            .unwrap();
+    }
+    settle(Duration::from_millis(1500)).await;
+    for n in 0..5 {
+        let call_id = format!("hot-hot-{n}");
+        let of_call = |peer: &str, pred: &dyn Fn(&Summary) -> bool| {
+            t.journal.count(peer, |s| s.call_id == call_id && pred(s))
+        };
+        assert_eq!(
+            of_call("carrier", &|s| s.is_response(200, "INVITE")),
+            1,
+            "{call_id}: the carrier sees one answer\n{}",
+            t.report()
+        );
+        assert_eq!(of_call("cloud-1", &|s| s.is("INVITE")), 1, "forked to both");
+        assert_eq!(of_call("cloud-2", &|s| s.is("INVITE")), 1, "forked to both");
+        // Exactly one cloud keeps the call: it got the carrier's ACK and no BYE; the other
+        // was cancelled before answering, or answered and was ACKed and BYEd by pointsman.
+        let alive = ["cloud-1", "cloud-2"]
+            .iter()
+            .filter(|c| of_call(c, &|s| s.is("BYE")) == 0 && of_call(c, &|s| s.is("CANCEL")) == 0)
+            .count();
+        assert_eq!(
+            alive,
+            1,
+            "{call_id}: exactly one call survives\n{}",
+            t.report()
+        );
+    }
+}
+
+#[tokio::test]
+async fn survivability_group_takes_the_call_when_every_tier_failed() {
+    let t = Cast::start(
+        |ip| {
+            three_tiers(
+                ip,
+                r#"["site-a", "clouds"]"#,
+                r#"survivability = { group = "lifeboats" }"#,
+            )
+        },
+        &[
+            ("edge-a1", 5071, Some(Behaviour::reject(503))),
+            ("edge-a2", 5072, Some(Behaviour::reject(503))),
+            ("cloud-1", 5074, Some(Behaviour::reject(500))),
+            ("cloud-2", 5075, None),
+            ("lifeboat", 5076, Some(Behaviour::answer())),
+        ],
+    )
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("surv-e2e"))
+        .await
+        .unwrap();
+    let ok = t
+        .journal
+        .wait_for("carrier", WAIT, |s| s.is_response(200, "INVITE"))
+        .await
+        .unwrap_or_else(|| panic!("no 200\n{}", t.report()));
+    assert!(ok
+        .header("To")
+        .is_some_and(|to| to.contains("tag=lifeboat-")));
+}
+
+#[tokio::test]
+async fn survivability_reject_tells_the_carrier_when_to_come_back() {
+    let t = Cast::start(
+        |ip| {
+            three_tiers(
+                ip,
+                r#"["site-b"]"#,
+                r#"survivability = { reject = 503, retry_after = "120s" }"#,
+            )
+        },
+        &[("edge-b1", 5073, Some(Behaviour::reject(500)))],
+    )
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("surv-reject"))
+        .await
+        .unwrap();
+    let resp = t
+        .journal
+        .wait_for("carrier", WAIT, final_to_invite)
+        .await
+        .unwrap_or_else(|| panic!("no final\n{}", t.report()));
+    assert_eq!(resp.summary.code, Some(503), "{}", t.report());
+    assert_eq!(resp.header("Retry-After").as_deref(), Some("120"));
+}

@@ -282,3 +282,84 @@ impl TwoClouds {
         )
     }
 }
+
+/// Any cast: a carrier, pointsman on a config written for the test, and named UDP clouds.
+pub struct Cast {
+    pub ip: IpAddr,
+    pub journal: Arc<Journal>,
+    pub node: Node,
+    pub carrier: Carrier,
+    pub clouds: Vec<Cloud>,
+}
+
+impl Cast {
+    /// `config` gets the test's address; `clouds` are (name, port, behaviour); a cloud with no
+    /// behaviour is a dead port (nothing bound).
+    pub async fn start(
+        config: impl FnOnce(IpAddr) -> String,
+        clouds: &[(&str, u16, Option<Behaviour>)],
+    ) -> Cast {
+        let ip = fresh_ip();
+        let journal = Arc::new(Journal::default());
+        let clouds = clouds
+            .iter()
+            .filter_map(|(name, port, b)| {
+                let b = b.clone()?;
+                Some(Cloud::udp(name, at(ip, *port), b, journal.clone()).expect("bind cloud"))
+            })
+            .collect();
+        let node = Node::start(&config(ip), at(ip, PROXY_PORT)).await;
+        let carrier = Carrier::udp(
+            "carrier",
+            at(ip, CARRIER_PORT),
+            at(ip, PROXY_PORT),
+            journal.clone(),
+        )
+        .expect("bind carrier");
+        Cast {
+            ip,
+            journal,
+            node,
+            carrier,
+            clouds,
+        }
+    }
+
+    pub fn report(&self) -> String {
+        format!(
+            "--- journal ---\n{}--- pointsman log ---\n{}",
+            self.journal.dump(),
+            self.node.log()
+        )
+    }
+}
+
+/// The `[node]` and `[[listen]]` part of a test config on `ip`.
+pub fn node_section(ip: IpAddr) -> String {
+    format!(
+        r#"
+[node]
+id = 7
+workers = 2
+
+[[listen]]
+transport = "udp"
+address = "{ip}:{PROXY_PORT}"
+
+[timers]
+t1 = "100ms"
+"#
+    )
+}
+
+/// A `[[destination]]` table on `ip:port`.
+pub fn destination(name: &str, ip: IpAddr, port: u16, provisional: &str) -> String {
+    format!(
+        r#"
+[[destination]]
+name = "{name}"
+address = "{ip}:{port}"
+provisional_timeout = "{provisional}"
+"#
+    )
+}
