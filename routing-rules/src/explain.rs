@@ -364,7 +364,7 @@ impl fmt::Display for Explanation {
         match &self.survivability {
             None => writeln!(
                 f,
-                "when every tier is down: no survivability rule; pointsman answers 503 itself"
+                "when every tier is down or has failed: no survivability rule; the carrier gets the best final response, or pointsman's own 503 if none came"
             )?,
             Some(s) => {
                 let now = if s.applies { " (applies now)" } else { "" };
@@ -372,12 +372,12 @@ impl fmt::Display for Explanation {
                     SurvivalOutcome::Group(t) => {
                         write!(
                             f,
-                            "when every tier is down{now}: survivability sends the call to "
+                            "when every tier is down or has failed{now}: survivability sends the call to "
                         )?;
                         write_tier(f, t)?;
                     }
                     SurvivalOutcome::Reject { code, retry_after } => {
-                        write!(f, "when every tier is down{now}: survivability rejects the call with {code}")?;
+                        write!(f, "when every tier is down or has failed{now}: survivability rejects the call with {code}")?;
                         if let Some(d) = retry_after {
                             write!(f, " and Retry-After: {}", d.as_secs())?;
                         }

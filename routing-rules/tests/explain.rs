@@ -40,7 +40,7 @@ tiers, in the order they are tried:
   3. group "cloud-byoc" (weighted: each call draws its first member by weight among the members up, then the next the same way, one at a time)
        - cloud-sbc1 127.0.0.1:5081/udp, weight 3 (75% of first attempts)
        - cloud-sbc2 127.0.0.1:5082/udp, weight 1 (25% of first attempts)
-when every tier is down: survivability sends the call to group "lifeboat" (priority: lowest priority first, ties by higher weight, one at a time)
+when every tier is down or has failed: survivability sends the call to group "lifeboat" (priority: lowest priority first, ties by higher weight, one at a time)
        1) lifeboat-ivr 127.0.0.1:5091/udp, priority 0
 "#;
     assert_eq!(e.to_string(), want, "got:\n{e}");
@@ -60,7 +60,7 @@ fn explain_other_numbers_take_the_default_route_with_four_tiers_and_a_reject() {
     );
     assert!(
         text.ends_with(
-            "when every tier is down: survivability rejects the call with 503 and Retry-After: 30\n"
+            "when every tier is down or has failed: survivability rejects the call with 503 and Retry-After: 30\n"
         ),
         "{text}"
     );
@@ -104,7 +104,7 @@ fn explain_with_health_marks_down_members_and_says_when_survivability_applies() 
         "{text}"
     );
     assert!(
-        text.contains("when every tier is down (applies now): survivability sends the call to group \"lifeboat\""),
+        text.contains("when every tier is down or has failed (applies now): survivability sends the call to group \"lifeboat\""),
         "{text}"
     );
 }
