@@ -965,3 +965,58 @@ async fn survivability_reject_tells_the_carrier_when_to_come_back() {
     assert_eq!(resp.summary.code, Some(503), "{}", t.report());
     assert_eq!(resp.header("Retry-After").as_deref(), Some("120"));
 }
+
+#[test]
+fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
+    let ip = support::fresh_ip();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args([
+            "drill",
+            "--duration",
+            "10s",
+            "--rate",
+            "4",
+            "--port",
+            "25060",
+        ])
+        .args(["--ip", &ip.to_string()])
+        .output()
+        .expect("run pointsman drill");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "drill failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let figure = |name: &str| -> usize {
+        stdout
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(name))
+            .and_then(|rest| rest.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name:?} in the summary:\n{stdout}"))
+    };
+    let calls = figure("calls placed");
+    assert!(calls >= 35, "{stdout}");
+    assert_eq!(figure("answered"), calls, "{stdout}");
+    assert_eq!(figure("by primary") + figure("by secondary"), calls);
+    assert_eq!(figure("ghost calls relayed"), 0);
+    // Each failure left its trace: failovers (503, brownout, death), CANCELs and torn-down
+    // late answers (brownout), and the primary answered again after recovering.
+    assert!(figure("failed over") > 0, "{stdout}");
+    assert!(figure("CANCELs to clouds") > 0, "{stdout}");
+    assert!(figure("ghost calls torn down") > 0, "{stdout}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    let recovered = lines
+        .iter()
+        .position(|l| l.contains("phase 5"))
+        .expect("a recovery phase");
+    assert!(
+        lines[recovered..]
+            .iter()
+            .any(|l| l.contains("answered by primary")),
+        "{stdout}"
+    );
+    // The per-call lines agree with the totals.
+    let per_call = lines.iter().filter(|l| l.starts_with("drill-")).count();
+    assert_eq!(per_call, calls, "{stdout}");
+}

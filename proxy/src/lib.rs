@@ -3,6 +3,7 @@
 //! transport → wire → transaction → proxy core → routing-rules.
 
 pub mod config;
+pub mod drill;
 pub mod originate;
 pub mod proxy;
 pub mod server;

@@ -51,6 +51,26 @@ enum Command {
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
     },
+    /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
+    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers.
+    Drill {
+        /// New calls per second.
+        #[arg(long, default_value_t = 4.0)]
+        rate: f64,
+        /// Length of the whole drill (each phase gets an equal share).
+        #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// The failures, in order, after a healthy first phase: 503, brownout, dies, recovers.
+        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers",
+              value_parser = pointsman::drill::Failure::parse)]
+        failures: Vec<pointsman::drill::Failure>,
+        /// Loopback address for pointsman and the simulated peers.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// pointsman's port; the primary, the secondary and the carrier take the next three.
+        #[arg(long, default_value_t = 25060)]
+        port: u16,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -74,6 +94,21 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Drill {
+            rate,
+            duration,
+            failures,
+            ip,
+            port,
+        } => drill(pointsman::drill::Options {
+            bin: std::env::current_exe().unwrap_or_else(|_| "pointsman".into()),
+            rate,
+            duration,
+            failures,
+            ip,
+            base_port: port,
+            hold: std::time::Duration::from_millis(1500),
+        }),
         Command::Check { config } => {
             let (result, warnings) = Config::load_with_warnings(&config);
             let errors = result.as_ref().err().map_or(0, |e| e.0.len());
@@ -222,5 +257,28 @@ mod tests {
         );
         assert_eq!(user_part(" 4420 "), "4420");
         assert_eq!(user_part("sip:"), "");
+    }
+}
+
+/// Runs `pointsman drill`; exit 0 when every call was answered and no ghost call leaked.
+fn drill(opts: pointsman::drill::Options) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pointsman drill: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(pointsman::drill::run(opts, &mut out)) {
+        Ok(report) if report.passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("pointsman drill: {e:#}");
+            ExitCode::FAILURE
+        }
     }
 }

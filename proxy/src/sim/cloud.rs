@@ -200,6 +200,14 @@ impl Cloud {
     }
 }
 
+impl Cloud {
+    /// The cloud dies: its socket closes now (calls to it bounce) and it answers nothing more.
+    pub async fn stop(self) {
+        self.task.abort();
+        self.inner.ep.close().await;
+    }
+}
+
 impl Drop for Cloud {
     fn drop(&mut self) {
         self.task.abort();

@@ -30,11 +30,12 @@ pub struct Endpoint {
     local: SocketAddr,
     kind: Kind,
     inbox: tokio::sync::Mutex<mpsc::UnboundedReceiver<Received>>,
-    tasks: Vec<JoinHandle<()>>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
 enum Kind {
-    Udp(Arc<StampedUdp>),
+    /// `None` once closed.
+    Udp(Mutex<Option<Arc<StampedUdp>>>),
     Tcp {
         writers: Writers,
         feed: mpsc::UnboundedSender<Received>,
@@ -59,9 +60,9 @@ impl Endpoint {
         });
         Ok(Endpoint {
             local,
-            kind: Kind::Udp(sock),
+            kind: Kind::Udp(Mutex::new(Some(sock))),
             inbox: tokio::sync::Mutex::new(inbox),
-            tasks: vec![task],
+            tasks: Mutex::new(vec![task]),
         })
     }
 
@@ -81,7 +82,7 @@ impl Endpoint {
             local,
             kind: Kind::Tcp { writers, feed },
             inbox: tokio::sync::Mutex::new(inbox),
-            tasks: vec![task],
+            tasks: Mutex::new(vec![task]),
         })
     }
 
@@ -96,7 +97,7 @@ impl Endpoint {
             local,
             kind: Kind::Tcp { writers, feed },
             inbox: tokio::sync::Mutex::new(inbox),
-            tasks: Vec::new(),
+            tasks: Mutex::new(Vec::new()),
         })
     }
 
@@ -119,7 +120,13 @@ impl Endpoint {
     /// Sends one message to `to` (over TCP: its connection, opened if there is none).
     pub async fn send(&self, bytes: &[u8], to: SocketAddr) -> io::Result<()> {
         match &self.kind {
-            Kind::Udp(sock) => sock.send_to(bytes, to).await.map(|_| ()),
+            Kind::Udp(sock) => {
+                let sock = sock.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                match sock {
+                    Some(sock) => sock.send_to(bytes, to).await.map(|_| ()),
+                    None => Err(io::Error::from(io::ErrorKind::NotConnected)),
+                }
+            }
             Kind::Tcp { writers, feed } => {
                 let existing = writers
                     .lock()
@@ -140,9 +147,34 @@ impl Endpoint {
     }
 }
 
+impl Endpoint {
+    /// Closes the socket (or listener and connections) now: when this returns, the port is
+    /// free and datagrams to it bounce (ICMP port unreachable) — a peer that died.
+    pub async fn close(&self) {
+        let tasks = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        match &self.kind {
+            Kind::Udp(sock) => {
+                sock.lock().unwrap_or_else(|p| p.into_inner()).take();
+            }
+            Kind::Tcp { writers, .. } => {
+                writers.lock().unwrap_or_else(|p| p.into_inner()).clear();
+            }
+        }
+    }
+}
+
 impl Drop for Endpoint {
     fn drop(&mut self) {
-        for t in &self.tasks {
+        for t in self
+            .tasks
+            .get_mut()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             t.abort();
         }
         // Closing the write halves ends the connections (and so their readers).
