@@ -36,6 +36,11 @@ pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
 /// Default `tcp.connect_timeout`.
 pub const DEFAULT_TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Default `admin.listen`: loopback only.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9060);
+/// Fewest characters accepted in `admin.token`.
+pub const MIN_ADMIN_TOKEN_LEN: usize = 16;
 
 /// The file as written.
 #[derive(Clone, Debug, Deserialize)]
@@ -51,6 +56,10 @@ pub struct ConfigFile {
     pub limits: LimitsSection,
     #[serde(default)]
     pub tcp: TcpSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    #[serde(default)]
+    pub health: HealthSection,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -123,6 +132,75 @@ pub struct TcpSection {
     pub connect_timeout: Option<Duration>,
 }
 
+#[derive(Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Serve the admin HTTP API (default true).
+    pub enabled: Option<bool>,
+    /// `ip:port` of the admin API (default 127.0.0.1:9060).
+    pub listen: Option<String>,
+    /// Bearer token: required on every POST when set; required on every request, and so in the
+    /// file, when `listen` is not a loopback address.
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for AdminSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminSection")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// The admin HTTP API settings, validated.
+#[derive(Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    pub enabled: bool,
+    pub listen: SocketAddr,
+    /// Never shown by `Debug`.
+    pub token: Option<String>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: true,
+            listen: DEFAULT_ADMIN_LISTEN,
+            token: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for AdminConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AdminConfig")
+            .field("enabled", &self.enabled)
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
+}
+
+/// `[health]`: node-wide health settings (each destination has its own probe keys).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HealthSection {
+    /// `ip` or `ip:port` probes leave from: this node's own unicast address, never a shared
+    /// anycast one (default: the first listener's IP, any port).
+    pub source: Option<String>,
+    /// Failures on real calls (timeouts, transport errors, 503s) count towards a destination's
+    /// failure threshold (default true).
+    pub passive: Option<bool>,
+    /// Shortest time a trusted 503 Retry-After holds a destination down (default 1 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_after_min: Option<Duration>,
+    /// Longest time a trusted 503 Retry-After holds a destination down (default 300 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_after_max: Option<Duration>,
+}
+
 /// A listener, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Listener {
@@ -144,6 +222,10 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_connect_timeout: Duration,
+    /// The admin HTTP API.
+    pub admin: AdminConfig,
+    /// Destination health: probe source, passive signals, Retry-After clamp.
+    pub health: crate::health::HealthConfig,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -424,6 +506,8 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
         Duration::from_secs(60),
         DEFAULT_TCP_CONNECT_TIMEOUT,
     );
+    let admin = validate_admin(&spec.admin, &listeners, errors);
+    let health = validate_health(&spec.health, &listeners, errors);
     let router = match Router::compile(&spec.destinations, &spec.groups, &spec.routes) {
         Ok(router) => {
             check_sources(&router, &listeners, errors);
@@ -450,6 +534,8 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
         tcp_idle_timeout,
         tcp_max_connections,
         tcp_connect_timeout,
+        admin,
+        health,
         router: Arc::new(router),
         warnings: Vec::new(),
     })
@@ -573,6 +659,225 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
         }
     }
     listeners
+}
+
+fn validate_admin(a: &AdminSection, listeners: &[Listener], errors: &mut Errors) -> AdminConfig {
+    let d = AdminConfig::default();
+    let enabled = a.enabled.unwrap_or(d.enabled);
+    let listen = match &a.listen {
+        None => Some(d.listen),
+        Some(text) => match text.parse::<SocketAddr>() {
+            Ok(addr) if addr.port() == 0 => {
+                errors.push(
+                    "admin.listen",
+                    format!(
+                        "listen = {text:?} has port 0: the admin API needs a fixed port that \
+                         operators and scrapers can reach, e.g. \"127.0.0.1:9060\" (default)"
+                    ),
+                );
+                None
+            }
+            Ok(addr) => Some(addr),
+            Err(_) => {
+                let message = match parse_host_port(text) {
+                    Ok(_) => format!(
+                        "listen = {text:?} is not an IP address: the admin API binds to a local \
+                         IP and port, e.g. \"127.0.0.1:9060\" (default)"
+                    ),
+                    Err(m) => m,
+                };
+                errors.push("admin.listen", message);
+                None
+            }
+        },
+    };
+    if let Some(addr) = listen {
+        if let Some((i, l)) = listeners.iter().enumerate().find(|(_, l)| {
+            l.transport == ListenTransport::Tcp
+                && l.address.port() == addr.port()
+                && l.address.is_ipv4() == addr.is_ipv4()
+                && (l.address.ip() == addr.ip()
+                    || l.address.ip().is_unspecified()
+                    || addr.ip().is_unspecified())
+        }) {
+            errors.push(
+                "admin.listen",
+                format!(
+                    "listen = \"{addr}\" takes the port of listen[{i}] (tcp {}): give the \
+                     admin API a port of its own, e.g. \"127.0.0.1:9060\" (default)",
+                    l.address
+                ),
+            );
+        }
+    }
+    let token = a.token.clone();
+    match &token {
+        Some(t) if t.is_empty() => errors.push(
+            "admin.token",
+            "token is empty: remove it (loopback only), or set a random secret of at least \
+             16 characters, e.g. the output of `openssl rand -hex 32`"
+                .into(),
+        ),
+        Some(t) if t.bytes().any(|b| !b.is_ascii_graphic()) => errors.push(
+            "admin.token",
+            "token contains a space, a control or a non-ASCII character: it is sent in an HTTP \
+             header (Authorization: Bearer <token>), so use visible ASCII only, e.g. the \
+             output of `openssl rand -hex 32`"
+                .into(),
+        ),
+        Some(t) if t.len() < MIN_ADMIN_TOKEN_LEN => errors.push(
+            "admin.token",
+            format!(
+                "token is {} characters, too short to be hard to guess: use at least \
+                 {MIN_ADMIN_TOKEN_LEN}, e.g. the output of `openssl rand -hex 32`",
+                t.len()
+            ),
+        ),
+        Some(_) => {}
+        None => {
+            if let Some(addr) = listen.filter(|a| enabled && !is_loopback(a.ip())) {
+                errors.push_at(
+                    "admin.token",
+                    "admin.listen",
+                    format!(
+                        "admin.listen = \"{addr}\" is not a loopback address, so the admin API \
+                         needs a token: add token = \"...\" to [admin] (at least \
+                         {MIN_ADMIN_TOKEN_LEN} characters, e.g. the output of `openssl rand -hex \
+                         32`), or listen on 127.0.0.1"
+                    ),
+                );
+            }
+        }
+    }
+    AdminConfig {
+        enabled,
+        listen: listen.unwrap_or(d.listen),
+        token,
+    }
+}
+
+/// 127.0.0.0/8, ::1, or ::ffff:127.x.y.z.
+pub fn is_loopback(ip: std::net::IpAddr) -> bool {
+    ip.to_canonical().is_loopback()
+}
+
+fn validate_health(
+    h: &HealthSection,
+    listeners: &[Listener],
+    errors: &mut Errors,
+) -> crate::health::HealthConfig {
+    let d = crate::health::HealthConfig::default();
+    let source = match &h.source {
+        // Probes leave from the node's own address: the first listener's IP, any port.
+        None => listeners
+            .first()
+            .map_or(d.source, |l| SocketAddr::new(l.address.ip(), 0)),
+        Some(text) => match text.parse::<SocketAddr>().or_else(|_| {
+            text.parse::<std::net::IpAddr>()
+                .map(|ip| SocketAddr::new(ip, 0))
+        }) {
+            Ok(addr) => addr,
+            Err(_) => {
+                let why = match parse_host_port(text) {
+                    Ok(_) => "is not an IP address".to_string(),
+                    Err(_) if text.is_empty() => "is empty".to_string(),
+                    Err(_) => "is neither an IP nor ip:port".to_string(),
+                };
+                errors.push(
+                    "health.source",
+                    format!(
+                        "source = {text:?} {why}: probes leave from this node's own unicast IP \
+                         (never the shared anycast address), e.g. \"10.0.0.5\", \
+                         \"10.0.0.5:5062\" or \"[2001:db8::5]:5062\""
+                    ),
+                );
+                d.source
+            }
+        },
+    };
+    if source.port() != 0 {
+        let taken = listeners.iter().enumerate().find(|(_, l)| {
+            l.transport == ListenTransport::Udp
+                && l.address.port() == source.port()
+                && l.address.is_ipv4() == source.is_ipv4()
+                && (l.address.ip() == source.ip()
+                    || l.address.ip().is_unspecified()
+                    || source.ip().is_unspecified())
+        });
+        if let Some((i, l)) = taken {
+            errors.push(
+                "health.source",
+                format!(
+                    "source = \"{source}\" takes the port of listen[{i}] (udp {}): probes use a \
+                     socket of their own; give source another port, or only the IP (any port), \
+                     e.g. \"{}\"",
+                    l.address,
+                    source.ip()
+                ),
+            );
+        }
+    }
+    let passive = h.passive.unwrap_or(d.passive);
+    let one_s = Duration::from_secs(1);
+    let (min_hi, max_hi) = (Duration::from_secs(3600), Duration::from_secs(24 * 3600));
+    let retry_after_min = h.retry_after_min.unwrap_or(d.retry_after_min);
+    errors.duration_in(
+        "health.retry_after_min",
+        retry_after_min,
+        one_s,
+        min_hi,
+        d.retry_after_min,
+    );
+    let retry_after_max = h.retry_after_max.unwrap_or(d.retry_after_max);
+    errors.duration_in(
+        "health.retry_after_max",
+        retry_after_max,
+        one_s,
+        max_hi,
+        d.retry_after_max,
+    );
+    // Compared only when both are in range, so one mistake gives one error.
+    if (one_s..=min_hi).contains(&retry_after_min)
+        && (one_s..=max_hi).contains(&retry_after_max)
+        && retry_after_max < retry_after_min
+    {
+        let shown = |set: bool, key: &str, v: Duration| {
+            if set {
+                format!("{key} = \"{}\"", fmt_duration(v))
+            } else {
+                format!("{key} (not set, default \"{}\")", fmt_duration(v))
+            }
+        };
+        // Blame the key the operator wrote: the max, unless only the min is set.
+        let path = if h.retry_after_max.is_none() && h.retry_after_min.is_some() {
+            "health.retry_after_min"
+        } else {
+            "health.retry_after_max"
+        };
+        errors.push(
+            path,
+            format!(
+                "{} is shorter than {}: a Retry-After is clamped into min..=max; set \
+                 retry_after_max to at least retry_after_min",
+                shown(
+                    h.retry_after_max.is_some(),
+                    "retry_after_max",
+                    retry_after_max
+                ),
+                shown(
+                    h.retry_after_min.is_some(),
+                    "retry_after_min",
+                    retry_after_min
+                ),
+            ),
+        );
+    }
+    crate::health::HealthConfig {
+        source,
+        passive,
+        retry_after_min,
+        retry_after_max,
+    }
 }
 
 fn validate_node(

@@ -2,8 +2,11 @@
 //! fails. See DESIGN.md for the behaviour it implements; the modules follow its data flow:
 //! transport → wire → transaction → proxy core → routing-rules.
 
+pub mod admin;
 pub mod config;
 pub mod drill;
+pub mod health;
+pub mod metrics;
 pub mod originate;
 pub mod proxy;
 pub mod server;

@@ -1,5 +1,5 @@
 //! The `pointsman` command: `run` a node, `check` a config file, `explain` how a call would be
-//! routed.
+//! routed, `status` of a running node's destinations.
 
 use clap::{Parser, Subcommand, ValueEnum};
 use pointsman::config::Config;
@@ -50,6 +50,16 @@ enum Command {
         /// A request header, `Name: value` (repeat for several).
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
+    },
+    /// Show the destinations of a running node and their states, from its admin API.
+    Status {
+        /// The node's admin API address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
+        admin: String,
+        /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN, which
+        /// keeps it out of the process list).
+        #[arg(long)]
+        token: Option<String>,
     },
     /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
     /// and two simulated clouds while the primary answers 503, browns out, dies and recovers.
@@ -109,6 +119,7 @@ fn main() -> ExitCode {
             base_port: port,
             hold: std::time::Duration::from_millis(1500),
         }),
+        Command::Status { admin, token } => status(&admin, token),
         Command::Check { config } => {
             let (result, warnings) = Config::load_with_warnings(&config);
             let errors = result.as_ref().err().map_or(0, |e| e.0.len());
@@ -155,6 +166,26 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `pointsman status`: the destination table of a running node; exit 1 if it cannot be had.
+fn status(admin: &str, token: Option<String>) -> ExitCode {
+    use std::io::IsTerminal;
+    let token = token
+        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let timeout = std::time::Duration::from_secs(5);
+    match pointsman::admin::fetch_destinations(admin, token.as_deref(), timeout) {
+        Ok(destinations) => {
+            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
+            print!("{}", pointsman::admin::render_status(&destinations, colour));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pointsman status: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -239,27 +270,6 @@ fn user_part(text: &str) -> &str {
     rest.split('@').next().unwrap_or(rest)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::user_part;
-
-    #[test]
-    fn explain_takes_the_user_part_of_sip_and_tel_uris() {
-        assert_eq!(user_part("+15550100911"), "+15550100911");
-        assert_eq!(
-            user_part("sip:+15550100911@carrier.example"),
-            "+15550100911"
-        );
-        assert_eq!(user_part("SIPS:alice@example.com"), "alice");
-        assert_eq!(
-            user_part("tel:+1-555-010-0911;phone-context=x"),
-            "+1-555-010-0911;phone-context=x"
-        );
-        assert_eq!(user_part(" 4420 "), "4420");
-        assert_eq!(user_part("sip:"), "");
-    }
-}
-
 /// Runs `pointsman drill`; exit 0 when every call was answered and no ghost call leaked.
 fn drill(opts: pointsman::drill::Options) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -280,5 +290,26 @@ fn drill(opts: pointsman::drill::Options) -> ExitCode {
             eprintln!("pointsman drill: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::user_part;
+
+    #[test]
+    fn explain_takes_the_user_part_of_sip_and_tel_uris() {
+        assert_eq!(user_part("+15550100911"), "+15550100911");
+        assert_eq!(
+            user_part("sip:+15550100911@carrier.example"),
+            "+15550100911"
+        );
+        assert_eq!(user_part("SIPS:alice@example.com"), "alice");
+        assert_eq!(
+            user_part("tel:+1-555-010-0911;phone-context=x"),
+            "+1-555-010-0911;phone-context=x"
+        );
+        assert_eq!(user_part(" 4420 "), "4420");
+        assert_eq!(user_part("sip:"), "");
     }
 }

@@ -29,6 +29,7 @@ fn router(dids: usize) -> Router {
         weight: None,
         priority: None,
         tags: Vec::new(),
+        ..DestinationSpec::default()
     }];
     let mut routes: Vec<RouteSpec> = (0..dids.div_ceil(PER_ROUTE))
         .map(|r| RouteSpec {

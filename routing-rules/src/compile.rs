@@ -17,9 +17,11 @@ use crate::spec::{
     DestinationSpec, GroupSpec, HashOn, MatchSpec, RouteSpec, Strategy, SurvivabilitySpec,
 };
 use crate::{
-    CodeSet, DestId, Destination, GroupId, Route, RouteId, RuleError, RuleSet,
-    DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RETRY_CODES, DEFAULT_RING_TIMEOUT,
-    MAX_PROVISIONAL_TIMEOUT, MAX_RING_TIMEOUT,
+    CodeSet, DestId, Destination, GroupId, HealthSettings, Route, RouteId, RuleError, RuleSet,
+    DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES,
+    DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, MAX_PROVISIONAL_TIMEOUT,
+    MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL, MIN_PROBE_TIMEOUT,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -271,6 +273,7 @@ fn compile_destinations<'a>(
                 );
             }
         }
+        let health = compile_health(i, d, errors);
         compiled.push(Destination {
             name: d.name.clone(),
             host,
@@ -279,6 +282,7 @@ fn compile_destinations<'a>(
             provisional_timeout,
             cancel_mode: d.cancel_mode,
             trusted: d.trusted.unwrap_or(true),
+            health,
         });
         attrs.push(DestinationAttrs {
             weight: d.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -287,6 +291,149 @@ fn compile_destinations<'a>(
         });
     }
     (compiled, attrs, by_name)
+}
+
+/// A destination's health keys: defaults, ranges, `probe_timeout < probe_interval`, and
+/// `probe_codes` (final, not 503, each once, at least one).
+fn compile_health(i: usize, d: &DestinationSpec, errors: &mut Errors) -> HealthSettings {
+    let at = |key: &str| format!("destination[{i}].{key}");
+    let duration_in = |errors: &mut Errors, key: &str, value: Duration, lo, hi, default| {
+        let what = if value < lo {
+            "too short"
+        } else if value > hi {
+            "too long"
+        } else {
+            return true;
+        };
+        errors.push(
+            at(key),
+            format!(
+                "{key} = \"{}\" is {what}: use a duration from {} to {} (default {})",
+                fmt_duration(value),
+                fmt_duration(lo),
+                fmt_duration(hi),
+                fmt_duration(default)
+            ),
+        );
+        false
+    };
+    let interval = d.probe_interval.unwrap_or(DEFAULT_PROBE_INTERVAL);
+    let interval_ok = duration_in(
+        errors,
+        "probe_interval",
+        interval,
+        MIN_PROBE_INTERVAL,
+        MAX_PROBE_INTERVAL,
+        DEFAULT_PROBE_INTERVAL,
+    );
+    let timeout = d.probe_timeout.unwrap_or(DEFAULT_PROBE_TIMEOUT);
+    let timeout_ok = duration_in(
+        errors,
+        "probe_timeout",
+        timeout,
+        MIN_PROBE_TIMEOUT,
+        MAX_PROBE_TIMEOUT,
+        DEFAULT_PROBE_TIMEOUT,
+    );
+    // Compared only when both are in range, so one mistake gives one error.
+    if interval_ok && timeout_ok && timeout >= interval {
+        let shown = |set: bool, key: &str, v: Duration| {
+            if set {
+                format!("{key} = \"{}\"", fmt_duration(v))
+            } else {
+                format!("{key} (not set, default \"{}\")", fmt_duration(v))
+            }
+        };
+        // Blame the key the operator wrote: the timeout, unless only the interval is set.
+        let path = if d.probe_timeout.is_none() && d.probe_interval.is_some() {
+            "probe_interval"
+        } else {
+            "probe_timeout"
+        };
+        errors.push(
+            at(path),
+            format!(
+                "{} is not shorter than {}: a probe must time out before the next one is due; \
+                 shorten probe_timeout or lengthen probe_interval",
+                shown(d.probe_timeout.is_some(), "probe_timeout", timeout),
+                shown(d.probe_interval.is_some(), "probe_interval", interval),
+            ),
+        );
+    }
+    let threshold = |errors: &mut Errors, key: &str, value: Option<u32>, default: u32| {
+        let v = value.unwrap_or(default);
+        if !(1..=MAX_THRESHOLD).contains(&v) {
+            errors.push(
+                at(key),
+                format!(
+                    "{key} = {v} is out of range: use 1..={MAX_THRESHOLD} consecutive results \
+                     (default {default})"
+                ),
+            );
+        }
+        v
+    };
+    let failure_threshold = threshold(
+        errors,
+        "failure_threshold",
+        d.failure_threshold,
+        DEFAULT_FAILURE_THRESHOLD,
+    );
+    let recovery_threshold = threshold(
+        errors,
+        "recovery_threshold",
+        d.recovery_threshold,
+        DEFAULT_RECOVERY_THRESHOLD,
+    );
+    let codes = d
+        .probe_codes
+        .clone()
+        .unwrap_or_else(|| DEFAULT_PROBE_CODES.to_vec());
+    if codes.is_empty() {
+        errors.push(
+            at("probe_codes"),
+            "probe_codes is empty: no reply would count as alive and the destination would \
+             never be up; list the final codes that mean alive, e.g. [200] (the default)"
+                .to_string(),
+        );
+    }
+    for (k, &code) in codes.iter().enumerate() {
+        let path = format!("destination[{i}].probe_codes[{k}]");
+        const RIGHT: &str = "list final codes that mean the destination is alive, e.g. [200] \
+                             or [200, 404, 405] for peers that refuse OPTIONS";
+        let problem = match code {
+            503 => Some(format!(
+                "503 always counts as a failure (the destination is unavailable); remove it and \
+                 {RIGHT}"
+            )),
+            100..=199 => Some(format!(
+                "{code} is a provisional response (1xx): a probe waits for a final reply; {RIGHT}"
+            )),
+            200..=699 => None,
+            _ => Some(format!(
+                "{code} is not a SIP status code (100..=699); {RIGHT}"
+            )),
+        };
+        if let Some(m) = problem {
+            errors.push(path, m);
+        } else if let Some(first) = codes[..k].iter().position(|&c| c == code) {
+            errors.push(
+                path,
+                format!(
+                    "{code} is listed twice (also at destination[{i}].probe_codes[{first}]): \
+                     list each code once"
+                ),
+            );
+        }
+    }
+    HealthSettings {
+        probe: d.probe.unwrap_or(true),
+        interval,
+        timeout,
+        failure_threshold,
+        recovery_threshold,
+        codes: CodeSet(codes),
+    }
 }
 
 fn compile_groups<'a>(

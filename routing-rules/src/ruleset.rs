@@ -19,6 +19,27 @@ pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest `ring_timeout` accepted.
 pub const MAX_RING_TIMEOUT: Duration = Duration::from_secs(3600);
 
+/// Default `probe_interval` of a destination.
+pub const DEFAULT_PROBE_INTERVAL: Duration = Duration::from_secs(10);
+/// Shortest `probe_interval` accepted.
+pub const MIN_PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// Longest `probe_interval` accepted.
+pub const MAX_PROBE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Default `probe_timeout` of a destination.
+pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// Shortest `probe_timeout` accepted.
+pub const MIN_PROBE_TIMEOUT: Duration = Duration::from_millis(10);
+/// Longest `probe_timeout` accepted.
+pub const MAX_PROBE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default `failure_threshold` of a destination.
+pub const DEFAULT_FAILURE_THRESHOLD: u32 = 3;
+/// Default `recovery_threshold` of a destination.
+pub const DEFAULT_RECOVERY_THRESHOLD: u32 = 5;
+/// Largest `failure_threshold` and `recovery_threshold` accepted (the smallest is 1).
+pub const MAX_THRESHOLD: u32 = 100;
+/// Default `probe_codes` of a destination.
+pub const DEFAULT_PROBE_CODES: [u16; 1] = [200];
+
 /// Index of a destination in its [`RuleSet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestId(pub u32);
@@ -41,6 +62,40 @@ pub struct Destination {
     pub provisional_timeout: Duration,
     pub cancel_mode: CancelMode,
     pub trusted: bool,
+    /// How its health is probed and judged (pointsman's `health` module runs it).
+    pub health: HealthSettings,
+}
+
+/// A destination's health settings, defaults filled in and validated: `interval` and `timeout`
+/// in range with `timeout < interval`, thresholds in `1..=MAX_THRESHOLD`, `codes` non-empty,
+/// final, without 503.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthSettings {
+    /// Send SIP OPTIONS probes (`probe`).
+    pub probe: bool,
+    /// `probe_interval`.
+    pub interval: Duration,
+    /// `probe_timeout`.
+    pub timeout: Duration,
+    /// `failure_threshold`: consecutive failures that mark the destination down.
+    pub failure_threshold: u32,
+    /// `recovery_threshold`: consecutive successful probes that bring it back up.
+    pub recovery_threshold: u32,
+    /// `probe_codes`: final replies to OPTIONS that count as a success.
+    pub codes: CodeSet,
+}
+
+impl Default for HealthSettings {
+    fn default() -> Self {
+        HealthSettings {
+            probe: true,
+            interval: DEFAULT_PROBE_INTERVAL,
+            timeout: DEFAULT_PROBE_TIMEOUT,
+            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
+            recovery_threshold: DEFAULT_RECOVERY_THRESHOLD,
+            codes: CodeSet(DEFAULT_PROBE_CODES.to_vec()),
+        }
+    }
 }
 
 /// A small set of SIP status codes (100..=699).

@@ -26,7 +26,13 @@ use serde::Deserialize;
 use std::time::Duration;
 
 /// `[[destination]]`: a SIP peer calls can be sent to.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+///
+/// Health keys (all optional): `probe` (send SIP OPTIONS, default true), `probe_interval`
+/// (default 10 s), `probe_timeout` (default 2 s, shorter than the interval), `failure_threshold`
+/// (consecutive failures that take it down, default 3), `recovery_threshold` (consecutive
+/// successful probes that bring it back, default 5), `probe_codes` (replies to OPTIONS that count
+/// as alive, default `[200]`; 503 always counts as a failure).
+#[derive(Clone, Debug, Deserialize, PartialEq, Default)]
 #[serde(deny_unknown_fields)]
 pub struct DestinationSpec {
     /// Unique name, used by groups, routes, logs and metrics. Letters, digits, `-`, `_`, `.`.
@@ -55,6 +61,26 @@ pub struct DestinationSpec {
     /// Free labels for operators (admin API, logs); they do not change routing.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Probe it with SIP OPTIONS (default true). Without probes only calls tell its health.
+    #[serde(default)]
+    pub probe: Option<bool>,
+    /// Time between two probes (default 10 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub probe_interval: Option<Duration>,
+    /// A probe with no final reply within this has failed (default 2 s; independent of call
+    /// timers; shorter than `probe_interval`).
+    #[serde(default, with = "humantime_serde::option")]
+    pub probe_timeout: Option<Duration>,
+    /// Consecutive failures (probes, and calls when passive health is on) that mark it down
+    /// (default 3).
+    #[serde(default)]
+    pub failure_threshold: Option<u32>,
+    /// Consecutive successful probes that bring a down destination back (default 5).
+    #[serde(default)]
+    pub recovery_threshold: Option<u32>,
+    /// Final replies to OPTIONS that count as alive (default `[200]`; never 503).
+    #[serde(default)]
+    pub probe_codes: Option<Vec<u16>>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]

@@ -1040,3 +1040,296 @@ fn hot_hot_example_forks_every_call_to_both_clouds() {
     assert!(plan.tiers[0].parallel);
     assert_eq!(plan.tiers[0].members, [DestId(0), DestId(1)]);
 }
+
+#[test]
+fn admin_defaults_to_loopback_9060_enabled_without_token() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(
+        c.admin,
+        AdminConfig {
+            enabled: true,
+            listen: "127.0.0.1:9060".parse().unwrap(),
+            token: None,
+        }
+    );
+}
+
+#[test]
+fn admin_values_are_kept_and_the_token_never_shows_in_debug() {
+    let c = parse(&base_with(
+        "[admin]\nenabled = true\nlisten = \"0.0.0.0:9100\"\ntoken = \"s3cret-s3cret-s3cret\"",
+    ))
+    .unwrap();
+    assert!(c.admin.enabled);
+    assert_eq!(c.admin.listen, "0.0.0.0:9100".parse().unwrap());
+    assert_eq!(c.admin.token.as_deref(), Some("s3cret-s3cret-s3cret"));
+    let shown = format!("{c:?}");
+    assert!(!shown.contains("s3cret"), "{shown}");
+    assert!(shown.contains("<redacted>"), "{shown}");
+    let spec: ConfigFile =
+        toml::from_str(&base_with("[admin]\ntoken = \"s3cret-s3cret-s3cret\"")).unwrap();
+    assert!(!format!("{spec:?}").contains("s3cret"));
+}
+
+#[test]
+fn admin_on_ipv6_or_mapped_loopback_needs_no_token() {
+    for listen in ["[::1]:9060", "[::ffff:127.0.0.2]:9060", "127.3.4.5:19060"] {
+        let c = parse(&base_with(&format!("[admin]\nlisten = \"{listen}\"")))
+            .unwrap_or_else(|e| panic!("{listen}: {e}"));
+        assert_eq!(c.admin.listen, listen.parse().unwrap());
+    }
+}
+
+#[test]
+fn admin_off_loopback_without_token_is_rejected_at_the_listen_line() {
+    assert_one_error(
+        &base_with("[admin]\nlisten = \"0.0.0.0:9060\""),
+        "admin.token",
+        Some(18),
+        "admin.listen = \"0.0.0.0:9060\" is not a loopback address, so the admin API needs a \
+         token: add token = \"...\" to [admin]",
+    );
+    assert_one_error(
+        &base_with("[admin]\nlisten = \"[2001:db8::1]:9060\""),
+        "admin.token",
+        Some(18),
+        "or listen on 127.0.0.1",
+    );
+}
+
+#[test]
+fn disabled_admin_off_loopback_needs_no_token() {
+    let c = parse(&base_with(
+        "[admin]\nenabled = false\nlisten = \"0.0.0.0:9060\"",
+    ))
+    .unwrap();
+    assert!(!c.admin.enabled);
+}
+
+#[test]
+fn admin_listen_must_be_an_ip_and_a_fixed_port() {
+    assert_one_error(
+        &base_with("[admin]\nlisten = \"localhost:9060\""),
+        "admin.listen",
+        Some(18),
+        "listen = \"localhost:9060\" is not an IP address: the admin API binds to a local IP \
+         and port, e.g. \"127.0.0.1:9060\"",
+    );
+    let errs = errors(&base_with("[admin]\nlisten = \"127.0.0.1\""));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(
+        (errs[0].path.as_str(), errs[0].line),
+        ("admin.listen", Some(18))
+    );
+    assert_one_error(
+        &base_with("[admin]\nlisten = \"127.0.0.1:0\""),
+        "admin.listen",
+        Some(18),
+        "listen = \"127.0.0.1:0\" has port 0",
+    );
+}
+
+#[test]
+fn admin_listen_on_a_tcp_listeners_port_is_rejected() {
+    let tcp = BASE.replace("transport = \"udp\"", "transport = \"tcp\"");
+    assert_one_error(
+        &format!("{tcp}\n[admin]\nlisten = \"127.0.0.1:5060\"\n"),
+        "admin.listen",
+        Some(18),
+        "listen = \"127.0.0.1:5060\" takes the port of listen[0] (tcp 127.0.0.1:5060)",
+    );
+    assert_one_error(
+        &format!("{tcp}\n[admin]\nlisten = \"0.0.0.0:5060\"\ntoken = \"0123456789abcdef\"\n"),
+        "admin.listen",
+        Some(18),
+        "takes the port of listen[0]",
+    );
+    // A UDP listener on the same port is no conflict.
+    assert!(parse(&base_with("[admin]\nlisten = \"127.0.0.1:5060\"")).is_ok());
+}
+
+#[test]
+fn admin_token_must_be_long_visible_ascii() {
+    assert_one_error(
+        &base_with("[admin]\ntoken = \"\""),
+        "admin.token",
+        Some(18),
+        "token is empty",
+    );
+    assert_one_error(
+        &base_with("[admin]\ntoken = \"short\""),
+        "admin.token",
+        Some(18),
+        "token is 5 characters, too short to be hard to guess: use at least 16",
+    );
+    for bad in [
+        "has a space in it 0123",
+        "tab\\there-0123456789",
+        "ünïcödé-0123456789",
+    ] {
+        assert_one_error(
+            &base_with(&format!("[admin]\ntoken = \"{bad}\"")),
+            "admin.token",
+            Some(18),
+            "use visible ASCII only",
+        );
+    }
+}
+
+#[test]
+fn unknown_admin_key_is_rejected_with_a_suggestion() {
+    let errs = errors(&base_with("[admin]\ntokn = \"0123456789abcdef\""));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "admin.tokn");
+    assert_eq!(errs[0].line, Some(18));
+    assert!(
+        errs[0].message.contains("did you mean `token`?"),
+        "{}",
+        errs[0]
+    );
+}
+
+// ---- [health] and the destinations' probe keys ----
+
+#[test]
+fn health_defaults_to_the_first_listener_ip_passive_on_and_retry_after_1s_to_300s() {
+    let c = parse(BASE).unwrap();
+    assert_eq!(
+        c.health,
+        crate::health::HealthConfig {
+            source: "127.0.0.1:0".parse().unwrap(),
+            passive: true,
+            retry_after_min: Duration::from_secs(1),
+            retry_after_max: Duration::from_secs(300),
+        }
+    );
+    let h = &c.router.rules.destinations[0].health;
+    assert_eq!(*h, routing_rules::HealthSettings::default());
+}
+
+#[test]
+fn health_values_are_kept_and_source_takes_ip_or_ip_port() {
+    for (source, want) in [
+        ("10.0.0.5", "10.0.0.5:0"),
+        ("10.0.0.5:5062", "10.0.0.5:5062"),
+        ("2001:db8::5", "[2001:db8::5]:0"),
+        ("[2001:db8::5]:5062", "[2001:db8::5]:5062"),
+    ] {
+        let c = parse(&base_with(&format!(
+            "[health]\nsource = \"{source}\"\npassive = false\nretry_after_min = \"5s\"\n\
+             retry_after_max = \"10min\""
+        )))
+        .unwrap();
+        assert_eq!(
+            c.health.source,
+            want.parse::<SocketAddr>().unwrap(),
+            "{source}"
+        );
+        assert!(!c.health.passive);
+        assert_eq!(c.health.retry_after_min, Duration::from_secs(5));
+        assert_eq!(c.health.retry_after_max, Duration::from_secs(600));
+    }
+}
+
+#[test]
+fn health_source_must_be_an_ip() {
+    assert_one_error(
+        &base_with("[health]\nsource = \"edge-a.example.net\""),
+        "health.source",
+        Some(18),
+        "source = \"edge-a.example.net\" is neither an IP nor ip:port: probes leave from this \
+         node's own unicast IP",
+    );
+    assert_one_error(
+        &base_with("[health]\nsource = \"edge-a.example.net:5062\""),
+        "health.source",
+        Some(18),
+        "is not an IP address",
+    );
+}
+
+#[test]
+fn health_source_on_a_udp_listener_port_is_rejected() {
+    assert_one_error(
+        &base_with("[health]\nsource = \"127.0.0.1:5060\""),
+        "health.source",
+        Some(18),
+        "source = \"127.0.0.1:5060\" takes the port of listen[0] (udp 127.0.0.1:5060)",
+    );
+    assert!(parse(&base_with("[health]\nsource = \"127.0.0.1:5062\"")).is_ok());
+}
+
+#[test]
+fn retry_after_max_below_min_is_rejected() {
+    assert_one_error(
+        &base_with("[health]\nretry_after_min = \"30s\"\nretry_after_max = \"10s\""),
+        "health.retry_after_max",
+        Some(19),
+        "retry_after_max = \"10s\" is shorter than retry_after_min = \"30s\"",
+    );
+    assert_one_error(
+        &base_with("[health]\nretry_after_min = \"10min\""),
+        "health.retry_after_min",
+        Some(18),
+        "retry_after_max (not set, default \"5min\") is shorter than retry_after_min = \"10min\"",
+    );
+}
+
+#[test]
+fn retry_after_bounds_out_of_range_are_rejected() {
+    assert_one_error(
+        &base_with("[health]\nretry_after_min = \"500ms\""),
+        "health.retry_after_min",
+        Some(18),
+        "retry_after_min = \"500ms\" is too short: use a duration from 1s to 1h (default 1s)",
+    );
+    assert_one_error(
+        &base_with("[health]\nretry_after_max = \"2d\""),
+        "health.retry_after_max",
+        Some(18),
+        "too long",
+    );
+}
+
+#[test]
+fn unknown_health_key_is_rejected_with_a_suggestion() {
+    let errs = errors(&base_with("[health]\npasive = true"));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert_eq!(errs[0].path, "health.pasive");
+    assert!(
+        errs[0].message.contains("did you mean `passive`?"),
+        "{}",
+        errs[0]
+    );
+}
+
+#[test]
+fn destination_probe_keys_reach_the_router() {
+    let c = parse(&BASE.replace(
+        "name = \"primary\"\naddress = \"10.0.0.1:5060\"",
+        "name = \"primary\"\naddress = \"10.0.0.1:5060\"\nprobe_interval = \"5s\"\n\
+         probe_timeout = \"1s\"\nfailure_threshold = 2\nrecovery_threshold = 4\n\
+         probe_codes = [200, 405]\nprobe = true",
+    ))
+    .unwrap();
+    let h = &c.router.rules.destinations[0].health;
+    assert!(h.probe);
+    assert_eq!(h.interval, Duration::from_secs(5));
+    assert_eq!(h.timeout, Duration::from_secs(1));
+    assert_eq!((h.failure_threshold, h.recovery_threshold), (2, 4));
+    assert_eq!(h.codes.0, vec![200, 405]);
+    assert!(!c.router.rules.destinations[1].health.codes.contains(405));
+}
+
+#[test]
+fn destination_probe_key_error_carries_its_line() {
+    assert_one_error(
+        &BASE.replace(
+            "name = \"secondary\"\naddress = \"10.0.0.2:5060\"",
+            "name = \"secondary\"\naddress = \"10.0.0.2:5060\"\nprobe_codes = [200, 503]",
+        ),
+        "destination[1].probe_codes[1]",
+        Some(12),
+        "503 always counts as a failure",
+    );
+}

@@ -103,6 +103,8 @@ struct State {
     /// Answered dialogs by Call-ID.
     dialogs: HashMap<String, Dialog>,
     next_tag: u64,
+    /// What an out-of-dialog OPTIONS gets: this code, or no answer at all.
+    options_reply: Option<u16>,
 }
 
 struct Inner {
@@ -152,6 +154,7 @@ impl Cloud {
                 calls: HashMap::new(),
                 dialogs: HashMap::new(),
                 next_tag: 1,
+                options_reply: Some(200),
             }),
         });
         let task = tokio::spawn(serve(inner.clone()));
@@ -179,6 +182,12 @@ impl Cloud {
     /// Changes what new INVITEs get.
     pub fn set_behaviour(&self, behaviour: Behaviour) {
         self.inner.state().behaviour = behaviour;
+    }
+
+    /// Changes what out-of-dialog OPTIONS (health probes) get: `Some(code)` answers with that
+    /// code (default 200), `None` answers nothing, as a dead or black-holed peer would.
+    pub fn set_options_reply(&self, reply: Option<u16>) {
+        self.inner.state().options_reply = reply;
     }
 
     /// Ends an answered call from the cloud's side: a BYE along the dialog's route set.
@@ -237,6 +246,14 @@ async fn on_message(inner: &Arc<Inner>, r: Received) {
     let in_dialog = m.to.tag.is_some();
     match method {
         Method::Invite if !in_dialog => on_invite(inner, r, branch, call_id).await,
+        Method::Options if !in_dialog => {
+            let reply = inner.state().options_reply;
+            let contact = inner.contact();
+            let resp = reply.and_then(|code| msg::response(&r.bytes, code, "options", &contact));
+            if let Some(resp) = resp {
+                inner.send(resp, r.from).await;
+            }
+        }
         Method::Ack => {
             let mut st = inner.state();
             for c in st.calls.values_mut().filter(|c| c.call_id == call_id) {

@@ -1,0 +1,1312 @@
+//! The admin HTTP API: `/health`, `/ready`, `/destinations` and the actions on them,
+//! `/node/drain`, `/reload`, `/metrics`; and the client side that `pointsman status` uses.
+//!
+//! It owns the HTTP surface only. What it shows and what its actions do belong to the running
+//! node, reached through the [`NodeControl`] trait (the server implements it; tests use a fake).
+//! [`spawn`] binds first, so a port in use is an error at start, then serves on a thread of its
+//! own with a current-thread tokio runtime, so a slow admin client never touches a SIP worker.
+//!
+//! Security: bound to loopback by default (`[admin] listen`). With a token, every POST needs
+//! `Authorization: Bearer <token>` (compared in constant time) and answers 401 without it; on a
+//! non-loopback address every request needs it, and [`serve`] refuses to start without a token
+//! there (the config says so first). Requests are bounded: headers at [`MAX_HEADER_BYTES`],
+//! bodies are never read, one request per connection, [`MAX_CONNECTIONS`] at once, each done
+//! within [`REQUEST_TIMEOUT`]. Nothing a client sends can make it panic.
+//!
+//! It must not: block on the SIP path, hold node state of its own, or log the token.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::{Deserialize, Serialize};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Largest request head (request line and headers) read, in bytes.
+pub const MAX_HEADER_BYTES: usize = 16 * 1024;
+/// Most admin connections served at once; more wait in the listen backlog.
+pub const MAX_CONNECTIONS: usize = 32;
+/// A connection must send its request and get its answer within this.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `Content-Type` of `GET /metrics`.
+pub const PROMETHEUS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// What the admin API needs from the running node. Every method is called on the admin thread
+/// and must return quickly (no waiting on a SIP worker).
+pub trait NodeControl: Send + Sync + 'static {
+    /// Every configured destination, in config order.
+    fn destinations(&self) -> Vec<DestinationStatus>;
+    /// Applies `action` to the destination called `name` and returns its new status.
+    fn destination_action(
+        &self,
+        name: &str,
+        action: DestinationAction,
+    ) -> Result<DestinationStatus, ActionError>;
+    /// Takes the whole node out of service: `/ready` turns false, calls in progress continue.
+    /// Idempotent.
+    fn drain_node(&self);
+    /// False while the node drains.
+    fn is_ready(&self) -> bool;
+    /// Reloads the config file (as SIGHUP does): `Ok(summary)`, or every config error.
+    fn reload(&self) -> Result<String, Vec<String>>;
+    /// The Prometheus text exposition of every metric.
+    fn metrics(&self) -> String;
+}
+
+/// One destination as `GET /destinations` shows it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DestinationStatus {
+    pub name: String,
+    /// `host:port` as configured.
+    pub address: String,
+    /// `up`, `down`, `probing`, `draining`, `maintenance` or `forced-up`.
+    pub state: String,
+    /// Why it is in this state, e.g. `3 probes failed (timeout)` or `admin: maintenance`.
+    pub reason: String,
+    /// Seconds in this state.
+    pub since_secs: u64,
+    /// Round-trip time of the last successful probe, in milliseconds.
+    pub last_probe_rtt_ms: Option<f64>,
+    pub calls_in_progress: u64,
+    /// Calls sent to it since start (branches).
+    pub calls: u64,
+    /// Branches that failed (timeout, transport error, retryable code).
+    pub failures: u64,
+    pub probes_ok: u64,
+    pub probes_failed: u64,
+}
+
+/// What an operator can do to a destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DestinationAction {
+    /// No new calls; calls in progress continue.
+    Drain,
+    /// No traffic and no probes.
+    Maintenance,
+    /// Back to normal health checking (leaves drain, maintenance and forced-up).
+    Enable,
+    /// Up whatever the probes say.
+    ForceUp,
+}
+
+impl DestinationAction {
+    pub const ALL: [DestinationAction; 4] = [
+        DestinationAction::Drain,
+        DestinationAction::Maintenance,
+        DestinationAction::Enable,
+        DestinationAction::ForceUp,
+    ];
+
+    /// The path segment: `drain`, `maintenance`, `enable`, `force-up`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestinationAction::Drain => "drain",
+            DestinationAction::Maintenance => "maintenance",
+            DestinationAction::Enable => "enable",
+            DestinationAction::ForceUp => "force-up",
+        }
+    }
+
+    pub fn parse(segment: &str) -> Option<DestinationAction> {
+        Self::ALL.into_iter().find(|a| a.as_str() == segment)
+    }
+}
+
+/// Why a destination action was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum ActionError {
+    /// No destination has this name (404; the API adds a did-you-mean).
+    #[error("unknown destination {0:?}")]
+    UnknownDestination(String),
+    /// The action cannot apply in the destination's current state (409); the text says why
+    /// and what to do.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// A small response, built by [`Api::respond`] without I/O.
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    content_type: &'static str,
+    body: String,
+    /// Extra header (`Allow` for 405, `WWW-Authenticate` for 401).
+    header: Option<(hyper::header::HeaderName, &'static str)>,
+}
+
+impl Reply {
+    fn json(status: StatusCode, body: String) -> Reply {
+        Reply {
+            status,
+            content_type: "application/json",
+            body,
+            header: None,
+        }
+    }
+    fn error(status: StatusCode, message: impl Into<String>) -> Reply {
+        Reply::json(
+            status,
+            serde_json::json!({ "error": message.into() }).to_string(),
+        )
+    }
+    fn text(status: StatusCode, content_type: &'static str, body: String) -> Reply {
+        Reply {
+            status,
+            content_type,
+            body,
+            header: None,
+        }
+    }
+    fn with(mut self, name: hyper::header::HeaderName, value: &'static str) -> Reply {
+        self.header = Some((name, value));
+        self
+    }
+}
+
+/// The routing and auth policy, independent of the transport.
+struct Api {
+    control: Arc<dyn NodeControl>,
+    token: Option<String>,
+    /// GETs need no token (the API is bound to loopback).
+    open_reads: bool,
+}
+
+impl Api {
+    fn respond(&self, method: &Method, path: &str, authorization: Option<&[u8]>) -> Reply {
+        let needs_token = match &self.token {
+            Some(_) if *method == Method::GET || *method == Method::HEAD => !self.open_reads,
+            Some(_) => true,
+            None => false,
+        };
+        if needs_token && !self.authorized(authorization) {
+            return Reply::error(
+                StatusCode::UNAUTHORIZED,
+                "missing or wrong bearer token: send the header \
+                 \"Authorization: Bearer <admin.token>\"",
+            )
+            .with(WWW_AUTHENTICATE, "Bearer realm=\"pointsman\"");
+        }
+        let path = path.split(['?', '#']).next().unwrap_or_default();
+        let path = match path.strip_suffix('/') {
+            Some(p) if !p.is_empty() => p,
+            _ => path,
+        };
+        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let get = *method == Method::GET;
+        let post = *method == Method::POST;
+        match segments.as_slice() {
+            ["health"] if get => Reply::text(StatusCode::OK, "text/plain", "ok\n".into()),
+            ["ready"] if get => self.ready(),
+            ["metrics"] if get => Reply::text(
+                StatusCode::OK,
+                PROMETHEUS_CONTENT_TYPE,
+                self.control.metrics(),
+            ),
+            ["destinations"] if get => self.destinations(),
+            ["destinations", name] if get => self.destination(name),
+            ["destinations", name, action] if post => self.action(name, action),
+            ["node", "drain"] if post => {
+                self.control.drain_node();
+                self.ready()
+            }
+            ["reload"] if post => match self.control.reload() {
+                Ok(summary) => Reply::json(
+                    StatusCode::OK,
+                    serde_json::json!({ "reloaded": true, "summary": summary }).to_string(),
+                ),
+                Err(errors) => Reply::json(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    serde_json::json!({ "reloaded": false, "errors": errors }).to_string(),
+                ),
+            },
+            ["health"] | ["ready"] | ["metrics"] | ["destinations"] | ["destinations", _] => {
+                Self::not_allowed("GET")
+            }
+            ["destinations", _, _] | ["node", "drain"] | ["reload"] => Self::not_allowed("POST"),
+            _ => Reply::error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "no such endpoint {path:?}: use GET /health, /ready, /destinations, \
+                     /metrics, or POST /destinations/NAME/ACTION, /node/drain, /reload"
+                ),
+            ),
+        }
+    }
+
+    fn not_allowed(allow: &'static str) -> Reply {
+        Reply::error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            format!("this endpoint takes {allow} only"),
+        )
+        .with(ALLOW, allow)
+    }
+
+    fn authorized(&self, authorization: Option<&[u8]>) -> bool {
+        let (Some(token), Some(value)) = (&self.token, authorization) else {
+            return false;
+        };
+        let Some(scheme) = value.get(..7) else {
+            return false;
+        };
+        scheme.eq_ignore_ascii_case(b"bearer ")
+            && constant_time_eq(value[7..].trim_ascii(), token.as_bytes())
+    }
+
+    fn ready(&self) -> Reply {
+        if self.control.is_ready() {
+            Reply::json(StatusCode::OK, r#"{"ready":true}"#.into())
+        } else {
+            Reply::json(
+                StatusCode::SERVICE_UNAVAILABLE,
+                r#"{"ready":false,"reason":"draining"}"#.into(),
+            )
+        }
+    }
+
+    fn destinations(&self) -> Reply {
+        to_json(StatusCode::OK, &self.control.destinations())
+    }
+
+    fn destination(&self, name: &str) -> Reply {
+        match self
+            .control
+            .destinations()
+            .into_iter()
+            .find(|d| d.name == name)
+        {
+            Some(d) => to_json(StatusCode::OK, &d),
+            None => self.unknown_destination(name),
+        }
+    }
+
+    fn action(&self, name: &str, action: &str) -> Reply {
+        let Some(action) = DestinationAction::parse(action) else {
+            let known: Vec<&str> = DestinationAction::ALL.map(|a| a.as_str()).to_vec();
+            let hint = routing_rules::check::closest(action, known.iter().copied())
+                .map(|near| format!(" (did you mean {near:?}?)"))
+                .unwrap_or_default();
+            return Reply::error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "unknown action {action:?}{hint}: use one of {}",
+                    known.join(", ")
+                ),
+            );
+        };
+        match self.control.destination_action(name, action) {
+            Ok(status) => to_json(StatusCode::OK, &status),
+            Err(ActionError::UnknownDestination(name)) => self.unknown_destination(&name),
+            Err(ActionError::Conflict(why)) => Reply::error(StatusCode::CONFLICT, why),
+        }
+    }
+
+    fn unknown_destination(&self, name: &str) -> Reply {
+        let known: Vec<String> = self
+            .control
+            .destinations()
+            .into_iter()
+            .map(|d| d.name)
+            .collect();
+        let near = routing_rules::check::closest(name, known.iter().map(String::as_str));
+        let message = match near {
+            Some(near) => format!("unknown destination {name:?}: did you mean {near:?}?"),
+            None => format!(
+                "unknown destination {name:?}: GET /destinations lists them ({})",
+                known.join(", ")
+            ),
+        };
+        Reply::json(
+            StatusCode::NOT_FOUND,
+            serde_json::json!({ "error": message, "did_you_mean": near }).to_string(),
+        )
+    }
+}
+
+fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
+    match serde_json::to_string(value) {
+        Ok(body) => Reply::json(status, body),
+        Err(e) => Reply::error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode the answer: {e}"),
+        ),
+    }
+}
+
+/// Equal contents, in a time that depends on `given`'s length only.
+fn constant_time_eq(given: &[u8], expected: &[u8]) -> bool {
+    let mut diff = u8::from(given.len() != expected.len());
+    for (i, &b) in given.iter().enumerate() {
+        let e = if expected.is_empty() {
+            0
+        } else {
+            expected[i % expected.len()]
+        };
+        diff |= b ^ e;
+    }
+    std::hint::black_box(diff) == 0
+}
+
+/// Whether the API bound to `addr` keeps GETs open (a loopback address).
+fn loopback(addr: SocketAddr) -> bool {
+    crate::config::is_loopback(addr.ip())
+}
+
+/// Serves the admin API on `listener` until the process ends. `token`: see the module docs.
+/// Fails at once (`InvalidInput`) when the listener is not on loopback and there is no token;
+/// accept errors (e.g. out of file descriptors) are logged and retried.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    control: Arc<dyn NodeControl>,
+    token: Option<String>,
+) -> io::Result<()> {
+    let local = listener.local_addr()?;
+    let open_reads = loopback(local);
+    if !open_reads && token.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "the admin API on {local} is not on loopback and has no token: set admin.token"
+            ),
+        ));
+    }
+    let api = Arc::new(Api {
+        control,
+        token,
+        open_reads,
+    });
+    let permits = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+    loop {
+        let Ok(permit) = permits.clone().acquire_owned().await else {
+            return Ok(()); // never closed
+        };
+        let (stream, _peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "admin: accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let api = api.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let reply = api.respond(
+                    req.method(),
+                    req.uri().path(),
+                    req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
+                );
+                async move { Ok::<_, Infallible>(into_response(reply)) }
+            });
+            let mut http = hyper::server::conn::http1::Builder::new();
+            http.keep_alive(false)
+                .max_buf_size(MAX_HEADER_BYTES)
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(REQUEST_TIMEOUT);
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            match tokio::time::timeout(REQUEST_TIMEOUT, conn).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::debug!(error = %e, "admin: connection error"),
+                Err(_) => tracing::debug!("admin: connection timed out"),
+            }
+            drop(permit);
+        });
+    }
+}
+
+fn into_response(reply: Reply) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+    *response.status_mut() = reply.status;
+    let headers = response.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static(reply.content_type));
+    if let Some((name, value)) = reply.header {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
+/// Binds `addr` (so a port in use is an error now), then serves the admin API on a thread of its
+/// own ("admin") with a current-thread tokio runtime, until the process ends.
+pub fn spawn(
+    addr: SocketAddr,
+    control: Arc<dyn NodeControl>,
+    token: Option<String>,
+) -> io::Result<std::thread::JoinHandle<()>> {
+    if !loopback(addr) && token.is_none() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("the admin API on {addr} is not on loopback and has no token: set admin.token"),
+        ));
+    }
+    let listener = std::net::TcpListener::bind(addr).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("cannot bind the admin API to {addr}: {e} (set [admin] listen)"),
+        )
+    })?;
+    listener.set_nonblocking(true)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()?;
+    std::thread::Builder::new()
+        .name("admin".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                let served = match tokio::net::TcpListener::from_std(listener) {
+                    Ok(listener) => serve(listener, control, token).await,
+                    Err(e) => Err(e),
+                };
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin API stopped");
+                }
+            })
+        })
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client side: `pointsman status`.
+
+/// A failed admin request from the command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the admin API at {addr}: {source} (is pointsman running, and is [admin] listen this address?)")]
+    Unreachable { addr: String, source: io::Error },
+    #[error("admin API at {addr}: {source}")]
+    Io { addr: String, source: io::Error },
+    #[error("admin API at {addr} answered something that is not HTTP: {what}")]
+    BadResponse { addr: String, what: String },
+    #[error("admin API at {addr} refused the request (401): pass --token or set POINTSMAN_ADMIN_TOKEN to its [admin] token")]
+    Unauthorized { addr: String },
+    #[error(
+        "the token has a space, a control or a non-ASCII character: pass the [admin] token exactly"
+    )]
+    BadToken,
+    #[error("admin API at {addr} answered {status}: {body}")]
+    Status {
+        addr: String,
+        status: u16,
+        body: String,
+    },
+}
+
+/// One HTTP answer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HttpReply {
+    pub status: u16,
+    /// Header names in lower case, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpReply {
+    /// The first header called `name` (any case).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// Largest answer [`http_request`] reads.
+pub const MAX_REPLY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A blocking HTTP/1.1 request with `Connection: close`: `addr` is `host:port` (an `http://`
+/// prefix and trailing `/` are ignored); `token` is sent as a bearer token. Any status is `Ok`.
+pub fn http_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpReply, ClientError> {
+    let host = addr
+        .trim()
+        .trim_start_matches("http://")
+        .trim_end_matches('/');
+    let unreachable = |source| ClientError::Unreachable {
+        addr: host.to_string(),
+        source,
+    };
+    let io_err = |source| ClientError::Io {
+        addr: host.to_string(),
+        source,
+    };
+    if token.is_some_and(|t| t.bytes().any(|b| !b.is_ascii_graphic())) {
+        return Err(ClientError::BadToken);
+    }
+    let targets: Vec<SocketAddr> = host.to_socket_addrs().map_err(unreachable)?.collect();
+    let mut last = io::Error::new(io::ErrorKind::NotFound, "the name has no address");
+    let mut stream = None;
+    for target in targets {
+        match TcpStream::connect_timeout(&target, timeout) {
+            Ok(s) => {
+                stream = Some(s);
+                break;
+            }
+            Err(e) => last = e,
+        }
+    }
+    let mut stream = stream.ok_or_else(|| unreachable(last))?;
+    stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
+    stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let mut head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n\
+         Content-Length: 0\r\n"
+    );
+    if let Some(t) = token {
+        let _ = write!(head, "Authorization: Bearer {t}\r\n");
+    }
+    head.push_str("\r\n");
+    stream.write_all(head.as_bytes()).map_err(io_err)?;
+    let mut raw = Vec::new();
+    stream
+        .take(MAX_REPLY_BYTES as u64 + 1)
+        .read_to_end(&mut raw)
+        .map_err(io_err)?;
+    let bad = |what: &str| ClientError::BadResponse {
+        addr: host.to_string(),
+        what: what.to_string(),
+    };
+    if raw.len() > MAX_REPLY_BYTES {
+        return Err(bad("the answer is larger than 16 MiB"));
+    }
+    parse_reply(&raw).map_err(bad)
+}
+
+/// Parses a whole HTTP/1.1 answer read until the connection closed.
+fn parse_reply(raw: &[u8]) -> Result<HttpReply, &'static str> {
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .ok_or("no end of headers")?;
+    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "headers are not UTF-8")?;
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().unwrap_or_default();
+    let mut parts = status_line.splitn(3, ' ');
+    if !parts.next().unwrap_or_default().starts_with("HTTP/1.") {
+        return Err("no HTTP/1.x status line");
+    }
+    let status: u16 = parts
+        .next()
+        .and_then(|s| s.parse().ok())
+        .filter(|s| (100..=999).contains(s))
+        .ok_or("bad status code")?;
+    let mut headers = Vec::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').ok_or("a header line has no colon")?;
+        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_string()));
+    }
+    let mut body = raw[end + 4..].to_vec();
+    let reply = |body| HttpReply {
+        status,
+        headers: headers.clone(),
+        body,
+    };
+    let chunked = reply(Vec::new())
+        .header("transfer-encoding")
+        .is_some_and(|te| te.to_ascii_lowercase().contains("chunked"));
+    if chunked {
+        body = dechunk(&body).ok_or("bad chunked body")?;
+    } else if let Some(len) = reply(Vec::new()).header("content-length") {
+        let len: usize = len.parse().map_err(|_| "bad Content-Length")?;
+        if body.len() < len {
+            return Err("the body is shorter than its Content-Length");
+        }
+        body.truncate(len);
+    }
+    Ok(reply(body))
+}
+
+fn dechunk(mut data: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let eol = data.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&data[..eol]).ok()?;
+        let size_text = size_text.split(';').next()?.trim();
+        let size = usize::from_str_radix(size_text, 16).ok()?;
+        data = &data[eol + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        out.extend_from_slice(data.get(..size)?);
+        data = data.get(size + 2..)?;
+    }
+}
+
+/// `GET /destinations` from a running node.
+pub fn fetch_destinations(
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<DestinationStatus>, ClientError> {
+    let reply = http_request(addr, "GET", "/destinations", token, timeout)?;
+    let host = addr.to_string();
+    match reply.status {
+        200 => serde_json::from_slice(&reply.body).map_err(|e| ClientError::BadResponse {
+            addr: host,
+            what: format!("the destination list is not the JSON expected: {e}"),
+        }),
+        401 => Err(ClientError::Unauthorized { addr: host }),
+        status => Err(ClientError::Status {
+            addr: host,
+            status,
+            body: reply.text().trim().chars().take(500).collect(),
+        }),
+    }
+}
+
+/// The `pointsman status` table: one line per destination, columns aligned; `colour`: colour
+/// the state words with ANSI escapes (for a terminal). Text from the node is stripped of
+/// control characters.
+pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String {
+    const HEADER: [&str; 9] = [
+        "NAME",
+        "ADDRESS",
+        "STATE",
+        "SINCE",
+        "RTT",
+        "CALLS NOW",
+        "CALLS",
+        "FAILURES",
+        "REASON",
+    ];
+    // Right-aligned columns: the numbers.
+    const RIGHT: [bool; 9] = [false, false, false, true, true, true, true, true, false];
+    let rows: Vec<[String; 9]> = destinations
+        .iter()
+        .map(|d| {
+            [
+                printable(&d.name),
+                printable(&d.address),
+                printable(&d.state),
+                human_secs(d.since_secs),
+                d.last_probe_rtt_ms.map_or_else(|| "-".into(), human_ms),
+                d.calls_in_progress.to_string(),
+                d.calls.to_string(),
+                d.failures.to_string(),
+                printable(&d.reason),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 9], is_header: bool| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            let pad = widths[i].saturating_sub(cell.chars().count());
+            let last = i == cells.len() - 1;
+            let shown = match (colour && !is_header && i == 2, state_colour(cell)) {
+                (true, Some(code)) => format!("\x1b[{code}m{cell}\x1b[0m"),
+                _ => (*cell).to_string(),
+            };
+            if RIGHT[i] {
+                text.push_str(&" ".repeat(pad));
+                text.push_str(&shown);
+            } else {
+                text.push_str(&shown);
+                if !last {
+                    text.push_str(&" ".repeat(pad));
+                }
+            }
+            if !last {
+                text.push_str("  ");
+            }
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(HEADER, true);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str), false);
+    }
+    if rows.is_empty() {
+        out.push_str("(no destinations)\n");
+    }
+    out
+}
+
+/// The ANSI SGR code for a state word.
+fn state_colour(state: &str) -> Option<&'static str> {
+    Some(match state {
+        "up" => "32",
+        "forced-up" => "36",
+        "probing" | "draining" => "33",
+        "maintenance" => "35",
+        "down" => "1;31",
+        _ => return None,
+    })
+}
+
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect()
+}
+
+/// `45s`, `3m12s`, `2h05m`, `3d04h`.
+fn human_secs(s: u64) -> String {
+    match s {
+        0..=59 => format!("{s}s"),
+        60..=3599 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..=86_399 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// `0.35ms`, `1.25ms`, `12.5ms`, `150ms`, `1.25s`.
+fn human_ms(ms: f64) -> String {
+    if !ms.is_finite() || ms < 0.0 {
+        "-".into()
+    } else if ms < 10.0 {
+        format!("{ms:.2}ms")
+    } else if ms < 100.0 {
+        format!("{ms:.1}ms")
+    } else if ms < 1000.0 {
+        format!("{ms:.0}ms")
+    } else {
+        format!("{:.2}s", ms / 1000.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Mutex;
+
+    const TOKEN: &str = "0123456789abcdef0123";
+
+    fn status(name: &str, state: &str) -> DestinationStatus {
+        DestinationStatus {
+            name: name.into(),
+            address: format!("{name}.example:5060"),
+            state: state.into(),
+            reason: "3 probes ok".into(),
+            since_secs: 192,
+            last_probe_rtt_ms: Some(1.25),
+            calls_in_progress: 2,
+            calls: 10,
+            failures: 1,
+            probes_ok: 20,
+            probes_failed: 0,
+        }
+    }
+
+    /// A node with two destinations whose actions set the state word.
+    struct Fake {
+        dests: Mutex<Vec<DestinationStatus>>,
+        ready: AtomicBool,
+        reload_errors: Mutex<Vec<String>>,
+    }
+
+    impl Fake {
+        fn new() -> Arc<Fake> {
+            Arc::new(Fake {
+                dests: Mutex::new(vec![status("primary", "up"), status("secondary", "down")]),
+                ready: AtomicBool::new(true),
+                reload_errors: Mutex::new(Vec::new()),
+            })
+        }
+    }
+
+    impl NodeControl for Fake {
+        fn destinations(&self) -> Vec<DestinationStatus> {
+            self.dests.lock().unwrap().clone()
+        }
+        fn destination_action(
+            &self,
+            name: &str,
+            action: DestinationAction,
+        ) -> Result<DestinationStatus, ActionError> {
+            let mut dests = self.dests.lock().unwrap();
+            let d = dests
+                .iter_mut()
+                .find(|d| d.name == name)
+                .ok_or_else(|| ActionError::UnknownDestination(name.into()))?;
+            if d.state == "maintenance" && action == DestinationAction::ForceUp {
+                return Err(ActionError::Conflict(
+                    "primary is in maintenance: enable it first".into(),
+                ));
+            }
+            d.state = match action {
+                DestinationAction::Drain => "draining",
+                DestinationAction::Maintenance => "maintenance",
+                DestinationAction::Enable => "probing",
+                DestinationAction::ForceUp => "forced-up",
+            }
+            .into();
+            d.reason = format!("admin: {}", action.as_str());
+            d.since_secs = 0;
+            Ok(d.clone())
+        }
+        fn drain_node(&self) {
+            self.ready.store(false, Ordering::SeqCst);
+        }
+        fn is_ready(&self) -> bool {
+            self.ready.load(Ordering::SeqCst)
+        }
+        fn reload(&self) -> Result<String, Vec<String>> {
+            let errors = self.reload_errors.lock().unwrap().clone();
+            if errors.is_empty() {
+                Ok("2 destinations, 1 route".into())
+            } else {
+                Err(errors)
+            }
+        }
+        fn metrics(&self) -> String {
+            "pointsman_cancels_sent_total 3\n".into()
+        }
+    }
+
+    fn api(fake: &Arc<Fake>, token: Option<&str>, open_reads: bool) -> Api {
+        Api {
+            control: fake.clone(),
+            token: token.map(String::from),
+            open_reads,
+        }
+    }
+
+    fn get(api: &Api, path: &str) -> Reply {
+        api.respond(&Method::GET, path, None)
+    }
+
+    fn post(api: &Api, path: &str) -> Reply {
+        api.respond(&Method::POST, path, None)
+    }
+
+    fn json(reply: &Reply) -> serde_json::Value {
+        assert_eq!(reply.content_type, "application/json", "{reply:?}");
+        serde_json::from_str(&reply.body).expect("JSON body")
+    }
+
+    #[test]
+    fn health_answers_ok_as_text() {
+        let r = get(&api(&Fake::new(), None, true), "/health");
+        assert_eq!(
+            (r.status, r.content_type, r.body.as_str()),
+            (StatusCode::OK, "text/plain", "ok\n")
+        );
+    }
+
+    #[test]
+    fn ready_turns_503_with_reason_draining_after_node_drain() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        let r = get(&a, "/ready");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(json(&r), serde_json::json!({ "ready": true }));
+        let r = post(&a, "/node/drain");
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "ready": false, "reason": "draining" })
+        );
+        let r = get(&a, "/ready");
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "ready": false, "reason": "draining" })
+        );
+    }
+
+    #[test]
+    fn destinations_are_a_json_array_of_every_field() {
+        let fake = Fake::new();
+        let r = get(&api(&fake, None, true), "/destinations/");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            json(&r)[0],
+            serde_json::json!({
+                "name": "primary", "address": "primary.example:5060", "state": "up",
+                "reason": "3 probes ok", "since_secs": 192, "last_probe_rtt_ms": 1.25,
+                "calls_in_progress": 2, "calls": 10, "failures": 1, "probes_ok": 20,
+                "probes_failed": 0
+            })
+        );
+        let back: Vec<DestinationStatus> = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(back, fake.destinations());
+        let one = get(&api(&fake, None, true), "/destinations/secondary?x=1");
+        assert_eq!(json(&one)["state"], "down");
+    }
+
+    #[test]
+    fn each_action_returns_the_new_status() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        for (action, state) in [
+            ("drain", "draining"),
+            ("enable", "probing"),
+            ("force-up", "forced-up"),
+            ("maintenance", "maintenance"),
+        ] {
+            let r = post(&a, &format!("/destinations/secondary/{action}"));
+            assert_eq!(r.status, StatusCode::OK, "{action}: {r:?}");
+            assert_eq!(json(&r)["state"], state);
+            assert_eq!(json(&r)["name"], "secondary");
+        }
+        let r = post(&a, "/destinations/secondary/force-up");
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_eq!(
+            json(&r)["error"],
+            "primary is in maintenance: enable it first"
+        );
+    }
+
+    #[test]
+    fn unknown_destination_is_404_with_did_you_mean() {
+        let a = api(&Fake::new(), None, true);
+        let r = post(&a, "/destinations/primray/drain");
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({
+                "error": "unknown destination \"primray\": did you mean \"primary\"?",
+                "did_you_mean": "primary"
+            })
+        );
+        let r = get(&a, "/destinations/zzz");
+        assert_eq!(r.status, StatusCode::NOT_FOUND);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({
+                "error": "unknown destination \"zzz\": GET /destinations lists them \
+                          (primary, secondary)",
+                "did_you_mean": null
+            })
+        );
+    }
+
+    #[test]
+    fn unknown_action_is_400_and_names_the_actions() {
+        let fake = Fake::new();
+        let r = post(&api(&fake, None, true), "/destinations/primary/force_up");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert_eq!(
+            json(&r)["error"],
+            "unknown action \"force_up\" (did you mean \"force-up\"?): use one of drain, \
+             maintenance, enable, force-up"
+        );
+        assert_eq!(fake.destinations()[0].state, "up", "nothing changed");
+    }
+
+    #[test]
+    fn reload_answers_the_summary_or_422_with_every_error() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        let r = post(&a, "/reload");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "reloaded": true, "summary": "2 destinations, 1 route" })
+        );
+        *fake.reload_errors.lock().unwrap() = vec![
+            "a.toml:3: listen[0].address: bad".into(),
+            "a.toml:9: route: x".into(),
+        ];
+        let r = post(&a, "/reload");
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({
+                "reloaded": false,
+                "errors": ["a.toml:3: listen[0].address: bad", "a.toml:9: route: x"]
+            })
+        );
+    }
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let r = get(&api(&Fake::new(), None, true), "/metrics");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.content_type, "text/plain; version=0.0.4; charset=utf-8");
+        assert_eq!(r.body, "pointsman_cancels_sent_total 3\n");
+    }
+
+    #[test]
+    fn wrong_method_is_405_with_allow_and_unknown_path_404() {
+        let a = api(&Fake::new(), None, true);
+        let r = post(&a, "/health");
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.header, Some((ALLOW, "GET")));
+        let r = get(&a, "/reload");
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.header, Some((ALLOW, "POST")));
+        let r = a.respond(&Method::DELETE, "/destinations/primary/drain", None);
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        for path in [
+            "/",
+            "",
+            "/nope",
+            "/destinations/a/b/c",
+            "//health",
+            "/node",
+            "*",
+        ] {
+            assert_eq!(get(&a, path).status, StatusCode::NOT_FOUND, "{path:?}");
+        }
+    }
+
+    #[test]
+    fn with_a_token_on_loopback_posts_need_it_and_gets_do_not() {
+        let fake = Fake::new();
+        let a = api(&fake, Some(TOKEN), true);
+        assert_eq!(get(&a, "/destinations").status, StatusCode::OK);
+        let r = post(&a, "/node/drain");
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(
+            r.header,
+            Some((WWW_AUTHENTICATE, "Bearer realm=\"pointsman\""))
+        );
+        assert!(fake.is_ready(), "refused request had no effect");
+        for wrong in [
+            format!("Bearer {TOKEN}x"),
+            format!("Bearer {}", &TOKEN[1..]),
+            format!("Basic {TOKEN}"),
+            TOKEN.to_string(),
+            "Bearer ".into(),
+            "Bearer".into(),
+            String::new(),
+        ] {
+            let r = a.respond(&Method::POST, "/node/drain", Some(wrong.as_bytes()));
+            assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{wrong:?}");
+        }
+        let r = a.respond(&Method::POST, "/node/drain", Some(b"\xff\x00\x01"));
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        let right = format!("bearer  {TOKEN}");
+        let r = a.respond(&Method::POST, "/node/drain", Some(right.as_bytes()));
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "drained: {r:?}");
+        assert!(!fake.is_ready());
+    }
+
+    #[test]
+    fn off_loopback_every_request_needs_the_token() {
+        let a = api(&Fake::new(), Some(TOKEN), false);
+        for path in ["/health", "/ready", "/destinations", "/metrics", "/nope"] {
+            assert_eq!(get(&a, path).status, StatusCode::UNAUTHORIZED, "{path}");
+        }
+        let auth = format!("Bearer {TOKEN}");
+        let r = a.respond(&Method::GET, "/metrics", Some(auth.as_bytes()));
+        assert_eq!(r.status, StatusCode::OK);
+    }
+
+    #[test]
+    fn without_a_token_on_loopback_everything_is_open() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        assert_eq!(
+            post(&a, "/destinations/primary/drain").status,
+            StatusCode::OK
+        );
+        // A header sent anyway is ignored.
+        let r = a.respond(&Method::POST, "/reload", Some(b"Bearer whatever"));
+        assert_eq!(r.status, StatusCode::OK);
+    }
+
+    #[test]
+    fn token_comparison_needs_the_exact_bytes() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abd", b"abc"));
+        assert!(!constant_time_eq(b"ab", b"abc"));
+        assert!(!constant_time_eq(b"abcabc", b"abc"));
+        assert!(!constant_time_eq(b"", b"abc"));
+        assert!(!constant_time_eq(b"abc", b""));
+        assert!(constant_time_eq(b"", b""));
+    }
+
+    #[test]
+    fn spawn_refuses_a_public_address_without_a_token() {
+        let e = spawn("0.0.0.0:0".parse().unwrap(), Fake::new(), None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(e.to_string().contains("set admin.token"), "{e}");
+    }
+
+    #[test]
+    fn spawn_reports_a_port_in_use_at_once() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = spawn(addr, Fake::new(), None).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::AddrInUse);
+        assert!(e
+            .to_string()
+            .contains(&format!("cannot bind the admin API to {addr}")));
+    }
+
+    #[test]
+    fn status_over_real_http_on_a_spawned_api() {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let fake = Fake::new();
+        spawn(port, fake.clone(), Some(TOKEN.into())).expect("spawn");
+        let addr = format!("http://{port}/");
+        let t = Duration::from_secs(5);
+        let list = fetch_destinations(&addr, None, t).expect("GET /destinations");
+        assert_eq!(list, fake.destinations());
+        let r = http_request(&addr, "POST", "/node/drain", None, t).unwrap();
+        assert_eq!(r.status, 401);
+        let r = http_request(&addr, "POST", "/node/drain", Some(TOKEN), t).unwrap();
+        assert_eq!(r.status, 503);
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert_eq!(r.text(), r#"{"ready":false,"reason":"draining"}"#);
+    }
+
+    #[test]
+    fn status_of_an_unreachable_node_says_so() {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let e = fetch_destinations(&port.to_string(), None, Duration::from_secs(2)).unwrap_err();
+        assert!(matches!(e, ClientError::Unreachable { .. }), "{e:?}");
+        assert!(e
+            .to_string()
+            .starts_with(&format!("cannot reach the admin API at {port}")));
+    }
+
+    #[test]
+    fn a_token_that_would_break_the_request_is_refused_before_connecting() {
+        let e = http_request(
+            "127.0.0.1:9",
+            "GET",
+            "/",
+            Some("abc\r\nX-Evil: 1"),
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
+        assert!(matches!(e, ClientError::BadToken), "{e:?}");
+    }
+
+    #[test]
+    fn replies_parse_with_content_length_chunked_or_until_close() {
+        let r =
+            parse_reply(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-A: b\r\n\r\nokEXTRA").unwrap();
+        assert_eq!(
+            (r.status, r.body.as_slice(), r.header("x-a")),
+            (200, &b"ok"[..], Some("b"))
+        );
+        let r = parse_reply(
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=1\r\nde\r\n0\r\n\r\n",
+        )
+        .unwrap();
+        assert_eq!(r.body, b"abcde");
+        let r = parse_reply(b"HTTP/1.0 404 Not Found\r\n\r\nnope").unwrap();
+        assert_eq!((r.status, r.body.as_slice()), (404, &b"nope"[..]));
+        for bad in [
+            &b""[..],
+            b"HTTP/1.1 200 OK\r\n",
+            b"SIP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 abc OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nno colon\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nshort",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nab",
+        ] {
+            assert!(
+                parse_reply(bad).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    fn table_rows() -> Vec<DestinationStatus> {
+        vec![
+            status("primary", "up"),
+            DestinationStatus {
+                name: "lifeboat-ivr".into(),
+                address: "[2001:db8::7]:5061".into(),
+                state: "maintenance".into(),
+                reason: "admin: maintenance\x1b[2J".into(),
+                since_secs: 90_061,
+                last_probe_rtt_ms: None,
+                calls_in_progress: 0,
+                calls: 12_345,
+                failures: 67,
+                probes_ok: 0,
+                probes_failed: 0,
+            },
+            DestinationStatus {
+                state: "down".into(),
+                reason: "3 probes failed (timeout)".into(),
+                since_secs: 7,
+                last_probe_rtt_ms: Some(250.4),
+                ..status("edge-b", "down")
+            },
+        ]
+    }
+
+    #[test]
+    fn status_table_is_aligned_without_colour() {
+        let expected = "\
+NAME          ADDRESS               STATE        SINCE     RTT  CALLS NOW  CALLS  FAILURES  REASON
+primary       primary.example:5060  up           3m12s  1.25ms          2     10         1  3 probes ok
+lifeboat-ivr  [2001:db8::7]:5061    maintenance  1d01h       -          0  12345        67  admin: maintenance?[2J
+edge-b        edge-b.example:5060   down            7s   250ms          2     10         1  3 probes failed (timeout)
+";
+        assert_eq!(render_status(&table_rows(), false), expected);
+        assert_eq!(
+            render_status(&[], false),
+            "NAME  ADDRESS  STATE  SINCE  RTT  CALLS NOW  CALLS  FAILURES  REASON\n\
+             (no destinations)\n"
+        );
+    }
+
+    #[test]
+    fn status_table_colours_only_the_state_words() {
+        let text = render_status(&table_rows()[..1], true);
+        assert_eq!(
+            text.lines().nth(1),
+            Some(
+                "primary  primary.example:5060  \x1b[32mup\x1b[0m     3m12s  1.25ms          2     \
+                 10         1  3 probes ok"
+            )
+        );
+        let plain = render_status(&table_rows(), false);
+        let coloured = render_status(&table_rows(), true);
+        let stripped = coloured
+            .replace("\x1b[32m", "")
+            .replace("\x1b[35m", "")
+            .replace("\x1b[1;31m", "")
+            .replace("\x1b[0m", "");
+        assert_eq!(stripped, plain);
+        assert_eq!(coloured.matches("\x1b[0m").count(), 3);
+    }
+
+    #[test]
+    fn durations_and_rtts_are_humanised() {
+        let secs: Vec<String> = [0, 59, 60, 192, 3599, 3600, 7260, 86_399, 86_400, 90_061]
+            .into_iter()
+            .map(human_secs)
+            .collect();
+        assert_eq!(
+            secs,
+            [
+                "0s", "59s", "1m00s", "3m12s", "59m59s", "1h00m", "2h01m", "23h59m", "1d00h",
+                "1d01h"
+            ]
+        );
+        let ms: Vec<String> = [0.35, 1.25, 12.0, 150.2, 1250.0, -1.0, f64::NAN]
+            .into_iter()
+            .map(human_ms)
+            .collect();
+        assert_eq!(
+            ms,
+            ["0.35ms", "1.25ms", "12.0ms", "150ms", "1.25s", "-", "-"]
+        );
+    }
+}

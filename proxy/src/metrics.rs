@@ -1,0 +1,1100 @@
+//! Prometheus metrics: the one place that names, labels and registers every metric pointsman
+//! exports, and the typed methods the proxy core, the transports and the health checker call to
+//! update them.
+//!
+//! Every series is registered once, up front, and kept as a handle ([`metrics::Counter`],
+//! [`metrics::Gauge`], [`metrics::Histogram`]) in [`Metrics`]: the hot path indexes an array
+//! or a `Vec` and does one atomic add, never a labelled lookup (~100 ns each). Label values come
+//! only from fixed enums ([`CallOutcome`], [`FailoverReason`], [`DropReason`], [`DestState`],
+//! SIP methods and response classes, [`PARSE_ERROR_KINDS`]) or from configured destination and
+//! route names, so the number of series is bounded by the config: never a Call-ID, a number or
+//! an IP address. Per-destination and per-route handles are indexed by
+//! [`DestId`]/[`RouteId`] (config order); [`Metrics::rebind`] builds the set for a reloaded
+//! config, keeping the counters of names that stay. The histograms have explicit buckets
+//! ([`POST_DIAL_DELAY_BUCKETS`], [`INVITE_FINAL_BUCKETS`]).
+//!
+//! [`Metrics::install`] installs the recorder as the process's global one (once per process) and
+//! starts a thread that runs the exporter's upkeep; [`Metrics::local`] builds a private recorder
+//! (tests, several nodes in one process). Either way [`Metrics::render`] (or the
+//! [`PrometheusHandle`]) gives the Prometheus text that `GET /metrics` serves: this module has no
+//! HTTP listener of its own.
+//!
+//! It must not: take label values from received messages, allocate or look up on the update path,
+//! or know about sockets, transactions or HTTP.
+
+use ::metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString};
+use metrics_exporter_prometheus::{
+    Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
+};
+use routing_rules::{DestId, RouteId};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::wire::Method;
+
+/// Bucket bounds (seconds) of `pointsman_post_dial_delay_seconds`: INVITE received → first
+/// 18x relayed. Dense around the 3 s default provisional timer.
+pub const POST_DIAL_DELAY_BUCKETS: [f64; 13] = [
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 4.0, 6.0, 10.0, 30.0,
+];
+
+/// Bucket bounds (seconds) of `pointsman_invite_final_seconds`: INVITE received → final
+/// response relayed (answer, rejection, or the caller's CANCEL), up to the 120 s ring timeout.
+pub const INVITE_FINAL_BUCKETS: [f64; 15] = [
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 300.0,
+];
+
+/// The `method` label values of `pointsman_requests_total`, in [`Method`] order; extension
+/// methods count as `other`.
+pub const METHODS: [&str; 15] = [
+    "INVITE",
+    "ACK",
+    "BYE",
+    "CANCEL",
+    "OPTIONS",
+    "REGISTER",
+    "PRACK",
+    "UPDATE",
+    "INFO",
+    "SUBSCRIBE",
+    "NOTIFY",
+    "REFER",
+    "MESSAGE",
+    "PUBLISH",
+    "other",
+];
+
+/// The `class` label values of `pointsman_responses_total`.
+pub const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
+
+/// The `kind` label values of `pointsman_parse_errors_total`: every
+/// [`ScanError::kind`](crate::wire::ScanError::kind), then `other` for a kind this list lacks.
+pub const PARSE_ERROR_KINDS: [&str; 16] = [
+    "bad_start_line",
+    "unknown_version",
+    "missing_header",
+    "bad_header",
+    "cseq_method_mismatch",
+    "bad_content_length",
+    "conflicting_content_length",
+    "content_length_exceeds_body",
+    "missing_content_length",
+    "no_end_of_headers",
+    "too_large",
+    "too_many_headers",
+    "line_too_long",
+    "too_many_vias",
+    "bad_uri",
+    "other",
+];
+
+/// The `route` label of calls that matched no route.
+pub const NO_ROUTE: &str = "(none)";
+
+/// How a call ended: the `outcome` label of `pointsman_calls_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CallOutcome {
+    /// 2xx relayed.
+    Answered,
+    /// 486 Busy Here or 600 Busy Everywhere.
+    Busy,
+    /// Any other 4xx or 6xx (but 408), and 3xx.
+    Rejected,
+    /// 5xx, pointsman's own 503 included.
+    Failed,
+    /// The caller cancelled (487 after the carrier's CANCEL).
+    Cancelled,
+    /// 408, whether a destination's or pointsman's (ring timeout).
+    Timeout,
+}
+
+impl CallOutcome {
+    /// Every outcome, in label order.
+    pub const ALL: [CallOutcome; 6] = [
+        CallOutcome::Answered,
+        CallOutcome::Busy,
+        CallOutcome::Rejected,
+        CallOutcome::Failed,
+        CallOutcome::Cancelled,
+        CallOutcome::Timeout,
+    ];
+
+    /// The outcome of a call whose final response upstream was `code`; `cancelled`: the caller
+    /// sent CANCEL before it. `None` for a code that is not final (1xx or out of range).
+    pub fn classify(code: u16, cancelled: bool) -> Option<CallOutcome> {
+        Some(match code {
+            200..=299 => CallOutcome::Answered,
+            300..=699 if cancelled => CallOutcome::Cancelled,
+            486 | 600 => CallOutcome::Busy,
+            408 => CallOutcome::Timeout,
+            500..=599 => CallOutcome::Failed,
+            300..=499 | 600..=699 => CallOutcome::Rejected,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CallOutcome::Answered => "answered",
+            CallOutcome::Busy => "busy",
+            CallOutcome::Rejected => "rejected",
+            CallOutcome::Failed => "failed",
+            CallOutcome::Cancelled => "cancelled",
+            CallOutcome::Timeout => "timeout",
+        }
+    }
+}
+
+/// Why a branch was abandoned for the next destination: the `reason` label of
+/// `pointsman_failovers_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FailoverReason {
+    /// No provisional response within the destination's provisional timer.
+    Timeout,
+    /// ICMP unreachable, TCP connect/write failure.
+    Transport,
+    /// A final response code in the route's retry list.
+    Code,
+}
+
+impl FailoverReason {
+    pub const ALL: [FailoverReason; 3] = [
+        FailoverReason::Timeout,
+        FailoverReason::Transport,
+        FailoverReason::Code,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailoverReason::Timeout => "timeout",
+            FailoverReason::Transport => "transport",
+            FailoverReason::Code => "code",
+        }
+    }
+}
+
+/// Why a received packet was dropped without an answer: the `reason` label of
+/// `pointsman_dropped_total`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DropReason {
+    /// The source is not in a listener's allowed CIDRs.
+    Acl,
+    /// The source exceeded its rate limit.
+    RateLimit,
+    /// pointsman is saturated (a queue is full).
+    Overload,
+    /// The message could not be parsed (also counted by kind in `pointsman_parse_errors_total`).
+    Malformed,
+    /// A request pointsman cannot route and must not answer (e.g. an ACK or in-dialog request
+    /// whose Route it cannot decode).
+    Unroutable,
+    /// A response or ACK matching no transaction and no dialog.
+    Stray,
+}
+
+impl DropReason {
+    pub const ALL: [DropReason; 6] = [
+        DropReason::Acl,
+        DropReason::RateLimit,
+        DropReason::Overload,
+        DropReason::Malformed,
+        DropReason::Unroutable,
+        DropReason::Stray,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DropReason::Acl => "acl",
+            DropReason::RateLimit => "rate_limit",
+            DropReason::Overload => "overload",
+            DropReason::Malformed => "malformed",
+            DropReason::Unroutable => "unroutable",
+            DropReason::Stray => "stray",
+        }
+    }
+}
+
+/// A destination's health state as the value of the `pointsman_destination_state` gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum DestState {
+    Down = 0,
+    Up = 1,
+    Draining = 2,
+    Maintenance = 3,
+    ForcedUp = 4,
+    Probing = 5,
+}
+
+impl DestState {
+    /// The gauge value.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    /// The name the admin API and `pointsman status` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DestState::Down => "down",
+            DestState::Up => "up",
+            DestState::Draining => "draining",
+            DestState::Maintenance => "maintenance",
+            DestState::ForcedUp => "forced-up",
+            DestState::Probing => "probing",
+        }
+    }
+}
+
+/// Failed to set up metrics.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    #[error("a metrics recorder is already installed in this process: install metrics once")]
+    AlreadyInstalled,
+    #[error("cannot configure the Prometheus exporter: {0}")]
+    Build(#[from] metrics_exporter_prometheus::BuildError),
+    #[error("cannot start the metrics upkeep thread: {0}")]
+    Upkeep(#[from] std::io::Error),
+}
+
+/// How often the installed recorder's upkeep runs (drains histogram samples into buckets, so
+/// memory stays bounded between scrapes).
+pub const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The pre-registered handles. Cheap to clone (every handle is an `Arc`); share it, and swap in
+/// the result of [`rebind`](Self::rebind) on a reload.
+#[derive(Clone)]
+pub struct Metrics {
+    recorder: Arc<PrometheusRecorder>,
+    requests: [Counter; METHODS.len()],
+    responses_in: [Counter; 6],
+    responses_out: [Counter; 6],
+    cancels_sent: Counter,
+    ghosts_torn_down: Counter,
+    post_dial_delay: Histogram,
+    invite_final: Histogram,
+    calls_in_progress: Gauge,
+    transactions: Gauge,
+    parse_errors: [Counter; PARSE_ERROR_KINDS.len()],
+    dropped: [Counter; DropReason::ALL.len()],
+    unrouted_calls: [Counter; CallOutcome::ALL.len()],
+    /// Indexed by [`RouteId`].
+    calls: Vec<[Counter; CallOutcome::ALL.len()]>,
+    /// Indexed by [`DestId`].
+    dests: Vec<DestHandles>,
+}
+
+#[derive(Clone)]
+struct DestHandles {
+    branch_attempts: Counter,
+    failovers: [Counter; FailoverReason::ALL.len()],
+    state: Gauge,
+    probe_rtt: Gauge,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Metrics")
+            .field("routes", &self.calls.len())
+            .field("destinations", &self.dests.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Metric names.
+mod name {
+    pub const REQUESTS: &str = "pointsman_requests_total";
+    pub const RESPONSES: &str = "pointsman_responses_total";
+    pub const CALLS: &str = "pointsman_calls_total";
+    pub const BRANCH_ATTEMPTS: &str = "pointsman_branch_attempts_total";
+    pub const FAILOVERS: &str = "pointsman_failovers_total";
+    pub const CANCELS_SENT: &str = "pointsman_cancels_sent_total";
+    pub const GHOSTS: &str = "pointsman_ghost_calls_torn_down_total";
+    pub const POST_DIAL_DELAY: &str = "pointsman_post_dial_delay_seconds";
+    pub const INVITE_FINAL: &str = "pointsman_invite_final_seconds";
+    pub const CALLS_IN_PROGRESS: &str = "pointsman_calls_in_progress";
+    pub const TRANSACTIONS: &str = "pointsman_transactions";
+    pub const DEST_STATE: &str = "pointsman_destination_state";
+    pub const PROBE_RTT: &str = "pointsman_probe_rtt_seconds";
+    pub const PARSE_ERRORS: &str = "pointsman_parse_errors_total";
+    pub const DROPPED: &str = "pointsman_dropped_total";
+}
+
+/// The `# HELP` text of each metric.
+const DESCRIPTIONS: [(Kind, &str, &str); 15] = [
+    (
+        Kind::Counter,
+        name::REQUESTS,
+        "SIP requests received, by method",
+    ),
+    (
+        Kind::Counter,
+        name::RESPONSES,
+        "SIP responses by class: direction=in received from destinations, out sent upstream",
+    ),
+    (
+        Kind::Counter,
+        name::CALLS,
+        "Calls (INVITE server transactions) ended, by route and outcome",
+    ),
+    (
+        Kind::Counter,
+        name::BRANCH_ATTEMPTS,
+        "INVITE branches sent, by destination",
+    ),
+    (
+        Kind::Counter,
+        name::FAILOVERS,
+        "Branches abandoned for the next destination, by the failed destination and reason",
+    ),
+    (
+        Kind::Counter,
+        name::CANCELS_SENT,
+        "CANCEL requests sent to destinations",
+    ),
+    (
+        Kind::Counter,
+        name::GHOSTS,
+        "2xx responses on abandoned or cancelled branches, ACKed and ended with BYE",
+    ),
+    (
+        Kind::Histogram,
+        name::POST_DIAL_DELAY,
+        "Seconds from INVITE received to the first 18x relayed",
+    ),
+    (
+        Kind::Histogram,
+        name::INVITE_FINAL,
+        "Seconds from INVITE received to its final response relayed",
+    ),
+    (
+        Kind::Gauge,
+        name::CALLS_IN_PROGRESS,
+        "Calls set up or answered and not yet ended",
+    ),
+    (
+        Kind::Gauge,
+        name::TRANSACTIONS,
+        "SIP transactions in progress",
+    ),
+    (
+        Kind::Gauge,
+        name::DEST_STATE,
+        "Destination state: 0 down, 1 up, 2 draining, 3 maintenance, 4 forced-up, 5 probing",
+    ),
+    (
+        Kind::Gauge,
+        name::PROBE_RTT,
+        "Round-trip time of the last successful OPTIONS probe, in seconds",
+    ),
+    (
+        Kind::Counter,
+        name::PARSE_ERRORS,
+        "Received messages rejected by the scanner, by kind",
+    ),
+    (
+        Kind::Counter,
+        name::DROPPED,
+        "Received packets dropped without an answer, by reason",
+    ),
+];
+
+#[derive(Clone, Copy)]
+enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+const METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
+
+/// Registers one series on `r`.
+struct Registrar<'a>(&'a PrometheusRecorder);
+
+impl Registrar<'_> {
+    fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+        let labels: Vec<Label> = labels
+            .iter()
+            .map(|&(k, v)| Label::new(k, v.to_string()))
+            .collect();
+        Key::from_parts(name, labels)
+    }
+    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.0.register_counter(&Self::key(name, labels), &METADATA)
+    }
+    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.0.register_gauge(&Self::key(name, labels), &METADATA)
+    }
+    fn histogram(&self, name: &'static str) -> Histogram {
+        self.0.register_histogram(&Self::key(name, &[]), &METADATA)
+    }
+}
+
+impl Metrics {
+    /// Builds the recorder, installs it as the process's global recorder (so a `counter!`
+    /// anywhere also shows up), starts the upkeep thread, and registers every series for
+    /// these destinations and routes (names in config order). Call it once per process.
+    pub fn install<D: AsRef<str>, R: AsRef<str>>(
+        destinations: &[D],
+        routes: &[R],
+    ) -> Result<(Metrics, PrometheusHandle), MetricsError> {
+        let recorder = Arc::new(Self::builder()?.build_recorder());
+        ::metrics::set_global_recorder(recorder.clone())
+            .map_err(|_| MetricsError::AlreadyInstalled)?;
+        let handle = recorder.handle();
+        let upkeep = handle.clone();
+        std::thread::Builder::new()
+            .name("metrics-upkeep".into())
+            .spawn(move || loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                upkeep.run_upkeep();
+            })?;
+        Ok((Self::register(recorder, destinations, routes), handle))
+    }
+
+    /// A private recorder, not installed globally and with no upkeep thread (rendering drains
+    /// histogram samples too): for tests, or several nodes in one process.
+    pub fn local<D: AsRef<str>, R: AsRef<str>>(
+        destinations: &[D],
+        routes: &[R],
+    ) -> (Metrics, PrometheusHandle) {
+        // The buckets are constants, never empty, so the builder cannot fail.
+        let builder = Self::builder().unwrap_or_else(|_| PrometheusBuilder::new());
+        let recorder = Arc::new(builder.build_recorder());
+        let handle = recorder.handle();
+        (Self::register(recorder, destinations, routes), handle)
+    }
+
+    /// The handles for a reloaded config with these destinations and routes (config order), on
+    /// the same recorder: series whose names stay keep counting; the series of a removed name
+    /// stay in the output with their last values until the process restarts.
+    pub fn rebind<D: AsRef<str>, R: AsRef<str>>(
+        &self,
+        destinations: &[D],
+        routes: &[R],
+    ) -> Metrics {
+        let r = Registrar(&self.recorder);
+        Metrics {
+            calls: routes
+                .iter()
+                .map(|n| route_handles(&r, n.as_ref()))
+                .collect(),
+            dests: destinations
+                .iter()
+                .map(|n| dest_handles(&r, n.as_ref()))
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// The Prometheus text format (version 0.0.4) of every series.
+    pub fn render(&self) -> String {
+        self.recorder.handle().render()
+    }
+
+    fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildError> {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(name::POST_DIAL_DELAY.into()),
+                &POST_DIAL_DELAY_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(name::INVITE_FINAL.into()),
+                &INVITE_FINAL_BUCKETS,
+            )
+    }
+
+    fn register<D: AsRef<str>, R: AsRef<str>>(
+        recorder: Arc<PrometheusRecorder>,
+        destinations: &[D],
+        routes: &[R],
+    ) -> Metrics {
+        for (kind, metric, help) in DESCRIPTIONS {
+            let help = SharedString::const_str(help);
+            match kind {
+                Kind::Counter => recorder.describe_counter(metric.into(), None, help),
+                Kind::Gauge => recorder.describe_gauge(metric.into(), None, help),
+                Kind::Histogram => recorder.describe_histogram(metric.into(), None, help),
+            }
+        }
+        let r = Registrar(&recorder);
+        let classes = |direction: &'static str| {
+            RESPONSE_CLASSES.map(|class| {
+                r.counter(
+                    name::RESPONSES,
+                    &[("class", class), ("direction", direction)],
+                )
+            })
+        };
+        let metrics = Metrics {
+            requests: METHODS.map(|m| r.counter(name::REQUESTS, &[("method", m)])),
+            responses_in: classes("in"),
+            responses_out: classes("out"),
+            cancels_sent: r.counter(name::CANCELS_SENT, &[]),
+            ghosts_torn_down: r.counter(name::GHOSTS, &[]),
+            post_dial_delay: r.histogram(name::POST_DIAL_DELAY),
+            invite_final: r.histogram(name::INVITE_FINAL),
+            calls_in_progress: r.gauge(name::CALLS_IN_PROGRESS, &[]),
+            transactions: r.gauge(name::TRANSACTIONS, &[]),
+            parse_errors: PARSE_ERROR_KINDS.map(|k| r.counter(name::PARSE_ERRORS, &[("kind", k)])),
+            dropped: DropReason::ALL.map(|d| r.counter(name::DROPPED, &[("reason", d.as_str())])),
+            unrouted_calls: route_handles(&r, NO_ROUTE),
+            calls: routes
+                .iter()
+                .map(|n| route_handles(&r, n.as_ref()))
+                .collect(),
+            dests: destinations
+                .iter()
+                .map(|n| dest_handles(&r, n.as_ref()))
+                .collect(),
+            recorder: recorder.clone(),
+        };
+        metrics
+    }
+
+    /// A request received (from any side).
+    pub fn request(&self, method: Method) {
+        self.requests[method_index(method)].increment(1);
+    }
+
+    /// A response received from a destination.
+    pub fn response_in(&self, code: u16) {
+        if let Some(c) = class_index(code) {
+            self.responses_in[c].increment(1);
+        }
+    }
+
+    /// A response sent upstream (relayed or pointsman's own).
+    pub fn response_out(&self, code: u16) {
+        if let Some(c) = class_index(code) {
+            self.responses_out[c].increment(1);
+        }
+    }
+
+    /// A call ended with final response `code` upstream on `route` (`None`: no route matched);
+    /// `cancelled`: the caller sent CANCEL first. See [`CallOutcome::classify`]; a code that is
+    /// not final or a route index out of range is ignored.
+    pub fn call_outcome(&self, route: Option<RouteId>, code: u16, cancelled: bool) {
+        let Some(outcome) = CallOutcome::classify(code, cancelled) else {
+            return;
+        };
+        let per_outcome = match route {
+            None => Some(&self.unrouted_calls),
+            Some(r) => self.calls.get(r.0 as usize),
+        };
+        if let Some(c) = per_outcome {
+            c[outcome_index(outcome)].increment(1);
+        }
+    }
+
+    /// An INVITE branch sent to `dest`.
+    pub fn branch_attempt(&self, dest: DestId) {
+        if let Some(d) = self.dest(dest) {
+            d.branch_attempts.increment(1);
+        }
+    }
+
+    /// The branch to `dest` was abandoned for the next destination.
+    pub fn failover(&self, dest: DestId, reason: FailoverReason) {
+        if let Some(d) = self.dest(dest) {
+            d.failovers[reason as usize].increment(1);
+        }
+    }
+
+    /// A CANCEL sent to a destination.
+    pub fn cancel_sent(&self) {
+        self.cancels_sent.increment(1);
+    }
+
+    /// A ghost 2xx ACKed and ended with BYE.
+    pub fn ghost_torn_down(&self) {
+        self.ghosts_torn_down.increment(1);
+    }
+
+    /// INVITE received → first 18x relayed.
+    pub fn post_dial_delay(&self, d: Duration) {
+        self.post_dial_delay.record(d.as_secs_f64());
+    }
+
+    /// INVITE received → final response relayed.
+    pub fn invite_final(&self, d: Duration) {
+        self.invite_final.record(d.as_secs_f64());
+    }
+
+    /// Calls in progress changed by `delta` (+1 when a call starts, -1 when it ends); each
+    /// worker reports its own changes.
+    pub fn calls_in_progress(&self, delta: i64) {
+        add(&self.calls_in_progress, delta);
+    }
+
+    /// Transactions in progress changed by `delta`.
+    pub fn transactions(&self, delta: i64) {
+        add(&self.transactions, delta);
+    }
+
+    /// `dest` is now in `state`.
+    pub fn destination_state(&self, dest: DestId, state: DestState) {
+        if let Some(d) = self.dest(dest) {
+            d.state.set(f64::from(state.code()));
+        }
+    }
+
+    /// The round-trip time of the last successful probe of `dest`.
+    pub fn probe_rtt(&self, dest: DestId, rtt: Duration) {
+        if let Some(d) = self.dest(dest) {
+            d.probe_rtt.set(rtt.as_secs_f64());
+        }
+    }
+
+    /// A received message the scanner rejected; `kind` is
+    /// [`ScanError::kind`](crate::wire::ScanError::kind) (an unknown kind counts as `other`).
+    pub fn parse_error(&self, kind: &str) {
+        let i = PARSE_ERROR_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or(PARSE_ERROR_KINDS.len() - 1);
+        self.parse_errors[i].increment(1);
+    }
+
+    /// A received packet dropped without an answer.
+    pub fn dropped(&self, reason: DropReason) {
+        self.dropped[reason as usize].increment(1);
+    }
+
+    fn dest(&self, dest: DestId) -> Option<&DestHandles> {
+        self.dests.get(dest.0 as usize)
+    }
+}
+
+fn route_handles(r: &Registrar<'_>, route: &str) -> [Counter; CallOutcome::ALL.len()] {
+    CallOutcome::ALL.map(|o| r.counter(name::CALLS, &[("route", route), ("outcome", o.as_str())]))
+}
+
+fn dest_handles(r: &Registrar<'_>, dest: &str) -> DestHandles {
+    DestHandles {
+        branch_attempts: r.counter(name::BRANCH_ATTEMPTS, &[("destination", dest)]),
+        failovers: FailoverReason::ALL.map(|reason| {
+            r.counter(
+                name::FAILOVERS,
+                &[("destination", dest), ("reason", reason.as_str())],
+            )
+        }),
+        state: r.gauge(name::DEST_STATE, &[("destination", dest)]),
+        probe_rtt: r.gauge(name::PROBE_RTT, &[("destination", dest)]),
+    }
+}
+
+fn add(gauge: &Gauge, delta: i64) {
+    if delta >= 0 {
+        gauge.increment(delta as f64);
+    } else {
+        gauge.decrement(delta.unsigned_abs() as f64);
+    }
+}
+
+fn method_index(m: Method) -> usize {
+    match m {
+        Method::Invite => 0,
+        Method::Ack => 1,
+        Method::Bye => 2,
+        Method::Cancel => 3,
+        Method::Options => 4,
+        Method::Register => 5,
+        Method::Prack => 6,
+        Method::Update => 7,
+        Method::Info => 8,
+        Method::Subscribe => 9,
+        Method::Notify => 10,
+        Method::Refer => 11,
+        Method::Message => 12,
+        Method::Publish => 13,
+        Method::Extension => 14,
+    }
+}
+
+fn class_index(code: u16) -> Option<usize> {
+    match code {
+        100..=699 => Some(usize::from(code / 100 - 1)),
+        _ => None,
+    }
+}
+
+fn outcome_index(o: CallOutcome) -> usize {
+    o as usize
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ScanError;
+
+    const DESTS: [&str; 3] = ["primary", "secondary", "lifeboat"];
+    const ROUTES: [&str; 2] = ["default", "emergency"];
+
+    fn local() -> (Metrics, PrometheusHandle) {
+        Metrics::local(&DESTS, &ROUTES)
+    }
+
+    /// Asserts that every expected line is in the rendered text, exactly.
+    #[track_caller]
+    fn assert_lines(text: &str, expected: &[&str]) {
+        let lines: std::collections::HashSet<&str> = text.lines().collect();
+        let missing: Vec<&&str> = expected.iter().filter(|l| !lines.contains(**l)).collect();
+        assert!(missing.is_empty(), "missing {missing:#?} in:\n{text}");
+    }
+
+    /// The rendered lines in sorted order (the exporter's order is a hash map's).
+    fn sorted(text: &str) -> Vec<&str> {
+        let mut lines: Vec<&str> = text.lines().collect();
+        lines.sort_unstable();
+        lines
+    }
+
+    fn series<'a>(text: &'a str, name: &str) -> Vec<&'a str> {
+        text.lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter(|l| l.split(['{', ' ']).next() == Some(name))
+            .collect()
+    }
+
+    #[test]
+    fn scripted_calls_render_exact_counter_values() {
+        let (m, h) = local();
+        let default = Some(RouteId(0));
+        let (primary, secondary) = (DestId(0), DestId(1));
+        // 10 calls on route "default": 3 fail over from the primary (2 silent, 1 answered 503)
+        // and are answered by the secondary; one of those also brings a ghost 200 from the
+        // primary. 4 more are answered at once, then 1 busy, 1 cancelled, 1 failed.
+        for i in 0..10 {
+            m.request(Method::Invite);
+            m.branch_attempt(primary);
+            if i < 3 {
+                let reason = if i < 2 {
+                    FailoverReason::Timeout
+                } else {
+                    m.response_in(503);
+                    FailoverReason::Code
+                };
+                m.failover(primary, reason);
+                m.cancel_sent();
+                m.branch_attempt(secondary);
+            }
+        }
+        m.ghost_torn_down();
+        for _ in 0..7 {
+            m.response_in(200);
+            m.response_out(200);
+            m.call_outcome(default, 200, false);
+        }
+        m.call_outcome(default, 486, false);
+        m.request(Method::Cancel);
+        m.call_outcome(default, 487, true);
+        m.call_outcome(default, 503, false);
+        m.call_outcome(None, 404, false);
+        m.request(Method::from_token(b"FOO"));
+
+        let text = h.render();
+        assert_lines(
+            &text,
+            &[
+                r#"pointsman_requests_total{method="INVITE"} 10"#,
+                r#"pointsman_requests_total{method="CANCEL"} 1"#,
+                r#"pointsman_requests_total{method="other"} 1"#,
+                r#"pointsman_requests_total{method="BYE"} 0"#,
+                r#"pointsman_responses_total{class="2xx",direction="in"} 7"#,
+                r#"pointsman_responses_total{class="2xx",direction="out"} 7"#,
+                r#"pointsman_responses_total{class="5xx",direction="in"} 1"#,
+                r#"pointsman_responses_total{class="5xx",direction="out"} 0"#,
+                r#"pointsman_calls_total{route="default",outcome="answered"} 7"#,
+                r#"pointsman_calls_total{route="default",outcome="busy"} 1"#,
+                r#"pointsman_calls_total{route="default",outcome="cancelled"} 1"#,
+                r#"pointsman_calls_total{route="default",outcome="failed"} 1"#,
+                r#"pointsman_calls_total{route="default",outcome="rejected"} 0"#,
+                r#"pointsman_calls_total{route="default",outcome="timeout"} 0"#,
+                r#"pointsman_calls_total{route="emergency",outcome="answered"} 0"#,
+                r#"pointsman_calls_total{route="(none)",outcome="rejected"} 1"#,
+                r#"pointsman_branch_attempts_total{destination="primary"} 10"#,
+                r#"pointsman_branch_attempts_total{destination="secondary"} 3"#,
+                r#"pointsman_branch_attempts_total{destination="lifeboat"} 0"#,
+                r#"pointsman_failovers_total{destination="primary",reason="timeout"} 2"#,
+                r#"pointsman_failovers_total{destination="primary",reason="code"} 1"#,
+                r#"pointsman_failovers_total{destination="primary",reason="transport"} 0"#,
+                r#"pointsman_failovers_total{destination="secondary",reason="timeout"} 0"#,
+                "pointsman_cancels_sent_total 3",
+                "pointsman_ghost_calls_torn_down_total 1",
+            ],
+        );
+    }
+
+    #[test]
+    fn every_series_is_registered_before_first_use() {
+        let (_m, h) = local();
+        let text = h.render();
+        let count = |name| series(&text, name).len();
+        assert_eq!(count("pointsman_requests_total"), METHODS.len());
+        assert_eq!(count("pointsman_responses_total"), 12);
+        // 2 routes and "(none)", 6 outcomes each.
+        assert_eq!(count("pointsman_calls_total"), 18);
+        assert_eq!(count("pointsman_branch_attempts_total"), 3);
+        assert_eq!(count("pointsman_failovers_total"), 9);
+        assert_eq!(count("pointsman_destination_state"), 3);
+        assert_eq!(count("pointsman_probe_rtt_seconds"), 3);
+        assert_eq!(
+            count("pointsman_parse_errors_total"),
+            PARSE_ERROR_KINDS.len()
+        );
+        assert_eq!(count("pointsman_dropped_total"), DropReason::ALL.len());
+        for one in [
+            "pointsman_cancels_sent_total",
+            "pointsman_ghost_calls_torn_down_total",
+            "pointsman_calls_in_progress",
+            "pointsman_transactions",
+        ] {
+            assert_eq!(count(one), 1, "{one}");
+        }
+        for (_, name, help) in DESCRIPTIONS {
+            assert!(text.contains(&format!("# HELP {name} {help}\n")), "{name}");
+        }
+        assert!(series(&text, "pointsman_calls_total")
+            .iter()
+            .all(|l| l.ends_with(" 0")));
+    }
+
+    #[test]
+    fn call_outcomes_follow_the_final_code_and_the_callers_cancel() {
+        use CallOutcome::*;
+        let cases = [
+            (200, false, Some(Answered)),
+            (202, true, Some(Answered)),
+            (486, false, Some(Busy)),
+            (600, false, Some(Busy)),
+            (487, true, Some(Cancelled)),
+            (503, true, Some(Cancelled)),
+            (487, false, Some(Rejected)),
+            (404, false, Some(Rejected)),
+            (603, false, Some(Rejected)),
+            (302, false, Some(Rejected)),
+            (500, false, Some(Failed)),
+            (503, false, Some(Failed)),
+            (408, false, Some(Timeout)),
+            (180, false, None),
+            (100, true, None),
+            (700, false, None),
+            (0, false, None),
+        ];
+        for (code, cancelled, want) in cases {
+            assert_eq!(
+                CallOutcome::classify(code, cancelled),
+                want,
+                "{code} cancelled={cancelled}"
+            );
+        }
+    }
+
+    #[test]
+    fn histograms_have_the_explicit_buckets() {
+        let (m, h) = local();
+        m.post_dial_delay(Duration::from_millis(300));
+        m.post_dial_delay(Duration::from_millis(2500));
+        m.invite_final(Duration::from_secs(4));
+        let text = h.render();
+        assert_lines(
+            &text,
+            &[
+                r#"pointsman_post_dial_delay_seconds_bucket{le="0.25"} 0"#,
+                r#"pointsman_post_dial_delay_seconds_bucket{le="0.5"} 1"#,
+                r#"pointsman_post_dial_delay_seconds_bucket{le="2"} 1"#,
+                r#"pointsman_post_dial_delay_seconds_bucket{le="3"} 2"#,
+                r#"pointsman_post_dial_delay_seconds_bucket{le="+Inf"} 2"#,
+                "pointsman_post_dial_delay_seconds_count 2",
+                "pointsman_post_dial_delay_seconds_sum 2.8",
+                r#"pointsman_invite_final_seconds_bucket{le="3"} 0"#,
+                r#"pointsman_invite_final_seconds_bucket{le="5"} 1"#,
+                "pointsman_invite_final_seconds_count 1",
+            ],
+        );
+        let buckets = |name| {
+            series(&text, name)
+                .iter()
+                .filter(|l| l.contains("_bucket{"))
+                .count()
+        };
+        assert_eq!(
+            buckets("pointsman_post_dial_delay_seconds_bucket"),
+            POST_DIAL_DELAY_BUCKETS.len() + 1
+        );
+        assert_eq!(
+            buckets("pointsman_invite_final_seconds_bucket"),
+            INVITE_FINAL_BUCKETS.len() + 1
+        );
+    }
+
+    #[test]
+    fn gauges_track_deltas_states_and_probe_rtt() {
+        let (m, h) = local();
+        m.calls_in_progress(3);
+        m.calls_in_progress(-1);
+        m.transactions(5);
+        m.transactions(-5);
+        m.transactions(1);
+        m.destination_state(DestId(0), DestState::Up);
+        m.destination_state(DestId(1), DestState::Maintenance);
+        m.destination_state(DestId(2), DestState::Probing);
+        m.destination_state(DestId(2), DestState::ForcedUp);
+        m.probe_rtt(DestId(0), Duration::from_micros(1500));
+        assert_lines(
+            &h.render(),
+            &[
+                "pointsman_calls_in_progress 2",
+                "pointsman_transactions 1",
+                r#"pointsman_destination_state{destination="primary"} 1"#,
+                r#"pointsman_destination_state{destination="secondary"} 3"#,
+                r#"pointsman_destination_state{destination="lifeboat"} 4"#,
+                r#"pointsman_probe_rtt_seconds{destination="primary"} 0.0015"#,
+                r#"pointsman_probe_rtt_seconds{destination="secondary"} 0"#,
+            ],
+        );
+        let codes: Vec<(u8, &str)> = [
+            DestState::Down,
+            DestState::Up,
+            DestState::Draining,
+            DestState::Maintenance,
+            DestState::ForcedUp,
+            DestState::Probing,
+        ]
+        .iter()
+        .map(|s| (s.code(), s.as_str()))
+        .collect();
+        assert_eq!(
+            codes,
+            [
+                (0, "down"),
+                (1, "up"),
+                (2, "draining"),
+                (3, "maintenance"),
+                (4, "forced-up"),
+                (5, "probing")
+            ]
+        );
+    }
+
+    #[test]
+    fn every_scan_error_kind_has_its_own_label() {
+        let errors = [
+            ScanError::BadStartLine("x"),
+            ScanError::UnknownVersion,
+            ScanError::MissingHeader("Via"),
+            ScanError::BadHeader {
+                header: "Via",
+                reason: "x",
+            },
+            ScanError::CSeqMethodMismatch,
+            ScanError::BadContentLength("x"),
+            ScanError::ConflictingContentLength,
+            ScanError::ContentLengthExceedsBody {
+                declared: 2,
+                available: 1,
+            },
+            ScanError::MissingContentLength,
+            ScanError::NoEndOfHeaders,
+            ScanError::TooLarge { limit: 1 },
+            ScanError::TooManyHeaders { limit: 1 },
+            ScanError::LineTooLong { limit: 1 },
+            ScanError::TooManyVias { limit: 1 },
+            ScanError::BadUri("x"),
+        ];
+        assert_eq!(errors.len() + 1, PARSE_ERROR_KINDS.len());
+        let (m, h) = local();
+        for e in &errors {
+            assert!(PARSE_ERROR_KINDS.contains(&e.kind()), "{}", e.kind());
+            m.parse_error(e.kind());
+        }
+        m.parse_error("bad_header");
+        m.parse_error("something_new");
+        m.dropped(DropReason::Acl);
+        m.dropped(DropReason::Stray);
+        m.dropped(DropReason::Stray);
+        let text = h.render();
+        assert_lines(
+            &text,
+            &[
+                r#"pointsman_parse_errors_total{kind="bad_header"} 2"#,
+                r#"pointsman_parse_errors_total{kind="too_many_vias"} 1"#,
+                r#"pointsman_parse_errors_total{kind="other"} 1"#,
+                r#"pointsman_dropped_total{reason="acl"} 1"#,
+                r#"pointsman_dropped_total{reason="stray"} 2"#,
+                r#"pointsman_dropped_total{reason="rate_limit"} 0"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn rebind_keeps_counters_of_kept_names_and_registers_new_ones() {
+        let (m, h) = local();
+        m.branch_attempt(DestId(1));
+        m.call_outcome(Some(RouteId(0)), 200, false);
+        m.cancel_sent();
+        // "secondary" moves to index 0, "primary" goes, "edge-b" comes.
+        let m2 = m.rebind(&["secondary", "edge-b"], &["default"]);
+        m2.branch_attempt(DestId(0));
+        m2.branch_attempt(DestId(1));
+        m2.branch_attempt(DestId(2)); // out of range: ignored
+        m2.call_outcome(Some(RouteId(0)), 200, false);
+        m2.call_outcome(Some(RouteId(1)), 200, false); // out of range: ignored
+        m2.cancel_sent();
+        assert_lines(
+            &h.render(),
+            &[
+                r#"pointsman_branch_attempts_total{destination="secondary"} 2"#,
+                r#"pointsman_branch_attempts_total{destination="edge-b"} 1"#,
+                r#"pointsman_branch_attempts_total{destination="primary"} 0"#,
+                r#"pointsman_calls_total{route="default",outcome="answered"} 2"#,
+                r#"pointsman_calls_total{route="emergency",outcome="answered"} 0"#,
+                "pointsman_cancels_sent_total 2",
+            ],
+        );
+        assert_eq!(sorted(&m2.render()), sorted(&h.render()));
+    }
+
+    #[test]
+    fn codes_and_indexes_out_of_range_are_ignored() {
+        let (m, h) = local();
+        let before = h.render();
+        m.response_in(99);
+        m.response_out(700);
+        m.call_outcome(Some(RouteId(0)), 183, false);
+        m.call_outcome(Some(RouteId(7)), 200, false);
+        m.branch_attempt(DestId(3));
+        m.failover(DestId(u32::MAX), FailoverReason::Transport);
+        m.destination_state(DestId(9), DestState::Up);
+        m.probe_rtt(DestId(9), Duration::from_millis(1));
+        assert_eq!(sorted(&h.render()), sorted(&before));
+        m.response_in(100);
+        m.response_out(699);
+        assert_lines(
+            &h.render(),
+            &[
+                r#"pointsman_responses_total{class="1xx",direction="in"} 1"#,
+                r#"pointsman_responses_total{class="6xx",direction="out"} 1"#,
+            ],
+        );
+    }
+
+    #[test]
+    fn install_sets_the_global_recorder_once() {
+        let (m, h) = Metrics::install(&["primary"], &["default"]).expect("first install");
+        m.cancel_sent();
+        ::metrics::counter!("pointsman_test_global_total").increment(2);
+        let text = h.render();
+        assert_lines(
+            &text,
+            &[
+                "pointsman_cancels_sent_total 1",
+                "pointsman_test_global_total 2",
+            ],
+        );
+        assert!(matches!(
+            Metrics::install(&["primary"], &["default"]),
+            Err(MetricsError::AlreadyInstalled)
+        ));
+    }
+}
