@@ -46,9 +46,12 @@ impl Failure {
 
     fn describe(self) -> &'static str {
         match self {
-            Failure::Overload => "the primary answers every call 503 Service Unavailable",
+            Failure::Overload => {
+                "the primary is overloaded: 503 Service Unavailable to calls and probes"
+            }
             Failure::Brownout => {
-                "the primary browns out: silent past the provisional timer, then answers anyway"
+                "the primary browns out: probes still answered, calls silent past the \
+                 provisional timer, then answered anyway"
             }
             Failure::Dies => "the primary dies: its port is closed",
             Failure::Recovers => "the primary recovers",
@@ -158,6 +161,9 @@ fn config(ip: IpAddr, base: u16) -> String {
 [node]
 workers = 1
 
+[admin]
+listen = "{ip}:{a}"
+
 [[listen]]
 name = "carrier"
 transport = "udp"
@@ -167,11 +173,19 @@ address = "{ip}:{base}"
 name = "primary"
 address = "{ip}:{p}"
 provisional_timeout = "1s"
+probe_interval = "500ms"
+probe_timeout = "400ms"
+failure_threshold = 2
+recovery_threshold = 2
 
 [[destination]]
 name = "secondary"
 address = "{ip}:{s}"
 provisional_timeout = "1s"
+probe_interval = "500ms"
+probe_timeout = "400ms"
+failure_threshold = 2
+recovery_threshold = 2
 
 [[route]]
 name = "default"
@@ -179,6 +193,7 @@ destinations = ["primary", "secondary"]
 "#,
         p = base + 1,
         s = base + 2,
+        a = base + 4,
     )
 }
 
@@ -276,6 +291,9 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
         opts.hold.as_millis()
     )?;
 
+    let admin = SocketAddr::new(opts.ip, opts.base_port + 4).to_string();
+    let changes = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let watcher = tokio::spawn(watch_states(admin, changes.clone(), Instant::now()));
     let phases = 1 + opts.failures.len();
     let phase_len = opts.duration / phases as u32;
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
@@ -290,9 +308,13 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
         writeln!(out, "== phase {}: {banner}", phase + 1)?;
         if phase > 0 {
             match opts.failures[phase - 1] {
-                Failure::Overload => set(&primary, Behaviour::reject(503)),
+                Failure::Overload => {
+                    set(&primary, Behaviour::reject(503), Some(503));
+                }
                 Failure::Brownout => {
-                    set(&primary, Behaviour::brownout(Duration::from_millis(1500)))
+                    // The gray failure: OPTIONS fine, INVITEs not.
+                    let brownout = Behaviour::brownout(Duration::from_millis(1500));
+                    set(&primary, brownout, Some(200));
                 }
                 Failure::Dies => {
                     if let Some(p) = primary.take() {
@@ -302,7 +324,10 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
                 Failure::Recovers => {
                     let answer = Behaviour::answer_after(Duration::from_millis(200));
                     match &primary {
-                        Some(p) => p.set_behaviour(answer),
+                        Some(p) => {
+                            p.set_behaviour(answer);
+                            p.set_options_reply(Some(200));
+                        }
                         None => {
                             primary = Some(Cloud::udp(
                                 "primary",
@@ -328,6 +353,7 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
             ));
             tokio::time::sleep(interval).await;
             shown = show_finished(out, &journal, &calls, shown)?;
+            show_changes(out, &changes)?;
         }
     }
     // Let the last calls finish (a brownout call takes the provisional timer plus ringing).
@@ -335,7 +361,10 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
     while Instant::now() < drain_until && shown < calls.len() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         shown = show_finished(out, &journal, &calls, shown)?;
+        show_changes(out, &changes)?;
     }
+    watcher.abort();
+    show_changes(out, &changes)?;
     // Late ghost teardowns and hang-ups settle.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let reports: Vec<CallReport> = calls.iter().map(|c| report_call(&journal, c)).collect();
@@ -347,9 +376,10 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
     Ok(report)
 }
 
-fn set(cloud: &Option<Cloud>, b: Behaviour) {
+fn set(cloud: &Option<Cloud>, calls: Behaviour, options: Option<u16>) {
     if let Some(c) = cloud {
-        c.set_behaviour(b);
+        c.set_behaviour(calls);
+        c.set_options_reply(options);
     }
 }
 
@@ -506,4 +536,50 @@ fn total(calls: &[CallReport]) -> Report {
         r.ghosts_relayed += c.ghosts_relayed;
     }
     r
+}
+
+/// Prints the destination state changes the watcher saw since the last call.
+fn show_changes(
+    out: &mut (dyn Write + Send),
+    changes: &std::sync::Mutex<Vec<String>>,
+) -> std::io::Result<()> {
+    let lines = std::mem::take(&mut *changes.lock().unwrap_or_else(|p| p.into_inner()));
+    for l in lines {
+        writeln!(out, "{l}")?;
+    }
+    Ok(())
+}
+
+/// Polls pointsman's admin API and records every destination state change, as an operator's
+/// `pointsman status` would show it.
+async fn watch_states(
+    admin: String,
+    changes: Arc<std::sync::Mutex<Vec<String>>>,
+    started: Instant,
+) {
+    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    loop {
+        let addr = admin.clone();
+        let fetched = tokio::task::spawn_blocking(move || {
+            crate::admin::fetch_destinations(&addr, None, Duration::from_millis(500))
+        })
+        .await;
+        if let Ok(Ok(dests)) = fetched {
+            for d in dests {
+                if last.get(&d.name) != Some(&d.state) {
+                    let at = started.elapsed().as_secs_f64();
+                    let line = format!(
+                        "   [{at:5.1}s] destination {} is {}: {}",
+                        d.name, d.state, d.reason
+                    );
+                    changes
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(line);
+                    last.insert(d.name, d.state);
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -7,6 +7,7 @@ pub mod config;
 pub mod drill;
 pub mod health;
 pub mod metrics;
+pub mod node;
 pub mod originate;
 pub mod proxy;
 pub mod server;

@@ -626,9 +626,9 @@ impl Metrics {
         add(&self.calls_in_progress, delta);
     }
 
-    /// Transactions in progress changed by `delta`.
-    pub fn transactions(&self, delta: i64) {
-        add(&self.transactions, delta);
+    /// Transactions in progress now (set when the metrics are scraped).
+    pub fn set_transactions(&self, n: usize) {
+        self.transactions.set(n as f64);
     }
 
     /// `dest` is now in `state`.
@@ -933,9 +933,8 @@ mod tests {
         let (m, h) = local();
         m.calls_in_progress(3);
         m.calls_in_progress(-1);
-        m.transactions(5);
-        m.transactions(-5);
-        m.transactions(1);
+        m.set_transactions(5);
+        m.set_transactions(1);
         m.destination_state(DestId(0), DestState::Up);
         m.destination_state(DestId(1), DestState::Maintenance);
         m.destination_state(DestId(2), DestState::Probing);

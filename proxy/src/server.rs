@@ -6,22 +6,22 @@
 //! and carries out the outputs in order. Nothing here knows SIP.
 
 use crate::config::{Config, ListenTransport};
-use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
+use crate::node::Node;
+use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
 use crate::timer::TimerWheel;
 use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
 use crate::wire::Framing;
 use anyhow::{anyhow, Context};
-use routing_rules::Router;
 use std::cell::RefCell;
-use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
-use tracing::{debug, error, info, warn};
+use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
 const TICK: Duration = Duration::from_millis(5);
@@ -29,20 +29,6 @@ const TICK: Duration = Duration::from_millis(5);
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read per system call.
 const BATCH: usize = 16;
-
-/// Resolves every destination's host once (at start and on reload).
-pub fn resolve(router: Arc<Router>) -> anyhow::Result<Routing> {
-    let mut addrs = Vec::with_capacity(router.rules.destinations.len());
-    for d in &router.rules.destinations {
-        let addr = (d.host.as_str(), d.port)
-            .to_socket_addrs()
-            .with_context(|| format!("destination {}: cannot resolve {}", d.name, d.host))?
-            .next()
-            .ok_or_else(|| anyhow!("destination {}: {} has no address", d.name, d.host))?;
-        addrs.push(addr);
-    }
-    Ok(Routing { router, addrs })
-}
 
 /// Splits `host:port` (IPv6 in brackets) for Via and Record-Route.
 fn split_advertise(advertise: &str) -> anyhow::Result<(String, u16)> {
@@ -74,14 +60,11 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 }
 
 /// Runs pointsman until the process is stopped. Binds everything first, so a port in use is an
-/// error here rather than a silent worker death. With `source`, SIGHUP reloads the routing from
-/// that file (see [`reload`]).
+/// error here rather than a silent worker death. With `source`, SIGHUP (and `POST /reload`)
+/// reload the routing from that file (see [`Node::reload`]).
 pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
-    let routing = resolve(cfg.router.clone())?;
-    let core = Arc::new(Core::new(core_config(&cfg)?, routing));
-    if let Some(path) = source {
-        spawn_reloader(core.clone(), path, cfg.clone())?;
-    }
+    let node = Node::start(&cfg, core_config(&cfg)?, source)?;
+    let core = node.core().clone();
     let workers = cfg.workers.max(1);
 
     let mut runtimes = Vec::with_capacity(workers);
@@ -161,97 +144,6 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         let _ = t.join();
     }
     Ok(())
-}
-
-/// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
-/// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
-fn spawn_reloader(core: Arc<Core>, path: PathBuf, running: Config) -> anyhow::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let mut hangup = {
-        let _guard = rt.enter();
-        signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?
-    };
-    std::thread::Builder::new()
-        .name("pointsman-reload".into())
-        .spawn(move || {
-            let mut running = running;
-            rt.block_on(async move {
-                while hangup.recv().await.is_some() {
-                    reload(&core, &path, &mut running);
-                }
-            })
-        })?;
-    Ok(())
-}
-
-/// Re-reads the config file. If it is valid, its routing (destinations and routes) replaces the
-/// running one atomically: calls in progress finish on the rules they started with, new calls
-/// take the new ones. If it is not, every error is logged and the running rules stay. Sections
-/// that need new sockets or threads (listeners, node, workers, timers, limits, TCP) only change
-/// on restart; a reload that changes them says so.
-pub fn reload(core: &Core, path: &Path, running: &mut Config) {
-    let new = match Config::load(path) {
-        Ok(new) => new,
-        Err(errors) => {
-            for e in &errors.0 {
-                error!(error = %e, "reload refused");
-            }
-            error!(
-                file = %path.display(),
-                errors = errors.0.len(),
-                "reload refused: the running rules stay"
-            );
-            return;
-        }
-    };
-    let routing = match resolve(new.router.clone()) {
-        Ok(routing) => routing,
-        Err(e) => {
-            error!(
-                error = format!("{e:#}"),
-                "reload refused: the running rules stay"
-            );
-            return;
-        }
-    };
-    let restart_only = [
-        ("listen", running.listeners != new.listeners),
-        (
-            "node",
-            running.node_id != new.node_id
-                || running.advertise != new.advertise
-                || running.workers != new.workers,
-        ),
-        ("timers", running.timers != new.timers),
-        ("limits", running.limits != new.limits),
-        (
-            "tcp",
-            running.tcp_idle_timeout != new.tcp_idle_timeout
-                || running.tcp_max_connections != new.tcp_max_connections
-                || running.tcp_connect_timeout != new.tcp_connect_timeout,
-        ),
-    ];
-    for (section, changed) in restart_only {
-        if changed {
-            warn!(
-                section,
-                "reload: this section changed and takes effect only on restart"
-            );
-        }
-    }
-    let rules = &new.router.rules;
-    let (destinations, routes) = (rules.destinations.len(), rules.routes.len());
-    core.set_routing(routing);
-    info!(
-        file = %path.display(),
-        destinations,
-        routes,
-        "rules reloaded: new calls use them, calls in progress keep theirs"
-    );
-    running.router = new.router;
 }
 
 /// What the tasks of one worker share.

@@ -184,6 +184,7 @@ pub const PROXY_PORT: u16 = 5060;
 pub const PRIMARY_PORT: u16 = 5070;
 pub const SECONDARY_PORT: u16 = 5080;
 pub const CARRIER_PORT: u16 = 5090;
+pub const ADMIN_PORT: u16 = 9060;
 
 pub fn two_clouds_config(ip: IpAddr, setup: &Setup) -> String {
     format!(
@@ -202,6 +203,9 @@ address = "{ip}:{PROXY_PORT}"
 
 [timers]
 t1 = "100ms"
+
+[admin]
+listen = "{ip}:{ADMIN_PORT}"
 
 [[destination]]
 name = "primary"
@@ -348,6 +352,9 @@ address = "{ip}:{PROXY_PORT}"
 
 [timers]
 t1 = "100ms"
+
+[admin]
+listen = "{ip}:{ADMIN_PORT}"
 "#
     )
 }

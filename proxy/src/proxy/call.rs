@@ -11,6 +11,8 @@
 use super::{
     emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry, Side, TimerKind,
 };
+use crate::health::Passive;
+use crate::metrics::FailoverReason;
 use crate::originate;
 use crate::transaction::key::{MethodClass, TxKey};
 use crate::transaction::{
@@ -22,7 +24,6 @@ use bytes::Bytes;
 use routing_rules::spec::CancelMode;
 use routing_rules::{DestId, RouteId, Survival, Tier};
 use smallvec::{smallvec, SmallVec};
-use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tracing::info;
@@ -144,6 +145,12 @@ pub(super) struct Call {
     /// Initial INVITE: failover, provisional and ring timers apply. re-INVITE: one branch.
     pub failover: bool,
     pub started: Instant,
+    /// The caller cancelled (the 487 it gets is its own doing).
+    pub caller_cancelled: bool,
+    /// A provisional above 100 was relayed (post-dial delay recorded).
+    pub rang: bool,
+    /// Its branches' ends were counted (see `reap_if_done`).
+    pub reaped: bool,
 }
 
 impl Call {
@@ -200,8 +207,7 @@ impl Core {
         let mut steps = Vec::new();
         let mut reject = None;
         if let Some(route) = route {
-            // Health states come with the health checker; until then every destination is up.
-            let is_up = |_: DestId| true;
+            let is_up = |d: DestId| routing.health.accepts_calls(d);
             let plan = routing.router.plan(route, &call, &is_up);
             for tier in &plan.tiers {
                 push_steps(&routing, tier, &mut steps);
@@ -218,6 +224,7 @@ impl Core {
                 None => {}
             }
         }
+        routing.metrics.calls_in_progress(1);
         let plan = CallPlan { steps, reject };
         self.start_call(msg, key, inb.from, routing, route, plan, true, now, out);
     }
@@ -279,6 +286,9 @@ impl Core {
             best: None,
             failover,
             started: now,
+            caller_cancelled: false,
+            rang: false,
+            reaped: false,
         }));
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
@@ -365,6 +375,12 @@ impl Core {
             &mut acts,
         );
         let index = c.branches.len();
+        if let (true, Some(dest)) = (c.failover, target.dest) {
+            c.routing.metrics.branch_attempt(dest);
+            if let Some(h) = c.routing.health.get(dest) {
+                h.call_started();
+            }
+        }
         self.clients
             .insert(key, ClientEntry::Branch(arc.clone(), index));
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
@@ -504,6 +520,13 @@ impl Core {
             let mut acts = Vec::new();
             c.server.respond(code, relayed, now, &mut acts);
             emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+            c.routing.metrics.response_out(code);
+            if !c.rang && c.failover {
+                c.rang = true;
+                c.routing
+                    .metrics
+                    .post_dial_delay(now.saturating_duration_since(c.started));
+            }
         }
     }
 
@@ -527,8 +550,10 @@ impl Core {
         }
         let relayed = Bytes::from(self.strip_top_via(msg));
         let mut acts = Vec::new();
-        c.server.respond(200, relayed, now, &mut acts);
+        let code = msg.code().unwrap_or(200);
+        c.server.respond(code, relayed, now, &mut acts);
         emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+        c.routing.metrics.response_out(code);
         if winner_retransmission {
             return;
         }
@@ -536,6 +561,25 @@ impl Core {
         c.phase = CallPhase::Answered;
         if c.failover {
             let key = self.dialog_key(msg);
+            // Counted until its BYE: the branch's call at its destination goes on.
+            let dest = c.branches[i]
+                .target
+                .dest
+                .and_then(|d| c.routing.health.get(d).cloned());
+            if let Some(old) = self.answered.insert(key, super::Answered { dest }) {
+                // The same dialog answered twice (a forked 2xx with equal tags): count once.
+                c.routing.metrics.calls_in_progress(-1);
+                if let Some(d) = old.dest {
+                    d.call_ended();
+                }
+            }
+            out.push(Output::Timer {
+                at: now + super::MAX_CALL_DURATION,
+                timer: CoreTimer {
+                    key,
+                    kind: TimerKind::CallExpire,
+                },
+            });
             self.dialogs.insert(key, now);
             // Twice the UAS's 2xx retransmission window, so a late copy is never taken for a
             // ghost.
@@ -573,6 +617,11 @@ impl Core {
         if b.abandoned || c.phase != CallPhase::Trying {
             return;
         }
+        if code == 503 && c.failover {
+            // The destination says it is overloaded: health skips it (for Retry-After).
+            let retry_after = super::retry_after(msg);
+            self.passive(c, i, Passive::Unavailable { retry_after }, now);
+        }
         let relayed = Bytes::from(self.strip_top_via(msg));
         if c.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
             c.best = Some((code, relayed));
@@ -589,7 +638,7 @@ impl Core {
                 }
             });
         if retry {
-            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            self.count_failover(c, i, FailoverReason::Code);
             return self.after_branch_failure(c, arc, now, out);
         }
         // A final that does not fail over ends the call: at once for 6xx (which also cancels
@@ -618,7 +667,8 @@ impl Core {
         match kind {
             TimerKind::Provisional if b.status == BranchStatus::Pending => {
                 c.branches[i].status = BranchStatus::TimedOut;
-                self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+                self.count_failover(c, i, FailoverReason::Timeout);
+                self.passive(c, i, Passive::Timeout, now);
                 self.abandon(
                     c,
                     i,
@@ -666,6 +716,10 @@ impl Core {
         if ev == TxEvent::Timeout && !b.abandoned && c.phase == CallPhase::Trying {
             b.status = BranchStatus::TimedOut;
             b.abandoned = true;
+            if c.failover {
+                self.count_failover(c, i, FailoverReason::Timeout);
+                self.passive(c, i, Passive::Timeout, now);
+            }
             self.after_branch_failure(c, arc, now, out);
         }
         if ev != TxEvent::None {
@@ -692,7 +746,10 @@ impl Core {
         if live {
             // Nothing reached the destination, so there is nothing to CANCEL.
             b.status = BranchStatus::TransportError;
-            self.stats.failovers.fetch_add(1, Ordering::Relaxed);
+            if c.failover {
+                self.count_failover(c, i, FailoverReason::Transport);
+                self.passive(c, i, Passive::Transport, now);
+            }
             self.after_branch_failure(c, arc, now, out);
         }
         self.reap_if_done(c);
@@ -735,7 +792,7 @@ impl Core {
         let bytes = originate::cancel(&invite, reason);
         let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
         let to = b.target.peer;
-        self.stats.cancels_sent.fetch_add(1, Ordering::Relaxed);
+        c.routing.metrics.cancel_sent();
         self.start_own_request(key, bytes, to, now, out);
     }
 
@@ -767,6 +824,7 @@ impl Core {
         if c.phase != CallPhase::Trying {
             return;
         }
+        c.caller_cancelled = true;
         self.cancel_pending(c, reason, now, out);
         self.finish_local(c, 487, "", now, out);
     }
@@ -850,6 +908,10 @@ impl Core {
         let mut acts = Vec::new();
         c.server.respond(code, bytes, now, &mut acts);
         emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
+        c.routing.metrics.response_out(code);
+        if c.failover {
+            c.routing.metrics.calls_in_progress(-1);
+        }
         self.log_outcome(c, code, now);
     }
 
@@ -858,6 +920,11 @@ impl Core {
         if !c.failover {
             return;
         }
+        let took = now.saturating_duration_since(c.started);
+        c.routing
+            .metrics
+            .call_outcome(c.route, code, c.caller_cancelled);
+        c.routing.metrics.invite_final(took);
         let tried: Vec<String> = c
             .branches
             .iter()
@@ -884,19 +951,42 @@ impl Core {
             route,
             tried = %tried.join(","),
             code,
-            ms = now.saturating_duration_since(c.started).as_millis() as u64,
+            ms = took.as_millis() as u64,
             "call outcome"
         );
     }
 
     /// Forgets a call whose transactions have all ended.
-    pub(super) fn reap_if_done(&self, c: &Call) {
-        if !c.is_done() {
+    pub(super) fn reap_if_done(&self, c: &mut Call) {
+        if !c.is_done() || c.reaped {
             return;
         }
+        c.reaped = true;
         self.servers.remove(&c.key);
         for b in &c.branches {
             self.clients.remove(&b.key);
+            // A branch that did not become the call is over for its destination (the answered
+            // one is counted until its BYE).
+            if c.failover && b.status != BranchStatus::Answered {
+                if let Some(h) = b.target.dest.and_then(|d| c.routing.health.get(d)) {
+                    h.call_ended();
+                }
+            }
+        }
+    }
+
+    /// Counts branch `i` failing over.
+    fn count_failover(&self, c: &Call, i: usize, reason: FailoverReason) {
+        if let Some(dest) = c.branches[i].target.dest {
+            c.routing.metrics.failover(dest, reason);
+        }
+    }
+
+    /// Tells the health of branch `i`'s destination what the call saw.
+    fn passive(&self, c: &Call, i: usize, signal: Passive, now: Instant) {
+        let dest = c.branches[i].target.dest;
+        if let Some(h) = dest.and_then(|d| c.routing.health.get(d)) {
+            h.report(signal, now);
         }
     }
 }

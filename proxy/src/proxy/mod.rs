@@ -15,6 +15,8 @@ mod dialog;
 
 pub use call::CallPhase;
 
+use crate::health::{DestHealth, HealthView};
+use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::transaction::key::{Keys, MethodClass, TxKey};
 use crate::transaction::{
@@ -30,7 +32,7 @@ use routing_rules::{DestId, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, warn};
 
 /// Branch parameters pointsman writes start with this (after the magic cookie); the node id and
@@ -52,11 +54,24 @@ pub struct CoreConfig {
     pub retry_after: u32,
 }
 
-/// The compiled rules with their destinations' resolved addresses (index = `DestId`).
-#[derive(Debug)]
+/// Everything indexed by `DestId`/`RouteId` of one rule set, swapped together on reload: the
+/// compiled rules, their destinations' resolved addresses, the destinations' health as adopted
+/// for these rules, and the metric handles bound to their names. A call keeps the snapshot it
+/// started with.
 pub struct Routing {
     pub router: Arc<Router>,
     pub addrs: Vec<SocketAddr>,
+    pub health: HealthView,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for Routing {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Routing")
+            .field("router", &self.router)
+            .field("addrs", &self.addrs)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Routing {
@@ -91,6 +106,8 @@ pub enum TimerKind {
     GhostExpire,
     /// Forget the answered dialog `key` (its 2xx can no longer be retransmitted).
     DialogExpire,
+    /// The answered call `key` lasted [`MAX_CALL_DURATION`]: stop counting it.
+    CallExpire,
 }
 
 /// What the driver must do, in order.
@@ -116,15 +133,6 @@ pub struct Inbound<'a> {
     pub framing: Framing,
     /// Index of the listener it arrived on.
     pub listener: usize,
-}
-
-/// Counters the tests and (later) metrics read.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub ghost_teardowns: AtomicU64,
-    pub malformed: AtomicU64,
-    pub failovers: AtomicU64,
-    pub cancels_sent: AtomicU64,
 }
 
 enum ServerEntry {
@@ -192,11 +200,22 @@ pub struct Core {
     clients: DashMap<TxKey, ClientEntry>,
     dialogs: dialog::Dialogs,
     ghosts: DashMap<u64, ()>,
+    /// Answered calls until their BYE (or [`MAX_CALL_DURATION`]): what draining waits for.
+    answered: DashMap<u64, Answered>,
     branch_seq: AtomicU64,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
-    pub stats: Stats,
 }
+
+/// An answered call, until its BYE.
+struct Answered {
+    /// The destination that answered (its health counts calls in progress).
+    dest: Option<Arc<DestHealth>>,
+}
+
+/// An answered call whose BYE never passed through pointsman is forgotten after this long, so
+/// the table of calls in progress cannot grow without bound.
+pub const MAX_CALL_DURATION: Duration = Duration::from_secs(12 * 3600);
 
 impl Core {
     pub fn new(cfg: CoreConfig, routing: Routing) -> Core {
@@ -212,7 +231,7 @@ impl Core {
             ghosts: DashMap::new(),
             branch_seq: AtomicU64::new(start),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
-            stats: Stats::default(),
+            answered: DashMap::new(),
         }
     }
 
@@ -229,6 +248,27 @@ impl Core {
         self.routing.load_full()
     }
 
+    /// The metric handles of the current rules (counters without a destination or route label
+    /// are the same series in every snapshot).
+    fn metrics(&self) -> Metrics {
+        self.routing.load().metrics.clone()
+    }
+
+    /// Answered calls held right now (calls in progress after setup).
+    pub fn answered_calls(&self) -> usize {
+        self.answered.len()
+    }
+
+    /// The answered call `key` is over (its BYE was answered, or it expired): stop counting it.
+    fn call_ended(&self, key: u64) {
+        if let Some((_, call)) = self.answered.remove(&key) {
+            self.metrics().calls_in_progress(-1);
+            if let Some(dest) = call.dest {
+                dest.call_ended();
+            }
+        }
+    }
+
     /// Transactions and calls held right now (for tests and gauges).
     pub fn table_sizes(&self) -> (usize, usize, usize) {
         (self.servers.len(), self.clients.len(), self.dialogs.len())
@@ -242,8 +282,18 @@ impl Core {
             return;
         }
         match wire::scan(inb.bytes, inb.framing, &self.cfg.limits) {
-            Ok(msg) if msg.is_request() => self.on_request(&msg, inb, now, out),
-            Ok(msg) => self.on_response(&msg, inb.from, now, out),
+            Ok(msg) if msg.is_request() => {
+                if let Some(method) = msg.method() {
+                    self.metrics().request(method);
+                }
+                self.on_request(&msg, inb, now, out)
+            }
+            Ok(msg) => {
+                if let Some(code) = msg.code() {
+                    self.metrics().response_in(code);
+                }
+                self.on_response(&msg, inb.from, now, out)
+            }
             Err(e) => self.on_malformed(inb, &e, out),
         }
     }
@@ -267,6 +317,7 @@ impl Core {
                 let answered = now.checked_sub(self.cfg.timers.t1x64() * 2).unwrap_or(now);
                 self.dialogs.expire(timer.key, answered);
             }
+            TimerKind::CallExpire => self.call_ended(timer.key),
         }
     }
 
@@ -456,15 +507,13 @@ impl Core {
     }
 
     fn on_malformed(&self, inb: Inbound<'_>, err: &ScanError, out: &mut Vec<Output>) {
-        self.stats.malformed.fetch_add(1, Ordering::Relaxed);
+        self.metrics().parse_error(err.kind());
         debug!(from = %inb.from.addr, error = %err, "malformed message");
         // Responses and ACKs are never answered; anything without the reply fields is dropped.
-        let Some(ctx) = wire::reply_context(inb.bytes) else {
+        let Some(ctx) = wire::reply_context(inb.bytes).filter(|c| c.method != Method::Ack) else {
+            self.metrics().dropped(DropReason::Malformed);
             return;
         };
-        if ctx.method == Method::Ack {
-            return;
-        }
         let tag = format!(
             "ps{:x}",
             self.keys.of(&[ctx.call_id_line.get(ctx.buf)]) as u32
@@ -562,7 +611,7 @@ impl Core {
                 let to = c.upstream;
                 emit(out, &mut acts, to, key, Side::Server, None);
                 if ev != TxEvent::None {
-                    self.reap_if_done(&c);
+                    self.reap_if_done(&mut c);
                 }
             }
             ServerEntry::Relay(relay) => {
@@ -640,6 +689,7 @@ impl Core {
                 if code >= 200 {
                     if let Some(dialog) = r.ends_dialog.take() {
                         self.dialogs.remove(dialog);
+                        self.call_ended(dialog);
                     }
                 }
                 let upstream = r.upstream;
@@ -696,7 +746,7 @@ impl Core {
         if !first {
             return;
         }
-        self.stats.ghost_teardowns.fetch_add(1, Ordering::Relaxed);
+        self.metrics().ghost_torn_down();
         warn!(
             call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),
             to = %to.addr,
@@ -959,6 +1009,7 @@ impl Core {
         if let Some(dialog) = r.ends_dialog.take() {
             // A BYE that nobody answered still ends the dialog for us.
             self.dialogs.remove(dialog);
+            self.call_ended(dialog);
         }
         let resp = originate::response(&req, code, originate::reason_phrase(code), &r.to_tag, "");
         let mut acts = Vec::new();
@@ -1091,6 +1142,14 @@ fn proto_of(t: routing_rules::spec::TransportSpec) -> Proto {
         routing_rules::spec::TransportSpec::Udp => Proto::Udp,
         routing_rules::spec::TransportSpec::Tcp => Proto::Tcp,
     }
+}
+
+/// The delay a Retry-After header asks for (`Retry-After: 30 (busy);duration=60` → 30 s).
+fn retry_after(msg: &Message<'_>) -> Option<Duration> {
+    let value = msg.slice(msg.header(HeaderName::RetryAfter)?.value);
+    let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
+    let secs: u64 = std::str::from_utf8(&value[..digits]).ok()?.parse().ok()?;
+    Some(Duration::from_secs(secs))
 }
 
 /// An IP literal host (IPv6 with or without brackets) and port as a socket address.

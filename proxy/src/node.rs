@@ -1,0 +1,335 @@
+//! The node's control plane: what runs beside the workers. It owns the destinations' health
+//! table and its OPTIONS prober, the metrics recorder, the reload (SIGHUP and `POST /reload`),
+//! node drain, and the admin API, which it serves through [`NodeControl`].
+//!
+//! Every rule set in force is one [`Routing`] snapshot (rules, resolved addresses, health view,
+//! metric handles), built here and swapped into the core atomically, so a call never mixes the
+//! ids of two rule sets. It must not touch SIP messages: that is the core's job.
+
+use crate::admin::{self, ActionError, DestinationAction, DestinationStatus, NodeControl};
+use crate::config::Config;
+use crate::health::prober::{Prober, ProberConfig};
+use crate::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
+use crate::metrics::{DestState, Metrics};
+use crate::proxy::{Core, Routing};
+use anyhow::{anyhow, Context};
+use metrics_exporter_prometheus::PrometheusHandle;
+use routing_rules::{DestId, Router};
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tracing::{error, info, warn};
+
+/// The running node, less its workers.
+pub struct Node {
+    core: Arc<Core>,
+    health: Arc<Health>,
+    prober: Prober,
+    /// Handles bound to the first rule set; reloads rebind from these.
+    metrics: Metrics,
+    handle: PrometheusHandle,
+    draining: AtomicBool,
+    reload: Mutex<ReloadState>,
+}
+
+/// What a reload needs: the file, and the config in force (to tell what changed).
+struct ReloadState {
+    source: Option<PathBuf>,
+    running: Config,
+}
+
+/// Resolves every destination's host once (at start and on reload).
+pub fn resolve(router: &Router) -> anyhow::Result<Vec<SocketAddr>> {
+    router
+        .rules
+        .destinations
+        .iter()
+        .map(|d| {
+            (d.host.as_str(), d.port)
+                .to_socket_addrs()
+                .with_context(|| format!("destination {}: cannot resolve {}", d.name, d.host))?
+                .next()
+                .ok_or_else(|| anyhow!("destination {}: {} has no address", d.name, d.host))
+        })
+        .collect()
+}
+
+fn names(router: &Router) -> (Vec<&str>, Vec<&str>) {
+    let rules = &router.rules;
+    (
+        rules.destinations.iter().map(|d| d.name.as_str()).collect(),
+        rules.routes.iter().map(|r| r.name.as_str()).collect(),
+    )
+}
+
+impl Node {
+    /// Builds the core on `cfg`, starts the prober, installs the metrics recorder, the SIGHUP
+    /// handler (when `source` is given) and the admin API (when enabled). Fails when anything
+    /// cannot be bound or resolved: nothing half-starts.
+    pub fn start(
+        cfg: &Config,
+        core_config: crate::proxy::CoreConfig,
+        source: Option<PathBuf>,
+    ) -> anyhow::Result<Arc<Node>> {
+        let now = Instant::now();
+        let health = Arc::new(Health::new(&cfg.health));
+        let (dests, routes) = names(&cfg.router);
+        let (metrics, handle) = Metrics::install(&dests, &routes)
+            .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
+        let addrs = resolve(&cfg.router)?;
+        let view = health.adopt(&cfg.router, now);
+        let prober = Prober::spawn(
+            ProberConfig {
+                source: cfg.health.source,
+                t1: cfg.timers.t1,
+                t2: cfg.timers.t2,
+                limits: cfg.limits.clone(),
+            },
+            view.clone(),
+        )
+        .with_context(|| {
+            format!(
+                "health.source: cannot probe from {} (it must be this node's own address)",
+                cfg.health.source
+            )
+        })?;
+        let routing = Routing {
+            router: cfg.router.clone(),
+            addrs,
+            health: view,
+            metrics: metrics.clone(),
+        };
+        let node = Arc::new(Node {
+            core: Arc::new(Core::new(core_config, routing)),
+            health,
+            prober,
+            metrics,
+            handle,
+            draining: AtomicBool::new(false),
+            reload: Mutex::new(ReloadState {
+                source: source.clone(),
+                running: cfg.clone(),
+            }),
+        });
+        if source.is_some() {
+            spawn_hangup_handler(node.clone())?;
+        }
+        if cfg.admin.enabled {
+            let control: Arc<dyn NodeControl> = node.clone();
+            admin::spawn(cfg.admin.listen, control, cfg.admin.token.clone())
+                .with_context(|| format!("admin.listen: cannot serve on {}", cfg.admin.listen))?;
+            info!(address = %cfg.admin.listen, "admin API listening");
+        }
+        Ok(node)
+    }
+
+    pub fn core(&self) -> &Arc<Core> {
+        &self.core
+    }
+
+    /// Re-reads the config file. If it is valid, its routing (destinations, groups, routes,
+    /// health settings) replaces the running one atomically: calls in progress finish on the
+    /// rules they started with, new calls take the new ones, and destinations that keep their
+    /// name (and address) keep their health state. If it is not, the running rules stay and
+    /// every error is returned (and logged). Sections that need new sockets or threads
+    /// (listeners, node, timers, limits, TCP, health source, admin) change only on restart; a
+    /// reload that changes them says so.
+    pub fn reload(&self) -> Result<String, Vec<String>> {
+        let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(path) = state.source.clone() else {
+            return Err(vec![
+                "this node was started without a config file to reload".into()
+            ]);
+        };
+        let refuse = |errors: Vec<String>| {
+            for e in &errors {
+                error!(error = %e, "reload refused");
+            }
+            error!(
+                file = %path.display(),
+                errors = errors.len(),
+                "reload refused: the running rules stay"
+            );
+            Err(errors)
+        };
+        let new = match Config::load(&path) {
+            Ok(new) => new,
+            Err(errors) => return refuse(errors.0.iter().map(ToString::to_string).collect()),
+        };
+        let addrs = match resolve(&new.router) {
+            Ok(addrs) => addrs,
+            Err(e) => return refuse(vec![format!("{e:#}")]),
+        };
+        let running = &state.running;
+        let restart_only = [
+            ("listen", running.listeners != new.listeners),
+            (
+                "node",
+                running.node_id != new.node_id
+                    || running.advertise != new.advertise
+                    || running.workers != new.workers,
+            ),
+            ("timers", running.timers != new.timers),
+            ("limits", running.limits != new.limits),
+            (
+                "tcp",
+                running.tcp_idle_timeout != new.tcp_idle_timeout
+                    || running.tcp_max_connections != new.tcp_max_connections
+                    || running.tcp_connect_timeout != new.tcp_connect_timeout,
+            ),
+            ("health.source", running.health.source != new.health.source),
+            (
+                "admin",
+                running.admin.listen != new.admin.listen
+                    || running.admin.enabled != new.admin.enabled
+                    || running.admin.token != new.admin.token,
+            ),
+        ];
+        for (section, changed) in restart_only {
+            if changed {
+                warn!(section, "reload: this section changed and takes effect only on restart");
+            }
+        }
+        let view = self.health.adopt(&new.router, Instant::now());
+        let (dests, routes) = names(&new.router);
+        let routing = Routing {
+            router: new.router.clone(),
+            addrs,
+            health: view.clone(),
+            metrics: self.metrics.rebind(&dests, &routes),
+        };
+        let summary = format!(
+            "{} destinations, {} routes",
+            new.router.rules.destinations.len(),
+            new.router.rules.routes.len()
+        );
+        self.core.set_routing(routing);
+        self.prober.set(view);
+        info!(
+            file = %path.display(),
+            rules = %summary,
+            "rules reloaded: new calls use them, calls in progress keep theirs"
+        );
+        state.running.router = new.router;
+        Ok(summary)
+    }
+}
+
+/// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
+/// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
+fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let mut hangup = {
+        let _guard = rt.enter();
+        signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?
+    };
+    std::thread::Builder::new()
+        .name("pointsman-reload".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                while hangup.recv().await.is_some() {
+                    let _ = node.reload();
+                }
+            })
+        })?;
+    Ok(())
+}
+
+fn status(s: DestinationSnapshot) -> DestinationStatus {
+    DestinationStatus {
+        name: s.name,
+        address: s.address,
+        state: s.state.as_str().to_string(),
+        reason: s.reason,
+        since_secs: s.in_state_for.as_secs(),
+        last_probe_rtt_ms: s.last_probe_rtt.map(|d| d.as_secs_f64() * 1e3),
+        calls_in_progress: u64::from(s.calls_in_progress),
+        calls: s.calls,
+        failures: s.failures,
+        probes_ok: s.probes_ok,
+        probes_failed: s.probes_failed,
+    }
+}
+
+fn dest_state(state: State) -> DestState {
+    match state {
+        State::Down => DestState::Down,
+        State::Up => DestState::Up,
+        State::Draining => DestState::Draining,
+        State::Maintenance => DestState::Maintenance,
+        State::ForcedUp => DestState::ForcedUp,
+        State::Probing => DestState::Probing,
+    }
+}
+
+impl NodeControl for Node {
+    fn destinations(&self) -> Vec<DestinationStatus> {
+        let now = Instant::now();
+        self.core
+            .routing()
+            .health
+            .iter()
+            .map(|d| status(d.snapshot(now)))
+            .collect()
+    }
+
+    fn destination_action(
+        &self,
+        name: &str,
+        action: DestinationAction,
+    ) -> Result<DestinationStatus, ActionError> {
+        let action = match action {
+            DestinationAction::Drain => AdminAction::Drain,
+            DestinationAction::Maintenance => AdminAction::Maintenance,
+            DestinationAction::Enable => AdminAction::Enable,
+            DestinationAction::ForceUp => AdminAction::ForceUp,
+        };
+        let now = Instant::now();
+        match self.health.act(name, action, now) {
+            Ok(_) => {}
+            Err(HealthError::UnknownDestination { .. }) => {
+                return Err(ActionError::UnknownDestination(name.to_string()))
+            }
+            Err(e) => return Err(ActionError::Conflict(e.to_string())),
+        }
+        info!(destination = name, action = ?action, "admin action");
+        self.health
+            .get(name)
+            .map(|d| status(d.snapshot(now)))
+            .ok_or_else(|| ActionError::UnknownDestination(name.to_string()))
+    }
+
+    fn drain_node(&self) {
+        if !self.draining.swap(true, Ordering::AcqRel) {
+            warn!("node draining: /ready answers 503; calls in progress and new arrivals are still served");
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        !self.draining.load(Ordering::Acquire)
+    }
+
+    fn reload(&self) -> Result<String, Vec<String>> {
+        Node::reload(self)
+    }
+
+    fn metrics(&self) -> String {
+        // Gauges of state are read when scraped, not pushed on every change.
+        let routing = self.core.routing();
+        let (servers, clients, _) = self.core.table_sizes();
+        routing.metrics.set_transactions(servers + clients);
+        for (i, d) in routing.health.iter().enumerate() {
+            let id = DestId(i as u32);
+            routing.metrics.destination_state(id, dest_state(d.state()));
+            if let Some(rtt) = d.snapshot(Instant::now()).last_probe_rtt {
+                routing.metrics.probe_rtt(id, rtt);
+            }
+        }
+        self.handle.render()
+    }
+}
