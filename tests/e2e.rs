@@ -70,7 +70,12 @@ async fn normal_call_is_answered_end_to_end_and_bye_reaches_the_answering_cloud(
     t.carrier.hang_up("normal-1").await.unwrap();
     expect(&t, "primary", "BYE", |s| s.is("BYE")).await;
     expect(&t, "carrier", "200 to BYE", |s| s.is_response(200, "BYE")).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
 }
 
 #[tokio::test]
@@ -257,7 +262,12 @@ async fn carrier_cancel_while_ringing_gets_200_then_487_and_no_branch_starts_aft
     expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
     // Well past the provisional timer: no branch ever started towards the secondary.
     settle(Duration::from_millis(800)).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
     assert_eq!(t.journal.count("carrier", final_to_invite), 1);
 }
 
@@ -277,7 +287,12 @@ async fn carrier_cancel_before_any_provisional_stops_the_failover_timer() {
     t.carrier.cancel("cancel-2").await.unwrap();
     expect(&t, "carrier", "487", |s| s.is_response(487, "INVITE")).await;
     settle(Duration::from_millis(900)).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
 }
 
 #[tokio::test]
@@ -293,7 +308,12 @@ async fn busy_486_is_relayed_and_not_retried() {
         .unwrap();
     expect(&t, "carrier", "486", |s| s.is_response(486, "INVITE")).await;
     settle(Duration::from_millis(200)).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
 }
 
 #[tokio::test]
@@ -309,7 +329,12 @@ async fn decline_603_stops_the_whole_call() {
         .unwrap();
     expect(&t, "carrier", "603", |s| s.is_response(603, "INVITE")).await;
     settle(Duration::from_millis(200)).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
 }
 
 #[tokio::test]
@@ -325,7 +350,12 @@ async fn final_503_after_ringing_is_not_retried_and_reaches_the_carrier_as_500()
         .unwrap();
     expect(&t, "carrier", "500", |s| s.is_response(500, "INVITE")).await;
     settle(Duration::from_millis(200)).await;
-    assert_eq!(t.journal.count("secondary", call_traffic), 0, "{}", t.report());
+    assert_eq!(
+        t.journal.count("secondary", call_traffic),
+        0,
+        "{}",
+        t.report()
+    );
     assert_eq!(t.journal.count("carrier", |s| s.code == Some(503)), 0);
 }
 

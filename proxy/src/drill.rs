@@ -572,10 +572,7 @@ async fn watch_states(
                         "   [{at:5.1}s] destination {} is {}: {}",
                         d.name, d.state, d.reason
                     );
-                    changes
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push(line);
+                    changes.lock().unwrap_or_else(|p| p.into_inner()).push(line);
                     last.insert(d.name, d.state);
                 }
             }

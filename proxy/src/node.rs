@@ -140,7 +140,7 @@ impl Node {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = state.source.clone() else {
             return Err(vec![
-                "this node was started without a config file to reload".into()
+                "this node was started without a config file to reload".into(),
             ]);
         };
         let refuse = |errors: Vec<String>| {
@@ -189,7 +189,10 @@ impl Node {
         ];
         for (section, changed) in restart_only {
             if changed {
-                warn!(section, "reload: this section changed and takes effect only on restart");
+                warn!(
+                    section,
+                    "reload: this section changed and takes effect only on restart"
+                );
             }
         }
         let view = self.health.adopt(&new.router, Instant::now());

@@ -95,7 +95,12 @@ impl Harness {
         };
         let now = Instant::now();
         let health = crate::health::Health::new(&crate::health::HealthConfig::default());
-        let dests: Vec<String> = router.rules.destinations.iter().map(|d| d.name.clone()).collect();
+        let dests: Vec<String> = router
+            .rules
+            .destinations
+            .iter()
+            .map(|d| d.name.clone())
+            .collect();
         let routes: Vec<String> = router.rules.routes.iter().map(|r| r.name.clone()).collect();
         let (metrics, handle) = Metrics::local(&dests, &routes);
         let routing = Routing {

@@ -29,6 +29,8 @@ pub struct Behaviour {
     pub steps: Vec<Step>,
     /// Ignore CANCEL (an overloaded server that answers from a backlog): the script plays on.
     pub deaf_to_cancel: bool,
+    /// Seconds of `Retry-After` on its 503s.
+    pub retry_after: Option<u32>,
 }
 
 const BEAT: Duration = Duration::from_millis(20);
@@ -73,7 +75,15 @@ impl Behaviour {
     pub fn brownout(delay: Duration) -> Behaviour {
         Behaviour {
             deaf_to_cancel: true,
+            retry_after: None,
             ..Behaviour::of(vec![Step::Wait(delay), Step::Respond(200)])
+        }
+    }
+    /// 100, then 503 with `Retry-After: secs`.
+    pub fn overloaded(secs: u32) -> Behaviour {
+        Behaviour {
+            retry_after: Some(secs),
+            ..Behaviour::reject(503)
         }
     }
     /// A script that honours CANCEL.
@@ -81,6 +91,7 @@ impl Behaviour {
         Behaviour {
             steps,
             deaf_to_cancel: false,
+            retry_after: None,
         }
     }
 }
@@ -331,6 +342,7 @@ async fn on_invite(inner: &Arc<Inner>, r: Received, branch: String, call_id: Str
 
 /// Plays the script for one INVITE; stops once a final response went (its own or a 487).
 async fn play(inner: Arc<Inner>, branch: String, steps: Vec<Step>) {
+    let retry_after = inner.state().behaviour.retry_after;
     for step in steps {
         let code = match step {
             Step::Wait(d) => {
@@ -348,7 +360,12 @@ async fn play(inner: Arc<Inner>, branch: String, steps: Vec<Step>) {
             if c.final_code.is_some() {
                 return;
             }
-            let Some(resp) = msg::response(&c.invite, code, &c.to_tag, &contact) else {
+            let extra = match (code, retry_after) {
+                (503, Some(secs)) => format!("Retry-After: {secs}\r\n"),
+                _ => String::new(),
+            };
+            let Some(resp) = msg::response_with(&c.invite, code, &c.to_tag, &contact, &extra)
+            else {
                 return;
             };
             c.last = Some(resp.clone());

@@ -122,8 +122,19 @@ pub fn cancel_for(invite: &[u8]) -> Option<Bytes> {
 /// A response to `request` from a UAS: Via, From, To (+ `to_tag`), Call-ID, CSeq copied; for
 /// 1xx above 100 and 2xx to a dialog-creating request also Record-Route and a Contact.
 pub fn response(request: &[u8], code: u16, to_tag: &str, contact: &str) -> Option<Bytes> {
+    response_with(request, code, to_tag, contact, "")
+}
+
+/// [`response`] with `more` header lines (each ending in CRLF).
+pub fn response_with(
+    request: &[u8],
+    code: u16,
+    to_tag: &str,
+    contact: &str,
+    more: &str,
+) -> Option<Bytes> {
     let req = scan(request)?;
-    let mut extra = String::new();
+    let mut extra = more.to_string();
     let dialog_forming = code > 100 && code < 300 && req.method() == Some(wire::Method::Invite);
     if dialog_forming {
         for h in req

@@ -1,0 +1,312 @@
+//! Operating a running node end to end: destination health from probes and calls, drain and
+//! maintenance through the admin API over HTTP, Prometheus metrics after a scripted set of
+//! calls, `pointsman status`. Each test runs a real `pointsman` process between simulated
+//! peers, on its own loopback address.
+
+mod support;
+
+use pointsman::admin::{fetch_destinations, http_request, DestinationStatus};
+use pointsman::sim::{Behaviour, Summary};
+use std::net::IpAddr;
+use std::time::{Duration, Instant};
+use support::{destination, node_section, Cast, ADMIN_PORT, PRIMARY_PORT, SECONDARY_PORT};
+
+const WAIT: Duration = Duration::from_secs(5);
+
+/// A carrier, pointsman, primary and secondary; `primary_extra` and `health` complete the config.
+async fn cast(primary: Behaviour, primary_extra: &str, health: &str) -> Cast {
+    let (primary_extra, health) = (primary_extra.to_string(), health.to_string());
+    Cast::start(
+        move |ip| {
+            let mut c = node_section(ip);
+            c.push_str(&health);
+            c.push_str(&destination("primary", ip, PRIMARY_PORT, "300ms"));
+            c.push_str(&primary_extra);
+            c.push_str(&destination("secondary", ip, SECONDARY_PORT, "300ms"));
+            c.push_str(
+                "\n[[route]]\nname = \"default\"\ndestinations = [\"primary\", \"secondary\"]\n",
+            );
+            c
+        },
+        &[
+            ("primary", PRIMARY_PORT, Some(primary)),
+            ("secondary", SECONDARY_PORT, Some(Behaviour::answer())),
+        ],
+    )
+    .await
+}
+
+/// Fast probes: every 100 ms, 80 ms timeout, down after 2 failures, up after 3 successes.
+const FAST_PROBES: &str = "probe_interval = \"100ms\"\nprobe_timeout = \"80ms\"\n\
+                           failure_threshold = 2\nrecovery_threshold = 3\n";
+
+fn admin(ip: IpAddr) -> String {
+    format!("{ip}:{ADMIN_PORT}")
+}
+
+async fn destinations(ip: IpAddr) -> Vec<DestinationStatus> {
+    let addr = admin(ip);
+    tokio::task::spawn_blocking(move || fetch_destinations(&addr, None, WAIT))
+        .await
+        .expect("join")
+        .expect("GET /destinations")
+}
+
+async fn state_of(ip: IpAddr, name: &str) -> DestinationStatus {
+    destinations(ip)
+        .await
+        .into_iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("no destination {name}"))
+}
+
+/// Waits until `name` is in `state` (admin API), or fails.
+async fn wait_state(t: &Cast, name: &str, state: &str) -> DestinationStatus {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let d = state_of(t.ip, name).await;
+        if d.state == state {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name} never became {state} (is {} because {})\n{}",
+            d.state,
+            d.reason,
+            t.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn post(ip: IpAddr, path: &str) -> (u16, String) {
+    let (addr, path) = (admin(ip), path.to_string());
+    let reply = tokio::task::spawn_blocking(move || http_request(&addr, "POST", &path, None, WAIT))
+        .await
+        .expect("join")
+        .expect("POST");
+    (reply.status, reply.text())
+}
+
+async fn get(ip: IpAddr, path: &str) -> (u16, String) {
+    let (addr, path) = (admin(ip), path.to_string());
+    let reply = tokio::task::spawn_blocking(move || http_request(&addr, "GET", &path, None, WAIT))
+        .await
+        .expect("join")
+        .expect("GET");
+    (reply.status, reply.text())
+}
+
+/// Places one call and waits for its final response; returns the code and who answered.
+async fn call(t: &Cast, call_id: &str) -> (u16, String) {
+    t.carrier
+        .invite(&t.carrier.invite_spec(call_id))
+        .await
+        .expect("INVITE");
+    let fin = t
+        .journal
+        .wait_for("carrier", WAIT, |s| {
+            s.call_id == call_id && s.cseq_method == "INVITE" && s.code.is_some_and(|c| c >= 200)
+        })
+        .await
+        .unwrap_or_else(|| panic!("{call_id}: no final response\n{}", t.report()));
+    let to = fin.header("To").unwrap_or_default();
+    let by = ["primary", "secondary"]
+        .into_iter()
+        .find(|c| to.contains(&format!("tag={c}-")))
+        .unwrap_or("-");
+    (fin.summary.code.unwrap_or(0), by.to_string())
+}
+
+/// Hangs up an answered call and waits for the 200 to the BYE.
+async fn hang_up(t: &Cast, call_id: &str) {
+    t.carrier.hang_up(call_id).await.expect("BYE");
+    t.journal
+        .wait_for("carrier", WAIT, |s| {
+            s.call_id == call_id && s.is_response(200, "BYE")
+        })
+        .await
+        .unwrap_or_else(|| panic!("{call_id}: BYE not answered\n{}", t.report()));
+}
+
+fn invites_at(t: &Cast, peer: &str, call_id: &str) -> usize {
+    t.journal
+        .count(peer, |s: &Summary| s.is("INVITE") && s.call_id == call_id)
+}
+
+#[tokio::test]
+async fn destination_that_stops_answering_probes_goes_down_gets_no_calls_and_comes_back() {
+    let t = cast(Behaviour::answer(), FAST_PROBES, "").await;
+    wait_state(&t, "primary", "up").await;
+    t.clouds[0].set_options_reply(None);
+    let down = wait_state(&t, "primary", "down").await;
+    assert!(down.reason.contains("2 consecutive"), "{}", down.reason);
+    // A down destination is skipped: the call goes straight to the secondary.
+    assert_eq!(call(&t, "while-down").await, (200, "secondary".into()));
+    assert_eq!(invites_at(&t, "primary", "while-down"), 0, "{}", t.report());
+    // It answers probes again: up after the recovery threshold, and takes calls.
+    t.clouds[0].set_options_reply(Some(200));
+    let up = wait_state(&t, "primary", "up").await;
+    assert!(up.reason.contains("3 consecutive"), "{}", up.reason);
+    assert_eq!(call(&t, "after-recovery").await, (200, "primary".into()));
+}
+
+#[tokio::test]
+async fn retry_after_503_skips_the_destination_for_the_time_it_asks() {
+    // No probes: only the 503 and its Retry-After decide.
+    let t = cast(Behaviour::overloaded(2), "probe = false\n", "").await;
+    assert_eq!(call(&t, "overloaded").await, (200, "secondary".into()));
+    t.clouds[0].set_behaviour(Behaviour::answer());
+    let held = state_of(t.ip, "primary").await;
+    assert_eq!(held.state, "down", "{}", held.reason);
+    assert_eq!(call(&t, "during-hold").await, (200, "secondary".into()));
+    assert_eq!(invites_at(&t, "primary", "during-hold"), 0);
+    tokio::time::sleep(Duration::from_millis(2300)).await;
+    assert_eq!(
+        call(&t, "after-hold").await,
+        (200, "primary".into()),
+        "{}",
+        t.report()
+    );
+}
+
+#[tokio::test]
+async fn draining_a_destination_keeps_its_call_in_progress_and_sends_new_calls_elsewhere() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    assert_eq!(call(&t, "kept").await, (200, "primary".into()));
+    let (code, body) = post(t.ip, "/destinations/primary/drain").await;
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains("\"state\":\"draining\""), "{body}");
+    assert_eq!(state_of(t.ip, "primary").await.calls_in_progress, 1);
+    // New calls go elsewhere...
+    assert_eq!(call(&t, "new").await, (200, "secondary".into()));
+    assert_eq!(invites_at(&t, "primary", "new"), 0);
+    // ... while the call in progress ends normally, its BYE routed to the primary.
+    hang_up(&t, "kept").await;
+    assert_eq!(
+        t.journal
+            .count("primary", |s| s.is("BYE") && s.call_id == "kept"),
+        1
+    );
+    let drained = state_of(t.ip, "primary").await;
+    assert_eq!(drained.calls_in_progress, 0, "{drained:?}");
+    assert!(t.node.log().contains("drained"), "{}", t.node.log());
+    // Enable: it takes calls again.
+    assert_eq!(post(t.ip, "/destinations/primary/enable").await.0, 200);
+    assert_eq!(call(&t, "enabled").await, (200, "primary".into()));
+}
+
+#[tokio::test]
+async fn maintenance_stops_probes_and_traffic_until_enabled() {
+    let t = cast(Behaviour::answer(), FAST_PROBES, "").await;
+    wait_state(&t, "primary", "up").await;
+    let (code, body) = post(t.ip, "/destinations/primary/maintenance").await;
+    assert_eq!(code, 200, "{body}");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let probes = || t.journal.count("primary", |s| s.is("OPTIONS"));
+    let before = probes();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(probes(), before, "no probes in maintenance");
+    assert_eq!(call(&t, "maint").await, (200, "secondary".into()));
+    assert_eq!(invites_at(&t, "primary", "maint"), 0);
+    assert_eq!(post(t.ip, "/destinations/primary/enable").await.0, 200);
+    wait_state(&t, "primary", "up").await;
+    assert!(probes() > before, "probes resume");
+    // Unknown destinations and actions are refused precisely.
+    assert_eq!(post(t.ip, "/destinations/primry/drain").await.0, 404);
+    assert_eq!(post(t.ip, "/destinations/primary/explode").await.0, 400);
+}
+
+#[tokio::test]
+async fn node_drain_turns_ready_false_and_calls_are_still_served() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    assert_eq!(get(t.ip, "/health").await.0, 200);
+    assert_eq!(get(t.ip, "/ready").await.0, 200);
+    assert_eq!(post(t.ip, "/node/drain").await.0, 503);
+    let (code, body) = get(t.ip, "/ready").await;
+    assert_eq!(code, 503);
+    assert!(body.contains("draining"), "{body}");
+    assert_eq!(call(&t, "while-draining").await, (200, "primary".into()));
+}
+
+#[tokio::test]
+async fn metrics_after_a_scripted_set_of_calls_show_the_exact_counts() {
+    // Passive health off: the 503s and the brownout must not take the primary out of routing.
+    let t = cast(Behaviour::answer(), "", "\n[health]\npassive = false\n").await;
+    for n in 0..6 {
+        let id = format!("ok-{n}");
+        assert_eq!(call(&t, &id).await, (200, "primary".into()));
+        hang_up(&t, &id).await;
+    }
+    t.clouds[0].set_behaviour(Behaviour::reject(503));
+    for n in 0..2 {
+        let id = format!("503-{n}");
+        assert_eq!(call(&t, &id).await, (200, "secondary".into()));
+        hang_up(&t, &id).await;
+    }
+    t.clouds[0].set_behaviour(Behaviour::brownout(Duration::from_millis(700)));
+    assert_eq!(call(&t, "brownout").await, (200, "secondary".into()));
+    t.journal
+        .wait_for("primary", WAIT, |s| s.is("BYE") && s.call_id == "brownout")
+        .await
+        .unwrap_or_else(|| panic!("no ghost teardown\n{}", t.report()));
+    hang_up(&t, "brownout").await;
+    t.clouds[0].set_behaviour(Behaviour::reject(486));
+    assert_eq!(call(&t, "busy").await.0, 486);
+
+    let (code, text) = get(t.ip, "/metrics").await;
+    assert_eq!(code, 200);
+    for line in [
+        r#"pointsman_calls_total{route="default",outcome="answered"} 9"#,
+        r#"pointsman_calls_total{route="default",outcome="busy"} 1"#,
+        r#"pointsman_failovers_total{destination="primary",reason="code"} 2"#,
+        r#"pointsman_failovers_total{destination="primary",reason="timeout"} 1"#,
+        r#"pointsman_branch_attempts_total{destination="primary"} 10"#,
+        r#"pointsman_branch_attempts_total{destination="secondary"} 3"#,
+        "pointsman_ghost_calls_torn_down_total 1",
+        "pointsman_cancels_sent_total 1",
+        r#"pointsman_requests_total{method="INVITE"} 10"#,
+        "pointsman_calls_in_progress 0",
+        r#"pointsman_destination_state{destination="primary"} 1"#,
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in /metrics:\n{text}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn status_command_shows_the_destinations_of_a_running_node() {
+    let t = cast(Behaviour::answer(), FAST_PROBES, "").await;
+    wait_state(&t, "primary", "up").await;
+    assert_eq!(call(&t, "status-1").await, (200, "primary".into()));
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["status", "--admin", &admin(t.ip)])
+        .output()
+        .expect("run pointsman status");
+    let table = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{table}");
+    let header = table.lines().next().unwrap_or_default();
+    for column in [
+        "NAME",
+        "ADDRESS",
+        "STATE",
+        "SINCE",
+        "RTT",
+        "CALLS NOW",
+        "REASON",
+    ] {
+        assert!(header.contains(column), "{table}");
+    }
+    let primary = table
+        .lines()
+        .find(|l| l.starts_with("primary"))
+        .unwrap_or_else(|| panic!("{table}"));
+    assert!(primary.contains(" up "), "{table}");
+    assert!(
+        primary.contains(&format!("{}:{PRIMARY_PORT}", t.ip)),
+        "{table}"
+    );
+    println!("{table}");
+}
