@@ -116,6 +116,9 @@ pub(super) struct Branch {
     /// Failed over from, cancelled, or lost to another branch: nothing it says is relayed.
     pub abandoned: bool,
     pub cancel: CancelState,
+    /// Counted as a call in progress at its destination (until it fails, is given up, or its
+    /// answer hands the count to the dialog).
+    pub counted: bool,
 }
 
 pub(super) struct Call {
@@ -375,10 +378,12 @@ impl Core {
             &mut acts,
         );
         let index = c.branches.len();
+        let mut counted = false;
         if let (true, Some(dest)) = (c.failover, target.dest) {
             c.routing.metrics.branch_attempt(dest);
             if let Some(h) = c.routing.health.get(dest) {
                 h.call_started();
+                counted = true;
             }
         }
         self.clients
@@ -405,6 +410,7 @@ impl Core {
             status: BranchStatus::Pending,
             abandoned: false,
             cancel: CancelState::None,
+            counted,
         });
     }
 
@@ -558,6 +564,8 @@ impl Core {
             return;
         }
         c.branches[i].status = BranchStatus::Answered;
+        // The answered dialog carries this branch's count from now on (until its BYE).
+        c.branches[i].counted = false;
         c.phase = CallPhase::Answered;
         if c.failover {
             let key = self.dialog_key(msg);
@@ -628,6 +636,7 @@ impl Core {
         }
         // The branch is complete (its final was ACKed): nothing to cancel.
         c.branches[i].abandoned = true;
+        self.release(c, i);
         let retry = c.failover
             && code < 600
             && c.route().is_some_and(|r| {
@@ -716,6 +725,7 @@ impl Core {
         if ev == TxEvent::Timeout && !b.abandoned && c.phase == CallPhase::Trying {
             b.status = BranchStatus::TimedOut;
             b.abandoned = true;
+            self.release(c, i);
             if c.failover {
                 self.count_failover(c, i, FailoverReason::Timeout);
                 self.passive(c, i, Passive::Timeout, now);
@@ -744,8 +754,11 @@ impl Core {
         let live = !b.abandoned && c.phase == CallPhase::Trying;
         b.abandoned = true;
         if live {
-            // Nothing reached the destination, so there is nothing to CANCEL.
             b.status = BranchStatus::TransportError;
+        }
+        self.release(c, i);
+        if live {
+            // Nothing reached the destination, so there is nothing to CANCEL.
             if c.failover {
                 self.count_failover(c, i, FailoverReason::Transport);
                 self.passive(c, i, Passive::Transport, now);
@@ -757,6 +770,7 @@ impl Core {
 
     /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
     fn abandon(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
+        self.release(c, i);
         let b = &mut c.branches[i];
         b.abandoned = true;
         if !matches!(
@@ -963,14 +977,18 @@ impl Core {
         }
         c.reaped = true;
         self.servers.remove(&c.key);
-        for b in &c.branches {
-            self.clients.remove(&b.key);
-            // A branch that did not become the call is over for its destination (the answered
-            // one is counted until its BYE).
-            if c.failover && b.status != BranchStatus::Answered {
-                if let Some(h) = b.target.dest.and_then(|d| c.routing.health.get(d)) {
-                    h.call_ended();
-                }
+        for i in 0..c.branches.len() {
+            self.clients.remove(&c.branches[i].key);
+            self.release(c, i);
+        }
+    }
+
+    /// Branch `i` is no longer a call in progress at its destination.
+    fn release(&self, c: &mut Call, i: usize) {
+        let b = &mut c.branches[i];
+        if std::mem::take(&mut b.counted) {
+            if let Some(h) = b.target.dest.and_then(|d| c.routing.health.get(d)) {
+                h.call_ended();
             }
         }
     }

@@ -989,3 +989,39 @@ destinations = ["primary"]
     h.receive(CARRIER, &invite("m3"));
     assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
 }
+
+#[test]
+fn calls_in_progress_per_destination_end_at_failover_and_at_bye() {
+    let mut h = Harness::new();
+    let in_progress = |h: &Harness, d: u32| {
+        h.core
+            .routing()
+            .health
+            .get(DestId(d))
+            .map(|x| x.snapshot(h.now).calls_in_progress)
+    };
+    h.receive(CARRIER, &invite("cip"));
+    assert_eq!(in_progress(&h, 0), Some(1));
+    h.advance(Duration::from_secs(3));
+    assert_eq!(
+        in_progress(&h, 0),
+        Some(0),
+        "given up: no longer the primary's call"
+    );
+    assert_eq!(in_progress(&h, 1), Some(1));
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&to_secondary, 200, "s"));
+    // Long after every transaction ended, the answered call still counts...
+    h.advance(Duration::from_secs(120));
+    assert_eq!(in_progress(&h, 1), Some(1));
+    assert_eq!(h.core.answered_calls(), 1);
+    // ... until its BYE is answered.
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!("BYE sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-cipbye\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=s\r\nCall-ID: cip\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, bye.as_bytes());
+    let fwd_bye = h.last_to(SECONDARY, "BYE");
+    h.receive(SECONDARY, &response_to(&fwd_bye, 200, "s"));
+    assert_eq!(in_progress(&h, 1), Some(0));
+    assert_eq!(h.core.answered_calls(), 0);
+}
