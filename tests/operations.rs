@@ -310,3 +310,24 @@ async fn status_command_shows_the_destinations_of_a_running_node() {
     );
     println!("{table}");
 }
+
+#[tokio::test]
+async fn admin_reload_applies_a_valid_file_and_refuses_a_broken_one() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let path = t.node.dir.join("pointsman.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    // Route calls to the secondary only.
+    let secondary_only = good.replace(
+        r#"destinations = ["primary", "secondary"]"#,
+        r#"destinations = ["secondary"]"#,
+    );
+    std::fs::write(&path, &secondary_only).expect("write");
+    let (code, body) = post(t.ip, "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(call(&t, "after-reload").await, (200, "secondary".into()));
+    std::fs::write(&path, secondary_only.replace("secondary\"]", "secnodary\"]")).expect("write");
+    let (code, body) = post(t.ip, "/reload").await;
+    assert_eq!(code, 422, "{body}");
+    assert!(body.contains("secnodary"), "{body}");
+    assert_eq!(call(&t, "after-refusal").await, (200, "secondary".into()));
+}
