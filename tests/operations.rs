@@ -325,7 +325,11 @@ async fn admin_reload_applies_a_valid_file_and_refuses_a_broken_one() {
     let (code, body) = post(t.ip, "/reload").await;
     assert_eq!(code, 200, "{body}");
     assert_eq!(call(&t, "after-reload").await, (200, "secondary".into()));
-    std::fs::write(&path, secondary_only.replace("secondary\"]", "secnodary\"]")).expect("write");
+    std::fs::write(
+        &path,
+        secondary_only.replace("secondary\"]", "secnodary\"]"),
+    )
+    .expect("write");
     let (code, body) = post(t.ip, "/reload").await;
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("secnodary"), "{body}");
