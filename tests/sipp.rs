@@ -144,8 +144,11 @@ async fn run_calls(primary_xml: &str, secondary_xml: &str) -> (Sipp, Sipp, Sipp,
     let ip = fresh_ip();
     let work = WorkDir::new(ip);
     let dir = work.0.clone();
+    // A SIPp UAS takes one scenario: these clouds do calls, not health probes (SIPp answering
+    // probes has a test of its own below).
     let setup = Setup {
         provisional: "3s",
+        probe: false,
         ..Setup::default()
     };
     let mut primary = Sipp::start("primary", primary_xml, ip, PRIMARY_PORT, 17000, &dir, &[]);
@@ -239,18 +242,66 @@ async fn sipp_503_primary_every_call_completes_on_the_secondary() {
         carrier.stats()
     );
     assert_eq!(carrier.count("FailedCall(C)"), 0);
-    // Every 503 was ACKed by pointsman (the 503 scenario waits for it), every call answered by
-    // the secondary.
-    assert_eq!(
-        primary.count("SuccessfulCall(C)"),
-        CALLS,
-        "{:?}",
-        primary.stats()
-    );
+    // Every call was answered by the secondary. The primary got calls until its 503s took it out
+    // of routing (passive health: 3 failures), and pointsman ACKed each 503 (the scenario waits
+    // for the ACK; a missing one would be a failed call there).
     assert_eq!(
         secondary.count("SuccessfulCall(C)"),
         CALLS,
         "{:?}",
         secondary.stats()
     );
+    let tried_primary = primary.count("IncomingCall(C)");
+    assert!((1..CALLS).contains(&tried_primary), "{:?}", primary.stats());
+    assert_eq!(
+        primary.count("SuccessfulCall(C)"),
+        tried_primary,
+        "{}",
+        primary.errors()
+    );
+    assert_eq!(primary.count("FailedCall(C)"), 0, "{}", primary.errors());
+}
+
+#[tokio::test]
+async fn sipp_cloud_answering_options_is_probed_up_by_pointsman() {
+    let ip = fresh_ip();
+    let work = WorkDir::new(ip);
+    let mut cloud = Sipp::start(
+        "prober-peer",
+        "answer_options.xml",
+        ip,
+        PRIMARY_PORT,
+        19000,
+        &work.0,
+        &[],
+    );
+    let config = support::two_clouds_config(ip, &Setup::default()).replace(
+        "probe = true\n",
+        "probe = true\nprobe_interval = \"100ms\"\nprobe_timeout = \"80ms\"\n",
+    );
+    let node = Node::start(&config, support::at(ip, PROXY_PORT)).await;
+    let admin = format!("{ip}:{}", support::ADMIN_PORT);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let addr = admin.clone();
+        let dests = tokio::task::spawn_blocking(move || {
+            pointsman::admin::fetch_destinations(&addr, None, Duration::from_secs(2))
+        })
+        .await
+        .expect("join")
+        .expect("GET /destinations");
+        let primary = dests.iter().find(|d| d.name == "primary").expect("primary");
+        if primary.state == "up" && primary.probes_ok >= 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "SIPp never probed up: {primary:?}\n{}\n{}",
+            cloud.errors(),
+            tail(&node.log(), 20)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(node);
+    let _ = cloud.finish(Duration::from_millis(10)).await;
 }

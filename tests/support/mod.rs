@@ -165,6 +165,8 @@ pub struct Setup {
     pub primary_transport: &'static str,
     /// Extra lines for the `[[route]]` table.
     pub route_extra: &'static str,
+    /// Health probes (OPTIONS) to both destinations.
+    pub probe: bool,
 }
 
 impl Default for Setup {
@@ -176,6 +178,7 @@ impl Default for Setup {
             primary_extra: "",
             primary_transport: "udp",
             route_extra: "",
+            probe: true,
         }
     }
 }
@@ -212,12 +215,14 @@ name = "primary"
 address = "{ip}:{PRIMARY_PORT}"
 transport = "{ptransport}"
 provisional_timeout = "{prov}"
+probe = {probe}
 {pextra}
 
 [[destination]]
 name = "secondary"
 address = "{ip}:{SECONDARY_PORT}"
 provisional_timeout = "{prov}"
+probe = {probe}
 
 [[route]]
 name = "default"
@@ -228,6 +233,7 @@ destinations = ["primary", "secondary"]
         prov = setup.provisional,
         pextra = setup.primary_extra,
         rextra = setup.route_extra,
+        probe = setup.probe,
     )
 }
 
