@@ -9,7 +9,9 @@
 //! on their line by [`locate`]. Destinations, groups and routes are validated by
 //! [`routing_rules::Router::compile`]; its warnings (a route that can never match) are placed
 //! the same way and kept on [`Config::warnings`]. It must not: bind sockets, resolve names, or
-//! start anything; it only reads the one file it is given.
+//! start anything; it reads only the one file it is given and the TLS files (PEM) that file
+//! names, which it checks ([`crate::transport::tls::check`]): relative paths are relative to
+//! the config file's directory.
 
 mod locate;
 #[cfg(test)]
@@ -57,9 +59,13 @@ pub struct ConfigFile {
     #[serde(default)]
     pub tcp: TcpSection,
     #[serde(default)]
+    pub tls: TlsSection,
+    #[serde(default)]
     pub admin: AdminSection,
     #[serde(default)]
     pub health: HealthSection,
+    #[serde(default)]
+    pub guard: GuardSection,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -87,6 +93,16 @@ pub struct ListenSpec {
     pub transport: ListenTransport,
     /// `ip:port`.
     pub address: String,
+    /// TLS only: PEM certificate chain served to clients (end-entity first).
+    pub cert: Option<String>,
+    /// TLS only: PEM private key of `cert`.
+    pub key: Option<String>,
+    /// TLS only: PEM CA bundle; when set, clients must present a certificate it verifies
+    /// (mutual TLS).
+    pub client_ca: Option<String>,
+    /// Source networks that may send to this listener (CIDRs); anything else is dropped without
+    /// a reply. Default: any source. Destinations' addresses are always let in.
+    pub allow: Option<Vec<String>>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Hash)]
@@ -94,6 +110,8 @@ pub struct ListenSpec {
 pub enum ListenTransport {
     Udp,
     Tcp,
+    /// SIP over TLS: needs `cert` and `key`.
+    Tls,
 }
 
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -130,6 +148,18 @@ pub struct TcpSection {
     /// Give up connecting to a destination after this (default 2 s).
     #[serde(default, with = "humantime_serde::option")]
     pub connect_timeout: Option<Duration>,
+}
+
+/// `[tls]`: node-wide TLS settings (each TLS listener and destination has its own files).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    /// A TLS handshake, inbound or outbound, not done within this fails (default 5 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub handshake_timeout: Option<Duration>,
+    /// PEM CA bundle that verifies TLS destinations without a `ca` of their own, and TLS peers
+    /// that are not destinations (by their IP address).
+    pub ca: Option<String>,
 }
 
 #[derive(Clone, Deserialize, Default)]
@@ -183,6 +213,27 @@ impl std::fmt::Debug for AdminConfig {
     }
 }
 
+/// `[guard]`: rate limits, scanner blocking, overload shedding, table caps.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct GuardSection {
+    /// New out-of-dialog transactions per second per source IP (default 100).
+    pub rate: Option<f64>,
+    /// How many may come at once (default 2 × rate).
+    pub burst: Option<f64>,
+    /// Sources with a rate-limit bucket of their own (default 65536).
+    pub max_sources: Option<usize>,
+    /// User-Agent substrings dropped without an answer (default: well-known SIP scanners).
+    pub block_user_agents: Option<Vec<String>>,
+    /// Shed new INVITEs while a receive queue is fuller than this fraction (default 0.5).
+    pub overload_backlog: Option<f64>,
+    /// Most transactions held at once (default 200000).
+    pub max_transactions: Option<usize>,
+    /// Retry-After on pointsman's own 503s (default 5s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub retry_after: Option<Duration>,
+}
+
 /// `[health]`: node-wide health settings (each destination has its own probe keys).
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -207,6 +258,9 @@ pub struct Listener {
     pub name: String,
     pub transport: ListenTransport,
     pub address: SocketAddr,
+    /// The certificate files of a TLS listener (`None` for UDP and TCP).
+    pub tls: Option<crate::transport::tls::ListenerFiles>,
+    pub acl: crate::guard::Acl,
 }
 
 /// The validated configuration the proxy runs on.
@@ -222,10 +276,14 @@ pub struct Config {
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_connect_timeout: Duration,
+    /// `[tls]` and the TLS destinations' files (checked at load).
+    pub tls: crate::transport::tls::TlsConfig,
     /// The admin HTTP API.
     pub admin: AdminConfig,
     /// Destination health: probe source, passive signals, Retry-After clamp.
     pub health: crate::health::HealthConfig,
+    /// Rate limits, scanner blocking, overload shedding, table caps.
+    pub guard: crate::guard::GuardConfig,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -316,7 +374,8 @@ impl Config {
         };
         let mut errors = Errors::default();
         let mut warnings = Errors::default();
-        let config = validate(spec, &mut errors, &mut warnings);
+        let base = Path::new(file).parent().unwrap_or(Path::new(""));
+        let config = validate(spec, base, &mut errors, &mut warnings);
         let place = |found: Errors| {
             let mut out: Vec<ConfigError> = found
                 .0
@@ -472,8 +531,13 @@ fn last_key(path: &str) -> &str {
 }
 
 /// Checks every section and builds the config; `None` when something could not be built.
-fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Option<Config> {
-    let listeners = validate_listeners(&spec.listen, errors);
+fn validate(
+    spec: ConfigFile,
+    base: &Path,
+    errors: &mut Errors,
+    warnings: &mut Errors,
+) -> Option<Config> {
+    let mut listeners = validate_listeners(&spec.listen, errors);
     let first_listener = spec
         .listen
         .first()
@@ -508,6 +572,7 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
     );
     let admin = validate_admin(&spec.admin, &listeners, errors);
     let health = validate_health(&spec.health, &listeners, errors);
+    let guard = validate_guard(&spec.guard, errors);
     let router = match Router::compile(&spec.destinations, &spec.groups, &spec.routes) {
         Ok(router) => {
             check_sources(&router, &listeners, errors);
@@ -523,6 +588,7 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
             None
         }
     };
+    let tls = validate_tls(&spec, base, &mut listeners, router.as_ref(), errors);
     let router = router?;
     Some(Config {
         node_id,
@@ -534,11 +600,212 @@ fn validate(spec: ConfigFile, errors: &mut Errors, warnings: &mut Errors) -> Opt
         tcp_idle_timeout,
         tcp_max_connections,
         tcp_connect_timeout,
+        tls,
         admin,
         health,
+        guard,
         router: Arc::new(router),
         warnings: Vec::new(),
     })
+}
+
+fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardConfig {
+    let d = crate::guard::GuardConfig::default();
+    let rate = g.rate.unwrap_or(d.rate);
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+        errors.push(
+            "guard.rate",
+            format!("rate = {rate} must be a number of new transactions per second per source, above 0 and at most 1000000 (default {})", d.rate),
+        );
+    }
+    let burst = g.burst.unwrap_or(rate * 2.0);
+    if !(burst.is_finite() && (1.0..=1e7).contains(&burst)) {
+        errors.push(
+            "guard.burst",
+            format!(
+                "burst = {burst} must be at least 1 and at most 10000000 (default twice the rate)"
+            ),
+        );
+    }
+    let max_sources = g.max_sources.unwrap_or(d.max_sources);
+    errors.int_in(
+        "guard.max_sources",
+        max_sources,
+        1,
+        10_000_000,
+        d.max_sources,
+    );
+    let overload_backlog = g.overload_backlog.unwrap_or(d.overload_backlog);
+    if !(overload_backlog > 0.0 && overload_backlog <= 1.0) {
+        errors.push(
+            "guard.overload_backlog",
+            format!("overload_backlog = {overload_backlog} is a fraction of the receive buffer: use a number above 0 and at most 1 (default {})", d.overload_backlog),
+        );
+    }
+    let max_transactions = g.max_transactions.unwrap_or(d.max_transactions);
+    errors.int_in(
+        "guard.max_transactions",
+        max_transactions,
+        100,
+        100_000_000,
+        d.max_transactions,
+    );
+    let retry_after = g.retry_after.unwrap_or(d.retry_after);
+    errors.duration_in(
+        "guard.retry_after",
+        retry_after,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        d.retry_after,
+    );
+    if retry_after.subsec_nanos() != 0 {
+        errors.push(
+            "guard.retry_after",
+            "Retry-After is whole seconds: write e.g. \"5s\"".into(),
+        );
+    }
+    let block_user_agents = g.block_user_agents.clone().unwrap_or(d.block_user_agents);
+    for (i, p) in block_user_agents.iter().enumerate() {
+        if p.trim().is_empty() {
+            errors.push(
+                format!("guard.block_user_agents[{i}]"),
+                "an empty pattern would block every request that has a User-Agent: remove it"
+                    .into(),
+            );
+        }
+    }
+    crate::guard::GuardConfig {
+        rate,
+        burst,
+        max_sources,
+        block_user_agents,
+        overload_backlog,
+        max_transactions,
+        retry_after,
+    }
+}
+
+/// The kind of socket a listener binds: TLS listeners take a TCP port.
+fn socket_kind(t: ListenTransport) -> ListenTransport {
+    match t {
+        ListenTransport::Tls => ListenTransport::Tcp,
+        t => t,
+    }
+}
+
+/// `[tls]`, the TLS keys of listeners and destinations, and every file they name (readable,
+/// PEM, key matching its certificate, usable CA bundles). Fills in `listeners[i].tls`.
+fn validate_tls(
+    spec: &ConfigFile,
+    base: &Path,
+    listeners: &mut [Listener],
+    router: Option<&Router>,
+    errors: &mut Errors,
+) -> crate::transport::tls::TlsConfig {
+    use crate::transport::tls::{self, DestinationFiles, ListenerFiles, TlsConfig};
+    let path = |p: &str| base.join(p);
+    let d = TlsConfig::default();
+    let handshake_timeout = spec.tls.handshake_timeout.unwrap_or(d.handshake_timeout);
+    errors.duration_in(
+        "tls.handshake_timeout",
+        handshake_timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(60),
+        d.handshake_timeout,
+    );
+    let mut files: Vec<Option<ListenerFiles>> = Vec::with_capacity(spec.listen.len());
+    for (i, l) in spec.listen.iter().enumerate() {
+        let keys = [
+            ("cert", &l.cert),
+            ("key", &l.key),
+            ("client_ca", &l.client_ca),
+        ];
+        if l.transport != ListenTransport::Tls {
+            for (key, value) in keys {
+                if value.is_some() {
+                    errors.push(
+                        format!("listen[{i}].{key}"),
+                        format!(
+                            "{key} applies only to TLS listeners: set transport = \"tls\" (and \
+                             a port of its own, e.g. 5061), or remove {key}"
+                        ),
+                    );
+                }
+            }
+            files.push(None);
+            continue;
+        }
+        for (key, value) in keys {
+            if value.as_deref().is_some_and(|v| v.trim().is_empty()) {
+                errors.push(
+                    format!("listen[{i}].{key}"),
+                    format!("{key} is empty: give the path of a PEM file"),
+                );
+            }
+        }
+        match (&l.cert, &l.key) {
+            (Some(cert), Some(key)) => files.push(Some(ListenerFiles {
+                cert: path(cert),
+                key: path(key),
+                client_ca: l.client_ca.as_deref().map(path),
+            })),
+            (cert, key) => {
+                for (name, missing, what) in [
+                    ("cert", cert.is_none(), "its certificate chain"),
+                    ("key", key.is_none(), "the certificate's private key"),
+                ] {
+                    if missing {
+                        errors.push_at(
+                            &format!("listen[{i}].{name}"),
+                            &format!("listen[{i}].transport"),
+                            format!(
+                                "a TLS listener needs {name} = \"/path/to/{name}.pem\": {what} \
+                                 (PEM)"
+                            ),
+                        );
+                    }
+                }
+                files.push(None);
+            }
+        }
+    }
+    let config = TlsConfig {
+        handshake_timeout,
+        ca: match &spec.tls.ca {
+            Some(ca) if ca.trim().is_empty() => {
+                errors.push(
+                    "tls.ca",
+                    "ca is empty: give the path of a PEM CA bundle, or remove it".into(),
+                );
+                None
+            }
+            ca => ca.as_deref().map(path),
+        },
+        destinations: router.map_or_else(Vec::new, |r| {
+            r.rules
+                .destinations
+                .iter()
+                .map(|d| {
+                    d.tls.as_ref().map(|t| DestinationFiles {
+                        ca: t.ca.as_deref().map(path),
+                        client_cert: t.client_cert.as_deref().map(path),
+                        client_key: t.client_key.as_deref().map(path),
+                        server_name: t.server_name.clone(),
+                    })
+                })
+                .collect()
+        }),
+    };
+    let refs: Vec<_> = files.iter().map(Option::as_ref).collect();
+    for e in tls::check(&refs, &config) {
+        errors.push(e.key, e.message);
+    }
+    if listeners.len() == files.len() {
+        for (l, f) in listeners.iter_mut().zip(files) {
+            l.tls = f;
+        }
+    }
+    config
 }
 
 /// Every `match.source` must name a listener.
@@ -583,6 +850,7 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
         let transport = match l.transport {
             ListenTransport::Udp => "udp",
             ListenTransport::Tcp => "tcp",
+            ListenTransport::Tls => "tls",
         };
         let address = match l.address.parse::<SocketAddr>() {
             Ok(a) => Some(a),
@@ -600,7 +868,8 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
             }
         };
         if let Some(addr) = address {
-            let key = (l.transport, addr);
+            // TCP and TLS listeners both take a TCP port.
+            let key = (socket_kind(l.transport), addr);
             if let Some(&first) = bound.get(&key) {
                 errors.push(
                     format!("listen[{i}].address"),
@@ -610,7 +879,7 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
                     ),
                 );
             } else if let Some((&(_, other), &first)) = bound.iter().find(|((t, other), _)| {
-                *t == l.transport
+                *t == socket_kind(l.transport)
                     && other.port() == addr.port()
                     && other.is_ipv4() == addr.is_ipv4()
                     && (other.ip().is_unspecified() || addr.ip().is_unspecified())
@@ -650,11 +919,35 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
         } else {
             names.insert(name.clone(), i);
         }
+        let mut acl = crate::guard::Acl::default();
+        if let Some(list) = &l.allow {
+            let mut nets = Vec::with_capacity(list.len());
+            for (j, cidr) in list.iter().enumerate() {
+                match crate::guard::Cidr::parse(cidr) {
+                    Ok(net) => nets.push(net),
+                    Err(m) => errors.push(
+                        format!("listen[{i}].allow[{j}]"),
+                        format!("{m}: write a network as \"192.0.2.0/24\", \"2001:db8::/32\" or one address"),
+                    ),
+                }
+            }
+            if list.is_empty() {
+                errors.push(
+                    format!("listen[{i}].allow"),
+                    "an empty allow list would drop everything: list the carrier's networks, or \
+                     remove the key to accept any source"
+                        .into(),
+                );
+            }
+            acl.allow = Some(nets);
+        }
         if let Some(address) = address {
             listeners.push(Listener {
                 name,
                 transport: l.transport,
                 address,
+                tls: None,
+                acl,
             });
         }
     }
@@ -693,7 +986,7 @@ fn validate_admin(a: &AdminSection, listeners: &[Listener], errors: &mut Errors)
     };
     if let Some(addr) = listen {
         if let Some((i, l)) = listeners.iter().enumerate().find(|(_, l)| {
-            l.transport == ListenTransport::Tcp
+            socket_kind(l.transport) == ListenTransport::Tcp
                 && l.address.port() == addr.port()
                 && l.address.is_ipv4() == addr.is_ipv4()
                 && (l.address.ip() == addr.ip()

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod config;
 pub mod drill;
+pub mod guard;
 pub mod health;
 pub mod metrics;
 pub mod node;

@@ -12,6 +12,7 @@ use crate::health::prober::{Prober, ProberConfig};
 use crate::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
 use crate::metrics::{DestState, Metrics};
 use crate::proxy::{Core, Routing};
+use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use routing_rules::{DestId, Router};
@@ -32,6 +33,16 @@ pub struct Node {
     handle: PrometheusHandle,
     draining: AtomicBool,
     reload: Mutex<ReloadState>,
+    /// TLS certificates and trust of listeners and destinations, swapped on reload.
+    tls: Arc<Certificates>,
+}
+
+/// The listeners of `cfg` as [`Certificates`] takes them.
+fn listener_refs(cfg: &Config) -> Vec<tls::ListenerRef<'_>> {
+    cfg.listeners
+        .iter()
+        .map(|l| (l.name.as_str(), l.tls.as_ref()))
+        .collect()
 }
 
 /// What a reload needs: the file, and the config in force (to tell what changed).
@@ -79,8 +90,13 @@ impl Node {
         let (metrics, handle) = Metrics::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
         let addrs = resolve(&cfg.router)?;
+        let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &addrs).map_err(|errors| {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            anyhow!("cannot load the TLS files:\n{}", errors.join("\n"))
+        })?;
+        let tls = Arc::new(tls);
         let view = health.adopt(&cfg.router, now);
-        let prober = Prober::spawn(
+        let prober = Prober::spawn_with_tls(
             ProberConfig {
                 source: cfg.health.source,
                 t1: cfg.timers.t1,
@@ -88,6 +104,7 @@ impl Node {
                 limits: cfg.limits.clone(),
             },
             view.clone(),
+            Some(tls.clone()),
         )
         .with_context(|| {
             format!(
@@ -108,6 +125,7 @@ impl Node {
             metrics,
             handle,
             draining: AtomicBool::new(false),
+            tls,
             reload: Mutex::new(ReloadState {
                 source: source.clone(),
                 running: cfg.clone(),
@@ -125,6 +143,11 @@ impl Node {
         Ok(node)
     }
 
+    /// The TLS material the transport and the prober use.
+    pub fn tls(&self) -> &Arc<Certificates> {
+        &self.tls
+    }
+
     pub fn core(&self) -> &Arc<Core> {
         &self.core
     }
@@ -133,9 +156,12 @@ impl Node {
     /// health settings) replaces the running one atomically: calls in progress finish on the
     /// rules they started with, new calls take the new ones, and destinations that keep their
     /// name (and address) keep their health state. If it is not, the running rules stay and
-    /// every error is returned (and logged). Sections that need new sockets or threads
-    /// (listeners, node, timers, limits, TCP, health source, admin) change only on restart; a
-    /// reload that changes them says so.
+    /// every error is returned (and logged). The certificates, keys and CA bundles of TLS
+    /// listeners and destinations are re-read too and serve the next handshakes (established
+    /// connections keep theirs); a bad file refuses the whole reload, the running ones stay.
+    /// Sections that need new sockets or threads (listeners, node, timers, limits, TCP, TLS
+    /// handshake timeout, health source, admin) change only on restart; a reload that changes
+    /// them says so.
     pub fn reload(&self) -> Result<String, Vec<String>> {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = state.source.clone() else {
@@ -162,6 +188,11 @@ impl Node {
             Ok(addrs) => addrs,
             Err(e) => return refuse(vec![format!("{e:#}")]),
         };
+        // Certificates and keys: re-read, and swapped for the next handshakes only if every
+        // one is good (connections already established keep theirs).
+        if let Err(errors) = self.tls.reload(&listener_refs(&new), &new.tls, &addrs) {
+            return refuse(errors.iter().map(ToString::to_string).collect());
+        }
         let running = &state.running;
         let restart_only = [
             ("listen", running.listeners != new.listeners),
@@ -180,6 +211,10 @@ impl Node {
                     || running.tcp_connect_timeout != new.tcp_connect_timeout,
             ),
             ("health.source", running.health.source != new.health.source),
+            (
+                "tls.handshake_timeout",
+                running.tls.handshake_timeout != new.tls.handshake_timeout,
+            ),
             (
                 "admin",
                 running.admin.listen != new.admin.listen

@@ -47,10 +47,16 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
         node_id: cfg.node_id,
         advertise_host,
         advertise_port,
+        tls_port: cfg
+            .listeners
+            .iter()
+            .find(|l| l.transport == ListenTransport::Tls)
+            .map(|l| l.address.port()),
         timers: cfg.timers,
         limits: cfg.limits.clone(),
         listeners: cfg.listeners.iter().map(|l| l.name.clone()).collect(),
-        retry_after: 5,
+        acls: cfg.listeners.iter().map(|l| l.acl.clone()).collect(),
+        guard: cfg.guard.clone(),
     })
 }
 
@@ -80,7 +86,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         sinks.push(tx);
         inboxes.push(rx);
     }
-    let tcp = Tcp::new(
+    let tcp = Tcp::with_tls(
         TcpSettings {
             idle_timeout: cfg.tcp_idle_timeout,
             max_connections: cfg.tcp_max_connections,
@@ -89,6 +95,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         },
         sinks.clone(),
         runtimes.iter().map(|r| r.handle().clone()).collect(),
+        Some(node.tls().clone()),
     );
 
     // Bind everything up front.
@@ -105,7 +112,8 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                     sockets.push((index, s));
                 }
             }
-            ListenTransport::Tcp => {
+            // A TLS listener is a TCP listener whose connections start with a handshake.
+            ListenTransport::Tcp | ListenTransport::Tls => {
                 let s = std::net::TcpListener::bind(l.address)
                     .with_context(|| format!("listen {}: cannot bind TCP {}", l.name, l.address))?;
                 s.set_nonblocking(true)?;
@@ -219,6 +227,7 @@ async fn worker(
                     from,
                     framing: Framing::Stream,
                     listener,
+                    overloaded: false,
                 },
                 now,
                 &mut out,
@@ -284,6 +293,10 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                 }
             };
             let now = Instant::now();
+            // A full batch with the queue still filling: this worker is behind.
+            let overloaded = n == BATCH
+                && udp::backlog(fd)
+                    .is_some_and(|fill| fill > w.core.config().guard.overload_backlog);
             for (i, meta) in metas.iter().take(n).enumerate() {
                 let start = i * MAX_DATAGRAM;
                 let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
@@ -293,6 +306,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                         from: Peer::udp(meta.addr),
                         framing: Framing::Datagram,
                         listener,
+                        overloaded,
                     },
                     now,
                     &mut out,
@@ -330,7 +344,7 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
         match o {
             Output::Send { to, bytes, report } => match to.proto {
                 Proto::Udp => w.outbox.borrow_mut().push((to.addr, bytes)),
-                Proto::Tcp => {
+                Proto::Tcp | Proto::Tls => {
                     flush_udp(w);
                     w.tcp.send(to, bytes, report, &w.sink)
                 }

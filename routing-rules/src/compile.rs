@@ -15,13 +15,15 @@ use crate::router::{
 };
 use crate::spec::{
     DestinationSpec, GroupSpec, HashOn, MatchSpec, RouteSpec, Strategy, SurvivabilitySpec,
+    TransportSpec,
 };
 use crate::{
-    CodeSet, DestId, Destination, GroupId, HealthSettings, Route, RouteId, RuleError, RuleSet,
-    DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
-    DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES,
-    DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, MAX_PROVISIONAL_TIMEOUT,
-    MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL, MIN_PROBE_TIMEOUT,
+    CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, Route, RouteId,
+    RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL,
+    DEFAULT_PROBE_TIMEOUT, DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD,
+    DEFAULT_RETRY_CODES, DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT,
+    MAX_PROVISIONAL_TIMEOUT, MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL,
+    MIN_PROBE_TIMEOUT,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -274,11 +276,13 @@ fn compile_destinations<'a>(
             }
         }
         let health = compile_health(i, d, errors);
+        let tls = compile_tls(i, d, &host, errors);
         compiled.push(Destination {
             name: d.name.clone(),
             host,
             port,
             transport: d.transport,
+            tls,
             provisional_timeout,
             cancel_mode: d.cancel_mode,
             trusted: d.trusted.unwrap_or(true),
@@ -291,6 +295,82 @@ fn compile_destinations<'a>(
         });
     }
     (compiled, attrs, by_name)
+}
+
+/// A destination's TLS keys: only with `transport = "tls"`; `client_cert` and `client_key`
+/// together; `server_name` a plausible DNS name or IP. The files are checked by the loader.
+fn compile_tls(
+    i: usize,
+    d: &DestinationSpec,
+    host: &str,
+    errors: &mut Errors,
+) -> Option<DestinationTls> {
+    let at = |key: &str| format!("destination[{i}].{key}");
+    let keys = [
+        ("ca", d.ca.as_ref()),
+        ("client_cert", d.client_cert.as_ref()),
+        ("client_key", d.client_key.as_ref()),
+        ("server_name", d.server_name.as_ref()),
+    ];
+    if d.transport != TransportSpec::Tls {
+        for (key, value) in keys {
+            if value.is_some() {
+                errors.push(
+                    at(key),
+                    format!(
+                        "{key} applies only to TLS destinations, and this one uses transport = \"{}\": \
+                         set transport = \"tls\", or remove {key}",
+                        d.transport.as_str()
+                    ),
+                );
+            }
+        }
+        return None;
+    }
+    for (key, value) in keys {
+        if value.is_some_and(|v| v.trim().is_empty()) {
+            errors.push(
+                at(key),
+                format!("{key} is empty: give a file path (or remove the key for its default)"),
+            );
+        }
+    }
+    match (&d.client_cert, &d.client_key) {
+        (Some(_), None) => errors.push(
+            at("client_key"),
+            "client_cert is set without client_key: mutual TLS needs both the certificate \
+             chain and its private key (PEM files)",
+        ),
+        (None, Some(_)) => errors.push(
+            at("client_cert"),
+            "client_key is set without client_cert: mutual TLS needs both the certificate \
+             chain and its private key (PEM files)",
+        ),
+        _ => {}
+    }
+    let server_name = d.server_name.clone().unwrap_or_else(|| host.to_string());
+    if let Some(name) = &d.server_name {
+        let ok = !name.is_empty()
+            && (name.parse::<std::net::IpAddr>().is_ok()
+                || name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                }));
+        if !ok {
+            errors.push(
+                at("server_name"),
+                format!(
+                    "server_name = {name:?} is neither a DNS name nor an IP address: write the \
+                     name the destination's certificate carries, e.g. \"sbc.example.net\""
+                ),
+            );
+        }
+    }
+    Some(DestinationTls {
+        ca: d.ca.clone(),
+        client_cert: d.client_cert.clone(),
+        client_key: d.client_key.clone(),
+        server_name,
+    })
 }
 
 /// A destination's health keys: defaults, ranges, `probe_timeout < probe_interval`, and

@@ -11,7 +11,7 @@ use crate::call::Call;
 use crate::number::Number;
 use crate::plan::order_members;
 use crate::router::{Group, MatchReason, Router, SurvivalRule, TierRef};
-use crate::spec::{HashOn, Strategy, TransportSpec};
+use crate::spec::{HashOn, Strategy};
 use crate::{DestId, RouteId};
 use std::fmt;
 use std::time::Duration;
@@ -178,10 +178,7 @@ impl Router {
     ) -> TierExplanation {
         let member = |dest: DestId, state, priority, weight, share| {
             let d = self.destination(dest);
-            let transport = match d.transport {
-                TransportSpec::Udp => "udp",
-                TransportSpec::Tcp => "tcp",
-            };
+            let transport = d.transport.as_str();
             let host = if d.host.contains(':') {
                 format!("[{}]", d.host)
             } else {

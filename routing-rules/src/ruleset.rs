@@ -59,11 +59,27 @@ pub struct Destination {
     pub host: String,
     pub port: u16,
     pub transport: TransportSpec,
+    /// TLS settings (`transport = "tls"` only; `None` otherwise).
+    pub tls: Option<DestinationTls>,
     pub provisional_timeout: Duration,
     pub cancel_mode: CancelMode,
     pub trusted: bool,
     /// How its health is probed and judged (pointsman's `health` module runs it).
     pub health: HealthSettings,
+}
+
+/// A TLS destination's settings as written (file paths are not read here: pointsman's config
+/// loader checks and loads them).
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct DestinationTls {
+    /// `ca`: PEM bundle that verifies the destination (`None`: the node-wide `[tls] ca`).
+    pub ca: Option<String>,
+    /// `client_cert` and `client_key`: the identity presented for mutual TLS.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
+    /// `server_name`, or the host of `address`: checked against the peer certificate, sent as
+    /// SNI.
+    pub server_name: String,
 }
 
 /// A destination's health settings, defaults filled in and validated: `interval` and `timeout`

@@ -39,9 +39,24 @@ pub struct DestinationSpec {
     pub name: String,
     /// `host:port` (IPv4, `[IPv6]`, or a hostname resolved at start).
     pub address: String,
-    /// `udp` (default) or `tcp`; `tls` later.
+    /// `udp` (default), `tcp` or `tls`.
     #[serde(default)]
     pub transport: TransportSpec,
+    /// TLS only: PEM bundle of the CA certificate(s) that sign this destination's certificate
+    /// (default: `[tls] ca`; one of the two is required for a TLS destination).
+    #[serde(default)]
+    pub ca: Option<String>,
+    /// TLS only: PEM certificate chain pointsman presents to this destination (mutual TLS);
+    /// with `client_key`.
+    #[serde(default)]
+    pub client_cert: Option<String>,
+    /// TLS only: PEM private key of `client_cert`.
+    #[serde(default)]
+    pub client_key: Option<String>,
+    /// TLS only: the name (DNS name or IP) this destination's certificate must carry, also sent
+    /// as SNI (default: the host of `address`).
+    #[serde(default)]
+    pub server_name: Option<String>,
     /// No provisional response within this → the branch has failed (default 3 s).
     #[serde(default, with = "humantime_serde::option")]
     pub provisional_timeout: Option<Duration>,
@@ -89,6 +104,19 @@ pub enum TransportSpec {
     #[default]
     Udp,
     Tcp,
+    /// SIP over TLS (RFC 3261 §26.2; TLS 1.2 and 1.3 only).
+    Tls,
+}
+
+impl TransportSpec {
+    /// The config spelling (`udp`, `tcp`, `tls`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TransportSpec::Udp => "udp",
+            TransportSpec::Tcp => "tcp",
+            TransportSpec::Tls => "tls",
+        }
+    }
 }
 
 /// How a branch abandoned by failover is cancelled.

@@ -67,6 +67,8 @@ fn minimal_config_gets_every_default() {
             name: "udp:127.0.0.1:5060".into(),
             transport: ListenTransport::Udp,
             address: "127.0.0.1:5060".parse().unwrap(),
+            acl: Default::default(),
+            tls: None,
         }]
     );
     assert_eq!(c.timers.t1, Duration::from_millis(500));
@@ -193,10 +195,10 @@ fn unknown_key_in_section_is_rejected() {
 #[test]
 fn unknown_transport_value_is_rejected_with_its_path() {
     assert_one_error(
-        &BASE.replace("transport = \"udp\"", "transport = \"tls\""),
+        &BASE.replace("transport = \"udp\"", "transport = \"sctp\""),
         "listen[0].transport",
         Some(2),
-        "unknown variant `tls`",
+        "unknown variant `sctp`",
     );
 }
 
@@ -1332,4 +1334,185 @@ fn destination_probe_key_error_carries_its_line() {
         Some(12),
         "503 always counts as a failure",
     );
+}
+
+mod tls {
+    //! `[[listen]] transport = "tls"`, TLS destinations and `[tls]`: keys, defaults and the
+    //! checks of the files they name.
+    use super::*;
+    use crate::transport::tls::tests::{dir, Ca};
+
+    /// A config with a UDP and a TLS listener and one TLS destination, in `dir` with its PEM
+    /// files (named relative to the config file).
+    fn tls_config(
+        dir: &std::path::Path,
+        listener_extra: &str,
+        dest_extra: &str,
+    ) -> std::path::PathBuf {
+        let ca = Ca::new("ca");
+        let (cert, key) = ca.issue(&["localhost", "127.0.0.1"], false);
+        std::fs::write(dir.join("server.pem"), cert).unwrap();
+        std::fs::write(dir.join("server.key"), key).unwrap();
+        std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+        let text = format!(
+            "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n\
+             [[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:5061\"\n\
+             cert = \"server.pem\"\nkey = \"server.key\"\n{listener_extra}\n\
+             [[destination]]\nname = \"cloud\"\naddress = \"10.0.0.1:5061\"\n\
+             transport = \"tls\"\nca = \"ca.pem\"\n{dest_extra}\n\
+             [[route]]\nname = \"default\"\ndestinations = [\"cloud\"]\n"
+        );
+        let path = dir.join("pointsman.toml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn tls_files_are_relative_to_the_config_file_and_defaults_apply() {
+        let d = dir();
+        let c = Config::load(&tls_config(&d, "", "")).unwrap();
+        assert_eq!(c.listeners[0].tls, None);
+        let files = c.listeners[1].tls.as_ref().unwrap();
+        assert_eq!(c.listeners[1].transport, ListenTransport::Tls);
+        assert_eq!(c.listeners[1].name, "tls:127.0.0.1:5061");
+        assert_eq!(files.cert, d.join("server.pem"));
+        assert_eq!(files.key, d.join("server.key"));
+        assert_eq!(files.client_ca, None);
+        assert_eq!(c.tls.handshake_timeout, Duration::from_secs(5));
+        assert_eq!(c.tls.ca, None);
+        let dest = c.tls.destinations[0].as_ref().unwrap();
+        assert_eq!(dest.ca, Some(d.join("ca.pem")));
+        assert_eq!(
+            dest.server_name, "10.0.0.1",
+            "defaults to the host of address"
+        );
+        assert_eq!(c.router.rules.destinations[0].transport, TransportSpec::Tls);
+    }
+
+    #[test]
+    fn mutual_tls_and_server_name_keys_are_kept() {
+        let d = dir();
+        let path = tls_config(
+            &d,
+            "client_ca = \"ca.pem\"\n",
+            "server_name = \"sbc.example.net\"\nclient_cert = \"server.pem\"\n\
+             client_key = \"server.key\"\n",
+        );
+        let c = Config::load(&path).unwrap();
+        assert_eq!(
+            c.listeners[1].tls.as_ref().unwrap().client_ca,
+            Some(d.join("ca.pem"))
+        );
+        let dest = c.tls.destinations[0].as_ref().unwrap();
+        assert_eq!(dest.server_name, "sbc.example.net");
+        assert_eq!(dest.client_cert, Some(d.join("server.pem")));
+    }
+
+    #[test]
+    fn a_key_that_does_not_match_its_certificate_is_reported_at_its_line() {
+        let d = dir();
+        let path = tls_config(&d, "", "");
+        let (_, other) = Ca::new("other").issue(&["localhost"], false);
+        std::fs::write(d.join("server.key"), other).unwrap();
+        let errs = Config::load(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "listen[1].key");
+        assert_eq!(errs[0].line, Some(9));
+        assert!(errs[0].message.contains("does not match"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn unreadable_files_are_reported_with_their_keys() {
+        let d = dir();
+        let path = tls_config(&d, "client_ca = \"nowhere.pem\"\n", "");
+        std::fs::remove_file(d.join("ca.pem")).unwrap();
+        let errs = Config::load(&path).unwrap_err().0;
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["listen[1].client_ca", "destination[0].ca"],
+            "{errs:#?}"
+        );
+        assert!(errs.iter().all(|e| e.message.contains("cannot read")));
+    }
+
+    #[test]
+    fn a_tls_listener_needs_cert_and_key() {
+        let errs = errors(&BASE.replace("transport = \"udp\"", "transport = \"tls\""));
+        let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+        assert_eq!(paths, ["listen[0].cert", "listen[0].key"], "{errs:#?}");
+        assert_eq!(errs[0].line, Some(2), "shown at the transport");
+        assert!(errs[0].message.contains("needs cert"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn tls_keys_on_a_udp_listener_are_rejected() {
+        assert_one_error(
+            &BASE.replace(
+                "address = \"127.0.0.1:5060\"",
+                "address = \"127.0.0.1:5060\"\ncert = \"x.pem\"",
+            ),
+            "listen[0].cert",
+            Some(4),
+            "applies only to TLS listeners",
+        );
+    }
+
+    #[test]
+    fn tls_keys_on_a_udp_destination_are_rejected() {
+        assert_one_error(
+            &BASE.replace(
+                "address = \"10.0.0.1:5060\"",
+                "address = \"10.0.0.1:5060\"\nca = \"ca.pem\"",
+            ),
+            "destination[0].ca",
+            Some(8),
+            "applies only to TLS destinations",
+        );
+    }
+
+    #[test]
+    fn a_client_cert_without_its_key_is_rejected() {
+        let d = dir();
+        let path = tls_config(&d, "", "client_cert = \"server.pem\"\n");
+        let errs = Config::load(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "destination[0].client_key");
+    }
+
+    #[test]
+    fn a_tls_destination_needs_a_ca() {
+        let errs = errors(&BASE.replace(
+            "address = \"10.0.0.1:5060\"",
+            "address = \"10.0.0.1:5061\"\ntransport = \"tls\"",
+        ));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "destination[0].ca");
+        assert_eq!(errs[0].line, Some(5), "shown at the destination's table");
+        assert!(errs[0].message.contains("[tls] ca"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn tcp_and_tls_on_one_port_are_rejected() {
+        let text = format!(
+            "{BASE}\n[[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:5061\"\n\n\
+             [[listen]]\ntransport = \"tls\"\naddress = \"127.0.0.1:5061\"\ncert = \"c\"\nkey = \"k\"\n"
+        );
+        let errs = errors(&text);
+        assert!(
+            errs.iter()
+                .any(|e| e.path == "listen[2].address" && e.message.contains("already a listener")),
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
+    fn handshake_timeout_out_of_range_is_rejected() {
+        assert_one_error(
+            &base_with("[tls]\nhandshake_timeout = \"10ms\""),
+            "tls.handshake_timeout",
+            Some(18),
+            "too short",
+        );
+    }
 }

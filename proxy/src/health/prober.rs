@@ -17,6 +17,9 @@
 //!   nothing to keep alive or to notice breaking between probes, which are seconds apart. A
 //!   failed connect or write, or a connection closed before a final reply, is a probe failure
 //!   at once; the probe timeout bounds the whole exchange.
+//! - **TLS.** As TCP, with a TLS handshake after the connect, verified with the destination's
+//!   TLS settings ([`Certificates`], given to [`Prober::spawn_with_tls`]); a failed handshake
+//!   is a probe failure.
 //! - **Hostnames** are resolved when a probe is due and the address is not known yet (in a task,
 //!   so one slow resolver never delays the other probes); the address is kept for the rule set's
 //!   lifetime, as the core does. A failed resolution is a probe failure.
@@ -28,6 +31,7 @@
 //! (the machine does), or log state changes (the table does).
 
 use super::{DestHealth, HealthView};
+use crate::transport::tls::Certificates;
 use crate::wire::{self, Framing, Limits, Message, Method, StreamFrame};
 use bytes::Bytes;
 use routing_rules::spec::TransportSpec;
@@ -84,6 +88,15 @@ impl Prober {
     /// Binds the probe socket on `config.source` (an error here is a configuration error: the
     /// address is not this node's) and starts probing `view`'s destinations.
     pub fn spawn(config: ProberConfig, view: HealthView) -> io::Result<Prober> {
+        Prober::spawn_with_tls(config, view, None)
+    }
+
+    /// [`Prober::spawn`], probing TLS destinations with `tls` (without it their probes fail).
+    pub fn spawn_with_tls(
+        config: ProberConfig,
+        view: HealthView,
+        tls: Option<Arc<Certificates>>,
+    ) -> io::Result<Prober> {
         let socket = std::net::UdpSocket::bind(config.source)?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
@@ -108,7 +121,7 @@ impl Prober {
                     match UdpSocket::from_std(socket) {
                         Ok(socket) => {
                             let _ = started_tx.send(Ok(()));
-                            run(socket, config, rx).await;
+                            run(socket, config, tls, rx).await;
                         }
                         Err(e) => {
                             let _ = started_tx.send(Err(e));
@@ -174,6 +187,7 @@ pub fn options_request(
     let (tp, uri_param) = match transport {
         TransportSpec::Udp => ("UDP", ""),
         TransportSpec::Tcp => ("TCP", ";transport=tcp"),
+        TransportSpec::Tls => ("TLS", ";transport=tls"),
     };
     let text = format!(
         "OPTIONS sip:{host}:{port}{uri_param} SIP/2.0\r\n\
@@ -249,6 +263,7 @@ fn key(dest: &Arc<DestHealth>) -> usize {
 
 struct Driver {
     config: ProberConfig,
+    tls: Option<Arc<Certificates>>,
     local: SocketAddr,
     /// Unique per prober: Call-IDs and branches of different runs never match.
     token: String,
@@ -259,7 +274,12 @@ struct Driver {
     reports: mpsc::UnboundedSender<Report>,
 }
 
-async fn run(socket: UdpSocket, config: ProberConfig, mut views: watch::Receiver<HealthView>) {
+async fn run(
+    socket: UdpSocket,
+    config: ProberConfig,
+    tls: Option<Arc<Certificates>>,
+    mut views: watch::Receiver<HealthView>,
+) {
     let local = match socket.local_addr() {
         Ok(a) => a,
         Err(e) => {
@@ -270,6 +290,7 @@ async fn run(socket: UdpSocket, config: ProberConfig, mut views: watch::Receiver
     let (reports, mut inbox) = mpsc::unbounded_channel();
     let mut d = Driver {
         config,
+        tls,
         local,
         token: token(local),
         seq: 0,
@@ -462,18 +483,23 @@ impl Driver {
                     },
                 );
             }
-            TransportSpec::Tcp => {
+            transport @ (TransportSpec::Tcp | TransportSpec::Tls) => {
                 let reports = self.reports.clone();
                 let source = self.local.ip();
                 let limits = self.config.limits.clone();
                 let (host, port) = (dest.host().to_string(), dest.port());
                 let (id, br) = (call_id.clone(), branch.clone());
+                let tls = match transport {
+                    TransportSpec::Tls => Some(self.tls.clone()),
+                    _ => None,
+                };
                 let task = tokio::spawn(async move {
                     let result = tcp_probe(
                         source,
                         to,
                         &limits,
-                        |via| options_request(&host, port, TransportSpec::Tcp, via, &id, &br, cseq),
+                        tls,
+                        |via| options_request(&host, port, transport, via, &id, &br, cseq),
                         &id,
                         &br,
                     )
@@ -610,10 +636,13 @@ fn via_address(local: SocketAddr, to: SocketAddr) -> SocketAddr {
 
 /// One TCP probe: connect from `source`'s IP, send the request built for the connection's
 /// local address, read until the final reply. `Err` says what went wrong.
+/// One TCP probe, or a TLS one when `tls` is given (`Some(None)`: TLS without certificates,
+/// which fails).
 async fn tcp_probe(
     source: IpAddr,
     to: SocketAddr,
     limits: &Limits,
+    tls: Option<Option<Arc<Certificates>>>,
     request: impl FnOnce(SocketAddr) -> Bytes,
     call_id: &str,
     branch: &str,
@@ -629,15 +658,45 @@ async fn tcp_probe(
             .bind(SocketAddr::new(source, 0))
             .map_err(|e| format!("cannot bind TCP to {source}: {e}"))?;
     }
-    let mut stream = socket
+    let stream = socket
         .connect(to)
         .await
         .map_err(|e| format!("cannot connect to {to}: {e}"))?;
     let local = stream
         .local_addr()
         .map_err(|e| format!("TCP connection to {to} has no local address: {e}"))?;
+    match tls {
+        None => exchange(stream, to, local, limits, request, call_id, branch).await,
+        Some(None) => Err(format!("no TLS settings to reach {to}")),
+        Some(Some(tls)) => {
+            let stream = tls
+                .connect(to, stream)
+                .await
+                .map_err(|e| format!("TLS handshake with {to} failed: {e}"))?;
+            exchange(stream, to, local, limits, request, call_id, branch).await
+        }
+    }
+}
+
+/// Sends the OPTIONS on a connected stream and reads up to its final reply.
+async fn exchange<S>(
+    mut stream: S,
+    to: SocketAddr,
+    local: SocketAddr,
+    limits: &Limits,
+    request: impl FnOnce(SocketAddr) -> Bytes,
+    call_id: &str,
+    branch: &str,
+) -> Result<u16, String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
         .write_all(&request(local))
+        .await
+        .map_err(|e| format!("cannot write to {to}: {e}"))?;
+    stream
+        .flush()
         .await
         .map_err(|e| format!("cannot write to {to}: {e}"))?;
     let mut buf: Vec<u8> = Vec::with_capacity(4096);

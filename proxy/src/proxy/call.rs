@@ -429,11 +429,11 @@ impl Core {
             c.dest_name(target)
         );
         let value = |proto: crate::transport::Proto| {
-            let transport = match proto {
-                crate::transport::Proto::Udp => "",
-                crate::transport::Proto::Tcp => ";transport=tcp",
-            };
-            format!("<sip:{}{transport}{params}>", self.advertise())
+            format!(
+                "<sip:{}{}{params}>",
+                self.advertise_for(proto),
+                proto.uri_param()
+            )
         };
         if upstream.proto == target.peer.proto {
             value(target.peer.proto)
@@ -855,7 +855,7 @@ impl Core {
             Some((code, bytes)) => self.finish_relay(c, code, bytes, now, out),
             None if c.steps.is_empty() => self.finish_local(c, 404, "", now, out),
             None => {
-                let extra = format!("Retry-After: {}\r\n", self.cfg.retry_after);
+                let extra = format!("Retry-After: {}\r\n", self.cfg.guard.retry_after.as_secs());
                 self.finish_local(c, 503, &extra, now, out)
             }
         }

@@ -15,6 +15,7 @@ mod dialog;
 
 pub use call::CallPhase;
 
+use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
@@ -46,12 +47,18 @@ pub struct CoreConfig {
     /// Host (IPv6 in brackets) written into Via and Record-Route.
     pub advertise_host: String,
     pub advertise_port: u16,
+    /// Port written into Via and Record-Route for TLS legs (the first TLS listener's port);
+    /// `None`: `advertise_port`.
+    pub tls_port: Option<u16>,
     pub timers: TimerConfig,
     pub limits: Limits,
     /// Names of the listeners, by index (routing may match on them).
     pub listeners: Vec<String>,
-    /// Retry-After pointsman puts on its own 503 when no destination could take a call.
-    pub retry_after: u32,
+    /// Allow lists, by listener index.
+    pub acls: Vec<Acl>,
+    /// Rate limits, scanner blocking, overload shedding, table caps; its `retry_after` is the
+    /// Retry-After of pointsman's own 503s.
+    pub guard: GuardConfig,
 }
 
 /// Everything indexed by `DestId`/`RouteId` of one rule set, swapped together on reload: the
@@ -133,6 +140,8 @@ pub struct Inbound<'a> {
     pub framing: Framing,
     /// Index of the listener it arrived on.
     pub listener: usize,
+    /// The driver finds itself behind (its receive queue is filling up): shed new calls.
+    pub overloaded: bool,
 }
 
 enum ServerEntry {
@@ -203,8 +212,17 @@ pub struct Core {
     /// Answered calls until their BYE (or [`MAX_CALL_DURATION`]): what draining waits for.
     answered: DashMap<u64, Answered>,
     branch_seq: AtomicU64,
+    limiter: RateLimiter,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
+}
+
+/// Why the gate turned a request away.
+enum Refusal {
+    /// Dropped without an answer.
+    Drop(DropReason),
+    /// Answered 503 with Retry-After (counted as dropped for this reason).
+    Busy(DropReason),
 }
 
 /// An answered call, until its BYE.
@@ -222,6 +240,7 @@ impl Core {
         let seed = std::collections::hash_map::RandomState::new();
         let start = std::hash::BuildHasher::hash_one(&seed, std::process::id()) >> 16;
         Core {
+            limiter: RateLimiter::new(&cfg.guard, Instant::now()),
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
@@ -278,6 +297,11 @@ impl Core {
 
     /// A message arrived.
     pub fn on_message(&self, inb: Inbound<'_>, now: Instant, out: &mut Vec<Output>) {
+        if !self.admits(inb) {
+            // No reply: nothing tells a scanner it found a SIP server.
+            self.metrics().dropped(DropReason::Acl);
+            return;
+        }
         if inb.framing == Framing::Datagram && wire::is_keepalive(inb.bytes) {
             return;
         }
@@ -357,6 +381,54 @@ impl Core {
         self.on_delivery_failure(key, now, out);
     }
 
+    // ---- the gate ----------------------------------------------------------------------------
+
+    /// Whether the listener takes packets from this source: its allow list, or the address of
+    /// a destination (whose responses and in-dialog requests must always get in).
+    fn admits(&self, inb: Inbound<'_>) -> bool {
+        let ip = inb.from.addr.ip();
+        match self.cfg.acls.get(inb.listener) {
+            Some(acl) if !acl.admits(ip) => self.routing.load().addrs.iter().any(|a| a.ip() == ip),
+            _ => true,
+        }
+    }
+
+    /// The checks on a request that would start something new (out of dialog): scanners are
+    /// dropped, a source over its rate is refused (503 if the listener lists it, else dropped),
+    /// and new INVITEs are shed with 503 while the node is overloaded or its tables are full.
+    /// In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
+    fn gate_new_request(
+        &self,
+        msg: &Message<'_>,
+        method: Method,
+        inb: Inbound<'_>,
+        now: Instant,
+    ) -> Result<(), Refusal> {
+        if let Some(ua) = msg.header_by_name(b"User-Agent") {
+            if self.cfg.guard.is_scanner(msg.slice(ua.value)) {
+                return Err(Refusal::Drop(DropReason::Acl));
+            }
+        }
+        let ip = inb.from.addr.ip();
+        if !self.limiter.take(ip, now) {
+            let listed = self
+                .cfg
+                .acls
+                .get(inb.listener)
+                .is_some_and(|acl| acl.lists(ip));
+            return Err(if listed && method == Method::Invite {
+                Refusal::Busy(DropReason::RateLimit)
+            } else {
+                Refusal::Drop(DropReason::RateLimit)
+            });
+        }
+        let full = self.servers.len() >= self.cfg.guard.max_transactions;
+        if method == Method::Invite && (inb.overloaded || full) {
+            return Err(Refusal::Busy(DropReason::Overload));
+        }
+        Ok(())
+    }
+
     // ---- requests ----------------------------------------------------------------------------
 
     fn on_request(&self, msg: &Message<'_>, inb: Inbound<'_>, now: Instant, out: &mut Vec<Output>) {
@@ -371,6 +443,26 @@ impl Core {
             return self.on_retransmission(entry, out);
         }
         let in_dialog = msg.to.tag.is_some();
+        if !in_dialog {
+            if let Err(refusal) = self.gate_new_request(msg, method, inb, now) {
+                return match refusal {
+                    Refusal::Drop(reason) => self.metrics().dropped(reason),
+                    Refusal::Busy(reason) => {
+                        self.metrics().dropped(reason);
+                        let extra =
+                            format!("Retry-After: {}\r\n", self.cfg.guard.retry_after.as_secs());
+                        let resp = originate::response(
+                            msg,
+                            503,
+                            "Service Unavailable",
+                            &local_tag(key),
+                            &extra,
+                        );
+                        send(out, inb.from, resp)
+                    }
+                };
+            }
+        }
         if method == Method::Options && !in_dialog {
             // Keep-alive and capability probes from carriers and clouds end here.
             let extra = format!("Allow: {}\r\nAccept: application/sdp\r\n", originate::ALLOW);
@@ -470,7 +562,8 @@ impl Core {
             branch.starts_with(BRANCH_PREFIX.as_bytes())
                 && memchr::memmem::find(branch, hash.as_bytes()).is_some()
                 && msg.slice(via.host) == self.cfg.advertise_host.as_bytes()
-                && via.port.unwrap_or(5060) == self.cfg.advertise_port
+                && [Some(self.cfg.advertise_port), self.cfg.tls_port]
+                    .contains(&Some(via.port.unwrap_or(5060)))
         })
     }
 
@@ -498,11 +591,20 @@ impl Core {
         format!("{}:{}", self.cfg.advertise_host, self.cfg.advertise_port)
     }
 
+    /// `host:port` for Via and Record-Route on a leg over `proto`: TLS legs name the TLS
+    /// listener's port.
+    fn advertise_for(&self, proto: Proto) -> String {
+        match (proto, self.cfg.tls_port) {
+            (Proto::Tls, Some(port)) => format!("{}:{port}", self.cfg.advertise_host),
+            _ => self.advertise(),
+        }
+    }
+
     fn via_value(&self, proto: Proto, branch: &str) -> String {
         format!(
             "SIP/2.0/{} {};branch={branch};rport",
             proto.via_token(),
-            self.advertise()
+            self.advertise_for(proto)
         )
     }
 
@@ -913,11 +1015,17 @@ impl Core {
         };
         let uri = wire::parse_uri(msg.buf, uri_span).ok()?;
         let transport = wire::uri_param(msg.buf, uri.params, b"transport").map(|s| msg.slice(s));
+        // RFC 3261 §19.1.2 and §26.2.2: a sips: URI is reached over TLS, on port 5061 by
+        // default.
+        let sips = uri.scheme == wire::UriScheme::Sips;
         let proto = match transport {
+            _ if sips => Proto::Tls,
+            Some(t) if t.eq_ignore_ascii_case(b"tls") => Proto::Tls,
             Some(t) if t.eq_ignore_ascii_case(b"tcp") => Proto::Tcp,
             _ => Proto::Udp,
         };
-        let addr = socket_addr(msg.slice(uri.host), uri.port.unwrap_or(5060))?;
+        let default_port = if proto == Proto::Tls { 5061 } else { 5060 };
+        let addr = socket_addr(msg.slice(uri.host), uri.port.unwrap_or(default_port))?;
         Some(Hop {
             peer: Peer {
                 proto,
@@ -1141,6 +1249,7 @@ fn proto_of(t: routing_rules::spec::TransportSpec) -> Proto {
     match t {
         routing_rules::spec::TransportSpec::Udp => Proto::Udp,
         routing_rules::spec::TransportSpec::Tcp => Proto::Tcp,
+        routing_rules::spec::TransportSpec::Tls => Proto::Tls,
     }
 }
 

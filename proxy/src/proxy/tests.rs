@@ -88,10 +88,12 @@ impl Harness {
             node_id: 7,
             advertise_host: "192.0.2.10".into(),
             advertise_port: 5060,
+            tls_port: None,
             timers: TimerConfig::default(),
             limits: Limits::default(),
             listeners: vec!["udp".into()],
-            retry_after: 5,
+            acls: vec![crate::guard::Acl::default()],
+            guard: crate::guard::GuardConfig::default(),
         };
         let now = Instant::now();
         let health = crate::health::Health::new(&crate::health::HealthConfig::default());
@@ -137,6 +139,7 @@ impl Harness {
                 from: Peer::udp(addr(from)),
                 framing: Framing::Datagram,
                 listener: 0,
+                overloaded: false,
             },
             self.now,
             &mut out,
@@ -1024,4 +1027,122 @@ fn calls_in_progress_per_destination_end_at_failover_and_at_bye() {
     h.receive(SECONDARY, &response_to(&fwd_bye, 200, "s"));
     assert_eq!(in_progress(&h, 1), Some(0));
     assert_eq!(h.core.answered_calls(), 0);
+}
+
+#[test]
+fn a_call_to_a_silent_destination_that_nobody_acks_leaves_no_state_behind() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("silent-all"));
+    // Both destinations stay silent; the carrier never ACKs pointsman's 503.
+    h.advance(Duration::from_secs(120));
+    assert!(h.count_to(CARRIER, "SIP/2.0 503") >= 1);
+    assert_eq!(h.core.table_sizes(), (0, 0, 0));
+}
+
+mod tls {
+    //! TLS legs: the Via token, Record-Route's `transport=tls` and TLS port, and in-dialog
+    //! requests towards `sips:` and `transport=tls` URIs.
+    use super::*;
+    use routing_rules::spec::TransportSpec;
+
+    /// A harness whose primary is a TLS destination and whose TLS listener is on 5061.
+    fn tls_primary() -> Harness {
+        let mut h = Harness::with(|r| r.destinations[0].transport = TransportSpec::Tls);
+        h.core.cfg.tls_port = Some(5061);
+        h
+    }
+
+    /// What the core sends for `bytes` from `from`, with the transport of each send.
+    fn sends(h: &mut Harness, from: &str, bytes: &[u8]) -> Vec<(Peer, String)> {
+        let mut out = Vec::new();
+        h.core.on_message(
+            Inbound {
+                bytes,
+                from: Peer::udp(addr(from)),
+                framing: Framing::Datagram,
+                listener: 0,
+                overloaded: false,
+            },
+            h.now,
+            &mut out,
+        );
+        out.into_iter()
+            .filter_map(|o| match o {
+                Output::Send { to, bytes, .. } => Some((to, first_line(&bytes))),
+                Output::Timer { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_tls_destination_gets_a_tls_via_and_a_record_route_per_leg() {
+        let mut h = tls_primary();
+        let sent = sends(&mut h, CARRIER, &invite("t1"));
+        let (to, _) = sent
+            .iter()
+            .find(|(_, l)| l.starts_with("INVITE"))
+            .expect("INVITE forwarded");
+        assert_eq!((to.proto, to.addr), (Proto::Tls, addr(PRIMARY)));
+        h.receive(CARRIER, &invite("t2"));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        let via = header(&fwd, "Via").unwrap();
+        assert!(via.starts_with("SIP/2.0/TLS 192.0.2.10:5061;"), "{via}");
+        // The TLS leg's value first (the callee reads it), then the carrier's UDP leg.
+        let rr = header(&fwd, "Record-Route").unwrap();
+        assert!(
+            rr.starts_with("<sip:192.0.2.10:5061;transport=tls;lr;psn=7;psd=primary;")
+                && rr.contains(", <sip:192.0.2.10:5060;lr;psn=7;psd=primary;"),
+            "{rr}"
+        );
+    }
+
+    #[test]
+    fn a_via_of_ours_on_the_tls_port_still_detects_a_loop() {
+        let mut h = tls_primary();
+        h.receive(CARRIER, &invite("loop"));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        // The request comes back to pointsman unchanged (its TLS Via on top).
+        h.receive(PRIMARY, &fwd);
+        assert_eq!(h.count_to(PRIMARY, "SIP/2.0 482"), 1);
+    }
+
+    #[test]
+    fn in_dialog_requests_to_sips_and_transport_tls_uris_go_over_tls() {
+        let mut h = Harness::new();
+        h.receive(CARRIER, &invite("t3"));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+        let ok = h.last_to(CARRIER, "SIP/2.0 200");
+        let rr = header(&ok, "Record-Route").unwrap().to_string();
+        let bye = |n: u32, target: &str| {
+            format!(
+                "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5070;branch=z9hG4bK-tb{n}\r\n\
+                 Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: <sip:+15551234@192.0.2.10>;tag=p\r\n\
+                 To: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nCall-ID: t3\r\n\
+                 CSeq: {n} BYE\r\nContent-Length: 0\r\n\r\n"
+            )
+        };
+        for (n, target, proto, to) in [
+            (1, "sips:+15550000@10.0.0.1", Proto::Tls, "10.0.0.1:5061"),
+            (
+                2,
+                "sip:+15550000@10.0.0.1:5070;transport=tls",
+                Proto::Tls,
+                "10.0.0.1:5070",
+            ),
+            (
+                3,
+                "sip:+15550000@10.0.0.1;transport=TCP",
+                Proto::Tcp,
+                "10.0.0.1:5060",
+            ),
+        ] {
+            let sent = sends(&mut h, PRIMARY, bye(n, target).as_bytes());
+            let (peer, _) = sent
+                .iter()
+                .find(|(_, l)| l.starts_with("BYE"))
+                .unwrap_or_else(|| panic!("{target}: no BYE forwarded: {sent:?}"));
+            assert_eq!((peer.proto, peer.addr), (proto, addr(to)), "{target}");
+        }
+    }
 }

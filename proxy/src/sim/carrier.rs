@@ -4,7 +4,7 @@
 //! for 2xx), keeps the dialog of each answered call, answers requests from the far end with 200,
 //! and hangs up with a BYE routed through pointsman.
 
-use super::endpoint::Endpoint;
+use super::endpoint::{Endpoint, TlsClient};
 use super::journal::{Dir, Journal};
 use super::msg::{self, Dialog, InviteSpec};
 use crate::originate;
@@ -83,6 +83,18 @@ impl Carrier {
         journal: Arc<Journal>,
     ) -> std::io::Result<Carrier> {
         let ep = Endpoint::tcp_connect(proxy).await?;
+        Ok(Carrier::start(name, ep, proxy, journal))
+    }
+
+    /// A carrier with one TLS connection to pointsman at `proxy` (the handshake done, with
+    /// `client`'s trust and identity).
+    pub async fn tls(
+        name: &str,
+        proxy: SocketAddr,
+        client: TlsClient,
+        journal: Arc<Journal>,
+    ) -> std::io::Result<Carrier> {
+        let ep = Endpoint::tls_connect(proxy, client).await?;
         Ok(Carrier::start(name, ep, proxy, journal))
     }
 

@@ -142,6 +142,7 @@ impl Inner {
         let tp = match self.ep.transport() {
             msg::SimTransport::Udp => "",
             msg::SimTransport::Tcp => ";transport=tcp",
+            msg::SimTransport::Tls => ";transport=tls",
         };
         format!("sip:agent@{}{tp}", self.ep.local_addr())
     }

@@ -1,6 +1,7 @@
-//! One simulated peer's transport: a UDP socket (kernel receive timestamps) or TCP (a listener
-//! and/or outbound connections, framed by Content-Length). Either way the peer reads whole
-//! messages with their sender and receive time, and sends to an address.
+//! One simulated peer's transport: a UDP socket (kernel receive timestamps), TCP (a listener
+//! and/or outbound connections, framed by Content-Length) or TLS (the same over rustls). Either
+//! way the peer reads whole messages with their sender and receive time, and sends to an
+//! address.
 
 use super::net::StampedUdp;
 use super::SimTransport;
@@ -11,8 +12,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::OwnedWriteHalf;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -24,7 +24,31 @@ pub struct Received {
     pub at: SystemTime,
 }
 
-type Writers = Arc<Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<OwnedWriteHalf>>>>>;
+/// One connection (TCP or TLS), as its write half. Dropping the last handle ends the
+/// connection: the write half goes (for TCP, with a FIN) and the reader task is aborted, so a
+/// TLS stream, whose halves share one socket, closes too.
+struct Conn {
+    write: tokio::sync::Mutex<Box<dyn AsyncWrite + Send + Unpin>>,
+    reader: std::sync::OnceLock<tokio::task::AbortHandle>,
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        if let Some(reader) = self.reader.get() {
+            reader.abort();
+        }
+    }
+}
+
+type Writer = Arc<Conn>;
+type Writers = Arc<Mutex<HashMap<SocketAddr, Writer>>>;
+
+/// How a TLS peer opens connections of its own: whom it trusts, what it presents.
+#[derive(Clone)]
+pub struct TlsClient {
+    pub config: Arc<rustls::ClientConfig>,
+    pub server_name: rustls_pki_types::ServerName<'static>,
+}
 
 pub struct Endpoint {
     local: SocketAddr,
@@ -39,6 +63,8 @@ enum Kind {
     Tcp {
         writers: Writers,
         feed: mpsc::UnboundedSender<Received>,
+        /// TLS: `Some` (with how to open new connections, if it may).
+        tls: Option<Option<TlsClient>>,
     },
 }
 
@@ -74,13 +100,19 @@ impl Endpoint {
         let writers: Writers = Arc::default();
         let (w, f) = (writers.clone(), feed.clone());
         let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                adopt(stream, &w, &f);
+            while let Ok((stream, remote)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let (r, wr) = stream.into_split();
+                adopt(r, wr, remote, &w, &f);
             }
         });
         Ok(Endpoint {
             local,
-            kind: Kind::Tcp { writers, feed },
+            kind: Kind::Tcp {
+                writers,
+                feed,
+                tls: None,
+            },
             inbox: tokio::sync::Mutex::new(inbox),
             tasks: Mutex::new(vec![task]),
         })
@@ -89,13 +121,81 @@ impl Endpoint {
     /// One outbound TCP connection to `remote` (a carrier's trunk to pointsman).
     pub async fn tcp_connect(remote: SocketAddr) -> io::Result<Endpoint> {
         let stream = TcpStream::connect(remote).await?;
+        let _ = stream.set_nodelay(true);
         let local = stream.local_addr()?;
         let (feed, inbox) = mpsc::unbounded_channel();
         let writers: Writers = Arc::default();
-        adopt(stream, &writers, &feed);
+        let (r, w) = stream.into_split();
+        adopt(r, w, remote, &writers, &feed);
         Ok(Endpoint {
             local,
-            kind: Kind::Tcp { writers, feed },
+            kind: Kind::Tcp {
+                writers,
+                feed,
+                tls: None,
+            },
+            inbox: tokio::sync::Mutex::new(inbox),
+            tasks: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// A TLS listener on `addr` serving `server` (a failed handshake just drops that
+    /// connection); replies go back on the connection a message came in on. With `client`, it
+    /// may also open TLS connections of its own (e.g. a BYE to pointsman).
+    pub async fn tls_listen(
+        addr: SocketAddr,
+        server: Arc<rustls::ServerConfig>,
+        client: Option<TlsClient>,
+    ) -> io::Result<Endpoint> {
+        let listener = TcpListener::bind(addr).await?;
+        let local = listener.local_addr()?;
+        let (feed, inbox) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        let (w, f) = (writers.clone(), feed.clone());
+        let acceptor = tokio_rustls::TlsAcceptor::from(server);
+        let task = tokio::spawn(async move {
+            while let Ok((stream, remote)) = listener.accept().await {
+                let _ = stream.set_nodelay(true);
+                let (acceptor, w, f) = (acceptor.clone(), w.clone(), f.clone());
+                tokio::spawn(async move {
+                    if let Ok(stream) = acceptor.accept(stream).await {
+                        let (r, wr) = tokio::io::split(stream);
+                        adopt(r, wr, remote, &w, &f);
+                    }
+                });
+            }
+        });
+        Ok(Endpoint {
+            local,
+            kind: Kind::Tcp {
+                writers,
+                feed,
+                tls: Some(client),
+            },
+            inbox: tokio::sync::Mutex::new(inbox),
+            tasks: Mutex::new(vec![task]),
+        })
+    }
+
+    /// One outbound TLS connection to `remote` (a carrier's TLS trunk to pointsman).
+    pub async fn tls_connect(remote: SocketAddr, client: TlsClient) -> io::Result<Endpoint> {
+        let stream = TcpStream::connect(remote).await?;
+        let _ = stream.set_nodelay(true);
+        let local = stream.local_addr()?;
+        let stream = tokio_rustls::TlsConnector::from(client.config.clone())
+            .connect(client.server_name.clone(), stream)
+            .await?;
+        let (feed, inbox) = mpsc::unbounded_channel();
+        let writers: Writers = Arc::default();
+        let (r, w) = tokio::io::split(stream);
+        adopt(r, w, remote, &writers, &feed);
+        Ok(Endpoint {
+            local,
+            kind: Kind::Tcp {
+                writers,
+                feed,
+                tls: Some(Some(client)),
+            },
             inbox: tokio::sync::Mutex::new(inbox),
             tasks: Mutex::new(Vec::new()),
         })
@@ -108,7 +208,8 @@ impl Endpoint {
     pub fn transport(&self) -> SimTransport {
         match self.kind {
             Kind::Udp(_) => SimTransport::Udp,
-            Kind::Tcp { .. } => SimTransport::Tcp,
+            Kind::Tcp { tls: None, .. } => SimTransport::Tcp,
+            Kind::Tcp { tls: Some(_), .. } => SimTransport::Tls,
         }
     }
 
@@ -127,7 +228,7 @@ impl Endpoint {
                     None => Err(io::Error::from(io::ErrorKind::NotConnected)),
                 }
             }
-            Kind::Tcp { writers, feed } => {
+            Kind::Tcp { writers, feed, tls } => {
                 let existing = writers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
@@ -137,11 +238,32 @@ impl Endpoint {
                     Some(w) => w,
                     None => {
                         let stream = TcpStream::connect(to).await?;
-                        adopt(stream, writers, feed)
+                        let _ = stream.set_nodelay(true);
+                        match tls {
+                            None => {
+                                let (r, w) = stream.into_split();
+                                adopt(r, w, to, writers, feed)
+                            }
+                            Some(Some(client)) => {
+                                let stream =
+                                    tokio_rustls::TlsConnector::from(client.config.clone())
+                                        .connect(client.server_name.clone(), stream)
+                                        .await?;
+                                let (r, w) = tokio::io::split(stream);
+                                adopt(r, w, to, writers, feed)
+                            }
+                            Some(None) => {
+                                return Err(io::Error::new(
+                                    io::ErrorKind::NotConnected,
+                                    "this TLS peer has no client settings to connect with",
+                                ))
+                            }
+                        }
                     }
                 };
-                let mut w = writer.lock().await;
-                w.write_all(bytes).await
+                let mut w = writer.write.lock().await;
+                w.write_all(bytes).await?;
+                w.flush().await
             }
         }
     }
@@ -184,25 +306,29 @@ impl Drop for Endpoint {
     }
 }
 
-/// Registers a connection's write half and starts its framing reader.
-fn adopt(
-    stream: TcpStream,
+/// Registers a connection's write half (under its remote address) and starts its framing
+/// reader.
+fn adopt<R, W>(
+    mut read: R,
+    write: W,
+    remote: SocketAddr,
     writers: &Writers,
     feed: &mpsc::UnboundedSender<Received>,
-) -> Arc<tokio::sync::Mutex<OwnedWriteHalf>> {
-    let _ = stream.set_nodelay(true);
-    let Ok(remote) = stream.peer_addr() else {
-        let (_, w) = stream.into_split();
-        return Arc::new(tokio::sync::Mutex::new(w));
-    };
-    let (mut read, write) = stream.into_split();
-    let write = Arc::new(tokio::sync::Mutex::new(write));
+) -> Writer
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
+    let write: Writer = Arc::new(Conn {
+        write: tokio::sync::Mutex::new(Box::new(write)),
+        reader: std::sync::OnceLock::new(),
+    });
     writers
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .insert(remote, write.clone());
     let (feed, writers) = (feed.clone(), writers.clone());
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         let mut buf = BytesMut::with_capacity(8192);
         let limits = Limits::default();
         'conn: loop {
@@ -239,5 +365,6 @@ fn adopt(
             .unwrap_or_else(|p| p.into_inner())
             .remove(&remote);
     });
+    let _ = write.reader.set(reader.abort_handle());
     write
 }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub enum SimTransport {
     Udp,
     Tcp,
+    Tls,
 }
 
 impl SimTransport {
@@ -20,12 +21,14 @@ impl SimTransport {
         match self {
             SimTransport::Udp => "UDP",
             SimTransport::Tcp => "TCP",
+            SimTransport::Tls => "TLS",
         }
     }
     fn uri_param(self) -> &'static str {
         match self {
             SimTransport::Udp => "",
             SimTransport::Tcp => ";transport=tcp",
+            SimTransport::Tls => ";transport=tls",
         }
     }
 }

@@ -1,32 +1,44 @@
-//! Transports: UDP (one SO_REUSEPORT socket per worker) and TCP (framing, connection reuse, idle
-//! timeout, connection limit). They move bytes between sockets and the workers and report
+//! Transports: UDP (one SO_REUSEPORT socket per worker), TCP (framing, connection reuse, idle
+//! timeout, connection limit) and TLS (rustls over the same TCP connections: [`tls`]). They move bytes between sockets and the workers and report
 //! delivery failures (ICMP port unreachable, connect refused, reset, write error) back as branch
 //! failures. They never interpret SIP beyond framing a stream.
 
 pub mod tcp;
+pub mod tls;
 pub mod udp;
 
 use std::net::SocketAddr;
 
-/// Identifies one TCP (later TLS) connection for the life of the process.
+/// Identifies one TCP or TLS connection for the life of the process.
 pub type ConnId = u64;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Proto {
     Udp,
     Tcp,
+    /// SIP over TLS over TCP.
+    Tls,
 }
 
 impl Proto {
     /// Reliable transports do not retransmit (RFC 3261 §17).
     pub fn is_reliable(self) -> bool {
-        matches!(self, Proto::Tcp)
+        matches!(self, Proto::Tcp | Proto::Tls)
     }
     /// The Via transport token.
     pub fn via_token(self) -> &'static str {
         match self {
             Proto::Udp => "UDP",
             Proto::Tcp => "TCP",
+            Proto::Tls => "TLS",
+        }
+    }
+    /// The `transport` URI parameter written for this transport (none for UDP, the default).
+    pub fn uri_param(self) -> &'static str {
+        match self {
+            Proto::Udp => "",
+            Proto::Tcp => ";transport=tcp",
+            Proto::Tls => ";transport=tls",
         }
     }
 }

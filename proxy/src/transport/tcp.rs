@@ -1,12 +1,16 @@
-//! TCP: accepted and outbound connections, framed by Content-Length (`wire::frame_stream`),
-//! reused for every message to the same peer, closed when idle, capped in number.
+//! TCP and TLS: accepted and outbound connections, framed by Content-Length
+//! (`wire::frame_stream`), reused for every message to the same peer (and transport), closed when
+//! idle, capped in number (TCP and TLS together).
 //!
 //! A connection is a reader task (frames → the worker that owns the connection) and a writer
 //! task (queued messages → socket). An outbound connection is registered before it connects, so
-//! messages queue behind the connect; if the connect or a write fails, every queued message
-//! that asked for it is reported back as a delivery failure (a branch failure to the core).
-//! TLS (a later step) slots in as another stream type under the same reader and writer.
+//! messages queue behind the connect; if the connect, the TLS handshake or a write fails, every
+//! queued message that asked for it is reported back as a delivery failure (a branch failure to
+//! the core). TLS is another stream type under the same reader and writer: the handshake
+//! ([`super::tls::Certificates`]) runs in the connection's task, bounded by the handshake
+//! timeout, before the first byte is read or written.
 
+use super::tls::Certificates;
 use super::{ConnId, Peer, Proto};
 use crate::transaction::key::TxKey;
 use crate::wire::{self, Limits, StreamFrame};
@@ -19,7 +23,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
-use tracing::debug;
+use tracing::{debug, warn};
 
 /// What a connection hands to the worker that owns it.
 #[derive(Debug)]
@@ -55,11 +59,13 @@ pub struct TcpSettings {
     pub limits: Limits,
 }
 
-/// Every live TCP connection, by id and by remote address.
+/// Every live TCP and TLS connection, by id and by transport and remote address.
 pub struct Tcp {
     settings: TcpSettings,
     conns: DashMap<ConnId, Conn>,
-    by_addr: DashMap<SocketAddr, ConnId>,
+    by_addr: DashMap<(Proto, SocketAddr), ConnId>,
+    /// Certificates and trust for TLS listeners and TLS peers (`None`: no TLS at all).
+    tls: Option<Arc<Certificates>>,
     next_id: AtomicU64,
     open: AtomicUsize,
     /// One sink per worker; connection `id` belongs to worker `id % len`.
@@ -73,10 +79,21 @@ impl Tcp {
         workers: Vec<EventSink>,
         runtimes: Vec<tokio::runtime::Handle>,
     ) -> Arc<Tcp> {
+        Tcp::with_tls(settings, workers, runtimes, None)
+    }
+
+    /// [`Tcp::new`] that also serves TLS listeners and reaches TLS peers with `tls`.
+    pub fn with_tls(
+        settings: TcpSettings,
+        workers: Vec<EventSink>,
+        runtimes: Vec<tokio::runtime::Handle>,
+        tls: Option<Arc<Certificates>>,
+    ) -> Arc<Tcp> {
         Arc::new(Tcp {
             settings,
             conns: DashMap::new(),
             by_addr: DashMap::new(),
+            tls,
             next_id: AtomicU64::new(1),
             open: AtomicUsize::new(0),
             workers,
@@ -94,8 +111,13 @@ impl Tcp {
         (self.workers[i].clone(), self.runtimes[i].clone())
     }
 
-    /// Accepts connections on `listener` until the process ends.
+    /// Accepts connections on `listener` until the process ends: TLS connections when listener
+    /// `index` is a TLS listener of the certificates this was made with, else plain TCP.
     pub async fn accept_loop(self: Arc<Tcp>, listener: TcpListener, index: usize) {
+        let proto = match &self.tls {
+            Some(tls) if tls.serves(index) => Proto::Tls,
+            _ => Proto::Tcp,
+        };
         loop {
             let (stream, remote) = match listener.accept().await {
                 Ok(x) => x,
@@ -106,17 +128,33 @@ impl Tcp {
                 }
             };
             if !self.reserve() {
-                debug!(%remote, "TCP connection refused: connection limit reached");
+                debug!(%remote, ?proto, "connection refused: connection limit reached");
                 continue;
             }
             let _ = stream.set_nodelay(true);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
             let (tx, rx) = mpsc::unbounded_channel();
             self.conns.insert(id, Conn { queue: tx });
-            self.by_addr.insert(remote, id);
+            self.by_addr.insert((proto, remote), id);
             let (sink, rt) = self.worker_of(id);
             let me = self.clone();
-            rt.spawn(async move { me.run_conn(id, remote, stream, index, sink, rx).await });
+            rt.spawn(async move {
+                let Some(tls) = me.tls.clone().filter(|_| proto == Proto::Tls) else {
+                    return me
+                        .run_conn(id, proto, remote, stream, index, sink, rx)
+                        .await;
+                };
+                match tls.accept(index, stream).await {
+                    Ok(stream) => {
+                        me.run_conn(id, proto, remote, stream, index, sink, rx)
+                            .await
+                    }
+                    Err(e) => {
+                        debug!(%remote, error = %e, "TLS handshake with a client failed");
+                        me.close(id, proto, remote, rx);
+                    }
+                }
+            });
         }
     }
 
@@ -138,7 +176,7 @@ impl Tcp {
         report: Option<TxKey>,
         failures: &EventSink,
     ) {
-        debug_assert_eq!(to.proto, Proto::Tcp);
+        debug_assert!(matches!(to.proto, Proto::Tcp | Proto::Tls));
         let item = Outgoing {
             bytes,
             report,
@@ -147,7 +185,7 @@ impl Tcp {
         let existing = to
             .conn
             .filter(|id| self.conns.contains_key(id))
-            .or_else(|| self.by_addr.get(&to.addr).map(|e| *e.value()));
+            .or_else(|| self.by_addr.get(&(to.proto, to.addr)).map(|e| *e.value()));
         let item = match existing.and_then(|id| self.conns.get(&id).map(|c| c.queue.clone())) {
             Some(queue) => match queue.send(item) {
                 Ok(()) => return,
@@ -155,10 +193,19 @@ impl Tcp {
             },
             None => item,
         };
-        self.connect(to.addr, item);
+        self.connect(to.proto, to.addr, item);
     }
 
-    fn connect(self: &Arc<Tcp>, remote: SocketAddr, first: Outgoing) {
+    fn connect(self: &Arc<Tcp>, proto: Proto, remote: SocketAddr, first: Outgoing) {
+        let tls = match (proto, &self.tls) {
+            (Proto::Tls, Some(tls)) => Some(tls.clone()),
+            (Proto::Tls, None) => {
+                debug!(%remote, "no TLS configured: cannot reach a TLS peer");
+                fail(first);
+                return;
+            }
+            _ => None,
+        };
         if !self.reserve() {
             fail(first);
             return;
@@ -167,25 +214,35 @@ impl Tcp {
         let (tx, rx) = mpsc::unbounded_channel();
         let _ = tx.send(first);
         self.conns.insert(id, Conn { queue: tx });
-        self.by_addr.insert(remote, id);
+        self.by_addr.insert((proto, remote), id);
         let (sink, rt) = self.worker_of(id);
         let me = self.clone();
         rt.spawn(async move {
             let connected =
                 tokio::time::timeout(me.settings.connect_timeout, TcpStream::connect(remote)).await;
-            match connected {
-                Ok(Ok(stream)) => {
-                    let _ = stream.set_nodelay(true);
-                    // Responses and requests on an outbound connection are not tied to a listener.
-                    me.run_conn(id, remote, stream, 0, sink, rx).await
-                }
+            let stream = match connected {
+                Ok(Ok(stream)) => stream,
                 Ok(Err(e)) => {
                     debug!(%remote, error = %e, "TCP connect failed");
-                    me.close(id, remote, rx);
+                    return me.close(id, proto, remote, rx);
                 }
                 Err(_) => {
                     debug!(%remote, "TCP connect timed out");
-                    me.close(id, remote, rx);
+                    return me.close(id, proto, remote, rx);
+                }
+            };
+            let _ = stream.set_nodelay(true);
+            // Responses and requests on an outbound connection are not tied to a listener.
+            let Some(tls) = tls else {
+                return me.run_conn(id, proto, remote, stream, 0, sink, rx).await;
+            };
+            match tls.connect(remote, stream).await {
+                Ok(stream) => me.run_conn(id, proto, remote, stream, 0, sink, rx).await,
+                Err(e) => {
+                    // A peer that is not who it should be is a delivery failure: the branch
+                    // fails over, as on a refused connect.
+                    warn!(%remote, error = %e, "TLS handshake with a peer failed");
+                    me.close(id, proto, remote, rx);
                 }
             }
         });
@@ -194,9 +251,11 @@ impl Tcp {
     /// Serves one connection: frames what it reads for the owning worker, writes what is
     /// queued for it. Generic over the byte stream, so a TLS stream (rustls over the TCP one)
     /// runs under the same reader and writer.
+    #[allow(clippy::too_many_arguments)]
     async fn run_conn<S>(
         self: Arc<Tcp>,
         id: ConnId,
+        proto: Proto,
         remote: SocketAddr,
         stream: S,
         listener: usize,
@@ -207,7 +266,7 @@ impl Tcp {
     {
         let (mut reader, mut writer) = tokio::io::split(stream);
         let from = Peer {
-            proto: Proto::Tcp,
+            proto,
             addr: remote,
             conn: Some(id),
         };
@@ -218,7 +277,12 @@ impl Tcp {
             tokio::select! {
                 item = rx.recv() => {
                     let Some(item) = item else { break };
-                    if let Err(e) = writer.write_all(&item.bytes).await {
+                    // TLS buffers records in the session: flush pushes them to the socket.
+                    let written = match writer.write_all(&item.bytes).await {
+                        Ok(()) => writer.flush().await,
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = written {
                         debug!(%remote, error = %e, "TCP write failed");
                         fail(item);
                         break;
@@ -237,13 +301,19 @@ impl Tcp {
                 }
             }
         }
-        self.close(id, remote, rx);
+        self.close(id, proto, remote, rx);
     }
 
     /// Forgets a connection and reports everything still queued on it as undelivered.
-    fn close(&self, id: ConnId, remote: SocketAddr, mut rx: mpsc::UnboundedReceiver<Outgoing>) {
+    fn close(
+        &self,
+        id: ConnId,
+        proto: Proto,
+        remote: SocketAddr,
+        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+    ) {
         self.conns.remove(&id);
-        self.by_addr.remove_if(&remote, |_, v| *v == id);
+        self.by_addr.remove_if(&(proto, remote), |_, v| *v == id);
         self.open.fetch_sub(1, Ordering::AcqRel);
         rx.close();
         while let Ok(item) = rx.try_recv() {

@@ -189,6 +189,28 @@ fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> lib
     }
 }
 
+/// How full the socket's receive queue is, as a fraction of its buffer (SO_MEMINFO); `None`
+/// where the kernel does not say.
+pub fn backlog(fd: RawFd) -> Option<f64> {
+    // SK_MEMINFO_RMEM_ALLOC = 0, SK_MEMINFO_RCVBUF = 1; newer kernels add more fields.
+    let mut info = [0u32; 16];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: a valid fd; the kernel writes at most `len` bytes into `info` and updates `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr() as *mut libc::c_void,
+            &mut len,
+        )
+    };
+    if rc != 0 || (len as usize) < 2 * std::mem::size_of::<u32>() || info[1] == 0 {
+        return None;
+    }
+    Some(f64::from(info[0]) / f64::from(info[1]))
+}
+
 /// Whether a receive error is an ICMP report waiting in the error queue.
 pub fn is_icmp_error(e: &io::Error) -> bool {
     matches!(
@@ -272,5 +294,22 @@ mod tests {
             let msgs: Vec<(SocketAddr, &[u8])> = vec![(b.local_addr().unwrap(), b"x")];
             assert!(send_batch(sock.as_raw_fd(), &msgs).is_err());
         }
+    }
+
+    #[test]
+    fn backlog_grows_as_datagrams_wait_and_empties_when_read() {
+        let sock = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let fd = sock.as_raw_fd();
+        assert_eq!(backlog(fd), Some(0.0));
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..20 {
+            tx.send_to(&[0u8; 1000], sock.local_addr().unwrap())
+                .unwrap();
+        }
+        let full = backlog(fd).unwrap();
+        assert!(full > 0.0, "{full}");
+        let mut buf = [0u8; 2000];
+        while sock.recv_from(&mut buf).is_ok() {}
+        assert_eq!(backlog(fd), Some(0.0));
     }
 }

@@ -1,0 +1,107 @@
+//! Allocations per message in the proxy core and the wire layer, counted by a global allocator
+//! (not timed: counting slows allocation down). Prints one table; deterministic, so any change
+//! in the counts is a change in the code.
+//!
+//! Run: `cargo bench -p pointsman --bench allocs`.
+
+mod common;
+
+use common::{Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
+use pointsman::wire::{fuzzing, scan, Framing, Limits};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+static BYTES: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(layout.size() as u64, Relaxed);
+        System.alloc(layout)
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        System.dealloc(ptr, layout)
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(new_size as u64, Relaxed);
+        System.realloc(ptr, layout, new_size)
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counters() -> (u64, u64) {
+    (ALLOCS.load(Relaxed), BYTES.load(Relaxed))
+}
+
+/// Allocations (count, bytes) made by `f`.
+fn count<T>(f: impl FnOnce() -> T) -> (u64, u64) {
+    let (a0, b0) = counters();
+    let r = f();
+    let (a1, b1) = counters();
+    drop(r);
+    (a1 - a0, b1 - b0)
+}
+
+const MEASURED: u64 = 10_000;
+
+fn main() {
+    // `cargo test --benches` / `cargo bench -- --list` pass flags; a plain run has none we need.
+    if std::env::args().any(|a| a == "--list") {
+        println!("allocs: bench");
+        return;
+    }
+    let limits = Limits::default();
+    println!(
+        "{:<34} {:>12} {:>14}",
+        "wire (one message)", "allocations", "bytes"
+    );
+    let rows = [
+        (
+            "scan INVITE 1 KB",
+            count(|| scan(INVITE_1K, Framing::Datagram, &limits).map(|m| m.headers.len())),
+        ),
+        (
+            "scan 180",
+            count(|| scan(RINGING, Framing::Datagram, &limits).map(|m| m.headers.len())),
+        ),
+        (
+            "scan + forward INVITE 1 KB",
+            count(|| {
+                fuzzing::forward(&scan(INVITE_1K, Framing::Datagram, &limits).expect("scans"))
+            }),
+        ),
+    ];
+    for (name, (a, b)) in rows {
+        println!("{name:<34} {a:>12} {b:>14}");
+    }
+
+    let mut sim = Sim::warm();
+    sim.probe = counters;
+    let mut sums = [(0u64, 0u64); 8];
+    for _ in 0..MEASURED {
+        for (s, t) in sums.iter_mut().zip(sim.call()) {
+            s.0 += t.1;
+            s.1 += t.2;
+        }
+    }
+    println!();
+    println!(
+        "{:<34} {:>12} {:>14}   (mean of {MEASURED} calls after {WARM_CALLS})",
+        "core (per message)", "allocations", "bytes"
+    );
+    let per = |v: u64| v as f64 / MEASURED as f64;
+    for (step, (a, b)) in STEPS.iter().zip(sums) {
+        println!("{step:<34} {:>12.1} {:>14.0}", per(a), per(b));
+    }
+    let (a, b) = sums
+        .iter()
+        .fold((0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1));
+    println!("{:<34} {:>12.1} {:>14.0}", "whole call", per(a), per(b));
+}

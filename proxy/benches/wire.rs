@@ -1,0 +1,59 @@
+//! The wire layer on realistic messages: scanning a 1,024-byte carrier INVITE and a 447-byte 180,
+//! and scan + splice-forward of each, as the proxy forwards them (the INVITE gets a Record-Route,
+//! our Via and Max-Forwards decremented; the 180 loses its top Via). Output buffers are allocated
+//! per message, as in the proxy.
+//!
+//! Run: `cargo bench -p pointsman --bench wire` (add `-- --save-baseline main` once, then
+//! `-- --baseline main` after a change; see benches/README.md).
+
+mod common;
+
+use common::{INVITE_1K, RINGING};
+use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
+use pointsman::wire::{fuzzing, scan, Framing, Limits, Splice};
+
+fn strip_top_via(bytes: &[u8], limits: &Limits) -> Vec<u8> {
+    let m = scan(bytes, Framing::Datagram, limits).expect("scans");
+    let mut splice = Splice::new(m.buf);
+    splice.delete(m.value_removal(m.top_via.header, m.top_via.value));
+    let mut out = Vec::with_capacity(splice.output_len());
+    splice.write_to(&mut out);
+    out
+}
+
+fn wire(c: &mut Criterion) {
+    let limits = Limits::default();
+    // The messages must be what they claim, or the figures mean nothing.
+    assert_eq!(INVITE_1K.len(), 1024);
+    let fwd = fuzzing::forward(&scan(INVITE_1K, Framing::Datagram, &limits).expect("INVITE"));
+    assert!(fwd.len() > INVITE_1K.len());
+    let stripped = strip_top_via(RINGING, &limits);
+    assert!(stripped.len() < RINGING.len() && stripped.starts_with(b"SIP/2.0 180"));
+
+    let mut g = c.benchmark_group("wire");
+    for (name, msg) in [("invite_1k", INVITE_1K), ("ringing_180", RINGING)] {
+        g.throughput(Throughput::Bytes(msg.len() as u64));
+        g.bench_function(format!("scan/{name}"), |b| {
+            b.iter(|| {
+                scan(black_box(msg), Framing::Datagram, &limits)
+                    .map(|m| m.headers.len())
+                    .ok()
+            })
+        });
+    }
+    g.throughput(Throughput::Bytes(INVITE_1K.len() as u64));
+    g.bench_function("forward/invite_1k", |b| {
+        b.iter(|| {
+            let m = scan(black_box(INVITE_1K), Framing::Datagram, &limits).expect("scans");
+            fuzzing::forward(&m)
+        })
+    });
+    g.throughput(Throughput::Bytes(RINGING.len() as u64));
+    g.bench_function("forward/ringing_180", |b| {
+        b.iter(|| strip_top_via(black_box(RINGING), &limits))
+    });
+    g.finish();
+}
+
+criterion_group!(benches, wire);
+criterion_main!(benches);
