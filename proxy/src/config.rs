@@ -229,6 +229,8 @@ pub struct GuardSection {
     pub overload_backlog: Option<f64>,
     /// Most transactions held at once (default 200000).
     pub max_transactions: Option<usize>,
+    /// Most answered calls held at once (default 100000).
+    pub max_calls: Option<usize>,
     /// Retry-After on pointsman's own 503s (default 5s).
     #[serde(default, with = "humantime_serde::option")]
     pub retry_after: Option<Duration>,
@@ -650,6 +652,8 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardC
         100_000_000,
         d.max_transactions,
     );
+    let max_calls = g.max_calls.unwrap_or(d.max_calls);
+    errors.int_in("guard.max_calls", max_calls, 1, 100_000_000, d.max_calls);
     let retry_after = g.retry_after.unwrap_or(d.retry_after);
     errors.duration_in(
         "guard.retry_after",
@@ -681,6 +685,7 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardC
         block_user_agents,
         overload_backlog,
         max_transactions,
+        max_calls,
         retry_after,
     }
 }

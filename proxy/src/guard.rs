@@ -104,6 +104,9 @@ pub struct GuardConfig {
     pub overload_backlog: f64,
     /// Most transactions held at once; a new INVITE beyond it gets 503 + Retry-After.
     pub max_transactions: usize,
+    /// Most answered calls held at once (until their BYE); a new INVITE beyond it gets 503 +
+    /// Retry-After.
+    pub max_calls: usize,
     /// Retry-After of pointsman's own 503s (overload, rate limit, nothing to route to).
     pub retry_after: Duration,
 }
@@ -127,6 +130,7 @@ impl Default for GuardConfig {
             block_user_agents: SCANNER_USER_AGENTS.iter().map(|s| s.to_string()).collect(),
             overload_backlog: 0.5,
             max_transactions: 200_000,
+            max_calls: 100_000,
             retry_after: Duration::from_secs(5),
         }
     }

@@ -1516,3 +1516,64 @@ mod tls {
         );
     }
 }
+
+#[test]
+fn listen_allow_lists_are_parsed_and_a_bad_network_is_named() {
+    let ok = parse(&BASE.replace(
+        "address = \"127.0.0.1:5060\"\n",
+        "address = \"127.0.0.1:5060\"\nallow = [\"192.0.2.0/24\", \"2001:db8::/32\", \"198.51.100.7\"]\n",
+    ))
+    .unwrap();
+    let acl = &ok.listeners[0].acl;
+    assert!(acl.admits("192.0.2.9".parse().unwrap()));
+    assert!(!acl.admits("203.0.113.1".parse().unwrap()));
+    assert_one_error(
+        &BASE.replace(
+            "address = \"127.0.0.1:5060\"\n",
+            "address = \"127.0.0.1:5060\"\nallow = [\"192.0.2.0/24\", \"10.0.0.0/40\"]\n",
+        ),
+        "listen[0].allow[1]",
+        Some(4),
+        "prefix length",
+    );
+    assert_one_error(
+        &BASE.replace(
+            "address = \"127.0.0.1:5060\"\n",
+            "address = \"127.0.0.1:5060\"\nallow = []\n",
+        ),
+        "listen[0].allow",
+        Some(4),
+        "drop everything",
+    );
+}
+
+#[test]
+fn guard_defaults_and_errors() {
+    let g = parse(BASE).unwrap().guard;
+    assert_eq!(g, crate::guard::GuardConfig::default());
+    let custom = parse(&format!(
+        "{BASE}\n[guard]\nrate = 20.0\nmax_calls = 5000\nretry_after = \"30s\"\n"
+    ))
+    .unwrap()
+    .guard;
+    assert_eq!(
+        (custom.rate, custom.burst, custom.max_calls),
+        (20.0, 40.0, 5000)
+    );
+    assert_eq!(custom.retry_after, Duration::from_secs(30));
+    for (key, value, phrase) in [
+        ("rate", "0.0", "above 0"),
+        ("burst", "0.5", "at least 1"),
+        ("overload_backlog", "1.5", "fraction"),
+        ("max_calls", "0", "too small"),
+        ("retry_after", "\"1500ms\"", "whole seconds"),
+        ("block_user_agents", "[\"\"]", "empty pattern"),
+    ] {
+        let errs = errors(&format!("{BASE}\n[guard]\n{key} = {value}\n"));
+        assert!(
+            errs.iter()
+                .any(|e| e.path.starts_with(&format!("guard.{key}")) && e.message.contains(phrase)),
+            "{key} = {value}: {errs:#?}"
+        );
+    }
+}

@@ -422,7 +422,8 @@ impl Core {
                 Refusal::Drop(DropReason::RateLimit)
             });
         }
-        let full = self.servers.len() >= self.cfg.guard.max_transactions;
+        let full = self.servers.len() >= self.cfg.guard.max_transactions
+            || self.answered.len() >= self.cfg.guard.max_calls;
         if method == Method::Invite && (inb.overloaded || full) {
             return Err(Refusal::Busy(DropReason::Overload));
         }

@@ -1146,3 +1146,36 @@ mod tls {
         }
     }
 }
+
+#[test]
+fn new_calls_beyond_the_answered_calls_cap_get_503_and_calls_in_progress_go_on() {
+    let mut h = Harness::new();
+    let mut cfg = h.core.config().clone();
+    cfg.guard.max_calls = 1;
+    let routing = h.core.routing();
+    let routing = Routing {
+        router: routing.router.clone(),
+        addrs: routing.addrs.clone(),
+        health: routing.health.clone(),
+        metrics: routing.metrics.clone(),
+    };
+    h.core = Core::new(cfg, routing);
+    h.receive(CARRIER, &invite("cap-1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.core.answered_calls(), 1);
+    h.receive(CARRIER, &invite("cap-2"));
+    let refused = h.last_to(CARRIER, "SIP/2.0 503");
+    assert!(header(&refused, "Retry-After").is_some());
+    assert_eq!(
+        h.count_to(PRIMARY, "INVITE"),
+        1,
+        "the second call went nowhere"
+    );
+    // The answered call's in-dialog requests still pass.
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let info = format!("INFO sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-capinfo\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: cap-1\r\nCSeq: 2 INFO\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, info.as_bytes());
+    assert_eq!(h.count_to(PRIMARY, "INFO"), 1);
+}
