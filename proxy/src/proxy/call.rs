@@ -806,8 +806,31 @@ impl Core {
         let bytes = originate::cancel(&invite, reason);
         let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
         let to = b.target.peer;
+        // §9.1: a branch that sends no final response within 64·T1 of its CANCEL is over (a
+        // ringing branch has no Timer B left to end it).
+        out.push(Output::Timer {
+            at: now + self.cfg.timers.t1x64(),
+            timer: CoreTimer {
+                key: b.key,
+                kind: TimerKind::CancelGiveUp,
+            },
+        });
         c.routing.metrics.cancel_sent();
         self.start_own_request(key, bytes, to, now, out);
+    }
+
+    /// 64·T1 after branch `i`'s CANCEL: if it is still waiting for a final response, it ends.
+    pub(super) fn on_cancel_give_up(&self, c: &mut Call, i: usize) {
+        let Some(b) = c.branches.get_mut(i) else {
+            return;
+        };
+        if matches!(
+            b.tx.state(),
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        ) {
+            b.tx.terminate();
+            self.reap_if_done(c);
+        }
     }
 
     /// Abandons every branch still waiting for a final response.

@@ -115,6 +115,8 @@ pub enum TimerKind {
     DialogExpire,
     /// The answered call `key` lasted [`MAX_CALL_DURATION`]: stop counting it.
     CallExpire,
+    /// 64·T1 after the branch `key` was cancelled: end it if no final response came.
+    CancelGiveUp,
 }
 
 /// What the driver must do, in order.
@@ -183,6 +185,8 @@ struct OwnRequest {
 /// A non-INVITE request relayed on one branch (BYE, INFO, UPDATE, ... in a dialog).
 struct Relay {
     server: ServerNonInvite,
+    /// The server transaction's key: its timers come back under it.
+    server_key: TxKey,
     upstream: Peer,
     client: Option<crate::transaction::ClientNonInvite>,
     client_key: TxKey,
@@ -342,6 +346,11 @@ impl Core {
                 self.dialogs.expire(timer.key, answered);
             }
             TimerKind::CallExpire => self.call_ended(timer.key),
+            TimerKind::CancelGiveUp => {
+                if let Some(ClientEntry::Branch(call, i)) = self.client(timer.key) {
+                    self.on_cancel_give_up(&mut lock(&call), i);
+                }
+            }
         }
     }
 
@@ -513,8 +522,8 @@ impl Core {
             ServerEntry::Relay(relay) => {
                 let mut r = lock(&relay);
                 r.server.on_retransmission(&mut acts);
-                let to = r.upstream;
-                emit(out, &mut acts, to, 0, Side::Server, None);
+                let (to, key) = (r.upstream, r.server_key);
+                emit(out, &mut acts, to, key, Side::Server, None);
             }
             ServerEntry::Local(local) => {
                 let mut l = lock(&local);
@@ -798,7 +807,8 @@ impl Core {
                 let upstream = r.upstream;
                 let relayed = Bytes::from(self.strip_top_via(msg));
                 r.server.respond(code, relayed, now, &mut acts);
-                emit(out, &mut acts, upstream, 0, Side::Server, None);
+                let server_key = r.server_key;
+                emit(out, &mut acts, upstream, server_key, Side::Server, None);
             }
             Some(ClientEntry::Own(own)) => {
                 let mut o = lock(&own);
@@ -1083,6 +1093,7 @@ impl Core {
         );
         let relay = Arc::new(Mutex::new(Relay {
             server: ServerNonInvite::new(from.proto.is_reliable(), self.cfg.timers),
+            server_key: key,
             upstream: from,
             client: Some(client),
             client_key,
@@ -1123,8 +1134,8 @@ impl Core {
         let resp = originate::response(&req, code, originate::reason_phrase(code), &r.to_tag, "");
         let mut acts = Vec::new();
         r.server.respond(code, resp, now, &mut acts);
-        let upstream = r.upstream;
-        emit(out, &mut acts, upstream, 0, Side::Server, None);
+        let (upstream, server_key) = (r.upstream, r.server_key);
+        emit(out, &mut acts, upstream, server_key, Side::Server, None);
     }
 
     /// The first destination the route of an out-of-dialog request would try.
