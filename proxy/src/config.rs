@@ -433,6 +433,12 @@ fn structural_error(
 /// serde's message, one line, with a hint where serde's own words leave the fix unsaid.
 fn explain_structural(message: &str) -> String {
     let mut out = message.trim().replace('\n', "; ");
+    if out.is_empty() {
+        // The TOML parser says nothing for some inputs (e.g. a control character in a comment).
+        out = "this is not valid TOML here: check for control characters or a broken line \
+               (a key = value per line, strings in quotes)"
+            .into();
+    }
     if let Some(rest) = out.strip_prefix("unknown field `") {
         // "unknown field `transprt`, expected one of `name`, `address`, ..."
         let unknown = rest.split('`').next().unwrap_or_default().to_string();
@@ -883,12 +889,17 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
                          or change its address or transport"
                     ),
                 );
-            } else if let Some((&(_, other), &first)) = bound.iter().find(|((t, other), _)| {
-                *t == socket_kind(l.transport)
-                    && other.port() == addr.port()
-                    && other.is_ipv4() == addr.is_ipv4()
-                    && (other.ip().is_unspecified() || addr.ip().is_unspecified())
-            }) {
+            } else if let Some((&(_, other), &first)) = bound
+                .iter()
+                .filter(|((t, other), _)| {
+                    *t == socket_kind(l.transport)
+                        && other.port() == addr.port()
+                        && other.is_ipv4() == addr.is_ipv4()
+                        && (other.ip().is_unspecified() || addr.ip().is_unspecified())
+                })
+                // The first listener in file order: the same error on every load.
+                .min_by_key(|(_, &index)| index)
+            {
                 errors.push(
                     format!("listen[{i}].address"),
                     format!(
