@@ -98,10 +98,16 @@ fn main() {
     );
     let per = |v: u64| v as f64 / MEASURED as f64;
     for (step, (a, b)) in STEPS.iter().zip(sums) {
-        println!("{step:<34} {:>12.1} {:>14.0}", per(a), per(b));
+        let name = format!("core {step}");
+        println!("{name:<34} {:>12.1} {:>14.0}", per(a), per(b));
     }
     let (a, b) = sums
         .iter()
         .fold((0, 0), |acc, s| (acc.0 + s.0, acc.1 + s.1));
-    println!("{:<34} {:>12.1} {:>14.0}", "whole call", per(a), per(b));
+    println!(
+        "{:<34} {:>12.1} {:>14.0}",
+        "core whole call",
+        per(a),
+        per(b)
+    );
 }

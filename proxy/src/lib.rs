@@ -5,6 +5,8 @@
 pub mod admin;
 pub mod config;
 pub mod drill;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod guard;
 pub mod health;
 pub mod metrics;

@@ -207,8 +207,16 @@ pub fn ghost_teardown(
     ack_via: &str,
     bye_via: &str,
     reason: &str,
+    fallback_target: &str,
 ) -> GhostTeardown {
-    let target: &[u8] = contact_uri(ok).unwrap_or(b"sip:invalid");
+    // A Contact that is not a URI we can write back (control characters, no scheme) is not
+    // echoed: the requests go to the peer's own address instead.
+    let target: &[u8] = contact_uri(ok)
+        .filter(|uri| {
+            uri.iter().all(|b| b.is_ascii_graphic())
+                && wire::parse_uri(uri, Span::new(0, uri.len())).is_ok()
+        })
+        .unwrap_or(fallback_target.as_bytes());
     let mut route_lines = Vec::new();
     let mut routes: Vec<&[u8]> = ok
         .routes(HeaderName::RecordRoute)

@@ -779,6 +779,22 @@ impl Core {
     // ---- responses ---------------------------------------------------------------------------
 
     fn on_response(&self, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
+        // §16.7 step 3: a response with no Via left after ours was meant for us, and one whose
+        // next Via does not parse cannot be relayed: neither goes further.
+        if !matches!(msg.vias().nth(1), Some(Ok(_))) {
+            let ours = msg
+                .top_via
+                .branch
+                .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX.as_bytes()));
+            let own_request = self
+                .keys
+                .client_of_response(msg)
+                .is_some_and(|k| matches!(self.client(k), Some(ClientEntry::Own(_))));
+            if !(ours && own_request) {
+                self.metrics().dropped(DropReason::Malformed);
+                return;
+            }
+        }
         let Some(key) = self.keys.client_of_response(msg) else {
             return;
         };
@@ -854,6 +870,7 @@ impl Core {
             &self.via_value(to.proto, &ack_branch),
             &self.via_value(to.proto, &bye_branch),
             &originate::reason_header(200, "Call completed elsewhere"),
+            &format!("sip:{}", to.addr),
         );
         send(out, to, teardown.ack);
         if !first {

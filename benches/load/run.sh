@@ -1,0 +1,477 @@
+#!/usr/bin/env bash
+# pointsman's load bench: a SIPp carrier places calls through the proxy to two SIPp cloud trunks
+# (primary, secondary) on the loopback, and one table says what it cost. See benches/README.md.
+#
+#   benches/load/run.sh [--rate N[,N...]] [--duration S]          fixed rate(s), 20 s each
+#   benches/load/run.sh --search [--search-rates LIST]             step search, highest clean rate
+#   ... --compare | --baseline kamailio                            Kamailio too, side by side
+#   ... --latency                                                  capture the loopback (tcpdump)
+#                                                                  for the time inside the proxy
+#   ... --primary normal|503|brownout|silent                       how the primary trunk behaves
+#
+# It installs nothing, binds only the loopback, stops after a bounded time, and kills every
+# process it started when it exits (normally, on error, or on Ctrl-C).
+
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+
+usage() {
+	cat <<'EOF'
+usage: benches/load/run.sh [options]
+
+What to run (default: --rate 1000 --duration 20, pointsman only)
+  --rate N[,N...]        calls/s; several rates give one row each (default 1000)
+  --duration S           seconds of calls per rate (default 20)
+  --search               step search for the highest clean rate (<= 0.1 % failed calls, no
+                         unexpected message, achieved >= 95 % of target); stops at the first rate
+                         that is not clean, then tries the midpoint once
+  --search-rates LIST    rates the search steps through (default 500,1000,2000,3000,4000,5000,6000,8000)
+  --step-duration S      seconds per search step (default 10)
+  --compare, --baseline kamailio
+                         run Kamailio (benches/load/kamailio.cfg) after pointsman at each rate and
+                         add a ratio row (pointsman / Kamailio)
+  --only kamailio        Kamailio alone
+  --primary KIND         primary trunk: normal (default), 503, brownout (100 Trying after 4 s),
+                         silent (never answers); the secondary always answers
+  --latency              capture the loopback with tcpdump to measure the time inside the proxy
+                         with kernel timestamps (adds tcpdump's cost to the machine: use it for
+                         latency runs, not for the CPU figures)
+  --settle S             seconds after a run before the "after" memory sample (default 5)
+  --pointsman-log LEVEL  POINTSMAN_LOG for the proxy (default info, as shipped)
+  --workers N            pointsman [node] workers (default: its own default, one per core)
+  --ip IP                loopback address to use (default 127.0.0.1)
+  --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
+  --out DIR              where runs are written (default: a new directory under /tmp)
+  --no-build             use target/release/pointsman as it is
+  -h, --help             this text
+
+Needs: sipp (apt-get install sip-tester), python3; kamailio for --compare (apt-get install
+kamailio); tcpdump for --latency (apt-get install tcpdump); cargo unless --no-build.
+EOF
+}
+
+# ---- options ------------------------------------------------------------------------------------
+
+RATES="1000"
+DURATION=20
+SEARCH=0
+SEARCH_RATES="500,1000,2000,3000,4000,5000,6000,8000"
+STEP_DURATION=10
+PROXIES="pointsman"
+PRIMARY="normal"
+LATENCY=0
+SETTLE=5
+PM_LOG="info"
+WORKERS=""
+IP="127.0.0.1"
+PORT_BASE=25060
+OUT=""
+BUILD=1
+
+while [[ $# -gt 0 ]]; do
+	case "$1" in
+	--rate) RATES="$2"; shift 2 ;;
+	--duration) DURATION="$2"; shift 2 ;;
+	--search) SEARCH=1; shift ;;
+	--search-rates) SEARCH_RATES="$2"; shift 2 ;;
+	--step-duration) STEP_DURATION="$2"; shift 2 ;;
+	--compare) PROXIES="pointsman kamailio"; shift ;;
+	--baseline)
+		[[ "${2:-}" == "kamailio" ]] || { echo "--baseline: only 'kamailio' is known" >&2; exit 2; }
+		PROXIES="pointsman kamailio"; shift 2 ;;
+	--only)
+		case "${2:-}" in pointsman | kamailio) PROXIES="$2" ;; *) echo "--only: pointsman or kamailio" >&2; exit 2 ;; esac
+		shift 2 ;;
+	--primary)
+		case "${2:-}" in normal | 503 | brownout | silent) PRIMARY="$2" ;; *) echo "--primary: normal, 503, brownout or silent" >&2; exit 2 ;; esac
+		shift 2 ;;
+	--latency) LATENCY=1; shift ;;
+	--settle) SETTLE="$2"; shift 2 ;;
+	--pointsman-log) PM_LOG="$2"; shift 2 ;;
+	--workers) WORKERS="$2"; shift 2 ;;
+	--ip) IP="$2"; shift 2 ;;
+	--port-base) PORT_BASE="$2"; shift 2 ;;
+	--out) OUT="$2"; shift 2 ;;
+	--no-build) BUILD=0; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+	esac
+done
+
+for v in DURATION STEP_DURATION SETTLE PORT_BASE; do
+	[[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v,,}: expected a whole number, got '${!v}'" >&2; exit 2; }
+done
+for r in ${RATES//,/ } ${SEARCH_RATES//,/ }; do
+	[[ "$r" =~ ^[0-9]+$ && "$r" -gt 0 ]] || { echo "rate: expected calls/s as a whole number, got '$r'" >&2; exit 2; }
+done
+
+P_PROXY=$PORT_BASE
+P_PRIMARY=$((PORT_BASE + 10))
+P_SECONDARY=$((PORT_BASE + 20))
+P_CARRIER=$((PORT_BASE + 30))
+
+# ---- tools --------------------------------------------------------------------------------------
+
+missing=0
+need() {
+	if ! command -v "$1" >/dev/null 2>&1; then
+		echo "missing: $1 — install it with: $2" >&2
+		missing=1
+	fi
+}
+need sipp "apt-get install sip-tester"
+need python3 "apt-get install python3"
+[[ " $PROXIES " == *" kamailio "* ]] && need kamailio "apt-get install kamailio"
+[[ $LATENCY == 1 ]] && need tcpdump "apt-get install tcpdump"
+[[ $BUILD == 1 && " $PROXIES " == *" pointsman "* ]] && need cargo "https://rustup.rs"
+[[ $missing == 0 ]] || exit 1
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BIN="$TARGET_DIR/release/pointsman"
+if [[ " $PROXIES " == *" pointsman "* ]]; then
+	if [[ $BUILD == 1 ]]; then
+		echo "building pointsman (release)..."
+		(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --quiet)
+	fi
+	[[ -x "$BIN" ]] || { echo "no pointsman binary at $BIN (drop --no-build)" >&2; exit 1; }
+fi
+
+if [[ -z "$OUT" ]]; then
+	OUT="$(mktemp -d /tmp/pointsman-load.XXXXXX)"
+fi
+mkdir -p "$OUT"
+CLK_TCK="$(getconf CLK_TCK)"
+# Progress: one line rewritten every 2 s on a terminal, a new line every 5 s in a log.
+if [[ -t 1 ]]; then CR='\r' NL='' EVERY=2; else CR='' NL='\n' EVERY=5; fi
+
+# ---- processes ----------------------------------------------------------------------------------
+
+PIDS=()
+
+cleanup() {
+	local pid
+	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+		pid="${PIDS[i]}"
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	sleep 0.3
+	for pid in "${PIDS[@]}"; do
+		kill -KILL "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
+	PIDS=()
+}
+trap cleanup EXIT
+trap 'echo; echo "interrupted: stopping everything this bench started"; exit 130' INT TERM
+
+# Starts "$@" in the background, logging to $LOG; sets STARTED to its pid.
+start() {
+	"$@" >"$LOG" 2>&1 &
+	STARTED=$!
+	PIDS+=("$STARTED")
+}
+
+# Stops one pid this script started (TERM, then KILL) and forgets it.
+stop() {
+	local pid="$1" keep=() p
+	kill -TERM "$pid" 2>/dev/null || true
+	for _ in $(seq 50); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -KILL "$pid" 2>/dev/null || true
+	wait "$pid" 2>/dev/null || true
+	for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+}
+
+# The pid and every descendant of it.
+tree() {
+	local pid="$1" child
+	echo "$pid"
+	for child in $(pgrep -P "$pid" 2>/dev/null); do
+		tree "$child"
+	done
+}
+
+# utime + stime (clock ticks) summed over the given pids.
+cpu_ticks() {
+	local total=0 pid stat rest
+	for pid in "$@"; do
+		stat="$(cat /proc/"$pid"/stat 2>/dev/null)" || continue
+		rest="${stat##*) }"
+		read -r -a f <<<"$rest"
+		total=$((total + f[11] + f[12]))
+	done
+	echo "$total"
+}
+
+# Proportional set size (kB) summed over the given pids: memory shared between Kamailio's
+# processes counts once.
+mem_kb() {
+	local total=0 pid v
+	for pid in "$@"; do
+		v="$(awk '/^Pss:/ {print $2; exit}' /proc/"$pid"/smaps_rollup 2>/dev/null)" || v=0
+		total=$((total + ${v:-0}))
+	done
+	echo "$total"
+}
+
+# Waits until something answers OPTIONS on the proxy port (10 s at most).
+wait_ready() {
+	python3 - "$IP" "$P_PROXY" <<'EOF'
+import socket, sys, time
+ip, port = sys.argv[1], int(sys.argv[2])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((ip, 0))
+s.settimeout(0.2)
+me = "%s:%d" % s.getsockname()
+deadline = time.time() + 10
+n = 0
+while time.time() < deadline:
+    n += 1
+    msg = ("OPTIONS sip:%s:%d SIP/2.0\r\nVia: SIP/2.0/UDP %s;branch=z9hG4bK-ready%d\r\n"
+           "Max-Forwards: 70\r\nFrom: <sip:bench@%s>;tag=r%d\r\nTo: <sip:%s:%d>\r\n"
+           "Call-ID: bench-ready-%d\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+           % (ip, port, me, n, me, n, ip, port, n))
+    s.sendto(msg.encode(), (ip, port))
+    try:
+        data, _ = s.recvfrom(4096)
+        if data.startswith(b"SIP/2.0 200"):
+            sys.exit(0)
+    except socket.timeout:
+        pass
+sys.exit(1)
+EOF
+}
+
+scenario_of() {
+	case "$1" in
+	normal) echo "$HERE/cloud_uas.xml" ;;
+	503) echo "$HERE/cloud_503.xml" ;;
+	brownout) echo "$HERE/cloud_brownout.xml" ;;
+	silent) echo "$HERE/cloud_silent.xml" ;;
+	esac
+}
+
+SIPP_COMMON=(-nostdin -i "$IP" -mi "$IP" -buff_size 4194304 -trace_stat -fd 1)
+
+# Starts the two trunks into $DIR; sets UAS_PIDS.
+start_trunks() {
+	local max=$(($1 + 600))
+	LOG="$DIR/primary.out" start sipp -sf "$(scenario_of "$PRIMARY")" -p "$P_PRIMARY" -mp $((PORT_BASE + 2000)) \
+		"${SIPP_COMMON[@]}" -stf "$DIR/primary.csv" -trace_err -error_file "$DIR/primary.err" -timeout "${max}s"
+	UAS_PIDS=("$STARTED")
+	LOG="$DIR/secondary.out" start sipp -sf "$HERE/cloud_uas.xml" -p "$P_SECONDARY" -mp $((PORT_BASE + 4000)) \
+		"${SIPP_COMMON[@]}" -stf "$DIR/secondary.csv" -trace_err -error_file "$DIR/secondary.err" -timeout "${max}s"
+	UAS_PIDS+=("$STARTED")
+}
+
+# Starts the proxy into $DIR; sets PROXY_PID.
+start_proxy() {
+	case "$1" in
+	pointsman)
+		cat >"$DIR/pointsman.toml" <<EOF
+# Written by benches/load/run.sh.
+[node]
+id = 1
+${WORKERS:+workers = $WORKERS}
+
+[[listen]]
+transport = "udp"
+address = "$IP:$P_PROXY"
+
+[admin]
+enabled = false
+
+# One carrier address sends every call: lift the per-source rate limit above the bench's rates.
+[guard]
+rate = 1000000.0
+burst = 2000000.0
+
+# A SIPp trunk plays one scenario, calls, so it does not answer OPTIONS probes: probes off
+# (Kamailio's dispatcher does not probe either); calls still count as passive health.
+[[destination]]
+name = "primary"
+address = "$IP:$P_PRIMARY"
+provisional_timeout = "3s"
+probe = false
+
+[[destination]]
+name = "secondary"
+address = "$IP:$P_SECONDARY"
+provisional_timeout = "3s"
+probe = false
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+EOF
+		LOG="$DIR/proxy.log" start env POINTSMAN_LOG="$PM_LOG" "$BIN" run --config "$DIR/pointsman.toml"
+		PROXY_PID=$STARTED
+		;;
+	kamailio)
+		printf '1 sip:%s:%d 0 10\n1 sip:%s:%d 0 5\n' "$IP" "$P_PRIMARY" "$IP" "$P_SECONDARY" >"$DIR/dispatcher.list"
+		LOG="$DIR/proxy.log" start kamailio -DD -E -f "$HERE/kamailio.cfg" -m 1024 -M 16 \
+			-Y "$DIR" -P "$DIR/kamailio.pid" \
+			-A "BENCH_LISTEN=udp:$IP:$P_PROXY" -A "BENCH_DSLIST=\"$DIR/dispatcher.list\""
+		PROXY_PID=$STARTED
+		;;
+	esac
+	if ! wait_ready; then
+		echo "$1 did not answer OPTIONS on $IP:$P_PROXY within 10 s; its log:" >&2
+		tail -20 "$DIR/proxy.log" >&2
+		exit 1
+	fi
+}
+
+# One run: trunks, proxy, calls at $2/s for $3 s; everything it measured goes to $DIR/meta.env.
+run_one() {
+	local proxy="$1" rate="$2" duration="$3" tag="${4:-}"
+	DIR="$OUT/$proxy-$rate${tag:+-$tag}"
+	rm -rf "$DIR"
+	mkdir -p "$DIR"
+	local calls=$((rate * duration))
+	# Failover scenarios hold a call ~3 s before it moves on: room for that many open calls.
+	local limit=$((rate * 8 + 200))
+
+	start_trunks "$duration"
+	start_proxy "$proxy"
+	local pids
+	mapfile -t pids < <(tree "$PROXY_PID")
+	sleep 1
+	local mem_idle
+	mem_idle="$(mem_kb "${pids[@]}")"
+
+	local tcpdump_pid=""
+	if [[ $LATENCY == 1 ]]; then
+		LOG="$DIR/tcpdump.log" start tcpdump -i lo -n -s 2048 -B 32768 -w "$DIR/capture.pcap" -Z root \
+			--time-stamp-precision=nano "udp and host $IP and port $P_PROXY"
+		tcpdump_pid=$STARTED
+		sleep 1
+	fi
+
+	local cpu_before wall_before
+	cpu_before="$(cpu_ticks "${pids[@]}")"
+	wall_before="$(date +%s.%N)"
+	(
+		cd "$DIR"
+		exec sipp -sf "$HERE/carrier_uac.xml" "$IP:$P_PROXY" -p "$P_CARRIER" -mp $((PORT_BASE + 6000)) \
+			"${SIPP_COMMON[@]}" -stf "$DIR/uac.csv" -trace_screen -screen_file "$DIR/uac.screen" \
+			-r "$rate" -rp 1000 -m "$calls" -l "$limit" \
+			-recv_timeout 15000 -timeout "$((duration + 60))s" -trace_rtt -rtt_freq 100
+	) >"$DIR/uac.out" 2>&1 &
+	local uac=$!
+	PIDS+=("$uac")
+
+	local peak="$mem_idle" uac_ticks=0 uas_ticks=0 now m t last_cpu="$cpu_before" last_t=0 second=0
+	while kill -0 "$uac" 2>/dev/null; do
+		sleep 1
+		second=$((second + 1))
+		m="$(mem_kb "${pids[@]}")"
+		((m > peak)) && peak=$m
+		t="$(cpu_ticks "$uac")"
+		((t > uac_ticks)) && uac_ticks=$t
+		if ((second % EVERY == 0)); then
+			now="$(cpu_ticks "${pids[@]}")"
+			printf "$CR"'  %-9s %5s/s  %s  proxy CPU %3d%%  mem %d MB   '"$NL" "$proxy" "$rate" \
+				"$(python3 "$HERE/report.py" progress "$DIR/uac.csv")" \
+				$(((now - last_cpu) * 100 / CLK_TCK / EVERY)) $((m / 1024))
+			last_cpu=$now
+		fi
+	done
+	wait "$uac" 2>/dev/null || true
+	[[ -z "$NL" ]] && printf '\n'
+	local cpu_after wall_after
+	cpu_after="$(cpu_ticks "${pids[@]}")"
+	wall_after="$(date +%s.%N)"
+	uas_ticks="$(cpu_ticks "${UAS_PIDS[0]}")"
+	local keep=() p
+	for p in "${PIDS[@]}"; do [[ "$p" == "$uac" ]] || keep+=("$p"); done
+	PIDS=("${keep[@]}")
+
+	# The trunks' last calls end (timewait 2 s) and their statistics rows are written.
+	sleep 3
+	[[ -n "$tcpdump_pid" ]] && { kill -INT "$tcpdump_pid" 2>/dev/null || true; sleep 0.5; stop "$tcpdump_pid"; }
+	sleep "$SETTLE"
+	local mem_after hwm
+	mem_after="$(mem_kb "${pids[@]}")"
+	hwm="$(awk '/^VmHWM:/ {print $2}' /proc/"$PROXY_PID"/status 2>/dev/null || echo 0)"
+	cat >"$DIR/meta.env" <<EOF
+proxy=$proxy
+rate=$rate
+duration=$duration
+primary=$PRIMARY
+clk_tck=$CLK_TCK
+cpu_before=$cpu_before
+cpu_after=$cpu_after
+wall_before=$wall_before
+wall_after=$wall_after
+uac_cpu_ticks=$uac_ticks
+uas_cpu_ticks=$uas_ticks
+mem_idle_kb=$mem_idle
+mem_peak_kb=$peak
+mem_after_kb=$mem_after
+hwm_kb=$hwm
+processes=${#pids[@]}
+port_proxy=$P_PROXY
+port_carrier=$P_CARRIER
+EOF
+	stop "$PROXY_PID"
+	for p in "${UAS_PIDS[@]}"; do stop "$p"; done
+	RUNS+=("$DIR")
+	python3 "$HERE/report.py" check "$DIR" | sed 's/^/  /' || true
+}
+
+# ---- the runs -----------------------------------------------------------------------------------
+
+RUNS=()
+cd "$OUT"
+cat <<EOF
+pointsman load bench: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
+proxies: $PROXIES; primary trunk: $PRIMARY; hold 20 ms; ${IP} ports proxy $P_PROXY, trunks $P_PRIMARY/$P_SECONDARY, carrier $P_CARRIER
+runs in $OUT
+EOF
+
+if [[ $SEARCH == 1 ]]; then
+	for proxy in $PROXIES; do
+		echo "== $proxy: step search over ${SEARCH_RATES} calls/s, ${STEP_DURATION} s per step"
+		best=0 bad=0
+		for rate in ${SEARCH_RATES//,/ }; do
+			run_one "$proxy" "$rate" "$STEP_DURATION" step
+			if python3 "$HERE/report.py" check "$DIR" >/dev/null; then
+				best=$rate
+			else
+				bad=$rate
+				break
+			fi
+		done
+		if ((bad > 0 && best > 0 && bad - best > 200)); then
+			mid=$(((best + bad) / 2 / 100 * 100))
+			run_one "$proxy" "$mid" "$STEP_DURATION" step
+			python3 "$HERE/report.py" check "$DIR" >/dev/null && best=$mid
+		fi
+		if ((bad == 0)); then
+			echo "== $proxy: every step was clean; highest clean rate >= $best calls/s (the search list ends there)"
+		else
+			echo "== $proxy: highest clean rate $best calls/s (first unclean step: $bad)"
+		fi
+		echo "$proxy highest_clean=$best first_unclean=$bad" >>"$OUT/search.txt"
+	done
+else
+	for rate in ${RATES//,/ }; do
+		for proxy in $PROXIES; do
+			echo "== $proxy at $rate calls/s for $DURATION s"
+			run_one "$proxy" "$rate" "$DURATION"
+		done
+	done
+fi
+
+echo
+python3 "$HERE/report.py" table "${RUNS[@]}" | tee "$OUT/table.txt"
+python3 "$HERE/report.py" table --markdown "${RUNS[@]}" >"$OUT/table.md"
+[[ -f "$OUT/search.txt" ]] && { echo; cat "$OUT/search.txt"; }
+echo
+echo "runs, logs and SIPp files: $OUT (table.txt, table.md)"
