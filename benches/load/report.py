@@ -341,7 +341,8 @@ def row_cells(r):
         pair("added"),
         "-" if r["cpu_per_1000"] is None else f"{r['cpu_per_1000']:.3f}",
         "-" if r["cpu_share"] is None else f"{r['cpu_share'] * 100:.0f}%",
-        "-" if r["uac_cpu_share"] is None else f"{r['uac_cpu_share'] * 100:.0f}%",
+        "-" if r["uac_cpu_share"] is None else
+        f"{r['uac_cpu_share'] * 100:.0f}%/{(r['uas_cpu_share'] or 0) * 100:.0f}%",
         f"{r['mem_idle_mb']:.0f}/{r['mem_peak_mb']:.0f}/{r['mem_after_mb']:.0f}",
         "-" if r["mem_per_1000cps_mb"] is None else f"{r['mem_per_1000cps_mb']:.1f}",
         "yes" if clean(r) else "NO",
@@ -362,7 +363,7 @@ HEADERS = [
     "added p50/p99 us",
     "CPU s/1000 calls",
     "proxy CPU",
-    "SIPp UAC CPU",
+    "SIPp UAC/UAS CPU",
     "mem idle/peak/after MB",
     "MB per 1000 calls/s",
     "clean",
@@ -436,7 +437,7 @@ def table(runs, markdown=False):
         "in-proxy: first copy of the message into the proxy -> first copy out of it (capture). "
         "added = INVITE + 200 in-proxy time of the same call.",
         "CPU s/1000 calls: the proxy's utime+stime (all its processes) over the run / calls. "
-        "proxy CPU and SIPp UAC CPU: share of one core over the run.",
+        "proxy CPU, SIPp UAC/UAS CPU (the carrier, the primary trunk): share of one core over the run.",
         "mem: PSS summed over the proxy's processes (= RSS for pointsman), idle before the run, "
         "peak sampled each second, and after the run settled; MB per 1000 calls/s = (peak - idle) "
         "/ (target / 1000).",
@@ -468,7 +469,8 @@ def main(argv):
         print(
             f"{r['proxy']} {r['target']:.0f}/s: achieved {r['achieved']:.0f}/s, ok {r['ok']:.0f}, "
             f"failed {r['failed']:.0f}, unexpected {r['unexpected']:.0f}, proxy CPU "
-            f"{(r['cpu_share'] or 0) * 100:.0f}%, SIPp UAC CPU {(r['uac_cpu_share'] or 0) * 100:.0f}% "
+            f"{(r['cpu_share'] or 0) * 100:.0f}%, SIPp UAC/UAS CPU {(r['uac_cpu_share'] or 0) * 100:.0f}%/"
+            f"{(r['uas_cpu_share'] or 0) * 100:.0f}% "
             f"-> {'clean' if clean(r) else 'NOT clean'}"
         )
         return 0 if clean(r) else 1
