@@ -41,6 +41,9 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
   --settle S             seconds after a run before the "after" memory sample (default 5)
   --pointsman-log LEVEL  POINTSMAN_LOG for the proxy (default info, as shipped)
   --workers N            pointsman [node] workers (default: its own default, one per core)
+  --max-transactions N   pointsman [guard] max_transactions (default: its own, 200000; each
+                         call holds its INVITE and BYE transactions 64*T1 = 32 s, so the default
+                         caps a sustained rate near 3,100 calls/s)
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)
@@ -65,6 +68,7 @@ LATENCY=0
 SETTLE=5
 PM_LOG="info"
 WORKERS=""
+MAX_TX=""
 IP="127.0.0.1"
 PORT_BASE=25060
 OUT=""
@@ -91,6 +95,7 @@ while [[ $# -gt 0 ]]; do
 	--settle) SETTLE="$2"; shift 2 ;;
 	--pointsman-log) PM_LOG="$2"; shift 2 ;;
 	--workers) WORKERS="$2"; shift 2 ;;
+	--max-transactions) MAX_TX="$2"; shift 2 ;;
 	--ip) IP="$2"; shift 2 ;;
 	--port-base) PORT_BASE="$2"; shift 2 ;;
 	--out) OUT="$2"; shift 2 ;;
@@ -290,6 +295,7 @@ enabled = false
 [guard]
 rate = 1000000.0
 burst = 2000000.0
+${MAX_TX:+max_transactions = $MAX_TX}
 
 # A SIPp trunk plays one scenario, calls, so it does not answer OPTIONS probes: probes off
 # (Kamailio's dispatcher does not probe either); calls still count as passive health.
