@@ -378,6 +378,7 @@ run_one() {
 		second=$((second + 1))
 		m="$(mem_kb "${pids[@]}")"
 		((m > peak)) && peak=$m
+		echo "$second $m" >>"$DIR/mem.txt"
 		t="$(cpu_ticks "$uac")"
 		((t > uac_ticks)) && uac_ticks=$t
 		if ((second % EVERY == 0)); then
