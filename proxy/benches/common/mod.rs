@@ -310,6 +310,31 @@ impl Sim {
         }
     }
 
+    /// Timers armed and not yet fired (dead ones included: the driver holds them until due).
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Pending timers by kind, most first.
+    pub fn pending_timer_kinds(&self) -> Vec<(String, usize)> {
+        let mut by_kind = std::collections::HashMap::<String, usize>::new();
+        for Reverse(due) in &self.timers {
+            *by_kind.entry(format!("{:?}", due.timer.kind)).or_default() += 1;
+        }
+        let mut kinds: Vec<_> = by_kind.into_iter().collect();
+        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds
+    }
+
+    /// Bytes this driver itself holds (its timer heap and scratch buffers), to tell them apart
+    /// from what the core holds.
+    pub fn driver_bytes(&self) -> usize {
+        self.timers.capacity() * std::mem::size_of::<Reverse<Due>>()
+            + self.out.capacity() * std::mem::size_of::<Output>()
+            + self.sent.capacity() * std::mem::size_of::<(SocketAddr, Bytes)>()
+            + self.sent.iter().map(|(_, b)| b.len()).sum::<usize>()
+    }
+
     /// A core that has taken [`WARM_CALLS`] calls, so its tables hold their steady-state size.
     pub fn warm() -> Sim {
         let mut sim = Sim::new();

@@ -119,6 +119,10 @@ pub(super) struct Branch {
     /// Counted as a call in progress at its destination (until it fails, is given up, or its
     /// answer hands the count to the dialog).
     pub counted: bool,
+    /// When the route's ring timeout ends for this branch (set by its first provisional). The
+    /// ring timer is armed only when the provisional timer finds the branch still unanswered,
+    /// so the many calls answered within seconds leave no long-lived timer behind.
+    pub ring_at: Option<Instant>,
 }
 
 pub(super) struct Call {
@@ -171,6 +175,32 @@ impl Call {
             .unwrap_or("dialog")
     }
 
+    /// Once the caller has its final answer and no branch can be retransmitted or cancelled any
+    /// more, the call only absorbs retransmissions until its transactions end (64·T1): the
+    /// INVITE, the plan and the branch ids are dropped so each such call holds a few hundred
+    /// bytes instead of kilobytes.
+    fn shed_if_settled(&mut self) {
+        if self.phase == CallPhase::Trying || self.request.is_empty() {
+            return;
+        }
+        let branches_settled = self.branches.iter().all(|b| {
+            !matches!(
+                b.tx.state(),
+                ClientInviteState::Calling | ClientInviteState::Proceeding
+            )
+        });
+        if !branches_settled {
+            return;
+        }
+        self.request = Bytes::new();
+        self.steps = Vec::new();
+        self.best = None;
+        for b in &mut self.branches {
+            b.branch = String::new();
+        }
+        self.branches.shrink_to_fit();
+    }
+
     /// Whether every transaction of the call has ended (it may be forgotten).
     fn is_done(&self) -> bool {
         self.server.state() == ServerInviteState::Terminated
@@ -179,6 +209,16 @@ impl Call {
                 .iter()
                 .all(|b| b.tx.state() == ClientInviteState::Terminated)
     }
+}
+
+fn arm_ring(out: &mut Vec<Output>, key: TxKey, at: Instant) {
+    out.push(Output::Timer {
+        at,
+        timer: CoreTimer {
+            key,
+            kind: TimerKind::Ring,
+        },
+    });
 }
 
 /// §16.7 step 6: whether `new` is a better final response to relay than `old`. 6xx wins; then
@@ -411,6 +451,7 @@ impl Core {
             abandoned: false,
             cancel: CancelState::None,
             counted,
+            ring_at: None,
         });
     }
 
@@ -510,14 +551,14 @@ impl Core {
             return;
         }
         if first && c.failover {
-            if let Some(route) = c.route() {
-                out.push(Output::Timer {
-                    at: now + route.ring_timeout,
-                    timer: CoreTimer {
-                        key: b.key,
-                        kind: TimerKind::Ring,
-                    },
-                });
+            if let Some(ring_timeout) = c.route().map(|r| r.ring_timeout) {
+                let (key, provisional) = (b.key, b.target.provisional);
+                let at = now + ring_timeout;
+                c.branches[i].ring_at = Some(at);
+                if ring_timeout <= provisional {
+                    // The provisional timer would come too late to arm it.
+                    arm_ring(out, key, at);
+                }
             }
         }
         if code > 100 {
@@ -574,30 +615,20 @@ impl Core {
                 .target
                 .dest
                 .and_then(|d| c.routing.health.get(d).cloned());
-            if let Some(old) = self.answered.insert(key, super::Answered { dest }) {
+            if let Some(old) = self
+                .answered
+                .insert(key, super::Answered { dest, since: now })
+            {
                 // The same dialog answered twice (a forked 2xx with equal tags): count once.
                 c.routing.metrics.calls_in_progress(-1);
                 if let Some(d) = old.dest {
                     d.call_ended();
                 }
             }
-            out.push(Output::Timer {
-                at: now + super::MAX_CALL_DURATION,
-                timer: CoreTimer {
-                    key,
-                    kind: TimerKind::CallExpire,
-                },
-            });
+            // Kept twice the UAS's 2xx retransmission window, so a late copy is never taken
+            // for a ghost; the sweep forgets it (and the call after MAX_CALL_DURATION).
             self.dialogs.insert(key, now);
-            // Twice the UAS's 2xx retransmission window, so a late copy is never taken for a
-            // ghost.
-            out.push(Output::Timer {
-                at: now + self.cfg.timers.t1x64() * 2,
-                timer: CoreTimer {
-                    key,
-                    kind: TimerKind::DialogExpire,
-                },
-            });
+            self.arm_sweep(now, out);
         }
         self.cancel_pending(
             c,
@@ -686,6 +717,16 @@ impl Core {
                     out,
                 );
                 self.after_branch_failure(c, arc, now, out);
+            }
+            TimerKind::Provisional => {
+                // It answered provisionally in time; if it is still ringing, now the ring
+                // timeout needs a timer.
+                let (key, ring_at) = (b.key, b.ring_at);
+                match ring_at {
+                    Some(at) if at > now => arm_ring(out, key, at),
+                    Some(_) => self.on_branch_timer(c, arc, i, TimerKind::Ring, now, out),
+                    None => {}
+                }
             }
             TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
                 self.abandon(
@@ -993,8 +1034,11 @@ impl Core {
         );
     }
 
-    /// Forgets a call whose transactions have all ended.
+    /// Frees what a settled call no longer needs, and forgets a call whose transactions have
+    /// all ended.
     pub(super) fn reap_if_done(&self, c: &mut Call) {
+        c.shed_if_settled();
+        self.compact_if_answered(c);
         if !c.is_done() || c.reaped {
             return;
         }
@@ -1004,6 +1048,43 @@ impl Core {
             self.clients.remove(&c.branches[i].key);
             self.release(c, i);
         }
+    }
+
+    /// An answered call whose other branches have all ended needs nothing of its context any
+    /// more: its INVITE's entry only absorbs retransmissions and its answering branch's only
+    /// relays 2xx retransmissions, until Timers L and M. Both become tombstones and the call
+    /// itself is freed.
+    fn compact_if_answered(&self, c: &mut Call) {
+        if c.reaped
+            || c.phase != CallPhase::Answered
+            || c.server.state() != ServerInviteState::Accepted
+        {
+            return;
+        }
+        let mut winner = None;
+        for b in &c.branches {
+            match b.tx.state() {
+                ClientInviteState::Terminated => {}
+                ClientInviteState::Accepted
+                    if b.status == BranchStatus::Answered && winner.is_none() =>
+                {
+                    winner = Some(b.key)
+                }
+                _ => return,
+            }
+        }
+        let Some(winner) = winner else { return };
+        c.reaped = true;
+        for i in 0..c.branches.len() {
+            self.release(c, i);
+            let key = c.branches[i].key;
+            if key != winner {
+                self.clients.remove(&key);
+            }
+        }
+        self.servers.insert(c.key, ServerEntry::Accepted);
+        self.clients
+            .insert(winner, ClientEntry::Accepted(c.upstream));
     }
 
     /// Branch `i` is no longer a call in progress at its destination.

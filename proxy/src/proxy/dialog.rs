@@ -2,9 +2,9 @@
 //!
 //! The core needs it to tell a late retransmission of an answered call's 2xx (harmless) from a
 //! 2xx nobody relayed (a ghost call to tear down). A UAS retransmits its 2xx for at most 64·T1
-//! (RFC 3261 §13.3.1.4), so an entry is needed only that long: the core arms an expiry when it
-//! inserts one, which keeps the table as small as the answer rate × 64·T1 whatever the calls do
-//! later. Entries also leave early on the BYE's final response.
+//! (RFC 3261 §13.3.1.4), so an entry is needed only that long: the core's periodic sweep forgets
+//! entries older than twice that, which keeps the table as small as the answer rate × 2·64·T1
+//! whatever the calls do later. Entries also leave early on the BYE's final response.
 
 use dashmap::DashMap;
 use std::time::Instant;
@@ -21,10 +21,15 @@ impl Dialogs {
     pub fn remove(&self, key: u64) {
         self.table.remove(&key);
     }
-    /// Forgets `key` if it was inserted at or before `answered` (a later re-insert of the same
-    /// dialog keeps its own expiry).
-    pub fn expire(&self, key: u64, answered: Instant) {
-        self.table.remove_if(&key, |_, since| *since <= answered);
+    /// Forgets every dialog answered at or before `cutoff`.
+    pub fn expire_before(&self, cutoff: Instant) {
+        self.table.retain(|_, since| *since > cutoff);
+    }
+    /// See `shrink_if_sparse` in the core.
+    pub fn shrink_if_sparse(&self) {
+        if self.table.capacity() > 4 * self.table.len() + 1024 {
+            self.table.shrink_to_fit();
+        }
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)

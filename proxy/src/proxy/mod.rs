@@ -31,7 +31,7 @@ use call::Call;
 use dashmap::DashMap;
 use routing_rules::{DestId, Router};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -111,10 +111,10 @@ pub enum TimerKind {
     Ring,
     /// Forget the ghost dialog `key`.
     GhostExpire,
-    /// Forget the answered dialog `key` (its 2xx can no longer be retransmitted).
-    DialogExpire,
-    /// The answered call `key` lasted [`MAX_CALL_DURATION`]: stop counting it.
-    CallExpire,
+    /// The periodic sweep of the dialog tables (one timer per core, not per call): answered
+    /// dialogs whose 2xx can no longer be retransmitted, and answered calls older than
+    /// [`MAX_CALL_DURATION`], are forgotten; tables that emptied out give their memory back.
+    Sweep,
     /// 64·T1 after the branch `key` was cancelled: end it if no final response came.
     CancelGiveUp,
 }
@@ -149,8 +149,13 @@ pub struct Inbound<'a> {
 enum ServerEntry {
     Call(Arc<Mutex<Call>>),
     Relay(Arc<Mutex<Relay>>),
-    /// A request pointsman answered itself (CANCEL), kept to answer its retransmissions.
+    /// A request answered with a final response (by pointsman itself, like a CANCEL, or relayed,
+    /// like a BYE), kept to answer its retransmissions.
     Local(Arc<Mutex<LocalAnswer>>),
+    /// An INVITE answered 2xx whose call has settled: kept only so its retransmissions are
+    /// absorbed (RFC 6026 Accepted) until Timer L. What is left of the call is the
+    /// [`ClientEntry::Accepted`] of its answering branch.
+    Accepted,
 }
 
 impl Clone for ServerEntry {
@@ -159,6 +164,7 @@ impl Clone for ServerEntry {
             ServerEntry::Call(c) => ServerEntry::Call(c.clone()),
             ServerEntry::Relay(r) => ServerEntry::Relay(r.clone()),
             ServerEntry::Local(l) => ServerEntry::Local(l.clone()),
+            ServerEntry::Accepted => ServerEntry::Accepted,
         }
     }
 }
@@ -170,6 +176,9 @@ enum ClientEntry {
     Relay(Arc<Mutex<Relay>>),
     /// A request pointsman originated (CANCEL, ghost BYE): responses are absorbed.
     Own(Arc<Mutex<OwnRequest>>),
+    /// The answering branch of a settled call, until Timer M: retransmissions of its 2xx are
+    /// relayed to this peer (the caller), anything else is absorbed.
+    Accepted(Peer),
 }
 
 struct LocalAnswer {
@@ -216,6 +225,8 @@ pub struct Core {
     /// Answered calls until their BYE (or [`MAX_CALL_DURATION`]): what draining waits for.
     answered: DashMap<u64, Answered>,
     branch_seq: AtomicU64,
+    /// A [`TimerKind::Sweep`] is armed in some worker's wheel.
+    sweep_armed: AtomicBool,
     limiter: RateLimiter,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
@@ -233,11 +244,15 @@ enum Refusal {
 struct Answered {
     /// The destination that answered (its health counts calls in progress).
     dest: Option<Arc<DestHealth>>,
+    since: Instant,
 }
 
 /// An answered call whose BYE never passed through pointsman is forgotten after this long, so
 /// the table of calls in progress cannot grow without bound.
 pub const MAX_CALL_DURATION: Duration = Duration::from_secs(12 * 3600);
+
+/// How often [`TimerKind::Sweep`] runs while the core holds anything.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl Core {
     pub fn new(cfg: CoreConfig, routing: Routing) -> Core {
@@ -253,6 +268,7 @@ impl Core {
             dialogs: dialog::Dialogs::default(),
             ghosts: DashMap::new(),
             branch_seq: AtomicU64::new(start),
+            sweep_armed: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
             answered: DashMap::new(),
         }
@@ -289,6 +305,52 @@ impl Core {
             if let Some(dest) = call.dest {
                 dest.call_ended();
             }
+        }
+    }
+
+    /// Makes sure a [`TimerKind::Sweep`] is armed.
+    pub(super) fn arm_sweep(&self, now: Instant, out: &mut Vec<Output>) {
+        if !self.sweep_armed.swap(true, Ordering::AcqRel) {
+            out.push(Output::Timer {
+                at: now + SWEEP_EVERY,
+                timer: CoreTimer {
+                    key: 0,
+                    kind: TimerKind::Sweep,
+                },
+            });
+        }
+    }
+
+    /// Forgets answered dialogs past twice the 2xx retransmission window and answered calls
+    /// past [`MAX_CALL_DURATION`], and hands back the memory of tables that emptied out. Runs
+    /// again while anything is held.
+    fn sweep(&self, now: Instant, out: &mut Vec<Output>) {
+        if let Some(cutoff) = now.checked_sub(self.cfg.timers.t1x64() * 2) {
+            self.dialogs.expire_before(cutoff);
+        }
+        if let Some(cutoff) = now.checked_sub(MAX_CALL_DURATION) {
+            let overdue: Vec<u64> = self
+                .answered
+                .iter()
+                .filter(|e| e.since <= cutoff)
+                .map(|e| *e.key())
+                .collect();
+            for key in overdue {
+                self.call_ended(key);
+            }
+        }
+        shrink_if_sparse(&self.servers);
+        shrink_if_sparse(&self.clients);
+        shrink_if_sparse(&self.answered);
+        shrink_if_sparse(&self.ghosts);
+        self.dialogs.shrink_if_sparse();
+        self.sweep_armed.store(false, Ordering::Release);
+        let held = !(self.servers.is_empty()
+            && self.clients.is_empty()
+            && self.answered.is_empty()
+            && self.dialogs.len() == 0);
+        if held {
+            self.arm_sweep(now, out);
         }
     }
 
@@ -340,12 +402,7 @@ impl Core {
             TimerKind::GhostExpire => {
                 self.ghosts.remove(&timer.key);
             }
-            TimerKind::DialogExpire => {
-                // Armed 2·64·T1 after the answer: anything inserted since then is younger.
-                let answered = now.checked_sub(self.cfg.timers.t1x64() * 2).unwrap_or(now);
-                self.dialogs.expire(timer.key, answered);
-            }
-            TimerKind::CallExpire => self.call_ended(timer.key),
+            TimerKind::Sweep => self.sweep(now, out),
             TimerKind::CancelGiveUp => {
                 if let Some(ClientEntry::Branch(call, i)) = self.client(timer.key) {
                     self.on_cancel_give_up(&mut lock(&call), i);
@@ -373,7 +430,7 @@ impl Core {
                 lock(&own).tx.on_transport_error();
                 self.clients.remove(&report);
             }
-            None => {}
+            Some(ClientEntry::Accepted(_)) | None => {}
         }
     }
 
@@ -531,6 +588,7 @@ impl Core {
                 let to = l.to;
                 emit(out, &mut acts, to, 0, Side::Server, None);
             }
+            ServerEntry::Accepted => {}
         }
     }
 
@@ -683,15 +741,20 @@ impl Core {
             return self.on_retransmission(entry, out);
         }
         let invite_key = self.keys.server_with_class(msg, MethodClass::Invite);
-        let Some(ServerEntry::Call(call)) = self.server(invite_key) else {
-            let resp = originate::response(
-                msg,
-                481,
-                originate::reason_phrase(481),
-                &local_tag(own_key),
-                "",
-            );
-            return send(out, from, resp);
+        let call = match self.server(invite_key) {
+            Some(ServerEntry::Call(call)) => Some(call),
+            // Answered already: the CANCEL still gets its 200 (§9.2) and changes nothing.
+            Some(ServerEntry::Accepted) => None,
+            _ => {
+                let resp = originate::response(
+                    msg,
+                    481,
+                    originate::reason_phrase(481),
+                    &local_tag(own_key),
+                    "",
+                );
+                return send(out, from, resp);
+            }
         };
         // §16.10: 200 to the CANCEL at once, then CANCEL every pending branch.
         let mut acts = Vec::new();
@@ -707,8 +770,9 @@ impl Core {
             .header(HeaderName::Reason)
             .map(|h| String::from_utf8_lossy(msg.slice(h.line)).into_owned())
             .unwrap_or_else(|| originate::reason_header(487, "Request terminated"));
-        let mut c = lock(&call);
-        self.cancel_call(&mut c, &reason, now, out);
+        if let Some(call) = call {
+            self.cancel_call(&mut lock(&call), &reason, now, out);
+        }
     }
 
     fn on_server_timer(&self, key: TxKey, t: TxTimer, now: Instant, out: &mut Vec<Output>) {
@@ -741,6 +805,11 @@ impl Core {
                     self.servers.remove(&key);
                 }
             }
+            ServerEntry::Accepted => {
+                if t == TxTimer::L {
+                    self.servers.remove(&key);
+                }
+            }
         }
     }
 
@@ -770,6 +839,11 @@ impl Core {
                 let ev = o.tx.on_timer(t, now, &mut acts);
                 emit(out, &mut acts, to, key, Side::Client, None);
                 if ev != TxEvent::None {
+                    self.clients.remove(&key);
+                }
+            }
+            ClientEntry::Accepted(_) => {
+                if t == TxTimer::M {
                     self.clients.remove(&key);
                 }
             }
@@ -825,6 +899,16 @@ impl Core {
                 r.server.respond(code, relayed, now, &mut acts);
                 let server_key = r.server_key;
                 emit(out, &mut acts, upstream, server_key, Side::Server, None);
+                if code >= 200 {
+                    self.settle_relay(&mut r);
+                }
+            }
+            Some(ClientEntry::Accepted(upstream)) => {
+                if (200..300).contains(&code) {
+                    // RFC 6026: 2xx retransmissions pass while the transaction is Accepted.
+                    send(out, upstream, Bytes::from(self.strip_top_via(msg)));
+                    self.metrics().response_out(code);
+                }
             }
             Some(ClientEntry::Own(own)) => {
                 let mut o = lock(&own);
@@ -1153,6 +1237,25 @@ impl Core {
         r.server.respond(code, resp, now, &mut acts);
         let (upstream, server_key) = (r.upstream, r.server_key);
         emit(out, &mut acts, upstream, server_key, Side::Server, None);
+        self.settle_relay(r);
+    }
+
+    /// The relayed request has its final response: what is left is answering retransmissions
+    /// of the request until Timer J, which a [`LocalAnswer`] does with a fraction of the memory.
+    /// Retransmissions of the response are absorbed for want of a transaction to match.
+    fn settle_relay(&self, r: &mut Relay) {
+        let reliable = r.upstream.proto.is_reliable();
+        let tx = std::mem::replace(
+            &mut r.server,
+            ServerNonInvite::new(reliable, self.cfg.timers),
+        );
+        self.clients.remove(&r.client_key);
+        self.servers.insert(
+            r.server_key,
+            ServerEntry::Local(Arc::new(Mutex::new(LocalAnswer { tx, to: r.upstream }))),
+        );
+        r.client = None;
+        r.request = Bytes::new();
     }
 
     /// The first destination the route of an out-of-dialog request would try.
@@ -1262,6 +1365,14 @@ fn send(out: &mut Vec<Output>, to: Peer, bytes: Bytes) {
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     // A panic elsewhere must not take every later call down with it.
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Gives a table's memory back once it holds less than a quarter of what it has room for (after
+/// a burst of load), so a node returns to its idle footprint.
+fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &DashMap<K, V>) {
+    if table.capacity() > 4 * table.len() + 1024 {
+        table.shrink_to_fit();
+    }
 }
 
 /// The To tag pointsman uses in its own responses to the transaction `key`.

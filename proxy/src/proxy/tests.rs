@@ -1179,3 +1179,131 @@ fn new_calls_beyond_the_answered_calls_cap_get_503_and_calls_in_progress_go_on()
     h.receive(CARRIER, info.as_bytes());
     assert_eq!(h.count_to(PRIMARY, "INFO"), 1);
 }
+
+#[test]
+fn ring_timeout_counts_from_the_first_provisional_even_when_armed_by_the_provisional_timer() {
+    let mut h = Harness::with(|r| r.routes[0].ring_timeout = Duration::from_secs(30));
+    h.receive(CARRIER, &invite("rl"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.advance(Duration::from_millis(500));
+    h.receive(PRIMARY, &response_to(&fwd, 100, ""));
+    h.advance(Duration::from_secs(1));
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    // The first provisional came at 0.5 s: the ring timeout ends at 30.5 s.
+    h.advance(Duration::from_millis(28_900));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 0);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 1);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1);
+}
+
+#[test]
+fn ring_timeout_shorter_than_the_provisional_timer_still_ends_the_call_on_time() {
+    let mut h = Harness::with(|r| r.routes[0].ring_timeout = Duration::from_secs(2));
+    h.receive(CARRIER, &invite("rs"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    h.advance(Duration::from_millis(1_900));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 0);
+    h.advance(Duration::from_millis(200));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 408"), 1);
+}
+
+#[test]
+fn answered_calls_leave_no_timer_beyond_the_retransmission_windows() {
+    // Every armed timer is held by a worker's wheel until it falls due: per-call timers hours
+    // or minutes out would pile up at thousands of calls per second.
+    let mut h = Harness::new();
+    for i in 0..20 {
+        let id = format!("t{i}");
+        h.receive(CARRIER, &invite(&id));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&fwd, 100, ""));
+        h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+        h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    }
+    let horizon = h.now + TimerConfig::default().t1x64();
+    let late: Vec<_> = h
+        .timers
+        .iter()
+        .filter(|(at, t)| *at > horizon && t.kind != TimerKind::Sweep)
+        .collect();
+    assert!(late.is_empty(), "{late:?}");
+    let sweeps = h
+        .timers
+        .iter()
+        .filter(|(_, t)| t.kind == TimerKind::Sweep)
+        .count();
+    assert_eq!(sweeps, 1, "one sweep for the whole core, not one per call");
+}
+
+#[test]
+fn the_sweep_forgets_answered_calls_after_the_longest_call_and_then_stops() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("long"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.core.answered_calls(), 1);
+    h.advance(MAX_CALL_DURATION - Duration::from_secs(60));
+    assert_eq!(h.core.answered_calls(), 1, "a long call is still counted");
+    h.advance(Duration::from_secs(80));
+    assert_eq!(h.core.answered_calls(), 0);
+    assert_eq!(h.core.table_sizes(), (0, 0, 0));
+    assert!(h.timers.is_empty(), "nothing held: the sweep stops");
+}
+
+#[test]
+fn a_settled_answered_call_keeps_only_tombstones_that_still_do_their_job() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("ts"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 100, ""));
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    // The INVITE arrives again (its 100 was lost): absorbed, never a second call.
+    h.receive(CARRIER, &invite("ts"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
+    // The callee retransmits its 2xx: relayed (RFC 6026), never torn down as a ghost.
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 2);
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 0);
+    // A CANCEL that crossed the 2xx gets its 200 and changes nothing (RFC 3261 §9.2).
+    let cancel = b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-ts\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: ts\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n";
+    h.receive(CARRIER, cancel);
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 200"),
+        3,
+        "{:?}",
+        h.lines_to(CARRIER)
+    );
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 487"), 0);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+    // After 64·T1 nothing of the INVITE is left (the CANCEL's own answer goes at Timer J too).
+    h.advance(Duration::from_secs(33));
+    let (servers, clients, dialogs) = h.core.table_sizes();
+    assert_eq!((servers, clients, dialogs), (0, 0, 1));
+}
+
+#[test]
+fn a_relayed_bye_answers_its_retransmission_after_the_final_and_absorbs_the_callees() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("rb"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!("BYE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-byerb\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: rb\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, bye.as_bytes());
+    let fwd_bye = h.last_to(PRIMARY, "BYE");
+    h.receive(PRIMARY, &response_to(&fwd_bye, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 2);
+    // The callee's 200 comes again: absorbed.
+    h.receive(PRIMARY, &response_to(&fwd_bye, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 2);
+    // The carrier's BYE comes again (it lost our 200): answered from memory, not relayed.
+    h.receive(CARRIER, bye.as_bytes());
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 3);
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
+    assert_eq!(h.core.answered_calls(), 0);
+    h.advance(Duration::from_secs(33));
+    assert_eq!(h.core.table_sizes().0, 0);
+}

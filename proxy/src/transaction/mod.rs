@@ -170,6 +170,8 @@ impl ClientInvite {
                     Delivery::Deliver
                 } else if code < 300 {
                     self.state = Accepted;
+                    // No retransmission or CANCEL of it is possible any more.
+                    self.request = Bytes::new();
                     out.push(TxAction::Arm(TxTimer::M, now + self.timers.t1x64()));
                     Delivery::Deliver
                 } else {
@@ -198,9 +200,11 @@ impl ClientInvite {
     }
 
     /// Sends (and keeps, for response retransmissions) the ACK for a final non-2xx.
+    /// The INVITE itself is no longer needed after this (it was the ACK's template).
     pub fn send_ack(&mut self, ack: Bytes, out: &mut Vec<TxAction>) {
         out.push(TxAction::Send(ack.clone()));
         self.ack = Some(ack);
+        self.request = Bytes::new();
     }
 
     pub fn on_timer(&mut self, timer: TxTimer, now: Instant, out: &mut Vec<TxAction>) -> TxEvent {
@@ -213,11 +217,11 @@ impl ClientInvite {
                 TxEvent::None
             }
             (TxTimer::B, Calling) => {
-                self.state = Terminated;
+                self.terminate();
                 TxEvent::Timeout
             }
             (TxTimer::D, Completed) | (TxTimer::M, Accepted) => {
-                self.state = Terminated;
+                self.terminate();
                 TxEvent::Terminated
             }
             _ => TxEvent::None,
@@ -229,13 +233,16 @@ impl ClientInvite {
         if self.state == ClientInviteState::Terminated {
             return TxEvent::None;
         }
-        self.state = ClientInviteState::Terminated;
+        self.terminate();
         TxEvent::Timeout
     }
 
-    /// Ends the transaction without waiting (e.g. Timer B after a CANCEL got no answer).
+    /// Ends the transaction without waiting (e.g. Timer B after a CANCEL got no answer), and
+    /// frees what it kept for retransmissions.
     pub fn terminate(&mut self) {
         self.state = ClientInviteState::Terminated;
+        self.request = Bytes::new();
+        self.ack = None;
     }
 }
 
@@ -295,6 +302,8 @@ impl ClientNonInvite {
             }
             Trying | Proceeding => {
                 self.state = Completed;
+                // Only response retransmissions are absorbed from here on.
+                self.request = Bytes::new();
                 let wait = if self.reliable {
                     Duration::ZERO
                 } else {
@@ -322,6 +331,7 @@ impl ClientNonInvite {
             }
             (TxTimer::F, Trying | Proceeding) => {
                 self.state = Terminated;
+                self.request = Bytes::new();
                 TxEvent::Timeout
             }
             (TxTimer::K, Completed) => {
@@ -337,6 +347,7 @@ impl ClientNonInvite {
             return TxEvent::None;
         }
         self.state = ClientNonInviteState::Terminated;
+        self.request = Bytes::new();
         TxEvent::Timeout
     }
 }
@@ -440,6 +451,8 @@ impl ServerInvite {
         match self.state {
             ServerInviteState::Completed => {
                 self.state = ServerInviteState::Confirmed;
+                // The ACK arrived: the final response is never sent again.
+                self.last_response = None;
                 let wait = if self.reliable {
                     Duration::ZERO
                 } else {
@@ -466,6 +479,7 @@ impl ServerInvite {
             }
             (TxTimer::H, Completed) => {
                 self.state = Terminated;
+                self.last_response = None;
                 TxEvent::Timeout
             }
             (TxTimer::I, Confirmed) | (TxTimer::L, Accepted) => {

@@ -224,3 +224,40 @@ fn configurable_t1_scales_every_derived_timer() {
         Some(now + Duration::from_millis(6400))
     );
 }
+
+#[test]
+fn transactions_drop_what_only_retransmissions_needed_once_final() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    // An accepted INVITE is never retransmitted or cancelled again.
+    let mut accepted =
+        ClientInvite::start(Bytes::from_static(b"INVITE a"), false, cfg, now, &mut out);
+    accepted.on_response(200, now, &mut out);
+    assert!(accepted.request().is_empty());
+    // A rejected one keeps only its ACK, for retransmissions of the final.
+    let mut rejected =
+        ClientInvite::start(Bytes::from_static(b"INVITE b"), false, cfg, now, &mut out);
+    assert_eq!(
+        rejected.on_response(486, now, &mut out),
+        Delivery::DeliverNeedsAck
+    );
+    assert_eq!(
+        rejected.request().as_ref(),
+        b"INVITE b",
+        "the ACK's template"
+    );
+    rejected.send_ack(Bytes::from_static(b"ACK b"), &mut out);
+    assert!(rejected.request().is_empty());
+    out.clear();
+    rejected.on_response(486, now, &mut out);
+    assert_eq!(out, vec![TxAction::Send(Bytes::from_static(b"ACK b"))]);
+    // The server side forgets its final response once the ACK came.
+    let mut server = ServerInvite::new(false, cfg);
+    server.respond(486, Bytes::from_static(b"SIP/2.0 486"), now, &mut out);
+    assert!(server.on_ack(now, &mut out));
+    out.clear();
+    server.on_retransmission(&mut out);
+    assert!(out.is_empty());
+    assert!(server.last_response.is_none());
+}
