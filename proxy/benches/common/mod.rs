@@ -322,7 +322,7 @@ impl Sim {
             *by_kind.entry(format!("{:?}", due.timer.kind)).or_default() += 1;
         }
         let mut kinds: Vec<_> = by_kind.into_iter().collect();
-        kinds.sort_by(|a, b| b.1.cmp(&a.1));
+        kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
         kinds
     }
 
