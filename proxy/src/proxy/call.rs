@@ -26,7 +26,7 @@ use routing_rules::{DestId, RouteId, Survival, Tier};
 use smallvec::{smallvec, SmallVec};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use tracing::info;
+use tracing::{debug, info};
 
 use super::Routing;
 
@@ -335,14 +335,17 @@ impl Core {
         }));
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
-        self.start_next_step(&mut c, &call, now, out);
+        self.start_next_step(&mut c, &call, Some(msg), now, out);
     }
 
     /// Sends the INVITE to every target of the next step, or ends the call when there is none.
+    /// `received` is the INVITE as scanned on arrival (the first step); later steps scan the
+    /// stored copy again.
     fn start_next_step(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
+        received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
@@ -355,7 +358,7 @@ impl Core {
         let index = c.next_step;
         c.next_step += 1;
         for target in step {
-            self.start_branch(c, arc, index, target, now, out);
+            self.start_branch(c, arc, index, target, received, now, out);
         }
     }
 
@@ -387,27 +390,37 @@ impl Core {
         if c.settled {
             return self.finish_exhausted(c, now, out);
         }
-        self.start_next_step(c, arc, now, out);
+        self.start_next_step(c, arc, None, now, out);
     }
 
     /// Sends the INVITE to one target.
+    #[allow(clippy::too_many_arguments)]
     fn start_branch(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
         step: usize,
         target: Target,
+        received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(req) = c.request() else {
-            return self.finish_local(c, 500, "", now, out);
+        let stored;
+        let req = match received {
+            Some(msg) => msg,
+            None => {
+                stored = c.request();
+                match &stored {
+                    Some(msg) => msg,
+                    None => return self.finish_local(c, 500, "", now, out),
+                }
+            }
         };
-        let branch = self.new_branch(self.loop_hash(&req));
+        let branch = self.new_branch(self.loop_hash(req));
         let record_route = c
             .failover
-            .then(|| self.record_route(&req, c.upstream, &target, c));
-        let bytes = self.forward_request(&req, target.peer.proto, &branch, record_route.as_deref());
+            .then(|| self.record_route(req, c.upstream, &target, c));
+        let bytes = self.forward_request(req, target.peer.proto, &branch, record_route.as_deref());
         let key = self.keys.client(branch.as_bytes(), MethodClass::Invite);
         let mut acts = Vec::new();
         let tx = ClientInvite::start(
@@ -462,25 +475,23 @@ impl Core {
         let ftag = req
             .from
             .tag
-            .map(|t| String::from_utf8_lossy(req.slice(t)).into_owned())
+            .map(|t| String::from_utf8_lossy(req.slice(t)))
             .unwrap_or_default();
-        let params = format!(
-            ";lr;psn={};psd={};ftag={ftag}",
-            self.cfg.node_id,
-            c.dest_name(target)
-        );
-        let value = |proto: crate::transport::Proto| {
-            format!(
-                "<sip:{}{}{params}>",
-                self.advertise_for(proto),
-                proto.uri_param()
-            )
+        let dest = c.dest_name(target);
+        let mut rr = String::with_capacity(2 * (64 + dest.len() + ftag.len()));
+        let push_value = |rr: &mut String, proto: crate::transport::Proto| {
+            rr.push_str(self.advertised.record_route(proto));
+            rr.push_str(dest);
+            rr.push_str(";ftag=");
+            rr.push_str(&ftag);
+            rr.push('>');
         };
-        if upstream.proto == target.peer.proto {
-            value(target.peer.proto)
-        } else {
-            format!("{}, {}", value(target.peer.proto), value(upstream.proto))
+        push_value(&mut rr, target.peer.proto);
+        if upstream.proto != target.peer.proto {
+            rr.push_str(", ");
+            push_value(&mut rr, upstream.proto);
         }
+        rr
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -993,7 +1004,9 @@ impl Core {
         self.log_outcome(c, code, now);
     }
 
-    /// One line per call outcome: where it went and why.
+    /// One line per call outcome: where it went and why. A call answered by the first
+    /// destination it tried is the normal case, already counted in the metrics: its line is
+    /// `debug`. Every call that failed over or failed gets an `info` line.
     fn log_outcome(&self, c: &Call, code: u16, now: Instant) {
         if !c.failover {
             return;
@@ -1003,6 +1016,15 @@ impl Core {
             .metrics
             .call_outcome(c.route, code, c.caller_cancelled);
         c.routing.metrics.invite_final(took);
+        let routine = (200..300).contains(&code) && c.branches.len() == 1;
+        let wanted = if routine {
+            tracing::enabled!(tracing::Level::DEBUG)
+        } else {
+            tracing::enabled!(tracing::Level::INFO)
+        };
+        if !wanted {
+            return;
+        }
         let tried: Vec<String> = c
             .branches
             .iter()
@@ -1024,14 +1046,12 @@ impl Core {
             .map(|m| String::from_utf8_lossy(m.slice(m.call_id)).into_owned())
             .unwrap_or_default();
         let route = c.route().map(|r| r.name.as_str()).unwrap_or("-");
-        info!(
-            call_id = %call_id,
-            route,
-            tried = %tried.join(","),
-            code,
-            ms = took.as_millis() as u64,
-            "call outcome"
-        );
+        let (tried, ms) = (tried.join(","), took.as_millis() as u64);
+        if routine {
+            debug!(call_id = %call_id, route, tried = %tried, code, ms, "call outcome");
+        } else {
+            info!(call_id = %call_id, route, tried = %tried, code, ms, "call outcome");
+        }
     }
 
     /// Frees what a settled call no longer needs, and forgets a call whose transactions have

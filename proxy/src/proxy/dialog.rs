@@ -6,12 +6,12 @@
 //! entries older than twice that, which keeps the table as small as the answer rate × 2·64·T1
 //! whatever the calls do later. Entries also leave early on the BYE's final response.
 
-use dashmap::DashMap;
+use crate::transaction::key::KeyMap;
 use std::time::Instant;
 
 #[derive(Default)]
 pub(super) struct Dialogs {
-    table: DashMap<u64, Instant>,
+    table: KeyMap<Instant>,
 }
 
 impl Dialogs {

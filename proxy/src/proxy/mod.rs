@@ -19,7 +19,7 @@ use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
-use crate::transaction::key::{Keys, MethodClass, TxKey};
+use crate::transaction::key::{KeyMap, Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -28,7 +28,6 @@ use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError,
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use call::Call;
-use dashmap::DashMap;
 use routing_rules::{DestId, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -218,12 +217,13 @@ pub struct Core {
     cfg: CoreConfig,
     routing: ArcSwap<Routing>,
     keys: Keys,
-    servers: DashMap<TxKey, ServerEntry>,
-    clients: DashMap<TxKey, ClientEntry>,
+    advertised: Advertised,
+    servers: KeyMap<ServerEntry>,
+    clients: KeyMap<ClientEntry>,
     dialogs: dialog::Dialogs,
-    ghosts: DashMap<u64, ()>,
+    ghosts: KeyMap<()>,
     /// Answered calls until their BYE (or [`MAX_CALL_DURATION`]): what draining waits for.
-    answered: DashMap<u64, Answered>,
+    answered: KeyMap<Answered>,
     branch_seq: AtomicU64,
     /// A [`TimerKind::Sweep`] is armed in some worker's wheel.
     sweep_armed: AtomicBool,
@@ -260,17 +260,18 @@ impl Core {
         let start = std::hash::BuildHasher::hash_one(&seed, std::process::id()) >> 16;
         Core {
             limiter: RateLimiter::new(&cfg.guard, Instant::now()),
+            advertised: Advertised::new(&cfg),
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
-            servers: DashMap::new(),
-            clients: DashMap::new(),
+            servers: KeyMap::default(),
+            clients: KeyMap::default(),
             dialogs: dialog::Dialogs::default(),
-            ghosts: DashMap::new(),
+            ghosts: KeyMap::default(),
             branch_seq: AtomicU64::new(start),
             sweep_armed: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
-            answered: DashMap::new(),
+            answered: KeyMap::default(),
         }
     }
 
@@ -288,9 +289,9 @@ impl Core {
     }
 
     /// The metric handles of the current rules (counters without a destination or route label
-    /// are the same series in every snapshot).
-    fn metrics(&self) -> Metrics {
-        self.routing.load().metrics.clone()
+    /// are the same series in every snapshot). Borrowed, not cloned: this is on every message.
+    fn metrics(&self) -> CurrentMetrics {
+        CurrentMetrics(self.routing.load())
     }
 
     /// Answered calls held right now (calls in progress after setup).
@@ -646,34 +647,32 @@ impl Core {
             .of(&[uri, from_tag, msg.slice(msg.call_id), &cseq]) as u32
     }
 
-    /// A fresh branch id: `z9hG4bK-ps<node>-<loop hash>-<unique>`.
+    /// A fresh branch id: `z9hG4bK-ps<node>-<loop hash>-<unique>` (hex), written without the
+    /// formatting machinery: every forwarded request needs one.
     fn new_branch(&self, loop_hash: u32) -> String {
         let n = self.branch_seq.fetch_add(1, Ordering::Relaxed);
-        format!(
-            "{BRANCH_PREFIX}{:x}-{loop_hash:08x}-{n:x}",
-            self.cfg.node_id
-        )
+        let mut branch = String::with_capacity(BRANCH_PREFIX.len() + 4 + 1 + 8 + 1 + 16);
+        branch.push_str(BRANCH_PREFIX);
+        push_hex(&mut branch, u64::from(self.cfg.node_id), 1);
+        branch.push('-');
+        push_hex(&mut branch, u64::from(loop_hash), 8);
+        branch.push('-');
+        push_hex(&mut branch, n, 1);
+        branch
     }
 
-    fn advertise(&self) -> String {
-        format!("{}:{}", self.cfg.advertise_host, self.cfg.advertise_port)
-    }
-
-    /// `host:port` for Via and Record-Route on a leg over `proto`: TLS legs name the TLS
-    /// listener's port.
-    fn advertise_for(&self, proto: Proto) -> String {
-        match (proto, self.cfg.tls_port) {
-            (Proto::Tls, Some(port)) => format!("{}:{port}", self.cfg.advertise_host),
-            _ => self.advertise(),
-        }
-    }
-
+    /// Our Via value on a leg over `proto`.
     fn via_value(&self, proto: Proto, branch: &str) -> String {
-        format!(
-            "SIP/2.0/{} {};branch={branch};rport",
-            proto.via_token(),
-            self.advertise_for(proto)
-        )
+        let mut via = String::with_capacity(self.advertised.via(proto).len() + branch.len() + 16);
+        self.push_via_value(&mut via, proto, branch);
+        via
+    }
+
+    fn push_via_value(&self, out: &mut String, proto: Proto, branch: &str) {
+        out.push_str(self.advertised.via(proto));
+        out.push_str(";branch=");
+        out.push_str(branch);
+        out.push_str(";rport");
     }
 
     fn on_malformed(&self, inb: Inbound<'_>, err: &ScanError, out: &mut Vec<Output>) {
@@ -1019,27 +1018,30 @@ impl Core {
         branch: &str,
         record_route: Option<&str>,
     ) -> Bytes {
-        let via_line = format!("Via: {}\r\n", self.via_value(proto, branch));
+        let mut via_line = String::with_capacity(self.advertised.via(proto).len() + 64);
+        via_line.push_str("Via: ");
+        self.push_via_value(&mut via_line, proto, branch);
+        via_line.push_str("\r\n");
         let via_at = msg.headers[msg.top_via.header].line.start;
-        let mf_text;
+        let mut mf_text = [0u8; 3];
         let rr_line;
         let mut splice = wire::Splice::new(msg.buf);
         match (msg.max_forwards, msg.max_forwards_header) {
             (Some(mf), Some(idx)) => {
-                mf_text = mf.saturating_sub(1).min(255).to_string();
-                splice.replace(msg.headers[idx].value, mf_text.as_bytes());
+                let digits = write_decimal(&mut mf_text, mf.saturating_sub(1).min(255) as u8);
+                splice.replace(msg.headers[idx].value, digits);
             }
             _ => {
                 splice.insert(via_at, b"Max-Forwards: 70\r\n");
             }
         }
         if let Some(rr) = record_route {
-            rr_line = format!("Record-Route: {rr}\r\n");
+            rr_line = [b"Record-Route: ", rr.as_bytes(), b"\r\n"].concat();
             let at = msg
                 .header(HeaderName::RecordRoute)
                 .map(|h| h.line.start)
                 .unwrap_or(msg.headers[0].line.start);
-            splice.insert(at, rr_line.as_bytes());
+            splice.insert(at, &rr_line);
         }
         splice.insert(via_at, via_line.as_bytes());
         if let Some(span) = self.own_routes_removal(msg) {
@@ -1367,9 +1369,103 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
+/// What pointsman writes about itself into Via and Record-Route, per transport, built once.
+struct Advertised {
+    /// `SIP/2.0/UDP host:port`, by [`Proto`].
+    via: [String; 3],
+    /// `<sip:host:port;transport=tcp;lr;psn=<node>;psd=`, by [`Proto`]: the destination name,
+    /// `;ftag=<tag>` and `>` follow.
+    record_route: [String; 3],
+}
+
+impl Advertised {
+    fn new(cfg: &CoreConfig) -> Advertised {
+        let for_proto = |proto: Proto| {
+            // TLS legs name the TLS listener's port.
+            let port = match (proto, cfg.tls_port) {
+                (Proto::Tls, Some(port)) => port,
+                _ => cfg.advertise_port,
+            };
+            let host_port = format!("{}:{port}", cfg.advertise_host);
+            (
+                format!("SIP/2.0/{} {host_port}", proto.via_token()),
+                format!(
+                    "<sip:{host_port}{};lr;psn={};psd=",
+                    proto.uri_param(),
+                    cfg.node_id
+                ),
+            )
+        };
+        let [udp, tcp, tls] = [Proto::Udp, Proto::Tcp, Proto::Tls].map(for_proto);
+        Advertised {
+            via: [udp.0, tcp.0, tls.0],
+            record_route: [udp.1, tcp.1, tls.1],
+        }
+    }
+
+    fn index(proto: Proto) -> usize {
+        match proto {
+            Proto::Udp => 0,
+            Proto::Tcp => 1,
+            Proto::Tls => 2,
+        }
+    }
+
+    fn via(&self, proto: Proto) -> &str {
+        &self.via[Self::index(proto)]
+    }
+
+    fn record_route(&self, proto: Proto) -> &str {
+        &self.record_route[Self::index(proto)]
+    }
+}
+
+/// Appends `n` in lower-case hex, zero-padded to at least `width` digits (at most 16).
+fn push_hex(out: &mut String, n: u64, width: usize) {
+    let width = width.min(16);
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut buf = [0u8; 16];
+    let mut i = buf.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        buf[i] = DIGITS[(rest & 0xf) as usize];
+        rest >>= 4;
+        if rest == 0 && buf.len() - i >= width {
+            break;
+        }
+    }
+    out.extend(buf[i..].iter().map(|&b| b as char));
+}
+
+/// Writes `n` in decimal into `buf`; returns the digits written.
+fn write_decimal(buf: &mut [u8; 3], n: u8) -> &[u8] {
+    let mut i = buf.len();
+    let mut rest = n;
+    loop {
+        i -= 1;
+        buf[i] = b'0' + rest % 10;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    &buf[i..]
+}
+
+/// The current rules' metric handles, borrowed from the routing snapshot.
+struct CurrentMetrics(arc_swap::Guard<Arc<Routing>>);
+
+impl std::ops::Deref for CurrentMetrics {
+    type Target = Metrics;
+    fn deref(&self) -> &Metrics {
+        &self.0.metrics
+    }
+}
+
 /// Gives a table's memory back once it holds less than a quarter of what it has room for (after
 /// a burst of load), so a node returns to its idle footprint.
-fn shrink_if_sparse<K: std::hash::Hash + Eq, V>(table: &DashMap<K, V>) {
+fn shrink_if_sparse<V>(table: &KeyMap<V>) {
     if table.capacity() > 4 * table.len() + 1024 {
         table.shrink_to_fit();
     }

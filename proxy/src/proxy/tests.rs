@@ -1049,6 +1049,7 @@ mod tls {
     fn tls_primary() -> Harness {
         let mut h = Harness::with(|r| r.destinations[0].transport = TransportSpec::Tls);
         h.core.cfg.tls_port = Some(5061);
+        h.core.advertised = Advertised::new(&h.core.cfg);
         h
     }
 
@@ -1306,4 +1307,20 @@ fn a_relayed_bye_answers_its_retransmission_after_the_final_and_absorbs_the_call
     assert_eq!(h.core.answered_calls(), 0);
     h.advance(Duration::from_secs(33));
     assert_eq!(h.core.table_sizes().0, 0);
+}
+
+proptest::proptest! {
+    #[test]
+    fn hand_written_hex_and_decimal_match_the_formatting_machinery(
+        n in proptest::prelude::any::<u64>(),
+        width in 0usize..=16,
+        small in proptest::prelude::any::<u8>(),
+    ) {
+        let mut hex = String::new();
+        push_hex(&mut hex, n, width);
+        proptest::prop_assert_eq!(hex, format!("{n:0width$x}"));
+        let mut buf = [0u8; 3];
+        let decimal = small.to_string();
+        proptest::prop_assert_eq!(write_decimal(&mut buf, small), decimal.as_bytes());
+    }
 }

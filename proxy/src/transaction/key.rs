@@ -1,7 +1,8 @@
 //! Transaction matching keys (RFC 3261 §17.1.3, §17.2.3, §9.2).
 //!
 //! A key is a 64-bit keyed hash (SipHash with a per-process random key, so a peer cannot aim
-//! collisions) of the fields that identify a transaction. Tables are keyed by it directly.
+//! collisions) of the fields that identify a transaction. Tables are keyed by it directly, with
+//! [`KeyHasher`]: hashing a key again would only cost time.
 
 use crate::wire::{Message, Method, StartLine};
 use std::collections::hash_map::RandomState;
@@ -11,6 +12,32 @@ use std::hash::{BuildHasher, Hash, Hasher};
 pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
 pub type TxKey = u64;
+
+/// The hasher of tables keyed by [`TxKey`]s and other keyed hashes: the key already is a
+/// uniformly distributed secret-keyed hash, so it is used as it is.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        // Not used for u64 keys; folds anything else in so the hasher stays correct.
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(29) ^ u64::from_le_bytes(word))
+                .wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+}
+
+/// A table keyed by keyed hashes ([`TxKey`], dialog keys).
+pub type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Which transaction a method belongs to: ACK goes with its INVITE, CANCEL has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -126,57 +126,72 @@ pub const SEND_BATCH: usize = 32;
 /// Returns how many the kernel took: fewer than asked means the next one failed (its error is
 /// what a single send of it would return) or the socket buffer is full.
 pub fn send_batch(fd: RawFd, msgs: &[(SocketAddr, &[u8])]) -> io::Result<usize> {
+    use std::mem::MaybeUninit;
     let msgs = &msgs[..msgs.len().min(SEND_BATCH)];
     if msgs.is_empty() {
         return Ok(0);
     }
-    // SAFETY: every pointer in the headers points into `names`, `iovs` or the callers' byte
-    // slices, all of which outlive the call; lengths are the true lengths; zeroed mmsghdr and
-    // sockaddr_storage are valid initial values.
-    unsafe {
-        let mut names: [libc::sockaddr_storage; SEND_BATCH] = std::mem::zeroed();
-        let mut iovs: [libc::iovec; SEND_BATCH] = std::mem::zeroed();
-        let mut hdrs: [libc::mmsghdr; SEND_BATCH] = std::mem::zeroed();
-        for (i, (to, bytes)) in msgs.iter().enumerate() {
-            let len = write_sockaddr(*to, &mut names[i]);
-            iovs[i] = libc::iovec {
-                iov_base: bytes.as_ptr() as *mut libc::c_void,
-                iov_len: bytes.len(),
-            };
-            hdrs[i].msg_hdr.msg_name = &mut names[i] as *mut _ as *mut libc::c_void;
-            hdrs[i].msg_hdr.msg_namelen = len;
-            hdrs[i].msg_hdr.msg_iov = &mut iovs[i];
-            hdrs[i].msg_hdr.msg_iovlen = 1;
-        }
-        let n = libc::sendmmsg(
+    // Only the entries in use are written: this runs after every receive batch, and zeroing
+    // the whole arrays cost more than the loop.
+    let mut names = [const { MaybeUninit::<SockAddr>::uninit() }; SEND_BATCH];
+    let mut iovs = [const { MaybeUninit::<libc::iovec>::uninit() }; SEND_BATCH];
+    let mut hdrs = [const { MaybeUninit::<libc::mmsghdr>::uninit() }; SEND_BATCH];
+    for (i, (to, bytes)) in msgs.iter().enumerate() {
+        let (name, len) = sock_addr(*to);
+        let name = names[i].write(name);
+        let iov = iovs[i].write(libc::iovec {
+            iov_base: bytes.as_ptr() as *mut libc::c_void,
+            iov_len: bytes.len(),
+        });
+        // SAFETY: an all-zero mmsghdr is valid (null pointers, zero lengths).
+        let mut hdr: libc::mmsghdr = unsafe { std::mem::zeroed() };
+        hdr.msg_hdr.msg_name = name as *mut SockAddr as *mut libc::c_void;
+        hdr.msg_hdr.msg_namelen = len;
+        hdr.msg_hdr.msg_iov = iov;
+        hdr.msg_hdr.msg_iovlen = 1;
+        hdrs[i].write(hdr);
+    }
+    // SAFETY: the first `msgs.len()` headers are initialised and point into `names`, `iovs` and
+    // the callers' byte slices, all of which outlive the call; lengths are the true lengths.
+    let n = unsafe {
+        libc::sendmmsg(
             fd,
-            hdrs.as_mut_ptr(),
+            hdrs.as_mut_ptr() as *mut libc::mmsghdr,
             msgs.len() as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
-        );
-        if n < 0 {
-            Err(io::Error::last_os_error())
-        } else {
-            Ok(n as usize)
-        }
+        )
+    };
+    if n < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
     }
 }
 
-fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> libc::socklen_t {
+/// A socket address as the kernel takes it: IPv4 or IPv6, nothing larger.
+#[repr(C)]
+#[derive(Clone, Copy)]
+union SockAddr {
+    v4: libc::sockaddr_in,
+    v6: libc::sockaddr_in6,
+}
+
+fn sock_addr(addr: SocketAddr) -> (SockAddr, libc::socklen_t) {
     match addr {
         SocketAddr::V4(a) => {
-            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in.
-            let sin = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in) };
+            // SAFETY: an all-zero sockaddr_in is valid (sin_zero must be zero).
+            let mut sin: libc::sockaddr_in = unsafe { std::mem::zeroed() };
             sin.sin_family = libc::AF_INET as libc::sa_family_t;
             sin.sin_port = a.port().to_be();
             sin.sin_addr = libc::in_addr {
                 s_addr: u32::from(*a.ip()).to_be(),
             };
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            (SockAddr { v4: sin }, len)
         }
         SocketAddr::V6(a) => {
-            // SAFETY: sockaddr_storage is large enough and suitably aligned for sockaddr_in6.
-            let sin6 = unsafe { &mut *(storage as *mut _ as *mut libc::sockaddr_in6) };
+            // SAFETY: an all-zero sockaddr_in6 is valid.
+            let mut sin6: libc::sockaddr_in6 = unsafe { std::mem::zeroed() };
             sin6.sin6_family = libc::AF_INET6 as libc::sa_family_t;
             sin6.sin6_port = a.port().to_be();
             sin6.sin6_addr = libc::in6_addr {
@@ -184,7 +199,8 @@ fn write_sockaddr(addr: SocketAddr, storage: &mut libc::sockaddr_storage) -> lib
             };
             sin6.sin6_flowinfo = a.flowinfo();
             sin6.sin6_scope_id = a.scope_id();
-            std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t
+            let len = std::mem::size_of::<libc::sockaddr_in6>() as libc::socklen_t;
+            (SockAddr { v6: sin6 }, len)
         }
     }
 }
@@ -293,6 +309,25 @@ mod tests {
             // An IPv6 peer from an IPv4 socket is refused by the kernel, not garbled.
             let msgs: Vec<(SocketAddr, &[u8])> = vec![(b.local_addr().unwrap(), b"x")];
             assert!(send_batch(sock.as_raw_fd(), &msgs).is_err());
+        }
+    }
+
+    #[test]
+    fn a_batch_to_ipv6_peers_carries_their_addresses_and_ports() {
+        let (Ok(sock), Ok(peer)) = (
+            bind("[::1]:0".parse().unwrap()),
+            std::net::UdpSocket::bind("[::1]:0"),
+        ) else {
+            return; // no IPv6 loopback on this machine
+        };
+        let to = peer.local_addr().unwrap();
+        let msgs: Vec<(SocketAddr, &[u8])> = vec![(to, b"six"), (to, b"seven")];
+        assert_eq!(send_batch(sock.as_raw_fd(), &msgs).unwrap(), 2);
+        let mut buf = [0u8; 64];
+        for want in [&b"six"[..], b"seven"] {
+            let (n, from) = peer.recv_from(&mut buf).unwrap();
+            assert_eq!(&buf[..n], want);
+            assert_eq!(from, sock.local_addr().unwrap());
         }
     }
 
