@@ -41,9 +41,8 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
   --settle S             seconds after a run before the "after" memory sample (default 5)
   --pointsman-log LEVEL  POINTSMAN_LOG for the proxy (default info, as shipped)
   --workers N            pointsman [node] workers (default: its own default, one per core)
-  --max-transactions N   pointsman [guard] max_transactions (default: its own, 200000; each
-                         call holds its INVITE and BYE transactions 64*T1 = 32 s, so the default
-                         caps a sustained rate near 3,100 calls/s)
+  --max-transactions N   pointsman [guard] max_transactions (default: its own, 200000 calls
+                         being set up or requests being relayed at once)
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)

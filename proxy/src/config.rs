@@ -227,7 +227,8 @@ pub struct GuardSection {
     pub block_user_agents: Option<Vec<String>>,
     /// Shed new INVITEs while a receive queue is fuller than this fraction (default 0.5).
     pub overload_backlog: Option<f64>,
-    /// Most transactions held at once (default 200000).
+    /// Most transactions in progress at once: calls being set up, requests being relayed
+    /// (default 200000).
     pub max_transactions: Option<usize>,
     /// Most answered calls held at once (default 100000).
     pub max_calls: Option<usize>,

@@ -1285,7 +1285,7 @@ pub fn response_to(request: &[u8], code: u16, to_tag: &str, addr: &str, twist: T
 ///   the peer itself broke (the same Via on different INVITE bytes, or the INVITE sent again
 ///   after a final) and the core's stateless 400s to bytes it cannot scan are exempt;
 /// - 2 hours after the last op (every timer due by then fired, in order) the core holds no
-///   transaction and no dialog (`table_sizes() == (0, 0, 0)`);
+///   transaction and no dialog (`table_sizes() == (0, 0, 0)`), and counts none in progress;
 /// - 13 hours after it (past [`crate::proxy::MAX_CALL_DURATION`]) no answered call either.
 pub fn core_sequence(ops: &[Op]) {
     let mut sim = Sim::new();
@@ -1299,6 +1299,12 @@ pub fn core_sequence(ops: &[Op]) {
         sim.core.table_sizes(),
         (0, 0, 0),
         "(servers, clients, dialogs) left 2 h after the last op"
+    );
+    assert_eq!(
+        sim.core.transactions_in_progress(),
+        0,
+        "transactions still counted in progress (against [guard] max_transactions) 2 h after \
+         the last op"
     );
     sim.advance(Duration::from_secs(11 * 3600));
     assert_eq!(

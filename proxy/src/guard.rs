@@ -102,7 +102,10 @@ pub struct GuardConfig {
     /// Shed new INVITEs (503 + Retry-After) while a UDP socket's receive queue is fuller than
     /// this fraction of its buffer.
     pub overload_backlog: f64,
-    /// Most transactions held at once; a new INVITE beyond it gets 503 + Retry-After.
+    /// Most transactions in progress at once (calls being set up, requests being relayed); a
+    /// new INVITE beyond it gets 503 + Retry-After. Transactions that only absorb
+    /// retransmissions after their final answer do not count: they cost a few hundred bytes
+    /// each and there are at most the call rate × 64·T1 of them.
     pub max_transactions: usize,
     /// Most answered calls held at once (until their BYE); a new INVITE beyond it gets 503 +
     /// Retry-After.

@@ -333,6 +333,7 @@ impl Core {
             rang: false,
             reaped: false,
         }));
+        self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
         self.start_next_step(&mut c, &call, Some(msg), now, out);
@@ -1063,6 +1064,7 @@ impl Core {
             return;
         }
         c.reaped = true;
+        self.count_in_progress(false);
         self.servers.remove(&c.key);
         for i in 0..c.branches.len() {
             self.clients.remove(&c.branches[i].key);
@@ -1095,6 +1097,7 @@ impl Core {
         }
         let Some(winner) = winner else { return };
         c.reaped = true;
+        self.count_in_progress(false);
         for i in 0..c.branches.len() {
             self.release(c, i);
             let key = c.branches[i].key;

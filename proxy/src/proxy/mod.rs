@@ -30,7 +30,7 @@ use bytes::Bytes;
 use call::Call;
 use routing_rules::{DestId, Router};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tracing::{debug, warn};
@@ -201,6 +201,8 @@ struct Relay {
     downstream: Peer,
     /// For BYE: the dialog it ends.
     ends_dialog: Option<u64>,
+    /// Counted in `Core::in_progress` (until it is settled).
+    counted: bool,
     request: Bytes,
     to_tag: String,
 }
@@ -227,6 +229,10 @@ pub struct Core {
     branch_seq: AtomicU64,
     /// A [`TimerKind::Sweep`] is armed in some worker's wheel.
     sweep_armed: AtomicBool,
+    /// Calls being set up (not yet compacted or reaped) and requests being relayed (no final
+    /// yet): what `[guard] max_transactions` caps. Tombstones that only absorb retransmissions
+    /// are not counted; there are at most the call rate × 64·T1 of them.
+    in_progress: AtomicUsize,
     limiter: RateLimiter,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
@@ -270,6 +276,7 @@ impl Core {
             ghosts: KeyMap::default(),
             branch_seq: AtomicU64::new(start),
             sweep_armed: AtomicBool::new(false),
+            in_progress: AtomicUsize::new(0),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
             answered: KeyMap::default(),
         }
@@ -352,6 +359,20 @@ impl Core {
             && self.dialogs.len() == 0);
         if held {
             self.arm_sweep(now, out);
+        }
+    }
+
+    /// Transactions in progress (see `in_progress`) right now.
+    pub fn transactions_in_progress(&self) -> usize {
+        self.in_progress.load(Ordering::Relaxed)
+    }
+
+    /// A call or relay started (`true`) or stopped (`false`) counting as in progress.
+    pub(super) fn count_in_progress(&self, started: bool) {
+        if started {
+            self.in_progress.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.in_progress.fetch_sub(1, Ordering::Relaxed);
         }
     }
 
@@ -489,7 +510,7 @@ impl Core {
                 Refusal::Drop(DropReason::RateLimit)
             });
         }
-        let full = self.servers.len() >= self.cfg.guard.max_transactions
+        let full = self.in_progress.load(Ordering::Relaxed) >= self.cfg.guard.max_transactions
             || self.answered.len() >= self.cfg.guard.max_calls;
         if method == Method::Invite && (inb.overloaded || full) {
             return Err(Refusal::Busy(DropReason::Overload));
@@ -797,6 +818,9 @@ impl Core {
                 if ev != TxEvent::None {
                     self.servers.remove(&key);
                     self.clients.remove(&r.client_key);
+                    if std::mem::take(&mut r.counted) {
+                        self.count_in_progress(false);
+                    }
                 }
             }
             ServerEntry::Local(local) => {
@@ -1202,9 +1226,11 @@ impl Core {
             client_key,
             downstream: hop.peer,
             ends_dialog,
+            counted: true,
             request: Bytes::copy_from_slice(msg.buf),
             to_tag: local_tag(key),
         }));
+        self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Relay(relay.clone()));
         self.clients.insert(client_key, ClientEntry::Relay(relay));
         emit(
@@ -1258,6 +1284,9 @@ impl Core {
         );
         r.client = None;
         r.request = Bytes::new();
+        if std::mem::take(&mut r.counted) {
+            self.count_in_progress(false);
+        }
     }
 
     /// The first destination the route of an out-of-dialog request would try.

@@ -1324,3 +1324,30 @@ proptest::proptest! {
         proptest::prop_assert_eq!(write_decimal(&mut buf, small), decimal.as_bytes());
     }
 }
+
+#[test]
+fn the_transaction_cap_counts_calls_in_progress_not_answered_ones_absorbing_retransmissions() {
+    let mut h = Harness::new();
+    h.core.cfg.guard.max_transactions = 2;
+    // Answered calls only absorb retransmissions for 64·T1: they do not hold the cap.
+    for i in 0..5 {
+        let id = format!("cap{i}");
+        h.receive(CARRIER, &invite(&id));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    }
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 503"), 0);
+    assert_eq!(h.core.transactions_in_progress(), 0);
+    // Two calls ringing fill it: the third is shed with 503.
+    for id in ["ring1", "ring2"] {
+        h.receive(CARRIER, &invite(id));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    }
+    assert_eq!(h.core.transactions_in_progress(), 2);
+    h.receive(CARRIER, &invite("third"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 503"), 1);
+    // Ring timeouts end them (408): nothing is left in progress.
+    h.advance(Duration::from_secs(200));
+    assert_eq!(h.core.transactions_in_progress(), 0);
+}
