@@ -129,6 +129,14 @@ fn main() {
         timers,
         timers as f64 / 1000.0
     );
+    // Nothing is left once the calls stop and every window has passed.
+    sim.advance(std::time::Duration::from_secs(200));
+    let left = LIVE.load(Relaxed) - live_before - sim.driver_bytes() as i64;
+    println!(
+        "held 200 s after the last call: {:.2} MB in the core ({} timers pending)",
+        left as f64 / 1e6,
+        sim.pending_timers()
+    );
     let kinds: Vec<String> = timer_kinds
         .iter()
         .map(|(kind, n)| format!("{kind} {n}"))

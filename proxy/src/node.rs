@@ -134,6 +134,8 @@ impl Node {
         if source.is_some() {
             spawn_hangup_handler(node.clone())?;
         }
+        crate::memory::spawn_trimmer(node.core.clone())
+            .context("cannot start the memory watcher")?;
         if cfg.admin.enabled {
             let control: Arc<dyn NodeControl> = node.clone();
             admin::spawn(cfg.admin.listen, control, cfg.admin.token.clone())

@@ -333,6 +333,8 @@ async fn timer_loop(w: Rc<Worker>) {
             w.core.on_timer(t, now, &mut out);
             execute(&w, &mut out);
         }
+        // A catch-up after a stall can fire a great many at once: do not keep that room.
+        fired.shrink_to(1024);
         flush_udp(&w);
     }
 }

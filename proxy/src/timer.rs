@@ -1,8 +1,8 @@
 //! A hashed timing wheel: one per worker thread, holding every timer that worker armed.
 //!
 //! Timers are never cancelled (the state machines ignore timers that no longer apply), so the
-//! wheel only needs insert and expire: O(1) each, no allocation once the slots have grown. Time is
-//! passed in; the worker sleeps until [`TimerWheel::next_tick`] while the wheel is not empty.
+//! wheel only needs insert and expire: O(1) each, no allocation once the slots have grown (a slot
+//! that emptied out after a burst gives its room back). Time is passed in; the worker sleeps until [`TimerWheel::next_tick`] while the wheel is not empty.
 
 use std::time::{Duration, Instant};
 
@@ -74,7 +74,21 @@ impl<T> TimerWheel<T> {
                     i += 1;
                 }
             }
+            // After a burst a slot keeps room for thousands of timers it no longer holds: give
+            // it back (with slack, so steady load does not grow and shrink it every round).
+            if slot.capacity() > 16 && slot.capacity() > 4 * slot.len() {
+                slot.shrink_to(2 * slot.len());
+            }
             tick += 1;
+        }
+        if self.len == 0 {
+            // Idle: every slot gives its room back (4,096 slots of a few dozen timers each are
+            // megabytes).
+            for slot in &mut self.slots {
+                if slot.capacity() > 0 {
+                    *slot = Vec::new();
+                }
+            }
         }
         self.next = now_tick;
     }
@@ -151,5 +165,56 @@ mod tests {
         wheel.insert(t0 + ms(50), 1);
         wheel.expire(t0 + ms(101), &mut fired);
         assert_eq!(fired, vec![1]);
+    }
+
+    #[test]
+    fn slots_give_their_room_back_after_a_burst() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0, ms(5), 4);
+        for n in 0..10_000 {
+            wheel.insert(t0 + ms(5), n);
+        }
+        let room = |w: &TimerWheel<i32>| w.slots.iter().map(Vec::capacity).sum::<usize>();
+        assert!(room(&wheel) >= 10_000);
+        let mut fired = Vec::new();
+        wheel.expire(t0 + ms(40), &mut fired);
+        assert_eq!(fired.len(), 10_000);
+        assert!(room(&wheel) <= 16 * 4, "{}", room(&wheel));
+        // A burst in a slot the last expiry does not reach before the wheel empties.
+        let mut wheel = TimerWheel::new(t0, ms(5), 64);
+        for n in 0..10_000 {
+            wheel.insert(t0 + ms(100), n);
+        }
+        wheel.insert(t0 + ms(200), -1);
+        wheel.expire(t0 + ms(150), &mut fired);
+        assert!(room(&wheel) <= 16 * 64, "{}", room(&wheel));
+        assert_eq!(wheel.len(), 1);
+    }
+
+    #[test]
+    fn a_node_s_worth_of_timers_leaves_no_room_behind_once_idle() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0, ms(5), 4096);
+        let mut fired = Vec::new();
+        let room = |w: &TimerWheel<u32>| w.slots.iter().map(Vec::capacity).sum::<usize>();
+        // 20 s of calls at 3,000/s, each arming timers 0.5 s to 64 s out; expiry every 5 ms.
+        let mut now = t0;
+        let mut peak = 0;
+        for tick in 0..4000u32 {
+            now = t0 + ms(5 * u64::from(tick));
+            for n in 0..15u32 {
+                let out = [500, 3_000, 5_000, 32_000, 32_000, 32_000, 64_000][(n % 7) as usize];
+                wheel.insert(now + ms(out), n);
+            }
+            wheel.expire(now, &mut fired);
+            fired.clear();
+            peak = peak.max(room(&wheel));
+        }
+        for tick in 0..20_000u64 {
+            wheel.expire(now + ms(5 * tick), &mut fired);
+        }
+        assert!(wheel.is_empty());
+        assert!(peak > 50_000, "{peak}");
+        assert_eq!(room(&wheel), 0, "of {peak}");
     }
 }

@@ -262,7 +262,7 @@ impl Sim {
     }
 
     /// Moves the fake clock by `by`, firing every timer that falls due.
-    fn advance(&mut self, by: Duration) -> (Duration, u64, u64) {
+    pub fn advance(&mut self, by: Duration) -> (Duration, u64, u64) {
         let until = self.now + by;
         let mut took = Duration::ZERO;
         let (mut allocs, mut bytes) = (0, 0);
