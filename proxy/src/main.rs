@@ -104,7 +104,6 @@ fn init_logs(format: LogFormat) {
 fn main() -> ExitCode {
     // The one rustls crypto provider (ring), installed before anything builds a TLS config.
     pointsman::transport::tls::install_provider();
-    pointsman::memory::tune_allocator();
     let cli = Cli::parse();
     match cli.command {
         Command::Drill {

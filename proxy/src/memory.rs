@@ -58,19 +58,6 @@ pub fn spawn_trimmer(core: Arc<Core>) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Fixes the C allocator's thresholds (call once, before the workers start). glibc raises them
-/// on its own as large blocks come and go, up to keeping 64 MB of free memory per arena out of
-/// a trim's reach; fixed, the tables' large blocks are mapped and unmapped on their own and
-/// what is freed can be handed back.
-pub fn tune_allocator() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only sets allocator parameters; these are valid values.
-    unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
-        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 * 1024);
-    }
-}
-
 /// Returns the allocator's free pages to the operating system.
 pub fn trim() {
     // The metrics exporter frees drained histogram blocks through crossbeam's epoch-based
