@@ -43,6 +43,9 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
   --workers N            pointsman [node] workers (default: its own default, one per core)
   --max-transactions N   pointsman [guard] max_transactions (default: its own, 200000 calls
                          being set up or requests being relayed at once)
+  --realtime PRIO        run the proxy's workers under SCHED_FIFO at PRIO (1..99): pointsman
+                         [node] realtime_priority, Kamailio real_time=4 rt_policy=2 rt_prio
+                         (needs root or CAP_SYS_NICE)
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)
@@ -68,6 +71,7 @@ SETTLE=5
 PM_LOG="info"
 WORKERS=""
 MAX_TX=""
+RT=""
 IP="127.0.0.1"
 PORT_BASE=25060
 OUT=""
@@ -95,6 +99,7 @@ while [[ $# -gt 0 ]]; do
 	--pointsman-log) PM_LOG="$2"; shift 2 ;;
 	--workers) WORKERS="$2"; shift 2 ;;
 	--max-transactions) MAX_TX="$2"; shift 2 ;;
+	--realtime) RT="$2"; shift 2 ;;
 	--ip) IP="$2"; shift 2 ;;
 	--port-base) PORT_BASE="$2"; shift 2 ;;
 	--out) OUT="$2"; shift 2 ;;
@@ -282,6 +287,7 @@ start_proxy() {
 [node]
 id = 1
 ${WORKERS:+workers = $WORKERS}
+${RT:+realtime_priority = $RT}
 
 [[listen]]
 transport = "udp"
@@ -321,7 +327,8 @@ EOF
 		printf '1 sip:%s:%d 0 10\n1 sip:%s:%d 0 5\n' "$IP" "$P_PRIMARY" "$IP" "$P_SECONDARY" >"$DIR/dispatcher.list"
 		LOG="$DIR/proxy.log" start kamailio -DD -E -f "$HERE/kamailio.cfg" -m 1024 -M 16 \
 			-Y "$DIR" -P "$DIR/kamailio.pid" \
-			-A "BENCH_LISTEN=udp:$IP:$P_PROXY" -A "BENCH_DSLIST=\"$DIR/dispatcher.list\""
+			-A "BENCH_LISTEN=udp:$IP:$P_PROXY" -A "BENCH_DSLIST=\"$DIR/dispatcher.list\"" \
+			${RT:+-A "BENCH_RT=$RT"}
 		PROXY_PID=$STARTED
 		;;
 	esac

@@ -83,6 +83,9 @@ pub struct NodeSection {
     pub advertise: Option<String>,
     /// UDP worker threads, one SO_REUSEPORT socket each (default: number of cores).
     pub workers: Option<usize>,
+    /// Run the workers under SCHED_FIFO at this priority (1..=99; 0, the default, leaves them
+    /// under the normal scheduler). Needs CAP_SYS_NICE; like Kamailio's `rt_prio`.
+    pub realtime_priority: Option<u8>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -273,6 +276,8 @@ pub struct Config {
     /// `host:port` for Via and Record-Route.
     pub advertise: String,
     pub workers: usize,
+    /// SCHED_FIFO priority of the workers; 0: the normal scheduler.
+    pub realtime_priority: u8,
     pub listeners: Vec<Listener>,
     pub timers: crate::transaction::TimerConfig,
     pub limits: crate::wire::Limits,
@@ -552,6 +557,14 @@ fn validate(
         .first()
         .and_then(|l| l.address.parse::<SocketAddr>().ok());
     let (node_id, advertise, workers) = validate_node(&spec.node, first_listener, errors);
+    let realtime_priority = spec.node.realtime_priority.unwrap_or(0);
+    errors.int_in(
+        "node.realtime_priority",
+        usize::from(realtime_priority),
+        0,
+        99,
+        0,
+    );
     let timers = validate_timers(&spec.timers, errors);
     let limits = validate_limits(&spec.limits, errors);
     let t = &spec.tcp;
@@ -603,6 +616,7 @@ fn validate(
         node_id,
         advertise,
         workers,
+        realtime_priority,
         listeners,
         timers,
         limits,

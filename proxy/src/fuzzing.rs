@@ -1702,7 +1702,12 @@ mod tests {
                 careless,
                 "[node]",
                 &[],
-                &[("id", K::Int), ("advertise", K::Addr), ("workers", K::Int)],
+                &[
+                    ("id", K::Int),
+                    ("advertise", K::Addr),
+                    ("workers", K::Int),
+                    ("realtime_priority", K::Int),
+                ],
             ),
             table(
                 careless,

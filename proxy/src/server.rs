@@ -138,10 +138,14 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         } else {
             Vec::new()
         };
+        let realtime_priority = cfg.realtime_priority;
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
                 .spawn(move || {
+                    if realtime_priority > 0 {
+                        set_realtime(realtime_priority);
+                    }
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, worker(core, tcp, sink, inbox, sockets, listeners))
                 })?,
@@ -152,6 +156,25 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         let _ = t.join();
     }
     Ok(())
+}
+
+/// Puts the calling thread under SCHED_FIFO at `priority`: a datagram then wakes its worker
+/// ahead of ordinary processes on a busy machine. Refused without CAP_SYS_NICE; the worker then
+/// runs as before and says so.
+fn set_realtime(priority: u8) {
+    let param = libc::sched_param {
+        sched_priority: i32::from(priority),
+    };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_FIFO.
+    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
+    if rc != 0 {
+        tracing::warn!(
+            priority,
+            error = %std::io::Error::last_os_error(),
+            "node.realtime_priority: cannot run the worker under SCHED_FIFO (needs CAP_SYS_NICE); \
+             it runs under the normal scheduler"
+        );
+    }
 }
 
 /// What the tasks of one worker share.

@@ -381,6 +381,23 @@ fn workers_above_64_is_rejected() {
 }
 
 #[test]
+fn realtime_priority_is_off_by_default_and_kept_in_range() {
+    assert_eq!(parse(&base_with("")).unwrap().realtime_priority, 0);
+    assert_eq!(
+        parse(&base_with("[node]\nrealtime_priority = 20"))
+            .unwrap()
+            .realtime_priority,
+        20
+    );
+    assert_one_error(
+        &base_with("[node]\nrealtime_priority = 100"),
+        "node.realtime_priority",
+        Some(18),
+        "realtime_priority = 100 is too large: use 0..=99",
+    );
+}
+
+#[test]
 fn invalid_advertise_address_is_rejected() {
     assert_one_error(
         &base_with("[node]\nadvertise = \"10.0.0.1\""),
