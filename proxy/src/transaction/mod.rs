@@ -126,6 +126,10 @@ pub struct ClientInvite {
     reliable: bool,
     timers: TimerConfig,
     retransmit_interval: Duration,
+    /// Timer B's deadline. On unreliable transports it is checked as Timer A fires (A's last
+    /// interval is cut to end on it) instead of being armed: a separate Timer B would sit in the
+    /// driver for 64·T1 although almost every INVITE is answered in milliseconds.
+    timeout_at: Instant,
 }
 
 impl ClientInvite {
@@ -138,10 +142,12 @@ impl ClientInvite {
         out: &mut Vec<TxAction>,
     ) -> ClientInvite {
         out.push(TxAction::Send(request.clone()));
-        if !reliable {
-            out.push(TxAction::Arm(TxTimer::A, now + timers.t1));
+        let timeout_at = now + timers.t1x64();
+        if reliable {
+            out.push(TxAction::Arm(TxTimer::B, timeout_at));
+        } else {
+            out.push(TxAction::Arm(TxTimer::A, (now + timers.t1).min(timeout_at)));
         }
-        out.push(TxAction::Arm(TxTimer::B, now + timers.t1x64()));
         ClientInvite {
             state: ClientInviteState::Calling,
             request,
@@ -149,6 +155,7 @@ impl ClientInvite {
             reliable,
             timers,
             retransmit_interval: timers.t1,
+            timeout_at,
         }
     }
 
@@ -210,10 +217,16 @@ impl ClientInvite {
     pub fn on_timer(&mut self, timer: TxTimer, now: Instant, out: &mut Vec<TxAction>) -> TxEvent {
         use ClientInviteState::*;
         match (timer, self.state) {
+            (TxTimer::A, Calling) if now >= self.timeout_at => {
+                // Timer B, carried by the A chain.
+                self.terminate();
+                TxEvent::Timeout
+            }
             (TxTimer::A, Calling) => {
                 out.push(TxAction::Send(self.request.clone()));
                 self.retransmit_interval *= 2;
-                out.push(TxAction::Arm(TxTimer::A, now + self.retransmit_interval));
+                let next = (now + self.retransmit_interval).min(self.timeout_at);
+                out.push(TxAction::Arm(TxTimer::A, next));
                 TxEvent::None
             }
             (TxTimer::B, Calling) => {
@@ -264,6 +277,9 @@ pub struct ClientNonInvite {
     reliable: bool,
     timers: TimerConfig,
     retransmit_interval: Duration,
+    /// Timer F's deadline; on unreliable transports checked as Timer E fires (see
+    /// `ClientInvite::timeout_at`).
+    timeout_at: Instant,
 }
 
 impl ClientNonInvite {
@@ -276,16 +292,19 @@ impl ClientNonInvite {
         out: &mut Vec<TxAction>,
     ) -> ClientNonInvite {
         out.push(TxAction::Send(request.clone()));
-        if !reliable {
-            out.push(TxAction::Arm(TxTimer::E, now + timers.t1));
+        let timeout_at = now + timers.t1x64();
+        if reliable {
+            out.push(TxAction::Arm(TxTimer::F, timeout_at));
+        } else {
+            out.push(TxAction::Arm(TxTimer::E, (now + timers.t1).min(timeout_at)));
         }
-        out.push(TxAction::Arm(TxTimer::F, now + timers.t1x64()));
         ClientNonInvite {
             state: ClientNonInviteState::Trying,
             request,
             reliable,
             timers,
             retransmit_interval: timers.t1,
+            timeout_at,
         }
     }
 
@@ -319,6 +338,12 @@ impl ClientNonInvite {
     pub fn on_timer(&mut self, timer: TxTimer, now: Instant, out: &mut Vec<TxAction>) -> TxEvent {
         use ClientNonInviteState::*;
         match (timer, self.state) {
+            (TxTimer::E, Trying | Proceeding) if now >= self.timeout_at => {
+                // Timer F, carried by the E chain.
+                self.state = Terminated;
+                self.request = Bytes::new();
+                TxEvent::Timeout
+            }
             (TxTimer::E, Trying | Proceeding) => {
                 out.push(TxAction::Send(self.request.clone()));
                 self.retransmit_interval = if self.state == Trying {
@@ -326,7 +351,8 @@ impl ClientNonInvite {
                 } else {
                     self.timers.t2
                 };
-                out.push(TxAction::Arm(TxTimer::E, now + self.retransmit_interval));
+                let next = (now + self.retransmit_interval).min(self.timeout_at);
+                out.push(TxAction::Arm(TxTimer::E, next));
                 TxEvent::None
             }
             (TxTimer::F, Trying | Proceeding) => {

@@ -27,7 +27,11 @@ fn invite_client_retransmits_with_doubling_interval_until_provisional() {
     let mut tx = ClientInvite::start(Bytes::from_static(b"INVITE"), false, cfg, now, &mut out);
     assert_eq!(sends(&out), 1);
     assert_eq!(armed(&out, TxTimer::A), Some(now + cfg.t1));
-    assert_eq!(armed(&out, TxTimer::B), Some(now + cfg.t1 * 64));
+    assert_eq!(
+        armed(&out, TxTimer::B),
+        None,
+        "unreliable: B rides on the A chain"
+    );
     let mut at = now + cfg.t1;
     for expected_gap in [cfg.t1 * 2, cfg.t1 * 4, cfg.t1 * 8] {
         out.clear();
@@ -55,11 +59,58 @@ fn invite_client_over_reliable_transport_never_retransmits() {
 
 #[test]
 fn invite_client_times_out_with_timer_b_in_calling() {
+    // Reliable: Timer B itself.
     let mut out = Vec::new();
     let now = t0();
-    let mut tx = ClientInvite::start(Bytes::new(), false, TimerConfig::default(), now, &mut out);
+    let cfg = TimerConfig::default();
+    let mut tx = ClientInvite::start(Bytes::new(), true, cfg, now, &mut out);
+    assert_eq!(armed(&out, TxTimer::B), Some(now + cfg.t1x64()));
     assert_eq!(tx.on_timer(TxTimer::B, now, &mut out), TxEvent::Timeout);
     assert_eq!(tx.state(), ClientInviteState::Terminated);
+    // Unreliable: the A chain's last interval is cut to end at 64·T1, where it times out.
+    out.clear();
+    let mut tx = ClientInvite::start(Bytes::from_static(b"INVITE"), false, cfg, now, &mut out);
+    let mut sends_seen = 0;
+    let mut at = armed(&out, TxTimer::A).unwrap();
+    loop {
+        out.clear();
+        match tx.on_timer(TxTimer::A, at, &mut out) {
+            TxEvent::Timeout => break,
+            _ => {
+                sends_seen += sends(&out);
+                at = armed(&out, TxTimer::A).expect("A re-armed until the timeout");
+            }
+        }
+    }
+    assert_eq!(
+        at,
+        now + cfg.t1x64(),
+        "times out at Timer B's deadline exactly"
+    );
+    assert_eq!(
+        sends_seen, 6,
+        "retransmitted at 0.5, 1.5, 3.5, 7.5, 15.5 and 31.5 s"
+    );
+    assert_eq!(tx.state(), ClientInviteState::Terminated);
+}
+
+#[test]
+fn non_invite_client_times_out_at_timer_f_on_its_e_chain() {
+    let mut out = Vec::new();
+    let now = t0();
+    let cfg = TimerConfig::default();
+    let mut tx = ClientNonInvite::start(Bytes::from_static(b"BYE"), false, cfg, now, &mut out);
+    assert_eq!(armed(&out, TxTimer::F), None);
+    let mut at = armed(&out, TxTimer::E).unwrap();
+    loop {
+        out.clear();
+        if tx.on_timer(TxTimer::E, at, &mut out) == TxEvent::Timeout {
+            break;
+        }
+        at = armed(&out, TxTimer::E).expect("E re-armed until the timeout");
+    }
+    assert_eq!(at, now + cfg.t1x64());
+    assert_eq!(tx.state(), ClientNonInviteState::Terminated);
 }
 
 #[test]
@@ -212,13 +263,13 @@ fn configurable_t1_scales_every_derived_timer() {
     };
     let now = t0();
     let mut out = Vec::new();
-    ClientInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    ClientInvite::start(Bytes::new(), true, cfg, now, &mut out);
     assert_eq!(
         armed(&out, TxTimer::B),
         Some(now + Duration::from_millis(6400))
     );
     out.clear();
-    ClientNonInvite::start(Bytes::new(), false, cfg, now, &mut out);
+    ClientNonInvite::start(Bytes::new(), true, cfg, now, &mut out);
     assert_eq!(
         armed(&out, TxTimer::F),
         Some(now + Duration::from_millis(6400))
