@@ -19,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
 use crate::transaction::key::TxKey;
 use crate::transaction::TimerConfig;
-use crate::transport::Peer;
 use crate::wire::{self, Framing, Limits, Method};
 use bytes::Bytes;
 use routing_rules::{DestId, Router};
@@ -868,17 +867,8 @@ impl Sim {
             }
         }
         let mut out = Vec::new();
-        self.core.on_message(
-            Inbound {
-                bytes,
-                from: Peer::udp(from),
-                framing: Framing::Datagram,
-                listener: 0,
-                overloaded: false,
-            },
-            self.now,
-            &mut out,
-        );
+        self.core
+            .on_message(Inbound::datagram(bytes, from), self.now, &mut out);
         self.absorb(out, scanned.is_err());
     }
 

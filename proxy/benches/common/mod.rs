@@ -13,8 +13,6 @@ use pointsman::config::Config;
 use pointsman::health::Health;
 use pointsman::metrics::Metrics;
 use pointsman::proxy::{Core, CoreTimer, Inbound, Output, Routing};
-use pointsman::transport::Peer;
-use pointsman::wire::Framing;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -227,17 +225,8 @@ impl Sim {
         let mut out = std::mem::take(&mut self.out);
         let (a0, b0) = (self.probe)();
         let t0 = Instant::now();
-        self.core.on_message(
-            Inbound {
-                bytes,
-                from: Peer::udp(from),
-                framing: Framing::Datagram,
-                listener: 0,
-                overloaded: false,
-            },
-            self.now,
-            &mut out,
-        );
+        self.core
+            .on_message(Inbound::datagram(bytes, from), self.now, &mut out);
         let took = t0.elapsed();
         let (a1, b1) = (self.probe)();
         self.absorb(&mut out);

@@ -25,11 +25,8 @@ impl Dialogs {
     pub fn expire_before(&self, cutoff: Instant) {
         self.table.retain(|_, since| *since > cutoff);
     }
-    /// See `shrink_if_sparse` in the core.
     pub fn shrink_if_sparse(&self) {
-        if self.table.capacity() > 4 * self.table.len() + 1024 {
-            self.table.shrink_to_fit();
-        }
+        crate::transaction::key::shrink_if_sparse(&self.table);
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)

@@ -19,7 +19,7 @@ use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
-use crate::transaction::key::{KeyMap, Keys, MethodClass, TxKey};
+use crate::transaction::key::{shrink_if_sparse, KeyMap, Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -143,6 +143,20 @@ pub struct Inbound<'a> {
     pub listener: usize,
     /// The driver finds itself behind (its receive queue is filling up): shed new calls.
     pub overloaded: bool,
+}
+
+impl<'a> Inbound<'a> {
+    /// A datagram from `from` on the first listener, the node not overloaded: what tests and
+    /// benches feed the core.
+    pub fn datagram(bytes: &'a [u8], from: SocketAddr) -> Inbound<'a> {
+        Inbound {
+            bytes,
+            from: Peer::udp(from),
+            framing: Framing::Datagram,
+            listener: 0,
+            overloaded: false,
+        }
+    }
 }
 
 enum ServerEntry {
@@ -818,9 +832,7 @@ impl Core {
                 if ev != TxEvent::None {
                     self.servers.remove(&key);
                     self.clients.remove(&r.client_key);
-                    if std::mem::take(&mut r.counted) {
-                        self.count_in_progress(false);
-                    }
+                    self.stop_counting_relay(&mut r);
                 }
             }
             ServerEntry::Local(local) => {
@@ -1284,6 +1296,11 @@ impl Core {
         );
         r.client = None;
         r.request = Bytes::new();
+        self.stop_counting_relay(r);
+    }
+
+    /// The relay no longer counts as in progress (once, whichever way it ends).
+    fn stop_counting_relay(&self, r: &mut Relay) {
         if std::mem::take(&mut r.counted) {
             self.count_in_progress(false);
         }
@@ -1489,14 +1506,6 @@ impl std::ops::Deref for CurrentMetrics {
     type Target = Metrics;
     fn deref(&self) -> &Metrics {
         &self.0.metrics
-    }
-}
-
-/// Gives a table's memory back once it holds less than a quarter of what it has room for (after
-/// a burst of load), so a node returns to its idle footprint.
-fn shrink_if_sparse<V>(table: &KeyMap<V>) {
-    if table.capacity() > 4 * table.len() + 1024 {
-        table.shrink_to_fit();
     }
 }
 

@@ -133,17 +133,8 @@ impl Harness {
 
     fn receive(&mut self, from: &str, bytes: &[u8]) {
         let mut out = Vec::new();
-        self.core.on_message(
-            Inbound {
-                bytes,
-                from: Peer::udp(addr(from)),
-                framing: Framing::Datagram,
-                listener: 0,
-                overloaded: false,
-            },
-            self.now,
-            &mut out,
-        );
+        self.core
+            .on_message(Inbound::datagram(bytes, addr(from)), self.now, &mut out);
         self.absorb(out);
     }
 
@@ -1056,17 +1047,8 @@ mod tls {
     /// What the core sends for `bytes` from `from`, with the transport of each send.
     fn sends(h: &mut Harness, from: &str, bytes: &[u8]) -> Vec<(Peer, String)> {
         let mut out = Vec::new();
-        h.core.on_message(
-            Inbound {
-                bytes,
-                from: Peer::udp(addr(from)),
-                framing: Framing::Datagram,
-                listener: 0,
-                overloaded: false,
-            },
-            h.now,
-            &mut out,
-        );
+        h.core
+            .on_message(Inbound::datagram(bytes, addr(from)), h.now, &mut out);
         out.into_iter()
             .filter_map(|o| match o {
                 Output::Send { to, bytes, .. } => Some((to, first_line(&bytes))),

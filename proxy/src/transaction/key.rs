@@ -39,6 +39,14 @@ impl Hasher for KeyHasher {
 /// A table keyed by keyed hashes ([`TxKey`], dialog keys).
 pub type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
+/// Gives a table's memory back once it holds less than a quarter of what it has room for (after
+/// a burst of load), so a node returns to its idle footprint.
+pub fn shrink_if_sparse<V>(table: &KeyMap<V>) {
+    if table.capacity() > 4 * table.len() + 1024 {
+        table.shrink_to_fit();
+    }
+}
+
 /// Which transaction a method belongs to: ACK goes with its INVITE, CANCEL has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MethodClass {

@@ -340,8 +340,7 @@ impl ClientNonInvite {
         match (timer, self.state) {
             (TxTimer::E, Trying | Proceeding) if now >= self.timeout_at => {
                 // Timer F, carried by the E chain.
-                self.state = Terminated;
-                self.request = Bytes::new();
+                self.terminate();
                 TxEvent::Timeout
             }
             (TxTimer::E, Trying | Proceeding) => {
@@ -356,8 +355,7 @@ impl ClientNonInvite {
                 TxEvent::None
             }
             (TxTimer::F, Trying | Proceeding) => {
-                self.state = Terminated;
-                self.request = Bytes::new();
+                self.terminate();
                 TxEvent::Timeout
             }
             (TxTimer::K, Completed) => {
@@ -372,9 +370,14 @@ impl ClientNonInvite {
         if self.state == ClientNonInviteState::Terminated {
             return TxEvent::None;
         }
+        self.terminate();
+        TxEvent::Timeout
+    }
+
+    /// Ends the transaction and frees the request it kept for retransmissions.
+    fn terminate(&mut self) {
         self.state = ClientNonInviteState::Terminated;
         self.request = Bytes::new();
-        TxEvent::Timeout
     }
 }
 
