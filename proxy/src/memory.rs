@@ -2,10 +2,16 @@
 //!
 //! The core frees its per-call state within 64·T1 and shrinks its tables once they empty out,
 //! but the C allocator keeps freed pages mapped for reuse, so a node that took 3,000 calls/s
-//! would stay at its peak RSS forever. A watcher thread compares the core's table sizes with the
-//! largest it saw since it last trimmed; once they fall to an eighth of that, load has gone and
-//! `malloc_trim` returns the free pages. Under steady load nothing happens: the allocator reuses
-//! what was freed, and trimming would only cost the workers time.
+//! would stay at its peak RSS forever. A watcher thread compares the room the core's tables
+//! hold with the most it saw since it last trimmed; once that falls to an eighth, load has gone
+//! and `malloc_trim` returns the free pages (and once more when the tables hold nothing). Under
+//! steady load nothing happens: the allocator reuses what was freed, and trimming would only
+//! cost the workers time.
+//!
+//! glibc also raises its mmap and trim thresholds each time a large block is freed, up to 32 and
+//! 64 MB: after a run, a worker's arena then keeps megabytes on top of its heap that neither
+//! `free` nor `malloc_trim` (which trims the top of the main arena only) gives back. The
+//! thresholds are fixed at start-up instead.
 
 use crate::proxy::Core;
 use std::sync::Arc;
@@ -13,7 +19,7 @@ use std::time::Duration;
 
 /// How often the watcher looks.
 const CHECK_EVERY: Duration = Duration::from_secs(5);
-/// Tables below this many entries at their peak are not worth a trim.
+/// Tables with room for fewer entries than this at their peak are not worth a trim.
 const WORTH_TRIMMING: usize = 2_000;
 
 /// Decides when to trim, from the table sizes it is shown (time and allocator left out).
@@ -25,7 +31,7 @@ pub struct TrimPolicy {
 }
 
 impl TrimPolicy {
-    /// `held`: entries in the core's tables now. True when memory should be handed back.
+    /// `held`: room for entries in the core's tables now. True when memory should be handed back.
     pub fn observe(&mut self, held: usize) -> bool {
         if held == 0 && std::mem::take(&mut self.drained_pending) {
             self.peak = 0;
@@ -41,21 +47,36 @@ impl TrimPolicy {
     }
 }
 
-/// Starts the watcher thread for `core`.
+/// Blocks at least this large are mapped on their own (and unmapped when freed), and a worker's
+/// arena gives back the top of its heap beyond this: glibc's starting values, kept fixed.
+const ALLOCATOR_THRESHOLD: libc::c_int = 128 * 1024;
+
+/// Starts the watcher thread for `core`, after fixing the allocator's thresholds.
 pub fn spawn_trimmer(core: Arc<Core>) -> std::io::Result<()> {
+    fix_allocator_thresholds();
     std::thread::Builder::new()
         .name("pointsman-memory".into())
         .spawn(move || {
             let mut policy = TrimPolicy::default();
             loop {
                 std::thread::sleep(CHECK_EVERY);
-                let (servers, clients, dialogs) = core.table_sizes();
-                if policy.observe(servers + clients + dialogs + core.answered_calls()) {
+                if policy.observe(core.table_room()) {
                     trim();
                 }
             }
         })?;
     Ok(())
+}
+
+/// Stops glibc from raising its mmap and trim thresholds as large blocks come and go (setting
+/// either turns the dynamic adjustment off for both).
+pub fn fix_allocator_thresholds() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only sets the allocator's tuning parameters; these are valid values.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, ALLOCATOR_THRESHOLD);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, ALLOCATOR_THRESHOLD);
+    }
 }
 
 /// Returns the allocator's free pages to the operating system.

@@ -34,4 +34,8 @@ impl Dialogs {
     pub fn len(&self) -> usize {
         self.table.len()
     }
+    /// Entries the table has room for without growing.
+    pub fn capacity(&self) -> usize {
+        self.table.capacity()
+    }
 }

@@ -320,6 +320,16 @@ impl Core {
         self.answered.len()
     }
 
+    /// Entries the core's tables have room for: what their memory follows (tables shrink at
+    /// the sweep after they empty out).
+    pub fn table_room(&self) -> usize {
+        self.servers.capacity()
+            + self.clients.capacity()
+            + self.answered.capacity()
+            + self.ghosts.capacity()
+            + self.dialogs.capacity()
+    }
+
     /// The answered call `key` is over (its BYE was answered, or it expired): stop counting it.
     fn call_ended(&self, key: u64) {
         if let Some((_, call)) = self.answered.remove(&key) {

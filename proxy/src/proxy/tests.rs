@@ -1232,6 +1232,11 @@ fn the_sweep_forgets_answered_calls_after_the_longest_call_and_then_stops() {
     h.advance(Duration::from_secs(80));
     assert_eq!(h.core.answered_calls(), 0);
     assert_eq!(h.core.table_sizes(), (0, 0, 0));
+    assert_eq!(
+        h.core.table_room(),
+        0,
+        "the last sweep gave the tables' room back"
+    );
     assert!(h.timers.is_empty(), "nothing held: the sweep stops");
 }
 

@@ -40,9 +40,13 @@ impl Hasher for KeyHasher {
 pub type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Gives a table's memory back once it holds less than a quarter of what it has room for (after
-/// a burst of load), so a node returns to its idle footprint.
+/// a burst of load), and all of it once the table is empty, so a node returns to its idle
+/// footprint. A table holding a few entries keeps room for about a thousand: shrinking it
+/// would only make the next calls grow it again.
 pub fn shrink_if_sparse<V>(table: &KeyMap<V>) {
-    if table.capacity() > 4 * table.len() + 1024 {
+    let capacity = table.capacity();
+    let len = table.len();
+    if (len == 0 && capacity > 0) || capacity > 4 * len + 1024 {
         table.shrink_to_fit();
     }
 }
@@ -145,5 +149,43 @@ impl Keys {
     /// Any other keyed hash of a few fields (dialogs, ghost calls).
     pub fn of(&self, parts: &[&[u8]]) -> u64 {
         self.finish(parts, MethodClass::Other, u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn filled(n: u64) -> KeyMap<[u8; 64]> {
+        let table = KeyMap::default();
+        for k in 0..n {
+            table.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), [0; 64]);
+        }
+        table
+    }
+
+    #[test]
+    fn tables_give_their_room_back_when_sparse_and_all_of_it_when_empty() {
+        // After a burst: a few entries left in room for thousands -> shrunk to fit them.
+        let table = filled(20_000);
+        table.retain(|k, _| k % 100 == 0);
+        let left = table.len();
+        shrink_if_sparse(&table);
+        assert!(table.capacity() < 4 * left + 1024, "{}", table.capacity());
+
+        // A small table in use keeps its room: the next calls would only grow it again.
+        let small = filled(500);
+        small.retain(|k, _| k % 10 == 0);
+        let before = small.capacity();
+        shrink_if_sparse(&small);
+        assert_eq!(small.capacity(), before);
+
+        // Empty: nothing is kept, however little room it had.
+        small.clear();
+        shrink_if_sparse(&small);
+        assert_eq!(small.capacity(), 0);
+        let never_used: KeyMap<u8> = KeyMap::default();
+        shrink_if_sparse(&never_used);
+        assert_eq!(never_used.capacity(), 0);
     }
 }
