@@ -7,6 +7,8 @@
 #   ... --compare | --baseline kamailio                            Kamailio too, side by side
 #   ... --latency                                                  capture the loopback (tcpdump)
 #                                                                  for the time inside the proxy
+#   ... --floor                                                    a bare UDP forwarder first: the
+#                                                                  least any proxy adds here
 #   ... --primary normal|503|brownout|silent                       how the primary trunk behaves
 #
 # It installs nothing, binds only the loopback, stops after a bounded time, and kills every
@@ -33,6 +35,10 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          run Kamailio (benches/load/kamailio.cfg) after pointsman at each rate and
                          add a ratio row (pointsman / Kamailio)
   --only kamailio        Kamailio alone
+  --floor                before the proxies at each rate, run the floor: a bare UDP forwarder
+                         (proxy/examples/udp_floor.rs: one thread, blocking recvfrom/sendto, no
+                         SIP) that shows what the machine's scheduler and kernel alone add to a
+                         message; use it with --latency (its calls fail at BYE: it keeps no route)
   --primary KIND         primary trunk: normal (default), 503, brownout (100 Trying after 4 s),
                          silent (never answers); the secondary always answers
   --latency              capture the loopback with tcpdump to measure the time inside the proxy
@@ -65,6 +71,7 @@ SEARCH=0
 SEARCH_RATES="500,1000,2000,3000,4000,5000,6000,8000"
 STEP_DURATION=10
 PROXIES="pointsman"
+FLOOR=0
 PRIMARY="normal"
 LATENCY=0
 SETTLE=5
@@ -95,6 +102,7 @@ while [[ $# -gt 0 ]]; do
 		case "${2:-}" in normal | 503 | brownout | silent) PRIMARY="$2" ;; *) echo "--primary: normal, 503, brownout or silent" >&2; exit 2 ;; esac
 		shift 2 ;;
 	--latency) LATENCY=1; shift ;;
+	--floor) FLOOR=1; shift ;;
 	--settle) SETTLE="$2"; shift 2 ;;
 	--pointsman-log) PM_LOG="$2"; shift 2 ;;
 	--workers) WORKERS="$2"; shift 2 ;;
@@ -134,11 +142,20 @@ need sipp "apt-get install sip-tester"
 need python3 "apt-get install python3"
 [[ " $PROXIES " == *" kamailio "* ]] && need kamailio "apt-get install kamailio"
 [[ $LATENCY == 1 ]] && need tcpdump "apt-get install tcpdump"
-[[ $BUILD == 1 && " $PROXIES " == *" pointsman "* ]] && need cargo "https://rustup.rs"
+[[ $BUILD == 1 && (" $PROXIES " == *" pointsman "* || $FLOOR == 1) ]] && need cargo "https://rustup.rs"
 [[ $missing == 0 ]] || exit 1
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/pointsman"
+FLOOR_BIN="$TARGET_DIR/release/examples/udp_floor"
+if [[ $FLOOR == 1 ]]; then
+	PROXIES="floor $PROXIES"
+	if [[ $BUILD == 1 ]]; then
+		echo "building the floor forwarder (release)..."
+		(cd "$ROOT" && cargo build --release -p pointsman --example udp_floor --quiet)
+	fi
+	[[ -x "$FLOOR_BIN" ]] || { echo "no floor forwarder at $FLOOR_BIN (drop --no-build)" >&2; exit 1; }
+fi
 if [[ " $PROXIES " == *" pointsman "* ]]; then
 	if [[ $BUILD == 1 ]]; then
 		echo "building pointsman (release)..."
@@ -330,6 +347,13 @@ EOF
 			-A "BENCH_LISTEN=udp:$IP:$P_PROXY" -A "BENCH_DSLIST=\"$DIR/dispatcher.list\"" \
 			${RT:+-A "BENCH_RT=$RT"}
 		PROXY_PID=$STARTED
+		;;
+	floor)
+		# Not SIP: nothing answers OPTIONS. Bound to the port once it is in the socket table.
+		LOG="$DIR/proxy.log" start "$FLOOR_BIN" "$IP:$P_PROXY" "$IP:$P_PRIMARY" ${RT:+"$RT"}
+		PROXY_PID=$STARTED
+		sleep 0.5
+		return
 		;;
 	esac
 	if ! wait_ready; then

@@ -1,0 +1,64 @@
+//! The load bench's floor (`benches/load/run.sh --floor`): the least any proxy can add on this
+//! machine. One thread, one blocking socket: a datagram from the trunk goes to the carrier that
+//! sent the last one, anything else goes to the trunk, unread and unchanged. What it adds to a
+//! message is one wake-up, one `recvfrom` and one `sendto`: the scheduler's and the kernel's
+//! share of the time inside a proxy, which no SIP code can remove.
+//!
+//! `udp_floor LISTEN TRUNK [REALTIME_PRIORITY]`, e.g. `udp_floor 127.0.0.1:25060 127.0.0.1:25070`.
+
+use std::net::{SocketAddr, UdpSocket};
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let parsed = match args.as_slice() {
+        [listen, trunk, rest @ ..] if rest.len() <= 1 => listen
+            .parse::<SocketAddr>()
+            .ok()
+            .zip(trunk.parse::<SocketAddr>().ok())
+            .zip(
+                rest.first()
+                    .map(|p| p.parse::<i32>().ok())
+                    .unwrap_or(Some(0)),
+            ),
+        _ => None,
+    };
+    let Some(((listen, trunk), priority)) = parsed else {
+        eprintln!("usage: udp_floor LISTEN TRUNK [REALTIME_PRIORITY]");
+        return ExitCode::from(2);
+    };
+    if priority > 0 {
+        let param = libc::sched_param {
+            sched_priority: priority,
+        };
+        // SAFETY: pid 0 is this thread; `param` is a valid sched_param for SCHED_FIFO.
+        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+            eprintln!("udp_floor: cannot use SCHED_FIFO {priority}");
+        }
+    }
+    let socket = match UdpSocket::bind(listen) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("udp_floor: cannot bind {listen}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut buf = vec![0u8; 65_535];
+    let mut carrier: Option<SocketAddr> = None;
+    loop {
+        let (n, from) = match socket.recv_from(&mut buf) {
+            Ok(r) => r,
+            Err(_) => continue,
+        };
+        let to = if from == trunk {
+            match carrier {
+                Some(c) => c,
+                None => continue,
+            }
+        } else {
+            carrier = Some(from);
+            trunk
+        };
+        let _ = socket.send_to(&buf[..n], to);
+    }
+}
