@@ -13,7 +13,7 @@ use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
 use crate::wire::Framing;
 use anyhow::{anyhow, Context};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
@@ -25,6 +25,9 @@ use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
 const TICK: Duration = Duration::from_millis(5);
+/// How late a timer that only ends a window may fire (see [`CoreTimer::may_fire_late`]): the
+/// ones armed within this span share one wake-up of the worker.
+const COALESCE: Duration = Duration::from_millis(100);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read per system call.
@@ -186,6 +189,9 @@ struct Worker {
     /// Whether each of `udp` is IPv4 (read once: `local_addr` is a system call).
     udp_v4: Vec<bool>,
     wheel: RefCell<TimerWheel<CoreTimer>>,
+    /// When the timer task sleeps until (`None`: until a timer is armed).
+    wake_at: Cell<Option<Instant>>,
+    /// Wakes the timer task: a timer was armed before `wake_at`.
     timer_added: Notify,
     /// Datagrams to send, in order, at the next [`flush_udp`]: everything the core says while
     /// handling one receive batch leaves in a few `sendmmsg` calls.
@@ -221,6 +227,7 @@ async fn worker(
         udp: udp_sockets,
         udp_v4,
         wheel: RefCell::new(TimerWheel::new(Instant::now(), TICK, 4096)),
+        wake_at: Cell::new(None),
         timer_added: Notify::new(),
         outbox: RefCell::new(Vec::with_capacity(udp::SEND_BATCH)),
     });
@@ -345,9 +352,12 @@ async fn timer_loop(w: Rc<Worker>) {
     let mut fired = Vec::new();
     let mut out = Vec::new();
     loop {
-        let next = w.wheel.borrow().next_tick(Instant::now());
+        let next = w.wheel.borrow().next_due();
+        w.wake_at.set(next);
         match next {
-            Some(at) => tokio::time::sleep_until(at.into()).await,
+            Some(at) => {
+                let _ = tokio::time::timeout_at(at.into(), w.timer_added.notified()).await;
+            }
             None => w.timer_added.notified().await,
         }
         let now = Instant::now();
@@ -375,9 +385,15 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 }
             },
             Output::Timer { at, timer } => {
-                let was_empty = w.wheel.borrow().is_empty();
-                w.wheel.borrow_mut().insert(at, timer);
-                if was_empty {
+                let mut wheel = w.wheel.borrow_mut();
+                if timer.may_fire_late() {
+                    wheel.insert_coalesced(at, COALESCE, timer);
+                } else {
+                    wheel.insert(at, timer);
+                }
+                // The timer task sleeps until its earliest deadline: wake it to sleep less.
+                if w.wake_at.get().is_none_or(|wake| at < wake) {
+                    w.wake_at.set(Some(at));
                     w.timer_added.notify_one();
                 }
             }

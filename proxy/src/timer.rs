@@ -2,7 +2,9 @@
 //!
 //! Timers are never cancelled (the state machines ignore timers that no longer apply), so the
 //! wheel only needs insert and expire: O(1) each. Time is passed in; the worker sleeps until
-//! [`TimerWheel::next_tick`] while the wheel is not empty.
+//! [`TimerWheel::next_due`], the earliest deadline, so a quiet worker is not woken every tick.
+//! Timers that only end a window (absorbing retransmissions, forgetting a call) are armed with
+//! [`TimerWheel::insert_coalesced`]: deadlines close together share one wake-up.
 //!
 //! Every timer lives in one slab, each slot being a list threaded through it, so memory follows
 //! the number of timers held, not the busiest moment of each of thousands of slots (per-slot
@@ -60,6 +62,21 @@ impl<T> TimerWheel<T> {
         let since = at.saturating_duration_since(self.origin);
         let ticks = since.as_nanos().div_ceil(self.tick.as_nanos());
         u64::try_from(ticks).unwrap_or(u64::MAX)
+    }
+
+    /// Arms a timer that may fire up to `grain` late: its deadline moves to the next multiple
+    /// of `grain` (counted from the wheel's origin), where the timers armed around the same
+    /// time wait too.
+    pub fn insert_coalesced(&mut self, at: Instant, grain: Duration, item: T) {
+        let grain = grain.as_nanos().max(1);
+        let since = at.saturating_duration_since(self.origin).as_nanos();
+        let rounded = since.div_ceil(grain).saturating_mul(grain);
+        let at = u64::try_from(rounded)
+            .ok()
+            .and_then(|n| self.origin.checked_add(Duration::from_nanos(n)))
+            .unwrap_or(at)
+            .max(at);
+        self.insert(at, item);
     }
 
     /// Arms a timer. A deadline in the past fires at the next `expire`.
@@ -166,9 +183,30 @@ impl<T> TimerWheel<T> {
         self.free = NIL;
     }
 
-    /// When the worker should next call `expire` (`None` when empty).
-    pub fn next_tick(&self, now: Instant) -> Option<Instant> {
-        (self.len > 0).then(|| now + self.tick)
+    /// When the worker should next call `expire`: the earliest deadline held (`None` when
+    /// empty). Looks one revolution ahead at most; beyond that, the end of the revolution.
+    pub fn next_due(&self) -> Option<Instant> {
+        if self.len == 0 {
+            return None;
+        }
+        let n = self.heads.len() as u64;
+        for tick in self.next..self.next.saturating_add(n) {
+            let mut earliest: Option<Instant> = None;
+            let mut cursor = self.heads[(tick % n) as usize];
+            while cursor != NIL {
+                let e = &self.entries[cursor as usize];
+                // Entries of later revolutions share the slot; only this visit's count.
+                if self.tick_of(e.at) <= tick {
+                    earliest = Some(earliest.map_or(e.at, |t| t.min(e.at)));
+                }
+                cursor = e.next;
+            }
+            if earliest.is_some() {
+                return earliest;
+            }
+        }
+        let ticks = u32::try_from(self.next.saturating_add(n)).unwrap_or(u32::MAX);
+        Some(self.origin + self.tick.saturating_mul(ticks))
     }
 
     /// Entries the slab has room for (held or free): its memory, for tests.
@@ -184,6 +222,68 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_worker_sleeps_until_the_earliest_deadline_not_the_next_tick() {
+        let t0 = Instant::now();
+        // 64 slots of 5 ms: one revolution is 320 ms.
+        let mut wheel = TimerWheel::new(t0, ms(5), 64);
+        assert_eq!(
+            wheel.next_due(),
+            None,
+            "empty: sleep until something is armed"
+        );
+        wheel.insert(t0 + ms(32_000), "cleanup");
+        // Far out: wake once a revolution to look again, not every tick.
+        assert_eq!(wheel.next_due(), Some(t0 + ms(320)));
+        // The earliest of several, whatever order they were armed in.
+        wheel.insert(t0 + ms(647), "later");
+        wheel.insert(t0 + ms(100), "soon");
+        wheel.insert(t0 + ms(7), "now-ish");
+        assert_eq!(wheel.next_due(), Some(t0 + ms(7)));
+        let mut fired = Vec::new();
+        wheel.expire(t0 + ms(7), &mut fired);
+        assert_eq!(fired, vec!["now-ish"]);
+        assert_eq!(wheel.next_due(), Some(t0 + ms(100)));
+        wheel.expire(t0 + ms(100), &mut fired);
+        // "later" (647 ms) is more than a revolution away and shares its slot with ticks
+        // that come first: look again at the end of this revolution, then find it.
+        assert_eq!(wheel.next_due(), Some(t0 + ms(420)));
+        wheel.expire(t0 + ms(420), &mut fired);
+        assert_eq!(fired, vec!["now-ish", "soon"]);
+        assert_eq!(wheel.next_due(), Some(t0 + ms(647)));
+        // A deadline already past is due at once.
+        wheel.insert(t0 + ms(50), "late");
+        assert_eq!(wheel.next_due(), Some(t0 + ms(50)));
+    }
+
+    #[test]
+    fn coalesced_timers_share_a_deadline_never_earlier_than_their_own() {
+        let t0 = Instant::now();
+        let mut wheel = TimerWheel::new(t0, ms(5), 64);
+        let grain = ms(100);
+        for (i, at) in [101, 150, 199, 200].into_iter().enumerate() {
+            wheel.insert_coalesced(t0 + ms(at), grain, i);
+        }
+        assert_eq!(
+            wheel.next_due(),
+            Some(t0 + ms(200)),
+            "one wake-up for all four"
+        );
+        let mut fired = Vec::new();
+        wheel.expire(t0 + ms(199), &mut fired);
+        assert!(fired.is_empty(), "none fires before its own deadline");
+        wheel.expire(t0 + ms(200), &mut fired);
+        fired.sort();
+        assert_eq!(fired, vec![0, 1, 2, 3]);
+        // A deadline on the grid stays where it is; one just past waits for the next point.
+        wheel.insert_coalesced(t0 + ms(300), grain, 4);
+        wheel.insert_coalesced(t0 + ms(300) + Duration::from_nanos(1), grain, 5);
+        assert_eq!(wheel.next_due(), Some(t0 + ms(300)));
+        wheel.expire(t0 + ms(300), &mut fired);
+        assert_eq!(fired.last(), Some(&4));
+        assert_eq!(wheel.next_due(), Some(t0 + ms(400)));
     }
 
     #[test]

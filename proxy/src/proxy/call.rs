@@ -312,7 +312,9 @@ impl Core {
         let mut acts = Vec::new();
         let trying = originate::response(msg, 100, "Trying", "", "");
         server.respond(100, trying, now, &mut acts);
+        let trying_at = out.len();
         emit(out, &mut acts, from, key, Side::Server, None);
+        let trying_len = out.len() - trying_at;
         let call = Arc::new(Mutex::new(Call {
             key,
             server,
@@ -337,6 +339,13 @@ impl Core {
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
         self.start_next_step(&mut c, &call, Some(msg), now, out);
+        // The 100 Trying goes out after the INVITE it answers: sent first, it wakes the
+        // carrier's process, which can take the CPU before the INVITE leaves (on loopback the
+        // sender delivers the datagram itself). A call that ended at once keeps its 100 before
+        // its final.
+        if c.phase == CallPhase::Trying {
+            out[trying_at..].rotate_left(trying_len);
+        }
     }
 
     /// Sends the INVITE to every target of the next step, or ends the call when there is none.

@@ -98,6 +98,28 @@ pub struct CoreTimer {
     pub kind: TimerKind,
 }
 
+impl CoreTimer {
+    /// True for timers that only end a window (absorbing retransmissions, forgetting what no
+    /// message can need any more): firing them a little late changes nothing a peer sees, so
+    /// the driver may batch them. Retransmissions, timeouts and failover timers fire on time.
+    pub fn may_fire_late(&self) -> bool {
+        match self.kind {
+            TimerKind::Server(t) | TimerKind::Client(t) => matches!(
+                t,
+                TxTimer::D
+                    | TxTimer::H
+                    | TxTimer::I
+                    | TxTimer::J
+                    | TxTimer::K
+                    | TxTimer::L
+                    | TxTimer::M
+            ),
+            TimerKind::GhostExpire | TimerKind::Sweep => true,
+            TimerKind::Provisional | TimerKind::Ring | TimerKind::CancelGiveUp => false,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKind {
     /// A timer of the server transaction `key`.

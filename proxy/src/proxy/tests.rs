@@ -253,6 +253,39 @@ fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {
 }
 
 #[test]
+fn the_forwarded_invite_leaves_before_the_100_trying_that_answers_it() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("order"));
+    let order: Vec<(SocketAddr, String)> = h.sent.iter().map(|(a, l, _)| (*a, l.clone())).collect();
+    assert_eq!(order.len(), 2, "{order:?}");
+    assert_eq!(order[0].0, addr(PRIMARY));
+    assert!(order[0].1.starts_with("INVITE "), "{order:?}");
+    assert_eq!(order[1], (addr(CARRIER), "SIP/2.0 100 Trying".to_string()));
+}
+
+#[test]
+fn a_call_with_nowhere_to_go_answers_100_before_its_final() {
+    let mut h = Harness::rules(&hot_hot(
+        r#"tiers = ["clouds"]
+survivability = { reject = 503, retry_after = "30s" }"#,
+    ));
+    let routing = h.core.routing();
+    for name in ["primary", "secondary"] {
+        let dest = routing.health.by_name(name).expect(name);
+        dest.act(crate::health::AdminAction::Maintenance, h.now);
+    }
+    h.receive(CARRIER, &invite("nowhere"));
+    assert_eq!(
+        h.lines_to(CARRIER),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 503 Service Unavailable"]
+    );
+    assert_eq!(
+        h.count_to(PRIMARY, "INVITE") + h.count_to(SECONDARY, "INVITE"),
+        0
+    );
+}
+
+#[test]
 fn silent_primary_gets_cancel_before_secondary_invite() {
     let mut h = Harness::new();
     h.receive(CARRIER, &invite("a1"));
@@ -1337,4 +1370,33 @@ fn the_transaction_cap_counts_calls_in_progress_not_answered_ones_absorbing_retr
     // Ring timeouts end them (408): nothing is left in progress.
     h.advance(Duration::from_secs(200));
     assert_eq!(h.core.transactions_in_progress(), 0);
+}
+
+#[test]
+fn only_timers_that_end_a_window_may_fire_late() {
+    let timer = |kind| CoreTimer { key: 1, kind };
+    for t in [TxTimer::A, TxTimer::B, TxTimer::E, TxTimer::F, TxTimer::G] {
+        assert!(!timer(TimerKind::Client(t)).may_fire_late(), "{t:?}");
+        assert!(!timer(TimerKind::Server(t)).may_fire_late(), "{t:?}");
+    }
+    for kind in [
+        TimerKind::Provisional,
+        TimerKind::Ring,
+        TimerKind::CancelGiveUp,
+    ] {
+        assert!(!timer(kind).may_fire_late(), "{kind:?}: failover timing");
+    }
+    for t in [
+        TxTimer::D,
+        TxTimer::H,
+        TxTimer::I,
+        TxTimer::J,
+        TxTimer::K,
+        TxTimer::L,
+        TxTimer::M,
+    ] {
+        assert!(timer(TimerKind::Client(t)).may_fire_late(), "{t:?}");
+    }
+    assert!(timer(TimerKind::Sweep).may_fire_late());
+    assert!(timer(TimerKind::GhostExpire).may_fire_late());
 }
