@@ -25,9 +25,6 @@ use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
 const TICK: Duration = Duration::from_millis(5);
-/// How late a timer that only ends a window may fire (see [`CoreTimer::may_fire_late`]): the
-/// ones armed within this span share one wake-up of the worker.
-const COALESCE: Duration = Duration::from_millis(100);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read per system call.
@@ -385,12 +382,9 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 }
             },
             Output::Timer { at, timer } => {
-                let mut wheel = w.wheel.borrow_mut();
-                if timer.may_fire_late() {
-                    wheel.insert_coalesced(at, COALESCE, timer);
-                } else {
-                    wheel.insert(at, timer);
-                }
+                w.wheel
+                    .borrow_mut()
+                    .insert_coalesced(at, timer.slack(), timer);
                 // The timer task sleeps until its earliest deadline: wake it to sleep less.
                 if w.wake_at.get().is_none_or(|wake| at < wake) {
                     w.wake_at.set(Some(at));

@@ -3,8 +3,9 @@
 //! Timers are never cancelled (the state machines ignore timers that no longer apply), so the
 //! wheel only needs insert and expire: O(1) each. Time is passed in; the worker sleeps until
 //! [`TimerWheel::next_due`], the earliest deadline, so a quiet worker is not woken every tick.
-//! Timers that only end a window (absorbing retransmissions, forgetting a call) are armed with
-//! [`TimerWheel::insert_coalesced`]: deadlines close together share one wake-up.
+//! Workers arm timers with [`TimerWheel::insert_coalesced`] and the slack each kind allows
+//! (`CoreTimer::slack`): at 200 calls/s every call's timers would otherwise wake a worker
+//! several times, since timers are never cancelled.
 //!
 //! Every timer lives in one slab, each slot being a list threaded through it, so memory follows
 //! the number of timers held, not the busiest moment of each of thousands of slots (per-slot

@@ -99,11 +99,13 @@ pub struct CoreTimer {
 }
 
 impl CoreTimer {
-    /// True for timers that only end a window (absorbing retransmissions, forgetting what no
-    /// message can need any more): firing them a little late changes nothing a peer sees, so
-    /// the driver may batch them. Retransmissions, timeouts and failover timers fire on time.
-    pub fn may_fire_late(&self) -> bool {
-        match self.kind {
+    /// How late the driver may fire this timer, so that timers armed close together share one
+    /// wake-up instead of waking a worker each. Timers that only end a window (absorbing
+    /// retransmissions, forgetting what no message can need any more) take
+    /// [`WINDOW_SLACK`]; retransmissions, timeouts and failover timers [`PROMPT_SLACK`], a few
+    /// percent of T1 and far below what a caller notices in a failover.
+    pub fn slack(&self) -> Duration {
+        let ends_a_window = match self.kind {
             TimerKind::Server(t) | TimerKind::Client(t) => matches!(
                 t,
                 TxTimer::D
@@ -116,9 +118,19 @@ impl CoreTimer {
             ),
             TimerKind::GhostExpire | TimerKind::Sweep => true,
             TimerKind::Provisional | TimerKind::Ring | TimerKind::CancelGiveUp => false,
+        };
+        if ends_a_window {
+            WINDOW_SLACK
+        } else {
+            PROMPT_SLACK
         }
     }
 }
+
+/// See [`CoreTimer::slack`].
+pub const WINDOW_SLACK: Duration = Duration::from_millis(100);
+/// See [`CoreTimer::slack`].
+pub const PROMPT_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKind {
