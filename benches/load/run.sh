@@ -45,6 +45,9 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          with kernel timestamps (adds tcpdump's cost to the machine: use it for
                          latency runs, not for the CPU figures)
   --settle S             seconds after a run before the "after" memory sample (default 5)
+  --warmup N             place N calls (at up to 50/s) before the idle memory sample, so "idle"
+                         is a proxy that has handled calls and is quiet again, as every node in
+                         service is, rather than one that never handled a message (default 0)
   --pointsman-log LEVEL  POINTSMAN_LOG for the proxy (default info, as shipped)
   --workers N            pointsman [node] workers (default: its own default, one per core)
   --max-transactions N   pointsman [guard] max_transactions (default: its own, 200000 calls
@@ -75,6 +78,7 @@ FLOOR=0
 PRIMARY="normal"
 LATENCY=0
 SETTLE=5
+WARMUP=0
 PM_LOG="info"
 WORKERS=""
 MAX_TX=""
@@ -104,6 +108,7 @@ while [[ $# -gt 0 ]]; do
 	--latency) LATENCY=1; shift ;;
 	--floor) FLOOR=1; shift ;;
 	--settle) SETTLE="$2"; shift 2 ;;
+	--warmup) WARMUP="$2"; shift 2 ;;
 	--pointsman-log) PM_LOG="$2"; shift 2 ;;
 	--workers) WORKERS="$2"; shift 2 ;;
 	--max-transactions) MAX_TX="$2"; shift 2 ;;
@@ -377,6 +382,17 @@ run_one() {
 	start_proxy "$proxy"
 	local pids
 	mapfile -t pids < <(tree "$PROXY_PID")
+	if ((WARMUP > 0)); then
+		(
+			cd "$DIR"
+			exec sipp -sf "$HERE/carrier_uac.xml" "$IP:$P_PROXY" -p "$P_CARRIER" -mp $((PORT_BASE + 6000)) \
+				"${SIPP_COMMON[@]}" -stf "$DIR/warmup.csv" -r $((WARMUP < 50 ? WARMUP : 50)) -m "$WARMUP" \
+				-recv_timeout 15000 -timeout 60s
+		) >"$DIR/warmup.out" 2>&1 || echo "  warm-up calls did not all succeed: $DIR/warmup.out" >&2
+		# Past what either proxy keeps of a finished call (pointsman 64·T1 = 32 s, Kamailio 5 s),
+		# plus a sweep and a memory check.
+		sleep 50
+	fi
 	sleep 1
 	local mem_idle
 	mem_idle="$(mem_kb "${pids[@]}")"
