@@ -25,6 +25,8 @@ use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
 const TICK: Duration = Duration::from_millis(5);
+/// Timers a worker fires before it lets its sockets be served.
+const TIMERS_PER_TURN: usize = 256;
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read per system call.
@@ -357,11 +359,18 @@ async fn timer_loop(w: Rc<Worker>) {
             }
             None => w.timer_added.notified().await,
         }
-        let now = Instant::now();
+        let mut now = Instant::now();
         w.wheel.borrow_mut().expire(now, &mut fired);
-        for t in fired.drain(..) {
+        for (i, t) in fired.drain(..).enumerate() {
             w.core.on_timer(t, now, &mut out);
             execute(&w, &mut out);
+            if i % TIMERS_PER_TURN == TIMERS_PER_TURN - 1 {
+                // Coalesced timers come in bursts (thousands per 100 ms at high load): serve
+                // the sockets between slices rather than hold every message behind them.
+                flush_udp(&w);
+                tokio::task::yield_now().await;
+                now = Instant::now();
+            }
         }
         // A catch-up after a stall can fire a great many at once: do not keep that room.
         fired.shrink_to(1024);
