@@ -25,8 +25,8 @@ impl Dialogs {
     pub fn expire_before(&self, cutoff: Instant) {
         self.table.retain(|_, since| *since > cutoff);
     }
-    pub fn shrink_if_sparse(&self) {
-        crate::transaction::key::shrink_if_sparse(&self.table);
+    pub fn size_for_load(&self) {
+        crate::transaction::key::size_for_load(&self.table);
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)

@@ -19,7 +19,7 @@ use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
-use crate::transaction::key::{shrink_if_sparse, KeyMap, Keys, MethodClass, TxKey};
+use crate::transaction::key::{size_for_load, KeyMap, Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -146,7 +146,7 @@ pub enum TimerKind {
     GhostExpire,
     /// The periodic sweep of the dialog tables (one timer per core, not per call): answered
     /// dialogs whose 2xx can no longer be retransmitted, and answered calls older than
-    /// [`MAX_CALL_DURATION`], are forgotten; tables that emptied out give their memory back.
+    /// [`MAX_CALL_DURATION`], are forgotten; tables are sized for what they hold.
     Sweep,
     /// 64·T1 after the branch `key` was cancelled: end it if no final response came.
     CancelGiveUp,
@@ -388,7 +388,7 @@ impl Core {
     }
 
     /// Forgets answered dialogs past twice the 2xx retransmission window and answered calls
-    /// past [`MAX_CALL_DURATION`], and hands back the memory of tables that emptied out. Runs
+    /// past [`MAX_CALL_DURATION`], and sizes the tables for what they hold. Runs
     /// again while anything is held.
     fn sweep(&self, now: Instant, out: &mut Vec<Output>) {
         if let Some(cutoff) = now.checked_sub(self.cfg.timers.t1x64() * 2) {
@@ -405,11 +405,11 @@ impl Core {
                 self.call_ended(key);
             }
         }
-        shrink_if_sparse(&self.servers);
-        shrink_if_sparse(&self.clients);
-        shrink_if_sparse(&self.answered);
-        shrink_if_sparse(&self.ghosts);
-        self.dialogs.shrink_if_sparse();
+        size_for_load(&self.servers);
+        size_for_load(&self.clients);
+        size_for_load(&self.answered);
+        size_for_load(&self.ghosts);
+        self.dialogs.size_for_load();
         self.sweep_armed.store(false, Ordering::Release);
         let held = !(self.servers.is_empty()
             && self.clients.is_empty()

@@ -39,17 +39,50 @@ impl Hasher for KeyHasher {
 /// A table keyed by keyed hashes ([`TxKey`], dialog keys).
 pub type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
-/// Gives a table's memory back once it holds less than a quarter of what it has room for (after
-/// a burst of load), and all of it once the table is empty, so a node returns to its idle
-/// footprint. A table holding a few entries keeps room for about a thousand: shrinking it
-/// would only make the next calls grow it again.
-pub fn shrink_if_sparse<V>(table: &KeyMap<V>) {
-    let capacity = table.capacity();
-    let len = table.len();
-    if (len == 0 && capacity > 0) || capacity > 4 * len + 1024 {
-        table.shrink_to_fit();
+/// Sizes a table for what it holds, shard by shard (run periodically, off the message path):
+///
+/// - empty: all its memory goes back, so a node returns to its idle footprint;
+/// - more than half full: it grows to twice what it holds. hashbrown reuses a removed entry's
+///   slot only after a rehash, and a table more than half full that runs out of free slots that
+///   way doubles instead: under steady load that came minutes in, as a step in RSS. Grown here,
+///   it takes that size while the load ramps up and then rehashes in place;
+/// - less than an eighth full (after a burst): it shrinks to twice what it holds.
+///
+/// The bands leave room between growing and shrinking, so a table never flips between them.
+pub fn size_for_load<V>(table: &KeyMap<V>) {
+    let hasher = table.hasher().clone();
+    let rehash = |entry: &(u64, dashmap::SharedValue<V>)| hasher.hash_one(entry.0);
+    for shard in table.shards() {
+        let (len, room) = {
+            let s = shard.read();
+            (s.len(), full_capacity(s.buckets()))
+        };
+        if len == 0 && room > 0 {
+            shard.write().shrink_to(0, rehash);
+        } else if room > 8 * len + SMALL_SHARD {
+            shard.write().shrink_to(2 * len, rehash);
+        } else if 2 * len > room {
+            // Asking for more than the table holds makes hashbrown double it.
+            let mut s = shard.write();
+            let (len, room) = (s.len(), full_capacity(s.buckets()));
+            s.reserve((room + 1).saturating_sub(len), rehash);
+        }
     }
 }
+
+/// How many entries a hashbrown table of `buckets` holds before it must grow (its load factor),
+/// whatever "deleted" markers currently use up.
+fn full_capacity(buckets: usize) -> usize {
+    if buckets < 8 {
+        buckets.saturating_sub(1)
+    } else {
+        buckets / 8 * 7
+    }
+}
+
+/// A shard with room for this many entries more than eight times what it holds keeps them: a
+/// node taking a few calls would only grow it again.
+const SMALL_SHARD: usize = 256;
 
 /// Which transaction a method belongs to: ACK goes with its INVITE, CANCEL has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -164,28 +197,92 @@ mod tests {
         table
     }
 
+    /// Another call's key in place of `k`'s: anywhere in the table, as real keys are.
+    fn churned(k: u64, round: u64) -> u64 {
+        (k ^ round)
+            .wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            .rotate_left(23)
+    }
+
     #[test]
-    fn tables_give_their_room_back_when_sparse_and_all_of_it_when_empty() {
-        // After a burst: a few entries left in room for thousands -> shrunk to fit them.
+    fn tables_are_kept_at_most_half_full_and_give_their_room_back_when_sparse_or_empty() {
+        // What a table's memory follows: its buckets.
+        let room = |t: &KeyMap<[u8; 64]>| {
+            t.shards()
+                .iter()
+                .map(|s| full_capacity(s.read().buckets()))
+                .sum::<usize>()
+        };
+        // Filled as a ramp-up fills it: more than half full somewhere, then grown to twice.
         let table = filled(20_000);
+        size_for_load(&table);
+        for shard in table.shards() {
+            let s = shard.read();
+            assert!(
+                2 * s.len() <= s.capacity(),
+                "{} in {}",
+                s.len(),
+                s.capacity()
+            );
+        }
+        // Sized once, it stays: the next sweep under the same load changes nothing.
+        let grown = room(&table);
+        size_for_load(&table);
+        assert_eq!(room(&table), grown);
+        // Churn at a steady size (every entry replaced): no doubling, removed slots are reused.
+        for round in 1..=5u64 {
+            let keys: Vec<u64> = table.iter().map(|e| *e.key()).collect();
+            for k in keys {
+                table.remove(&k);
+                table.insert(churned(k, round), [0; 64]);
+            }
+            size_for_load(&table);
+        }
+        assert_eq!(table.len(), 20_000);
+        assert_eq!(room(&table), grown, "steady load, steady room");
+        // Left to hashbrown, the same churn doubles the table once, long after the ramp-up.
+        // (Filled close to its room: that is where removals leave "deleted" markers.)
+        let control: KeyMap<[u8; 64]> = KeyMap::default();
+        let mut k = 0u64;
+        while control.len() * 20 < room(&control) * 19 || control.len() < 20_000 {
+            k += 1;
+            control.insert(k.wrapping_mul(0x9e37_79b9_7f4a_7c15), [0; 64]);
+        }
+        let before = room(&control);
+        for round in 1..=5u64 {
+            let keys: Vec<u64> = control.iter().map(|e| *e.key()).collect();
+            for k in keys {
+                control.remove(&k);
+                control.insert(churned(k, round), [0; 64]);
+            }
+        }
+        assert!(room(&control) > before, "{} -> {}", before, room(&control));
+
+        // After a burst: a few entries left in room for thousands -> shrunk to twice them.
         table.retain(|k, _| k % 100 == 0);
         let left = table.len();
-        shrink_if_sparse(&table);
-        assert!(table.capacity() < 4 * left + 1024, "{}", table.capacity());
+        size_for_load(&table);
+        assert!(
+            table.capacity() <= 4 * left + 8 * SMALL_SHARD,
+            "{}",
+            table.capacity()
+        );
+        assert!(table.capacity() >= 2 * left);
 
         // A small table in use keeps its room: the next calls would only grow it again.
         let small = filled(500);
+        size_for_load(&small);
         small.retain(|k, _| k % 10 == 0);
         let before = small.capacity();
-        shrink_if_sparse(&small);
+        size_for_load(&small);
         assert_eq!(small.capacity(), before);
 
         // Empty: nothing is kept, however little room it had.
         small.clear();
-        shrink_if_sparse(&small);
+        size_for_load(&small);
         assert_eq!(small.capacity(), 0);
         let never_used: KeyMap<u8> = KeyMap::default();
-        shrink_if_sparse(&never_used);
+        size_for_load(&never_used);
         assert_eq!(never_used.capacity(), 0);
     }
 }
