@@ -18,7 +18,7 @@ fn main() -> ExitCode {
             .zip(trunk.parse::<SocketAddr>().ok())
             .zip(
                 rest.first()
-                    .map(|p| p.parse::<i32>().ok())
+                    .map(|p| p.parse::<u8>().ok())
                     .unwrap_or(Some(0)),
             ),
         _ => None,
@@ -28,12 +28,8 @@ fn main() -> ExitCode {
         return ExitCode::from(2);
     };
     if priority > 0 {
-        let param = libc::sched_param {
-            sched_priority: priority,
-        };
-        // SAFETY: pid 0 is this thread; `param` is a valid sched_param for SCHED_FIFO.
-        if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-            eprintln!("udp_floor: cannot use SCHED_FIFO {priority}");
+        if let Err(e) = pointsman::server::set_realtime(priority) {
+            eprintln!("udp_floor: cannot use SCHED_FIFO {priority}: {e}");
         }
     }
     let socket = match UdpSocket::bind(listen) {

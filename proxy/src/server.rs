@@ -146,7 +146,14 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                 .name(format!("pointsman-w{i}"))
                 .spawn(move || {
                     if realtime_priority > 0 {
-                        set_realtime(realtime_priority);
+                        if let Err(e) = set_realtime(realtime_priority) {
+                            tracing::warn!(
+                                priority = realtime_priority,
+                                error = %e,
+                                "node.realtime_priority: cannot run the worker under SCHED_FIFO \
+                                 (needs CAP_SYS_NICE); it runs under the normal scheduler"
+                            );
+                        }
                     }
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, worker(core, tcp, sink, inbox, sockets, listeners))
@@ -160,23 +167,18 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Puts the calling thread under SCHED_FIFO at `priority`: a datagram then wakes its worker
-/// ahead of ordinary processes on a busy machine. Refused without CAP_SYS_NICE; the worker then
-/// runs as before and says so.
-fn set_realtime(priority: u8) {
+/// Puts the calling thread under SCHED_FIFO at `priority`: a datagram then wakes it ahead of
+/// ordinary processes on a busy machine. Refused without CAP_SYS_NICE (the thread then runs as
+/// before).
+pub fn set_realtime(priority: u8) -> std::io::Result<()> {
     let param = libc::sched_param {
         sched_priority: i32::from(priority),
     };
     // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_FIFO.
-    let rc = unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) };
-    if rc != 0 {
-        tracing::warn!(
-            priority,
-            error = %std::io::Error::last_os_error(),
-            "node.realtime_priority: cannot run the worker under SCHED_FIFO (needs CAP_SYS_NICE); \
-             it runs under the normal scheduler"
-        );
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        return Err(std::io::Error::last_os_error());
     }
+    Ok(())
 }
 
 /// What the tasks of one worker share.
@@ -391,12 +393,13 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 }
             },
             Output::Timer { at, timer } => {
-                w.wheel
+                let due = w
+                    .wheel
                     .borrow_mut()
                     .insert_coalesced(at, timer.slack(), timer);
                 // The timer task sleeps until its earliest deadline: wake it to sleep less.
-                if w.wake_at.get().is_none_or(|wake| at < wake) {
-                    w.wake_at.set(Some(at));
+                if w.wake_at.get().is_none_or(|wake| due < wake) {
+                    w.wake_at.set(Some(due));
                     w.timer_added.notify_one();
                 }
             }

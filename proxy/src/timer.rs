@@ -67,8 +67,8 @@ impl<T> TimerWheel<T> {
 
     /// Arms a timer that may fire up to `grain` late: its deadline moves to the next multiple
     /// of `grain` (counted from the wheel's origin), where the timers armed around the same
-    /// time wait too.
-    pub fn insert_coalesced(&mut self, at: Instant, grain: Duration, item: T) {
+    /// time wait too. Returns that deadline.
+    pub fn insert_coalesced(&mut self, at: Instant, grain: Duration, item: T) -> Instant {
         let grain = grain.as_nanos().max(1);
         let since = at.saturating_duration_since(self.origin).as_nanos();
         let rounded = since.div_ceil(grain).saturating_mul(grain);
@@ -78,6 +78,7 @@ impl<T> TimerWheel<T> {
             .unwrap_or(at)
             .max(at);
         self.insert(at, item);
+        at
     }
 
     /// Arms a timer. A deadline in the past fires at the next `expire`.

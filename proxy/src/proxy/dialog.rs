@@ -34,8 +34,8 @@ impl Dialogs {
     pub fn len(&self) -> usize {
         self.table.len()
     }
-    /// Entries the table has room for without growing.
-    pub fn capacity(&self) -> usize {
-        self.table.capacity()
+    /// See [`crate::transaction::key::room`].
+    pub fn room(&self) -> usize {
+        crate::transaction::key::room(&self.table)
     }
 }

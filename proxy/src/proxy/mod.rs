@@ -19,7 +19,7 @@ use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
-use crate::transaction::key::{size_for_load, KeyMap, Keys, MethodClass, TxKey};
+use crate::transaction::key::{room, size_for_load, KeyMap, Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -357,11 +357,11 @@ impl Core {
     /// Entries the core's tables have room for: what their memory follows (tables shrink at
     /// the sweep after they empty out).
     pub fn table_room(&self) -> usize {
-        self.servers.capacity()
-            + self.clients.capacity()
-            + self.answered.capacity()
-            + self.ghosts.capacity()
-            + self.dialogs.capacity()
+        room(&self.servers)
+            + room(&self.clients)
+            + room(&self.answered)
+            + room(&self.ghosts)
+            + self.dialogs.room()
     }
 
     /// The answered call `key` is over (its BYE was answered, or it expired): stop counting it.

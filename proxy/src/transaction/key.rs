@@ -70,6 +70,16 @@ pub fn size_for_load<V>(table: &KeyMap<V>) {
     }
 }
 
+/// Entries a table holds before it must grow, summed over its shards: what its memory follows
+/// (unlike `DashMap::capacity`, not lowered by the slots removals left "deleted").
+pub fn room<V>(table: &KeyMap<V>) -> usize {
+    table
+        .shards()
+        .iter()
+        .map(|s| full_capacity(s.read().buckets()))
+        .sum()
+}
+
 /// How many entries a hashbrown table of `buckets` holds before it must grow (its load factor),
 /// whatever "deleted" markers currently use up.
 fn full_capacity(buckets: usize) -> usize {
@@ -206,13 +216,6 @@ mod tests {
 
     #[test]
     fn tables_are_kept_at_most_half_full_and_give_their_room_back_when_sparse_or_empty() {
-        // What a table's memory follows: its buckets.
-        let room = |t: &KeyMap<[u8; 64]>| {
-            t.shards()
-                .iter()
-                .map(|s| full_capacity(s.read().buckets()))
-                .sum::<usize>()
-        };
         // Filled as a ramp-up fills it: more than half full somewhere, then grown to twice.
         let table = filled(20_000);
         size_for_load(&table);
