@@ -335,3 +335,65 @@ async fn admin_reload_applies_a_valid_file_and_refuses_a_broken_one() {
     assert!(body.contains("secnodary"), "{body}");
     assert_eq!(call(&t, "after-refusal").await, (200, "secondary".into()));
 }
+
+/// `se.slice` of each thread of `pid` by name, from /proc (kernels with per-task slices show it).
+fn thread_slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    let mut out = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).expect("task list") {
+        let dir = task.expect("task").path();
+        let name = std::fs::read_to_string(dir.join("comm")).unwrap_or_default();
+        let slice = std::fs::read_to_string(dir.join("sched"))
+            .unwrap_or_default()
+            .lines()
+            .find(|l| l.starts_with("se.slice"))
+            .and_then(|l| l.rsplit(':').next())
+            .and_then(|v| v.trim().parse().ok());
+        out.push((name.trim().to_string(), slice));
+    }
+    out
+}
+
+#[tokio::test]
+async fn workers_ask_the_kernel_for_the_configured_slice_and_other_threads_do_not() {
+    let t = Cast::start(
+        |ip| {
+            let mut c = node_section(ip)
+                .replace("workers = 2\n", "workers = 2\nscheduler_slice = \"2ms\"\n");
+            c.push_str(&destination("primary", ip, PRIMARY_PORT, "300ms"));
+            c.push_str("\n[[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n");
+            c
+        },
+        &[("primary", PRIMARY_PORT, Some(Behaviour::answer()))],
+    )
+    .await;
+    let threads = thread_slices(t.node.pid());
+    let workers: Vec<_> = threads
+        .iter()
+        .filter(|(name, _)| name.starts_with("pointsman-w"))
+        .collect();
+    assert_eq!(workers.len(), 2, "{threads:?}");
+    if workers.iter().any(|(_, slice)| slice.is_none()) {
+        eprintln!(
+            "this kernel shows no per-task slice (Linux 6.12+ with sched debug): not checked"
+        );
+        return;
+    }
+    for (name, slice) in &workers {
+        assert_eq!(
+            *slice,
+            Some(2_000_000),
+            "{name}: {threads:?}\n{}",
+            t.report()
+        );
+    }
+    for (name, slice) in threads
+        .iter()
+        .filter(|(n, _)| !n.starts_with("pointsman-w"))
+    {
+        assert_ne!(
+            *slice,
+            Some(2_000_000),
+            "{name} should keep the default slice"
+        );
+    }
+}

@@ -55,6 +55,10 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
   --realtime PRIO        run the proxy's workers under SCHED_FIFO at PRIO (1..99): pointsman
                          [node] realtime_priority, Kamailio real_time=4 rt_policy=2 rt_prio
                          (needs root or CAP_SYS_NICE)
+  --slice US             time slice, in microseconds, the workers of pointsman and the floor ask
+                         the kernel for under the normal scheduler (pointsman [node]
+                         scheduler_slice; 0: the kernel's default; default: pointsman's own,
+                         100 us); Kamailio has no such setting
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)
@@ -83,6 +87,7 @@ PM_LOG="info"
 WORKERS=""
 MAX_TX=""
 RT=""
+SLICE=""
 IP="127.0.0.1"
 PORT_BASE=25060
 OUT=""
@@ -113,6 +118,7 @@ while [[ $# -gt 0 ]]; do
 	--workers) WORKERS="$2"; shift 2 ;;
 	--max-transactions) MAX_TX="$2"; shift 2 ;;
 	--realtime) RT="$2"; shift 2 ;;
+	--slice) SLICE="$2"; shift 2 ;;
 	--ip) IP="$2"; shift 2 ;;
 	--port-base) PORT_BASE="$2"; shift 2 ;;
 	--out) OUT="$2"; shift 2 ;;
@@ -310,6 +316,7 @@ start_proxy() {
 id = 1
 ${WORKERS:+workers = $WORKERS}
 ${RT:+realtime_priority = $RT}
+${SLICE:+scheduler_slice = \"${SLICE}us\"}
 
 [[listen]]
 transport = "udp"
@@ -355,7 +362,7 @@ EOF
 		;;
 	floor)
 		# Not SIP: nothing answers OPTIONS. Bound to the port once it is in the socket table.
-		LOG="$DIR/proxy.log" start "$FLOOR_BIN" "$IP:$P_PROXY" "$IP:$P_PRIMARY" ${RT:+"$RT"}
+		LOG="$DIR/proxy.log" start "$FLOOR_BIN" "$IP:$P_PROXY" "$IP:$P_PRIMARY" "${RT:-0}" ${SLICE:+"$SLICE"}
 		PROXY_PID=$STARTED
 		sleep 0.5
 		return

@@ -32,6 +32,9 @@ use std::time::Duration;
 pub const DEFAULT_NODE_ID: u16 = 1;
 /// Most `node.workers` accepted.
 pub const MAX_WORKERS: usize = 64;
+/// Default `node.scheduler_slice`: the shortest the kernel grants, about ten times what a
+/// message takes a worker.
+pub const DEFAULT_SCHEDULER_SLICE: Duration = Duration::from_micros(100);
 /// Default `tcp.idle_timeout`.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default `tcp.max_connections`.
@@ -86,6 +89,11 @@ pub struct NodeSection {
     /// Run the workers under SCHED_FIFO at this priority (1..=99; 0, the default, leaves them
     /// under the normal scheduler). Needs CAP_SYS_NICE; like Kamailio's `rt_prio`.
     pub realtime_priority: Option<u8>,
+    /// Time slice the workers ask the kernel for (Linux 6.12+): a worker woken by a datagram
+    /// then preempts tasks with longer slices instead of waiting for theirs to end. From 100us
+    /// to 100ms, or "0s" for the kernel's default (default 100us).
+    #[serde(default, with = "humantime_serde::option")]
+    pub scheduler_slice: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -278,6 +286,8 @@ pub struct Config {
     pub workers: usize,
     /// SCHED_FIFO priority of the workers; 0: the normal scheduler.
     pub realtime_priority: u8,
+    /// Slice the workers ask for under the normal scheduler; `None`: the kernel's default.
+    pub scheduler_slice: Option<Duration>,
     pub listeners: Vec<Listener>,
     pub timers: crate::transaction::TimerConfig,
     pub limits: crate::wire::Limits,
@@ -565,6 +575,18 @@ fn validate(
         99,
         0,
     );
+    let scheduler_slice = spec.node.scheduler_slice.unwrap_or(DEFAULT_SCHEDULER_SLICE);
+    if !scheduler_slice.is_zero() {
+        let (lo, hi) = crate::sched::SLICE_RANGE;
+        errors.duration_in(
+            "node.scheduler_slice",
+            scheduler_slice,
+            lo,
+            hi,
+            DEFAULT_SCHEDULER_SLICE,
+        );
+    }
+    let scheduler_slice = (!scheduler_slice.is_zero()).then_some(scheduler_slice);
     let timers = validate_timers(&spec.timers, errors);
     let limits = validate_limits(&spec.limits, errors);
     let t = &spec.tcp;
@@ -617,6 +639,7 @@ fn validate(
         advertise,
         workers,
         realtime_priority,
+        scheduler_slice,
         listeners,
         timers,
         limits,

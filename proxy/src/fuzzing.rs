@@ -1697,6 +1697,7 @@ mod tests {
                     ("advertise", K::Addr),
                     ("workers", K::Int),
                     ("realtime_priority", K::Int),
+                    ("scheduler_slice", K::Duration),
                 ],
             ),
             table(

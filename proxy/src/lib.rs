@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod node;
 pub mod originate;
 pub mod proxy;
+pub mod sched;
 pub mod server;
 pub mod sim;
 pub mod timer;

@@ -8,6 +8,7 @@
 use crate::config::{Config, ListenTransport};
 use crate::node::Node;
 use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
+use crate::sched;
 use crate::timer::TimerWheel;
 use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
@@ -140,21 +141,12 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         } else {
             Vec::new()
         };
-        let realtime_priority = cfg.realtime_priority;
+        let (realtime_priority, slice) = (cfg.realtime_priority, cfg.scheduler_slice);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
                 .spawn(move || {
-                    if realtime_priority > 0 {
-                        if let Err(e) = set_realtime(realtime_priority) {
-                            tracing::warn!(
-                                priority = realtime_priority,
-                                error = %e,
-                                "node.realtime_priority: cannot run the worker under SCHED_FIFO \
-                                 (needs CAP_SYS_NICE); it runs under the normal scheduler"
-                            );
-                        }
-                    }
+                    ask_scheduler(realtime_priority, slice);
                     let local = tokio::task::LocalSet::new();
                     local.block_on(&rt, worker(core, tcp, sink, inbox, sockets, listeners))
                 })?,
@@ -167,18 +159,27 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     Ok(())
 }
 
-/// Puts the calling thread under SCHED_FIFO at `priority`: a datagram then wakes it ahead of
-/// ordinary processes on a busy machine. Refused without CAP_SYS_NICE (the thread then runs as
-/// before).
-pub fn set_realtime(priority: u8) -> std::io::Result<()> {
-    let param = libc::sched_param {
-        sched_priority: i32::from(priority),
-    };
-    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param for SCHED_FIFO.
-    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
-        return Err(std::io::Error::last_os_error());
+/// Asks the kernel to serve the calling worker promptly (see [`sched`]): SCHED_FIFO when
+/// configured, otherwise a short slice. Either may be refused; the worker runs regardless.
+fn ask_scheduler(realtime_priority: u8, slice: Option<Duration>) {
+    if realtime_priority > 0 {
+        if let Err(e) = sched::set_realtime(realtime_priority) {
+            tracing::warn!(
+                priority = realtime_priority,
+                error = %e,
+                "node.realtime_priority: cannot run the worker under SCHED_FIFO \
+                 (needs CAP_SYS_NICE); it runs under the normal scheduler"
+            );
+        } else {
+            return;
+        }
     }
-    Ok(())
+    let Some(slice) = slice else { return };
+    match sched::set_slice(slice) {
+        Ok(Some(_)) => {}
+        Ok(None) => debug!("node.scheduler_slice: this kernel has no per-task slices (6.12+)"),
+        Err(e) => tracing::warn!(error = %e, "node.scheduler_slice: cannot set the worker's slice"),
+    }
 }
 
 /// What the tasks of one worker share.

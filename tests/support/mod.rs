@@ -124,6 +124,11 @@ impl Node {
         panic!("pointsman logged no reload outcome:\n{}", self.log());
     }
 
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Whether the process is still running.
     pub fn alive(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

@@ -1594,3 +1594,29 @@ fn guard_defaults_and_errors() {
         );
     }
 }
+
+#[test]
+fn scheduler_slice_defaults_to_the_shortest_the_kernel_grants_and_zero_turns_it_off() {
+    assert_eq!(
+        parse(&base_with("")).unwrap().scheduler_slice,
+        Some(Duration::from_micros(100))
+    );
+    assert_eq!(
+        parse(&base_with("[node]\nscheduler_slice = \"2ms\""))
+            .unwrap()
+            .scheduler_slice,
+        Some(Duration::from_millis(2))
+    );
+    assert_eq!(
+        parse(&base_with("[node]\nscheduler_slice = \"0s\""))
+            .unwrap()
+            .scheduler_slice,
+        None
+    );
+    assert_one_error(
+        &base_with("[node]\nscheduler_slice = \"50us\""),
+        "node.scheduler_slice",
+        Some(18),
+        "scheduler_slice = \"50us\" is too short: use a duration from 100us to 100ms (default 100us)",
+    );
+}
