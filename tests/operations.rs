@@ -397,3 +397,33 @@ async fn workers_ask_the_kernel_for_the_configured_slice_and_other_threads_do_no
         );
     }
 }
+
+/// The value of the unlabelled series `name` in Prometheus text.
+fn sample(text: &str, name: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no `{name}` in /metrics:\n{text}"))
+}
+
+#[tokio::test]
+async fn every_relayed_datagram_has_its_time_inside_the_node_in_the_transit_histogram() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let (_, before) = get(t.ip, "/metrics").await;
+    let count_before = sample(&before, "pointsman_udp_transit_seconds_count");
+    for n in 0..4 {
+        let id = format!("transit-{n}");
+        assert_eq!(call(&t, &id).await, (200, "primary".into()));
+        hang_up(&t, &id).await;
+    }
+    let (code, text) = get(t.ip, "/metrics").await;
+    assert_eq!(code, 200);
+    let count = sample(&text, "pointsman_udp_transit_seconds_count") - count_before;
+    // Each call: the INVITE, 180 and 200 relayed, the ACK, the BYE and its 200 relayed.
+    assert!(count >= 4.0 * 6.0, "{count} datagrams timed\n{text}");
+    let sum = sample(&text, "pointsman_udp_transit_seconds_sum");
+    assert!(sum > 0.0, "transit sum {sum}");
+    // On loopback every one is far below the last bucket.
+    let total = sample(&text, "pointsman_udp_transit_seconds_count");
+    let in_last = sample(&text, r#"pointsman_udp_transit_seconds_bucket{le="0.25"}"#);
+    assert_eq!(in_last, total, "{text}");
+}

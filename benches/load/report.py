@@ -228,6 +228,40 @@ def capture_latency(run, ports):
     return {"invite": invite, "ok": ok, "added": added, "setup": setup}
 
 
+def transit_buckets(run):
+    """pointsman's own pointsman_udp_transit_seconds over the run: (upper bound s, datagrams)
+    per bucket, cumulative, from the /metrics samples taken before and after; None without."""
+    def read(name):
+        try:
+            with open(os.path.join(run, name)) as f:
+                text = f.read()
+        except OSError:
+            return None
+        out = {}
+        prefix = 'pointsman_udp_transit_seconds_bucket{le="'
+        for line in text.splitlines():
+            if line.startswith(prefix):
+                le = line[len(prefix):].split('"', 1)[0]
+                out[le] = float(line.rsplit(" ", 1)[1])
+        return out or None
+
+    before, after = read("metrics_before.txt"), read("metrics_after.txt")
+    if not before or not after:
+        return None
+    return sorted(
+        (float("inf") if le == "+Inf" else float(le), n - before.get(le, 0.0))
+        for le, n in after.items()
+    )
+
+
+def transit_pct(buckets, p):
+    """The upper bound of the bucket the p-th percentile falls in (s), or None."""
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    need = p / 100.0 * buckets[-1][1]
+    return next(le for le, n in buckets if n >= need)
+
+
 def pct(values, p):
     if not values:
         return None
@@ -287,6 +321,7 @@ def summarize(run):
         "mem_per_1000cps_mb": (peak - idle) / 1024 / (target / 1000) if target else None,
         "hwm_mb": fnum(m, "hwm_kb") / 1024,
         "lat": lat,
+        "transit": transit_buckets(run),
         "rtt": rtt,
         **s,
     }
@@ -327,6 +362,14 @@ def row_cells(r):
             return "-"
         return f"{f_us(pct(lat[key], 50))}/{f_us(pct(lat[key], 99))}"
 
+    def own(q):
+        le = transit_pct(r["transit"], q)
+        if le is None:
+            return "-"
+        return ">250000" if le == float("inf") else f"<={le * 1e6:.0f}"
+
+    transit = "-" if r["transit"] is None else f"{own(50)}/{own(99)}"
+
     return [
         r["proxy"],
         f"{r['target']:.0f}",
@@ -339,6 +382,7 @@ def row_cells(r):
         pair("invite"),
         pair("ok"),
         pair("added"),
+        transit,
         "-" if r["cpu_per_1000"] is None else f"{r['cpu_per_1000']:.3f}",
         "-" if r["cpu_share"] is None else f"{r['cpu_share'] * 100:.0f}%",
         "-" if r["uac_cpu_share"] is None else
@@ -361,6 +405,7 @@ HEADERS = [
     "in-proxy INVITE p50/p99 us",
     "in-proxy 200 p50/p99 us",
     "added p50/p99 us",
+    "own transit p50/p99 us",
     "CPU s/1000 calls",
     "proxy CPU",
     "SIPp UAC/UAS CPU",
@@ -399,6 +444,7 @@ def ratio_cells(p, k):
         both("invite"),
         both("ok"),
         both("added"),
+        "",
         ratio(p["cpu_per_1000"], k["cpu_per_1000"]),
         ratio(p["cpu_share"], k["cpu_share"]),
         "",
@@ -436,6 +482,10 @@ def table(runs, markdown=False):
         "timestamps) when --latency was on; '*' = SIPp's own samples, 1 ms resolution.",
         "in-proxy: first copy of the message into the proxy -> first copy out of it (capture). "
         "added = INVITE + 200 in-proxy time of the same call.",
+        "own transit: pointsman's own pointsman_udp_transit_seconds over the run (kernel receive "
+        "timestamp of every datagram that made it send -> the send handed to the kernel), as the "
+        "upper bound of the bucket the percentile falls in; needs no capture, so it holds at rates "
+        "the machine cannot also capture.",
         "CPU s/1000 calls: the proxy's utime+stime (all its processes) over the run / calls. "
         "proxy CPU, SIPp UAC/UAS CPU (the carrier, the primary trunk): share of one core over the run.",
         "mem: PSS summed over the proxy's processes (= RSS for pointsman), idle before the run, "

@@ -139,6 +139,7 @@ P_PROXY=$PORT_BASE
 P_PRIMARY=$((PORT_BASE + 10))
 P_SECONDARY=$((PORT_BASE + 20))
 P_CARRIER=$((PORT_BASE + 30))
+P_ADMIN=$((PORT_BASE + 40))
 
 # ---- tools --------------------------------------------------------------------------------------
 
@@ -256,6 +257,13 @@ mem_kb() {
 	echo "$total"
 }
 
+# Writes pointsman's /metrics into $DIR/$1 (its own transit histogram is read from these).
+save_metrics() {
+	python3 -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+		"http://$IP:$P_ADMIN/metrics" >"$DIR/$1" 2>/dev/null || rm -f "$DIR/$1"
+}
+
 # Waits until something answers OPTIONS on the proxy port (10 s at most).
 wait_ready() {
 	python3 - "$IP" "$P_PROXY" <<'EOF'
@@ -323,7 +331,7 @@ transport = "udp"
 address = "$IP:$P_PROXY"
 
 [admin]
-enabled = false
+listen = "$IP:$P_ADMIN"
 
 # One carrier address sends every call: lift the per-source rate limit above the bench's rates.
 [guard]
@@ -412,6 +420,7 @@ run_one() {
 		sleep 1
 	fi
 
+	[[ $proxy == pointsman ]] && save_metrics metrics_before.txt
 	local cpu_before wall_before
 	cpu_before="$(cpu_ticks "${pids[@]}")"
 	wall_before="$(date +%s.%N)"
@@ -454,6 +463,7 @@ run_one() {
 
 	# The trunks' last calls end (timewait 2 s) and their statistics rows are written.
 	sleep 3
+	[[ $proxy == pointsman ]] && save_metrics metrics_after.txt
 	[[ -n "$tcpdump_pid" ]] && { kill -INT "$tcpdump_pid" 2>/dev/null || true; sleep 0.5; stop "$tcpdump_pid"; }
 	sleep "$SETTLE"
 	local mem_after hwm

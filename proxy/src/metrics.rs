@@ -11,7 +11,7 @@
 //! an IP address. Per-destination and per-route handles are indexed by
 //! [`DestId`]/[`RouteId`] (config order); [`Metrics::rebind`] builds the set for a reloaded
 //! config, keeping the counters of names that stay. The histograms have explicit buckets
-//! ([`POST_DIAL_DELAY_BUCKETS`], [`INVITE_FINAL_BUCKETS`]).
+//! ([`POST_DIAL_DELAY_BUCKETS`], [`INVITE_FINAL_BUCKETS`], [`UDP_TRANSIT_BUCKETS`]).
 //!
 //! [`Metrics::install`] installs the recorder as the process's global one (once per process) and
 //! starts a thread that runs the exporter's upkeep; [`Metrics::local`] builds a private recorder
@@ -42,6 +42,14 @@ pub const POST_DIAL_DELAY_BUCKETS: [f64; 13] = [
 /// response relayed (answer, rejection, or the caller's CANCEL), up to the 120 s ring timeout.
 pub const INVITE_FINAL_BUCKETS: [f64; 15] = [
     0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0, 90.0, 120.0, 300.0,
+];
+
+/// Bucket bounds (seconds) of `pointsman_udp_transit_seconds`: the kernel receiving a datagram
+/// → pointsman handing the kernel what it sends because of it. Dense below a millisecond, where
+/// a healthy node is.
+pub const UDP_TRANSIT_BUCKETS: [f64; 14] = [
+    0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75, 0.001, 0.002_5,
+    0.005, 0.01, 0.05, 0.25,
 ];
 
 /// The `method` label values of `pointsman_requests_total`, in [`Method`] order; extension
@@ -271,6 +279,7 @@ pub struct Metrics {
     ghosts_torn_down: Counter,
     post_dial_delay: Histogram,
     invite_final: Histogram,
+    udp_transit: Histogram,
     calls_in_progress: Gauge,
     transactions: Gauge,
     parse_errors: [Counter; PARSE_ERROR_KINDS.len()],
@@ -310,6 +319,7 @@ mod name {
     pub const GHOSTS: &str = "pointsman_ghost_calls_torn_down_total";
     pub const POST_DIAL_DELAY: &str = "pointsman_post_dial_delay_seconds";
     pub const INVITE_FINAL: &str = "pointsman_invite_final_seconds";
+    pub const UDP_TRANSIT: &str = "pointsman_udp_transit_seconds";
     pub const CALLS_IN_PROGRESS: &str = "pointsman_calls_in_progress";
     pub const TRANSACTIONS: &str = "pointsman_transactions";
     pub const DEST_STATE: &str = "pointsman_destination_state";
@@ -319,7 +329,7 @@ mod name {
 }
 
 /// The `# HELP` text of each metric.
-const DESCRIPTIONS: [(Kind, &str, &str); 15] = [
+const DESCRIPTIONS: [(Kind, &str, &str); 16] = [
     (
         Kind::Counter,
         name::REQUESTS,
@@ -364,6 +374,12 @@ const DESCRIPTIONS: [(Kind, &str, &str); 15] = [
         Kind::Histogram,
         name::INVITE_FINAL,
         "Seconds from INVITE received to its final response relayed",
+    ),
+    (
+        Kind::Histogram,
+        name::UDP_TRANSIT,
+        "Seconds from the kernel receiving a UDP datagram to pointsman handing the kernel what it \
+         sends because of it (the relayed message or an answer): the time inside the node",
     ),
     (
         Kind::Gauge,
@@ -500,6 +516,10 @@ impl Metrics {
             .set_buckets_for_metric(
                 Matcher::Full(name::INVITE_FINAL.into()),
                 &INVITE_FINAL_BUCKETS,
+            )?
+            .set_buckets_for_metric(
+                Matcher::Full(name::UDP_TRANSIT.into()),
+                &UDP_TRANSIT_BUCKETS,
             )
     }
 
@@ -533,6 +553,7 @@ impl Metrics {
             ghosts_torn_down: r.counter(name::GHOSTS, &[]),
             post_dial_delay: r.histogram(name::POST_DIAL_DELAY),
             invite_final: r.histogram(name::INVITE_FINAL),
+            udp_transit: r.histogram(name::UDP_TRANSIT),
             calls_in_progress: r.gauge(name::CALLS_IN_PROGRESS, &[]),
             transactions: r.gauge(name::TRANSACTIONS, &[]),
             parse_errors: PARSE_ERROR_KINDS.map(|k| r.counter(name::PARSE_ERRORS, &[("kind", k)])),
@@ -618,6 +639,11 @@ impl Metrics {
     /// INVITE received → final response relayed.
     pub fn invite_final(&self, d: Duration) {
         self.invite_final.record(d.as_secs_f64());
+    }
+
+    /// A UDP datagram's time inside the node: kernel receive timestamp → its sends handed over.
+    pub fn udp_transit(&self, d: Duration) {
+        self.udp_transit.record(d.as_secs_f64());
     }
 
     /// Calls in progress changed by `delta` (+1 when a call starts, -1 when it ends); each
@@ -896,6 +922,8 @@ mod tests {
         m.post_dial_delay(Duration::from_millis(300));
         m.post_dial_delay(Duration::from_millis(2500));
         m.invite_final(Duration::from_secs(4));
+        m.udp_transit(Duration::from_micros(40));
+        m.udp_transit(Duration::from_micros(900));
         let text = h.render();
         assert_lines(
             &text,
@@ -910,6 +938,11 @@ mod tests {
                 r#"pointsman_invite_final_seconds_bucket{le="3"} 0"#,
                 r#"pointsman_invite_final_seconds_bucket{le="5"} 1"#,
                 "pointsman_invite_final_seconds_count 1",
+                r#"pointsman_udp_transit_seconds_bucket{le="0.000025"} 0"#,
+                r#"pointsman_udp_transit_seconds_bucket{le="0.00005"} 1"#,
+                r#"pointsman_udp_transit_seconds_bucket{le="0.00075"} 1"#,
+                r#"pointsman_udp_transit_seconds_bucket{le="0.001"} 2"#,
+                "pointsman_udp_transit_seconds_count 2",
             ],
         );
         let buckets = |name| {
@@ -925,6 +958,10 @@ mod tests {
         assert_eq!(
             buckets("pointsman_invite_final_seconds_bucket"),
             INVITE_FINAL_BUCKETS.len() + 1
+        );
+        assert_eq!(
+            buckets("pointsman_udp_transit_seconds_bucket"),
+            UDP_TRANSIT_BUCKETS.len() + 1
         );
     }
 

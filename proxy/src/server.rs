@@ -3,7 +3,9 @@
 //! N worker threads, each a single-threaded tokio runtime owning one SO_REUSEPORT UDP socket per
 //! UDP listener, a timer wheel, and an inbox for what its TCP connections receive. A worker
 //! feeds every message, timer and delivery failure to the shared [`Core`] with `Instant::now()`
-//! and carries out the outputs in order. Nothing here knows SIP.
+//! and carries out the outputs in order. It also times each UDP datagram inside the node, from
+//! the kernel's receive timestamp to the moment what it caused is handed back to the kernel
+//! (`pointsman_udp_transit_seconds`). Nothing here knows SIP.
 
 use crate::config::{Config, ListenTransport};
 use crate::node::Node;
@@ -19,7 +21,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
@@ -198,6 +200,8 @@ struct Worker {
     /// Datagrams to send, in order, at the next [`flush_udp`]: everything the core says while
     /// handling one receive batch leaves in a few `sendmmsg` calls.
     outbox: RefCell<Vec<(SocketAddr, bytes::Bytes)>>,
+    /// Datagrams ever queued in `outbox`: tells whether handling a message sent anything.
+    queued: Cell<u64>,
 }
 
 async fn worker(
@@ -232,6 +236,7 @@ async fn worker(
         wake_at: Cell::new(None),
         timer_added: Notify::new(),
         outbox: RefCell::new(Vec::with_capacity(udp::SEND_BATCH)),
+        queued: Cell::new(0),
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -329,9 +334,12 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
             let overloaded = n == BATCH
                 && udp::backlog(fd)
                     .is_some_and(|fill| fill > w.core.config().guard.overload_backlog);
+            // Kernel receive times of the datagrams that made the node send something.
+            let mut answered: smallvec::SmallVec<[Duration; BATCH]> = smallvec::SmallVec::new();
             for (i, meta) in metas.iter().take(n).enumerate() {
                 let start = i * MAX_DATAGRAM;
                 let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
+                let queued = w.queued.get();
                 w.core.on_message(
                     Inbound {
                         bytes: datagram,
@@ -344,8 +352,27 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                     &mut out,
                 );
                 execute(&w, &mut out);
+                if let Some(received) = meta.timestamp.filter(|_| w.queued.get() != queued) {
+                    answered.push(received);
+                }
             }
-            flush_udp(&w);
+            if let Some(sending) = flush_udp(&w) {
+                record_transit(&w.core, sending, &answered);
+            }
+        }
+    }
+}
+
+/// Records each datagram's time inside the node: from its kernel receive timestamp (wall clock,
+/// since the Unix epoch) to `sending`. A datagram stamped after `sending` (the wall clock
+/// stepped back) is left out.
+fn record_transit(core: &Core, sending: SystemTime, received: &[Duration]) {
+    let Ok(sending) = sending.duration_since(UNIX_EPOCH) else {
+        return;
+    };
+    for at in received {
+        if let Some(transit) = sending.checked_sub(*at) {
+            core.record_udp_transit(transit);
         }
     }
 }
@@ -387,7 +414,10 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
     for o in out.drain(..) {
         match o {
             Output::Send { to, bytes, report } => match to.proto {
-                Proto::Udp => w.outbox.borrow_mut().push((to.addr, bytes)),
+                Proto::Udp => {
+                    w.outbox.borrow_mut().push((to.addr, bytes));
+                    w.queued.set(w.queued.get() + 1);
+                }
                 Proto::Tcp | Proto::Tls => {
                     flush_udp(w);
                     w.tcp.send(to, bytes, report, &w.sink)
@@ -410,8 +440,10 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
 
 /// Sends the queued datagrams in order: runs of one address family go out together in one
 /// `sendmmsg`; a datagram the kernel refuses in a batch is retried alone by [`send_udp`].
-fn flush_udp(w: &Rc<Worker>) {
+/// Returns when it began handing them to the kernel (`None`: nothing was queued).
+fn flush_udp(w: &Rc<Worker>) -> Option<SystemTime> {
     let queued = std::mem::take(&mut *w.outbox.borrow_mut());
+    let sending = (!queued.is_empty()).then(SystemTime::now);
     let mut rest = &queued[..];
     while let Some((first, _)) = rest.first() {
         let v4 = first.is_ipv4();
@@ -443,6 +475,7 @@ fn flush_udp(w: &Rc<Worker>) {
     if outbox.is_empty() {
         *outbox = queued;
     }
+    sending
 }
 
 /// The worker's socket for datagrams to `to` (same address family), or its first one.

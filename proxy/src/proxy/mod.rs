@@ -349,6 +349,12 @@ impl Core {
         CurrentMetrics(self.routing.load())
     }
 
+    /// Records a UDP datagram's time inside the node (measured by the driver, which has the
+    /// kernel's receive timestamp and the moment it hands the result back).
+    pub fn record_udp_transit(&self, d: Duration) {
+        self.metrics().udp_transit(d);
+    }
+
     /// Answered calls held right now (calls in progress after setup).
     pub fn answered_calls(&self) -> usize {
         self.answered.len()
