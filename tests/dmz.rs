@@ -8,6 +8,7 @@ mod support;
 use pointsman::admin::http_request;
 use pointsman::sim::{Behaviour, Carrier, Cloud, Journal};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::{at, fresh_ip, Node, ADMIN_PORT, CARRIER_PORT, PRIMARY_PORT, PROXY_PORT};
@@ -63,12 +64,18 @@ struct Dmz {
 }
 
 async fn start(allow: &str, extra: &str, cloud: Behaviour) -> Dmz {
+    start_with_workers(2, allow, extra, cloud).await
+}
+
+async fn start_with_workers(workers: usize, allow: &str, extra: &str, cloud: Behaviour) -> Dmz {
     let (ip, cloud_ip) = (fresh_ip(), fresh_ip());
     let journal = Arc::new(Journal::default());
     let cloud = Cloud::udp("cloud", at(cloud_ip, PRIMARY_PORT), cloud, journal.clone())
         .expect("bind cloud");
     let allow = allow.replace("CARRIER", &format!("{ip}/32"));
-    let node = Node::start(&config(ip, cloud_ip, &allow, extra), at(ip, PROXY_PORT)).await;
+    let config =
+        config(ip, cloud_ip, &allow, extra).replace("workers = 2", &format!("workers = {workers}"));
+    let node = Node::start(&config, at(ip, PROXY_PORT)).await;
     let carrier = Carrier::udp(
         "carrier",
         at(ip, CARRIER_PORT),
@@ -382,4 +389,67 @@ async fn tables_drain_back_to_empty_after_a_flood_of_unanswered_invites() {
         .await
         .expect("TCP carrier connects");
     drop(tcp);
+}
+
+#[tokio::test]
+async fn a_flood_that_never_lets_the_socket_drain_does_not_hold_back_a_calls_timers() {
+    // One worker, so the flood and the call share its socket and its timers. The cloud never
+    // answers: the call ends only when its 300 ms provisional timer fires.
+    let mut t = start_with_workers(
+        1,
+        "",
+        "[guard]\nrate = 1000000.0\nburst = 1000000.0",
+        Behaviour::silent(),
+    )
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("under-flood"))
+        .await
+        .expect("INVITE");
+    t.journal
+        .wait_for("cloud", WAIT, |s| {
+            s.is("INVITE") && s.call_id == "under-flood"
+        })
+        .await
+        .unwrap_or_else(|| panic!("the INVITE was not relayed\n{}", t.node.log()));
+    // The call is waiting on its timer; now keep the worker's socket from ever draining.
+    let stop = Arc::new(AtomicBool::new(false));
+    let started = Instant::now();
+    let flood = {
+        let (stop, proxy) = (stop.clone(), t.proxy());
+        std::thread::spawn(move || {
+            let sock = UdpSocket::bind(at(fresh_ip(), 5094)).expect("flooder");
+            let me = sock.local_addr().expect("addr");
+            let options = request("OPTIONS", me, proxy, "flood", "flood");
+            let batch: Vec<(SocketAddr, &[u8])> = (0..64).map(|_| (proxy, &options[..])).collect();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            let deadline = Instant::now() + Duration::from_secs(4);
+            let mut sent = 0usize;
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                sent += pointsman::transport::udp::send_batch(fd, &batch).unwrap_or(0);
+            }
+            sent
+        })
+    };
+    let fin = t
+        .journal
+        .wait_for("carrier", WAIT, |s| {
+            s.call_id == "under-flood"
+                && s.cseq_method == "INVITE"
+                && s.code.is_some_and(|c| c >= 200)
+        })
+        .await;
+    let took = started.elapsed();
+    stop.store(true, Ordering::Relaxed);
+    let sent = flood.join().expect("flooder");
+    let fin = fin.unwrap_or_else(|| panic!("no final response\n{}", t.node.log()));
+    assert!(sent > 10_000, "the flood sent only {sent} datagrams");
+    // The 300 ms provisional timer, late by what the worker has in hand when it fires: well
+    // under the flood's 4 s, which is when a starved timer would fire.
+    assert!(
+        took < Duration::from_millis(2500),
+        "the call ended {took:?} into the flood (code {:?})",
+        fin.summary.code
+    );
+    assert!(t.node.alive());
 }

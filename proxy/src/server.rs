@@ -34,6 +34,9 @@ const TIMERS_PER_TURN: usize = 256;
 const MAX_DATAGRAM: usize = 65_535;
 /// Datagrams read per system call.
 const BATCH: usize = 16;
+/// Receive batches a worker handles before it lets its other tasks run: under a flood the
+/// socket never drains, and the timers (failover among them) must still fire.
+const BATCHES_PER_TURN: usize = 4;
 
 /// Splits `host:port` (IPv6 in brackets) for Via and Record-Route.
 fn split_advertise(advertise: &str) -> anyhow::Result<(String, u16)> {
@@ -299,7 +302,12 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
         if sock.ready(interest).await.is_err() {
             continue;
         }
+        let mut batches = 0;
         loop {
+            batches += 1;
+            if batches % BATCHES_PER_TURN == 0 {
+                tokio::task::yield_now().await;
+            }
             // ICMP reports first: each names a datagram we sent that bounced. Reading through
             // try_io clears the error readiness once the queue is empty.
             while let Ok((_, n)) = sock.try_io(tokio::io::Interest::ERROR, || {
