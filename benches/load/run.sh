@@ -41,7 +41,9 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          message; use it with --latency (its calls fail at BYE: it keeps no route)
   --primary KIND         primary trunk: normal (default), 503, brownout (100 Trying after 4 s),
                          silent (never answers); the secondary always answers
-  --latency              capture the loopback with tcpdump to measure the time inside the proxy
+  --latency              first measure how often the idle machine stalls a busy thread for 5 s
+                         (proxy/examples/cpu_stalls.rs), then capture the loopback with tcpdump
+                         to measure the time inside the proxy
                          with kernel timestamps (adds tcpdump's cost to the machine: use it for
                          latency runs, not for the CPU figures)
   --settle S             seconds after a run before the "after" memory sample (default 5)
@@ -167,6 +169,11 @@ if [[ $FLOOR == 1 ]]; then
 		(cd "$ROOT" && cargo build --release -p pointsman --example udp_floor --quiet)
 	fi
 	[[ -x "$FLOOR_BIN" ]] || { echo "no floor forwarder at $FLOOR_BIN (drop --no-build)" >&2; exit 1; }
+fi
+STALLS_BIN="$TARGET_DIR/release/examples/cpu_stalls"
+if [[ $LATENCY == 1 && $BUILD == 1 ]]; then
+	echo "building the stall probe (release)..."
+	(cd "$ROOT" && cargo build --release -p pointsman --example cpu_stalls --quiet)
 fi
 if [[ " $PROXIES " == *" pointsman "* ]]; then
 	if [[ $BUILD == 1 ]]; then
@@ -504,6 +511,11 @@ pointsman load bench: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exi
 proxies: $PROXIES; primary trunk: $PRIMARY; hold 20 ms; ${IP} ports proxy $P_PROXY, trunks $P_PRIMARY/$P_SECONDARY, carrier $P_CARRIER
 runs in $OUT
 EOF
+# What the machine itself takes from a busy thread (interrupts, the hypervisor): the floor
+# under any latency figure, written next to the table.
+if [[ $LATENCY == 1 && -x "$STALLS_BIN" ]]; then
+	"$STALLS_BIN" 5 | tee "$OUT/stalls.txt" | sed 's/^/machine, idle, one busy thread: /'
+fi
 
 if [[ $SEARCH == 1 ]]; then
 	for proxy in $PROXIES; do
