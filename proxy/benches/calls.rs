@@ -8,6 +8,9 @@
 //! - `core/call`: one whole call, every message and the timers that fell due after it.
 //! - `core/msg/<step>`: the same calls, timing only one step (`timers`: every timer fired in the
 //!   1 ms after the call — on average one call's worth).
+//! - `core/msg/INVITE-cold`: the INVITE after 64 MB were written over (untimed), so that it
+//!   meets empty caches as at a low call rate, where other processes run between two messages:
+//!   the figure that sets the time inside the proxy there, several times the warm one.
 //! - `tx/*`: what the transaction layer exposes publicly: keying a request and a response (the
 //!   hashes the core's tables are indexed by), one call's four state machines (server and client
 //!   INVITE through 100/180/200), and a replica of the core's table type (`DashMap<u64, Arc<..>>`
@@ -58,6 +61,17 @@ fn core(c: &mut Criterion) {
             })
         });
     }
+    sim.evict_before_invite = Some(vec![0u8; common::EVICT_BYTES]);
+    g.bench_function("msg/INVITE-cold", |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                total += sim.call()[0].0;
+            }
+            total
+        })
+    });
+    sim.evict_before_invite = None;
     g.finish();
 }
 

@@ -172,7 +172,13 @@ pub struct Sim {
     primary: SocketAddr,
     /// Hook run around every timed core call (the allocation count reads its counters here).
     pub probe: fn() -> (u64, u64),
+    /// When set, every call's INVITE meets cold caches: this much memory is written over, untimed,
+    /// before it (what a node at a low rate sees, with other processes running between messages).
+    pub evict_before_invite: Option<Vec<u8>>,
 }
+
+/// Written over before each INVITE of a cold run: more than any last-level cache.
+pub const EVICT_BYTES: usize = 64 << 20;
 
 fn no_probe() -> (u64, u64) {
     (0, 0)
@@ -217,6 +223,7 @@ impl Sim {
             carrier: addr(CARRIER),
             primary: addr(PRIMARY),
             probe: no_probe,
+            evict_before_invite: None,
         }
     }
 
@@ -357,7 +364,14 @@ impl Sim {
         let mut t = [(Duration::ZERO, 0, 0); 8];
         let (carrier, primary) = (self.carrier, self.primary);
 
-        t[0] = self.feed(carrier, &invite(n));
+        let invite = invite(n);
+        if let Some(scratch) = &mut self.evict_before_invite {
+            for line in scratch.chunks_mut(64) {
+                line[0] = line[0].wrapping_add(1);
+            }
+            std::hint::black_box(&scratch);
+        }
+        t[0] = self.feed(carrier, &invite);
         let fwd = self.take_sent(primary, "INVITE ");
         let fwd = std::str::from_utf8(&fwd).expect("ascii");
         let to_tag = format!("cl{n:x}");
