@@ -45,8 +45,8 @@ pub const INVITE_FINAL_BUCKETS: [f64; 15] = [
 ];
 
 /// Bucket bounds (seconds) of `pointsman_udp_transit_seconds`: the kernel receiving a datagram
-/// → pointsman handing the kernel what it sends because of it. Dense below a millisecond, where
-/// a healthy node is.
+/// → pointsman handing the kernel what it sends over UDP because of it. Dense below a
+/// millisecond, where a healthy node is.
 pub const UDP_TRANSIT_BUCKETS: [f64; 14] = [
     0.000_025, 0.000_05, 0.000_1, 0.000_2, 0.000_3, 0.000_4, 0.000_5, 0.000_75, 0.001, 0.002_5,
     0.005, 0.01, 0.05, 0.25,
@@ -379,7 +379,7 @@ const DESCRIPTIONS: [(Kind, &str, &str); 16] = [
         Kind::Histogram,
         name::UDP_TRANSIT,
         "Seconds from the kernel receiving a UDP datagram to pointsman handing the kernel what it \
-         sends because of it (the relayed message or an answer): the time inside the node",
+         sends over UDP because of it (the relayed message or an answer): the time inside the node",
     ),
     (
         Kind::Gauge,

@@ -4,7 +4,7 @@
 //! UDP listener, a timer wheel, and an inbox for what its TCP connections receive. A worker
 //! feeds every message, timer and delivery failure to the shared [`Core`] with `Instant::now()`
 //! and carries out the outputs in order. It also times each UDP datagram inside the node, from
-//! the kernel's receive timestamp to the moment what it caused is handed back to the kernel
+//! the kernel's receive timestamp to the moment what it caused over UDP is handed to the kernel
 //! (`pointsman_udp_transit_seconds`). Nothing here knows SIP.
 
 use crate::config::{Config, ListenTransport};
