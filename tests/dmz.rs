@@ -453,3 +453,64 @@ async fn a_flood_that_never_lets_the_socket_drain_does_not_hold_back_a_calls_tim
     );
     assert!(t.node.alive());
 }
+
+/// Resident memory of a process, in kB.
+fn rss_kb(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+#[tokio::test]
+async fn a_tcp_client_sending_faster_than_the_node_reads_is_slowed_down_not_buffered() {
+    let mut t = start(
+        "",
+        "[guard]\nrate = 1000000.0\nburst = 1000000.0",
+        Behaviour::answer(),
+    )
+    .await;
+    let pid = t.node.pid();
+    let before = rss_kb(pid);
+    let proxy = t.proxy();
+    let flood = std::thread::spawn(move || {
+        let mut conn = std::net::TcpStream::connect(proxy).expect("connect");
+        let me = conn.local_addr().expect("addr");
+        // Read and discard the answers, so only the node's own queues can fill.
+        let mut reader = conn.try_clone().expect("clone");
+        std::thread::spawn(move || {
+            let mut buf = vec![0u8; 1 << 16];
+            while matches!(std::io::Read::read(&mut reader, &mut buf), Ok(n) if n > 0) {}
+        });
+        let blob: Vec<u8> = (0..500)
+            .flat_map(|n| request("OPTIONS", me, proxy, &format!("tcp-flood-{n}"), "flood"))
+            .collect();
+        let deadline = Instant::now() + Duration::from_secs(3);
+        let mut sent = 0usize;
+        while Instant::now() < deadline {
+            if std::io::Write::write_all(&mut conn, &blob).is_err() {
+                break;
+            }
+            sent += blob.len();
+        }
+        sent
+    });
+    let mut peak = before;
+    while !flood.is_finished() {
+        peak = peak.max(rss_kb(pid));
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent = flood.join().expect("flooder");
+    peak = peak.max(rss_kb(pid));
+    assert!(sent > 10 << 20, "the flood wrote only {sent} bytes");
+    // Unbounded, the node held what it had read and not yet handled: hundreds of MB here.
+    assert!(
+        peak < before + 40_000,
+        "RSS {before} kB before, {peak} kB during a {} MB TCP flood",
+        sent >> 20
+    );
+    assert!(t.node.alive());
+    assert_eq!(t.call("after-tcp-flood").await, 200);
+}

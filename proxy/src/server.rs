@@ -12,7 +12,7 @@ use crate::node::Node;
 use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
 use crate::sched;
 use crate::timer::TimerWheel;
-use crate::transport::tcp::{Event, EventSink, Tcp, TcpSettings};
+use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
 use crate::wire::Framing;
 use anyhow::{anyhow, Context};
@@ -23,7 +23,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::Notify;
 use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
@@ -90,9 +90,9 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                 .enable_all()
                 .build()?,
         );
-        let (tx, rx) = mpsc::unbounded_channel();
-        sinks.push(tx);
-        inboxes.push(rx);
+        let (sink, inbox) = tcp::inbox();
+        sinks.push(sink);
+        inboxes.push(inbox);
     }
     let tcp = Tcp::with_tls(
         TcpSettings {
@@ -211,7 +211,7 @@ async fn worker(
     core: Arc<Core>,
     tcp: Arc<Tcp>,
     sink: EventSink,
-    mut inbox: mpsc::UnboundedReceiver<Event>,
+    mut inbox: Inbox,
     sockets: Vec<(usize, std::net::UdpSocket)>,
     listeners: Vec<(usize, std::net::TcpListener)>,
 ) {

@@ -9,6 +9,12 @@
 //! the core). TLS is another stream type under the same reader and writer: the handshake
 //! ([`super::tls::Certificates`]) runs in the connection's task, bounded by the handshake
 //! timeout, before the first byte is read or written.
+//!
+//! Memory stays bounded whatever the peers do: a connection hands its messages to its worker
+//! through a bounded inbox and waits when it is full (so it stops reading, and TCP flow control
+//! slows the peer down), and at most [`OUTGOING_PER_CONN`] messages wait to be written to a
+//! connection (past that, one whose peer does not read, a message is reported undelivered at
+//! once, which fails its branch over).
 
 use super::tls::Certificates;
 use super::{ConnId, Peer, Proto};
@@ -38,8 +44,64 @@ pub enum Event {
     Undelivered(TxKey),
 }
 
-/// Where connection events go (the owning worker's inbox).
-pub type EventSink = mpsc::UnboundedSender<Event>;
+/// Received messages a worker's inbox holds before its connections wait.
+pub const INBOX_MESSAGES: usize = 1024;
+/// Messages that may wait to be written to one connection.
+pub const OUTGOING_PER_CONN: usize = 1024;
+
+/// Where connection events go: the owning worker's [`Inbox`]. Messages through a bounded queue
+/// ([`INBOX_MESSAGES`]); delivery failures through an unbounded one, which cannot grow past the
+/// messages queued for writing (at most [`OUTGOING_PER_CONN`] per connection).
+#[derive(Clone, Debug)]
+pub struct EventSink {
+    messages: mpsc::Sender<Event>,
+    failures: mpsc::UnboundedSender<Event>,
+}
+
+impl EventSink {
+    /// Hands a received message to the worker, waiting while its inbox is full. False when the
+    /// worker is gone.
+    async fn deliver(&self, event: Event) -> bool {
+        self.messages.send(event).await.is_ok()
+    }
+
+    /// Reports that the message sent with `key` was not delivered.
+    fn undelivered(&self, key: TxKey) {
+        let _ = self.failures.send(Event::Undelivered(key));
+    }
+}
+
+/// A worker's side of its [`EventSink`].
+#[derive(Debug)]
+pub struct Inbox {
+    messages: mpsc::Receiver<Event>,
+    failures: mpsc::UnboundedReceiver<Event>,
+}
+
+impl Inbox {
+    /// The next event, delivery failures first; `None` once every sink is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        tokio::select! {
+            biased;
+            Some(e) = self.failures.recv() => Some(e),
+            Some(e) = self.messages.recv() => Some(e),
+            else => None,
+        }
+    }
+}
+
+/// A worker's inbox and the sink its connections (and its own sends) report to.
+pub fn inbox() -> (EventSink, Inbox) {
+    let (messages, messages_rx) = mpsc::channel(INBOX_MESSAGES);
+    let (failures, failures_rx) = mpsc::unbounded_channel();
+    (
+        EventSink { messages, failures },
+        Inbox {
+            messages: messages_rx,
+            failures: failures_rx,
+        },
+    )
+}
 
 struct Outgoing {
     bytes: Bytes,
@@ -48,7 +110,7 @@ struct Outgoing {
 }
 
 struct Conn {
-    queue: mpsc::UnboundedSender<Outgoing>,
+    queue: mpsc::Sender<Outgoing>,
 }
 
 #[derive(Clone, Debug)]
@@ -133,7 +195,7 @@ impl Tcp {
             }
             let _ = stream.set_nodelay(true);
             let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-            let (tx, rx) = mpsc::unbounded_channel();
+            let (tx, rx) = mpsc::channel(OUTGOING_PER_CONN);
             self.conns.insert(id, Conn { queue: tx });
             self.by_addr.insert((proto, remote), id);
             let (sink, rt) = self.worker_of(id);
@@ -187,9 +249,14 @@ impl Tcp {
             .filter(|id| self.conns.contains_key(id))
             .or_else(|| self.by_addr.get(&(to.proto, to.addr)).map(|e| *e.value()));
         let item = match existing.and_then(|id| self.conns.get(&id).map(|c| c.queue.clone())) {
-            Some(queue) => match queue.send(item) {
+            Some(queue) => match queue.try_send(item) {
                 Ok(()) => return,
-                Err(mpsc::error::SendError(item)) => item,
+                // The peer is not reading what is already queued: this one is not delivered.
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    debug!(to = %to.addr, "TCP connection backed up: message not sent");
+                    return fail(item);
+                }
+                Err(mpsc::error::TrySendError::Closed(item)) => item,
             },
             None => item,
         };
@@ -211,8 +278,8 @@ impl Tcp {
             return;
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(first);
+        let (tx, rx) = mpsc::channel(OUTGOING_PER_CONN);
+        let _ = tx.try_send(first);
         self.conns.insert(id, Conn { queue: tx });
         self.by_addr.insert((proto, remote), id);
         let (sink, rt) = self.worker_of(id);
@@ -260,7 +327,7 @@ impl Tcp {
         stream: S,
         listener: usize,
         sink: EventSink,
-        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+        mut rx: mpsc::Receiver<Outgoing>,
     ) where
         S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + 'static,
     {
@@ -294,9 +361,13 @@ impl Tcp {
                         Ok(Ok(0)) | Ok(Err(_)) => break,
                         Ok(Ok(_)) => {}
                     }
-                    if !deliver_frames(&mut buf, &limits, from, listener, &sink) {
-                        debug!(%remote, "unframeable TCP stream, closing");
-                        break;
+                    match deliver_frames(&mut buf, &limits, from, listener, &sink).await {
+                        Delivered::All => {}
+                        Delivered::Unframeable => {
+                            debug!(%remote, "unframeable TCP stream, closing");
+                            break;
+                        }
+                        Delivered::WorkerGone => break,
                     }
                 }
             }
@@ -310,7 +381,7 @@ impl Tcp {
         id: ConnId,
         proto: Proto,
         remote: SocketAddr,
-        mut rx: mpsc::UnboundedReceiver<Outgoing>,
+        mut rx: mpsc::Receiver<Outgoing>,
     ) {
         self.conns.remove(&id);
         self.by_addr.remove_if(&(proto, remote), |_, v| *v == id);
@@ -324,34 +395,48 @@ impl Tcp {
 
 fn fail(item: Outgoing) {
     if let Some(key) = item.report {
-        let _ = item.failures.send(Event::Undelivered(key));
+        item.failures.undelivered(key);
     }
 }
 
-/// Hands every whole message at the front of `buf` to the worker. False when the stream cannot
-/// be framed (the connection must close: there is no way to find the next message).
-fn deliver_frames(
+/// What [`deliver_frames`] did with what had been read.
+enum Delivered {
+    /// Every whole message went to the worker; a partial one stays in the buffer.
+    All,
+    /// The stream cannot be framed: the connection must close (there is no way to find the
+    /// next message).
+    Unframeable,
+    /// The worker is gone (the node is stopping).
+    WorkerGone,
+}
+
+/// Hands every whole message at the front of `buf` to the worker, waiting while its inbox is
+/// full: meanwhile nothing more is read from this connection.
+async fn deliver_frames(
     buf: &mut BytesMut,
     limits: &Limits,
     from: Peer,
     listener: usize,
     sink: &EventSink,
-) -> bool {
+) -> Delivered {
     loop {
         match wire::frame_stream(buf, limits) {
             Ok(StreamFrame::Message(n)) => {
                 let bytes = buf.split_to(n).freeze();
-                let _ = sink.send(Event::Message {
+                let event = Event::Message {
                     bytes,
                     from,
                     listener,
-                });
+                };
+                if !sink.deliver(event).await {
+                    return Delivered::WorkerGone;
+                }
             }
             Ok(StreamFrame::Keepalive(n)) => {
                 let _ = buf.split_to(n);
             }
-            Ok(StreamFrame::Incomplete) => return true,
-            Err(_) => return false,
+            Ok(StreamFrame::Incomplete) => return Delivered::All,
+            Err(_) => return Delivered::Unframeable,
         }
     }
 }
@@ -370,10 +455,14 @@ mod tests {
         }
     }
 
-    fn tcp(s: TcpSettings) -> (Arc<Tcp>, mpsc::UnboundedReceiver<Event>, EventSink) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let t = Tcp::new(s, vec![tx.clone()], vec![tokio::runtime::Handle::current()]);
-        (t, rx, tx)
+    fn tcp(s: TcpSettings) -> (Arc<Tcp>, Inbox, EventSink) {
+        let (sink, inbox) = inbox();
+        let t = Tcp::new(
+            s,
+            vec![sink.clone()],
+            vec![tokio::runtime::Handle::current()],
+        );
+        (t, inbox, sink)
     }
 
     async fn listen(t: &Arc<Tcp>) -> SocketAddr {
@@ -432,6 +521,46 @@ mod tests {
             1,
             "the reply used the same connection"
         );
+    }
+
+    #[tokio::test]
+    async fn a_peer_that_stops_reading_gets_a_bounded_queue_and_the_rest_is_reported_undelivered() {
+        let (t, mut rx, sink) = tcp(settings(5000, 8));
+        // Accepts, then never reads.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let held = tokio::spawn(async move { l.accept().await.map(|(s, _)| s) });
+        let peer = Peer {
+            proto: Proto::Tcp,
+            addr,
+            conn: None,
+        };
+        let big = Bytes::from(vec![b'x'; 64 * 1024]);
+        let total = OUTGOING_PER_CONN as u64 + 600;
+        for key in 0..total {
+            t.send(peer, big.clone(), Some(key), &sink);
+            if key == 0 {
+                // Let the connection come up and its writer start.
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        let mut undelivered = Vec::new();
+        while let Ok(Some(Event::Undelivered(k))) =
+            tokio::time::timeout(Duration::from_millis(500), rx.recv()).await
+        {
+            undelivered.push(k);
+        }
+        // What the socket buffers and the queue hold was accepted; past that, nothing waits.
+        assert!(
+            undelivered.len() >= 400,
+            "{} of {total} reported undelivered",
+            undelivered.len()
+        );
+        assert!(undelivered
+            .iter()
+            .all(|&k| k > OUTGOING_PER_CONN as u64 / 2));
+        assert_eq!(t.open_connections(), 1, "the connection itself stays");
+        drop(held);
     }
 
     #[tokio::test]
