@@ -6,7 +6,7 @@
 //!
 //! It asks the scheduler for what a pointsman worker asks for: SCHED_FIFO at REALTIME_PRIORITY
 //! when that is above 0, otherwise a slice of SLICE_US microseconds (default: pointsman's
-//! `node.scheduler_slice` default; 0 leaves the kernel's).
+//! `node.scheduler_slice` default, i.e. none; 0 leaves the kernel's).
 //!
 //! `udp_floor LISTEN TRUNK [REALTIME_PRIORITY [SLICE_US]]`, e.g.
 //! `udp_floor 127.0.0.1:25060 127.0.0.1:25070`.

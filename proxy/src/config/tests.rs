@@ -1596,9 +1596,12 @@ fn guard_defaults_and_errors() {
 }
 
 #[test]
-fn scheduler_slice_defaults_to_the_shortest_the_kernel_grants_and_zero_turns_it_off() {
+fn scheduler_slice_is_off_by_default_and_kept_in_the_kernels_range() {
+    assert_eq!(parse(&base_with("")).unwrap().scheduler_slice, None);
     assert_eq!(
-        parse(&base_with("")).unwrap().scheduler_slice,
+        parse(&base_with("[node]\nscheduler_slice = \"100us\""))
+            .unwrap()
+            .scheduler_slice,
         Some(Duration::from_micros(100))
     );
     assert_eq!(
@@ -1617,6 +1620,6 @@ fn scheduler_slice_defaults_to_the_shortest_the_kernel_grants_and_zero_turns_it_
         &base_with("[node]\nscheduler_slice = \"50us\""),
         "node.scheduler_slice",
         Some(18),
-        "scheduler_slice = \"50us\" is too short: use a duration from 100us to 100ms (default 100us)",
+        "scheduler_slice = \"50us\" is too short: use a duration from 100us to 100ms (default 0s)",
     );
 }
