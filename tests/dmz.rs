@@ -14,6 +14,8 @@ use std::time::{Duration, Instant};
 use support::{at, fresh_ip, Node, ADMIN_PORT, CARRIER_PORT, PRIMARY_PORT, PROXY_PORT};
 
 const WAIT: Duration = Duration::from_secs(5);
+/// A per-source limit no flood reaches: every datagram gets to the core.
+const NO_RATE_LIMIT: &str = "[guard]\nrate = 1000000.0\nburst = 1000000.0";
 
 /// pointsman on `ip` with its allow list, one cloud on `cloud_ip` (not in the allow list: a
 /// destination is let in because it is one), and `extra` config.
@@ -395,13 +397,7 @@ async fn tables_drain_back_to_empty_after_a_flood_of_unanswered_invites() {
 async fn a_flood_that_never_lets_the_socket_drain_does_not_hold_back_a_calls_timers() {
     // One worker, so the flood and the call share its socket and its timers. The cloud never
     // answers: the call ends only when its 300 ms provisional timer fires.
-    let mut t = start_with_workers(
-        1,
-        "",
-        "[guard]\nrate = 1000000.0\nburst = 1000000.0",
-        Behaviour::silent(),
-    )
-    .await;
+    let mut t = start_with_workers(1, "", NO_RATE_LIMIT, Behaviour::silent()).await;
     t.carrier
         .invite(&t.carrier.invite_spec("under-flood"))
         .await
@@ -466,12 +462,7 @@ fn rss_kb(pid: u32) -> u64 {
 
 #[tokio::test]
 async fn a_tcp_client_sending_faster_than_the_node_reads_is_slowed_down_not_buffered() {
-    let mut t = start(
-        "",
-        "[guard]\nrate = 1000000.0\nburst = 1000000.0",
-        Behaviour::answer(),
-    )
-    .await;
+    let mut t = start("", NO_RATE_LIMIT, Behaviour::answer()).await;
     let pid = t.node.pid();
     let before = rss_kb(pid);
     let proxy = t.proxy();

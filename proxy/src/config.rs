@@ -577,18 +577,18 @@ fn validate(
         99,
         0,
     );
-    let scheduler_slice = spec.node.scheduler_slice.unwrap_or(DEFAULT_SCHEDULER_SLICE);
-    if !scheduler_slice.is_zero() {
+    // "0s" (the default) asks for nothing; anything else must be a slice the kernel grants.
+    let scheduler_slice = spec.node.scheduler_slice.filter(|s| !s.is_zero());
+    if let Some(slice) = scheduler_slice {
         let (lo, hi) = crate::sched::SLICE_RANGE;
         errors.duration_in(
             "node.scheduler_slice",
-            scheduler_slice,
+            slice,
             lo,
             hi,
             DEFAULT_SCHEDULER_SLICE,
         );
     }
-    let scheduler_slice = (!scheduler_slice.is_zero()).then_some(scheduler_slice);
     let timers = validate_timers(&spec.timers, errors);
     let limits = validate_limits(&spec.limits, errors);
     let t = &spec.tcp;

@@ -66,6 +66,7 @@ fn get_attr() -> io::Result<libc::sched_attr> {
     {
         return Err(io::Error::last_os_error());
     }
+    // The kernel writes its own struct size here; `set_slice` hands the struct back as ours.
     attr.size = size as u32;
     Ok(attr)
 }

@@ -364,7 +364,10 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                     answered.push(received);
                 }
             }
-            if let Some(sending) = flush_udp(&w) {
+            // Taken once per batch, and only when some datagram made the node send.
+            let sending = (!answered.is_empty()).then(SystemTime::now);
+            flush_udp(&w);
+            if let Some(sending) = sending {
                 record_transit(&w.core, sending, &answered);
             }
         }
@@ -378,11 +381,7 @@ fn record_transit(core: &Core, sending: SystemTime, received: &[Duration]) {
     let Ok(sending) = sending.duration_since(UNIX_EPOCH) else {
         return;
     };
-    for at in received {
-        if let Some(transit) = sending.checked_sub(*at) {
-            core.record_udp_transit(transit);
-        }
-    }
+    core.record_udp_transits(received.iter().filter_map(|at| sending.checked_sub(*at)));
 }
 
 async fn timer_loop(w: Rc<Worker>) {
@@ -448,10 +447,8 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
 
 /// Sends the queued datagrams in order: runs of one address family go out together in one
 /// `sendmmsg`; a datagram the kernel refuses in a batch is retried alone by [`send_udp`].
-/// Returns when it began handing them to the kernel (`None`: nothing was queued).
-fn flush_udp(w: &Rc<Worker>) -> Option<SystemTime> {
+fn flush_udp(w: &Rc<Worker>) {
     let queued = std::mem::take(&mut *w.outbox.borrow_mut());
-    let sending = (!queued.is_empty()).then(SystemTime::now);
     let mut rest = &queued[..];
     while let Some((first, _)) = rest.first() {
         let v4 = first.is_ipv4();
@@ -483,7 +480,6 @@ fn flush_udp(w: &Rc<Worker>) -> Option<SystemTime> {
     if outbox.is_empty() {
         *outbox = queued;
     }
-    sending
 }
 
 /// The worker's socket for datagrams to `to` (same address family), or its first one.

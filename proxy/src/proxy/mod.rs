@@ -349,10 +349,13 @@ impl Core {
         CurrentMetrics(self.routing.load())
     }
 
-    /// Records a UDP datagram's time inside the node (measured by the driver, which has the
-    /// kernel's receive timestamp and the moment it hands the result back).
-    pub fn record_udp_transit(&self, d: Duration) {
-        self.metrics().udp_transit(d);
+    /// Records UDP datagrams' times inside the node (measured by the driver, which has the
+    /// kernel's receive timestamps and the moment it hands the results back).
+    pub fn record_udp_transits(&self, transits: impl IntoIterator<Item = Duration>) {
+        let metrics = self.metrics();
+        for d in transits {
+            metrics.udp_transit(d);
+        }
     }
 
     /// Answered calls held right now (calls in progress after setup).

@@ -64,11 +64,6 @@ impl EventSink {
     async fn deliver(&self, event: Event) -> bool {
         self.messages.send(event).await.is_ok()
     }
-
-    /// Reports that the message sent with `key` was not delivered.
-    fn undelivered(&self, key: TxKey) {
-        let _ = self.failures.send(Event::Undelivered(key));
-    }
 }
 
 /// A worker's side of its [`EventSink`].
@@ -106,7 +101,8 @@ pub fn inbox() -> (EventSink, Inbox) {
 struct Outgoing {
     bytes: Bytes,
     report: Option<TxKey>,
-    failures: EventSink,
+    /// Where its delivery failure is reported (the sender's worker).
+    failures: mpsc::UnboundedSender<Event>,
 }
 
 struct Conn {
@@ -242,7 +238,7 @@ impl Tcp {
         let item = Outgoing {
             bytes,
             report,
-            failures: failures.clone(),
+            failures: failures.failures.clone(),
         };
         let existing = to
             .conn
@@ -395,7 +391,7 @@ impl Tcp {
 
 fn fail(item: Outgoing) {
     if let Some(key) = item.report {
-        item.failures.undelivered(key);
+        let _ = item.failures.send(Event::Undelivered(key));
     }
 }
 
