@@ -398,6 +398,108 @@ async fn workers_ask_the_kernel_for_the_configured_slice_and_other_threads_do_no
     }
 }
 
+/// The slice of each worker thread of `pid`, by name.
+fn worker_slices(pid: u32) -> Vec<(String, Option<u64>)> {
+    thread_slices(pid)
+        .into_iter()
+        .filter(|(name, _)| name.starts_with("pointsman-w"))
+        .collect()
+}
+
+/// Polls `pid`'s workers until `done` holds for their slices, for up to `within`.
+async fn wait_for_slices(
+    pid: u32,
+    within: Duration,
+    done: impl Fn(&[(String, Option<u64>)]) -> bool,
+) -> Vec<(String, Option<u64>)> {
+    let deadline = Instant::now() + within;
+    loop {
+        let slices = worker_slices(pid);
+        if done(&slices) || Instant::now() > deadline {
+            return slices;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn by_default_a_worker_has_the_short_slice_while_light_and_the_kernels_while_flooded() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let pid = t.node.pid();
+    let short = pointsman::sched::AUTO_SLICE.as_nanos() as u64;
+    let idle = worker_slices(pid);
+    assert_eq!(idle.len(), 2, "{idle:?}");
+    if idle.iter().any(|(_, slice)| slice.is_none()) {
+        eprintln!(
+            "this kernel shows no per-task slice (Linux 6.12+ with sched debug): not checked"
+        );
+        return;
+    }
+    assert!(
+        idle.iter().all(|(_, s)| *s == Some(short)),
+        "idle workers: {idle:?}"
+    );
+    // The kernel's default: what the node's other threads have.
+    let kernels = thread_slices(pid)
+        .into_iter()
+        .find(|(name, _)| !name.starts_with("pointsman-w"))
+        .and_then(|(_, s)| s)
+        .expect("a thread other than the workers");
+    assert_ne!(kernels, short);
+    // One source, so one worker: far above the busy rate, for up to 3 s.
+    let proxy = std::net::SocketAddr::new(t.ip, support::PROXY_PORT);
+    let sock = std::net::UdpSocket::bind((t.ip, 0)).expect("flooder");
+    let me = sock.local_addr().expect("addr");
+    let options = format!(
+        "OPTIONS sip:{proxy} SIP/2.0\r\nVia: SIP/2.0/UDP {me};branch=z9hG4bK-slice\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:probe@{me}>;tag=s\r\nTo: <sip:{proxy}>\r\n\
+         Call-ID: slice\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flood = {
+        let (stop, sock) = (stop.clone(), sock.try_clone().expect("clone"));
+        std::thread::spawn(move || {
+            let batch: Vec<_> = (0..32).map(|_| (proxy, &options[..])).collect();
+            let fd = std::os::fd::AsRawFd::as_raw_fd(&sock);
+            let deadline = Instant::now() + Duration::from_secs(3);
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) && Instant::now() < deadline {
+                let _ = pointsman::transport::udp::send_batch(fd, &batch);
+                // About 32,000 datagrams a second: busy, without starving the machine.
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        })
+    };
+    let flooded = wait_for_slices(pid, Duration::from_secs(2), |w| {
+        w.iter().any(|(_, s)| *s == Some(kernels))
+    })
+    .await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    flood.join().expect("flooder");
+    assert!(
+        flooded.iter().any(|(_, s)| *s == Some(kernels)),
+        "no worker gave the short slice back under the flood: {flooded:?} (kernel's {kernels})\n{}",
+        t.report()
+    );
+    // Quiet again: the next datagrams after a window of silence take the short slice back.
+    tokio::time::sleep(pointsman::sched::AUTO_WINDOW * 2).await;
+    let mut buf = [0u8; 2048];
+    sock.set_read_timeout(Some(Duration::from_millis(5)))
+        .expect("timeout");
+    while sock.recv_from(&mut buf).is_ok() {}
+    let calm = wait_for_slices(pid, Duration::from_secs(2), |w| {
+        let _ = sock.send_to(b"\r\n\r\n", proxy);
+        w.iter().all(|(_, s)| *s == Some(short))
+    })
+    .await;
+    assert!(
+        calm.iter().all(|(_, s)| *s == Some(short)),
+        "after the flood: {calm:?}\n{}",
+        t.report()
+    );
+    assert_eq!(call(&t, "after-the-flood").await, (200, "primary".into()));
+}
+
 /// The value of the unlabelled series `name` in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()

@@ -58,9 +58,11 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          [node] realtime_priority, Kamailio real_time=4 rt_policy=2 rt_prio
                          (needs root or CAP_SYS_NICE)
   --slice US             time slice, in microseconds, the workers of pointsman and the floor ask
-                         the kernel for under the normal scheduler (pointsman [node]
-                         scheduler_slice, e.g. 100; 0 or unset: the kernel's default, as
-                         pointsman ships); Kamailio has no such setting
+                         the kernel for under the normal scheduler, always (pointsman [node]
+                         scheduler_slice, e.g. 100; 0: the kernel's default). Unset: pointsman
+                         as it ships ("auto": 100 us while a worker is lightly loaded, the
+                         kernel's when busy) and the floor at 100 us; Kamailio has no such
+                         setting
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)

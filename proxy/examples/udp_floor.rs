@@ -5,8 +5,9 @@
 //! share of the time inside a proxy, which no SIP code can remove.
 //!
 //! It asks the scheduler for what a pointsman worker asks for: SCHED_FIFO at REALTIME_PRIORITY
-//! when that is above 0, otherwise a slice of SLICE_US microseconds (default: pointsman's
-//! `node.scheduler_slice` default, i.e. none; 0 leaves the kernel's).
+//! when that is above 0, otherwise a slice of SLICE_US microseconds (default: the slice a
+//! lightly loaded pointsman worker asks for under `node.scheduler_slice = "auto"`, since the
+//! floor serves the low-rate latency bench; 0 leaves the kernel's).
 //!
 //! `udp_floor LISTEN TRUNK [REALTIME_PRIORITY [SLICE_US]]`, e.g.
 //! `udp_floor 127.0.0.1:25060 127.0.0.1:25070`.
@@ -17,7 +18,7 @@ use std::time::Duration;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let default_slice = pointsman::config::DEFAULT_SCHEDULER_SLICE.as_micros() as u64;
+    let default_slice = pointsman::sched::AUTO_SLICE.as_micros() as u64;
     let parsed = match args.as_slice() {
         [listen, trunk, rest @ ..] if rest.len() <= 2 => listen
             .parse::<SocketAddr>()

@@ -32,11 +32,19 @@ use std::time::Duration;
 pub const DEFAULT_NODE_ID: u16 = 1;
 /// Most `node.workers` accepted.
 pub const MAX_WORKERS: usize = 64;
-/// Default `node.scheduler_slice`: none asked for, the kernel's own. A short slice (100us, the
-/// shortest the kernel grants) halves the time a message waits at low rates on a shared
-/// machine, but near saturation it costs ~10 % more CPU and starves whatever shares the cores
-/// (measured in BENCHMARKS.md), so it is opt-in.
-pub const DEFAULT_SCHEDULER_SLICE: Duration = Duration::ZERO;
+/// What `node.scheduler_slice` asks of the kernel for the workers (see [`crate::sched`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchedulerSlice {
+    /// `"auto"`, the default: the shortest slice while a worker is lightly loaded, the
+    /// kernel's own while it is busy. A short slice halves the time a message waits at low
+    /// rates on a shared machine; near saturation it costs ~10 % more CPU and starves whatever
+    /// shares the cores (measured in BENCHMARKS.md).
+    Auto,
+    /// `"0s"`: the kernel's own, never changed.
+    Kernel,
+    /// A duration: that slice, always.
+    Fixed(Duration),
+}
 /// Default `tcp.idle_timeout`.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Default `tcp.max_connections`.
@@ -92,10 +100,10 @@ pub struct NodeSection {
     /// under the normal scheduler). Needs CAP_SYS_NICE; like Kamailio's `rt_prio`.
     pub realtime_priority: Option<u8>,
     /// Time slice the workers ask the kernel for (Linux 6.12+): a worker woken by a datagram
-    /// then preempts tasks with longer slices instead of waiting for theirs to end. From 100us
-    /// to 100ms, or "0s" (the default) for the kernel's own.
-    #[serde(default, with = "humantime_serde::option")]
-    pub scheduler_slice: Option<Duration>,
+    /// then preempts tasks with longer slices instead of waiting for theirs to end. "auto"
+    /// (the default: 100us while a worker is lightly loaded), a duration from 100us to 100ms,
+    /// or "0s" for the kernel's own.
+    pub scheduler_slice: Option<String>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -288,8 +296,8 @@ pub struct Config {
     pub workers: usize,
     /// SCHED_FIFO priority of the workers; 0: the normal scheduler.
     pub realtime_priority: u8,
-    /// Slice the workers ask for under the normal scheduler; `None`: the kernel's default.
-    pub scheduler_slice: Option<Duration>,
+    /// Slice the workers ask for under the normal scheduler.
+    pub scheduler_slice: SchedulerSlice,
     pub listeners: Vec<Listener>,
     pub timers: crate::transaction::TimerConfig,
     pub limits: crate::wire::Limits,
@@ -552,6 +560,43 @@ impl Errors {
     }
 }
 
+/// `node.scheduler_slice`: "auto" (or absent), "0s" for the kernel's own, or a slice the kernel
+/// grants.
+fn validate_scheduler_slice(value: Option<&str>, errors: &mut Errors) -> SchedulerSlice {
+    const PATH: &str = "node.scheduler_slice";
+    let value = match value.map(str::trim) {
+        None | Some("auto") => return SchedulerSlice::Auto,
+        Some(v) => v,
+    };
+    let (lo, hi) = crate::sched::SLICE_RANGE;
+    let range = format!(
+        "use \"auto\" (the default), \"0s\" for the kernel's own, or a duration from {} to {}",
+        fmt_duration(lo),
+        fmt_duration(hi)
+    );
+    let slice = match humantime::parse_duration(value) {
+        Ok(d) => d,
+        Err(e) => {
+            errors.push(
+                PATH,
+                format!("scheduler_slice = \"{value}\" is not a duration ({e}): {range}"),
+            );
+            return SchedulerSlice::Auto;
+        }
+    };
+    if slice.is_zero() {
+        return SchedulerSlice::Kernel;
+    }
+    if slice < lo || slice > hi {
+        let what = if slice < lo { "too short" } else { "too long" };
+        errors.push(
+            PATH,
+            format!("scheduler_slice = \"{value}\" is {what}: {range}"),
+        );
+    }
+    SchedulerSlice::Fixed(slice)
+}
+
 fn last_key(path: &str) -> &str {
     path.rsplit('.').next().unwrap_or(path)
 }
@@ -577,18 +622,7 @@ fn validate(
         99,
         0,
     );
-    // "0s" (the default) asks for nothing; anything else must be a slice the kernel grants.
-    let scheduler_slice = spec.node.scheduler_slice.filter(|s| !s.is_zero());
-    if let Some(slice) = scheduler_slice {
-        let (lo, hi) = crate::sched::SLICE_RANGE;
-        errors.duration_in(
-            "node.scheduler_slice",
-            slice,
-            lo,
-            hi,
-            DEFAULT_SCHEDULER_SLICE,
-        );
-    }
+    let scheduler_slice = validate_scheduler_slice(spec.node.scheduler_slice.as_deref(), errors);
     let timers = validate_timers(&spec.timers, errors);
     let limits = validate_limits(&spec.limits, errors);
     let t = &spec.tcp;

@@ -7,10 +7,10 @@
 //! the kernel's receive timestamp to the moment what it caused over UDP is handed to the kernel
 //! (`pointsman_udp_transit_seconds`). Nothing here knows SIP.
 
-use crate::config::{Config, ListenTransport};
+use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
 use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
-use crate::sched;
+use crate::sched::{self, SliceChange, SliceGovernor};
 use crate::timer::TimerWheel;
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
@@ -151,9 +151,12 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
                 .spawn(move || {
-                    ask_scheduler(realtime_priority, slice);
+                    let governor = ask_scheduler(realtime_priority, slice);
                     let local = tokio::task::LocalSet::new();
-                    local.block_on(&rt, worker(core, tcp, sink, inbox, sockets, listeners))
+                    local.block_on(
+                        &rt,
+                        worker(core, tcp, sink, inbox, sockets, listeners, governor),
+                    )
                 })?,
         );
     }
@@ -166,7 +169,9 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
 
 /// Asks the kernel to serve the calling worker promptly (see [`sched`]): SCHED_FIFO when
 /// configured, otherwise a short slice. Either may be refused; the worker runs regardless.
-fn ask_scheduler(realtime_priority: u8, slice: Option<Duration>) {
+/// Returns the governor that keeps the slice short only while the worker is lightly loaded,
+/// under `scheduler_slice = "auto"` on a kernel with per-task slices.
+fn ask_scheduler(realtime_priority: u8, slice: SchedulerSlice) -> Option<SliceGovernor> {
     if realtime_priority > 0 {
         if let Err(e) = sched::set_realtime(realtime_priority) {
             tracing::warn!(
@@ -176,14 +181,45 @@ fn ask_scheduler(realtime_priority: u8, slice: Option<Duration>) {
                  (needs CAP_SYS_NICE); it runs under the normal scheduler"
             );
         } else {
-            return;
+            return None;
         }
     }
-    let Some(slice) = slice else { return };
-    match sched::set_slice(slice) {
-        Ok(Some(_)) => {}
-        Ok(None) => debug!("node.scheduler_slice: this kernel has no per-task slices (6.12+)"),
-        Err(e) => tracing::warn!(error = %e, "node.scheduler_slice: cannot set the worker's slice"),
+    let fixed = match slice {
+        SchedulerSlice::Kernel => return None,
+        SchedulerSlice::Auto => sched::AUTO_SLICE,
+        SchedulerSlice::Fixed(slice) => slice,
+    };
+    match sched::set_slice(fixed) {
+        Ok(Some(_)) => (slice == SchedulerSlice::Auto).then(|| SliceGovernor::new(Instant::now())),
+        Ok(None) => {
+            debug!("node.scheduler_slice: this kernel has no per-task slices (6.12+)");
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "node.scheduler_slice: cannot set the worker's slice");
+            None
+        }
+    }
+}
+
+/// Counts a receive batch towards the worker's load and, under `scheduler_slice = "auto"`,
+/// gives the short slice back or takes it again when the load crosses a threshold.
+fn govern_slice(w: &Worker, now: Instant, datagrams: usize) {
+    let mut governor = w.slice_governor.borrow_mut();
+    let Some(change) = governor.as_mut().and_then(|g| g.observe(now, datagrams)) else {
+        return;
+    };
+    let slice = match change {
+        SliceChange::Short => sched::AUTO_SLICE,
+        SliceChange::Kernel => Duration::ZERO,
+    };
+    debug!(
+        ?change,
+        "node.scheduler_slice = \"auto\": the worker's load crossed a threshold"
+    );
+    if let Err(e) = sched::set_slice(slice) {
+        tracing::warn!(error = %e, "node.scheduler_slice: cannot change the worker's slice; it keeps the one it has");
+        *governor = None;
     }
 }
 
@@ -205,6 +241,8 @@ struct Worker {
     outbox: RefCell<Vec<(SocketAddr, bytes::Bytes)>>,
     /// Datagrams ever queued in `outbox`: tells whether handling a message sent anything.
     queued: Cell<u64>,
+    /// Under `scheduler_slice = "auto"`: which slice this worker's load calls for.
+    slice_governor: RefCell<Option<SliceGovernor>>,
 }
 
 async fn worker(
@@ -214,6 +252,7 @@ async fn worker(
     mut inbox: Inbox,
     sockets: Vec<(usize, std::net::UdpSocket)>,
     listeners: Vec<(usize, std::net::TcpListener)>,
+    slice_governor: Option<SliceGovernor>,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
@@ -240,6 +279,7 @@ async fn worker(
         timer_added: Notify::new(),
         outbox: RefCell::new(Vec::with_capacity(udp::SEND_BATCH)),
         queued: Cell::new(0),
+        slice_governor: RefCell::new(slice_governor),
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -338,6 +378,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                 }
             };
             let now = Instant::now();
+            govern_slice(&w, now, n);
             // A full batch with the queue still filling: this worker is behind.
             let overloaded = n == BATCH
                 && udp::backlog(fd)

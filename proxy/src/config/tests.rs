@@ -1596,30 +1596,37 @@ fn guard_defaults_and_errors() {
 }
 
 #[test]
-fn scheduler_slice_is_off_by_default_and_kept_in_the_kernels_range() {
-    assert_eq!(parse(&base_with("")).unwrap().scheduler_slice, None);
+fn scheduler_slice_is_auto_by_default_and_kept_in_the_kernels_range() {
+    let slice = |toml: &str| parse(&base_with(toml)).unwrap().scheduler_slice;
+    assert_eq!(slice(""), SchedulerSlice::Auto);
     assert_eq!(
-        parse(&base_with("[node]\nscheduler_slice = \"100us\""))
-            .unwrap()
-            .scheduler_slice,
-        Some(Duration::from_micros(100))
+        slice("[node]\nscheduler_slice = \"auto\""),
+        SchedulerSlice::Auto
     );
     assert_eq!(
-        parse(&base_with("[node]\nscheduler_slice = \"2ms\""))
-            .unwrap()
-            .scheduler_slice,
-        Some(Duration::from_millis(2))
+        slice("[node]\nscheduler_slice = \"100us\""),
+        SchedulerSlice::Fixed(Duration::from_micros(100))
     );
     assert_eq!(
-        parse(&base_with("[node]\nscheduler_slice = \"0s\""))
-            .unwrap()
-            .scheduler_slice,
-        None
+        slice("[node]\nscheduler_slice = \"2ms\""),
+        SchedulerSlice::Fixed(Duration::from_millis(2))
+    );
+    assert_eq!(
+        slice("[node]\nscheduler_slice = \"0s\""),
+        SchedulerSlice::Kernel
     );
     assert_one_error(
         &base_with("[node]\nscheduler_slice = \"50us\""),
         "node.scheduler_slice",
         Some(18),
-        "scheduler_slice = \"50us\" is too short: use a duration from 100us to 100ms (default 0s)",
+        "scheduler_slice = \"50us\" is too short: use \"auto\" (the default), \"0s\" for the \
+         kernel's own, or a duration from 100us to 100ms",
+    );
+    assert_one_error(
+        &base_with("[node]\nscheduler_slice = \"short\""),
+        "node.scheduler_slice",
+        Some(18),
+        "scheduler_slice = \"short\" is not a duration (expected number at 0): use \"auto\" \
+         (the default), \"0s\" for the kernel's own, or a duration from 100us to 100ms",
     );
 }
