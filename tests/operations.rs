@@ -500,6 +500,81 @@ async fn by_default_a_worker_has_the_short_slice_while_light_and_the_kernels_whi
     assert_eq!(call(&t, "after-the-flood").await, (200, "primary".into()));
 }
 
+/// Executable mappings of `pid` from /proc/PID/smaps: (file path or "" if anonymous, size in
+/// kB, AnonHugePages in kB).
+fn code_mappings(pid: u32) -> Vec<(String, u64, u64)> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).expect("smaps");
+    let mut out: Vec<(String, u64, u64)> = Vec::new();
+    let mut current: Option<usize> = None;
+    for line in smaps.lines() {
+        let mut fields = line.split_ascii_whitespace();
+        let first = fields.next().unwrap_or_default();
+        if first.contains('-') && !first.ends_with(':') {
+            let perms = fields.next().unwrap_or_default();
+            current = perms.contains('x').then(|| {
+                let path = fields.nth(3).unwrap_or_default().to_string();
+                out.push((path, 0, 0));
+                out.len() - 1
+            });
+            continue;
+        }
+        let Some(i) = current else { continue };
+        let mut kb = || {
+            fields
+                .next()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        match first {
+            "Size:" => out[i].1 = kb(),
+            "AnonHugePages:" => out[i].2 = kb(),
+            _ => {}
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn a_running_node_has_its_machine_code_on_huge_pages_unless_told_not_to() {
+    let thp =
+        std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled").unwrap_or_default();
+    let t = cast(Behaviour::answer(), "", "").await;
+    let code = code_mappings(t.node.pid());
+    let huge_kb: u64 = code.iter().map(|(_, _, huge)| huge).sum();
+    if thp.is_empty() || thp.contains("[never]") {
+        eprintln!("transparent huge pages are off here ({thp:?}): only the call is checked");
+    } else {
+        // The binary is linked 2 MB apart, so all its code moves: at least one huge page of
+        // it, in an anonymous mapping (debug builds have far more).
+        assert!(huge_kb >= 2048, "code mappings {code:?}\n{}", t.report());
+        assert!(
+            code.iter()
+                .any(|(path, size, huge)| path.is_empty() && *huge == *size),
+            "no anonymous code mapping wholly on huge pages: {code:?}"
+        );
+    }
+    assert_eq!(call(&t, "on-huge-pages").await, (200, "primary".into()));
+
+    let off = Cast::start(
+        |ip| {
+            let mut c =
+                node_section(ip).replace("workers = 2\n", "workers = 2\nhuge_text = false\n");
+            c.push_str(&destination("primary", ip, PRIMARY_PORT, "300ms"));
+            c.push_str("\n[[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n");
+            c
+        },
+        &[("primary", PRIMARY_PORT, Some(Behaviour::answer()))],
+    )
+    .await;
+    let code = code_mappings(off.node.pid());
+    assert!(
+        code.iter()
+            .all(|(path, _, huge)| !path.is_empty() && *huge == 0),
+        "huge_text = false: every code mapping stays a file mapping {code:?}"
+    );
+    assert_eq!(call(&off, "on-normal-pages").await, (200, "primary".into()));
+}
+
 /// The value of the unlabelled series `name` in Prometheus text.
 fn sample(text: &str, name: &str) -> f64 {
     text.lines()

@@ -1698,6 +1698,7 @@ mod tests {
                     ("workers", K::Int),
                     ("realtime_priority", K::Int),
                     ("scheduler_slice", K::Duration),
+                    ("huge_text", K::Bool),
                 ],
             ),
             table(
