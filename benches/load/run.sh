@@ -63,8 +63,6 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          as it ships ("auto": 100 us while a worker is lightly loaded, the
                          kernel's when busy) and the floor at 100 us; Kamailio has no such
                          setting
-  --no-huge-text         pointsman [node] huge_text = false: its code stays on 4 KB pages (to
-                         measure what huge pages bring, or to profile it with perf)
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)
@@ -94,7 +92,6 @@ WORKERS=""
 MAX_TX=""
 RT=""
 SLICE=""
-HUGE_TEXT=""
 IP="127.0.0.1"
 PORT_BASE=25060
 OUT=""
@@ -126,7 +123,6 @@ while [[ $# -gt 0 ]]; do
 	--max-transactions) MAX_TX="$2"; shift 2 ;;
 	--realtime) RT="$2"; shift 2 ;;
 	--slice) SLICE="$2"; shift 2 ;;
-	--no-huge-text) HUGE_TEXT=false; shift ;;
 	--ip) IP="$2"; shift 2 ;;
 	--port-base) PORT_BASE="$2"; shift 2 ;;
 	--out) OUT="$2"; shift 2 ;;
@@ -338,7 +334,6 @@ id = 1
 ${WORKERS:+workers = $WORKERS}
 ${RT:+realtime_priority = $RT}
 ${SLICE:+scheduler_slice = \"${SLICE}us\"}
-${HUGE_TEXT:+huge_text = $HUGE_TEXT}
 
 [[listen]]
 transport = "udp"

@@ -104,10 +104,6 @@ pub struct NodeSection {
     /// (the default: 100us while a worker is lightly loaded), a duration from 100us to 100ms,
     /// or "0s" for the kernel's own.
     pub scheduler_slice: Option<String>,
-    /// Move the program's machine code onto 2 MB pages at start-up (default true): fewer TLB
-    /// misses per message, most of all on virtual machines. `perf` then cannot name the
-    /// functions in it; set false to profile.
-    pub huge_text: Option<bool>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -302,8 +298,6 @@ pub struct Config {
     pub realtime_priority: u8,
     /// Slice the workers ask for under the normal scheduler.
     pub scheduler_slice: SchedulerSlice,
-    /// Whether `pointsman run` moves its machine code onto huge pages (see [`crate::hugetext`]).
-    pub huge_text: bool,
     pub listeners: Vec<Listener>,
     pub timers: crate::transaction::TimerConfig,
     pub limits: crate::wire::Limits,
@@ -682,7 +676,6 @@ fn validate(
         workers,
         realtime_priority,
         scheduler_slice,
-        huge_text: spec.node.huge_text.unwrap_or(true),
         listeners,
         timers,
         limits,

@@ -1698,7 +1698,6 @@ mod tests {
                     ("workers", K::Int),
                     ("realtime_priority", K::Int),
                     ("scheduler_slice", K::Duration),
-                    ("huge_text", K::Bool),
                 ],
             ),
             table(

@@ -9,7 +9,6 @@ pub mod drill;
 pub mod fuzzing;
 pub mod guard;
 pub mod health;
-pub mod hugetext;
 pub mod memory;
 pub mod metrics;
 pub mod node;

@@ -161,9 +161,6 @@ fn main() -> ExitCode {
             for w in &cfg.warnings {
                 tracing::warn!(warning = %w, "config");
             }
-            if cfg.huge_text {
-                move_text_to_huge_pages();
-            }
             match pointsman::server::run_with_reload(cfg, Some(config)) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
@@ -172,31 +169,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
-}
-
-/// Puts the machine code on huge pages before any thread starts, and says how it went.
-fn move_text_to_huge_pages() {
-    use pointsman::hugetext;
-    match hugetext::move_text_to_huge_pages() {
-        Ok(Some(moved)) if moved.huge == moved.bytes => tracing::info!(
-            mb = moved.bytes >> 20,
-            "node.huge_text: machine code moved onto huge pages"
-        ),
-        Ok(Some(moved)) => tracing::info!(
-            mb = moved.bytes >> 20,
-            huge_mb = moved.huge >> 20,
-            "node.huge_text: machine code moved, but the kernel gave fewer huge pages \
-             (memory fragmented; khugepaged may still collapse it)"
-        ),
-        Ok(None) => tracing::info!(
-            "node.huge_text: transparent huge pages are off or the code is too small; \
-             the code stays on normal pages"
-        ),
-        Err(e) => tracing::warn!(
-            error = %e,
-            "node.huge_text: cannot move the machine code; it stays on normal pages"
-        ),
     }
 }
 
