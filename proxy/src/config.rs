@@ -539,6 +539,26 @@ impl Errors {
         hi: Duration,
         default: Duration,
     ) {
+        self.duration_within(path, value, lo, hi, || {
+            format!(
+                "use a duration from {} to {} (default {})",
+                fmt_duration(lo),
+                fmt_duration(hi),
+                fmt_duration(default)
+            )
+        });
+    }
+
+    /// [`Errors::duration_in`] for a key whose default is not a duration: `advice` says what
+    /// to write instead.
+    fn duration_within(
+        &mut self,
+        path: &str,
+        value: Duration,
+        lo: Duration,
+        hi: Duration,
+        advice: impl FnOnce() -> String,
+    ) {
         let key = last_key(path);
         let what = if value < lo {
             "too short"
@@ -550,11 +570,9 @@ impl Errors {
         self.push(
             path,
             format!(
-                "{key} = \"{}\" is {what}: use a duration from {} to {} (default {})",
+                "{key} = \"{}\" is {what}: {}",
                 fmt_duration(value),
-                fmt_duration(lo),
-                fmt_duration(hi),
-                fmt_duration(default)
+                advice()
             ),
         );
     }
@@ -569,17 +587,22 @@ fn validate_scheduler_slice(value: Option<&str>, errors: &mut Errors) -> Schedul
         Some(v) => v,
     };
     let (lo, hi) = crate::sched::SLICE_RANGE;
-    let range = format!(
-        "use \"auto\" (the default), \"0s\" for the kernel's own, or a duration from {} to {}",
-        fmt_duration(lo),
-        fmt_duration(hi)
-    );
+    let advice = || {
+        format!(
+            "use \"auto\" (the default), \"0s\" for the kernel's own, or a duration from {} to {}",
+            fmt_duration(lo),
+            fmt_duration(hi)
+        )
+    };
     let slice = match humantime::parse_duration(value) {
         Ok(d) => d,
         Err(e) => {
             errors.push(
                 PATH,
-                format!("scheduler_slice = \"{value}\" is not a duration ({e}): {range}"),
+                format!(
+                    "scheduler_slice = \"{value}\" is not a duration ({e}): {}",
+                    advice()
+                ),
             );
             return SchedulerSlice::Auto;
         }
@@ -587,13 +610,7 @@ fn validate_scheduler_slice(value: Option<&str>, errors: &mut Errors) -> Schedul
     if slice.is_zero() {
         return SchedulerSlice::Kernel;
     }
-    if slice < lo || slice > hi {
-        let what = if slice < lo { "too short" } else { "too long" };
-        errors.push(
-            PATH,
-            format!("scheduler_slice = \"{value}\" is {what}: {range}"),
-        );
-    }
+    errors.duration_within(PATH, slice, lo, hi, advice);
     SchedulerSlice::Fixed(slice)
 }
 

@@ -57,6 +57,16 @@ pub enum SliceChange {
     Kernel,
 }
 
+impl SliceChange {
+    /// The slice to hand [`set_slice`] for this change.
+    pub fn slice(self) -> Duration {
+        match self {
+            SliceChange::Short => AUTO_SLICE,
+            SliceChange::Kernel => Duration::ZERO,
+        }
+    }
+}
+
 impl SliceGovernor {
     /// A worker starts idle, so with the short slice (which the caller has asked for).
     pub fn new(now: Instant) -> Self {

@@ -10,7 +10,7 @@
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
 use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
-use crate::sched::{self, SliceChange, SliceGovernor};
+use crate::sched::{self, SliceGovernor};
 use crate::timer::TimerWheel;
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
@@ -209,15 +209,11 @@ fn govern_slice(w: &Worker, now: Instant, datagrams: usize) {
     let Some(change) = governor.as_mut().and_then(|g| g.observe(now, datagrams)) else {
         return;
     };
-    let slice = match change {
-        SliceChange::Short => sched::AUTO_SLICE,
-        SliceChange::Kernel => Duration::ZERO,
-    };
     debug!(
         ?change,
         "node.scheduler_slice = \"auto\": the worker's load crossed a threshold"
     );
-    if let Err(e) = sched::set_slice(slice) {
+    if let Err(e) = sched::set_slice(change.slice()) {
         tracing::warn!(error = %e, "node.scheduler_slice: cannot change the worker's slice; it keeps the one it has");
         *governor = None;
     }
