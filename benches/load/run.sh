@@ -63,6 +63,10 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          as it ships ("auto": 100 us while a worker is lightly loaded, the
                          kernel's when busy) and the floor at 100 us; Kamailio has no such
                          setting
+  --pin                  give the proxy a CPU of its own: the proxy (and the floor) on the last
+                         CPU, SIPp, tcpdump and this script on the others, as on a bench where
+                         the load generator runs on other machines (pointsman then starts one
+                         worker, since it sees one CPU; Kamailio keeps its 4 UDP children)
   --ip IP                loopback address to use (default 127.0.0.1)
   --port-base P          proxy port; trunks and carrier use P+10, P+20, P+30 (default 25060)
   --out DIR              where runs are written (default: a new directory under /tmp)
@@ -92,6 +96,7 @@ WORKERS=""
 MAX_TX=""
 RT=""
 SLICE=""
+PIN=0
 IP="127.0.0.1"
 PORT_BASE=25060
 OUT=""
@@ -123,6 +128,7 @@ while [[ $# -gt 0 ]]; do
 	--max-transactions) MAX_TX="$2"; shift 2 ;;
 	--realtime) RT="$2"; shift 2 ;;
 	--slice) SLICE="$2"; shift 2 ;;
+	--pin) PIN=1; shift ;;
 	--ip) IP="$2"; shift 2 ;;
 	--port-base) PORT_BASE="$2"; shift 2 ;;
 	--out) OUT="$2"; shift 2 ;;
@@ -192,6 +198,19 @@ mkdir -p "$OUT"
 CLK_TCK="$(getconf CLK_TCK)"
 # Progress: one line rewritten every 2 s on a terminal, a new line every 5 s in a log.
 if [[ -t 1 ]]; then CR='\r' NL='' EVERY=2; else CR='' NL='\n' EVERY=5; fi
+
+# With --pin the proxy gets the last CPU and everything else, this script included (so every
+# process it starts inherits it), the others.
+PROXY_ON=()
+if [[ $PIN == 1 ]]; then
+	need taskset "apt-get install util-linux"
+	[[ $missing == 0 ]] || exit 1
+	NCPU="$(nproc)"
+	((NCPU >= 2)) || { echo "--pin needs at least 2 CPUs" >&2; exit 2; }
+	PROXY_CPU=$((NCPU - 1))
+	taskset -pc "0-$((PROXY_CPU - 1))" $$ >/dev/null
+	PROXY_ON=(taskset -c "$PROXY_CPU")
+fi
 
 # ---- processes ----------------------------------------------------------------------------------
 
@@ -366,12 +385,12 @@ probe = false
 name = "default"
 destinations = ["primary", "secondary"]
 EOF
-		LOG="$DIR/proxy.log" start env POINTSMAN_LOG="$PM_LOG" "$BIN" run --config "$DIR/pointsman.toml"
+		LOG="$DIR/proxy.log" start "${PROXY_ON[@]}" env POINTSMAN_LOG="$PM_LOG" "$BIN" run --config "$DIR/pointsman.toml"
 		PROXY_PID=$STARTED
 		;;
 	kamailio)
 		printf '1 sip:%s:%d 0 10\n1 sip:%s:%d 0 5\n' "$IP" "$P_PRIMARY" "$IP" "$P_SECONDARY" >"$DIR/dispatcher.list"
-		LOG="$DIR/proxy.log" start kamailio -DD -E -f "$HERE/kamailio.cfg" -m 1024 -M 16 \
+		LOG="$DIR/proxy.log" start "${PROXY_ON[@]}" kamailio -DD -E -f "$HERE/kamailio.cfg" -m 1024 -M 16 \
 			-Y "$DIR" -P "$DIR/kamailio.pid" \
 			-A "BENCH_LISTEN=udp:$IP:$P_PROXY" -A "BENCH_DSLIST=\"$DIR/dispatcher.list\"" \
 			${RT:+-A "BENCH_RT=$RT"}
@@ -379,7 +398,7 @@ EOF
 		;;
 	floor)
 		# Not SIP: nothing answers OPTIONS. Bound to the port once it is in the socket table.
-		LOG="$DIR/proxy.log" start "$FLOOR_BIN" "$IP:$P_PROXY" "$IP:$P_PRIMARY" "${RT:-0}" ${SLICE:+"$SLICE"}
+		LOG="$DIR/proxy.log" start "${PROXY_ON[@]}" "$FLOOR_BIN" "$IP:$P_PROXY" "$IP:$P_PRIMARY" "${RT:-0}" ${SLICE:+"$SLICE"}
 		PROXY_PID=$STARTED
 		sleep 0.5
 		return
@@ -510,7 +529,7 @@ RUNS=()
 cd "$OUT"
 cat <<EOF
 pointsman load bench: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
-proxies: $PROXIES; primary trunk: $PRIMARY; hold 20 ms; ${IP} ports proxy $P_PROXY, trunks $P_PRIMARY/$P_SECONDARY, carrier $P_CARRIER
+proxies: $PROXIES${PROXY_CPU:+ (on CPU $PROXY_CPU, the load on the others)}; primary trunk: $PRIMARY; hold 20 ms; ${IP} ports proxy $P_PROXY, trunks $P_PRIMARY/$P_SECONDARY, carrier $P_CARRIER
 runs in $OUT
 EOF
 # What the machine itself takes from a busy thread (interrupts, the hypervisor): the floor

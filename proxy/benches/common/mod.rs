@@ -145,9 +145,10 @@ impl Ord for Due {
 /// Calls pushed through before measuring (40 s of fake time: past every 64·T1 timer).
 pub const WARM_CALLS: usize = 40_000;
 
-/// Server transactions held above which the core is leaking (a healthy core holds about
-/// 64,000 at 1 ms a call: each call's INVITE and BYE transactions for 64·T1 = 32 s).
-const LEAK_LIMIT: usize = 100_000;
+/// Server transactions held, per call a second, above which the core is leaking (a healthy
+/// core holds about 64 per call a second: each call's INVITE and BYE transactions for 64·T1 =
+/// 32 s; 64,000 at 1 ms a call).
+const LEAK_LIMIT_PER_CALL_A_SECOND: u128 = 100;
 
 /// The messages of one call, in the order the timings of [`Sim::call`] are kept.
 pub const STEPS: [&str; 8] = [
@@ -343,15 +344,15 @@ impl Sim {
     /// One whole call; per step of [`STEPS`]: (time, allocations, bytes allocated) in the core.
     pub fn call(&mut self) -> [(Duration, u64, u64); 8] {
         let held = self.core.table_sizes().0;
-        if held > LEAK_LIMIT {
+        let calls_a_second = 1_000_000_000 / self.gap.as_nanos().max(1);
+        if held as u128 > LEAK_LIMIT_PER_CALL_A_SECOND * calls_a_second.max(1_000) {
             // Transactions that are never freed would end in 503s (guard.max_transactions):
             // say so, and go on measuring on a fresh core.
             eprintln!(
                 "\nbench: {held} server transactions held after {} calls at {} calls/s of fake \
-                 time (steady state is about 64,000): transactions are not being freed. \
+                 time (steady state is about 64 per call/s): transactions are not being freed. \
                  Starting over on a fresh core.",
-                self.calls,
-                1_000_000_000 / self.gap.as_nanos().max(1)
+                self.calls, calls_a_second
             );
             let (gap, probe) = (self.gap, self.probe);
             *self = Sim::warm();

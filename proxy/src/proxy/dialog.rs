@@ -6,12 +6,19 @@
 //! entries older than twice that, which keeps the table as small as the answer rate × 2·64·T1
 //! whatever the calls do later. Entries also leave early on the BYE's final response.
 
-use crate::transaction::key::KeyMap;
+use crate::transaction::key::{self, KeyMap};
 use std::time::Instant;
 
-#[derive(Default)]
 pub(super) struct Dialogs {
     table: KeyMap<Instant>,
+}
+
+impl Default for Dialogs {
+    fn default() -> Self {
+        Dialogs {
+            table: key::new_table(),
+        }
+    }
 }
 
 impl Dialogs {
@@ -21,12 +28,19 @@ impl Dialogs {
     pub fn remove(&self, key: u64) {
         self.table.remove(&key);
     }
-    /// Forgets every dialog answered at or before `cutoff`.
-    pub fn expire_before(&self, cutoff: Instant) {
-        self.table.retain(|_, since| *since > cutoff);
-    }
-    pub fn size_for_load(&self) {
-        crate::transaction::key::size_for_load(&self.table);
+    /// Forgets the dialogs of shard `shard` answered at or before `cutoff`, then sizes the
+    /// shard for what is left (see [`key::size_shard_for_load`]); returns the entries it read
+    /// and the entries it moved.
+    pub fn sweep_shard(&self, shard: usize, cutoff: Option<Instant>) -> (usize, usize) {
+        let mut read = 0;
+        if let Some(cutoff) = cutoff {
+            let (old, walked) = key::keys_in_shard(&self.table, shard, |since| *since <= cutoff);
+            read = walked;
+            for k in old {
+                self.table.remove_if(&k, |_, since| *since <= cutoff);
+            }
+        }
+        (read, key::size_shard_for_load(&self.table, shard))
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)
@@ -34,8 +48,8 @@ impl Dialogs {
     pub fn len(&self) -> usize {
         self.table.len()
     }
-    /// See [`crate::transaction::key::room`].
+    /// See [`key::room`].
     pub fn room(&self) -> usize {
-        crate::transaction::key::room(&self.table)
+        key::room(&self.table)
     }
 }

@@ -1273,6 +1273,87 @@ fn the_sweep_forgets_answered_calls_after_the_longest_call_and_then_stops() {
     assert!(h.timers.is_empty(), "nothing held: the sweep stops");
 }
 
+/// Fires the sweep alone at `h.now`; returns when it wants to run next.
+fn sweep_step(h: &mut Harness) -> Instant {
+    let mut out = Vec::new();
+    let sweep = CoreTimer {
+        key: 0,
+        kind: TimerKind::Sweep,
+    };
+    h.core.on_timer(sweep, h.now, &mut out);
+    let next: Vec<Instant> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::Timer { at, timer } if timer.kind == TimerKind::Sweep => Some(*at),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(next.len(), 1, "one sweep timer after each step: {next:?}");
+    next[0]
+}
+
+/// (entries, room) of every shard of a table.
+fn shard_fill<V>(table: &KeyMap<V>) -> Vec<(usize, usize)> {
+    table
+        .shards()
+        .iter()
+        .map(|shard| {
+            let s = shard.read();
+            (s.len(), s.capacity())
+        })
+        .collect()
+}
+
+#[test]
+fn a_sweep_over_large_tables_goes_shard_by_shard_in_short_steps() {
+    // 10,000 calls being set up: a server and a client transaction each, in tables that grew
+    // as they filled, so many shards are more than half full and the sweep must grow them.
+    const CALLS: usize = 10_000;
+    let mut h = Harness::new();
+    for i in 0..CALLS {
+        // Under the carrier's default rate limit (100 calls/s); no timer is fired meanwhile.
+        h.now += Duration::from_millis(11);
+        h.receive(CARRIER, &invite(&format!("sweep{i}")));
+    }
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), CALLS);
+    let fill = |core: &Core| [shard_fill(&core.servers), shard_fill(&core.clients)].concat();
+    let to_move: usize = fill(&h.core)
+        .iter()
+        .filter(|(len, room)| 2 * len > *room)
+        .map(|(len, _)| len)
+        .sum();
+    let largest_shard = fill(&h.core).iter().map(|(len, _)| *len).max().unwrap_or(0);
+    assert!(
+        to_move > 4 * (SWEEP_STEP_WORK + largest_shard),
+        "{to_move} entries to move: too few to need several steps"
+    );
+    h.timers.clear(); // the sweep is fired by hand, alone
+
+    let mut steps = 1;
+    let mut next = sweep_step(&mut h);
+    while next != h.now + SWEEP_EVERY {
+        assert_eq!(next, h.now + SWEEP_STEP, "a pass goes on shortly");
+        h.now = next;
+        next = sweep_step(&mut h);
+        steps += 1;
+        assert!(steps <= SWEEP_UNITS, "a pass ends");
+    }
+    // No step moved more than its budget and one shard past it.
+    assert!(
+        steps * (SWEEP_STEP_WORK + largest_shard) >= to_move,
+        "{steps} steps moved {to_move} entries"
+    );
+    // Every shard is now at most half full, so the next pass moves nothing: one step.
+    for (len, room) in fill(&h.core) {
+        assert!(2 * len <= room, "{len} in {room}");
+    }
+    h.now = next;
+    assert_eq!(sweep_step(&mut h), h.now + SWEEP_EVERY);
+    // The core took calls as usual all along.
+    h.receive(CARRIER, &invite("after-the-sweep"));
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), CALLS + 1);
+}
+
 #[test]
 fn a_settled_answered_call_keeps_only_tombstones_that_still_do_their_job() {
     let mut h = Harness::new();
