@@ -528,7 +528,7 @@ EOF
 RUNS=()
 cd "$OUT"
 cat <<EOF
-pointsman load bench: $(nproc) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
+pointsman load bench: $(nproc --all) cores, $(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo), kernel $(uname -r)
 proxies: $PROXIES${PROXY_CPU:+ (on CPU $PROXY_CPU, the load on the others)}; primary trunk: $PRIMARY; hold 20 ms; ${IP} ports proxy $P_PROXY, trunks $P_PRIMARY/$P_SECONDARY, carrier $P_CARRIER
 runs in $OUT
 EOF

@@ -318,9 +318,10 @@ const SWEEP_UNITS: usize = 5 * key::SHARDS;
 /// A sweep step goes on to the next unit until it has done this much work, then lets the
 /// worker's messages in. Work is entries moved (a shard resized: 0.1–0.5 µs each on the
 /// project's VM, cache-cold) plus a sixteenth of the entries only read. Done at once, a pass
-/// over a core whose tables were growing stopped the worker for 27 ms at 1,000 calls/s and
-/// 62 ms at 7,700 (`benches/calls.rs`-style simulation); a step does at most one shard past
-/// this budget. An idle or lightly loaded core does its pass in one step.
+/// over a core whose tables were growing stopped the worker for 31 ms at 1,000 calls/s and
+/// 59 ms at 7,700; in steps, the longest took 1.4 and 2.4 ms (`benches/pauses.rs`). A step does
+/// at most one shard past this budget. An idle or lightly loaded core does its pass in one
+/// step.
 const SWEEP_STEP_WORK: usize = 1024;
 
 /// Between the steps of one pass.
