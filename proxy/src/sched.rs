@@ -101,7 +101,8 @@ impl SliceGovernor {
     }
 
     /// Whether the worker should now have the short slice.
-    pub fn is_short(&self) -> bool {
+    #[cfg(test)]
+    fn is_short(&self) -> bool {
         self.short
     }
 }

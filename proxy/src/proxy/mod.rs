@@ -312,8 +312,12 @@ pub const MAX_CALL_DURATION: Duration = Duration::from_secs(12 * 3600);
 /// How often a pass of [`TimerKind::Sweep`] starts while the core holds anything.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// What a sweep pass walks: every shard of the core's five tables, a unit each.
-const SWEEP_UNITS: usize = 5 * key::SHARDS;
+/// The tables a sweep pass walks, in this order: servers, clients, answered calls, ghosts,
+/// dialogs (see [`Core::sweep_unit`]).
+const SWEPT_TABLES: usize = 5;
+
+/// What a sweep pass walks: every shard of every swept table, a unit each.
+const SWEEP_UNITS: usize = SWEPT_TABLES * key::SHARDS;
 
 /// A sweep step goes on to the next unit until it has done this much work, then lets the
 /// worker's messages in. Work is entries moved (a shard resized: 0.1–0.5 µs each on the
@@ -464,21 +468,24 @@ impl Core {
         match unit / key::SHARDS {
             0 => (0, size_shard_for_load(&self.servers, shard)),
             1 => (0, size_shard_for_load(&self.clients, shard)),
-            2 => {
-                let mut read = 0;
-                if let Some(cutoff) = call_cutoff {
-                    let (overdue, walked) =
-                        keys_in_shard(&self.answered, shard, |c| c.since <= cutoff);
-                    read = walked;
-                    for key in overdue {
-                        self.call_ended(key);
-                    }
-                }
-                (read, size_shard_for_load(&self.answered, shard))
-            }
+            2 => (
+                self.end_overdue_calls(shard, call_cutoff),
+                size_shard_for_load(&self.answered, shard),
+            ),
             3 => (0, size_shard_for_load(&self.ghosts, shard)),
             _ => self.dialogs.sweep_shard(shard, dialog_cutoff),
         }
+    }
+
+    /// Ends the answered calls of shard `shard` that began at or before `cutoff` (none when
+    /// the clock is younger than [`MAX_CALL_DURATION`]); returns the entries it read.
+    fn end_overdue_calls(&self, shard: usize, cutoff: Option<Instant>) -> usize {
+        let Some(cutoff) = cutoff else { return 0 };
+        let (overdue, read) = keys_in_shard(&self.answered, shard, |c| c.since <= cutoff);
+        for key in overdue {
+            self.call_ended(key);
+        }
+        read
     }
 
     /// Transactions in progress (see `in_progress`) right now.

@@ -89,13 +89,6 @@ pub fn size_shard_for_load<V>(table: &KeyMap<V>, shard: usize) -> usize {
     }
 }
 
-/// [`size_shard_for_load`] over every shard at once (for tests and small tables).
-pub fn size_for_load<V>(table: &KeyMap<V>) {
-    for shard in 0..table.shards().len() {
-        size_shard_for_load(table, shard);
-    }
-}
-
 /// The keys in shard `shard` of a table whose value `pick` chooses, read under the shard's lock
 /// (what a sweep that walks a table a shard at a time removes), and how many entries it read.
 pub fn keys_in_shard<V>(
@@ -247,6 +240,13 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// [`size_shard_for_load`] over every shard, as a whole sweep pass does.
+    fn size_for_load<V>(table: &KeyMap<V>) {
+        for shard in 0..table.shards().len() {
+            size_shard_for_load(table, shard);
+        }
+    }
 
     fn filled(n: u64) -> KeyMap<[u8; 64]> {
         let table = new_table();
