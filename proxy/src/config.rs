@@ -238,10 +238,15 @@ impl std::fmt::Debug for AdminConfig {
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct GuardSection {
-    /// New out-of-dialog transactions per second per source IP (default 100).
+    /// New out-of-dialog transactions per second per source IP that is neither on the
+    /// listener's allow list nor a destination (default 5000).
     pub rate: Option<f64>,
     /// How many may come at once (default 2 × rate).
     pub burst: Option<f64>,
+    /// The same for sources on the allow list and destinations (default: not limited).
+    pub allowed_rate: Option<f64>,
+    /// How many of those may come at once (default 2 × allowed_rate).
+    pub allowed_burst: Option<f64>,
     /// Sources with a rate-limit bucket of their own (default 65536).
     pub max_sources: Option<usize>,
     /// User-Agent substrings dropped without an answer (default: well-known SIP scanners).
@@ -710,20 +715,22 @@ fn validate(
 
 fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardConfig {
     let d = crate::guard::GuardConfig::default();
-    let rate = g.rate.unwrap_or(d.rate);
-    if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+    let (rate, burst) = validate_rate(
+        ("guard.rate", g.rate.unwrap_or(d.rate)),
+        ("guard.burst", g.burst),
+        errors,
+    );
+    let allowed = g.allowed_rate.map(|allowed_rate| {
+        validate_rate(
+            ("guard.allowed_rate", allowed_rate),
+            ("guard.allowed_burst", g.allowed_burst),
+            errors,
+        )
+    });
+    if allowed.is_none() && g.allowed_burst.is_some() {
         errors.push(
-            "guard.rate",
-            format!("rate = {rate} must be a number of new transactions per second per source, above 0 and at most 1000000 (default {})", d.rate),
-        );
-    }
-    let burst = g.burst.unwrap_or(rate * 2.0);
-    if !(burst.is_finite() && (1.0..=1e7).contains(&burst)) {
-        errors.push(
-            "guard.burst",
-            format!(
-                "burst = {burst} must be at least 1 and at most 10000000 (default twice the rate)"
-            ),
+            "guard.allowed_burst",
+            "allowed_burst applies only with allowed_rate (allowed sources are not limited without it): set allowed_rate too, or remove allowed_burst".into(),
         );
     }
     let max_sources = g.max_sources.unwrap_or(d.max_sources);
@@ -778,6 +785,8 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardC
     crate::guard::GuardConfig {
         rate,
         burst,
+        allowed_rate: allowed.map(|(rate, _)| rate),
+        allowed_burst: allowed.map_or(0.0, |(_, burst)| burst),
         max_sources,
         block_user_agents,
         overload_backlog,
@@ -785,6 +794,32 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardC
         max_calls,
         retry_after,
     }
+}
+
+/// A per-source rate (`key`, value) and its burst (`key`, value if set: default twice the rate).
+fn validate_rate(
+    (rate_key, rate): (&str, f64),
+    (burst_key, burst): (&str, Option<f64>),
+    errors: &mut Errors,
+) -> (f64, f64) {
+    let short = |key: &str| key.rsplit('.').next().unwrap_or(key).to_string();
+    if !(rate.is_finite() && rate > 0.0 && rate <= 1e6) {
+        errors.push(
+            rate_key,
+            format!("{} = {rate} must be a number of new transactions per second per source, above 0 and at most 1000000", short(rate_key)),
+        );
+    }
+    let burst = burst.unwrap_or(rate * 2.0);
+    if !(burst.is_finite() && (1.0..=1e7).contains(&burst)) {
+        errors.push(
+            burst_key,
+            format!(
+                "{} = {burst} must be at least 1 and at most 10000000 (default twice the rate)",
+                short(burst_key)
+            ),
+        );
+    }
+    (rate, burst)
 }
 
 /// The kind of socket a listener binds: TLS listeners take a TCP port.

@@ -90,10 +90,19 @@ impl Acl {
 /// `[guard]`: rate limits, scanner blocking, overload shedding, table caps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct GuardConfig {
-    /// New out-of-dialog transactions per second per source IP.
+    /// New out-of-dialog transactions per second per source IP, for sources that are neither
+    /// on the listener's allow list nor a destination (an open listener lists nobody). The
+    /// default is far above what one carrier trunk sends from one address: it stops a single
+    /// flooding address, never a trunk.
     pub rate: f64,
     /// Bucket size: how many may come at once.
     pub burst: f64,
+    /// The same limit for sources on the listener's allow list and destinations; `None` (the
+    /// default) does not limit them: a carrier the operator allowed is never throttled unless
+    /// asked for. Past it they get 503 + Retry-After, never silence.
+    pub allowed_rate: Option<f64>,
+    /// Bucket size of `allowed_rate`.
+    pub allowed_burst: f64,
     /// Most sources with a bucket of their own.
     pub max_sources: usize,
     /// Out-of-dialog requests whose User-Agent contains one of these (case-insensitive) are
@@ -114,6 +123,12 @@ pub struct GuardConfig {
     pub retry_after: Duration,
 }
 
+/// Default `[guard] rate`: new transactions per second from one address that is neither allowed
+/// nor a destination. Carrier trunks send a few hundred calls/s from one SBC address at their
+/// busiest; 5,000/s is above any trunk and under half of what one node handles, so one flooding
+/// address cannot take a node's capacity from the others.
+pub const DEFAULT_RATE: f64 = 5_000.0;
+
 /// Default `[guard] block_user_agents`: tools that scan the internet for SIP servers.
 pub const SCANNER_USER_AGENTS: [&str; 6] = [
     "friendly-scanner",
@@ -127,8 +142,10 @@ pub const SCANNER_USER_AGENTS: [&str; 6] = [
 impl Default for GuardConfig {
     fn default() -> Self {
         GuardConfig {
-            rate: 100.0,
-            burst: 200.0,
+            rate: DEFAULT_RATE,
+            burst: 2.0 * DEFAULT_RATE,
+            allowed_rate: None,
+            allowed_burst: 0.0,
             max_sources: 65_536,
             block_user_agents: SCANNER_USER_AGENTS.iter().map(|s| s.to_string()).collect(),
             overload_backlog: 0.5,
@@ -177,17 +194,30 @@ pub struct RateLimiter {
 }
 
 impl RateLimiter {
-    pub fn new(cfg: &GuardConfig, now: Instant) -> RateLimiter {
+    /// `rate` tokens a second per source, at most `burst` saved up, at most `max_sources`
+    /// buckets of their own.
+    pub fn new(rate: f64, burst: f64, max_sources: usize, now: Instant) -> RateLimiter {
         RateLimiter {
-            rate: cfg.rate.max(0.0),
-            burst: cfg.burst.max(1.0),
-            max_sources: cfg.max_sources.max(1),
+            rate: rate.max(0.0),
+            burst: burst.max(1.0),
+            max_sources: max_sources.max(1),
             buckets: DashMap::new(),
             overflow: std::sync::Mutex::new(Bucket {
-                tokens: cfg.burst.max(1.0),
+                tokens: burst.max(1.0),
                 at: now,
             }),
         }
+    }
+
+    /// The limit `[guard]` sets for sources that are neither allowed nor destinations.
+    pub fn for_unlisted(cfg: &GuardConfig, now: Instant) -> RateLimiter {
+        RateLimiter::new(cfg.rate, cfg.burst, cfg.max_sources, now)
+    }
+
+    /// The limit `[guard]` sets for allowed sources and destinations, if any.
+    pub fn for_allowed(cfg: &GuardConfig, now: Instant) -> Option<RateLimiter> {
+        cfg.allowed_rate
+            .map(|rate| RateLimiter::new(rate, cfg.allowed_burst, cfg.max_sources, now))
     }
 
     /// Takes one token for `ip`: `false` means over its rate.
@@ -284,7 +314,7 @@ mod tests {
             burst: 5.0,
             ..GuardConfig::default()
         };
-        let rl = RateLimiter::new(&cfg, t0);
+        let rl = RateLimiter::for_unlisted(&cfg, t0);
         let a = ip("192.0.2.1");
         assert_eq!((0..8).filter(|_| rl.take(a, t0)).count(), 5, "the burst");
         // 10/s: one more token every 100 ms.
@@ -303,7 +333,7 @@ mod tests {
             max_sources: 100,
             ..GuardConfig::default()
         };
-        let rl = RateLimiter::new(&cfg, t0);
+        let rl = RateLimiter::for_unlisted(&cfg, t0);
         // A flood from 10,000 spoofed addresses: the table never passes its cap, and the
         // sources without room share the overflow bucket (2 tokens).
         let mut passed = 0;

@@ -187,6 +187,9 @@ impl FailoverReason {
 pub enum DropReason {
     /// The source is not in a listener's allowed CIDRs.
     Acl,
+    /// An out-of-dialog request whose User-Agent is a known scanner's (`[guard]
+    /// block_user_agents`).
+    Scanner,
     /// The source exceeded its rate limit.
     RateLimit,
     /// pointsman is saturated (a queue is full).
@@ -198,26 +201,34 @@ pub enum DropReason {
     Unroutable,
     /// A response or ACK matching no transaction and no dialog.
     Stray,
+    /// A response that matched its transaction (which took it: timers stopped) but has no
+    /// parsable Via below ours, so it cannot be relayed as it is (see the core's
+    /// `on_response`).
+    Unrelayable,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 8] = [
         DropReason::Acl,
+        DropReason::Scanner,
         DropReason::RateLimit,
         DropReason::Overload,
         DropReason::Malformed,
         DropReason::Unroutable,
         DropReason::Stray,
+        DropReason::Unrelayable,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Acl => "acl",
+            DropReason::Scanner => "scanner",
             DropReason::RateLimit => "rate_limit",
             DropReason::Overload => "overload",
             DropReason::Malformed => "malformed",
             DropReason::Unroutable => "unroutable",
             DropReason::Stray => "stray",
+            DropReason::Unrelayable => "unrelayable",
         }
     }
 }

@@ -9,7 +9,8 @@
 //! the call was answered, is a ghost: ACKed and BYEd, never relayed.
 
 use super::{
-    emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, ServerEntry, Side, TimerKind,
+    emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, Relayable, ServerEntry, Side,
+    TimerKind,
 };
 use crate::health::Passive;
 use crate::metrics::FailoverReason;
@@ -65,7 +66,10 @@ pub(super) enum BranchStatus {
     Ringing,
     Answered,
     Final(u16),
+    /// No provisional response in time.
     TimedOut,
+    /// It rang past the route's ring timeout.
+    RingTimedOut,
     TransportError,
 }
 
@@ -219,6 +223,27 @@ fn arm_ring(out: &mut Vec<Output>, key: TxKey, at: Instant) {
             kind: TimerKind::Ring,
         },
     });
+}
+
+/// Why branch `b` ended, as the call log names it: the code it answered, or why pointsman gave
+/// it up (the 487 that answers pointsman's own CANCEL is not the reason).
+pub(super) fn branch_outcome(c: &Call, b: &Branch) -> std::borrow::Cow<'static, str> {
+    match b.status {
+        BranchStatus::Final(code) => code.to_string().into(),
+        BranchStatus::Answered => "answered".into(),
+        BranchStatus::TimedOut => "timeout".into(),
+        BranchStatus::RingTimedOut => "ring-timeout".into(),
+        BranchStatus::TransportError => "transport".into(),
+        BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing => {
+            if c.caller_cancelled {
+                "caller-cancel".into()
+            } else if c.phase == CallPhase::Answered {
+                "answered-elsewhere".into()
+            } else {
+                "cancelled".into()
+            }
+        }
+    }
 }
 
 /// §16.7 step 6: whether `new` is a better final response to relay than `old`. 6xx wins; then
@@ -511,6 +536,7 @@ impl Core {
         arc: &Arc<Mutex<Call>>,
         i: usize,
         msg: &Message<'_>,
+        relayable: Relayable,
         from: Peer,
         now: Instant,
         out: &mut Vec<Output>,
@@ -532,26 +558,80 @@ impl Core {
         if delivery == Delivery::Absorb {
             return;
         }
-        match code {
-            100..=199 => self.on_branch_provisional(c, i, msg, code, now, out),
-            200..=299 => self.on_branch_2xx(c, i, msg, from, now, out),
-            _ => self.on_branch_final(c, arc, i, msg, code, now, out),
+        match (code, relayable) {
+            (100..=199, _) => self.on_branch_provisional(c, i, msg, relayable, code, now, out),
+            (200..=299, Relayable::Yes) => self.on_branch_2xx(c, i, msg, from, now, out),
+            (200..=299, Relayable::No) => self.on_branch_unrelayable_2xx(c, arc, i, msg, from, now, out),
+            (_, Relayable::Yes) => {
+                let relayed = Bytes::from(self.strip_top_via(msg));
+                let retry_after = super::retry_after(msg);
+                self.on_branch_final(c, arc, i, code, relayed, retry_after, now, out)
+            }
+            (_, Relayable::No) => {
+                // The code counts; what the caller may get is our own response with it.
+                let Some(own) = self.own_response(c, code) else { return };
+                let retry_after = super::retry_after(msg);
+                self.on_branch_final(c, arc, i, code, own, retry_after, now, out)
+            }
         }
         self.reap_if_done(c);
     }
 
+    /// Pointsman's own response to the call's INVITE with `code`.
+    fn own_response(&self, c: &Call, code: u16) -> Option<Bytes> {
+        let req = c.request()?;
+        Some(originate::response(
+            &req,
+            code,
+            originate::reason_phrase(code),
+            &local_tag(c.key),
+            "",
+        ))
+    }
+
+    /// A 2xx the caller cannot be given (no Via to relay it on): the destination's call is
+    /// torn down like a ghost, and the branch fails as a 502 Bad Gateway, which fails over by
+    /// default. A broken retransmission of a 2xx already relayed is only absorbed.
+    #[allow(clippy::too_many_arguments)]
+    fn on_branch_unrelayable_2xx(
+        &self,
+        c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
+        i: usize,
+        msg: &Message<'_>,
+        from: Peer,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let b = &c.branches[i];
+        if b.status == BranchStatus::Answered {
+            return;
+        }
+        let to = Peer {
+            conn: from.conn,
+            ..b.target.peer
+        };
+        self.ghost_teardown(msg, to, now, out);
+        let Some(own) = self.own_response(c, 502) else { return };
+        self.on_branch_final(c, arc, i, 502, own, None, now, out);
+    }
+
+    #[allow(clippy::too_many_arguments)]
     fn on_branch_provisional(
         &self,
         c: &mut Call,
         i: usize,
         msg: &Message<'_>,
+        relayable: Relayable,
         code: u16,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
         let b = &mut c.branches[i];
         let first = b.status == BranchStatus::Pending;
-        if code > 100 {
+        if b.abandoned {
+            // Given up already: its status keeps why.
+        } else if code > 100 {
             b.status = BranchStatus::Ringing;
         } else if first {
             b.status = BranchStatus::Trying;
@@ -582,7 +662,7 @@ impl Core {
                 }
             }
         }
-        if code > 100 {
+        if code > 100 && relayable == Relayable::Yes {
             // 100 is hop by hop; everything else provisional goes to the caller.
             let relayed = Bytes::from(self.strip_top_via(msg));
             let mut acts = Vec::new();
@@ -660,29 +740,31 @@ impl Core {
         self.log_outcome(c, msg.code().unwrap_or(200), now);
     }
 
+    /// A final non-2xx on branch `i`: `relayed` is what the caller gets if it is the best.
     #[allow(clippy::too_many_arguments)]
     fn on_branch_final(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
         i: usize,
-        msg: &Message<'_>,
         code: u16,
+        relayed: Bytes,
+        retry_after: Option<Duration>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
         let b = &mut c.branches[i];
-        let rang = b.status == BranchStatus::Ringing;
-        b.status = BranchStatus::Final(code);
         if b.abandoned || c.phase != CallPhase::Trying {
+            // The final of a branch pointsman gave up on (mostly the 487 to its CANCEL): its
+            // status keeps why it was given up.
             return;
         }
+        let rang = b.status == BranchStatus::Ringing;
+        b.status = BranchStatus::Final(code);
         if code == 503 && c.failover {
             // The destination says it is overloaded: health skips it (for Retry-After).
-            let retry_after = super::retry_after(msg);
             self.passive(c, i, Passive::Unavailable { retry_after }, now);
         }
-        let relayed = Bytes::from(self.strip_top_via(msg));
         if c.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
             c.best = Some((code, relayed));
         }
@@ -750,6 +832,7 @@ impl Core {
                 }
             }
             TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
+                c.branches[i].status = BranchStatus::RingTimedOut;
                 self.abandon(
                     c,
                     i,
@@ -1038,18 +1121,7 @@ impl Core {
         let tried: Vec<String> = c
             .branches
             .iter()
-            .map(|b| {
-                let why = match b.status {
-                    BranchStatus::Final(code) => code.to_string(),
-                    BranchStatus::Answered => "answered".into(),
-                    BranchStatus::TimedOut => "timeout".into(),
-                    BranchStatus::TransportError => "transport".into(),
-                    BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing => {
-                        "cancelled".into()
-                    }
-                };
-                format!("{}:{why}", c.dest_name(&b.target))
-            })
+            .map(|b| format!("{}:{}", c.dest_name(&b.target), branch_outcome(c, b)))
             .collect();
         let call_id = c
             .request()

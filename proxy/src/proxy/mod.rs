@@ -83,6 +83,11 @@ impl std::fmt::Debug for Routing {
 }
 
 impl Routing {
+    /// Whether `ip` is the address of one of these rules' destinations.
+    pub fn is_destination(&self, ip: std::net::IpAddr) -> bool {
+        self.addrs.iter().any(|a| a.ip() == ip)
+    }
+
     /// Where to send to destination `id`.
     pub fn peer(&self, id: DestId) -> Peer {
         Peer {
@@ -257,6 +262,13 @@ struct Relay {
     to_tag: String,
 }
 
+/// Whether a response can go on towards the caller: it has a Via after ours, and it parses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Relayable {
+    Yes,
+    No,
+}
+
 /// Where a request goes next, and how.
 #[derive(Clone, Copy, Debug)]
 struct Hop {
@@ -285,7 +297,11 @@ pub struct Core {
     /// yet): what `[guard] max_transactions` caps. Tombstones that only absorb retransmissions
     /// are not counted; there are at most the call rate × 64·T1 of them.
     in_progress: AtomicUsize,
+    /// Per-source limit of sources that are neither allowed nor destinations.
     limiter: RateLimiter,
+    /// Per-source limit of allowed sources and destinations (`[guard] allowed_rate`); none by
+    /// default.
+    allowed_limiter: Option<RateLimiter>,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
 }
@@ -347,7 +363,8 @@ impl Core {
         let seed = std::collections::hash_map::RandomState::new();
         let start = std::hash::BuildHasher::hash_one(&seed, std::process::id()) >> 16;
         Core {
-            limiter: RateLimiter::new(&cfg.guard, Instant::now()),
+            limiter: RateLimiter::for_unlisted(&cfg.guard, Instant::now()),
+            allowed_limiter: RateLimiter::for_allowed(&cfg.guard, Instant::now()),
             advertised: Advertised::new(&cfg),
             cfg,
             routing: ArcSwap::from_pointee(routing),
@@ -602,14 +619,16 @@ impl Core {
     fn admits(&self, inb: Inbound<'_>) -> bool {
         let ip = inb.from.addr.ip();
         match self.cfg.acls.get(inb.listener) {
-            Some(acl) if !acl.admits(ip) => self.routing.load().addrs.iter().any(|a| a.ip() == ip),
+            Some(acl) if !acl.admits(ip) => self.routing.load().is_destination(ip),
             _ => true,
         }
     }
 
     /// The checks on a request that would start something new (out of dialog): scanners are
-    /// dropped, a source over its rate is refused (503 if the listener lists it, else dropped),
-    /// and new INVITEs are shed with 503 while the node is overloaded or its tables are full.
+    /// dropped; a source over its rate is refused: allowed sources and destinations (limited
+    /// only when `[guard] allowed_rate` is set) always get 503 + Retry-After, never silence;
+    /// any other source's excess (a flood: the default rate is above any trunk) is dropped.
+    /// New INVITEs are shed with 503 while the node is overloaded or its tables are full.
     /// In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
     fn gate_new_request(
         &self,
@@ -620,17 +639,23 @@ impl Core {
     ) -> Result<(), Refusal> {
         if let Some(ua) = msg.header_by_name(b"User-Agent") {
             if self.cfg.guard.is_scanner(msg.slice(ua.value)) {
-                return Err(Refusal::Drop(DropReason::Acl));
+                return Err(Refusal::Drop(DropReason::Scanner));
             }
         }
         let ip = inb.from.addr.ip();
-        if !self.limiter.take(ip, now) {
-            let listed = self
-                .cfg
-                .acls
-                .get(inb.listener)
-                .is_some_and(|acl| acl.lists(ip));
-            return Err(if listed && method == Method::Invite {
+        let allowed = self
+            .cfg
+            .acls
+            .get(inb.listener)
+            .is_some_and(|acl| acl.lists(ip))
+            || self.routing.load().is_destination(ip);
+        let limiter = if allowed {
+            self.allowed_limiter.as_ref()
+        } else {
+            Some(&self.limiter)
+        };
+        if limiter.is_some_and(|l| !l.take(ip, now)) {
+            return Err(if allowed {
                 Refusal::Busy(DropReason::RateLimit)
             } else {
                 Refusal::Drop(DropReason::RateLimit)
@@ -999,46 +1024,66 @@ impl Core {
 
     // ---- responses ---------------------------------------------------------------------------
 
+    /// A response is matched to its client transaction first, whatever else is wrong with it,
+    /// so a branch that answered stops its timers. Only then is it relayed: §16.7 step 3 needs a
+    /// Via after ours that parses. One that matches but cannot be relayed ([`Relayable::No`])
+    /// still moves its transaction: a 1xx stops the branch's timers and goes no further (the
+    /// caller has our 100 Trying); a final non-2xx counts with its code and what goes upstream
+    /// is pointsman's own response with that code; a 2xx is torn down (ACK + BYE) and the
+    /// branch fails as a 502 Bad Gateway, never a ghost. Each is counted as dropped
+    /// `unrelayable`.
     fn on_response(&self, msg: &Message<'_>, from: Peer, now: Instant, out: &mut Vec<Output>) {
-        // §16.7 step 3: a response with no Via left after ours was meant for us, and one whose
-        // next Via does not parse cannot be relayed: neither goes further.
-        if !matches!(msg.vias().nth(1), Some(Ok(_))) {
+        let Some(code) = msg.code() else { return };
+        let relayable = if matches!(msg.vias().nth(1), Some(Ok(_))) {
+            Relayable::Yes
+        } else {
+            Relayable::No
+        };
+        let entry = self
+            .keys
+            .client_of_response(msg)
+            .and_then(|key| Some((key, self.client(key)?)));
+        let Some((key, entry)) = entry else {
             let ours = msg
                 .top_via
                 .branch
                 .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX.as_bytes()));
-            let own_request = self
-                .keys
-                .client_of_response(msg)
-                .is_some_and(|k| matches!(self.client(k), Some(ClientEntry::Own(_))));
-            if !(ours && own_request) {
-                self.metrics().dropped(DropReason::Malformed);
-                return;
+            if ours && msg.cseq_method == Method::Invite && (200..300).contains(&code) {
+                return self.on_unmatched_2xx(msg, from, now, out);
             }
-        }
-        let Some(key) = self.keys.client_of_response(msg) else {
-            return;
+            debug!(from = %from.addr, code, "response matches no transaction: dropped");
+            return self.metrics().dropped(DropReason::Stray);
         };
-        let Some(code) = msg.code() else { return };
-        match self.client(key) {
-            Some(ClientEntry::Branch(call, i)) => {
+        let own_request = matches!(entry, ClientEntry::Own(_));
+        if relayable == Relayable::No && !own_request {
+            debug!(from = %from.addr, code, "response without a Via to relay it on");
+            self.metrics().dropped(DropReason::Unrelayable);
+        }
+        match entry {
+            ClientEntry::Branch(call, i) => {
                 let mut c = lock(&call);
-                self.on_branch_response(&mut c, &call, i, msg, from, now, out);
+                self.on_branch_response(&mut c, &call, i, msg, relayable, from, now, out);
             }
-            Some(ClientEntry::Relay(relay)) => {
+            ClientEntry::Relay(relay) => {
                 let mut r = lock(&relay);
                 let mut acts = Vec::new();
                 let Some(tx) = r.client.as_mut() else { return };
                 let delivery = tx.on_response(code, now, &mut acts);
                 let downstream = r.downstream;
                 emit(out, &mut acts, downstream, key, Side::Client, Some(key));
-                if delivery == Delivery::Absorb || code == 100 {
+                if delivery == Delivery::Absorb
+                    || code == 100
+                    || (code < 200 && relayable == Relayable::No)
+                {
                     return;
                 }
                 if code >= 200 {
                     if let Some(dialog) = r.ends_dialog.take() {
                         self.dialogs.remove(dialog);
                         self.call_ended(dialog);
+                    }
+                    if relayable == Relayable::No {
+                        return self.relay_local_final(&mut r, code, now, out);
                     }
                 }
                 let upstream = r.upstream;
@@ -1050,28 +1095,19 @@ impl Core {
                     self.settle_relay(&mut r);
                 }
             }
-            Some(ClientEntry::Accepted(upstream)) => {
-                if (200..300).contains(&code) {
+            ClientEntry::Accepted(upstream) => {
+                if (200..300).contains(&code) && relayable == Relayable::Yes {
                     // RFC 6026: 2xx retransmissions pass while the transaction is Accepted.
                     send(out, upstream, Bytes::from(self.strip_top_via(msg)));
                     self.metrics().response_out(code);
                 }
             }
-            Some(ClientEntry::Own(own)) => {
+            ClientEntry::Own(own) => {
                 let mut o = lock(&own);
                 let mut acts = Vec::new();
                 o.tx.on_response(code, now, &mut acts);
                 let to = o.to;
                 emit(out, &mut acts, to, key, Side::Client, None);
-            }
-            None => {
-                let ours = msg
-                    .top_via
-                    .branch
-                    .is_some_and(|b| msg.slice(b).starts_with(BRANCH_PREFIX.as_bytes()));
-                if ours && msg.cseq_method == Method::Invite && (200..300).contains(&code) {
-                    self.on_unmatched_2xx(msg, from, now, out);
-                }
             }
         }
     }
