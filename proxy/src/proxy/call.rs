@@ -561,7 +561,9 @@ impl Core {
         match (code, relayable) {
             (100..=199, _) => self.on_branch_provisional(c, i, msg, relayable, code, now, out),
             (200..=299, Relayable::Yes) => self.on_branch_2xx(c, i, msg, from, now, out),
-            (200..=299, Relayable::No) => self.on_branch_unrelayable_2xx(c, arc, i, msg, from, now, out),
+            (200..=299, Relayable::No) => {
+                self.on_branch_unrelayable_2xx(c, arc, i, msg, from, now, out)
+            }
             (_, Relayable::Yes) => {
                 let relayed = Bytes::from(self.strip_top_via(msg));
                 let retry_after = super::retry_after(msg);
@@ -569,7 +571,9 @@ impl Core {
             }
             (_, Relayable::No) => {
                 // The code counts; what the caller may get is our own response with it.
-                let Some(own) = self.own_response(c, code) else { return };
+                let Some(own) = self.own_response(c, code) else {
+                    return;
+                };
                 let retry_after = super::retry_after(msg);
                 self.on_branch_final(c, arc, i, code, own, retry_after, now, out)
             }
@@ -612,7 +616,9 @@ impl Core {
             ..b.target.peer
         };
         self.ghost_teardown(msg, to, now, out);
-        let Some(own) = self.own_response(c, 502) else { return };
+        let Some(own) = self.own_response(c, 502) else {
+            return;
+        };
         self.on_branch_final(c, arc, i, 502, own, None, now, out);
     }
 
@@ -716,10 +722,19 @@ impl Core {
                 .target
                 .dest
                 .and_then(|d| c.routing.health.get(d).cloned());
-            if let Some(old) = self
-                .answered
-                .insert(key, super::Answered { dest, since: now })
-            {
+            let answered = super::Answered {
+                dest,
+                since: now,
+                caller: c.upstream,
+                callee: Peer {
+                    conn: from.conn,
+                    ..c.branches[i].target.peer
+                },
+                caller_tag: c
+                    .request()
+                    .map_or(0, |req| self.tag_key(req.from.tag, &req)),
+            };
+            if let Some(old) = self.answered.insert(key, answered) {
                 // The same dialog answered twice (a forked 2xx with equal tags): count once.
                 c.routing.metrics.calls_in_progress(-1);
                 if let Some(d) = old.dest {

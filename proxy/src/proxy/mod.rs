@@ -319,6 +319,12 @@ struct Answered {
     /// The destination that answered (its health counts calls in progress).
     dest: Option<Arc<DestHealth>>,
     since: Instant,
+    /// Where the INVITE came from, where the answer came from, and the caller's From tag
+    /// ([`Core::tag_key`]): an in-dialog request that carries no Route of ours (a peer that
+    /// dropped the Record-Route set) still follows its dialog.
+    caller: Peer,
+    callee: Peer,
+    caller_tag: u64,
 }
 
 /// An answered call whose BYE never passed through pointsman is forgotten after this long, so
@@ -895,11 +901,16 @@ impl Core {
         }
         // The ACK for a 2xx is a request of its own, routed like any in-dialog request; one that
         // does not route through pointsman is dropped (never answered, RFC 3261 §17.2.3).
-        if msg.to.tag.is_none() || msg.max_forwards == Some(0) {
-            return;
+        if msg.to.tag.is_none() {
+            debug!("ACK for no transaction: dropped");
+            return self.metrics().dropped(DropReason::Stray);
         }
-        let Some(hop) = self.in_dialog_hop(msg) else {
-            return;
+        if msg.max_forwards == Some(0) {
+            return self.metrics().dropped(DropReason::Unroutable);
+        }
+        let Some(hop) = self.in_dialog_hop(msg).or_else(|| self.answered_hop(msg)) else {
+            debug!("ACK for no known dialog and without a Route of ours: dropped");
+            return self.metrics().dropped(DropReason::Unroutable);
         };
         let branch = self.new_branch(self.loop_hash(msg));
         let bytes = self.forward_request(msg, hop.peer.proto, &branch, None);
@@ -1184,10 +1195,22 @@ impl Core {
         );
     }
 
+    /// The dialog a message belongs to: Call-ID and both tags, the same whichever side sends
+    /// it (a request from the callee has the tags the other way round).
     fn dialog_key(&self, msg: &Message<'_>) -> u64 {
         let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
         let to_tag = msg.to.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
-        self.keys.of(&[msg.slice(msg.call_id), from_tag, to_tag])
+        let (a, b) = if from_tag <= to_tag {
+            (from_tag, to_tag)
+        } else {
+            (to_tag, from_tag)
+        };
+        self.keys.of(&[msg.slice(msg.call_id), a, b])
+    }
+
+    /// A tag as the answered-call table keeps it.
+    fn tag_key(&self, tag: Option<wire::Span>, msg: &Message<'_>) -> u64 {
+        self.keys.of(&[tag.map(|t| msg.slice(t)).unwrap_or(&[])])
     }
 
     // ---- forwarding --------------------------------------------------------------------------
@@ -1342,14 +1365,31 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(hop) = self.in_dialog_hop(msg) else {
-            let resp = originate::response(msg, 404, "Not Found", &local_tag(key), "");
+        let Some(hop) = self.in_dialog_hop(msg).or_else(|| self.answered_hop(msg)) else {
+            // §12.2.2: a request for a dialog pointsman neither routes nor knows.
+            debug!(from = %from.addr, "in-dialog request for no known dialog: 481");
+            let resp =
+                originate::response(msg, 481, originate::reason_phrase(481), &local_tag(key), "");
             return send(out, from, resp);
         };
         match msg.method() {
             Some(Method::Invite) => self.start_reinvite(msg, key, from, hop, now, out),
             _ => self.start_relay(msg, key, from, hop, now, out),
         }
+    }
+
+    /// Next hop of an in-dialog request without a Route of ours, from the answered call it
+    /// belongs to (Call-ID and tags): from the caller it goes to the destination that
+    /// answered, from the callee back to where the INVITE came from.
+    fn answered_hop(&self, msg: &Message<'_>) -> Option<Hop> {
+        let call = self.answered.get(&self.dialog_key(msg))?;
+        let from_caller = self.tag_key(msg.from.tag, msg) == call.caller_tag;
+        let peer = if from_caller {
+            call.callee
+        } else {
+            call.caller
+        };
+        Some(Hop { peer, dest: None })
     }
 
     fn start_relay(
