@@ -1026,6 +1026,25 @@ impl Core {
         self.finish_local(c, 487, "", now, out);
     }
 
+    /// The caller cannot be reached any more (a response to it was undeliverable): every
+    /// pending branch gets CANCEL and the call is over, with nothing more sent upstream.
+    pub(super) fn caller_unreachable(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
+        if c.phase != CallPhase::Trying {
+            return;
+        }
+        c.phase = CallPhase::Finished;
+        self.cancel_pending(
+            c,
+            &originate::reason_header(480, "Caller unreachable"),
+            now,
+            out,
+        );
+        if c.failover {
+            c.routing.metrics.calls_in_progress(-1);
+        }
+        self.log_outcome(c, 480, now);
+    }
+
     /// Every target failed: the best final received, or our own 503 with Retry-After.
     fn finish_exhausted(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
         if let (false, Some((code, retry_after))) = (c.settled, c.survival_reject) {

@@ -601,7 +601,39 @@ impl Core {
                 lock(&own).tx.on_transport_error();
                 self.clients.remove(&report);
             }
-            Some(ClientEntry::Accepted(_)) | None => {}
+            Some(ClientEntry::Accepted(_)) => {}
+            None => self.on_response_undeliverable(report, now, out),
+        }
+    }
+
+    /// A response to the server transaction `key` could not be delivered (its connection is
+    /// gone and no new one could be made): §17.2.4, the transaction ends. A call still being
+    /// set up has lost its caller: every branch is cancelled, none starts again. An answered
+    /// call is left to its callee, which ends it with BYE when its 2xx is never ACKed
+    /// (§13.3.1.4). A relayed request's transaction is forgotten.
+    fn on_response_undeliverable(&self, key: TxKey, now: Instant, out: &mut Vec<Output>) {
+        match self.server(key) {
+            Some(ServerEntry::Call(call)) => {
+                let mut c = lock(&call);
+                if c.server.on_transport_error() == TxEvent::None {
+                    return;
+                }
+                debug!("a response could not reach the caller: the call is given up");
+                self.caller_unreachable(&mut c, now, out);
+                self.reap_if_done(&mut c);
+            }
+            Some(ServerEntry::Relay(relay)) => {
+                let mut r = lock(&relay);
+                if r.server.on_transport_error() != TxEvent::None {
+                    self.servers.remove(&key);
+                    self.clients.remove(&r.client_key);
+                    self.stop_counting_relay(&mut r);
+                }
+            }
+            Some(ServerEntry::Local(_)) => {
+                self.servers.remove(&key);
+            }
+            Some(ServerEntry::Accepted) | None => {}
         }
     }
 
@@ -709,13 +741,13 @@ impl Core {
                 };
             }
         }
-        if method == Method::Options && !in_dialog {
-            // Keep-alive and capability probes from carriers and clouds end here.
-            let extra = format!("Allow: {}\r\nAccept: application/sdp\r\n", originate::ALLOW);
-            let resp = originate::response(msg, 200, "OK", &local_tag(key), &extra);
-            return send(out, inb.from, resp);
-        }
-        if let Err((code, extra)) = self.validate(msg) {
+        let answered_here = method == Method::Options && !in_dialog;
+        let checked = if answered_here {
+            self.validate_as_uas(msg)
+        } else {
+            self.validate(msg)
+        };
+        if let Err((code, extra)) = checked {
             let resp = originate::response(
                 msg,
                 code,
@@ -723,6 +755,12 @@ impl Core {
                 &local_tag(key),
                 &extra,
             );
+            return send(out, inb.from, resp);
+        }
+        if answered_here {
+            // Keep-alive and capability probes from carriers and clouds end here.
+            let extra = format!("Allow: {}\r\nAccept: application/sdp\r\n", originate::ALLOW);
+            let resp = originate::response(msg, 200, "OK", &local_tag(key), &extra);
             return send(out, inb.from, resp);
         }
         if in_dialog {
@@ -771,17 +809,35 @@ impl Core {
         }
     }
 
-    /// RFC 3261 §16.3: the checks before a request is proxied. `Err` carries the code to answer
-    /// and any extra header lines.
-    fn validate(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+    /// RFC 3261 §16.3 step 2 and §8.2.2.1: a Request-URI pointsman can act on is sip:, sips:
+    /// or tel: (anything else: 416, whatever the method); one that does not parse gets 400.
+    fn validate_request_uri(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
         let StartLine::Request { uri, .. } = msg.start else {
             return Ok(());
         };
         match wire::parse_uri(msg.buf, uri) {
-            Ok(u) if u.scheme == wire::UriScheme::Other => return Err((416, String::new())),
-            Ok(_) => {}
-            Err(_) => return Err((400, String::new())),
+            Ok(u) if u.scheme == wire::UriScheme::Other => Err((416, String::new())),
+            Ok(_) => Ok(()),
+            Err(_) => Err((400, String::new())),
         }
+    }
+
+    /// The checks on a request pointsman answers itself, as a UAS (§8.2.2): its Request-URI,
+    /// and `Require`: pointsman supports no extension, so any option tag gets 420 with the
+    /// tags in `Unsupported` (§8.2.2.3).
+    fn validate_as_uas(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+        self.validate_request_uri(msg)?;
+        if let Some(h) = msg.header(HeaderName::Require) {
+            let tags = String::from_utf8_lossy(msg.slice(h.value)).replace(['\r', '\n'], " ");
+            return Err((420, format!("Unsupported: {tags}\r\n")));
+        }
+        Ok(())
+    }
+
+    /// RFC 3261 §16.3: the checks before a request is proxied. `Err` carries the code to answer
+    /// and any extra header lines.
+    fn validate(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+        self.validate_request_uri(msg)?;
         if msg.max_forwards == Some(0) {
             return Err((483, String::new()));
         }
@@ -1254,6 +1310,9 @@ impl Core {
         if let Some(span) = self.own_routes_removal(msg) {
             splice.delete(span);
         }
+        if let Some(span) = request_uri_headers(msg) {
+            splice.delete(span);
+        }
         let mut bytes = Vec::with_capacity(splice.output_len());
         splice.write_to(&mut bytes);
         Bytes::from(bytes)
@@ -1573,6 +1632,12 @@ fn emit(
     side: Side,
     report: Option<TxKey>,
 ) {
+    // A server transaction's sends report under its own key: a response that cannot reach the
+    // caller ends it (RFC 3261 §17.2.4).
+    let report = match side {
+        Side::Server => Some(key),
+        Side::Client => report,
+    };
     for a in acts.drain(..) {
         match a {
             TxAction::Send(bytes) => out.push(Output::Send { to, bytes, report }),
@@ -1721,6 +1786,26 @@ fn retry_after(msg: &Message<'_>) -> Option<Duration> {
     let digits = value.iter().take_while(|b| b.is_ascii_digit()).count();
     let secs: u64 = std::str::from_utf8(&value[..digits]).ok()?.parse().ok()?;
     Some(Duration::from_secs(secs))
+}
+
+/// The `?headers` part of a request's Request-URI, if it has one. RFC 3261 §19.1.5 lets only
+/// a URI that builds a request carry headers; one in a Request-URI (RFC 4475 §3.1.2.12) would
+/// let a sender inject headers (a Route, say) at the next hop that interprets them, so
+/// pointsman forwards the request without them.
+fn request_uri_headers(msg: &Message<'_>) -> Option<wire::Span> {
+    let StartLine::Request { uri, .. } = msg.start else {
+        return None;
+    };
+    let parsed = wire::parse_uri(msg.buf, uri).ok()?;
+    if !matches!(parsed.scheme, wire::UriScheme::Sip | wire::UriScheme::Sips) {
+        return None;
+    }
+    let params = msg.slice(parsed.params);
+    let q = memchr::memchr(b'?', params)?;
+    Some(wire::Span::new(
+        parsed.params.start as usize + q,
+        parsed.params.end as usize,
+    ))
 }
 
 /// An IP literal host (IPv6 with or without brackets) and port as a socket address.

@@ -53,6 +53,8 @@ struct Harness {
     timers: Vec<(Instant, CoreTimer)>,
     /// Every send, in order: (to, first line, bytes).
     sent: Vec<(SocketAddr, String, Bytes)>,
+    /// The delivery-failure key of each send in `sent`, in the same order.
+    reports: Vec<Option<TxKey>>,
 }
 
 fn first_line(b: &[u8]) -> String {
@@ -78,6 +80,15 @@ impl Harness {
     }
 
     fn on(router: Router) -> Harness {
+        Harness::configured(router, |_| {})
+    }
+
+    /// The default rules on a core whose configuration is tweaked (guard, allow lists ...).
+    fn with_config(tweak: impl FnOnce(&mut CoreConfig)) -> Harness {
+        Harness::configured(compile(RULES), tweak)
+    }
+
+    fn configured(router: Router, tweak: impl FnOnce(&mut CoreConfig)) -> Harness {
         let addrs = router
             .rules
             .destinations
@@ -95,6 +106,8 @@ impl Harness {
             acls: vec![crate::guard::Acl::default()],
             guard: crate::guard::GuardConfig::default(),
         };
+        let mut cfg = cfg;
+        tweak(&mut cfg);
         let now = Instant::now();
         let health = crate::health::Health::new(&crate::health::HealthConfig::default());
         let dests: Vec<String> = router
@@ -117,14 +130,16 @@ impl Harness {
             now,
             timers: Vec::new(),
             sent: Vec::new(),
+            reports: Vec::new(),
         }
     }
 
     fn absorb(&mut self, out: Vec<Output>) {
         for o in out {
             match o {
-                Output::Send { to, bytes, .. } => {
-                    self.sent.push((to.addr, first_line(&bytes), bytes))
+                Output::Send { to, bytes, report } => {
+                    self.sent.push((to.addr, first_line(&bytes), bytes));
+                    self.reports.push(report);
                 }
                 Output::Timer { at, timer } => self.timers.push((at, timer)),
             }
@@ -185,6 +200,25 @@ impl Harness {
                     self.lines_to(to)
                 )
             })
+    }
+
+    /// `pointsman_dropped_total` for `reason`.
+    fn dropped(&self, reason: &str) -> f64 {
+        let series = format!("pointsman_dropped_total{{reason=\"{reason}\"}} ");
+        self.metrics
+            .render()
+            .lines()
+            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    /// Feeds `bytes` from `from` with the inbound's details tweaked (listener, overload).
+    fn receive_with(&mut self, from: &str, bytes: &[u8], tweak: impl FnOnce(&mut Inbound<'_>)) {
+        let mut inb = Inbound::datagram(bytes, addr(from));
+        tweak(&mut inb);
+        let mut out = Vec::new();
+        self.core.on_message(inb, self.now, &mut out);
+        self.absorb(out);
     }
 
     fn count_to(&self, to: &str, starts: &str) -> usize {
@@ -1486,4 +1520,499 @@ fn timers_that_end_a_window_may_fire_later_than_retransmissions_and_failover() {
     assert_eq!(timer(TimerKind::GhostExpire).slack(), WINDOW_SLACK);
     // A few percent of T1: a retransmission is never noticeably late.
     assert!(PROMPT_SLACK * 20 <= TimerConfig::default().t1);
+}
+
+// ---- carrier-grade defaults, conformance, counters that tell the truth --------------------
+
+/// `resp` with the carrier's Via line (the one below ours) replaced by `with` (nothing: removed).
+fn lower_via_replaced(resp: &[u8], with: &str) -> Vec<u8> {
+    let text = String::from_utf8_lossy(resp);
+    let lines: Vec<String> = text
+        .split("\r\n")
+        .filter_map(|l| {
+            if l.starts_with("Via: SIP/2.0/UDP 10.0.0.1:5060") {
+                (!with.is_empty()).then(|| with.to_string())
+            } else {
+                Some(l.to_string())
+            }
+        })
+        .collect();
+    lines.join("\r\n").into_bytes()
+}
+
+#[test]
+fn a_100_with_no_via_to_relay_it_on_still_stops_the_failover_timer() {
+    for lower in ["", "Via: SIP/2.0/UDP ;;;broken"] {
+        let mut h = Harness::new();
+        h.receive(CARRIER, &invite("r100"));
+        let fwd = h.last_to(PRIMARY, "INVITE");
+        h.receive(
+            PRIMARY,
+            &lower_via_replaced(&response_to(&fwd, 100, "p"), lower),
+        );
+        h.advance(Duration::from_secs(10));
+        assert_eq!(
+            h.count_to(SECONDARY, "INVITE"),
+            0,
+            "the primary answered (lower Via {lower:?}): no failover"
+        );
+        assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+        assert_eq!(
+            h.count_to(PRIMARY, "INVITE"),
+            1,
+            "no retransmission after its 100"
+        );
+        assert_eq!(h.dropped("unrelayable"), 1.0);
+    }
+}
+
+#[test]
+fn a_ringing_180_that_cannot_be_relayed_stops_the_timer_and_goes_no_further() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("r180"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(
+        PRIMARY,
+        &lower_via_replaced(&response_to(&fwd, 180, "p"), ""),
+    );
+    h.advance(Duration::from_secs(5));
+    assert_eq!(h.lines_to(CARRIER), vec!["SIP/2.0 100 Trying"]);
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0);
+    // Its answer, relayable, still reaches the caller.
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 1);
+}
+
+#[test]
+fn a_2xx_that_cannot_be_relayed_is_torn_down_and_the_call_fails_over() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("r200"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(
+        PRIMARY,
+        &lower_via_replaced(&response_to(&fwd, 200, "p"), ""),
+    );
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 0, "never relayed");
+    let ack = h.position(PRIMARY, "ACK").expect("the 2xx is ACKed");
+    let bye = h.position(PRIMARY, "BYE").expect("and ended with BYE");
+    let next = h.position(SECONDARY, "INVITE").expect("502 fails over");
+    assert!(ack < bye && bye < next);
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 200"), 1);
+    assert!(header(&h.last_to(CARRIER, "SIP/2.0 200"), "To")
+        .unwrap()
+        .contains("tag=s"));
+}
+
+#[test]
+fn a_final_that_cannot_be_relayed_reaches_the_caller_as_pointsmans_own_response() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("r486"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(
+        PRIMARY,
+        &lower_via_replaced(&response_to(&fwd, 486, "p"), ""),
+    );
+    assert_eq!(h.count_to(PRIMARY, "ACK"), 1, "the 486 is ACKed hop by hop");
+    let busy = h.last_to(CARRIER, "SIP/2.0 486");
+    assert_eq!(
+        header(&busy, "Via"),
+        Some("SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-r486"),
+        "built from the caller's INVITE"
+    );
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "486 does not fail over");
+}
+
+/// A request inside the dialog of call `call_id` answered by the primary (tag `p`), from the
+/// carrier (`from_carrier`) or the callee, without any Route: a peer that dropped the
+/// Record-Route set.
+fn in_dialog_without_route(method: &str, call_id: &str, from_carrier: bool, cseq: u32) -> Vec<u8> {
+    let (ruri, via, from, to) = if from_carrier {
+        (
+            "sip:agent@127.0.0.1:5070",
+            "10.0.0.1:5060",
+            "\"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1",
+            "<sip:+15551234@192.0.2.10>;tag=p",
+        )
+    } else {
+        (
+            "sip:+15550000@10.0.0.1:5060",
+            "127.0.0.1:5070",
+            "<sip:+15551234@192.0.2.10>;tag=p",
+            "\"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1",
+        )
+    };
+    format!(
+        "{method} {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP {via};branch=z9hG4bK-{method}{cseq}\r\n\
+         Max-Forwards: 70\r\nFrom: {from}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn in_dialog_requests_without_a_route_follow_their_answered_dialog() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("nr1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(h.core.answered_calls(), 1);
+    h.receive(CARRIER, &in_dialog_without_route("ACK", "nr1", true, 1));
+    assert_eq!(h.count_to(PRIMARY, "ACK"), 1, "the ACK follows the dialog");
+    // The callee's re-INVITE goes back to the carrier.
+    h.receive(PRIMARY, &in_dialog_without_route("INVITE", "nr1", false, 2));
+    assert_eq!(h.count_to(CARRIER, "INVITE"), 1);
+    // The carrier's BYE reaches the callee, and its answer ends the call.
+    h.receive(CARRIER, &in_dialog_without_route("BYE", "nr1", true, 3));
+    let bye = h.last_to(PRIMARY, "BYE");
+    h.receive(PRIMARY, &response_to(&bye, 200, "p"));
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 200"),
+        2,
+        "the 2xx and the BYE's 200"
+    );
+    assert_eq!(h.core.answered_calls(), 0, "the call ended");
+    assert_eq!(h.dropped("unroutable"), 0.0);
+}
+
+#[test]
+fn a_bye_from_the_callee_ends_the_answered_call_too() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("nr2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    h.receive(PRIMARY, &in_dialog_without_route("BYE", "nr2", false, 5));
+    let bye = h.last_to(CARRIER, "BYE");
+    let ok = String::from_utf8_lossy(&response_to(&bye, 200, "x"))
+        .replace(";tag=x", "")
+        .into_bytes();
+    h.receive(CARRIER, &ok);
+    assert_eq!(h.count_to(PRIMARY, "SIP/2.0 200"), 1);
+    assert_eq!(h.core.answered_calls(), 0);
+}
+
+#[test]
+fn an_in_dialog_request_for_no_known_dialog_gets_481_and_its_ack_is_counted() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &in_dialog_without_route("BYE", "unknown", true, 2));
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 481"), 1);
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 0);
+    h.receive(CARRIER, &in_dialog_without_route("ACK", "unknown", true, 1));
+    assert_eq!(h.sent.len(), 1, "an ACK is never answered");
+    assert_eq!(h.dropped("unroutable"), 1.0);
+}
+
+fn options(extra: &str, ruri: &str) -> Vec<u8> {
+    format!(
+        "OPTIONS {ruri} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-opt\r\n\
+         Max-Forwards: 70\r\nFrom: <sip:ping@10.0.0.1>;tag=o\r\nTo: <sip:192.0.2.10>\r\n\
+         Call-ID: opt\r\nCSeq: 1 OPTIONS\r\n{extra}Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn options_that_requires_an_extension_gets_420_with_unsupported() {
+    let mut h = Harness::new();
+    h.receive(
+        CARRIER,
+        &options("Require: nothingweknow, 100rel\r\n", "sip:192.0.2.10"),
+    );
+    let resp = h.last_to(CARRIER, "SIP/2.0 420");
+    assert_eq!(header(&resp, "Unsupported"), Some("nothingweknow, 100rel"));
+}
+
+#[test]
+fn proxy_require_is_checked_on_in_dialog_requests_too() {
+    let mut h = Harness::new();
+    let bye = String::from_utf8(in_dialog_without_route("BYE", "pr", true, 2))
+        .unwrap()
+        .replace(
+            "Max-Forwards: 70\r\n",
+            "Max-Forwards: 70\r\nProxy-Require: foo\r\n",
+        );
+    h.receive(CARRIER, bye.as_bytes());
+    let resp = h.last_to(CARRIER, "SIP/2.0 420");
+    assert_eq!(header(&resp, "Unsupported"), Some("foo"));
+}
+
+#[test]
+fn a_request_uri_of_an_unknown_scheme_gets_416_whatever_the_method() {
+    let mut h = Harness::new();
+    h.receive(
+        CARRIER,
+        &options("", "nobodyKnowsThisScheme:totallyopaquecontent"),
+    );
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 416"),
+        1,
+        "{:?}",
+        h.lines_to(CARRIER)
+    );
+    for method in ["INVITE", "MESSAGE"] {
+        let req = String::from_utf8(invite(&format!("scheme-{method}")))
+            .unwrap()
+            .replace(
+                "INVITE sip:+15551234@192.0.2.10",
+                &format!("{method} http:+15551234@192.0.2.10"),
+            )
+            .replace("CSeq: 1 INVITE", &format!("CSeq: 1 {method}"));
+        h.receive(CARRIER, req.as_bytes());
+    }
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 416"), 3);
+    assert_eq!(
+        h.count_to(PRIMARY, ""),
+        0,
+        "never routed (not on the To header either)"
+    );
+}
+
+#[test]
+fn headers_in_the_request_uri_are_stripped_before_forwarding() {
+    let mut h = Harness::new();
+    let req = String::from_utf8(invite("esc")).unwrap().replace(
+        "INVITE sip:+15551234@192.0.2.10 SIP/2.0",
+        "INVITE sip:+15551234@192.0.2.10;user=phone?Route=%3Csip:evil.example%3E&X=1 SIP/2.0",
+    );
+    h.receive(CARRIER, req.as_bytes());
+    assert_eq!(
+        first_line(&h.last_to(PRIMARY, "INVITE")),
+        "INVITE sip:+15551234@192.0.2.10;user=phone SIP/2.0"
+    );
+}
+
+#[test]
+fn a_request_with_as_many_vias_as_max_forwards_allows_is_proxied() {
+    let mut h = Harness::new();
+    let mut vias = String::new();
+    for n in 0..70 {
+        vias.push_str(&format!(
+            "Via: SIP/2.0/UDP 10.0.{}.{}:5060;branch=z9hG4bK-hop{n}\r\n",
+            n / 250,
+            n % 250 + 1
+        ));
+    }
+    let req = String::from_utf8(invite("longreq")).unwrap().replace(
+        "Max-Forwards: 70\r\n",
+        &format!("{vias}Max-Forwards: 1\r\n"),
+    );
+    h.receive(CARRIER, req.as_bytes());
+    assert_eq!(
+        h.count_to(PRIMARY, "INVITE"),
+        1,
+        "{:?}",
+        h.lines_to(CARRIER)
+    );
+}
+
+#[test]
+fn a_response_that_cannot_reach_the_caller_ends_its_transaction_and_cancels_the_call() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("gone"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    let at = h
+        .sent
+        .iter()
+        .rposition(|(a, l, _)| *a == addr(CARRIER) && l.starts_with("SIP/2.0 180"))
+        .expect("180 relayed");
+    let key = h.reports[at].expect("a response reports its delivery failure");
+    let mut out = Vec::new();
+    h.core.on_delivery_failure(key, h.now, &mut out);
+    h.absorb(out);
+    let cancel = h.last_to(PRIMARY, "CANCEL");
+    assert!(header(&cancel, "Reason").unwrap().contains("cause=480"));
+    h.receive(PRIMARY, &response_to(&fwd, 487, "p"));
+    h.advance(Duration::from_secs(200));
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "no branch starts after");
+    assert_eq!(h.core.table_sizes(), (0, 0, 0), "nothing left behind");
+}
+
+// ---- every drop is counted under what happened ----
+
+#[test]
+fn a_stranger_outside_the_allow_list_is_counted_as_acl() {
+    let mut h = Harness::with_config(|cfg| {
+        cfg.acls = vec![crate::guard::Acl {
+            allow: Some(vec![crate::guard::Cidr::parse("10.0.0.1").unwrap()]),
+        }];
+    });
+    h.receive("203.0.113.5:5060", &invite("stranger"));
+    assert!(h.sent.is_empty());
+    assert_eq!(h.dropped("acl"), 1.0);
+}
+
+#[test]
+fn a_scanner_is_counted_as_scanner_not_acl() {
+    let mut h = Harness::new();
+    h.receive(
+        CARRIER,
+        &options("User-Agent: friendly-scanner\r\n", "sip:192.0.2.10"),
+    );
+    assert!(h.sent.is_empty());
+    assert_eq!((h.dropped("scanner"), h.dropped("acl")), (1.0, 0.0));
+}
+
+#[test]
+fn a_new_invite_shed_under_overload_is_counted_as_overload() {
+    let mut h = Harness::new();
+    h.receive_with(CARRIER, &invite("shed"), |inb| inb.overloaded = true);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 503"), 1);
+    assert_eq!(h.dropped("overload"), 1.0);
+}
+
+#[test]
+fn garbage_is_counted_as_malformed() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, b"\x00\x01garbage\xff");
+    assert_eq!(h.dropped("malformed"), 1.0);
+}
+
+#[test]
+fn a_response_for_no_transaction_is_counted_as_stray() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("stray"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    let other = String::from_utf8(response_to(&fwd, 180, "p"))
+        .unwrap()
+        .replace("branch=z9hG4bK-ps", "branch=z9hG4bK-xx");
+    h.receive(PRIMARY, other.as_bytes());
+    assert_eq!(h.dropped("stray"), 1.0);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 180"), 0);
+}
+
+// ---- per-source rate limits never throttle a carrier by default ----
+
+fn new_invites(h: &mut Harness, from: &str, n: usize) -> (usize, usize) {
+    let batch = h.sent.len();
+    for i in 0..n {
+        h.receive(from, &invite(&format!("rate-{from}-{batch}-{i}")));
+    }
+    (
+        h.count_to(PRIMARY, "INVITE"),
+        h.count_to(from, "SIP/2.0 503"),
+    )
+}
+
+#[test]
+fn by_default_an_allowed_carrier_and_a_destination_are_never_rate_limited() {
+    let mut h = Harness::with_config(|cfg| {
+        cfg.acls = vec![crate::guard::Acl {
+            allow: Some(vec![crate::guard::Cidr::parse("10.0.0.0/24").unwrap()]),
+        }];
+    });
+    // 30,000 new calls at one instant: far past any per-source burst.
+    assert_eq!(new_invites(&mut h, CARRIER, 30_000), (30_000, 0));
+    assert_eq!(h.dropped("rate_limit"), 0.0);
+    let before = h.count_to(PRIMARY, "INVITE");
+    for i in 0..30_000 {
+        h.receive(SECONDARY, &invite(&format!("from-cloud-{i}")));
+    }
+    assert_eq!(h.count_to(PRIMARY, "INVITE") - before, 30_000);
+}
+
+#[test]
+fn by_default_an_unlisted_source_gets_a_rate_no_trunk_reaches_and_a_flood_is_dropped() {
+    let mut h = Harness::new();
+    let d = crate::guard::GuardConfig::default();
+    assert!(d.rate >= 5_000.0 && d.allowed_rate.is_none(), "{d:?}");
+    let burst = d.burst as usize;
+    let (forwarded, refused) = new_invites(&mut h, CARRIER, burst + 50);
+    assert_eq!(
+        (forwarded, refused),
+        (burst, 0),
+        "past the burst: dropped, not answered"
+    );
+    assert_eq!(h.dropped("rate_limit"), 50.0);
+    // A second later, a second's worth of calls gets through again.
+    h.now += Duration::from_secs(1);
+    let (forwarded, _) = new_invites(&mut h, CARRIER, d.rate as usize);
+    assert_eq!(forwarded, burst + d.rate as usize);
+}
+
+#[test]
+fn an_allowed_source_past_allowed_rate_gets_503_with_retry_after_never_silence() {
+    let mut h = Harness::with_config(|cfg| {
+        cfg.acls = vec![crate::guard::Acl {
+            allow: Some(vec![crate::guard::Cidr::parse("10.0.0.1").unwrap()]),
+        }];
+        cfg.guard.allowed_rate = Some(10.0);
+        cfg.guard.allowed_burst = 20.0;
+    });
+    assert_eq!(new_invites(&mut h, CARRIER, 25), (20, 5));
+    let busy = h.last_to(CARRIER, "SIP/2.0 503");
+    assert_eq!(header(&busy, "Retry-After"), Some("5"));
+    assert_eq!(h.dropped("rate_limit"), 5.0);
+}
+
+// ---- the call log says why each branch was given up ----
+
+/// Runs `f` with a subscriber that writes INFO logs into the returned text.
+fn logged(f: impl FnOnce()) -> String {
+    #[derive(Clone)]
+    struct Buf(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Buf {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            lock(&self.0).extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let buf = Buf(Arc::new(Mutex::new(Vec::new())));
+    let writer = buf.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::INFO)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, f);
+    let text = String::from_utf8_lossy(&lock(&buf.0)).into_owned();
+    text
+}
+
+#[test]
+fn the_call_log_names_a_timed_out_branch_timeout_not_the_487_to_our_cancel() {
+    let log = logged(|| {
+        let mut h = Harness::new();
+        h.receive(CARRIER, &invite("why"));
+        let fwd1 = h.last_to(PRIMARY, "INVITE");
+        h.advance(Duration::from_secs(3));
+        // The primary wakes: rings, then answers our CANCEL with 487.
+        h.receive(PRIMARY, &response_to(&fwd1, 180, "p"));
+        h.receive(PRIMARY, &response_to(&fwd1, 487, "p"));
+        let fwd2 = h.last_to(SECONDARY, "INVITE");
+        h.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
+    });
+    assert!(
+        log.contains("tried=primary:timeout,secondary:answered"),
+        "{log}"
+    );
+}
+
+#[test]
+fn the_call_log_names_a_branch_that_lost_the_race_and_one_the_caller_cancelled() {
+    let log = logged(|| {
+        let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds"]"#));
+        h.receive(CARRIER, &invite("race"));
+        let (p, s) = (h.last_to(PRIMARY, "INVITE"), h.last_to(SECONDARY, "INVITE"));
+        h.receive(PRIMARY, &response_to(&p, 180, "p"));
+        h.receive(SECONDARY, &response_to(&s, 200, "s"));
+        h.receive(PRIMARY, &response_to(&p, 487, "p"));
+    });
+    assert!(
+        log.contains("tried=primary:answered-elsewhere,secondary:answered"),
+        "{log}"
+    );
+    let log = logged(|| {
+        let mut h = Harness::new();
+        h.receive(CARRIER, &invite("gave-up"));
+        let p = h.last_to(PRIMARY, "INVITE");
+        h.receive(PRIMARY, &response_to(&p, 180, "p"));
+        h.receive(CARRIER, b"CANCEL sip:+15551234@192.0.2.10 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-carrier-gave-up\r\nMax-Forwards: 70\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>\r\nCall-ID: gave-up\r\nCSeq: 1 CANCEL\r\nContent-Length: 0\r\n\r\n");
+        h.receive(PRIMARY, &response_to(&p, 487, "p"));
+    });
+    assert!(log.contains("tried=primary:caller-cancel"), "{log}");
 }

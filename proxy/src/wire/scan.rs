@@ -52,11 +52,14 @@ pub struct Limits {
 
 impl Default for Limits {
     fn default() -> Self {
+        // A request may cross 70 proxies (Max-Forwards' default, RFC 3261 §8.1.1.6), each
+        // adding a Via and often a Record-Route line: 72 Via values and 200 header lines hold
+        // every message that Max-Forwards allows. The size cap bounds the cost.
         Limits {
             max_message_size: 65_535,
-            max_headers: 100,
+            max_headers: 200,
             max_line_length: 8_192,
-            max_via: 32,
+            max_via: 72,
         }
     }
 }
