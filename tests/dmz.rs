@@ -100,12 +100,7 @@ impl Dmz {
     }
 
     async fn metrics(&self) -> String {
-        let addr = format!("{}:{ADMIN_PORT}", self.ip);
-        tokio::task::spawn_blocking(move || http_request(&addr, "GET", "/metrics", None, WAIT))
-            .await
-            .expect("join")
-            .expect("GET /metrics")
-            .text()
+        support::metric_text(&format!("{}:{ADMIN_PORT}", self.ip)).await
     }
 
     async fn metric(&self, series: &str) -> f64 {
@@ -181,7 +176,7 @@ async fn strangers_are_dropped_without_a_reply_and_destinations_still_get_in() {
 async fn a_listed_source_past_its_burst_gets_503_with_retry_after() {
     let t = start(
         "allow = [\"CARRIER\"]",
-        "[guard]\nrate = 2.0\nburst = 5.0\nretry_after = \"7s\"",
+        "[guard]\nallowed_rate = 2.0\nallowed_burst = 5.0\nretry_after = \"7s\"",
         Behaviour::answer(),
     )
     .await;
@@ -245,7 +240,7 @@ async fn a_carriers_calls_complete_while_a_flood_hits_the_same_listener() {
     let flooder_ip = fresh_ip();
     let mut t = start(
         &format!("allow = [\"CARRIER\", \"{flooder_ip}/32\"]"),
-        "[guard]\nrate = 50.0\nburst = 100.0",
+        "[guard]\nallowed_rate = 50.0\nallowed_burst = 100.0",
         Behaviour::answer(),
     )
     .await;

@@ -29,7 +29,7 @@ struct Sipp {
 
 impl Sipp {
     /// Starts SIPp on `ip:port` with a scenario of tests/sipp/, writing its statistics to a CSV
-    /// file in `dir`. `extra` holds the role's own arguments.
+    /// file in `dir`, for `CALLS` calls. `extra` holds the role's own arguments.
     fn start(
         name: &'static str,
         xml: &str,
@@ -39,12 +39,25 @@ impl Sipp {
         dir: &Path,
         extra: &[String],
     ) -> Sipp {
+        let scenario = ["-sf".to_string(), scenario(xml).display().to_string()];
+        Sipp::run(name, &scenario, CALLS, (ip, port, media_port), dir, extra)
+    }
+
+    /// Starts SIPp with `scenario` (`-sf FILE` or `-sn BUILTIN`) for `calls` calls on `ip`,
+    /// `port` (media on `media_port`).
+    fn run(
+        name: &'static str,
+        scenario: &[String],
+        calls: u32,
+        (ip, port, media_port): (IpAddr, u16, u16),
+        dir: &Path,
+        extra: &[String],
+    ) -> Sipp {
         let mut cmd = Command::new("sipp");
-        cmd.arg("-sf")
-            .arg(scenario(xml))
+        cmd.args(scenario)
             .args(["-i", &ip.to_string(), "-p", &port.to_string()])
             .args(["-mi", &ip.to_string(), "-mp", &media_port.to_string()])
-            .args(["-m", &CALLS.to_string()])
+            .args(["-m", &calls.to_string()])
             .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
             .args(["-trace_stat", "-fd", "1", "-stf"])
             .arg(dir.join(format!("{name}.csv")))
@@ -304,4 +317,151 @@ async fn sipp_cloud_answering_options_is_probed_up_by_pointsman() {
     }
     drop(node);
     let _ = cloud.finish(Duration::from_millis(10)).await;
+}
+
+/// `examples/two-clouds.toml` as shipped, moved onto this test's addresses: pointsman on
+/// `ip`, the clouds on `clouds`. Its destinations are not probed (a SIPp UAS plays one
+/// scenario: calls), and the admin API listens on `ip`; nothing else changes, `[guard]`
+/// included.
+fn shipped_example_on(ip: IpAddr, clouds: IpAddr) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/two-clouds.toml");
+    let text = std::fs::read_to_string(path).expect("examples/two-clouds.toml");
+    assert!(
+        !text.contains("[guard]"),
+        "the example is tested with the default guard"
+    );
+    let text = text
+        .replace("127.0.0.1:5060", &format!("{ip}:{PROXY_PORT}"))
+        .replace("127.0.0.1:5070", &format!("{clouds}:{PRIMARY_PORT}"))
+        .replace("127.0.0.1:5080", &format!("{clouds}:{SECONDARY_PORT}"))
+        .replace(
+            "provisional_timeout = \"3s\"",
+            "provisional_timeout = \"3s\"\nprobe = false",
+        );
+    format!(
+        "{text}\n[admin]\nlisten = \"{ip}:{}\"\n",
+        support::ADMIN_PORT
+    )
+}
+
+#[tokio::test]
+async fn a_sipp_carrier_at_1000_calls_per_second_from_one_address_completes_every_call_through_the_shipped_example(
+) {
+    // One trunk, one source address, on an open listener (the example lists nobody): the
+    // default per-source limit must be above anything a trunk sends.
+    const CALLS: u32 = 5_000;
+    const RATE: u32 = 1_000;
+    let (ip, clouds, carrier_ip) = (fresh_ip(), fresh_ip(), fresh_ip());
+    let work = WorkDir::new(ip);
+    let dir = work.0.clone();
+    let sf = |xml: &str| vec!["-sf".to_string(), scenario(xml).display().to_string()];
+    let mut primary = Sipp::run(
+        "primary",
+        &sf("cloud_uas.xml"),
+        CALLS,
+        (clouds, PRIMARY_PORT, 17000),
+        &dir,
+        &[],
+    );
+    let node = Node::start(&shipped_example_on(ip, clouds), support::at(ip, PROXY_PORT)).await;
+    let mut carrier = Sipp::run(
+        "carrier",
+        &sf("carrier_uac.xml"),
+        CALLS,
+        (carrier_ip, CARRIER_PORT, 16000),
+        &dir,
+        &[
+            format!("{ip}:{PROXY_PORT}"),
+            "-r".into(),
+            RATE.to_string(),
+            "-l".into(),
+            "2000".into(),
+        ],
+    );
+    let code = carrier.finish(Duration::from_secs(90)).await;
+    assert_eq!(
+        (
+            code,
+            carrier.count("SuccessfulCall(C)"),
+            carrier.count("FailedCall(C)")
+        ),
+        (Some(0), CALLS, 0),
+        "SIPp carrier: not every call succeeded ({:?})\n{}\n--- pointsman log (tail) ---\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        tail(&node.log(), 40)
+    );
+    assert_eq!(primary.finish(Duration::from_secs(10)).await, Some(0));
+    let metrics = support::metric_text(&format!("{ip}:{}", support::ADMIN_PORT)).await;
+    let limited = metrics
+        .lines()
+        .find(|l| l.starts_with("pointsman_dropped_total{reason=\"rate_limit\"}"));
+    assert_eq!(
+        limited,
+        Some("pointsman_dropped_total{reason=\"rate_limit\"} 0")
+    );
+}
+
+#[tokio::test]
+async fn stock_sipp_peers_that_drop_the_record_route_set_complete_their_calls_and_leave_none_open()
+{
+    // SIPp's built-in uac and uas send ACK and BYE straight to their peer's address with no
+    // Route: pointsman must follow the dialog it answered, not 404 the BYE and hold the call.
+    let ip = fresh_ip();
+    let work = WorkDir::new(ip);
+    let dir = work.0.clone();
+    let sn = |name: &str| vec!["-sn".to_string(), name.to_string()];
+    let setup = Setup {
+        provisional: "3s",
+        probe: false,
+        ..Setup::default()
+    };
+    let mut primary = Sipp::run(
+        "primary",
+        &sn("uas"),
+        50,
+        (ip, PRIMARY_PORT, 17000),
+        &dir,
+        &[],
+    );
+    let node = Node::start(
+        &support::two_clouds_config(ip, &setup),
+        support::at(ip, PROXY_PORT),
+    )
+    .await;
+    let mut carrier = Sipp::run(
+        "carrier",
+        &sn("uac"),
+        50,
+        (ip, CARRIER_PORT, 16000),
+        &dir,
+        &[format!("{ip}:{PROXY_PORT}"), "-r".into(), "50".into()],
+    );
+    let code = carrier.finish(Duration::from_secs(60)).await;
+    assert_eq!(
+        (code, carrier.count("SuccessfulCall(C)")),
+        (Some(0), 50),
+        "{:?}\n{}\n--- pointsman log (tail) ---\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        tail(&node.log(), 40)
+    );
+    assert_eq!(
+        primary.finish(Duration::from_secs(10)).await,
+        Some(0),
+        "{}",
+        primary.errors()
+    );
+    let metrics = support::metric_text(&format!("{ip}:{}", support::ADMIN_PORT)).await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l == "pointsman_calls_in_progress 0"),
+        "every call ended: {}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("in_progress"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }

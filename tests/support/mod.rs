@@ -381,3 +381,15 @@ provisional_timeout = "{provisional}"
 "#
     )
 }
+
+/// The Prometheus text of the node whose admin API listens on `admin`.
+pub async fn metric_text(admin: &str) -> String {
+    let addr = admin.to_string();
+    tokio::task::spawn_blocking(move || {
+        pointsman::admin::http_request(&addr, "GET", "/metrics", None, Duration::from_secs(5))
+    })
+    .await
+    .expect("join")
+    .expect("GET /metrics")
+    .text()
+}
