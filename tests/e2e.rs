@@ -1058,6 +1058,23 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
             .any(|l| l.contains("answered by primary")),
         "{stdout}"
     );
+    // No flapping in the brown-out: calls take the primary down once, and its answered
+    // probes do not bring it back inside the phase.
+    let phase = |n: usize| {
+        lines
+            .iter()
+            .position(|l| l.contains(&format!("phase {n}:")))
+            .unwrap_or_else(|| panic!("no phase {n}:\n{stdout}"))
+    };
+    let brownout = &lines[phase(3)..phase(4)];
+    let flips = |state: &str| {
+        brownout
+            .iter()
+            .filter(|l| l.contains(&format!("destination primary is {state}")))
+            .count()
+    };
+    assert_eq!(flips("down"), 1, "{stdout}");
+    assert!(flips("up") <= 1, "{stdout}");
     // The per-call lines agree with the totals.
     let per_call = lines.iter().filter(|l| l.starts_with("drill-")).count();
     assert_eq!(per_call, calls, "{stdout}");

@@ -279,6 +279,13 @@ pub struct HealthSection {
     /// Longest time a trusted 503 Retry-After holds a destination down (default 300 s).
     #[serde(default, with = "humantime_serde::option")]
     pub retry_after_max: Option<Duration>,
+    /// How long a destination that calls took down stays down whatever its probes say
+    /// (default 30 s), doubled at each new takedown by calls.
+    #[serde(default, with = "humantime_serde::option")]
+    pub passive_hold: Option<Duration>,
+    /// The longest such hold (default 300 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub passive_hold_max: Option<Duration>,
 }
 
 /// A listener, validated.
@@ -1307,11 +1314,41 @@ fn validate_health(
             ),
         );
     }
+    let passive_hold = h.passive_hold.unwrap_or(d.passive_hold);
+    errors.duration_in(
+        "health.passive_hold",
+        passive_hold,
+        Duration::ZERO,
+        min_hi,
+        d.passive_hold,
+    );
+    let passive_hold_max = h
+        .passive_hold_max
+        .unwrap_or(d.passive_hold_max.max(passive_hold));
+    errors.duration_in(
+        "health.passive_hold_max",
+        passive_hold_max,
+        Duration::ZERO,
+        max_hi,
+        d.passive_hold_max,
+    );
+    if h.passive_hold_max.is_some() && passive_hold_max < passive_hold {
+        errors.push(
+            "health.passive_hold_max",
+            format!(
+                "passive_hold_max = \"{}\" is shorter than passive_hold = \"{}\": the hold doubles from passive_hold up to passive_hold_max",
+                fmt_duration(passive_hold_max),
+                fmt_duration(passive_hold)
+            ),
+        );
+    }
     crate::health::HealthConfig {
         source,
         passive,
         retry_after_min,
         retry_after_max,
+        passive_hold,
+        passive_hold_max,
     }
 }
 

@@ -155,7 +155,7 @@ impl std::fmt::Display for Report {
 }
 
 /// The config the drill runs pointsman on.
-fn config(ip: IpAddr, base: u16) -> String {
+fn config(ip: IpAddr, base: u16, phase: Duration) -> String {
     format!(
         r#"# Written by `pointsman drill`.
 [node]
@@ -163,6 +163,13 @@ workers = 1
 
 [admin]
 listen = "{ip}:{a}"
+
+# Time runs fast in a drill: a destination that calls took down stays down half a phase
+# (30 s in production), doubled at each new takedown up to a whole phase (300 s), whatever
+# its probes say.
+[health]
+passive_hold = "{hold}ms"
+passive_hold_max = "{hold_max}ms"
 
 [[listen]]
 name = "carrier"
@@ -194,7 +201,14 @@ destinations = ["primary", "secondary"]
         p = base + 1,
         s = base + 2,
         a = base + 4,
+        hold = (phase / 2).as_millis(),
+        hold_max = phase.as_millis(),
     )
+}
+
+/// How long each phase of the drill lasts: the whole drill shared equally.
+fn phase_len(opts: &Options) -> Duration {
+    opts.duration / (1 + opts.failures.len()) as u32
 }
 
 /// The pointsman under drill; killed when dropped.
@@ -215,7 +229,7 @@ fn start_proxy(opts: &Options) -> anyhow::Result<Proxy> {
     let dir = std::env::temp_dir().join(format!("pointsman-drill-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let path = dir.join("drill.toml");
-    std::fs::write(&path, config(opts.ip, opts.base_port))?;
+    std::fs::write(&path, config(opts.ip, opts.base_port, phase_len(opts)))?;
     let log = std::fs::File::create(dir.join("pointsman.log"))?;
     let child = Command::new(&opts.bin)
         .args(["run", "--config"])
@@ -295,7 +309,7 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
     let changes = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let watcher = tokio::spawn(watch_states(admin, changes.clone(), Instant::now()));
     let phases = 1 + opts.failures.len();
-    let phase_len = opts.duration / phases as u32;
+    let phase_len = phase_len(&opts);
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
     let start = Instant::now();
     let mut calls = Vec::new();

@@ -1220,6 +1220,8 @@ fn health_defaults_to_the_first_listener_ip_passive_on_and_retry_after_1s_to_300
             passive: true,
             retry_after_min: Duration::from_secs(1),
             retry_after_max: Duration::from_secs(300),
+            passive_hold: Duration::from_secs(30),
+            passive_hold_max: Duration::from_secs(300),
         }
     );
     let h = &c.router.rules.destinations[0].health;
@@ -1628,5 +1630,23 @@ fn scheduler_slice_is_auto_by_default_and_kept_in_the_kernels_range() {
         Some(18),
         "scheduler_slice = \"short\" is not a duration (expected number at 0): use \"auto\" \
          (the default), \"0s\" for the kernel's own, or a duration from 100us to 100ms",
+    );
+}
+
+#[test]
+fn passive_hold_is_read_and_a_max_below_it_is_refused() {
+    let c = parse(&base_with(
+        "[health]\npassive_hold = \"10s\"\npassive_hold_max = \"2min\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        (c.health.passive_hold, c.health.passive_hold_max),
+        (Duration::from_secs(10), Duration::from_secs(120))
+    );
+    assert_one_error(
+        &base_with("[health]\npassive_hold = \"1min\"\npassive_hold_max = \"10s\""),
+        "health.passive_hold_max",
+        Some(19),
+        "shorter than passive_hold",
     );
 }

@@ -37,6 +37,18 @@
 //! the health layer under an admin state show in [`Machine::health`] and
 //! [`Machine::health_reason`].
 //!
+//! # Calls outrank probes
+//!
+//! A destination can answer OPTIONS and fail every INVITE (a brown-out: its signalling front
+//! is up, what is behind it is not). When **calls** take a probed destination down (the
+//! failure that reaches the threshold is a call's), its probes alone bring it back only after
+//! a hold: `passive_hold` (30 s) the first time, doubled each time calls take it down again,
+//! up to `passive_hold_max` (300 s); the hold counts from the last takedown, and a destination
+//! that stayed up for `passive_hold_max` since starts again from `passive_hold`. Probes go on
+//! during the hold and count, as for a Retry-After hold: at its end it is up if its last
+//! `recovery_threshold` probes succeeded. Without it each re-admission costs callers a
+//! provisional timer, and the destination flaps at the probe rate.
+//!
 //! # 503 and Retry-After
 //!
 //! A 503 on a call (`Passive::Unavailable`) is a failure like any other. When it carries
@@ -70,6 +82,11 @@ pub const DEFAULT_RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 /// Default `[health] retry_after_max`.
 pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
+/// Default `[health] passive_hold`.
+pub const DEFAULT_PASSIVE_HOLD: Duration = Duration::from_secs(30);
+/// Default `[health] passive_hold_max`.
+pub const DEFAULT_PASSIVE_HOLD_MAX: Duration = Duration::from_secs(300);
+
 /// The node-wide part of the health policy (`[health]` in the config).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -79,6 +96,13 @@ pub struct Policy {
     pub retry_after_min: Duration,
     /// Longest hold a trusted 503 Retry-After gets (default 300 s).
     pub retry_after_max: Duration,
+    /// A destination that calls took down stays down at least this long, whatever its probes
+    /// say (default 30 s); doubled each time calls take it down again, up to
+    /// `passive_hold_max`.
+    pub passive_hold: Duration,
+    /// Longest such hold (default 300 s). A destination that stayed up this long since calls
+    /// last took it down starts again from `passive_hold`.
+    pub passive_hold_max: Duration,
 }
 
 impl Default for Policy {
@@ -87,6 +111,8 @@ impl Default for Policy {
             passive: true,
             retry_after_min: DEFAULT_RETRY_AFTER_MIN,
             retry_after_max: DEFAULT_RETRY_AFTER_MAX,
+            passive_hold: DEFAULT_PASSIVE_HOLD,
+            passive_hold_max: DEFAULT_PASSIVE_HOLD_MAX,
         }
     }
 }
@@ -285,6 +311,9 @@ pub struct Machine {
     last_rtt: Option<Duration>,
     calls_in_progress: u32,
     counters: Counters,
+    /// Times calls took it down without a long enough spell up in between: the next
+    /// passive hold is `passive_hold` doubled this many times.
+    passive_takedowns: u32,
 }
 
 impl Machine {
@@ -310,6 +339,7 @@ impl Machine {
             last_rtt: None,
             calls_in_progress: 0,
             counters: Counters::default(),
+            passive_takedowns: 0,
             settings,
         }
     }
@@ -458,7 +488,7 @@ impl Machine {
             self.success(what, now)
         } else {
             self.counters.probes_failed += 1;
-            self.failure(format!("probe answered {code}"), true, now)
+            self.failure(format!("probe answered {code}"), Counted::Probe, now)
         }
     }
 
@@ -472,7 +502,7 @@ impl Machine {
             "probe got no reply in {}",
             fmt_duration(self.settings.health.timeout)
         );
-        self.failure(what, true, now)
+        self.failure(what, Counted::Probe, now)
     }
 
     /// A probe could not be sent or its connection failed (`error` says how).
@@ -481,7 +511,7 @@ impl Machine {
             return None;
         }
         self.counters.probes_failed += 1;
-        self.failure(format!("probe failed: {error}"), true, now)
+        self.failure(format!("probe failed: {error}"), Counted::Probe, now)
     }
 
     /// What a real call told. Ignored in maintenance.
@@ -499,7 +529,11 @@ impl Machine {
                 return self.hold_down(ra, what, now);
             }
         }
-        let counts = self.settings.policy.passive;
+        let counts = if self.settings.policy.passive {
+            Counted::Call
+        } else {
+            Counted::No
+        };
         self.failure(what, counts, now)
     }
 
@@ -633,9 +667,9 @@ impl Machine {
         self.published_change(before, now)
     }
 
-    /// A failure; `counts` says whether it counts towards the failure threshold.
-    fn failure(&mut self, what: String, counts: bool, now: Instant) -> Option<Transition> {
-        if !counts {
+    /// A failure; `counts` says whether and as what it counts towards the failure threshold.
+    fn failure(&mut self, what: String, counts: Counted, now: Instant) -> Option<Transition> {
+        if counts == Counted::No {
             return None;
         }
         let before = self.state();
@@ -644,15 +678,40 @@ impl Machine {
         if self.health != State::Down
             && self.failures_in_a_row >= self.settings.health.failure_threshold
         {
-            let reason = format!(
+            let mut reason = format!(
                 "{} (last: {what})",
                 plural(self.failures_in_a_row, "consecutive failure")
             );
-            self.down_until =
-                (!self.settings.health.probe).then(|| now + self.settings.health.interval);
+            self.down_until = if !self.settings.health.probe {
+                Some(now + self.settings.health.interval)
+            } else if counts == Counted::Call {
+                let hold = self.next_passive_hold(now);
+                reason.push_str(&format!(
+                    "; calls outrank probes: held down for {}",
+                    fmt_duration(hold)
+                ));
+                Some(now + hold)
+            } else {
+                None
+            };
             self.set_health(State::Down, reason, now);
         }
         self.published_change(before, now)
+    }
+
+    /// The hold of a takedown by calls at `now` (see "Calls outrank probes"), counting it.
+    fn next_passive_hold(&mut self, now: Instant) -> Duration {
+        let policy = &self.settings.policy;
+        let stayed_up = now.saturating_duration_since(self.health_since);
+        if self.health != State::Down && stayed_up >= policy.passive_hold_max {
+            self.passive_takedowns = 0;
+        }
+        let doublings = self.passive_takedowns.min(16);
+        self.passive_takedowns = self.passive_takedowns.saturating_add(1);
+        policy
+            .passive_hold
+            .saturating_mul(1 << doublings)
+            .min(policy.passive_hold_max.max(policy.passive_hold))
     }
 
     /// A trusted 503 with Retry-After: down at once, for the clamped hold (extended, never
@@ -699,6 +758,17 @@ impl Machine {
             at: now,
         })
     }
+}
+
+/// Whether a failure counts towards the failure threshold, and as what.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Counted {
+    /// A probe's.
+    Probe,
+    /// A real call's (passive health on).
+    Call,
+    /// Not at all (a call's, with passive health off).
+    No,
 }
 
 /// "1 call", "3 calls".

@@ -59,6 +59,9 @@ pub struct HealthConfig {
     /// Clamp of a trusted 503 Retry-After (default 1 s..=300 s).
     pub retry_after_min: Duration,
     pub retry_after_max: Duration,
+    /// Hold after calls took a destination down, and its backoff cap (default 30 s, 300 s).
+    pub passive_hold: Duration,
+    pub passive_hold_max: Duration,
 }
 
 impl Default for HealthConfig {
@@ -69,6 +72,8 @@ impl Default for HealthConfig {
             passive: p.passive,
             retry_after_min: p.retry_after_min,
             retry_after_max: p.retry_after_max,
+            passive_hold: p.passive_hold,
+            passive_hold_max: p.passive_hold_max,
         }
     }
 }
@@ -80,6 +85,8 @@ impl HealthConfig {
             passive: self.passive,
             retry_after_min: self.retry_after_min,
             retry_after_max: self.retry_after_max,
+            passive_hold: self.passive_hold,
+            passive_hold_max: self.passive_hold_max,
         }
     }
 }

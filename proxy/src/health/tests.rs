@@ -311,6 +311,94 @@ fn a_passive_failure_while_down_restarts_the_recovery_count() {
     assert_eq!(r.ok().map(|t| t.to), Some(State::Up));
 }
 
+// ---- calls outrank probes (brown-out) -----------------------------------------------------
+
+/// Successful probes every second for `secs` seconds, polling the machine as the prober does.
+fn probes_ok_for(r: &mut Rig, secs: u64) {
+    for _ in 0..secs {
+        r.m.probe_sent(r.now);
+        let t = r.m.probe_reply(200, RTT, r.now);
+        r.keep(t);
+        r.advance(Duration::from_secs(1));
+    }
+}
+
+/// Calls fail on it until it goes down (the failure threshold); returns the transition.
+fn taken_down_by_calls(r: &mut Rig) -> Transition {
+    loop {
+        if let Some(t) = r.passive(Passive::Timeout) {
+            return t;
+        }
+    }
+}
+
+fn brownout_rig() -> Rig {
+    let mut r = Rig::new(settings(|s| s.health.recovery_threshold = 2));
+    r.ok();
+    r.transitions.clear();
+    r
+}
+
+#[test]
+fn a_destination_taken_down_by_calls_is_not_brought_back_by_probes_before_the_hold() {
+    let mut r = brownout_rig();
+    let t = taken_down_by_calls(&mut r);
+    assert_eq!(t.to, State::Down);
+    assert!(t.reason.contains("held down for 30s"), "{}", t.reason);
+    assert_eq!(r.m.down_until(), Some(r.now + Duration::from_secs(30)));
+    // Its OPTIONS are answered all along (a brown-out): still down until the hold ends.
+    probes_ok_for(&mut r, 29);
+    assert_eq!(r.m.state(), State::Down, "{:?}", r.transitions);
+    probes_ok_for(&mut r, 1);
+    assert_eq!(r.m.state(), State::Up);
+    assert_eq!(
+        r.transitions.len(),
+        2,
+        "down once, up once: {:?}",
+        r.transitions
+    );
+}
+
+#[test]
+fn each_new_takedown_by_calls_doubles_the_hold_up_to_the_max() {
+    let mut r = brownout_rig();
+    let mut holds = Vec::new();
+    for _ in 0..6 {
+        taken_down_by_calls(&mut r);
+        let hold = r.m.down_until().expect("held") - r.now;
+        holds.push(hold.as_secs());
+        probes_ok_for(&mut r, hold.as_secs());
+        assert_eq!(r.m.state(), State::Up);
+    }
+    assert_eq!(holds, vec![30, 60, 120, 240, 300, 300]);
+}
+
+#[test]
+fn a_destination_that_stayed_up_past_the_max_hold_starts_again_from_the_first_hold() {
+    let mut r = brownout_rig();
+    taken_down_by_calls(&mut r);
+    probes_ok_for(&mut r, 30);
+    taken_down_by_calls(&mut r);
+    probes_ok_for(&mut r, 60);
+    // Up for five minutes with no call failing it.
+    r.advance(Duration::from_secs(300));
+    taken_down_by_calls(&mut r);
+    assert_eq!(r.m.down_until(), Some(r.now + Duration::from_secs(30)));
+}
+
+#[test]
+fn a_destination_taken_down_by_probes_comes_back_on_probes_alone() {
+    let mut r = brownout_rig();
+    while r.m.state() != State::Down {
+        r.m.probe_sent(r.now);
+        let t = r.m.probe_timeout(r.now);
+        r.keep(t);
+    }
+    assert_eq!(r.m.down_until(), None);
+    probes_ok_for(&mut r, 2);
+    assert_eq!(r.m.state(), State::Up);
+}
+
 // ---- 503 and Retry-After ----------------------------------------------------------------
 
 #[test]
