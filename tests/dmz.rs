@@ -5,7 +5,6 @@
 
 mod support;
 
-use pointsman::admin::http_request;
 use pointsman::sim::{Behaviour, Carrier, Cloud, Journal};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
