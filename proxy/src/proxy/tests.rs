@@ -2016,3 +2016,21 @@ fn the_call_log_names_a_branch_that_lost_the_race_and_one_the_caller_cancelled()
     });
     assert!(log.contains("tried=primary:caller-cancel"), "{log}");
 }
+
+#[test]
+fn a_bye_answer_that_cannot_be_relayed_still_ends_the_call_with_pointsmans_own_200() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("rbye"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    h.receive(CARRIER, &in_dialog_without_route("BYE", "rbye", true, 2));
+    let bye = h.last_to(PRIMARY, "BYE");
+    h.receive(
+        PRIMARY,
+        &lower_via_replaced(&response_to(&bye, 200, "p"), ""),
+    );
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    assert_eq!(header(&ok, "CSeq"), Some("2 BYE"));
+    assert_eq!(h.core.answered_calls(), 0);
+    assert_eq!(h.dropped("unrelayable"), 1.0);
+}
