@@ -268,6 +268,7 @@ impl Core {
             }
         }
         routing.metrics.calls_in_progress(1);
+        self.count_in_setup(true);
         let plan = CallPlan { steps, reject };
         self.start_call(msg, key, inb.from, routing, route, plan, true, now, out);
     }
@@ -630,6 +631,7 @@ impl Core {
         c.branches[i].counted = false;
         c.phase = CallPhase::Answered;
         if c.failover {
+            self.count_in_setup(false);
             let key = self.dialog_key(msg);
             // Counted until its BYE: the branch's call at its destination goes on.
             let dest = c.branches[i]
@@ -1010,6 +1012,7 @@ impl Core {
         c.routing.metrics.response_out(code);
         if c.failover {
             c.routing.metrics.calls_in_progress(-1);
+            self.count_in_setup(false);
         }
         self.log_outcome(c, code, now);
     }

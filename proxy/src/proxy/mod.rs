@@ -285,6 +285,10 @@ pub struct Core {
     /// yet): what `[guard] max_transactions` caps. Tombstones that only absorb retransmissions
     /// are not counted; there are at most the call rate × 64·T1 of them.
     in_progress: AtomicUsize,
+    /// New calls whose caller has no final answer yet: what a stopping node waits for.
+    in_setup: AtomicUsize,
+    /// The node is stopping: new INVITEs are refused (see [`Core::stop_taking_calls`]).
+    stopping: AtomicBool,
     limiter: RateLimiter,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
@@ -360,6 +364,8 @@ impl Core {
             sweep_armed: AtomicBool::new(false),
             sweep_next: AtomicUsize::new(0),
             in_progress: AtomicUsize::new(0),
+            in_setup: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
             answered: key::new_table(),
         }
@@ -502,6 +508,31 @@ impl Core {
         }
     }
 
+    /// From now on new INVITEs get 503 with Retry-After; everything of the calls in progress
+    /// goes on. For a node that is stopping: there is no way back.
+    pub fn stop_taking_calls(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether [`stop_taking_calls`](Self::stop_taking_calls) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// New calls whose caller has no final answer yet.
+    pub fn calls_in_setup(&self) -> usize {
+        self.in_setup.load(Ordering::Acquire)
+    }
+
+    /// A new call started (`true`) or got its final answer (`false`).
+    pub(super) fn count_in_setup(&self, started: bool) {
+        if started {
+            self.in_setup.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.in_setup.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+
     /// Transactions and calls held right now (for tests and gauges).
     pub fn table_sizes(&self) -> (usize, usize, usize) {
         (self.servers.len(), self.clients.len(), self.dialogs.len())
@@ -609,8 +640,8 @@ impl Core {
 
     /// The checks on a request that would start something new (out of dialog): scanners are
     /// dropped, a source over its rate is refused (503 if the listener lists it, else dropped),
-    /// and new INVITEs are shed with 503 while the node is overloaded or its tables are full.
-    /// In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
+    /// and new INVITEs are shed with 503 while the node is overloaded, its tables are full or
+    /// it is stopping. In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
     fn gate_new_request(
         &self,
         msg: &Message<'_>,
@@ -640,6 +671,9 @@ impl Core {
             || self.answered.len() >= self.cfg.guard.max_calls;
         if method == Method::Invite && (inb.overloaded || full) {
             return Err(Refusal::Busy(DropReason::Overload));
+        }
+        if method == Method::Invite && self.is_stopping() {
+            return Err(Refusal::Busy(DropReason::Stopping));
         }
         Ok(())
     }

@@ -25,6 +25,19 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     Ok(socket.into())
 }
 
+/// Fails with `AddrInUse` when any socket, of this process or another, is bound to `addr`: a
+/// plain socket (neither SO_REUSEADDR nor SO_REUSEPORT) shares its address with no one. Call it
+/// before [`bind`]: the kernel lets any process of the same user join a SO_REUSEPORT group, so
+/// [`bind`] alone would let a second pointsman take part of the datagrams.
+pub fn ensure_unowned(addr: SocketAddr) -> io::Result<()> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.bind(&addr.into())
+}
+
 fn enable_error_queue(fd: RawFd, v6: bool) -> io::Result<()> {
     let on: libc::c_int = 1;
     let (level, name) = if v6 {
