@@ -271,7 +271,8 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
                 || running.advertise != new.advertise
                 || running.workers != new.workers
                 || running.realtime_priority != new.realtime_priority
-                || running.scheduler_slice != new.scheduler_slice,
+                || running.scheduler_slice != new.scheduler_slice
+                || running.shutdown_grace != new.shutdown_grace,
         ),
         ("timers", running.timers != new.timers),
         ("limits", running.limits != new.limits),
@@ -439,5 +440,47 @@ impl NodeControl for Node {
             }
         }
         self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_only;
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[node]
+workers = 2
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[route]]
+name = "default"
+destinations = ["primary"]
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test.toml").expect("valid config")
+    }
+
+    #[test]
+    fn a_reload_names_each_section_that_changes_only_on_restart_and_not_the_rules() {
+        let running = parse(BASE);
+        assert!(restart_only(&running, &running).is_empty());
+        let rules_only = BASE.replace("10.0.0.1:5060", "10.0.0.2:5060");
+        assert!(restart_only(&running, &parse(&rules_only)).is_empty());
+        let changed = BASE.replace("workers = 2", "workers = 2\nshutdown_grace = \"5s\"")
+            + "\n[timers]\nt1 = \"200ms\"\n[guard]\nrate = 5.0\n[health]\npassive = false\n\
+               [tcp]\nidle_timeout = \"1min\"\n";
+        assert_eq!(
+            restart_only(&running, &parse(&changed)),
+            ["node", "timers", "tcp", "health", "guard"]
+        );
     }
 }
