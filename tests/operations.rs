@@ -375,7 +375,8 @@ async fn wait_ready(t: &Cast, code: u16) {
 
 #[tokio::test]
 async fn sigterm_refuses_new_calls_lets_a_ringing_call_complete_and_exits_0() {
-    let mut t = stopping_cast(Behaviour::answer_after(Duration::from_millis(1500)), "10s").await;
+    // It rings long enough for every check below to happen while it is still in setup.
+    let mut t = stopping_cast(Behaviour::answer_after(Duration::from_secs(3)), "10s").await;
     invite_until(&t, "ringing", 180).await;
     t.node.signal(libc::SIGTERM);
     wait_ready(&t, 503).await;
