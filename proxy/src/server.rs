@@ -198,7 +198,8 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     }
     info!(node = cfg.node_id, workers, "pointsman running");
     // The workers are not joined: the process ends under them once the stop is decided.
-    signals.wait_and_stop(&node, cfg.shutdown_grace, &threads)
+    let ack_window = crate::shutdown::ack_window(cfg.timers.t1);
+    signals.wait_and_stop(&node, cfg.shutdown_grace, ack_window, &threads)
 }
 
 /// Asks the kernel to serve the calling worker promptly (see [`sched`]): SCHED_FIFO when
