@@ -640,8 +640,9 @@ impl Core {
 
     /// The checks on a request that would start something new (out of dialog): scanners are
     /// dropped, a source over its rate is refused (503 if the listener lists it, else dropped),
-    /// and new INVITEs are shed with 503 while the node is overloaded, its tables are full or
-    /// it is stopping. In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
+    /// and new INVITEs are shed with 503 while the node is overloaded, its tables are full or it
+    /// is stopping. In-dialog requests, ACK, CANCEL and responses never come here: calls in
+    /// progress go on.
     fn gate_new_request(
         &self,
         msg: &Message<'_>,
