@@ -77,29 +77,31 @@ pub fn run(cfg: Config) -> anyhow::Result<()> {
 struct Bound {
     udp: Vec<Vec<(usize, std::net::UdpSocket)>>,
     tcp: Vec<(usize, std::net::TcpListener)>,
+    /// Held while the process runs: no other process may serve these UDP addresses.
+    claims: Vec<udp::Claim>,
 }
 
 /// Binds every listener, or fails naming the listener and its address. Another process that
 /// holds a listener's address (a second pointsman, an old one still running) is an error, never
-/// a share of the traffic: each UDP address is first bound by a plain socket that shares with no
-/// one, then by the workers' SO_REUSEPORT group; TCP listening sockets never share. Two nodes
-/// started within the same microseconds could both pass the UDP check before either binds its
-/// group; a restart that overlaps a running node, the case that happens, always fails.
+/// a share of the traffic: each UDP address is claimed for this process ([`udp::claim`]) before
+/// the workers' SO_REUSEPORT group binds it; TCP listening sockets never share.
 fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
     let mut bound = Bound {
         udp: (0..workers).map(|_| Vec::new()).collect(),
         tcp: Vec::new(),
+        claims: Vec::new(),
     };
     for (index, l) in cfg.listeners.iter().enumerate() {
         match l.transport {
             ListenTransport::Udp => {
-                udp::ensure_unowned(l.address).with_context(|| {
+                let claim = udp::claim(l.address).with_context(|| {
                     format!(
                         "listen {}: cannot bind UDP {}: another process holds it (is pointsman \
                          already running?)",
                         l.name, l.address
                     )
                 })?;
+                bound.claims.push(claim);
                 for sockets in bound.udp.iter_mut() {
                     let s = udp::bind(l.address).with_context(|| {
                         format!("listen {}: cannot bind UDP {}", l.name, l.address)
@@ -135,6 +137,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     let Bound {
         udp: udp_sockets,
         tcp: mut tcp_listeners,
+        claims: _claims,
     } = bind_listeners(&cfg, workers)?;
     let node = Node::start(&cfg, core_config(&cfg)?, source)?;
     let core = node.core().clone();
