@@ -173,7 +173,7 @@ impl Signals {
                     signal = second,
                     calls_in_setup = core.calls_in_setup(),
                     answered_calls = core.answered_calls(),
-                    "stopped at once on a second signal: calls in setup are cut"
+                    "stopped at once on a second signal: the calls still in setup are cut"
                 );
                 return Ok(());
             }
