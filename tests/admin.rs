@@ -6,6 +6,7 @@
 
 use pointsman::admin::{
     http_request, serve, ActionError, DestinationAction, DestinationStatus, HttpReply, NodeControl,
+    NodeStatus, Reloaded,
 };
 use pointsman::metrics::{FailoverReason, Metrics};
 use routing_rules::{DestId, RouteId};
@@ -22,7 +23,7 @@ const TIMEOUT: Duration = Duration::from_secs(5);
 /// A node with two destinations and real metrics.
 struct FakeNode {
     dests: Mutex<Vec<DestinationStatus>>,
-    ready: AtomicBool,
+    draining: AtomicBool,
     reloads: AtomicUsize,
     reload_errors: Mutex<Vec<String>>,
     metrics: Metrics,
@@ -57,7 +58,7 @@ impl FakeNode {
                     ..dest("secondary", "10.0.0.2:5060", "down")
                 },
             ]),
-            ready: AtomicBool::new(true),
+            draining: AtomicBool::new(false),
             reloads: AtomicUsize::new(0),
             reload_errors: Mutex::new(Vec::new()),
             metrics,
@@ -95,17 +96,35 @@ impl NodeControl for FakeNode {
         d.since_secs = 0;
         Ok(d.clone())
     }
+    fn node(&self) -> NodeStatus {
+        let draining = self.draining.load(Ordering::SeqCst);
+        NodeStatus {
+            id: 3,
+            version: "0.9.0".into(),
+            state: if draining { "draining" } else { "serving" }.into(),
+            draining,
+            stopping: false,
+            uptime_secs: 3700,
+            config_file: Some("/etc/pointsman/edge.toml".into()),
+            calls_in_setup: 4,
+            answered_calls: 12,
+        }
+    }
     fn drain_node(&self) {
-        self.ready.store(false, Ordering::SeqCst);
+        self.draining.store(true, Ordering::SeqCst);
     }
-    fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::SeqCst)
+    fn resume_node(&self) -> Result<(), ActionError> {
+        self.draining.store(false, Ordering::SeqCst);
+        Ok(())
     }
-    fn reload(&self) -> Result<String, Vec<String>> {
+    fn reload(&self) -> Result<Reloaded, Vec<String>> {
         self.reloads.fetch_add(1, Ordering::SeqCst);
         let errors = self.reload_errors.lock().unwrap().clone();
         if errors.is_empty() {
-            Ok("reloaded: 2 destinations, 1 route".into())
+            Ok(Reloaded {
+                summary: "reloaded: 2 destinations, 1 route".into(),
+                restart_required: vec!["listen".into()],
+            })
         } else {
             Err(errors)
         }
@@ -160,7 +179,7 @@ fn raw(addr: SocketAddr, bytes: &[u8]) -> String {
 }
 
 #[test]
-fn health_is_alive_and_ready_turns_503_after_node_drain() {
+fn health_is_alive_and_ready_turns_503_after_node_drain_and_200_after_resume() {
     let node = FakeNode::new();
     let addr = start(node.clone(), None);
     let r = request(addr, "GET", "/health", None);
@@ -170,7 +189,15 @@ fn health_is_alive_and_ready_turns_503_after_node_drain() {
     let r = request(addr, "POST", "/node/drain", None);
     assert_eq!(
         (r.status, json_of(&r)),
-        (503, json!({ "ready": false, "reason": "draining" }))
+        (
+            200,
+            json!({
+                "id": 3, "version": "0.9.0", "state": "draining", "draining": true,
+                "stopping": false, "uptime_secs": 3700,
+                "config_file": "/etc/pointsman/edge.toml", "calls_in_setup": 4,
+                "answered_calls": 12
+            })
+        )
     );
     let r = request(addr, "GET", "/ready", None);
     assert_eq!(
@@ -179,6 +206,12 @@ fn health_is_alive_and_ready_turns_503_after_node_drain() {
     );
     // A drained node is still alive.
     assert_eq!(request(addr, "GET", "/health", None).status, 200);
+    let r = request(addr, "GET", "/node", None);
+    assert_eq!((r.status, &json_of(&r)["state"]), (200, &json!("draining")));
+    let r = request(addr, "POST", "/node/resume", None);
+    assert_eq!((r.status, &json_of(&r)["state"]), (200, &json!("serving")));
+    let r = request(addr, "GET", "/ready", None);
+    assert_eq!((r.status, json_of(&r)), (200, json!({ "ready": true })));
 }
 
 #[test]
@@ -268,7 +301,11 @@ fn reload_answers_its_summary_or_422_with_the_config_errors() {
         (r.status, json_of(&r)),
         (
             200,
-            json!({ "reloaded": true, "summary": "reloaded: 2 destinations, 1 route" })
+            json!({
+                "reloaded": true,
+                "summary": "reloaded: 2 destinations, 1 route",
+                "restart_required": ["listen"]
+            })
         )
     );
     *node.reload_errors.lock().unwrap() =
@@ -348,6 +385,7 @@ fn with_a_token_posts_need_it_and_gets_on_loopback_do_not() {
     for (path, token) in [
         ("/node/drain", None),
         ("/node/drain", Some("wrong-token-0123456789")),
+        ("/node/resume", None),
         ("/reload", Some(&TOKEN[..TOKEN.len() - 1])),
         ("/destinations/primary/drain", None),
     ] {
@@ -362,16 +400,16 @@ fn with_a_token_posts_need_it_and_gets_on_loopback_do_not() {
             .unwrap()
             .contains("Authorization: Bearer <admin.token>"));
     }
-    assert!(node.is_ready());
+    assert!(node.node().ready());
     assert_eq!(node.reloads.load(Ordering::SeqCst), 0);
     assert_eq!(node.destinations()[0].state, "up");
     let r = request(addr, "POST", "/destinations/primary/drain", Some(TOKEN));
     assert_eq!((r.status, &json_of(&r)["state"]), (200, &json!("draining")));
     assert_eq!(
         request(addr, "POST", "/node/drain", Some(TOKEN)).status,
-        503
+        200
     );
-    assert!(!node.is_ready());
+    assert!(!node.node().ready());
 }
 
 #[test]
@@ -430,7 +468,7 @@ fn many_clients_at_once_are_all_answered() {
 }
 
 #[test]
-fn status_command_prints_the_table_of_a_running_node() {
+fn status_command_prints_the_node_line_and_the_table_of_a_running_node() {
     let addr = start(FakeNode::new(), Some(TOKEN));
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
         .args(["status", "--admin", &addr.to_string()])
@@ -442,6 +480,7 @@ fn status_command_prints_the_table_of_a_running_node() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "\
+NODE 3  serving  up 1h01m  calls in setup 4  answered 12  pointsman 0.9.0  config /etc/pointsman/edge.toml
 NAME       ADDRESS        STATE  SINCE     RTT  CALLS NOW  CALLS  FAILURES  REASON
 primary    10.0.0.1:5060  up     3m12s  0.80ms          1     10         3  5 probes ok
 secondary  10.0.0.2:5060  down      7s       -          1     10         3  3 probes failed (timeout)

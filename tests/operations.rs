@@ -9,7 +9,9 @@ use pointsman::admin::{fetch_destinations, http_request, DestinationStatus};
 use pointsman::sim::{Behaviour, Summary};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
-use support::{destination, node_section, Cast, ADMIN_PORT, PRIMARY_PORT, SECONDARY_PORT};
+use support::{
+    destination, node_section, Cast, ADMIN_PORT, PRIMARY_PORT, PROXY_PORT, SECONDARY_PORT,
+};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -217,16 +219,305 @@ async fn maintenance_stops_probes_and_traffic_until_enabled() {
     assert_eq!(post(t.ip, "/destinations/primary/explode").await.0, 400);
 }
 
+/// The value of the unlabelled series `name` in `GET /metrics`.
+async fn metric(ip: IpAddr, name: &str) -> f64 {
+    let (code, text) = get(ip, "/metrics").await;
+    assert_eq!(code, 200);
+    sample(&text, name)
+}
+
+fn json(body: &str) -> serde_json::Value {
+    serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 #[tokio::test]
-async fn node_drain_turns_ready_false_and_calls_are_still_served() {
+async fn node_drain_turns_ready_false_keeps_serving_survives_reload_and_resume_undoes_it() {
     let t = cast(Behaviour::answer(), "", "").await;
     assert_eq!(get(t.ip, "/health").await.0, 200);
     assert_eq!(get(t.ip, "/ready").await.0, 200);
-    assert_eq!(post(t.ip, "/node/drain").await.0, 503);
+    assert_eq!(metric(t.ip, "pointsman_node_state").await, 0.0);
+    let (code, body) = get(t.ip, "/node").await;
+    assert_eq!(code, 200, "{body}");
+    let node = json(&body);
+    assert_eq!(node["state"], "serving", "{body}");
+    assert_eq!(node["id"], 7, "{body}");
+    assert_eq!(node["version"], env!("CARGO_PKG_VERSION"), "{body}");
+    let config = t.node.dir.join("pointsman.toml");
+    assert_eq!(node["config_file"], config.display().to_string(), "{body}");
+
+    let (code, body) = post(t.ip, "/node/drain").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["state"], "draining", "{body}");
+    assert_eq!(json(&body)["draining"], true, "{body}");
     let (code, body) = get(t.ip, "/ready").await;
     assert_eq!(code, 503);
     assert!(body.contains("draining"), "{body}");
+    assert_eq!(metric(t.ip, "pointsman_node_state").await, 1.0);
+    // Drained, the node still serves the calls that reach it.
     assert_eq!(call(&t, "while-draining").await, (200, "primary".into()));
+    assert_eq!(json(&get(t.ip, "/node").await.1)["answered_calls"], 1);
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["status", "--admin", &admin(t.ip)])
+        .output()
+        .expect("run pointsman status");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.starts_with("NODE 7  draining  up "), "{text}");
+    assert!(
+        text.lines().nth(1).is_some_and(|l| l.starts_with("NAME")),
+        "{text}"
+    );
+
+    // A reload keeps the drain: it is the operator's, not the file's.
+    assert_eq!(post(t.ip, "/reload").await.0, 200);
+    let text = std::fs::read_to_string(&config).expect("config");
+    assert!(t.node.reload(&text).await, "{}", t.node.log());
+    assert_eq!(get(t.ip, "/ready").await.0, 503);
+    assert_eq!(json(&get(t.ip, "/node").await.1)["state"], "draining");
+
+    let (code, body) = post(t.ip, "/node/resume").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["state"], "serving", "{body}");
+    assert_eq!(get(t.ip, "/ready").await.0, 200);
+    assert_eq!(metric(t.ip, "pointsman_node_state").await, 0.0);
+    assert!(t.node.log().contains("node resumed"), "{}", t.node.log());
+}
+
+#[tokio::test]
+async fn reload_reply_names_the_sections_that_change_only_on_restart() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let path = t.node.dir.join("pointsman.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    let (code, body) = post(t.ip, "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(json(&body)["restart_required"], serde_json::json!([]));
+    let changed = good
+        .replace("t1 = \"100ms\"", "t1 = \"200ms\"")
+        .replace("workers = 2", "workers = 1")
+        .replace(
+            r#"destinations = ["primary", "secondary"]"#,
+            r#"destinations = ["secondary"]"#,
+        );
+    std::fs::write(&path, changed).expect("write");
+    let (code, body) = post(t.ip, "/reload").await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(
+        json(&body)["restart_required"],
+        serde_json::json!(["node", "timers"]),
+        "{body}"
+    );
+    // The routing took effect at once all the same.
+    assert_eq!(call(&t, "after-reload").await, (200, "secondary".into()));
+}
+
+#[tokio::test]
+async fn logs_written_to_a_file_carry_no_colour_codes() {
+    // The node's stderr is a file (see support): no terminal, so no escapes.
+    let t = cast(Behaviour::answer(), "", "").await;
+    assert_eq!(call(&t, "logged").await, (200, "primary".into()));
+    let log = t.node.log();
+    assert!(log.contains("pointsman running"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "ANSI escapes in a log file:\n{log:?}"
+    );
+}
+
+/// A carrier, pointsman with `[node] shutdown_grace = grace`, and a primary that plays
+/// `primary`.
+async fn stopping_cast(primary: Behaviour, grace: &str) -> Cast {
+    let grace = grace.to_string();
+    Cast::start(
+        move |ip| {
+            let mut c = node_section(ip).replace(
+                "workers = 2",
+                &format!("workers = 2\nshutdown_grace = \"{grace}\""),
+            );
+            c.push_str(&destination("primary", ip, PRIMARY_PORT, "2s"));
+            c.push_str("probe = false\n");
+            c.push_str("\n[[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n");
+            c
+        },
+        &[("primary", PRIMARY_PORT, Some(primary))],
+    )
+    .await
+}
+
+/// Sends the INVITE of `call_id` and waits until the carrier gets `code` for it.
+async fn invite_until(t: &Cast, call_id: &str, code: u16) -> pointsman::sim::Entry {
+    t.carrier
+        .invite(&t.carrier.invite_spec(call_id))
+        .await
+        .expect("INVITE");
+    wait_response(t, call_id, code).await
+}
+
+async fn wait_response(t: &Cast, call_id: &str, code: u16) -> pointsman::sim::Entry {
+    t.journal
+        .wait_for("carrier", WAIT, |s| {
+            s.call_id == call_id && s.is_response(code, "INVITE")
+        })
+        .await
+        .unwrap_or_else(|| panic!("{call_id}: no {code}\n{}", t.report()))
+}
+
+/// Waits until `/ready` answers `code`.
+async fn wait_ready(t: &Cast, code: u16) {
+    let deadline = Instant::now() + WAIT;
+    while get(t.ip, "/ready").await.0 != code {
+        assert!(
+            Instant::now() < deadline,
+            "/ready never answered {code}\n{}",
+            t.report()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn sigterm_refuses_new_calls_lets_a_ringing_call_complete_and_exits_0() {
+    // It rings long enough for every check below to happen while it is still in setup.
+    let mut t = stopping_cast(Behaviour::answer_after(Duration::from_secs(3)), "10s").await;
+    invite_until(&t, "ringing", 180).await;
+    t.node.signal(libc::SIGTERM);
+    wait_ready(&t, 503).await;
+    assert!(get(t.ip, "/ready").await.1.contains("stopping"));
+    assert_eq!(json(&get(t.ip, "/node").await.1)["calls_in_setup"], 1);
+    // A new call is refused at once, with a time to come back.
+    let refused = invite_until(&t, "after-sigterm", 503).await;
+    assert!(refused.header("Retry-After").is_some(), "{}", t.report());
+    assert_eq!(invites_at(&t, "primary", "after-sigterm"), 0);
+    // The ringing call is answered and ACKed end to end.
+    wait_response(&t, "ringing", 200).await;
+    t.journal
+        .wait_for("primary", WAIT, |s| s.is("ACK") && s.call_id == "ringing")
+        .await
+        .unwrap_or_else(|| panic!("no ACK at the primary\n{}", t.report()));
+    // No call in setup any more: the process ends, cleanly.
+    let status = t.node.wait_exit(WAIT).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", t.report());
+    let log = t.node.log();
+    log_line(
+        &log,
+        "stopping: new calls get 503",
+        &["signal=\"SIGTERM\"", "grace=10s"],
+    );
+    log_line(
+        &log,
+        "stopped: no call in setup",
+        &["calls_in_setup=0", "answered_calls=1"],
+    );
+}
+
+/// The log line that says `message`, which must have every one of `fields`.
+#[track_caller]
+fn log_line(log: &str, message: &str, fields: &[&str]) {
+    let line = log
+        .lines()
+        .find(|l| l.contains(message))
+        .unwrap_or_else(|| panic!("no {message:?} in the log:\n{log}"));
+    for field in fields {
+        assert!(line.contains(field), "{field} missing from {line:?}");
+    }
+}
+
+#[tokio::test]
+async fn at_the_end_of_shutdown_grace_the_node_exits_0_and_logs_the_calls_it_left() {
+    let mut t = stopping_cast(Behaviour::ring_forever(), "500ms").await;
+    invite_until(&t, "never-answered", 180).await;
+    t.node.signal(libc::SIGTERM);
+    let status = t.node.wait_exit(WAIT).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", t.report());
+    log_line(
+        &t.node.log(),
+        "stopped: node.shutdown_grace is over with calls still in setup",
+        &["calls_in_setup=1", "answered_calls=0", "grace=500ms"],
+    );
+}
+
+#[tokio::test]
+async fn a_second_signal_during_the_grace_exits_at_once() {
+    let mut t = stopping_cast(Behaviour::ring_forever(), "5min").await;
+    invite_until(&t, "ringing", 180).await;
+    t.node.signal(libc::SIGINT);
+    wait_ready(&t, 503).await;
+    assert!(t.node.alive(), "a call is in setup: the node waits");
+    t.node.signal(libc::SIGTERM);
+    let status = t.node.wait_exit(WAIT).await;
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{}", t.report());
+    let log = t.node.log();
+    log_line(&log, "stopping: new calls get 503", &["signal=\"SIGINT\""]);
+    log_line(
+        &log,
+        "stopped at once on a second signal",
+        &["signal=\"SIGTERM\"", "calls_in_setup=1", "answered_calls=0"],
+    );
+}
+
+/// Runs a second `pointsman run` on `config` (written to `dir`) and waits for it to exit: its
+/// exit code and stderr, or a panic if it keeps running.
+async fn second_node(dir: &std::path::Path, config: &str) -> (Option<i32>, String) {
+    let path = dir.join("second.toml");
+    std::fs::write(&path, config).expect("write config");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["run", "--config"])
+        .arg(&path)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the second pointsman");
+    let status = support::wait_exit(&mut child, WAIT).await;
+    if status.is_none() {
+        let _ = child.kill();
+    }
+    let output = child.wait_with_output().expect("stderr");
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(status.is_some(), "the second node kept running:\n{stderr}");
+    (status.and_then(|s| s.code()), stderr)
+}
+
+#[tokio::test]
+async fn a_second_node_on_the_same_address_refuses_to_start_and_the_first_keeps_serving() {
+    let t = Cast::start(
+        |ip| {
+            let mut c = node_section(ip);
+            c.push_str(&format!(
+                "\n[[listen]]\ntransport = \"tcp\"\naddress = \"{ip}:{PROXY_PORT}\"\n"
+            ));
+            c.push_str(&destination("primary", ip, PRIMARY_PORT, "2s"));
+            c.push_str("\n[[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n");
+            c
+        },
+        &[("primary", PRIMARY_PORT, Some(Behaviour::answer()))],
+    )
+    .await;
+    let ip = t.ip;
+    // Another id and no admin API: only the SIP address is shared.
+    let second = |transport: &str| {
+        format!(
+            "[node]\nid = 8\nworkers = 2\n\n[[listen]]\ntransport = \"{transport}\"\n\
+             address = \"{ip}:{PROXY_PORT}\"\n\n[admin]\nenabled = false\n{}\n\
+             [[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n",
+            destination("primary", ip, PRIMARY_PORT, "2s")
+        )
+    };
+    for transport in ["udp", "tcp"] {
+        let (code, stderr) = second_node(&t.node.dir, &second(transport)).await;
+        assert_eq!(code, Some(1), "{transport}: {stderr}");
+        let name = format!("listen {transport}:{ip}:{PROXY_PORT}");
+        assert!(stderr.contains(&name), "{transport}: {stderr}");
+        assert!(
+            stderr.to_lowercase().contains("address already in use"),
+            "{transport}: {stderr}"
+        );
+    }
+    // The first node has every datagram: each call of a series reaches it and is answered.
+    for n in 0..8 {
+        assert_eq!(
+            call(&t, &format!("first-{n}")).await,
+            (200, "primary".into())
+        );
+    }
 }
 
 #[tokio::test]
@@ -287,7 +578,9 @@ async fn status_command_shows_the_destinations_of_a_running_node() {
         .expect("run pointsman status");
     let table = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{table}");
-    let header = table.lines().next().unwrap_or_default();
+    // The node's line, then the destination table.
+    assert!(table.starts_with("NODE 7  serving  up "), "{table}");
+    let header = table.lines().nth(1).unwrap_or_default();
     for column in [
         "NAME",
         "ADDRESS",

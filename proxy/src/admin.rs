@@ -1,5 +1,6 @@
-//! The admin HTTP API: `/health`, `/ready`, `/destinations` and the actions on them,
-//! `/node/drain`, `/reload`, `/metrics`; and the client side that `pointsman status` uses.
+//! The admin HTTP API: `/health`, `/ready`, `/node` and its drain and resume,
+//! `/destinations` and the actions on them, `/reload`, `/metrics`; and the client side that
+//! `pointsman status` uses.
 //!
 //! It owns the HTTP surface only. What it shows and what its actions do belong to the running
 //! node, reached through the [`NodeControl`] trait (the server implements it; tests use a fake).
@@ -47,13 +48,16 @@ pub trait NodeControl: Send + Sync + 'static {
         name: &str,
         action: DestinationAction,
     ) -> Result<DestinationStatus, ActionError>;
-    /// Takes the whole node out of service: `/ready` turns false, calls in progress continue.
+    /// The node itself: its state, version, uptime and calls.
+    fn node(&self) -> NodeStatus;
+    /// Takes the whole node out of service: `/ready` turns false, calls keep being served.
     /// Idempotent.
     fn drain_node(&self);
-    /// False while the node drains.
-    fn is_ready(&self) -> bool;
-    /// Reloads the config file (as SIGHUP does): `Ok(summary)`, or every config error.
-    fn reload(&self) -> Result<String, Vec<String>>;
+    /// Undoes [`drain_node`](Self::drain_node); idempotent. Refused (conflict) while the
+    /// process is stopping: nothing brings that back.
+    fn resume_node(&self) -> Result<(), ActionError>;
+    /// Reloads the config file (as SIGHUP does): what it did, or every config error.
+    fn reload(&self) -> Result<Reloaded, Vec<String>>;
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
 }
@@ -79,6 +83,43 @@ pub struct DestinationStatus {
     pub failures: u64,
     pub probes_ok: u64,
     pub probes_failed: u64,
+}
+
+/// The node as `GET /node` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// `[node] id`.
+    pub id: u16,
+    /// pointsman's version.
+    pub version: String,
+    /// `serving`, `draining` (after `POST /node/drain`) or `stopping` (after SIGTERM).
+    pub state: String,
+    pub draining: bool,
+    pub stopping: bool,
+    pub uptime_secs: u64,
+    /// The config file it runs on and reloads.
+    pub config_file: Option<String>,
+    /// Calls whose caller has no final answer yet.
+    pub calls_in_setup: u64,
+    /// Answered calls whose BYE has not passed yet.
+    pub answered_calls: u64,
+}
+
+impl NodeStatus {
+    /// What `/ready` says: only a serving node is ready.
+    pub fn ready(&self) -> bool {
+        self.state == "serving"
+    }
+}
+
+/// What a reload that succeeded did.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reloaded {
+    /// e.g. `3 destinations, 2 routes`.
+    pub summary: String,
+    /// Sections that changed in the file but take effect only on restart (`listen`, `node`,
+    /// `timers`, `limits`, `tcp`, `health`, `guard`, `tls.handshake_timeout`, `admin`).
+    pub restart_required: Vec<String>,
 }
 
 /// What an operator can do to a destination.
@@ -210,29 +251,45 @@ impl Api {
             ["destinations"] if get => self.destinations(),
             ["destinations", name] if get => self.destination(name),
             ["destinations", name, action] if post => self.action(name, action),
+            ["node"] if get => to_json(StatusCode::OK, &self.control.node()),
             ["node", "drain"] if post => {
                 self.control.drain_node();
-                self.ready()
+                to_json(StatusCode::OK, &self.control.node())
             }
+            ["node", "resume"] if post => match self.control.resume_node() {
+                Ok(()) => to_json(StatusCode::OK, &self.control.node()),
+                Err(e) => Reply::error(StatusCode::CONFLICT, e.to_string()),
+            },
             ["reload"] if post => match self.control.reload() {
-                Ok(summary) => Reply::json(
+                Ok(done) => Reply::json(
                     StatusCode::OK,
-                    serde_json::json!({ "reloaded": true, "summary": summary }).to_string(),
+                    serde_json::json!({
+                        "reloaded": true,
+                        "summary": done.summary,
+                        "restart_required": done.restart_required,
+                    })
+                    .to_string(),
                 ),
                 Err(errors) => Reply::json(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     serde_json::json!({ "reloaded": false, "errors": errors }).to_string(),
                 ),
             },
-            ["health"] | ["ready"] | ["metrics"] | ["destinations"] | ["destinations", _] => {
-                Self::not_allowed("GET")
+            ["health"]
+            | ["ready"]
+            | ["metrics"]
+            | ["node"]
+            | ["destinations"]
+            | ["destinations", _] => Self::not_allowed("GET"),
+            ["destinations", _, _] | ["node", "drain" | "resume"] | ["reload"] => {
+                Self::not_allowed("POST")
             }
-            ["destinations", _, _] | ["node", "drain"] | ["reload"] => Self::not_allowed("POST"),
             _ => Reply::error(
                 StatusCode::NOT_FOUND,
                 format!(
-                    "no such endpoint {path:?}: use GET /health, /ready, /destinations, \
-                     /metrics, or POST /destinations/NAME/ACTION, /node/drain, /reload"
+                    "no such endpoint {path:?}: use GET /health, /ready, /node, /destinations, \
+                     /metrics, or POST /destinations/NAME/ACTION, /node/drain, /node/resume, \
+                     /reload"
                 ),
             ),
         }
@@ -258,12 +315,13 @@ impl Api {
     }
 
     fn ready(&self) -> Reply {
-        if self.control.is_ready() {
+        let node = self.control.node();
+        if node.ready() {
             Reply::json(StatusCode::OK, r#"{"ready":true}"#.into())
         } else {
             Reply::json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                r#"{"ready":false,"reason":"draining"}"#.into(),
+                serde_json::json!({ "ready": false, "reason": node.state }).to_string(),
             )
         }
     }
@@ -648,12 +706,38 @@ pub fn fetch_destinations(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<Vec<DestinationStatus>, ClientError> {
-    let reply = http_request(addr, "GET", "/destinations", token, timeout)?;
+    fetch_json(
+        addr,
+        "/destinations",
+        "the destination list",
+        token,
+        timeout,
+    )
+}
+
+/// `GET /node` from a running node.
+pub fn fetch_node(
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<NodeStatus, ClientError> {
+    fetch_json(addr, "/node", "the node status", token, timeout)
+}
+
+/// `GET path`, its 200 body decoded as `T` (`what` names it in errors).
+fn fetch_json<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    path: &str,
+    what: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<T, ClientError> {
+    let reply = http_request(addr, "GET", path, token, timeout)?;
     let host = addr.to_string();
     match reply.status {
         200 => serde_json::from_slice(&reply.body).map_err(|e| ClientError::BadResponse {
             addr: host,
-            what: format!("the destination list is not the JSON expected: {e}"),
+            what: format!("{what} is not the JSON expected: {e}"),
         }),
         401 => Err(ClientError::Unauthorized { addr: host }),
         status => Err(ClientError::Status {
@@ -662,6 +746,29 @@ pub fn fetch_destinations(
             body: reply.text().trim().chars().take(500).collect(),
         }),
     }
+}
+
+/// The node line `pointsman status` prints above the destination table; `colour`: colour the
+/// state word (for a terminal).
+pub fn render_node(node: &NodeStatus, colour: bool) -> String {
+    let state = printable(&node.state);
+    let state = match (colour, state_colour(&state)) {
+        (true, Some(code)) => format!("\x1b[{code}m{state}\x1b[0m"),
+        _ => state,
+    };
+    let config = node
+        .config_file
+        .as_deref()
+        .map(|f| format!("  config {}", printable(f)))
+        .unwrap_or_default();
+    format!(
+        "NODE {id}  {state}  up {up}  calls in setup {setup}  answered {answered}  pointsman {version}{config}\n",
+        id = node.id,
+        up = human_secs(node.uptime_secs),
+        setup = node.calls_in_setup,
+        answered = node.answered_calls,
+        version = printable(&node.version),
+    )
 }
 
 /// The `pointsman status` table: one line per destination, columns aligned; `colour`: colour
@@ -742,11 +849,11 @@ pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String
 /// The ANSI SGR code for a state word.
 fn state_colour(state: &str) -> Option<&'static str> {
     Some(match state {
-        "up" => "32",
+        "up" | "serving" => "32",
         "forced-up" => "36",
         "probing" | "draining" => "33",
         "maintenance" => "35",
-        "down" => "1;31",
+        "down" | "stopping" => "1;31",
         _ => return None,
     })
 }
@@ -809,7 +916,8 @@ mod tests {
     /// A node with two destinations whose actions set the state word.
     struct Fake {
         dests: Mutex<Vec<DestinationStatus>>,
-        ready: AtomicBool,
+        draining: AtomicBool,
+        stopping: AtomicBool,
         reload_errors: Mutex<Vec<String>>,
     }
 
@@ -817,7 +925,8 @@ mod tests {
         fn new() -> Arc<Fake> {
             Arc::new(Fake {
                 dests: Mutex::new(vec![status("primary", "up"), status("secondary", "down")]),
-                ready: AtomicBool::new(true),
+                draining: AtomicBool::new(false),
+                stopping: AtomicBool::new(false),
                 reload_errors: Mutex::new(Vec::new()),
             })
         }
@@ -853,16 +962,45 @@ mod tests {
             d.since_secs = 0;
             Ok(d.clone())
         }
+        fn node(&self) -> NodeStatus {
+            let (draining, stopping) = (
+                self.draining.load(Ordering::SeqCst),
+                self.stopping.load(Ordering::SeqCst),
+            );
+            NodeStatus {
+                id: 7,
+                version: "1.2.3".into(),
+                state: match (draining, stopping) {
+                    (_, true) => "stopping",
+                    (true, false) => "draining",
+                    (false, false) => "serving",
+                }
+                .into(),
+                draining,
+                stopping,
+                uptime_secs: 192,
+                config_file: Some("/etc/pointsman.toml".into()),
+                calls_in_setup: 2,
+                answered_calls: 5,
+            }
+        }
         fn drain_node(&self) {
-            self.ready.store(false, Ordering::SeqCst);
+            self.draining.store(true, Ordering::SeqCst);
         }
-        fn is_ready(&self) -> bool {
-            self.ready.load(Ordering::SeqCst)
+        fn resume_node(&self) -> Result<(), ActionError> {
+            if self.stopping.load(Ordering::SeqCst) {
+                return Err(ActionError::Conflict("the node is stopping".into()));
+            }
+            self.draining.store(false, Ordering::SeqCst);
+            Ok(())
         }
-        fn reload(&self) -> Result<String, Vec<String>> {
+        fn reload(&self) -> Result<Reloaded, Vec<String>> {
             let errors = self.reload_errors.lock().unwrap().clone();
             if errors.is_empty() {
-                Ok("2 destinations, 1 route".into())
+                Ok(Reloaded {
+                    summary: "2 destinations, 1 route".into(),
+                    restart_required: vec!["listen".into(), "timers".into()],
+                })
             } else {
                 Err(errors)
             }
@@ -903,17 +1041,21 @@ mod tests {
     }
 
     #[test]
-    fn ready_turns_503_with_reason_draining_after_node_drain() {
+    fn node_drain_and_resume_answer_200_with_the_node_and_turn_ready_off_and_on() {
         let fake = Fake::new();
         let a = api(&fake, None, true);
         let r = get(&a, "/ready");
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(json(&r), serde_json::json!({ "ready": true }));
         let r = post(&a, "/node/drain");
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.status, StatusCode::OK);
         assert_eq!(
             json(&r),
-            serde_json::json!({ "ready": false, "reason": "draining" })
+            serde_json::json!({
+                "id": 7, "version": "1.2.3", "state": "draining", "draining": true,
+                "stopping": false, "uptime_secs": 192, "config_file": "/etc/pointsman.toml",
+                "calls_in_setup": 2, "answered_calls": 5
+            })
         );
         let r = get(&a, "/ready");
         assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
@@ -921,6 +1063,28 @@ mod tests {
             json(&r),
             serde_json::json!({ "ready": false, "reason": "draining" })
         );
+        assert_eq!(json(&get(&a, "/node"))["state"], "draining");
+        let r = post(&a, "/node/resume");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(json(&r)["state"], "serving");
+        assert_eq!(json(&r)["draining"], false);
+        assert_eq!(get(&a, "/ready").status, StatusCode::OK);
+    }
+
+    #[test]
+    fn a_stopping_node_is_not_ready_and_cannot_resume() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        fake.stopping.store(true, Ordering::SeqCst);
+        let r = get(&a, "/ready");
+        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "ready": false, "reason": "stopping" })
+        );
+        let r = post(&a, "/node/resume");
+        assert_eq!(r.status, StatusCode::CONFLICT);
+        assert_eq!(json(&r)["error"], "the node is stopping");
     }
 
     #[test]
@@ -1011,7 +1175,11 @@ mod tests {
         assert_eq!(r.status, StatusCode::OK);
         assert_eq!(
             json(&r),
-            serde_json::json!({ "reloaded": true, "summary": "2 destinations, 1 route" })
+            serde_json::json!({
+                "reloaded": true,
+                "summary": "2 destinations, 1 route",
+                "restart_required": ["listen", "timers"]
+            })
         );
         *fake.reload_errors.lock().unwrap() = vec![
             "a.toml:3: listen[0].address: bad".into(),
@@ -1047,13 +1215,15 @@ mod tests {
         assert_eq!(r.header, Some((ALLOW, "POST")));
         let r = a.respond(&Method::DELETE, "/destinations/primary/drain", None);
         assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(get(&a, "/node/resume").header, Some((ALLOW, "POST")));
+        assert_eq!(post(&a, "/node").header, Some((ALLOW, "GET")));
         for path in [
             "/",
             "",
             "/nope",
             "/destinations/a/b/c",
             "//health",
-            "/node",
+            "/node/x",
             "*",
         ] {
             assert_eq!(get(&a, path).status, StatusCode::NOT_FOUND, "{path:?}");
@@ -1071,7 +1241,7 @@ mod tests {
             r.header,
             Some((WWW_AUTHENTICATE, "Bearer realm=\"pointsman\""))
         );
-        assert!(fake.is_ready(), "refused request had no effect");
+        assert!(fake.node().ready(), "refused request had no effect");
         for wrong in [
             format!("Bearer {TOKEN}x"),
             format!("Bearer {}", &TOKEN[1..]),
@@ -1088,8 +1258,8 @@ mod tests {
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
         let right = format!("bearer  {TOKEN}");
         let r = a.respond(&Method::POST, "/node/drain", Some(right.as_bytes()));
-        assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE, "drained: {r:?}");
-        assert!(!fake.is_ready());
+        assert_eq!(r.status, StatusCode::OK, "drained: {r:?}");
+        assert!(!fake.node().ready());
     }
 
     #[test]
@@ -1160,9 +1330,11 @@ mod tests {
         let r = http_request(&addr, "POST", "/node/drain", None, t).unwrap();
         assert_eq!(r.status, 401);
         let r = http_request(&addr, "POST", "/node/drain", Some(TOKEN), t).unwrap();
-        assert_eq!(r.status, 503);
+        assert_eq!(r.status, 200);
         assert_eq!(r.header("content-type"), Some("application/json"));
-        assert_eq!(r.text(), r#"{"ready":false,"reason":"draining"}"#);
+        let node = fetch_node(&addr, None, t).expect("GET /node");
+        assert_eq!(node, fake.node());
+        assert_eq!(node.state, "draining");
     }
 
     #[test]
@@ -1248,6 +1420,22 @@ mod tests {
                 ..status("edge-b", "down")
             },
         ]
+    }
+
+    #[test]
+    fn status_node_line_shows_state_calls_uptime_version_and_config() {
+        let fake = Fake::new();
+        assert_eq!(
+            render_node(&fake.node(), false),
+            "NODE 7  serving  up 3m12s  calls in setup 2  answered 5  pointsman 1.2.3  \
+             config /etc/pointsman.toml\n"
+        );
+        fake.drain_node();
+        let coloured = render_node(&fake.node(), true);
+        assert!(
+            coloured.starts_with("NODE 7  \x1b[33mdraining\x1b[0m  up 3m12s"),
+            "{coloured:?}"
+        );
     }
 
     #[test]

@@ -47,6 +47,12 @@ pub enum SchedulerSlice {
 }
 /// Default `tcp.idle_timeout`.
 pub const DEFAULT_TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+/// `node.shutdown_grace`: how long calls in setup have to finish after SIGTERM. Most calls get
+/// their answer within seconds; 25 s stays under the stop timeouts of the usual supervisors
+/// (Kubernetes 30 s, systemd 90 s), so the node logs what it left before they kill it.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(25);
+/// Longest `node.shutdown_grace`: past the longest a call rings by default (120 s), with room.
+pub const MAX_SHUTDOWN_GRACE: Duration = Duration::from_secs(600);
 /// Default `tcp.max_connections`.
 pub const DEFAULT_TCP_MAX_CONNECTIONS: usize = 1024;
 /// Default `tcp.connect_timeout`.
@@ -104,6 +110,10 @@ pub struct NodeSection {
     /// (the default: 100us while a worker is lightly loaded), a duration from 100us to 100ms,
     /// or "0s" for the kernel's own.
     pub scheduler_slice: Option<String>,
+    /// After SIGTERM or SIGINT, how long calls in setup have to get their final answer before
+    /// the process exits (default 25s; 0s..=10min).
+    #[serde(default, with = "humantime_serde::option")]
+    pub shutdown_grace: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -310,6 +320,8 @@ pub struct Config {
     pub realtime_priority: u8,
     /// Slice the workers ask for under the normal scheduler.
     pub scheduler_slice: SchedulerSlice,
+    /// How long calls in setup have to finish after SIGTERM or SIGINT.
+    pub shutdown_grace: Duration,
     pub listeners: Vec<Listener>,
     pub timers: crate::transaction::TimerConfig,
     pub limits: crate::wire::Limits,
@@ -652,6 +664,14 @@ fn validate(
         0,
     );
     let scheduler_slice = validate_scheduler_slice(spec.node.scheduler_slice.as_deref(), errors);
+    let shutdown_grace = spec.node.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
+    errors.duration_in(
+        "node.shutdown_grace",
+        shutdown_grace,
+        Duration::ZERO,
+        MAX_SHUTDOWN_GRACE,
+        DEFAULT_SHUTDOWN_GRACE,
+    );
     let timers = validate_timers(&spec.timers, errors);
     let limits = validate_limits(&spec.limits, errors);
     let t = &spec.tcp;
@@ -705,6 +725,7 @@ fn validate(
         workers,
         realtime_priority,
         scheduler_slice,
+        shutdown_grace,
         listeners,
         timers,
         limits,

@@ -16,6 +16,7 @@ pub mod originate;
 pub mod proxy;
 pub mod sched;
 pub mod server;
+pub mod shutdown;
 pub mod sim;
 pub mod timer;
 pub mod transaction;

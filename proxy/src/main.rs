@@ -51,7 +51,7 @@ enum Command {
         #[arg(long = "header", value_name = "NAME: VALUE")]
         headers: Vec<String>,
     },
-    /// Show the destinations of a running node and their states, from its admin API.
+    /// Show a running node (its state and calls) and its destinations, from its admin API.
     Status {
         /// The node's admin API address ([admin] listen).
         #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
@@ -89,11 +89,24 @@ enum LogFormat {
     Json,
 }
 
+/// Whether to colour what goes to a stream: only a terminal, and never when `NO_COLOR` is set
+/// to anything but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
 fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
     let filter = tracing_subscriber::EnvFilter::try_from_env("POINTSMAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: a file or a pipe (journald, a container runtime) gets no escapes.
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(ansi)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -172,17 +185,29 @@ fn main() -> ExitCode {
     }
 }
 
-/// `pointsman status`: the destination table of a running node; exit 1 if it cannot be had.
+/// `pointsman status`: the node line and destination table of a running node; exit 1 if they
+/// cannot be had.
 fn status(admin: &str, token: Option<String>) -> ExitCode {
     use std::io::IsTerminal;
     let token = token
         .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
         .filter(|t| !t.is_empty());
     let timeout = std::time::Duration::from_secs(5);
-    match pointsman::admin::fetch_destinations(admin, token.as_deref(), timeout) {
-        Ok(destinations) => {
-            let colour = std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none();
-            print!("{}", pointsman::admin::render_status(&destinations, colour));
+    let fetched = pointsman::admin::fetch_node(admin, token.as_deref(), timeout).and_then(|node| {
+        pointsman::admin::fetch_destinations(admin, token.as_deref(), timeout)
+            .map(|destinations| (node, destinations))
+    });
+    match fetched {
+        Ok((node, destinations)) => {
+            let coloured = colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            );
+            print!("{}", pointsman::admin::render_node(&node, coloured));
+            print!(
+                "{}",
+                pointsman::admin::render_status(&destinations, coloured)
+            );
             ExitCode::SUCCESS
         }
         Err(e) => {
@@ -297,7 +322,17 @@ fn drill(opts: pointsman::drill::Options) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::user_part;
+    use super::{colour, user_part};
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_under_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a file or a pipe gets no escapes");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, Some("1".into())));
+        // no-color.org: an empty NO_COLOR does not count.
+        assert!(colour(true, Some("".into())));
+    }
 
     #[test]
     fn explain_takes_the_user_part_of_sip_and_tel_uris() {

@@ -205,10 +205,12 @@ pub enum DropReason {
     /// parsable Via below ours, so it cannot be relayed as it is (see the core's
     /// `on_response`).
     Unrelayable,
+    /// A new INVITE while the node stops (SIGTERM): answered 503 with Retry-After.
+    Stopping,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 8] = [
+    pub const ALL: [DropReason; 9] = [
         DropReason::Acl,
         DropReason::Scanner,
         DropReason::RateLimit,
@@ -217,6 +219,7 @@ impl DropReason {
         DropReason::Unroutable,
         DropReason::Stray,
         DropReason::Unrelayable,
+        DropReason::Stopping,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -229,6 +232,7 @@ impl DropReason {
             DropReason::Unroutable => "unroutable",
             DropReason::Stray => "stray",
             DropReason::Unrelayable => "unrelayable",
+            DropReason::Stopping => "stopping",
         }
     }
 }
@@ -263,6 +267,33 @@ impl DestState {
     }
 }
 
+/// The node's own state as the value of the `pointsman_node_state` gauge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum NodeState {
+    /// Ready, taking calls.
+    Serving = 0,
+    /// Drained by the operator: not ready, calls that still arrive are served.
+    Draining = 1,
+    /// Stopping on SIGTERM/SIGINT: not ready, new calls refused with 503.
+    Stopping = 2,
+}
+
+impl NodeState {
+    /// The gauge value.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+    /// The name the admin API and `pointsman status` show.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            NodeState::Serving => "serving",
+            NodeState::Draining => "draining",
+            NodeState::Stopping => "stopping",
+        }
+    }
+}
+
 /// Failed to set up metrics.
 #[derive(Debug, thiserror::Error)]
 pub enum MetricsError {
@@ -293,6 +324,7 @@ pub struct Metrics {
     udp_transit: Histogram,
     calls_in_progress: Gauge,
     transactions: Gauge,
+    node_state: Gauge,
     parse_errors: [Counter; PARSE_ERROR_KINDS.len()],
     dropped: [Counter; DropReason::ALL.len()],
     unrouted_calls: [Counter; CallOutcome::ALL.len()],
@@ -333,6 +365,7 @@ mod name {
     pub const UDP_TRANSIT: &str = "pointsman_udp_transit_seconds";
     pub const CALLS_IN_PROGRESS: &str = "pointsman_calls_in_progress";
     pub const TRANSACTIONS: &str = "pointsman_transactions";
+    pub const NODE_STATE: &str = "pointsman_node_state";
     pub const DEST_STATE: &str = "pointsman_destination_state";
     pub const PROBE_RTT: &str = "pointsman_probe_rtt_seconds";
     pub const PARSE_ERRORS: &str = "pointsman_parse_errors_total";
@@ -340,7 +373,7 @@ mod name {
 }
 
 /// The `# HELP` text of each metric.
-const DESCRIPTIONS: [(Kind, &str, &str); 16] = [
+const DESCRIPTIONS: [(Kind, &str, &str); 17] = [
     (
         Kind::Counter,
         name::REQUESTS,
@@ -401,6 +434,11 @@ const DESCRIPTIONS: [(Kind, &str, &str); 16] = [
         Kind::Gauge,
         name::TRANSACTIONS,
         "SIP transactions in progress",
+    ),
+    (
+        Kind::Gauge,
+        name::NODE_STATE,
+        "Node state: 0 serving, 1 draining (not ready, still serving), 2 stopping (new calls get 503)",
     ),
     (
         Kind::Gauge,
@@ -567,6 +605,7 @@ impl Metrics {
             udp_transit: r.histogram(name::UDP_TRANSIT),
             calls_in_progress: r.gauge(name::CALLS_IN_PROGRESS, &[]),
             transactions: r.gauge(name::TRANSACTIONS, &[]),
+            node_state: r.gauge(name::NODE_STATE, &[]),
             parse_errors: PARSE_ERROR_KINDS.map(|k| r.counter(name::PARSE_ERRORS, &[("kind", k)])),
             dropped: DropReason::ALL.map(|d| r.counter(name::DROPPED, &[("reason", d.as_str())])),
             unrouted_calls: route_handles(&r, NO_ROUTE),
@@ -666,6 +705,11 @@ impl Metrics {
     /// Transactions in progress now (set when the metrics are scraped).
     pub fn set_transactions(&self, n: usize) {
         self.transactions.set(n as f64);
+    }
+
+    /// The node is now in `state`.
+    pub fn node_state(&self, state: NodeState) {
+        self.node_state.set(f64::from(state.code()));
     }
 
     /// `dest` is now in `state`.
@@ -885,6 +929,7 @@ mod tests {
             "pointsman_ghost_calls_torn_down_total",
             "pointsman_calls_in_progress",
             "pointsman_transactions",
+            "pointsman_node_state",
         ] {
             assert_eq!(count(one), 1, "{one}");
         }
@@ -988,9 +1033,13 @@ mod tests {
         m.destination_state(DestId(2), DestState::Probing);
         m.destination_state(DestId(2), DestState::ForcedUp);
         m.probe_rtt(DestId(0), Duration::from_micros(1500));
+        assert!(h.render().lines().any(|l| l == "pointsman_node_state 0"));
+        m.node_state(NodeState::Draining);
+        m.node_state(NodeState::Stopping);
         assert_lines(
             &h.render(),
             &[
+                "pointsman_node_state 2",
                 "pointsman_calls_in_progress 2",
                 "pointsman_transactions 1",
                 r#"pointsman_destination_state{destination="primary"} 1"#,

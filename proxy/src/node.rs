@@ -1,16 +1,19 @@
 //! The node's control plane: what runs beside the workers. It owns the destinations' health
 //! table and its OPTIONS prober, the metrics recorder, the reload (SIGHUP and `POST /reload`),
-//! node drain, and the admin API, which it serves through [`NodeControl`].
+//! the node's own state (serving, drained by the operator, stopping on a signal), and the admin
+//! API, which it serves through [`NodeControl`].
 //!
 //! Every rule set in force is one [`Routing`] snapshot (rules, resolved addresses, health view,
 //! metric handles), built here and swapped into the core atomically, so a call never mixes the
 //! ids of two rule sets. It must not touch SIP messages: that is the core's job.
 
-use crate::admin::{self, ActionError, DestinationAction, DestinationStatus, NodeControl};
+use crate::admin::{
+    self, ActionError, DestinationAction, DestinationStatus, NodeControl, NodeStatus, Reloaded,
+};
 use crate::config::Config;
 use crate::health::prober::{Prober, ProberConfig};
 use crate::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
-use crate::metrics::{DestState, Metrics};
+use crate::metrics::{DestState, Metrics, NodeState};
 use crate::proxy::{Core, Routing};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
@@ -31,7 +34,13 @@ pub struct Node {
     /// Handles bound to the first rule set; reloads rebind from these.
     metrics: Metrics,
     handle: PrometheusHandle,
+    /// Drained by the operator (`POST /node/drain`): not ready, calls still served. Node state,
+    /// not config: a reload keeps it.
     draining: AtomicBool,
+    id: u16,
+    started: Instant,
+    /// The file it was started on (also in `reload`, whose lock a reload holds for long).
+    config_file: Option<PathBuf>,
     reload: Mutex<ReloadState>,
     /// TLS certificates and trust of listeners and destinations, swapped on reload.
     tls: Arc<Certificates>,
@@ -125,6 +134,9 @@ impl Node {
             metrics,
             handle,
             draining: AtomicBool::new(false),
+            id: cfg.node_id,
+            started: now,
+            config_file: source.clone(),
             tls,
             reload: Mutex::new(ReloadState {
                 source: source.clone(),
@@ -154,6 +166,24 @@ impl Node {
         &self.core
     }
 
+    /// Serving, drained, or stopping (which outranks a drain).
+    pub fn state(&self) -> NodeState {
+        if self.core.is_stopping() {
+            NodeState::Stopping
+        } else if self.draining.load(Ordering::Acquire) {
+            NodeState::Draining
+        } else {
+            NodeState::Serving
+        }
+    }
+
+    /// The process is stopping: `/ready` turns false for good and new calls get 503 with
+    /// Retry-After; calls in progress go on.
+    pub fn stop_taking_calls(&self) {
+        self.core.stop_taking_calls();
+        self.metrics.node_state(NodeState::Stopping);
+    }
+
     /// Re-reads the config file. If it is valid, its routing (destinations, groups, routes,
     /// health settings) replaces the running one atomically: calls in progress finish on the
     /// rules they started with, new calls take the new ones, and destinations that keep their
@@ -161,10 +191,10 @@ impl Node {
     /// every error is returned (and logged). The certificates, keys and CA bundles of TLS
     /// listeners and destinations are re-read too and serve the next handshakes (established
     /// connections keep theirs); a bad file refuses the whole reload, the running ones stay.
-    /// Sections that need new sockets or threads (listeners, node, timers, limits, TCP, TLS
-    /// handshake timeout, health source, admin) change only on restart; a reload that changes
-    /// them says so.
-    pub fn reload(&self) -> Result<String, Vec<String>> {
+    /// Sections that need new sockets, threads or a new core (listeners, node, timers, limits,
+    /// TCP, `[health]`, `[guard]`, TLS handshake timeout, admin) change only on restart; a
+    /// reload that changes them logs them and lists them in its [`Reloaded`].
+    pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = state.source.clone() else {
             return Err(vec![
@@ -195,42 +225,12 @@ impl Node {
         if let Err(errors) = self.tls.reload(&listener_refs(&new), &new.tls, &addrs) {
             return refuse(errors.iter().map(ToString::to_string).collect());
         }
-        let running = &state.running;
-        let restart_only = [
-            ("listen", running.listeners != new.listeners),
-            (
-                "node",
-                running.node_id != new.node_id
-                    || running.advertise != new.advertise
-                    || running.workers != new.workers,
-            ),
-            ("timers", running.timers != new.timers),
-            ("limits", running.limits != new.limits),
-            (
-                "tcp",
-                running.tcp_idle_timeout != new.tcp_idle_timeout
-                    || running.tcp_max_connections != new.tcp_max_connections
-                    || running.tcp_connect_timeout != new.tcp_connect_timeout,
-            ),
-            ("health.source", running.health.source != new.health.source),
-            (
-                "tls.handshake_timeout",
-                running.tls.handshake_timeout != new.tls.handshake_timeout,
-            ),
-            (
-                "admin",
-                running.admin.listen != new.admin.listen
-                    || running.admin.enabled != new.admin.enabled
-                    || running.admin.token != new.admin.token,
-            ),
-        ];
-        for (section, changed) in restart_only {
-            if changed {
-                warn!(
-                    section,
-                    "reload: this section changed and takes effect only on restart"
-                );
-            }
+        let restart_required = restart_only(&state.running, &new);
+        for section in &restart_required {
+            warn!(
+                section,
+                "reload: this section changed and takes effect only on restart"
+            );
         }
         let view = self.health.adopt(&new.router, Instant::now());
         let (dests, routes) = names(&new.router);
@@ -253,8 +253,52 @@ impl Node {
             "rules reloaded: new calls use them, calls in progress keep theirs"
         );
         state.running.router = new.router;
-        Ok(summary)
+        Ok(Reloaded {
+            summary,
+            restart_required: restart_required.into_iter().map(String::from).collect(),
+        })
     }
+}
+
+/// The sections of `new` that differ from the `running` config but need new sockets, threads
+/// or a new core to apply: they change only on restart.
+fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
+    let sections = [
+        ("listen", running.listeners != new.listeners),
+        (
+            "node",
+            running.node_id != new.node_id
+                || running.advertise != new.advertise
+                || running.workers != new.workers
+                || running.realtime_priority != new.realtime_priority
+                || running.scheduler_slice != new.scheduler_slice
+                || running.shutdown_grace != new.shutdown_grace,
+        ),
+        ("timers", running.timers != new.timers),
+        ("limits", running.limits != new.limits),
+        (
+            "tcp",
+            running.tcp_idle_timeout != new.tcp_idle_timeout
+                || running.tcp_max_connections != new.tcp_max_connections
+                || running.tcp_connect_timeout != new.tcp_connect_timeout,
+        ),
+        ("health", running.health != new.health),
+        ("guard", running.guard != new.guard),
+        (
+            "tls.handshake_timeout",
+            running.tls.handshake_timeout != new.tls.handshake_timeout,
+        ),
+        (
+            "admin",
+            running.admin.listen != new.admin.listen
+                || running.admin.enabled != new.admin.enabled
+                || running.admin.token != new.admin.token,
+        ),
+    ];
+    sections
+        .into_iter()
+        .filter_map(|(section, changed)| changed.then_some(section))
+        .collect()
 }
 
 /// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
@@ -344,17 +388,42 @@ impl NodeControl for Node {
             .ok_or_else(|| ActionError::UnknownDestination(name.to_string()))
     }
 
+    fn node(&self) -> NodeStatus {
+        let state = self.state();
+        NodeStatus {
+            id: self.id,
+            version: env!("CARGO_PKG_VERSION").into(),
+            state: state.as_str().into(),
+            draining: self.draining.load(Ordering::Acquire),
+            stopping: state == NodeState::Stopping,
+            uptime_secs: self.started.elapsed().as_secs(),
+            config_file: self.config_file.as_ref().map(|p| p.display().to_string()),
+            calls_in_setup: self.core.calls_in_setup() as u64,
+            answered_calls: self.core.answered_calls() as u64,
+        }
+    }
+
     fn drain_node(&self) {
         if !self.draining.swap(true, Ordering::AcqRel) {
+            self.metrics.node_state(self.state());
             warn!("node draining: /ready answers 503; calls in progress and new arrivals are still served");
         }
     }
 
-    fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Acquire)
+    fn resume_node(&self) -> Result<(), ActionError> {
+        if self.core.is_stopping() {
+            return Err(ActionError::Conflict(
+                "the node is stopping (SIGTERM or SIGINT): it cannot resume; start it again".into(),
+            ));
+        }
+        if self.draining.swap(false, Ordering::AcqRel) {
+            self.metrics.node_state(self.state());
+            info!("node resumed: /ready answers 200");
+        }
+        Ok(())
     }
 
-    fn reload(&self) -> Result<String, Vec<String>> {
+    fn reload(&self) -> Result<Reloaded, Vec<String>> {
         Node::reload(self)
     }
 
@@ -371,5 +440,47 @@ impl NodeControl for Node {
             }
         }
         self.handle.render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restart_only;
+    use crate::config::Config;
+
+    const BASE: &str = r#"
+[node]
+workers = 2
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[route]]
+name = "default"
+destinations = ["primary"]
+"#;
+
+    fn parse(text: &str) -> Config {
+        Config::parse(text, "test.toml").expect("valid config")
+    }
+
+    #[test]
+    fn a_reload_names_each_section_that_changes_only_on_restart_and_not_the_rules() {
+        let running = parse(BASE);
+        assert!(restart_only(&running, &running).is_empty());
+        let rules_only = BASE.replace("10.0.0.1:5060", "10.0.0.2:5060");
+        assert!(restart_only(&running, &parse(&rules_only)).is_empty());
+        let changed = BASE.replace("workers = 2", "workers = 2\nshutdown_grace = \"5s\"")
+            + "\n[timers]\nt1 = \"200ms\"\n[guard]\nrate = 5.0\n[health]\npassive = false\n\
+               [tcp]\nidle_timeout = \"1min\"\n";
+        assert_eq!(
+            restart_only(&running, &parse(&changed)),
+            ["node", "timers", "tcp", "health", "guard"]
+        );
     }
 }

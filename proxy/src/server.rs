@@ -68,18 +68,79 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
     })
 }
 
-/// Runs pointsman until the process is stopped, with no reload. See [`run_with_reload`].
+/// Runs pointsman until SIGTERM or SIGINT stops it, with no reload. See [`run_with_reload`].
 pub fn run(cfg: Config) -> anyhow::Result<()> {
     run_with_reload(cfg, None)
 }
 
-/// Runs pointsman until the process is stopped. Binds everything first, so a port in use is an
-/// error here rather than a silent worker death. With `source`, SIGHUP (and `POST /reload`)
-/// reload the routing from that file (see [`Node::reload`]).
+/// The sockets of the listeners: each worker's UDP sockets, and the TCP/TLS listeners.
+struct Bound {
+    udp: Vec<Vec<(usize, std::net::UdpSocket)>>,
+    tcp: Vec<(usize, std::net::TcpListener)>,
+    /// Held while the process runs: no other process may serve these UDP addresses.
+    claims: Vec<udp::Claim>,
+}
+
+/// Binds every listener, or fails naming the listener and its address. Another process that
+/// holds a listener's address (a second pointsman, an old one still running) is an error, never
+/// a share of the traffic: each UDP address is claimed for this process ([`udp::claim`]) before
+/// the workers' SO_REUSEPORT group binds it; TCP listening sockets never share.
+fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
+    let mut bound = Bound {
+        udp: (0..workers).map(|_| Vec::new()).collect(),
+        tcp: Vec::new(),
+        claims: Vec::new(),
+    };
+    for (index, l) in cfg.listeners.iter().enumerate() {
+        match l.transport {
+            ListenTransport::Udp => {
+                let claim = udp::claim(l.address).with_context(|| {
+                    format!(
+                        "listen {}: cannot bind UDP {}: another process holds it (is pointsman \
+                         already running?)",
+                        l.name, l.address
+                    )
+                })?;
+                bound.claims.push(claim);
+                for sockets in bound.udp.iter_mut() {
+                    let s = udp::bind(l.address).with_context(|| {
+                        format!("listen {}: cannot bind UDP {}", l.name, l.address)
+                    })?;
+                    sockets.push((index, s));
+                }
+            }
+            // A TLS listener is a TCP listener whose connections start with a handshake.
+            ListenTransport::Tcp | ListenTransport::Tls => {
+                let s = std::net::TcpListener::bind(l.address).with_context(|| {
+                    format!(
+                        "listen {}: cannot bind TCP {}: another process holds it (is pointsman \
+                         already running?)",
+                        l.name, l.address
+                    )
+                })?;
+                s.set_nonblocking(true)?;
+                bound.tcp.push((index, s));
+            }
+        }
+    }
+    Ok(bound)
+}
+
+/// Runs pointsman until SIGTERM or SIGINT stops it (see [`crate::shutdown`]). Binds every
+/// listener first, so an address in use is an error here, before anything else starts, rather
+/// than a silent worker death. With `source`, SIGHUP (and `POST /reload`) reload the routing
+/// from that file (see [`Node::reload`]).
 pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<()> {
+    let signals = crate::shutdown::Signals::install()
+        .context("cannot install the SIGTERM and SIGINT handlers")?;
+    let workers = cfg.workers.max(1);
+    let Bound {
+        udp: udp_sockets,
+        tcp: mut tcp_listeners,
+        claims: _claims,
+    } = bind_listeners(&cfg, workers)?;
     let node = Node::start(&cfg, core_config(&cfg)?, source)?;
     let core = node.core().clone();
-    let workers = cfg.workers.max(1);
 
     let mut runtimes = Vec::with_capacity(workers);
     let mut sinks = Vec::with_capacity(workers);
@@ -105,29 +166,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         runtimes.iter().map(|r| r.handle().clone()).collect(),
         Some(node.tls().clone()),
     );
-
-    // Bind everything up front.
-    let mut udp_sockets: Vec<Vec<(usize, std::net::UdpSocket)>> =
-        (0..workers).map(|_| Vec::new()).collect();
-    let mut tcp_listeners = Vec::new();
-    for (index, l) in cfg.listeners.iter().enumerate() {
-        match l.transport {
-            ListenTransport::Udp => {
-                for sockets in udp_sockets.iter_mut() {
-                    let s = udp::bind(l.address).with_context(|| {
-                        format!("listen {}: cannot bind UDP {}", l.name, l.address)
-                    })?;
-                    sockets.push((index, s));
-                }
-            }
-            // A TLS listener is a TCP listener whose connections start with a handshake.
-            ListenTransport::Tcp | ListenTransport::Tls => {
-                let s = std::net::TcpListener::bind(l.address)
-                    .with_context(|| format!("listen {}: cannot bind TCP {}", l.name, l.address))?;
-                s.set_nonblocking(true)?;
-                tcp_listeners.push((index, s));
-            }
-        }
+    for l in &cfg.listeners {
         info!(listener = %l.name, transport = ?l.transport, address = %l.address, "listening");
     }
 
@@ -161,10 +200,9 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         );
     }
     info!(node = cfg.node_id, workers, "pointsman running");
-    for t in threads {
-        let _ = t.join();
-    }
-    Ok(())
+    // The workers are not joined: the process ends under them once the stop is decided.
+    let ack_window = crate::shutdown::ack_window(cfg.timers.t1);
+    signals.wait_and_stop(&node, cfg.shutdown_grace, ack_window, &threads)
 }
 
 /// Asks the kernel to serve the calling worker promptly (see [`sched`]): SCHED_FIFO when

@@ -108,9 +108,7 @@ impl Node {
         let count = |what: &str| self.log().matches(what).count();
         let (ok_before, refused_before) = (count(OK), count(REFUSED));
         std::fs::write(self.dir.join("pointsman.toml"), config).expect("write config");
-        // SAFETY: kill(2) on our own child's pid; no memory is involved.
-        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, libc::SIGHUP) };
-        assert_eq!(rc, 0, "cannot signal pointsman");
+        self.signal(libc::SIGHUP);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
             if count(OK) > ok_before {
@@ -122,6 +120,18 @@ impl Node {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!("pointsman logged no reload outcome:\n{}", self.log());
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: libc::c_int) {
+        // SAFETY: kill(2) on our own child's pid; no memory is involved.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "cannot signal pointsman");
+    }
+
+    /// Waits up to `timeout` for the process to exit: its exit status, or `None` while it runs.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        wait_exit(&mut self.child, timeout).await
     }
 
     /// The process id.
@@ -144,6 +154,20 @@ impl Drop for Node {
         } else {
             eprintln!("pointsman log kept in {}", self.dir.display());
         }
+    }
+}
+
+/// Waits up to `timeout` for `child` to exit: its exit status, or `None` while it runs.
+pub async fn wait_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

@@ -564,6 +564,19 @@ fn zero_tcp_idle_timeout_is_rejected() {
 }
 
 #[test]
+fn shutdown_grace_defaults_to_25s_and_is_bounded() {
+    assert_eq!(parse(BASE).unwrap().shutdown_grace, Duration::from_secs(25));
+    let c = parse(&base_with("[node]\nshutdown_grace = \"0s\"")).unwrap();
+    assert_eq!(c.shutdown_grace, Duration::ZERO, "0s: exit at once");
+    assert_one_error(
+        &base_with("[node]\nshutdown_grace = \"11min\""),
+        "node.shutdown_grace",
+        Some(18),
+        "shutdown_grace = \"11min\" is too long: use a duration from 0s to 10min (default 25s)",
+    );
+}
+
+#[test]
 fn zero_tcp_max_connections_is_rejected() {
     assert_one_error(
         &base_with("[tcp]\nmax_connections = 0"),

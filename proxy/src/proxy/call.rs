@@ -293,6 +293,7 @@ impl Core {
             }
         }
         routing.metrics.calls_in_progress(1);
+        self.count_in_setup(true);
         let plan = CallPlan { steps, reject };
         self.start_call(msg, key, inb.from, routing, route, plan, true, now, out);
     }
@@ -716,6 +717,7 @@ impl Core {
         c.branches[i].counted = false;
         c.phase = CallPhase::Answered;
         if c.failover {
+            self.count_in_setup(false);
             let key = self.dialog_key(msg);
             // Counted until its BYE: the branch's call at its destination goes on.
             let dest = c.branches[i]
@@ -1041,6 +1043,7 @@ impl Core {
         );
         if c.failover {
             c.routing.metrics.calls_in_progress(-1);
+            self.count_in_setup(false);
         }
         self.log_outcome(c, 480, now);
     }
@@ -1127,6 +1130,7 @@ impl Core {
         c.routing.metrics.response_out(code);
         if c.failover {
             c.routing.metrics.calls_in_progress(-1);
+            self.count_in_setup(false);
         }
         self.log_outcome(c, code, now);
     }

@@ -297,6 +297,10 @@ pub struct Core {
     /// yet): what `[guard] max_transactions` caps. Tombstones that only absorb retransmissions
     /// are not counted; there are at most the call rate × 64·T1 of them.
     in_progress: AtomicUsize,
+    /// New calls whose caller has no final answer yet: what a stopping node waits for.
+    in_setup: AtomicUsize,
+    /// The node is stopping: new INVITEs are refused (see [`Core::stop_taking_calls`]).
+    stopping: AtomicBool,
     /// Per-source limit of sources that are neither allowed nor destinations.
     limiter: RateLimiter,
     /// Per-source limit of allowed sources and destinations (`[guard] allowed_rate`); none by
@@ -383,6 +387,8 @@ impl Core {
             sweep_armed: AtomicBool::new(false),
             sweep_next: AtomicUsize::new(0),
             in_progress: AtomicUsize::new(0),
+            in_setup: AtomicUsize::new(0),
+            stopping: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
             answered: key::new_table(),
         }
@@ -522,6 +528,31 @@ impl Core {
             self.in_progress.fetch_add(1, Ordering::Relaxed);
         } else {
             self.in_progress.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// From now on new INVITEs get 503 with Retry-After; everything of the calls in progress
+    /// goes on. For a node that is stopping: there is no way back.
+    pub fn stop_taking_calls(&self) {
+        self.stopping.store(true, Ordering::Release);
+    }
+
+    /// Whether [`stop_taking_calls`](Self::stop_taking_calls) was called.
+    pub fn is_stopping(&self) -> bool {
+        self.stopping.load(Ordering::Acquire)
+    }
+
+    /// New calls whose caller has no final answer yet.
+    pub fn calls_in_setup(&self) -> usize {
+        self.in_setup.load(Ordering::Acquire)
+    }
+
+    /// A new call started (`true`) or got its final answer (`false`).
+    pub(super) fn count_in_setup(&self, started: bool) {
+        if started {
+            self.in_setup.fetch_add(1, Ordering::AcqRel);
+        } else {
+            self.in_setup.fetch_sub(1, Ordering::AcqRel);
         }
     }
 
@@ -666,8 +697,9 @@ impl Core {
     /// dropped; a source over its rate is refused: allowed sources and destinations (limited
     /// only when `[guard] allowed_rate` is set) always get 503 + Retry-After, never silence;
     /// any other source's excess (a flood: the default rate is above any trunk) is dropped.
-    /// New INVITEs are shed with 503 while the node is overloaded or its tables are full.
-    /// In-dialog requests, ACK, CANCEL and responses never come here: calls in progress go on.
+    /// New INVITEs are shed with 503 while the node is overloaded, its tables are full or it
+    /// is stopping. In-dialog requests, ACK, CANCEL and responses never come here: calls in
+    /// progress go on.
     fn gate_new_request(
         &self,
         msg: &Message<'_>,
@@ -703,6 +735,9 @@ impl Core {
             || self.answered.len() >= self.cfg.guard.max_calls;
         if method == Method::Invite && (inb.overloaded || full) {
             return Err(Refusal::Busy(DropReason::Overload));
+        }
+        if method == Method::Invite && self.is_stopping() {
+            return Err(Refusal::Busy(DropReason::Stopping));
         }
         Ok(())
     }

@@ -1823,6 +1823,7 @@ fn a_response_that_cannot_reach_the_caller_ends_its_transaction_and_cancels_the_
     h.absorb(out);
     let cancel = h.last_to(PRIMARY, "CANCEL");
     assert!(header(&cancel, "Reason").unwrap().contains("cause=480"));
+    assert_eq!(h.core.calls_in_setup(), 0, "a stopping node does not wait for it");
     h.receive(PRIMARY, &response_to(&fwd, 487, "p"));
     h.advance(Duration::from_secs(200));
     assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "no branch starts after");
@@ -2033,4 +2034,46 @@ fn a_bye_answer_that_cannot_be_relayed_still_ends_the_call_with_pointsmans_own_2
     assert_eq!(header(&ok, "CSeq"), Some("2 BYE"));
     assert_eq!(h.core.answered_calls(), 0);
     assert_eq!(h.dropped("unrelayable"), 1.0);
+}
+
+#[test]
+fn a_stopping_core_refuses_new_invites_with_503_and_calls_in_setup_still_complete() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("st-ringing"));
+    let ringing = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&ringing, 180, "p"));
+    h.receive(CARRIER, &invite("st-busy"));
+    let busy = h.last_to(PRIMARY, "INVITE");
+    assert_eq!(h.core.calls_in_setup(), 2);
+    h.receive(PRIMARY, &response_to(&busy, 486, "p"));
+    assert_eq!(h.core.calls_in_setup(), 1, "a final answer ends the setup");
+
+    h.core.stop_taking_calls();
+    assert!(h.core.is_stopping());
+    h.receive(CARRIER, &invite("st-new"));
+    let refused = h.last_to(CARRIER, "SIP/2.0 503");
+    assert_eq!(header(&refused, "Call-ID"), Some("st-new"));
+    assert_eq!(header(&refused, "Retry-After"), Some("5"));
+    assert_eq!(
+        h.count_to(PRIMARY, "INVITE"),
+        2,
+        "the new call went nowhere"
+    );
+    assert!(h
+        .metrics
+        .render()
+        .lines()
+        .any(|l| l == r#"pointsman_dropped_total{reason="stopping"} 1"#));
+
+    // The call in setup goes on: its answer is relayed and it counts as answered.
+    h.receive(PRIMARY, &response_to(&ringing, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    assert_eq!(header(&ok, "Call-ID"), Some("st-ringing"));
+    assert_eq!(h.core.calls_in_setup(), 0);
+    assert_eq!(h.core.answered_calls(), 1);
+    // ... and so does its BYE.
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!("BYE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-stbye\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: st-ringing\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, bye.as_bytes());
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
 }

@@ -1,5 +1,5 @@
 //! UDP: one SO_REUSEPORT socket per worker and listener, so the kernel spreads carriers across
-//! workers; and ICMP errors (port unreachable) read back from the socket's error queue, which
+//! workers, each address claimed for one process first ([`claim`]); and ICMP errors (port unreachable) read back from the socket's error queue, which
 //! hands us the datagram that bounced — the core finds the branch from its Via.
 
 use std::io;
@@ -23,6 +23,37 @@ pub fn bind(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
     socket.bind(&addr.into())?;
     enable_error_queue(socket.as_raw_fd(), addr.is_ipv6())?;
     Ok(socket.into())
+}
+
+/// The right of this process to serve a UDP listen address; held until it is dropped.
+#[derive(Debug)]
+pub struct Claim {
+    _name: std::os::unix::net::UnixDatagram,
+}
+
+/// Claims `addr` for this process, or fails with `AddrInUse` when another process serves it.
+/// Call it before [`bind`]: the kernel lets any process of the same user join a SO_REUSEPORT
+/// group, so [`bind`] alone would let a second pointsman take part of the datagrams.
+///
+/// Two checks. A plain socket (neither SO_REUSEADDR nor SO_REUSEPORT) shares its address with
+/// no one, so binding it fails while anything, pointsman or not, is bound there. And an abstract
+/// Unix socket named after the address, held for the life of the claim, closes the window
+/// between that check and the workers' bind: binding a name is atomic, so of two pointsman
+/// started at the same moment only one gets it. Both are scoped to the network namespace, as
+/// the address is, and the kernel frees the name when the process ends, however it ends.
+pub fn claim(addr: SocketAddr) -> io::Result<Claim> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    use std::os::linux::net::SocketAddrExt;
+    let name = std::os::unix::net::SocketAddr::from_abstract_name(
+        format!("pointsman/udp/{addr}").as_bytes(),
+    )?;
+    let held = std::os::unix::net::UnixDatagram::bind_addr(&name)?;
+    let probe = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        probe.set_only_v6(true)?;
+    }
+    probe.bind(&addr.into())?;
+    Ok(Claim { _name: held })
 }
 
 fn enable_error_queue(fd: RawFd, v6: bool) -> io::Result<()> {
@@ -262,6 +293,29 @@ pub fn raw_fd(socket: &tokio::net::UdpSocket) -> RawFd {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_is_claimed_by_one_holder_at_a_time_and_freed_with_the_claim() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        // A port of our own, free again.
+        let free = std::net::UdpSocket::bind(addr)
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let first = claim(free).expect("a free address");
+        let workers = [bind(free).unwrap(), bind(free).unwrap()];
+        let second = claim(free).unwrap_err();
+        assert_eq!(second.kind(), io::ErrorKind::AddrInUse, "{second}");
+        drop(workers);
+        // The name alone still holds it: a start that overlaps the bind is refused too.
+        assert_eq!(claim(free).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(first);
+        claim(free).expect("free once the claim is dropped");
+        // Anything bound there, pointsman or not, holds it as well.
+        let other = std::net::UdpSocket::bind(free).unwrap();
+        assert_eq!(claim(free).unwrap_err().kind(), io::ErrorKind::AddrInUse);
+        drop(other);
+    }
 
     #[test]
     fn port_unreachable_is_read_back_with_the_bounced_payload() {
