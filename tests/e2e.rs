@@ -639,6 +639,47 @@ async fn tcp_carrier_leg_call_is_answered_and_hung_up() {
 }
 
 #[tokio::test]
+async fn a_tcp_caller_whose_connection_is_gone_has_every_branch_cancelled() {
+    // The primary rings only after the caller has hung up its connection: the 180 cannot be
+    // delivered (nothing listens where the caller was), so the call is given up (RFC 3261
+    // §17.2.4) and the ringing destination gets CANCEL instead of ringing for nobody.
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::of(vec![
+            Step::Wait(Duration::from_millis(400)),
+            Step::Respond(180),
+        ])),
+        provisional: "2s",
+        probe: false,
+        ..Setup::default()
+    })
+    .await;
+    let tcp = Carrier::tcp("tcp-carrier", at(t.ip, PROXY_PORT), t.journal.clone())
+        .await
+        .unwrap();
+    tcp.invite(&tcp.invite_spec("caller-gone")).await.unwrap();
+    t.journal
+        .wait_for("tcp-carrier", WAIT, |s| s.is_response(100, "INVITE"))
+        .await
+        .unwrap_or_else(|| panic!("no 100 over TCP\n{}", t.report()));
+    drop(tcp);
+    let cancel = expect(&t, "primary", "CANCEL", |s| s.is("CANCEL")).await;
+    assert!(
+        cancel
+            .header("Reason")
+            .is_some_and(|r| r.contains("cause=480")),
+        "{}",
+        t.report()
+    );
+    settle(Duration::from_secs(3)).await;
+    assert_eq!(
+        t.journal.count("secondary", |s| s.is("INVITE")),
+        0,
+        "no branch starts for a caller that is gone\n{}",
+        t.report()
+    );
+}
+
+#[tokio::test]
 async fn options_to_pointsman_is_answered_200() {
     let t = TwoClouds::start(Setup::default()).await;
     let me = t.carrier.local_addr();

@@ -1823,7 +1823,11 @@ fn a_response_that_cannot_reach_the_caller_ends_its_transaction_and_cancels_the_
     h.absorb(out);
     let cancel = h.last_to(PRIMARY, "CANCEL");
     assert!(header(&cancel, "Reason").unwrap().contains("cause=480"));
-    assert_eq!(h.core.calls_in_setup(), 0, "a stopping node does not wait for it");
+    assert_eq!(
+        h.core.calls_in_setup(),
+        0,
+        "a stopping node does not wait for it"
+    );
     h.receive(PRIMARY, &response_to(&fwd, 487, "p"));
     h.advance(Duration::from_secs(200));
     assert_eq!(h.count_to(SECONDARY, "INVITE"), 0, "no branch starts after");
