@@ -14,6 +14,8 @@
 //! the config file's directory.
 
 mod locate;
+mod read;
+mod syntax;
 #[cfg(test)]
 mod tests;
 
@@ -322,18 +324,27 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
+    /// 1-based line, where the text has one.
     pub line: Option<usize>,
+    /// 1-based column (in characters) on `line`: the unknown key, the bad value, or the header
+    /// of the table that lacks a key.
+    pub column: Option<usize>,
     /// Key path, e.g. `destination[1].transport`.
     pub path: String,
     pub message: String,
 }
 
 impl std::fmt::Display for ConfigError {
+    /// `FILE:LINE:COLUMN: KEY.PATH: message`, as compilers write it, so editors jump to it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.path, self.message),
-            None => write!(f, "{}: {}: {}", self.file, self.path, self.message),
+        write!(f, "{}:", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, "{line}:")?;
+            if let Some(column) = self.column {
+                write!(f, "{column}:")?;
+            }
         }
+        write!(f, " {}: {}", self.path, self.message)
     }
 }
 
@@ -375,6 +386,7 @@ impl Config {
                 Err(ConfigErrors(vec![ConfigError {
                     file,
                     line: None,
+                    column: None,
                     path: "-".into(),
                     message: format!("cannot read the config file: {e}"),
                 }])),
@@ -389,70 +401,81 @@ impl Config {
         text: &str,
         file: &str,
     ) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
-        let locator = Locator::new(text);
-        let spec: ConfigFile = match serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        {
-            Ok(spec) => spec,
+        let doc = match toml_edit::ImDocument::parse(text) {
+            Ok(doc) => doc,
             Err(e) => {
+                // Not TOML: there is nothing to read past it.
+                let locator = Locator::new(text, None);
+                let span = e.span();
+                let mut message = explain_structural(e.message());
+                if let Some(hint) = span
+                    .as_ref()
+                    .and_then(|s| syntax::hint(text, s, e.message()))
+                {
+                    message = format!("{message}; {hint}");
+                }
+                let place = span.map(|s| locator.place_of_span(&s));
                 return (
-                    Err(ConfigErrors(vec![structural_error(e, &locator, file)])),
+                    Err(ConfigErrors(vec![ConfigError {
+                        file: file.to_string(),
+                        line: place.map(|p| p.0),
+                        column: place.map(|p| p.1),
+                        path: "-".into(),
+                        message,
+                    }])),
                     Vec::new(),
-                )
+                );
             }
         };
+        let locator = Locator::new(text, Some(doc.as_table()));
+        let read = read::read(doc.as_table());
         let mut errors = Errors::default();
         let mut warnings = Errors::default();
         let base = Path::new(file).parent().unwrap_or(Path::new(""));
-        let config = validate(spec, base, &mut errors, &mut warnings);
+        let config = validate(read.spec, base, &read.damage, &mut errors, &mut warnings);
+        // Structural problems carry their span; semantic ones are placed by key path.
+        let structural = read.problems.into_iter().map(|p| {
+            let place = p
+                .span
+                .map(|s| locator.place_of_span(&s))
+                .or_else(|| locator.place(&p.path));
+            (place, p.path, explain_structural(&p.message))
+        });
         let place = |found: Errors| {
-            let mut out: Vec<ConfigError> = found
+            found
                 .0
                 .into_iter()
-                .map(|found| ConfigError {
+                // What a structural problem left unjudgeable is not judged (see read::Damage).
+                .filter(|f| !read.damage.hides(&f.path, &f.message))
+                .map(|f| (locator.place(&f.line_of), f.path, f.message))
+                .collect::<Vec<_>>()
+        };
+        let in_order = |found: Vec<(Option<locate::Place>, String, String)>| {
+            let mut out: Vec<ConfigError> = found
+                .into_iter()
+                .map(|(place, path, message)| ConfigError {
                     file: file.to_string(),
-                    line: locator.line(&found.line_of),
-                    path: found.path,
-                    message: found.message,
+                    line: place.map(|p| p.0),
+                    column: place.map(|p| p.1),
+                    path,
+                    message,
                 })
                 .collect();
             // File order; errors with no line (a missing section) come last. Stable, so
-            // errors on one line keep the order they were found in.
-            out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            // errors at one place keep the order they were found in.
+            out.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
             out
         };
-        let warnings = place(warnings);
+        let warnings = in_order(place(warnings));
+        let mut all = place(errors);
+        all.extend(structural);
         match config {
-            Some(mut config) if errors.0.is_empty() => {
+            Some(mut config) if all.is_empty() => {
                 config.warnings = warnings.clone();
                 (Ok(config), warnings)
             }
-            _ => (Err(ConfigErrors(place(errors))), warnings),
+            _ => (Err(ConfigErrors(in_order(all))), warnings),
         }
-    }
-}
-
-/// The one error a failed deserialisation gives: TOML syntax, unknown key, wrong type or value.
-fn structural_error(
-    e: serde_path_to_error::Error<toml::de::Error>,
-    locator: &Locator,
-    file: &str,
-) -> ConfigError {
-    let path = e.path().to_string();
-    let path = if path.is_empty() || path == "." {
-        "-".to_string()
-    } else {
-        path
-    };
-    let inner = e.into_inner();
-    let line = inner
-        .span()
-        .map(|span| locator.line_of_offset(span.start))
-        .or_else(|| locator.line(&path));
-    ConfigError {
-        file: file.to_string(),
-        line,
-        message: explain_structural(inner.message()),
-        path,
     }
 }
 
@@ -622,6 +645,7 @@ fn last_key(path: &str) -> &str {
 fn validate(
     spec: ConfigFile,
     base: &Path,
+    damage: &read::Damage,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<Config> {
@@ -670,11 +694,20 @@ fn validate(
     let admin = validate_admin(&spec.admin, &listeners, errors);
     let health = validate_health(&spec.health, &listeners, errors);
     let guard = validate_guard(&spec.guard, errors);
-    let router = match Router::compile(&spec.destinations, &spec.groups, &spec.routes) {
+    // Placeholders stand in for unreadable entries; what is said about them is left out here
+    // so the rest is still compiled and checked (the config fails on the structural errors).
+    let compiled = Router::compile_except(&spec.destinations, &spec.groups, &spec.routes, |e| {
+        damage.hides(&e.path, &e.message)
+    });
+    let router = match compiled {
         Ok(router) => {
-            check_sources(&router, &listeners, errors);
-            for w in &router.warnings {
-                warnings.push(w.path.clone(), w.message.clone());
+            check_sources(&router, &listeners, damage.listener_names(), errors);
+            // Judged on placeholders, a route could seem to shadow another or a group to be
+            // unused: the warnings wait until the rules read whole.
+            if !damage.rules() {
+                for w in &router.warnings {
+                    warnings.push(w.path.clone(), w.message.clone());
+                }
             }
             Some(router)
         }
@@ -910,11 +943,14 @@ fn validate_tls(
     config
 }
 
-/// Every `match.source` must name a listener.
-fn check_sources(router: &Router, listeners: &[Listener], errors: &mut Errors) {
+/// Every `match.source` must name a listener (or one that could not be read, `unread`).
+fn check_sources(router: &Router, listeners: &[Listener], unread: &[String], errors: &mut Errors) {
     let names = || listeners.iter().map(|l| l.name.as_str());
     for (path, source) in router.sources() {
-        if names().any(|n| n == source) {
+        if names()
+            .chain(unread.iter().map(String::as_str))
+            .any(|n| n == source)
+        {
             continue;
         }
         let message = match closest(source, names()) {

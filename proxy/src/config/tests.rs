@@ -674,7 +674,10 @@ t1 = "20s"
     assert!(errs.iter().all(|e| e.file == FILE));
     let shown = ConfigErrors(errs).to_string();
     assert_eq!(shown.lines().count(), 6);
-    assert!(shown.starts_with("test.toml:2: node.id: id = 0"), "{shown}");
+    assert!(
+        shown.starts_with("test.toml:2:6: node.id: id = 0"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -726,12 +729,21 @@ fn load_names_the_file_in_errors() {
 }
 
 #[test]
-fn config_error_display_shows_file_line_path_and_message() {
+fn config_error_display_shows_file_line_column_path_and_message() {
     let e = ConfigError {
         file: "pointsman.toml".into(),
         line: Some(7),
+        column: Some(11),
         path: "destination[0].address".into(),
         message: "has no port".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "pointsman.toml:7:11: destination[0].address: has no port"
+    );
+    let e = ConfigError {
+        column: None,
+        ..e.clone()
     };
     assert_eq!(
         e.to_string(),

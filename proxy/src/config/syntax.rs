@@ -1,0 +1,140 @@
+//! Hints for TOML syntax errors: the parser says what it expected at a byte; where the text
+//! there is a mistake people often make (a string, a duration or an address without quotes, a
+//! string or a table header not closed), say how to write it. Only where the text shows it:
+//! otherwise no hint.
+
+use std::ops::Range;
+
+/// A hint for the parser's `message` at `span` of `text`, or `None`.
+pub(crate) fn hint(text: &str, span: &Range<usize>, message: &str) -> Option<String> {
+    let at = span.start.min(text.len());
+    let line_start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
+    let line_end = text.get(at..)?.find('\n').map_or(text.len(), |i| at + i);
+    let line = text.get(line_start..line_end)?.trim_end_matches('\r');
+    // The parser stopped at the end of the line: something opened on it was not closed.
+    let at_line_end = text.get(at..line_end)?.trim().is_empty();
+    let first = message.lines().next().unwrap_or_default();
+    match first {
+        "invalid basic string" | "invalid literal string" if at_line_end => {
+            let quote = if first == "invalid basic string" {
+                '"'
+            } else {
+                '\''
+            };
+            Some(format!(
+                "the string is not closed: end it with {quote} on the same line"
+            ))
+        }
+        "invalid table header" => {
+            // `[node` or `[[route]`: a plain name whose brackets do not close.
+            let header = line.split('#').next().unwrap_or_default().trim();
+            let double = header.starts_with("[[");
+            let name = header.trim_start_matches('[').trim_end_matches(']');
+            let plain = !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+            let rest = text
+                .get(at..line_end)?
+                .split('#')
+                .next()
+                .unwrap_or_default();
+            let unclosed = matches!(rest.trim(), "" | "]");
+            (plain && unclosed).then(|| {
+                let (open, close) = if double { ("[[", "]]") } else { ("[", "]") };
+                format!("the table header is not closed: write {open}{name}{close}")
+            })
+        }
+        "invalid inline table" if at_line_end => {
+            Some("an inline table { ... } must close with } on the line it opens on".into())
+        }
+        "invalid string" | "expected newline, `#`" => unquoted_value(line),
+        _ => None,
+    }
+}
+
+/// `key = value` where value is a bare word, a duration or an address: how to quote it.
+fn unquoted_value(line: &str) -> Option<String> {
+    let (key, value) = line.split_once('=')?;
+    let key = key.trim();
+    let value = value.split('#').next().unwrap_or_default().trim();
+    if key.is_empty() || value.is_empty() || value.contains(['"', '\'', '[', '{', ' ']) {
+        return None;
+    }
+    let what = if value.starts_with(|c: char| c.is_ascii_digit())
+        && humantime::parse_duration(value).is_ok()
+    {
+        "a duration is a string with a unit"
+    } else if value.parse::<std::net::SocketAddr>().is_ok()
+        || value.parse::<std::net::IpAddr>().is_ok()
+    {
+        "an address is a string"
+    } else if value
+        .chars()
+        .all(|c| c.is_alphanumeric() || "-_.:".contains(c))
+        && value.starts_with(char::is_alphabetic)
+        && !matches!(value, "true" | "false" | "inf" | "nan")
+    {
+        "a string goes in quotes"
+    } else {
+        return None;
+    };
+    Some(format!("{what}: write {key} = \"{value}\""))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hint toml gives `text`, as the loader shows it.
+    fn hint_for(text: &str) -> Option<String> {
+        let e = toml_edit::ImDocument::parse(text).expect_err("not TOML");
+        hint(text, &e.span().unwrap_or(0..0), e.message())
+    }
+
+    #[test]
+    fn config_syntax_hints_quote_bare_words_durations_and_addresses() {
+        assert_eq!(
+            hint_for("[node]\nadvertise = edge\n").as_deref(),
+            Some("a string goes in quotes: write advertise = \"edge\"")
+        );
+        assert_eq!(
+            hint_for("[tcp]\nconnect_timeout = 2s # two\n").as_deref(),
+            Some("a duration is a string with a unit: write connect_timeout = \"2s\"")
+        );
+        assert_eq!(
+            hint_for("x = 1\nprobe_interval = 500ms\n").as_deref(),
+            Some("a duration is a string with a unit: write probe_interval = \"500ms\"")
+        );
+        assert_eq!(
+            hint_for("address = 10.0.0.1:5060\n").as_deref(),
+            Some("an address is a string: write address = \"10.0.0.1:5060\"")
+        );
+    }
+
+    #[test]
+    fn config_syntax_hints_close_strings_and_table_headers() {
+        assert_eq!(
+            hint_for("name = \"primary\nx = 1\n").as_deref(),
+            Some("the string is not closed: end it with \" on the same line")
+        );
+        assert_eq!(
+            hint_for("[node\nid = 1\n").as_deref(),
+            Some("the table header is not closed: write [node]")
+        );
+        assert_eq!(
+            hint_for("[[route]\nname = \"a\"\n").as_deref(),
+            Some("the table header is not closed: write [[route]]")
+        );
+        assert!(hint_for("a = { b = 1\n").is_some());
+    }
+
+    #[test]
+    fn config_syntax_gives_no_hint_where_the_mistake_is_not_plain() {
+        assert_eq!(hint_for("a = \"x\" b\n"), None);
+        assert_eq!(hint_for("a = [1, 2\nb = 3\n"), None);
+        assert_eq!(hint_for("a = 1\na = 2\n"), None);
+        assert_eq!(hint_for("= 1\n"), None);
+        assert_eq!(hint_for("a = \"\\q\"\n"), None);
+    }
+}
