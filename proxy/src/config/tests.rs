@@ -257,6 +257,200 @@ fn toml_syntax_error_reports_its_line() {
     assert!(!errs[0].message.contains('\n'), "{}", errs[0]);
 }
 
+// ---- every problem in one run ----
+
+/// Eight problems of five kinds (missing key, unknown key, wrong type, unknown section, bad
+/// value) in seven sections, and a route naming a destination that cannot be read (which must
+/// not add a ninth).
+const MANY_PROBLEMS: &str = r#"[node]
+id = 0
+
+[[listen]]
+transport = "udp"
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[destination]]
+name = "secondary"
+address = "10.0.0.2:5060"
+transprt = "tcp"
+weight = "heavy"
+
+[guard]
+rate = "fast"
+max_sources = 0
+
+[[route]]
+name = "uk"
+destinations = ["secondary"]
+
+[[route]]
+name = "default"
+destinations = ["primary", "nowhere"]
+
+[[route]]
+name = "last"
+destinations = ["primary"]
+retry_codes = [503, 603]
+
+[tsl]
+ca = "x"
+"#;
+
+/// (line, column, path) of each error.
+fn places(errs: &[ConfigError]) -> Vec<(Option<usize>, Option<usize>, &str)> {
+    errs.iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect()
+}
+
+#[test]
+fn every_structural_and_semantic_problem_is_reported_in_one_run_with_line_and_column() {
+    let errs = errors(MANY_PROBLEMS);
+    assert_eq!(
+        places(&errs),
+        [
+            (Some(2), Some(6), "node.id"),
+            (Some(4), Some(1), "listen[0]"),
+            (Some(18), Some(1), "destination[1].transprt"),
+            (Some(19), Some(10), "destination[1].weight"),
+            (Some(22), Some(8), "guard.rate"),
+            (Some(31), Some(28), "route[1].destinations[1]"),
+            (Some(36), Some(21), "route[2].retry_codes[1]"),
+            (Some(38), Some(2), "tsl"),
+        ],
+        "{errs:#?}"
+    );
+    let message = |path: &str| {
+        errs.iter()
+            .find(|e| e.path == path)
+            .map_or("", |e| e.message.as_str())
+    };
+    assert!(message("listen[0]").contains("missing field `address`"));
+    assert!(message("destination[1].transprt").contains("did you mean `transport`?"));
+    assert!(message("destination[1].weight").contains("invalid type: string \"heavy\""));
+    assert!(message("guard.rate").contains("\"fast\""));
+    assert!(message("route[1].destinations[1]").contains("unknown destination \"nowhere\""));
+    assert!(message("route[2].retry_codes[1]").contains("6xx ends the call"));
+    assert!(message("tsl").contains("unknown field `tsl`, expected one of `node`"));
+}
+
+#[test]
+fn a_damaged_section_is_not_judged_on_what_is_left_of_it() {
+    // guard.max_sources = 0 is out of range, but [guard] has a structural error: its values
+    // are judged once it reads whole, so the run does not report what may be a follow-on.
+    let errs = errors(MANY_PROBLEMS);
+    assert!(!errs.iter().any(|e| e.path == "guard.max_sources"), "{errs:#?}");
+    let whole = errors(&MANY_PROBLEMS.replace("rate = \"fast\"\n", ""));
+    assert!(whole.iter().any(|e| e.path == "guard.max_sources"), "{whole:#?}");
+}
+
+#[test]
+fn a_route_naming_a_destination_that_could_not_be_read_is_not_an_unknown_destination() {
+    let text = BASE.replace(
+        "address = \"10.0.0.2:5060\"",
+        "address = \"10.0.0.2:5060\"\nweight = -1",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        places(&errs),
+        [(Some(12), Some(10), "destination[1].weight")],
+        "{errs:#?}"
+    );
+    // Not even its name could be read: no reference to a destination is judged.
+    let text = BASE.replace("name = \"secondary\"", "name = 2");
+    let errs = errors(&text);
+    assert_eq!(
+        places(&errs),
+        [(Some(10), Some(8), "destination[1].name")],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_route_naming_a_listener_that_could_not_be_read_is_not_an_unknown_listener() {
+    let errs = errors(&TIERED.replace("transport = \"udp\"", "transport = \"sctp\""));
+    assert_eq!(
+        places(&errs),
+        [(Some(3), Some(13), "listen[0].transport")],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn rule_warnings_wait_until_every_rule_entry_reads_whole() {
+    // With route "uk" unreadable, "cloud" looks unused and "default" could look shadowed.
+    let (result, warnings) = Config::parse_with_warnings(
+        &TIERED.replace("tiers = [\"edge\"]", "tiers = \"edge\""),
+        FILE,
+    );
+    let errs = result.unwrap_err().0;
+    assert_eq!(places(&errs), [(Some(27), Some(9), "route[0].tiers")]);
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn every_bad_element_of_an_array_is_reported_at_its_own_index() {
+    let text = BASE.replace(
+        "address = \"10.0.0.1:5060\"",
+        "address = \"10.0.0.1:5060\"\nprobe_codes = [200, \"x\", 404, \"y\"]\ntags = [1]",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        places(&errs),
+        [
+            (Some(8), Some(21), "destination[0].probe_codes[1]"),
+            (Some(8), Some(31), "destination[0].probe_codes[3]"),
+            (Some(9), Some(9), "destination[0].tags[0]"),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_missing_key_in_a_nested_table_is_placed_at_that_table() {
+    let errs = errors(&TIERED.replace(
+        "{ name = \"secondary\", priority = 5 }",
+        "{ nam = \"secondary\", priority = 5 }",
+    ));
+    assert_eq!(
+        places(&errs),
+        [
+            (Some(17), Some(23), "group[0].members[1]"),
+            (Some(17), Some(25), "group[0].members[1].nam"),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_line_column_and_a_hint() {
+    let errs = errors(&base_with("[tcp]\nconnect_timeout = 2s"));
+    assert_eq!(places(&errs), [(Some(18), Some(20), "-")], "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .ends_with("a duration is a string with a unit: write connect_timeout = \"2s\""),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&BASE.replace("name = \"primary\"", "name = primary"));
+    assert_eq!(places(&errs), [(Some(6), Some(8), "-")], "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .ends_with("a string goes in quotes: write name = \"primary\""),
+        "{}",
+        errs[0]
+    );
+}
+
 // ---- listeners ----
 
 #[test]
