@@ -733,6 +733,60 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
     );
 }
 
+#[test]
+fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_count() {
+    let bin = env!("CARGO_BIN_EXE_pointsman");
+    let dir = std::env::temp_dir().join(format!("pointsman-check-all-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let bad = dir.join("bad.toml");
+    // An unknown key, a wrong type, a missing key, an unknown section and two bad values, in
+    // six sections; the route names the unreadable destination, which is no problem of its own.
+    std::fs::write(
+        &bad,
+        "[node]\nid = 0\n\n\
+         [[listen]]\ntransport = \"udp\"\n\n\
+         [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\ntransprt = \"tcp\"\n\n\
+         [guard]\nrate = \"fast\"\n\n\
+         [[route]]\nname = \"default\"\ndestinations = [\"primary\"]\nretry_codes = [503, 603]\n\n\
+         [tsl]\nca = \"x\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(bin)
+        .args(["check", "--config"])
+        .arg(&bad)
+        .output()
+        .expect("run pointsman check");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    let file = bad.display().to_string();
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        ("2:6", "node.id", "id = 0"),
+        ("4:1", "listen[0]", "missing field `address`"),
+        (
+            "10:1",
+            "destination[0].transprt",
+            "did you mean `transport`?",
+        ),
+        ("13:8", "guard.rate", "invalid type: string \"fast\""),
+        ("18:21", "route[0].retry_codes[1]", "603"),
+        ("20:2", "tsl", "unknown field `tsl`"),
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    for (line, (place, path, phrase)) in lines.iter().zip(expected) {
+        let head = format!("{file}:{place}: {path}: ");
+        assert!(
+            line.starts_with(&head) && line.contains(phrase),
+            "{head}...{phrase}... in\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.ends_with(&format!("{file}: 6 error(s), 0 warning(s)\n")),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn sighup_reload_routes_new_calls_by_the_new_rules_and_calls_in_progress_by_theirs() {
     let setup = Setup {

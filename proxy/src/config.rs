@@ -406,15 +406,13 @@ impl Config {
             Err(e) => {
                 // Not TOML: there is nothing to read past it.
                 let locator = Locator::new(text, None);
-                let span = e.span();
+                let mut at = e.span().map(|s| s.start);
                 let mut message = explain_structural(e.message());
-                if let Some(hint) = span
-                    .as_ref()
-                    .and_then(|s| syntax::hint(text, s, e.message()))
-                {
-                    message = format!("{message}; {hint}");
+                if let Some(hint) = e.span().and_then(|s| syntax::hint(text, &s, e.message())) {
+                    message = format!("{message}; {}", hint.text);
+                    at = hint.at.or(at);
                 }
-                let place = span.map(|s| locator.place_of_span(&s));
+                let place = at.map(|offset| locator.place_of_offset(offset));
                 return (
                     Err(ConfigErrors(vec![ConfigError {
                         file: file.to_string(),

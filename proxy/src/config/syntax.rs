@@ -5,15 +5,34 @@
 
 use std::ops::Range;
 
+/// How to fix a syntax error, and where.
+#[derive(Debug, PartialEq)]
+pub(crate) struct Hint {
+    pub text: String,
+    /// A better place than the parser's: the start of the value to quote.
+    pub at: Option<usize>,
+}
+
 /// A hint for the parser's `message` at `span` of `text`, or `None`.
-pub(crate) fn hint(text: &str, span: &Range<usize>, message: &str) -> Option<String> {
+pub(crate) fn hint(text: &str, span: &Range<usize>, message: &str) -> Option<Hint> {
     let at = span.start.min(text.len());
     let line_start = text.get(..at)?.rfind('\n').map_or(0, |i| i + 1);
     let line_end = text.get(at..)?.find('\n').map_or(text.len(), |i| at + i);
     let line = text.get(line_start..line_end)?.trim_end_matches('\r');
+    let first = message.lines().next().unwrap_or_default();
+    if matches!(first, "invalid string" | "expected newline, `#`") {
+        return unquoted_value(line).map(|(text, value_at)| Hint {
+            text,
+            at: Some(line_start + value_at),
+        });
+    }
+    unclosed(text, at, line, line_end, first).map(|text| Hint { text, at: None })
+}
+
+/// A string, table header or inline table that the line does not close.
+fn unclosed(text: &str, at: usize, line: &str, line_end: usize, first: &str) -> Option<String> {
     // The parser stopped at the end of the line: something opened on it was not closed.
     let at_line_end = text.get(at..line_end)?.trim().is_empty();
-    let first = message.lines().next().unwrap_or_default();
     match first {
         "invalid basic string" | "invalid literal string" if at_line_end => {
             let quote = if first == "invalid basic string" {
@@ -48,16 +67,17 @@ pub(crate) fn hint(text: &str, span: &Range<usize>, message: &str) -> Option<Str
         "invalid inline table" if at_line_end => {
             Some("an inline table { ... } must close with } on the line it opens on".into())
         }
-        "invalid string" | "expected newline, `#`" => unquoted_value(line),
         _ => None,
     }
 }
 
-/// `key = value` where value is a bare word, a duration or an address: how to quote it.
-fn unquoted_value(line: &str) -> Option<String> {
-    let (key, value) = line.split_once('=')?;
-    let key = key.trim();
-    let value = value.split('#').next().unwrap_or_default().trim();
+/// `key = value` where value is a bare word, a duration or an address: how to quote it, and
+/// the byte in `line` where the value starts.
+fn unquoted_value(line: &str) -> Option<(String, usize)> {
+    let eq = line.find('=')?;
+    let (key, after) = (line.get(..eq)?.trim(), line.get(eq + 1..)?);
+    let value_at = eq + 1 + (after.len() - after.trim_start().len());
+    let value = after.split('#').next().unwrap_or_default().trim();
     if key.is_empty() || value.is_empty() || value.contains(['"', '\'', '[', '{', ' ']) {
         return None;
     }
@@ -79,7 +99,7 @@ fn unquoted_value(line: &str) -> Option<String> {
     } else {
         return None;
     };
-    Some(format!("{what}: write {key} = \"{value}\""))
+    Some((format!("{what}: write {key} = \"{value}\""), value_at))
 }
 
 #[cfg(test)]
@@ -89,7 +109,7 @@ mod tests {
     /// The hint toml gives `text`, as the loader shows it.
     fn hint_for(text: &str) -> Option<String> {
         let e = toml_edit::ImDocument::parse(text).expect_err("not TOML");
-        hint(text, &e.span().unwrap_or(0..0), e.message())
+        hint(text, &e.span().unwrap_or(0..0), e.message()).map(|h| h.text)
     }
 
     #[test]

@@ -346,9 +346,15 @@ fn a_damaged_section_is_not_judged_on_what_is_left_of_it() {
     // guard.max_sources = 0 is out of range, but [guard] has a structural error: its values
     // are judged once it reads whole, so the run does not report what may be a follow-on.
     let errs = errors(MANY_PROBLEMS);
-    assert!(!errs.iter().any(|e| e.path == "guard.max_sources"), "{errs:#?}");
+    assert!(
+        !errs.iter().any(|e| e.path == "guard.max_sources"),
+        "{errs:#?}"
+    );
     let whole = errors(&MANY_PROBLEMS.replace("rate = \"fast\"\n", ""));
-    assert!(whole.iter().any(|e| e.path == "guard.max_sources"), "{whole:#?}");
+    assert!(
+        whole.iter().any(|e| e.path == "guard.max_sources"),
+        "{whole:#?}"
+    );
 }
 
 #[test]
@@ -432,7 +438,8 @@ fn a_missing_key_in_a_nested_table_is_placed_at_that_table() {
 #[test]
 fn toml_syntax_error_has_line_column_and_a_hint() {
     let errs = errors(&base_with("[tcp]\nconnect_timeout = 2s"));
-    assert_eq!(places(&errs), [(Some(18), Some(20), "-")], "{errs:#?}");
+    // At the value to quote, not where the parser gave up (after the 2).
+    assert_eq!(places(&errs), [(Some(18), Some(19), "-")], "{errs:#?}");
     assert!(
         errs[0]
             .message
