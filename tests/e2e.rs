@@ -739,13 +739,14 @@ fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_c
     let dir = std::env::temp_dir().join(format!("pointsman-check-all-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let bad = dir.join("bad.toml");
-    // An unknown key, a wrong type, a missing key, an unknown section and two bad values, in
-    // six sections; the route names the unreadable destination, which is no problem of its own.
+    // A missing key, an unknown key and a wrong type in one table, another wrong type, an
+    // unknown section and two bad values, in six sections; the route names the unreadable
+    // destination, which is no problem of its own.
     std::fs::write(
         &bad,
         "[node]\nid = 0\n\n\
          [[listen]]\ntransport = \"udp\"\n\n\
-         [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\ntransprt = \"tcp\"\n\n\
+         [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\ntransprt = \"tcp\"\nweight = \"heavy\"\n\n\
          [guard]\nrate = \"fast\"\n\n\
          [[route]]\nname = \"default\"\ndestinations = [\"primary\"]\nretry_codes = [503, 603]\n\n\
          [tsl]\nca = \"x\"\n",
@@ -769,9 +770,14 @@ fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_c
             "destination[0].transprt",
             "did you mean `transport`?",
         ),
-        ("13:8", "guard.rate", "invalid type: string \"fast\""),
-        ("18:21", "route[0].retry_codes[1]", "603"),
-        ("20:2", "tsl", "unknown field `tsl`"),
+        (
+            "11:10",
+            "destination[0].weight",
+            "invalid type: string \"heavy\"",
+        ),
+        ("14:8", "guard.rate", "invalid type: string \"fast\""),
+        ("19:21", "route[0].retry_codes[1]", "603"),
+        ("21:2", "tsl", "unknown field `tsl`"),
     ];
     assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
     for (line, (place, path, phrase)) in lines.iter().zip(expected) {
@@ -782,7 +788,7 @@ fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_c
         );
     }
     assert!(
-        stderr.ends_with(&format!("{file}: 6 error(s), 0 warning(s)\n")),
+        stderr.ends_with(&format!("{file}: 7 error(s), 0 warning(s)\n")),
         "{stderr}"
     );
 }
