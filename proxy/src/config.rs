@@ -1,17 +1,20 @@
 //! The one config file: TOML, deserialised with serde (unknown keys rejected), then validated
-//! before anything uses it. Every error names the file, the line where known, the key path, the
-//! bad value and what would be right; all errors are reported at once.
+//! before anything uses it. Every error names the file, the line and column where known, the
+//! key path, the bad value and what would be right; all errors are reported at once.
 //!
-//! Two stages: [`ConfigFile`] is the file as written (serde, via `serde_path_to_error` so a
-//! structural error names its key path); [`Config`] is the validated result, defaults filled in.
-//! Structural errors (unknown key, wrong type, bad TOML) stop at the first one, since nothing
-//! after it can be trusted; semantic errors are all collected, sorted into file order, and placed
-//! on their line by [`locate`]. Destinations, groups and routes are validated by
-//! [`routing_rules::Router::compile`]; its warnings (a route that can never match) are placed
-//! the same way and kept on [`Config::warnings`]. It must not: bind sockets, resolve names, or
-//! start anything; it reads only the one file it is given and the TLS files (PEM) that file
-//! names, which it checks ([`crate::transport::tls::check`]): relative paths are relative to
-//! the config file's directory.
+//! Two stages: [`ConfigFile`] is the file as written; [`Config`] is the validated result,
+//! defaults filled in. A TOML syntax error stops everything (there is no document past it) and
+//! gets a hint where the mistake is a common one ([`syntax`]). Otherwise [`read`] deserialises
+//! each section and each array entry on its own and collects every structural error (unknown
+//! key, wrong type, missing key) with its span; a section or entry that had one keeps its
+//! place but is not judged by the semantic checks, which collect every other error. Errors are
+//! sorted into file order, semantic ones placed on their line and column by [`locate`].
+//! Destinations, groups and routes are validated by [`routing_rules::Router::compile`]; its
+//! warnings (a route that can never match) are placed the same way and kept on
+//! [`Config::warnings`]. It must not: bind sockets, resolve names, or start anything; it reads
+//! only the one file it is given and the TLS files (PEM) that file names, which it checks
+//! ([`crate::transport::tls::check`]): relative paths are relative to the config file's
+//! directory.
 
 mod locate;
 mod read;
