@@ -380,6 +380,25 @@ fn a_route_naming_a_destination_that_could_not_be_read_is_not_an_unknown_destina
 }
 
 #[test]
+fn rules_are_still_checked_past_a_destination_that_could_not_be_read() {
+    // The placeholder for destination[0] compiles with errors of its own (left out), and the
+    // rest is compiled far enough to check the listeners routes name.
+    let errs = errors(
+        &TIERED
+            .replace("address = \"10.0.0.1:5060\"", "address = 5060")
+            .replace("source = [\"carrier\"]", "source = [\"carier\"]"),
+    );
+    assert_eq!(
+        places(&errs),
+        [
+            (Some(8), Some(11), "destination[0].address"),
+            (Some(26), Some(42), "route[0].match.source[0]"),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn a_route_naming_a_listener_that_could_not_be_read_is_not_an_unknown_listener() {
     let errs = errors(&TIERED.replace("transport = \"udp\"", "transport = \"sctp\""));
     assert_eq!(
