@@ -1,7 +1,7 @@
 //! Hints for TOML syntax errors: the parser says what it expected at a byte; where the text
 //! there is a mistake people often make (a string, a duration or an address without quotes, a
-//! string or a table header not closed), say how to write it. Only where the text shows it:
-//! otherwise no hint.
+//! boolean written yes/no/on/off, a string, table header or inline table not closed), say how
+//! to write it. Only where the text shows it: otherwise no hint.
 
 use std::ops::Range;
 
@@ -81,6 +81,17 @@ fn unquoted_value(line: &str) -> Option<(String, usize)> {
     if key.is_empty() || value.is_empty() || value.contains(['"', '\'', '[', '{', ' ']) {
         return None;
     }
+    let boolean = match value.to_ascii_lowercase().as_str() {
+        "yes" | "on" | "true" => Some(true),
+        "no" | "off" | "false" => Some(false),
+        _ => None,
+    };
+    if let Some(b) = boolean {
+        return Some((
+            format!("a boolean is true or false: write {key} = {b}"),
+            value_at,
+        ));
+    }
     let what = if value.starts_with(|c: char| c.is_ascii_digit())
         && humantime::parse_duration(value).is_ok()
     {
@@ -93,7 +104,7 @@ fn unquoted_value(line: &str) -> Option<(String, usize)> {
         .chars()
         .all(|c| c.is_alphanumeric() || "-_.:".contains(c))
         && value.starts_with(char::is_alphabetic)
-        && !matches!(value, "true" | "false" | "inf" | "nan")
+        && !matches!(value, "inf" | "nan")
     {
         "a string goes in quotes"
     } else {
@@ -113,7 +124,7 @@ mod tests {
     }
 
     #[test]
-    fn config_syntax_hints_quote_bare_words_durations_and_addresses() {
+    fn config_syntax_hints_quote_bare_words_durations_and_addresses_and_spell_booleans() {
         assert_eq!(
             hint_for("[node]\nadvertise = edge\n").as_deref(),
             Some("a string goes in quotes: write advertise = \"edge\"")
@@ -129,6 +140,14 @@ mod tests {
         assert_eq!(
             hint_for("address = 10.0.0.1:5060\n").as_deref(),
             Some("an address is a string: write address = \"10.0.0.1:5060\"")
+        );
+        assert_eq!(
+            hint_for("[admin]\nenabled = off\n").as_deref(),
+            Some("a boolean is true or false: write enabled = false")
+        );
+        assert_eq!(
+            hint_for("pass_503 = True\n").as_deref(),
+            Some("a boolean is true or false: write pass_503 = true")
         );
     }
 
