@@ -406,26 +406,12 @@ impl Config {
     ) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
         let doc = match toml_edit::ImDocument::parse(text) {
             Ok(doc) => doc,
+            // Not TOML: there is nothing to read past it.
             Err(e) => {
-                // Not TOML: there is nothing to read past it.
-                let locator = Locator::new(text, None);
-                let mut at = e.span().map(|s| s.start);
-                let mut message = explain_structural(e.message());
-                if let Some(hint) = e.span().and_then(|s| syntax::hint(text, &s, e.message())) {
-                    message = format!("{message}; {}", hint.text);
-                    at = hint.at.or(at);
-                }
-                let place = at.map(|offset| locator.place_of_offset(offset));
                 return (
-                    Err(ConfigErrors(vec![ConfigError {
-                        file: file.to_string(),
-                        line: place.map(|p| p.0),
-                        column: place.map(|p| p.1),
-                        path: "-".into(),
-                        message,
-                    }])),
+                    Err(ConfigErrors(vec![syntax_error(text, file, &e)])),
                     Vec::new(),
-                );
+                )
             }
         };
         let locator = Locator::new(text, Some(doc.as_table()));
@@ -448,7 +434,7 @@ impl Config {
                 .into_iter()
                 // What a structural problem left unjudgeable is not judged (see read::Damage).
                 .filter(|f| !read.damage.hides(&f.path, &f.message))
-                .map(|f| (locator.place(&f.line_of), f.path, f.message))
+                .map(|f| (locator.place(&f.shown_at), f.path, f.message))
                 .collect::<Vec<_>>()
         };
         let in_order = |found: Vec<(Option<locate::Place>, String, String)>| {
@@ -480,6 +466,24 @@ impl Config {
     }
 }
 
+/// A TOML syntax error at the parser's place, or at the value a hint says to quote.
+fn syntax_error(text: &str, file: &str, e: &toml_edit::TomlError) -> ConfigError {
+    let mut at = e.span().map(|s| s.start);
+    let mut message = explain_structural(e.message());
+    if let Some(hint) = e.span().and_then(|s| syntax::hint(text, &s, e.message())) {
+        message = format!("{message}; {}", hint.text);
+        at = hint.at.or(at);
+    }
+    let place = at.map(|offset| Locator::new(text, None).place_of_offset(offset));
+    ConfigError {
+        file: file.to_string(),
+        line: place.map(|p| p.0),
+        column: place.map(|p| p.1),
+        path: "-".into(),
+        message,
+    }
+}
+
 /// serde's message, one line, with a hint where serde's own words leave the fix unsaid.
 fn explain_structural(message: &str) -> String {
     let mut out = message.trim().replace('\n', "; ");
@@ -507,11 +511,11 @@ fn explain_structural(message: &str) -> String {
     out
 }
 
-/// One semantic error: its key path, the path whose line it is shown at (usually the same; a
+/// One semantic error: its key path, the path whose place it is shown at (usually the same; a
 /// defaulted key points at the key it was derived from), and the message.
 struct Found {
     path: String,
-    line_of: String,
+    shown_at: String,
     message: String,
 }
 
@@ -523,17 +527,17 @@ impl Errors {
     fn push(&mut self, path: impl Into<String>, message: String) {
         let path = path.into();
         self.0.push(Found {
-            line_of: path.clone(),
+            shown_at: path.clone(),
             path,
             message,
         });
     }
 
-    /// An error at `path`, shown at the line of `line_of`.
-    fn push_at(&mut self, path: &str, line_of: &str, message: String) {
+    /// An error at `path`, shown at the place of `shown_at`.
+    fn push_at(&mut self, path: &str, shown_at: &str, message: String) {
         self.0.push(Found {
             path: path.into(),
-            line_of: line_of.into(),
+            shown_at: shown_at.into(),
             message,
         });
     }
