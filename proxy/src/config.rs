@@ -723,7 +723,15 @@ fn validate(
             None
         }
     };
-    let tls = validate_tls(&spec, base, &mut listeners, router.as_ref(), errors);
+    let ca_unread = damage.unread("tls.ca");
+    let tls = validate_tls(
+        &spec,
+        base,
+        &mut listeners,
+        router.as_ref(),
+        ca_unread,
+        errors,
+    );
     let router = router?;
     Some(Config {
         node_id,
@@ -835,11 +843,13 @@ fn socket_kind(t: ListenTransport) -> ListenTransport {
 
 /// `[tls]`, the TLS keys of listeners and destinations, and every file they name (readable,
 /// PEM, key matching its certificate, usable CA bundles). Fills in `listeners[i].tls`.
+/// `ca_unread`: `[tls] ca` is there but could not be read (its error is reported).
 fn validate_tls(
     spec: &ConfigFile,
     base: &Path,
     listeners: &mut [Listener],
     router: Option<&Router>,
+    ca_unread: bool,
     errors: &mut Errors,
 ) -> crate::transport::tls::TlsConfig {
     use crate::transport::tls::{self, DestinationFiles, ListenerFiles, TlsConfig};
@@ -937,8 +947,18 @@ fn validate_tls(
         }),
     };
     let refs: Vec<_> = files.iter().map(Option::as_ref).collect();
+    // A TLS destination without a ca of its own relies on [tls] ca: not asked for one when
+    // that is there but unreadable.
+    let relies_on_tls_ca = |key: &str| {
+        ca_unread
+            && config.destinations.iter().enumerate().any(|(i, d)| {
+                d.as_ref().is_some_and(|d| d.ca.is_none()) && key == format!("destination[{i}].ca")
+            })
+    };
     for e in tls::check(&refs, &config) {
-        errors.push(e.key, e.message);
+        if !relies_on_tls_ca(&e.key) {
+            errors.push(e.key, e.message);
+        }
     }
     if listeners.len() == files.len() {
         for (l, f) in listeners.iter_mut().zip(files) {

@@ -34,6 +34,8 @@ pub(crate) struct Damage {
     unnamed: Vec<&'static str>,
     /// Names of damaged listeners (they are not bound, so not listed among the listeners).
     listener_names: Vec<String>,
+    /// Key paths of the structural problems.
+    unread: Vec<String>,
 }
 
 impl Damage {
@@ -67,6 +69,11 @@ impl Damage {
     /// Names of listeners that are damaged, for the checks that look listeners up by name.
     pub(crate) fn listener_names(&self) -> &[String] {
         &self.listener_names
+    }
+
+    /// Whether the key at `path` is in the file but could not be read (so it reads as unset).
+    pub(crate) fn unread(&self, path: &str) -> bool {
+        self.unread.iter().any(|p| p == path)
     }
 }
 
@@ -258,6 +265,7 @@ impl Reader<'_> {
     fn report(&mut self, at: &[Seg], rel: &[Seg], span: Option<Range<usize>>, message: &str) {
         let mut path: Vec<Seg> = at.to_vec();
         path.extend_from_slice(rel);
+        self.damage.unread.push(show(&path));
         self.problems.push(Problem {
             path: show(&path),
             span,

@@ -1742,6 +1742,20 @@ mod tls {
     }
 
     #[test]
+    fn a_tls_destination_is_not_asked_for_a_ca_when_the_tls_ca_could_not_be_read() {
+        let text = base_with("[tls]\nca = [\"ca.pem\"]").replace(
+            "address = \"10.0.0.1:5060\"",
+            "address = \"10.0.0.1:5061\"\ntransport = \"tls\"",
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            super::places(&errs),
+            [(Some(19), Some(6), "tls.ca")],
+            "{errs:#?}"
+        );
+    }
+
+    #[test]
     fn tcp_and_tls_on_one_port_are_rejected() {
         let text = format!(
             "{BASE}\n[[listen]]\ntransport = \"tcp\"\naddress = \"127.0.0.1:5061\"\n\n\
