@@ -4,9 +4,16 @@
 //!
 //! serde stops at a table's first problem; the reader records it, takes the offending key or
 //! element out (a missing key: the table that lacks it) and deserialises again, until the table
-//! reads or there is nothing left to take out. A section or entry that had a problem is
-//! *damaged* ([`Damage`]): it keeps its place, so array indices and names stay as written, but
-//! the semantic checks do not judge it (see [`Damage::hides`]).
+//! reads or there is nothing left to take out.
+//!
+//! A section or entry that had a problem is *damaged* ([`Damage`]) and must cause no follow-on
+//! errors. A damaged `[[destination]]`, `[[group]]`, `[[route]]` or `[[listen]]` entry is
+//! replaced by a placeholder that keeps its index (so later entries keep their paths) and its
+//! name when that could be read (so a route naming it resolves: no "unknown destination"), and
+//! nothing else; a damaged `[section]` keeps what could be read. What the semantic checks say
+//! inside a damaged section or entry is left out, and so is "unknown destination/group/
+//! listener" when an entry of that kind has no readable name (see [`Damage::hides`]); the
+//! rules' warnings wait until every rule entry reads whole ([`Damage::rules`]).
 
 use super::ConfigFile;
 use routing_rules::spec::{GroupSpec, RouteSpec, Strategy};
