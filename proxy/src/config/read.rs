@@ -235,11 +235,15 @@ impl Reader<'_> {
         // Original paths (relative to `item`) of what was taken out: later problems in the
         // same array are renumbered past them, and a key we took out is not also "missing".
         let mut removed: Vec<Vec<Seg>> = Vec::new();
-        // Each round takes one node out of a finite tree, so this ends; the bound is a guard.
+        // Missing keys filled in (original path, attempt) so serde goes on to name the next
+        // missing key of the same table; what it says about a filler is not reported.
+        let mut filled: Vec<(Vec<Seg>, usize)> = Vec::new();
+        // Each round takes a node out of a finite tree, or fills a missing key (once, with at
+        // most a few values), so this ends; the bound is a guard.
         for _ in 0..=10_000 {
             let e =
                 match serde_path_to_error::deserialize::<_, T>(value.clone().into_deserializer()) {
-                    Ok(t) if removed.is_empty() => return Outcome::Whole(t),
+                    Ok(t) if removed.is_empty() && filled.is_empty() => return Outcome::Whole(t),
                     Ok(t) => return Outcome::Damaged(t),
                     Err(e) => e,
                 };
@@ -250,21 +254,40 @@ impl Reader<'_> {
             let original = original_path(&current, &removed);
             let inner = e.into_inner();
             let message = inner.message();
-            let taken_out = message
-                .strip_prefix("missing field `")
-                .and_then(|m| m.split('`').next())
-                .is_some_and(|field| {
-                    let mut key = original.clone();
-                    key.push(Seg::Key(field.to_string()));
-                    removed.contains(&key)
-                });
-            if !taken_out {
+            // Where a filler is wrong, try its next value; out of values, give up the table.
+            let mut give_up: Option<Vec<Seg>> = None;
+            if let Some((field, attempt)) = filled.iter_mut().find(|(f, _)| original.starts_with(f))
+            {
+                let here = &current[..field.len()];
+                *attempt += 1;
+                if filler(*attempt, message).is_some_and(|v| put(&mut value, here, v)) {
+                    continue;
+                }
+                give_up = here.split_last().map(|(_, table)| table.to_vec());
+            } else if let Some(name) = missing_field(message) {
+                let mut field = original.clone();
+                field.push(Seg::Key(name.to_string()));
+                if !removed.contains(&field) {
+                    self.report(at, &original, inner.span(), message);
+                }
+                let mut here = current.clone();
+                here.push(Seg::Key(name.to_string()));
+                let fresh = !filled.iter().any(|(f, _)| *f == field);
+                if fresh && filler(0, message).is_some_and(|v| put(&mut value, &here, v)) {
+                    filled.push((field, 0));
+                    continue;
+                }
+                give_up = Some(current.clone());
+            } else {
                 self.report(at, &original, inner.span(), message);
             }
-            if current.is_empty() || !take_out(&mut value, &current) {
+            let out = give_up.unwrap_or(current);
+            if out.is_empty() || !take_out(&mut value, &out) {
                 return Outcome::Lost;
             }
-            removed.push(original);
+            let out = original_path(&out, &removed);
+            filled.retain(|(f, _)| !f.starts_with(&out));
+            removed.push(out);
         }
         Outcome::Lost
     }
@@ -278,6 +301,55 @@ impl Reader<'_> {
             span,
             message: message.to_string(),
         });
+    }
+}
+
+/// `missing field `name``: the name.
+fn missing_field(message: &str) -> Option<&str> {
+    message.strip_prefix("missing field `")?.split('`').next()
+}
+
+/// The value tried for a missing key at `attempt`: a string, the first variant serde expects
+/// (the error on the string says which), an array, a table, a number, a boolean; then none.
+fn filler(attempt: usize, message: &str) -> Option<Value> {
+    let expected = || {
+        let (_, list) = message.split_once("expected")?;
+        list.split('`').nth(1).map(Value::from)
+    };
+    match attempt {
+        0 => Some(Value::from("")),
+        1 => expected().or_else(|| Some(Value::Array(Default::default()))),
+        2 => Some(Value::Array(Default::default())),
+        3 => Some(Value::InlineTable(Default::default())),
+        4 => Some(Value::from(0)),
+        5 => Some(Value::from(false)),
+        _ => None,
+    }
+}
+
+/// Sets the node at `path` (its table must be there) to `v`; false if it cannot.
+fn put(value: &mut Value, path: &[Seg], v: Value) -> bool {
+    let Some((Seg::Key(key), parents)) = path.split_last() else {
+        return false;
+    };
+    let mut node = value;
+    for seg in parents {
+        let next = match (seg, node) {
+            (Seg::Key(k), Value::InlineTable(t)) => t.get_mut(k),
+            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
+        }
+    }
+    match node {
+        Value::InlineTable(t) => {
+            t.insert(key, v);
+            true
+        }
+        _ => false,
     }
 }
 

@@ -439,6 +439,31 @@ fn every_bad_element_of_an_array_is_reported_at_its_own_index() {
 }
 
 #[test]
+fn every_missing_key_of_a_table_is_reported_at_its_header() {
+    let text = format!("{BASE}\n[[listen]]\nname = \"spare\"\n\n[[destination]]\ntags = []\n");
+    let errs = errors(&text);
+    let got: Vec<(Option<usize>, Option<usize>, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(17), Some(1), "listen[1]", "missing field `transport`"),
+            (Some(17), Some(1), "listen[1]", "missing field `address`"),
+            (Some(20), Some(1), "destination[2]", "missing field `name`"),
+            (
+                Some(20),
+                Some(1),
+                "destination[2]",
+                "missing field `address`"
+            ),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
 fn a_missing_key_in_a_nested_table_is_placed_at_that_table() {
     let errs = errors(&TIERED.replace(
         "{ name = \"secondary\", priority = 5 }",
