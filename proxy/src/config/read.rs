@@ -3,8 +3,9 @@
 //! with its key path and the byte span serde's error carries.
 //!
 //! serde stops at a table's first problem; the reader records it, takes the offending key or
-//! element out (a missing key: the table that lacks it) and deserialises again, until the table
-//! reads or there is nothing left to take out.
+//! element out and deserialises again, until the table reads or there is nothing left to take
+//! out. A missing key is filled in with a stand-in value (so serde names the next missing key
+//! of the table), and the table is taken out only if no stand-in fits.
 //!
 //! A section or entry that had a problem is *damaged* ([`Damage`]) and must cause no follow-on
 //! errors. A damaged `[[destination]]`, `[[group]]`, `[[route]]` or `[[listen]]` entry is
