@@ -145,7 +145,7 @@ pub(crate) fn read(root: &Table) -> Read {
 
 enum Outcome<T> {
     Whole(T),
-    /// Read after taking out what failed.
+    /// Read after taking out (or filling in) what failed.
     Damaged(T),
     /// Could not be read at all.
     Lost,
@@ -328,30 +328,31 @@ fn filler(attempt: usize, message: &str) -> Option<Value> {
     }
 }
 
-/// Sets the node at `path` (its table must be there) to `v`; false if it cannot.
+/// Sets the key at `path` (its table must be there) to `v`; false if it cannot.
 fn put(value: &mut Value, path: &[Seg], v: Value) -> bool {
     let Some((Seg::Key(key), parents)) = path.split_last() else {
         return false;
     };
-    let mut node = value;
-    for seg in parents {
-        let next = match (seg, node) {
-            (Seg::Key(k), Value::InlineTable(t)) => t.get_mut(k),
-            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => return false,
-        }
-    }
-    match node {
-        Value::InlineTable(t) => {
+    match node_at(value, parents) {
+        Some(Value::InlineTable(t)) => {
             t.insert(key, v);
             true
         }
         _ => false,
     }
+}
+
+/// The node at `path`, if there is one.
+fn node_at<'v>(value: &'v mut Value, path: &[Seg]) -> Option<&'v mut Value> {
+    let mut node = value;
+    for seg in path {
+        node = match (seg, node) {
+            (Seg::Key(k), Value::InlineTable(t)) => t.get_mut(k)?,
+            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i)?,
+            _ => return None,
+        };
+    }
+    Some(node)
 }
 
 /// One step of a key path.
@@ -427,21 +428,9 @@ fn take_out(value: &mut Value, path: &[Seg]) -> bool {
     let Some((last, parents)) = path.split_last() else {
         return false;
     };
-    let mut node = value;
-    for seg in parents {
-        let next = match (seg, node) {
-            (Seg::Key(k), Value::InlineTable(t)) => t.get_mut(k),
-            (Seg::Index(i), Value::Array(a)) => a.get_mut(*i),
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => return false,
-        }
-    }
-    match (last, node) {
-        (Seg::Key(k), Value::InlineTable(t)) => t.remove(k).is_some(),
-        (Seg::Index(i), Value::Array(a)) if *i < a.len() => {
+    match (last, node_at(value, parents)) {
+        (Seg::Key(k), Some(Value::InlineTable(t))) => t.remove(k).is_some(),
+        (Seg::Index(i), Some(Value::Array(a))) if *i < a.len() => {
             a.remove(*i);
             true
         }
