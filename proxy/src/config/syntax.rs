@@ -125,47 +125,58 @@ mod tests {
 
     #[test]
     fn config_syntax_hints_quote_bare_words_durations_and_addresses_and_spell_booleans() {
-        assert_eq!(
-            hint_for("[node]\nadvertise = edge\n").as_deref(),
-            Some("a string goes in quotes: write advertise = \"edge\"")
-        );
-        assert_eq!(
-            hint_for("[tcp]\nconnect_timeout = 2s # two\n").as_deref(),
-            Some("a duration is a string with a unit: write connect_timeout = \"2s\"")
-        );
-        assert_eq!(
-            hint_for("x = 1\nprobe_interval = 500ms\n").as_deref(),
-            Some("a duration is a string with a unit: write probe_interval = \"500ms\"")
-        );
-        assert_eq!(
-            hint_for("address = 10.0.0.1:5060\n").as_deref(),
-            Some("an address is a string: write address = \"10.0.0.1:5060\"")
-        );
-        assert_eq!(
-            hint_for("[admin]\nenabled = off\n").as_deref(),
-            Some("a boolean is true or false: write enabled = false")
-        );
-        assert_eq!(
-            hint_for("pass_503 = True\n").as_deref(),
-            Some("a boolean is true or false: write pass_503 = true")
-        );
+        for (text, hint) in [
+            (
+                "[node]\nadvertise = edge\n",
+                "a string goes in quotes: write advertise = \"edge\"",
+            ),
+            (
+                "[tcp]\nconnect_timeout = 2s # two\n",
+                "a duration is a string with a unit: write connect_timeout = \"2s\"",
+            ),
+            (
+                "x = 1\nprobe_interval = 500ms\n",
+                "a duration is a string with a unit: write probe_interval = \"500ms\"",
+            ),
+            (
+                "address = 10.0.0.1:5060\n",
+                "an address is a string: write address = \"10.0.0.1:5060\"",
+            ),
+            (
+                "[admin]\nenabled = off\n",
+                "a boolean is true or false: write enabled = false",
+            ),
+            (
+                "pass_503 = True\n",
+                "a boolean is true or false: write pass_503 = true",
+            ),
+        ] {
+            assert_eq!(hint_for(text).as_deref(), Some(hint), "{text:?}");
+        }
     }
 
     #[test]
     fn config_syntax_hints_close_strings_and_table_headers() {
-        assert_eq!(
-            hint_for("name = \"primary\nx = 1\n").as_deref(),
-            Some("the string is not closed: end it with \" on the same line")
-        );
-        assert_eq!(
-            hint_for("[node\nid = 1\n").as_deref(),
-            Some("the table header is not closed: write [node]")
-        );
-        assert_eq!(
-            hint_for("[[route]\nname = \"a\"\n").as_deref(),
-            Some("the table header is not closed: write [[route]]")
-        );
-        assert!(hint_for("a = { b = 1\n").is_some());
+        for (text, hint) in [
+            (
+                "name = \"primary\nx = 1\n",
+                "the string is not closed: end it with \" on the same line",
+            ),
+            (
+                "[node\nid = 1\n",
+                "the table header is not closed: write [node]",
+            ),
+            (
+                "[[route]\nname = \"a\"\n",
+                "the table header is not closed: write [[route]]",
+            ),
+            (
+                "a = { b = 1\n",
+                "an inline table { ... } must close with } on the line it opens on",
+            ),
+        ] {
+            assert_eq!(hint_for(text).as_deref(), Some(hint), "{text:?}");
+        }
     }
 
     #[test]
