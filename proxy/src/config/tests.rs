@@ -310,6 +310,13 @@ fn places(errs: &[ConfigError]) -> Vec<(Option<usize>, Option<usize>, &str)> {
         .collect()
 }
 
+/// Asserts the errors of `text`, by (line, column, path), in order.
+#[track_caller]
+fn assert_places(text: &str, expected: &[(Option<usize>, Option<usize>, &str)]) {
+    let errs = errors(text);
+    assert_eq!(places(&errs), expected, "{errs:#?}");
+}
+
 #[test]
 fn every_structural_and_semantic_problem_is_reported_in_one_run_with_line_and_column() {
     let errs = errors(MANY_PROBLEMS);
@@ -371,40 +378,29 @@ fn a_route_naming_a_destination_that_could_not_be_read_is_not_an_unknown_destina
     );
     // Not even its name could be read: no reference to a destination is judged.
     let text = BASE.replace("name = \"secondary\"", "name = 2");
-    let errs = errors(&text);
-    assert_eq!(
-        places(&errs),
-        [(Some(10), Some(8), "destination[1].name")],
-        "{errs:#?}"
-    );
+    assert_places(&text, &[(Some(10), Some(8), "destination[1].name")]);
 }
 
 #[test]
 fn rules_are_still_checked_past_a_destination_that_could_not_be_read() {
     // The placeholder for destination[0] compiles with errors of its own (left out), and the
     // rest is compiled far enough to check the listeners routes name.
-    let errs = errors(
+    assert_places(
         &TIERED
             .replace("address = \"10.0.0.1:5060\"", "address = 5060")
             .replace("source = [\"carrier\"]", "source = [\"carier\"]"),
-    );
-    assert_eq!(
-        places(&errs),
-        [
+        &[
             (Some(8), Some(11), "destination[0].address"),
             (Some(26), Some(42), "route[0].match.source[0]"),
         ],
-        "{errs:#?}"
     );
 }
 
 #[test]
 fn a_route_naming_a_listener_that_could_not_be_read_is_not_an_unknown_listener() {
-    let errs = errors(&TIERED.replace("transport = \"udp\"", "transport = \"sctp\""));
-    assert_eq!(
-        places(&errs),
-        [(Some(3), Some(13), "listen[0].transport")],
-        "{errs:#?}"
+    assert_places(
+        &TIERED.replace("transport = \"udp\"", "transport = \"sctp\""),
+        &[(Some(3), Some(13), "listen[0].transport")],
     );
 }
 
@@ -426,15 +422,13 @@ fn every_bad_element_of_an_array_is_reported_at_its_own_index() {
         "address = \"10.0.0.1:5060\"",
         "address = \"10.0.0.1:5060\"\nprobe_codes = [200, \"x\", 404, \"y\"]\ntags = [1]",
     );
-    let errs = errors(&text);
-    assert_eq!(
-        places(&errs),
-        [
+    assert_places(
+        &text,
+        &[
             (Some(8), Some(21), "destination[0].probe_codes[1]"),
             (Some(8), Some(31), "destination[0].probe_codes[3]"),
             (Some(9), Some(9), "destination[0].tags[0]"),
         ],
-        "{errs:#?}"
     );
 }
 
@@ -465,17 +459,15 @@ fn every_missing_key_of_a_table_is_reported_at_its_header() {
 
 #[test]
 fn a_missing_key_in_a_nested_table_is_placed_at_that_table() {
-    let errs = errors(&TIERED.replace(
-        "{ name = \"secondary\", priority = 5 }",
-        "{ nam = \"secondary\", priority = 5 }",
-    ));
-    assert_eq!(
-        places(&errs),
-        [
+    assert_places(
+        &TIERED.replace(
+            "{ name = \"secondary\", priority = 5 }",
+            "{ nam = \"secondary\", priority = 5 }",
+        ),
+        &[
             (Some(17), Some(23), "group[0].members[1]"),
             (Some(17), Some(25), "group[0].members[1].nam"),
         ],
-        "{errs:#?}"
     );
 }
 
