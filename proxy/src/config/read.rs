@@ -96,7 +96,7 @@ pub(crate) struct Read {
 pub(crate) fn read(root: &Table) -> Read {
     let mut r = Reader {
         root,
-        rest: root.clone(),
+        read: Vec::new(),
         problems: Vec::new(),
         damage: Damage::default(),
     };
@@ -134,8 +134,13 @@ pub(crate) fn read(root: &Table) -> Read {
         }),
     };
     // What is left are keys that are no section: serde names them, with the sections it knows.
-    let rest = Item::Table(std::mem::take(&mut r.rest));
-    let _ = r.value::<ConfigFile>(&rest, &[]);
+    let mut rest = Table::new();
+    for (name, item) in root.iter().filter(|(name, _)| !r.read.contains(name)) {
+        if let Some(key) = root.key(name) {
+            rest.insert_formatted(key, item.clone());
+        }
+    }
+    let _ = r.value::<ConfigFile>(&Item::Table(rest), &[]);
     Read {
         spec,
         problems: r.problems,
@@ -153,16 +158,16 @@ enum Outcome<T> {
 
 struct Reader<'a> {
     root: &'a Table,
-    /// The root's keys not read yet.
-    rest: Table,
+    /// The sections read so far.
+    read: Vec<&'static str>,
     problems: Vec<Problem>,
     damage: Damage,
 }
 
 impl Reader<'_> {
     /// A `[section]`; defaults when absent or lost.
-    fn section<T: DeserializeOwned + Default>(&mut self, name: &str) -> T {
-        self.rest.remove(name);
+    fn section<T: DeserializeOwned + Default>(&mut self, name: &'static str) -> T {
+        self.read.push(name);
         let Some(item) = self.root.get(name) else {
             return T::default();
         };
@@ -186,7 +191,7 @@ impl Reader<'_> {
         name: &'static str,
         placeholder: impl Fn(Option<String>) -> T,
     ) -> Vec<T> {
-        self.rest.remove(name);
+        self.read.push(name);
         let Some(item) = self.root.get(name) else {
             return Vec::new();
         };
@@ -230,6 +235,13 @@ impl Reader<'_> {
 
     /// Deserialises `item` (at key path `at`) as a `T`, recording every problem on the way.
     fn value<T: DeserializeOwned>(&mut self, item: &Item, at: &[Seg]) -> Outcome<T> {
+        // Most tables read at once, from one copy; a working copy is made only when one fails.
+        let Ok(first) = item.clone().into_value() else {
+            return Outcome::Lost;
+        };
+        if let Ok(t) = T::deserialize(first.into_deserializer()) {
+            return Outcome::Whole(t);
+        }
         let Ok(mut value) = item.clone().into_value() else {
             return Outcome::Lost;
         };
