@@ -730,6 +730,23 @@ async fn deferred_cancel_mode_cancels_a_silent_branch_only_once_it_answers() {
     expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
 }
 
+/// `pointsman check` on `text` written to a file in a fresh directory named after `dir`:
+/// its exit code, its stderr and the file's path as it names it.
+fn check_text(dir: &str, text: &str) -> (Option<i32>, String, String) {
+    let dir = std::env::temp_dir().join(format!("{dir}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("bad.toml");
+    std::fs::write(&file, text).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        .args(["check", "--config"])
+        .arg(&file)
+        .output()
+        .expect("run pointsman check");
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    (out.status.code(), stderr, file.display().to_string())
+}
+
 #[test]
 fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
     let bin = env!("CARGO_BIN_EXE_pointsman");
@@ -744,25 +761,14 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
         String::from_utf8_lossy(&ok.stderr)
     );
 
-    let dir = std::env::temp_dir().join(format!("pointsman-check-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let bad = dir.join("bad.toml");
-    std::fs::write(
-        &bad,
+    let (code, stderr, _) = check_text(
+        "pointsman-check",
         "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n\
          [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\n\
          provisional_timeout = \"0s\"\n\n\
          [[route]]\nname = \"default\"\ndestinations = [\"primary\", \"nowhere\"]\n",
-    )
-    .unwrap();
-    let out = std::process::Command::new(bin)
-        .args(["check", "--config"])
-        .arg(&bad)
-        .output()
-        .expect("run pointsman check");
-    let _ = std::fs::remove_dir_all(&dir);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    );
+    assert_eq!(code, Some(1), "{stderr}");
     assert!(
         stderr.contains("destination[0].provisional_timeout"),
         "names the key path:\n{stderr}"
@@ -771,6 +777,53 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
     assert!(
         stderr.contains("bad.toml:"),
         "names the file and line:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_count() {
+    // A missing key; an unknown key and a wrong type in one table; another wrong type, an
+    // unknown section and two bad values: seven problems in six sections. The route names the
+    // unreadable destination, which is no problem of its own.
+    let (code, stderr, file) = check_text(
+        "pointsman-check-all",
+        "[node]\nid = 0\n\n\
+         [[listen]]\ntransport = \"udp\"\n\n\
+         [[destination]]\nname = \"primary\"\naddress = \"127.0.0.1:5070\"\ntransprt = \"tcp\"\nweight = \"heavy\"\n\n\
+         [guard]\nrate = \"fast\"\n\n\
+         [[route]]\nname = \"default\"\ndestinations = [\"primary\"]\nretry_codes = [503, 603]\n\n\
+         [tsl]\nca = \"x\"\n",
+    );
+    assert_eq!(code, Some(1), "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
+    let expected = [
+        ("2:6", "node.id", "id = 0"),
+        ("4:1", "listen[0]", "missing field `address`"),
+        (
+            "10:1",
+            "destination[0].transprt",
+            "did you mean `transport`?",
+        ),
+        (
+            "11:10",
+            "destination[0].weight",
+            "invalid type: string \"heavy\"",
+        ),
+        ("14:8", "guard.rate", "invalid type: string \"fast\""),
+        ("19:21", "route[0].retry_codes[1]", "603"),
+        ("21:2", "tsl", "unknown field `tsl`"),
+    ];
+    assert_eq!(lines.len(), expected.len() + 1, "{stderr}");
+    for (line, (place, path, phrase)) in lines.iter().zip(expected) {
+        let head = format!("{file}:{place}: {path}: ");
+        assert!(
+            line.starts_with(&head) && line.contains(phrase),
+            "{head}...{phrase}... in\n{stderr}"
+        );
+    }
+    assert!(
+        stderr.ends_with(&format!("{file}: 7 error(s), 0 warning(s)\n")),
+        "{stderr}"
     );
 }
 

@@ -1,19 +1,24 @@
 //! The one config file: TOML, deserialised with serde (unknown keys rejected), then validated
-//! before anything uses it. Every error names the file, the line where known, the key path, the
-//! bad value and what would be right; all errors are reported at once.
+//! before anything uses it. Every error names the file, the line and column where known, the
+//! key path, the bad value and what would be right; all errors are reported at once.
 //!
-//! Two stages: [`ConfigFile`] is the file as written (serde, via `serde_path_to_error` so a
-//! structural error names its key path); [`Config`] is the validated result, defaults filled in.
-//! Structural errors (unknown key, wrong type, bad TOML) stop at the first one, since nothing
-//! after it can be trusted; semantic errors are all collected, sorted into file order, and placed
-//! on their line by [`locate`]. Destinations, groups and routes are validated by
-//! [`routing_rules::Router::compile`]; its warnings (a route that can never match) are placed
-//! the same way and kept on [`Config::warnings`]. It must not: bind sockets, resolve names, or
-//! start anything; it reads only the one file it is given and the TLS files (PEM) that file
-//! names, which it checks ([`crate::transport::tls::check`]): relative paths are relative to
-//! the config file's directory.
+//! Two stages: [`ConfigFile`] is the file as written; [`Config`] is the validated result,
+//! defaults filled in. A TOML syntax error stops everything (there is no document past it) and
+//! gets a hint where the mistake is a common one ([`syntax`]). Otherwise [`read`] deserialises
+//! each section and each array entry on its own and collects every structural error (unknown
+//! key, wrong type, missing key) with its span; a section or entry that had one keeps its
+//! place but is not judged by the semantic checks, which collect every other error. Errors are
+//! sorted into file order, semantic ones placed on their line and column by [`locate`].
+//! Destinations, groups and routes are validated by [`routing_rules::Router::compile`]; its
+//! warnings (a route that can never match) are placed the same way and kept on
+//! [`Config::warnings`]. It must not: bind sockets, resolve names, or start anything; it reads
+//! only the one file it is given and the TLS files (PEM) that file names, which it checks
+//! ([`crate::transport::tls::check`]): relative paths are relative to the config file's
+//! directory.
 
 mod locate;
+mod read;
+mod syntax;
 #[cfg(test)]
 mod tests;
 
@@ -346,18 +351,27 @@ pub struct Config {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigError {
     pub file: String,
+    /// 1-based line, where the text has one.
     pub line: Option<usize>,
+    /// 1-based column (in characters) on `line`: the unknown key, the bad value, or the header
+    /// of the table that lacks a key.
+    pub column: Option<usize>,
     /// Key path, e.g. `destination[1].transport`.
     pub path: String,
     pub message: String,
 }
 
 impl std::fmt::Display for ConfigError {
+    /// `FILE:LINE:COLUMN: KEY.PATH: message`, as compilers write it, so editors jump to it.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self.line {
-            Some(line) => write!(f, "{}:{}: {}: {}", self.file, line, self.path, self.message),
-            None => write!(f, "{}: {}: {}", self.file, self.path, self.message),
+        write!(f, "{}:", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, "{line}:")?;
+            if let Some(column) = self.column {
+                write!(f, "{column}:")?;
+            }
         }
+        write!(f, " {}: {}", self.path, self.message)
     }
 }
 
@@ -399,6 +413,7 @@ impl Config {
                 Err(ConfigErrors(vec![ConfigError {
                     file,
                     line: None,
+                    column: None,
                     path: "-".into(),
                     message: format!("cannot read the config file: {e}"),
                 }])),
@@ -413,70 +428,83 @@ impl Config {
         text: &str,
         file: &str,
     ) -> (Result<Config, ConfigErrors>, Vec<ConfigError>) {
-        let locator = Locator::new(text);
-        let spec: ConfigFile = match serde_path_to_error::deserialize(toml::Deserializer::new(text))
-        {
-            Ok(spec) => spec,
+        let doc = match toml_edit::ImDocument::parse(text) {
+            Ok(doc) => doc,
+            // Not TOML: there is nothing to read past it.
             Err(e) => {
                 return (
-                    Err(ConfigErrors(vec![structural_error(e, &locator, file)])),
+                    Err(ConfigErrors(vec![syntax_error(text, file, &e)])),
                     Vec::new(),
                 )
             }
         };
+        let locator = Locator::new(text, Some(doc.as_table()));
+        let read = read::read(doc.as_table());
         let mut errors = Errors::default();
         let mut warnings = Errors::default();
         let base = Path::new(file).parent().unwrap_or(Path::new(""));
-        let config = validate(spec, base, &mut errors, &mut warnings);
+        let config = validate(read.spec, base, &read.damage, &mut errors, &mut warnings);
+        // Structural problems carry their span; semantic ones are placed by key path.
+        let structural = read.problems.into_iter().map(|p| {
+            let place = p
+                .span
+                .map(|s| locator.place_of_span(&s))
+                .or_else(|| locator.place(&p.path));
+            (place, p.path, explain_structural(&p.message))
+        });
         let place = |found: Errors| {
-            let mut out: Vec<ConfigError> = found
+            found
                 .0
                 .into_iter()
-                .map(|found| ConfigError {
+                // What a structural problem left unjudgeable is not judged (see read::Damage).
+                .filter(|f| !read.damage.hides(&f.path, &f.message))
+                .map(|f| (locator.place(&f.shown_at), f.path, f.message))
+                .collect::<Vec<_>>()
+        };
+        let in_order = |found: Vec<(Option<locate::Place>, String, String)>| {
+            let mut out: Vec<ConfigError> = found
+                .into_iter()
+                .map(|(place, path, message)| ConfigError {
                     file: file.to_string(),
-                    line: locator.line(&found.line_of),
-                    path: found.path,
-                    message: found.message,
+                    line: place.map(|p| p.0),
+                    column: place.map(|p| p.1),
+                    path,
+                    message,
                 })
                 .collect();
             // File order; errors with no line (a missing section) come last. Stable, so
-            // errors on one line keep the order they were found in.
-            out.sort_by_key(|e| e.line.unwrap_or(usize::MAX));
+            // errors at one place keep the order they were found in.
+            out.sort_by_key(|e| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
             out
         };
-        let warnings = place(warnings);
+        let warnings = in_order(place(warnings));
+        let mut all = place(errors);
+        all.extend(structural);
         match config {
-            Some(mut config) if errors.0.is_empty() => {
+            Some(mut config) if all.is_empty() => {
                 config.warnings = warnings.clone();
                 (Ok(config), warnings)
             }
-            _ => (Err(ConfigErrors(place(errors))), warnings),
+            _ => (Err(ConfigErrors(in_order(all))), warnings),
         }
     }
 }
 
-/// The one error a failed deserialisation gives: TOML syntax, unknown key, wrong type or value.
-fn structural_error(
-    e: serde_path_to_error::Error<toml::de::Error>,
-    locator: &Locator,
-    file: &str,
-) -> ConfigError {
-    let path = e.path().to_string();
-    let path = if path.is_empty() || path == "." {
-        "-".to_string()
-    } else {
-        path
-    };
-    let inner = e.into_inner();
-    let line = inner
-        .span()
-        .map(|span| locator.line_of_offset(span.start))
-        .or_else(|| locator.line(&path));
+/// A TOML syntax error at the parser's place, or at the value a hint says to quote.
+fn syntax_error(text: &str, file: &str, e: &toml_edit::TomlError) -> ConfigError {
+    let mut at = e.span().map(|s| s.start);
+    let mut message = explain_structural(e.message());
+    if let Some(hint) = e.span().and_then(|s| syntax::hint(text, &s, e.message())) {
+        message = format!("{message}; {}", hint.text);
+        at = hint.at.or(at);
+    }
+    let place = at.map(|offset| Locator::new(text, None).place_of_offset(offset));
     ConfigError {
         file: file.to_string(),
-        line,
-        message: explain_structural(inner.message()),
-        path,
+        line: place.map(|p| p.0),
+        column: place.map(|p| p.1),
+        path: "-".into(),
+        message,
     }
 }
 
@@ -507,11 +535,11 @@ fn explain_structural(message: &str) -> String {
     out
 }
 
-/// One semantic error: its key path, the path whose line it is shown at (usually the same; a
+/// One semantic error: its key path, the path whose place it is shown at (usually the same; a
 /// defaulted key points at the key it was derived from), and the message.
 struct Found {
     path: String,
-    line_of: String,
+    shown_at: String,
     message: String,
 }
 
@@ -523,17 +551,17 @@ impl Errors {
     fn push(&mut self, path: impl Into<String>, message: String) {
         let path = path.into();
         self.0.push(Found {
-            line_of: path.clone(),
+            shown_at: path.clone(),
             path,
             message,
         });
     }
 
-    /// An error at `path`, shown at the line of `line_of`.
-    fn push_at(&mut self, path: &str, line_of: &str, message: String) {
+    /// An error at `path`, shown at the place of `shown_at`.
+    fn push_at(&mut self, path: &str, shown_at: &str, message: String) {
         self.0.push(Found {
             path: path.into(),
-            line_of: line_of.into(),
+            shown_at: shown_at.into(),
             message,
         });
     }
@@ -646,6 +674,7 @@ fn last_key(path: &str) -> &str {
 fn validate(
     spec: ConfigFile,
     base: &Path,
+    damage: &read::Damage,
     errors: &mut Errors,
     warnings: &mut Errors,
 ) -> Option<Config> {
@@ -702,11 +731,20 @@ fn validate(
     let admin = validate_admin(&spec.admin, &listeners, errors);
     let health = validate_health(&spec.health, &listeners, errors);
     let guard = validate_guard(&spec.guard, errors);
-    let router = match Router::compile(&spec.destinations, &spec.groups, &spec.routes) {
+    // Placeholders stand in for unreadable entries; what is said about them is left out here
+    // so the rest is still compiled and checked (the config fails on the structural errors).
+    let compiled = Router::compile_except(&spec.destinations, &spec.groups, &spec.routes, |e| {
+        damage.hides(&e.path, &e.message)
+    });
+    let router = match compiled {
         Ok(router) => {
-            check_sources(&router, &listeners, errors);
-            for w in &router.warnings {
-                warnings.push(w.path.clone(), w.message.clone());
+            check_sources(&router, &listeners, damage.listener_names(), errors);
+            // Judged on placeholders, a route could seem to shadow another or a group to be
+            // unused: the warnings wait until the rules read whole.
+            if !damage.rules() {
+                for w in &router.warnings {
+                    warnings.push(w.path.clone(), w.message.clone());
+                }
             }
             Some(router)
         }
@@ -717,7 +755,15 @@ fn validate(
             None
         }
     };
-    let tls = validate_tls(&spec, base, &mut listeners, router.as_ref(), errors);
+    let ca_unread = damage.unread("tls.ca");
+    let tls = validate_tls(
+        &spec,
+        base,
+        &mut listeners,
+        router.as_ref(),
+        ca_unread,
+        errors,
+    );
     let router = router?;
     Some(Config {
         node_id,
@@ -860,11 +906,13 @@ fn socket_kind(t: ListenTransport) -> ListenTransport {
 
 /// `[tls]`, the TLS keys of listeners and destinations, and every file they name (readable,
 /// PEM, key matching its certificate, usable CA bundles). Fills in `listeners[i].tls`.
+/// `ca_unread`: `[tls] ca` is there but could not be read (its error is reported).
 fn validate_tls(
     spec: &ConfigFile,
     base: &Path,
     listeners: &mut [Listener],
     router: Option<&Router>,
+    ca_unread: bool,
     errors: &mut Errors,
 ) -> crate::transport::tls::TlsConfig {
     use crate::transport::tls::{self, DestinationFiles, ListenerFiles, TlsConfig};
@@ -962,8 +1010,18 @@ fn validate_tls(
         }),
     };
     let refs: Vec<_> = files.iter().map(Option::as_ref).collect();
+    // A TLS destination without a ca of its own relies on [tls] ca: not asked for one when
+    // that is there but unreadable.
+    let relies_on_tls_ca = |key: &str| {
+        ca_unread
+            && config.destinations.iter().enumerate().any(|(i, d)| {
+                d.as_ref().is_some_and(|d| d.ca.is_none()) && key == format!("destination[{i}].ca")
+            })
+    };
     for e in tls::check(&refs, &config) {
-        errors.push(e.key, e.message);
+        if !relies_on_tls_ca(&e.key) {
+            errors.push(e.key, e.message);
+        }
     }
     if listeners.len() == files.len() {
         for (l, f) in listeners.iter_mut().zip(files) {
@@ -973,11 +1031,14 @@ fn validate_tls(
     config
 }
 
-/// Every `match.source` must name a listener.
-fn check_sources(router: &Router, listeners: &[Listener], errors: &mut Errors) {
+/// Every `match.source` must name a listener (or one that could not be read, `unread`).
+fn check_sources(router: &Router, listeners: &[Listener], unread: &[String], errors: &mut Errors) {
     let names = || listeners.iter().map(|l| l.name.as_str());
     for (path, source) in router.sources() {
-        if names().any(|n| n == source) {
+        if names()
+            .chain(unread.iter().map(String::as_str))
+            .any(|n| n == source)
+        {
             continue;
         }
         let message = match closest(source, names()) {

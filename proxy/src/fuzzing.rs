@@ -39,8 +39,9 @@ const MAX_NAMED_FILE: u64 = 1 << 20;
 
 /// Arbitrary bytes (made UTF-8, lossily) through [`Config::parse_with_warnings`]: no panic;
 /// every error and warning names [`CONFIG_FILE`], a non-empty key path, a non-empty message
-/// and, when it has one, a line of the text; loading it again gives the same errors and
-/// warnings; a config that loads has its rules exercised ([`exercise_router`]).
+/// and, when it has one, a line of the text and a column on that line (never a column without
+/// a line); loading it again gives the same errors and warnings; a config that loads has its
+/// rules exercised ([`exercise_router`]).
 ///
 /// The loader reads the TLS files a config names. Inputs that name something reading could
 /// hang on or exhaust memory with (`/dev/zero`, a FIFO, `/proc/kmsg`, a huge file) are skipped
@@ -51,9 +52,9 @@ pub fn config_never_panics(data: &[u8]) {
         return;
     }
     let (result, warnings) = Config::parse_with_warnings(&text, CONFIG_FILE);
-    let lines = text.split('\n').count();
+    let lines: Vec<&str> = text.split('\n').collect();
     for w in &warnings {
-        check_config_error(w, lines, "warning");
+        check_config_error(w, &lines, "warning");
     }
     // The same text gives the same errors and warnings every time (no HashMap order).
     let (again, again_warnings) = Config::parse_with_warnings(&text, CONFIG_FILE);
@@ -73,14 +74,14 @@ pub fn config_never_panics(data: &[u8]) {
         Err(errors) => {
             assert!(!errors.0.is_empty(), "Err without an error");
             for e in &errors.0 {
-                check_config_error(e, lines, "error");
+                check_config_error(e, &lines, "error");
             }
             let _ = errors.to_string();
         }
     }
 }
 
-fn check_config_error(e: &ConfigError, lines: usize, what: &str) {
+fn check_config_error(e: &ConfigError, lines: &[&str], what: &str) {
     assert_eq!(e.file, CONFIG_FILE, "{what} names another file: {e:?}");
     assert!(
         !e.path.trim().is_empty(),
@@ -91,10 +92,21 @@ fn check_config_error(e: &ConfigError, lines: usize, what: &str) {
         "{what} without a message: {e:?}"
     );
     if let Some(line) = e.line {
+        let count = lines.len();
         assert!(
-            (1..=lines).contains(&line),
-            "{what} on line {line} of a {lines}-line text: {e:?}"
+            (1..=count).contains(&line),
+            "{what} on line {line} of a {count}-line text: {e:?}"
         );
+        if let Some(column) = e.column {
+            // Past the last character is a place too: where a missing `"` or `]` would go.
+            let width = lines[line - 1].chars().count() + 1;
+            assert!(
+                (1..=width).contains(&column),
+                "{what} at column {column} of a {width}-column line: {e:?}"
+            );
+        }
+    } else {
+        assert_eq!(e.column, None, "{what} with a column but no line: {e:?}");
     }
     let _ = e.to_string();
 }

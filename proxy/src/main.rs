@@ -28,7 +28,9 @@ enum Command {
         #[arg(long, value_enum, default_value_t = LogFormat::Text)]
         log_format: LogFormat,
     },
-    /// Validate a config file: prints every error and warning; exits 1 on errors, else 0.
+    /// Validate a config file: prints every error and warning, one a line as
+    /// `FILE:LINE:COLUMN: KEY.PATH: message` in file order, then a count; exits 1 on errors,
+    /// else 0.
     Check {
         #[arg(long, short)]
         config: PathBuf,
@@ -137,13 +139,19 @@ fn main() -> ExitCode {
         Command::Status { admin, token } => status(&admin, token),
         Command::Check { config } => {
             let (result, warnings) = Config::load_with_warnings(&config);
-            let errors = result.as_ref().err().map_or(0, |e| e.0.len());
-            if let Err(e) = &result {
-                eprintln!("{e}");
+            let errors = result.as_ref().err().map_or(&[][..], |e| &e.0[..]);
+            // One problem a line, `FILE:LINE:COLUMN: KEY.PATH: message`, errors and warnings
+            // together in file order (those without a place last).
+            let mut lines: Vec<_> = errors
+                .iter()
+                .map(|e| (e, String::new()))
+                .chain(warnings.iter().map(|w| (w, "warning: ".to_string())))
+                .collect();
+            lines.sort_by_key(|(e, _)| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+            for (e, kind) in &lines {
+                eprintln!("{kind}{e}");
             }
-            for w in &warnings {
-                eprintln!("warning: {w}");
-            }
+            let errors = errors.len();
             match (errors, warnings.len()) {
                 (0, 0) => println!("{}: ok", config.display()),
                 (0, w) => println!("{}: ok, {w} warning(s)", config.display()),

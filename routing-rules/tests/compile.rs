@@ -531,3 +531,19 @@ fn rule_error_displays_path_then_message() {
         "route[0].destinations[2]: unknown destination \"x\""
     );
 }
+
+#[test]
+fn compile_except_leaves_out_the_skipped_errors_and_compiles_the_rest() {
+    let doc = specs(&with_two(&format!(
+        "{ROUTE}\nretry_codes = [603]\n[[route]]\nname = \"spare\"\ndestinations = [\"tertiary\"]\n"
+    )));
+    let skip_spare = |e: &RuleError| e.path.starts_with("route[1]");
+    let errs = Router::compile_except(&doc.destination, &doc.group, &doc.route, skip_spare)
+        .expect_err("route[0] is still judged");
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["route[0].retry_codes[0]"]);
+    let skip_both = |e: &RuleError| e.path.starts_with("route[");
+    let router = Router::compile_except(&doc.destination, &doc.group, &doc.route, skip_both)
+        .expect("every error skipped");
+    assert_eq!(router.rules.routes.len(), 2);
+}

@@ -1,68 +1,167 @@
-//! Finds the line of a key path (`destination[1].address`, `route[0].destinations[2]`) in the
-//! config text, so a validation error found after deserialisation can still point at its line.
+//! Finds where a key path (`destination[1].address`, `route[0].destinations[2]`) is in the
+//! config text, as a 1-based line and column, so an error found after deserialisation can
+//! still point at its place: the value of a key that is present, else the closest enclosing
+//! key or table header that is.
 //!
-//! It re-reads the text into a tree of keys and array elements with their byte spans (toml's
-//! `Spanned`), whatever the TOML layout: `[[tables]]`, dotted keys, inline tables, multi-line
-//! arrays. It must not fail loudly: text it cannot map gives no line, never an error.
+//! It walks the parsed document (toml_edit keeps the byte span of every key, value and table
+//! header), whatever the TOML layout: `[[tables]]`, dotted keys, inline tables, multi-line
+//! arrays. It must not fail loudly: a path it cannot map gives no place, never an error.
 
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use std::ops::Range;
-use toml::Spanned;
+use toml_edit::{Item, Table, Value};
 
-/// Key paths → line numbers for one config text.
-pub(crate) struct Locator {
+/// A line and a column (in characters), both 1-based.
+pub(crate) type Place = (usize, usize);
+
+/// Key paths → places for one config text.
+pub(crate) struct Locator<'t> {
+    text: &'t str,
     root: Option<Node>,
     /// Byte offset where each line starts.
     line_starts: Vec<usize>,
 }
 
 enum Node {
-    /// Keys with the span of the key itself.
-    Table(Vec<(String, Range<usize>, Node)>),
-    /// Elements with the span of each element.
-    Array(Vec<(Range<usize>, Node)>),
+    /// Keys, each with where it is shown when it is the closest present parent, where its
+    /// value starts, and the value.
+    Table(Vec<Entry>),
+    /// Elements with the offset each starts at.
+    Array(Vec<(Option<usize>, Node)>),
     Leaf,
 }
 
-impl Locator {
-    pub(crate) fn new(text: &str) -> Locator {
-        let root = Node::deserialize(toml::Deserializer::new(text)).ok();
+struct Entry {
+    key: String,
+    /// The table header for a `[table]`, else the key.
+    parent_at: Option<usize>,
+    value_at: Option<usize>,
+    node: Node,
+}
+
+impl<'t> Locator<'t> {
+    /// `root` is the parsed text; `None` when it is not TOML (then only offsets are placed).
+    pub(crate) fn new(text: &'t str, root: Option<&Table>) -> Locator<'t> {
         let line_starts = std::iter::once(0)
             .chain(text.match_indices('\n').map(|(i, _)| i + 1))
             .collect();
-        Locator { root, line_starts }
+        Locator {
+            text,
+            root: root.map(table_node),
+            line_starts,
+        }
     }
 
-    /// The 1-based line holding byte `offset`.
-    pub(crate) fn line_of_offset(&self, offset: usize) -> usize {
-        self.line_starts.partition_point(|&start| start <= offset)
+    /// The place of byte `offset` (clamped to the text).
+    pub(crate) fn place_of_offset(&self, offset: usize) -> Place {
+        let offset = offset.min(self.text.len());
+        let line = self.line_starts.partition_point(|&start| start <= offset);
+        let start = self
+            .line_starts
+            .get(line.wrapping_sub(1))
+            .copied()
+            .unwrap_or(0);
+        // Spans are on char boundaries; `get` keeps a stray one from panicking.
+        let column = self
+            .text
+            .get(start..offset)
+            .map_or(1, |before| before.chars().count() + 1);
+        (line, column)
     }
 
-    /// The line of the key or element at `path`; if it is absent (a defaulted key), the line of
-    /// the closest enclosing key that is present; `None` if not even the first segment is.
-    pub(crate) fn line(&self, path: &str) -> Option<usize> {
+    /// The place of a span's start.
+    pub(crate) fn place_of_span(&self, span: &Range<usize>) -> Place {
+        self.place_of_offset(span.start)
+    }
+
+    /// Where `path` is: its value when present; else the closest enclosing key or table header
+    /// that is present; `None` if not even the first segment is.
+    pub(crate) fn place(&self, path: &str) -> Option<Place> {
         let mut node = self.root.as_ref()?;
         let mut found: Option<usize> = None;
-        for seg in segments(path) {
+        let segs = segments(path);
+        for (i, seg) in segs.iter().enumerate() {
+            let last = i + 1 == segs.len();
             let next = match (seg, node) {
-                (Segment::Key(key), Node::Table(entries)) => entries
-                    .iter()
-                    .find(|(k, _, _)| k == key)
-                    .map(|(_, span, n)| (span.start, n)),
-                (Segment::Index(i), Node::Array(items)) => {
-                    items.get(i).map(|(span, n)| (span.start, n))
+                (Segment::Key(key), Node::Table(entries)) => {
+                    entries.iter().find(|e| e.key == *key).map(|e| {
+                        let at = if last { e.value_at } else { e.parent_at };
+                        (at.or(e.parent_at), &e.node)
+                    })
                 }
+                (Segment::Index(i), Node::Array(items)) => items.get(*i).map(|(at, n)| (*at, n)),
                 _ => None,
             };
             match next {
-                Some((start, n)) => {
-                    found = Some(start);
+                Some((at, n)) => {
+                    found = at.or(found);
                     node = n;
                 }
                 None => break,
             }
         }
-        found.map(|offset| self.line_of_offset(offset))
+        found.map(|offset| self.place_of_offset(offset))
+    }
+}
+
+fn start(span: Option<Range<usize>>) -> Option<usize> {
+    span.map(|s| s.start)
+}
+
+fn table_node(table: &Table) -> Node {
+    Node::Table(
+        table
+            .iter()
+            .map(|(key, item)| {
+                let key_at = table.key(key).and_then(|k| start(k.span()));
+                entry(key, key_at, item)
+            })
+            .collect(),
+    )
+}
+
+fn entry(key: &str, key_at: Option<usize>, item: &Item) -> Entry {
+    let (parent_at, value_at, node) = match item {
+        // A `[table]`: its header; a dotted parent (`node.id = 1`) has no span: its key.
+        Item::Table(t) => {
+            let header = start(t.span()).or(key_at);
+            (header, header, table_node(t))
+        }
+        Item::ArrayOfTables(a) => (
+            key_at,
+            key_at,
+            Node::Array(a.iter().map(|t| (start(t.span()), table_node(t))).collect()),
+        ),
+        Item::Value(v) => (key_at, start(v.span()).or(key_at), value_node(v)),
+        Item::None => (key_at, key_at, Node::Leaf),
+    };
+    Entry {
+        key: key.to_string(),
+        parent_at,
+        value_at,
+        node,
+    }
+}
+
+fn value_node(value: &Value) -> Node {
+    match value {
+        Value::Array(a) => {
+            Node::Array(a.iter().map(|v| (start(v.span()), value_node(v))).collect())
+        }
+        Value::InlineTable(t) => Node::Table(
+            t.iter()
+                .map(|(key, v)| {
+                    let key_at = t.key(key).and_then(|k| start(k.span()));
+                    let value_at = start(v.span()).or(key_at);
+                    Entry {
+                        key: key.to_string(),
+                        parent_at: key_at,
+                        value_at,
+                        node: value_node(v),
+                    }
+                })
+                .collect(),
+        ),
+        _ => Node::Leaf,
     }
 }
 
@@ -94,54 +193,6 @@ fn segments(path: &str) -> Vec<Segment<'_>> {
     out
 }
 
-impl<'de> Deserialize<'de> for Node {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Node, D::Error> {
-        deserializer.deserialize_any(NodeVisitor)
-    }
-}
-
-struct NodeVisitor;
-
-impl<'de> Visitor<'de> for NodeVisitor {
-    type Value = Node;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("any TOML value")
-    }
-    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_str<E: de::Error>(self, _: &str) -> Result<Node, E> {
-        Ok(Node::Leaf)
-    }
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
-        let mut entries = Vec::new();
-        while let Some(key) = map.next_key::<Spanned<String>>()? {
-            let span = key.span();
-            let value = map.next_value::<Node>()?;
-            entries.push((key.into_inner(), span, value));
-        }
-        Ok(Node::Table(entries))
-    }
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
-        let mut items = Vec::new();
-        while let Some(item) = seq.next_element::<Spanned<Node>>()? {
-            let span = item.span();
-            items.push((span, item.into_inner()));
-        }
-        Ok(Node::Array(items))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,39 +217,49 @@ destinations = [
 ]
 "#;
 
-    #[test]
-    fn config_locator_finds_keys_in_arrays_of_tables_and_multiline_array_elements() {
-        let loc = Locator::new(TEXT);
-        assert_eq!(loc.line("node.id"), Some(3));
-        assert_eq!(loc.line("destination[0].address"), Some(7));
-        assert_eq!(loc.line("destination[1].name"), Some(10));
-        assert_eq!(loc.line("route[0].destinations"), Some(15));
-        assert_eq!(loc.line("route[0].destinations[1]"), Some(17));
+    fn place(text: &str, path: &str) -> Option<Place> {
+        let doc = toml_edit::ImDocument::parse(text).expect("TOML");
+        Locator::new(text, Some(doc.as_table())).place(path)
     }
 
     #[test]
-    fn config_locator_falls_back_to_the_closest_present_parent() {
-        let loc = Locator::new(TEXT);
-        assert_eq!(loc.line("node.workers"), Some(2));
-        assert_eq!(loc.line("destination[1].provisional_timeout"), Some(9));
-        assert_eq!(loc.line("listen"), None);
-        assert_eq!(loc.line("-"), None);
+    fn config_locator_places_values_in_arrays_of_tables_and_multiline_array_elements() {
+        assert_eq!(place(TEXT, "node.id"), Some((3, 6)));
+        assert_eq!(place(TEXT, "destination[0].address"), Some((7, 11)));
+        assert_eq!(place(TEXT, "destination[1].name"), Some((10, 8)));
+        assert_eq!(place(TEXT, "route[0].destinations"), Some((15, 16)));
+        assert_eq!(place(TEXT, "route[0].destinations[1]"), Some((17, 3)));
+    }
+
+    #[test]
+    fn config_locator_falls_back_to_the_closest_present_table_header() {
+        assert_eq!(place(TEXT, "node.workers"), Some((2, 1)));
+        assert_eq!(
+            place(TEXT, "destination[1].provisional_timeout"),
+            Some((9, 1))
+        );
+        assert_eq!(place(TEXT, "listen"), None);
+        assert_eq!(place(TEXT, "-"), None);
     }
 
     #[test]
     fn config_locator_handles_dotted_keys_and_inline_tables() {
-        let loc = Locator::new(
-            "node.id = 0\ndestination = [\n  { name = \"a\", address = \"h:1\" },\n\n  { name = \"b\", address = \"h:2\" },\n]\n",
-        );
-        assert_eq!(loc.line("node.id"), Some(1));
-        assert_eq!(loc.line("destination[0].address"), Some(3));
-        assert_eq!(loc.line("destination[1].address"), Some(5));
+        let text = "node.id = 0\ndestination = [\n  { name = \"a\", address = \"h:1\" },\n\n  { name = \"b\", address = \"h:2\" },\n]\n";
+        assert_eq!(place(text, "node.id"), Some((1, 11)));
+        assert_eq!(place(text, "node.workers"), Some((1, 1)));
+        assert_eq!(place(text, "destination[0].address"), Some((3, 27)));
+        assert_eq!(place(text, "destination[1].weight"), Some((5, 3)));
+        assert_eq!(place(text, "destination[1].address"), Some((5, 27)));
     }
 
     #[test]
-    fn config_locator_gives_no_line_for_text_that_is_not_toml() {
-        let loc = Locator::new("[node\nid = 1\n");
-        assert_eq!(loc.line("node.id"), None);
+    fn config_locator_counts_columns_in_characters() {
+        let text = "# é\nname = \"é\" \nx = 1\n";
+        let loc = Locator::new(text, None);
+        assert_eq!(loc.place_of_offset(text.find("x =").unwrap_or(0)), (3, 1));
+        assert_eq!(loc.place_of_offset(text.len()), (4, 1));
+        assert_eq!(loc.place_of_offset(text.find(" \n").unwrap_or(0)), (2, 11));
+        assert_eq!(loc.place(""), None, "no document, no path");
     }
 
     #[test]

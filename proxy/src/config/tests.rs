@@ -257,6 +257,243 @@ fn toml_syntax_error_reports_its_line() {
     assert!(!errs[0].message.contains('\n'), "{}", errs[0]);
 }
 
+// ---- every problem in one run ----
+
+/// Eight problems of five kinds (missing key, unknown key, wrong type, unknown section, bad
+/// value) in seven sections, and a route naming a destination that cannot be read (which must
+/// not add a ninth).
+const MANY_PROBLEMS: &str = r#"[node]
+id = 0
+
+[[listen]]
+transport = "udp"
+
+[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "primary"
+address = "10.0.0.1:5060"
+
+[[destination]]
+name = "secondary"
+address = "10.0.0.2:5060"
+transprt = "tcp"
+weight = "heavy"
+
+[guard]
+rate = "fast"
+max_sources = 0
+
+[[route]]
+name = "uk"
+destinations = ["secondary"]
+
+[[route]]
+name = "default"
+destinations = ["primary", "nowhere"]
+
+[[route]]
+name = "last"
+destinations = ["primary"]
+retry_codes = [503, 603]
+
+[tsl]
+ca = "x"
+"#;
+
+/// (line, column, path) of each error.
+fn places(errs: &[ConfigError]) -> Vec<(Option<usize>, Option<usize>, &str)> {
+    errs.iter()
+        .map(|e| (e.line, e.column, e.path.as_str()))
+        .collect()
+}
+
+/// Asserts the errors of `text`, by (line, column, path), in order.
+#[track_caller]
+fn assert_places(text: &str, expected: &[(Option<usize>, Option<usize>, &str)]) {
+    let errs = errors(text);
+    assert_eq!(places(&errs), expected, "{errs:#?}");
+}
+
+#[test]
+fn every_structural_and_semantic_problem_is_reported_in_one_run_with_line_and_column() {
+    let errs = errors(MANY_PROBLEMS);
+    assert_eq!(
+        places(&errs),
+        [
+            (Some(2), Some(6), "node.id"),
+            (Some(4), Some(1), "listen[0]"),
+            (Some(18), Some(1), "destination[1].transprt"),
+            (Some(19), Some(10), "destination[1].weight"),
+            (Some(22), Some(8), "guard.rate"),
+            (Some(31), Some(28), "route[1].destinations[1]"),
+            (Some(36), Some(21), "route[2].retry_codes[1]"),
+            (Some(38), Some(2), "tsl"),
+        ],
+        "{errs:#?}"
+    );
+    let message = |path: &str| {
+        errs.iter()
+            .find(|e| e.path == path)
+            .map_or("", |e| e.message.as_str())
+    };
+    assert!(message("listen[0]").contains("missing field `address`"));
+    assert!(message("destination[1].transprt").contains("did you mean `transport`?"));
+    assert!(message("destination[1].weight").contains("invalid type: string \"heavy\""));
+    assert!(message("guard.rate").contains("\"fast\""));
+    assert!(message("route[1].destinations[1]").contains("unknown destination \"nowhere\""));
+    assert!(message("route[2].retry_codes[1]").contains("6xx ends the call"));
+    assert!(message("tsl").contains("unknown field `tsl`, expected one of `node`"));
+}
+
+#[test]
+fn a_damaged_section_is_not_judged_on_what_is_left_of_it() {
+    // guard.max_sources = 0 is out of range, but [guard] has a structural error: its values
+    // are judged once it reads whole, so the run does not report what may be a follow-on.
+    let errs = errors(MANY_PROBLEMS);
+    assert!(
+        !errs.iter().any(|e| e.path == "guard.max_sources"),
+        "{errs:#?}"
+    );
+    let whole = errors(&MANY_PROBLEMS.replace("rate = \"fast\"\n", ""));
+    assert!(
+        whole.iter().any(|e| e.path == "guard.max_sources"),
+        "{whole:#?}"
+    );
+}
+
+#[test]
+fn a_route_naming_a_destination_that_could_not_be_read_is_not_an_unknown_destination() {
+    let text = BASE.replace(
+        "address = \"10.0.0.2:5060\"",
+        "address = \"10.0.0.2:5060\"\nweight = -1",
+    );
+    let errs = errors(&text);
+    assert_eq!(
+        places(&errs),
+        [(Some(12), Some(10), "destination[1].weight")],
+        "{errs:#?}"
+    );
+    // Not even its name could be read: no reference to a destination is judged.
+    let text = BASE.replace("name = \"secondary\"", "name = 2");
+    assert_places(&text, &[(Some(10), Some(8), "destination[1].name")]);
+}
+
+#[test]
+fn rules_are_still_checked_past_a_destination_that_could_not_be_read() {
+    // The placeholder for destination[0] compiles with errors of its own (left out), and the
+    // rest is compiled far enough to check the listeners routes name.
+    assert_places(
+        &TIERED
+            .replace("address = \"10.0.0.1:5060\"", "address = 5060")
+            .replace("source = [\"carrier\"]", "source = [\"carier\"]"),
+        &[
+            (Some(8), Some(11), "destination[0].address"),
+            (Some(26), Some(42), "route[0].match.source[0]"),
+        ],
+    );
+}
+
+#[test]
+fn a_route_naming_a_listener_that_could_not_be_read_is_not_an_unknown_listener() {
+    assert_places(
+        &TIERED.replace("transport = \"udp\"", "transport = \"sctp\""),
+        &[(Some(3), Some(13), "listen[0].transport")],
+    );
+}
+
+#[test]
+fn rule_warnings_wait_until_every_rule_entry_reads_whole() {
+    // With route "uk" unreadable, "cloud" looks unused and "default" could look shadowed.
+    let (result, warnings) = Config::parse_with_warnings(
+        &TIERED.replace("tiers = [\"edge\"]", "tiers = \"edge\""),
+        FILE,
+    );
+    let errs = result.unwrap_err().0;
+    assert_eq!(places(&errs), [(Some(27), Some(9), "route[0].tiers")]);
+    assert!(warnings.is_empty(), "{warnings:#?}");
+}
+
+#[test]
+fn every_bad_element_of_an_array_is_reported_at_its_own_index() {
+    let text = BASE.replace(
+        "address = \"10.0.0.1:5060\"",
+        "address = \"10.0.0.1:5060\"\nprobe_codes = [200, \"x\", 404, \"y\"]\ntags = [1]",
+    );
+    assert_places(
+        &text,
+        &[
+            (Some(8), Some(21), "destination[0].probe_codes[1]"),
+            (Some(8), Some(31), "destination[0].probe_codes[3]"),
+            (Some(9), Some(9), "destination[0].tags[0]"),
+        ],
+    );
+}
+
+#[test]
+fn every_missing_key_of_a_table_is_reported_at_its_header() {
+    let text = format!("{BASE}\n[[listen]]\nname = \"spare\"\n\n[[destination]]\ntags = []\n");
+    let errs = errors(&text);
+    let got: Vec<(Option<usize>, Option<usize>, &str, &str)> = errs
+        .iter()
+        .map(|e| (e.line, e.column, e.path.as_str(), e.message.as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (Some(17), Some(1), "listen[1]", "missing field `transport`"),
+            (Some(17), Some(1), "listen[1]", "missing field `address`"),
+            (Some(20), Some(1), "destination[2]", "missing field `name`"),
+            (
+                Some(20),
+                Some(1),
+                "destination[2]",
+                "missing field `address`"
+            ),
+        ],
+        "{errs:#?}"
+    );
+}
+
+#[test]
+fn a_missing_key_in_a_nested_table_is_placed_at_that_table() {
+    assert_places(
+        &TIERED.replace(
+            "{ name = \"secondary\", priority = 5 }",
+            "{ nam = \"secondary\", priority = 5 }",
+        ),
+        &[
+            (Some(17), Some(23), "group[0].members[1]"),
+            (Some(17), Some(25), "group[0].members[1].nam"),
+        ],
+    );
+}
+
+#[test]
+fn toml_syntax_error_has_line_column_and_a_hint() {
+    let errs = errors(&base_with("[tcp]\nconnect_timeout = 2s"));
+    // At the value to quote, not where the parser gave up (after the 2).
+    assert_eq!(places(&errs), [(Some(18), Some(19), "-")], "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .ends_with("a duration is a string with a unit: write connect_timeout = \"2s\""),
+        "{}",
+        errs[0]
+    );
+    let errs = errors(&BASE.replace("name = \"primary\"", "name = primary"));
+    assert_eq!(places(&errs), [(Some(6), Some(8), "-")], "{errs:#?}");
+    assert!(
+        errs[0]
+            .message
+            .ends_with("a string goes in quotes: write name = \"primary\""),
+        "{}",
+        errs[0]
+    );
+}
+
 // ---- listeners ----
 
 #[test]
@@ -687,7 +924,10 @@ t1 = "20s"
     assert!(errs.iter().all(|e| e.file == FILE));
     let shown = ConfigErrors(errs).to_string();
     assert_eq!(shown.lines().count(), 6);
-    assert!(shown.starts_with("test.toml:2: node.id: id = 0"), "{shown}");
+    assert!(
+        shown.starts_with("test.toml:2:6: node.id: id = 0"),
+        "{shown}"
+    );
 }
 
 #[test]
@@ -739,12 +979,21 @@ fn load_names_the_file_in_errors() {
 }
 
 #[test]
-fn config_error_display_shows_file_line_path_and_message() {
+fn config_error_display_shows_file_line_column_path_and_message() {
     let e = ConfigError {
         file: "pointsman.toml".into(),
         line: Some(7),
+        column: Some(11),
         path: "destination[0].address".into(),
         message: "has no port".into(),
+    };
+    assert_eq!(
+        e.to_string(),
+        "pointsman.toml:7:11: destination[0].address: has no port"
+    );
+    let e = ConfigError {
+        column: None,
+        ..e.clone()
     };
     assert_eq!(
         e.to_string(),
@@ -1522,6 +1771,20 @@ mod tls {
         assert_eq!(errs[0].path, "destination[0].ca");
         assert_eq!(errs[0].line, Some(5), "shown at the destination's table");
         assert!(errs[0].message.contains("[tls] ca"), "{}", errs[0]);
+    }
+
+    #[test]
+    fn a_tls_destination_is_not_asked_for_a_ca_when_the_tls_ca_could_not_be_read() {
+        let text = base_with("[tls]\nca = [\"ca.pem\"]").replace(
+            "address = \"10.0.0.1:5060\"",
+            "address = \"10.0.0.1:5061\"\ntransport = \"tls\"",
+        );
+        let errs = errors(&text);
+        assert_eq!(
+            super::places(&errs),
+            [(Some(19), Some(6), "tls.ca")],
+            "{errs:#?}"
+        );
     }
 
     #[test]
