@@ -1710,6 +1710,7 @@ mod tests {
                     ("workers", K::Int),
                     ("realtime_priority", K::Int),
                     ("scheduler_slice", K::Duration),
+                    ("shutdown_grace", K::Duration),
                 ],
             ),
             table(
@@ -1768,6 +1769,8 @@ mod tests {
                     ("passive", K::Bool),
                     ("retry_after_min", K::Duration),
                     ("retry_after_max", K::Duration),
+                    ("passive_hold", K::Duration),
+                    ("passive_hold_max", K::Duration),
                 ],
             ),
             table(
@@ -1777,6 +1780,8 @@ mod tests {
                 &[
                     ("rate", K::Float),
                     ("burst", K::Float),
+                    ("allowed_rate", K::Float),
+                    ("allowed_burst", K::Float),
                     ("max_sources", K::Int),
                     ("block_user_agents", K::Names),
                     ("overload_backlog", K::Float),
