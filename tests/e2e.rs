@@ -1136,6 +1136,12 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     assert_eq!(figure("answered"), calls, "{stdout}");
     assert_eq!(figure("by primary") + figure("by secondary"), calls);
     assert_eq!(figure("ghost calls relayed"), 0);
+    // Every message pointsman sent reads with rsip, a SIP parser independent of its own.
+    let sent = stdout
+        .lines()
+        .find(|l| l.trim().starts_with("messages sent"))
+        .unwrap_or_else(|| panic!("no message count:\n{stdout}"));
+    assert!(sent.contains("(0 unreadable"), "{stdout}");
     // Each failure left its trace: failovers (503, brownout, death), CANCELs and torn-down
     // late answers (brownout), and the primary answered again after recovering.
     assert!(figure("failed over") > 0, "{stdout}");

@@ -120,12 +120,20 @@ pub struct Report {
     pub cancels: usize,
     pub ghosts_torn_down: usize,
     pub ghosts_relayed: usize,
+    /// Messages pointsman sent to the simulated peers.
+    pub messages: usize,
+    /// Of those, the ones rsip, a SIP parser independent of pointsman's, could not read.
+    pub unreadable: usize,
 }
 
 impl Report {
-    /// Every call answered, and no ghost ever reached the carrier.
+    /// Every call answered, no ghost ever reached the carrier, and every message pointsman
+    /// sent reads with an independent parser.
     pub fn passed(&self) -> bool {
-        self.calls > 0 && self.answered == self.calls && self.ghosts_relayed == 0
+        self.calls > 0
+            && self.answered == self.calls
+            && self.ghosts_relayed == 0
+            && self.unreadable == 0
     }
 }
 
@@ -142,6 +150,11 @@ impl std::fmt::Display for Report {
         writeln!(f, "  CANCELs to clouds       {}", self.cancels)?;
         writeln!(f, "  ghost calls torn down   {}", self.ghosts_torn_down)?;
         writeln!(f, "  ghost calls relayed     {}", self.ghosts_relayed)?;
+        writeln!(
+            f,
+            "  messages sent           {} ({} unreadable by an independent SIP parser)",
+            self.messages, self.unreadable
+        )?;
         write!(
             f,
             "  verdict                 {}",
@@ -385,9 +398,30 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
     for r in reports.iter().skip(shown) {
         writeln!(out, "{}", line(r))?;
     }
-    let report = total(&reports);
+    let mut report = total(&reports);
+    (report.messages, report.unreadable) = readability(&journal, out)?;
     writeln!(out, "\n{report}")?;
     Ok(report)
+}
+
+/// Every message the simulated peers received from pointsman, read again with rsip (see
+/// [`crate::sim::independent_read`]); prints the first few it could not read. Returns (read,
+/// unreadable).
+fn readability(journal: &Journal, out: &mut (dyn Write + Send)) -> std::io::Result<(usize, usize)> {
+    let sent: Vec<Entry> = journal
+        .entries()
+        .into_iter()
+        .filter(|e| e.dir == Dir::In)
+        .collect();
+    let unreadable: Vec<&Entry> = sent
+        .iter()
+        .filter(|e| e.summary.independent_error.is_some())
+        .collect();
+    for e in unreadable.iter().take(3) {
+        let why = e.summary.independent_error.as_deref().unwrap_or_default();
+        writeln!(out, "unreadable by rsip ({why}):\n{}", e.text())?;
+    }
+    Ok((sent.len(), unreadable.len()))
 }
 
 fn set(cloud: &Option<Cloud>, calls: Behaviour, options: Option<u16>) {

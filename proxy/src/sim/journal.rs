@@ -31,13 +31,20 @@ pub struct Summary {
     pub branch: String,
     /// Whether the message scanned cleanly.
     pub valid: bool,
+    /// What rsip, a SIP parser independent of pointsman's own `wire`, could not read in it
+    /// (see [`independent_read`]); `None`: it read the whole message.
+    pub independent_error: Option<String>,
 }
 
 impl Summary {
     pub fn of(bytes: &[u8]) -> Summary {
         let framing = Framing::Datagram;
+        let independent_error = independent_read(bytes).err();
         let Ok(msg) = wire::scan(bytes, framing, &Limits::default()) else {
-            return Summary::default();
+            return Summary {
+                independent_error,
+                ..Summary::default()
+            };
         };
         let text = |s: wire::Span| String::from_utf8_lossy(msg.slice(s)).into_owned();
         let (method, code) = match msg.start {
@@ -51,6 +58,7 @@ impl Summary {
             cseq_method: text(msg.cseq_method_span),
             branch: msg.top_via.branch.map(text).unwrap_or_default(),
             valid: true,
+            independent_error,
         }
     }
 
@@ -63,6 +71,22 @@ impl Summary {
     pub fn is_response(&self, code: u16, cseq_method: &str) -> bool {
         self.code == Some(code) && self.cseq_method == cseq_method
     }
+}
+
+/// Reads `bytes` with rsip, a SIP parser that shares nothing with pointsman's `wire`: the start
+/// line, every header line, and the typed values of Via, From, To, Call-ID and CSeq. Tests use
+/// it to check that what pointsman sends is read the same by an implementation other than its
+/// own.
+pub fn independent_read(bytes: &[u8]) -> Result<(), String> {
+    use rsip::prelude::*;
+    let msg = rsip::SipMessage::try_from(bytes).map_err(|e| format!("message: {e}"))?;
+    let typed = |what: &str, r: Result<(), rsip::Error>| r.map_err(|e| format!("{what}: {e}"));
+    typed("Via", msg.via_header().and_then(|h| h.typed().map(drop)))?;
+    typed("From", msg.from_header().and_then(|h| h.typed().map(drop)))?;
+    typed("To", msg.to_header().and_then(|h| h.typed().map(drop)))?;
+    typed("Call-ID", msg.call_id_header().map(drop))?;
+    typed("CSeq", msg.cseq_header().and_then(|h| h.typed().map(drop)))?;
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -218,5 +242,28 @@ impl Journal {
             );
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::independent_read;
+
+    const OK: &str = "SIP/2.0 180 Ringing\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-1\r\n\
+                      From: <sip:a@192.0.2.1>;tag=a\r\nTo: <sip:b@192.0.2.2>;tag=b\r\n\
+                      Call-ID: c1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n";
+
+    #[test]
+    fn the_independent_parser_reads_a_good_message_and_names_what_it_cannot_read() {
+        assert_eq!(independent_read(OK.as_bytes()), Ok(()));
+        let no_cseq = OK.replace("CSeq: 1 INVITE\r\n", "");
+        assert!(independent_read(no_cseq.as_bytes())
+            .unwrap_err()
+            .starts_with("CSeq"));
+        let broken_via = OK.replace("SIP/2.0/UDP 192.0.2.1:5060", "garbage");
+        assert!(independent_read(broken_via.as_bytes())
+            .unwrap_err()
+            .starts_with("Via"));
+        assert!(independent_read(b"hello").is_err());
     }
 }

@@ -17,7 +17,7 @@ mod net;
 pub use carrier::Carrier;
 pub use cloud::{Behaviour, Cloud, Step};
 pub use endpoint::{Endpoint, Received, TlsClient};
-pub use journal::{header_value, Dir, Entry, Journal, Summary};
+pub use journal::{header_value, independent_read, Dir, Entry, Journal, Summary};
 pub use msg::{
     cancel_for, new_branch, response, sdp_offer, uri_addr, Dialog, InviteSpec, SimTransport,
 };
