@@ -1,0 +1,324 @@
+#!/usr/bin/env python3
+"""Reads a run directory of benches/soak/run.sh and prints the soak's report (Markdown).
+
+Four observers, each counted on its own:
+  - SIPp: the carrier's calls (successful, failed and why) and the clouds' (carrier.csv,
+    primary.csv, secondary.csv; failed Call-IDs from carrier_uac_*_calldebug.log);
+  - pointsman's /metrics before and after the calls (metrics_before.txt, metrics_after.txt);
+  - the impairment relay: its counts per link and direction (relay.json) and its log of every
+    SIP datagram (relay.log, see proxy/examples/impair.rs), from which the report proves:
+      * CANCEL before reroute: for every call whose INVITE went to both clouds, a CANCEL to the
+        first left pointsman before the INVITE to the second (kernel receive timestamps at the
+        relay, in send order), unless the first had already given a final answer;
+      * ghost calls: a carrier that got 2xx with two different To tags (two clouds' answers), or
+        a cloud whose 2xx reached pointsman and which never got a BYE from pointsman;
+      * why each failed call failed: what the network did to its datagrams (lost, blackholed by
+        the flap); a failed call with no impaired datagram is unexplained and counts against
+        pointsman;
+  - pointsman's RSS every 10 s (rss.txt).
+
+  report.py report DIR
+Only the Python 3 standard library is used.
+"""
+
+import glob
+import json
+import os
+import re
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load"))
+from report import last, num, sipp_rows  # noqa: E402  (the load bench's SIPp readers)
+
+CLOUDS = ("primary", "secondary")
+# The soak carrier's steps (carrier_uac.xml): where a call was when SIPp aborted it.
+CARRIER_STEP = {0: "INVITE", 1: "INVITE", 2: "INVITE", 3: "INVITE", 4: "INVITE (no 2xx)",
+                5: "ACK", 6: "hold", 7: "BYE", 8: "BYE (no 200)"}
+
+
+def meta(run):
+    out = {}
+    try:
+        with open(os.path.join(run, "meta.env")) as f:
+            for line in f:
+                k, _, v = line.strip().partition("=")
+                out[k] = v
+    except OSError:
+        pass
+    return out
+
+
+def sipp_counts(run, name):
+    end = last(sipp_rows(os.path.join(run, name + ".csv")))
+    return {k[:-3]: num(end, k) for k in end if k.endswith("(C)")} | {
+        "CurrentCall": num(end, "CurrentCall")
+    }
+
+
+def failed_calls(run):
+    """Call-ID -> SIPp step at which the carrier aborted it."""
+    out = {}
+    for path in glob.glob(os.path.join(run, "carrier_uac_*_calldebug.log")):
+        with open(path, encoding="latin-1") as f:
+            for line in f:
+                m = re.search(r"Aborting call (\S+) \(index (\d+)\)", line)
+                if m:
+                    out[m.group(1)] = int(m.group(2))
+    return out
+
+
+def metrics(path):
+    """{(name, labels): value} of a Prometheus text file."""
+    out = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                if line.startswith("#") or not line.strip():
+                    continue
+                m = re.match(r"^(\w+)(\{[^}]*\})?\s+(\S+)$", line.strip())
+                if m:
+                    out[(m.group(1), m.group(2) or "")] = float(m.group(3))
+    except OSError:
+        pass
+    return out
+
+
+def metric_delta(run, name):
+    before = metrics(os.path.join(run, "metrics_before.txt"))
+    after = metrics(os.path.join(run, "metrics_after.txt"))
+    return {lab: v - before.get((n, lab), 0.0) for (n, lab), v in after.items() if n == name}
+
+
+def by_label(run, name, only=None):
+    """`labels value, ...` of a metric's non-zero series over the run (`only`: that label's value)."""
+    parts = []
+    for lab, v in sorted(metric_delta(run, name).items()):
+        if not v:
+            continue
+        pairs = dict(re.findall(r'(\w+)="([^"]*)"', lab))
+        text = pairs.get(only, lab) if only else " ".join(f"{k}={x}" for k, x in pairs.items())
+        parts.append(f"{text} {fmt(v)}")
+    return ", ".join(parts) or "0"
+
+
+class Call:
+    __slots__ = ("carrier_2xx", "invite", "cancel", "final", "answered", "bye", "impaired",
+                 "reached")
+
+    def __init__(self):
+        self.carrier_2xx = set()  # To tags of 2xx delivered to the carrier
+        self.invite = {}  # cloud -> first INVITE pointsman sent it (ns)
+        self.cancel = {}  # cloud -> first CANCEL pointsman sent it
+        self.final = {}  # cloud -> first final non-2xx answer to INVITE delivered to pointsman
+        self.answered = {}  # (cloud, tag) -> True once a copy of its 2xx reached pointsman
+        self.bye = set()  # (cloud, tag) pointsman sent BYE to
+        self.impaired = set()  # "lost", "flap"
+        self.reached = set()  # (cloud, "INVITE" | "CANCEL") of which a copy was delivered
+
+
+def read_log(run):
+    calls = {}
+    with open(os.path.join(run, "relay.log"), encoding="latin-1") as f:
+        for line in f:
+            p = line.split()
+            if len(p) != 9:
+                continue
+            t, link, direction, copies, why, kind, cseq, cid, tag = p
+            t, copies = int(t), int(copies)
+            c = calls.get(cid)
+            if c is None:
+                c = calls[cid] = Call()
+            if why != "-":
+                c.impaired.add(why)
+            if link == "carrier":
+                if direction == "back" and cseq == "INVITE" and kind.startswith("2") and copies:
+                    c.carrier_2xx.add(tag)
+                continue
+            if direction == "fwd":  # pointsman -> cloud
+                if copies and kind in ("INVITE", "CANCEL"):
+                    c.reached.add((link, kind))
+                if kind == "INVITE":
+                    c.invite[link] = min(t, c.invite.get(link, t))
+                elif kind == "CANCEL":
+                    c.cancel[link] = min(t, c.cancel.get(link, t))
+                elif kind == "BYE":
+                    c.bye.add((link, tag))
+            elif cseq == "INVITE" and kind.isdigit() and copies:  # cloud -> pointsman
+                code = int(kind)
+                if 200 <= code < 300:
+                    c.answered[(link, tag)] = True
+                elif code >= 300:
+                    c.final[link] = min(t, c.final.get(link, t))
+            elif cseq == "INVITE" and kind.startswith("2"):
+                c.answered.setdefault((link, tag), False)
+    return calls
+
+
+def analyse(calls):
+    a = {"reroutes": 0, "cancel_first": 0, "after_final": 0, "violations": [],
+         "carrier_ghosts": [], "cloud_answered": 0, "cloud_bye": 0, "cloud_no_bye": [],
+         "cloud_2xx_never_delivered": 0, "late_2xx_torn_down": 0, "orphan_cancels": 0}
+    for cid, c in calls.items():
+        if len(c.carrier_2xx) > 1:
+            a["carrier_ghosts"].append(cid)
+        if len(c.invite) == 2:
+            first, second = sorted(c.invite, key=c.invite.get)
+            a["reroutes"] += 1
+            at = c.invite[second]
+            if c.cancel.get(first, at + 1) < at:
+                a["cancel_first"] += 1
+            elif c.final.get(first, at + 1) < at:
+                a["after_final"] += 1
+            else:
+                a["violations"].append(cid)
+        for cloud in CLOUDS:
+            if (cloud, "CANCEL") in c.reached and (cloud, "INVITE") not in c.reached:
+                a["orphan_cancels"] += 1
+        for (cloud, tag), delivered in c.answered.items():
+            if not delivered:
+                a["cloud_2xx_never_delivered"] += 1
+                continue
+            a["cloud_answered"] += 1
+            if (cloud, tag) in c.bye:
+                a["cloud_bye"] += 1
+                if tag not in c.carrier_2xx:
+                    a["late_2xx_torn_down"] += 1
+            else:
+                a["cloud_no_bye"].append(cid)
+    return a
+
+
+def explain(calls, failed):
+    """Why each failed call failed: {(step, cause): count}, and the unexplained Call-IDs."""
+    causes, unexplained = {}, []
+    for cid, step in failed.items():
+        c = calls.get(cid)
+        why = c.impaired if c else set()
+        if "flap" in why:
+            cause = "the primary's link blackholed (flap)"
+        elif "lost" in why:
+            cause = "datagrams lost"
+        else:
+            cause = "no impaired datagram: unexplained"
+            unexplained.append(cid)
+        key = (CARRIER_STEP.get(step, f"step {step}"), cause)
+        causes[key] = causes.get(key, 0) + 1
+    return causes, unexplained
+
+
+def rss(run):
+    out = []
+    try:
+        with open(os.path.join(run, "rss.txt")) as f:
+            for line in f:
+                s, kb = line.split()
+                out.append((int(s), int(kb) / 1024))
+    except (OSError, ValueError):
+        pass
+    return out
+
+
+def fmt(n):
+    return f"{n:,.0f}"
+
+
+def report(run):
+    m = meta(run)
+    carrier = sipp_counts(run, "carrier")
+    clouds = {c: sipp_counts(run, c) for c in CLOUDS}
+    failed = failed_calls(run)
+    calls = read_log(run)
+    a = analyse(calls)
+    causes, unexplained = explain(calls, failed)
+    out = []
+    w = out.append
+    w(f"Soak on `{m.get('commit', '?')}`: {m.get('rate')} calls/s for {m.get('duration')} s, seed "
+      f"{m.get('seed')}; every link, both directions: loss {m.get('loss')}, duplication "
+      f"{m.get('dup')}, reordering {m.get('reorder')} (held back 40 ms), jitter 0..{m.get('jitter')}; "
+      f"the primary's link blackholed every other {m.get('flap')} s.")
+    w("")
+    w("| observer | figure | value |")
+    w("|---|---|---|")
+    w(f"| SIPp carrier | calls placed | {fmt(carrier.get('OutgoingCall', 0))} |")
+    w(f"| SIPp carrier | calls completed (2xx, ACK, BYE answered) | {fmt(carrier.get('SuccessfulCall', 0))} |")
+    kinds = ", ".join(f"{k[6:]} {fmt(v)}" for k, v in carrier.items()
+                      if k.startswith("Failed") and k != "FailedCall" and v)
+    w(f"| SIPp carrier | calls failed | **{fmt(carrier.get('FailedCall', 0))}**{' (' + kinds + ')' if kinds else ''} |")
+    w(f"| SIPp carrier | retransmissions | {fmt(carrier.get('Retransmissions', 0))} |")
+    for c in CLOUDS:
+        k = clouds[c]
+        w(f"| SIPp {c} | calls answered and ended by BYE / failed / open at the end | "
+          f"{fmt(k.get('SuccessfulCall', 0))} / {fmt(k.get('FailedCall', 0))} / {fmt(k.get('CurrentCall', 0))} |")
+    w(f"| pointsman | calls by outcome | {by_label(run, 'pointsman_calls_total', 'outcome')} |")
+    w(f"| pointsman | failovers | {by_label(run, 'pointsman_failovers_total')} |")
+    w(f"| pointsman | CANCELs sent | {fmt(sum(metric_delta(run, 'pointsman_cancels_sent_total').values()))} |")
+    w(f"| pointsman | ghost calls torn down (late 2xx ACKed + BYE) | "
+      f"{fmt(sum(metric_delta(run, 'pointsman_ghost_calls_torn_down_total').values()))} |")
+    w(f"| pointsman | dropped without an answer | {by_label(run, 'pointsman_dropped_total')} |")
+    w(f"| relay log | reroutes (INVITE to both clouds) | {fmt(a['reroutes'])} |")
+    w(f"| relay log | CANCEL to the first cloud before the INVITE to the second | "
+      f"**{fmt(a['cancel_first'])}** (after the first's final answer: {fmt(a['after_final'])}; "
+      f"neither: **{len(a['violations'])}**) |")
+    w(f"| relay log | ghost calls at the carrier (2xx of two clouds) | **{len(a['carrier_ghosts'])}** |")
+    w(f"| relay log | clouds' 2xx that reached pointsman / got its BYE / **without BYE** | "
+      f"{fmt(a['cloud_answered'])} / {fmt(a['cloud_bye'])} / **{len(a['cloud_no_bye'])}** |")
+    w(f"| relay log | of those BYEs, late 2xx torn down (not the carrier's answer) | {fmt(a['late_2xx_torn_down'])} |")
+    w(f"| relay log | clouds' 2xx never delivered to pointsman (every copy lost or blackholed) | "
+      f"{fmt(a['cloud_2xx_never_delivered'])} |")
+    w(f"| relay log | CANCELs that reached a cloud which never got the INVITE (the INVITE's every "
+      f"copy lost or blackholed; a SIPp UAS holds each as an open call) | {fmt(a['orphan_cancels'])} |")
+    samples = rss(run)
+    if samples:
+        def at(s):
+            return min(samples, key=lambda x: abs(x[0] - s))
+        dur = int(m.get("duration", samples[-1][0]) or samples[-1][0])
+        pts = [at(60), at(dur // 2), at(dur - 10)]
+        steady = [mb for s, mb in samples if 120 <= s <= dur]
+        w(f"| pointsman | RSS at {pts[0][0]} s / {pts[1][0]} s / {pts[2][0]} s; after | "
+          + " / ".join(f"{mb:.1f}" for _, mb in pts) + f"; {samples[-1][1]:.1f} MB |")
+        if steady:
+            w(f"| pointsman | RSS from 120 s to the end: min / max | {min(steady):.1f} / {max(steady):.1f} MB "
+              f"({(max(steady) / min(steady) - 1) * 100:+.1f} %) |")
+    w("")
+    w("Relay, per link and direction (`fwd`: carrier→pointsman, pointsman→cloud):")
+    w("")
+    w("| link | dir | received | delivered | lost | blackholed | duplicated | held back |")
+    w("|---|---|---|---|---|---|---|---|")
+    try:
+        with open(os.path.join(run, "relay.json")) as f:
+            for r in json.load(f):
+                k = r["counts"]
+                w(f"| {r['link']} | {r['dir']} | {fmt(k['received'])} | {fmt(k['delivered'])} | "
+                  f"{fmt(k['lost'])} | {fmt(k['blackholed'])} | {fmt(k['duplicated'])} | {fmt(k['held_back'])} |")
+    except (OSError, ValueError, KeyError):
+        w("| (relay.json missing) |")
+    w("")
+    w(f"Failed calls at the carrier ({fmt(len(failed))} aborted in SIPp's call debug log), by "
+      "where the call was and what the network did to its datagrams:")
+    w("")
+    w("| where | cause | calls |")
+    w("|---|---|---|")
+    for (step, cause), n in sorted(causes.items(), key=lambda x: -x[1]):
+        w(f"| {step} | {cause} | {fmt(n)} |")
+    if unexplained:
+        w("")
+        w("Unexplained failed calls (first 20): " + ", ".join(unexplained[:20]))
+    for name, ids in (("CANCEL-order violations", a["violations"]),
+                      ("carrier ghost calls", a["carrier_ghosts"]),
+                      ("cloud calls without BYE", a["cloud_no_bye"])):
+        if ids:
+            w("")
+            w(f"{name} (first 20): " + ", ".join(ids[:20]))
+    return "\n".join(out)
+
+
+def main(argv):
+    if len(argv) == 3 and argv[1] == "report":
+        print(report(argv[2]))
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
