@@ -11,7 +11,8 @@ Four observers, each counted on its own:
         first left pointsman before the INVITE to the second (kernel receive timestamps at the
         relay, in send order), unless the first had already given a final answer;
       * ghost calls: a carrier that got 2xx with two different To tags (two clouds' answers), or
-        a cloud whose 2xx reached pointsman and which never got a BYE from pointsman;
+        a cloud whose 2xx reached pointsman and which never got a BYE from pointsman, although
+        the carrier got that 2xx and its BYE reached pointsman, or the 2xx was never relayed;
       * why each failed call failed: what the network did to its datagrams (lost, blackholed by
         the flap); a failed call with no impaired datagram is unexplained and counts against
         pointsman;
@@ -103,7 +104,7 @@ def by_label(run, name, only=None):
 
 class Call:
     __slots__ = ("carrier_2xx", "invite", "cancel", "final", "answered", "bye", "impaired",
-                 "reached")
+                 "reached", "relayed_2xx", "carrier_bye")
 
     def __init__(self):
         self.carrier_2xx = set()  # To tags of 2xx delivered to the carrier
@@ -114,6 +115,8 @@ class Call:
         self.bye = set()  # (cloud, tag) pointsman sent BYE to
         self.impaired = set()  # "lost", "flap"
         self.reached = set()  # (cloud, "INVITE" | "CANCEL") of which a copy was delivered
+        self.relayed_2xx = set()  # To tags of 2xx pointsman sent the carrier (delivered or not)
+        self.carrier_bye = False  # a copy of the carrier's BYE reached pointsman
 
 
 def read_log(run):
@@ -131,8 +134,12 @@ def read_log(run):
             if why != "-":
                 c.impaired.add(why)
             if link == "carrier":
-                if direction == "back" and cseq == "INVITE" and kind.startswith("2") and copies:
-                    c.carrier_2xx.add(tag)
+                if direction == "back" and cseq == "INVITE" and kind.startswith("2"):
+                    c.relayed_2xx.add(tag)
+                    if copies:
+                        c.carrier_2xx.add(tag)
+                elif direction == "fwd" and kind == "BYE" and copies:
+                    c.carrier_bye = True
                 continue
             if direction == "fwd":  # pointsman -> cloud
                 if copies and kind in ("INVITE", "CANCEL"):
@@ -157,6 +164,7 @@ def read_log(run):
 def analyse(calls):
     a = {"reroutes": 0, "cancel_first": 0, "after_final": 0, "violations": [],
          "carrier_ghosts": [], "cloud_answered": 0, "cloud_bye": 0, "cloud_no_bye": [],
+         "no_bye_2xx_lost": 0, "no_bye_carrier_bye_lost": 0,
          "cloud_2xx_never_delivered": 0, "late_2xx_torn_down": 0, "orphan_cancels": 0}
     for cid, c in calls.items():
         if len(c.carrier_2xx) > 1:
@@ -183,6 +191,11 @@ def analyse(calls):
                 a["cloud_bye"] += 1
                 if tag not in c.carrier_2xx:
                     a["late_2xx_torn_down"] += 1
+            elif tag in c.relayed_2xx and tag not in c.carrier_2xx:
+                # Relayed, but no copy reached the carrier: nothing comes back to end it with.
+                a["no_bye_2xx_lost"] += 1
+            elif tag in c.carrier_2xx and not c.carrier_bye:
+                a["no_bye_carrier_bye_lost"] += 1
             else:
                 a["cloud_no_bye"].append(cid)
     return a
@@ -260,8 +273,11 @@ def report(run):
       f"**{fmt(a['cancel_first'])}** (after the first's final answer: {fmt(a['after_final'])}; "
       f"neither: **{len(a['violations'])}**) |")
     w(f"| relay log | ghost calls at the carrier (2xx of two clouds) | **{len(a['carrier_ghosts'])}** |")
-    w(f"| relay log | clouds' 2xx that reached pointsman / got its BYE / **without BYE** | "
-      f"{fmt(a['cloud_answered'])} / {fmt(a['cloud_bye'])} / **{len(a['cloud_no_bye'])}** |")
+    w(f"| relay log | clouds' 2xx that reached pointsman / got a BYE from it | "
+      f"{fmt(a['cloud_answered'])} / {fmt(a['cloud_bye'])} |")
+    w(f"| relay log | ... without BYE: the 2xx relayed, no copy reached the carrier / the carrier's "
+      f"BYE never reached pointsman / **neither (ghost)** | {fmt(a['no_bye_2xx_lost'])} / "
+      f"{fmt(a['no_bye_carrier_bye_lost'])} / **{len(a['cloud_no_bye'])}** |")
     w(f"| relay log | of those BYEs, late 2xx torn down (not the carrier's answer) | {fmt(a['late_2xx_torn_down'])} |")
     w(f"| relay log | clouds' 2xx never delivered to pointsman (every copy lost or blackholed) | "
       f"{fmt(a['cloud_2xx_never_delivered'])} |")
@@ -305,7 +321,7 @@ def report(run):
         w("Unexplained failed calls (first 20): " + ", ".join(unexplained[:20]))
     for name, ids in (("CANCEL-order violations", a["violations"]),
                       ("carrier ghost calls", a["carrier_ghosts"]),
-                      ("cloud calls without BYE", a["cloud_no_bye"])):
+                      ("ghost calls at the clouds (no BYE)", a["cloud_no_bye"])):
         if ids:
             w("")
             w(f"{name} (first 20): " + ", ".join(ids[:20]))
