@@ -7,8 +7,11 @@
 //! Every datagram, in both directions, is lost with `--loss`, else delivered once or, with
 //! `--dup`, twice; each copy waits a uniform 0..`--jitter`, and with `--reorder` also
 //! `--hold-back`, so the datagrams behind it overtake it. `--flap NAME:PERIOD` blackholes one
-//! link every other PERIOD (up first). Each link and direction draws from its own PRNG stream
-//! seeded from `--seed`, so a run's decisions per stream repeat with the seed.
+//! link every other PERIOD (up first). `--answer-options NAME` answers the OPTIONS probes sent
+//! to a link 200 OK (the probe and its answer impaired as any datagram), for a target that
+//! cannot answer them itself (a SIPp UAS plays one scenario). Each link and direction draws
+//! from its own PRNG stream seeded from `--seed`, so a run's decisions per stream repeat with
+//! the seed.
 //!
 //! It counts per link and direction what it received, lost, blackholed, duplicated and held
 //! back, prints the counts every 10 s and on SIGTERM/SIGINT (then exits; `--stats FILE` gets
@@ -22,7 +25,7 @@
 //! `impair --link carrier=127.0.0.1:25100>127.0.0.1:25060 --link primary=... --seed 1`
 
 use clap::Parser;
-use pointsman::sim::StampedUdp;
+use pointsman::sim::{self, StampedUdp};
 use pointsman::wire::{self, Framing, Limits};
 use std::collections::HashMap;
 use std::io::Write;
@@ -120,6 +123,8 @@ struct Link {
     listen: SocketAddr,
     target: SocketAddr,
     flap: Option<Duration>,
+    /// OPTIONS sent to LISTEN are answered by the relay, not relayed.
+    answers_options: bool,
     /// `[fwd, back]`.
     streams: [Mutex<Stream>; 2],
 }
@@ -160,6 +165,10 @@ struct Args {
     /// NAME:PERIOD: blackhole that link every other PERIOD, up first (e.g. primary:30s)
     #[arg(long)]
     flap: Option<String>,
+    /// NAME: answer the OPTIONS sent to this link 200 OK, as the target would (a SIPp UAS
+    /// plays one scenario and cannot answer probes); repeatable
+    #[arg(long)]
+    answer_options: Vec<String>,
     /// One line per SIP datagram (see the module doc)
     #[arg(long)]
     log: Option<PathBuf>,
@@ -222,10 +231,11 @@ fn main() -> ExitCode {
             })
         };
         links.push(Link {
-            name,
+            name: name.clone(),
             listen,
             target,
             flap,
+            answers_options: args.answer_options.contains(&name),
             streams: [stream(false), stream(true)],
         });
     }
@@ -335,6 +345,17 @@ async fn front_loop(relay: Arc<Relay>, link: usize, front: Arc<StampedUdp>) {
                 continue;
             }
         };
+        if relay.links[link].answers_options && is_options(&buf[..n]) {
+            // The probe crosses the link and its answer crosses back, each impaired.
+            let (delays, _) = relay.fate(link, false);
+            if let (false, Some(ok)) = (
+                delays.is_empty(),
+                sim::response(&buf[..n], 200, "impair", ""),
+            ) {
+                relay.pass(link, true, &ok, at, front.clone(), from);
+            }
+            continue;
+        }
         let target = relay.links[link].target;
         relay.pass(link, false, &buf[..n], at, session, target);
     }
@@ -370,7 +391,37 @@ impl Relay {
         }
     }
 
-    /// Decides one datagram's fate, logs it, and sends its copies from `via` to `to`.
+    /// Decides one datagram's fate and counts it: the delay of each copy to send (none when it
+    /// is lost or the link is blackholed), and why there is none.
+    fn fate(&self, link: usize, back: bool) -> (Vec<Duration>, &'static str) {
+        let l = &self.links[link];
+        let down = flap_down(l.flap, self.started.elapsed());
+        let Ok(mut s) = l.streams[usize::from(back)].lock() else {
+            return (Vec::new(), "lost");
+        };
+        let fate = self.impairment.decide(&mut s.rng);
+        let c = &mut s.counts;
+        c.received += 1;
+        match fate {
+            _ if down => {
+                c.blackholed += 1;
+                (Vec::new(), "flap")
+            }
+            Fate::Lost => {
+                c.lost += 1;
+                (Vec::new(), "lost")
+            }
+            Fate::Deliver { delays, held_back } => {
+                c.delivered += 1;
+                c.duplicated += u64::from(delays.len() > 1);
+                c.held_back += u64::from(held_back);
+                (delays, "-")
+            }
+        }
+    }
+
+    /// One datagram across the link: its fate, a log line, and its copies sent from `via` to
+    /// `to`.
     fn pass(
         self: &Arc<Self>,
         link: usize,
@@ -380,38 +431,7 @@ impl Relay {
         via: Arc<StampedUdp>,
         to: SocketAddr,
     ) {
-        let l = &self.links[link];
-        let down = flap_down(l.flap, self.started.elapsed());
-        let fate = match l.streams[usize::from(back)].lock() {
-            Ok(mut s) => {
-                let fate = self.impairment.decide(&mut s.rng);
-                let c = &mut s.counts;
-                c.received += 1;
-                match &fate {
-                    _ if down => c.blackholed += 1,
-                    Fate::Lost => c.lost += 1,
-                    Fate::Deliver { delays, held_back } => {
-                        c.delivered += 1;
-                        c.duplicated += u64::from(delays.len() > 1);
-                        c.held_back += u64::from(*held_back);
-                    }
-                }
-                fate
-            }
-            Err(_) => return,
-        };
-        let delays = match fate {
-            _ if down => Vec::new(),
-            Fate::Lost => Vec::new(),
-            Fate::Deliver { delays, .. } => delays,
-        };
-        let why = if down {
-            "flap"
-        } else if delays.is_empty() {
-            "lost"
-        } else {
-            "-"
-        };
+        let (delays, why) = self.fate(link, back);
         self.log(link, back, at, delays.len(), why, bytes);
         for d in delays {
             let copy = bytes.to_vec();
@@ -456,6 +476,10 @@ impl Relay {
             );
         }
     }
+}
+
+fn is_options(datagram: &[u8]) -> bool {
+    datagram.starts_with(b"OPTIONS ")
 }
 
 fn snapshot(relay: &Relay) -> Vec<(String, &'static str, Counts)> {
