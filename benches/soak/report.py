@@ -23,13 +23,18 @@ Only the Python 3 standard library is used.
 """
 
 import glob
+import importlib.util
 import json
 import os
 import re
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load"))
-from report import last, num, sipp_rows  # noqa: E402  (the load bench's SIPp readers)
+# The load bench's readers of SIPp's statistics files.
+_spec = importlib.util.spec_from_file_location(
+    "load_report", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load", "report.py"))
+_load = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_load)
+last, num, sipp_rows = _load.last, _load.num, _load.sipp_rows
 
 CLOUDS = ("primary", "secondary")
 # The soak carrier's steps (carrier_uac.xml): where a call was when SIPp aborted it.
@@ -207,8 +212,17 @@ def explain(calls, failed):
     for cid, step in failed.items():
         c = calls.get(cid)
         why = c.impaired if c else set()
-        if "flap" in why:
-            cause = "the primary's link blackholed (flap)"
+        if c and c.relayed_2xx and not c.carrier_2xx:
+            cause = "every copy of the 2xx pointsman relayed lost on the carrier's link" + (
+                ", the cloud's retransmissions blackholed" if "flap" in why else "")
+        elif c and c.answered and not any(c.answered.values()):
+            cause = "the cloud answered; no copy of its 2xx reached pointsman (" + (
+                "blackholed by the flap" if "flap" in why else "lost") + ")"
+        elif c and c.invite and not any((cl, "INVITE") in c.reached for cl in c.invite):
+            cause = "no copy of pointsman's INVITE reached a cloud (" + (
+                "blackholed by the flap" if "flap" in why else "lost") + ")"
+        elif "flap" in why:
+            cause = "datagrams blackholed on the primary's link (flap)"
         elif "lost" in why:
             cause = "datagrams lost"
         else:
@@ -284,17 +298,18 @@ def report(run):
     w(f"| relay log | CANCELs that reached a cloud which never got the INVITE (the INVITE's every "
       f"copy lost or blackholed; a SIPp UAS holds each as an open call) | {fmt(a['orphan_cancels'])} |")
     samples = rss(run)
-    if samples:
-        def at(s):
-            return min(samples, key=lambda x: abs(x[0] - s))
-        dur = int(m.get("duration", samples[-1][0]) or samples[-1][0])
-        pts = [at(60), at(dur // 2), at(dur - 10)]
-        steady = [mb for s, mb in samples if 120 <= s <= dur]
-        w(f"| pointsman | RSS at {pts[0][0]} s / {pts[1][0]} s / {pts[2][0]} s; after | "
+    if len(samples) > 2:
+        def at(t):
+            return min(samples[1:-1], key=lambda x: abs(x[0] - t))
+        calls = [x for x in samples[1:-1]]
+        pts = [at(60), at(calls[-1][0] // 2), calls[-1]]
+        steady = [mb for t, mb in calls if t >= 120]
+        w(f"| pointsman | RSS before the calls; at {pts[0][0]} s / {pts[1][0]} s / {pts[2][0]} s; "
+          f"{samples[-1][0] - pts[2][0]} s after the last call | {samples[0][1]:.1f}; "
           + " / ".join(f"{mb:.1f}" for _, mb in pts) + f"; {samples[-1][1]:.1f} MB |")
         if steady:
-            w(f"| pointsman | RSS from 120 s to the end: min / max | {min(steady):.1f} / {max(steady):.1f} MB "
-              f"({(max(steady) / min(steady) - 1) * 100:+.1f} %) |")
+            w(f"| pointsman | RSS from 120 s to the last call: min / max | {min(steady):.1f} / "
+              f"{max(steady):.1f} MB ({(max(steady) / min(steady) - 1) * 100:+.1f} %) |")
     w("")
     w("Relay, per link and direction (`fwd`: carrier→pointsman, pointsman→cloud):")
     w("")

@@ -85,34 +85,8 @@ OUT="${OUT:-$(mktemp -d /tmp/pointsman-soak.XXXXXX)}"
 mkdir -p "$OUT"
 cd "$OUT"
 
-PIDS=()
-cleanup() {
-	local pid
-	for pid in "${PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-	sleep 0.5
-	for pid in "${PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	PIDS=()
-}
-trap cleanup EXIT
-trap 'echo; echo "interrupted: stopping everything the soak started"; exit 130' INT TERM
-
-# Starts "$@" in the background with its output in $LOG; sets STARTED.
-start() {
-	"$@" >"$LOG" 2>&1 &
-	STARTED=$!
-	PIDS+=("$STARTED")
-}
-
-# TERM, then KILL after 5 s, for one pid this script started.
-stop() {
-	kill -TERM "$1" 2>/dev/null || true
-	for _ in $(seq 50); do kill -0 "$1" 2>/dev/null || break; sleep 0.1; done
-	kill -KILL "$1" 2>/dev/null || true
-	wait "$1" 2>/dev/null || true
-}
+# start, stop, and every process stopped on exit.
+source "$ROOT/benches/procs.sh"
 
 metrics() {
 	python3 -c 'import sys, urllib.request
@@ -230,16 +204,19 @@ metrics "$OUT/metrics_before.txt"
 UAC=$!
 PIDS+=("$UAC")
 
-# RSS of pointsman every 10 s while the calls run.
-second=0
+# RSS of pointsman (kB) every 10 s of the calls, seconds since they began; 0: before them.
+rss_kb() { awk '/^VmRSS:/ {print $2}' /proc/"$PROXY_PID"/status 2>/dev/null || echo 0; }
+echo "0 $(rss_kb)" >"$OUT/rss.txt"
+SECONDS=0
+next=10
 while kill -0 "$UAC" 2>/dev/null; do
 	sleep 1
-	second=$((second + 1))
-	if ((second % 10 == 0)); then
-		rss="$(awk '/^VmRSS:/ {print $2}' /proc/"$PROXY_PID"/status 2>/dev/null || echo 0)"
-		echo "$second $rss" >>"$OUT/rss.txt"
-		printf '  %4d s  RSS %6.1f MB  %s\n' "$second" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')" \
+	if ((SECONDS >= next)); then
+		rss="$(rss_kb)"
+		echo "$SECONDS $rss" >>"$OUT/rss.txt"
+		printf '  %4d s  RSS %6.1f MB  %s\n' "$SECONDS" "$(awk -v r="$rss" 'BEGIN { print r / 1024 }')" \
 			"$(python3 "$ROOT/benches/load/report.py" progress "$OUT/carrier.csv")"
+		next=$((next + 10))
 	fi
 done
 wait "$UAC" 2>/dev/null || true
@@ -248,7 +225,7 @@ wait "$UAC" 2>/dev/null || true
 echo "calls done; 40 s for the last retransmissions..."
 sleep 40
 metrics "$OUT/metrics_after.txt"
-echo "$((second + 40)) $(awk '/^VmRSS:/ {print $2}' /proc/"$PROXY_PID"/status 2>/dev/null || echo 0)" >>"$OUT/rss.txt"
+echo "$SECONDS $(rss_kb)" >>"$OUT/rss.txt"
 stop "$RELAY_PID"
 cleanup
 cat >"$OUT/meta.env" <<EOF
