@@ -290,10 +290,7 @@ fn main() -> ExitCode {
 
 /// Binds every link, relays until SIGTERM or SIGINT, printing the counts every 10 s.
 async fn run(relay: Arc<Relay>) -> std::io::Result<()> {
-    for i in 0..relay.links.len() {
-        let front = Arc::new(StampedUdp::bind(relay.links[i].listen)?);
-        tokio::spawn(front_loop(relay.clone(), i, front));
-    }
+    bind_links(&relay)?;
     println!(
         "impair: {} links, loss {} dup {} reorder {} jitter {:?}",
         relay.links.len(),
@@ -312,6 +309,15 @@ async fn run(relay: Arc<Relay>) -> std::io::Result<()> {
             _ = tick.tick() => print_counts(&relay),
         }
     }
+}
+
+/// Binds every link's LISTEN address and relays from it (inside a tokio runtime).
+fn bind_links(relay: &Arc<Relay>) -> std::io::Result<()> {
+    for i in 0..relay.links.len() {
+        let front = Arc::new(StampedUdp::bind(relay.links[i].listen)?);
+        tokio::spawn(front_loop(relay.clone(), i, front));
+    }
+    Ok(())
 }
 
 /// Datagrams from the peers on LISTEN: each peer's session relays them to TARGET.
@@ -619,6 +625,98 @@ mod tests {
         assert!(at(30.0) && at(59.999));
         assert!(!at(60.0) && at(90.0) && at(599.0) && !at(600.0));
         assert!(!flap_down(None, Duration::from_secs(45)));
+    }
+
+    /// A relay with one clean link from a free loopback port to `target`.
+    fn clean_link(target: SocketAddr, answers_options: bool) -> (Arc<Relay>, SocketAddr) {
+        let listen = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("a free loopback port");
+        let relay = Arc::new(Relay {
+            impairment: Impairment {
+                loss: 0.0,
+                dup: 0.0,
+                reorder: 0.0,
+                jitter: Duration::ZERO,
+                hold_back: Duration::ZERO,
+            },
+            started: Instant::now(),
+            links: vec![Link {
+                name: "cloud".into(),
+                listen,
+                target,
+                flap: None,
+                answers_options,
+                streams: [false, true].map(|back| {
+                    Mutex::new(Stream {
+                        rng: stream_rng(1, 0, back),
+                        counts: Counts::default(),
+                    })
+                }),
+            }],
+            log: None,
+        });
+        (relay, listen)
+    }
+
+    async fn recv(sock: &tokio::net::UdpSocket) -> (Vec<u8>, SocketAddr) {
+        let mut buf = vec![0u8; 4096];
+        let (n, from) = tokio::time::timeout(Duration::from_secs(2), sock.recv_from(&mut buf))
+            .await
+            .expect("a datagram within 2 s")
+            .expect("recv");
+        buf.truncate(n);
+        (buf, from)
+    }
+
+    const OPTIONS: &str =
+        "OPTIONS sip:cloud SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:5060;branch=z9hG4bK-p1\r\n\
+        From: <sip:probe@127.0.0.1>;tag=p\r\nTo: <sip:cloud>\r\nCall-ID: probe-1\r\n\
+        CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n";
+
+    #[tokio::test]
+    async fn a_peer_gets_a_session_to_the_target_and_the_answer_back_from_listen() {
+        let target = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let peer = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (relay, listen) = clean_link(target.local_addr().unwrap(), false);
+        bind_links(&relay).unwrap();
+
+        peer.send_to(b"ping", listen).await.unwrap();
+        let (got, session) = recv(&target).await;
+        assert_eq!(got, b"ping");
+        assert_ne!(
+            session,
+            peer.local_addr().unwrap(),
+            "the target sees the relay"
+        );
+        target.send_to(b"pong", session).await.unwrap();
+        let (got, from) = recv(&peer).await;
+        assert_eq!((got.as_slice(), from), (&b"pong"[..], listen));
+        let c = snapshot(&relay);
+        assert_eq!((c[0].2.received, c[0].2.delivered), (1, 1));
+        assert_eq!((c[1].2.received, c[1].2.delivered), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn options_to_a_link_that_answers_them_get_200_and_never_reach_the_target() {
+        let target = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let prober = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let (relay, listen) = clean_link(target.local_addr().unwrap(), true);
+        bind_links(&relay).unwrap();
+
+        prober.send_to(OPTIONS.as_bytes(), listen).await.unwrap();
+        let (got, from) = recv(&prober).await;
+        assert_eq!(from, listen);
+        assert!(
+            got.starts_with(b"SIP/2.0 200"),
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        assert!(String::from_utf8_lossy(&got).contains("Call-ID: probe-1"));
+        let mut buf = [0u8; 64];
+        let nothing =
+            tokio::time::timeout(Duration::from_millis(200), target.recv_from(&mut buf)).await;
+        assert!(nothing.is_err(), "the probe was relayed to the target");
     }
 
     #[test]
