@@ -214,8 +214,8 @@ fi
 
 # ---- processes ----------------------------------------------------------------------------------
 
-# start, stop, and every process stopped on exit.
-source "$ROOT/benches/procs.sh"
+# start, stop, every process stopped on exit, fetch.
+source "$ROOT/benches/common.sh"
 
 # The pid and every descendant of it.
 tree() {
@@ -251,9 +251,7 @@ mem_kb() {
 
 # Writes pointsman's /metrics into $DIR/$1 (its own transit histogram is read from these).
 save_metrics() {
-	python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
-		"http://$IP:$P_ADMIN/metrics" >"$DIR/$1" 2>/dev/null || rm -f "$DIR/$1"
+	fetch "http://$IP:$P_ADMIN/metrics" "$DIR/$1"
 }
 
 # Waits until something answers OPTIONS on the proxy port (10 s at most).

@@ -85,13 +85,11 @@ OUT="${OUT:-$(mktemp -d /tmp/pointsman-soak.XXXXXX)}"
 mkdir -p "$OUT"
 cd "$OUT"
 
-# start, stop, and every process stopped on exit.
-source "$ROOT/benches/procs.sh"
+# start, stop, every process stopped on exit, fetch.
+source "$ROOT/benches/common.sh"
 
 metrics() {
-	python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
-		"http://$IP:$P_ADMIN/metrics" >"$1" 2>/dev/null || rm -f "$1"
+	fetch "http://$IP:$P_ADMIN/metrics" "$1"
 }
 
 # Waits (60 s at most) until pointsman's admin API shows every destination up: its probes

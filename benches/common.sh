@@ -1,6 +1,6 @@
-# The benches' processes (sourced by benches/load/run.sh and benches/soak/run.sh): every
-# process a bench starts goes through `start`, and all of them are stopped when the bench
-# exits, normally, on error or on Ctrl-C.
+# What the benches share (sourced by benches/load/run.sh and benches/soak/run.sh): every process
+# a bench starts goes through `start`, and all of them are stopped when the bench exits,
+# normally, on error or on Ctrl-C; `fetch` saves an admin API page (pointsman's /metrics).
 
 PIDS=()
 
@@ -39,4 +39,11 @@ stop() {
 	wait "$pid" 2>/dev/null || true
 	for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
 	PIDS=("${keep[@]}")
+}
+
+# Saves the body of URL into FILE (none if it cannot be read in 5 s).
+fetch() {
+	python3 -c 'import sys, urllib.request
+sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
+		"$1" >"$2" 2>/dev/null || rm -f "$2"
 }
