@@ -19,6 +19,7 @@ Four observers, each counted on its own:
   - pointsman's RSS every 10 s (rss.txt).
 
   report.py report DIR
+  report.py selftest           the checks above, each shown to catch its fault on a made-up log
 Only the Python 3 standard library is used.
 """
 
@@ -343,9 +344,43 @@ def report(run):
     return "\n".join(out)
 
 
+def selftest():
+    """The checks on made-up relay logs: a clean failover passes; a reroute without CANCEL, two
+    clouds' 2xx at the carrier and an answered cloud left without BYE are each caught."""
+    import tempfile
+
+    def run(lines):
+        with tempfile.TemporaryDirectory() as d:
+            with open(os.path.join(d, "relay.log"), "w") as f:
+                f.write("".join(f"{line}\n" for line in lines))
+            return analyse(read_log(d))
+
+    clean = ["100 primary fwd 0 flap INVITE INVITE c1 -", "300 primary fwd 0 flap CANCEL CANCEL c1 -",
+             "301 secondary fwd 1 - INVITE INVITE c1 -", "400 secondary back 1 - 200 INVITE c1 s",
+             "410 carrier back 1 - 200 INVITE c1 s", "420 carrier fwd 1 - BYE BYE c1 s",
+             "430 secondary fwd 1 - BYE BYE c1 s"]
+    a = run(clean)
+    assert (a["reroutes"], a["cancel_first"], a["violations"]) == (1, 1, []), a
+    assert not a["carrier_ghosts"] and not a["cloud_no_bye"], a
+    late_cancel = [ln.replace("300 primary", "302 primary") for ln in clean]
+    assert run(late_cancel)["violations"] == ["c1"]
+    two_answers = clean + ["405 primary back 1 - 200 INVITE c1 p", "411 carrier back 1 - 200 INVITE c1 p"]
+    a = run(two_answers)
+    assert a["carrier_ghosts"] == ["c1"] and a["cloud_no_bye"] == ["c1"], a
+    no_bye = [ln for ln in clean if "secondary fwd 1 - BYE" not in ln]
+    assert run(no_bye)["cloud_no_bye"] == ["c1"]
+    lost_2xx = [ln.replace("410 carrier back 1 -", "410 carrier back 0 lost") for ln in no_bye]
+    a = run([ln for ln in lost_2xx if "carrier fwd" not in ln])
+    assert (a["cloud_no_bye"], a["no_bye_2xx_lost"]) == ([], 1), a
+    return "selftest: 5 checks passed"
+
+
 def main(argv):
     if len(argv) == 3 and argv[1] == "report":
         print(report(argv[2]))
+        return 0
+    if len(argv) == 2 and argv[1] == "selftest":
+        print(selftest())
         return 0
     print(__doc__, file=sys.stderr)
     return 2

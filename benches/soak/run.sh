@@ -72,6 +72,8 @@ R_SECONDARY=$((PORT_BASE + 52))
 for tool in sipp python3; do
 	command -v "$tool" >/dev/null || { echo "missing: $tool (sipp: apt-get install sip-tester)" >&2; exit 1; }
 done
+# The report's checks catch what they are for, or the soak is not worth running.
+python3 "$HERE/report.py" selftest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/pointsman"
 RELAY="$TARGET_DIR/release/examples/impair"
