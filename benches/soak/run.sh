@@ -157,8 +157,8 @@ listen = "$IP:$P_ADMIN"
 rate = 100000.0
 burst = 200000.0
 
-# Probed every second through the relay (a probe times out after 500 ms), so a primary that comes back is taken back within
-# seconds of its 30 s up period (3 answered probes) and one that goes is down after 3 lost ones.
+# Probed every second through the relay (a probe times out after 500 ms): a primary that comes
+# back is taken back after 3 answered probes, one that goes is down after 3 lost ones.
 [[destination]]
 name = "primary"
 address = "$IP:$R_PRIMARY"
@@ -195,6 +195,8 @@ $(nproc) cores, kernel $(uname -r), commit $(git -C "$ROOT" rev-parse --short HE
 runs in $OUT
 EOF
 metrics "$OUT/metrics_before.txt"
+# The carrier waits 45 s for each answer, longer than an outage of the primary: a call whose
+# 2xx a retransmission brings after the outage still completes.
 (
 	exec sipp -sf "$HERE/carrier_uac.xml" "$IP:$R_CARRIER" -p "$P_CARRIER" -mp $((PORT_BASE + 6000)) \
 		"${SIPP_COMMON[@]}" -stf "$OUT/carrier.csv" -error_file "$OUT/carrier.err" \
