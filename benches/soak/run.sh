@@ -189,9 +189,10 @@ if ! wait_up; then
 	exit 1
 fi
 
+COMMIT="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')"
 cat <<EOF
 pointsman fault-injection soak: $RATE calls/s for $DURATION s, seed $SEED; every link: loss $LOSS, dup $DUP, reorder $REORDER, jitter $JITTER; primary flaps every ${FLAP} s
-$(nproc) cores, kernel $(uname -r), commit $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+$(nproc) cores, kernel $(uname -r), commit $COMMIT
 runs in $OUT
 EOF
 metrics "$OUT/metrics_before.txt"
@@ -239,6 +240,6 @@ dup=$DUP
 reorder=$REORDER
 jitter=$JITTER
 flap=$FLAP
-commit=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?')
+commit=$COMMIT
 EOF
 python3 "$HERE/report.py" report "$OUT" | tee "$OUT/report.md"
