@@ -30,29 +30,17 @@ import os
 import re
 import sys
 
-# The load bench's readers of SIPp's statistics files.
+# The load bench's readers of SIPp's statistics files and of meta.env.
 _spec = importlib.util.spec_from_file_location(
     "load_report", os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "load", "report.py"))
 _load = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(_load)
-last, num, sipp_rows = _load.last, _load.num, _load.sipp_rows
+last, meta, num, sipp_rows = _load.last, _load.meta, _load.num, _load.sipp_rows
 
 CLOUDS = ("primary", "secondary")
 # The soak carrier's steps (carrier_uac.xml): where a call was when SIPp aborted it.
 CARRIER_STEP = {0: "INVITE", 1: "INVITE", 2: "INVITE", 3: "INVITE", 4: "INVITE (no 2xx)",
                 5: "ACK", 6: "hold", 7: "BYE", 8: "BYE (no 200)"}
-
-
-def meta(run):
-    out = {}
-    try:
-        with open(os.path.join(run, "meta.env")) as f:
-            for line in f:
-                k, _, v = line.strip().partition("=")
-                out[k] = v
-    except OSError:
-        pass
-    return out
 
 
 def sipp_counts(run, name):
