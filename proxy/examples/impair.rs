@@ -239,9 +239,10 @@ fn main() -> ExitCode {
             streams: [stream(false), stream(true)],
         });
     }
-    if let Some((n, _)) = &flap {
+    let names = flap.iter().map(|(n, _)| ("flap", n));
+    for (option, n) in names.chain(args.answer_options.iter().map(|n| ("answer-options", n))) {
         if !links.iter().any(|l| l.name == *n) {
-            eprintln!("impair: --flap names no link: {n}");
+            eprintln!("impair: --{option} names no link: {n}");
             return ExitCode::from(2);
         }
     }
