@@ -214,44 +214,8 @@ fi
 
 # ---- processes ----------------------------------------------------------------------------------
 
-PIDS=()
-
-cleanup() {
-	local pid
-	for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
-		pid="${PIDS[i]}"
-		kill -TERM "$pid" 2>/dev/null || true
-	done
-	sleep 0.3
-	for pid in "${PIDS[@]}"; do
-		kill -KILL "$pid" 2>/dev/null || true
-		wait "$pid" 2>/dev/null || true
-	done
-	PIDS=()
-}
-trap cleanup EXIT
-trap 'echo; echo "interrupted: stopping everything this bench started"; exit 130' INT TERM
-
-# Starts "$@" in the background, logging to $LOG; sets STARTED to its pid.
-start() {
-	"$@" >"$LOG" 2>&1 &
-	STARTED=$!
-	PIDS+=("$STARTED")
-}
-
-# Stops one pid this script started (TERM, then KILL) and forgets it.
-stop() {
-	local pid="$1" keep=() p
-	kill -TERM "$pid" 2>/dev/null || true
-	for _ in $(seq 50); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -KILL "$pid" 2>/dev/null || true
-	wait "$pid" 2>/dev/null || true
-	for p in "${PIDS[@]}"; do [[ "$p" == "$pid" ]] || keep+=("$p"); done
-	PIDS=("${keep[@]}")
-}
+# start, stop, every process stopped on exit, fetch.
+source "$ROOT/benches/common.sh"
 
 # The pid and every descendant of it.
 tree() {
@@ -287,9 +251,7 @@ mem_kb() {
 
 # Writes pointsman's /metrics into $DIR/$1 (its own transit histogram is read from these).
 save_metrics() {
-	python3 -c 'import sys, urllib.request
-sys.stdout.write(urllib.request.urlopen(sys.argv[1], timeout=5).read().decode())' \
-		"http://$IP:$P_ADMIN/metrics" >"$DIR/$1" 2>/dev/null || rm -f "$DIR/$1"
+	fetch "http://$IP:$P_ADMIN/metrics" "$DIR/$1"
 }
 
 # Waits until something answers OPTIONS on the proxy port (10 s at most).
