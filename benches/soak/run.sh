@@ -151,12 +151,6 @@ address = "$IP:$P_PROXY"
 [admin]
 listen = "$IP:$P_ADMIN"
 
-# The bench's carrier sends every call from one address: the per-source limit is set above the
-# soak's rate rather than left to the default.
-[guard]
-rate = 100000.0
-burst = 200000.0
-
 # Probed every second through the relay (a probe times out after 500 ms): a primary that comes
 # back is taken back after 3 answered probes, one that goes is down after 3 lost ones.
 [[destination]]
