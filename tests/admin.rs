@@ -4,11 +4,12 @@
 //! JSON shape and the bearer-token rules; `/metrics` from real pre-registered handles after a
 //! scripted set of calls.
 
+use metrics_exporter_prometheus::PrometheusHandle;
 use pointsman::admin::{
     http_request, serve, ActionError, DestinationAction, DestinationStatus, HttpReply, NodeControl,
     NodeStatus, Reloaded,
 };
-use pointsman::metrics::{FailoverReason, Metrics};
+use pointsman_protocol::metrics::{FailoverReason, Metrics};
 use routing_rules::{DestId, RouteId};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -27,6 +28,7 @@ struct FakeNode {
     reloads: AtomicUsize,
     reload_errors: Mutex<Vec<String>>,
     metrics: Metrics,
+    scrape: PrometheusHandle,
 }
 
 fn dest(name: &str, address: &str, state: &str) -> DestinationStatus {
@@ -47,7 +49,7 @@ fn dest(name: &str, address: &str, state: &str) -> DestinationStatus {
 
 impl FakeNode {
     fn new() -> Arc<FakeNode> {
-        let (metrics, _) = Metrics::local(&["primary", "secondary"], &["default"]);
+        let (metrics, scrape) = pointsman::exporter::local(&["primary", "secondary"], &["default"]);
         Arc::new(FakeNode {
             dests: Mutex::new(vec![
                 dest("primary", "10.0.0.1:5060", "up"),
@@ -62,6 +64,7 @@ impl FakeNode {
             reloads: AtomicUsize::new(0),
             reload_errors: Mutex::new(Vec::new()),
             metrics,
+            scrape,
         })
     }
 }
@@ -130,7 +133,7 @@ impl NodeControl for FakeNode {
         }
     }
     fn metrics(&self) -> String {
-        self.metrics.render()
+        self.scrape.render()
     }
 }
 
@@ -470,7 +473,7 @@ fn many_clients_at_once_are_all_answered() {
 #[test]
 fn status_command_prints_the_node_line_and_the_table_of_a_running_node() {
     let addr = start(FakeNode::new(), Some(TOKEN));
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args(["status", "--admin", &addr.to_string()])
         .env_remove("POINTSMAN_ADMIN_TOKEN")
         .output()
@@ -494,7 +497,7 @@ fn status_command_exits_1_with_a_clear_message_when_the_node_is_unreachable() {
         let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         probe.local_addr().unwrap()
     };
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args(["status", "--admin", &addr.to_string()])
         .output()
         .unwrap();

@@ -5,7 +5,7 @@
 
 mod support;
 
-use pointsman::sim::{Behaviour, Carrier, Cloud, Journal};
+use pointsman_sim::{Behaviour, Carrier, Cloud, Journal};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

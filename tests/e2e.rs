@@ -1,10 +1,10 @@
 //! End-to-end behaviour of pointsman on real sockets: a pointsman process on its own loopback
-//! address between a simulated carrier and two simulated clouds (`pointsman::sim`). Each test
+//! address between a simulated carrier and two simulated clouds (`pointsman_sim`). Each test
 //! names the behaviour it proves; DESIGN.md "Behaviour" is the spec.
 
 mod support;
 
-use pointsman::sim::{Behaviour, Carrier, Entry, Step, Summary};
+use pointsman_sim::{Behaviour, Carrier, Entry, Step, Summary};
 use std::time::Duration;
 use support::{at, Setup, TwoClouds, PROXY_PORT};
 
@@ -737,7 +737,7 @@ fn check_text(dir: &str, text: &str) -> (Option<i32>, String, String) {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("bad.toml");
     std::fs::write(&file, text).unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args(["check", "--config"])
         .arg(&file)
         .output()
@@ -749,7 +749,7 @@ fn check_text(dir: &str, text: &str) -> (Option<i32>, String, String) {
 
 #[test]
 fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
-    let bin = env!("CARGO_BIN_EXE_pointsman");
+    let bin = env!("CARGO_BIN_EXE_pointsman-node");
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/two-clouds.toml");
     let ok = std::process::Command::new(bin)
         .args(["check", "--config", example])
@@ -1105,7 +1105,7 @@ async fn survivability_reject_tells_the_carrier_when_to_come_back() {
 #[test]
 fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     let ip = support::fresh_ip();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args([
             "drill",
             "--duration",

@@ -1,5 +1,5 @@
-//! The prober end to end, in real time: `pointsman::health` probing simulated clouds
-//! (`pointsman::sim::Cloud`) with SIP OPTIONS over real UDP and TCP sockets on a loopback
+//! The prober end to end, in real time: `pointsman_protocol::health` probing simulated clouds
+//! (`pointsman_sim::Cloud`) with SIP OPTIONS over real UDP and TCP sockets on a loopback
 //! address of the test's own, with short intervals (100 ms) and thresholds of 2. The exact
 //! counting rules are proven by the deterministic tests in `proxy/src/health/tests.rs`; these
 //! prove the driver: probes leave from the configured source, replies are matched and fed in,
@@ -9,8 +9,9 @@
 mod support;
 
 use pointsman::config::Config;
-use pointsman::health::{DestHealth, Health, Prober, ProberConfig, State};
-use pointsman::sim::{Behaviour, Cloud, Endpoint, Journal};
+use pointsman::prober::{Prober, ProberConfig};
+use pointsman_protocol::health::{DestHealth, Health, State};
+use pointsman_sim::{Behaviour, Cloud, Endpoint, Journal};
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -244,7 +245,7 @@ async fn prober_takes_a_new_rule_set_skips_maintenance_and_stops_when_dropped() 
     health
         .act(
             "a",
-            pointsman::health::AdminAction::Maintenance,
+            pointsman_protocol::health::AdminAction::Maintenance,
             Instant::now(),
         )
         .expect("known");
@@ -272,7 +273,7 @@ async fn noisy_peer(socket: tokio::net::UdpSocket) {
     let mut buf = vec![0u8; 65_535];
     while let Ok((n, from)) = socket.recv_from(&mut buf).await {
         let req = &buf[..n];
-        let h = |name: &str| pointsman::sim::header_value(req, name).unwrap_or_default();
+        let h = |name: &str| pointsman_sim::header_value(req, name).unwrap_or_default();
         let (via, from_h, to, call_id, cseq) =
             (h("Via"), h("From"), h("To"), h("Call-ID"), h("CSeq"));
         let reply = |code: &str, via: &str, call_id: &str| {

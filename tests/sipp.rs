@@ -16,7 +16,7 @@ const RATE: u32 = 100;
 
 fn scenario(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../tests/sipp")
+        .join("sipp")
         .join(name)
 }
 

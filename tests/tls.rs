@@ -1,5 +1,5 @@
 //! End-to-end TLS: a pointsman process with TLS listeners and TLS destinations, between a
-//! simulated carrier and clouds that speak TLS (`pointsman::sim` over tokio-rustls), with
+//! simulated carrier and clouds that speak TLS (`pointsman_sim` over tokio-rustls), with
 //! certificates generated for each test by rcgen: mutual TLS refuses a client of another CA and
 //! serves one of its own, a call crosses carrier→pointsman→cloud over TLS (mutual TLS on both
 //! legs), a failed handshake towards a destination fails the branch over at once, and a reload
@@ -7,7 +7,7 @@
 
 mod support;
 
-use pointsman::sim::{Behaviour, Carrier, Cloud, Endpoint, Journal, Summary, TlsClient};
+use pointsman_sim::{Behaviour, Carrier, Cloud, Endpoint, Journal, Summary, TlsClient};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
@@ -280,7 +280,7 @@ async fn expect(
     peer: &str,
     what: &str,
     pred: impl Fn(&Summary) -> bool,
-) -> pointsman::sim::Entry {
+) -> pointsman_sim::Entry {
     match journal.wait_for(peer, WAIT, pred).await {
         Some(e) => e,
         None => panic!(

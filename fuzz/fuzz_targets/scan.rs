@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pointsman::wire::{self, fuzzing};
+use pointsman_protocol::wire::{self, fuzzing};
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::scan_never_panics(data);

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use pointsman::wire::fuzzing;
+use pointsman_protocol::wire::fuzzing;
 
 fuzz_target!(|data: &[u8]| {
     fuzzing::forward_roundtrip(data);

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
-use pointsman::wire::{fuzzing, scan, Framing, Limits};
+use pointsman_protocol::wire::{fuzzing, scan, Framing, Limits};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 

@@ -25,9 +25,9 @@ use bytes::Bytes;
 use common::{Sim, INVITE_1K, RINGING, STEPS};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
 use dashmap::DashMap;
-use pointsman::transaction::key::Keys;
-use pointsman::transaction::{ClientInvite, ServerInvite, TimerConfig};
-use pointsman::wire::{scan, Framing, Limits};
+use pointsman_protocol::transaction::key::Keys;
+use pointsman_protocol::transaction::{ClientInvite, ServerInvite, TimerConfig};
+use pointsman_protocol::wire::{scan, Framing, Limits};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 

@@ -10,7 +10,7 @@ mod common;
 
 use common::{INVITE_1K, RINGING};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use pointsman::wire::{fuzzing, scan, Framing, Limits, Splice};
+use pointsman_protocol::wire::{fuzzing, scan, Framing, Limits, Splice};
 
 fn strip_top_via(bytes: &[u8], limits: &Limits) -> Vec<u8> {
     let m = scan(bytes, Framing::Datagram, limits).expect("scans");

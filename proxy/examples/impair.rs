@@ -25,8 +25,8 @@
 //! `impair --link carrier=127.0.0.1:25100>127.0.0.1:25060 --link primary=... --seed 1`
 
 use clap::Parser;
-use pointsman::sim::{self, StampedUdp};
-use pointsman::wire::{self, Framing, Limits};
+use pointsman_protocol::wire::{self, Framing, Limits};
+use pointsman_sim::{self as sim, StampedUdp};
 use std::collections::HashMap;
 use std::io::Write;
 use std::net::SocketAddr;

@@ -9,7 +9,7 @@
 //! It owns the drill's script and its report; it must not reach into the pointsman under test
 //! (only packets cross, as in production).
 
-use crate::sim::{Behaviour, Carrier, Cloud, Dir, Entry, Journal, Summary};
+use pointsman_sim::{Behaviour, Carrier, Cloud, Dir, Entry, Journal, Summary};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -405,7 +405,7 @@ pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<
 }
 
 /// Every message the simulated peers received from pointsman, read again with rsip (see
-/// [`crate::sim::independent_read`]); prints the first few it could not read. Returns (read,
+/// [`pointsman_sim::independent_read`]); prints the first few it could not read. Returns (read,
 /// unreadable).
 fn readability(journal: &Journal, out: &mut (dyn Write + Send)) -> std::io::Result<(usize, usize)> {
     let sent: Vec<Entry> = journal

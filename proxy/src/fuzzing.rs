@@ -14,13 +14,13 @@
 //! beyond one `Instant::now()` as the start of the simulated time.
 
 use crate::config::{Config, ConfigError};
-use crate::health::{Health, HealthConfig};
-use crate::metrics::Metrics;
-use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
-use crate::transaction::key::TxKey;
-use crate::transaction::TimerConfig;
-use crate::wire::{self, Framing, Limits, Method};
 use bytes::Bytes;
+use pointsman_protocol::core::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
+use pointsman_protocol::health::{Health, HealthConfig};
+use pointsman_protocol::metrics::Metrics;
+use pointsman_protocol::transaction::key::TxKey;
+use pointsman_protocol::transaction::TimerConfig;
+use pointsman_protocol::wire::{self, Framing, Limits, Method};
 use routing_rules::{DestId, Router};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -692,7 +692,7 @@ fn core_metrics(router: &Router) -> Metrics {
             .iter()
             .map(|r| r.name.as_str())
             .collect();
-        Metrics::local(&dests, &routes)
+        crate::exporter::local(&dests, &routes)
     });
     // Rendering drains the histograms' samples, which would otherwise pile up.
     if USES.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % 256 == 255 {
@@ -771,11 +771,11 @@ impl Sim {
             timers: TimerConfig::default(),
             limits: Limits::default(),
             listeners: vec!["carrier".into()],
-            acls: vec![crate::guard::Acl::default()],
-            guard: crate::guard::GuardConfig::default(),
+            acls: vec![pointsman_protocol::guard::Acl::default()],
+            guard: pointsman_protocol::guard::GuardConfig::default(),
         };
         Sim {
-            core: Core::new(cfg, routing),
+            core: Core::new(cfg, routing, now, 0x5eed),
             now,
             timers: Vec::new(),
             sent: Vec::new(),
@@ -1288,7 +1288,7 @@ pub fn response_to(request: &[u8], code: u16, to_tag: &str, addr: &str, twist: T
 ///   after a final) and the core's stateless 400s to bytes it cannot scan are exempt;
 /// - 2 hours after the last op (every timer due by then fired, in order) the core holds no
 ///   transaction and no dialog (`table_sizes() == (0, 0, 0)`), and counts none in progress;
-/// - 13 hours after it (past [`crate::proxy::MAX_CALL_DURATION`]) no answered call either.
+/// - 13 hours after it (past [`pointsman_protocol::core::MAX_CALL_DURATION`]) no answered call either.
 pub fn core_sequence(ops: &[Op]) {
     let mut sim = Sim::new();
     for (i, op) in ops.iter().enumerate() {

@@ -1,24 +1,34 @@
 //! pointsman: a stateful SIP proxy for the carrier edge that keeps every call alive when a cloud
-//! fails. See DESIGN.md for the behaviour it implements; the modules follow its data flow:
-//! transport → wire → transaction → proxy core → routing-rules.
+//! fails. This crate is its I/O side and its command line: it runs the sans-IO protocol logic of
+//! `pointsman-protocol` on tokio, over UDP, TCP and TLS sockets. The architecture and the
+//! behaviour it implements are in `docs/architecture.md`.
+//!
+//! # Layout
+//!
+//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`).
+//! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
+//! - [`node`]: one running node: the core, its routing snapshot, reload, drain, status.
+//! - [`driver`]: the worker threads that feed received bytes and timer expiries to the core and
+//!   carry out what it returns.
+//! - [`transport`]: UDP, TCP and TLS sockets.
+//! - [`prober`]: the health probes (SIP OPTIONS) sent to every destination.
+//! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder.
+//! - [`shutdown`]: SIGTERM/SIGINT, and the grace given to calls in setup.
+//! - [`sched`], [`memory`]: scheduling and allocator tuning of the process.
+//! - [`drill`]: `pointsman drill`, a node between a simulated carrier and simulated clouds.
 
 pub mod admin;
+pub mod cli;
 pub mod config;
 pub mod drill;
+pub mod driver;
+pub mod exporter;
+#[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod guard;
-pub mod health;
 pub mod memory;
-pub mod metrics;
 pub mod node;
-pub mod originate;
-pub mod proxy;
+pub mod prober;
 pub mod sched;
-pub mod server;
 pub mod shutdown;
-pub mod sim;
-pub mod timer;
-pub mod transaction;
 pub mod transport;
-pub mod wire;

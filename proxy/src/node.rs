@@ -11,13 +11,13 @@ use crate::admin::{
     self, ActionError, DestinationAction, DestinationStatus, NodeControl, NodeStatus, Reloaded,
 };
 use crate::config::Config;
-use crate::health::prober::{Prober, ProberConfig};
-use crate::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
-use crate::metrics::{DestState, Metrics, NodeState};
-use crate::proxy::{Core, Routing};
+use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
+use pointsman_protocol::core::{Core, Routing};
+use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
+use pointsman_protocol::metrics::{DestState, Metrics, NodeState};
 use routing_rules::{DestId, Router};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -90,13 +90,13 @@ impl Node {
     /// cannot be bound or resolved: nothing half-starts.
     pub fn start(
         cfg: &Config,
-        core_config: crate::proxy::CoreConfig,
+        core_config: pointsman_protocol::core::CoreConfig,
         source: Option<PathBuf>,
     ) -> anyhow::Result<Arc<Node>> {
         let now = Instant::now();
         let health = Arc::new(Health::new(&cfg.health));
         let (dests, routes) = names(&cfg.router);
-        let (metrics, handle) = Metrics::install(&dests, &routes)
+        let (metrics, handle) = crate::exporter::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
         let addrs = resolve(&cfg.router)?;
         let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &addrs).map_err(|errors| {
@@ -128,7 +128,12 @@ impl Node {
             metrics: metrics.clone(),
         };
         let node = Arc::new(Node {
-            core: Arc::new(Core::new(core_config, routing)),
+            core: Arc::new(Core::new(
+                core_config,
+                routing,
+                Instant::now(),
+                process_seed(),
+            )),
             health,
             prober,
             metrics,
@@ -441,6 +446,13 @@ impl NodeControl for Node {
         }
         self.handle.render()
     }
+}
+
+/// A seed no other process on this host shares: the branch parameters of two nodes never
+/// collide.
+fn process_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
 #[cfg(test)]

@@ -193,16 +193,16 @@ pub fn check_failover_code(code: u16) -> Result<(), String> {
 pub fn fmt_duration(d: Duration) -> String {
     if d.subsec_nanos() == 0 {
         let s = d.as_secs();
-        if s != 0 && s % 3600 == 0 {
+        if s != 0 && s.is_multiple_of(3600) {
             format!("{}h", s / 3600)
-        } else if s != 0 && s % 60 == 0 {
+        } else if s != 0 && s.is_multiple_of(60) {
             format!("{}min", s / 60)
         } else {
             format!("{s}s")
         }
-    } else if d.subsec_nanos() % 1_000_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000_000) {
         format!("{}ms", d.as_millis())
-    } else if d.subsec_nanos() % 1_000 == 0 {
+    } else if d.subsec_nanos().is_multiple_of(1_000) {
         format!("{}us", d.as_micros())
     } else {
         format!("{}ns", d.as_nanos())

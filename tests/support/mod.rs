@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use pointsman::sim::{Behaviour, Carrier, Cloud, Endpoint, Journal};
+use pointsman_sim::{Behaviour, Carrier, Cloud, Endpoint, Journal};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -50,7 +50,7 @@ impl Node {
         let path = dir.join("pointsman.toml");
         std::fs::write(&path, config).expect("write config");
         let log = std::fs::File::create(dir.join("pointsman.log")).expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_pointsman"))
+        let child = Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
             .args(["run", "--config"])
             .arg(&path)
             .env("POINTSMAN_LOG", "debug")

@@ -10,9 +10,8 @@
 
 use bytes::Bytes;
 use pointsman::config::Config;
-use pointsman::health::Health;
-use pointsman::metrics::Metrics;
-use pointsman::proxy::{Core, CoreTimer, Inbound, Output, Routing};
+use pointsman_protocol::core::{Core, CoreTimer, Inbound, Output, Routing};
+use pointsman_protocol::health::Health;
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
 use std::net::SocketAddr;
@@ -188,7 +187,7 @@ fn no_probe() -> (u64, u64) {
 impl Sim {
     pub fn new() -> Sim {
         let cfg = Config::parse(CONFIG, "bench.toml").expect("bench config");
-        let core_cfg = pointsman::server::core_config(&cfg).expect("core config");
+        let core_cfg = pointsman::driver::core_config(&cfg).expect("core config");
         let now = Instant::now();
         let dests: Vec<&str> = cfg
             .router
@@ -204,7 +203,7 @@ impl Sim {
             .iter()
             .map(|r| r.name.as_str())
             .collect();
-        let (metrics, handle) = Metrics::local(&dests, &routes);
+        let (metrics, handle) = pointsman::exporter::local(&dests, &routes);
         let routing = Routing {
             addrs: pointsman::node::resolve(&cfg.router).expect("resolve"),
             health: Health::new(&cfg.health).adopt(&cfg.router, now),
@@ -212,7 +211,7 @@ impl Sim {
             metrics,
         };
         Sim {
-            core: Core::new(core_cfg, routing),
+            core: Core::new(core_cfg, routing, now, 0x5eed),
             upkeep: Box::new(move || handle.run_upkeep()),
             now,
             timers: BinaryHeap::new(),

@@ -74,7 +74,7 @@ fn minimal_config_gets_every_default() {
     assert_eq!(c.timers.t1, Duration::from_millis(500));
     assert_eq!(c.timers.t2, Duration::from_secs(4));
     assert_eq!(c.timers.t4, Duration::from_secs(5));
-    assert_eq!(c.limits, crate::wire::Limits::default());
+    assert_eq!(c.limits, pointsman_protocol::wire::Limits::default());
     assert_eq!(c.tcp_idle_timeout, Duration::from_secs(600));
     assert_eq!(c.tcp_max_connections, 1024);
     assert_eq!(c.tcp_connect_timeout, Duration::from_secs(2));
@@ -121,7 +121,7 @@ connect_timeout = "750ms""#,
     assert_eq!(c.timers.t4, Duration::from_secs(4));
     assert_eq!(
         c.limits,
-        crate::wire::Limits {
+        pointsman_protocol::wire::Limits {
             max_message_size: 8192,
             max_headers: 64,
             max_line_length: 1024,
@@ -1477,7 +1477,7 @@ fn health_defaults_to_the_first_listener_ip_passive_on_and_retry_after_1s_to_300
     let c = parse(BASE).unwrap();
     assert_eq!(
         c.health,
-        crate::health::HealthConfig {
+        pointsman_protocol::health::HealthConfig {
             source: "127.0.0.1:0".parse().unwrap(),
             passive: true,
             retry_after_min: Duration::from_secs(1),
@@ -1845,7 +1845,7 @@ fn listen_allow_lists_are_parsed_and_a_bad_network_is_named() {
 #[test]
 fn guard_defaults_and_errors() {
     let g = parse(BASE).unwrap().guard;
-    assert_eq!(g, crate::guard::GuardConfig::default());
+    assert_eq!(g, pointsman_protocol::guard::GuardConfig::default());
     let custom = parse(&format!(
         "{BASE}\n[guard]\nrate = 20.0\nmax_calls = 5000\nretry_after = \"30s\"\n"
     ))

@@ -18,10 +18,10 @@
 
 use super::tls::Certificates;
 use super::{ConnId, Peer, Proto};
-use crate::transaction::key::TxKey;
-use crate::wire::{self, Limits, StreamFrame};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
+use pointsman_protocol::transaction::key::TxKey;
+use pointsman_protocol::wire::{self, Limits, StreamFrame};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;

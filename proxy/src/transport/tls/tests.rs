@@ -419,7 +419,7 @@ mod over_tcp {
             idle_timeout: Duration::from_secs(5),
             max_connections: 8,
             connect_timeout: Duration::from_secs(1),
-            limits: crate::wire::Limits::default(),
+            limits: pointsman_protocol::wire::Limits::default(),
         };
         let t = Tcp::with_tls(
             settings,

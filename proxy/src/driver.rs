@@ -9,13 +9,13 @@
 
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
-use crate::proxy::{Core, CoreConfig, CoreTimer, Inbound, Output};
 use crate::sched::{self, SliceGovernor};
-use crate::timer::TimerWheel;
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
-use crate::wire::Framing;
 use anyhow::{anyhow, Context};
+use pointsman_protocol::core::{Core, CoreConfig, CoreTimer, Inbound, Output};
+use pointsman_protocol::timer::TimerWheel;
+use pointsman_protocol::wire::Framing;
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;

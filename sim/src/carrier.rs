@@ -7,9 +7,9 @@
 use super::endpoint::{Endpoint, TlsClient};
 use super::journal::{Dir, Journal};
 use super::msg::{self, Dialog, InviteSpec};
-use crate::originate;
-use crate::wire::Method;
 use bytes::Bytes;
+use pointsman_protocol::originate;
+use pointsman_protocol::wire::Method;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

@@ -15,11 +15,11 @@ use super::{
 use crate::health::Passive;
 use crate::metrics::FailoverReason;
 use crate::originate;
+use crate::peer::Peer;
 use crate::transaction::key::{MethodClass, TxKey};
 use crate::transaction::{
     ClientInvite, ClientInviteState, Delivery, ServerInvite, ServerInviteState, TxEvent, TxTimer,
 };
-use crate::transport::Peer;
 use crate::wire::Message;
 use bytes::Bytes;
 use routing_rules::spec::CancelMode;
@@ -515,7 +515,7 @@ impl Core {
             .unwrap_or_default();
         let dest = c.dest_name(target);
         let mut rr = String::with_capacity(2 * (64 + dest.len() + ftag.len()));
-        let push_value = |rr: &mut String, proto: crate::transport::Proto| {
+        let push_value = |rr: &mut String, proto: crate::peer::Proto| {
             rr.push_str(self.advertised.record_route(proto));
             rr.push_str(dest);
             rr.push_str(";ftag=");

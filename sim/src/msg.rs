@@ -2,9 +2,9 @@
 //! responses with Record-Route and Contact, and in-dialog requests from either side of a dialog
 //! (RFC 3261 §12: route set, remote target, tags, CSeq).
 
-use crate::originate;
-use crate::wire::{self, Framing, HeaderName, Limits, Message};
 use bytes::Bytes;
+use pointsman_protocol::originate;
+use pointsman_protocol::wire::{self, Framing, HeaderName, Limits, Message};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -941,24 +941,3 @@ fn snapshot_shows_what_the_admin_api_needs() {
     assert_eq!(s.consecutive_failures, 1);
     assert!(s.probed && !s.drained && s.down_until.is_none());
 }
-
-#[test]
-fn options_request_is_well_formed_sip_for_udp_tcp_and_ipv6() {
-    use crate::wire;
-    for (host, tp, via) in [
-        ("10.0.0.1", TransportSpec::Udp, "10.0.0.5:40000"),
-        ("2001:db8::1", TransportSpec::Tcp, "[2001:db8::5]:40001"),
-    ] {
-        let via: SocketAddr = via.parse().expect("addr");
-        let bytes = prober::options_request(host, 5060, tp, via, "psp-x-1", "z9hG4bK-psp-x-1", 1);
-        let m = wire::scan(&bytes, wire::Framing::Stream, &wire::Limits::default()).expect("scans");
-        assert_eq!(m.method(), Some(wire::Method::Options));
-        assert_eq!(m.slice(m.call_id), b"psp-x-1");
-        assert_eq!(
-            m.top_via.branch.map(|b| m.slice(b)),
-            Some(&b"z9hG4bK-psp-x-1"[..])
-        );
-        assert_eq!(m.max_forwards, Some(70));
-        assert!(m.from.tag.is_some() && m.to.tag.is_none());
-    }
-}

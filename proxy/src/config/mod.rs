@@ -311,7 +311,7 @@ pub struct Listener {
     pub address: SocketAddr,
     /// The certificate files of a TLS listener (`None` for UDP and TCP).
     pub tls: Option<crate::transport::tls::ListenerFiles>,
-    pub acl: crate::guard::Acl,
+    pub acl: pointsman_protocol::guard::Acl,
 }
 
 /// The validated configuration the proxy runs on.
@@ -328,8 +328,8 @@ pub struct Config {
     /// How long calls in setup have to finish after SIGTERM or SIGINT.
     pub shutdown_grace: Duration,
     pub listeners: Vec<Listener>,
-    pub timers: crate::transaction::TimerConfig,
-    pub limits: crate::wire::Limits,
+    pub timers: pointsman_protocol::transaction::TimerConfig,
+    pub limits: pointsman_protocol::wire::Limits,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     pub tcp_connect_timeout: Duration,
@@ -338,9 +338,9 @@ pub struct Config {
     /// The admin HTTP API.
     pub admin: AdminConfig,
     /// Destination health: probe source, passive signals, Retry-After clamp.
-    pub health: crate::health::HealthConfig,
+    pub health: pointsman_protocol::health::HealthConfig,
     /// Rate limits, scanner blocking, overload shedding, table caps.
-    pub guard: crate::guard::GuardConfig,
+    pub guard: pointsman_protocol::guard::GuardConfig,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -787,8 +787,8 @@ fn validate(
     })
 }
 
-fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardConfig {
-    let d = crate::guard::GuardConfig::default();
+fn validate_guard(g: &GuardSection, errors: &mut Errors) -> pointsman_protocol::guard::GuardConfig {
+    let d = pointsman_protocol::guard::GuardConfig::default();
     let (rate, burst) = validate_rate(
         ("guard.rate", g.rate.unwrap_or(d.rate)),
         ("guard.burst", g.burst),
@@ -856,7 +856,7 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> crate::guard::GuardC
             );
         }
     }
-    crate::guard::GuardConfig {
+    pointsman_protocol::guard::GuardConfig {
         rate,
         burst,
         allowed_rate: allowed.map(|(rate, _)| rate),
@@ -1150,11 +1150,11 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
         } else {
             names.insert(name.clone(), i);
         }
-        let mut acl = crate::guard::Acl::default();
+        let mut acl = pointsman_protocol::guard::Acl::default();
         if let Some(list) = &l.allow {
             let mut nets = Vec::with_capacity(list.len());
             for (j, cidr) in list.iter().enumerate() {
-                match crate::guard::Cidr::parse(cidr) {
+                match pointsman_protocol::guard::Cidr::parse(cidr) {
                     Ok(net) => nets.push(net),
                     Err(m) => errors.push(
                         format!("listen[{i}].allow[{j}]"),
@@ -1289,8 +1289,8 @@ fn validate_health(
     h: &HealthSection,
     listeners: &[Listener],
     errors: &mut Errors,
-) -> crate::health::HealthConfig {
-    let d = crate::health::HealthConfig::default();
+) -> pointsman_protocol::health::HealthConfig {
+    let d = pointsman_protocol::health::HealthConfig::default();
     let source = match &h.source {
         // Probes leave from the node's own address: the first listener's IP, any port.
         None => listeners
@@ -1424,7 +1424,7 @@ fn validate_health(
             ),
         );
     }
-    crate::health::HealthConfig {
+    pointsman_protocol::health::HealthConfig {
         source,
         passive,
         retry_after_min,
@@ -1498,8 +1498,11 @@ fn validate_node(
     (node_id, advertise, workers)
 }
 
-fn validate_timers(t: &TimersSection, errors: &mut Errors) -> crate::transaction::TimerConfig {
-    let d = crate::transaction::TimerConfig::default();
+fn validate_timers(
+    t: &TimersSection,
+    errors: &mut Errors,
+) -> pointsman_protocol::transaction::TimerConfig {
+    let d = pointsman_protocol::transaction::TimerConfig::default();
     let ms = Duration::from_millis;
     let (t1_lo, t1_hi) = (ms(1), Duration::from_secs(10));
     let (t2_lo, t2_hi) = (ms(1), Duration::from_secs(60));
@@ -1532,8 +1535,8 @@ fn validate_timers(t: &TimersSection, errors: &mut Errors) -> crate::transaction
     timers
 }
 
-fn validate_limits(l: &LimitsSection, errors: &mut Errors) -> crate::wire::Limits {
-    let d = crate::wire::Limits::default();
+fn validate_limits(l: &LimitsSection, errors: &mut Errors) -> pointsman_protocol::wire::Limits {
+    let d = pointsman_protocol::wire::Limits::default();
     // Start from the defaults so a field the wire layer adds later keeps its default here.
     let mut limits = d.clone();
     limits.max_message_size = l.max_message_size.unwrap_or(d.max_message_size);

@@ -27,7 +27,6 @@
 //! the hot read ([`DestHealth::accepts_calls`]), or hold a destination's lock while logging.
 
 pub mod machine;
-pub mod prober;
 #[cfg(test)]
 mod tests;
 
@@ -35,7 +34,6 @@ pub use machine::{
     AdminAction, Counters, Machine, Passive, Policy, Settings, State, Transition,
     DEFAULT_RETRY_AFTER_MAX, DEFAULT_RETRY_AFTER_MIN,
 };
-pub use prober::{Prober, ProberConfig};
 
 use routing_rules::spec::TransportSpec;
 use routing_rules::{DestId, Destination, Router};

@@ -1,8 +1,8 @@
 //! The journal: every message every simulated peer received or sent, in one list, so a test (or
 //! `pointsman drill`) can ask what happened where, and in which order.
 
-use crate::wire::{self, Framing, Limits, StartLine};
 use bytes::Bytes;
+use pointsman_protocol::wire::{self, Framing, Limits, StartLine};
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 use std::sync::Mutex;

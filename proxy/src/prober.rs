@@ -5,7 +5,7 @@
 //! its [`Prober`] is dropped.
 //!
 //! - **Source address.** It owns its own UDP socket, bound to `[health] source` (the node's own
-//!   unicast address; see [`super::HealthConfig::source`]), never a listener's socket, so probes
+//!   unicast address; see [`pointsman_protocol::health::HealthConfig::source`]), never a listener's socket, so probes
 //!   never leave from a shared anycast address. TCP probes bind the same IP (any port).
 //! - **UDP.** One OPTIONS per probe, retransmitted per RFC 3261 Timer E (T1, 2·T1, ... capped at
 //!   T2; `[timers] t1`/`t2`) until a final reply or the probe timeout, which bounds the probe.
@@ -30,10 +30,10 @@
 //! can make it panic. It must not: share a socket with the proxy, decide anything about health
 //! (the machine does), or log state changes (the table does).
 
-use super::{DestHealth, HealthView};
 use crate::transport::tls::Certificates;
-use crate::wire::{self, Framing, Limits, Message, Method, StreamFrame};
 use bytes::Bytes;
+use pointsman_protocol::health::{DestHealth, HealthView};
+use pointsman_protocol::wire::{self, Framing, Limits, Message, Method, StreamFrame};
 use routing_rules::spec::TransportSpec;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
@@ -727,6 +727,33 @@ where
                 }
                 Err(e) => return Err(format!("unreadable reply from {to}: {e}")),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pointsman_protocol::wire;
+
+    #[test]
+    fn options_request_is_well_formed_sip_for_udp_tcp_and_ipv6() {
+        for (host, tp, via) in [
+            ("10.0.0.1", TransportSpec::Udp, "10.0.0.5:40000"),
+            ("2001:db8::1", TransportSpec::Tcp, "[2001:db8::5]:40001"),
+        ] {
+            let via: SocketAddr = via.parse().expect("addr");
+            let bytes = options_request(host, 5060, tp, via, "psp-x-1", "z9hG4bK-psp-x-1", 1);
+            let m =
+                wire::scan(&bytes, wire::Framing::Stream, &wire::Limits::default()).expect("scans");
+            assert_eq!(m.method(), Some(wire::Method::Options));
+            assert_eq!(m.slice(m.call_id), b"psp-x-1");
+            assert_eq!(
+                m.top_via.branch.map(|b| m.slice(b)),
+                Some(&b"z9hG4bK-psp-x-1"[..])
+            );
+            assert_eq!(m.max_forwards, Some(70));
+            assert!(m.from.tag.is_some() && m.to.tag.is_none());
         }
     }
 }

@@ -5,8 +5,8 @@
 
 use super::net::StampedUdp;
 use super::SimTransport;
-use crate::wire::{self, Limits, StreamFrame};
 use bytes::{Bytes, BytesMut};
+use pointsman_protocol::wire::{self, Limits, StreamFrame};
 use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;

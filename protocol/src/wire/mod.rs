@@ -14,7 +14,7 @@
 //! transactions, routing or sockets.
 
 mod fields;
-#[doc(hidden)]
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod lex;
 mod scan;

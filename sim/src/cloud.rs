@@ -7,8 +7,8 @@
 use super::endpoint::{Endpoint, Received};
 use super::journal::{Dir, Journal};
 use super::msg::{self, Dialog};
-use crate::wire::Method;
 use bytes::Bytes;
+use pointsman_protocol::wire::Method;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};

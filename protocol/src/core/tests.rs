@@ -117,7 +117,7 @@ impl Harness {
             .map(|d| d.name.clone())
             .collect();
         let routes: Vec<String> = router.rules.routes.iter().map(|r| r.name.clone()).collect();
-        let (metrics, handle) = Metrics::local(&dests, &routes);
+        let (metrics, handle) = crate::metrics::local_recorder(&dests, &routes);
         let routing = Routing {
             health: health.adopt(&router, now),
             router: Arc::new(router),
@@ -125,7 +125,7 @@ impl Harness {
             metrics,
         };
         Harness {
-            core: Core::new(cfg, routing),
+            core: Core::new(cfg, routing, now, 0x5eed),
             metrics: handle,
             now,
             timers: Vec::new(),
@@ -1209,7 +1209,7 @@ fn new_calls_beyond_the_answered_calls_cap_get_503_and_calls_in_progress_go_on()
         health: routing.health.clone(),
         metrics: routing.metrics.clone(),
     };
-    h.core = Core::new(cfg, routing);
+    h.core = Core::new(cfg, routing, h.now, 0x5eed);
     h.receive(CARRIER, &invite("cap-1"));
     let fwd = h.last_to(PRIMARY, "INVITE");
     h.receive(PRIMARY, &response_to(&fwd, 200, "p"));

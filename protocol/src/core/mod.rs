@@ -19,13 +19,13 @@ use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
+use crate::peer::{Peer, Proto};
 use crate::transaction::key::{
     self, keys_in_shard, room, size_shard_for_load, KeyMap, Keys, MethodClass, TxKey,
 };
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
-use crate::transport::{Peer, Proto};
 use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError, StartLine};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -369,12 +369,13 @@ fn sweep_at(at: Instant) -> Output {
 }
 
 impl Core {
-    pub fn new(cfg: CoreConfig, routing: Routing) -> Core {
-        let seed = std::collections::hash_map::RandomState::new();
-        let start = std::hash::BuildHasher::hash_one(&seed, std::process::id()) >> 16;
+    /// A core started at `now`. `seed` starts its branch and routing-entropy sequences: give
+    /// each process a different one (two nodes with one seed would write the same branches).
+    pub fn new(cfg: CoreConfig, routing: Routing, now: Instant, seed: u64) -> Core {
+        let start = seed >> 16;
         Core {
-            limiter: RateLimiter::for_unlisted(&cfg.guard, Instant::now()),
-            allowed_limiter: RateLimiter::for_allowed(&cfg.guard, Instant::now()),
+            limiter: RateLimiter::for_unlisted(&cfg.guard, now),
+            allowed_limiter: RateLimiter::for_allowed(&cfg.guard, now),
             advertised: Advertised::new(&cfg),
             cfg,
             routing: ArcSwap::from_pointee(routing),

@@ -1,0 +1,34 @@
+//! pointsman's SIP protocol logic, sans-IO: every state machine of the proxy, fed received bytes,
+//! timer expiries and delivery failures, each with the time they happened at, and answering with
+//! the bytes to send and the timers to arm. Nothing here opens a socket, reads a clock, spawns a
+//! task or sleeps; the driver in the `pointsman` crate does all of that. The same code therefore
+//! runs under the tokio driver, the deterministic test harness and the fuzzers.
+//!
+//! # Layout
+//!
+//! Data flows down this list on the way in and back up on the way out:
+//!
+//! - [`peer`]: who a message came from or goes to (transport, address, connection).
+//! - [`wire`]: the zero-copy scanner of received SIP bytes and the splicer that edits them.
+//! - [`originate`]: the messages pointsman writes itself (responses, CANCEL, ACK, BYE, OPTIONS).
+//! - [`transaction`]: the RFC 3261 §17 client and server transactions, and the sharded tables
+//!   every transaction, call and dialog is kept in.
+//! - [`timer`]: the timer wheel the driver runs the core's timers on.
+//! - [`guard`]: ACLs, rate limits, scanner blocking and overload shedding, as decisions.
+//! - [`health`]: each destination's health state machine and the table the core reads.
+//! - [`core`]: the proxy core (RFC 3261 §16): `Core` dispatches each message to its
+//!   transaction, call or dialog; `Call` is the per-INVITE response context with serial
+//!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice.
+//! - [`metrics`]: the metric handles and their label enums (the exporter is the I/O crate's).
+//!
+//! Routing decisions come from the `routing-rules` crate, which is pure too.
+
+pub mod core;
+pub mod guard;
+pub mod health;
+pub mod metrics;
+pub mod originate;
+pub mod peer;
+pub mod timer;
+pub mod transaction;
+pub mod wire;

@@ -1,0 +1,358 @@
+//! The `pointsman` command: `run` a node, `check` a config file, `explain` how a call would be
+//! routed, `status` of a running node's destinations.
+
+use crate::config::Config;
+use clap::{Parser, Subcommand, ValueEnum};
+use routing_rules::Call;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "pointsman",
+    version,
+    about = "SIP traffic cop for the carrier edge: keeps every call alive when a cloud fails"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a node on a config file.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
+    /// Validate a config file: prints every error and warning, one a line as
+    /// `FILE:LINE:COLUMN: KEY.PATH: message` in file order, then a count; exits 1 on errors,
+    /// else 0.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Show how a call would be routed, with every destination up: the route that matches and
+    /// why, then its tiers and their members in the order they would be tried.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The called number (Request-URI user), e.g. +15550100911, or a sip:/tel: URI.
+        #[arg(long)]
+        to: String,
+        /// The caller's number (From user).
+        #[arg(long)]
+        from: Option<String>,
+        /// The name of the listener the call comes in on.
+        #[arg(long)]
+        source: Option<String>,
+        /// A request header, `Name: value` (repeat for several).
+        #[arg(long = "header", value_name = "NAME: VALUE")]
+        headers: Vec<String>,
+    },
+    /// Show a running node (its state and calls) and its destinations, from its admin API.
+    Status {
+        /// The node's admin API address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
+        admin: String,
+        /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN, which
+        /// keeps it out of the process list).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
+    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers.
+    Drill {
+        /// New calls per second.
+        #[arg(long, default_value_t = 4.0)]
+        rate: f64,
+        /// Length of the whole drill (each phase gets an equal share).
+        #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
+        duration: std::time::Duration,
+        /// The failures, in order, after a healthy first phase: 503, brownout, dies, recovers.
+        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers",
+              value_parser = crate::drill::Failure::parse)]
+        failures: Vec<crate::drill::Failure>,
+        /// Loopback address for pointsman and the simulated peers.
+        #[arg(long, default_value = "127.0.0.1")]
+        ip: std::net::IpAddr,
+        /// pointsman's port; the primary, the secondary and the carrier take the next three.
+        #[arg(long, default_value_t = 25060)]
+        port: u16,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Whether to colour what goes to a stream: only a terminal, and never when `NO_COLOR` is set
+/// to anything but the empty string (no-color.org).
+fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
+    terminal && no_color.is_none_or(|v| v.is_empty())
+}
+
+fn init_logs(format: LogFormat) {
+    use std::io::IsTerminal;
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POINTSMAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Logs go to stderr: a file or a pipe (journald, a container runtime) gets no escapes.
+    let ansi = colour(
+        std::io::stderr().is_terminal(),
+        std::env::var_os("NO_COLOR"),
+    );
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Parses the command line and runs it; the exit code says how it went.
+pub fn main() -> ExitCode {
+    // The one rustls crypto provider (ring), installed before anything builds a TLS config.
+    crate::transport::tls::install_provider();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Drill {
+            rate,
+            duration,
+            failures,
+            ip,
+            port,
+        } => drill(crate::drill::Options {
+            bin: std::env::current_exe().unwrap_or_else(|_| "pointsman".into()),
+            rate,
+            duration,
+            failures,
+            ip,
+            base_port: port,
+            hold: std::time::Duration::from_millis(1500),
+        }),
+        Command::Status { admin, token } => status(&admin, token),
+        Command::Check { config } => {
+            let (result, warnings) = Config::load_with_warnings(&config);
+            let errors = result.as_ref().err().map_or(&[][..], |e| &e.0[..]);
+            // One problem a line, `FILE:LINE:COLUMN: KEY.PATH: message`, errors and warnings
+            // together in file order (those without a place last).
+            let mut lines: Vec<_> = errors
+                .iter()
+                .map(|e| (e, String::new()))
+                .chain(warnings.iter().map(|w| (w, "warning: ".to_string())))
+                .collect();
+            lines.sort_by_key(|(e, _)| (e.line.unwrap_or(usize::MAX), e.column.unwrap_or(0)));
+            for (e, kind) in &lines {
+                eprintln!("{kind}{e}");
+            }
+            let errors = errors.len();
+            match (errors, warnings.len()) {
+                (0, 0) => println!("{}: ok", config.display()),
+                (0, w) => println!("{}: ok, {w} warning(s)", config.display()),
+                (e, w) => eprintln!("{}: {e} error(s), {w} warning(s)", config.display()),
+            }
+            if errors == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Command::Explain {
+            config,
+            to,
+            from,
+            source,
+            headers,
+        } => explain(config, &to, from.as_deref(), source.as_deref(), &headers),
+        Command::Run { config, log_format } => {
+            init_logs(log_format);
+            let cfg = match Config::load(&config) {
+                Ok(cfg) => cfg,
+                Err(errors) => {
+                    eprintln!("{errors}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            for w in &cfg.warnings {
+                tracing::warn!(warning = %w, "config");
+            }
+            match crate::driver::run_with_reload(cfg, Some(config)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("pointsman: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+/// `pointsman status`: the node line and destination table of a running node; exit 1 if they
+/// cannot be had.
+fn status(admin: &str, token: Option<String>) -> ExitCode {
+    use std::io::IsTerminal;
+    let token = token
+        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let timeout = std::time::Duration::from_secs(5);
+    let fetched = crate::admin::fetch_node(admin, token.as_deref(), timeout).and_then(|node| {
+        crate::admin::fetch_destinations(admin, token.as_deref(), timeout)
+            .map(|destinations| (node, destinations))
+    });
+    match fetched {
+        Ok((node, destinations)) => {
+            let coloured = colour(
+                std::io::stdout().is_terminal(),
+                std::env::var_os("NO_COLOR"),
+            );
+            print!("{}", crate::admin::render_node(&node, coloured));
+            print!("{}", crate::admin::render_status(&destinations, coloured));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pointsman status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pointsman explain`: prints the decision, or says why there is none (exit 1).
+fn explain(
+    config: PathBuf,
+    to: &str,
+    from: Option<&str>,
+    source: Option<&str>,
+    headers: &[String],
+) -> ExitCode {
+    let cfg = match Config::load(&config) {
+        Ok(cfg) => cfg,
+        Err(errors) => {
+            eprintln!("{errors}");
+            eprintln!(
+                "{}: {} error(s): fix them before explaining",
+                config.display(),
+                errors.0.len()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(name) = source {
+        if !cfg.listeners.iter().any(|l| l.name == name) {
+            let known: Vec<String> = cfg
+                .listeners
+                .iter()
+                .map(|l| format!("{:?}", l.name))
+                .collect();
+            eprintln!(
+                "explain: --source {name:?} is not a listener of {}: use one of {}",
+                config.display(),
+                known.join(", ")
+            );
+            return ExitCode::FAILURE;
+        }
+    }
+    let mut pairs: Vec<(&str, &str)> = Vec::with_capacity(headers.len());
+    for h in headers {
+        match h.split_once(':') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                pairs.push((name.trim(), value.trim()))
+            }
+            _ => {
+                eprintln!("explain: --header {h:?} is not \"Name: value\", e.g. --header \"X-Tenant: acme\"");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    let call = Call {
+        to_user: Some(user_part(to)),
+        from_user: from.map(user_part),
+        listener: source,
+        headers: &pairs,
+        ..Call::default()
+    };
+    match cfg.router.explain(&call, &|_| true) {
+        Ok(explanation) => {
+            print!("{explanation}");
+            ExitCode::SUCCESS
+        }
+        Err(no_route) => {
+            eprintln!("explain: {no_route}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The user part of `sip:user@host`, `tel:+1555...;params`, or the text itself.
+fn user_part(text: &str) -> &str {
+    let t = text.trim();
+    let rest = ["sips:", "sip:", "tel:"]
+        .iter()
+        .find_map(|scheme| {
+            t.get(..scheme.len())
+                .filter(|p| p.eq_ignore_ascii_case(scheme))
+                .map(|_| &t[scheme.len()..])
+        })
+        .unwrap_or(t);
+    rest.split('@').next().unwrap_or(rest)
+}
+
+/// Runs `pointsman drill`; exit 0 when every call was answered and no ghost call leaked.
+fn drill(opts: crate::drill::Options) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pointsman drill: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut out = std::io::stdout();
+    match rt.block_on(crate::drill::run(opts, &mut out)) {
+        Ok(report) if report.passed() => ExitCode::SUCCESS,
+        Ok(_) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("pointsman drill: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{colour, user_part};
+
+    #[test]
+    fn colour_only_on_a_terminal_and_never_under_no_color() {
+        assert!(colour(true, None));
+        assert!(!colour(false, None), "a file or a pipe gets no escapes");
+        assert!(!colour(true, Some("1".into())));
+        assert!(!colour(false, Some("1".into())));
+        // no-color.org: an empty NO_COLOR does not count.
+        assert!(colour(true, Some("".into())));
+    }
+
+    #[test]
+    fn explain_takes_the_user_part_of_sip_and_tel_uris() {
+        assert_eq!(user_part("+15550100911"), "+15550100911");
+        assert_eq!(
+            user_part("sip:+15550100911@carrier.example"),
+            "+15550100911"
+        );
+        assert_eq!(user_part("SIPS:alice@example.com"), "alice");
+        assert_eq!(
+            user_part("tel:+1-555-010-0911;phone-context=x"),
+            "+1-555-010-0911;phone-context=x"
+        );
+        assert_eq!(user_part(" 4420 "), "4420");
+        assert_eq!(user_part("sip:"), "");
+    }
+}
