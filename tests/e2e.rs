@@ -1,6 +1,6 @@
 //! End-to-end behaviour of pointsman on real sockets: a pointsman process on its own loopback
 //! address between a simulated carrier and two simulated clouds (`pointsman_sim`). Each test
-//! names the behaviour it proves; DESIGN.md "Behaviour" is the spec.
+//! names the behaviour it proves; `docs/architecture.md` ("Behaviour on a call") is the spec.
 
 mod support;
 

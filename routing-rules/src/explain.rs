@@ -1,7 +1,7 @@
 //! `explain`: the routing decision for one call told in words — which route matched and why,
 //! its tiers and their members in the order they would be tried given the health states
-//! passed in, each tier's strategy, and the survivability rule. Used by `pointsman explain`
-//! (offline: everything up) and, later, the admin API (live health).
+//! passed in, each tier's strategy, and the survivability rule. `pointsman explain` passes
+//! "everything up" (offline); a caller holding live health passes that instead.
 //!
 //! [`Explanation`] is data with a `Display`; it must not decide anything itself: the order
 //! shown is the order [`Router::plan`](crate::Router::plan) uses (weighted groups show their

@@ -1,7 +1,7 @@
 //! Simulated SIP peers on real sockets: carriers that place calls and clouds that answer them
 //! by script (answer, reject, ring forever, stay silent, answer late), all writing what they
 //! send and receive into one shared [`Journal`]. The end-to-end tests drive pointsman with
-//! them, and `pointsman drill` will show a newcomer failover with them.
+//! them, and `pointsman drill` shows a newcomer failover with them.
 //!
 //! They are honest SIP peers (they ACK, answer CANCEL with 487, retransmit 2xx until ACKed,
 //! follow the route set), so what the tests observe is what a real carrier or cloud would see.
