@@ -34,10 +34,10 @@ use super::Routing;
 /// RFC 3261 §16.6 step 11: a proxied INVITE that got a provisional but no final answer within
 /// Timer C (more than 3 minutes) is cancelled. Applies to re-INVITEs; an initial INVITE has its
 /// route's `ring_timeout` instead.
-const TIMER_C: Duration = Duration::from_secs(181);
+pub(super) const TIMER_C: Duration = Duration::from_secs(181);
 
 /// Where the call as a whole stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallPhase {
     /// Branches are being tried; nothing final sent upstream.
     Trying,
@@ -56,8 +56,9 @@ pub(super) struct Target {
     pub cancel_mode: CancelMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum BranchStatus {
+/// Where one branch of a call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BranchStatus {
     /// INVITE sent, nothing back yet.
     Pending,
     /// 100 Trying received.
@@ -73,8 +74,9 @@ pub(super) enum BranchStatus {
     TransportError,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CancelState {
+/// Whether a branch was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CancelState {
     None,
     /// `deferred` mode: CANCEL goes on the first provisional.
     Deferred,
@@ -127,6 +129,8 @@ pub(super) struct Branch {
     /// ring timer is armed only when the provisional timer finds the branch still unanswered,
     /// so the many calls answered within seconds leave no long-lived timer behind.
     pub ring_at: Option<Instant>,
+    /// When its INVITE was first sent (its provisional timer and Timer C count from it).
+    pub sent: Instant,
 }
 
 pub(super) struct Call {
@@ -165,7 +169,7 @@ pub(super) struct Call {
 }
 
 impl Call {
-    fn request(&self) -> Option<Message<'_>> {
+    pub(super) fn request(&self) -> Option<Message<'_>> {
         originate::rescan(&self.request)
     }
 
@@ -501,6 +505,7 @@ impl Core {
             cancel: CancelState::None,
             counted,
             ring_at: None,
+            sent: now,
         });
     }
 

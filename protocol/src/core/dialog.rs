@@ -42,6 +42,10 @@ impl Dialogs {
         }
         (read, key::size_shard_for_load(&self.table, shard))
     }
+    /// When dialog `key` was answered, if it is held.
+    pub fn since(&self, key: u64) -> Option<Instant> {
+        self.table.get(&key).map(|e| *e.value())
+    }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)
     }

@@ -12,8 +12,13 @@
 
 mod call;
 mod dialog;
+mod replicate;
 
-pub use call::CallPhase;
+pub use call::{BranchStatus, CallPhase, CancelState};
+pub use replicate::{
+    AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError, SetupState,
+    TargetState,
+};
 
 use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
@@ -1292,12 +1297,17 @@ impl Core {
     fn dialog_key(&self, msg: &Message<'_>) -> u64 {
         let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
         let to_tag = msg.to.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
-        let (a, b) = if from_tag <= to_tag {
-            (from_tag, to_tag)
+        self.dialog_key_of(msg.slice(msg.call_id), from_tag, to_tag)
+    }
+
+    /// [`Self::dialog_key`] of a Call-ID and two tags, in either order.
+    fn dialog_key_of(&self, call_id: &[u8], tag: &[u8], other: &[u8]) -> u64 {
+        let (a, b) = if tag <= other {
+            (tag, other)
         } else {
-            (to_tag, from_tag)
+            (other, tag)
         };
-        self.keys.of(&[msg.slice(msg.call_id), a, b])
+        self.keys.of(&[call_id, a, b])
     }
 
     /// A tag as the answered-call table keeps it.
