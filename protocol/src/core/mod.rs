@@ -656,7 +656,7 @@ impl Core {
                     return;
                 }
                 debug!("a response could not reach the caller: the call is given up");
-                self.caller_unreachable(&mut c, now, out);
+                self.caller_unreachable(&mut c, &call, now, out);
                 self.reap_if_done(&mut c);
             }
             Some(ServerEntry::Relay(relay)) => {
@@ -1050,7 +1050,7 @@ impl Core {
             .map(|h| String::from_utf8_lossy(msg.slice(h.line)).into_owned())
             .unwrap_or_else(|| originate::reason_header(487, "Request terminated"));
         if let Some(call) = call {
-            self.cancel_call(&mut lock(&call), &reason, now, out);
+            self.cancel_call(&mut lock(&call), &call, &reason, now, out);
         }
     }
 
@@ -1170,7 +1170,12 @@ impl Core {
         match entry {
             ClientEntry::Branch(call, i) => {
                 let mut c = lock(&call);
-                self.on_branch_response(&mut c, &call, i, msg, relayable, from, now, out);
+                let r = call::Received {
+                    msg,
+                    relayable,
+                    from,
+                };
+                self.on_branch_response(&mut c, &call, i, r, now, out);
             }
             ClientEntry::Relay(relay) => {
                 let mut r = lock(&relay);

@@ -371,6 +371,7 @@ impl Core {
             caller_cancelled: s.caller_cancelled,
             rang: s.rang,
             reaped: false,
+            policy: self.call_policy(),
         };
         for b in &c.branches {
             self.rearm_branch(&c, b, now, out);
