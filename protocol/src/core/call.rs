@@ -1389,7 +1389,248 @@ impl Core {
 
 #[cfg(test)]
 mod tests {
-    use super::better;
+    use super::*;
+    use crate::transaction::TimerConfig;
+    use routing_rules::Router;
+    use std::net::SocketAddr;
+
+    /// Two destinations, tried in order; the route fails over on the default retry codes.
+    const RULES: &str = r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#;
+
+    const INVITE: &[u8] = b"INVITE sip:+15551234@192.0.2.10 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-unit\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+        To: <sip:+15551234@192.0.2.10>\r\n\
+        Call-ID: unit\r\n\
+        CSeq: 1 INVITE\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[derive(serde::Deserialize)]
+    struct RulesFile {
+        destination: Vec<routing_rules::spec::DestinationSpec>,
+        route: Vec<routing_rules::spec::RouteSpec>,
+    }
+
+    fn routing(now: Instant) -> Routing {
+        let file: RulesFile = toml::from_str(RULES).expect("rules parse");
+        let router = Router::compile(&file.destination, &[], &file.route).expect("compile");
+        let addrs: Vec<SocketAddr> = router
+            .rules
+            .destinations
+            .iter()
+            .map(|d| SocketAddr::new(d.host.parse().expect("ip"), d.port))
+            .collect();
+        let health = crate::health::Health::new(&crate::health::HealthConfig::default());
+        let (metrics, _) = crate::metrics::local_recorder(&["primary", "secondary"], &["default"]);
+        Routing {
+            health: health.adopt(&router, now),
+            router: Arc::new(router),
+            addrs,
+            metrics,
+        }
+    }
+
+    /// A call in setup on the default route with `steps` (destination ids), no core around it.
+    fn call(steps: &[&[u32]], now: Instant) -> Call {
+        let routing = Arc::new(routing(now));
+        let steps = steps
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|&id| Target {
+                        dest: Some(DestId(id)),
+                        peer: routing.peer(DestId(id)),
+                        provisional: Duration::from_secs(3),
+                        cancel_mode: CancelMode::Immediate,
+                    })
+                    .collect()
+            })
+            .collect();
+        Call {
+            key: 1,
+            server: ServerInvite::new(false, TimerConfig::default()),
+            upstream: Peer::udp("10.0.0.1:5060".parse().expect("addr")),
+            request: Bytes::from_static(INVITE),
+            routing,
+            route: Some(RouteId(0)),
+            steps,
+            next_step: 0,
+            settled: false,
+            survival_reject: None,
+            branches: Vec::new(),
+            phase: CallPhase::Trying,
+            best: None,
+            failover: true,
+            started: now,
+            caller_cancelled: false,
+            rang: false,
+            reaped: false,
+            policy: CallPolicy {
+                retry_after: Duration::from_secs(30),
+                cancel_give_up: Duration::from_secs(32),
+            },
+        }
+    }
+
+    /// Does what the core does with a `NewBranch`: a branch whose INVITE went out at `now`.
+    fn start(c: &mut Call, outs: Vec<CallOutput>, now: Instant) {
+        for o in outs {
+            let CallOutput::NewBranch { step, target } = o else {
+                panic!("only new branches expected, got {o:?}")
+            };
+            let index = c.branches.len();
+            let tx = ClientInvite::start(
+                Bytes::from_static(INVITE),
+                false,
+                TimerConfig::default(),
+                now,
+                &mut Vec::new(),
+            );
+            c.branches.push(Branch {
+                key: 100 + index as u64,
+                step,
+                branch: format!("z9hG4bK-b{index}"),
+                target,
+                tx,
+                status: BranchStatus::Pending,
+                abandoned: false,
+                cancel: CancelState::None,
+                counted: false,
+                ring_at: None,
+                sent: now,
+            });
+        }
+    }
+
+    /// A short name for each output, in order.
+    fn kinds(outs: &[CallOutput]) -> Vec<String> {
+        outs.iter()
+            .map(|o| match o {
+                CallOutput::Out(Output::Send { bytes, .. }) => {
+                    let end = bytes
+                        .iter()
+                        .position(|&b| b == b'\r')
+                        .unwrap_or(bytes.len());
+                    format!("send {}", String::from_utf8_lossy(&bytes[..end]))
+                }
+                CallOutput::Out(Output::Timer { timer, .. }) => format!("timer {:?}", timer.kind),
+                CallOutput::Cancel { branch, .. } => format!("cancel {branch}"),
+                CallOutput::NewBranch { step, target } => {
+                    format!("branch {step} to {:?}", target.dest.map(|d| d.0))
+                }
+                CallOutput::Finished { code } => format!("finished {code}"),
+            })
+            .collect()
+    }
+
+    /// Branch `i` got final `code` (its transaction completes as in the core), then the call
+    /// hears of it.
+    fn final_on(c: &mut Call, i: usize, code: u16, now: Instant) -> Vec<CallOutput> {
+        c.branches[i].tx.on_response(code, now, &mut Vec::new());
+        let mut out = Vec::new();
+        let bytes = Bytes::from(format!("SIP/2.0 {code} Whatever\r\n\r\n"));
+        c.on_final(i, code, bytes, None, now, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_503_from_the_primary_cancels_nothing_and_asks_for_the_secondary() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        assert_eq!(kinds(&out), ["branch 0 to Some(0)"]);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 0, 503, now);
+        assert_eq!(
+            kinds(&out),
+            ["branch 1 to Some(1)"],
+            "a completed branch gets no CANCEL"
+        );
+        assert_eq!(c.phase, CallPhase::Trying);
+    }
+
+    #[test]
+    fn a_silent_primary_gets_its_cancel_before_the_secondary_is_asked_for() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let mut out = Vec::new();
+        c.on_timer(
+            0,
+            TimerKind::Provisional,
+            now + Duration::from_secs(3),
+            &mut out,
+        );
+        assert_eq!(
+            kinds(&out),
+            ["timer CancelGiveUp", "cancel 0", "branch 1 to Some(1)"]
+        );
+        assert_eq!(c.branches[0].status, BranchStatus::TimedOut);
+    }
+
+    #[test]
+    fn across_parallel_branches_a_486_beats_a_503_whichever_comes_first() {
+        for order in [[0, 1], [1, 0]] {
+            let now = Instant::now();
+            let mut c = call(&[&[0, 1]], now);
+            let mut out = Vec::new();
+            c.next_step(now, &mut out);
+            assert_eq!(kinds(&out), ["branch 0 to Some(0)", "branch 0 to Some(1)"]);
+            start(&mut c, out, now);
+            let codes = [486, 503];
+            let first = final_on(&mut c, order[0], codes[order[0]], now);
+            assert!(
+                first.is_empty(),
+                "the other branch may still answer: {:?}",
+                kinds(&first)
+            );
+            let second = final_on(&mut c, order[1], codes[order[1]], now);
+            assert_eq!(
+                kinds(&second),
+                [
+                    "send SIP/2.0 486 Whatever",
+                    "timer Server(G)",
+                    "timer Server(H)",
+                    "finished 486"
+                ],
+                "order {order:?}"
+            );
+            assert_eq!(c.phase, CallPhase::Finished);
+        }
+    }
+
+    #[test]
+    fn every_destination_failing_with_503_ends_the_call_with_500() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 0, 503, now);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 1, 503, now);
+        assert_eq!(
+            kinds(&out).last().map(String::as_str),
+            Some("finished 500"),
+            "503 goes upstream as 500 (pass_503 is off)"
+        );
+    }
 
     #[test]
     fn best_response_prefers_6xx_then_lowest_class_and_503_last() {
