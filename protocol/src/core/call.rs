@@ -2,11 +2,16 @@
 //! caller, its branches toward destinations, and the failover policy that moves from one branch
 //! to the next.
 //!
-//! Policy (DESIGN.md, "Serial failover"): a branch fails on no provisional within its timer, a
+//! Policy (docs/architecture.md, "Serial failover"): a branch fails on no provisional within its timer, a
 //! transport error, or a retryable final code; then CANCEL goes to the failed branch (when it
 //! may still be alive) *before* the INVITE to the next destination. After a provisional above
 //! 100 only the route's ringing-phase codes fail over. A 2xx on an abandoned branch, or after
 //! the call was answered, is a ghost: ACKed and BYEd, never relayed.
+//!
+//! `Call` decides: its methods take an event and `now` and append [`CallOutput`]s in the order
+//! they must happen, touching no table. `Core` dispatches: it finds the call, carries the
+//! outputs out (a new branch or a CANCEL becomes a registered transaction) and keeps the
+//! tables. A `Call` must not reach for the core; the core must not decide failover.
 
 use super::{
     emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, Relayable, ServerEntry, Side,
@@ -289,6 +294,17 @@ pub(super) enum CallOutput {
     Finished {
         code: u16,
     },
+}
+
+/// What a 2xx received on a branch is to the call (see [`Call::on_2xx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TwoXx {
+    /// The call's answer: relayed; the call is answered.
+    Answer,
+    /// The answering branch's 2xx again: relayed (RFC 6026), nothing else changes.
+    Retransmission,
+    /// ACKed and BYEd, never relayed.
+    Ghost,
 }
 
 /// What a call keeps of its core's configuration.
@@ -706,6 +722,26 @@ impl Call {
             self.routing.metrics.calls_in_progress(-1);
         }
         out.push(CallOutput::Finished { code });
+    }
+
+    /// A 2xx on branch `i`: the call's answer (the call is answered from now on), the
+    /// answering branch's 2xx again, or a ghost: a 2xx on a branch given up on, or after the
+    /// call was answered elsewhere or finished, which is never relayed.
+    pub(super) fn on_2xx(&mut self, i: usize) -> TwoXx {
+        let Some(b) = self.branches.get_mut(i) else {
+            return TwoXx::Ghost;
+        };
+        if b.status == BranchStatus::Answered {
+            return TwoXx::Retransmission;
+        }
+        if b.abandoned || self.phase != CallPhase::Trying {
+            return TwoXx::Ghost;
+        }
+        b.status = BranchStatus::Answered;
+        // The answered dialog carries this branch's count from now on (until its BYE).
+        b.counted = false;
+        self.phase = CallPhase::Answered;
+        TwoXx::Answer
     }
 
     /// Pointsman's own response to the call's INVITE with `code`.
@@ -1150,12 +1186,14 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let msg = r.msg;
-        let b = &c.branches[i];
-        let winner_retransmission = b.status == BranchStatus::Answered;
-        if !winner_retransmission && (b.abandoned || c.phase != CallPhase::Trying) {
+        let Some(peer) = c.branches.get(i).map(|b| b.target.peer) else {
+            return;
+        };
+        let verdict = c.on_2xx(i);
+        if verdict == TwoXx::Ghost {
             let to = Peer {
                 conn: r.from.conn,
-                ..b.target.peer
+                ..peer
             };
             return self.ghost_teardown(msg, to, now, out);
         }
@@ -1165,13 +1203,9 @@ impl Core {
         c.server.respond(code, relayed, now, &mut acts);
         emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
         c.routing.metrics.response_out(code);
-        if winner_retransmission {
+        if verdict == TwoXx::Retransmission {
             return;
         }
-        c.branches[i].status = BranchStatus::Answered;
-        // The answered dialog carries this branch's count from now on (until its BYE).
-        c.branches[i].counted = false;
-        c.phase = CallPhase::Answered;
         if c.failover {
             self.count_in_setup(false);
             let key = self.dialog_key(msg);
@@ -1613,6 +1647,20 @@ destinations = ["primary", "secondary"]
             );
             assert_eq!(c.phase, CallPhase::Finished);
         }
+    }
+
+    #[test]
+    fn a_2xx_on_a_branch_given_up_on_or_after_the_answer_is_a_ghost() {
+        let now = Instant::now();
+        let mut c = call(&[&[0, 1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        assert_eq!(c.on_2xx(1), TwoXx::Answer);
+        assert_eq!(c.phase, CallPhase::Answered);
+        assert_eq!(c.on_2xx(1), TwoXx::Retransmission);
+        assert_eq!(c.on_2xx(0), TwoXx::Ghost, "the other branch lost the race");
+        assert_eq!(c.on_2xx(7), TwoXx::Ghost, "no such branch");
     }
 
     #[test]
