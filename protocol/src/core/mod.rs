@@ -25,9 +25,8 @@ use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::peer::{Peer, Proto};
-use crate::transaction::key::{
-    self, keys_in_shard, room, size_shard_for_load, KeyMap, Keys, MethodClass, TxKey,
-};
+use crate::table::{self, keys_in_shard, room, size_shard_for_load, KeyMap};
+use crate::transaction::key::{Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -348,7 +347,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SWEPT_TABLES: usize = 5;
 
 /// What a sweep pass walks: every shard of every swept table, a unit each.
-const SWEEP_UNITS: usize = SWEPT_TABLES * key::SHARDS;
+const SWEEP_UNITS: usize = SWEPT_TABLES * table::SHARDS;
 
 /// A sweep step goes on to the next unit until it has done this much work, then lets the
 /// worker's messages in. Work is entries moved (a shard resized: 0.1–0.5 µs each on the
@@ -385,10 +384,10 @@ impl Core {
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
-            servers: key::new_table(),
-            clients: key::new_table(),
+            servers: table::new_table(),
+            clients: table::new_table(),
             dialogs: dialog::Dialogs::default(),
-            ghosts: key::new_table(),
+            ghosts: table::new_table(),
             branch_seq: AtomicU64::new(start),
             sweep_armed: AtomicBool::new(false),
             sweep_next: AtomicUsize::new(0),
@@ -396,7 +395,7 @@ impl Core {
             in_setup: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
-            answered: key::new_table(),
+            answered: table::new_table(),
         }
     }
 
@@ -499,8 +498,8 @@ impl Core {
         dialog_cutoff: Option<Instant>,
         call_cutoff: Option<Instant>,
     ) -> (usize, usize) {
-        let shard = unit % key::SHARDS;
-        match unit / key::SHARDS {
+        let shard = unit % table::SHARDS;
+        match unit / table::SHARDS {
             0 => (0, size_shard_for_load(&self.servers, shard)),
             1 => (0, size_shard_for_load(&self.clients, shard)),
             2 => (
