@@ -231,28 +231,31 @@ impl Core {
     /// The answered dialog `id`, as of `now`. The call goes on here: this is a copy.
     pub fn export_dialog(&self, id: &DialogId, now: Instant) -> Option<CallState> {
         let key = self.dialog_key_of(&id.call_id, &id.caller_tag, &id.callee_tag);
-        let a = self.answered.get(&key)?;
+        // Copied out at once: no other table is read while this one's guard is held.
+        let (caller, callee, stored_tag, since, answered_by) = {
+            let a = self.answered.get(&key)?;
+            (a.caller, a.callee, a.caller_tag, a.since, a.dest.clone())
+        };
         let caller_tag = self.keys.of(&[&id.caller_tag]);
         // The tags were given the other way round: the state names the caller first.
-        let (id, caller, callee) = if caller_tag == a.caller_tag {
-            (id.clone(), a.caller, a.callee)
+        let id = if caller_tag == stored_tag {
+            id.clone()
         } else {
-            let swapped = DialogId {
+            DialogId {
                 call_id: id.call_id.clone(),
                 caller_tag: id.callee_tag.clone(),
                 callee_tag: id.caller_tag.clone(),
-            };
-            (swapped, a.caller, a.callee)
+            }
         };
         let routing = self.routing();
-        let dest = a.dest.as_ref().and_then(|d| {
+        let dest = answered_by.as_ref().and_then(|d| {
             let i = routing.health.iter().position(|h| Arc::ptr_eq(h, d))?;
             u32::try_from(i).ok()
         });
         Some(CallState::Answered(AnsweredState {
             id,
             dest,
-            answered_ago: now.saturating_duration_since(a.since),
+            answered_ago: now.saturating_duration_since(since),
             caller: PeerState::of(caller),
             callee: PeerState::of(callee),
             retransmit_window_ago: self
