@@ -724,6 +724,61 @@ impl Call {
         out.push(CallOutput::Finished { code });
     }
 
+    /// A provisional `code` on branch `i`: it stops the branch's provisional timer (the
+    /// callee is ringing above 100), cancels a branch whose CANCEL was deferred, arms the ring
+    /// timeout, and relays what `relayed` gives (made only when it is to be relayed).
+    pub(super) fn on_provisional(
+        &mut self,
+        i: usize,
+        code: u16,
+        relayed: impl FnOnce() -> Option<Bytes>,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(b) = self.branches.get_mut(i) else {
+            return;
+        };
+        let first = b.status == BranchStatus::Pending;
+        if b.abandoned {
+            // Given up already: its status keeps why.
+        } else if code > 100 {
+            b.status = BranchStatus::Ringing;
+        } else if first {
+            b.status = BranchStatus::Trying;
+        }
+        if b.cancel == CancelState::Deferred {
+            // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
+            let reason = originate::reason_header(408, "Provisional timeout");
+            return self.send_cancel(i, &reason, now, out);
+        }
+        if b.abandoned || self.phase != CallPhase::Trying {
+            return;
+        }
+        let (key, provisional) = (b.key, b.target.provisional);
+        if first && self.failover {
+            if let Some(ring_timeout) = self.route().map(|r| r.ring_timeout) {
+                let at = now + ring_timeout;
+                self.branches[i].ring_at = Some(at);
+                if ring_timeout <= provisional {
+                    // The provisional timer would come too late to arm it.
+                    out.push(CallOutput::Out(ring_timer(key, at)));
+                }
+            }
+        }
+        if let Some(relayed) = relayed() {
+            let mut acts = Vec::new();
+            self.server.respond(code, relayed, now, &mut acts);
+            emit_call(out, &mut acts, self.upstream, self.key, Side::Server, None);
+            self.routing.metrics.response_out(code);
+            if !self.rang && self.failover {
+                self.rang = true;
+                self.routing
+                    .metrics
+                    .post_dial_delay(now.saturating_duration_since(self.started));
+            }
+        }
+    }
+
     /// A 2xx on branch `i`: the call's answer (the call is answered from now on), the
     /// answering branch's 2xx again, or a ghost: a 2xx on a branch given up on, or after the
     /// call was answered elsewhere or finished, which is never relayed.
@@ -1086,7 +1141,14 @@ impl Core {
         }
         let mut todo = Vec::new();
         match (code, r.relayable) {
-            (100..=199, _) => self.on_branch_provisional(c, i, r, now, &mut todo, out),
+            (100..=199, relayable) => {
+                let relayed = || {
+                    // 100 is hop by hop; everything else provisional goes to the caller.
+                    (code > 100 && relayable == Relayable::Yes)
+                        .then(|| Bytes::from(self.strip_top_via(msg)))
+                };
+                c.on_provisional(i, code, relayed, now, &mut todo)
+            }
             (200..=299, Relayable::Yes) => self.on_branch_2xx(c, i, r, now, &mut todo, out),
             (200..=299, Relayable::No) => {
                 // A 2xx the caller cannot be given (no Via to relay it on): the destination's
@@ -1119,61 +1181,6 @@ impl Core {
         }
         self.apply(c, arc, todo, None, now, out);
         self.reap_if_done(c);
-    }
-
-    fn on_branch_provisional(
-        &self,
-        c: &mut Call,
-        i: usize,
-        r: Received<'_>,
-        now: Instant,
-        todo: &mut Vec<CallOutput>,
-        out: &mut Vec<Output>,
-    ) {
-        let Some(code) = r.msg.code() else { return };
-        let b = &mut c.branches[i];
-        let first = b.status == BranchStatus::Pending;
-        if b.abandoned {
-            // Given up already: its status keeps why.
-        } else if code > 100 {
-            b.status = BranchStatus::Ringing;
-        } else if first {
-            b.status = BranchStatus::Trying;
-        }
-        if b.cancel == CancelState::Deferred {
-            // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
-            let reason = originate::reason_header(408, "Provisional timeout");
-            return c.send_cancel(i, &reason, now, todo);
-        }
-        let b = &c.branches[i];
-        if b.abandoned || c.phase != CallPhase::Trying {
-            return;
-        }
-        if first && c.failover {
-            if let Some(ring_timeout) = c.route().map(|r| r.ring_timeout) {
-                let (key, provisional) = (b.key, b.target.provisional);
-                let at = now + ring_timeout;
-                c.branches[i].ring_at = Some(at);
-                if ring_timeout <= provisional {
-                    // The provisional timer would come too late to arm it.
-                    out.push(ring_timer(key, at));
-                }
-            }
-        }
-        if code > 100 && r.relayable == Relayable::Yes {
-            // 100 is hop by hop; everything else provisional goes to the caller.
-            let relayed = Bytes::from(self.strip_top_via(r.msg));
-            let mut acts = Vec::new();
-            c.server.respond(code, relayed, now, &mut acts);
-            emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
-            c.routing.metrics.response_out(code);
-            if !c.rang && c.failover {
-                c.rang = true;
-                c.routing
-                    .metrics
-                    .post_dial_delay(now.saturating_duration_since(c.started));
-            }
-        }
     }
 
     fn on_branch_2xx(
@@ -1661,6 +1668,24 @@ destinations = ["primary", "secondary"]
         assert_eq!(c.on_2xx(1), TwoXx::Retransmission);
         assert_eq!(c.on_2xx(0), TwoXx::Ghost, "the other branch lost the race");
         assert_eq!(c.on_2xx(7), TwoXx::Ghost, "no such branch");
+    }
+
+    #[test]
+    fn a_provisional_is_relayed_once_the_branch_rings_and_a_100_is_not() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let mut out = Vec::new();
+        c.on_provisional(0, 100, || None, now, &mut out);
+        assert!(out.is_empty(), "{:?}", kinds(&out));
+        assert_eq!(c.branches[0].status, BranchStatus::Trying);
+        let ringing = Bytes::from_static(b"SIP/2.0 180 Ringing\r\n\r\n");
+        c.on_provisional(0, 180, || Some(ringing), now, &mut out);
+        assert_eq!(kinds(&out), ["send SIP/2.0 180 Ringing"]);
+        assert_eq!(c.branches[0].status, BranchStatus::Ringing);
+        assert!(c.rang);
     }
 
     #[test]
