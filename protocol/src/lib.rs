@@ -29,6 +29,7 @@ pub mod health;
 pub mod metrics;
 pub mod originate;
 pub mod peer;
+pub mod table;
 pub mod timer;
 pub mod transaction;
 pub mod wire;

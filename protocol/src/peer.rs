@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 /// Identifies one TCP or TLS connection for the life of the process.
 pub type ConnId = u64;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Proto {
     Udp,
     Tcp,

@@ -2,11 +2,16 @@
 //! caller, its branches toward destinations, and the failover policy that moves from one branch
 //! to the next.
 //!
-//! Policy (DESIGN.md, "Serial failover"): a branch fails on no provisional within its timer, a
+//! Policy (docs/architecture.md, "Serial failover"): a branch fails on no provisional within its timer, a
 //! transport error, or a retryable final code; then CANCEL goes to the failed branch (when it
 //! may still be alive) *before* the INVITE to the next destination. After a provisional above
 //! 100 only the route's ringing-phase codes fail over. A 2xx on an abandoned branch, or after
 //! the call was answered, is a ghost: ACKed and BYEd, never relayed.
+//!
+//! `Call` decides: its methods take an event and `now` and append [`CallOutput`]s in the order
+//! they must happen, touching no table. `Core` dispatches: it finds the call, carries the
+//! outputs out (a new branch or a CANCEL becomes a registered transaction) and keeps the
+//! tables. A `Call` must not reach for the core; the core must not decide failover.
 
 use super::{
     emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, Relayable, ServerEntry, Side,
@@ -34,10 +39,10 @@ use super::Routing;
 /// RFC 3261 §16.6 step 11: a proxied INVITE that got a provisional but no final answer within
 /// Timer C (more than 3 minutes) is cancelled. Applies to re-INVITEs; an initial INVITE has its
 /// route's `ring_timeout` instead.
-const TIMER_C: Duration = Duration::from_secs(181);
+pub(super) const TIMER_C: Duration = Duration::from_secs(181);
 
 /// Where the call as a whole stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CallPhase {
     /// Branches are being tried; nothing final sent upstream.
     Trying,
@@ -56,8 +61,9 @@ pub(super) struct Target {
     pub cancel_mode: CancelMode,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum BranchStatus {
+/// Where one branch of a call stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum BranchStatus {
     /// INVITE sent, nothing back yet.
     Pending,
     /// 100 Trying received.
@@ -73,8 +79,9 @@ pub(super) enum BranchStatus {
     TransportError,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(super) enum CancelState {
+/// Whether a branch was cancelled.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CancelState {
     None,
     /// `deferred` mode: CANCEL goes on the first provisional.
     Deferred,
@@ -84,10 +91,14 @@ pub(super) enum CancelState {
 /// Targets started together.
 pub(super) type Step = SmallVec<[Target; 2]>;
 
-/// What a new call will try: its steps, then the survivability reject if there is one.
+/// What a new call will try: its steps, then the survivability reject if there is one; under
+/// which rules, and whether it fails over at all (a re-INVITE does not).
 pub(super) struct CallPlan {
+    pub routing: Arc<Routing>,
+    pub route: Option<RouteId>,
     pub steps: Vec<Step>,
     pub reject: Option<(u16, Option<Duration>)>,
+    pub failover: bool,
 }
 
 /// Appends a planned tier's steps: a parallel tier is one step (all members at once), a serial
@@ -127,6 +138,8 @@ pub(super) struct Branch {
     /// ring timer is armed only when the provisional timer finds the branch still unanswered,
     /// so the many calls answered within seconds leave no long-lived timer behind.
     pub ring_at: Option<Instant>,
+    /// When its INVITE was first sent (its provisional timer and Timer C count from it).
+    pub sent: Instant,
 }
 
 pub(super) struct Call {
@@ -162,10 +175,11 @@ pub(super) struct Call {
     pub rang: bool,
     /// Its branches' ends were counted (see `reap_if_done`).
     pub reaped: bool,
+    pub policy: CallPolicy,
 }
 
 impl Call {
-    fn request(&self) -> Option<Message<'_>> {
+    pub(super) fn request(&self) -> Option<Message<'_>> {
         originate::rescan(&self.request)
     }
 
@@ -215,14 +229,15 @@ impl Call {
     }
 }
 
-fn arm_ring(out: &mut Vec<Output>, key: TxKey, at: Instant) {
-    out.push(Output::Timer {
+/// The ring timer of branch `key`, due at `at`.
+fn ring_timer(key: TxKey, at: Instant) -> Output {
+    Output::Timer {
         at,
         timer: CoreTimer {
             key,
             kind: TimerKind::Ring,
         },
-    });
+    }
 }
 
 /// Why branch `b` ended, as the call log names it: the code it answered, or why pointsman gave
@@ -257,6 +272,571 @@ fn better(new: u16, old: u16) -> bool {
         }
     };
     rank(new) < rank(old)
+}
+
+/// What a call asks of the core that holds it, in order. Sends and timers go out as they are;
+/// a CANCEL and a new branch need the core (their transactions go into its tables, a branch id
+/// comes from its sequence); a finished call is counted and logged by the core.
+#[derive(Debug)]
+pub(super) enum CallOutput {
+    Out(Output),
+    /// Send `bytes`, the CANCEL of branch `branch`, in a client transaction of its own.
+    Cancel {
+        branch: usize,
+        bytes: Bytes,
+    },
+    /// Send the INVITE to `target`, as a branch of step `step`.
+    NewBranch {
+        step: usize,
+        target: Target,
+    },
+    /// The caller has its final answer, `code` (or was given up on, 480).
+    Finished {
+        code: u16,
+    },
+}
+
+/// What a 2xx received on a branch is to the call (see [`Call::on_2xx`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum TwoXx {
+    /// The call's answer: relayed; the call is answered.
+    Answer,
+    /// The answering branch's 2xx again: relayed (RFC 6026), nothing else changes.
+    Retransmission,
+    /// ACKed and BYEd, never relayed.
+    Ghost,
+}
+
+/// What a call keeps of its core's configuration.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct CallPolicy {
+    /// Retry-After of pointsman's own 503 when no destination gave a final response.
+    pub retry_after: Duration,
+    /// How long a cancelled branch may take to send its final response (64·T1, §9.1).
+    pub cancel_give_up: Duration,
+}
+
+/// A response received on a branch: the message, whether it can go on to the caller, and the
+/// peer it came from.
+#[derive(Clone, Copy)]
+pub(super) struct Received<'a> {
+    pub msg: &'a Message<'a>,
+    pub relayable: Relayable,
+    pub from: Peer,
+}
+
+/// Turns transaction actions into call outputs toward `to` (see [`emit`]).
+fn emit_call(
+    out: &mut Vec<CallOutput>,
+    acts: &mut Vec<crate::transaction::TxAction>,
+    to: Peer,
+    key: TxKey,
+    side: Side,
+    report: Option<TxKey>,
+) {
+    let mut sent = Vec::with_capacity(acts.len());
+    emit(&mut sent, acts, to, key, side, report);
+    out.extend(sent.into_iter().map(CallOutput::Out));
+}
+
+/// The call's decisions: failover, CANCEL first, the best response. Each takes an event and
+/// `now` and appends what must happen to `out`; none touches the core's tables.
+impl Call {
+    /// Whether a branch of the current step may still answer.
+    fn step_live(&self) -> bool {
+        let current = self.next_step.saturating_sub(1);
+        self.branches.iter().any(|b| {
+            b.step == current
+                && !b.abandoned
+                && matches!(
+                    b.status,
+                    BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing
+                )
+        })
+    }
+
+    /// Asks for a branch to every target of the next step, or ends the call when there is none.
+    pub(super) fn next_step(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+        if self.phase != CallPhase::Trying {
+            return;
+        }
+        let Some(step) = self.steps.get(self.next_step).cloned() else {
+            return self.finish_exhausted(now, out);
+        };
+        let index = self.next_step;
+        self.next_step += 1;
+        for target in step {
+            out.push(CallOutput::NewBranch {
+                step: index,
+                target,
+            });
+        }
+    }
+
+    /// A branch of the current step failed over: once none of the step's branches is live,
+    /// the next step starts (or, if one of them settled the call, the best response goes up).
+    fn after_failure(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+        if self.step_live() {
+            return;
+        }
+        if self.settled {
+            return self.finish_exhausted(now, out);
+        }
+        self.next_step(now, out);
+    }
+
+    /// A final non-2xx on branch `i`: `relayed` is what the caller gets if it is the best.
+    pub(super) fn on_final(
+        &mut self,
+        i: usize,
+        code: u16,
+        relayed: Bytes,
+        retry_after: Option<Duration>,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(b) = self.branches.get_mut(i) else {
+            return;
+        };
+        if b.abandoned || self.phase != CallPhase::Trying {
+            // The final of a branch pointsman gave up on (mostly the 487 to its CANCEL): its
+            // status keeps why it was given up.
+            return;
+        }
+        let rang = b.status == BranchStatus::Ringing;
+        b.status = BranchStatus::Final(code);
+        if code == 503 && self.failover {
+            // The destination says it is overloaded: health skips it (for Retry-After).
+            self.passive(i, Passive::Unavailable { retry_after }, now);
+        }
+        if self.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
+            self.best = Some((code, relayed));
+        }
+        // The branch is complete (its final was ACKed): nothing to cancel.
+        self.branches[i].abandoned = true;
+        self.release(i);
+        let retry = self.failover
+            && code < 600
+            && self.route().is_some_and(|r| {
+                if rang {
+                    r.ringing_retry_codes.contains(code)
+                } else {
+                    r.retry_codes.contains(code)
+                }
+            });
+        if retry {
+            self.count_failover(i, FailoverReason::Code);
+            return self.after_failure(now, out);
+        }
+        // A final that does not fail over ends the call: at once for 6xx (which also cancels
+        // every other branch, §16.7 step 5), else once no branch of the step may still answer
+        // better (§16.7: the best of the step's finals goes up).
+        self.settled = true;
+        if code >= 600 || !self.step_live() {
+            self.finish_exhausted(now, out);
+        }
+    }
+
+    /// Provisional and ring timers of branch `i`.
+    pub(super) fn on_timer(
+        &mut self,
+        i: usize,
+        kind: TimerKind,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(b) = self.branches.get(i) else {
+            return;
+        };
+        if b.abandoned || self.phase != CallPhase::Trying {
+            return;
+        }
+        match kind {
+            TimerKind::Provisional if b.status == BranchStatus::Pending => {
+                self.branches[i].status = BranchStatus::TimedOut;
+                self.count_failover(i, FailoverReason::Timeout);
+                self.passive(i, Passive::Timeout, now);
+                let reason = originate::reason_header(408, "Provisional timeout");
+                self.abandon(i, &reason, now, out);
+                self.after_failure(now, out);
+            }
+            TimerKind::Provisional => {
+                // It answered provisionally in time; if it is still ringing, now the ring
+                // timeout needs a timer.
+                let (key, ring_at) = (b.key, b.ring_at);
+                match ring_at {
+                    Some(at) if at > now => out.push(CallOutput::Out(ring_timer(key, at))),
+                    Some(_) => self.on_timer(i, TimerKind::Ring, now, out),
+                    None => {}
+                }
+            }
+            TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
+                self.branches[i].status = BranchStatus::RingTimedOut;
+                let reason = originate::reason_header(408, "Ring timeout");
+                self.abandon(i, &reason, now, out);
+                self.finish_local(408, "", now, out);
+            }
+            _ => {}
+        }
+    }
+
+    /// A timer of branch `i`'s INVITE client transaction. Returns whether the transaction
+    /// ended or gave up (the core may then forget the call).
+    pub(super) fn on_tx_timer(
+        &mut self,
+        i: usize,
+        t: TxTimer,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) -> bool {
+        let Some(b) = self.branches.get_mut(i) else {
+            return false;
+        };
+        // A branch given up on with an immediate CANCEL is not knocked on again.
+        if t == TxTimer::A && b.abandoned && b.cancel == CancelState::Sent {
+            return false;
+        }
+        let mut acts = Vec::new();
+        let ev = b.tx.on_timer(t, now, &mut acts);
+        let (peer, key) = (b.target.peer, b.key);
+        emit_call(out, &mut acts, peer, key, Side::Client, Some(key));
+        if ev == TxEvent::Timeout && !b.abandoned && self.phase == CallPhase::Trying {
+            b.status = BranchStatus::TimedOut;
+            b.abandoned = true;
+            self.release(i);
+            if self.failover {
+                self.count_failover(i, FailoverReason::Timeout);
+                self.passive(i, Passive::Timeout, now);
+            }
+            self.after_failure(now, out);
+        }
+        ev != TxEvent::None
+    }
+
+    /// Branch `i`'s INVITE could not be delivered. Returns whether its transaction ended.
+    pub(super) fn on_transport_error(
+        &mut self,
+        i: usize,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) -> bool {
+        let Some(b) = self.branches.get_mut(i) else {
+            return false;
+        };
+        if b.tx.on_transport_error() == TxEvent::None {
+            return false;
+        }
+        let live = !b.abandoned && self.phase == CallPhase::Trying;
+        b.abandoned = true;
+        if live {
+            b.status = BranchStatus::TransportError;
+        }
+        self.release(i);
+        if live {
+            // Nothing reached the destination, so there is nothing to CANCEL.
+            if self.failover {
+                self.count_failover(i, FailoverReason::Transport);
+                self.passive(i, Passive::Transport, now);
+            }
+            self.after_failure(now, out);
+        }
+        true
+    }
+
+    /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
+    fn abandon(&mut self, i: usize, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+        self.release(i);
+        let b = &mut self.branches[i];
+        b.abandoned = true;
+        if !matches!(
+            b.tx.state(),
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        ) {
+            return;
+        }
+        let no_provisional = matches!(b.status, BranchStatus::Pending | BranchStatus::TimedOut);
+        if no_provisional && b.target.cancel_mode == CancelMode::Deferred {
+            b.cancel = CancelState::Deferred;
+            return;
+        }
+        self.send_cancel(i, reason, now, out);
+    }
+
+    /// CANCELs branch `i` (once).
+    pub(super) fn send_cancel(
+        &mut self,
+        i: usize,
+        reason: &str,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(b) = self.branches.get_mut(i) else {
+            return;
+        };
+        if b.cancel == CancelState::Sent {
+            return;
+        }
+        b.cancel = CancelState::Sent;
+        let Some(invite) = originate::rescan(b.tx.request()) else {
+            return;
+        };
+        let bytes = originate::cancel(&invite, reason);
+        // §9.1: a branch that sends no final response within 64·T1 of its CANCEL is over (a
+        // ringing branch has no Timer B left to end it).
+        out.push(CallOutput::Out(Output::Timer {
+            at: now + self.policy.cancel_give_up,
+            timer: CoreTimer {
+                key: b.key,
+                kind: TimerKind::CancelGiveUp,
+            },
+        }));
+        self.routing.metrics.cancel_sent();
+        out.push(CallOutput::Cancel { branch: i, bytes });
+    }
+
+    /// 64·T1 after branch `i`'s CANCEL: if it is still waiting for a final response, it ends.
+    /// Returns whether it did.
+    pub(super) fn on_cancel_give_up(&mut self, i: usize) -> bool {
+        let Some(b) = self.branches.get_mut(i) else {
+            return false;
+        };
+        let waiting = matches!(
+            b.tx.state(),
+            ClientInviteState::Calling | ClientInviteState::Proceeding
+        );
+        if waiting {
+            b.tx.terminate();
+        }
+        waiting
+    }
+
+    /// Abandons every branch still waiting for a final response.
+    pub(super) fn cancel_pending(&mut self, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+        for i in 0..self.branches.len() {
+            let b = &self.branches[i];
+            let pending = matches!(
+                b.status,
+                BranchStatus::Pending
+                    | BranchStatus::Trying
+                    | BranchStatus::Ringing
+                    | BranchStatus::TimedOut
+            );
+            if pending && (!b.abandoned || b.cancel == CancelState::None) {
+                self.abandon(i, reason, now, out);
+            }
+        }
+    }
+
+    /// The caller cancelled: CANCEL downstream, 487 upstream at once, no branch ever again.
+    pub(super) fn cancel_call(&mut self, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+        if self.phase != CallPhase::Trying {
+            return;
+        }
+        self.caller_cancelled = true;
+        self.cancel_pending(reason, now, out);
+        self.finish_local(487, "", now, out);
+    }
+
+    /// The caller cannot be reached any more (a response to it was undeliverable): every
+    /// pending branch gets CANCEL and the call is over, with nothing more sent upstream.
+    pub(super) fn caller_unreachable(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+        if self.phase != CallPhase::Trying {
+            return;
+        }
+        self.phase = CallPhase::Finished;
+        let reason = originate::reason_header(480, "Caller unreachable");
+        self.cancel_pending(&reason, now, out);
+        if self.failover {
+            self.routing.metrics.calls_in_progress(-1);
+        }
+        out.push(CallOutput::Finished { code: 480 });
+    }
+
+    /// Every target failed: the best final received, or our own 503 with Retry-After.
+    fn finish_exhausted(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+        if let (false, Some((code, retry_after))) = (self.settled, self.survival_reject) {
+            let extra = retry_after
+                .map(|d| format!("Retry-After: {}\r\n", d.as_secs()))
+                .unwrap_or_default();
+            return self.finish_local(code, &extra, now, out);
+        }
+        match self.best.take() {
+            Some((code, bytes)) => self.finish_relay(code, bytes, now, out),
+            None if self.steps.is_empty() => self.finish_local(404, "", now, out),
+            None => {
+                let extra = format!("Retry-After: {}\r\n", self.policy.retry_after.as_secs());
+                self.finish_local(503, &extra, now, out)
+            }
+        }
+    }
+
+    /// Relays a final non-2xx received from a destination (503 → 500 unless the route passes it).
+    fn finish_relay(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<CallOutput>) {
+        let pass_503 = self.route().is_some_and(|r| r.pass_503);
+        let (code, bytes) = if code == 503 && !pass_503 {
+            let mapped = originate::rescan(&bytes)
+                .map(|m| Bytes::from(originate::with_status(&m, 500, "Server Internal Error")))
+                .unwrap_or(bytes);
+            (500, mapped)
+        } else {
+            (code, bytes)
+        };
+        self.finish_with(code, bytes, now, out);
+    }
+
+    /// Ends the call with pointsman's own final response `code`.
+    pub(super) fn finish_local(
+        &mut self,
+        code: u16,
+        extra: &str,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(req) = self.request() else { return };
+        let bytes = originate::response(
+            &req,
+            code,
+            originate::reason_phrase(code),
+            &local_tag(self.key),
+            extra,
+        );
+        self.finish_with(code, bytes, now, out);
+    }
+
+    fn finish_with(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<CallOutput>) {
+        if self.phase != CallPhase::Trying {
+            return;
+        }
+        self.phase = CallPhase::Finished;
+        let reason = if code == 487 {
+            originate::reason_header(487, "Request terminated")
+        } else {
+            originate::reason_header(code, "Call failed")
+        };
+        self.cancel_pending(&reason, now, out);
+        let mut acts = Vec::new();
+        self.server.respond(code, bytes, now, &mut acts);
+        emit_call(out, &mut acts, self.upstream, self.key, Side::Server, None);
+        self.routing.metrics.response_out(code);
+        if self.failover {
+            self.routing.metrics.calls_in_progress(-1);
+        }
+        out.push(CallOutput::Finished { code });
+    }
+
+    /// A provisional `code` on branch `i`: it stops the branch's provisional timer (the
+    /// callee is ringing above 100), cancels a branch whose CANCEL was deferred, arms the ring
+    /// timeout, and relays what `relayed` gives (made only when it is to be relayed).
+    pub(super) fn on_provisional(
+        &mut self,
+        i: usize,
+        code: u16,
+        relayed: impl FnOnce() -> Option<Bytes>,
+        now: Instant,
+        out: &mut Vec<CallOutput>,
+    ) {
+        let Some(b) = self.branches.get_mut(i) else {
+            return;
+        };
+        let first = b.status == BranchStatus::Pending;
+        if b.abandoned {
+            // Given up already: its status keeps why.
+        } else if code > 100 {
+            b.status = BranchStatus::Ringing;
+        } else if first {
+            b.status = BranchStatus::Trying;
+        }
+        if b.cancel == CancelState::Deferred {
+            // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
+            let reason = originate::reason_header(408, "Provisional timeout");
+            return self.send_cancel(i, &reason, now, out);
+        }
+        if b.abandoned || self.phase != CallPhase::Trying {
+            return;
+        }
+        let (key, provisional) = (b.key, b.target.provisional);
+        if first && self.failover {
+            if let Some(ring_timeout) = self.route().map(|r| r.ring_timeout) {
+                let at = now + ring_timeout;
+                self.branches[i].ring_at = Some(at);
+                if ring_timeout <= provisional {
+                    // The provisional timer would come too late to arm it.
+                    out.push(CallOutput::Out(ring_timer(key, at)));
+                }
+            }
+        }
+        if let Some(relayed) = relayed() {
+            let mut acts = Vec::new();
+            self.server.respond(code, relayed, now, &mut acts);
+            emit_call(out, &mut acts, self.upstream, self.key, Side::Server, None);
+            self.routing.metrics.response_out(code);
+            if !self.rang && self.failover {
+                self.rang = true;
+                self.routing
+                    .metrics
+                    .post_dial_delay(now.saturating_duration_since(self.started));
+            }
+        }
+    }
+
+    /// A 2xx on branch `i`: the call's answer (the call is answered from now on), the
+    /// answering branch's 2xx again, or a ghost: a 2xx on a branch given up on, or after the
+    /// call was answered elsewhere or finished, which is never relayed.
+    pub(super) fn on_2xx(&mut self, i: usize) -> TwoXx {
+        let Some(b) = self.branches.get_mut(i) else {
+            return TwoXx::Ghost;
+        };
+        if b.status == BranchStatus::Answered {
+            return TwoXx::Retransmission;
+        }
+        if b.abandoned || self.phase != CallPhase::Trying {
+            return TwoXx::Ghost;
+        }
+        b.status = BranchStatus::Answered;
+        // The answered dialog carries this branch's count from now on (until its BYE).
+        b.counted = false;
+        self.phase = CallPhase::Answered;
+        TwoXx::Answer
+    }
+
+    /// Pointsman's own response to the call's INVITE with `code`.
+    pub(super) fn own_response(&self, code: u16) -> Option<Bytes> {
+        let req = self.request()?;
+        Some(originate::response(
+            &req,
+            code,
+            originate::reason_phrase(code),
+            &local_tag(self.key),
+            "",
+        ))
+    }
+
+    /// Branch `i` is no longer a call in progress at its destination.
+    pub(super) fn release(&mut self, i: usize) {
+        let Some(b) = self.branches.get_mut(i) else {
+            return;
+        };
+        if std::mem::take(&mut b.counted) {
+            if let Some(h) = b.target.dest.and_then(|d| self.routing.health.get(d)) {
+                h.call_ended();
+            }
+        }
+    }
+
+    /// Counts branch `i` failing over.
+    fn count_failover(&self, i: usize, reason: FailoverReason) {
+        if let Some(dest) = self.branches[i].target.dest {
+            self.routing.metrics.failover(dest, reason);
+        }
+    }
+
+    /// Tells the health of branch `i`'s destination what the call saw.
+    fn passive(&self, i: usize, signal: Passive, now: Instant) {
+        let dest = self.branches[i].target.dest;
+        if let Some(h) = dest.and_then(|d| self.routing.health.get(d)) {
+            h.report(signal, now);
+        }
+    }
 }
 
 impl Core {
@@ -294,8 +874,14 @@ impl Core {
         }
         routing.metrics.calls_in_progress(1);
         self.count_in_setup(true);
-        let plan = CallPlan { steps, reject };
-        self.start_call(msg, key, inb.from, routing, route, plan, true, now, out);
+        let plan = CallPlan {
+            routing,
+            route,
+            steps,
+            reject,
+            failover: true,
+        };
+        self.start_call(msg, key, inb.from, plan, now, out);
     }
 
     pub(super) fn start_reinvite(
@@ -313,24 +899,30 @@ impl Core {
             provisional: Duration::MAX,
             cancel_mode: CancelMode::Immediate,
         };
-        let routing = self.routing();
         let plan = CallPlan {
+            routing: self.routing(),
+            route: None,
             steps: vec![smallvec![target]],
             reject: None,
+            failover: false,
         };
-        self.start_call(msg, key, from, routing, None, plan, false, now, out);
+        self.start_call(msg, key, from, plan, now, out);
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// What a new call keeps of the core's configuration.
+    pub(super) fn call_policy(&self) -> CallPolicy {
+        CallPolicy {
+            retry_after: self.cfg.guard.retry_after,
+            cancel_give_up: self.cfg.timers.t1x64(),
+        }
+    }
+
     fn start_call(
         &self,
         msg: &Message<'_>,
         key: TxKey,
         from: Peer,
-        routing: Arc<Routing>,
-        route: Option<RouteId>,
         plan: CallPlan,
-        failover: bool,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
@@ -346,8 +938,8 @@ impl Core {
             server,
             upstream: from,
             request: Bytes::copy_from_slice(msg.buf),
-            routing,
-            route,
+            routing: plan.routing,
+            route: plan.route,
             steps: plan.steps,
             next_step: 0,
             settled: false,
@@ -355,16 +947,19 @@ impl Core {
             branches: Vec::with_capacity(2),
             phase: CallPhase::Trying,
             best: None,
-            failover,
+            failover: plan.failover,
             started: now,
             caller_cancelled: false,
             rang: false,
             reaped: false,
+            policy: self.call_policy(),
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
-        self.start_next_step(&mut c, &call, Some(msg), now, out);
+        let mut todo = Vec::new();
+        c.next_step(now, &mut todo);
+        self.apply(&mut c, &call, todo, Some(msg), now, out);
         // The 100 Trying goes out after the INVITE it answers: sent first, it wakes the
         // carrier's process, which can take the CPU before the INVITE leaves (on loopback the
         // sender delivers the datagram itself). A call that ended at once keeps its 100 before
@@ -374,83 +969,70 @@ impl Core {
         }
     }
 
-    /// Sends the INVITE to every target of the next step, or ends the call when there is none.
-    /// `received` is the INVITE as scanned on arrival (the first step); later steps scan the
-    /// stored copy again.
-    fn start_next_step(
+    /// Carries out what call `c` asked for, in order. `received` is the INVITE as scanned on
+    /// arrival (the first step's branches); later branches scan the stored copy again.
+    pub(super) fn apply(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
+        todo: Vec<CallOutput>,
         received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        if c.phase != CallPhase::Trying {
-            return;
-        }
-        let Some(step) = c.steps.get(c.next_step).cloned() else {
-            return self.finish_exhausted(c, now, out);
-        };
-        let index = c.next_step;
-        c.next_step += 1;
-        for target in step {
-            self.start_branch(c, arc, index, target, received, now, out);
+        for o in todo {
+            match o {
+                CallOutput::Out(o) => out.push(o),
+                CallOutput::Cancel { branch, bytes } => {
+                    let Some(b) = c.branches.get(branch) else {
+                        continue;
+                    };
+                    let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
+                    self.start_own_request(key, bytes, b.target.peer, now, out);
+                }
+                CallOutput::NewBranch { step, target } => {
+                    match self.start_branch(c, step, target, received, now, out) {
+                        Ok((key, index)) => {
+                            self.clients
+                                .insert(key, ClientEntry::Branch(arc.clone(), index));
+                        }
+                        Err(more) => self.apply(c, arc, more, None, now, out),
+                    }
+                }
+                CallOutput::Finished { code } => {
+                    if c.failover {
+                        self.count_in_setup(false);
+                    }
+                    self.log_outcome(c, code, now);
+                }
+            }
         }
     }
 
-    /// Whether a branch of the current step may still answer.
-    fn step_live(c: &Call) -> bool {
-        let current = c.next_step.saturating_sub(1);
-        c.branches.iter().any(|b| {
-            b.step == current
-                && !b.abandoned
-                && matches!(
-                    b.status,
-                    BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing
-                )
-        })
-    }
-
-    /// A branch of the current step failed over: once none of the step's branches is live,
-    /// the next step starts (or, if one of them settled the call, the best response goes up).
-    fn after_branch_failure(
-        &self,
-        c: &mut Call,
-        arc: &Arc<Mutex<Call>>,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        if Self::step_live(c) {
-            return;
-        }
-        if c.settled {
-            return self.finish_exhausted(c, now, out);
-        }
-        self.start_next_step(c, arc, None, now, out);
-    }
-
-    /// Sends the INVITE to one target.
-    #[allow(clippy::too_many_arguments)]
+    /// Sends the INVITE to one target; returns the new branch's key and index, for the caller
+    /// to register (or what the call does when its stored INVITE no longer scans).
     fn start_branch(
         &self,
         c: &mut Call,
-        arc: &Arc<Mutex<Call>>,
         step: usize,
         target: Target,
         received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
-    ) {
-        let stored;
-        let req = match received {
-            Some(msg) => msg,
-            None => {
-                stored = c.request();
-                match &stored {
-                    Some(msg) => msg,
-                    None => return self.finish_local(c, 500, "", now, out),
-                }
-            }
+    ) -> Result<(TxKey, usize), Vec<CallOutput>> {
+        if received.is_none() && c.request().is_none() {
+            // The stored INVITE no longer scans: the call ends (with its own 500, if it can).
+            let mut todo = Vec::new();
+            c.finish_local(500, "", now, &mut todo);
+            return Err(todo);
+        }
+        let stored = if received.is_none() {
+            c.request()
+        } else {
+            None
+        };
+        let Some(req) = received.or(stored.as_ref()) else {
+            return Err(Vec::new());
         };
         let branch = self.new_branch(self.loop_hash(req));
         let record_route = c
@@ -475,8 +1057,6 @@ impl Core {
                 counted = true;
             }
         }
-        self.clients
-            .insert(key, ClientEntry::Branch(arc.clone(), index));
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
         // An initial INVITE has the provisional timer (then the route's ring timer); a
         // re-INVITE has only Timer C, so a peer that answers 1xx and nothing more cannot keep
@@ -501,7 +1081,9 @@ impl Core {
             cancel: CancelState::None,
             counted,
             ring_at: None,
+            sent: now,
         });
+        Ok((key, index))
     }
 
     /// Our Record-Route value(s): the node id, the destination (trunk affinity) and the caller's
@@ -530,18 +1112,16 @@ impl Core {
         rr
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn on_branch_response(
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
         i: usize,
-        msg: &Message<'_>,
-        relayable: Relayable,
-        from: Peer,
+        r: Received<'_>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
+        let msg = r.msg;
         let Some(code) = msg.code() else { return };
         let Some(b) = c.branches.get_mut(i) else {
             return;
@@ -559,147 +1139,68 @@ impl Core {
         if delivery == Delivery::Absorb {
             return;
         }
-        match (code, relayable) {
-            (100..=199, _) => self.on_branch_provisional(c, i, msg, relayable, code, now, out),
-            (200..=299, Relayable::Yes) => self.on_branch_2xx(c, i, msg, from, now, out),
+        let mut todo = Vec::new();
+        match (code, r.relayable) {
+            (100..=199, relayable) => {
+                let relayed = || {
+                    // 100 is hop by hop; everything else provisional goes to the caller.
+                    (code > 100 && relayable == Relayable::Yes)
+                        .then(|| Bytes::from(self.strip_top_via(msg)))
+                };
+                c.on_provisional(i, code, relayed, now, &mut todo)
+            }
+            (200..=299, Relayable::Yes) => self.on_branch_2xx(c, i, r, now, &mut todo, out),
             (200..=299, Relayable::No) => {
-                self.on_branch_unrelayable_2xx(c, arc, i, msg, from, now, out)
+                // A 2xx the caller cannot be given (no Via to relay it on): the destination's
+                // call is torn down like a ghost, and the branch fails as a 502 Bad Gateway,
+                // which fails over by default. A broken retransmission of a 2xx already
+                // relayed is only absorbed.
+                if c.branches[i].status != BranchStatus::Answered {
+                    let to = Peer {
+                        conn: r.from.conn,
+                        ..c.branches[i].target.peer
+                    };
+                    self.ghost_teardown(msg, to, now, out);
+                    if let Some(own) = c.own_response(502) {
+                        c.on_final(i, 502, own, None, now, &mut todo);
+                    }
+                }
             }
             (_, Relayable::Yes) => {
                 let relayed = Bytes::from(self.strip_top_via(msg));
                 let retry_after = super::retry_after(msg);
-                self.on_branch_final(c, arc, i, code, relayed, retry_after, now, out)
+                c.on_final(i, code, relayed, retry_after, now, &mut todo)
             }
             (_, Relayable::No) => {
                 // The code counts; what the caller may get is our own response with it.
-                let Some(own) = self.own_response(c, code) else {
-                    return;
-                };
-                let retry_after = super::retry_after(msg);
-                self.on_branch_final(c, arc, i, code, own, retry_after, now, out)
-            }
-        }
-        self.reap_if_done(c);
-    }
-
-    /// Pointsman's own response to the call's INVITE with `code`.
-    fn own_response(&self, c: &Call, code: u16) -> Option<Bytes> {
-        let req = c.request()?;
-        Some(originate::response(
-            &req,
-            code,
-            originate::reason_phrase(code),
-            &local_tag(c.key),
-            "",
-        ))
-    }
-
-    /// A 2xx the caller cannot be given (no Via to relay it on): the destination's call is
-    /// torn down like a ghost, and the branch fails as a 502 Bad Gateway, which fails over by
-    /// default. A broken retransmission of a 2xx already relayed is only absorbed.
-    #[allow(clippy::too_many_arguments)]
-    fn on_branch_unrelayable_2xx(
-        &self,
-        c: &mut Call,
-        arc: &Arc<Mutex<Call>>,
-        i: usize,
-        msg: &Message<'_>,
-        from: Peer,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let b = &c.branches[i];
-        if b.status == BranchStatus::Answered {
-            return;
-        }
-        let to = Peer {
-            conn: from.conn,
-            ..b.target.peer
-        };
-        self.ghost_teardown(msg, to, now, out);
-        let Some(own) = self.own_response(c, 502) else {
-            return;
-        };
-        self.on_branch_final(c, arc, i, 502, own, None, now, out);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn on_branch_provisional(
-        &self,
-        c: &mut Call,
-        i: usize,
-        msg: &Message<'_>,
-        relayable: Relayable,
-        code: u16,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let b = &mut c.branches[i];
-        let first = b.status == BranchStatus::Pending;
-        if b.abandoned {
-            // Given up already: its status keeps why.
-        } else if code > 100 {
-            b.status = BranchStatus::Ringing;
-        } else if first {
-            b.status = BranchStatus::Trying;
-        }
-        if b.cancel == CancelState::Deferred {
-            // RFC 3261 §9.1: now that the branch answered, it may be cancelled.
-            self.send_cancel(
-                c,
-                i,
-                &originate::reason_header(408, "Provisional timeout"),
-                now,
-                out,
-            );
-            return;
-        }
-        let b = &c.branches[i];
-        if b.abandoned || c.phase != CallPhase::Trying {
-            return;
-        }
-        if first && c.failover {
-            if let Some(ring_timeout) = c.route().map(|r| r.ring_timeout) {
-                let (key, provisional) = (b.key, b.target.provisional);
-                let at = now + ring_timeout;
-                c.branches[i].ring_at = Some(at);
-                if ring_timeout <= provisional {
-                    // The provisional timer would come too late to arm it.
-                    arm_ring(out, key, at);
+                if let Some(own) = c.own_response(code) {
+                    let retry_after = super::retry_after(msg);
+                    c.on_final(i, code, own, retry_after, now, &mut todo)
                 }
             }
         }
-        if code > 100 && relayable == Relayable::Yes {
-            // 100 is hop by hop; everything else provisional goes to the caller.
-            let relayed = Bytes::from(self.strip_top_via(msg));
-            let mut acts = Vec::new();
-            c.server.respond(code, relayed, now, &mut acts);
-            emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
-            c.routing.metrics.response_out(code);
-            if !c.rang && c.failover {
-                c.rang = true;
-                c.routing
-                    .metrics
-                    .post_dial_delay(now.saturating_duration_since(c.started));
-            }
-        }
+        self.apply(c, arc, todo, None, now, out);
+        self.reap_if_done(c);
     }
 
     fn on_branch_2xx(
         &self,
         c: &mut Call,
         i: usize,
-        msg: &Message<'_>,
-        from: Peer,
+        r: Received<'_>,
         now: Instant,
+        todo: &mut Vec<CallOutput>,
         out: &mut Vec<Output>,
     ) {
-        let b = &c.branches[i];
-        let winner_retransmission = b.status == BranchStatus::Answered;
-        if !winner_retransmission && (b.abandoned || c.phase != CallPhase::Trying) {
+        let msg = r.msg;
+        let Some(peer) = c.branches.get(i).map(|b| b.target.peer) else {
+            return;
+        };
+        let verdict = c.on_2xx(i);
+        if verdict == TwoXx::Ghost {
             let to = Peer {
-                conn: from.conn,
-                ..b.target.peer
+                conn: r.from.conn,
+                ..peer
             };
             return self.ghost_teardown(msg, to, now, out);
         }
@@ -709,13 +1210,9 @@ impl Core {
         c.server.respond(code, relayed, now, &mut acts);
         emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
         c.routing.metrics.response_out(code);
-        if winner_retransmission {
+        if verdict == TwoXx::Retransmission {
             return;
         }
-        c.branches[i].status = BranchStatus::Answered;
-        // The answered dialog carries this branch's count from now on (until its BYE).
-        c.branches[i].counted = false;
-        c.phase = CallPhase::Answered;
         if c.failover {
             self.count_in_setup(false);
             let key = self.dialog_key(msg);
@@ -729,7 +1226,7 @@ impl Core {
                 since: now,
                 caller: c.upstream,
                 callee: Peer {
-                    conn: from.conn,
+                    conn: r.from.conn,
                     ..c.branches[i].target.peer
                 },
                 caller_tag: c
@@ -748,66 +1245,9 @@ impl Core {
             self.dialogs.insert(key, now);
             self.arm_sweep(now, out);
         }
-        self.cancel_pending(
-            c,
-            &originate::reason_header(200, "Call completed elsewhere"),
-            now,
-            out,
-        );
-        self.log_outcome(c, msg.code().unwrap_or(200), now);
-    }
-
-    /// A final non-2xx on branch `i`: `relayed` is what the caller gets if it is the best.
-    #[allow(clippy::too_many_arguments)]
-    fn on_branch_final(
-        &self,
-        c: &mut Call,
-        arc: &Arc<Mutex<Call>>,
-        i: usize,
-        code: u16,
-        relayed: Bytes,
-        retry_after: Option<Duration>,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let b = &mut c.branches[i];
-        if b.abandoned || c.phase != CallPhase::Trying {
-            // The final of a branch pointsman gave up on (mostly the 487 to its CANCEL): its
-            // status keeps why it was given up.
-            return;
-        }
-        let rang = b.status == BranchStatus::Ringing;
-        b.status = BranchStatus::Final(code);
-        if code == 503 && c.failover {
-            // The destination says it is overloaded: health skips it (for Retry-After).
-            self.passive(c, i, Passive::Unavailable { retry_after }, now);
-        }
-        if c.best.as_ref().is_none_or(|(old, _)| better(code, *old)) {
-            c.best = Some((code, relayed));
-        }
-        // The branch is complete (its final was ACKed): nothing to cancel.
-        c.branches[i].abandoned = true;
-        self.release(c, i);
-        let retry = c.failover
-            && code < 600
-            && c.route().is_some_and(|r| {
-                if rang {
-                    r.ringing_retry_codes.contains(code)
-                } else {
-                    r.retry_codes.contains(code)
-                }
-            });
-        if retry {
-            self.count_failover(c, i, FailoverReason::Code);
-            return self.after_branch_failure(c, arc, now, out);
-        }
-        // A final that does not fail over ends the call: at once for 6xx (which also cancels
-        // every other branch, §16.7 step 5), else once no branch of the step may still answer
-        // better (§16.7: the best of the step's finals goes up).
-        c.settled = true;
-        if code >= 600 || !Self::step_live(c) {
-            self.finish_exhausted(c, now, out);
-        }
+        let reason = originate::reason_header(200, "Call completed elsewhere");
+        c.cancel_pending(&reason, now, todo);
+        self.log_outcome(c, code, now);
     }
 
     /// Provisional and ring timers of branch `i`.
@@ -820,47 +1260,9 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(b) = c.branches.get(i) else { return };
-        if b.abandoned || c.phase != CallPhase::Trying {
-            return;
-        }
-        match kind {
-            TimerKind::Provisional if b.status == BranchStatus::Pending => {
-                c.branches[i].status = BranchStatus::TimedOut;
-                self.count_failover(c, i, FailoverReason::Timeout);
-                self.passive(c, i, Passive::Timeout, now);
-                self.abandon(
-                    c,
-                    i,
-                    &originate::reason_header(408, "Provisional timeout"),
-                    now,
-                    out,
-                );
-                self.after_branch_failure(c, arc, now, out);
-            }
-            TimerKind::Provisional => {
-                // It answered provisionally in time; if it is still ringing, now the ring
-                // timeout needs a timer.
-                let (key, ring_at) = (b.key, b.ring_at);
-                match ring_at {
-                    Some(at) if at > now => arm_ring(out, key, at),
-                    Some(_) => self.on_branch_timer(c, arc, i, TimerKind::Ring, now, out),
-                    None => {}
-                }
-            }
-            TimerKind::Ring if matches!(b.status, BranchStatus::Trying | BranchStatus::Ringing) => {
-                c.branches[i].status = BranchStatus::RingTimedOut;
-                self.abandon(
-                    c,
-                    i,
-                    &originate::reason_header(408, "Ring timeout"),
-                    now,
-                    out,
-                );
-                self.finish_local(c, 408, "", now, out);
-            }
-            _ => {}
-        }
+        let mut todo = Vec::new();
+        c.on_timer(i, kind, now, &mut todo);
+        self.apply(c, arc, todo, None, now, out);
     }
 
     /// Timers of a branch's INVITE client transaction.
@@ -873,28 +1275,10 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(b) = c.branches.get_mut(i) else {
-            return;
-        };
-        // A branch given up on with an immediate CANCEL is not knocked on again.
-        if t == TxTimer::A && b.abandoned && b.cancel == CancelState::Sent {
-            return;
-        }
-        let mut acts = Vec::new();
-        let ev = b.tx.on_timer(t, now, &mut acts);
-        let (peer, key) = (b.target.peer, b.key);
-        emit(out, &mut acts, peer, key, Side::Client, Some(key));
-        if ev == TxEvent::Timeout && !b.abandoned && c.phase == CallPhase::Trying {
-            b.status = BranchStatus::TimedOut;
-            b.abandoned = true;
-            self.release(c, i);
-            if c.failover {
-                self.count_failover(c, i, FailoverReason::Timeout);
-                self.passive(c, i, Passive::Timeout, now);
-            }
-            self.after_branch_failure(c, arc, now, out);
-        }
-        if ev != TxEvent::None {
+        let mut todo = Vec::new();
+        let ended = c.on_tx_timer(i, t, now, &mut todo);
+        self.apply(c, arc, todo, None, now, out);
+        if ended {
             self.reap_if_done(c);
         }
     }
@@ -907,108 +1291,18 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let Some(b) = c.branches.get_mut(i) else {
-            return;
-        };
-        if b.tx.on_transport_error() == TxEvent::None {
-            return;
-        }
-        let live = !b.abandoned && c.phase == CallPhase::Trying;
-        b.abandoned = true;
-        if live {
-            b.status = BranchStatus::TransportError;
-        }
-        self.release(c, i);
-        if live {
-            // Nothing reached the destination, so there is nothing to CANCEL.
-            if c.failover {
-                self.count_failover(c, i, FailoverReason::Transport);
-                self.passive(c, i, Passive::Transport, now);
-            }
-            self.after_branch_failure(c, arc, now, out);
-        }
-        self.reap_if_done(c);
-    }
-
-    /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
-    fn abandon(&self, c: &mut Call, i: usize, reason: &str, now: Instant, out: &mut Vec<Output>) {
-        self.release(c, i);
-        let b = &mut c.branches[i];
-        b.abandoned = true;
-        if !matches!(
-            b.tx.state(),
-            ClientInviteState::Calling | ClientInviteState::Proceeding
-        ) {
-            return;
-        }
-        let no_provisional = matches!(b.status, BranchStatus::Pending | BranchStatus::TimedOut);
-        if no_provisional && b.target.cancel_mode == CancelMode::Deferred {
-            b.cancel = CancelState::Deferred;
-            return;
-        }
-        self.send_cancel(c, i, reason, now, out);
-    }
-
-    fn send_cancel(
-        &self,
-        c: &mut Call,
-        i: usize,
-        reason: &str,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let b = &mut c.branches[i];
-        if b.cancel == CancelState::Sent {
-            return;
-        }
-        b.cancel = CancelState::Sent;
-        let Some(invite) = originate::rescan(b.tx.request()) else {
-            return;
-        };
-        let bytes = originate::cancel(&invite, reason);
-        let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
-        let to = b.target.peer;
-        // §9.1: a branch that sends no final response within 64·T1 of its CANCEL is over (a
-        // ringing branch has no Timer B left to end it).
-        out.push(Output::Timer {
-            at: now + self.cfg.timers.t1x64(),
-            timer: CoreTimer {
-                key: b.key,
-                kind: TimerKind::CancelGiveUp,
-            },
-        });
-        c.routing.metrics.cancel_sent();
-        self.start_own_request(key, bytes, to, now, out);
-    }
-
-    /// 64·T1 after branch `i`'s CANCEL: if it is still waiting for a final response, it ends.
-    pub(super) fn on_cancel_give_up(&self, c: &mut Call, i: usize) {
-        let Some(b) = c.branches.get_mut(i) else {
-            return;
-        };
-        if matches!(
-            b.tx.state(),
-            ClientInviteState::Calling | ClientInviteState::Proceeding
-        ) {
-            b.tx.terminate();
+        let mut todo = Vec::new();
+        let ended = c.on_transport_error(i, now, &mut todo);
+        self.apply(c, arc, todo, None, now, out);
+        if ended {
             self.reap_if_done(c);
         }
     }
 
-    /// Abandons every branch still waiting for a final response.
-    fn cancel_pending(&self, c: &mut Call, reason: &str, now: Instant, out: &mut Vec<Output>) {
-        for i in 0..c.branches.len() {
-            let b = &c.branches[i];
-            let pending = matches!(
-                b.status,
-                BranchStatus::Pending
-                    | BranchStatus::Trying
-                    | BranchStatus::Ringing
-                    | BranchStatus::TimedOut
-            );
-            if pending && (!b.abandoned || b.cancel == CancelState::None) {
-                self.abandon(c, i, reason, now, out);
-            }
+    /// 64·T1 after branch `i`'s CANCEL: if it is still waiting for a final response, it ends.
+    pub(super) fn on_cancel_give_up(&self, c: &mut Call, i: usize) {
+        if c.on_cancel_give_up(i) {
+            self.reap_if_done(c);
         }
     }
 
@@ -1016,123 +1310,27 @@ impl Core {
     pub(super) fn cancel_call(
         &self,
         c: &mut Call,
+        arc: &Arc<Mutex<Call>>,
         reason: &str,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        if c.phase != CallPhase::Trying {
-            return;
-        }
-        c.caller_cancelled = true;
-        self.cancel_pending(c, reason, now, out);
-        self.finish_local(c, 487, "", now, out);
+        let mut todo = Vec::new();
+        c.cancel_call(reason, now, &mut todo);
+        self.apply(c, arc, todo, None, now, out);
     }
 
-    /// The caller cannot be reached any more (a response to it was undeliverable): every
-    /// pending branch gets CANCEL and the call is over, with nothing more sent upstream.
-    pub(super) fn caller_unreachable(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
-        if c.phase != CallPhase::Trying {
-            return;
-        }
-        c.phase = CallPhase::Finished;
-        self.cancel_pending(
-            c,
-            &originate::reason_header(480, "Caller unreachable"),
-            now,
-            out,
-        );
-        if c.failover {
-            c.routing.metrics.calls_in_progress(-1);
-            self.count_in_setup(false);
-        }
-        self.log_outcome(c, 480, now);
-    }
-
-    /// Every target failed: the best final received, or our own 503 with Retry-After.
-    fn finish_exhausted(&self, c: &mut Call, now: Instant, out: &mut Vec<Output>) {
-        if let (false, Some((code, retry_after))) = (c.settled, c.survival_reject) {
-            let extra = retry_after
-                .map(|d| format!("Retry-After: {}\r\n", d.as_secs()))
-                .unwrap_or_default();
-            return self.finish_local(c, code, &extra, now, out);
-        }
-        match c.best.take() {
-            Some((code, bytes)) => self.finish_relay(c, code, bytes, now, out),
-            None if c.steps.is_empty() => self.finish_local(c, 404, "", now, out),
-            None => {
-                let extra = format!("Retry-After: {}\r\n", self.cfg.guard.retry_after.as_secs());
-                self.finish_local(c, 503, &extra, now, out)
-            }
-        }
-    }
-
-    /// Relays a final non-2xx received from a destination (503 → 500 unless the route passes it).
-    fn finish_relay(
+    /// The caller cannot be reached any more: see [`Call::caller_unreachable`].
+    pub(super) fn caller_unreachable(
         &self,
         c: &mut Call,
-        code: u16,
-        bytes: Bytes,
+        arc: &Arc<Mutex<Call>>,
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let pass_503 = c.route().is_some_and(|r| r.pass_503);
-        let (code, bytes) = if code == 503 && !pass_503 {
-            let mapped = originate::rescan(&bytes)
-                .map(|m| Bytes::from(originate::with_status(&m, 500, "Server Internal Error")))
-                .unwrap_or(bytes);
-            (500, mapped)
-        } else {
-            (code, bytes)
-        };
-        self.finish_with(c, code, bytes, now, out);
-    }
-
-    fn finish_local(
-        &self,
-        c: &mut Call,
-        code: u16,
-        extra: &str,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        let Some(req) = c.request() else { return };
-        let bytes = originate::response(
-            &req,
-            code,
-            originate::reason_phrase(code),
-            &local_tag(c.key),
-            extra,
-        );
-        self.finish_with(c, code, bytes, now, out);
-    }
-
-    fn finish_with(
-        &self,
-        c: &mut Call,
-        code: u16,
-        bytes: Bytes,
-        now: Instant,
-        out: &mut Vec<Output>,
-    ) {
-        if c.phase != CallPhase::Trying {
-            return;
-        }
-        c.phase = CallPhase::Finished;
-        let reason = if code == 487 {
-            originate::reason_header(487, "Request terminated")
-        } else {
-            originate::reason_header(code, "Call failed")
-        };
-        self.cancel_pending(c, &reason, now, out);
-        let mut acts = Vec::new();
-        c.server.respond(code, bytes, now, &mut acts);
-        emit(out, &mut acts, c.upstream, c.key, Side::Server, None);
-        c.routing.metrics.response_out(code);
-        if c.failover {
-            c.routing.metrics.calls_in_progress(-1);
-            self.count_in_setup(false);
-        }
-        self.log_outcome(c, code, now);
+        let mut todo = Vec::new();
+        c.caller_unreachable(now, &mut todo);
+        self.apply(c, arc, todo, None, now, out);
     }
 
     /// One line per call outcome: where it went and why. A call answered by the first
@@ -1187,7 +1385,7 @@ impl Core {
         self.servers.remove(&c.key);
         for i in 0..c.branches.len() {
             self.clients.remove(&c.branches[i].key);
-            self.release(c, i);
+            c.release(i);
         }
     }
 
@@ -1218,7 +1416,7 @@ impl Core {
         c.reaped = true;
         self.count_in_progress(false);
         for i in 0..c.branches.len() {
-            self.release(c, i);
+            c.release(i);
             let key = c.branches[i].key;
             if key != winner {
                 self.clients.remove(&key);
@@ -1228,36 +1426,284 @@ impl Core {
         self.clients
             .insert(winner, ClientEntry::Accepted(c.upstream));
     }
-
-    /// Branch `i` is no longer a call in progress at its destination.
-    fn release(&self, c: &mut Call, i: usize) {
-        let b = &mut c.branches[i];
-        if std::mem::take(&mut b.counted) {
-            if let Some(h) = b.target.dest.and_then(|d| c.routing.health.get(d)) {
-                h.call_ended();
-            }
-        }
-    }
-
-    /// Counts branch `i` failing over.
-    fn count_failover(&self, c: &Call, i: usize, reason: FailoverReason) {
-        if let Some(dest) = c.branches[i].target.dest {
-            c.routing.metrics.failover(dest, reason);
-        }
-    }
-
-    /// Tells the health of branch `i`'s destination what the call saw.
-    fn passive(&self, c: &Call, i: usize, signal: Passive, now: Instant) {
-        let dest = c.branches[i].target.dest;
-        if let Some(h) = dest.and_then(|d| c.routing.health.get(d)) {
-            h.report(signal, now);
-        }
-    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::better;
+    use super::*;
+    use crate::transaction::TimerConfig;
+    use routing_rules::Router;
+    use std::net::SocketAddr;
+
+    /// Two destinations, tried in order; the route fails over on the default retry codes.
+    const RULES: &str = r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#;
+
+    const INVITE: &[u8] = b"INVITE sip:+15551234@192.0.2.10 SIP/2.0\r\n\
+        Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-unit\r\n\
+        Max-Forwards: 70\r\n\
+        From: <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+        To: <sip:+15551234@192.0.2.10>\r\n\
+        Call-ID: unit\r\n\
+        CSeq: 1 INVITE\r\n\
+        Content-Length: 0\r\n\r\n";
+
+    #[derive(serde::Deserialize)]
+    struct RulesFile {
+        destination: Vec<routing_rules::spec::DestinationSpec>,
+        route: Vec<routing_rules::spec::RouteSpec>,
+    }
+
+    fn routing(now: Instant) -> Routing {
+        let file: RulesFile = toml::from_str(RULES).expect("rules parse");
+        let router = Router::compile(&file.destination, &[], &file.route).expect("compile");
+        let addrs: Vec<SocketAddr> = router
+            .rules
+            .destinations
+            .iter()
+            .map(|d| SocketAddr::new(d.host.parse().expect("ip"), d.port))
+            .collect();
+        let health = crate::health::Health::new(&crate::health::HealthConfig::default());
+        let (metrics, _) = crate::metrics::local_recorder(&["primary", "secondary"], &["default"]);
+        Routing {
+            health: health.adopt(&router, now),
+            router: Arc::new(router),
+            addrs,
+            metrics,
+        }
+    }
+
+    /// A call in setup on the default route with `steps` (destination ids), no core around it.
+    fn call(steps: &[&[u32]], now: Instant) -> Call {
+        let routing = Arc::new(routing(now));
+        let steps = steps
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|&id| Target {
+                        dest: Some(DestId(id)),
+                        peer: routing.peer(DestId(id)),
+                        provisional: Duration::from_secs(3),
+                        cancel_mode: CancelMode::Immediate,
+                    })
+                    .collect()
+            })
+            .collect();
+        Call {
+            key: 1,
+            server: ServerInvite::new(false, TimerConfig::default()),
+            upstream: Peer::udp("10.0.0.1:5060".parse().expect("addr")),
+            request: Bytes::from_static(INVITE),
+            routing,
+            route: Some(RouteId(0)),
+            steps,
+            next_step: 0,
+            settled: false,
+            survival_reject: None,
+            branches: Vec::new(),
+            phase: CallPhase::Trying,
+            best: None,
+            failover: true,
+            started: now,
+            caller_cancelled: false,
+            rang: false,
+            reaped: false,
+            policy: CallPolicy {
+                retry_after: Duration::from_secs(30),
+                cancel_give_up: Duration::from_secs(32),
+            },
+        }
+    }
+
+    /// Does what the core does with a `NewBranch`: a branch whose INVITE went out at `now`.
+    fn start(c: &mut Call, outs: Vec<CallOutput>, now: Instant) {
+        for o in outs {
+            let CallOutput::NewBranch { step, target } = o else {
+                panic!("only new branches expected, got {o:?}")
+            };
+            let index = c.branches.len();
+            let tx = ClientInvite::start(
+                Bytes::from_static(INVITE),
+                false,
+                TimerConfig::default(),
+                now,
+                &mut Vec::new(),
+            );
+            c.branches.push(Branch {
+                key: 100 + index as u64,
+                step,
+                branch: format!("z9hG4bK-b{index}"),
+                target,
+                tx,
+                status: BranchStatus::Pending,
+                abandoned: false,
+                cancel: CancelState::None,
+                counted: false,
+                ring_at: None,
+                sent: now,
+            });
+        }
+    }
+
+    /// A short name for each output, in order.
+    fn kinds(outs: &[CallOutput]) -> Vec<String> {
+        outs.iter()
+            .map(|o| match o {
+                CallOutput::Out(Output::Send { bytes, .. }) => {
+                    let end = bytes
+                        .iter()
+                        .position(|&b| b == b'\r')
+                        .unwrap_or(bytes.len());
+                    format!("send {}", String::from_utf8_lossy(&bytes[..end]))
+                }
+                CallOutput::Out(Output::Timer { timer, .. }) => format!("timer {:?}", timer.kind),
+                CallOutput::Cancel { branch, .. } => format!("cancel {branch}"),
+                CallOutput::NewBranch { step, target } => {
+                    format!("branch {step} to {:?}", target.dest.map(|d| d.0))
+                }
+                CallOutput::Finished { code } => format!("finished {code}"),
+            })
+            .collect()
+    }
+
+    /// Branch `i` got final `code` (its transaction completes as in the core), then the call
+    /// hears of it.
+    fn final_on(c: &mut Call, i: usize, code: u16, now: Instant) -> Vec<CallOutput> {
+        c.branches[i].tx.on_response(code, now, &mut Vec::new());
+        let mut out = Vec::new();
+        let bytes = Bytes::from(format!("SIP/2.0 {code} Whatever\r\n\r\n"));
+        c.on_final(i, code, bytes, None, now, &mut out);
+        out
+    }
+
+    #[test]
+    fn a_503_from_the_primary_cancels_nothing_and_asks_for_the_secondary() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        assert_eq!(kinds(&out), ["branch 0 to Some(0)"]);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 0, 503, now);
+        assert_eq!(
+            kinds(&out),
+            ["branch 1 to Some(1)"],
+            "a completed branch gets no CANCEL"
+        );
+        assert_eq!(c.phase, CallPhase::Trying);
+    }
+
+    #[test]
+    fn a_silent_primary_gets_its_cancel_before_the_secondary_is_asked_for() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let mut out = Vec::new();
+        c.on_timer(
+            0,
+            TimerKind::Provisional,
+            now + Duration::from_secs(3),
+            &mut out,
+        );
+        assert_eq!(
+            kinds(&out),
+            ["timer CancelGiveUp", "cancel 0", "branch 1 to Some(1)"]
+        );
+        assert_eq!(c.branches[0].status, BranchStatus::TimedOut);
+    }
+
+    #[test]
+    fn across_parallel_branches_a_486_beats_a_503_whichever_comes_first() {
+        for order in [[0, 1], [1, 0]] {
+            let now = Instant::now();
+            let mut c = call(&[&[0, 1]], now);
+            let mut out = Vec::new();
+            c.next_step(now, &mut out);
+            assert_eq!(kinds(&out), ["branch 0 to Some(0)", "branch 0 to Some(1)"]);
+            start(&mut c, out, now);
+            let codes = [486, 503];
+            let first = final_on(&mut c, order[0], codes[order[0]], now);
+            assert!(
+                first.is_empty(),
+                "the other branch may still answer: {:?}",
+                kinds(&first)
+            );
+            let second = final_on(&mut c, order[1], codes[order[1]], now);
+            assert_eq!(
+                kinds(&second),
+                [
+                    "send SIP/2.0 486 Whatever",
+                    "timer Server(G)",
+                    "timer Server(H)",
+                    "finished 486"
+                ],
+                "order {order:?}"
+            );
+            assert_eq!(c.phase, CallPhase::Finished);
+        }
+    }
+
+    #[test]
+    fn a_2xx_on_a_branch_given_up_on_or_after_the_answer_is_a_ghost() {
+        let now = Instant::now();
+        let mut c = call(&[&[0, 1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        assert_eq!(c.on_2xx(1), TwoXx::Answer);
+        assert_eq!(c.phase, CallPhase::Answered);
+        assert_eq!(c.on_2xx(1), TwoXx::Retransmission);
+        assert_eq!(c.on_2xx(0), TwoXx::Ghost, "the other branch lost the race");
+        assert_eq!(c.on_2xx(7), TwoXx::Ghost, "no such branch");
+    }
+
+    #[test]
+    fn a_provisional_is_relayed_once_the_branch_rings_and_a_100_is_not() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let mut out = Vec::new();
+        c.on_provisional(0, 100, || None, now, &mut out);
+        assert!(out.is_empty(), "{:?}", kinds(&out));
+        assert_eq!(c.branches[0].status, BranchStatus::Trying);
+        let ringing = Bytes::from_static(b"SIP/2.0 180 Ringing\r\n\r\n");
+        c.on_provisional(0, 180, || Some(ringing), now, &mut out);
+        assert_eq!(kinds(&out), ["send SIP/2.0 180 Ringing"]);
+        assert_eq!(c.branches[0].status, BranchStatus::Ringing);
+        assert!(c.rang);
+    }
+
+    #[test]
+    fn every_destination_failing_with_503_ends_the_call_with_500() {
+        let now = Instant::now();
+        let mut c = call(&[&[0], &[1]], now);
+        let mut out = Vec::new();
+        c.next_step(now, &mut out);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 0, 503, now);
+        start(&mut c, out, now);
+        let out = final_on(&mut c, 1, 503, now);
+        assert_eq!(
+            kinds(&out).last().map(String::as_str),
+            Some("finished 500"),
+            "503 goes upstream as 500 (pass_503 is off)"
+        );
+    }
 
     #[test]
     fn best_response_prefers_6xx_then_lowest_class_and_503_last() {

@@ -6,7 +6,7 @@
 //! entries older than twice that, which keeps the table as small as the answer rate × 2·64·T1
 //! whatever the calls do later. Entries also leave early on the BYE's final response.
 
-use crate::transaction::key::{self, KeyMap};
+use crate::table::{self, KeyMap};
 use std::time::Instant;
 
 pub(super) struct Dialogs {
@@ -16,7 +16,7 @@ pub(super) struct Dialogs {
 impl Default for Dialogs {
     fn default() -> Self {
         Dialogs {
-            table: key::new_table(),
+            table: table::new_table(),
         }
     }
 }
@@ -29,18 +29,22 @@ impl Dialogs {
         self.table.remove(&key);
     }
     /// Forgets the dialogs of shard `shard` answered at or before `cutoff`, then sizes the
-    /// shard for what is left (see [`key::size_shard_for_load`]); returns the entries it read
+    /// shard for what is left (see [`table::size_shard_for_load`]); returns the entries it read
     /// and the entries it moved.
     pub fn sweep_shard(&self, shard: usize, cutoff: Option<Instant>) -> (usize, usize) {
         let mut read = 0;
         if let Some(cutoff) = cutoff {
-            let (old, walked) = key::keys_in_shard(&self.table, shard, |since| *since <= cutoff);
+            let (old, walked) = table::keys_in_shard(&self.table, shard, |since| *since <= cutoff);
             read = walked;
             for k in old {
                 self.table.remove_if(&k, |_, since| *since <= cutoff);
             }
         }
-        (read, key::size_shard_for_load(&self.table, shard))
+        (read, table::size_shard_for_load(&self.table, shard))
+    }
+    /// When dialog `key` was answered, if it is held.
+    pub fn since(&self, key: u64) -> Option<Instant> {
+        self.table.get(&key).map(|e| *e.value())
     }
     pub fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)
@@ -48,8 +52,8 @@ impl Dialogs {
     pub fn len(&self) -> usize {
         self.table.len()
     }
-    /// See [`key::room`].
+    /// See [`table::room`].
     pub fn room(&self) -> usize {
-        key::room(&self.table)
+        table::room(&self.table)
     }
 }

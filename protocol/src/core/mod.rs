@@ -12,17 +12,21 @@
 
 mod call;
 mod dialog;
+mod replicate;
 
-pub use call::CallPhase;
+pub use call::{BranchStatus, CallPhase, CancelState};
+pub use replicate::{
+    AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError, SetupState,
+    TargetState,
+};
 
 use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::peer::{Peer, Proto};
-use crate::transaction::key::{
-    self, keys_in_shard, room, size_shard_for_load, KeyMap, Keys, MethodClass, TxKey,
-};
+use crate::table::{self, keys_in_shard, room, size_shard_for_load, KeyMap};
+use crate::transaction::key::{Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
@@ -343,7 +347,7 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 const SWEPT_TABLES: usize = 5;
 
 /// What a sweep pass walks: every shard of every swept table, a unit each.
-const SWEEP_UNITS: usize = SWEPT_TABLES * key::SHARDS;
+const SWEEP_UNITS: usize = SWEPT_TABLES * table::SHARDS;
 
 /// A sweep step goes on to the next unit until it has done this much work, then lets the
 /// worker's messages in. Work is entries moved (a shard resized: 0.1–0.5 µs each on the
@@ -380,10 +384,10 @@ impl Core {
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
-            servers: key::new_table(),
-            clients: key::new_table(),
+            servers: table::new_table(),
+            clients: table::new_table(),
             dialogs: dialog::Dialogs::default(),
-            ghosts: key::new_table(),
+            ghosts: table::new_table(),
             branch_seq: AtomicU64::new(start),
             sweep_armed: AtomicBool::new(false),
             sweep_next: AtomicUsize::new(0),
@@ -391,7 +395,7 @@ impl Core {
             in_setup: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
-            answered: key::new_table(),
+            answered: table::new_table(),
         }
     }
 
@@ -494,8 +498,8 @@ impl Core {
         dialog_cutoff: Option<Instant>,
         call_cutoff: Option<Instant>,
     ) -> (usize, usize) {
-        let shard = unit % key::SHARDS;
-        match unit / key::SHARDS {
+        let shard = unit % table::SHARDS;
+        match unit / table::SHARDS {
             0 => (0, size_shard_for_load(&self.servers, shard)),
             1 => (0, size_shard_for_load(&self.clients, shard)),
             2 => (
@@ -651,7 +655,7 @@ impl Core {
                     return;
                 }
                 debug!("a response could not reach the caller: the call is given up");
-                self.caller_unreachable(&mut c, now, out);
+                self.caller_unreachable(&mut c, &call, now, out);
                 self.reap_if_done(&mut c);
             }
             Some(ServerEntry::Relay(relay)) => {
@@ -1045,7 +1049,7 @@ impl Core {
             .map(|h| String::from_utf8_lossy(msg.slice(h.line)).into_owned())
             .unwrap_or_else(|| originate::reason_header(487, "Request terminated"));
         if let Some(call) = call {
-            self.cancel_call(&mut lock(&call), &reason, now, out);
+            self.cancel_call(&mut lock(&call), &call, &reason, now, out);
         }
     }
 
@@ -1165,7 +1169,12 @@ impl Core {
         match entry {
             ClientEntry::Branch(call, i) => {
                 let mut c = lock(&call);
-                self.on_branch_response(&mut c, &call, i, msg, relayable, from, now, out);
+                let r = call::Received {
+                    msg,
+                    relayable,
+                    from,
+                };
+                self.on_branch_response(&mut c, &call, i, r, now, out);
             }
             ClientEntry::Relay(relay) => {
                 let mut r = lock(&relay);
@@ -1292,12 +1301,17 @@ impl Core {
     fn dialog_key(&self, msg: &Message<'_>) -> u64 {
         let from_tag = msg.from.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
         let to_tag = msg.to.tag.map(|t| msg.slice(t)).unwrap_or(&[]);
-        let (a, b) = if from_tag <= to_tag {
-            (from_tag, to_tag)
+        self.dialog_key_of(msg.slice(msg.call_id), from_tag, to_tag)
+    }
+
+    /// [`Self::dialog_key`] of a Call-ID and two tags, in either order.
+    fn dialog_key_of(&self, call_id: &[u8], tag: &[u8], other: &[u8]) -> u64 {
+        let (a, b) = if tag <= other {
+            (tag, other)
         } else {
-            (to_tag, from_tag)
+            (other, tag)
         };
-        self.keys.of(&[msg.slice(msg.call_id), a, b])
+        self.keys.of(&[call_id, a, b])
     }
 
     /// A tag as the answered-call table keeps it.

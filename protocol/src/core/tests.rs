@@ -2081,3 +2081,6 @@ fn a_stopping_core_refuses_new_invites_with_503_and_calls_in_setup_still_complet
     h.receive(CARRIER, bye.as_bytes());
     assert_eq!(h.count_to(PRIMARY, "BYE"), 1);
 }
+
+#[path = "replication_tests.rs"]
+mod replication_tests;

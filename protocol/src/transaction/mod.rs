@@ -12,6 +12,7 @@
 pub mod key;
 
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::time::{Duration, Instant};
 
 /// RFC 3261 timer base values (§17.1.1.1, table 4).
@@ -106,7 +107,7 @@ fn is_final(code: u16) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ClientInviteState {
     Calling,
     Proceeding,
@@ -259,6 +260,79 @@ impl ClientInvite {
     }
 }
 
+/// An INVITE client transaction as plain data, for another node to carry on (call
+/// replication). Deadlines are durations from the moment of the snapshot: two nodes' clocks
+/// share no epoch.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInviteSnapshot {
+    pub state: ClientInviteState,
+    pub request: Vec<u8>,
+    pub ack: Option<Vec<u8>>,
+    pub reliable: bool,
+    pub retransmit_interval: Duration,
+    /// Timer B's deadline, from the snapshot (zero when already due).
+    pub timeout_in: Duration,
+}
+
+impl ClientInvite {
+    /// This transaction as plain data, at `now`.
+    pub fn snapshot(&self, now: Instant) -> ClientInviteSnapshot {
+        ClientInviteSnapshot {
+            state: self.state,
+            request: self.request.to_vec(),
+            ack: self.ack.as_ref().map(|a| a.to_vec()),
+            reliable: self.reliable,
+            retransmit_interval: self.retransmit_interval,
+            timeout_in: self.timeout_at.saturating_duration_since(now),
+        }
+    }
+
+    /// The transaction of `snap`, carried on from `now`: the timers its state needs are armed
+    /// again. Which timer of the old node was next is not known, so A fires one interval from
+    /// now, and the timers that only end a window (D, M) get their full length: never earlier
+    /// than the old node would have fired them. Nothing is sent.
+    pub fn restore(
+        snap: ClientInviteSnapshot,
+        timers: TimerConfig,
+        now: Instant,
+        out: &mut Vec<TxAction>,
+    ) -> ClientInvite {
+        let timeout_at = now + snap.timeout_in;
+        // A zero interval would retransmit in a loop; a peer's snapshot is not trusted for it.
+        let retransmit_interval = snap.retransmit_interval.clamp(timers.t1, timers.t1x64());
+        match snap.state {
+            ClientInviteState::Calling if snap.reliable => {
+                out.push(TxAction::Arm(TxTimer::B, timeout_at))
+            }
+            ClientInviteState::Calling => out.push(TxAction::Arm(
+                TxTimer::A,
+                (now + retransmit_interval).min(timeout_at),
+            )),
+            ClientInviteState::Completed => {
+                let wait = if snap.reliable {
+                    Duration::ZERO
+                } else {
+                    Duration::from_secs(32).max(timers.t1x64() / 2)
+                };
+                out.push(TxAction::Arm(TxTimer::D, now + wait));
+            }
+            ClientInviteState::Accepted => {
+                out.push(TxAction::Arm(TxTimer::M, now + timers.t1x64()))
+            }
+            ClientInviteState::Proceeding | ClientInviteState::Terminated => {}
+        }
+        ClientInvite {
+            state: snap.state,
+            request: Bytes::from(snap.request),
+            ack: snap.ack.map(Bytes::from),
+            reliable: snap.reliable,
+            timers,
+            retransmit_interval,
+            timeout_at,
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -383,7 +457,7 @@ impl ClientNonInvite {
 
 // ---------------------------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ServerInviteState {
     Proceeding,
     /// A final non-2xx was sent; waiting for the ACK.
@@ -525,6 +599,67 @@ impl ServerInvite {
         }
         self.state = ServerInviteState::Terminated;
         TxEvent::Timeout
+    }
+}
+
+/// An INVITE server transaction as plain data (see [`ClientInviteSnapshot`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInviteSnapshot {
+    pub state: ServerInviteState,
+    pub last_response: Option<Vec<u8>>,
+    pub reliable: bool,
+    pub retransmit_interval: Duration,
+}
+
+impl ServerInvite {
+    /// This transaction as plain data.
+    pub fn snapshot(&self) -> ServerInviteSnapshot {
+        ServerInviteSnapshot {
+            state: self.state,
+            last_response: self.last_response.as_ref().map(|r| r.to_vec()),
+            reliable: self.reliable,
+            retransmit_interval: self.retransmit_interval,
+        }
+    }
+
+    /// The transaction of `snap`, carried on from `now`, its state's timers armed again (G one
+    /// interval from now; H, I and L their full length, never earlier than the old node's).
+    pub fn restore(
+        snap: ServerInviteSnapshot,
+        timers: TimerConfig,
+        now: Instant,
+        out: &mut Vec<TxAction>,
+    ) -> ServerInvite {
+        let retransmit_interval = snap
+            .retransmit_interval
+            .clamp(timers.t1, timers.t2.max(timers.t1));
+        match snap.state {
+            ServerInviteState::Completed => {
+                if !snap.reliable {
+                    out.push(TxAction::Arm(TxTimer::G, now + retransmit_interval));
+                }
+                out.push(TxAction::Arm(TxTimer::H, now + timers.t1x64()));
+            }
+            ServerInviteState::Confirmed => {
+                let wait = if snap.reliable {
+                    Duration::ZERO
+                } else {
+                    timers.t4
+                };
+                out.push(TxAction::Arm(TxTimer::I, now + wait));
+            }
+            ServerInviteState::Accepted => {
+                out.push(TxAction::Arm(TxTimer::L, now + timers.t1x64()))
+            }
+            ServerInviteState::Proceeding | ServerInviteState::Terminated => {}
+        }
+        ServerInvite {
+            state: snap.state,
+            last_response: snap.last_response.map(Bytes::from),
+            reliable: snap.reliable,
+            timers,
+            retransmit_interval,
+        }
     }
 }
 
