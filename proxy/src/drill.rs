@@ -605,7 +605,7 @@ async fn watch_states(
     changes: Arc<std::sync::Mutex<Vec<String>>>,
     started: Instant,
 ) {
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: BTreeMap<String, pointsman_protocol::health::State> = BTreeMap::new();
     loop {
         let addr = admin.clone();
         let fetched = tokio::task::spawn_blocking(move || {
