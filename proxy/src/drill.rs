@@ -78,17 +78,6 @@ pub struct Options {
     pub hold: Duration,
 }
 
-impl Options {
-    pub fn default_failures() -> Vec<Failure> {
-        vec![
-            Failure::Overload,
-            Failure::Brownout,
-            Failure::Dies,
-            Failure::Recovers,
-        ]
-    }
-}
-
 /// What happened to one call, as the peers saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallReport {

@@ -13,8 +13,6 @@
 mod call;
 mod dialog;
 
-pub use call::CallPhase;
-
 use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
 use crate::metrics::{DropReason, Metrics};
