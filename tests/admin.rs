@@ -6,10 +6,11 @@
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use pointsman::admin::{
-    http_request, serve, ActionError, DestinationAction, DestinationStatus, HttpReply, NodeControl,
-    NodeStatus, Reloaded,
+    http_request, serve, ActionError, DestinationStatus, HttpReply, NodeControl, NodeStatus,
+    Reloaded,
 };
-use pointsman_protocol::metrics::{FailoverReason, Metrics};
+use pointsman_protocol::health::{AdminAction, State};
+use pointsman_protocol::metrics::{FailoverReason, Metrics, NodeState};
 use routing_rules::{DestId, RouteId};
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -31,11 +32,11 @@ struct FakeNode {
     scrape: PrometheusHandle,
 }
 
-fn dest(name: &str, address: &str, state: &str) -> DestinationStatus {
+fn dest(name: &str, address: &str, state: State) -> DestinationStatus {
     DestinationStatus {
         name: name.into(),
         address: address.into(),
-        state: state.into(),
+        state,
         reason: "5 probes ok".into(),
         since_secs: 192,
         last_probe_rtt_ms: Some(0.8),
@@ -52,12 +53,12 @@ impl FakeNode {
         let (metrics, scrape) = pointsman::exporter::local(&["primary", "secondary"], &["default"]);
         Arc::new(FakeNode {
             dests: Mutex::new(vec![
-                dest("primary", "10.0.0.1:5060", "up"),
+                dest("primary", "10.0.0.1:5060", State::Up),
                 DestinationStatus {
                     last_probe_rtt_ms: None,
                     reason: "3 probes failed (timeout)".into(),
                     since_secs: 7,
-                    ..dest("secondary", "10.0.0.2:5060", "down")
+                    ..dest("secondary", "10.0.0.2:5060", State::Down)
                 },
             ]),
             draining: AtomicBool::new(false),
@@ -76,25 +77,24 @@ impl NodeControl for FakeNode {
     fn destination_action(
         &self,
         name: &str,
-        action: DestinationAction,
+        action: AdminAction,
     ) -> Result<DestinationStatus, ActionError> {
         let mut dests = self.dests.lock().unwrap();
         let d = dests
             .iter_mut()
             .find(|d| d.name == name)
             .ok_or_else(|| ActionError::UnknownDestination(name.into()))?;
-        if action == DestinationAction::ForceUp && d.state == "maintenance" {
+        if action == AdminAction::ForceUp && d.state == State::Maintenance {
             return Err(ActionError::Conflict(format!(
                 "{name} is in maintenance: enable it before forcing it up"
             )));
         }
         d.state = match action {
-            DestinationAction::Drain => "draining",
-            DestinationAction::Maintenance => "maintenance",
-            DestinationAction::Enable => "probing",
-            DestinationAction::ForceUp => "forced-up",
-        }
-        .into();
+            AdminAction::Drain => State::Draining,
+            AdminAction::Maintenance => State::Maintenance,
+            AdminAction::Enable => State::Probing,
+            AdminAction::ForceUp => State::ForcedUp,
+        };
         d.reason = format!("admin: {}", action.as_str());
         d.since_secs = 0;
         Ok(d.clone())
@@ -104,7 +104,11 @@ impl NodeControl for FakeNode {
         NodeStatus {
             id: 3,
             version: "0.9.0".into(),
-            state: if draining { "draining" } else { "serving" }.into(),
+            state: if draining {
+                NodeState::Draining
+            } else {
+                NodeState::Serving
+            },
             draining,
             stopping: false,
             uptime_secs: 3700,
@@ -265,7 +269,7 @@ fn destination_actions_answer_the_new_status_or_404_400_409() {
             (status["name"].clone(), status["state"].clone()),
             (json!("primary"), json!(state))
         );
-        assert_eq!(node.destinations()[0].state, state);
+        assert_eq!(node.destinations()[0].state.as_str(), state);
     }
     let r = request(addr, "POST", "/destinations/primary/force-up", None);
     assert_eq!(r.status, 409);
@@ -290,7 +294,7 @@ fn destination_actions_answer_the_new_status_or_404_400_409() {
     );
     assert_eq!(
         node.destinations()[1].state,
-        "down",
+        State::Down,
         "refused actions change nothing"
     );
 }
@@ -405,7 +409,7 @@ fn with_a_token_posts_need_it_and_gets_on_loopback_do_not() {
     }
     assert!(node.node().ready());
     assert_eq!(node.reloads.load(Ordering::SeqCst), 0);
-    assert_eq!(node.destinations()[0].state, "up");
+    assert_eq!(node.destinations()[0].state, State::Up);
     let r = request(addr, "POST", "/destinations/primary/drain", Some(TOKEN));
     assert_eq!((r.status, &json_of(&r)["state"]), (200, &json!("draining")));
     assert_eq!(

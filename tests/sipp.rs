@@ -304,7 +304,7 @@ async fn sipp_cloud_answering_options_is_probed_up_by_pointsman() {
         .expect("join")
         .expect("GET /destinations");
         let primary = dests.iter().find(|d| d.name == "primary").expect("primary");
-        if primary.state == "up" && primary.probes_ok >= 3 {
+        if primary.state.as_str() == "up" && primary.probes_ok >= 3 {
             break;
         }
         assert!(

@@ -6,8 +6,8 @@
 //! crate's Prometheus exporter in production), and kept as a handle ([`metrics::Counter`],
 //! [`metrics::Gauge`], [`metrics::Histogram`]) in [`Metrics`]: the hot path indexes an array
 //! or a `Vec` and does one atomic add, never a labelled lookup (~100 ns each). Label values come
-//! only from fixed enums ([`CallOutcome`], [`FailoverReason`], [`DropReason`], [`DestState`],
-//! SIP methods and response classes, [`PARSE_ERROR_KINDS`]) or from configured destination and
+//! only from fixed enums ([`CallOutcome`], [`FailoverReason`], [`DropReason`], [`State`],
+//! SIP methods and response classes, [`ParseErrorKind`]) or from configured destination and
 //! route names, so the number of series is bounded by the config: never a Call-ID, a number or
 //! an IP address. Per-destination and per-route handles are indexed by
 //! [`DestId`]/[`RouteId`] (config order); [`Metrics::rebind`] builds the set for a reloaded
@@ -23,7 +23,8 @@ use routing_rules::{DestId, RouteId};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::wire::Method;
+use crate::health::State;
+use crate::wire::{Method, ParseErrorKind};
 
 /// Bucket bounds (seconds) of `pointsman_post_dial_delay_seconds`: INVITE received → first
 /// 18x relayed. Dense around the 3 s default provisional timer.
@@ -68,26 +69,10 @@ pub const METHODS: [&str; 15] = [
 /// The `class` label values of `pointsman_responses_total`.
 pub const RESPONSE_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "6xx"];
 
-/// The `kind` label values of `pointsman_parse_errors_total`: every
-/// [`ScanError::kind`](crate::wire::ScanError::kind), then `other` for a kind this list lacks.
-pub const PARSE_ERROR_KINDS: [&str; 16] = [
-    "bad_start_line",
-    "unknown_version",
-    "missing_header",
-    "bad_header",
-    "cseq_method_mismatch",
-    "bad_content_length",
-    "conflicting_content_length",
-    "content_length_exceeds_body",
-    "missing_content_length",
-    "no_end_of_headers",
-    "too_large",
-    "too_many_headers",
-    "line_too_long",
-    "too_many_vias",
-    "bad_uri",
-    "other",
-];
+/// The last `kind` label of `pointsman_parse_errors_total`, after every
+/// [`ParseErrorKind::as_str`]. Every scan error has a kind of its own, so nothing counts here;
+/// it is still registered so the exported series do not change under dashboards.
+pub const PARSE_ERROR_OTHER: &str = "other";
 
 /// The `route` label of calls that matched no route.
 pub const NO_ROUTE: &str = "(none)";
@@ -230,38 +215,10 @@ impl DropReason {
     }
 }
 
-/// A destination's health state as the value of the `pointsman_destination_state` gauge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-#[repr(u8)]
-pub enum DestState {
-    Down = 0,
-    Up = 1,
-    Draining = 2,
-    Maintenance = 3,
-    ForcedUp = 4,
-    Probing = 5,
-}
-
-impl DestState {
-    /// The gauge value.
-    pub fn code(self) -> u8 {
-        self as u8
-    }
-    /// The name the admin API and `pointsman status` show.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestState::Down => "down",
-            DestState::Up => "up",
-            DestState::Draining => "draining",
-            DestState::Maintenance => "maintenance",
-            DestState::ForcedUp => "forced-up",
-            DestState::Probing => "probing",
-        }
-    }
-}
-
-/// The node's own state as the value of the `pointsman_node_state` gauge.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// The node's own state as the value of the `pointsman_node_state` gauge. Serialised (admin
+/// API) as [`as_str`](NodeState::as_str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 #[repr(u8)]
 pub enum NodeState {
     /// Ready, taking calls.
@@ -303,7 +260,7 @@ pub struct Metrics {
     calls_in_progress: Gauge,
     transactions: Gauge,
     node_state: Gauge,
-    parse_errors: [Counter; PARSE_ERROR_KINDS.len()],
+    parse_errors: [Counter; ParseErrorKind::ALL.len() + 1],
     dropped: [Counter; DropReason::ALL.len()],
     unrouted_calls: [Counter; CallOutcome::ALL.len()],
     /// Indexed by [`RouteId`].
@@ -533,7 +490,12 @@ impl Metrics {
             calls_in_progress: r.gauge(name::CALLS_IN_PROGRESS, &[]),
             transactions: r.gauge(name::TRANSACTIONS, &[]),
             node_state: r.gauge(name::NODE_STATE, &[]),
-            parse_errors: PARSE_ERROR_KINDS.map(|k| r.counter(name::PARSE_ERRORS, &[("kind", k)])),
+            parse_errors: std::array::from_fn(|i| {
+                let kind = ParseErrorKind::ALL
+                    .get(i)
+                    .map_or(PARSE_ERROR_OTHER, |k| k.as_str());
+                r.counter(name::PARSE_ERRORS, &[("kind", kind)])
+            }),
             dropped: DropReason::ALL.map(|d| r.counter(name::DROPPED, &[("reason", d.as_str())])),
             unrouted_calls: route_handles(&r, NO_ROUTE),
             calls: routes
@@ -640,9 +602,9 @@ impl Metrics {
     }
 
     /// `dest` is now in `state`.
-    pub fn destination_state(&self, dest: DestId, state: DestState) {
+    pub fn destination_state(&self, dest: DestId, state: State) {
         if let Some(d) = self.dest(dest) {
-            d.state.set(f64::from(state.code()));
+            d.state.set(f64::from(state.as_u8()));
         }
     }
 
@@ -653,14 +615,10 @@ impl Metrics {
         }
     }
 
-    /// A received message the scanner rejected; `kind` is
-    /// [`ScanError::kind`](crate::wire::ScanError::kind) (an unknown kind counts as `other`).
-    pub fn parse_error(&self, kind: &str) {
-        let i = PARSE_ERROR_KINDS
-            .iter()
-            .position(|k| *k == kind)
-            .unwrap_or(PARSE_ERROR_KINDS.len() - 1);
-        self.parse_errors[i].increment(1);
+    /// A received message the scanner rejected, as its
+    /// [`ScanError::kind`](crate::wire::ScanError::kind).
+    pub fn parse_error(&self, kind: ParseErrorKind) {
+        self.parse_errors[kind as usize].increment(1);
     }
 
     /// A received packet dropped without an answer.

@@ -259,12 +259,6 @@ pub fn with_status(resp: &Message<'_>, code: u16, reason: &str) -> Vec<u8> {
     out
 }
 
-/// The span of the first line of a message (without CRLF).
-pub fn start_line_span(msg: &Message<'_>) -> Span {
-    let end = memchr::memmem::find(msg.buf, b"\r\n").unwrap_or(msg.buf.len());
-    Span::new(0, end)
-}
-
 /// Re-scans bytes pointsman itself produced (always well-formed).
 pub fn rescan(bytes: &[u8]) -> Option<Message<'_>> {
     let generous = wire::Limits {

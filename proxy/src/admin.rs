@@ -20,6 +20,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
+use pointsman_protocol::health::{AdminAction, State};
+use pointsman_protocol::metrics::NodeState;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -46,7 +48,7 @@ pub trait NodeControl: Send + Sync + 'static {
     fn destination_action(
         &self,
         name: &str,
-        action: DestinationAction,
+        action: AdminAction,
     ) -> Result<DestinationStatus, ActionError>;
     /// The node itself: its state, version, uptime and calls.
     fn node(&self) -> NodeStatus;
@@ -69,7 +71,7 @@ pub struct DestinationStatus {
     /// `host:port` as configured.
     pub address: String,
     /// `up`, `down`, `probing`, `draining`, `maintenance` or `forced-up`.
-    pub state: String,
+    pub state: State,
     /// Why it is in this state, e.g. `3 probes failed (timeout)` or `admin: maintenance`.
     pub reason: String,
     /// Seconds in this state.
@@ -93,7 +95,7 @@ pub struct NodeStatus {
     /// pointsman's version.
     pub version: String,
     /// `serving`, `draining` (after `POST /node/drain`) or `stopping` (after SIGTERM).
-    pub state: String,
+    pub state: NodeState,
     pub draining: bool,
     pub stopping: bool,
     pub uptime_secs: u64,
@@ -108,7 +110,7 @@ pub struct NodeStatus {
 impl NodeStatus {
     /// What `/ready` says: only a serving node is ready.
     pub fn ready(&self) -> bool {
-        self.state == "serving"
+        self.state == NodeState::Serving
     }
 }
 
@@ -120,42 +122,6 @@ pub struct Reloaded {
     /// Sections that changed in the file but take effect only on restart (`listen`, `node`,
     /// `timers`, `limits`, `tcp`, `health`, `guard`, `tls.handshake_timeout`, `admin`).
     pub restart_required: Vec<String>,
-}
-
-/// What an operator can do to a destination.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DestinationAction {
-    /// No new calls; calls in progress continue.
-    Drain,
-    /// No traffic and no probes.
-    Maintenance,
-    /// Back to normal health checking (leaves drain, maintenance and forced-up).
-    Enable,
-    /// Up whatever the probes say.
-    ForceUp,
-}
-
-impl DestinationAction {
-    pub const ALL: [DestinationAction; 4] = [
-        DestinationAction::Drain,
-        DestinationAction::Maintenance,
-        DestinationAction::Enable,
-        DestinationAction::ForceUp,
-    ];
-
-    /// The path segment: `drain`, `maintenance`, `enable`, `force-up`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DestinationAction::Drain => "drain",
-            DestinationAction::Maintenance => "maintenance",
-            DestinationAction::Enable => "enable",
-            DestinationAction::ForceUp => "force-up",
-        }
-    }
-
-    pub fn parse(segment: &str) -> Option<DestinationAction> {
-        Self::ALL.into_iter().find(|a| a.as_str() == segment)
-    }
 }
 
 /// Why a destination action was refused.
@@ -343,8 +309,8 @@ impl Api {
     }
 
     fn action(&self, name: &str, action: &str) -> Reply {
-        let Some(action) = DestinationAction::parse(action) else {
-            let known: Vec<&str> = DestinationAction::ALL.map(|a| a.as_str()).to_vec();
+        let Some(action) = action.parse::<AdminAction>().ok() else {
+            let known: Vec<&str> = AdminAction::ALL.map(|a| a.as_str()).to_vec();
             let hint = routing_rules::check::closest(action, known.iter().copied())
                 .map(|near| format!(" (did you mean {near:?}?)"))
                 .unwrap_or_default();
@@ -751,7 +717,7 @@ fn fetch_json<T: serde::de::DeserializeOwned>(
 /// The node line `pointsman status` prints above the destination table; `colour`: colour the
 /// state word (for a terminal).
 pub fn render_node(node: &NodeStatus, colour: bool) -> String {
-    let state = printable(&node.state);
+    let state = node.state.as_str().to_string();
     let state = match (colour, state_colour(&state)) {
         (true, Some(code)) => format!("\x1b[{code}m{state}\x1b[0m"),
         _ => state,
@@ -794,7 +760,7 @@ pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String
             [
                 printable(&d.name),
                 printable(&d.address),
-                printable(&d.state),
+                d.state.as_str().to_string(),
                 human_secs(d.since_secs),
                 d.last_probe_rtt_ms.map_or_else(|| "-".into(), human_ms),
                 d.calls_in_progress.to_string(),
@@ -897,11 +863,11 @@ mod tests {
 
     const TOKEN: &str = "0123456789abcdef0123";
 
-    fn status(name: &str, state: &str) -> DestinationStatus {
+    fn status(name: &str, state: State) -> DestinationStatus {
         DestinationStatus {
             name: name.into(),
             address: format!("{name}.example:5060"),
-            state: state.into(),
+            state,
             reason: "3 probes ok".into(),
             since_secs: 192,
             last_probe_rtt_ms: Some(1.25),
@@ -924,7 +890,10 @@ mod tests {
     impl Fake {
         fn new() -> Arc<Fake> {
             Arc::new(Fake {
-                dests: Mutex::new(vec![status("primary", "up"), status("secondary", "down")]),
+                dests: Mutex::new(vec![
+                    status("primary", State::Up),
+                    status("secondary", State::Down),
+                ]),
                 draining: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 reload_errors: Mutex::new(Vec::new()),
@@ -939,25 +908,24 @@ mod tests {
         fn destination_action(
             &self,
             name: &str,
-            action: DestinationAction,
+            action: AdminAction,
         ) -> Result<DestinationStatus, ActionError> {
             let mut dests = self.dests.lock().unwrap();
             let d = dests
                 .iter_mut()
                 .find(|d| d.name == name)
                 .ok_or_else(|| ActionError::UnknownDestination(name.into()))?;
-            if d.state == "maintenance" && action == DestinationAction::ForceUp {
+            if d.state == State::Maintenance && action == AdminAction::ForceUp {
                 return Err(ActionError::Conflict(
                     "primary is in maintenance: enable it first".into(),
                 ));
             }
             d.state = match action {
-                DestinationAction::Drain => "draining",
-                DestinationAction::Maintenance => "maintenance",
-                DestinationAction::Enable => "probing",
-                DestinationAction::ForceUp => "forced-up",
-            }
-            .into();
+                AdminAction::Drain => State::Draining,
+                AdminAction::Maintenance => State::Maintenance,
+                AdminAction::Enable => State::Probing,
+                AdminAction::ForceUp => State::ForcedUp,
+            };
             d.reason = format!("admin: {}", action.as_str());
             d.since_secs = 0;
             Ok(d.clone())
@@ -971,11 +939,10 @@ mod tests {
                 id: 7,
                 version: "1.2.3".into(),
                 state: match (draining, stopping) {
-                    (_, true) => "stopping",
-                    (true, false) => "draining",
-                    (false, false) => "serving",
-                }
-                .into(),
+                    (_, true) => NodeState::Stopping,
+                    (true, false) => NodeState::Draining,
+                    (false, false) => NodeState::Serving,
+                },
                 draining,
                 stopping,
                 uptime_secs: 192,
@@ -1029,6 +996,22 @@ mod tests {
     fn json(reply: &Reply) -> serde_json::Value {
         assert_eq!(reply.content_type, "application/json", "{reply:?}");
         serde_json::from_str(&reply.body).expect("JSON body")
+    }
+
+    /// The JSON carries the same state words as `as_str` (logs, metrics docs, `status`), both
+    /// ways.
+    #[test]
+    fn states_serialise_as_their_names() {
+        for s in State::ALL {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<State>(&json).unwrap(), s);
+        }
+        for s in [NodeState::Serving, NodeState::Draining, NodeState::Stopping] {
+            let json = serde_json::to_string(&s).unwrap();
+            assert_eq!(json, format!("\"{}\"", s.as_str()));
+            assert_eq!(serde_json::from_str::<NodeState>(&json).unwrap(), s);
+        }
     }
 
     #[test]
@@ -1164,7 +1147,7 @@ mod tests {
             "unknown action \"force_up\" (did you mean \"force-up\"?): use one of drain, \
              maintenance, enable, force-up"
         );
-        assert_eq!(fake.destinations()[0].state, "up", "nothing changed");
+        assert_eq!(fake.destinations()[0].state, State::Up, "nothing changed");
     }
 
     #[test]
@@ -1334,7 +1317,7 @@ mod tests {
         assert_eq!(r.header("content-type"), Some("application/json"));
         let node = fetch_node(&addr, None, t).expect("GET /node");
         assert_eq!(node, fake.node());
-        assert_eq!(node.state, "draining");
+        assert_eq!(node.state, NodeState::Draining);
     }
 
     #[test]
@@ -1398,11 +1381,11 @@ mod tests {
 
     fn table_rows() -> Vec<DestinationStatus> {
         vec![
-            status("primary", "up"),
+            status("primary", State::Up),
             DestinationStatus {
                 name: "lifeboat-ivr".into(),
                 address: "[2001:db8::7]:5061".into(),
-                state: "maintenance".into(),
+                state: State::Maintenance,
                 reason: "admin: maintenance\x1b[2J".into(),
                 since_secs: 90_061,
                 last_probe_rtt_ms: None,
@@ -1413,11 +1396,11 @@ mod tests {
                 probes_failed: 0,
             },
             DestinationStatus {
-                state: "down".into(),
+                state: State::Down,
                 reason: "3 probes failed (timeout)".into(),
                 since_secs: 7,
                 last_probe_rtt_ms: Some(250.4),
-                ..status("edge-b", "down")
+                ..status("edge-b", State::Down)
             },
         ]
     }

@@ -78,17 +78,6 @@ pub struct Options {
     pub hold: Duration,
 }
 
-impl Options {
-    pub fn default_failures() -> Vec<Failure> {
-        vec![
-            Failure::Overload,
-            Failure::Brownout,
-            Failure::Dies,
-            Failure::Recovers,
-        ]
-    }
-}
-
 /// What happened to one call, as the peers saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CallReport {
@@ -605,7 +594,7 @@ async fn watch_states(
     changes: Arc<std::sync::Mutex<Vec<String>>>,
     started: Instant,
 ) {
-    let mut last: BTreeMap<String, String> = BTreeMap::new();
+    let mut last: BTreeMap<String, pointsman_protocol::health::State> = BTreeMap::new();
     loop {
         let addr = admin.clone();
         let fetched = tokio::task::spawn_blocking(move || {

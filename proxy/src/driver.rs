@@ -68,11 +68,6 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
     })
 }
 
-/// Runs pointsman until SIGTERM or SIGINT stops it, with no reload. See [`run_with_reload`].
-pub fn run(cfg: Config) -> anyhow::Result<()> {
-    run_with_reload(cfg, None)
-}
-
 /// The sockets of the listeners: each worker's UDP sockets, and the TCP/TLS listeners.
 struct Bound {
     udp: Vec<Vec<(usize, std::net::UdpSocket)>>,

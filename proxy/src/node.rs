@@ -7,17 +7,15 @@
 //! metric handles), built here and swapped into the core atomically, so a call never mixes the
 //! ids of two rule sets. It must not touch SIP messages: that is the core's job.
 
-use crate::admin::{
-    self, ActionError, DestinationAction, DestinationStatus, NodeControl, NodeStatus, Reloaded,
-};
+use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus, Reloaded};
 use crate::config::Config;
 use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pointsman_protocol::core::{Core, Routing};
-use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError, State};
-use pointsman_protocol::metrics::{DestState, Metrics, NodeState};
+use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError};
+use pointsman_protocol::metrics::{Metrics, NodeState};
 use routing_rules::{DestId, Router};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -333,7 +331,7 @@ fn status(s: DestinationSnapshot) -> DestinationStatus {
     DestinationStatus {
         name: s.name,
         address: s.address,
-        state: s.state.as_str().to_string(),
+        state: s.state,
         reason: s.reason,
         since_secs: s.in_state_for.as_secs(),
         last_probe_rtt_ms: s.last_probe_rtt.map(|d| d.as_secs_f64() * 1e3),
@@ -342,17 +340,6 @@ fn status(s: DestinationSnapshot) -> DestinationStatus {
         failures: s.failures,
         probes_ok: s.probes_ok,
         probes_failed: s.probes_failed,
-    }
-}
-
-fn dest_state(state: State) -> DestState {
-    match state {
-        State::Down => DestState::Down,
-        State::Up => DestState::Up,
-        State::Draining => DestState::Draining,
-        State::Maintenance => DestState::Maintenance,
-        State::ForcedUp => DestState::ForcedUp,
-        State::Probing => DestState::Probing,
     }
 }
 
@@ -370,14 +357,8 @@ impl NodeControl for Node {
     fn destination_action(
         &self,
         name: &str,
-        action: DestinationAction,
+        action: AdminAction,
     ) -> Result<DestinationStatus, ActionError> {
-        let action = match action {
-            DestinationAction::Drain => AdminAction::Drain,
-            DestinationAction::Maintenance => AdminAction::Maintenance,
-            DestinationAction::Enable => AdminAction::Enable,
-            DestinationAction::ForceUp => AdminAction::ForceUp,
-        };
         let now = Instant::now();
         match self.health.act(name, action, now) {
             Ok(_) => {}
@@ -398,7 +379,7 @@ impl NodeControl for Node {
         NodeStatus {
             id: self.id,
             version: env!("CARGO_PKG_VERSION").into(),
-            state: state.as_str().into(),
+            state,
             draining: self.draining.load(Ordering::Acquire),
             stopping: state == NodeState::Stopping,
             uptime_secs: self.started.elapsed().as_secs(),
@@ -439,7 +420,7 @@ impl NodeControl for Node {
         routing.metrics.set_transactions(servers + clients);
         for (i, d) in routing.health.iter().enumerate() {
             let id = DestId(i as u32);
-            routing.metrics.destination_state(id, dest_state(d.state()));
+            routing.metrics.destination_state(id, d.state());
             if let Some(rtt) = d.snapshot(Instant::now()).last_probe_rtt {
                 routing.metrics.probe_rtt(id, rtt);
             }

@@ -289,12 +289,6 @@ impl Router {
     pub fn group(&self, id: GroupId) -> &Group {
         &self.groups[id.0 as usize]
     }
-    pub fn group_by_name(&self, name: &str) -> Option<GroupId> {
-        self.groups
-            .iter()
-            .position(|g| g.name == name)
-            .map(|i| GroupId(i as u32))
-    }
     /// Listener names used by `match.source` conditions, with the key path of each (for the
     /// config to check they exist).
     pub fn sources(&self) -> impl Iterator<Item = (String, &str)> + '_ {

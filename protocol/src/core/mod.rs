@@ -787,13 +787,13 @@ impl Core {
         } else {
             self.validate(msg)
         };
-        if let Err((code, extra)) = checked {
+        if let Err(rejection) = checked {
             let resp = originate::response(
                 msg,
-                code,
-                originate::reason_phrase(code),
+                rejection.code(),
+                rejection.reason(),
                 &local_tag(key),
-                &extra,
+                &rejection.extra_headers(),
             );
             return send(out, inb.from, resp);
         }
@@ -851,42 +851,39 @@ impl Core {
 
     /// RFC 3261 §16.3 step 2 and §8.2.2.1: a Request-URI pointsman can act on is sip:, sips:
     /// or tel: (anything else: 416, whatever the method); one that does not parse gets 400.
-    fn validate_request_uri(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+    fn validate_request_uri(&self, msg: &Message<'_>) -> Result<(), Rejection> {
         let StartLine::Request { uri, .. } = msg.start else {
             return Ok(());
         };
         match wire::parse_uri(msg.buf, uri) {
-            Ok(u) if u.scheme == wire::UriScheme::Other => Err((416, String::new())),
+            Ok(u) if u.scheme == wire::UriScheme::Other => Err(Rejection::UnsupportedUriScheme),
             Ok(_) => Ok(()),
-            Err(_) => Err((400, String::new())),
+            Err(_) => Err(Rejection::BadRequestUri),
         }
     }
 
     /// The checks on a request pointsman answers itself, as a UAS (§8.2.2): its Request-URI,
     /// and `Require`: pointsman supports no extension, so any option tag gets 420 with the
     /// tags in `Unsupported` (§8.2.2.3).
-    fn validate_as_uas(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+    fn validate_as_uas(&self, msg: &Message<'_>) -> Result<(), Rejection> {
         self.validate_request_uri(msg)?;
         if let Some(h) = msg.header(HeaderName::Require) {
-            let tags = String::from_utf8_lossy(msg.slice(h.value)).replace(['\r', '\n'], " ");
-            return Err((420, format!("Unsupported: {tags}\r\n")));
+            return Err(Rejection::bad_extension(msg.slice(h.value)));
         }
         Ok(())
     }
 
-    /// RFC 3261 §16.3: the checks before a request is proxied. `Err` carries the code to answer
-    /// and any extra header lines.
-    fn validate(&self, msg: &Message<'_>) -> Result<(), (u16, String)> {
+    /// RFC 3261 §16.3: the checks before a request is proxied.
+    fn validate(&self, msg: &Message<'_>) -> Result<(), Rejection> {
         self.validate_request_uri(msg)?;
         if msg.max_forwards == Some(0) {
-            return Err((483, String::new()));
+            return Err(Rejection::TooManyHops);
         }
         if self.is_loop(msg) {
-            return Err((482, String::new()));
+            return Err(Rejection::LoopDetected);
         }
         if let Some(h) = msg.header(HeaderName::ProxyRequire) {
-            let tags = String::from_utf8_lossy(msg.slice(h.value)).replace(['\r', '\n'], " ");
-            return Err((420, format!("Unsupported: {tags}\r\n")));
+            return Err(Rejection::bad_extension(msg.slice(h.value)));
         }
         Ok(())
     }
@@ -1864,6 +1861,54 @@ fn socket_addr(host: &[u8], port: u16) -> Option<SocketAddr> {
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let ip: std::net::IpAddr = host.parse().ok()?;
     Some(SocketAddr::new(ip, port))
+}
+
+/// Why a request failed the checks before pointsman proxies or answers it (RFC 3261 §16.3,
+/// §8.2.2); the error response is derived from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Rejection {
+    /// The Request-URI does not parse: 400.
+    BadRequestUri,
+    /// A Request-URI whose scheme is not sip, sips or tel: 416.
+    UnsupportedUriScheme,
+    /// A `Require` or `Proxy-Require` option tag, none of which pointsman supports: 420, with
+    /// the tags (line ends blanked) echoed in `Unsupported` (§8.2.2.3).
+    BadExtension { tags: String },
+    /// Our own Via with this request's loop hash: it came back unchanged (§16.3 step 4): 482.
+    LoopDetected,
+    /// `Max-Forwards: 0`: 483.
+    TooManyHops,
+}
+
+impl Rejection {
+    fn bad_extension(tags: &[u8]) -> Rejection {
+        Rejection::BadExtension {
+            tags: String::from_utf8_lossy(tags).replace(['\r', '\n'], " "),
+        }
+    }
+
+    fn code(&self) -> u16 {
+        match self {
+            Rejection::BadRequestUri => 400,
+            Rejection::UnsupportedUriScheme => 416,
+            Rejection::BadExtension { .. } => 420,
+            Rejection::LoopDetected => 482,
+            Rejection::TooManyHops => 483,
+        }
+    }
+
+    /// The reason phrase, from the one table of pointsman's phrases.
+    fn reason(&self) -> &'static str {
+        originate::reason_phrase(self.code())
+    }
+
+    /// Header lines the response carries besides the usual ones (each ending in CRLF).
+    fn extra_headers(&self) -> String {
+        match self {
+            Rejection::BadExtension { tags } => format!("Unsupported: {tags}\r\n"),
+            _ => String::new(),
+        }
+    }
 }
 
 #[cfg(test)]

@@ -136,9 +136,11 @@ pub struct Settings {
     pub policy: Policy,
 }
 
-/// What a destination is, as published. The discriminants are stable (they are stored in an
-/// atomic and may be exported as a gauge).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+/// What a destination is, as published. The discriminants are stable: they are stored in an
+/// atomic and are the value of the `pointsman_destination_state` gauge. Serialised (admin API)
+/// as [`as_str`](State::as_str).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 #[repr(u8)]
 pub enum State {
     Down = 0,
@@ -165,7 +167,7 @@ impl State {
         matches!(self, State::Up | State::ForcedUp | State::Probing)
     }
 
-    /// The name the admin API, logs and `pointsman status` show.
+    /// The name the admin API, logs, metrics docs and `pointsman status` show.
     pub fn as_str(self) -> &'static str {
         match self {
             State::Down => "down",
@@ -177,6 +179,7 @@ impl State {
         }
     }
 
+    /// The value stored in the atomic and exported as the gauge.
     pub fn as_u8(self) -> u8 {
         self as u8
     }

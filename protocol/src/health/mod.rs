@@ -30,10 +30,7 @@ pub mod machine;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{
-    AdminAction, Counters, Machine, Passive, Policy, Settings, State, Transition,
-    DEFAULT_RETRY_AFTER_MAX, DEFAULT_RETRY_AFTER_MIN,
-};
+pub use machine::{AdminAction, Counters, Machine, Passive, Policy, Settings, State, Transition};
 
 use routing_rules::spec::TransportSpec;
 use routing_rules::{DestId, Destination, Router};

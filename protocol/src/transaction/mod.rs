@@ -494,11 +494,6 @@ impl ServerInvite {
         self.state
     }
 
-    /// Whether a final response was sent.
-    pub fn is_final(&self) -> bool {
-        !matches!(self.state, ServerInviteState::Proceeding)
-    }
-
     /// The INVITE arrived again: resend the last response (absorbed otherwise).
     pub fn on_retransmission(&mut self, out: &mut Vec<TxAction>) {
         if matches!(

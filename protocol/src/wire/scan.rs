@@ -744,25 +744,95 @@ pub enum ScanError {
 }
 
 impl ScanError {
-    /// A short, stable label (metrics, logs).
-    pub fn kind(&self) -> &'static str {
+    /// What kind of defect this is: the `kind` label of `pointsman_parse_errors_total`.
+    pub fn kind(&self) -> ParseErrorKind {
         match self {
-            ScanError::BadStartLine(_) => "bad_start_line",
-            ScanError::UnknownVersion => "unknown_version",
-            ScanError::MissingHeader(_) => "missing_header",
-            ScanError::BadHeader { .. } => "bad_header",
-            ScanError::CSeqMethodMismatch => "cseq_method_mismatch",
-            ScanError::BadContentLength(_) => "bad_content_length",
-            ScanError::ConflictingContentLength => "conflicting_content_length",
-            ScanError::ContentLengthExceedsBody { .. } => "content_length_exceeds_body",
-            ScanError::MissingContentLength => "missing_content_length",
-            ScanError::NoEndOfHeaders => "no_end_of_headers",
-            ScanError::TooLarge { .. } => "too_large",
-            ScanError::TooManyHeaders { .. } => "too_many_headers",
-            ScanError::LineTooLong { .. } => "line_too_long",
-            ScanError::TooManyVias { .. } => "too_many_vias",
-            ScanError::BadUri(_) => "bad_uri",
+            ScanError::BadStartLine(_) => ParseErrorKind::BadStartLine,
+            ScanError::UnknownVersion => ParseErrorKind::UnknownVersion,
+            ScanError::MissingHeader(_) => ParseErrorKind::MissingHeader,
+            ScanError::BadHeader { .. } => ParseErrorKind::BadHeader,
+            ScanError::CSeqMethodMismatch => ParseErrorKind::CSeqMethodMismatch,
+            ScanError::BadContentLength(_) => ParseErrorKind::BadContentLength,
+            ScanError::ConflictingContentLength => ParseErrorKind::ConflictingContentLength,
+            ScanError::ContentLengthExceedsBody { .. } => ParseErrorKind::ContentLengthExceedsBody,
+            ScanError::MissingContentLength => ParseErrorKind::MissingContentLength,
+            ScanError::NoEndOfHeaders => ParseErrorKind::NoEndOfHeaders,
+            ScanError::TooLarge { .. } => ParseErrorKind::TooLarge,
+            ScanError::TooManyHeaders { .. } => ParseErrorKind::TooManyHeaders,
+            ScanError::LineTooLong { .. } => ParseErrorKind::LineTooLong,
+            ScanError::TooManyVias { .. } => ParseErrorKind::TooManyVias,
+            ScanError::BadUri(_) => ParseErrorKind::BadUri,
         }
+    }
+}
+
+/// The kind of a [`ScanError`], without its details: the one list of parse-error kinds (the
+/// metric labels are derived from [`ParseErrorKind::ALL`]). The discriminant indexes `ALL`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ParseErrorKind {
+    BadStartLine,
+    UnknownVersion,
+    MissingHeader,
+    BadHeader,
+    CSeqMethodMismatch,
+    BadContentLength,
+    ConflictingContentLength,
+    ContentLengthExceedsBody,
+    MissingContentLength,
+    NoEndOfHeaders,
+    TooLarge,
+    TooManyHeaders,
+    LineTooLong,
+    TooManyVias,
+    BadUri,
+}
+
+impl ParseErrorKind {
+    /// Every kind, in discriminant order.
+    pub const ALL: [ParseErrorKind; 15] = [
+        ParseErrorKind::BadStartLine,
+        ParseErrorKind::UnknownVersion,
+        ParseErrorKind::MissingHeader,
+        ParseErrorKind::BadHeader,
+        ParseErrorKind::CSeqMethodMismatch,
+        ParseErrorKind::BadContentLength,
+        ParseErrorKind::ConflictingContentLength,
+        ParseErrorKind::ContentLengthExceedsBody,
+        ParseErrorKind::MissingContentLength,
+        ParseErrorKind::NoEndOfHeaders,
+        ParseErrorKind::TooLarge,
+        ParseErrorKind::TooManyHeaders,
+        ParseErrorKind::LineTooLong,
+        ParseErrorKind::TooManyVias,
+        ParseErrorKind::BadUri,
+    ];
+
+    /// A short, stable label (metrics, logs).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ParseErrorKind::BadStartLine => "bad_start_line",
+            ParseErrorKind::UnknownVersion => "unknown_version",
+            ParseErrorKind::MissingHeader => "missing_header",
+            ParseErrorKind::BadHeader => "bad_header",
+            ParseErrorKind::CSeqMethodMismatch => "cseq_method_mismatch",
+            ParseErrorKind::BadContentLength => "bad_content_length",
+            ParseErrorKind::ConflictingContentLength => "conflicting_content_length",
+            ParseErrorKind::ContentLengthExceedsBody => "content_length_exceeds_body",
+            ParseErrorKind::MissingContentLength => "missing_content_length",
+            ParseErrorKind::NoEndOfHeaders => "no_end_of_headers",
+            ParseErrorKind::TooLarge => "too_large",
+            ParseErrorKind::TooManyHeaders => "too_many_headers",
+            ParseErrorKind::LineTooLong => "line_too_long",
+            ParseErrorKind::TooManyVias => "too_many_vias",
+            ParseErrorKind::BadUri => "bad_uri",
+        }
+    }
+}
+
+impl std::fmt::Display for ParseErrorKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 

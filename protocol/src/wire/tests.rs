@@ -1064,7 +1064,7 @@ mod rejected {
         ] {
             let e = err(&with_start_line(line));
             assert!(matches!(e, ScanError::BadStartLine(_)), "{line:?}: {e:?}");
-            assert_eq!(e.kind(), "bad_start_line");
+            assert_eq!(e.kind().as_str(), "bad_start_line");
         }
     }
 
@@ -1125,7 +1125,7 @@ mod rejected {
             let bytes = sip(&edit(INVITE, &[prefix], &[]), b"");
             let e = err(&bytes);
             assert_eq!(e, ScanError::MissingHeader(name));
-            assert_eq!(e.kind(), "missing_header");
+            assert_eq!(e.kind().as_str(), "missing_header");
         }
         // A response needs them too.
         let bytes = sip(&edit(RINGING, &["Call-ID:"], &[]), b"");
@@ -1220,7 +1220,7 @@ mod rejected {
     fn conflicting_content_lengths_are_rejected() {
         let e = with_content_length(&["4", "5"], b"abcde");
         assert_eq!(e, ScanError::ConflictingContentLength);
-        assert_eq!(e.kind(), "conflicting_content_length");
+        assert_eq!(e.kind().as_str(), "conflicting_content_length");
         // Compact and full forms are the same header.
         let bytes = sip(
             &edit(INVITE, &["Content-Length:"], &["l: 0", "Content-Length: 1"]),
@@ -1355,7 +1355,7 @@ mod rejected {
                 limit: bytes.len() - 1
             }
         );
-        assert_eq!(e.kind(), "too_large");
+        assert_eq!(e.kind().as_str(), "too_large");
         assert_eq!(
             frame_stream(&bytes, &smaller),
             Err(ScanError::TooLarge {
@@ -1504,7 +1504,7 @@ mod rejected {
         );
         let e = err_with(&bytes, &three);
         assert_eq!(e, ScanError::TooManyVias { limit: 3 });
-        assert_eq!(e.kind(), "too_many_vias");
+        assert_eq!(e.kind().as_str(), "too_many_vias");
     }
 
     #[test]
@@ -1551,11 +1551,19 @@ mod rejected {
             ScanError::TooManyVias { limit: 1 },
             ScanError::BadUri("x"),
         ];
-        let mut kinds: Vec<&str> = errors.iter().map(ScanError::kind).collect();
-        assert!(kinds.iter().all(|k| !k.is_empty() && !k.contains(' ')));
-        kinds.sort_unstable();
-        kinds.dedup();
-        assert_eq!(kinds.len(), errors.len());
+        // Each error has a kind of its own, and every kind in `ALL` is some error's.
+        let kinds: Vec<ParseErrorKind> = errors.iter().map(ScanError::kind).collect();
+        assert_eq!(kinds, ParseErrorKind::ALL);
+        // `ALL` is in discriminant order (the metrics index it so), and its labels are distinct
+        // (two kinds sharing one would merge their series).
+        let mut labels = std::collections::HashSet::new();
+        for (i, kind) in ParseErrorKind::ALL.iter().enumerate() {
+            assert_eq!(*kind as usize, i, "{kind:?} is out of place in ALL");
+            let label = kind.as_str();
+            assert!(!label.is_empty() && !label.contains(' '), "{label:?}");
+            assert!(labels.insert(label), "{label} is a label twice");
+            assert_ne!(label, crate::metrics::PARSE_ERROR_OTHER);
+        }
     }
 
     #[test]
@@ -1621,7 +1629,7 @@ mod datagram {
                 available: 4
             }
         );
-        assert_eq!(e.kind(), "content_length_exceeds_body");
+        assert_eq!(e.kind().as_str(), "content_length_exceeds_body");
         // Exactly the bytes there are is fine.
         assert_eq!(ok(&with_cl(Some("4"), b"abcd")).body.len(), 4);
     }
@@ -1667,7 +1675,7 @@ mod stream {
         assert_eq!(framed(&bytes), Err(ScanError::MissingContentLength));
         let e = scan(&bytes, Framing::Stream, &Limits::default()).unwrap_err();
         assert_eq!(e, ScanError::MissingContentLength);
-        assert_eq!(e.kind(), "missing_content_length");
+        assert_eq!(e.kind().as_str(), "missing_content_length");
     }
 
     #[test]

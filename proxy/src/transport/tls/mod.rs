@@ -575,10 +575,6 @@ impl Certificates {
         Ok(())
     }
 
-    pub fn handshake_timeout(&self) -> Duration {
-        self.handshake_timeout
-    }
-
     /// Whether listener `index` serves TLS.
     pub fn serves(&self, index: usize) -> bool {
         self.current
