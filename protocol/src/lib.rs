@@ -20,6 +20,8 @@
 //!   transaction, call or dialog; `Call` is the per-INVITE response context with serial
 //!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice.
 //! - [`metrics`]: the metric handles and their label enums (the exporter is the I/O crate's).
+//! - `testing` (tests and the `testing` feature only): the deterministic fake-clock harness
+//!   the core's tests, the fuzzers and the benches drive the core with.
 //!
 //! Routing decisions come from the `routing-rules` crate, which is pure too.
 
@@ -29,6 +31,8 @@ pub mod health;
 pub mod metrics;
 pub mod originate;
 pub mod peer;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timer;
 pub mod transaction;
 pub mod wire;
