@@ -36,13 +36,13 @@ What to run (default: --rate 1000 --duration 20, pointsman only)
                          add a ratio row (pointsman / Kamailio)
   --only kamailio        Kamailio alone
   --floor                before the proxies at each rate, run the floor: a bare UDP forwarder
-                         (proxy/examples/udp_floor.rs: one thread, blocking recvfrom/sendto, no
+                         (benches/tools/src/bin/udp_floor.rs: one thread, blocking recvfrom/sendto, no
                          SIP) that shows what the machine's scheduler and kernel alone add to a
                          message; use it with --latency (its calls fail at BYE: it keeps no route)
   --primary KIND         primary trunk: normal (default), 503, brownout (100 Trying after 4 s),
                          silent (never answers); the secondary always answers
   --latency              first measure how often the idle machine stalls a busy thread for 5 s
-                         (proxy/examples/cpu_stalls.rs), then capture the loopback with tcpdump
+                         (benches/tools/src/bin/cpu_stalls.rs), then capture the loopback with tcpdump
                          to measure the time inside the proxy
                          with kernel timestamps (adds tcpdump's cost to the machine: use it for
                          latency runs, not for the CPU figures)
@@ -169,19 +169,19 @@ need python3 "apt-get install python3"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/pointsman"
-FLOOR_BIN="$TARGET_DIR/release/examples/udp_floor"
+FLOOR_BIN="$TARGET_DIR/release/udp_floor"
 if [[ $FLOOR == 1 ]]; then
 	PROXIES="floor $PROXIES"
 	if [[ $BUILD == 1 ]]; then
 		echo "building the floor forwarder (release)..."
-		(cd "$ROOT" && cargo build --release -p pointsman --example udp_floor --quiet)
+		(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin udp_floor --quiet)
 	fi
 	[[ -x "$FLOOR_BIN" ]] || { echo "no floor forwarder at $FLOOR_BIN (drop --no-build)" >&2; exit 1; }
 fi
-STALLS_BIN="$TARGET_DIR/release/examples/cpu_stalls"
+STALLS_BIN="$TARGET_DIR/release/cpu_stalls"
 if [[ $LATENCY == 1 && $BUILD == 1 ]]; then
 	echo "building the stall probe (release)..."
-	(cd "$ROOT" && cargo build --release -p pointsman --example cpu_stalls --quiet)
+	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin cpu_stalls --quiet)
 fi
 if [[ " $PROXIES " == *" pointsman "* ]]; then
 	if [[ $BUILD == 1 ]]; then

@@ -6,7 +6,7 @@ Four observers, each counted on its own:
     primary.csv, secondary.csv; failed Call-IDs from carrier_uac_*_calldebug.log);
   - pointsman's /metrics before and after the calls (metrics_before.txt, metrics_after.txt);
   - the impairment relay: its counts per link and direction (relay.json) and its log of every
-    SIP datagram (relay.log, see proxy/examples/impair.rs), from which the report proves:
+    SIP datagram (relay.log, see benches/tools/src/bin/impair.rs), from which the report proves:
       * CANCEL before reroute: for every call whose INVITE went to both clouds, a CANCEL to the
         first left pointsman before the INVITE to the second (kernel receive timestamps at the
         relay, in send order), unless the first had already given a final answer;

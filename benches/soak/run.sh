@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # pointsman's fault-injection soak: a SIPp carrier calls through pointsman to two SIPp clouds,
-# every link impaired in both directions by the relay proxy/examples/impair.rs (loss,
+# every link impaired in both directions by the relay benches/tools/src/bin/impair.rs (loss,
 # duplication, jitter, reordering), the primary cloud's link blackholed every other flap
 # period; then benches/soak/report.py explains every failed call from what the relay, SIPp
 # and pointsman's /metrics saw. See benches/README.md.
@@ -76,10 +76,10 @@ done
 python3 "$HERE/report.py" selftest
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 BIN="$TARGET_DIR/release/pointsman"
-RELAY="$TARGET_DIR/release/examples/impair"
+RELAY="$TARGET_DIR/release/impair"
 if [[ $BUILD == 1 ]]; then
 	echo "building pointsman and the impairment relay (release)..."
-	(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --example impair --quiet)
+	(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --quiet && cargo build --release -p pointsman-bench-tools --bin impair --quiet)
 fi
 [[ -x "$BIN" && -x "$RELAY" ]] || { echo "no release build at $TARGET_DIR (drop --no-build)" >&2; exit 1; }
 

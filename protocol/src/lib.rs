@@ -11,15 +11,18 @@
 //! - [`peer`]: who a message came from or goes to (transport, address, connection).
 //! - [`wire`]: the zero-copy scanner of received SIP bytes and the splicer that edits them.
 //! - [`originate`]: the messages pointsman writes itself (responses, CANCEL, ACK, BYE, OPTIONS).
-//! - [`transaction`]: the RFC 3261 §17 client and server transactions, and the sharded tables
-//!   every transaction, call and dialog is kept in.
+//! - [`transaction`]: the RFC 3261 §17 client and server transactions and their keys.
+//! - [`table`]: the sharded tables every transaction, call and dialog is kept in.
 //! - [`timer`]: the timer wheel the driver runs the core's timers on.
 //! - [`guard`]: ACLs, rate limits, scanner blocking and overload shedding, as decisions.
 //! - [`health`]: each destination's health state machine and the table the core reads.
 //! - [`core`]: the proxy core (RFC 3261 §16): `Core` dispatches each message to its
 //!   transaction, call or dialog; `Call` is the per-INVITE response context with serial
-//!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice.
+//!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice; a call's
+//!   state exports to plain data and restores into another core (`core::CallState`).
 //! - [`metrics`]: the metric handles and their label enums (the exporter is the I/O crate's).
+//! - `testing` (tests and the `testing` feature only): the deterministic fake-clock harness
+//!   the core's tests, the fuzzers and the benches drive the core with.
 //!
 //! Routing decisions come from the `routing-rules` crate, which is pure too.
 
@@ -30,6 +33,8 @@ pub mod metrics;
 pub mod originate;
 pub mod peer;
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 pub mod timer;
 pub mod transaction;
 pub mod wire;

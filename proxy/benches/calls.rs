@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 fn core(c: &mut Criterion) {
     let mut sim = Sim::warm();
-    let (servers, clients, _) = sim.core.table_sizes();
+    let (servers, clients, _) = sim.h.core.table_sizes();
     assert!(
         servers > 1_000 && clients > 1_000,
         "timers should keep ~32 s of calls: {servers} server, {clients} client transactions"

@@ -15,11 +15,10 @@
 
 use crate::config::{Config, ConfigError};
 use bytes::Bytes;
-use pointsman_protocol::core::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
-use pointsman_protocol::health::{Health, HealthConfig};
+use pointsman_protocol::core::Core;
 use pointsman_protocol::metrics::Metrics;
+use pointsman_protocol::testing::{self, generous_limits as generous, Answer, Harness};
 use pointsman_protocol::transaction::key::TxKey;
-use pointsman_protocol::transaction::TimerConfig;
 use pointsman_protocol::wire::{self, Framing, Limits, Method};
 use routing_rules::{DestId, Router};
 use std::collections::{HashMap, HashSet};
@@ -644,17 +643,6 @@ pub fn ops_to_bytes(ops: &[Op]) -> Vec<u8> {
 
 // ---- the core: simulation -------------------------------------------------------------------
 
-/// Limits for re-scanning what the core sends: far above what it accepts.
-fn generous() -> Limits {
-    let d = Limits::default();
-    Limits {
-        max_message_size: d.max_message_size * 4,
-        max_headers: d.max_headers * 4,
-        max_line_length: d.max_line_length * 4,
-        max_via: d.max_via * 4,
-    }
-}
-
 fn peer_addr(i: usize) -> SocketAddr {
     PEERS[i % PEERS.len()]
         .parse()
@@ -726,15 +714,10 @@ struct Finals {
     tainted: HashSet<(SocketAddr, Vec<u8>)>,
 }
 
-/// The core, its clock, its timers and what it sent.
+/// The core on the shared fake-clock harness (its clock, timers and sends), and what the
+/// simulated peers did.
 struct Sim {
-    core: Core,
-    now: Instant,
-    timers: Vec<(Instant, CoreTimer)>,
-    /// Every send: (to, bytes).
-    sent: Vec<(SocketAddr, Bytes)>,
-    /// Report keys of sends, in order.
-    reports: Vec<TxKey>,
+    h: Harness,
     /// Requests each peer sent, as sent.
     requests: [Vec<Vec<u8>>; 4],
     /// New INVITEs each peer sent.
@@ -748,38 +731,13 @@ struct Sim {
 impl Sim {
     fn new() -> Sim {
         let router = core_router();
-        let addrs = router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| SocketAddr::new(d.host.parse().expect("IP destinations"), d.port))
-            .collect();
         let metrics = core_metrics(&router);
         let now = Instant::now();
-        let health = Health::new(&HealthConfig::default());
-        let routing = Routing {
-            health: health.adopt(&router, now),
-            router,
-            addrs,
-            metrics,
-        };
-        let cfg = CoreConfig {
-            node_id: 7,
-            advertise_host: "192.0.2.10".into(),
-            advertise_port: 5060,
-            tls_port: None,
-            timers: TimerConfig::default(),
-            limits: Limits::default(),
-            listeners: vec!["carrier".into()],
-            acls: vec![pointsman_protocol::guard::Acl::default()],
-            guard: pointsman_protocol::guard::GuardConfig::default(),
-        };
+        let routing = testing::routing(router, metrics, now);
+        let mut cfg = testing::core_config();
+        cfg.listeners = vec!["carrier".into()];
         Sim {
-            core: Core::new(cfg, routing, now, 0x5eed),
-            now,
-            timers: Vec::new(),
-            sent: Vec::new(),
-            reports: Vec::new(),
+            h: Harness::new(Core::new(cfg, routing, now, 0x5eed), now),
             requests: Default::default(),
             invites: Default::default(),
             seq: 0,
@@ -788,20 +746,12 @@ impl Sim {
         }
     }
 
-    /// Checks and records what the core asked for. `stateless` is set while the core handles
-    /// bytes it cannot scan: its 400s then answer no transaction and are not recorded.
-    fn absorb(&mut self, out: Vec<Output>, stateless: bool) {
-        for o in out {
-            match o {
-                Output::Send { to, bytes, report } => {
-                    self.check_send(to.addr, &bytes, stateless);
-                    if let Some(k) = report {
-                        self.reports.push(k);
-                    }
-                    self.sent.push((to.addr, bytes));
-                }
-                Output::Timer { at, timer } => self.timers.push((at, timer)),
-            }
+    /// Checks what the core sent from send `from` on. `stateless` is set while the core
+    /// handles bytes it cannot scan: its 400s then answer no transaction and are not recorded.
+    fn check_sends(&mut self, from: usize, stateless: bool) {
+        for i in from..self.h.sent.len() {
+            let (to, _, bytes) = self.h.sent[i].clone();
+            self.check_send(to, &bytes, stateless);
         }
     }
 
@@ -878,27 +828,16 @@ impl Sim {
                 }
             }
         }
-        let mut out = Vec::new();
-        self.core
-            .on_message(Inbound::datagram(bytes, from), self.now, &mut out);
-        self.absorb(out, scanned.is_err());
+        let sent = self.h.sent.len();
+        self.h.receive(from, bytes);
+        self.check_sends(sent, scanned.is_err());
     }
 
     /// Moves the clock, firing due timers in deadline order.
     fn advance(&mut self, by: Duration) {
-        let until = self.now + by;
-        while let Some(i) = (0..self.timers.len()).min_by_key(|&i| self.timers[i].0) {
-            let (at, timer) = self.timers[i];
-            if at > until {
-                break;
-            }
-            self.timers.swap_remove(i);
-            self.now = self.now.max(at);
-            let mut out = Vec::new();
-            self.core.on_timer(timer, self.now, &mut out);
-            self.absorb(out, false);
-        }
-        self.now = until;
+        let sent = self.h.sent.len();
+        self.h.advance(by);
+        self.check_sends(sent, false);
     }
 
     fn fresh_branch(&mut self, peer: usize, old: bool) -> String {
@@ -913,10 +852,11 @@ impl Sim {
     /// The requests the core sent to `peer` whose method is `method` (see [`Resp::method`]).
     fn sent_requests(&self, peer: usize, method: u8) -> Vec<Bytes> {
         let addr = peer_addr(peer);
-        self.sent
+        self.h
+            .sent
             .iter()
-            .filter(|(to, b)| *to == addr && !b.starts_with(b"SIP/2.0 "))
-            .filter(|(_, b)| {
+            .filter(|(to, _, b)| *to == addr && !b.starts_with(b"SIP/2.0 "))
+            .filter(|(_, _, b)| {
                 let is = |m: &[u8]| b.starts_with(m) && b.get(m.len()) == Some(&b' ');
                 match method {
                     0 => !is(b"ACK"),
@@ -926,13 +866,13 @@ impl Sim {
                     _ => !is(b"ACK") && !is(b"INVITE") && !is(b"CANCEL") && !is(b"BYE"),
                 }
             })
-            .map(|(_, b)| b.clone())
+            .map(|(_, _, b)| b.clone())
             .collect()
     }
 
     /// The latest Record-Route value the core wrote, for `call_id` (or any call).
     fn record_route(&self, call_id: Option<&str>) -> Option<String> {
-        self.sent.iter().rev().find_map(|(_, b)| {
+        self.h.sent.iter().rev().find_map(|(_, _, b)| {
             let m = wire::scan(b, Framing::Datagram, &generous()).ok()?;
             if call_id.is_some_and(|c| m.slice(m.call_id) != c.as_bytes()) {
                 return None;
@@ -1164,30 +1104,29 @@ impl Sim {
             }
             Op::Advance { ms } => self.advance(Duration::from_millis(u64::from(*ms))),
             Op::Unreachable { nth, len } => {
-                let Some(i) = self
-                    .sent
-                    .len()
-                    .checked_sub(1 + *nth as usize % self.sent.len().max(1))
-                else {
+                let sent = self.h.sent.len();
+                let Some(i) = sent.checked_sub(1 + *nth as usize % sent.max(1)) else {
                     return;
                 };
-                let bytes = self.sent[i].1.clone();
+                let bytes = self.h.sent[i].2.clone();
                 let quoted = &bytes[..bytes.len().min(*len as usize)];
-                let mut out = Vec::new();
-                self.core.on_udp_unreachable(quoted, self.now, &mut out);
-                self.absorb(out, false);
+                self.h
+                    .drive(|core, now, out| core.on_udp_unreachable(quoted, now, out));
+                self.check_sends(sent, false);
             }
             Op::DeliveryFailure { nth } => {
+                let reports: Vec<TxKey> = self.h.reports.iter().flatten().copied().collect();
                 let key = match nth {
-                    Some(n) if !self.reports.is_empty() => {
-                        self.reports[self.reports.len() - 1 - *n as usize % self.reports.len()]
+                    Some(n) if !reports.is_empty() => {
+                        reports[reports.len() - 1 - *n as usize % reports.len()]
                     }
                     Some(n) => u64::from(*n),
                     None => 0x5eed_f00d,
                 };
-                let mut out = Vec::new();
-                self.core.on_delivery_failure(key, self.now, &mut out);
-                self.absorb(out, false);
+                let sent = self.h.sent.len();
+                self.h
+                    .drive(|core, now, out| core.on_delivery_failure(key, now, out));
+                self.check_sends(sent, false);
             }
         }
     }
@@ -1201,78 +1140,77 @@ fn call_of(call: u8) -> (&'static str, &'static str) {
     )
 }
 
-/// A response a UAS at `addr` would send to `request` (bytes the core sent): every Via, From,
-/// Call-ID, CSeq and Record-Route copied, To with `to_tag` added above 100 (unless it has one),
-/// a Contact on 2xx; then `twist`.
+/// A response a UAS at `addr` would send to `request` (bytes the core sent), built by the shared
+/// builder ([`testing::respond`]: Vias, From, To with `to_tag` added above 100 unless it has one,
+/// Call-ID, CSeq; Record-Route and a Contact when dialog-forming); then `twist`.
 pub fn response_to(request: &[u8], code: u16, to_tag: &str, addr: &str, twist: Twist) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request);
-    let mut out = format!("SIP/2.0 {code} Fuzzed\r\n");
+    // A tag the peer never used: the builder adds it only where it would have added `to_tag`.
+    let other_tag = format!("{to_tag}-other");
+    let contact = format!("sip:agent@{addr}");
+    let answer = Answer {
+        reason: "Fuzzed",
+        to_tag: if twist == Twist::ToTag {
+            &other_tag
+        } else {
+            to_tag
+        },
+        contact: &contact,
+        extra: if twist == Twist::RetryAfter {
+            "Retry-After: 120\r\n"
+        } else {
+            ""
+        },
+        sdp: None,
+    };
+    let Some(built) = testing::respond(request, code, &answer) else {
+        // What the core sends always scans; anything else gets a bare status line.
+        return format!("SIP/2.0 {code} Fuzzed\r\nContent-Length: 0\r\n\r\n").into_bytes();
+    };
+    if matches!(twist, Twist::None | Twist::ToTag | Twist::RetryAfter) {
+        return built;
+    }
+    let text = String::from_utf8_lossy(&built);
+    let mut out = String::with_capacity(text.len() + 16);
     let mut first_via = true;
-    for line in text.split("\r\n").skip(1) {
-        if line.is_empty() {
-            break;
-        }
-        let name = line
+    let mut branch_twisted = false;
+    for line in text.split_inclusive("\r\n") {
+        let body = line.strip_suffix("\r\n").unwrap_or(line);
+        let name = body
             .split(':')
             .next()
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        match name.as_str() {
-            "via" | "v" => {
-                let skip = first_via && twist == Twist::NoVia;
-                first_via = false;
-                if skip {
-                    continue;
-                }
-                if twist == Twist::Branch && !out.contains("branch=") {
-                    // One more character at the end of the top branch.
-                    let end = line.find(";rport").unwrap_or(line.len());
-                    out.push_str(&line[..end]);
-                    out.push('0');
-                    out.push_str(&line[end..]);
-                } else {
-                    out.push_str(line);
-                }
+        match (name.as_str(), twist) {
+            ("via" | "v", Twist::NoVia) if first_via => first_via = false,
+            ("via" | "v", Twist::Branch) if !branch_twisted => {
+                // One more character at the end of the top branch (the next Via too when the
+                // top one has none).
+                branch_twisted = body.contains("branch=");
+                let end = body.find(";rport").unwrap_or(body.len());
+                out.push_str(&body[..end]);
+                out.push('0');
+                out.push_str(&body[end..]);
+                out.push_str("\r\n");
             }
-            "from" | "f" | "record-route" => out.push_str(line),
-            "call-id" | "i" if twist == Twist::CallId => {
-                out.push_str(line);
-                out.push_str("-twisted");
+            ("call-id" | "i", Twist::CallId) => {
+                out.push_str(body);
+                out.push_str("-twisted\r\n");
             }
-            "call-id" | "i" => out.push_str(line),
-            "cseq" => {
-                let (_, value) = line.split_once(':').unwrap_or(("", ""));
+            ("cseq", Twist::CSeq | Twist::CSeqMethod) => {
+                let (_, value) = body.split_once(':').unwrap_or(("", ""));
                 let mut parts = value.split_whitespace();
                 let n: u32 = parts.next().and_then(|n| n.parse().ok()).unwrap_or(1);
                 let method = parts.next().unwrap_or("INVITE");
-                match twist {
-                    Twist::CSeq => out.push_str(&format!("CSeq: {} {method}", n + 1)),
-                    Twist::CSeqMethod => out.push_str(&format!("CSeq: {n} BYE")),
-                    _ => out.push_str(line),
+                if twist == Twist::CSeq {
+                    out.push_str(&format!("CSeq: {} {method}\r\n", n + 1));
+                } else {
+                    out.push_str(&format!("CSeq: {n} BYE\r\n"));
                 }
             }
-            "to" | "t" => {
-                out.push_str(line);
-                if code > 100 && !line.contains(";tag=") {
-                    out.push_str(";tag=");
-                    out.push_str(to_tag);
-                    if twist == Twist::ToTag {
-                        out.push_str("-other");
-                    }
-                }
-            }
-            _ => continue,
+            _ => out.push_str(line),
         }
-        out.push_str("\r\n");
     }
-    if (200..300).contains(&code) {
-        out.push_str(&format!("Contact: <sip:agent@{addr}>\r\n"));
-    }
-    if twist == Twist::RetryAfter {
-        out.push_str("Retry-After: 120\r\n");
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
     out.into_bytes()
 }
 
@@ -1298,19 +1236,19 @@ pub fn core_sequence(ops: &[Op]) {
     sim.step = ops.len();
     sim.advance(Duration::from_secs(2 * 3600));
     assert_eq!(
-        sim.core.table_sizes(),
+        sim.h.core.table_sizes(),
         (0, 0, 0),
         "(servers, clients, dialogs) left 2 h after the last op"
     );
     assert_eq!(
-        sim.core.transactions_in_progress(),
+        sim.h.core.transactions_in_progress(),
         0,
         "transactions still counted in progress (against [guard] max_transactions) 2 h after \
          the last op"
     );
     sim.advance(Duration::from_secs(11 * 3600));
     assert_eq!(
-        sim.core.answered_calls(),
+        sim.h.core.answered_calls(),
         0,
         "answered calls left 13 h after the last op"
     );
@@ -2491,13 +2429,11 @@ mod tests {
 
     /// First lines of what the simulation saw the core send to `peer`.
     fn lines_to(sim: &Sim, peer: usize) -> Vec<String> {
-        sim.sent
+        sim.h
+            .sent
             .iter()
-            .filter(|(to, _)| *to == peer_addr(peer))
-            .map(|(_, b)| {
-                let end = b.iter().position(|&c| c == b'\r').unwrap_or(b.len());
-                String::from_utf8_lossy(&b[..end]).into_owned()
-            })
+            .filter(|(to, _, _)| *to == peer_addr(peer))
+            .map(|(_, l, _)| l.clone())
             .collect()
     }
 
@@ -2528,7 +2464,7 @@ mod tests {
         );
         assert_eq!(count(&primary, "ACK"), 1, "{primary:?}");
         assert_eq!(count(&primary, "BYE"), 1, "{primary:?}");
-        assert_eq!(sim.core.answered_calls(), 0, "the BYE ended the call");
+        assert_eq!(sim.h.core.answered_calls(), 0, "the BYE ended the call");
 
         let sim = run(&scripts[2].1);
         let primary = lines_to(&sim, 1);

@@ -45,22 +45,28 @@ fn compile(rules: &str) -> Router {
     Router::compile(&file.destination, &file.group, &file.route).expect("rules compile")
 }
 
+/// The shared fake-clock harness ([`crate::testing::Harness`]) with these tests' rules and
+/// their peers written as address strings; derefs to the shared one (core, now, timers, sent).
 struct Harness {
-    core: Core,
+    h: crate::testing::Harness,
     /// Renders the core's metrics.
     metrics: metrics_exporter_prometheus::PrometheusHandle,
-    now: Instant,
-    timers: Vec<(Instant, CoreTimer)>,
-    /// Every send, in order: (to, first line, bytes).
-    sent: Vec<(SocketAddr, String, Bytes)>,
-    /// The delivery-failure key of each send in `sent`, in the same order.
-    reports: Vec<Option<TxKey>>,
 }
 
-fn first_line(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == b'\r').unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
+impl std::ops::Deref for Harness {
+    type Target = crate::testing::Harness;
+    fn deref(&self) -> &Self::Target {
+        &self.h
+    }
 }
+
+impl std::ops::DerefMut for Harness {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.h
+    }
+}
+
+use crate::testing::first_line;
 
 impl Harness {
     fn new() -> Harness {
@@ -89,27 +95,9 @@ impl Harness {
     }
 
     fn configured(router: Router, tweak: impl FnOnce(&mut CoreConfig)) -> Harness {
-        let addrs = router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| SocketAddr::new(d.host.parse().unwrap(), d.port))
-            .collect();
-        let cfg = CoreConfig {
-            node_id: 7,
-            advertise_host: "192.0.2.10".into(),
-            advertise_port: 5060,
-            tls_port: None,
-            timers: TimerConfig::default(),
-            limits: Limits::default(),
-            listeners: vec!["udp".into()],
-            acls: vec![crate::guard::Acl::default()],
-            guard: crate::guard::GuardConfig::default(),
-        };
-        let mut cfg = cfg;
+        let mut cfg = crate::testing::core_config();
         tweak(&mut cfg);
         let now = Instant::now();
-        let health = crate::health::Health::new(&crate::health::HealthConfig::default());
         let dests: Vec<String> = router
             .rules
             .destinations
@@ -118,59 +106,15 @@ impl Harness {
             .collect();
         let routes: Vec<String> = router.rules.routes.iter().map(|r| r.name.clone()).collect();
         let (metrics, handle) = crate::metrics::local_recorder(&dests, &routes);
-        let routing = Routing {
-            health: health.adopt(&router, now),
-            router: Arc::new(router),
-            addrs,
-            metrics,
-        };
+        let routing = crate::testing::routing(Arc::new(router), metrics, now);
         Harness {
-            core: Core::new(cfg, routing, now, 0x5eed),
+            h: crate::testing::Harness::new(Core::new(cfg, routing, now, 0x5eed), now),
             metrics: handle,
-            now,
-            timers: Vec::new(),
-            sent: Vec::new(),
-            reports: Vec::new(),
-        }
-    }
-
-    fn absorb(&mut self, out: Vec<Output>) {
-        for o in out {
-            match o {
-                Output::Send { to, bytes, report } => {
-                    self.sent.push((to.addr, first_line(&bytes), bytes));
-                    self.reports.push(report);
-                }
-                Output::Timer { at, timer } => self.timers.push((at, timer)),
-            }
         }
     }
 
     fn receive(&mut self, from: &str, bytes: &[u8]) {
-        let mut out = Vec::new();
-        self.core
-            .on_message(Inbound::datagram(bytes, addr(from)), self.now, &mut out);
-        self.absorb(out);
-    }
-
-    /// Moves the clock, firing due timers in deadline order.
-    fn advance(&mut self, by: Duration) {
-        let until = self.now + by;
-        loop {
-            self.timers.sort_by_key(|(at, _)| *at);
-            let Some(&(at, timer)) = self.timers.first() else {
-                break;
-            };
-            if at > until {
-                break;
-            }
-            self.timers.remove(0);
-            self.now = self.now.max(at);
-            let mut out = Vec::new();
-            self.core.on_timer(timer, self.now, &mut out);
-            self.absorb(out);
-        }
-        self.now = until;
+        self.h.receive(addr(from), bytes);
     }
 
     /// Sends pointsman made to `to`, as first lines.
@@ -189,11 +133,9 @@ impl Harness {
     }
 
     fn last_to(&self, to: &str, starts: &str) -> Bytes {
-        self.sent
-            .iter()
-            .rev()
-            .find(|(a, l, _)| *a == addr(to) && l.starts_with(starts))
-            .map(|(_, _, b)| b.clone())
+        self.h
+            .last_to(addr(to), starts)
+            .cloned()
             .unwrap_or_else(|| {
                 panic!(
                     "nothing starting with {starts:?} sent to {to}: {:?}",
@@ -216,9 +158,7 @@ impl Harness {
     fn receive_with(&mut self, from: &str, bytes: &[u8], tweak: impl FnOnce(&mut Inbound<'_>)) {
         let mut inb = Inbound::datagram(bytes, addr(from));
         tweak(&mut inb);
-        let mut out = Vec::new();
-        self.core.on_message(inb, self.now, &mut out);
-        self.absorb(out);
+        self.h.receive_inbound(inb);
     }
 
     fn count_to(&self, to: &str, starts: &str) -> usize {
@@ -245,37 +185,10 @@ fn invite(call_id: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-/// A response a UAS would send to `request` (the bytes pointsman forwarded): every Via, From,
-/// To (with `to_tag` above 100), Call-ID, CSeq and Record-Route copied.
+/// A response a UAS would send to `request` (the bytes pointsman forwarded): the shared
+/// builder, reason phrase "Whatever".
 fn response_to(request: &[u8], code: u16, to_tag: &str) -> Vec<u8> {
-    let text = String::from_utf8_lossy(request);
-    let mut out = format!("SIP/2.0 {code} Whatever\r\n");
-    for line in text.split("\r\n") {
-        let lower = line.to_ascii_lowercase();
-        if lower.starts_with("via:")
-            || lower.starts_with("from:")
-            || lower.starts_with("call-id:")
-            || lower.starts_with("cseq:")
-            || lower.starts_with("record-route:")
-        {
-            out.push_str(line);
-            out.push_str("\r\n");
-        } else if lower.starts_with("to:") {
-            out.push_str(line);
-            if code > 100 {
-                out.push_str(&format!(";tag={to_tag}"));
-            }
-            out.push_str("\r\n");
-        }
-        if line.is_empty() {
-            break;
-        }
-    }
-    if (200..300).contains(&code) {
-        out.push_str("Contact: <sip:agent@127.0.0.1:5070>\r\n");
-    }
-    out.push_str("Content-Length: 0\r\n\r\n");
-    out.into_bytes()
+    crate::testing::response_to(request, code, to_tag)
 }
 
 fn header<'a>(msg: &'a [u8], name: &str) -> Option<&'a str> {

@@ -1,19 +1,19 @@
 //! What the criterion benches and the allocation count share: realistic messages, and a sans-IO
 //! driver that pushes whole calls through a [`Core`] built the way `pointsman run` builds it
 //! (config text → `Config::parse` → `server::core_config`, `node::resolve`, `Health::adopt`, a
-//! private `Metrics::local` recorder), with a fake clock and a timer heap so transactions are
-//! freed as they would be in a running node.
+//! private `Metrics::local` recorder), on the shared fake-clock harness
+//! (`pointsman_protocol::testing::Harness`: the core's timers fire as its clock advances, so
+//! transactions are freed as they would be in a running node). What is here is only the
+//! workload: the messages, the call flow and the timing.
 //!
 //! Only the core's own work is timed: building the peers' messages happens outside the clock.
 
 #![allow(dead_code)]
 
-use bytes::Bytes;
 use pointsman::config::Config;
-use pointsman_protocol::core::{Core, CoreTimer, Inbound, Output, Routing};
+use pointsman_protocol::core::{Core, Inbound, Routing};
 use pointsman_protocol::health::Health;
-use std::cmp::{Ordering, Reverse};
-use std::collections::BinaryHeap;
+use pointsman_protocol::testing::{self, Answer, Harness};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -117,30 +117,6 @@ pub fn invite(n: u64) -> Vec<u8> {
         .into_bytes()
 }
 
-/// A scheduled timer, earliest first.
-struct Due {
-    at: Instant,
-    seq: u64,
-    timer: CoreTimer,
-}
-
-impl PartialEq for Due {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Due {}
-impl PartialOrd for Due {
-    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Due {
-    fn cmp(&self, other: &Self) -> Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
 /// Calls pushed through before measuring (40 s of fake time: past every 64·T1 timer).
 pub const WARM_CALLS: usize = 40_000;
 
@@ -159,13 +135,9 @@ pub const STEPS: [&str; 8] = [
 /// which the timers that fell due fire (so transactions are reaped as in a running node: at
 /// 1 ms a call, about 32 s of calls, some 32,000, are held at any time).
 pub struct Sim {
-    pub core: Core,
+    /// The core, its fake clock, its timers and what it sent.
+    pub h: Harness,
     upkeep: Box<dyn Fn()>,
-    pub now: Instant,
-    timers: BinaryHeap<Reverse<Due>>,
-    seq: u64,
-    out: Vec<Output>,
-    sent: Vec<(SocketAddr, Bytes)>,
     pub calls: u64,
     pub gap: Duration,
     carrier: SocketAddr,
@@ -211,13 +183,8 @@ impl Sim {
             metrics,
         };
         Sim {
-            core: Core::new(core_cfg, routing, now, 0x5eed),
+            h: Harness::new(Core::new(core_cfg, routing, now, 0x5eed), now),
             upkeep: Box::new(move || handle.run_upkeep()),
-            now,
-            timers: BinaryHeap::new(),
-            seq: 0,
-            out: Vec::new(),
-            sent: Vec::new(),
             calls: 0,
             gap: Duration::from_millis(1),
             carrier: addr(CARRIER),
@@ -229,77 +196,45 @@ impl Sim {
 
     /// Feeds one datagram; returns the time and the (allocations, bytes) the core took.
     fn feed(&mut self, from: SocketAddr, bytes: &[u8]) -> (Duration, u64, u64) {
-        let mut out = std::mem::take(&mut self.out);
-        let (a0, b0) = (self.probe)();
-        let t0 = Instant::now();
-        self.core
-            .on_message(Inbound::datagram(bytes, from), self.now, &mut out);
-        let took = t0.elapsed();
-        let (a1, b1) = (self.probe)();
-        self.absorb(&mut out);
-        self.out = out;
-        (took, a1 - a0, b1 - b0)
+        let probe = self.probe;
+        self.h.drive(|core, now, out| {
+            let (a0, b0) = probe();
+            let t0 = Instant::now();
+            core.on_message(Inbound::datagram(bytes, from), now, out);
+            let took = t0.elapsed();
+            let (a1, b1) = probe();
+            (took, a1 - a0, b1 - b0)
+        })
     }
 
-    fn absorb(&mut self, out: &mut Vec<Output>) {
-        for o in out.drain(..) {
-            match o {
-                Output::Send { to, bytes, .. } => self.sent.push((to.addr, bytes)),
-                Output::Timer { at, timer } => {
-                    self.seq += 1;
-                    self.timers.push(Reverse(Due {
-                        at,
-                        seq: self.seq,
-                        timer,
-                    }));
-                }
-            }
-        }
-    }
-
-    /// Moves the fake clock by `by`, firing every timer that falls due.
+    /// Moves the fake clock by `by`, firing every timer that falls due; returns the time and
+    /// the (allocations, bytes) the core took.
     pub fn advance(&mut self, by: Duration) -> (Duration, u64, u64) {
-        let until = self.now + by;
+        let probe = self.probe;
         let mut took = Duration::ZERO;
         let (mut allocs, mut bytes) = (0, 0);
-        let mut out = std::mem::take(&mut self.out);
-        while let Some(Reverse(due)) = self.timers.peek() {
-            if due.at > until {
-                break;
-            }
-            let Some(Reverse(due)) = self.timers.pop() else {
-                break;
-            };
-            self.now = self.now.max(due.at);
-            let (a0, b0) = (self.probe)();
+        self.h.advance_with(by, |core, timer, now, out| {
+            let (a0, b0) = probe();
             let t0 = Instant::now();
-            self.core.on_timer(due.timer, self.now, &mut out);
+            core.on_timer(timer, now, out);
             took += t0.elapsed();
-            let (a1, b1) = (self.probe)();
+            let (a1, b1) = probe();
             allocs += a1 - a0;
             bytes += b1 - b0;
-            self.absorb(&mut out);
-        }
-        self.out = out;
-        self.now = until;
+        });
         (took, allocs, bytes)
     }
 
     /// The last message sent to `to` that starts with `starts`.
-    fn take_sent(&mut self, to: SocketAddr, starts: &str) -> Bytes {
-        let found = self
-            .sent
-            .iter()
-            .rev()
-            .find(|(a, b)| *a == to && b.starts_with(starts.as_bytes()))
-            .map(|(_, b)| b.clone());
-        match found {
-            Some(b) => b,
+    fn take_sent(&mut self, to: SocketAddr, starts: &str) -> String {
+        match self.h.last_to(to, starts) {
+            Some(b) => std::str::from_utf8(b).expect("ascii").to_string(),
             None => {
                 let lines: Vec<String> = self
+                    .h
                     .sent
                     .iter()
-                    .map(|(a, b)| format!("{a} {}", first_line(b)))
+                    .map(|(a, l, _)| format!("{a} {l}"))
                     .collect();
                 panic!("the core sent no {starts:?} to {to}; it sent {lines:?}")
             }
@@ -308,14 +243,14 @@ impl Sim {
 
     /// Timers armed and not yet fired (dead ones included: the driver holds them until due).
     pub fn pending_timers(&self) -> usize {
-        self.timers.len()
+        self.h.timers.len()
     }
 
     /// Pending timers by kind, most first.
     pub fn pending_timer_kinds(&self) -> Vec<(String, usize)> {
         let mut by_kind = std::collections::HashMap::<String, usize>::new();
-        for Reverse(due) in &self.timers {
-            *by_kind.entry(format!("{:?}", due.timer.kind)).or_default() += 1;
+        for (_, timer) in self.h.timers.iter() {
+            *by_kind.entry(format!("{:?}", timer.kind)).or_default() += 1;
         }
         let mut kinds: Vec<_> = by_kind.into_iter().collect();
         kinds.sort_by_key(|k| std::cmp::Reverse(k.1));
@@ -325,10 +260,7 @@ impl Sim {
     /// Bytes this driver itself holds (its timer heap and scratch buffers), to tell them apart
     /// from what the core holds.
     pub fn driver_bytes(&self) -> usize {
-        self.timers.capacity() * std::mem::size_of::<Reverse<Due>>()
-            + self.out.capacity() * std::mem::size_of::<Output>()
-            + self.sent.capacity() * std::mem::size_of::<(SocketAddr, Bytes)>()
-            + self.sent.iter().map(|(_, b)| b.len()).sum::<usize>()
+        self.h.own_bytes()
     }
 
     /// A core that has taken [`WARM_CALLS`] calls, so its tables hold their steady-state size.
@@ -342,7 +274,7 @@ impl Sim {
 
     /// One whole call; per step of [`STEPS`]: (time, allocations, bytes allocated) in the core.
     pub fn call(&mut self) -> [(Duration, u64, u64); 8] {
-        let held = self.core.table_sizes().0;
+        let held = self.h.core.table_sizes().0;
         let calls_a_second = 1_000_000_000 / self.gap.as_nanos().max(1);
         if held as u128 > LEAK_LIMIT_PER_CALL_A_SECOND * calls_a_second.max(1_000) {
             // Transactions that are never freed would end in 503s (guard.max_transactions):
@@ -360,7 +292,7 @@ impl Sim {
         }
         let n = self.calls;
         self.calls += 1;
-        self.sent.clear();
+        self.h.clear_sent();
         let mut t = [(Duration::ZERO, 0, 0); 8];
         let (carrier, primary) = (self.carrier, self.primary);
 
@@ -373,25 +305,16 @@ impl Sim {
         }
         t[0] = self.feed(carrier, &invite);
         let fwd = self.take_sent(primary, "INVITE ");
-        let fwd = std::str::from_utf8(&fwd).expect("ascii");
         let to_tag = format!("cl{n:x}");
-        t[1] = self.feed(primary, response(fwd, "100 Trying", None, false).as_bytes());
-        t[2] = self.feed(
-            primary,
-            response(fwd, "180 Ringing", Some(&to_tag), false).as_bytes(),
-        );
-        t[3] = self.feed(
-            primary,
-            response(fwd, "200 OK", Some(&to_tag), true).as_bytes(),
-        );
+        t[1] = self.feed(primary, &response(&fwd, 100, "Trying", ""));
+        t[2] = self.feed(primary, &response(&fwd, 180, "Ringing", &to_tag));
+        t[3] = self.feed(primary, &response(&fwd, 200, "OK", &to_tag));
         let ok = self.take_sent(carrier, "SIP/2.0 200");
-        let ok = std::str::from_utf8(&ok).expect("ascii").to_string();
         t[4] = self.feed(carrier, in_dialog(&ok, "ACK", 102, n).as_bytes());
         self.take_sent(primary, "ACK ");
         t[5] = self.feed(carrier, in_dialog(&ok, "BYE", 103, n).as_bytes());
         let bye = self.take_sent(primary, "BYE ");
-        let bye = std::str::from_utf8(&bye).expect("ascii").to_string();
-        t[6] = self.feed(primary, response(&bye, "200 OK", None, false).as_bytes());
+        t[6] = self.feed(primary, &response(&bye, 200, "OK", ""));
         self.take_sent(carrier, "SIP/2.0 200");
         t[7] = self.advance(self.gap);
         if n.is_multiple_of(1024) {
@@ -407,11 +330,6 @@ impl Default for Sim {
     }
 }
 
-fn first_line(b: &[u8]) -> String {
-    let end = b.iter().position(|&c| c == b'\r').unwrap_or(b.len());
-    String::from_utf8_lossy(&b[..end]).into_owned()
-}
-
 /// Header lines of `msg` whose name is `name` (long form, as the core and this file write them).
 fn lines<'a>(msg: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
     msg.split("\r\n")
@@ -423,46 +341,24 @@ fn lines<'a>(msg: &'a str, name: &'a str) -> impl Iterator<Item = &'a str> + 'a 
         })
 }
 
-/// A cloud's response to the request `req` (as pointsman forwarded it): every Via, the
-/// Record-Route set copied (RFC 3261 §12.1.1), the callee's tag, and for a 200 to an INVITE an
-/// SDP answer.
-fn response(req: &str, status: &str, to_tag: Option<&str>, sdp: bool) -> String {
-    let mut r = format!("SIP/2.0 {status}\r\n");
-    for l in lines(req, "Via") {
-        r.push_str(l);
-        r.push_str("\r\n");
-    }
-    if to_tag.is_some() {
-        for l in lines(req, "Record-Route") {
-            r.push_str(l);
-            r.push_str("\r\n");
-        }
-    }
-    for name in ["From", "To", "Call-ID", "CSeq"] {
-        let l = lines(req, name).next().unwrap_or_default();
-        r.push_str(l);
-        if name == "To" {
-            if let Some(tag) = to_tag {
-                r.push_str(";tag=");
-                r.push_str(tag);
-            }
-        }
-        r.push_str("\r\n");
-    }
-    if to_tag.is_some() {
-        r.push_str("Contact: <sip:agent@127.0.0.1:5070;transport=udp>\r\n");
-    }
-    if sdp {
-        let body = "v=0\r\no=cloud 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\n\
-                    c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\n\
-                    a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
-                    a=ptime:20\r\na=sendrecv\r\n";
-        r.push_str("Content-Type: application/sdp\r\n");
-        r.push_str(&format!("Content-Length: {}\r\n\r\n{body}", body.len()));
-    } else {
-        r.push_str("Content-Length: 0\r\n\r\n");
-    }
-    r
+/// The cloud's answer in a 200 to an INVITE.
+const SDP_ANSWER: &str = "v=0\r\no=cloud 2890844526 2890844526 IN IP4 127.0.0.1\r\ns=-\r\n\
+                          c=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 40000 RTP/AVP 0 101\r\n\
+                          a=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n\
+                          a=ptime:20\r\na=sendrecv\r\n";
+
+/// A cloud's response to the request `req` (as pointsman forwarded it), from the shared builder:
+/// every Via, the callee's tag, and for a dialog-forming answer the Record-Route set (RFC 3261
+/// §12.1.1) and a Contact; a 200 to an INVITE carries an SDP answer.
+fn response(req: &str, code: u16, reason: &str, to_tag: &str) -> Vec<u8> {
+    let answer = Answer {
+        reason,
+        to_tag,
+        contact: "sip:agent@127.0.0.1:5070;transport=udp",
+        extra: "",
+        sdp: Some(SDP_ANSWER),
+    };
+    testing::respond(req.as_bytes(), code, &answer).expect("the core's request scans")
 }
 
 /// The carrier's in-dialog request (ACK for the 2xx, or BYE) built from the 200 it received:
