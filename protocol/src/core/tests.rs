@@ -1,6 +1,7 @@
 //! Deterministic tests of the core: messages in, outputs out, time passed in. No sockets, no
 //! sleeping: a harness keeps the armed timers and fires them as it advances its own clock.
 
+use super::sweep::{SWEEP_EVERY, SWEEP_STEP, SWEEP_STEP_WORK, SWEEP_UNITS};
 use super::*;
 use routing_rules::spec::CancelMode;
 use routing_rules::CodeSet;

@@ -3,7 +3,7 @@
 //! destination takes calls, when it wants its next probe, and reports every change of its state
 //! as one [`Transition`] with a reason. No socket, no clock, no logging inside: the shared table
 //! ([`super::DestHealth`]) locks it, publishes its state and logs, and the prober
-//! ([`super::prober`]) sends the probes.
+//! (`pointsman::prober`, in the I/O crate) sends the probes.
 //!
 //! # States
 //!

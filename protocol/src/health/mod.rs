@@ -9,7 +9,8 @@
 //!   published state in an atomic, so [`DestHealth::accepts_calls`] is one atomic load. Every
 //!   state change is logged here, once, with its reason (callers get the [`Transition`] back for
 //!   metrics and must not log it again).
-//! - [`prober`]: the task that sends the probes and feeds the replies in.
+//! - the prober (`pointsman::prober`, in the I/O crate): the task that sends the probes and
+//!   feeds the replies in.
 //!
 //! Reloads ([`Health::adopt`]): a name in the new rule set with the same address and transport
 //! keeps its entry (settings updated in place); a new name, or a known name whose address or

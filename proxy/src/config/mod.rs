@@ -4,11 +4,11 @@
 //!
 //! Two stages: [`ConfigFile`] is the file as written; [`Config`] is the validated result,
 //! defaults filled in. A TOML syntax error stops everything (there is no document past it) and
-//! gets a hint where the mistake is a common one ([`syntax`]). Otherwise [`read`] deserialises
+//! gets a hint where the mistake is a common one (`syntax`). Otherwise `read` deserialises
 //! each section and each array entry on its own and collects every structural error (unknown
 //! key, wrong type, missing key) with its span; a section or entry that had one keeps its
 //! place but is not judged by the semantic checks, which collect every other error. Errors are
-//! sorted into file order, semantic ones placed on their line and column by [`locate`].
+//! sorted into file order, semantic ones placed on their line and column by `locate`.
 //! Destinations, groups and routes are validated by [`routing_rules::Router::compile`]; its
 //! warnings (a route that can never match) are placed the same way and kept on
 //! [`Config::warnings`]. It must not: bind sockets, resolve names, or start anything; it reads
