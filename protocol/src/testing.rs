@@ -8,6 +8,9 @@
 //! It must not read the clock (beyond what its caller passes in), sleep, touch a socket or hold
 //! policy of its own. Compiled for tests and behind the `testing` feature; never shipped.
 
+// Test support: a failed assumption here is a failed test or a fuzzer finding.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use crate::core::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
 use crate::health::{Health, HealthConfig};
 use crate::metrics::Metrics;

@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p pointsman --bench allocs`.
 
+// Benchmark setup: a failed assumption stops the benchmark, as a failed test would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
@@ -24,17 +27,20 @@ unsafe impl GlobalAlloc for Counting {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(layout.size() as u64, Relaxed);
         LIVE.fetch_add(layout.size() as i64, Relaxed);
-        System.alloc(layout)
+        // SAFETY: the caller's contract for `alloc`, passed on unchanged.
+        unsafe { System.alloc(layout) }
     }
     unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
         LIVE.fetch_sub(layout.size() as i64, Relaxed);
-        System.dealloc(ptr, layout)
+        // SAFETY: `ptr` came from `System` through this allocator, with this layout.
+        unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
         ALLOCS.fetch_add(1, Relaxed);
         BYTES.fetch_add(new_size as u64, Relaxed);
         LIVE.fetch_add(new_size as i64 - layout.size() as i64, Relaxed);
-        System.realloc(ptr, layout, new_size)
+        // SAFETY: `ptr` came from `System` through this allocator, with this layout.
+        unsafe { System.realloc(ptr, layout, new_size) }
     }
 }
 

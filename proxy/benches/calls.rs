@@ -19,6 +19,9 @@
 //!
 //! Run: `cargo bench -p pointsman --bench calls`.
 
+// Benchmark setup: a failed assumption stops the benchmark, as a failed test would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use bytes::Bytes;

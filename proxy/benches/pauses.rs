@@ -8,6 +8,9 @@
 //!
 //! `cargo bench -p pointsman --bench pauses` (about two minutes).
 
+// Benchmark setup: a failed assumption stops the benchmark, as a failed test would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::Sim;

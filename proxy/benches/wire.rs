@@ -6,6 +6,9 @@
 //! Run: `cargo bench -p pointsman --bench wire` (add `-- --save-baseline main` once, then
 //! `-- --baseline main` after a change; see benches/README.md).
 
+// Benchmark setup: a failed assumption stops the benchmark, as a failed test would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{INVITE_1K, RINGING};

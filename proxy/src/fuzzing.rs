@@ -13,6 +13,9 @@
 //! read any file but what a config names (and only regular files), or touch sockets or clocks
 //! beyond one `Instant::now()` as the start of the simulated time.
 
+// Test support: a failed assumption here is a failed test or a fuzzer finding.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use crate::config::{Config, ConfigError};
 use bytes::Bytes;
 use pointsman_protocol::core::Core;

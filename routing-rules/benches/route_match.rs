@@ -4,6 +4,9 @@
 //!
 //! Run: `cargo bench -p routing-rules --bench route_match -- --warm-up-time 1 --measurement-time 3`
 
+// Benchmark setup: a failed assumption stops the benchmark, as a failed test would.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion};
 use routing_rules::spec::{DestinationSpec, MatchSpec, RouteSpec};
 use routing_rules::{Call, Router};

@@ -3,6 +3,9 @@
 //! path and a phrase of the message), and the flat routing view the serial core uses. Groups,
 //! tiers, matching and strategies are in `groups.rs`, `matching.rs` and `strategies.rs`.
 
+// Test support: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use routing_rules::spec::{CancelMode, DestinationSpec, GroupSpec, RouteSpec, TransportSpec};
 use routing_rules::{Call, CallFacts, DestId, RouteId, Router, RuleError, RuleSet};
 use serde::Deserialize;

@@ -2,6 +2,9 @@
 //! matched and why, the tiers and members in the order a user expects, the strategies, the
 //! survivability rule; and with health states passed in, what is skipped.
 
+// Test support: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::compile;

@@ -2,6 +2,9 @@
 //! `recovery_threshold`, `probe_codes`) as `Router::compile` reads them: defaults, explicit
 //! values, and one test per validation error (exact key path and a phrase of the message).
 
+// Test support: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{assert_one_error, compile, errors};

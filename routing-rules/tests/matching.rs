@@ -2,6 +2,9 @@
 //! whose conditions all hold; number normalisation on both sides; exact vs prefix; callers,
 //! listeners, headers; calls whose user part is not a number.
 
+// Test support: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{compile, destinations};

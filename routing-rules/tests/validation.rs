@@ -2,6 +2,9 @@
 //! and a phrase of the message saying what would be right), and the warnings: routes that can
 //! never match because an earlier route shadows them, groups and destinations nothing uses.
 
+// Test support: a failed assumption here is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 mod common;
 
 use common::{assert_one_error, compile, destinations, errors};

@@ -3,6 +3,9 @@
 //!
 //! Each function panics when a property of the wire layer is violated, and only then.
 
+// Test support: a failed assumption here is a failed test or a fuzzer finding.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use super::*;
 
 /// The Via branch [`forward`] adds.

@@ -1,4 +1,7 @@
 //! Helpers shared by the integration tests: rules written as TOML, compiled as the proxy does.
+
+// Test support: a failed assumption here is a failed test or a fuzzer finding.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![allow(dead_code)]
 
 use routing_rules::spec::{DestinationSpec, GroupSpec, RouteSpec};
