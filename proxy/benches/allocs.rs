@@ -9,8 +9,8 @@
 
 mod common;
 
-use common::{Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
-use pointsman_protocol::wire::{fuzzing, scan, Framing, Limits};
+use common::{forward_invite, Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
+use pointsman_protocol::wire::{scan, Framing, Limits};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 
@@ -84,9 +84,7 @@ fn main() {
         ),
         (
             "scan + forward INVITE 1 KB",
-            count(|| {
-                fuzzing::forward(&scan(INVITE_1K, Framing::Datagram, &limits).expect("scans"))
-            }),
+            count(|| forward_invite(&scan(INVITE_1K, Framing::Datagram, &limits).expect("scans"))),
         ),
     ];
     for (name, (a, b)) in rows {

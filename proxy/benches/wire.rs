@@ -1,6 +1,7 @@
 //! The wire layer on realistic messages: scanning a 1,024-byte carrier INVITE and a 447-byte 180,
-//! and scan + splice-forward of each, as the proxy forwards them (the INVITE gets a Record-Route,
-//! our Via and Max-Forwards decremented; the 180 loses its top Via). Output buffers are allocated
+//! and scan + forward of each through the core's own forwarding functions (`core::forwarded`: the
+//! INVITE gets a Record-Route, our Via and Max-Forwards decremented; `core::strip_top_via`: the
+//! 180 loses its top Via). Output buffers are allocated
 //! per message, as in the proxy.
 //!
 //! Run: `cargo bench -p pointsman --bench wire` (add `-- --save-baseline main` once, then
@@ -11,26 +12,23 @@
 
 mod common;
 
-use common::{INVITE_1K, RINGING};
+use common::{forward_invite, INVITE_1K, RINGING};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use pointsman_protocol::wire::{fuzzing, scan, Framing, Limits, Splice};
+use pointsman_protocol::core::strip_top_via;
+use pointsman_protocol::wire::{scan, Framing, Limits};
 
-fn strip_top_via(bytes: &[u8], limits: &Limits) -> Vec<u8> {
-    let m = scan(bytes, Framing::Datagram, limits).expect("scans");
-    let mut splice = Splice::new(m.buf);
-    splice.delete(m.value_removal(m.top_via.header, m.top_via.value));
-    let mut out = Vec::with_capacity(splice.output_len());
-    splice.write_to(&mut out);
-    out
+/// A response relayed upstream: the production code.
+fn relay_response(bytes: &[u8], limits: &Limits) -> Vec<u8> {
+    strip_top_via(&scan(bytes, Framing::Datagram, limits).expect("scans"))
 }
 
 fn wire(c: &mut Criterion) {
     let limits = Limits::default();
     // The messages must be what they claim, or the figures mean nothing.
     assert_eq!(INVITE_1K.len(), 1024);
-    let fwd = fuzzing::forward(&scan(INVITE_1K, Framing::Datagram, &limits).expect("INVITE"));
+    let fwd = forward_invite(&scan(INVITE_1K, Framing::Datagram, &limits).expect("INVITE"));
     assert!(fwd.len() > INVITE_1K.len());
-    let stripped = strip_top_via(RINGING, &limits);
+    let stripped = relay_response(RINGING, &limits);
     assert!(stripped.len() < RINGING.len() && stripped.starts_with(b"SIP/2.0 180"));
 
     let mut g = c.benchmark_group("wire");
@@ -48,12 +46,12 @@ fn wire(c: &mut Criterion) {
     g.bench_function("forward/invite_1k", |b| {
         b.iter(|| {
             let m = scan(black_box(INVITE_1K), Framing::Datagram, &limits).expect("scans");
-            fuzzing::forward(&m)
+            forward_invite(&m)
         })
     });
     g.throughput(Throughput::Bytes(RINGING.len() as u64));
     g.bench_function("forward/ringing_180", |b| {
-        b.iter(|| strip_top_via(black_box(RINGING), &limits))
+        b.iter(|| relay_response(black_box(RINGING), &limits))
     });
     g.finish();
 }

@@ -14,8 +14,8 @@
 //! tables. A `Call` must not reach for the core; the core must not decide failover.
 
 use super::{
-    emit, local_tag, lock, ClientEntry, Core, CoreTimer, Hop, Output, Relayable, ServerEntry, Side,
-    TimerKind,
+    emit, local_tag, lock, strip_top_via, ClientEntry, Core, CoreTimer, Hop, Output, Relayable,
+    ServerEntry, Side, TimerKind,
 };
 use crate::health::Passive;
 use crate::metrics::FailoverReason;
@@ -1145,7 +1145,7 @@ impl Core {
                 let relayed = || {
                     // 100 is hop by hop; everything else provisional goes to the caller.
                     (code > 100 && relayable == Relayable::Yes)
-                        .then(|| Bytes::from(self.strip_top_via(msg)))
+                        .then(|| Bytes::from(strip_top_via(msg)))
                 };
                 c.on_provisional(i, code, relayed, now, &mut todo)
             }
@@ -1167,7 +1167,7 @@ impl Core {
                 }
             }
             (_, Relayable::Yes) => {
-                let relayed = Bytes::from(self.strip_top_via(msg));
+                let relayed = Bytes::from(strip_top_via(msg));
                 let retry_after = super::retry_after(msg);
                 c.on_final(i, code, relayed, retry_after, now, &mut todo)
             }
@@ -1204,7 +1204,7 @@ impl Core {
             };
             return self.ghost_teardown(msg, to, now, out);
         }
-        let relayed = Bytes::from(self.strip_top_via(msg));
+        let relayed = Bytes::from(strip_top_via(msg));
         let mut acts = Vec::new();
         let code = msg.code().unwrap_or(200);
         c.server.respond(code, relayed, now, &mut acts);

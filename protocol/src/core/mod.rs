@@ -38,6 +38,7 @@ mod responses;
 mod sweep;
 
 pub use call::{BranchStatus, CallPhase, CancelState};
+pub use forward::{forwarded, strip_top_via};
 pub use replicate::{
     AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError, SetupState,
     TargetState,

@@ -81,7 +81,7 @@ impl Core {
                     }
                 }
                 let upstream = r.upstream;
-                let relayed = Bytes::from(self.strip_top_via(msg));
+                let relayed = Bytes::from(strip_top_via(msg));
                 r.server.respond(code, relayed, now, &mut acts);
                 let server_key = r.server_key;
                 emit(out, &mut acts, upstream, server_key, Side::Server, None);
@@ -92,7 +92,7 @@ impl Core {
             ClientEntry::Accepted(upstream) => {
                 if (200..300).contains(&code) && relayable == Relayable::Yes {
                     // RFC 6026: 2xx retransmissions pass while the transaction is Accepted.
-                    send(out, upstream, Bytes::from(self.strip_top_via(msg)));
+                    send(out, upstream, Bytes::from(strip_top_via(msg)));
                     self.metrics().response_out(code);
                 }
             }
