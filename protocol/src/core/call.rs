@@ -662,7 +662,12 @@ impl Call {
         }
         match self.best.take() {
             Some((code, bytes)) => self.finish_relay(code, bytes, now, out),
-            None if self.steps.is_empty() => self.finish_local(404, "", now, out),
+            // No route for this number: the carrier should not retry it elsewhere.
+            None if self.steps.is_empty() && self.route.is_none() => {
+                self.finish_local(404, "", now, out)
+            }
+            // A route, but nothing of it up (or every branch failed without an answer): the
+            // service is unavailable, and a carrier reroutes a 503 to its next trunk.
             None => {
                 let extra = format!("Retry-After: {}\r\n", self.policy.retry_after.as_secs());
                 self.finish_local(503, &extra, now, out)

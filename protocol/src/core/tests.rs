@@ -233,6 +233,41 @@ survivability = { reject = 503, retry_after = "30s" }"#,
     );
 }
 
+/// A route that matched, with every destination down before the call starts and no
+/// survivability rule: the number exists and the service is unavailable, so the carrier gets
+/// 503 with Retry-After (and reroutes to its next trunk), never 404.
+#[test]
+fn a_matched_route_with_every_destination_down_answers_503_with_retry_after_not_404() {
+    let mut h = Harness::rules(&hot_hot(r#"tiers = ["clouds"]"#));
+    let routing = h.core.routing();
+    for name in ["primary", "secondary"] {
+        let dest = routing.health.by_name(name).expect(name);
+        dest.act(crate::health::AdminAction::Maintenance, h.now);
+    }
+    h.receive(CARRIER, &invite("all-down"));
+    let resp = h.last_to(CARRIER, "SIP/2.0 503");
+    assert!(header(&resp, "Retry-After").is_some(), "{resp:?}");
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 404"), 0);
+    assert_eq!(
+        h.count_to(PRIMARY, "INVITE") + h.count_to(SECONDARY, "INVITE"),
+        0
+    );
+}
+
+/// A number no route matches: 404, so the carrier does not try it anywhere else.
+#[test]
+fn a_number_no_route_matches_answers_404() {
+    let mut h = Harness::rules(&hot_hot(
+        r#"match = { to_prefix = ["+44"] }
+tiers = ["clouds"]"#,
+    ));
+    h.receive(CARRIER, &invite("no-route"));
+    assert_eq!(
+        h.lines_to(CARRIER),
+        vec!["SIP/2.0 100 Trying", "SIP/2.0 404 Not Found"]
+    );
+}
+
 #[test]
 fn silent_primary_gets_cancel_before_secondary_invite() {
     let mut h = Harness::new();
