@@ -26,15 +26,35 @@
 //!
 //! Routing decisions come from the `routing-rules` crate, which is pure too.
 
-pub mod core;
-pub mod guard;
+#![warn(unreachable_pub)]
+#![warn(unnameable_types)]
+
+mod core;
+mod guard;
 pub mod health;
 pub mod metrics;
 pub mod originate;
-pub mod peer;
-pub mod table;
+mod peer;
+mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod timer;
+mod timer;
 pub mod transaction;
 pub mod wire;
+
+// The core: what the driver builds, feeds and carries out.
+pub use crate::core::{
+    Core, CoreConfig, CoreTimer, Inbound, Output, Routing, TimerKind,
+    MAX_CALL_DURATION,
+};
+// A call's state as plain data: exported from one core, restored into another.
+pub use crate::core::{
+    AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState, DialogId,
+    PeerState, RestoreError, SetupState, TargetState,
+};
+// Who a message came from or goes to.
+pub use crate::peer::{ConnId, Peer, Proto};
+// The timer wheel the driver runs the core's timers on.
+pub use crate::timer::TimerWheel;
+// The guard's configuration: ACLs, rate limits, scanner blocking, overload shedding.
+pub use crate::guard::{Acl, Cidr, GuardConfig};

@@ -1,5 +1,5 @@
 //! The tables every part of the core keeps (transactions, calls, dialogs, ghosts): sharded
-//! `DashMap`s keyed by keyed hashes ([`crate::transaction::key::TxKey`], dialog keys), and the
+//! `DashMap`s keyed by keyed hashes ([`crate::transaction::TxKey`], dialog keys), and the
 //! shard-level machinery that keeps their memory in line with their load (sizing a shard,
 //! reading a shard's keys, measuring room) for the core's sweep.
 //!

@@ -11,7 +11,7 @@
 use crate::core::{Core, CoreConfig, CoreTimer, Inbound, Output, Routing};
 use crate::health::{Health, HealthConfig};
 use crate::metrics::Metrics;
-use crate::transaction::key::TxKey;
+use crate::transaction::TxKey;
 use crate::transaction::TimerConfig;
 use crate::wire::{self, Framing, Limits, Method};
 use bytes::Bytes;

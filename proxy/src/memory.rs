@@ -13,7 +13,7 @@
 //! `free` nor `malloc_trim` (which trims the top of the main arena only) gives back. The
 //! thresholds are fixed at start-up instead.
 
-use pointsman_protocol::core::Core;
+use pointsman_protocol::Core;
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -21,7 +21,7 @@ use crate::health::Passive;
 use crate::metrics::FailoverReason;
 use crate::originate;
 use crate::peer::Peer;
-use crate::transaction::key::{MethodClass, TxKey};
+use crate::transaction::{MethodClass, TxKey};
 use crate::transaction::{
     ClientInvite, ClientInviteState, Delivery, ServerInvite, ServerInviteState, TxEvent, TxTimer,
 };

@@ -50,7 +50,7 @@ use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::peer::{Peer, Proto};
 use crate::table::{self, keys_in_shard, room, size_shard_for_load, KeyMap};
-use crate::transaction::key::{Keys, MethodClass, TxKey};
+use crate::transaction::{Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };

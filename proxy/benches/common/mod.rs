@@ -11,7 +11,7 @@
 #![allow(dead_code)]
 
 use pointsman::config::Config;
-use pointsman_protocol::core::{Core, Inbound, Routing};
+use pointsman_protocol::{Core, Inbound, Routing};
 use pointsman_protocol::health::Health;
 use pointsman_protocol::testing::{self, Answer, Harness};
 use std::net::SocketAddr;

@@ -7,4 +7,4 @@ pub mod tcp;
 pub mod tls;
 pub mod udp;
 
-pub use pointsman_protocol::peer::{ConnId, Peer, Proto};
+pub use pointsman_protocol::{ConnId, Peer, Proto};

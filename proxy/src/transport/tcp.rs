@@ -20,7 +20,7 @@ use super::tls::Certificates;
 use super::{ConnId, Peer, Proto};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use pointsman_protocol::transaction::key::TxKey;
+use pointsman_protocol::transaction::TxKey;
 use pointsman_protocol::wire::{self, Limits, StreamFrame};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
