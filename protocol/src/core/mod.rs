@@ -67,7 +67,7 @@ use tracing::{debug, warn};
 
 /// Branch parameters pointsman writes start with this (after the magic cookie); the node id and
 /// a loop-detection hash follow.
-pub const BRANCH_PREFIX: &str = "z9hG4bK-ps";
+pub(crate) const BRANCH_PREFIX: &str = "z9hG4bK-ps";
 
 /// What the core is configured with (from `config::Config`).
 #[derive(Clone, Debug)]
@@ -163,9 +163,9 @@ impl CoreTimer {
 }
 
 /// See [`CoreTimer::slack`].
-pub const WINDOW_SLACK: Duration = Duration::from_millis(100);
+pub(crate) const WINDOW_SLACK: Duration = Duration::from_millis(100);
 /// See [`CoreTimer::slack`].
-pub const PROMPT_SLACK: Duration = Duration::from_millis(20);
+pub(crate) const PROMPT_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKind {
