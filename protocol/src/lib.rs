@@ -49,8 +49,7 @@ pub mod wire;
 
 // The core: what the driver builds, feeds and carries out.
 pub use crate::core::{
-    Core, CoreConfig, CoreTimer, Inbound, Output, Routing, TimerKind,
-    MAX_CALL_DURATION,
+    Core, CoreConfig, CoreTimer, Inbound, Output, Routing, TimerKind, MAX_CALL_DURATION,
 };
 // A call's state as plain data: exported from one core, restored into another.
 pub use crate::core::{

@@ -15,11 +15,11 @@
 
 use crate::config::{Config, ConfigError};
 use bytes::Bytes;
-use pointsman_protocol::Core;
 use pointsman_protocol::metrics::Metrics;
 use pointsman_protocol::testing::{self, generous_limits as generous, Answer, Harness};
 use pointsman_protocol::transaction::TxKey;
 use pointsman_protocol::wire::{self, Framing, Limits, Method};
+use pointsman_protocol::Core;
 use routing_rules::{DestId, Router};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;

@@ -50,10 +50,10 @@ use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::peer::{Peer, Proto};
 use crate::table::{self, keys_in_shard, room, size_shard_for_load, KeyMap};
-use crate::transaction::{Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
+use crate::transaction::{Keys, MethodClass, TxKey};
 use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError, StartLine};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -137,8 +137,8 @@ impl CoreTimer {
     /// How late the driver may fire this timer, so that timers armed close together share one
     /// wake-up instead of waking a worker each. Timers that only end a window (absorbing
     /// retransmissions, forgetting what no message can need any more) take
-    /// [`WINDOW_SLACK`]; retransmissions, timeouts and failover timers [`PROMPT_SLACK`], a few
-    /// percent of T1 and far below what a caller notices in a failover.
+    /// 100 ms (`WINDOW_SLACK`); retransmissions, timeouts and failover timers 20 ms
+    /// (`PROMPT_SLACK`), a few percent of T1 and far below what a caller notices in a failover.
     pub fn slack(&self) -> Duration {
         let ends_a_window = match self.kind {
             TimerKind::Server(t) | TimerKind::Client(t) => matches!(

@@ -481,7 +481,12 @@ impl Machine {
 
     /// A final reply to a probe. A code in `probe_codes` (never 503) is a success, any other
     /// final code a failure; a provisional (1xx) is ignored. Ignored in maintenance.
-    pub(crate) fn probe_reply(&mut self, code: u16, rtt: Duration, now: Instant) -> Option<Transition> {
+    pub(crate) fn probe_reply(
+        &mut self,
+        code: u16,
+        rtt: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
         if code < 200 || self.admin == Some(State::Maintenance) {
             return None;
         }

@@ -31,9 +31,9 @@ mod machine;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{AdminAction, Passive, State, Transition};
 #[cfg(test)]
 use machine::Counters;
+pub use machine::{AdminAction, Passive, State, Transition};
 pub(crate) use machine::{Machine, Policy, Settings};
 
 use routing_rules::spec::TransportSpec;
