@@ -17,18 +17,20 @@
 //! - [`sched`], [`memory`]: scheduling and allocator tuning of the process.
 //! - [`drill`]: `pointsman drill`, a node between a simulated carrier and simulated clouds.
 
+#![deny(unreachable_pub, unnameable_types)]
+
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod drill;
+mod drill;
 pub mod driver;
 pub mod exporter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod memory;
+mod memory;
 pub mod node;
 pub mod prober;
 pub mod sched;
-pub mod shutdown;
+mod shutdown;
 pub mod transport;
