@@ -121,7 +121,7 @@ fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
     Ok(bound)
 }
 
-/// Runs pointsman until SIGTERM or SIGINT stops it (see [`crate::shutdown`]). Binds every
+/// Runs pointsman until SIGTERM or SIGINT stops it (see the `shutdown` module). Binds every
 /// listener first, so an address in use is an error here, before anything else starts, rather
 /// than a silent worker death. With `source`, SIGHUP (and `POST /reload`) reload the routing
 /// from that file (see [`Node::reload`]).
