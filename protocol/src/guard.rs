@@ -127,10 +127,10 @@ pub struct GuardConfig {
 /// nor a destination. Carrier trunks send a few hundred calls/s from one SBC address at their
 /// busiest; 5,000/s is above any trunk and under half of what one node handles, so one flooding
 /// address cannot take a node's capacity from the others.
-pub const DEFAULT_RATE: f64 = 5_000.0;
+pub(crate) const DEFAULT_RATE: f64 = 5_000.0;
 
 /// Default `[guard] block_user_agents`: tools that scan the internet for SIP servers.
-pub const SCANNER_USER_AGENTS: [&str; 6] = [
+pub(crate) const SCANNER_USER_AGENTS: [&str; 6] = [
     "friendly-scanner",
     "sipvicious",
     "sipcli",
@@ -184,7 +184,7 @@ impl Bucket {
 }
 
 /// A token bucket per source IP, capped in number.
-pub struct RateLimiter {
+pub(crate) struct RateLimiter {
     rate: f64,
     burst: f64,
     max_sources: usize,
@@ -196,7 +196,7 @@ pub struct RateLimiter {
 impl RateLimiter {
     /// `rate` tokens a second per source, at most `burst` saved up, at most `max_sources`
     /// buckets of their own.
-    pub fn new(rate: f64, burst: f64, max_sources: usize, now: Instant) -> RateLimiter {
+    pub(crate) fn new(rate: f64, burst: f64, max_sources: usize, now: Instant) -> RateLimiter {
         RateLimiter {
             rate: rate.max(0.0),
             burst: burst.max(1.0),
@@ -210,18 +210,18 @@ impl RateLimiter {
     }
 
     /// The limit `[guard]` sets for sources that are neither allowed nor destinations.
-    pub fn for_unlisted(cfg: &GuardConfig, now: Instant) -> RateLimiter {
+    pub(crate) fn for_unlisted(cfg: &GuardConfig, now: Instant) -> RateLimiter {
         RateLimiter::new(cfg.rate, cfg.burst, cfg.max_sources, now)
     }
 
     /// The limit `[guard]` sets for allowed sources and destinations, if any.
-    pub fn for_allowed(cfg: &GuardConfig, now: Instant) -> Option<RateLimiter> {
+    pub(crate) fn for_allowed(cfg: &GuardConfig, now: Instant) -> Option<RateLimiter> {
         cfg.allowed_rate
             .map(|rate| RateLimiter::new(rate, cfg.allowed_burst, cfg.max_sources, now))
     }
 
     /// Takes one token for `ip`: `false` means over its rate.
-    pub fn take(&self, ip: IpAddr, now: Instant) -> bool {
+    pub(crate) fn take(&self, ip: IpAddr, now: Instant) -> bool {
         if let Some(mut b) = self.buckets.get_mut(&ip) {
             return self.spend(&mut b, now);
         }
@@ -250,7 +250,7 @@ impl RateLimiter {
     }
 
     /// Forgets the buckets that have refilled (their sources have been quiet long enough).
-    pub fn sweep(&self, now: Instant) {
+    pub(crate) fn sweep(&self, now: Instant) {
         let (rate, burst) = (self.rate, self.burst);
         self.buckets.retain(|_, b| {
             b.refill(rate, burst, now);
@@ -259,11 +259,13 @@ impl RateLimiter {
     }
 
     /// Sources with a bucket of their own.
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
         self.buckets.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
 }

@@ -6,35 +6,59 @@
 //!
 //! # Layout
 //!
-//! Data flows down this list on the way in and back up on the way out:
+//! Data flows down this list on the way in and back up on the way out. The modules marked
+//! private are not part of the API; what callers need of them is re-exported at the root.
 //!
-//! - [`peer`]: who a message came from or goes to (transport, address, connection).
+//! - `peer` (private): who a message came from or goes to ([`Peer`], [`Proto`], [`ConnId`]).
 //! - [`wire`]: the zero-copy scanner of received SIP bytes and the splicer that edits them.
 //! - [`originate`]: the messages pointsman writes itself (responses, CANCEL, ACK, BYE, OPTIONS).
 //! - [`transaction`]: the RFC 3261 §17 client and server transactions and their keys.
-//! - [`table`]: the sharded tables every transaction, call and dialog is kept in.
-//! - [`timer`]: the timer wheel the driver runs the core's timers on.
-//! - [`guard`]: ACLs, rate limits, scanner blocking and overload shedding, as decisions.
+//! - `table` (private): the sharded tables every transaction, call and dialog is kept in.
+//! - `timer` (private): the timer wheel the driver runs the core's timers on ([`TimerWheel`]).
+//! - `guard` (private): ACLs, rate limits, scanner blocking and overload shedding, as
+//!   decisions; configured with [`GuardConfig`] ([`Acl`], [`Cidr`]).
 //! - [`health`]: each destination's health state machine and the table the core reads.
-//! - [`core`]: the proxy core (RFC 3261 §16): `Core` dispatches each message to its
+//! - `core` (private): the proxy core (RFC 3261 §16): [`Core`] dispatches each message to its
 //!   transaction, call or dialog; `Call` is the per-INVITE response context with serial
 //!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice; a call's
-//!   state exports to plain data and restores into another core (`core::CallState`).
+//!   state exports to plain data and restores into another core ([`CallState`]).
 //! - [`metrics`]: the metric handles and their label enums (the exporter is the I/O crate's).
 //! - `testing` (tests and the `testing` feature only): the deterministic fake-clock harness
 //!   the core's tests, the fuzzers and the benches drive the core with.
 //!
+//! `#![deny(unreachable_pub, unnameable_types)]` keeps the surface curated: a `pub` item that is
+//! neither re-exported here nor in a public module does not compile, and neither does a public
+//! signature that names a type callers cannot name.
+//!
 //! Routing decisions come from the `routing-rules` crate, which is pure too.
 
-pub mod core;
-pub mod guard;
+#![deny(unreachable_pub, unnameable_types)]
+
+mod core;
+mod guard;
 pub mod health;
 pub mod metrics;
 pub mod originate;
-pub mod peer;
-pub mod table;
+mod peer;
+mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
-pub mod timer;
+mod timer;
 pub mod transaction;
 pub mod wire;
+
+// The core: what the driver builds, feeds and carries out.
+pub use crate::core::{
+    Core, CoreConfig, CoreTimer, Inbound, Output, Routing, TimerKind, MAX_CALL_DURATION,
+};
+// A call's state as plain data: exported from one core, restored into another.
+pub use crate::core::{
+    AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState, DialogId,
+    PeerState, RestoreError, SetupState, TargetState,
+};
+// Who a message came from or goes to.
+pub use crate::peer::{ConnId, Peer, Proto};
+// The timer wheel the driver runs the core's timers on.
+pub use crate::timer::TimerWheel;
+// The guard's configuration: ACLs, rate limits, scanner blocking, overload shedding.
+pub use crate::guard::{Acl, Cidr, GuardConfig};

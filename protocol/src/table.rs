@@ -1,5 +1,5 @@
 //! The tables every part of the core keeps (transactions, calls, dialogs, ghosts): sharded
-//! `DashMap`s keyed by keyed hashes ([`crate::transaction::key::TxKey`], dialog keys), and the
+//! `DashMap`s keyed by keyed hashes ([`crate::transaction::TxKey`], dialog keys), and the
 //! shard-level machinery that keeps their memory in line with their load (sizing a shard,
 //! reading a shard's keys, measuring room) for the core's sweep.
 //!
@@ -12,7 +12,7 @@ use std::hash::{BuildHasher, Hasher};
 /// The hasher of tables keyed by `TxKey`s and other keyed hashes: the key already is a
 /// uniformly distributed secret-keyed hash, so it is used as it is.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct KeyHasher(u64);
+pub(crate) struct KeyHasher(u64);
 
 impl Hasher for KeyHasher {
     fn finish(&self) -> u64 {
@@ -33,16 +33,16 @@ impl Hasher for KeyHasher {
 }
 
 /// A table keyed by keyed hashes (`TxKey`s, dialog keys). Make one with [`new_table`].
-pub type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
+pub(crate) type KeyMap<V> = dashmap::DashMap<u64, V, std::hash::BuildHasherDefault<KeyHasher>>;
 
 /// Shards of every [`KeyMap`], whatever the core count (dashmap's default is 4 per core: 8 on
 /// two). A shard grows, rehashes in place or is resized as a whole, and whatever thread does it
 /// stops that long: at 7,700 calls/s the server table holds ~500,000 entries, which took 41 ms
 /// to grow on the project's VM, so ~5 ms a shard as 8 shards and ~0.3 ms (up to ~1 ms) as 128.
-pub const SHARDS: usize = 128;
+pub(crate) const SHARDS: usize = 128;
 
 /// An empty [`KeyMap`] of [`SHARDS`] shards.
-pub fn new_table<V>() -> KeyMap<V> {
+pub(crate) fn new_table<V>() -> KeyMap<V> {
     KeyMap::with_hasher_and_shard_amount(Default::default(), SHARDS)
 }
 
@@ -58,7 +58,7 @@ pub fn new_table<V>() -> KeyMap<V> {
 /// - less than an eighth full (after a burst): it shrinks to twice what it holds.
 ///
 /// The bands leave room between growing and shrinking, so a table never flips between them.
-pub fn size_shard_for_load<V>(table: &KeyMap<V>, shard: usize) -> usize {
+pub(crate) fn size_shard_for_load<V>(table: &KeyMap<V>, shard: usize) -> usize {
     let Some(shard) = table.shards().get(shard) else {
         return 0;
     };
@@ -87,7 +87,7 @@ pub fn size_shard_for_load<V>(table: &KeyMap<V>, shard: usize) -> usize {
 
 /// The keys in shard `shard` of a table whose value `pick` chooses, read under the shard's lock
 /// (what a sweep that walks a table a shard at a time removes), and how many entries it read.
-pub fn keys_in_shard<V>(
+pub(crate) fn keys_in_shard<V>(
     table: &KeyMap<V>,
     shard: usize,
     pick: impl Fn(&V) -> bool,
@@ -110,7 +110,7 @@ pub fn keys_in_shard<V>(
 
 /// Entries a table holds before it must grow, summed over its shards: what its memory follows
 /// (unlike `DashMap::capacity`, not lowered by the slots removals left "deleted").
-pub fn room<V>(table: &KeyMap<V>) -> usize {
+pub(crate) fn room<V>(table: &KeyMap<V>) -> usize {
     table
         .shards()
         .iter()

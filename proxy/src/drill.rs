@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 /// One injected failure of the primary cloud.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Failure {
+pub(crate) enum Failure {
     /// Every INVITE gets 503 Service Unavailable.
     Overload,
     /// No provisional, a 200 after the provisional timer, whatever CANCEL came meanwhile.
@@ -32,7 +32,7 @@ pub enum Failure {
 }
 
 impl Failure {
-    pub fn parse(s: &str) -> Result<Failure, String> {
+    pub(crate) fn parse(s: &str) -> Result<Failure, String> {
         match s.trim() {
             "503" | "overload" => Ok(Failure::Overload),
             "brownout" => Ok(Failure::Brownout),
@@ -61,7 +61,7 @@ impl Failure {
 
 /// What the drill does.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     /// The pointsman executable to run.
     pub bin: PathBuf,
     /// New calls per second.
@@ -80,7 +80,7 @@ pub struct Options {
 
 /// What happened to one call, as the peers saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct CallReport {
+pub(crate) struct CallReport {
     pub call_id: String,
     /// Final code the carrier got (0: none).
     pub code: u16,
@@ -100,7 +100,7 @@ pub struct CallReport {
 
 /// The drill's totals.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Report {
+pub(crate) struct Report {
     pub calls: usize,
     pub answered: usize,
     pub answered_by: BTreeMap<String, usize>,
@@ -118,7 +118,7 @@ pub struct Report {
 impl Report {
     /// Every call answered, no ghost ever reached the carrier, and every message pointsman
     /// sent reads with an independent parser.
-    pub fn passed(&self) -> bool {
+    pub(crate) fn passed(&self) -> bool {
         self.calls > 0
             && self.answered == self.calls
             && self.ghosts_relayed == 0
@@ -266,7 +266,7 @@ async fn wait_ready(carrier: &Carrier, journal: &Journal, proxy: SocketAddr) -> 
 }
 
 /// Runs the drill, writing its live view and summary to `out`.
-pub async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
+pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::Result<Report> {
     let at = |port: u16| SocketAddr::new(opts.ip, port);
     let (proxy_addr, primary_addr, secondary_addr, carrier_addr) = (
         at(opts.base_port),
@@ -475,7 +475,7 @@ async fn place_call(carrier: Arc<Carrier>, journal: Arc<Journal>, call_id: Strin
 }
 
 /// What the peers saw of one call.
-pub fn report_call(journal: &Journal, call_id: &str) -> CallReport {
+pub(crate) fn report_call(journal: &Journal, call_id: &str) -> CallReport {
     let entries: Vec<Entry> = journal
         .entries()
         .into_iter()

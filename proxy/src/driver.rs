@@ -13,9 +13,9 @@ use crate::sched::{self, SliceGovernor};
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
 use anyhow::{anyhow, Context};
-use pointsman_protocol::core::{Core, CoreConfig, CoreTimer, Inbound, Output};
-use pointsman_protocol::timer::TimerWheel;
 use pointsman_protocol::wire::Framing;
+use pointsman_protocol::TimerWheel;
+use pointsman_protocol::{Core, CoreConfig, CoreTimer, Inbound, Output};
 use std::cell::{Cell, RefCell};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -121,7 +121,7 @@ fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
     Ok(bound)
 }
 
-/// Runs pointsman until SIGTERM or SIGINT stops it (see [`crate::shutdown`]). Binds every
+/// Runs pointsman until SIGTERM or SIGINT stops it (see the `shutdown` module). Binds every
 /// listener first, so an address in use is an error here, before anything else starts, rather
 /// than a silent worker death. With `source`, SIGHUP (and `POST /reload`) reload the routing
 /// from that file (see [`Node::reload`]).

@@ -18,11 +18,11 @@
 
 use crate::config::{Config, ConfigError};
 use bytes::Bytes;
-use pointsman_protocol::core::Core;
 use pointsman_protocol::metrics::Metrics;
 use pointsman_protocol::testing::{self, generous_limits as generous, Answer, Harness};
-use pointsman_protocol::transaction::key::TxKey;
+use pointsman_protocol::transaction::TxKey;
 use pointsman_protocol::wire::{self, Framing, Limits, Method};
+use pointsman_protocol::Core;
 use routing_rules::{DestId, Router};
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
@@ -1229,7 +1229,7 @@ pub fn response_to(request: &[u8], code: u16, to_tag: &str, addr: &str, twist: T
 ///   after a final) and the core's stateless 400s to bytes it cannot scan are exempt;
 /// - 2 hours after the last op (every timer due by then fired, in order) the core holds no
 ///   transaction and no dialog (`table_sizes() == (0, 0, 0)`), and counts none in progress;
-/// - 13 hours after it (past [`pointsman_protocol::core::MAX_CALL_DURATION`]) no answered call either.
+/// - 13 hours after it (past [`pointsman_protocol::MAX_CALL_DURATION`]) no answered call either.
 pub fn core_sequence(ops: &[Op]) {
     let mut sim = Sim::new();
     for (i, op) in ops.iter().enumerate() {

@@ -13,22 +13,29 @@
 //! - [`transport`]: UDP, TCP and TLS sockets.
 //! - [`prober`]: the health probes (SIP OPTIONS) sent to every destination.
 //! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder.
-//! - [`shutdown`]: SIGTERM/SIGINT, and the grace given to calls in setup.
-//! - [`sched`], [`memory`]: scheduling and allocator tuning of the process.
-//! - [`drill`]: `pointsman drill`, a node between a simulated carrier and simulated clouds.
+//! - `shutdown` (private): SIGTERM/SIGINT, and the grace given to calls in setup.
+//! - [`sched`], `memory` (private): scheduling and allocator tuning of the process.
+//! - `drill` (private): `pointsman drill`, a node between a simulated carrier and simulated
+//!   clouds.
+//!
+//! The modules other crates (the end-to-end tests, the benches, the bench tools, the fuzzers)
+//! use are public; the others are private. `#![deny(unreachable_pub, unnameable_types)]` keeps
+//! every `pub` item reachable and every type in a public signature nameable.
+
+#![deny(unreachable_pub, unnameable_types)]
 
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod drill;
+mod drill;
 pub mod driver;
 pub mod exporter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
-pub mod memory;
+mod memory;
 pub mod node;
 pub mod prober;
 pub mod sched;
-pub mod shutdown;
+mod shutdown;
 pub mod transport;

@@ -13,7 +13,7 @@
 //! `free` nor `malloc_trim` (which trims the top of the main arena only) gives back. The
 //! thresholds are fixed at start-up instead.
 
-use pointsman_protocol::core::Core;
+use pointsman_protocol::Core;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,7 +24,7 @@ const WORTH_TRIMMING: usize = 2_000;
 
 /// Decides when to trim, from the table sizes it is shown (time and allocator left out).
 #[derive(Debug, Default)]
-pub struct TrimPolicy {
+pub(crate) struct TrimPolicy {
     peak: usize,
     /// A trim happened while entries were still held: trim once more when they are all gone.
     drained_pending: bool,
@@ -32,7 +32,7 @@ pub struct TrimPolicy {
 
 impl TrimPolicy {
     /// `held`: room for entries in the core's tables now. True when memory should be handed back.
-    pub fn observe(&mut self, held: usize) -> bool {
+    pub(crate) fn observe(&mut self, held: usize) -> bool {
         if held == 0 && std::mem::take(&mut self.drained_pending) {
             self.peak = 0;
             return true;
@@ -52,7 +52,7 @@ impl TrimPolicy {
 const ALLOCATOR_THRESHOLD: libc::c_int = 128 * 1024;
 
 /// Starts the watcher thread for `core`, after fixing the allocator's thresholds.
-pub fn spawn_trimmer(core: Arc<Core>) -> std::io::Result<()> {
+pub(crate) fn spawn_trimmer(core: Arc<Core>) -> std::io::Result<()> {
     fix_allocator_thresholds();
     std::thread::Builder::new()
         .name("pointsman-memory".into())
@@ -70,7 +70,7 @@ pub fn spawn_trimmer(core: Arc<Core>) -> std::io::Result<()> {
 
 /// Stops glibc from raising its mmap and trim thresholds as large blocks come and go (setting
 /// either turns the dynamic adjustment off for both).
-pub fn fix_allocator_thresholds() {
+pub(crate) fn fix_allocator_thresholds() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only sets the allocator's tuning parameters; these are valid values.
     unsafe {
@@ -80,7 +80,7 @@ pub fn fix_allocator_thresholds() {
 }
 
 /// Returns the allocator's free pages to the operating system.
-pub fn trim() {
+pub(crate) fn trim() {
     // The metrics exporter frees drained histogram blocks through crossbeam's epoch-based
     // garbage collection, which only runs as threads pin: once the calls stop nobody does, and
     // each block left over pins a page of its own. Collect them first.

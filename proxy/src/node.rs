@@ -13,9 +13,9 @@ use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
-use pointsman_protocol::core::{Core, Routing};
 use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError};
 use pointsman_protocol::metrics::{Metrics, NodeState};
+use pointsman_protocol::{Core, Routing};
 use routing_rules::{DestId, Router};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
@@ -88,7 +88,7 @@ impl Node {
     /// cannot be bound or resolved: nothing half-starts.
     pub fn start(
         cfg: &Config,
-        core_config: pointsman_protocol::core::CoreConfig,
+        core_config: pointsman_protocol::CoreConfig,
         source: Option<PathBuf>,
     ) -> anyhow::Result<Arc<Node>> {
         let now = Instant::now();

@@ -65,18 +65,6 @@ pub struct ProberConfig {
     pub limits: Limits,
 }
 
-impl ProberConfig {
-    /// Probes from `source`, with the default timers and limits.
-    pub fn new(source: SocketAddr) -> ProberConfig {
-        ProberConfig {
-            source,
-            t1: Duration::from_millis(500),
-            t2: Duration::from_secs(4),
-            limits: Limits::default(),
-        }
-    }
-}
-
 /// A running prober. Dropping it stops the task and joins its thread.
 pub struct Prober {
     views: Option<watch::Sender<HealthView>>,

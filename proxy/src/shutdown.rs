@@ -25,7 +25,7 @@ const WATCH: Duration = Duration::from_secs(1);
 
 /// What a stopping node does next.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Next {
+pub(crate) enum Next {
     /// Calls are in setup, or the last one left it less than the ACK window ago.
     Wait,
     /// No call in setup: exit now.
@@ -37,13 +37,13 @@ pub enum Next {
 /// How long after the last call left setup a stopping node stays: the ACK of its 2xx must
 /// pass. The ACK comes one round trip (T1) after the 2xx; if it is lost the callee sends the
 /// 2xx again after T1, then 2·T1, and each is relayed and ACKed again: 4·T1 covers two losses.
-pub fn ack_window(t1: Duration) -> Duration {
+pub(crate) fn ack_window(t1: Duration) -> Duration {
     t1 * 4
 }
 
 /// A stop in progress, fed what the core holds at each look.
 #[derive(Clone, Copy, Debug)]
-pub struct Stop {
+pub(crate) struct Stop {
     at: Instant,
     grace: Duration,
     ack_window: Duration,
@@ -53,7 +53,7 @@ pub struct Stop {
 }
 
 impl Stop {
-    pub fn new(at: Instant, grace: Duration, ack_window: Duration) -> Stop {
+    pub(crate) fn new(at: Instant, grace: Duration, ack_window: Duration) -> Stop {
         Stop {
             at,
             grace,
@@ -63,7 +63,7 @@ impl Stop {
     }
 
     /// What to do at `now`, with `calls_in_setup` in the core.
-    pub fn next(&mut self, now: Instant, calls_in_setup: usize) -> Next {
+    pub(crate) fn next(&mut self, now: Instant, calls_in_setup: usize) -> Next {
         let grace_over = now.saturating_duration_since(self.at) >= self.grace;
         if calls_in_setup > 0 {
             self.busy_at = now;
@@ -83,14 +83,14 @@ impl Stop {
 
 /// SIGTERM and SIGINT, caught from the moment of [`Signals::install`]: one that comes while
 /// the node starts is served once it runs.
-pub struct Signals {
+pub(crate) struct Signals {
     runtime: tokio::runtime::Runtime,
     term: Signal,
     int: Signal,
 }
 
 impl Signals {
-    pub fn install() -> anyhow::Result<Signals> {
+    pub(crate) fn install() -> anyhow::Result<Signals> {
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()?;
@@ -106,7 +106,7 @@ impl Signals {
 
     /// Blocks until a signal, then stops `node` as the module says. Returns an error only when
     /// every one of `workers` ended on its own (a node without workers must not look alive).
-    pub fn wait_and_stop(
+    pub(crate) fn wait_and_stop(
         self,
         node: &Node,
         grace: Duration,

@@ -22,16 +22,16 @@ impl Default for Dialogs {
 }
 
 impl Dialogs {
-    pub fn insert(&self, key: u64, since: Instant) {
+    pub(super) fn insert(&self, key: u64, since: Instant) {
         self.table.insert(key, since);
     }
-    pub fn remove(&self, key: u64) {
+    pub(super) fn remove(&self, key: u64) {
         self.table.remove(&key);
     }
     /// Forgets the dialogs of shard `shard` answered at or before `cutoff`, then sizes the
     /// shard for what is left (see [`table::size_shard_for_load`]); returns the entries it read
     /// and the entries it moved.
-    pub fn sweep_shard(&self, shard: usize, cutoff: Option<Instant>) -> (usize, usize) {
+    pub(super) fn sweep_shard(&self, shard: usize, cutoff: Option<Instant>) -> (usize, usize) {
         let mut read = 0;
         if let Some(cutoff) = cutoff {
             let (old, walked) = table::keys_in_shard(&self.table, shard, |since| *since <= cutoff);
@@ -43,17 +43,17 @@ impl Dialogs {
         (read, table::size_shard_for_load(&self.table, shard))
     }
     /// When dialog `key` was answered, if it is held.
-    pub fn since(&self, key: u64) -> Option<Instant> {
+    pub(super) fn since(&self, key: u64) -> Option<Instant> {
         self.table.get(&key).map(|e| *e.value())
     }
-    pub fn contains(&self, key: u64) -> bool {
+    pub(super) fn contains(&self, key: u64) -> bool {
         self.table.contains_key(&key)
     }
-    pub fn len(&self) -> usize {
+    pub(super) fn len(&self) -> usize {
         self.table.len()
     }
     /// See [`table::room`].
-    pub fn room(&self) -> usize {
+    pub(super) fn room(&self) -> usize {
         table::room(&self.table)
     }
 }

@@ -51,10 +51,10 @@ use crate::metrics::{DropReason, Metrics};
 use crate::originate;
 use crate::peer::{Peer, Proto};
 use crate::table::{self, keys_in_shard, room, size_shard_for_load, KeyMap};
-use crate::transaction::key::{Keys, MethodClass, TxKey};
 use crate::transaction::{
     ClientNonInvite, Delivery, ServerNonInvite, TimerConfig, TxAction, TxEvent, TxTimer,
 };
+use crate::transaction::{Keys, MethodClass, TxKey};
 use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError, StartLine};
 use arc_swap::ArcSwap;
 use bytes::Bytes;
@@ -68,7 +68,7 @@ use tracing::{debug, warn};
 
 /// Branch parameters pointsman writes start with this (after the magic cookie); the node id and
 /// a loop-detection hash follow.
-pub const BRANCH_PREFIX: &str = "z9hG4bK-ps";
+pub(crate) const BRANCH_PREFIX: &str = "z9hG4bK-ps";
 
 /// What the core is configured with (from `config::Config`).
 #[derive(Clone, Debug)]
@@ -138,8 +138,8 @@ impl CoreTimer {
     /// How late the driver may fire this timer, so that timers armed close together share one
     /// wake-up instead of waking a worker each. Timers that only end a window (absorbing
     /// retransmissions, forgetting what no message can need any more) take
-    /// [`WINDOW_SLACK`]; retransmissions, timeouts and failover timers [`PROMPT_SLACK`], a few
-    /// percent of T1 and far below what a caller notices in a failover.
+    /// 100 ms (`WINDOW_SLACK`); retransmissions, timeouts and failover timers 20 ms
+    /// (`PROMPT_SLACK`), a few percent of T1 and far below what a caller notices in a failover.
     pub fn slack(&self) -> Duration {
         let ends_a_window = match self.kind {
             TimerKind::Server(t) | TimerKind::Client(t) => matches!(
@@ -164,9 +164,9 @@ impl CoreTimer {
 }
 
 /// See [`CoreTimer::slack`].
-pub const WINDOW_SLACK: Duration = Duration::from_millis(100);
+pub(crate) const WINDOW_SLACK: Duration = Duration::from_millis(100);
 /// See [`CoreTimer::slack`].
-pub const PROMPT_SLACK: Duration = Duration::from_millis(20);
+pub(crate) const PROMPT_SLACK: Duration = Duration::from_millis(20);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TimerKind {

@@ -19,7 +19,7 @@ use super::{emit, lock, Answered, Core, CoreTimer, Output, Routing, ServerEntry,
 use super::{ClientEntry, TimerKind};
 use crate::originate;
 use crate::peer::{Peer, Proto};
-use crate::transaction::key::MethodClass;
+use crate::transaction::MethodClass;
 use crate::transaction::{
     ClientInvite, ClientInviteSnapshot, ClientInviteState, ServerInvite, ServerInviteSnapshot,
 };

@@ -78,18 +78,18 @@ use routing_rules::HealthSettings;
 use std::time::{Duration, Instant};
 
 /// Default `[health] retry_after_min`.
-pub const DEFAULT_RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
+pub(super) const DEFAULT_RETRY_AFTER_MIN: Duration = Duration::from_secs(1);
 /// Default `[health] retry_after_max`.
-pub const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_RETRY_AFTER_MAX: Duration = Duration::from_secs(300);
 
 /// Default `[health] passive_hold`.
-pub const DEFAULT_PASSIVE_HOLD: Duration = Duration::from_secs(30);
+pub(super) const DEFAULT_PASSIVE_HOLD: Duration = Duration::from_secs(30);
 /// Default `[health] passive_hold_max`.
-pub const DEFAULT_PASSIVE_HOLD_MAX: Duration = Duration::from_secs(300);
+pub(super) const DEFAULT_PASSIVE_HOLD_MAX: Duration = Duration::from_secs(300);
 
 /// The node-wide part of the health policy (`[health]` in the config).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Failures seen on real calls count towards `failure_threshold` (default true).
     pub passive: bool,
     /// Shortest hold a trusted 503 Retry-After gets (default 1 s).
@@ -119,7 +119,7 @@ impl Default for Policy {
 
 impl Policy {
     /// `retry_after` clamped to the policy's range (never panics, even if min > max).
-    pub fn clamp_retry_after(&self, retry_after: Duration) -> Duration {
+    pub(crate) fn clamp_retry_after(&self, retry_after: Duration) -> Duration {
         retry_after
             .max(self.retry_after_min)
             .min(self.retry_after_max)
@@ -128,7 +128,7 @@ impl Policy {
 
 /// Everything one machine runs on.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
+pub(crate) struct Settings {
     /// The destination's own health keys.
     pub health: HealthSettings,
     /// Whether its 503 Retry-After is believed.
@@ -282,7 +282,7 @@ pub struct Transition {
 
 /// Lifetime counters of one destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Counters {
+pub(crate) struct Counters {
     /// Calls started (as reported by `call_started`).
     pub calls: u64,
     /// Passive failures reported by calls (timeouts, transport errors, 503s).
@@ -295,7 +295,7 @@ pub struct Counters {
 
 /// One destination's health. See the module documentation for the rules.
 #[derive(Clone, Debug)]
-pub struct Machine {
+pub(crate) struct Machine {
     settings: Settings,
     /// `Probing`, `Up` or `Down`.
     health: State,
@@ -322,7 +322,7 @@ pub struct Machine {
 impl Machine {
     /// A destination seen for the first time at `now`: `Probing` with a probe due at once, or
     /// `Up` when it is not probed.
-    pub fn new(settings: Settings, now: Instant) -> Machine {
+    pub(crate) fn new(settings: Settings, now: Instant) -> Machine {
         let probe = settings.health.probe;
         Machine {
             health: if probe { State::Probing } else { State::Up },
@@ -350,17 +350,17 @@ impl Machine {
     // ---- what it is ---------------------------------------------------------------------
 
     /// The published state: the admin state if one is set, else the health.
-    pub fn state(&self) -> State {
+    pub(crate) fn state(&self) -> State {
         self.admin.unwrap_or(self.health)
     }
 
     /// What probes and calls say (`Probing`, `Up` or `Down`), whatever the admin state.
-    pub fn health(&self) -> State {
+    pub(crate) fn health(&self) -> State {
         self.health
     }
 
     /// Why it is in its published state.
-    pub fn reason(&self) -> &str {
+    pub(crate) fn reason(&self) -> &str {
         if self.admin.is_some() {
             &self.admin_reason
         } else {
@@ -369,12 +369,12 @@ impl Machine {
     }
 
     /// Why its health is what it is.
-    pub fn health_reason(&self) -> &str {
+    pub(crate) fn health_reason(&self) -> &str {
         &self.health_reason
     }
 
     /// Since when it is in its published state.
-    pub fn since(&self) -> Instant {
+    pub(crate) fn since(&self) -> Instant {
         if self.admin.is_some() {
             self.admin_since
         } else {
@@ -383,13 +383,14 @@ impl Machine {
     }
 
     /// Whether it takes new calls. Constant between inputs.
-    pub fn accepts_calls(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn accepts_calls(&self) -> bool {
         self.state().accepts_calls()
     }
 
     /// When it wants its next probe (at or before `now`: send one now); `None`: it is not
     /// probed (probes off, or in maintenance).
-    pub fn wants_probe(&self) -> Option<Instant> {
+    pub(crate) fn wants_probe(&self) -> Option<Instant> {
         if self.admin == Some(State::Maintenance) {
             return None;
         }
@@ -399,7 +400,7 @@ impl Machine {
     /// The next instant something is due: a probe, or the end of a hold (see [`poll`]).
     ///
     /// [`poll`]: Machine::poll
-    pub fn next_wakeup(&self) -> Option<Instant> {
+    pub(crate) fn next_wakeup(&self) -> Option<Instant> {
         let hold = self.down_until.filter(|_| self.health == State::Down);
         match (self.wants_probe(), hold) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -408,36 +409,36 @@ impl Machine {
     }
 
     /// The end of the current hold while `Down`, if any.
-    pub fn down_until(&self) -> Option<Instant> {
+    pub(crate) fn down_until(&self) -> Option<Instant> {
         self.down_until.filter(|_| self.health == State::Down)
     }
 
-    pub fn last_probe_rtt(&self) -> Option<Duration> {
+    pub(crate) fn last_probe_rtt(&self) -> Option<Duration> {
         self.last_rtt
     }
 
-    pub fn calls_in_progress(&self) -> u32 {
+    pub(crate) fn calls_in_progress(&self) -> u32 {
         self.calls_in_progress
     }
 
     /// Draining, and no call in progress.
-    pub fn drained(&self) -> bool {
+    pub(crate) fn drained(&self) -> bool {
         self.admin == Some(State::Draining) && self.calls_in_progress == 0
     }
 
-    pub fn counters(&self) -> Counters {
+    pub(crate) fn counters(&self) -> Counters {
         self.counters
     }
 
-    pub fn consecutive_failures(&self) -> u32 {
+    pub(crate) fn consecutive_failures(&self) -> u32 {
         self.failures_in_a_row
     }
 
-    pub fn consecutive_successes(&self) -> u32 {
+    pub(crate) fn consecutive_successes(&self) -> u32 {
         self.successes_in_a_row
     }
 
-    pub fn settings(&self) -> &Settings {
+    pub(crate) fn settings(&self) -> &Settings {
         &self.settings
     }
 
@@ -446,7 +447,7 @@ impl Machine {
     /// New settings for the same destination (a reload that kept its name and address). The
     /// state is kept; probing starts or stops as `probe` says, and the next probe is due no
     /// later than one new interval from `now`.
-    pub fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<Transition> {
+    pub(crate) fn set_settings(&mut self, settings: Settings, now: Instant) -> Option<Transition> {
         let before = self.state();
         let was_probed = self.settings.health.probe;
         self.settings = settings;
@@ -472,7 +473,7 @@ impl Machine {
     }
 
     /// The prober sent a probe at `now`: the next one is due one interval later.
-    pub fn probe_sent(&mut self, now: Instant) {
+    pub(crate) fn probe_sent(&mut self, now: Instant) {
         if self.next_probe.is_some() {
             self.next_probe = Some(now + self.settings.health.interval);
         }
@@ -480,7 +481,12 @@ impl Machine {
 
     /// A final reply to a probe. A code in `probe_codes` (never 503) is a success, any other
     /// final code a failure; a provisional (1xx) is ignored. Ignored in maintenance.
-    pub fn probe_reply(&mut self, code: u16, rtt: Duration, now: Instant) -> Option<Transition> {
+    pub(crate) fn probe_reply(
+        &mut self,
+        code: u16,
+        rtt: Duration,
+        now: Instant,
+    ) -> Option<Transition> {
         if code < 200 || self.admin == Some(State::Maintenance) {
             return None;
         }
@@ -496,7 +502,7 @@ impl Machine {
     }
 
     /// A probe got no final reply within `probe_timeout`.
-    pub fn probe_timeout(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn probe_timeout(&mut self, now: Instant) -> Option<Transition> {
         if self.admin == Some(State::Maintenance) {
             return None;
         }
@@ -509,7 +515,7 @@ impl Machine {
     }
 
     /// A probe could not be sent or its connection failed (`error` says how).
-    pub fn probe_error(&mut self, error: &str, now: Instant) -> Option<Transition> {
+    pub(crate) fn probe_error(&mut self, error: &str, now: Instant) -> Option<Transition> {
         if self.admin == Some(State::Maintenance) {
             return None;
         }
@@ -518,7 +524,7 @@ impl Machine {
     }
 
     /// What a real call told. Ignored in maintenance.
-    pub fn passive(&mut self, signal: Passive, now: Instant) -> Option<Transition> {
+    pub(crate) fn passive(&mut self, signal: Passive, now: Instant) -> Option<Transition> {
         if self.admin == Some(State::Maintenance) {
             return None;
         }
@@ -543,7 +549,7 @@ impl Machine {
     /// Applies the passage of time: the end of a hold. Call it at [`next_wakeup`].
     ///
     /// [`next_wakeup`]: Machine::next_wakeup
-    pub fn poll(&mut self, now: Instant) -> Option<Transition> {
+    pub(crate) fn poll(&mut self, now: Instant) -> Option<Transition> {
         let until = self.down_until?;
         if self.health != State::Down || now < until {
             return None;
@@ -570,7 +576,7 @@ impl Machine {
 
     /// An operator's action. Repeating the current admin state (or enabling a destination with
     /// none) changes nothing and returns `None`.
-    pub fn admin(&mut self, action: AdminAction, now: Instant) -> Option<Transition> {
+    pub(crate) fn admin(&mut self, action: AdminAction, now: Instant) -> Option<Transition> {
         let target = match action {
             AdminAction::Drain => Some(State::Draining),
             AdminAction::Maintenance => Some(State::Maintenance),
@@ -626,14 +632,14 @@ impl Machine {
     }
 
     /// A new call was sent to this destination.
-    pub fn call_started(&mut self) {
+    pub(crate) fn call_started(&mut self) {
         self.calls_in_progress = self.calls_in_progress.saturating_add(1);
         self.counters.calls += 1;
     }
 
     /// A call to this destination ended. `true`: it was the last call of a draining
     /// destination, which is now drained. An unbalanced call (none in progress) is ignored.
-    pub fn call_ended(&mut self) -> bool {
+    pub(crate) fn call_ended(&mut self) -> bool {
         if self.calls_in_progress == 0 {
             return false;
         }

@@ -2,7 +2,7 @@
 //! the proxy core, fed by the prober (SIP OPTIONS), by the core (passive signals from calls) and
 //! by the admin API (drain, maintenance, enable, force-up).
 //!
-//! - [`machine`]: one destination's state machine, sans-IO (time passed in). The rules live there.
+//! - `machine`: one destination's state machine, sans-IO (time passed in). The rules live there.
 //! - this module: [`Health`], the table keyed by destination **name**, so a destination that keeps
 //!   its name and address across a reload keeps its state; [`HealthView`], the per-[`DestId`]
 //!   handles for one rule set; [`DestHealth`], one destination: its machine behind a mutex and its
@@ -27,11 +27,14 @@
 //! It must not: read received SIP bytes (the prober hands them to `wire::scan`), take a lock on
 //! the hot read ([`DestHealth::accepts_calls`]), or hold a destination's lock while logging.
 
-pub mod machine;
+mod machine;
 #[cfg(test)]
 mod tests;
 
-pub use machine::{AdminAction, Counters, Machine, Passive, Policy, Settings, State, Transition};
+#[cfg(test)]
+use machine::Counters;
+pub use machine::{AdminAction, Passive, State, Transition};
+pub(crate) use machine::{Machine, Policy, Settings};
 
 use routing_rules::spec::TransportSpec;
 use routing_rules::{DestId, Destination, Router};
@@ -76,7 +79,7 @@ impl Default for HealthConfig {
 
 impl HealthConfig {
     /// The node-wide part of every destination's machine settings.
-    pub fn policy(&self) -> Policy {
+    pub(crate) fn policy(&self) -> Policy {
         Policy {
             passive: self.passive,
             retry_after_min: self.retry_after_min,
@@ -143,7 +146,7 @@ pub struct DestHealth {
 
 impl DestHealth {
     /// A fresh entry for `dest` at `now`.
-    pub fn new(dest: &Destination, policy: &Policy, now: Instant) -> DestHealth {
+    pub(crate) fn new(dest: &Destination, policy: &Policy, now: Instant) -> DestHealth {
         let machine = Machine::new(settings_of(dest, policy), now);
         DestHealth {
             name: dest.name.clone(),
@@ -375,10 +378,6 @@ impl Health {
                 current: HealthView::default(),
             }),
         }
-    }
-
-    pub fn policy(&self) -> &Policy {
-        &self.policy
     }
 
     fn table(&self) -> MutexGuard<'_, Table> {

@@ -9,7 +9,7 @@ use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hash, Hasher};
 
 /// The RFC 3261 branch prefix that makes a branch globally unique.
-pub const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
+pub(super) const MAGIC_COOKIE: &[u8] = b"z9hG4bK";
 
 pub type TxKey = u64;
 

@@ -6,10 +6,12 @@
 //! that fires in a state where it no longer applies is ignored, so the driver's wheel can be lazy.
 //!
 //! Matching a message to its transaction (branch, sent-by, method; RFC 2543 fallback; CANCEL to
-//! INVITE per §9.2) is in [`key`]. What a transaction's *user* does with a response (relay,
+//! INVITE per §9.2) is in `key` ([`Keys`], [`TxKey`]). What a transaction's *user* does with a response (relay,
 //! failover, ghost teardown) is the proxy core's business, not this module's.
 
-pub mod key;
+mod key;
+
+pub use key::{Keys, MethodClass, TxKey};
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};

@@ -13,9 +13,9 @@
 #![allow(dead_code)]
 
 use pointsman::config::Config;
-use pointsman_protocol::core::{Core, Inbound, Routing};
 use pointsman_protocol::health::Health;
 use pointsman_protocol::testing::{self, Answer, Harness};
+use pointsman_protocol::{Core, Inbound, Routing};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -311,7 +311,7 @@ pub struct Listener {
     pub address: SocketAddr,
     /// The certificate files of a TLS listener (`None` for UDP and TCP).
     pub tls: Option<crate::transport::tls::ListenerFiles>,
-    pub acl: pointsman_protocol::guard::Acl,
+    pub acl: pointsman_protocol::Acl,
 }
 
 /// The validated configuration the proxy runs on.
@@ -340,7 +340,7 @@ pub struct Config {
     /// Destination health: probe source, passive signals, Retry-After clamp.
     pub health: pointsman_protocol::health::HealthConfig,
     /// Rate limits, scanner blocking, overload shedding, table caps.
-    pub guard: pointsman_protocol::guard::GuardConfig,
+    pub guard: pointsman_protocol::GuardConfig,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -787,8 +787,8 @@ fn validate(
     })
 }
 
-fn validate_guard(g: &GuardSection, errors: &mut Errors) -> pointsman_protocol::guard::GuardConfig {
-    let d = pointsman_protocol::guard::GuardConfig::default();
+fn validate_guard(g: &GuardSection, errors: &mut Errors) -> pointsman_protocol::GuardConfig {
+    let d = pointsman_protocol::GuardConfig::default();
     let (rate, burst) = validate_rate(
         ("guard.rate", g.rate.unwrap_or(d.rate)),
         ("guard.burst", g.burst),
@@ -856,7 +856,7 @@ fn validate_guard(g: &GuardSection, errors: &mut Errors) -> pointsman_protocol::
             );
         }
     }
-    pointsman_protocol::guard::GuardConfig {
+    pointsman_protocol::GuardConfig {
         rate,
         burst,
         allowed_rate: allowed.map(|(rate, _)| rate),
@@ -1150,11 +1150,11 @@ fn validate_listeners(specs: &[ListenSpec], errors: &mut Errors) -> Vec<Listener
         } else {
             names.insert(name.clone(), i);
         }
-        let mut acl = pointsman_protocol::guard::Acl::default();
+        let mut acl = pointsman_protocol::Acl::default();
         if let Some(list) = &l.allow {
             let mut nets = Vec::with_capacity(list.len());
             for (j, cidr) in list.iter().enumerate() {
-                match pointsman_protocol::guard::Cidr::parse(cidr) {
+                match pointsman_protocol::Cidr::parse(cidr) {
                     Ok(net) => nets.push(net),
                     Err(m) => errors.push(
                         format!("listen[{i}].allow[{j}]"),

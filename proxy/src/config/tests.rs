@@ -1845,7 +1845,7 @@ fn listen_allow_lists_are_parsed_and_a_bad_network_is_named() {
 #[test]
 fn guard_defaults_and_errors() {
     let g = parse(BASE).unwrap().guard;
-    assert_eq!(g, pointsman_protocol::guard::GuardConfig::default());
+    assert_eq!(g, pointsman_protocol::GuardConfig::default());
     let custom = parse(&format!(
         "{BASE}\n[guard]\nrate = 20.0\nmax_calls = 5000\nretry_after = \"30s\"\n"
     ))

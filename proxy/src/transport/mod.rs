@@ -3,8 +3,8 @@
 //! delivery failures (ICMP port unreachable, connect refused, reset, write error) back as branch
 //! failures. They never interpret SIP beyond framing a stream.
 
-pub mod tcp;
+pub(crate) mod tcp;
 pub mod tls;
 pub mod udp;
 
-pub use pointsman_protocol::peer::{ConnId, Peer, Proto};
+pub use pointsman_protocol::{ConnId, Peer, Proto};

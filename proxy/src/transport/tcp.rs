@@ -20,7 +20,7 @@ use super::tls::Certificates;
 use super::{ConnId, Peer, Proto};
 use bytes::{Bytes, BytesMut};
 use dashmap::DashMap;
-use pointsman_protocol::transaction::key::TxKey;
+use pointsman_protocol::transaction::TxKey;
 use pointsman_protocol::wire::{self, Limits, StreamFrame};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -33,7 +33,7 @@ use tracing::{debug, warn};
 
 /// What a connection hands to the worker that owns it.
 #[derive(Debug)]
-pub enum Event {
+pub(crate) enum Event {
     /// A whole message.
     Message {
         bytes: Bytes,
@@ -45,15 +45,15 @@ pub enum Event {
 }
 
 /// Received messages a worker's inbox holds before its connections wait.
-pub const INBOX_MESSAGES: usize = 1024;
+pub(crate) const INBOX_MESSAGES: usize = 1024;
 /// Messages that may wait to be written to one connection.
-pub const OUTGOING_PER_CONN: usize = 1024;
+pub(crate) const OUTGOING_PER_CONN: usize = 1024;
 
 /// Where connection events go: the owning worker's [`Inbox`]. Messages through a bounded queue
 /// ([`INBOX_MESSAGES`]); delivery failures through an unbounded one, which cannot grow past the
 /// messages queued for writing (at most [`OUTGOING_PER_CONN`] per connection).
 #[derive(Clone, Debug)]
-pub struct EventSink {
+pub(crate) struct EventSink {
     messages: mpsc::Sender<Event>,
     failures: mpsc::UnboundedSender<Event>,
 }
@@ -68,14 +68,14 @@ impl EventSink {
 
 /// A worker's side of its [`EventSink`].
 #[derive(Debug)]
-pub struct Inbox {
+pub(crate) struct Inbox {
     messages: mpsc::Receiver<Event>,
     failures: mpsc::UnboundedReceiver<Event>,
 }
 
 impl Inbox {
     /// The next event, delivery failures first; `None` once every sink is gone.
-    pub async fn recv(&mut self) -> Option<Event> {
+    pub(crate) async fn recv(&mut self) -> Option<Event> {
         tokio::select! {
             biased;
             Some(e) = self.failures.recv() => Some(e),
@@ -86,7 +86,7 @@ impl Inbox {
 }
 
 /// A worker's inbox and the sink its connections (and its own sends) report to.
-pub fn inbox() -> (EventSink, Inbox) {
+pub(crate) fn inbox() -> (EventSink, Inbox) {
     let (messages, messages_rx) = mpsc::channel(INBOX_MESSAGES);
     let (failures, failures_rx) = mpsc::unbounded_channel();
     (
@@ -110,7 +110,7 @@ struct Conn {
 }
 
 #[derive(Clone, Debug)]
-pub struct TcpSettings {
+pub(crate) struct TcpSettings {
     pub idle_timeout: Duration,
     pub max_connections: usize,
     pub connect_timeout: Duration,
@@ -118,7 +118,7 @@ pub struct TcpSettings {
 }
 
 /// Every live TCP and TLS connection, by id and by transport and remote address.
-pub struct Tcp {
+pub(crate) struct Tcp {
     settings: TcpSettings,
     conns: DashMap<ConnId, Conn>,
     by_addr: DashMap<(Proto, SocketAddr), ConnId>,
@@ -132,7 +132,8 @@ pub struct Tcp {
 }
 
 impl Tcp {
-    pub fn new(
+    #[cfg(test)]
+    pub(crate) fn new(
         settings: TcpSettings,
         workers: Vec<EventSink>,
         runtimes: Vec<tokio::runtime::Handle>,
@@ -140,8 +141,9 @@ impl Tcp {
         Tcp::with_tls(settings, workers, runtimes, None)
     }
 
-    /// [`Tcp::new`] that also serves TLS listeners and reaches TLS peers with `tls`.
-    pub fn with_tls(
+    /// The connection table; it also serves TLS listeners and reaches TLS peers with `tls`
+    /// (`None`: plain TCP only).
+    pub(crate) fn with_tls(
         settings: TcpSettings,
         workers: Vec<EventSink>,
         runtimes: Vec<tokio::runtime::Handle>,
@@ -160,7 +162,8 @@ impl Tcp {
     }
 
     /// Connections open right now.
-    pub fn open_connections(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn open_connections(&self) -> usize {
         self.open.load(Ordering::Relaxed)
     }
 
@@ -171,7 +174,7 @@ impl Tcp {
 
     /// Accepts connections on `listener` until the process ends: TLS connections when listener
     /// `index` is a TLS listener of the certificates this was made with, else plain TCP.
-    pub async fn accept_loop(self: Arc<Tcp>, listener: TcpListener, index: usize) {
+    pub(crate) async fn accept_loop(self: Arc<Tcp>, listener: TcpListener, index: usize) {
         let proto = match &self.tls {
             Some(tls) if tls.serves(index) => Proto::Tls,
             _ => Proto::Tcp,
@@ -227,7 +230,7 @@ impl Tcp {
 
     /// Queues `bytes` to `to` (its connection if it names one and it is alive, else any
     /// connection to its address, else a new one). Failures come back on `failures`.
-    pub fn send(
+    pub(crate) fn send(
         self: &Arc<Tcp>,
         to: Peer,
         bytes: Bytes,

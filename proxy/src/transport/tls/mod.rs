@@ -1,6 +1,6 @@
 //! TLS: the certificates, keys and trust anchors of TLS listeners and TLS destinations, the
 //! rustls configurations built from them, and the handshakes that turn an accepted or connected
-//! TCP stream into a TLS stream for [`super::tcp`] (which frames, reuses, times out and caps TLS
+//! TCP stream into a TLS stream for the `tcp` module (which frames, reuses, times out and caps TLS
 //! connections exactly as TCP ones).
 //!
 //! - **One crypto provider** (ring) is compiled in and installed as the process default by
