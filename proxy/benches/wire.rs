@@ -1,6 +1,6 @@
 //! The wire layer on realistic messages: scanning a 1,024-byte carrier INVITE and a 447-byte 180,
-//! and scan + forward of each through the core's own forwarding functions (`core::forwarded`: the
-//! INVITE gets a Record-Route, our Via and Max-Forwards decremented; `core::strip_top_via`: the
+//! and scan + forward of each through the core's own forwarding functions (`pointsman_protocol::forwarded`: the
+//! INVITE gets a Record-Route, our Via and Max-Forwards decremented; `strip_top_via`: the
 //! 180 loses its top Via). Output buffers are allocated
 //! per message, as in the proxy.
 //!
@@ -14,7 +14,7 @@ mod common;
 
 use common::{forward_invite, INVITE_1K, RINGING};
 use criterion::{black_box, criterion_group, criterion_main, Criterion, Throughput};
-use pointsman_protocol::core::strip_top_via;
+use pointsman_protocol::strip_top_via;
 use pointsman_protocol::wire::{scan, Framing, Limits};
 
 /// A response relayed upstream: the production code.

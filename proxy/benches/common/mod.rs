@@ -408,5 +408,5 @@ const RECORD_ROUTE: &str = "<sip:192.0.2.10:5060;lr;psn=7>";
 
 /// The forwarding the core does to a new INVITE: the production code.
 pub fn forward_invite(m: &pointsman_protocol::wire::Message<'_>) -> bytes::Bytes {
-    pointsman_protocol::core::forwarded(m, VIA, Some(RECORD_ROUTE))
+    pointsman_protocol::forwarded(m, VIA, Some(RECORD_ROUTE))
 }
