@@ -1,8 +1,8 @@
 //! The wire layer on realistic messages: scanning a 1,024-byte carrier INVITE and a 447-byte 180,
-//! and scan + forward of each through the core's own forwarding functions (`pointsman_protocol::forwarded`: the
-//! INVITE gets a Record-Route, our Via and Max-Forwards decremented; `strip_top_via`: the
-//! 180 loses its top Via). Output buffers are allocated
-//! per message, as in the proxy.
+//! and scan + forward of each through the core's own forwarding functions
+//! (`pointsman_protocol::forwarded`: the INVITE gets a Record-Route, our Via and Max-Forwards
+//! decremented; `strip_top_via`: the 180 loses its top Via). Output buffers are allocated per
+//! message, as in the proxy.
 //!
 //! Run: `cargo bench -p pointsman --bench wire` (add `-- --save-baseline main` once, then
 //! `-- --baseline main` after a change; see benches/README.md).
