@@ -1437,23 +1437,6 @@ impl Core {
 mod tests {
     use super::*;
     use crate::transaction::TimerConfig;
-    use routing_rules::Router;
-    use std::net::SocketAddr;
-
-    /// Two destinations, tried in order; the route fails over on the default retry codes.
-    const RULES: &str = r#"
-[[destination]]
-name = "primary"
-address = "127.0.0.1:5070"
-
-[[destination]]
-name = "secondary"
-address = "127.0.0.1:5080"
-
-[[route]]
-name = "default"
-destinations = ["primary", "secondary"]
-"#;
 
     const INVITE: &[u8] = b"INVITE sip:+15551234@192.0.2.10 SIP/2.0\r\n\
         Via: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-unit\r\n\
@@ -1464,29 +1447,11 @@ destinations = ["primary", "secondary"]
         CSeq: 1 INVITE\r\n\
         Content-Length: 0\r\n\r\n";
 
-    #[derive(serde::Deserialize)]
-    struct RulesFile {
-        destination: Vec<routing_rules::spec::DestinationSpec>,
-        route: Vec<routing_rules::spec::RouteSpec>,
-    }
-
+    /// The core tests' rules (`primary` then `secondary`) through the shared harness's routing.
     fn routing(now: Instant) -> Routing {
-        let file: RulesFile = toml::from_str(RULES).expect("rules parse");
-        let router = Router::compile(&file.destination, &[], &file.route).expect("compile");
-        let addrs: Vec<SocketAddr> = router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| SocketAddr::new(d.host.parse().expect("ip"), d.port))
-            .collect();
-        let health = crate::health::Health::new(&crate::health::HealthConfig::default());
+        let router = Arc::new(crate::core::tests::compile(crate::core::tests::RULES));
         let (metrics, _) = crate::metrics::local_recorder(&["primary", "secondary"], &["default"]);
-        Routing {
-            health: health.adopt(&router, now),
-            router: Arc::new(router),
-            addrs,
-            metrics,
-        }
+        crate::testing::routing(router, metrics, now)
     }
 
     /// A call in setup on the default route with `steps` (destination ids), no core around it.

@@ -16,7 +16,7 @@ fn addr(s: &str) -> SocketAddr {
 }
 
 /// The rules every harness starts from: `primary` then `secondary`, 3 s provisional timers.
-const RULES: &str = r#"
+pub(super) const RULES: &str = r#"
 [[destination]]
 name = "primary"
 address = "127.0.0.1:5070"
@@ -41,7 +41,7 @@ struct RulesFile {
     route: Vec<routing_rules::spec::RouteSpec>,
 }
 
-fn compile(rules: &str) -> Router {
+pub(super) fn compile(rules: &str) -> Router {
     let file: RulesFile = toml::from_str(rules).expect("rules parse");
     Router::compile(&file.destination, &file.group, &file.route).expect("rules compile")
 }
