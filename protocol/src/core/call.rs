@@ -277,6 +277,10 @@ fn better(new: u16, old: u16) -> bool {
 /// What a call asks of the core that holds it, in order. Sends and timers go out as they are;
 /// a CANCEL and a new branch need the core (their transactions go into its tables, a branch id
 /// comes from its sequence); a finished call is counted and logged by the core.
+/// A call's outputs for one event: a few at most (a CANCEL, a new branch, a send, a timer), so
+/// they stay on the stack.
+pub(super) type CallOutputs = SmallVec<[CallOutput; 4]>;
+
 #[derive(Debug)]
 pub(super) enum CallOutput {
     Out(Output),
@@ -327,7 +331,7 @@ pub(super) struct Received<'a> {
 
 /// Turns transaction actions into call outputs toward `to` (see [`emit`]).
 fn emit_call(
-    out: &mut Vec<CallOutput>,
+    out: &mut CallOutputs,
     acts: &mut Vec<crate::transaction::TxAction>,
     to: Peer,
     key: TxKey,
@@ -356,7 +360,7 @@ impl Call {
     }
 
     /// Asks for a branch to every target of the next step, or ends the call when there is none.
-    pub(super) fn next_step(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+    pub(super) fn next_step(&mut self, now: Instant, out: &mut CallOutputs) {
         if self.phase != CallPhase::Trying {
             return;
         }
@@ -375,7 +379,7 @@ impl Call {
 
     /// A branch of the current step failed over: once none of the step's branches is live,
     /// the next step starts (or, if one of them settled the call, the best response goes up).
-    fn after_failure(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+    fn after_failure(&mut self, now: Instant, out: &mut CallOutputs) {
         if self.step_live() {
             return;
         }
@@ -393,7 +397,7 @@ impl Call {
         relayed: Bytes,
         retry_after: Option<Duration>,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) {
         let Some(b) = self.branches.get_mut(i) else {
             return;
@@ -443,7 +447,7 @@ impl Call {
         i: usize,
         kind: TimerKind,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) {
         let Some(b) = self.branches.get(i) else {
             return;
@@ -487,7 +491,7 @@ impl Call {
         i: usize,
         t: TxTimer,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) -> bool {
         let Some(b) = self.branches.get_mut(i) else {
             return false;
@@ -518,7 +522,7 @@ impl Call {
         &mut self,
         i: usize,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) -> bool {
         let Some(b) = self.branches.get_mut(i) else {
             return false;
@@ -544,7 +548,7 @@ impl Call {
     }
 
     /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
-    fn abandon(&mut self, i: usize, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+    fn abandon(&mut self, i: usize, reason: &str, now: Instant, out: &mut CallOutputs) {
         self.release(i);
         let b = &mut self.branches[i];
         b.abandoned = true;
@@ -568,7 +572,7 @@ impl Call {
         i: usize,
         reason: &str,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) {
         let Some(b) = self.branches.get_mut(i) else {
             return;
@@ -611,7 +615,7 @@ impl Call {
     }
 
     /// Abandons every branch still waiting for a final response.
-    pub(super) fn cancel_pending(&mut self, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+    pub(super) fn cancel_pending(&mut self, reason: &str, now: Instant, out: &mut CallOutputs) {
         for i in 0..self.branches.len() {
             let b = &self.branches[i];
             let pending = matches!(
@@ -628,7 +632,7 @@ impl Call {
     }
 
     /// The caller cancelled: CANCEL downstream, 487 upstream at once, no branch ever again.
-    pub(super) fn cancel_call(&mut self, reason: &str, now: Instant, out: &mut Vec<CallOutput>) {
+    pub(super) fn cancel_call(&mut self, reason: &str, now: Instant, out: &mut CallOutputs) {
         if self.phase != CallPhase::Trying {
             return;
         }
@@ -639,7 +643,7 @@ impl Call {
 
     /// The caller cannot be reached any more (a response to it was undeliverable): every
     /// pending branch gets CANCEL and the call is over, with nothing more sent upstream.
-    pub(super) fn caller_unreachable(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+    pub(super) fn caller_unreachable(&mut self, now: Instant, out: &mut CallOutputs) {
         if self.phase != CallPhase::Trying {
             return;
         }
@@ -653,7 +657,7 @@ impl Call {
     }
 
     /// Every target failed: the best final received, or our own 503 with Retry-After.
-    fn finish_exhausted(&mut self, now: Instant, out: &mut Vec<CallOutput>) {
+    fn finish_exhausted(&mut self, now: Instant, out: &mut CallOutputs) {
         if let (false, Some((code, retry_after))) = (self.settled, self.survival_reject) {
             let extra = retry_after
                 .map(|d| format!("Retry-After: {}\r\n", d.as_secs()))
@@ -676,7 +680,7 @@ impl Call {
     }
 
     /// Relays a final non-2xx received from a destination (503 → 500 unless the route passes it).
-    fn finish_relay(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<CallOutput>) {
+    fn finish_relay(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut CallOutputs) {
         let pass_503 = self.route().is_some_and(|r| r.pass_503);
         let (code, bytes) = if code == 503 && !pass_503 {
             let mapped = originate::rescan(&bytes)
@@ -695,7 +699,7 @@ impl Call {
         code: u16,
         extra: &str,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) {
         let Some(req) = self.request() else { return };
         let bytes = originate::response(
@@ -708,7 +712,7 @@ impl Call {
         self.finish_with(code, bytes, now, out);
     }
 
-    fn finish_with(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut Vec<CallOutput>) {
+    fn finish_with(&mut self, code: u16, bytes: Bytes, now: Instant, out: &mut CallOutputs) {
         if self.phase != CallPhase::Trying {
             return;
         }
@@ -738,7 +742,7 @@ impl Call {
         code: u16,
         relayed: impl FnOnce() -> Option<Bytes>,
         now: Instant,
-        out: &mut Vec<CallOutput>,
+        out: &mut CallOutputs,
     ) {
         let Some(b) = self.branches.get_mut(i) else {
             return;
@@ -962,7 +966,7 @@ impl Core {
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
         let mut c = lock(&call);
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         c.next_step(now, &mut todo);
         self.apply(&mut c, &call, todo, Some(msg), now, out);
         // The 100 Trying goes out after the INVITE it answers: sent first, it wakes the
@@ -980,7 +984,7 @@ impl Core {
         &self,
         c: &mut Call,
         arc: &Arc<Mutex<Call>>,
-        todo: Vec<CallOutput>,
+        todo: CallOutputs,
         received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
@@ -1024,10 +1028,10 @@ impl Core {
         received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
-    ) -> Result<(TxKey, usize), Vec<CallOutput>> {
+    ) -> Result<(TxKey, usize), CallOutputs> {
         if received.is_none() && c.request().is_none() {
             // The stored INVITE no longer scans: the call ends (with its own 500, if it can).
-            let mut todo = Vec::new();
+            let mut todo = CallOutputs::new();
             c.finish_local(500, "", now, &mut todo);
             return Err(todo);
         }
@@ -1037,7 +1041,7 @@ impl Core {
             None
         };
         let Some(req) = received.or(stored.as_ref()) else {
-            return Err(Vec::new());
+            return Err(CallOutputs::new());
         };
         let branch = self.new_branch(self.loop_hash(req));
         let record_route = c
@@ -1144,7 +1148,7 @@ impl Core {
         if delivery == Delivery::Absorb {
             return;
         }
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         match (code, r.relayable) {
             (100..=199, relayable) => {
                 let relayed = || {
@@ -1194,7 +1198,7 @@ impl Core {
         i: usize,
         r: Received<'_>,
         now: Instant,
-        todo: &mut Vec<CallOutput>,
+        todo: &mut CallOutputs,
         out: &mut Vec<Output>,
     ) {
         let msg = r.msg;
@@ -1265,7 +1269,7 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         c.on_timer(i, kind, now, &mut todo);
         self.apply(c, arc, todo, None, now, out);
     }
@@ -1280,7 +1284,7 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         let ended = c.on_tx_timer(i, t, now, &mut todo);
         self.apply(c, arc, todo, None, now, out);
         if ended {
@@ -1296,7 +1300,7 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         let ended = c.on_transport_error(i, now, &mut todo);
         self.apply(c, arc, todo, None, now, out);
         if ended {
@@ -1320,7 +1324,7 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         c.cancel_call(reason, now, &mut todo);
         self.apply(c, arc, todo, None, now, out);
     }
@@ -1333,7 +1337,7 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) {
-        let mut todo = Vec::new();
+        let mut todo = CallOutputs::new();
         c.caller_unreachable(now, &mut todo);
         self.apply(c, arc, todo, None, now, out);
     }
@@ -1497,7 +1501,7 @@ mod tests {
     }
 
     /// Does what the core does with a `NewBranch`: a branch whose INVITE went out at `now`.
-    fn start(c: &mut Call, outs: Vec<CallOutput>, now: Instant) {
+    fn start(c: &mut Call, outs: CallOutputs, now: Instant) {
         for o in outs {
             let CallOutput::NewBranch { step, target } = o else {
                 panic!("only new branches expected, got {o:?}")
@@ -1549,9 +1553,9 @@ mod tests {
 
     /// Branch `i` got final `code` (its transaction completes as in the core), then the call
     /// hears of it.
-    fn final_on(c: &mut Call, i: usize, code: u16, now: Instant) -> Vec<CallOutput> {
+    fn final_on(c: &mut Call, i: usize, code: u16, now: Instant) -> CallOutputs {
         c.branches[i].tx.on_response(code, now, &mut Vec::new());
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         let bytes = Bytes::from(format!("SIP/2.0 {code} Whatever\r\n\r\n"));
         c.on_final(i, code, bytes, None, now, &mut out);
         out
@@ -1561,7 +1565,7 @@ mod tests {
     fn a_503_from_the_primary_cancels_nothing_and_asks_for_the_secondary() {
         let now = Instant::now();
         let mut c = call(&[&[0], &[1]], now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.next_step(now, &mut out);
         assert_eq!(kinds(&out), ["branch 0 to Some(0)"]);
         start(&mut c, out, now);
@@ -1578,10 +1582,10 @@ mod tests {
     fn a_silent_primary_gets_its_cancel_before_the_secondary_is_asked_for() {
         let now = Instant::now();
         let mut c = call(&[&[0], &[1]], now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.next_step(now, &mut out);
         start(&mut c, out, now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.on_timer(
             0,
             TimerKind::Provisional,
@@ -1600,7 +1604,7 @@ mod tests {
         for order in [[0, 1], [1, 0]] {
             let now = Instant::now();
             let mut c = call(&[&[0, 1]], now);
-            let mut out = Vec::new();
+            let mut out = CallOutputs::new();
             c.next_step(now, &mut out);
             assert_eq!(kinds(&out), ["branch 0 to Some(0)", "branch 0 to Some(1)"]);
             start(&mut c, out, now);
@@ -1630,7 +1634,7 @@ mod tests {
     fn a_2xx_on_a_branch_given_up_on_or_after_the_answer_is_a_ghost() {
         let now = Instant::now();
         let mut c = call(&[&[0, 1]], now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.next_step(now, &mut out);
         start(&mut c, out, now);
         assert_eq!(c.on_2xx(1), TwoXx::Answer);
@@ -1644,10 +1648,10 @@ mod tests {
     fn a_provisional_is_relayed_once_the_branch_rings_and_a_100_is_not() {
         let now = Instant::now();
         let mut c = call(&[&[0], &[1]], now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.next_step(now, &mut out);
         start(&mut c, out, now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.on_provisional(0, 100, || None, now, &mut out);
         assert!(out.is_empty(), "{:?}", kinds(&out));
         assert_eq!(c.branches[0].status, BranchStatus::Trying);
@@ -1662,7 +1666,7 @@ mod tests {
     fn every_destination_failing_with_503_ends_the_call_with_500() {
         let now = Instant::now();
         let mut c = call(&[&[0], &[1]], now);
-        let mut out = Vec::new();
+        let mut out = CallOutputs::new();
         c.next_step(now, &mut out);
         start(&mut c, out, now);
         let out = final_on(&mut c, 0, 503, now);
