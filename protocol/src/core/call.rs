@@ -300,6 +300,25 @@ pub(super) enum CallOutput {
     },
 }
 
+/// The first timer of a branch whose INVITE left at `sent`: an initial INVITE has the
+/// provisional timer (then the route's ring timer); a re-INVITE has only Timer C, so a peer that
+/// answers 1xx and nothing more cannot keep the transaction forever. `None` when the deadline
+/// is past what an `Instant` holds (a duration no config allows; a restored state might).
+pub(super) fn first_timer(
+    failover: bool,
+    target: &Target,
+    sent: Instant,
+) -> Option<(Instant, TimerKind)> {
+    if failover {
+        Some((
+            sent.checked_add(target.provisional)?,
+            TimerKind::Provisional,
+        ))
+    } else {
+        Some((sent.checked_add(TIMER_C)?, TimerKind::Ring))
+    }
+}
+
 /// What a 2xx received on a branch is to the call (see [`Call::on_2xx`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum TwoXx {
@@ -1032,19 +1051,22 @@ impl Core {
         now: Instant,
         out: &mut Vec<Output>,
     ) -> Result<(TxKey, usize), CallOutputs> {
-        if received.is_none() && c.request().is_none() {
-            // The stored INVITE no longer scans: the call ends (with its own 500, if it can).
-            let mut todo = CallOutputs::new();
-            c.finish_local(500, "", now, &mut todo);
-            return Err(todo);
-        }
-        let stored = if received.is_none() {
-            c.request()
-        } else {
-            None
-        };
-        let Some(req) = received.or(stored.as_ref()) else {
-            return Err(CallOutputs::new());
+        let stored;
+        let req = match received {
+            Some(req) => req,
+            None => {
+                stored = c.request();
+                match &stored {
+                    Some(req) => req,
+                    None => {
+                        // The stored INVITE no longer scans: the call ends (with its own 500,
+                        // if it can).
+                        let mut todo = CallOutputs::new();
+                        c.finish_local(500, "", now, &mut todo);
+                        return Err(todo);
+                    }
+                }
+            }
         };
         let branch = self.new_branch(self.loop_hash(req));
         let record_route = c
@@ -1070,18 +1092,12 @@ impl Core {
             }
         }
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
-        // An initial INVITE has the provisional timer (then the route's ring timer); a
-        // re-INVITE has only Timer C, so a peer that answers 1xx and nothing more cannot keep
-        // the transaction forever.
-        let (at, kind) = if c.failover {
-            (now + target.provisional, TimerKind::Provisional)
-        } else {
-            (now + TIMER_C, TimerKind::Ring)
-        };
-        out.push(Output::Timer {
-            at,
-            timer: CoreTimer { key, kind },
-        });
+        if let Some((at, kind)) = first_timer(c.failover, &target, now) {
+            out.push(Output::Timer {
+                at,
+                timer: CoreTimer { key, kind },
+            });
+        }
         c.branches.push(Branch {
             key,
             step,

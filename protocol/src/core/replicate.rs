@@ -14,7 +14,7 @@
 //! clock, or trust a state it is given: a state that names unknown routes or destinations, or
 //! whose INVITE does not scan, is refused.
 
-use super::call::{Branch, BranchStatus, Call, CallPhase, CancelState, Target, TIMER_C};
+use super::call::{first_timer, Branch, BranchStatus, Call, CallPhase, CancelState, Target};
 use super::{emit, lock, Answered, Core, CoreTimer, Output, Routing, ServerEntry, Side};
 use super::{ClientEntry, TimerKind};
 use crate::originate;
@@ -351,7 +351,7 @@ impl Core {
                 abandoned: b.abandoned,
                 cancel: b.cancel,
                 counted,
-                ring_at: b.ring_in.map(|d| now + d),
+                ring_at: b.ring_in.and_then(|d| now.checked_add(d)),
                 sent: before(now, b.sent_ago),
             });
         }
@@ -409,13 +409,9 @@ impl Core {
             BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing
         );
         if !b.abandoned && unanswered {
-            if !c.failover {
-                if let Some(at) = b.sent.checked_add(TIMER_C) {
-                    arm(at, TimerKind::Ring);
-                }
-            } else if b.status == BranchStatus::Pending {
-                if let Some(at) = b.sent.checked_add(b.target.provisional) {
-                    arm(at, TimerKind::Provisional);
+            if !c.failover || b.status == BranchStatus::Pending {
+                if let Some((at, kind)) = first_timer(c.failover, &b.target, b.sent) {
+                    arm(at, kind);
                 }
             } else if let Some(at) = b.ring_at {
                 // The provisional timer that would have armed it has fired on the old node.

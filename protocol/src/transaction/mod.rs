@@ -299,7 +299,9 @@ impl ClientInvite {
         now: Instant,
         out: &mut Vec<TxAction>,
     ) -> ClientInvite {
-        let timeout_at = now + snap.timeout_in;
+        // Timer B never runs past 64·T1 from the send: a longer remainder in a snapshot is not
+        // trusted (nor allowed to overflow the clock).
+        let timeout_at = now + snap.timeout_in.min(timers.t1x64());
         // A zero interval would retransmit in a loop; a peer's snapshot is not trusted for it.
         let retransmit_interval = snap.retransmit_interval.clamp(timers.t1, timers.t1x64());
         match snap.state {

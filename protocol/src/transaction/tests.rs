@@ -312,3 +312,36 @@ fn transactions_drop_what_only_retransmissions_needed_once_final() {
     assert!(out.is_empty());
     assert!(server.last_response.is_none());
 }
+
+/// A snapshot comes from another node: durations past anything RFC 3261 allows are bounded on
+/// restore (Timer B within 64·T1, the retransmission interval within T1..64·T1), never trusted,
+/// and never overflow the clock.
+#[test]
+fn a_restored_client_invite_bounds_the_durations_of_its_snapshot() {
+    let cfg = TimerConfig::default();
+    let now = t0();
+    let mut out = Vec::new();
+    let tx = ClientInvite::start(Bytes::from_static(b"INVITE"), false, cfg, now, &mut out);
+    let mut snap = tx.snapshot(now);
+    snap.timeout_in = Duration::MAX;
+    snap.retransmit_interval = Duration::MAX;
+    let mut out = Vec::new();
+    let restored = ClientInvite::restore(snap, cfg, now, &mut out);
+    assert_eq!(restored.state(), ClientInviteState::Calling);
+    let a = armed(&out, TxTimer::A).expect("Timer A armed");
+    assert!(a <= now + cfg.t1x64(), "{out:?}");
+
+    let tcp = ClientInvite::start(
+        Bytes::from_static(b"INVITE"),
+        true,
+        cfg,
+        now,
+        &mut Vec::new(),
+    );
+    let mut snap = tcp.snapshot(now);
+    snap.timeout_in = Duration::MAX;
+    let mut out = Vec::new();
+    ClientInvite::restore(snap, cfg, now, &mut out);
+    let b = armed(&out, TxTimer::B).expect("Timer B armed");
+    assert_eq!(b, now + cfg.t1x64());
+}
