@@ -688,14 +688,12 @@ fn outcome_index(o: CallOutcome) -> usize {
     o as usize
 }
 
-/// A private Prometheus recorder for this crate's tests and fuzz targets, which read counters
-/// and gauges (the production recorder, with the histogram buckets above, is the I/O crate's).
-#[cfg(any(test, feature = "fuzzing"))]
-pub fn local_recorder<D: AsRef<str>, R: AsRef<str>>(
-    destinations: &[D],
-    routes: &[R],
-) -> (Metrics, metrics_exporter_prometheus::PrometheusHandle) {
-    let recorder = Arc::new(metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
-    let handle = recorder.handle();
-    (Metrics::register(recorder, destinations, routes), handle)
+/// The destination and route names of `router`, in config order: the labels
+/// [`Metrics::register`] and [`Metrics::rebind`] take.
+pub fn names(router: &routing_rules::Router) -> (Vec<&str>, Vec<&str>) {
+    let rules = &router.rules;
+    (
+        rules.destinations.iter().map(|d| d.name.as_str()).collect(),
+        rules.routes.iter().map(|r| r.name.as_str()).collect(),
+    )
 }

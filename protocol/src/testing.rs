@@ -61,6 +61,15 @@ pub fn routing(router: Arc<Router>, metrics: Metrics, now: Instant) -> Routing {
     }
 }
 
+/// `router`'s metric handles on a private Prometheus recorder, which renders them for the
+/// tests to read (the production recorder, with its histogram buckets, is the I/O crate's).
+pub fn local_metrics(router: &Router) -> (Metrics, metrics_exporter_prometheus::PrometheusHandle) {
+    let (dests, routes) = crate::metrics::names(router);
+    let recorder = Arc::new(metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder());
+    let handle = recorder.handle();
+    (Metrics::register(recorder, &dests, &routes), handle)
+}
+
 /// A timer the core armed: (deadline, timer), ordered by deadline, ties in the order armed.
 #[derive(Debug)]
 struct Due {

@@ -671,18 +671,7 @@ fn core_metrics(router: &Router) -> Metrics {
         OnceLock::new();
     static USES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let (metrics, handle) = METRICS.get_or_init(|| {
-        let dests: Vec<&str> = router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect();
-        let routes: Vec<&str> = router
-            .rules
-            .routes
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let (dests, routes) = pointsman_protocol::metrics::names(router);
         crate::exporter::local(&dests, &routes)
     });
     // Rendering drains the histograms' samples, which would otherwise pile up.

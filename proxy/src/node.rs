@@ -74,14 +74,6 @@ pub fn resolve(router: &Router) -> anyhow::Result<Vec<SocketAddr>> {
         .collect()
 }
 
-fn names(router: &Router) -> (Vec<&str>, Vec<&str>) {
-    let rules = &router.rules;
-    (
-        rules.destinations.iter().map(|d| d.name.as_str()).collect(),
-        rules.routes.iter().map(|r| r.name.as_str()).collect(),
-    )
-}
-
 impl Node {
     /// Builds the core on `cfg`, starts the prober, installs the metrics recorder, the SIGHUP
     /// handler (when `source` is given) and the admin API (when enabled). Fails when anything
@@ -93,7 +85,7 @@ impl Node {
     ) -> anyhow::Result<Arc<Node>> {
         let now = Instant::now();
         let health = Arc::new(Health::new(&cfg.health));
-        let (dests, routes) = names(&cfg.router);
+        let (dests, routes) = pointsman_protocol::metrics::names(&cfg.router);
         let (metrics, handle) = crate::exporter::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
         let addrs = resolve(&cfg.router)?;
@@ -236,7 +228,7 @@ impl Node {
             );
         }
         let view = self.health.adopt(&new.router, Instant::now());
-        let (dests, routes) = names(&new.router);
+        let (dests, routes) = pointsman_protocol::metrics::names(&new.router);
         let routing = Routing {
             router: new.router.clone(),
             addrs,

@@ -1472,9 +1472,9 @@ mod tests {
 
     /// The core tests' rules (`primary` then `secondary`) through the shared harness's routing.
     fn routing(now: Instant) -> Routing {
-        let router = Arc::new(crate::core::tests::compile(crate::core::tests::RULES));
-        let (metrics, _) = crate::metrics::local_recorder(&["primary", "secondary"], &["default"]);
-        crate::testing::routing(router, metrics, now)
+        let router = crate::core::tests::compile(crate::core::tests::RULES);
+        let (metrics, _) = crate::testing::local_metrics(&router);
+        crate::testing::routing(Arc::new(router), metrics, now)
     }
 
     /// A call in setup on the default route with `steps` (destination ids), no core around it.

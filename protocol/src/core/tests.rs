@@ -99,14 +99,7 @@ impl Harness {
         let mut cfg = crate::testing::core_config();
         tweak(&mut cfg);
         let now = Instant::now();
-        let dests: Vec<String> = router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| d.name.clone())
-            .collect();
-        let routes: Vec<String> = router.rules.routes.iter().map(|r| r.name.clone()).collect();
-        let (metrics, handle) = crate::metrics::local_recorder(&dests, &routes);
+        let (metrics, handle) = crate::testing::local_metrics(&router);
         let routing = crate::testing::routing(Arc::new(router), metrics, now);
         Harness {
             h: crate::testing::Harness::new(Core::new(cfg, routing, now, 0x5eed), now),

@@ -163,20 +163,7 @@ impl Sim {
         let cfg = Config::parse(CONFIG, "bench.toml").expect("bench config");
         let core_cfg = pointsman::driver::core_config(&cfg).expect("core config");
         let now = Instant::now();
-        let dests: Vec<&str> = cfg
-            .router
-            .rules
-            .destinations
-            .iter()
-            .map(|d| d.name.as_str())
-            .collect();
-        let routes: Vec<&str> = cfg
-            .router
-            .rules
-            .routes
-            .iter()
-            .map(|r| r.name.as_str())
-            .collect();
+        let (dests, routes) = pointsman_protocol::metrics::names(&cfg.router);
         let (metrics, handle) = pointsman::exporter::local(&dests, &routes);
         let routing = Routing {
             addrs: pointsman::node::resolve(&cfg.router).expect("resolve"),
