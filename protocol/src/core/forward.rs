@@ -16,19 +16,20 @@ impl Core {
         branch: &str,
         record_route: Option<&str>,
     ) -> Bytes {
-        let mut via_value = String::with_capacity(self.advertised.via(proto).len() + 64);
-        self.push_via_value(&mut via_value, proto, branch);
-        forwarded(msg, &via_value, record_route)
+        let mut via_line = String::with_capacity(self.advertised.via(proto).len() + 64);
+        via_line.push_str("Via: ");
+        self.push_via_value(&mut via_line, proto, branch);
+        via_line.push_str("\r\n");
+        forwarded(msg, &via_line, record_route)
     }
 }
 
-/// `msg` as forwarded with `via_value` as our Via (RFC 3261 §16.6): that Via on top,
-/// Max-Forwards decremented (or added at 70), the leading Route values that point at us removed
-/// (loose routing, §16.4), headers in the Request-URI dropped, and, when given, `record_route`
-/// as a Record-Route line before the first one. Every other byte is as received. This is the
+/// `msg` as forwarded (RFC 3261 §16.6): `via_line` (our whole Via header line, CRLF included)
+/// on top, Max-Forwards decremented (or added at 70), the leading Route values that point at us
+/// removed (loose routing, §16.4), headers in the Request-URI dropped, and, when given,
+/// `record_route` as a Record-Route line before the first one. Every other byte is as received. This is the
 /// one forwarding path: the core's, and what the criterion `wire/forward` benchmark times.
-pub fn forwarded(msg: &Message<'_>, via_value: &str, record_route: Option<&str>) -> Bytes {
-    let via_line = [b"Via: ", via_value.as_bytes(), b"\r\n"].concat();
+pub fn forwarded(msg: &Message<'_>, via_line: &str, record_route: Option<&str>) -> Bytes {
     let via_at = msg.headers[msg.top_via.header].line.start;
     let mut mf_text = [0u8; 3];
     let rr_line;
@@ -50,7 +51,7 @@ pub fn forwarded(msg: &Message<'_>, via_value: &str, record_route: Option<&str>)
             .unwrap_or(msg.headers[0].line.start);
         splice.insert(at, &rr_line);
     }
-    splice.insert(via_at, &via_line);
+    splice.insert(via_at, via_line.as_bytes());
     if let Some(span) = own_routes_removal(msg) {
         splice.delete(span);
     }

@@ -388,9 +388,10 @@ fn in_dialog(ok: &str, method: &str, cseq: u32, n: u64) -> String {
     )
 }
 
-/// Our Via and Record-Route as the core writes them for a UDP leg (branch with node id and loop
+/// Our Via line and Record-Route value as the core writes them for a UDP leg (branch with node id and loop
 /// hash, `psn` marking our own URI).
-const VIA: &str = "SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-ps0007-1a2b3c4d-0000000000000001";
+const VIA: &str =
+    "Via: SIP/2.0/UDP 192.0.2.10:5060;branch=z9hG4bK-ps0007-1a2b3c4d-0000000000000001\r\n";
 const RECORD_ROUTE: &str = "<sip:192.0.2.10:5060;lr;psn=7>";
 
 /// The forwarding the core does to a new INVITE: the production code.
