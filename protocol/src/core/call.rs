@@ -14,8 +14,8 @@
 //! tables. A `Call` must not reach for the core; the core must not decide failover.
 
 use super::{
-    emit, local_tag, lock, strip_top_via, ClientEntry, Core, CoreTimer, Hop, Output, Relayable,
-    ServerEntry, Side, TimerKind,
+    emit, local_tag, lock, strip_top_via, tx_output, ClientEntry, Core, CoreTimer, Hop, Output,
+    Relayable, ServerEntry, Side, TimerKind,
 };
 use crate::health::Passive;
 use crate::metrics::FailoverReason;
@@ -357,9 +357,10 @@ fn emit_call(
     side: Side,
     report: Option<TxKey>,
 ) {
-    let mut sent = Vec::with_capacity(acts.len());
-    emit(&mut sent, acts, to, key, side, report);
-    out.extend(sent.into_iter().map(CallOutput::Out));
+    out.extend(
+        acts.drain(..)
+            .map(|a| CallOutput::Out(tx_output(a, to, key, side, report))),
+    );
 }
 
 /// The call's decisions: failover, CANCEL first, the best response. Each takes an event and

@@ -624,26 +624,32 @@ fn emit(
     side: Side,
     report: Option<TxKey>,
 ) {
-    // A server transaction's sends report under its own key: a response that cannot reach the
-    // caller ends it (RFC 3261 §17.2.4).
-    let report = match side {
-        Side::Server => Some(key),
-        Side::Client => report,
-    };
-    for a in acts.drain(..) {
-        match a {
-            TxAction::Send(bytes) => out.push(Output::Send { to, bytes, report }),
-            TxAction::Arm(t, at) => out.push(Output::Timer {
-                at,
-                timer: CoreTimer {
-                    key,
-                    kind: match side {
-                        Side::Server => TimerKind::Server(t),
-                        Side::Client => TimerKind::Client(t),
-                    },
+    out.extend(acts.drain(..).map(|a| tx_output(a, to, key, side, report)));
+}
+
+/// One transaction action as the driver's output: a send toward `to`, or a timer under `key`.
+fn tx_output(a: TxAction, to: Peer, key: TxKey, side: Side, report: Option<TxKey>) -> Output {
+    match a {
+        // A server transaction's sends report under its own key: a response that cannot reach
+        // the caller ends it (RFC 3261 §17.2.4).
+        TxAction::Send(bytes) => Output::Send {
+            to,
+            bytes,
+            report: match side {
+                Side::Server => Some(key),
+                Side::Client => report,
+            },
+        },
+        TxAction::Arm(t, at) => Output::Timer {
+            at,
+            timer: CoreTimer {
+                key,
+                kind: match side {
+                    Side::Server => TimerKind::Server(t),
+                    Side::Client => TimerKind::Client(t),
                 },
-            }),
-        }
+            },
+        },
     }
 }
 
