@@ -37,6 +37,7 @@
 mod core;
 mod guard;
 pub mod health;
+pub mod media;
 pub mod metrics;
 pub mod originate;
 mod peer;
