@@ -432,6 +432,11 @@ impl Registrar<'_> {
 }
 
 impl Metrics {
+    /// The recorder these handles are registered on (for the media relay's series).
+    pub fn recorder(&self) -> &(dyn Recorder + Send + Sync) {
+        self.recorder.as_ref()
+    }
+
     /// The handles for a reloaded config with these destinations and routes (config order), on
     /// the same recorder: series whose names stay keep counting; the series of a removed name
     /// stay in the output with their last values until the process restarts.

@@ -197,6 +197,74 @@ pub struct GhostTeardown {
     pub bye: Bytes,
 }
 
+/// The Request-URI of requests to the sender of `ok`: its Contact, unless that is not a URI
+/// we can write back (control characters, no scheme); then `fallback`.
+fn contact_target<'a>(ok: &Message<'a>, fallback: &'a [u8]) -> &'a [u8] {
+    contact_uri(ok)
+        .filter(|uri| {
+            uri.iter().all(|b| b.is_ascii_graphic())
+                && wire::parse_uri(uri, Span::new(0, uri.len())).is_ok()
+        })
+        .unwrap_or(fallback)
+}
+
+/// Route lines of requests to the callee of a 2xx: its Record-Route values that are not
+/// pointsman's own, reversed (§12.1.2).
+fn callee_route_lines(ok: &Message<'_>, is_own_route: impl Fn(&[u8]) -> bool) -> Vec<u8> {
+    let mut routes: Vec<&[u8]> = ok
+        .routes(HeaderName::RecordRoute)
+        .filter_map(Result::ok)
+        .map(|r| ok.slice(r.value))
+        .filter(|v| !is_own_route(addr_uri(v)))
+        .collect();
+    routes.reverse();
+    route_lines(&routes)
+}
+
+fn route_lines(routes: &[&[u8]]) -> Vec<u8> {
+    let mut lines = Vec::new();
+    for r in routes {
+        lines.extend_from_slice(b"Route: ");
+        lines.extend_from_slice(r);
+        lines.extend_from_slice(b"\r\n");
+    }
+    lines
+}
+
+/// A request of pointsman's own in a dialog: `method` to `target`, `from`/`to`/`call_id` as
+/// complete header lines, `routes` as Route lines.
+struct InDialog<'a> {
+    target: &'a [u8],
+    from: &'a [u8],
+    to: &'a [u8],
+    call_id: &'a [u8],
+    routes: &'a [u8],
+}
+
+impl InDialog<'_> {
+    fn build(&self, method: &str, via: &str, cseq: u32, extra: &str) -> Bytes {
+        let mut out = Vec::with_capacity(512);
+        let _ = write!(out, "{method} ");
+        out.extend_from_slice(self.target);
+        let _ = write!(out, " SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n");
+        out.extend_from_slice(self.from);
+        out.extend_from_slice(self.to);
+        out.extend_from_slice(self.call_id);
+        let _ = write!(out, "CSeq: {cseq} {method}\r\n");
+        out.extend_from_slice(self.routes);
+        out.extend_from_slice(extra.as_bytes());
+        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+        Bytes::from(out)
+    }
+}
+
+/// The lines named `name` of `msg`, together.
+fn lines_of(msg: &Message<'_>, name: HeaderName) -> Vec<u8> {
+    let mut out = Vec::new();
+    lines_named(msg, name, &mut out);
+    out
+}
+
 /// ACK and BYE for a 2xx that must not reach the caller (a ghost call). Both go to the branch's
 /// destination with the 2xx's Contact as Request-URI; the Route set is the 2xx's Record-Route
 /// values that are not pointsman's own, reversed (§12.1.2). `via` is the complete Via value
@@ -209,45 +277,90 @@ pub fn ghost_teardown(
     reason: &str,
     fallback_target: &str,
 ) -> GhostTeardown {
-    // A Contact that is not a URI we can write back (control characters, no scheme) is not
-    // echoed: the requests go to the peer's own address instead.
-    let target: &[u8] = contact_uri(ok)
-        .filter(|uri| {
-            uri.iter().all(|b| b.is_ascii_graphic())
-                && wire::parse_uri(uri, Span::new(0, uri.len())).is_ok()
-        })
-        .unwrap_or(fallback_target.as_bytes());
-    let mut route_lines = Vec::new();
-    let mut routes: Vec<&[u8]> = ok
-        .routes(HeaderName::RecordRoute)
-        .filter_map(Result::ok)
-        .map(|r| ok.slice(r.value))
-        .filter(|v| !is_own_route(addr_uri(v)))
-        .collect();
-    routes.reverse();
-    for r in routes {
-        route_lines.extend_from_slice(b"Route: ");
-        route_lines.extend_from_slice(r);
-        route_lines.extend_from_slice(b"\r\n");
-    }
-    let build = |method: &str, via: &str, cseq: u32, extra: &str| {
-        let mut out = Vec::with_capacity(512);
-        let _ = write!(out, "{method} ");
-        out.extend_from_slice(target);
-        let _ = write!(out, " SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n");
-        lines_named(ok, HeaderName::From, &mut out);
-        lines_named(ok, HeaderName::To, &mut out);
-        lines_named(ok, HeaderName::CallId, &mut out);
-        let _ = write!(out, "CSeq: {cseq} {method}\r\n");
-        out.extend_from_slice(&route_lines);
-        out.extend_from_slice(extra.as_bytes());
-        out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
-        Bytes::from(out)
+    let routes = callee_route_lines(ok, is_own_route);
+    let (from, to, call_id) = (
+        lines_of(ok, HeaderName::From),
+        lines_of(ok, HeaderName::To),
+        lines_of(ok, HeaderName::CallId),
+    );
+    let request = InDialog {
+        target: contact_target(ok, fallback_target.as_bytes()),
+        from: &from,
+        to: &to,
+        call_id: &call_id,
+        routes: &routes,
     };
     GhostTeardown {
-        ack: build("ACK", ack_via, ok.cseq, ""),
-        bye: build("BYE", bye_via, ok.cseq.saturating_add(1), reason),
+        ack: request.build("ACK", ack_via, ok.cseq, ""),
+        bye: request.build("BYE", bye_via, ok.cseq.saturating_add(1), reason),
     }
+}
+
+/// BYE that ends an answered dialog at its callee, on the caller's behalf: the ghost's BYE
+/// (see [`ghost_teardown`]) with CSeq `cseq`.
+pub fn bye_to_callee(
+    ok: &Message<'_>,
+    is_own_route: impl Fn(&[u8]) -> bool,
+    via: &str,
+    cseq: u32,
+    reason: &str,
+    fallback_target: &str,
+) -> Bytes {
+    let routes = callee_route_lines(ok, is_own_route);
+    let (from, to, call_id) = (
+        lines_of(ok, HeaderName::From),
+        lines_of(ok, HeaderName::To),
+        lines_of(ok, HeaderName::CallId),
+    );
+    InDialog {
+        target: contact_target(ok, fallback_target.as_bytes()),
+        from: &from,
+        to: &to,
+        call_id: &call_id,
+        routes: &routes,
+    }
+    .build("BYE", via, cseq, reason)
+}
+
+/// BYE that ends an answered dialog at its caller, on the callee's behalf (§12.1.1): to the
+/// INVITE's Contact, From the 2xx's To (with the callee's tag), To the INVITE's From, and the
+/// Route set the INVITE's Record-Route values as received (the proxies before pointsman), in
+/// order.
+pub fn bye_to_caller(
+    invite: &Message<'_>,
+    ok: &Message<'_>,
+    via: &str,
+    cseq: u32,
+    reason: &str,
+    fallback_target: &str,
+) -> Bytes {
+    let routes: Vec<&[u8]> = invite
+        .routes(HeaderName::RecordRoute)
+        .filter_map(Result::ok)
+        .map(|r| invite.slice(r.value))
+        .collect();
+    let routes = route_lines(&routes);
+    let renamed = |msg: &Message<'_>, name: HeaderName, as_name: &str| {
+        let mut line = Vec::new();
+        if let Some(h) = msg.header(name) {
+            line.extend_from_slice(as_name.as_bytes());
+            line.extend_from_slice(b": ");
+            line.extend_from_slice(msg.slice(h.value));
+            line.extend_from_slice(b"\r\n");
+        }
+        line
+    };
+    let from = renamed(ok, HeaderName::To, "From");
+    let to = renamed(invite, HeaderName::From, "To");
+    let call_id = lines_of(invite, HeaderName::CallId);
+    InDialog {
+        target: contact_target(invite, fallback_target.as_bytes()),
+        from: &from,
+        to: &to,
+        call_id: &call_id,
+        routes: &routes,
+    }
+    .build("BYE", via, cseq, reason)
 }
 
 /// Rewrites a relayed final response's status line (503 → 500 mapping), keeping every other byte.

@@ -11,7 +11,9 @@ use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
 use crate::sched::{self, SliceGovernor};
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
+use crate::transport::media::MediaSockets;
 use crate::transport::{udp, Peer, Proto};
+use pointsman_protocol::media::MediaPlane;
 use anyhow::{anyhow, Context};
 use pointsman_protocol::wire::Framing;
 use pointsman_protocol::TimerWheel;
@@ -136,6 +138,14 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     } = bind_listeners(&cfg, workers)?;
     let node = Node::start(&cfg, core_config(&cfg)?, source)?;
     let core = node.core().clone();
+    let media = match core.media() {
+        Some(plane) => {
+            let sockets = MediaSockets::bind(plane)?;
+            info!(ports = sockets.len(), "media relay listening");
+            Some((plane.clone(), Arc::new(sockets)))
+        }
+        None => None,
+    };
 
     let mut runtimes = Vec::with_capacity(workers);
     let mut sinks = Vec::with_capacity(workers);
@@ -181,6 +191,12 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
             Vec::new()
         };
         let (realtime_priority, slice) = (cfg.realtime_priority, cfg.scheduler_slice);
+        let media = media.clone().map(|(plane, sockets)| WorkerMedia {
+            plane,
+            sockets,
+            worker: i,
+            workers,
+        });
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
@@ -189,7 +205,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                     let local = tokio::task::LocalSet::new();
                     local.block_on(
                         &rt,
-                        worker(core, tcp, sink, inbox, sockets, listeners, governor),
+                        worker(core, tcp, sink, inbox, sockets, listeners, governor, media),
                     )
                 })?,
         );
@@ -274,6 +290,19 @@ struct Worker {
     slice_governor: RefCell<Option<SliceGovernor>>,
 }
 
+/// A worker's part of the media relay: the sockets it serves, and on the first worker the poll
+/// of the plane's timed events.
+struct WorkerMedia {
+    plane: Arc<MediaPlane>,
+    sockets: Arc<MediaSockets>,
+    worker: usize,
+    workers: usize,
+}
+
+/// How often the first worker asks the media plane for timed events (media inactivity).
+const MEDIA_POLL: Duration = Duration::from_millis(50);
+
+#[allow(clippy::too_many_arguments)] // one call site, each argument a part of the worker
 async fn worker(
     core: Arc<Core>,
     tcp: Arc<Tcp>,
@@ -282,6 +311,7 @@ async fn worker(
     sockets: Vec<(usize, std::net::UdpSocket)>,
     listeners: Vec<(usize, std::net::TcpListener)>,
     slice_governor: Option<SliceGovernor>,
+    media: Option<WorkerMedia>,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
@@ -322,6 +352,12 @@ async fn worker(
         tokio::task::spawn_local(udp_loop(w.clone(), sock.clone(), index));
     }
     tokio::task::spawn_local(timer_loop(w.clone()));
+    if let Some(m) = media {
+        m.sockets.serve_share(&m.plane, m.worker, m.workers);
+        if m.worker == 0 {
+            tokio::task::spawn_local(media_poll_loop(w.clone(), m.plane));
+        }
+    }
     let mut out = Vec::new();
     while let Some(ev) = inbox.recv().await {
         let now = Instant::now();
@@ -452,6 +488,23 @@ fn record_transit(core: &Core, sending: SystemTime, received: &[Duration]) {
         return;
     };
     core.record_udp_transits(received.iter().filter_map(|at| sending.checked_sub(*at)));
+}
+
+/// Hands the media plane's timed events (an answered call whose media stopped) to the core.
+async fn media_poll_loop(w: Rc<Worker>, plane: Arc<MediaPlane>) {
+    let mut tick = tokio::time::interval(MEDIA_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let (mut events, mut out) = (Vec::new(), Vec::new());
+    loop {
+        tick.tick().await;
+        let now = Instant::now();
+        plane.poll(now, &mut events);
+        for event in events.drain(..) {
+            w.core.on_media_event(event, now, &mut out);
+            execute(&w, &mut out);
+        }
+        flush_udp(&w);
+    }
 }
 
 async fn timer_loop(w: Rc<Worker>) {

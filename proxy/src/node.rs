@@ -11,6 +11,7 @@ use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus
 use crate::config::Config;
 use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
+use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError};
@@ -138,6 +139,11 @@ impl Node {
                 running: cfg.clone(),
             }),
         });
+        if let Some(media) = &cfg.media {
+            let metrics = MediaMetrics::register(node.metrics.recorder());
+            node.core
+                .set_media(Arc::new(MediaPlane::new(media.clone(), metrics)));
+        }
         if source.is_some() {
             spawn_hangup_handler(node.clone())?;
         }

@@ -21,7 +21,7 @@ use crate::{
     CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, Route, RouteId,
     RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL,
     DEFAULT_PROBE_TIMEOUT, DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD,
-    DEFAULT_RETRY_CODES, DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT,
+    DEFAULT_MEDIA_TIMEOUT, DEFAULT_RETRY_CODES, DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT,
     MAX_PROVISIONAL_TIMEOUT, MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL,
     MIN_PROBE_TIMEOUT,
 };
@@ -149,6 +149,12 @@ impl Router {
                 ringing_retry_codes: CodeSet(ringing_retry_codes),
                 pass_503: spec.pass_503.unwrap_or(false),
                 ring_timeout,
+                media: spec.media.unwrap_or_default(),
+                media_timeout: match spec.media_timeout {
+                    Some(t) if t.is_zero() => None,
+                    Some(t) => Some(t),
+                    None => Some(DEFAULT_MEDIA_TIMEOUT),
+                },
             });
             route_rules.push(RouteRules {
                 conditions: Conditions {

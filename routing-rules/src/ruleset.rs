@@ -14,6 +14,9 @@ pub const DEFAULT_PROVISIONAL_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_PROVISIONAL_TIMEOUT: Duration = Duration::from_secs(3600);
 /// Default `retry_codes` of a route.
 pub const DEFAULT_RETRY_CODES: [u16; 5] = [408, 500, 502, 503, 504];
+/// Default `media_timeout` of a route whose media is relayed.
+pub const DEFAULT_MEDIA_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Default `ring_timeout` of a route.
 pub const DEFAULT_RING_TIMEOUT: Duration = Duration::from_secs(120);
 /// Largest `ring_timeout` accepted.
@@ -136,6 +139,9 @@ pub struct Route {
     pub ringing_retry_codes: CodeSet,
     pub pass_503: bool,
     pub ring_timeout: Duration,
+    pub media: crate::spec::MediaMode,
+    /// Anchored calls: end an answered call after this long without media (`None`: never).
+    pub media_timeout: Option<Duration>,
 }
 
 /// One problem found while compiling a spec: where it is and what is wrong.

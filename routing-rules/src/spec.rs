@@ -288,6 +288,27 @@ pub struct RouteSpec {
     /// A call that rings longer than this is ended: 408 upstream, CANCEL downstream (default 120 s).
     #[serde(default, with = "humantime_serde::option")]
     pub ring_timeout: Option<Duration>,
+    /// Whether pointsman anchors the calls' media in its own relay (`"relay"`, which needs a
+    /// `[media]` section) or leaves the SDP alone (`"off"`, the default). Hot-hot early media
+    /// (a parallel tier whose branches all play early media) needs `"relay"`.
+    #[serde(default)]
+    pub media: Option<MediaMode>,
+    /// Anchored calls only: an answered call whose media stops for this long in either direction
+    /// (no RTP and no RTCP; a side on hold is not timed) is ended with BYE both ways (default
+    /// 30 s; `"0s"` turns the check off).
+    #[serde(default, with = "humantime_serde::option")]
+    pub media_timeout: Option<Duration>,
+}
+
+/// `media` of a route.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum MediaMode {
+    /// The SDP goes through untouched; media flows between the carrier and the cloud directly.
+    #[default]
+    Off,
+    /// pointsman rewrites the SDP to its relay and carries the RTP (see `[media]`).
+    Relay,
 }
 
 /// `match`: every condition given must hold. Numbers are compared after normalisation (a

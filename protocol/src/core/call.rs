@@ -13,11 +13,13 @@
 //! outputs out (a new branch or a CANCEL becomes a registered transaction) and keeps the
 //! tables. A `Call` must not reach for the core; the core must not decide failover.
 
+use super::forward::strip_top_via_with;
 use super::{
     emit, local_tag, lock, strip_top_via, tx_output, ClientEntry, Core, CoreTimer, Hop, Output,
     Relayable, ServerEntry, Side, TimerKind,
 };
 use crate::health::Passive;
+use crate::media::{MediaSession, SwitchReason};
 use crate::metrics::FailoverReason;
 use crate::originate;
 use crate::peer::Peer;
@@ -99,6 +101,8 @@ pub(super) struct CallPlan {
     pub steps: Vec<Step>,
     pub reject: Option<(u16, Option<Duration>)>,
     pub failover: bool,
+    /// The media session, when the call's media is anchored.
+    pub media: Option<MediaSession>,
 }
 
 /// Appends a planned tier's steps: a parallel tier is one step (all members at once), a serial
@@ -176,6 +180,8 @@ pub(super) struct Call {
     /// Its branches' ends were counted (see `reap_if_done`).
     pub reaped: bool,
     pub policy: CallPolicy,
+    /// The call's media session, when its media is anchored in the relay.
+    pub media: Option<MediaSession>,
 }
 
 impl Call {
@@ -429,6 +435,7 @@ impl Call {
         }
         let rang = b.status == BranchStatus::Ringing;
         b.status = BranchStatus::Final(code);
+        self.media_failed(i, SwitchReason::ErrorResponse, now);
         if code == 503 && self.failover {
             // The destination says it is overloaded: health skips it (for Retry-After).
             self.passive(i, Passive::Unavailable { retry_after }, now);
@@ -554,6 +561,7 @@ impl Call {
         b.abandoned = true;
         if live {
             b.status = BranchStatus::TransportError;
+            self.media_failed(i, SwitchReason::TransportError, now);
         }
         self.release(i);
         if live {
@@ -570,6 +578,7 @@ impl Call {
     /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
     fn abandon(&mut self, i: usize, reason: &str, now: Instant, out: &mut CallOutputs) {
         self.release(i);
+        self.media_failed(i, SwitchReason::Cancelled, now);
         let b = &mut self.branches[i];
         b.abandoned = true;
         if !matches!(
@@ -903,12 +912,14 @@ impl Core {
         }
         routing.metrics.calls_in_progress(1);
         self.count_in_setup(true);
+        let media = self.open_media(msg, &routing, route, key, inb.from, now);
         let plan = CallPlan {
             routing,
             route,
             steps,
             reject,
             failover: true,
+            media,
         };
         self.start_call(msg, key, inb.from, plan, now, out);
     }
@@ -934,6 +945,7 @@ impl Core {
             steps: vec![smallvec![target]],
             reject: None,
             failover: false,
+            media: None,
         };
         self.start_call(msg, key, from, plan, now, out);
     }
@@ -982,6 +994,7 @@ impl Core {
             rang: false,
             reaped: false,
             policy: self.call_policy(),
+            media: plan.media,
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
@@ -1029,6 +1042,9 @@ impl Core {
                     }
                 }
                 CallOutput::Finished { code } => {
+                    if let Some(media) = c.media.take() {
+                        media.close();
+                    }
                     if c.failover {
                         self.count_in_setup(false);
                     }
@@ -1073,7 +1089,18 @@ impl Core {
         let record_route = c
             .failover
             .then(|| self.record_route(req, c.upstream, &target, c));
-        let bytes = self.forward_request(req, target.peer.proto, &branch, record_route.as_deref());
+        let index = c.branches.len();
+        let offer = c
+            .media
+            .as_ref()
+            .and_then(|m| self.branch_offer(m, req, index, &target, now));
+        let bytes = self.forward_request(
+            req,
+            target.peer.proto,
+            &branch,
+            record_route.as_deref(),
+            offer.as_ref(),
+        );
         let key = self.keys.client(branch.as_bytes(), MethodClass::Invite);
         let mut acts = Vec::new();
         let tx = ClientInvite::start(
@@ -1083,7 +1110,6 @@ impl Core {
             now,
             &mut acts,
         );
-        let index = c.branches.len();
         let mut counted = false;
         if let (true, Some(dest)) = (c.failover, target.dest) {
             c.routing.metrics.branch_attempt(dest);
@@ -1171,10 +1197,13 @@ impl Core {
         let mut todo = CallOutputs::new();
         match (code, r.relayable) {
             (100..=199, relayable) => {
+                let anchored = (code > 100)
+                    .then(|| c.media_answer(i, msg, now))
+                    .flatten();
                 let relayed = || {
                     // 100 is hop by hop; everything else provisional goes to the caller.
                     (code > 100 && relayable == Relayable::Yes)
-                        .then(|| Bytes::from(strip_top_via(msg)))
+                        .then(|| Bytes::from(strip_top_via_with(msg, anchored.as_ref())))
                 };
                 c.on_provisional(i, code, relayed, now, &mut todo)
             }
@@ -1233,7 +1262,13 @@ impl Core {
             };
             return self.ghost_teardown(msg, to, now, out);
         }
-        let relayed = Bytes::from(strip_top_via(msg));
+        let anchored = c.media_answer(i, msg, now);
+        if verdict == TwoXx::Answer {
+            if let Some(media) = &c.media {
+                media.answered(i, now);
+            }
+        }
+        let relayed = Bytes::from(strip_top_via_with(msg, anchored.as_ref()));
         let mut acts = Vec::new();
         let code = msg.code().unwrap_or(200);
         c.server.respond(code, relayed, now, &mut acts);
@@ -1261,7 +1296,16 @@ impl Core {
                 caller_tag: c
                     .request()
                     .map_or(0, |req| self.tag_key(req.from.tag, &req)),
+                media: c.media.clone().map(|session| super::anchor::AnsweredMedia {
+                    session,
+                    token: c.key,
+                    invite: c.request.clone(),
+                    answer: Bytes::copy_from_slice(msg.buf),
+                }),
             };
+            if answered.media.is_some() {
+                self.media_dialogs.insert(c.key, key);
+            }
             if let Some(old) = self.answered.insert(key, answered) {
                 // The same dialog answered twice (a forked 2xx with equal tags): count once.
                 c.routing.metrics.calls_in_progress(-1);
@@ -1517,6 +1561,7 @@ mod tests {
                 retry_after: Duration::from_secs(30),
                 cancel_give_up: Duration::from_secs(32),
             },
+            media: None,
         }
     }
 

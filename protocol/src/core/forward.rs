@@ -15,12 +15,43 @@ impl Core {
         proto: Proto,
         branch: &str,
         record_route: Option<&str>,
+        body: Option<&BodyEdit>,
     ) -> Bytes {
         let mut via_line = String::with_capacity(self.advertised.via(proto).len() + 64);
         via_line.push_str("Via: ");
         self.push_via_value(&mut via_line, proto, branch);
         via_line.push_str("\r\n");
-        forwarded(msg, &via_line, record_route)
+        forwarded_with(msg, &via_line, record_route, body)
+    }
+}
+
+/// A new body part for a forwarded message: the bytes that replace `span` (absolute in the
+/// message), and the Content-Length value the whole body then has.
+#[derive(Clone, Debug)]
+pub(super) struct BodyEdit {
+    pub span: wire::Span,
+    pub bytes: Vec<u8>,
+    pub content_length: String,
+}
+
+impl BodyEdit {
+    /// `bytes` in place of `span` of `msg`'s body.
+    pub(super) fn new(msg: &Message<'_>, span: wire::Span, bytes: Vec<u8>) -> BodyEdit {
+        let body_len = msg.body.len() - span.len().min(msg.body.len()) + bytes.len();
+        BodyEdit {
+            span,
+            bytes,
+            content_length: body_len.to_string(),
+        }
+    }
+
+    /// Adds the edit, and the Content-Length it needs, to `splice`. A message without a
+    /// Content-Length (a datagram may omit it) keeps none.
+    fn apply<'e>(&'e self, msg: &Message<'_>, splice: &mut wire::Splice<'_, 'e>) {
+        splice.replace(self.span, &self.bytes);
+        if let Some(h) = msg.header(HeaderName::ContentLength) {
+            splice.replace(h.value, self.content_length.as_bytes());
+        }
     }
 }
 
@@ -30,6 +61,16 @@ impl Core {
 /// `record_route` as a Record-Route line before the first one. Every other byte is as received. This is the
 /// one forwarding path: the core's, and what the criterion `wire/forward` benchmark times.
 pub fn forwarded(msg: &Message<'_>, via_line: &str, record_route: Option<&str>) -> Bytes {
+    forwarded_with(msg, via_line, record_route, None)
+}
+
+/// [`forwarded`] with its body part replaced (the SDP of an anchored call).
+pub(super) fn forwarded_with(
+    msg: &Message<'_>,
+    via_line: &str,
+    record_route: Option<&str>,
+    body: Option<&BodyEdit>,
+) -> Bytes {
     let via_at = msg.headers[msg.top_via.header].line.start;
     let mut mf_text = [0u8; 3];
     let rr_line;
@@ -57,6 +98,9 @@ pub fn forwarded(msg: &Message<'_>, via_line: &str, record_route: Option<&str>) 
     }
     if let Some(span) = request_uri_headers(msg) {
         splice.delete(span);
+    }
+    if let Some(body) = body {
+        body.apply(msg, &mut splice);
     }
     let mut bytes = Vec::with_capacity(splice.output_len());
     splice.write_to(&mut bytes);
@@ -90,8 +134,16 @@ fn own_routes_removal(msg: &Message<'_>) -> Option<wire::Span> {
 /// A response as relayed upstream (RFC 3261 §16.7 step 3): its top Via (ours) removed, every
 /// other byte as received.
 pub fn strip_top_via(msg: &Message<'_>) -> Vec<u8> {
+    strip_top_via_with(msg, None)
+}
+
+/// [`strip_top_via`] with its body part replaced (the SDP of an anchored call).
+pub(super) fn strip_top_via_with(msg: &Message<'_>, body: Option<&BodyEdit>) -> Vec<u8> {
     let mut splice = wire::Splice::new(msg.buf);
     splice.delete(msg.value_removal(msg.top_via.header, msg.top_via.value));
+    if let Some(body) = body {
+        body.apply(msg, &mut splice);
+    }
     let mut out = Vec::with_capacity(splice.output_len());
     splice.write_to(&mut out);
     out

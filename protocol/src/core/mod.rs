@@ -24,8 +24,11 @@
 //! - `forward`: the edits a proxied request gets;
 //! - `relay` and `dialog`: in-dialog requests and the dialog keys;
 //! - `sweep`: the bounded pass that forgets what is over and sizes the tables;
-//! - `replicate`: a call's state as plain data ([`CallState`]), exported and restored.
+//! - `replicate`: a call's state as plain data ([`CallState`]), exported and restored;
+//! - `anchor`: anchored calls' SDP pointed at the media relay, what signalling tells the
+//!   relay, and the BYEs of an answered call whose media stopped.
 
+mod anchor;
 mod call;
 mod dialog;
 mod forward;
@@ -337,6 +340,10 @@ pub struct Core {
     allowed_limiter: Option<RateLimiter>,
     /// Feeds each new call's routing entropy (weighted groups).
     entropy_seq: AtomicU64,
+    /// The media relay anchored calls use (see [`Core::set_media`]).
+    media: std::sync::OnceLock<Arc<crate::media::MediaPlane>>,
+    /// Answered anchored calls: the call's key (their media events' token) → the dialog key.
+    media_dialogs: KeyMap<u64>,
 }
 
 /// Why the gate turned a request away.
@@ -358,6 +365,8 @@ struct Answered {
     caller: Peer,
     callee: Peer,
     caller_tag: u64,
+    /// An anchored call's media session (closed when the call ends).
+    media: Option<anchor::AnsweredMedia>,
 }
 
 impl Core {
@@ -384,6 +393,8 @@ impl Core {
             stopping: AtomicBool::new(false),
             entropy_seq: AtomicU64::new(start.rotate_left(29)),
             answered: table::new_table(),
+            media: std::sync::OnceLock::new(),
+            media_dialogs: table::new_table(),
         }
     }
 

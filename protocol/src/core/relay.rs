@@ -108,7 +108,7 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let branch = self.new_branch(self.loop_hash(msg));
-        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None);
+        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, None);
         let client_key = self.keys.client(
             branch.as_bytes(),
             msg.method()

@@ -375,6 +375,8 @@ impl Core {
             rang: s.rang,
             reaped: false,
             policy: self.call_policy(),
+            // Media sessions are not replicated: a restored call's media is not anchored.
+            media: None,
         };
         for b in &c.branches {
             self.rearm_branch(&c, b, now, out);
@@ -455,6 +457,7 @@ impl Core {
                 caller: a.caller.peer(),
                 callee: a.callee.peer(),
                 caller_tag: self.keys.of(&[&a.id.caller_tag]),
+                media: None,
             },
         );
         if let Some(ago) = a.retransmit_window_ago {

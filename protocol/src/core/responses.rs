@@ -92,7 +92,7 @@ impl Core {
             ClientEntry::Accepted(upstream) => {
                 if (200..300).contains(&code) && relayable == Relayable::Yes {
                     // RFC 6026: 2xx retransmissions pass while the transaction is Accepted.
-                    send(out, upstream, Bytes::from(strip_top_via(msg)));
+                    send(out, upstream, Bytes::from(self.relayed_2xx(msg)));
                     self.metrics().response_out(code);
                 }
             }

@@ -47,6 +47,10 @@ impl Core {
     /// The answered call `key` is over (its BYE was answered, or it expired): stop counting it.
     pub(super) fn call_ended(&self, key: u64) {
         if let Some((_, call)) = self.answered.remove(&key) {
+            if let Some(media) = call.media {
+                media.session.close();
+                self.media_dialogs.remove(&media.token);
+            }
             self.metrics().calls_in_progress(-1);
             if let Some(dest) = call.dest {
                 dest.call_ended();

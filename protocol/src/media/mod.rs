@@ -5,3 +5,7 @@
 //! it received packets with `now`, and sends what it says.
 
 pub mod sdp;
+
+// Placeholder API while the plane is written on its own branch (removed at the merge).
+mod stub;
+pub use stub::*;

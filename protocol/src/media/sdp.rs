@@ -103,3 +103,17 @@ pub enum SdpError {
     #[error("too many media lines")]
     TooManyMedia,
 }
+
+// Placeholder (the rewriter is written on its own branch).
+pub fn inspect(body: &[u8]) -> Result<SdpSummary, SdpError> {
+    let _ = body;
+    Err(SdpError::NotSdp)
+}
+pub fn rewrite(body: &[u8], rw: &Rewrite<'_>, out: &mut Vec<u8>) -> Result<(), SdpError> {
+    let _ = (body, rw, out);
+    Err(SdpError::NotSdp)
+}
+pub fn find_sdp(content_type: &[u8], body: &[u8]) -> Option<std::ops::Range<usize>> {
+    let _ = (content_type, body);
+    None
+}

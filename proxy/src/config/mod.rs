@@ -90,6 +90,8 @@ pub struct ConfigFile {
     pub health: HealthSection,
     #[serde(default)]
     pub guard: GuardSection,
+    #[serde(default)]
+    pub media: MediaSection,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -278,6 +280,32 @@ pub struct GuardSection {
     pub retry_after: Option<Duration>,
 }
 
+/// `[media]`: the media relay of routes with `media = "relay"` (hot-hot early media).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct MediaSection {
+    /// The relay's address toward the carrier: its ports are bound on it and it is written
+    /// into the SDP the carrier gets (required when a route relays media).
+    pub carrier_address: Option<String>,
+    /// The relay's address toward the clouds, written into the SDP they get (default:
+    /// `carrier_address`).
+    pub cloud_address: Option<String>,
+    /// Port range `"min-max"` used on each address, two ports (RTP, RTCP) per call leg and
+    /// stream (default `"16384-24575"`: 2048 hot-hot calls of two branches).
+    pub ports: Option<String>,
+    /// How long the heard branch's RTP may pause before the other branch is switched in
+    /// (default: 3 packet times, at least 60 ms).
+    #[serde(default, with = "humantime_serde::option")]
+    pub silence: Option<Duration>,
+    /// The same when the heard branch negotiated comfort noise, which pauses on purpose
+    /// (default 1 s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub silence_comfort_noise: Option<Duration>,
+    /// Accept media only from the exact address and port each SDP names (default false: from
+    /// the address the SDP or the signalling names, latching the first packet's port).
+    pub strict_source: Option<bool>,
+}
+
 /// `[health]`: node-wide health settings (each destination has its own probe keys).
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -341,6 +369,8 @@ pub struct Config {
     pub health: pointsman_protocol::health::HealthConfig,
     /// Rate limits, scanner blocking, overload shedding, table caps.
     pub guard: pointsman_protocol::GuardConfig,
+    /// `[media]`, when a route relays media (or the section is given).
+    pub media: Option<pointsman_protocol::media::MediaConfig>,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -765,6 +795,7 @@ fn validate(
         errors,
     );
     let router = router?;
+    let media = validate_media(&spec.media, &router, errors);
     Some(Config {
         node_id,
         advertise,
@@ -782,9 +813,128 @@ fn validate(
         admin,
         health,
         guard,
+        media,
         router: Arc::new(router),
         warnings: Vec::new(),
     })
+}
+
+/// Default `media.ports`.
+pub const DEFAULT_MEDIA_PORTS: (u16, u16) = (16384, 24575);
+/// Default `media.silence_comfort_noise`.
+pub const DEFAULT_SILENCE_COMFORT_NOISE: Duration = Duration::from_secs(1);
+
+/// `[media]`: `None` when no route relays media and the section is absent.
+fn validate_media(
+    m: &MediaSection,
+    router: &Router,
+    errors: &mut Errors,
+) -> Option<pointsman_protocol::media::MediaConfig> {
+    let relaying = router
+        .rules
+        .routes
+        .iter()
+        .find(|r| r.media == routing_rules::spec::MediaMode::Relay);
+    let given = m.carrier_address.is_some() || m.cloud_address.is_some() || m.ports.is_some();
+    if relaying.is_none() && !given {
+        return None;
+    }
+    let parse_ip = |path: &str, value: &str, errors: &mut Errors| {
+        match value.trim().parse::<std::net::IpAddr>() {
+            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+                errors.push(
+                    path,
+                    format!(
+                        "{} = \"{value}\" is not an address a peer can send to: use this \
+                         node's own unicast address",
+                        last_key(path)
+                    ),
+                );
+                None
+            }
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                errors.push(
+                    path,
+                    format!(
+                        "{} = \"{value}\" is not an IP address (write e.g. \"198.51.100.7\")",
+                        last_key(path)
+                    ),
+                );
+                None
+            }
+        }
+    };
+    let carrier = match &m.carrier_address {
+        Some(a) => parse_ip("media.carrier_address", a, errors),
+        None => {
+            let route = relaying.map(|r| r.name.as_str()).unwrap_or_default();
+            errors.push(
+                "media.carrier_address",
+                format!(
+                    "route \"{route}\" relays media (media = \"relay\") but [media] has no \
+                     carrier_address: set the address the relay binds and writes into the SDP \
+                     the carrier gets"
+                ),
+            );
+            None
+        }
+    };
+    let cloud = match &m.cloud_address {
+        Some(a) => parse_ip("media.cloud_address", a, errors),
+        None => carrier,
+    };
+    let (port_min, port_max) = match &m.ports {
+        None => DEFAULT_MEDIA_PORTS,
+        Some(text) => match parse_port_range(text) {
+            Some((lo, hi)) if lo >= 1024 && hi >= lo.saturating_add(5) => (lo, hi),
+            _ => {
+                errors.push(
+                    "media.ports",
+                    format!(
+                        "ports = \"{text}\" is not a port range of at least 6 ports above \
+                         1023: write \"min-max\", e.g. \"{}-{}\" (the default)",
+                        DEFAULT_MEDIA_PORTS.0, DEFAULT_MEDIA_PORTS.1
+                    ),
+                );
+                DEFAULT_MEDIA_PORTS
+            }
+        },
+    };
+    if let Some(silence) = m.silence {
+        errors.duration_in(
+            "media.silence",
+            silence,
+            Duration::from_millis(20),
+            Duration::from_secs(10),
+            Duration::from_millis(60),
+        );
+    }
+    let silence_comfort_noise = m
+        .silence_comfort_noise
+        .unwrap_or(DEFAULT_SILENCE_COMFORT_NOISE);
+    errors.duration_in(
+        "media.silence_comfort_noise",
+        silence_comfort_noise,
+        Duration::from_millis(20),
+        Duration::from_secs(30),
+        DEFAULT_SILENCE_COMFORT_NOISE,
+    );
+    Some(pointsman_protocol::media::MediaConfig {
+        carrier_ip: carrier?,
+        cloud_ip: cloud?,
+        port_min,
+        port_max,
+        silence: m.silence,
+        silence_comfort_noise,
+        strict_source: m.strict_source.unwrap_or(false),
+    })
+}
+
+/// `"min-max"` → `(min, max)`.
+fn parse_port_range(text: &str) -> Option<(u16, u16)> {
+    let (lo, hi) = text.split_once('-')?;
+    Some((lo.trim().parse().ok()?, hi.trim().parse().ok()?))
 }
 
 fn validate_guard(g: &GuardSection, errors: &mut Errors) -> pointsman_protocol::GuardConfig {

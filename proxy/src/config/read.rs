@@ -118,6 +118,7 @@ pub(crate) fn read(root: &Table) -> Read {
         admin: r.section("admin"),
         health: r.section("health"),
         guard: r.section("guard"),
+        media: r.section("media"),
         destinations: r.entries("destination", |name| routing_rules::spec::DestinationSpec {
             name: name.unwrap_or_default(),
             ..Default::default()

@@ -5,6 +5,7 @@
 
 pub(crate) mod tcp;
 pub mod tls;
+pub mod media;
 pub mod udp;
 
 pub use pointsman_protocol::{ConnId, Peer, Proto};
