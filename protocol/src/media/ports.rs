@@ -24,7 +24,7 @@ impl PortPool {
     pub(crate) fn new(min: u16, max: u16) -> PortPool {
         let base = min.saturating_add(min % 2);
         let pairs = if max > base {
-            (u32::from(max) - u32::from(base) + 1) / 2
+            (u32::from(max) - u32::from(base)).div_ceil(2)
         } else {
             0
         };

@@ -495,7 +495,7 @@ impl SessionShared {
                 if state.selected != Some(b) {
                     return metrics.dropped(DropReason::Standby);
                 }
-                state.to_carrier(pos, line, rtcp, packet, now, out, metrics);
+                state.forward_to_carrier(pos, line, rtcp, packet, now, out, metrics);
             }
         }
     }
@@ -615,7 +615,7 @@ impl State {
 
     /// Forwards the selected branch's packet to the carrier: normalised on plain RTP lines.
     #[allow(clippy::too_many_arguments)]
-    fn to_carrier(
+    fn forward_to_carrier(
         &mut self,
         pos: usize,
         line: usize,
