@@ -18,7 +18,7 @@ pub const SWITCH_GAP_BUCKETS: [f64; 12] = [
     0.005, 0.01, 0.02, 0.03, 0.04, 0.06, 0.08, 0.1, 0.2, 0.5, 1.0, 5.0,
 ];
 
-/// Metric names.
+/// The media relay's series names (see [`DESCRIPTIONS`] for what each counts).
 pub mod name {
     pub const SESSIONS: &str = "pointsman_media_sessions";
     pub const PACKETS: &str = "pointsman_media_packets_total";
@@ -75,7 +75,9 @@ pub const DESCRIPTIONS: [(Kind, &str, &str); 9] = [
 /// Which way a relayed packet went: the `direction` label.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// A branch's packet, forwarded to the carrier.
     ToCarrier,
+    /// A copy of the carrier's packet, to a branch's cloud.
     ToCloud,
 }
 
@@ -83,6 +85,7 @@ impl Direction {
     /// Every direction, in label order.
     pub const ALL: [Direction; 2] = [Direction::ToCarrier, Direction::ToCloud];
 
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             Direction::ToCarrier => "to_carrier",
@@ -117,6 +120,7 @@ impl DropReason {
         DropReason::NoDestination,
     ];
 
+    /// The metric label.
     pub fn as_str(self) -> &'static str {
         match self {
             DropReason::Malformed => "malformed",

@@ -58,6 +58,7 @@ use smallvec::SmallVec;
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -118,7 +119,9 @@ pub struct SessionTimeouts {
 /// `sdp::Rewrite { address, ports: &endpoints.ports }` takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Endpoints {
+    /// The relay's address on that side.
     pub address: IpAddr,
+    /// Per `m=` line, in order: the relay's RTP port (its RTCP port is +1).
     pub ports: SmallVec<[Option<u16>; 4]>,
 }
 
@@ -196,13 +199,20 @@ pub enum AnswerUse {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum MediaEvent {
     /// After the answer, no RTP and no RTCP from `side` for the media timeout (once per session).
-    Inactive { token: u64, side: MediaSide },
+    Inactive {
+        /// The core's id for the call ([`MediaPlane::open`]).
+        token: u64,
+        /// The side that went silent.
+        side: MediaSide,
+    },
 }
 
 /// A side of the relay.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MediaSide {
+    /// The carrier leg (toward the caller).
     Carrier,
+    /// The branch legs (toward the clouds).
     Cloud,
 }
 
@@ -222,10 +232,14 @@ impl MediaSide {
 /// Why a session or a branch could not be set up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum MediaError {
+    /// No free RTP/RTCP port pair left on the side's IP (counted in
+    /// `pointsman_media_no_ports_total`).
     #[error("the relay's port range is exhausted")]
     NoPorts,
+    /// Nothing to anchor.
     #[error("the offer has no m= line with a non-zero port")]
     NoMedia,
+    /// [`MediaSession::close`] was called.
     #[error("the media session is closed")]
     Closed,
 }
@@ -257,7 +271,7 @@ pub(crate) struct PlaneShared {
     pools: SmallVec<[Pool; 2]>,
     table: Vec<ArcSwapOption<SocketOwner>>,
     sessions: Mutex<HashMap<u64, Arc<SessionShared>>>,
-    next_session: Mutex<u64>,
+    next_session: AtomicU64,
     seed: u64,
 }
 
@@ -381,7 +395,7 @@ impl MediaPlane {
                 pools,
                 table,
                 sessions: Mutex::new(HashMap::new()),
-                next_session: Mutex::new(0),
+                next_session: AtomicU64::new(1),
                 seed,
             }),
         }
@@ -461,11 +475,9 @@ impl MediaPlane {
         timeouts: SessionTimeouts,
         now: Instant,
     ) -> Result<MediaSession, MediaError> {
-        let id = {
-            let mut next = lock(&self.shared.next_session);
-            *next += 1;
-            *next
-        };
+        // `now` is part of the API for the timers a session may grow; the SSRC needs no clock.
+        let _ = now;
+        let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
         let ssrc = splitmix(self.shared.seed ^ splitmix(token) ^ id) as u32;
         let session = SessionShared::open(
             &self.shared,
@@ -475,7 +487,6 @@ impl MediaPlane {
             carrier_signalling,
             timeouts,
             ssrc,
-            now,
         )?;
         lock(&self.shared.sessions).insert(id, Arc::clone(&session));
         self.shared.metrics.sessions(1);

@@ -25,7 +25,9 @@ pub enum Malformed {
 /// What one datagram on a media port is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum PacketKind {
+    /// RTP media (or, on a UDPTL/opaque line, whatever the line carries).
     Rtp,
+    /// RTCP (on its own port, or multiplexed by payload type).
     Rtcp,
 }
 
@@ -92,35 +94,44 @@ impl<'a> RtpHeader<'a> {
         Ok(RtpHeader { fixed })
     }
 
+    /// The marker bit (RFC 3551 §4.1: the first packet of a talkspurt).
     pub fn marker(&self) -> bool {
         self.fixed[1] & 0x80 != 0
     }
+    /// The payload type (7 bits).
     pub fn payload_type(&self) -> u8 {
         self.fixed[1] & 0x7f
     }
+    /// The sequence number.
     pub fn sequence_number(&self) -> u16 {
         u16::from_be_bytes([self.fixed[2], self.fixed[3]])
     }
+    /// The RTP timestamp, in the payload type's clock.
     pub fn timestamp(&self) -> u32 {
         u32::from_be_bytes([self.fixed[4], self.fixed[5], self.fixed[6], self.fixed[7]])
     }
+    /// The synchronisation source.
     pub fn ssrc(&self) -> u32 {
         u32::from_be_bytes([self.fixed[8], self.fixed[9], self.fixed[10], self.fixed[11]])
     }
 
+    /// Sets or clears the marker bit.
     pub fn set_marker(&mut self, marker: bool) {
         self.fixed[1] = (self.fixed[1] & 0x7f) | if marker { 0x80 } else { 0 };
     }
-    /// Only the low 7 bits of `pt` are used.
+    /// Sets the payload type; only the low 7 bits of `pt` are used.
     pub fn set_payload_type(&mut self, pt: u8) {
         self.fixed[1] = (self.fixed[1] & 0x80) | (pt & 0x7f);
     }
+    /// Sets the sequence number.
     pub fn set_sequence_number(&mut self, seq: u16) {
         self.fixed[2..4].copy_from_slice(&seq.to_be_bytes());
     }
+    /// Sets the RTP timestamp.
     pub fn set_timestamp(&mut self, ts: u32) {
         self.fixed[4..8].copy_from_slice(&ts.to_be_bytes());
     }
+    /// Sets the synchronisation source.
     pub fn set_ssrc(&mut self, ssrc: u32) {
         self.fixed[8..12].copy_from_slice(&ssrc.to_be_bytes());
     }

@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::metrics::{Direction as Flow, DropReason};
-use super::rtp::{classify, walk_rtcp, PacketKind, RtpHeader};
+use super::rtp::{classify, walk_rtcp, PacketKind, RtpHeader, RTP_HEADER_LEN};
 use super::sdp::{Codec, Direction, MediaLine, MediaTransport, SdpSummary};
 use super::{
     lock, AnswerUse, Endpoints, Forwards, MediaError, MediaEvent, MediaSide, PlaneShared,
@@ -29,6 +29,8 @@ const SILENCE_ARMED_AFTER: u64 = 3;
 const DEFAULT_PTIME_MS: u32 = 20;
 /// The RTP clock when no codec says (8 kHz, every G.711 call).
 const DEFAULT_CLOCK: u32 = 8000;
+/// An SRTCP packet's clear part: the RTCP header and the sender's SSRC.
+const SRTCP_MIN_LEN: usize = 8;
 
 /// Which leg of a session a socket belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -280,7 +282,6 @@ fn codec_label(c: Option<&Codec>) -> String {
 
 impl SessionShared {
     /// A session with the carrier side of `offer` anchored.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn open(
         plane: &PlaneShared,
         id: u64,
@@ -289,7 +290,6 @@ impl SessionShared {
         carrier_signalling: IpAddr,
         timeouts: SessionTimeouts,
         ssrc: u32,
-        _now: Instant,
     ) -> Result<Arc<SessionShared>, MediaError> {
         let anchored: SmallVec<[usize; 4]> = offer
             .media
@@ -405,12 +405,11 @@ impl SessionShared {
             .get(line)
             .copied()
             .unwrap_or(MediaTransport::Other);
-        // What the packet is: UDPTL is not RTP (only non-empty); RTP is checked whole, RTCP
-        // walked (without edits) before anything is believed.
-        let kind = if offered == MediaTransport::Udptl {
-            (!packet.is_empty()).then_some((PacketKind::Rtp, false))
-        } else {
-            match classify(packet) {
+        // What the packet is, checked before anything in it is believed: plain RTP whole, RTCP
+        // walked (without edits). SRTP/SRTCP only by their clear headers (the rest, padding
+        // included, is encrypted or the auth tag); UDPTL and unknown transports are opaque.
+        let kind = match offered {
+            MediaTransport::Rtp => match classify(packet) {
                 Ok(PacketKind::Rtp) if !owner.rtcp => RtpHeader::parse(packet)
                     .ok()
                     .map(|_| (PacketKind::Rtp, false)),
@@ -418,6 +417,16 @@ impl SessionShared {
                     .ok()
                     .map(|s| (PacketKind::Rtcp, s.bye)),
                 Err(_) => None,
+            },
+            MediaTransport::Srtp => match classify(packet) {
+                Ok(PacketKind::Rtp) if !owner.rtcp && packet.len() >= RTP_HEADER_LEN => {
+                    Some((PacketKind::Rtp, false))
+                }
+                Ok(_) if packet.len() >= SRTCP_MIN_LEN => Some((PacketKind::Rtcp, false)),
+                _ => None,
+            },
+            MediaTransport::Udptl | MediaTransport::Other => {
+                (!packet.is_empty()).then_some((PacketKind::Rtp, false))
             }
         };
         let Some((kind, bye)) = kind else {
@@ -484,7 +493,7 @@ impl SessionShared {
                     }
                 } else {
                     if let Some(Ok(h)) =
-                        (offered != MediaTransport::Udptl).then(|| RtpHeader::parse(packet))
+                        (offered == MediaTransport::Rtp).then(|| RtpHeader::parse(packet))
                     {
                         l.ssrc = Some(h.ssrc());
                     }
@@ -641,6 +650,14 @@ impl State {
         let normalise = self.transports.get(line) == Some(&MediaTransport::Rtp)
             && bl.transport == Some(MediaTransport::Rtp)
             && branch.answer != Some(AnswerUse::Passthrough);
+        if rtcp {
+            // RTCP neither starts the new source's stream nor ends the gap: only media does.
+            if normalise && walk_rtcp(packet, Some(self.ssrc)).is_err() {
+                return metrics.dropped(DropReason::Malformed);
+            }
+            out.push(to);
+            return metrics.relayed(Flow::ToCarrier, packet.len());
+        }
         let b = branch.index;
         let new_source = stream.source != Some(b);
         if new_source {
@@ -649,11 +666,7 @@ impl State {
                 self.gap_pending = false;
             }
         }
-        if normalise && rtcp {
-            if walk_rtcp(packet, Some(self.ssrc)).is_err() {
-                return metrics.dropped(DropReason::Malformed);
-            }
-        } else if normalise {
+        if normalise {
             let Ok(mut h) = RtpHeader::parse(packet) else {
                 return metrics.dropped(DropReason::Malformed);
             };
@@ -709,9 +722,7 @@ impl State {
             }
         }
         stream.source = Some(b);
-        if !rtcp {
-            stream.last_wall = Some(now);
-        }
+        stream.last_wall = Some(now);
         out.push(to);
         metrics.relayed(Flow::ToCarrier, packet.len());
     }
@@ -841,7 +852,9 @@ impl MediaSession {
     /// [`AnswerUse::ColdCodecMismatch`] (its first codec differs from the reference answer's
     /// by name or clock: relayed, never switched to before the answer), [`AnswerUse::Passthrough`]
     /// (an SRTP/UDPTL line: relayed unchanged, switched best effort), or
-    /// [`AnswerUse::Ignored`]. The first answer the session sees is the reference.
+    /// [`AnswerUse::Ignored`] (unknown or freed branch, closed session). The first answer the
+    /// session sees is the reference. A failed branch's answer is still recorded (a 2xx may
+    /// race the CANCEL) but does not make it eligible.
     pub fn on_answer(&self, branch: usize, answer: &SdpSummary, _now: Instant) -> AnswerUse {
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
@@ -863,9 +876,12 @@ impl MediaSession {
         let decision = if passthrough {
             AnswerUse::Passthrough
         } else {
-            let first = anchored()
+            let first = b
+                .leg
+                .lines
+                .iter()
                 .enumerate()
-                .find(|(_, l)| !l.codecs.is_empty())
+                .find(|(_, l)| l.local.is_some() && !l.codecs.is_empty())
                 .map(|(i, l)| (i, l.codecs.first()));
             let mismatch = first.and_then(|(i, heard)| {
                 let offered = reference.get(i).and_then(|r| r.first());
@@ -905,11 +921,15 @@ impl MediaSession {
         if state.closed {
             return false;
         }
+        if state.answered.is_some() {
+            // One branch left: its end is the call's (BYE), not a switch.
+            return false;
+        }
         match state.branch_mut(branch) {
             Some(b) if b.status == Status::Live => b.status = Status::Failed,
             _ => return false,
         }
-        if state.selected != Some(branch) || state.answered.is_some() {
+        if state.selected != Some(branch) {
             return false;
         }
         state.fail_over(branch, reason, &self.plane.metrics)

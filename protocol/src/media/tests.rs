@@ -969,3 +969,72 @@ fn rtcp_mux_lines_carry_rtcp_on_the_rtp_ports() {
     );
     assert_eq!(out[0], (call.socket(call.carrier_rtp), to_carrier()));
 }
+
+#[test]
+fn rtcp_after_a_switch_does_not_start_the_new_sources_stream() {
+    let call = Call::new();
+    call.branch_sends(0, 8, 100, 16_000, 0);
+    call.branch_sends(1, 8, 7, 700, 0);
+    assert!(call
+        .session
+        .branch_failed(0, SwitchReason::Cancelled, call.at(5)));
+    // Branch 1's RTCP comes first: forwarded with the output SSRC, but the stream's source is
+    // still branch 0's until branch 1's media arrives.
+    let rtcp_at = SocketAddr::new(RELAY_CLOUD, call.branch_rtp[1].port() + 1);
+    let (out, _) = call.send(
+        rtcp_at,
+        SocketAddr::new(CLOUD_B, B_PORT + 1),
+        rtcp(0xbbbb_0000, false),
+        10,
+    );
+    assert_eq!(out.len(), 1);
+    let (_, mut p) = call.branch_sends(1, 8, 8, 860, 20);
+    let (marker, _, seq, ts, _) = header(&mut p);
+    assert!(marker);
+    assert_eq!((seq, ts), (101, 16_160));
+}
+
+#[test]
+fn srtp_packets_are_checked_only_by_their_clear_headers() {
+    let mut o = offer();
+    o.media[0].transport = MediaTransport::Srtp;
+    let mut a = answer(CLOUD_A, A_PORT);
+    a.media[0].transport = MediaTransport::Srtp;
+    let call = Call::with(config(), o, [a, answer(CLOUD_B, B_PORT)]);
+    // The padding bit with an "encrypted" last byte that would not fit as a padding count.
+    let mut padded = rtp(8, 1, 0, 0xaaaa_0000);
+    padded[0] |= 0x20;
+    *padded.last_mut().unwrap() = 0xff;
+    let (out, sent) = call.send(
+        call.branch_rtp[0],
+        SocketAddr::new(CLOUD_A, A_PORT),
+        padded.clone(),
+        0,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(sent, padded);
+    // SRTCP: an SR header, encrypted bytes, the E flag + index and a 10-byte auth tag.
+    let mut srtcp = vec![0x80, 200, 0, 6, 0xaa, 0xaa, 0, 0];
+    srtcp.extend_from_slice(&[0x5a; 20 + 4 + 10]);
+    let rtcp_at = SocketAddr::new(RELAY_CLOUD, call.branch_rtp[0].port() + 1);
+    let (out, sent) = call.send(
+        rtcp_at,
+        SocketAddr::new(CLOUD_A, A_PORT + 1),
+        srtcp.clone(),
+        1,
+    );
+    assert_eq!(out.len(), 1);
+    assert_eq!(sent, srtcp);
+}
+
+#[test]
+fn branch_failed_after_the_answer_changes_nothing() {
+    let call = Call::new();
+    call.branch_sends(0, 8, 1, 0, 0);
+    call.session.answered(0, call.at(10));
+    assert!(!call
+        .session
+        .branch_failed(0, SwitchReason::TransportError, call.at(20)));
+    assert_eq!(call.branch_sends(0, 8, 2, 160, 30).0.len(), 1);
+    assert_eq!(call.carrier_sends(rtp(8, 1, 0, 1), 30).0.len(), 1);
+}
