@@ -253,11 +253,9 @@ impl Leg {
         }
     }
 
-    fn ptime(&self) -> u32 {
-        self.lines
-            .iter()
-            .find_map(|l| l.ptime_ms)
-            .unwrap_or(DEFAULT_PTIME_MS)
+    /// The first `a=ptime` of the leg's anchored lines.
+    fn ptime_ms(&self) -> Option<u32> {
+        self.lines.iter().find_map(|l| l.ptime_ms)
     }
 }
 
@@ -446,16 +444,18 @@ impl SessionShared {
                 }
                 l.packets += 1;
                 leg.last_packet = Some(now);
+                let mut copies = 0;
                 for b in state.branches.iter().filter(|b| b.status == Status::Live) {
                     let Some(bl) = b.leg.lines.get(line) else {
                         continue;
                     };
                     if let Some(to) = bl.destination(rtcp, bl.rtcp_mux) {
                         out.push(to);
+                        copies += 1;
                         metrics.relayed(Flow::ToCloud, packet.len());
                     }
                 }
-                if out.is_empty() {
+                if copies == 0 {
                     metrics.dropped(DropReason::NoDestination);
                 }
             }
@@ -603,12 +603,17 @@ impl State {
         let Some(selected) = self.branch(current) else {
             return;
         };
+        // The branch's ptime, else the carrier's (the offer), else 20 ms.
+        let ptime = selected
+            .leg
+            .ptime_ms()
+            .or(self.carrier.ptime_ms())
+            .unwrap_or(DEFAULT_PTIME_MS);
         let threshold = if selected.leg.comfort_noise {
             cfg.silence_comfort_noise
         } else {
-            cfg.silence.unwrap_or_else(|| {
-                (Duration::from_millis(u64::from(selected.leg.ptime())) * 3).max(SILENCE_FLOOR)
-            })
+            cfg.silence
+                .unwrap_or_else(|| (Duration::from_millis(u64::from(ptime)) * 3).max(SILENCE_FLOOR))
         };
         let silent = selected.rtp_packets >= SILENCE_ARMED_AFTER
             && selected
@@ -684,10 +689,8 @@ impl State {
             if new_source {
                 match stream.last_wall {
                     Some(last) => {
-                        let frame = (u64::from(bl.ptime_ms.unwrap_or(DEFAULT_PTIME_MS))
-                            * u64::from(clock)
-                            / 1000)
-                            .max(1);
+                        let ptime = bl.ptime_ms.or(carrier.ptime_ms).unwrap_or(DEFAULT_PTIME_MS);
+                        let frame = (u64::from(ptime) * u64::from(clock) / 1000).max(1);
                         let elapsed = now.saturating_duration_since(last).as_secs_f64();
                         let ticks = (elapsed * f64::from(clock)).round() as u64;
                         // Whole frames, at least one: the new source's first packet follows the
@@ -727,24 +730,26 @@ impl State {
         metrics.relayed(Flow::ToCarrier, packet.len());
     }
 
-    /// Every port still held, by side: (carrier RTP ports, cloud RTP ports).
-    fn take_ports(
-        &mut self,
-        branches_only_except: Option<usize>,
-    ) -> SmallVec<[(MediaSide, u16); 8]> {
+    /// Marks every branch but `keep` freed and returns the RTP ports they held, for the caller
+    /// to free once the session's mutex is released.
+    fn take_branch_ports(&mut self, keep: Option<usize>) -> SmallVec<[(MediaSide, u16); 8]> {
         let mut ports = SmallVec::new();
-        if branches_only_except.is_none() {
-            ports.extend(self.carrier.ports().map(|p| (MediaSide::Carrier, p)));
-            for l in &mut self.carrier.lines {
-                l.local = None;
-            }
-        }
         for b in &mut self.branches {
-            if Some(b.index) == branches_only_except || b.status == Status::Freed {
+            if Some(b.index) == keep || b.status == Status::Freed {
                 continue;
             }
             ports.extend(b.leg.ports().map(|p| (MediaSide::Cloud, p)));
             b.status = Status::Freed;
+        }
+        ports
+    }
+
+    /// [`State::take_branch_ports`] for every branch, and the carrier's ports.
+    fn take_all_ports(&mut self) -> SmallVec<[(MediaSide, u16); 8]> {
+        let mut ports = self.take_branch_ports(None);
+        ports.extend(self.carrier.ports().map(|p| (MediaSide::Carrier, p)));
+        for l in &mut self.carrier.lines {
+            l.local = None;
         }
         ports
     }
@@ -950,7 +955,7 @@ impl MediaSession {
         state.answered = Some((branch, now));
         state.pending_reason = None;
         state.switch(Some(branch), SwitchReason::Answer, &self.plane.metrics);
-        let ports = state.take_ports(Some(branch));
+        let ports = state.take_branch_ports(Some(branch));
         drop(state);
         self.free(&ports);
     }
@@ -963,7 +968,7 @@ impl MediaSession {
             return;
         }
         state.closed = true;
-        let ports = state.take_ports(None);
+        let ports = state.take_all_ports();
         drop(state);
         self.free(&ports);
         self.plane.forget(self.inner.id);

@@ -1038,3 +1038,20 @@ fn branch_failed_after_the_answer_changes_nothing() {
     assert_eq!(call.branch_sends(0, 8, 2, 160, 30).0.len(), 1);
     assert_eq!(call.carrier_sends(rtp(8, 1, 0, 1), 30).0.len(), 1);
 }
+
+#[test]
+fn silence_threshold_is_three_ptimes_above_the_floor() {
+    // ptime 30 in the offer only: 3 × 30 = 90 ms.
+    let mut o = offer();
+    o.media[0].ptime_ms = Some(30);
+    let call = Call::with(
+        config(),
+        o,
+        [answer(CLOUD_A, A_PORT), answer(CLOUD_B, B_PORT)],
+    );
+    for i in 0..3u16 {
+        call.branch_sends(0, 8, i, 240 * u32::from(i), 30 * u64::from(i));
+    }
+    assert!(call.branch_sends(1, 8, 0, 0, 150).0.is_empty(), "90 ms");
+    assert_eq!(call.branch_sends(1, 8, 1, 240, 151).0.len(), 1);
+}
