@@ -3,11 +3,13 @@
 //! header with in-place edits, and the walk of an RTCP compound packet that rewrites the sender
 //! SSRCs and finds a BYE.
 //!
-//! Hand-written rather than the `rtp-types` crate: the relay reads and writes five fields of the
-//! 12-byte fixed header and must walk RTCP compounds, which `rtp-types` does not cover, so the
-//! crate would save ~30 lines and add a dependency (and a parse that rejects some packets the relay
-//! must still pass on, e.g. SRTP with odd padding). Every access here goes through a length check
-//! or a fixed-size array, so no input can make it panic.
+//! Hand-written rather than the `rtp-types` crate (0.1.2): the relay reads and writes five fields
+//! of the 12-byte fixed header, which is ~40 lines here, and must walk RTCP compounds and edit
+//! SSRCs in place, which `rtp-types` does not cover (its sibling `rtcp-types` parses and builds,
+//! the relay must rewrite without rebuilding). The crate would add a dependency for the easy half,
+//! and its parse rejects an invalid padding count (`PaddingInvalid`), which an SRTP packet's
+//! encrypted tail can look like: the relay checks SRTP by the clear header only. Every access here
+//! goes through a length check or a fixed-size array, so no input can make it panic.
 //!
 //! It must not: allocate, copy a packet, change a packet's length, or know about sessions.
 
