@@ -1055,3 +1055,50 @@ fn silence_threshold_is_three_ptimes_above_the_floor() {
     assert!(call.branch_sends(1, 8, 0, 0, 150).0.is_empty(), "90 ms");
     assert_eq!(call.branch_sends(1, 8, 1, 240, 151).0.len(), 1);
 }
+
+#[test]
+fn arbitrary_datagrams_on_every_socket_never_panic_or_change_length() {
+    let call = Call::new();
+    call.branch_sends(0, 8, 1, 0, 0);
+    let mut seed = 0x1234_5678_u64;
+    let mut next = || {
+        seed = splitmix(seed);
+        seed
+    };
+    let plus_one = |a: SocketAddr| SocketAddr::new(a.ip(), a.port() + 1);
+    let sockets: Vec<SocketId> = [
+        call.carrier_rtp,
+        plus_one(call.carrier_rtp),
+        call.branch_rtp[0],
+        plus_one(call.branch_rtp[0]),
+        call.branch_rtp[1],
+        plus_one(call.branch_rtp[1]),
+        SocketAddr::new(RELAY_CLOUD, 20090),
+        SocketAddr::new(RELAY_CARRIER, 20091),
+    ]
+    .into_iter()
+    .map(|a| call.socket(a))
+    .collect();
+    let sources = [
+        to_carrier(),
+        SocketAddr::new(CLOUD_A, A_PORT),
+        SocketAddr::new(CLOUD_A, A_PORT + 1),
+        SocketAddr::new(CLOUD_B, B_PORT),
+    ];
+    for i in 0..20_000u64 {
+        let len = (next() % 80) as usize;
+        let mut packet: Vec<u8> = (0..len).map(|_| next() as u8).collect();
+        // Half of them look like RTP/RTCP version 2, to get past the first check.
+        if i % 2 == 0 {
+            if let Some(b) = packet.first_mut() {
+                *b = 0x80 | (*b & 0x3f);
+            }
+        }
+        let id = sockets[(next() % 8) as usize];
+        let from = sources[(next() % 4) as usize];
+        let mut out = Forwards::new();
+        call.plane
+            .on_packet(id, from, &mut packet, call.at(i), &mut out);
+        assert_eq!(packet.len(), len);
+    }
+}
