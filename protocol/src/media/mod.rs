@@ -417,7 +417,8 @@ impl MediaPlane {
 
     /// The packet path: a datagram `packet` arrived on socket `at` from `from`. Edits it in place
     /// (the length never changes) and pushes where it must go: (the socket to send from, the
-    /// destination). Empty `out` = dropped (counted by reason in the metrics). Allocates nothing.
+    /// destination). Nothing pushed = dropped (counted by reason in the metrics). Allocates
+    /// nothing (up to 4 copies: `out` spills to the heap only for a fan-out to 5+ branches).
     pub fn on_packet(
         &self,
         at: SocketId,
@@ -447,6 +448,12 @@ impl MediaPlane {
                 events.push(event);
             }
         }
+    }
+
+    /// The relay's metric handles (the core counts inactivity teardowns with
+    /// [`MediaMetrics::inactivity`]).
+    pub fn metrics(&self) -> &MediaMetrics {
+        &self.shared.metrics
     }
 
     /// Ports (not pairs) allocated right now, both sides.
