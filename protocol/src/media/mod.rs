@@ -23,9 +23,12 @@
 //! (immediate), an RTCP BYE from the selected branch (on that packet; the BYE is not forwarded),
 //! RTP silence (checked when a standby's packet arrives: the selected branch sent ≥ 3 packets
 //! and its last is older than the threshold), and the answer. A failed branch is never selected
-//! again. Silence threshold: [`MediaConfig::silence`], else max(3 × ptime, 60 ms) with the
-//! branch's `a=ptime` (20 ms when absent); [`MediaConfig::silence_comfort_noise`] (suggested 1 s)
-//! when the branch's answer negotiated comfort noise.
+//! again before the answer, and gets no copies of the carrier's media; its ports stay allocated
+//! until the answer or close (a 2xx may still race the CANCEL). Silence threshold:
+//! [`MediaConfig::silence`], else max(3 × ptime, 60 ms) with the branch's `a=ptime` (else the
+//! offer's, else 20 ms); [`MediaConfig::silence_comfort_noise`] (suggested 1 s) when the branch's
+//! answer negotiated comfort noise. A failure that leaves no branch with media selects nothing;
+//! the next eligible branch to send is selected and counted as a switch for that failure.
 //!
 //! # Source policy
 //!
@@ -36,14 +39,16 @@
 //! naming a different address for the line unlatches it. *Strict* ([`MediaConfig::strict_source`]):
 //! only the exact address:port the SDP named (RTP port, or the RTCP address for the RTCP socket).
 //! Packets to a port no session owns are dropped (`no_session`); packets too short for their
-//! headers or not version 2 (`malformed`). UDPTL lines skip the RTP checks.
+//! headers or not version 2 (`malformed`). SRTP lines are checked by their clear headers only;
+//! UDPTL and unknown transports only for being non-empty.
 //!
 //! # Concurrency
 //!
 //! The plane is `Send + Sync`. The socket table is a `Vec` indexed by [`SocketId`] of
 //! `ArcSwapOption` slots naming the owning session, leg and line: the packet path loads one slot
-//! and takes the session's mutex for the few field updates, and allocates nothing. Control calls
-//! take the session's mutex, then (never while holding it) the port pools' and the session map's.
+//! and takes the session's mutex for the few field updates, and allocates nothing. Lock order:
+//! the session map, then a session's mutex, then a port pool's; never the other way round
+//! (closing releases the session's mutex before it frees ports and leaves the map).
 //!
 //! It must not: open sockets, read clocks, spawn tasks, or allocate on the packet path.
 
