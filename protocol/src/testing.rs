@@ -269,7 +269,7 @@ pub struct Answer<'a> {
     pub contact: &'a str,
     /// Complete header lines (each ending in CRLF) added after the copied ones.
     pub extra: &'a str,
-    /// An SDP body, sent with a 2xx to an INVITE.
+    /// An SDP body, sent with a 1xx above 100 or a 2xx to an INVITE.
     pub sdp: Option<&'a str>,
 }
 
@@ -317,7 +317,7 @@ pub fn respond(request: &[u8], code: u16, answer: &Answer<'_>) -> Option<Vec<u8>
     extra.push_str(answer.extra);
     let mut out =
         crate::originate::response(&req, code, answer.reason, answer.to_tag, &extra).to_vec();
-    if let Some(body) = answer.sdp.filter(|_| invite && (200..300).contains(&code)) {
+    if let Some(body) = answer.sdp.filter(|_| invite && code > 100 && code < 300) {
         // originate writes an empty body last: replace it with the SDP.
         let empty = b"Content-Length: 0\r\n\r\n".len();
         out.truncate(out.len() - empty);

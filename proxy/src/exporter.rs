@@ -6,6 +6,7 @@
 //! It must not: name or label metrics (that is `pointsman_protocol::metrics`), or serve HTTP
 //! (that is `admin`).
 
+use pointsman_protocol::media::metrics as media_metrics;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pointsman_protocol::metrics::{
     name, Metrics, INVITE_FINAL_BUCKETS, POST_DIAL_DELAY_BUCKETS, UDP_TRANSIT_BUCKETS,
@@ -74,6 +75,10 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
         .set_buckets_for_metric(
             Matcher::Full(name::UDP_TRANSIT.into()),
             &UDP_TRANSIT_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(media_metrics::name::SWITCH_GAP.into()),
+            &media_metrics::SWITCH_GAP_BUCKETS,
         )
 }
 

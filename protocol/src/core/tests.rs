@@ -2026,3 +2026,6 @@ fn a_stopping_core_refuses_new_invites_with_503_and_calls_in_setup_still_complet
 
 #[path = "replication_tests.rs"]
 mod replication_tests;
+
+#[path = "anchor_tests.rs"]
+mod anchor_tests;

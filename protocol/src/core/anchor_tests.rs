@@ -1,0 +1,319 @@
+//! Anchored calls through the core and the real media plane, deterministically: the SDP of
+//! every message pointed at the relay, signalling that moves the heard branch at once, the
+//! answer, media inactivity ending the call with BYE both ways, and every relay port back once
+//! calls end however they end. Packets are handed to the plane with the harness's clock.
+//!
+//! A child of `tests` for its harness; it must not change that harness.
+
+use super::*;
+use crate::media::{Forwards, MediaConfig, MediaEvent, MediaMetrics, MediaPlane};
+use std::net::IpAddr;
+
+const RELAY: &str = "192.0.2.50";
+/// Where each cloud says it plays its media from (its SDP answers).
+const PRIMARY_MEDIA: &str = "127.0.0.1:41000";
+const SECONDARY_MEDIA: &str = "127.0.0.1:42000";
+/// Where the carrier's offer says it takes media.
+const CARRIER_MEDIA: &str = "10.0.0.1:40000";
+
+/// The hot-hot rules with media anchored, on a core with a relay of `pairs` port pairs.
+fn anchored_with(route_extra: &str, pairs: u16) -> (Harness, Arc<MediaPlane>) {
+    let h = Harness::rules(&hot_hot(&format!(
+        "tiers = [\"clouds\"]\nmedia = \"relay\"\n{route_extra}"
+    )));
+    let relay: IpAddr = RELAY.parse().unwrap();
+    let plane = Arc::new(MediaPlane::new(
+        MediaConfig {
+            carrier_ip: relay,
+            cloud_ip: relay,
+            port_min: 30000,
+            port_max: 30000 + 2 * pairs - 1,
+            silence: None,
+            silence_comfort_noise: Duration::from_secs(1),
+            strict_source: false,
+        },
+        MediaMetrics::noop(),
+    ));
+    assert!(h.core.set_media(plane.clone()));
+    (h, plane)
+}
+
+fn anchored(route_extra: &str) -> (Harness, Arc<MediaPlane>) {
+    anchored_with(route_extra, 50)
+}
+
+fn sdp(media: &str) -> String {
+    let (ip, port) = media.split_once(':').unwrap();
+    format!(
+        "v=0\r\no=- 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=ptime:20\r\na=sendrecv\r\n"
+    )
+}
+
+/// The carrier's INVITE with an early offer.
+fn invite_with_offer(call_id: &str) -> Vec<u8> {
+    let body = sdp(CARRIER_MEDIA);
+    let plain = invite(call_id);
+    let text = String::from_utf8(plain).unwrap();
+    let head = text.split("Content-Length:").next().unwrap();
+    format!("{head}Content-Length: {}\r\n\r\n{body}", body.len()).into_bytes()
+}
+
+/// A cloud's answer to `request` (an INVITE pointsman forwarded) with an SDP answer.
+fn answer_with_sdp(request: &[u8], code: u16, tag: &str, media: &str) -> Vec<u8> {
+    let body = sdp(media);
+    let answer = crate::testing::Answer {
+        to_tag: tag,
+        sdp: Some(&body),
+        ..crate::testing::Answer::default()
+    };
+    crate::testing::respond(request, code, &answer).unwrap()
+}
+
+/// The media address an SDP in `msg` names (its `c=` and first `m=` port).
+fn media_of(msg: &[u8]) -> SocketAddr {
+    let text = String::from_utf8_lossy(msg);
+    let body = text.split("\r\n\r\n").nth(1).unwrap();
+    let ip = body
+        .lines()
+        .find_map(|l| l.strip_prefix("c=IN IP4 "))
+        .unwrap()
+        .trim();
+    let port = body
+        .lines()
+        .find_map(|l| l.strip_prefix("m=audio "))
+        .and_then(|l| l.split(' ').next())
+        .unwrap();
+    format!("{ip}:{port}").parse().unwrap()
+}
+
+/// The Content-Length a message says, and the length its body has.
+fn lengths(msg: &[u8]) -> (usize, usize) {
+    let said: usize = header(msg, "Content-Length").unwrap().parse().unwrap();
+    let text = String::from_utf8_lossy(msg);
+    (said, text.split_once("\r\n\r\n").unwrap().1.len())
+}
+
+/// An RTP packet whose payload's first byte says who sent it.
+fn rtp(seq: u16, ssrc: u32, source: u8) -> Vec<u8> {
+    let mut p = vec![0x80, 8];
+    p.extend_from_slice(&seq.to_be_bytes());
+    p.extend_from_slice(&(u32::from(seq) * 160).to_be_bytes());
+    p.extend_from_slice(&ssrc.to_be_bytes());
+    p.push(source);
+    p.extend_from_slice(&[0xd5; 159]);
+    p
+}
+
+/// Hands `packet` from `from` to the relay socket `to`; where it goes next.
+fn deliver(plane: &MediaPlane, to: SocketAddr, from: &str, packet: &[u8], now: Instant) -> Forwards {
+    let (id, _) = plane
+        .sockets()
+        .into_iter()
+        .find(|(_, a)| *a == to)
+        .unwrap_or_else(|| panic!("no relay socket {to}"));
+    let mut buf = packet.to_vec();
+    let mut out = Forwards::new();
+    plane.on_packet(id, addr(from), &mut buf, now, &mut out);
+    out
+}
+
+/// Which cloud's packet the carrier hears when both play one: 1 primary, 2 secondary, 0 none.
+fn heard(plane: &MediaPlane, relay: (SocketAddr, SocketAddr), seq: u16, now: Instant) -> u8 {
+    let to_carrier = |fwd: Forwards| fwd.iter().any(|(_, to)| *to == addr(CARRIER_MEDIA));
+    let p = to_carrier(deliver(plane, relay.0, PRIMARY_MEDIA, &rtp(seq, 0x1111, 1), now));
+    let s = to_carrier(deliver(plane, relay.1, SECONDARY_MEDIA, &rtp(seq, 0x2222, 2), now));
+    match (p, s) {
+        (true, false) => 1,
+        (false, true) => 2,
+        (false, false) => 0,
+        (true, true) => panic!("the carrier heard both clouds at once"),
+    }
+}
+
+/// Both clouds answered 183 with SDP; returns the relay ports each cloud sends to.
+fn both_early(h: &mut Harness, call_id: &str) -> (SocketAddr, SocketAddr) {
+    h.receive(CARRIER, &invite_with_offer(call_id));
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(PRIMARY, &answer_with_sdp(&to_primary, 183, "p", PRIMARY_MEDIA));
+    h.receive(SECONDARY, &answer_with_sdp(&to_secondary, 183, "s", SECONDARY_MEDIA));
+    (media_of(&to_primary), media_of(&to_secondary))
+}
+
+#[test]
+fn every_sdp_of_an_anchored_call_points_at_the_relay() {
+    let (mut h, _plane) = anchored("");
+    let (primary_relay, secondary_relay) = both_early(&mut h, "anchor-sdp");
+    let relay: IpAddr = RELAY.parse().unwrap();
+    assert_eq!(primary_relay.ip(), relay);
+    assert_eq!(secondary_relay.ip(), relay);
+    assert_ne!(primary_relay, secondary_relay, "each branch has its own relay port");
+    let early: Vec<Bytes> = h
+        .sent
+        .iter()
+        .filter(|(a, l, _)| *a == addr(CARRIER) && l.starts_with("SIP/2.0 183"))
+        .map(|(_, _, b)| b.clone())
+        .collect();
+    assert_eq!(early.len(), 2, "both early dialogs reach the carrier (§16.7)");
+    let carrier_relay = media_of(&early[0]);
+    assert_eq!(carrier_relay.ip(), relay);
+    assert_eq!(
+        media_of(&early[1]),
+        carrier_relay,
+        "one carrier-facing endpoint whichever early dialog the carrier follows"
+    );
+    for msg in [&early[0], &early[1], &h.last_to(PRIMARY, "INVITE")] {
+        let (said, body) = lengths(msg);
+        assert_eq!(said, body, "Content-Length follows the rewritten SDP");
+        let text = String::from_utf8_lossy(msg);
+        assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{text}");
+    }
+}
+
+#[test]
+fn an_error_on_the_heard_branch_switches_the_relay_at_once() {
+    let (mut h, plane) = anchored("");
+    let relay = both_early(&mut h, "anchor-error");
+    let now = h.now;
+    assert_eq!(heard(&plane, relay, 1, now), 1, "the preferred cloud is heard");
+    assert_eq!(heard(&plane, relay, 2, now), 1);
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 503, "p"));
+    assert_eq!(
+        heard(&plane, relay, 3, h.now),
+        2,
+        "the next packet is the other cloud's, no timer in between"
+    );
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 5"), 0, "the call goes on");
+}
+
+#[test]
+fn a_199_on_the_heard_branch_switches_the_relay_at_once() {
+    let (mut h, plane) = anchored("");
+    let relay = both_early(&mut h, "anchor-199");
+    assert_eq!(heard(&plane, relay, 1, h.now), 1);
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&to_primary, 199, "p"));
+    assert_eq!(heard(&plane, relay, 2, h.now), 2);
+}
+
+#[test]
+fn the_answer_on_the_standby_selects_it_and_frees_the_other_ports() {
+    let (mut h, plane) = anchored("");
+    let relay = both_early(&mut h, "anchor-answer");
+    assert_eq!(heard(&plane, relay, 1, h.now), 1);
+    assert_eq!(plane.ports_in_use(), 6, "carrier, primary, secondary: a pair each");
+    let to_secondary = h.last_to(SECONDARY, "INVITE");
+    h.receive(SECONDARY, &answer_with_sdp(&to_secondary, 200, "s", SECONDARY_MEDIA));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    assert_eq!(media_of(&ok).ip(), RELAY.parse::<IpAddr>().unwrap());
+    assert_eq!(heard(&plane, relay, 2, h.now), 2, "the answering cloud is heard");
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1, "the other branch is cancelled");
+    assert_eq!(plane.ports_in_use(), 4, "the loser's pair is back");
+}
+
+#[test]
+fn media_inactivity_ends_the_answered_call_with_bye_both_ways() {
+    let (mut h, plane) = anchored("media_timeout = \"5s\"");
+    let relay = both_early(&mut h, "anchor-idle");
+    let to_primary = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &answer_with_sdp(&to_primary, 200, "p", PRIMARY_MEDIA));
+    let t0 = h.now;
+    assert_eq!(heard(&plane, relay, 1, t0), 1);
+    deliver(&plane, media_of(&h.last_to(CARRIER, "SIP/2.0 200")), CARRIER_MEDIA, &rtp(1, 7, 9), t0);
+    h.advance(Duration::from_secs(4));
+    let mut events = Vec::new();
+    plane.poll(h.now, &mut events);
+    assert!(events.is_empty(), "{events:?}");
+    h.advance(Duration::from_secs(2));
+    plane.poll(h.now, &mut events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    h.clear_sent();
+    for event in events {
+        h.drive(|core, now, out| core.on_media_event(event, now, out));
+    }
+    for to in [CARRIER, PRIMARY] {
+        let bye = h.last_to(to, "BYE");
+        let text = String::from_utf8_lossy(&bye);
+        assert!(text.contains("Reason: Q.850;cause=102"), "{text}");
+        assert!(text.contains("Call-ID: anchor-idle\r\n"), "{text}");
+    }
+    let to_carrier = String::from_utf8_lossy(&h.last_to(CARRIER, "BYE")).to_string();
+    assert!(to_carrier.starts_with("BYE sip:+15550000@10.0.0.1:5060 "), "{to_carrier}");
+    assert!(to_carrier.contains("To: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n"), "{to_carrier}");
+    assert!(to_carrier.contains(";tag=p\r\n"), "From carries the callee's tag: {to_carrier}");
+    assert_eq!(plane.ports_in_use(), 0);
+    assert_eq!(h.core.answered_calls(), 0);
+}
+
+#[test]
+fn every_relay_port_returns_however_calls_end() {
+    let (mut h, plane) = anchored("");
+    // Both clouds reject.
+    let relay = both_early(&mut h, "end-rejected");
+    let _ = relay;
+    for (to, tag) in [(PRIMARY, "p"), (SECONDARY, "s")] {
+        let inv = h.last_to(to, "INVITE");
+        h.receive(to, &response_to(&inv, 486, tag));
+    }
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 486"), 1);
+    assert_eq!(plane.ports_in_use(), 0, "after rejections");
+    // The carrier cancels while both play early media.
+    h.clear_sent();
+    both_early(&mut h, "end-cancelled");
+    let invite = invite_with_offer("end-cancelled");
+    let cancel = crate::originate::cancel(&crate::originate::rescan(&invite).unwrap(), "");
+    h.receive(CARRIER, &cancel);
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 487"), 1);
+    assert_eq!(plane.ports_in_use(), 0, "after the caller's CANCEL");
+    // Neither cloud says anything: both time out.
+    h.clear_sent();
+    h.receive(CARRIER, &invite_with_offer("end-silent"));
+    h.advance(Duration::from_secs(40));
+    assert_eq!(plane.ports_in_use(), 0, "after timeouts");
+    // Answered, then hung up by the carrier.
+    h.clear_sent();
+    both_early(&mut h, "end-bye");
+    let inv = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &answer_with_sdp(&inv, 200, "p", PRIMARY_MEDIA));
+    assert!(plane.ports_in_use() > 0);
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!(
+        "BYE sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-bye1\r\n\
+         Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+         To: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: end-bye\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    h.receive(CARRIER, bye.as_bytes());
+    let relayed = h.last_to(PRIMARY, "BYE");
+    h.receive(PRIMARY, &response_to(&relayed, 200, "p"));
+    assert_eq!(plane.ports_in_use(), 0, "after the BYE");
+    assert_eq!(plane.sessions(), 0);
+}
+
+#[test]
+fn a_call_without_an_offer_or_without_relay_ports_goes_on_unanchored() {
+    let (mut h, plane) = anchored_with("", 4);
+    // Late offer: no SDP in the INVITE.
+    let mut late = String::from_utf8(invite("late")).unwrap();
+    late = late.replace("Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n", "Content-Length: 0\r\n\r\n");
+    h.receive(CARRIER, late.as_bytes());
+    assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
+    assert_eq!(plane.sessions(), 0);
+    // Four pairs: one call takes three, the next finds none left for its carrier leg and a
+    // branch, and goes on with its offer as the carrier wrote it.
+    both_early(&mut h, "fills");
+    h.clear_sent();
+    h.receive(CARRIER, &invite_with_offer("no-ports"));
+    let forwarded = h.last_to(PRIMARY, "INVITE");
+    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "the call is forked all the same");
+    let media = media_of(&forwarded);
+    assert!(
+        media == addr(CARRIER_MEDIA) || media.ip() == RELAY.parse::<IpAddr>().unwrap(),
+        "{media}"
+    );
+    assert_eq!(h.count_to(CARRIER, "SIP/2.0 5"), 0, "never refused for want of a port");
+}
