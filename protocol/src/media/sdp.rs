@@ -370,10 +370,8 @@ fn next_delimiter(body: &[u8], mut from: usize, boundary: &[u8]) -> Option<Range
         };
         let line_start = dashes == 0 || body.get(dashes - 1) == Some(&b'\n');
         let end = at + boundary.len();
-        let followed_well = matches!(
-            body.get(end),
-            None | Some(b'-' | b' ' | b'\t' | b'\r' | b'\n')
-        );
+        let followed_well = matches!(body.get(end), None | Some(b' ' | b'\t' | b'\r' | b'\n'))
+            || body.get(end..end + 2) == Some(&b"--"[..]);
         if line_start && followed_well && body.get(dashes..at) == Some(&b"--"[..]) {
             return Some(dashes..end);
         }
@@ -910,4 +908,176 @@ fn parse_rtpmap(value: &[u8]) -> Option<Codec> {
     let mut name = SmallVec::from_slice(name);
     name.make_ascii_lowercase();
     Some(Codec { pt, name, clock })
+}
+
+#[cfg(test)]
+#[path = "sdp_tests.rs"]
+mod tests;
+
+/// Checks shared by the `sdp` fuzz target (`fuzz/fuzz_targets/sdp.rs`) and this module's
+/// proptests, so both exercise the same properties. Hidden from the docs: not an API for the
+/// relay. Each function panics when a property is violated, and only then.
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing {
+    // Test support: a failed assumption here is a failed test or a fuzzer finding.
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    /// How much longer a rewritten line may get: an address of 1 character becoming one of 45
+    /// (`ffff:...:255.255.255.255`), plus a port of 1 digit becoming 5 (in `a=rtcp`).
+    pub const MAX_GROWTH_PER_LINE: usize = 48;
+
+    /// Splits a fuzz input into the rewrite it asks for and the body. Byte 0: bit 0 picks an
+    /// IPv6 relay address, bits 1-3 the number of port entries (0-7), bit 4 a multicast
+    /// relay; byte 1: the address's last byte; then 2 bytes per port entry, big-endian, 0 for
+    /// `None`. The rest is the body.
+    pub fn split_input(data: &[u8]) -> (IpAddr, SmallVec<[Option<u16>; 7]>, &[u8]) {
+        let (header, mut rest) = data.split_at(data.len().min(2));
+        let flags = header.first().copied().unwrap_or(0);
+        let last = header.get(1).copied().unwrap_or(1);
+        let multicast = flags & 0x10 != 0;
+        let address = match (flags & 1 != 0, multicast) {
+            (false, false) => IpAddr::from([203, 0, 113, last]),
+            (false, true) => IpAddr::from([233, 252, 0, last]),
+            (true, false) => IpAddr::from([0x2001, 0xdb8, 0, 0, 0, 0, 0, u16::from(last)]),
+            (true, true) => IpAddr::from([0xff0e, 0, 0, 0, 0, 0, 0, u16::from(last)]),
+        };
+        let mut ports = SmallVec::new();
+        for _ in 0..(flags >> 1) & 7 {
+            let Some((pair, tail)) = rest.split_first_chunk::<2>() else {
+                break;
+            };
+            ports.push(Some(u16::from_be_bytes(*pair)).filter(|p| *p != 0));
+            rest = tail;
+        }
+        (address, ports, rest)
+    }
+
+    /// Everything on one fuzz input ([`split_input`]): [`check_rewrite`] on the body, and
+    /// [`find_sdp`] with `application/sdp`, a multipart type and the body's first line as the
+    /// Content-Type (the rest as the body) returns a range inside the body.
+    pub fn check(data: &[u8]) {
+        let (address, ports, body) = split_input(data);
+        check_rewrite(
+            body,
+            &Rewrite {
+                address,
+                ports: &ports,
+            },
+        );
+        let first_line = body
+            .len()
+            .min(memchr::memchr(b'\n', body).map_or(0, |lf| lf + 1));
+        let (content_type, rest) = body.split_at(first_line);
+        for (content_type, body) in [
+            (&b"application/sdp"[..], body),
+            (b"multipart/mixed;boundary=b", body),
+            (content_type, rest),
+        ] {
+            if let Some(range) = find_sdp(content_type, body) {
+                assert!(range.start <= range.end && range.end <= body.len());
+            }
+        }
+    }
+
+    /// [`inspect`] and [`rewrite`] accept the same bodies; on an error `out` keeps what it had;
+    /// otherwise the output is at most [`MAX_GROWTH_PER_LINE`] longer per line, has the input's
+    /// lines in order (ICE lines removed, an `a=rtcp` left out only for an RTP port of 65535),
+    /// every line the rewrite does not own byte for byte and every line end as it was, and
+    /// inspects again to the same summary with the new ports, the relay (or hold) address and
+    /// the new RTCP ports.
+    pub fn check_rewrite(body: &[u8], rw: &Rewrite<'_>) {
+        let summary = inspect(body);
+        let mut out = b"kept".to_vec();
+        let result = rewrite(body, rw, &mut out);
+        assert_eq!(
+            summary.is_ok(),
+            result.is_ok(),
+            "inspect and rewrite disagree"
+        );
+        if let Err(e) = result {
+            assert_eq!(summary, Err(e));
+            assert_eq!(out, b"kept", "a failed rewrite left output behind");
+            return;
+        }
+        let out = &out[4..];
+        let lines = body.split(|b| *b == b'\n').count();
+        assert!(out.len() <= body.len() + MAX_GROWTH_PER_LINE * lines);
+        check_lines_kept(body, out, rw);
+
+        let before = summary.unwrap();
+        let after = inspect(out).expect("the rewritten body inspects");
+        let relay_or_hold =
+            |a: Option<IpAddr>| a.is_none_or(|a| a == rw.address || a.is_unspecified());
+        assert!(relay_or_hold(after.connection));
+        assert_eq!(before.media.len(), after.media.len());
+        for (index, (before, after)) in before.media.iter().zip(&after.media).enumerate() {
+            let relay_port = rw
+                .ports
+                .get(index)
+                .copied()
+                .flatten()
+                .filter(|_| before.port != 0);
+            assert_eq!(after.port, relay_port.unwrap_or(before.port));
+            assert!(relay_or_hold(after.connection));
+            match relay_port {
+                Some(port) if port < u16::MAX && before.rtcp.is_some() => {
+                    assert_eq!(after.rtcp.map(|r| r.0), Some(port + 1));
+                }
+                Some(_) => {}
+                None => assert_eq!(after.rtcp, before.rtcp),
+            }
+            let mut expected = before.clone();
+            expected.port = after.port;
+            expected.connection = after.connection;
+            expected.rtcp = after.rtcp;
+            assert_eq!(after, &expected);
+        }
+    }
+
+    /// Line by line, independently of the module's parser.
+    fn check_lines_kept(body: &[u8], out: &[u8], rw: &Rewrite<'_>) {
+        let mut out_lines = out.split_inclusive(|b| *b == b'\n').peekable();
+        let attribute_name = |content: &[u8]| -> Option<Vec<u8>> {
+            let attribute = content.strip_prefix(b"a=")?;
+            let end = memchr::memchr(b':', attribute).unwrap_or(attribute.len());
+            Some(attribute[..end].to_ascii_lowercase())
+        };
+        let rtcp_may_go = rw.ports.contains(&Some(u16::MAX));
+        for raw in body.split_inclusive(|b| *b == b'\n') {
+            let content = raw.strip_suffix(b"\n").unwrap_or(raw);
+            let content = content.strip_suffix(b"\r").unwrap_or(content);
+            let name = attribute_name(content);
+            if name
+                .as_ref()
+                .is_some_and(|n| ICE_ATTRIBUTES.contains(&n.as_slice()))
+            {
+                continue;
+            }
+            let rtcp = name.as_deref() == Some(b"rtcp");
+            let next_is_rtcp = out_lines
+                .peek()
+                .is_some_and(|l| attribute_name(l.trim_ascii_end()).as_deref() == Some(b"rtcp"));
+            if rtcp && rtcp_may_go && !next_is_rtcp {
+                continue;
+            }
+            let written = out_lines.next().expect("a kept line is missing");
+            if rtcp || content.starts_with(b"c=") || content.starts_with(b"m=") {
+                assert_eq!(written[..2], raw[..2]);
+                assert!(
+                    written.ends_with(&raw[content.len()..]),
+                    "a line end changed"
+                );
+            } else {
+                assert_eq!(written, raw, "a line the rewrite does not own changed");
+            }
+        }
+        assert_eq!(
+            out_lines.next(),
+            None,
+            "the output has lines the input has not"
+        );
+    }
 }
