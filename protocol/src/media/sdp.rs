@@ -178,12 +178,12 @@ pub fn inspect(body: &[u8]) -> Result<SdpSummary, SdpError> {
 /// Appends `body` to `out` with the relay's edits: the address of every `c=` line (session and
 /// media level) becomes `rw.address`, with `IP4`/`IP6` to match; each non-zero `m=` port becomes
 /// `rw.ports[index]` when that is `Some` (a `/count` stays); in those sections `a=rtcp` gets
-/// that port + 1, and `rw.address` if it names an address; ICE lines are left out (`a=candidate`,
+/// that port + 1, and `rw.address` if it names an address (even `0.0.0.0`); ICE lines are left out (`a=candidate`,
 /// `a=ice-ufrag`, `a=ice-pwd`, `a=ice-options`, `a=ice-lite`, `a=ice-pacing`,
 /// `a=remote-candidates`, `a=end-of-candidates`, `a=ice-mismatch`: the relay's address has no
 /// ICE agent behind it). Every other byte is copied as received.
 ///
-/// An address that is already `rw.address`, or is `0.0.0.0` / `::` (hold, RFC 2543 and
+/// A `c=` address that is already `rw.address`, or is `0.0.0.0` / `::` (hold, RFC 2543 and
 /// RFC 3264 §8.4), stays as written. A multicast `/ttl` or `/count` suffix goes with the old
 /// address unless `rw.address` is multicast too: on a unicast address it is invalid (RFC 8866
 /// §5.7).
@@ -213,7 +213,8 @@ fn rewrite_lines(body: &[u8], rw: &Rewrite<'_>, out: &mut Vec<u8>) -> Result<(),
         match field {
             Field::Ice => continue,
             Field::Connection(connection) => {
-                write_with_address(content, 0, &connection, rw.address, out);
+                let hold = Unspecified::IsHold;
+                write_with_address(content, 0, &connection, rw.address, hold, out);
             }
             Field::Media(media) => {
                 media_lines += 1;
@@ -246,6 +247,7 @@ fn rewrite_lines(body: &[u8], rw: &Rewrite<'_>, out: &mut Vec<u8>) -> Result<(),
                             rtcp.port_span.end,
                             address,
                             rw.address,
+                            Unspecified::IsAnAddress,
                             out,
                         ),
                         None => out.extend_from_slice(&content[rtcp.port_span.end..]),
@@ -701,10 +703,28 @@ fn parse_u32(digits: &[u8]) -> Option<u32> {
     })
 }
 
+/// How [`write_with_address`] treats `0.0.0.0` and `::`.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Unspecified {
+    /// In `c=` it means hold (RFC 2543, RFC 3264 §8.4): the peer is to send nothing.
+    IsHold,
+    /// In `a=rtcp` it has no such meaning: the section's RTP now goes to the relay, so its
+    /// RTCP does too.
+    IsAnAddress,
+}
+
 /// Writes `line[from..]` with `address`'s address replaced by `to` (and its addrtype by
-/// `IP4`/`IP6` to match), unless it is `to` already or a hold address.
-fn write_with_address(line: &[u8], from: usize, address: &Address, to: IpAddr, out: &mut Vec<u8>) {
-    let keep = address.ip.is_some_and(|ip| ip == to || ip.is_unspecified());
+/// `IP4`/`IP6` to match), unless it is `to` already or (in `c=`) a hold address.
+fn write_with_address(
+    line: &[u8],
+    from: usize,
+    address: &Address,
+    to: IpAddr,
+    unspecified: Unspecified,
+    out: &mut Vec<u8>,
+) {
+    let hold = |ip: IpAddr| unspecified == Unspecified::IsHold && ip.is_unspecified();
+    let keep = address.ip.is_some_and(|ip| ip == to || hold(ip));
     if keep {
         out.extend_from_slice(&line[from..]);
         return;
@@ -1024,7 +1044,11 @@ pub mod fuzzing {
             assert!(relay_or_hold(after.connection));
             match relay_port {
                 Some(port) if port < u16::MAX && before.rtcp.is_some() => {
-                    assert_eq!(after.rtcp.map(|r| r.0), Some(port + 1));
+                    let (rtcp_port, rtcp_address) = after.rtcp.unwrap();
+                    assert_eq!(rtcp_port, port + 1);
+                    if before.rtcp.is_some_and(|r| r.1.is_some()) {
+                        assert_eq!(rtcp_address, Some(rw.address));
+                    }
                 }
                 Some(_) => {}
                 None => assert_eq!(after.rtcp, before.rtcp),

@@ -289,6 +289,15 @@ fn rtcp_with_an_address_gets_the_relay_port_and_address() {
 }
 
 #[test]
+fn rtcp_with_an_unspecified_address_gets_the_relay_address_too() {
+    let body = "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 9 RTP/AVP 0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n";
+    assert_eq!(
+        rewritten(body, "192.0.2.1", &[Some(20000)]),
+        "v=0\r\nc=IN IP4 0.0.0.0\r\nm=audio 20000 RTP/AVP 0\r\na=rtcp:20001 IN IP4 192.0.2.1\r\n"
+    );
+}
+
+#[test]
 fn rtcp_without_an_address_gets_only_the_port() {
     let body = "v=0\nm=audio 7000 RTP/AVP 0\na=rtcp:7001\n";
     assert_eq!(
