@@ -10,11 +10,11 @@
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
 use crate::sched::{self, SliceGovernor};
-use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::media::MediaSockets;
+use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
 use crate::transport::{udp, Peer, Proto};
-use pointsman_protocol::media::MediaPlane;
 use anyhow::{anyhow, Context};
+use pointsman_protocol::media::MediaPlane;
 use pointsman_protocol::wire::Framing;
 use pointsman_protocol::TimerWheel;
 use pointsman_protocol::{Core, CoreConfig, CoreTimer, Inbound, Output};

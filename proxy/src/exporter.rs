@@ -6,8 +6,8 @@
 //! It must not: name or label metrics (that is `pointsman_protocol::metrics`), or serve HTTP
 //! (that is `admin`).
 
-use pointsman_protocol::media::metrics as media_metrics;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use pointsman_protocol::media::metrics as media_metrics;
 use pointsman_protocol::metrics::{
     name, Metrics, INVITE_FINAL_BUCKETS, POST_DIAL_DELAY_BUCKETS, UDP_TRANSIT_BUCKETS,
 };

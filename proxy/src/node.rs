@@ -11,10 +11,10 @@ use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus
 use crate::config::Config;
 use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
-use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
 use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError};
+use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use pointsman_protocol::metrics::{Metrics, NodeState};
 use pointsman_protocol::{Core, Routing};
 use routing_rules::{DestId, Router};

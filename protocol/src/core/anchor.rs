@@ -13,13 +13,13 @@
 
 use super::forward::{strip_top_via_with, BodyEdit};
 use super::*;
-use tracing::info;
 use crate::media::{
     sdp, AnswerUse, Endpoints, MediaEvent, MediaPlane, MediaSession, MediaSide, SessionTimeouts,
     SwitchReason,
 };
 use routing_rules::spec::MediaMode;
 use routing_rules::RouteId;
+use tracing::info;
 
 /// The SDP of a message: where it is (absolute in the message) and what it says.
 pub(super) struct FoundSdp {
@@ -62,10 +62,49 @@ pub(super) fn sdp_edit(
 /// up with, from which pointsman writes its own BYEs when the media stops.
 pub(super) struct AnsweredMedia {
     pub session: MediaSession,
+    /// The branch that answered (whose relay ports the dialog keeps).
+    pub branch: usize,
     /// The call's key: the token its media events carry.
     pub token: u64,
     pub invite: Bytes,
     pub answer: Bytes,
+}
+
+/// The media of an answered dialog, as one in-dialog request (re-INVITE, UPDATE) and its
+/// responses see it: offers and answers keep the relay ports of the call's setup, whichever
+/// side sends them.
+#[derive(Clone)]
+pub(super) struct DialogMedia {
+    session: MediaSession,
+    branch: usize,
+    /// The request comes from the caller (the carrier).
+    from_caller: bool,
+}
+
+impl DialogMedia {
+    /// The request's SDP, pointed at the relay endpoint its receiver must send to.
+    pub(super) fn request_edit(&self, msg: &Message<'_>, now: Instant) -> Option<BodyEdit> {
+        self.edit(msg, self.from_caller, now)
+    }
+
+    /// A response's SDP (it comes from the request's receiver), pointed likewise.
+    pub(super) fn response_edit(&self, msg: &Message<'_>, now: Instant) -> Option<BodyEdit> {
+        self.edit(msg, !self.from_caller, now)
+    }
+
+    /// SDP sent by the caller (`by_caller`) or the callee: the relay learns where that side
+    /// now takes media and whether it holds, and the other side is given the relay's endpoint.
+    fn edit(&self, msg: &Message<'_>, by_caller: bool, now: Instant) -> Option<BodyEdit> {
+        let found = find_sdp(msg)?;
+        let endpoints = if by_caller {
+            self.session.on_carrier_sdp(&found.summary, now);
+            self.session.branch_endpoints(self.branch)?
+        } else {
+            self.session.on_answer(self.branch, &found.summary, now);
+            self.session.carrier_endpoints()
+        };
+        sdp_edit(msg, &found, &endpoints)
+    }
 }
 
 /// CSeq of the BYEs pointsman sends to end an anchored call: above any number either side can
@@ -143,17 +182,26 @@ impl Core {
         }
     }
 
+    /// The media of the answered dialog the in-dialog request `msg` belongs to, when it is
+    /// anchored.
+    pub(super) fn dialog_media(&self, msg: &Message<'_>) -> Option<DialogMedia> {
+        let answered = self.answered.get(&self.dialog_key(msg))?;
+        let media = answered.media.as_ref()?;
+        Some(DialogMedia {
+            session: media.session.clone(),
+            branch: media.branch,
+            from_caller: self.tag_key(msg.from.tag, msg) == answered.caller_tag,
+        })
+    }
+
     /// A 2xx retransmission of an answered dialog, as relayed upstream: its SDP pointed at the
     /// relay when the dialog is anchored.
     pub(super) fn relayed_2xx(&self, msg: &Message<'_>) -> Vec<u8> {
-        let edit = self
-            .answered
-            .get(&self.dialog_key(msg))
-            .and_then(|a| {
-                let media = a.media.as_ref()?;
-                let found = find_sdp(msg)?;
-                sdp_edit(msg, &found, &media.session.carrier_endpoints())
-            });
+        let edit = self.answered.get(&self.dialog_key(msg)).and_then(|a| {
+            let media = a.media.as_ref()?;
+            let found = find_sdp(msg)?;
+            sdp_edit(msg, &found, &media.session.carrier_endpoints())
+        });
         strip_top_via_with(msg, edit.as_ref())
     }
 
@@ -226,6 +274,9 @@ impl call::Call {
         msg: &Message<'_>,
         now: Instant,
     ) -> Option<BodyEdit> {
+        if let Some(dialog) = &self.dialog_media {
+            return dialog.response_edit(msg, now);
+        }
         let session = self.media.as_ref()?;
         let code = msg.code()?;
         let branch = self.branches.get(i)?;

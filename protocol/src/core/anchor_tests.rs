@@ -6,7 +6,7 @@
 //! A child of `tests` for its harness; it must not change that harness.
 
 use super::*;
-use crate::media::{Forwards, MediaConfig, MediaEvent, MediaMetrics, MediaPlane};
+use crate::media::{Forwards, MediaConfig, MediaMetrics, MediaPlane};
 use std::net::IpAddr;
 
 const RELAY: &str = "192.0.2.50";
@@ -107,7 +107,13 @@ fn rtp(seq: u16, ssrc: u32, source: u8) -> Vec<u8> {
 }
 
 /// Hands `packet` from `from` to the relay socket `to`; where it goes next.
-fn deliver(plane: &MediaPlane, to: SocketAddr, from: &str, packet: &[u8], now: Instant) -> Forwards {
+fn deliver(
+    plane: &MediaPlane,
+    to: SocketAddr,
+    from: &str,
+    packet: &[u8],
+    now: Instant,
+) -> Forwards {
     let (id, _) = plane
         .sockets()
         .into_iter()
@@ -122,8 +128,20 @@ fn deliver(plane: &MediaPlane, to: SocketAddr, from: &str, packet: &[u8], now: I
 /// Which cloud's packet the carrier hears when both play one: 1 primary, 2 secondary, 0 none.
 fn heard(plane: &MediaPlane, relay: (SocketAddr, SocketAddr), seq: u16, now: Instant) -> u8 {
     let to_carrier = |fwd: Forwards| fwd.iter().any(|(_, to)| *to == addr(CARRIER_MEDIA));
-    let p = to_carrier(deliver(plane, relay.0, PRIMARY_MEDIA, &rtp(seq, 0x1111, 1), now));
-    let s = to_carrier(deliver(plane, relay.1, SECONDARY_MEDIA, &rtp(seq, 0x2222, 2), now));
+    let p = to_carrier(deliver(
+        plane,
+        relay.0,
+        PRIMARY_MEDIA,
+        &rtp(seq, 0x1111, 1),
+        now,
+    ));
+    let s = to_carrier(deliver(
+        plane,
+        relay.1,
+        SECONDARY_MEDIA,
+        &rtp(seq, 0x2222, 2),
+        now,
+    ));
     match (p, s) {
         (true, false) => 1,
         (false, true) => 2,
@@ -137,8 +155,14 @@ fn both_early(h: &mut Harness, call_id: &str) -> (SocketAddr, SocketAddr) {
     h.receive(CARRIER, &invite_with_offer(call_id));
     let to_primary = h.last_to(PRIMARY, "INVITE");
     let to_secondary = h.last_to(SECONDARY, "INVITE");
-    h.receive(PRIMARY, &answer_with_sdp(&to_primary, 183, "p", PRIMARY_MEDIA));
-    h.receive(SECONDARY, &answer_with_sdp(&to_secondary, 183, "s", SECONDARY_MEDIA));
+    h.receive(
+        PRIMARY,
+        &answer_with_sdp(&to_primary, 183, "p", PRIMARY_MEDIA),
+    );
+    h.receive(
+        SECONDARY,
+        &answer_with_sdp(&to_secondary, 183, "s", SECONDARY_MEDIA),
+    );
     (media_of(&to_primary), media_of(&to_secondary))
 }
 
@@ -149,14 +173,21 @@ fn every_sdp_of_an_anchored_call_points_at_the_relay() {
     let relay: IpAddr = RELAY.parse().unwrap();
     assert_eq!(primary_relay.ip(), relay);
     assert_eq!(secondary_relay.ip(), relay);
-    assert_ne!(primary_relay, secondary_relay, "each branch has its own relay port");
+    assert_ne!(
+        primary_relay, secondary_relay,
+        "each branch has its own relay port"
+    );
     let early: Vec<Bytes> = h
         .sent
         .iter()
         .filter(|(a, l, _)| *a == addr(CARRIER) && l.starts_with("SIP/2.0 183"))
         .map(|(_, _, b)| b.clone())
         .collect();
-    assert_eq!(early.len(), 2, "both early dialogs reach the carrier (§16.7)");
+    assert_eq!(
+        early.len(),
+        2,
+        "both early dialogs reach the carrier (§16.7)"
+    );
     let carrier_relay = media_of(&early[0]);
     assert_eq!(carrier_relay.ip(), relay);
     assert_eq!(
@@ -168,7 +199,10 @@ fn every_sdp_of_an_anchored_call_points_at_the_relay() {
         let (said, body) = lengths(msg);
         assert_eq!(said, body, "Content-Length follows the rewritten SDP");
         let text = String::from_utf8_lossy(msg);
-        assert!(text.contains("a=rtpmap:101 telephone-event/8000\r\n"), "{text}");
+        assert!(
+            text.contains("a=rtpmap:101 telephone-event/8000\r\n"),
+            "{text}"
+        );
     }
 }
 
@@ -177,7 +211,11 @@ fn an_error_on_the_heard_branch_switches_the_relay_at_once() {
     let (mut h, plane) = anchored("");
     let relay = both_early(&mut h, "anchor-error");
     let now = h.now;
-    assert_eq!(heard(&plane, relay, 1, now), 1, "the preferred cloud is heard");
+    assert_eq!(
+        heard(&plane, relay, 1, now),
+        1,
+        "the preferred cloud is heard"
+    );
     assert_eq!(heard(&plane, relay, 2, now), 1);
     let to_primary = h.last_to(PRIMARY, "INVITE");
     h.receive(PRIMARY, &response_to(&to_primary, 503, "p"));
@@ -204,13 +242,28 @@ fn the_answer_on_the_standby_selects_it_and_frees_the_other_ports() {
     let (mut h, plane) = anchored("");
     let relay = both_early(&mut h, "anchor-answer");
     assert_eq!(heard(&plane, relay, 1, h.now), 1);
-    assert_eq!(plane.ports_in_use(), 6, "carrier, primary, secondary: a pair each");
+    assert_eq!(
+        plane.ports_in_use(),
+        6,
+        "carrier, primary, secondary: a pair each"
+    );
     let to_secondary = h.last_to(SECONDARY, "INVITE");
-    h.receive(SECONDARY, &answer_with_sdp(&to_secondary, 200, "s", SECONDARY_MEDIA));
+    h.receive(
+        SECONDARY,
+        &answer_with_sdp(&to_secondary, 200, "s", SECONDARY_MEDIA),
+    );
     let ok = h.last_to(CARRIER, "SIP/2.0 200");
     assert_eq!(media_of(&ok).ip(), RELAY.parse::<IpAddr>().unwrap());
-    assert_eq!(heard(&plane, relay, 2, h.now), 2, "the answering cloud is heard");
-    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 1, "the other branch is cancelled");
+    assert_eq!(
+        heard(&plane, relay, 2, h.now),
+        2,
+        "the answering cloud is heard"
+    );
+    assert_eq!(
+        h.count_to(PRIMARY, "CANCEL"),
+        1,
+        "the other branch is cancelled"
+    );
     assert_eq!(plane.ports_in_use(), 4, "the loser's pair is back");
 }
 
@@ -219,10 +272,19 @@ fn media_inactivity_ends_the_answered_call_with_bye_both_ways() {
     let (mut h, plane) = anchored("media_timeout = \"5s\"");
     let relay = both_early(&mut h, "anchor-idle");
     let to_primary = h.last_to(PRIMARY, "INVITE");
-    h.receive(PRIMARY, &answer_with_sdp(&to_primary, 200, "p", PRIMARY_MEDIA));
+    h.receive(
+        PRIMARY,
+        &answer_with_sdp(&to_primary, 200, "p", PRIMARY_MEDIA),
+    );
     let t0 = h.now;
     assert_eq!(heard(&plane, relay, 1, t0), 1);
-    deliver(&plane, media_of(&h.last_to(CARRIER, "SIP/2.0 200")), CARRIER_MEDIA, &rtp(1, 7, 9), t0);
+    deliver(
+        &plane,
+        media_of(&h.last_to(CARRIER, "SIP/2.0 200")),
+        CARRIER_MEDIA,
+        &rtp(1, 7, 9),
+        t0,
+    );
     h.advance(Duration::from_secs(4));
     let mut events = Vec::new();
     plane.poll(h.now, &mut events);
@@ -241,9 +303,18 @@ fn media_inactivity_ends_the_answered_call_with_bye_both_ways() {
         assert!(text.contains("Call-ID: anchor-idle\r\n"), "{text}");
     }
     let to_carrier = String::from_utf8_lossy(&h.last_to(CARRIER, "BYE")).to_string();
-    assert!(to_carrier.starts_with("BYE sip:+15550000@10.0.0.1:5060 "), "{to_carrier}");
-    assert!(to_carrier.contains("To: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n"), "{to_carrier}");
-    assert!(to_carrier.contains(";tag=p\r\n"), "From carries the callee's tag: {to_carrier}");
+    assert!(
+        to_carrier.starts_with("BYE sip:+15550000@10.0.0.1:5060 "),
+        "{to_carrier}"
+    );
+    assert!(
+        to_carrier.contains("To: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n"),
+        "{to_carrier}"
+    );
+    assert!(
+        to_carrier.contains(";tag=p\r\n"),
+        "From carries the callee's tag: {to_carrier}"
+    );
     assert_eq!(plane.ports_in_use(), 0);
     assert_eq!(h.core.answered_calls(), 0);
 }
@@ -299,7 +370,10 @@ fn a_call_without_an_offer_or_without_relay_ports_goes_on_unanchored() {
     let (mut h, plane) = anchored_with("", 4);
     // Late offer: no SDP in the INVITE.
     let mut late = String::from_utf8(invite("late")).unwrap();
-    late = late.replace("Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n", "Content-Length: 0\r\n\r\n");
+    late = late.replace(
+        "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+        "Content-Length: 0\r\n\r\n",
+    );
     h.receive(CARRIER, late.as_bytes());
     assert_eq!(h.count_to(PRIMARY, "INVITE"), 1);
     assert_eq!(plane.sessions(), 0);
@@ -309,11 +383,83 @@ fn a_call_without_an_offer_or_without_relay_ports_goes_on_unanchored() {
     h.clear_sent();
     h.receive(CARRIER, &invite_with_offer("no-ports"));
     let forwarded = h.last_to(PRIMARY, "INVITE");
-    assert_eq!(h.count_to(SECONDARY, "INVITE"), 1, "the call is forked all the same");
+    assert_eq!(
+        h.count_to(SECONDARY, "INVITE"),
+        1,
+        "the call is forked all the same"
+    );
     let media = media_of(&forwarded);
     assert!(
         media == addr(CARRIER_MEDIA) || media.ip() == RELAY.parse::<IpAddr>().unwrap(),
         "{media}"
     );
-    assert_eq!(h.count_to(CARRIER, "SIP/2.0 5"), 0, "never refused for want of a port");
+    assert_eq!(
+        h.count_to(CARRIER, "SIP/2.0 5"),
+        0,
+        "never refused for want of a port"
+    );
+}
+
+/// A request in the answered dialog `call_id` from the carrier, routed by our Record-Route
+/// `rr`, carrying `body` as SDP.
+fn in_dialog_from_carrier(method: &str, call_id: &str, rr: &str, cseq: u32, body: &str) -> Vec<u8> {
+    format!(
+        "{method} sip:agent@127.0.0.1:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{method}{cseq}\r\n\
+         Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+         To: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\n\
+         Contact: <sip:+15550000@10.0.0.1:5060>\r\nContent-Type: application/sdp\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+#[test]
+fn offers_and_answers_in_an_answered_dialog_keep_the_relay_ports() {
+    let (mut h, plane) = anchored("");
+    let (primary_relay, _) = both_early(&mut h, "anchor-reinvite");
+    let inv = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &answer_with_sdp(&inv, 200, "p", PRIMARY_MEDIA));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let carrier_relay = media_of(&ok);
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let ports = plane.ports_in_use();
+    // The carrier puts the call on hold from a new port: a re-INVITE.
+    let hold = sdp("10.0.0.1:40002").replace("a=sendrecv", "a=sendonly");
+    h.receive(
+        CARRIER,
+        &in_dialog_from_carrier("INVITE", "anchor-reinvite", &rr, 2, &hold),
+    );
+    let reinvite = h.last_to(PRIMARY, "INVITE");
+    assert_eq!(
+        media_of(&reinvite),
+        primary_relay,
+        "the cloud keeps sending to the same port"
+    );
+    assert!(String::from_utf8_lossy(&reinvite).contains("a=sendonly\r\n"));
+    let hold_ok = answer_with_sdp(&reinvite, 200, "p", "127.0.0.1:41002");
+    h.receive(PRIMARY, &hold_ok);
+    let relayed = h.last_to(CARRIER, "SIP/2.0 200");
+    assert_eq!(
+        media_of(&relayed),
+        carrier_relay,
+        "the carrier keeps sending to the same port"
+    );
+    let (said, body) = lengths(&relayed);
+    assert_eq!(said, body);
+    // An UPDATE from the carrier: the same.
+    h.receive(
+        CARRIER,
+        &in_dialog_from_carrier("UPDATE", "anchor-reinvite", &rr, 3, &sdp("10.0.0.1:40004")),
+    );
+    let update = h.last_to(PRIMARY, "UPDATE");
+    assert_eq!(media_of(&update), primary_relay);
+    assert_eq!(plane.ports_in_use(), ports, "no new ports for a re-offer");
+    // Media now flows to where the re-INVITE's answer said: the cloud's new port.
+    let now = h.now;
+    let fwd = deliver(&plane, carrier_relay, "10.0.0.1:40004", &rtp(5, 9, 9), now);
+    assert!(
+        fwd.iter().any(|(_, to)| *to == addr("127.0.0.1:41002")),
+        "{fwd:?}"
+    );
 }

@@ -103,6 +103,8 @@ pub(super) struct CallPlan {
     pub failover: bool,
     /// The media session, when the call's media is anchored.
     pub media: Option<MediaSession>,
+    /// A re-INVITE's anchored dialog.
+    pub dialog_media: Option<super::anchor::DialogMedia>,
 }
 
 /// Appends a planned tier's steps: a parallel tier is one step (all members at once), a serial
@@ -182,6 +184,8 @@ pub(super) struct Call {
     pub policy: CallPolicy,
     /// The call's media session, when its media is anchored in the relay.
     pub media: Option<MediaSession>,
+    /// A re-INVITE in an anchored dialog: its offer and answer keep the dialog's relay ports.
+    pub dialog_media: Option<super::anchor::DialogMedia>,
 }
 
 impl Call {
@@ -920,6 +924,7 @@ impl Core {
             reject,
             failover: true,
             media,
+            dialog_media: None,
         };
         self.start_call(msg, key, inb.from, plan, now, out);
     }
@@ -946,6 +951,7 @@ impl Core {
             reject: None,
             failover: false,
             media: None,
+            dialog_media: self.dialog_media(msg),
         };
         self.start_call(msg, key, from, plan, now, out);
     }
@@ -995,6 +1001,7 @@ impl Core {
             reaped: false,
             policy: self.call_policy(),
             media: plan.media,
+            dialog_media: plan.dialog_media,
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
@@ -1090,10 +1097,11 @@ impl Core {
             .failover
             .then(|| self.record_route(req, c.upstream, &target, c));
         let index = c.branches.len();
-        let offer = c
-            .media
-            .as_ref()
-            .and_then(|m| self.branch_offer(m, req, index, &target, now));
+        let offer = match (&c.media, &c.dialog_media) {
+            (Some(m), _) => self.branch_offer(m, req, index, &target, now),
+            (None, Some(dialog)) => dialog.request_edit(req, now),
+            (None, None) => None,
+        };
         let bytes = self.forward_request(
             req,
             target.peer.proto,
@@ -1197,9 +1205,7 @@ impl Core {
         let mut todo = CallOutputs::new();
         match (code, r.relayable) {
             (100..=199, relayable) => {
-                let anchored = (code > 100)
-                    .then(|| c.media_answer(i, msg, now))
-                    .flatten();
+                let anchored = (code > 100).then(|| c.media_answer(i, msg, now)).flatten();
                 let relayed = || {
                     // 100 is hop by hop; everything else provisional goes to the caller.
                     (code > 100 && relayable == Relayable::Yes)
@@ -1298,6 +1304,7 @@ impl Core {
                     .map_or(0, |req| self.tag_key(req.from.tag, &req)),
                 media: c.media.clone().map(|session| super::anchor::AnsweredMedia {
                     session,
+                    branch: i,
                     token: c.key,
                     invite: c.request.clone(),
                     answer: Bytes::copy_from_slice(msg.buf),
@@ -1562,6 +1569,7 @@ mod tests {
                 cancel_give_up: Duration::from_secs(32),
             },
             media: None,
+            dialog_media: None,
         }
     }
 

@@ -292,6 +292,8 @@ struct Relay {
     counted: bool,
     request: Bytes,
     to_tag: String,
+    /// An UPDATE (or other request with SDP) in an anchored dialog.
+    media: Option<anchor::DialogMedia>,
 }
 
 /// Whether a response can go on towards the caller: it has a Via after ours, and it parses.

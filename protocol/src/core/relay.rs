@@ -108,7 +108,9 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let branch = self.new_branch(self.loop_hash(msg));
-        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, None);
+        let media = self.dialog_media(msg);
+        let anchored = media.as_ref().and_then(|m| m.request_edit(msg, now));
+        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, anchored.as_ref());
         let client_key = self.keys.client(
             branch.as_bytes(),
             msg.method()
@@ -135,6 +137,7 @@ impl Core {
             counted: true,
             request: Bytes::copy_from_slice(msg.buf),
             to_tag: local_tag(key),
+            media,
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Relay(relay.clone()));

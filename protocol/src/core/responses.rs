@@ -81,7 +81,8 @@ impl Core {
                     }
                 }
                 let upstream = r.upstream;
-                let relayed = Bytes::from(strip_top_via(msg));
+                let anchored = r.media.as_ref().and_then(|m| m.response_edit(msg, now));
+                let relayed = Bytes::from(forward::strip_top_via_with(msg, anchored.as_ref()));
                 r.server.respond(code, relayed, now, &mut acts);
                 let server_key = r.server_key;
                 emit(out, &mut acts, upstream, server_key, Side::Server, None);

@@ -974,6 +974,14 @@ impl MediaSession {
         self.plane.forget(self.inner.id);
     }
 
+    /// The relay endpoint branch `branch`'s cloud sends to, while the branch holds ports (for
+    /// the offers and answers of the answered dialog: they keep the relay ports of its setup).
+    pub fn branch_endpoints(&self, branch: usize) -> Option<Endpoints> {
+        let state = lock(&self.inner.state);
+        let b = state.branch(branch)?;
+        (b.status != Status::Freed).then(|| b.leg.endpoints(self.plane.side_ip(MediaSide::Cloud)))
+    }
+
     /// The branch the carrier hears now.
     pub fn selected(&self) -> Option<usize> {
         lock(&self.inner.state).selected

@@ -839,30 +839,31 @@ fn validate_media(
     if relaying.is_none() && !given {
         return None;
     }
-    let parse_ip = |path: &str, value: &str, errors: &mut Errors| {
-        match value.trim().parse::<std::net::IpAddr>() {
-            Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
-                errors.push(
-                    path,
-                    format!(
-                        "{} = \"{value}\" is not an address a peer can send to: use this \
+    let parse_ip = |path: &str, value: &str, errors: &mut Errors| match value
+        .trim()
+        .parse::<std::net::IpAddr>()
+    {
+        Ok(ip) if ip.is_unspecified() || ip.is_multicast() => {
+            errors.push(
+                path,
+                format!(
+                    "{} = \"{value}\" is not an address a peer can send to: use this \
                          node's own unicast address",
-                        last_key(path)
-                    ),
-                );
-                None
-            }
-            Ok(ip) => Some(ip),
-            Err(_) => {
-                errors.push(
-                    path,
-                    format!(
-                        "{} = \"{value}\" is not an IP address (write e.g. \"198.51.100.7\")",
-                        last_key(path)
-                    ),
-                );
-                None
-            }
+                    last_key(path)
+                ),
+            );
+            None
+        }
+        Ok(ip) => Some(ip),
+        Err(_) => {
+            errors.push(
+                path,
+                format!(
+                    "{} = \"{value}\" is not an IP address (write e.g. \"198.51.100.7\")",
+                    last_key(path)
+                ),
+            );
+            None
         }
     };
     let carrier = match &m.carrier_address {

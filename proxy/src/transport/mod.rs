@@ -3,9 +3,9 @@
 //! delivery failures (ICMP port unreachable, connect refused, reset, write error) back as branch
 //! failures. They never interpret SIP beyond framing a stream.
 
+pub mod media;
 pub(crate) mod tcp;
 pub mod tls;
-pub mod media;
 pub mod udp;
 
 pub use pointsman_protocol::{ConnId, Peer, Proto};
