@@ -7,7 +7,9 @@
 //! 2 × 50 × flows packets/s. Over the measurement window (after a warm-up) it reads the relay
 //! process's CPU time (utime + stime, /proc/PID/stat) and counts what was sent and what each
 //! sink received, then prints one `RESULT key=value ...` line: offered and relayed packets/s,
-//! loss, and CPU-µs per relayed packet.
+//! loss, and CPU-µs per relayed packet (all of the relay's CPU in the window, its idle cost
+//! included; that idle cost, measured for 1 s with the calls set up and nothing flowing, is
+//! printed too).
 //!
 //! rtpengine's calls are set up over its NG control protocol (bencode over UDP: `offer` with the
 //! carrier's SDP, `answer` with the cloud's); pointsman's over SIP (an INVITE with the carrier's
@@ -89,6 +91,10 @@ struct Args {
     /// Where configs and relay logs go (default: a new directory under /tmp).
     #[arg(long)]
     work_dir: Option<PathBuf>,
+    /// pointsman: leave `[media]` and the route's `media = "relay"` out of the config (a
+    /// build without the relay then starts, and the bench stops at "did not anchor media").
+    #[arg(long)]
+    no_media_config: bool,
 }
 
 fn main() -> ExitCode {
@@ -146,16 +152,18 @@ fn run(args: &Args) -> Result<()> {
         r.misdelivered,
     );
     println!(
-        "RESULT relay={} flows={} offered_pps={:.0} relayed_pps={:.0} loss_pct={:.3} \
-         cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} bench_cpu_pct={:.1} dead_streams={} \
-         misdelivered={} send_errors={} window_s={:.2}",
+        "RESULT relay={} flows={} target_pps={} offered_pps={:.0} relayed_pps={:.0} \
+         loss_pct={:.3} cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
+         bench_cpu_pct={:.1} dead_streams={} misdelivered={} send_errors={} window_s={:.2}",
         args.relay.name(),
         args.flows,
+        args.flows * 100,
         r.offered_pps,
         r.relayed_pps,
         r.loss_pct,
         r.cpu_us_per_packet,
         r.relay_cpu_pct,
+        r.idle_cpu_pct,
         r.bench_cpu_pct,
         r.dead_streams,
         r.misdelivered,
@@ -313,6 +321,8 @@ struct Measured {
     loss_pct: f64,
     cpu_us_per_packet: f64,
     relay_cpu_pct: f64,
+    /// The relay's CPU with every call set up but no packet flowing (timers, polling).
+    idle_cpu_pct: f64,
     bench_cpu_pct: f64,
     dead_streams: usize,
     misdelivered: u64,
@@ -416,6 +426,12 @@ fn measure(
             stream_id(i, true),
         ));
     }
+    // The relay's own cost with the calls set up and nothing flowing.
+    let idle_window = Duration::from_secs(1);
+    let idle0 = cpu_time(relay.pid())?;
+    std::thread::sleep(idle_window);
+    let idle_cpu = cpu_time(relay.pid())?.saturating_sub(idle0);
+
     let (sink_stop, sink_stopped) = tokio::sync::oneshot::channel::<()>();
     let sink_thread = {
         let counters = counters.clone();
@@ -491,6 +507,7 @@ fn measure(
             f64::NAN
         },
         relay_cpu_pct: relay_cpu / (secs * 1e6) * 100.0,
+        idle_cpu_pct: idle_cpu.as_secs_f64() / idle_window.as_secs_f64() * 100.0,
         bench_cpu_pct: bench_cpu / (secs * 1e6) * 100.0,
         dead_streams,
         misdelivered: counters.misdelivered.load(Ordering::Relaxed),
@@ -844,7 +861,24 @@ mod pointsman {
     //! pointsman with `media = "relay"` on its route, calls set up over SIP.
     use super::*;
 
-    fn config(sip: SocketAddr, admin: SocketAddr, cloud: SocketAddr, ports: &str) -> String {
+    fn config(
+        sip: SocketAddr,
+        admin: SocketAddr,
+        cloud: SocketAddr,
+        ports: &str,
+        with_media: bool,
+    ) -> String {
+        let (media, route_media) = if with_media {
+            (
+                format!(
+                    "[media]\ncarrier_address = \"127.0.0.1\"\ncloud_address = \"127.0.0.1\"\n\
+                     ports = \"{ports}\"\n\n"
+                ),
+                "media = \"relay\"\n",
+            )
+        } else {
+            (String::new(), "")
+        };
         // The [media] section, the route's `media = "relay"` and the listener, destination and
         // route as the media relay's design has them; the admin port and the guard are moved
         // out of the way of a busy machine, and probes are off (the bench's cloud answers
@@ -854,10 +888,9 @@ mod pointsman {
              [[listen]]\nname = \"carrier\"\ntransport = \"udp\"\naddress = \"{sip}\"\n\n\
              [admin]\nlisten = \"{admin}\"\n\n\
              [guard]\nrate = 1000000.0\nburst = 2000000.0\n\n\
-             [media]\ncarrier_address = \"127.0.0.1\"\ncloud_address = \"127.0.0.1\"\n\
-             ports = \"{ports}\"\n\n\
+             {media}\
              [[destination]]\nname = \"cloud\"\naddress = \"{cloud}\"\nprobe = false\n\n\
-             [[route]]\nname = \"default\"\ndestinations = [\"cloud\"]\nmedia = \"relay\"\n"
+             [[route]]\nname = \"default\"\ndestinations = [\"cloud\"]\n{route_media}"
         )
     }
 
@@ -883,6 +916,7 @@ mod pointsman {
                 admin,
                 cloud_sip.local_addr()?,
                 &format!("{port_min}-{port_max}"),
+                !args.no_media_config,
             ),
         )?;
         let log = work.join("pointsman.log");
