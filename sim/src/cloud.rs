@@ -3,14 +3,19 @@
 //! UAS otherwise: it answers CANCEL with 200 and 487, retransmits its 2xx until ACKed, absorbs
 //! INVITE retransmissions, answers BYE and other in-dialog requests with 200, and can end a call
 //! itself with a BYE routed back through pointsman.
+//!
+//! With media ([`Cloud::with_media`]) every new INVITE gets a [`MediaPeer`] of its own: the
+//! cloud's 183 and 2xx carry an SDP answer naming it, and the script can start, silence and stop
+//! its RTP stream toward the address in the INVITE's SDP offer, or say goodbye with RTCP BYE.
 
 use super::endpoint::{Endpoint, Received};
 use super::journal::{Dir, Journal};
 use super::msg::{self, Dialog};
+use super::rtp::MediaPeer;
 use bytes::Bytes;
 use pointsman_protocol::wire::Method;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 use tokio::task::JoinHandle;
@@ -21,6 +26,14 @@ pub enum Step {
     /// Send this response (a final one ends the script).
     Respond(u16),
     Wait(Duration),
+    /// 183 with the SDP answer, and RTP starts toward the offer's address (media clouds only).
+    EarlyMedia,
+    /// The RTP stream goes silent; the dialog lives on.
+    MediaPause,
+    /// The RTP stream ends for good; the dialog lives on.
+    MediaStop,
+    /// The stream ends with an RTCP BYE (RR+BYE) to the offer's RTCP address.
+    RtcpBye,
 }
 
 /// How a cloud treats each new INVITE.
@@ -86,6 +99,16 @@ impl Behaviour {
             ..Behaviour::reject(503)
         }
     }
+    /// 100, 183 with SDP and early media, then `steps`.
+    pub fn early_media_then(steps: Vec<Step>) -> Behaviour {
+        let mut all = vec![Step::Respond(100), Step::EarlyMedia];
+        all.extend(steps);
+        Behaviour::of(all)
+    }
+    /// 100, 183 with SDP and early media for `ring`, then 200 (the stream goes on).
+    pub fn early_media_answer_after(ring: Duration) -> Behaviour {
+        Behaviour::early_media_then(vec![Step::Wait(ring), Step::Respond(200)])
+    }
     /// A script that honours CANCEL.
     pub fn of(steps: Vec<Step>) -> Behaviour {
         Behaviour {
@@ -102,6 +125,9 @@ struct UasCall {
     call_id: String,
     to_tag: String,
     peer: SocketAddr,
+    /// Where the INVITE's SDP offer wants RTP and RTCP.
+    offer_media: Option<SocketAddr>,
+    offer_rtcp: Option<SocketAddr>,
     last: Option<Bytes>,
     final_code: Option<u16>,
     acked: bool,
@@ -116,6 +142,10 @@ struct State {
     next_tag: u64,
     /// What an out-of-dialog OPTIONS gets: this code, or no answer at all.
     options_reply: Option<u16>,
+    /// Media peers are bound on this IP and mark their payloads with this branch id.
+    media: Option<(IpAddr, u8)>,
+    /// Each call's media peer, by Call-ID (kept after the call for what it heard).
+    peers: HashMap<String, Arc<MediaPeer>>,
 }
 
 struct Inner {
@@ -167,6 +197,8 @@ impl Cloud {
                 dialogs: HashMap::new(),
                 next_tag: 1,
                 options_reply: Some(200),
+                media: None,
+                peers: HashMap::new(),
             }),
         });
         let task = tokio::spawn(serve(inner.clone()));
@@ -189,6 +221,23 @@ impl Cloud {
 
     pub fn name(&self) -> &str {
         &self.inner.name
+    }
+
+    /// From now on each new INVITE gets its own [`MediaPeer`] on `ip`, marking its payloads
+    /// with `branch_id`.
+    pub fn with_media(self, ip: IpAddr, branch_id: u8) -> Cloud {
+        self.set_media(Some((ip, branch_id)));
+        self
+    }
+
+    /// [`Cloud::with_media`] on a running cloud; `None` turns media off for new INVITEs.
+    pub fn set_media(&self, media: Option<(IpAddr, u8)>) {
+        self.inner.state().media = media;
+    }
+
+    /// The media peer of the call `call_id`, if the cloud had media when the INVITE came.
+    pub fn media(&self, call_id: &str) -> Option<Arc<MediaPeer>> {
+        self.inner.state().peers.get(call_id).cloned()
     }
 
     /// Changes what new INVITEs get.
@@ -275,11 +324,15 @@ async fn on_message(inner: &Arc<Inner>, r: Received) {
         Method::Cancel if inner.state().behaviour.deaf_to_cancel => {}
         Method::Cancel => {
             let (ok, terminated) = {
-                let mut st = inner.state();
+                let mut guard = inner.state();
+                let st = &mut *guard;
                 match st.calls.get_mut(&branch) {
                     Some(c) => {
                         let terminated = if c.final_code.is_none() {
                             c.final_code = Some(487);
+                            if let Some(peer) = st.peers.get(&c.call_id) {
+                                peer.stop();
+                            }
                             let resp = msg::response(&c.invite, 487, &c.to_tag, "");
                             c.last = resp.clone();
                             resp.map(|b| (b, c.peer))
@@ -300,7 +353,11 @@ async fn on_message(inner: &Arc<Inner>, r: Received) {
         }
         _ => {
             if method == Method::Bye {
-                inner.state().dialogs.remove(&call_id);
+                let mut st = inner.state();
+                st.dialogs.remove(&call_id);
+                if let Some(peer) = st.peers.get(&call_id) {
+                    peer.stop();
+                }
             }
             let contact = inner.contact();
             if let Some(ok) = msg::response(&r.bytes, 200, "indialog", &contact) {
@@ -318,6 +375,17 @@ async fn on_invite(inner: &Arc<Inner>, r: Received, branch: String, call_id: Str
         } else {
             let to_tag = format!("{}-{}", inner.name, st.next_tag);
             st.next_tag += 1;
+            let offer = msg::body(&r.bytes);
+            let (offer_media, offer_rtcp) = (msg::sdp_media_addr(offer), msg::sdp_rtcp_addr(offer));
+            if let Some((ip, branch_id)) = st.media {
+                if !st.peers.contains_key(&call_id) {
+                    // A peer that cannot bind leaves the call without media: the test sees no
+                    // SDP in the answer rather than a cloud that stops answering.
+                    if let Ok(peer) = MediaPeer::bind(ip, branch_id) {
+                        st.peers.insert(call_id.clone(), peer);
+                    }
+                }
+            }
             st.calls.insert(
                 branch.clone(),
                 UasCall {
@@ -325,6 +393,8 @@ async fn on_invite(inner: &Arc<Inner>, r: Received, branch: String, call_id: Str
                     call_id,
                     to_tag,
                     peer: r.from,
+                    offer_media,
+                    offer_rtcp,
                     last: None,
                     final_code: None,
                     acked: false,
@@ -351,10 +421,34 @@ async fn play(inner: Arc<Inner>, branch: String, steps: Vec<Step>) {
                 continue;
             }
             Step::Respond(code) => code,
+            Step::EarlyMedia => 183,
+            Step::MediaPause | Step::MediaStop | Step::RtcpBye => {
+                let (peer, rtcp) = {
+                    let st = inner.state();
+                    let Some(c) = st.calls.get(&branch) else {
+                        return;
+                    };
+                    (st.peers.get(&c.call_id).cloned(), c.offer_rtcp)
+                };
+                if let Some(peer) = peer {
+                    match step {
+                        Step::MediaPause => peer.pause(),
+                        Step::MediaStop => peer.stop(),
+                        _ => {
+                            peer.stop();
+                            if let Some(rtcp) = rtcp {
+                                let _ = peer.send_rtcp_bye(rtcp).await;
+                            }
+                        }
+                    }
+                }
+                continue;
+            }
         };
         let contact = inner.contact();
         let sent = {
-            let mut st = inner.state();
+            let mut guard = inner.state();
+            let st = &mut *guard;
             let Some(c) = st.calls.get_mut(&branch) else {
                 return;
             };
@@ -365,8 +459,28 @@ async fn play(inner: Arc<Inner>, branch: String, steps: Vec<Step>) {
                 (503, Some(secs)) => format!("Retry-After: {secs}\r\n"),
                 _ => String::new(),
             };
-            let Some(resp) = msg::response_with(&c.invite, code, &c.to_tag, &contact, &extra)
-            else {
+            // A media cloud's 183 and 2xx carry its answer; its stream starts with the first
+            // of them (if the script has not stopped it) and ends with a failure.
+            let peer = st.peers.get(&c.call_id);
+            let with_sdp = code == 183 || (200..300).contains(&code);
+            let resp = match peer {
+                Some(peer) if with_sdp => {
+                    let sdp = msg::sdp_answer(peer.local_addr());
+                    if let Some(to) = c.offer_media {
+                        if step == Step::EarlyMedia || (code >= 200 && !peer.started()) {
+                            peer.start(to);
+                        }
+                    }
+                    msg::response_with_sdp(&c.invite, code, &c.to_tag, &contact, &extra, &sdp)
+                }
+                _ => {
+                    if let (Some(peer), true) = (peer, code >= 300) {
+                        peer.stop();
+                    }
+                    msg::response_with(&c.invite, code, &c.to_tag, &contact, &extra)
+                }
+            };
+            let Some(resp) = resp else {
                 return;
             };
             c.last = Some(resp.clone());
@@ -421,5 +535,117 @@ async fn retransmit_2xx(inner: Arc<Inner>, branch: String, resp: Bytes, peer: So
         }
         inner.send(resp.clone(), peer).await;
         interval = (interval * 2).min(t2);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{analyse, Carrier, PTIME};
+
+    /// A carrier calls a media cloud directly (no proxy between): the 183 and the 200 name the
+    /// cloud's media peer, its stream reaches the carrier's peer, pauses, and ends with RTCP BYE.
+    #[tokio::test]
+    async fn a_media_cloud_plays_early_media_pauses_and_says_bye() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let journal = Arc::new(Journal::default());
+        let script = Behaviour::early_media_then(vec![
+            Step::Wait(Duration::from_millis(200)),
+            Step::MediaPause,
+            Step::Wait(Duration::from_millis(100)),
+            Step::Respond(200),
+            Step::Wait(Duration::from_millis(100)),
+            Step::RtcpBye,
+        ]);
+        let cloud = Cloud::udp(
+            "cloud",
+            "127.0.0.1:0".parse().unwrap(),
+            script,
+            journal.clone(),
+        )
+        .unwrap()
+        .with_media(ip, 7);
+        let carrier = Carrier::udp(
+            "carrier",
+            "127.0.0.1:0".parse().unwrap(),
+            cloud.addr(),
+            journal.clone(),
+        )
+        .unwrap();
+        let ear = MediaPeer::bind(ip, 1).unwrap();
+        let mut spec = carrier.invite_spec("media-1");
+        spec.media = Some(ear.local_addr());
+        carrier.invite(&spec).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        let peer = cloud.media("media-1").expect("the call got a media peer");
+        let answers: Vec<_> = journal
+            .received("carrier")
+            .into_iter()
+            .filter(|e| matches!(e.summary.code, Some(183 | 200)))
+            .collect();
+        assert_eq!(answers.len(), 2, "{}", journal.dump());
+        for a in &answers {
+            assert_eq!(
+                msg::sdp_media_addr(msg::body(&a.bytes)),
+                Some(peer.local_addr())
+            );
+        }
+        // The 200 did not restart the paused stream; RTCP went to the offer's port + 1.
+        let heard = ear.heard();
+        assert!((8..=13).contains(&heard.len()), "{} packets", heard.len());
+        assert!(heard
+            .iter()
+            .all(|h| h.branch == Some(7) && h.from == peer.local_addr()));
+        let a = analyse(&heard, PTIME);
+        assert!(
+            a.switches.is_empty() && a.seq_continuous && a.ssrc_constant,
+            "{a:?}"
+        );
+        assert!(!peer.is_streaming());
+        assert_eq!(
+            ear.rtcp_heard(),
+            0,
+            "RTCP goes to port + 1, not the RTP port"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_media_clouds_stream_goes_on_after_the_answer() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let journal = Arc::new(Journal::default());
+        let cloud = Cloud::udp(
+            "cloud",
+            "127.0.0.1:0".parse().unwrap(),
+            Behaviour::answer(),
+            journal.clone(),
+        )
+        .unwrap()
+        .with_media(ip, 2);
+        let carrier = Carrier::udp(
+            "carrier",
+            "127.0.0.1:0".parse().unwrap(),
+            cloud.addr(),
+            journal.clone(),
+        )
+        .unwrap();
+        let ear = MediaPeer::bind(ip, 1).unwrap();
+        let mut spec = carrier.invite_spec("media-2");
+        spec.media = Some(ear.local_addr());
+        carrier.invite(&spec).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let heard = ear.heard();
+        assert!(
+            heard.len() >= 8,
+            "a plain answer starts the stream: {}",
+            heard.len()
+        );
+        assert!(heard[0].marker);
+        carrier.hang_up("media-2").await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !cloud.media("media-2").unwrap().is_streaming(),
+            "BYE ends it"
+        );
     }
 }

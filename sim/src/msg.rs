@@ -55,6 +55,88 @@ pub fn sdp_offer(ip: &str, port: u16) -> String {
     )
 }
 
+/// A cloud's SDP answer (RFC 3264): PCMA and telephone-event, media at `media`.
+pub fn sdp_answer(media: SocketAddr) -> String {
+    let ip = media.ip();
+    let family = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    format!(
+        "v=0\r\no=cloud 1 1 IN {family} {ip}\r\ns=-\r\nc=IN {family} {ip}\r\nt=0 0\r\n\
+         m=audio {port} RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\n\
+         a=rtpmap:101 telephone-event/8000\r\na=fmtp:101 0-15\r\na=sendrecv\r\n",
+        port = media.port()
+    )
+}
+
+/// The body of a SIP message (after the blank line), empty if it has none.
+pub fn body(message: &[u8]) -> &[u8] {
+    message
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map_or(&[][..], |at| &message[at + 4..])
+}
+
+/// Where the SDP in `body` wants its RTP: the `c=` address (the first m-line's own, else the
+/// session's) and the first `m=` line's port. `None` without both, or for port 0.
+pub fn sdp_media_addr(body: &[u8]) -> Option<SocketAddr> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut session_ip = None;
+    let mut media: Option<(u16, Option<std::net::IpAddr>)> = None;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(c) = line.strip_prefix("c=") {
+            // c=IN IP4 192.0.2.1[/ttl]
+            let ip = c
+                .split_whitespace()
+                .nth(2)
+                .and_then(|a| a.split('/').next()?.parse().ok());
+            match media.as_mut() {
+                Some(m) => m.1 = m.1.or(ip),
+                None => session_ip = ip,
+            }
+        } else if let Some(m) = line.strip_prefix("m=") {
+            if media.is_some() {
+                break; // only the first m-line
+            }
+            let port = m
+                .split_whitespace()
+                .nth(1)?
+                .split('/')
+                .next()?
+                .parse()
+                .ok()?;
+            media = Some((port, None));
+        }
+    }
+    let (port, media_ip) = media?;
+    let ip = media_ip.or(session_ip)?;
+    (port != 0).then_some(SocketAddr::new(ip, port))
+}
+
+/// Where RTCP for the first m-line of `body` goes: `a=rtcp:` (RFC 3605), the RTP port with
+/// `a=rtcp-mux`, else the RTP port + 1 (RFC 3550 §11).
+pub fn sdp_rtcp_addr(body: &[u8]) -> Option<SocketAddr> {
+    let rtp = sdp_media_addr(body)?;
+    let text = std::str::from_utf8(body).ok()?;
+    let mut mux = false;
+    for line in text.lines().map(str::trim_end) {
+        if let Some(a) = line.strip_prefix("a=rtcp:") {
+            let port = a.split_whitespace().next()?.parse().ok()?;
+            let ip = a
+                .split_whitespace()
+                .nth(3)
+                .and_then(|ip| ip.parse().ok())
+                .unwrap_or(rtp.ip());
+            return Some(SocketAddr::new(ip, port));
+        }
+        mux |= line == "a=rtcp-mux";
+    }
+    let port = if mux {
+        rtp.port()
+    } else {
+        rtp.port().checked_add(1)?
+    };
+    Some(SocketAddr::new(rtp.ip(), port))
+}
+
 /// What a carrier's INVITE says.
 #[derive(Clone, Debug)]
 pub struct InviteSpec {
@@ -69,6 +151,9 @@ pub struct InviteSpec {
     pub local: SocketAddr,
     pub transport: SimTransport,
     pub max_forwards: u32,
+    /// Where the carrier takes its media: the SDP offer's `c=` and `m=` port (default: none,
+    /// the offer names the carrier's own IP and port 40000, where nothing listens).
+    pub media: Option<SocketAddr>,
 }
 
 impl InviteSpec {
@@ -81,6 +166,7 @@ impl InviteSpec {
             local,
             transport: SimTransport::Udp,
             max_forwards: 70,
+            media: None,
         }
     }
 
@@ -89,7 +175,10 @@ impl InviteSpec {
     }
 
     pub fn build(&self, branch: &str) -> Bytes {
-        let body = sdp_offer(&self.local.ip().to_string(), 40000);
+        let body = match self.media {
+            Some(media) => sdp_offer(&media.ip().to_string(), media.port()),
+            None => sdp_offer(&self.local.ip().to_string(), 40000),
+        };
         Bytes::from(format!(
             "INVITE sip:{to}@{proxy} SIP/2.0\r\n\
              Via: SIP/2.0/{t} {local};branch={branch};rport\r\n\
@@ -157,6 +246,30 @@ pub fn response_with(
         _ => originate::reason_phrase(code),
     };
     Some(originate::response(&req, code, reason, to_tag, &extra))
+}
+
+/// [`response_with`] carrying `sdp` as its body.
+pub fn response_with_sdp(
+    request: &[u8],
+    code: u16,
+    to_tag: &str,
+    contact: &str,
+    more: &str,
+    sdp: &str,
+) -> Option<Bytes> {
+    let bare = response_with(request, code, to_tag, contact, more)?;
+    // The response ends in an empty body: swap that ending for the SDP.
+    let head = bare.strip_suffix(b"Content-Length: 0\r\n\r\n")?;
+    let mut out = Vec::with_capacity(head.len() + sdp.len() + 64);
+    out.extend_from_slice(head);
+    out.extend_from_slice(
+        format!(
+            "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+            sdp.len()
+        )
+        .as_bytes(),
+    );
+    Some(Bytes::from(out))
 }
 
 /// One side's view of a dialog, enough to send requests in it (RFC 3261 §12.2.1.1).
@@ -289,4 +402,57 @@ pub fn uri_addr(uri: &str) -> Option<SocketAddr> {
     let host = std::str::from_utf8(parsed.host.get(buf)).ok()?;
     let ip: std::net::IpAddr = host.trim_matches(['[', ']']).parse().ok()?;
     Some(SocketAddr::new(ip, parsed.port.unwrap_or(5060)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sdp_media_and_rtcp_addresses_are_read() {
+        let offer = sdp_offer("192.0.2.7", 40002);
+        let want: SocketAddr = "192.0.2.7:40002".parse().unwrap();
+        assert_eq!(sdp_media_addr(offer.as_bytes()), Some(want));
+        assert_eq!(
+            sdp_rtcp_addr(offer.as_bytes()),
+            Some("192.0.2.7:40003".parse().unwrap())
+        );
+        let media_level = "v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 5000 RTP/AVP 8\r\n\
+                           c=IN IP4 10.0.0.2\r\na=rtcp:6000\r\nm=audio 7000 RTP/AVP 8\r\n";
+        assert_eq!(
+            sdp_media_addr(media_level.as_bytes()),
+            Some("10.0.0.2:5000".parse().unwrap())
+        );
+        assert_eq!(
+            sdp_rtcp_addr(media_level.as_bytes()),
+            Some("10.0.0.2:6000".parse().unwrap())
+        );
+        assert_eq!(
+            sdp_media_addr(b"v=0\r\nc=IN IP4 10.0.0.1\r\nm=audio 0 RTP/AVP 8\r\n"),
+            None
+        );
+        let answer = sdp_answer("[::1]:9".parse().unwrap());
+        assert_eq!(
+            sdp_media_addr(answer.as_bytes()),
+            Some("[::1]:9".parse().unwrap())
+        );
+    }
+
+    #[test]
+    fn a_response_carries_its_sdp() {
+        let local: SocketAddr = "127.0.0.1:5099".parse().unwrap();
+        let mut spec = InviteSpec::new("sdp-1", "127.0.0.1:5060".parse().unwrap(), local);
+        spec.media = Some("127.0.0.1:41000".parse().unwrap());
+        let invite = spec.build("z9hG4bK-1");
+        assert_eq!(sdp_media_addr(body(&invite)), spec.media);
+        let sdp = sdp_answer("127.0.0.1:42000".parse().unwrap());
+        let resp = response_with_sdp(&invite, 183, "t1", "sip:a@127.0.0.1", "", &sdp).unwrap();
+        let m = scan(&resp).unwrap();
+        assert_eq!(m.code(), Some(183));
+        assert_eq!(body(&resp), sdp.as_bytes());
+        assert_eq!(
+            sdp_media_addr(body(&resp)),
+            Some("127.0.0.1:42000".parse().unwrap())
+        );
+    }
 }

@@ -1,0 +1,167 @@
+#!/usr/bin/env bash
+# pointsman's media relay bench: the same RTP flows through pointsman's relay and through
+# rtpengine (userspace), one after the other at each rate, and one table of what each relayed
+# packet cost in CPU. The work is done by media_bench (benches/tools/src/bin/media_bench.rs);
+# see its header for how flows are set up and measured.
+#
+#   benches/media/run.sh [--rates 5000,25000,50000] [--duration 10] [--build]
+#   benches/media/run.sh --only rtpengine
+#
+# It binds only the loopback, stops after a bounded time, and kills every process it started
+# when it exits (normally, on error, or on Ctrl-C).
+
+set -euo pipefail
+
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+
+usage() {
+	cat <<'EOF'
+usage: benches/media/run.sh [options]
+
+  --rates LIST         relayed packets/s, comma-separated (default 5000,25000,50000); each is
+                       LIST/100 flows, every flow 50 pps each way
+  --duration S         seconds measured per relay and rate (default 10), after --warmup
+  --warmup S           seconds of streaming before the measurement (default 2)
+  --only RELAY         pointsman or rtpengine alone (default: both, pointsman first)
+  --senders N          sender threads of the bench (default 2)
+  --pointsman PATH     pointsman binary (default target/release/pointsman)
+  --rtpengine PATH     rtpengine binary (default: rtpengine on PATH)
+  --ports MIN-MAX      media ports the relays allocate from (default 30000-39999)
+  --out DIR            where runs are written (default: a new directory under /tmp)
+  --build              build pointsman and media_bench (release) first; by default nothing is
+                       built and target/release/{pointsman,media_bench} are used as they are
+  -h, --help           this text
+
+Needs: rtpengine (apt-get install --no-install-recommends rtpengine-daemon); cargo with --build.
+EOF
+}
+
+RATES="5000,25000,50000"
+DURATION=10
+WARMUP=2
+RELAYS="pointsman rtpengine"
+SENDERS=2
+PM_BIN=""
+RTPENGINE="rtpengine"
+PORTS="30000-39999"
+OUT=""
+BUILD=0
+
+while [[ $# -gt 0 ]]; do
+	case "$1" in
+	--rates) RATES="$2"; shift 2 ;;
+	--duration) DURATION="$2"; shift 2 ;;
+	--warmup) WARMUP="$2"; shift 2 ;;
+	--only)
+		case "${2:-}" in pointsman | rtpengine) RELAYS="$2" ;; *) echo "--only: pointsman or rtpengine" >&2; exit 2 ;; esac
+		shift 2 ;;
+	--senders) SENDERS="$2"; shift 2 ;;
+	--pointsman) PM_BIN="$2"; shift 2 ;;
+	--rtpengine) RTPENGINE="$2"; shift 2 ;;
+	--ports) PORTS="$2"; shift 2 ;;
+	--out) OUT="$2"; shift 2 ;;
+	--build) BUILD=1; shift ;;
+	-h | --help) usage; exit 0 ;;
+	*) echo "unknown option: $1 (see --help)" >&2; exit 2 ;;
+	esac
+done
+
+for v in DURATION WARMUP SENDERS; do
+	[[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v,,}: expected a whole number, got '${!v}'" >&2; exit 2; }
+done
+for r in ${RATES//,/ }; do
+	[[ "$r" =~ ^[0-9]+$ && "$r" -ge 100 ]] || { echo "rate: expected packets/s >= 100 as a whole number, got '$r'" >&2; exit 2; }
+done
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+BENCH="$TARGET_DIR/release/media_bench"
+PM_BIN="${PM_BIN:-$TARGET_DIR/release/pointsman}"
+
+if [[ $BUILD == 1 ]]; then
+	echo "building pointsman and media_bench (release)..."
+	(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --quiet)
+	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin media_bench --quiet)
+fi
+[[ -x "$BENCH" ]] || { echo "no media_bench at $BENCH (run with --build)" >&2; exit 1; }
+if [[ " $RELAYS " == *" pointsman "* ]]; then
+	[[ -x "$PM_BIN" ]] || { echo "no pointsman binary at $PM_BIN (run with --build)" >&2; exit 1; }
+fi
+if [[ " $RELAYS " == *" rtpengine "* ]]; then
+	command -v "$RTPENGINE" >/dev/null 2>&1 ||
+		{ echo "missing: rtpengine — install it with: apt-get install --no-install-recommends rtpengine-daemon" >&2; exit 1; }
+fi
+
+if [[ -z "$OUT" ]]; then
+	OUT="$(mktemp -d /tmp/pointsman-media.XXXXXX)"
+fi
+mkdir -p "$OUT"
+
+# media_bench kills its relay when it exits (and the relay gets SIGTERM if media_bench dies);
+# this script stops media_bench itself on Ctrl-C or error.
+BENCH_PID=""
+cleanup() {
+	if [[ -n "$BENCH_PID" ]]; then
+		kill -TERM "$BENCH_PID" 2>/dev/null || true
+		sleep 0.5
+		kill -KILL "$BENCH_PID" 2>/dev/null || true
+		wait "$BENCH_PID" 2>/dev/null || true
+	fi
+}
+trap cleanup EXIT
+trap 'echo; echo "interrupted: stopping everything this bench started"; exit 130' INT TERM
+
+# One run: relay, rate → $OUT/<relay>-<rate>/, the RESULT line in result.txt.
+run_one() {
+	local relay="$1" rate="$2" dir="$OUT/$1-$2" flows=$(($2 / 100))
+	mkdir -p "$dir"
+	echo "== $relay, $rate pps ($flows flows, ${WARMUP}s + ${DURATION}s)"
+	"$BENCH" --relay "$relay" --flows "$flows" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+		--senders "$SENDERS" --pointsman "$PM_BIN" --rtpengine "$RTPENGINE" --ports "$PORTS" \
+		--work-dir "$dir" >"$dir/result.txt" 2>"$dir/bench.err" &
+	BENCH_PID=$!
+	if wait "$BENCH_PID"; then
+		BENCH_PID=""
+		cat "$dir/bench.err"
+	else
+		BENCH_PID=""
+		echo "   $relay failed at $rate pps:" >&2
+		sed 's/^/   /' "$dir/bench.err" >&2
+		echo "RESULT relay=$relay failed=1" >"$dir/result.txt"
+	fi
+}
+
+# The value of KEY in a RESULT line.
+field() { sed -n "s/.* $2=\([^ ]*\).*/\1/p" <<<"$1"; }
+
+for rate in ${RATES//,/ }; do
+	for relay in $RELAYS; do
+		run_one "$relay" "$rate"
+	done
+done
+
+echo
+echo "| relay | offered pps | relayed pps | loss % | CPU-µs/packet | relay CPU % of a core | idle CPU % |"
+echo "|---|---:|---:|---:|---:|---:|---:|"
+for rate in ${RATES//,/ }; do
+	declare -A per_packet=()
+	for relay in $RELAYS; do
+		line="$(grep '^RESULT' "$OUT/$relay-$rate/result.txt" || true)"
+		if [[ -z "$line" || "$(field "$line" failed)" == 1 ]]; then
+			echo "| $relay | ($rate) | failed | | | | |"
+			continue
+		fi
+		per_packet[$relay]="$(field "$line" cpu_us_per_pkt)"
+		echo "| $relay | $(field "$line" offered_pps) | $(field "$line" relayed_pps) | $(field "$line" loss_pct) | ${per_packet[$relay]} | $(field "$line" relay_cpu_pct) | $(field "$line" idle_cpu_pct) |"
+	done
+	if [[ -n "${per_packet[pointsman]:-}" && -n "${per_packet[rtpengine]:-}" ]]; then
+		ratio="$(awk -v a="${per_packet[pointsman]}" -v b="${per_packet[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		echo "| pointsman / rtpengine at $rate pps | | | | $ratio | | |"
+	fi
+	unset per_packet
+done
+echo
+echo "offered: what the bench sent (target: the rate); relayed: what its sinks got back; CPU-µs per"
+echo "relayed packet: the relay's utime+stime over the window / relayed packets; idle CPU: the relay"
+echo "with every call set up and nothing flowing (1 s before the streams start)."
+echo "runs: $OUT"
