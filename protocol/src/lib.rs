@@ -22,6 +22,9 @@
 //!   transaction, call or dialog; `Call` is the per-INVITE response context with serial
 //!   failover, CANCEL-first reroutes, ghost-call teardown and best-response choice; a call's
 //!   state exports to plain data and restores into another core ([`CallState`]).
+//! - [`media`]: the media relay of anchored calls: the SDP line rewriter, the RTP plane that
+//!   takes every media packet (selection, normalisation, switching, silence, inactivity) and its
+//!   port pools; the core's side of it is `core::anchor`.
 //! - [`metrics`]: the metric handles and their label enums (the exporter is the I/O crate's).
 //! - `testing` (tests and the `testing` feature only): the deterministic fake-clock harness
 //!   the core's tests, the fuzzers and the benches drive the core with.
