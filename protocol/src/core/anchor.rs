@@ -150,7 +150,10 @@ impl Core {
             media_timeout: route.media_timeout,
         };
         match plane.open(key, &found.summary, from.addr.ip(), timeouts, now) {
-            Ok(session) => Some(session),
+            Ok(session) => {
+                session.set_label(&call_id);
+                Some(session)
+            }
             Err(e) => {
                 warn!(%call_id, "media not anchored ({e}): the call goes on with its SDP as offered");
                 None

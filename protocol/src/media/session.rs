@@ -51,6 +51,8 @@ pub(crate) struct SessionShared {
 #[derive(Debug)]
 struct State {
     closed: bool,
+    /// What the logs call this session (the core gives the Call-ID).
+    label: Box<str>,
     /// The session's own SSRC on the carrier-bound stream.
     ssrc: u32,
     timeouts: SessionTimeouts,
@@ -306,6 +308,7 @@ impl SessionShared {
             token,
             state: Mutex::new(State {
                 closed: false,
+                label: Box::from(""),
                 ssrc,
                 timeouts,
                 transports: offer.media.iter().map(|m| m.transport).collect(),
@@ -530,15 +533,27 @@ impl State {
             return false;
         }
         let replacing = self.selected.is_some();
+        let from = self.selected;
         self.selected = to;
+        let log = |reason: SwitchReason| {
+            tracing::info!(
+                call_id = %self.label,
+                from = ?from,
+                to = ?to,
+                reason = reason.as_str(),
+                "media: the carrier now hears another branch"
+            );
+        };
         match to {
             Some(_) if replacing => {
+                log(reason);
                 metrics.switched(reason);
                 self.gap_pending = true;
                 true
             }
             Some(_) => match self.pending_reason.take() {
                 Some(pending) => {
+                    log(pending);
                     metrics.switched(pending);
                     self.gap_pending = true;
                     true
@@ -980,6 +995,11 @@ impl MediaSession {
         let state = lock(&self.inner.state);
         let b = state.branch(branch)?;
         (b.status != Status::Freed).then(|| b.leg.endpoints(self.plane.side_ip(MediaSide::Cloud)))
+    }
+
+    /// Names the session in the logs (the core gives the call's Call-ID).
+    pub fn set_label(&self, label: &str) {
+        lock(&self.inner.state).label = Box::from(label);
     }
 
     /// The branch the carrier hears now.
