@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "common/media.rs"]
+mod media;
 
 use common::{forward_invite, Sim, INVITE_1K, RINGING, STEPS, WARM_CALLS};
 use pointsman_protocol::wire::{scan, Framing, Limits};
@@ -89,6 +91,39 @@ fn main() {
     ];
     for (name, (a, b)) in rows {
         println!("{name:<34} {a:>12} {b:>14}");
+    }
+
+    // The media relay: every packet after the first of each leg (which latches).
+    let mut rig = media::MediaRig::new();
+    let mut packets: Vec<(usize, Vec<u8>)> = (0..3).map(|leg| (leg, media::rtp(2, 0x77))).collect();
+    let carrier: std::net::SocketAddr = media::CARRIER_MEDIA.parse().unwrap();
+    let clouds: Vec<std::net::SocketAddr> = media::CLOUD_MEDIA
+        .iter()
+        .map(|c| c.parse().unwrap())
+        .collect();
+    println!();
+    println!(
+        "{:<34} {:>12} {:>14}   (mean of {MEASURED})",
+        "media relay (one packet)", "allocations", "bytes"
+    );
+    for (leg, packet) in packets.iter_mut() {
+        let (name, socket, from) = match leg {
+            0 => ("carrier packet to two clouds", rig.carrier_socket, carrier),
+            1 => (
+                "heard cloud's packet to carrier",
+                rig.cloud_sockets[0],
+                clouds[0],
+            ),
+            _ => ("standby cloud's packet", rig.cloud_sockets[1], clouds[1]),
+        };
+        let (a, b) = count(|| {
+            for seq in 0..MEASURED {
+                packet[2..4].copy_from_slice(&(seq as u16).to_be_bytes());
+                rig.relay(socket, from, packet);
+            }
+        });
+        let per = |v: u64| v as f64 / MEASURED as f64;
+        println!("{name:<34} {:>12.2} {:>14.1}", per(a), per(b));
     }
 
     let live_before = LIVE.load(Relaxed);
