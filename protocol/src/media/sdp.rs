@@ -127,7 +127,7 @@ pub enum SdpError {
 /// Reads an SDP body: every `m=` section with its effective address, ports, codecs and
 /// direction. Lines end in CRLF or a bare LF, the last may have no line end; empty lines are
 /// tolerated. The first line must be `v=0` ([`SdpError::NotSdp`]); a `c=`, `m=` or `a=rtcp`
-/// line that does not parse, or any other line that is not `<letter>=...`, is
+/// line that does not parse, or any other non-empty line that is not `<a-z>=...`, is
 /// [`SdpError::Malformed`]; more than [`MAX_MEDIA`] `m=` lines is [`SdpError::TooManyMedia`].
 pub fn inspect(body: &[u8]) -> Result<SdpSummary, SdpError> {
     check_version(body)?;
