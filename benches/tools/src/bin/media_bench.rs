@@ -73,8 +73,10 @@ struct Args {
     /// Loopback address of the cloud sockets.
     #[arg(long, default_value = "127.0.0.30")]
     cloud_ip: IpAddr,
-    /// Media port range the relay allocates from.
-    #[arg(long, default_value = "30000-39999")]
+    /// Media port range the relay allocates from: below the kernel's ephemeral range
+    /// (32768-60999 by default), where this bench's own sockets and anyone else's land, since
+    /// pointsman binds its whole range when it starts.
+    #[arg(long, default_value = "20000-29999")]
     ports: String,
     /// rtpengine binary.
     #[arg(long, default_value = "rtpengine")]
