@@ -27,7 +27,7 @@ usage: benches/media/run.sh [options]
   --senders N          sender threads of the bench (default 2)
   --pointsman PATH     pointsman binary (default target/release/pointsman)
   --rtpengine PATH     rtpengine binary (default: rtpengine on PATH)
-  --ports MIN-MAX      media ports the relays allocate from (default 20000-29999: below the
+  --ports MIN-MAX      media ports the relays allocate from (default 10000-19999: below the
                        kernel's ephemeral ports, since pointsman binds its whole range at start)
   --out DIR            where runs are written (default: a new directory under /tmp)
   --build              build pointsman and media_bench (release) first; by default nothing is
@@ -45,7 +45,7 @@ RELAYS="pointsman rtpengine"
 SENDERS=2
 PM_BIN=""
 RTPENGINE="rtpengine"
-PORTS="20000-29999"
+PORTS="10000-19999"
 OUT=""
 BUILD=0
 

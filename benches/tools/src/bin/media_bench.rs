@@ -76,7 +76,7 @@ struct Args {
     /// Media port range the relay allocates from: below the kernel's ephemeral range
     /// (32768-60999 by default), where this bench's own sockets and anyone else's land, since
     /// pointsman binds its whole range when it starts.
-    #[arg(long, default_value = "20000-29999")]
+    #[arg(long, default_value = "10000-19999")]
     ports: String,
     /// rtpengine binary.
     #[arg(long, default_value = "rtpengine")]
@@ -120,6 +120,16 @@ fn run(args: &Args) -> Result<()> {
         }
     }
     let (port_min, port_max) = parse_ports(&args.ports)?;
+    let control_ports = [
+        ("--ng-port", args.ng_port),
+        ("--sip-port", args.sip_port),
+        ("--sip-port + 1 (admin)", args.sip_port.wrapping_add(1)),
+    ];
+    for (what, port) in control_ports {
+        if (port_min..=port_max).contains(&port) {
+            bail!("{what} {port} is inside the media ports {port_min}-{port_max}");
+        }
+    }
     let work = match &args.work_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("media-bench.{}", std::process::id())),
