@@ -144,7 +144,7 @@ fn run(args: &Args) -> Result<()> {
         RelayKind::Rtpengine => rtpengine::start(args, &work, port_min, port_max, &flows)?,
         RelayKind::Pointsman => pointsman::start(args, &work, port_min, port_max, &flows)?,
     };
-    let result = measure(args, &relay, &flows, &targets);
+    let result = measure(args, (port_min, port_max), &relay, &flows, &targets);
     if let RelayKind::Rtpengine = args.relay {
         rtpengine::delete_all(args.ng_port, flows.len());
     }
@@ -152,7 +152,8 @@ fn run(args: &Args) -> Result<()> {
     let r = result?;
     eprintln!(
         "media_bench: {} {} flows: offered {:.0} pps, relayed {:.0} pps, loss {:.3} %, \
-         {:.2} CPU-µs/packet ({:.1} % of a core); {} flows got nothing, {} misdelivered",
+         {:.2} CPU-µs/packet ({:.1} % of a core); {} streams got nothing, {} misdelivered; \
+         dropped at full buffers: {} by the relay's sockets, {} by the bench's",
         args.relay.name(),
         args.flows,
         r.offered_pps,
@@ -162,11 +163,14 @@ fn run(args: &Args) -> Result<()> {
         r.relay_cpu_pct,
         r.dead_streams,
         r.misdelivered,
+        r.drops.relay,
+        r.drops.sinks,
     );
     println!(
         "RESULT relay={} flows={} target_pps={} offered_pps={:.0} relayed_pps={:.0} \
          loss_pct={:.3} cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
-         bench_cpu_pct={:.1} dead_streams={} misdelivered={} send_errors={} window_s={:.2}",
+         bench_cpu_pct={:.1} dead_streams={} misdelivered={} send_errors={} \
+         relay_socket_drops={} sink_socket_drops={} window_s={:.2}",
         args.relay.name(),
         args.flows,
         args.flows * 100,
@@ -180,6 +184,8 @@ fn run(args: &Args) -> Result<()> {
         r.dead_streams,
         r.misdelivered,
         r.send_errors,
+        r.drops.relay,
+        r.drops.sinks,
         r.window.as_secs_f64(),
     );
     Ok(())
@@ -326,6 +332,46 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_micros(total * 1_000_000 / hz))
 }
 
+/// Datagrams the kernel dropped at full receive buffers (the `drops` column of /proc/net/udp),
+/// summed over the relay's sockets (127.0.0.1, a port in the media range) and over the bench's
+/// sinks (the carrier and cloud IPs): where a loss happened.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drops {
+    relay: u64,
+    sinks: u64,
+}
+
+fn udp_drops(ports: (u16, u16), sink_ips: [IpAddr; 2]) -> Drops {
+    let mut drops = Drops::default();
+    let Ok(table) = fs::read_to_string("/proc/net/udp") else {
+        return drops;
+    };
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(count)) = (fields.get(1), fields.get(12)) else {
+            continue;
+        };
+        let Some((ip_hex, port_hex)) = local.split_once(':') else {
+            continue;
+        };
+        let (Ok(ip), Ok(port), Ok(count)) = (
+            u32::from_str_radix(ip_hex, 16),
+            u16::from_str_radix(port_hex, 16),
+            count.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        // The address is the kernel's __be32 printed as a host-order number.
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(ip)));
+        if sink_ips.contains(&ip) {
+            drops.sinks += count;
+        } else if ip == IpAddr::from([127, 0, 0, 1]) && (ports.0..=ports.1).contains(&port) {
+            drops.relay += count;
+        }
+    }
+    drops
+}
+
 /// What one run measured.
 struct Measured {
     offered_pps: f64,
@@ -339,6 +385,8 @@ struct Measured {
     dead_streams: usize,
     misdelivered: u64,
     send_errors: u64,
+    /// Drops at full receive buffers over the window.
+    drops: Drops,
     window: Duration,
 }
 
@@ -407,6 +455,7 @@ impl Counters {
 
 fn measure(
     args: &Args,
+    ports: (u16, u16),
     relay: &RelayProcess,
     flows: &[FlowSockets],
     targets: &[Targets],
@@ -473,6 +522,8 @@ fn measure(
     }
 
     std::thread::sleep(start.saturating_duration_since(Instant::now()) + args.warmup);
+    let sink_ips = [args.carrier_ip, args.cloud_ip];
+    let drops0 = udp_drops(ports, sink_ips);
     let (cpu0, self0) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
     let (sent0, recv0, t0) = (
         counters.sent.load(Ordering::Relaxed),
@@ -481,6 +532,7 @@ fn measure(
     );
     std::thread::sleep(args.duration);
     let (cpu1, self1) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
+    let drops1 = udp_drops(ports, sink_ips);
     let (sent1, recv1, t1) = (
         counters.sent.load(Ordering::Relaxed),
         counters.received_total(),
@@ -524,6 +576,10 @@ fn measure(
         dead_streams,
         misdelivered: counters.misdelivered.load(Ordering::Relaxed),
         send_errors: counters.send_errors.load(Ordering::Relaxed),
+        drops: Drops {
+            relay: drops1.relay.saturating_sub(drops0.relay),
+            sinks: drops1.sinks.saturating_sub(drops0.sinks),
+        },
         window,
     })
 }
