@@ -27,8 +27,9 @@ usage: benches/media/run.sh [options]
   --senders N          sender threads of the bench (default 2)
   --pointsman PATH     pointsman binary (default target/release/pointsman)
   --rtpengine PATH     rtpengine binary (default: rtpengine on PATH)
-  --ports MIN-MAX      media ports the relays allocate from (default 10000-19999: below the
-                       kernel's ephemeral ports, since pointsman binds its whole range at start)
+  --ports MIN-MAX      media ports the relays allocate from (default: from 10000, 8 a flow,
+                       at least 400; below the kernel's ephemeral ports, and no wider than
+                       needed, since pointsman binds its whole range at start)
   --out DIR            where runs are written (default: a new directory under /tmp)
   --build              build pointsman and media_bench (release) first; by default nothing is
                        built and target/release/{pointsman,media_bench} are used as they are
@@ -45,7 +46,7 @@ RELAYS="pointsman rtpengine"
 SENDERS=2
 PM_BIN=""
 RTPENGINE="rtpengine"
-PORTS="10000-19999"
+PORTS=""
 OUT=""
 BUILD=0
 
@@ -118,7 +119,7 @@ run_one() {
 	mkdir -p "$dir"
 	echo "== $relay, $rate pps ($flows flows, ${WARMUP}s + ${DURATION}s)"
 	"$BENCH" --relay "$relay" --flows "$flows" --duration "${DURATION}s" --warmup "${WARMUP}s" \
-		--senders "$SENDERS" --pointsman "$PM_BIN" --rtpengine "$RTPENGINE" --ports "$PORTS" \
+		--senders "$SENDERS" --pointsman "$PM_BIN" --rtpengine "$RTPENGINE" ${PORTS:+--ports "$PORTS"} \
 		--work-dir "$dir" >"$dir/result.txt" 2>"$dir/bench.err" &
 	BENCH_PID=$!
 	if wait "$BENCH_PID"; then

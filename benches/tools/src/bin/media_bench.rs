@@ -73,11 +73,12 @@ struct Args {
     /// Loopback address of the cloud sockets.
     #[arg(long, default_value = "127.0.0.30")]
     cloud_ip: IpAddr,
-    /// Media port range the relay allocates from: below the kernel's ephemeral range
-    /// (32768-60999 by default), where this bench's own sockets and anyone else's land, since
-    /// pointsman binds its whole range when it starts.
-    #[arg(long, default_value = "10000-19999")]
-    ports: String,
+    /// Media port range the relay allocates from (default: from 10000, 8 ports a flow, at
+    /// least 400). Below the kernel's ephemeral range (32768-60999 by default), where this
+    /// bench's own sockets and anyone else's land, and no wider than needed: pointsman binds
+    /// its whole range when it starts.
+    #[arg(long)]
+    ports: Option<String>,
     /// rtpengine binary.
     #[arg(long, default_value = "rtpengine")]
     rtpengine: PathBuf,
@@ -119,7 +120,22 @@ fn run(args: &Args) -> Result<()> {
             bail!("{ip} is not a loopback address: this bench sends only to the loopback");
         }
     }
-    let (port_min, port_max) = parse_ports(&args.ports)?;
+    let (port_min, port_max) = match &args.ports {
+        Some(range) => parse_ports(range)?,
+        None => {
+            let wanted = (args.flows * 8).max(400);
+            let max = u16::try_from(FIRST_MEDIA_PORT as usize + wanted - 1)
+                .ok()
+                .filter(|&m| m < 32768)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{} flows need more media ports than fit below 32768",
+                        args.flows
+                    )
+                })?;
+            (FIRST_MEDIA_PORT, max)
+        }
+    };
     let control_ports = [
         ("--ng-port", args.ng_port),
         ("--sip-port", args.sip_port),
@@ -190,6 +206,9 @@ fn run(args: &Args) -> Result<()> {
     );
     Ok(())
 }
+
+/// Where the default media port range starts.
+const FIRST_MEDIA_PORT: u16 = 10000;
 
 fn parse_ports(range: &str) -> Result<(u16, u16)> {
     let (a, b) = range
