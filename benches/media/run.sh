@@ -174,8 +174,9 @@ for rate in ${RATES//,/ }; do
 done
 echo
 [[ $short == 1 ]] && echo "* the bench offered < 95 % of the rate (machine saturated): not compared."
-echo "offered: what the bench sent (target: the rate); relayed: what its sinks got back; CPU-µs per"
-echo "relayed packet: the relay's utime+stime over the window / relayed packets; idle CPU: the relay"
+echo "offered: what the bench sent in the window (target: the rate); loss: over the whole run, once"
+echo "the sinks read all that came; relayed: offered less that loss; CPU-µs per relayed packet: the"
+echo "relay's utime+stime over the window / relayed packets; idle CPU: the relay"
 echo "with every call set up and nothing flowing (1 s before the streams start); drops: datagrams the"
 echo "kernel dropped at full receive buffers of the relay's sockets / of the bench's sinks."
 echo "runs: $OUT"

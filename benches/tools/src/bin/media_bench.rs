@@ -5,9 +5,11 @@
 //! "carrier" socket and a "cloud" socket on the loopback, and has both ends of every call send
 //! 172-byte PCMA RTP at 50 packets/s to the relay port the relay gave them, so the relay moves
 //! 2 × 50 × flows packets/s. Over the measurement window (after a warm-up) it reads the relay
-//! process's CPU time (utime + stime, /proc/PID/stat) and counts what was sent and what each
-//! sink received, then prints one `RESULT key=value ...` line: offered and relayed packets/s,
-//! loss, and CPU-µs per relayed packet (all of the relay's CPU in the window, its idle cost
+//! process's CPU time (utime + stime, /proc/PID/stat) and counts what was sent; after the run it
+//! lets the sinks read everything that came (at high rates they read behind, their backlog
+//! waiting in socket buffers) and counts the loss over the whole run. It prints one
+//! `RESULT key=value ...` line: offered and relayed packets/s (relayed: sent in the window less
+//! the run's loss), loss, and CPU-µs per relayed packet (all of the relay's CPU in the window, its idle cost
 //! included; that idle cost, measured for 1 s with the calls set up and nothing flowing, is
 //! printed too).
 //!
@@ -185,8 +187,10 @@ fn run(args: &Args) -> Result<()> {
     println!(
         "RESULT relay={} flows={} target_pps={} offered_pps={:.0} relayed_pps={:.0} \
          loss_pct={:.3} cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
-         bench_cpu_pct={:.1} dead_streams={} misdelivered={} send_errors={} \
-         relay_socket_drops={} sink_socket_drops={} window_s={:.2}",
+         bench_cpu_pct={:.1} sinks_read_in_window_pps={:.0} dead_streams={} misdelivered={} \
+         send_errors={} \
+         relay_socket_drops={} sink_socket_drops={} udp_rcvbuf_errors={} \
+         udp_sndbuf_errors={} window_s={:.2}",
         args.relay.name(),
         args.flows,
         args.flows * 100,
@@ -197,11 +201,14 @@ fn run(args: &Args) -> Result<()> {
         r.relay_cpu_pct,
         r.idle_cpu_pct,
         r.bench_cpu_pct,
+        r.read_in_window_pps,
         r.dead_streams,
         r.misdelivered,
         r.send_errors,
         r.drops.relay,
         r.drops.sinks,
+        r.drops.rcvbuf_errors,
+        r.drops.sndbuf_errors,
         r.window.as_secs_f64(),
     );
     Ok(())
@@ -358,10 +365,38 @@ fn cpu_time(pid: u32) -> Result<Duration> {
 struct Drops {
     relay: u64,
     sinks: u64,
+    /// Machine-wide (/proc/net/snmp Udp): receive buffer errors, and sends refused for want
+    /// of buffer, by anyone (a relay's failed sends show here).
+    rcvbuf_errors: u64,
+    sndbuf_errors: u64,
+}
+
+/// Udp RcvbufErrors and SndbufErrors of /proc/net/snmp.
+fn snmp_udp_errors() -> (u64, u64) {
+    let Ok(snmp) = fs::read_to_string("/proc/net/snmp") else {
+        return (0, 0);
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return (0, 0);
+    };
+    let value = |name: &str| {
+        names
+            .split_whitespace()
+            .position(|n| n == name)
+            .and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (value("RcvbufErrors"), value("SndbufErrors"))
 }
 
 fn udp_drops(ports: (u16, u16), sink_ips: [IpAddr; 2]) -> Drops {
-    let mut drops = Drops::default();
+    let (rcvbuf_errors, sndbuf_errors) = snmp_udp_errors();
+    let mut drops = Drops {
+        rcvbuf_errors,
+        sndbuf_errors,
+        ..Drops::default()
+    };
     let Ok(table) = fs::read_to_string("/proc/net/udp") else {
         return drops;
     };
@@ -395,6 +430,8 @@ fn udp_drops(ports: (u16, u16), sink_ips: [IpAddr; 2]) -> Drops {
 struct Measured {
     offered_pps: f64,
     relayed_pps: f64,
+    /// What the sinks read within the window (below `relayed_pps` when they read behind).
+    read_in_window_pps: f64,
     loss_pct: f64,
     cpu_us_per_packet: f64,
     relay_cpu_pct: f64,
@@ -551,7 +588,6 @@ fn measure(
     );
     std::thread::sleep(args.duration);
     let (cpu1, self1) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
-    let drops1 = udp_drops(ports, sink_ips);
     let (sent1, recv1, t1) = (
         counters.sent.load(Ordering::Relaxed),
         counters.received_total(),
@@ -561,14 +597,36 @@ fn measure(
     for s in senders {
         let _ = s.join();
     }
-    // What is still in flight arrives, then the sinks stop.
-    std::thread::sleep(Duration::from_millis(300));
+    // At high rates the sinks read behind (their backlog waits in the sockets' buffers, which
+    // the drop counters watch): let them read everything that came, so that loss counts only
+    // packets that never came.
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut quiet) = (counters.received_total(), 0);
+    while quiet < 3 && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = counters.received_total();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+    let drops1 = udp_drops(ports, sink_ips);
     let _ = sink_stop.send(());
     let _ = sink_thread.join();
+    let (sent_total, received_total) = (
+        counters.sent.load(Ordering::Relaxed),
+        counters.received_total(),
+    );
 
     let window = t1.duration_since(t0);
     let secs = window.as_secs_f64();
-    let (sent, relayed) = ((sent1 - sent0) as f64, (recv1 - recv0) as f64);
+    // Loss over the whole run; what the relay moved in the window is what was sent in it less
+    // that share (the sinks' own count in the window lags when they read behind).
+    let delivered = if sent_total > 0 {
+        (received_total as f64 / sent_total as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let sent = (sent1 - sent0) as f64;
+    let relayed = sent * delivered;
     let relay_cpu = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6;
     let bench_cpu = self1.saturating_sub(self0).as_secs_f64() * 1e6;
     let dead_streams = counters
@@ -579,11 +637,8 @@ fn measure(
     Ok(Measured {
         offered_pps: sent / secs,
         relayed_pps: relayed / secs,
-        loss_pct: if sent > 0.0 {
-            ((sent - relayed) / sent * 100.0).max(0.0)
-        } else {
-            0.0
-        },
+        loss_pct: (1.0 - delivered) * 100.0,
+        read_in_window_pps: (recv1 - recv0) as f64 / secs,
         cpu_us_per_packet: if relayed > 0.0 {
             relay_cpu / relayed
         } else {
@@ -598,6 +653,8 @@ fn measure(
         drops: Drops {
             relay: drops1.relay.saturating_sub(drops0.relay),
             sinks: drops1.sinks.saturating_sub(drops0.sinks),
+            rcvbuf_errors: drops1.rcvbuf_errors.saturating_sub(drops0.rcvbuf_errors),
+            sndbuf_errors: drops1.sndbuf_errors.saturating_sub(drops0.sndbuf_errors),
         },
         window,
     })
