@@ -5,9 +5,11 @@
 //! "carrier" socket and a "cloud" socket on the loopback, and has both ends of every call send
 //! 172-byte PCMA RTP at 50 packets/s to the relay port the relay gave them, so the relay moves
 //! 2 × 50 × flows packets/s. Over the measurement window (after a warm-up) it reads the relay
-//! process's CPU time (utime + stime, /proc/PID/stat) and counts what was sent and what each
-//! sink received, then prints one `RESULT key=value ...` line: offered and relayed packets/s,
-//! loss, and CPU-µs per relayed packet (all of the relay's CPU in the window, its idle cost
+//! process's CPU time (utime + stime, /proc/PID/stat) and counts what was sent; after the run it
+//! lets the sinks read everything that came (at high rates they read behind, their backlog
+//! waiting in socket buffers) and counts the loss over the whole run. It prints one
+//! `RESULT key=value ...` line: offered and relayed packets/s (relayed: sent in the window less
+//! the run's loss), loss, and CPU-µs per relayed packet (all of the relay's CPU in the window, its idle cost
 //! included; that idle cost, measured for 1 s with the calls set up and nothing flowing, is
 //! printed too).
 //!
@@ -73,9 +75,12 @@ struct Args {
     /// Loopback address of the cloud sockets.
     #[arg(long, default_value = "127.0.0.30")]
     cloud_ip: IpAddr,
-    /// Media port range the relay allocates from.
-    #[arg(long, default_value = "30000-39999")]
-    ports: String,
+    /// Media port range the relay allocates from (default: from 10000, 8 ports a flow, at
+    /// least 400). Below the kernel's ephemeral range (32768-60999 by default), where this
+    /// bench's own sockets and anyone else's land, and no wider than needed: pointsman binds
+    /// its whole range when it starts.
+    #[arg(long)]
+    ports: Option<String>,
     /// rtpengine binary.
     #[arg(long, default_value = "rtpengine")]
     rtpengine: PathBuf,
@@ -117,7 +122,32 @@ fn run(args: &Args) -> Result<()> {
             bail!("{ip} is not a loopback address: this bench sends only to the loopback");
         }
     }
-    let (port_min, port_max) = parse_ports(&args.ports)?;
+    let (port_min, port_max) = match &args.ports {
+        Some(range) => parse_ports(range)?,
+        None => {
+            let wanted = (args.flows * 8).max(400);
+            let max = u16::try_from(FIRST_MEDIA_PORT as usize + wanted - 1)
+                .ok()
+                .filter(|&m| m < 32768)
+                .ok_or_else(|| {
+                    anyhow!(
+                        "{} flows need more media ports than fit below 32768",
+                        args.flows
+                    )
+                })?;
+            (FIRST_MEDIA_PORT, max)
+        }
+    };
+    let control_ports = [
+        ("--ng-port", args.ng_port),
+        ("--sip-port", args.sip_port),
+        ("--sip-port + 1 (admin)", args.sip_port.wrapping_add(1)),
+    ];
+    for (what, port) in control_ports {
+        if (port_min..=port_max).contains(&port) {
+            bail!("{what} {port} is inside the media ports {port_min}-{port_max}");
+        }
+    }
     let work = match &args.work_dir {
         Some(dir) => dir.clone(),
         None => std::env::temp_dir().join(format!("media-bench.{}", std::process::id())),
@@ -132,7 +162,7 @@ fn run(args: &Args) -> Result<()> {
         RelayKind::Rtpengine => rtpengine::start(args, &work, port_min, port_max, &flows)?,
         RelayKind::Pointsman => pointsman::start(args, &work, port_min, port_max, &flows)?,
     };
-    let result = measure(args, &relay, &flows, &targets);
+    let result = measure(args, (port_min, port_max), &relay, &flows, &targets);
     if let RelayKind::Rtpengine = args.relay {
         rtpengine::delete_all(args.ng_port, flows.len());
     }
@@ -140,7 +170,8 @@ fn run(args: &Args) -> Result<()> {
     let r = result?;
     eprintln!(
         "media_bench: {} {} flows: offered {:.0} pps, relayed {:.0} pps, loss {:.3} %, \
-         {:.2} CPU-µs/packet ({:.1} % of a core); {} flows got nothing, {} misdelivered",
+         {:.2} CPU-µs/packet ({:.1} % of a core); {} streams got nothing, {} misdelivered; \
+         dropped at full buffers: {} by the relay's sockets, {} by the bench's",
         args.relay.name(),
         args.flows,
         r.offered_pps,
@@ -150,11 +181,16 @@ fn run(args: &Args) -> Result<()> {
         r.relay_cpu_pct,
         r.dead_streams,
         r.misdelivered,
+        r.drops.relay,
+        r.drops.sinks,
     );
     println!(
         "RESULT relay={} flows={} target_pps={} offered_pps={:.0} relayed_pps={:.0} \
          loss_pct={:.3} cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
-         bench_cpu_pct={:.1} dead_streams={} misdelivered={} send_errors={} window_s={:.2}",
+         bench_cpu_pct={:.1} sinks_read_in_window_pps={:.0} dead_streams={} misdelivered={} \
+         send_errors={} \
+         relay_socket_drops={} sink_socket_drops={} udp_rcvbuf_errors={} \
+         udp_sndbuf_errors={} window_s={:.2}",
         args.relay.name(),
         args.flows,
         args.flows * 100,
@@ -165,13 +201,21 @@ fn run(args: &Args) -> Result<()> {
         r.relay_cpu_pct,
         r.idle_cpu_pct,
         r.bench_cpu_pct,
+        r.read_in_window_pps,
         r.dead_streams,
         r.misdelivered,
         r.send_errors,
+        r.drops.relay,
+        r.drops.sinks,
+        r.drops.rcvbuf_errors,
+        r.drops.sndbuf_errors,
         r.window.as_secs_f64(),
     );
     Ok(())
 }
+
+/// Where the default media port range starts.
+const FIRST_MEDIA_PORT: u16 = 10000;
 
 fn parse_ports(range: &str) -> Result<(u16, u16)> {
     let (a, b) = range
@@ -314,10 +358,80 @@ fn cpu_time(pid: u32) -> Result<Duration> {
     Ok(Duration::from_micros(total * 1_000_000 / hz))
 }
 
+/// Datagrams the kernel dropped at full receive buffers (the `drops` column of /proc/net/udp),
+/// summed over the relay's sockets (127.0.0.1, a port in the media range) and over the bench's
+/// sinks (the carrier and cloud IPs): where a loss happened.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drops {
+    relay: u64,
+    sinks: u64,
+    /// Machine-wide (/proc/net/snmp Udp): receive buffer errors, and sends refused for want
+    /// of buffer, by anyone (a relay's failed sends show here).
+    rcvbuf_errors: u64,
+    sndbuf_errors: u64,
+}
+
+/// Udp RcvbufErrors and SndbufErrors of /proc/net/snmp.
+fn snmp_udp_errors() -> (u64, u64) {
+    let Ok(snmp) = fs::read_to_string("/proc/net/snmp") else {
+        return (0, 0);
+    };
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp:"));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return (0, 0);
+    };
+    let value = |name: &str| {
+        names
+            .split_whitespace()
+            .position(|n| n == name)
+            .and_then(|i| values.split_whitespace().nth(i)?.parse().ok())
+            .unwrap_or(0)
+    };
+    (value("RcvbufErrors"), value("SndbufErrors"))
+}
+
+fn udp_drops(ports: (u16, u16), sink_ips: [IpAddr; 2]) -> Drops {
+    let (rcvbuf_errors, sndbuf_errors) = snmp_udp_errors();
+    let mut drops = Drops {
+        rcvbuf_errors,
+        sndbuf_errors,
+        ..Drops::default()
+    };
+    let Ok(table) = fs::read_to_string("/proc/net/udp") else {
+        return drops;
+    };
+    for line in table.lines().skip(1) {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let (Some(local), Some(count)) = (fields.get(1), fields.get(12)) else {
+            continue;
+        };
+        let Some((ip_hex, port_hex)) = local.split_once(':') else {
+            continue;
+        };
+        let (Ok(ip), Ok(port), Ok(count)) = (
+            u32::from_str_radix(ip_hex, 16),
+            u16::from_str_radix(port_hex, 16),
+            count.parse::<u64>(),
+        ) else {
+            continue;
+        };
+        // The address is the kernel's __be32 printed as a host-order number.
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(u32::from_be(ip)));
+        if sink_ips.contains(&ip) {
+            drops.sinks += count;
+        } else if ip == IpAddr::from([127, 0, 0, 1]) && (ports.0..=ports.1).contains(&port) {
+            drops.relay += count;
+        }
+    }
+    drops
+}
+
 /// What one run measured.
 struct Measured {
     offered_pps: f64,
     relayed_pps: f64,
+    /// What the sinks read within the window (below `relayed_pps` when they read behind).
+    read_in_window_pps: f64,
     loss_pct: f64,
     cpu_us_per_packet: f64,
     relay_cpu_pct: f64,
@@ -327,6 +441,8 @@ struct Measured {
     dead_streams: usize,
     misdelivered: u64,
     send_errors: u64,
+    /// Drops at full receive buffers over the window.
+    drops: Drops,
     window: Duration,
 }
 
@@ -395,6 +511,7 @@ impl Counters {
 
 fn measure(
     args: &Args,
+    ports: (u16, u16),
     relay: &RelayProcess,
     flows: &[FlowSockets],
     targets: &[Targets],
@@ -461,6 +578,8 @@ fn measure(
     }
 
     std::thread::sleep(start.saturating_duration_since(Instant::now()) + args.warmup);
+    let sink_ips = [args.carrier_ip, args.cloud_ip];
+    let drops0 = udp_drops(ports, sink_ips);
     let (cpu0, self0) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
     let (sent0, recv0, t0) = (
         counters.sent.load(Ordering::Relaxed),
@@ -478,14 +597,36 @@ fn measure(
     for s in senders {
         let _ = s.join();
     }
-    // What is still in flight arrives, then the sinks stop.
-    std::thread::sleep(Duration::from_millis(300));
+    // At high rates the sinks read behind (their backlog waits in the sockets' buffers, which
+    // the drop counters watch): let them read everything that came, so that loss counts only
+    // packets that never came.
+    let drain_deadline = Instant::now() + Duration::from_secs(10);
+    let (mut last, mut quiet) = (counters.received_total(), 0);
+    while quiet < 3 && Instant::now() < drain_deadline {
+        std::thread::sleep(Duration::from_millis(100));
+        let now = counters.received_total();
+        quiet = if now == last { quiet + 1 } else { 0 };
+        last = now;
+    }
+    let drops1 = udp_drops(ports, sink_ips);
     let _ = sink_stop.send(());
     let _ = sink_thread.join();
+    let (sent_total, received_total) = (
+        counters.sent.load(Ordering::Relaxed),
+        counters.received_total(),
+    );
 
     let window = t1.duration_since(t0);
     let secs = window.as_secs_f64();
-    let (sent, relayed) = ((sent1 - sent0) as f64, (recv1 - recv0) as f64);
+    // Loss over the whole run; what the relay moved in the window is what was sent in it less
+    // that share (the sinks' own count in the window lags when they read behind).
+    let delivered = if sent_total > 0 {
+        (received_total as f64 / sent_total as f64).min(1.0)
+    } else {
+        0.0
+    };
+    let sent = (sent1 - sent0) as f64;
+    let relayed = sent * delivered;
     let relay_cpu = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6;
     let bench_cpu = self1.saturating_sub(self0).as_secs_f64() * 1e6;
     let dead_streams = counters
@@ -496,11 +637,8 @@ fn measure(
     Ok(Measured {
         offered_pps: sent / secs,
         relayed_pps: relayed / secs,
-        loss_pct: if sent > 0.0 {
-            ((sent - relayed) / sent * 100.0).max(0.0)
-        } else {
-            0.0
-        },
+        loss_pct: (1.0 - delivered) * 100.0,
+        read_in_window_pps: (recv1 - recv0) as f64 / secs,
         cpu_us_per_packet: if relayed > 0.0 {
             relay_cpu / relayed
         } else {
@@ -512,6 +650,12 @@ fn measure(
         dead_streams,
         misdelivered: counters.misdelivered.load(Ordering::Relaxed),
         send_errors: counters.send_errors.load(Ordering::Relaxed),
+        drops: Drops {
+            relay: drops1.relay.saturating_sub(drops0.relay),
+            sinks: drops1.sinks.saturating_sub(drops0.sinks),
+            rcvbuf_errors: drops1.rcvbuf_errors.saturating_sub(drops0.rcvbuf_errors),
+            sndbuf_errors: drops1.sndbuf_errors.saturating_sub(drops0.sndbuf_errors),
+        },
         window,
     })
 }
