@@ -21,6 +21,10 @@ use super::{
     SessionTimeouts, SocketId, SocketOwner, SwitchReason, SILENCE_FLOOR,
 };
 
+/// How long the first selection waits for a more preferred branch that answered but has not
+/// played yet, when a less preferred one plays first.
+const PREFERRED_GRACE: Duration = Duration::from_millis(60);
+
 /// At most this many `m=` lines are anchored per call; later ones keep their ports.
 const MAX_ANCHORED_LINES: usize = 4;
 /// The selected branch must have sent this many RTP packets before its silence can switch.
@@ -65,6 +69,8 @@ struct State {
     pending_reason: Option<SwitchReason>,
     /// A switch happened and its gap is not measured yet.
     gap_pending: bool,
+    /// When the first RTP of any eligible branch arrived (the preferred branch's grace).
+    first_media_at: Option<Instant>,
     /// The reference answer's codecs per `m=` line (the first answer the session saw).
     reference: Option<SmallVec<[SmallVec<[Codec; 4]>; 4]>>,
     /// The carrier-bound stream's state per `m=` line.
@@ -317,6 +323,7 @@ impl SessionShared {
                 selected: None,
                 pending_reason: None,
                 gap_pending: false,
+                first_media_at: None,
                 reference: None,
                 out: (0..lines).map(|_| OutStream::default()).collect(),
                 answered: None,
@@ -605,6 +612,17 @@ impl State {
         let (b, demoted) = (branch.index, branch.demoted);
         let Some(current) = self.selected else {
             // The first selection, or the one after a failure that left none (counted then).
+            // A more preferred branch that answered but has not played yet gets a moment first:
+            // clouds start their early media within milliseconds of each other, and the caller
+            // should hear the preferred one from its first packet, not a packet of the other.
+            let first = *self.first_media_at.get_or_insert(now);
+            let preferred_pending = self
+                .branches
+                .iter()
+                .any(|o| o.index < b && o.eligible() && !o.demoted && o.rtp_packets == 0);
+            if preferred_pending && now.saturating_duration_since(first) < PREFERRED_GRACE {
+                return;
+            }
             self.switch(Some(b), SwitchReason::Preferred, metrics);
             return;
         };

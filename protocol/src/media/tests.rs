@@ -251,11 +251,18 @@ fn fan_out_copies_carrier_packets_unchanged_to_every_live_branch() {
 }
 
 #[test]
-fn selection_forwards_only_the_first_branch_whose_rtp_arrives() {
+fn selection_waits_a_moment_for_the_preferred_branch_then_hears_it_from_its_first_packet() {
     let call = Call::new();
     assert_eq!(call.session.selected(), None);
+    // The standby plays first: the preferred branch answered, so it gets its grace.
     let (out, _) = call.branch_sends(1, 8, 1, 0, 0);
-    assert_eq!(call.session.selected(), Some(1));
+    assert_eq!(call.session.selected(), None);
+    assert!(
+        out.is_empty(),
+        "the carrier does not hear the standby first"
+    );
+    let (out, _) = call.branch_sends(0, 8, 1, 0, 20);
+    assert_eq!(call.session.selected(), Some(0));
     assert_eq!(out.len(), 1);
     assert_eq!(
         call.local_addr(out[0].0),
@@ -263,16 +270,33 @@ fn selection_forwards_only_the_first_branch_whose_rtp_arrives() {
         "sent from the carrier-side socket"
     );
     assert_eq!(out[0].1, to_carrier());
+    let (out, _) = call.branch_sends(1, 8, 2, 160, 40);
+    assert!(out.is_empty());
+    assert_eq!(
+        call.count("pointsman_media_switches_total{reason=\"preferred\"}"),
+        0.0,
+        "a first selection is no switch"
+    );
+}
+
+#[test]
+fn selection_forwards_the_first_branch_whose_rtp_arrives_once_the_grace_is_over() {
+    let call = Call::new();
+    call.branch_sends(1, 8, 1, 0, 0);
+    let (out, _) = call.branch_sends(1, 8, 2, 160, 80);
+    assert_eq!(call.session.selected(), Some(1));
+    assert_eq!(out.len(), 1);
+    assert_eq!(out[0].1, to_carrier());
     // Branch 0 is more preferred: it takes over once it starts (reason Preferred)...
-    let (out, _) = call.branch_sends(0, 8, 1, 0, 20);
+    let (out, _) = call.branch_sends(0, 8, 1, 0, 100);
     assert_eq!(call.session.selected(), Some(0));
     assert_eq!(out.len(), 1);
     // ...and branch 1 is suppressed from then on.
-    let (out, _) = call.branch_sends(1, 8, 2, 160, 20);
+    let (out, _) = call.branch_sends(1, 8, 3, 320, 100);
     assert!(out.is_empty());
     assert_eq!(
         call.count("pointsman_media_dropped_total{reason=\"standby\"}"),
-        1.0
+        2.0
     );
     assert_eq!(
         call.count("pointsman_media_switches_total{reason=\"preferred\"}"),
