@@ -707,7 +707,9 @@ async fn hot_hot_early_media_through_sipp(cloud_a_xml: &str, max_lost: u32) -> S
             cloud.errors()
         );
     }
-    eprintln!("{MEDIA_CALLS} calls in {elapsed:?}; switch gaps beyond one ptime: {gaps:?}");
+    eprintln!(
+        "{cloud_a_xml}: {MEDIA_CALLS} calls in {elapsed:?}; switch gaps beyond one ptime: {gaps:?}"
+    );
     support::metric_text(&format!("{ip}:{}", support::ADMIN_PORT)).await
 }
 
