@@ -641,7 +641,13 @@ async fn hot_hot_early_media_through_sipp(cloud_a_xml: &str, max_lost: u32) -> S
         if let Ok(Some(status)) = carrier.child.try_wait() {
             break status.code();
         }
-        assert!(Instant::now() < deadline, "the SIPp carrier did not finish");
+        assert!(
+            Instant::now() < deadline,
+            "the SIPp carrier did not finish: {:?}\n{}\n--- pointsman log (tail) ---\n{}",
+            carrier.stats(),
+            carrier.errors(),
+            tail(&node.log(), 60)
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let elapsed = started.elapsed();
