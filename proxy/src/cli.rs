@@ -64,7 +64,9 @@ enum Command {
         token: Option<String>,
     },
     /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
-    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers.
+    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers;
+    /// then hot-hot calls with early media from two more clouds, the preferred one failing
+    /// (a 500 or RTP silence), judged by what the carrier heard across the switch.
     Drill {
         /// New calls per second.
         #[arg(long, default_value_t = 4.0)]
@@ -72,14 +74,16 @@ enum Command {
         /// Length of the whole drill (each phase gets an equal share).
         #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
-        /// The failures, in order, after a healthy first phase: 503, brownout, dies, recovers.
-        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers",
+        /// The phases, in order, after a healthy first one: 503, brownout, dies, recovers,
+        /// hot-hot.
+        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers,hot-hot",
               value_parser = crate::drill::Failure::parse)]
         failures: Vec<crate::drill::Failure>,
         /// Loopback address for pointsman and the simulated peers.
         #[arg(long, default_value = "127.0.0.1")]
         ip: std::net::IpAddr,
-        /// pointsman's port; the primary, the secondary and the carrier take the next three.
+        /// pointsman's port; the primary, the secondary, the carrier, the admin API, hot-1 and
+        /// hot-2 take the next six, the media relay 400 ports from port + 100.
         #[arg(long, default_value_t = 25060)]
         port: u16,
     },
@@ -303,7 +307,8 @@ fn user_part(text: &str) -> &str {
     rest.split('@').next().unwrap_or(rest)
 }
 
-/// Runs `pointsman drill`; exit 0 when every call was answered and no ghost call leaked.
+/// Runs `pointsman drill`; exit 0 when every call was answered, no ghost call leaked and every
+/// hot-hot call switched cleanly.
 fn drill(opts: crate::drill::Options) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
