@@ -1323,6 +1323,33 @@ fn hot_hot_example_forks_every_call_to_both_clouds() {
 }
 
 #[test]
+fn hot_hot_media_example_relays_the_media_of_its_parallel_tier() {
+    let (result, warnings) = Config::load_with_warnings(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hot-hot-media.toml"
+    )));
+    let c = result.unwrap();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let r = &c.router;
+    let call = routing_rules::Call::default();
+    let id = r.route_for(&call).unwrap();
+    let plan = r.plan(id, &call, &|_| true);
+    assert_eq!(plan.tiers.len(), 2, "the clouds, then the lifeboat");
+    assert!(plan.tiers[0].parallel);
+    assert_eq!(plan.tiers[0].members, [DestId(0), DestId(1)]);
+    let route = r.rules.route(id);
+    assert_eq!(route.media, routing_rules::spec::MediaMode::Relay);
+    assert_eq!(route.media_timeout, Some(Duration::from_secs(30)));
+    let m = c.media.unwrap();
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!((m.carrier_ip, m.cloud_ip), (loopback, loopback));
+    // Room for hot-hot calls of two clouds: 6 ports each.
+    assert!(u32::from(m.port_max - m.port_min) + 1 >= 6 * 30);
+    assert_eq!(m.silence, Some(Duration::from_millis(60)));
+    assert!(!m.strict_source);
+}
+
+#[test]
 fn admin_defaults_to_loopback_9060_enabled_without_token() {
     let c = parse(BASE).unwrap();
     assert_eq!(
