@@ -1027,3 +1027,182 @@ async fn watch_states(
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pointsman_sim::Switch;
+
+    #[test]
+    fn every_phase_name_parses_and_a_wrong_one_lists_them() {
+        assert_eq!(Failure::parse("hot-hot"), Ok(Failure::HotHot));
+        assert_eq!(Failure::parse(" media "), Ok(Failure::HotHot));
+        assert_eq!(Failure::parse("503"), Ok(Failure::Overload));
+        let e = Failure::parse("hot").unwrap_err();
+        assert!(
+            e.contains("use 503, brownout, dies, recovers or hot-hot"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_drill_config_relays_only_the_hot_hot_routes_media() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let text = config(ip, 25060, Duration::from_secs(8));
+        let (result, warnings) = crate::config::Config::parse_with_warnings(&text, "drill.toml");
+        let c = result.unwrap();
+        assert!(warnings.is_empty(), "{warnings:#?}");
+        let m = c.media.unwrap();
+        assert_eq!((m.carrier_ip, m.cloud_ip), (ip, ip));
+        assert_eq!((m.port_min, m.port_max), (25160, 25559));
+        let r = &c.router;
+        let route_of = |to: &str| {
+            let call = routing_rules::Call {
+                to_user: Some(to),
+                ..routing_rules::Call::default()
+            };
+            r.rules.route(r.route_for(&call).unwrap()).clone()
+        };
+        let hot = route_of(HOT_HOT_NUMBER);
+        assert_eq!(hot.name, "hot-hot");
+        assert_eq!(hot.media, routing_rules::spec::MediaMode::Relay);
+        let other = route_of("+15551230000");
+        assert_eq!(other.name, "default");
+        assert_eq!(other.media, routing_rules::spec::MediaMode::Off);
+    }
+
+    #[test]
+    fn a_port_without_room_for_the_relay_is_refused_before_anything_starts() {
+        let opts = Options {
+            bin: "pointsman".into(),
+            rate: 4.0,
+            duration: Duration::from_secs(8),
+            failures: vec![Failure::HotHot],
+            ip: "127.0.0.1".parse().unwrap(),
+            base_port: 65300,
+            hold: Duration::from_millis(100),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let mut out = Vec::new();
+        let e = rt.block_on(run(opts, &mut out)).unwrap_err();
+        assert!(e.to_string().contains("leaves no room"), "{e}");
+    }
+
+    /// What the carrier heard: one switch `from` → `to` after `gap_ms`, then `tweak`.
+    fn heard(cut: Cut, gap_ms: u64, tweak: impl FnOnce(&mut MediaAnalysis)) -> HeardReport {
+        let mut a = MediaAnalysis {
+            packets: 130,
+            switches: vec![Switch {
+                from: HOT_1,
+                to: HOT_2,
+                index: 30,
+                gap: Duration::from_millis(gap_ms),
+                lost_frames: (gap_ms as f64 / 20.0).round() as u32,
+                marker: true,
+            }],
+            stray_packets: 0,
+            ssrc_constant: true,
+            seq_continuous: true,
+            seq_breaks: 0,
+            ts_consistent: true,
+            worst_ts_deviation: 0,
+            wrong_branch_after_last_switch: 0,
+        };
+        tweak(&mut a);
+        HeardReport::judge(cut, &a)
+    }
+
+    #[test]
+    fn only_one_marked_switch_to_the_standby_as_one_stream_is_clean() {
+        assert!(heard(Cut::ErrorResponse, 0, |_| {}).clean());
+        let faults: [(&str, fn(&mut MediaAnalysis)); 7] = [
+            ("no switch", |a| a.switches.clear()),
+            ("two switches", |a| {
+                let back = a.switches[0].clone();
+                a.switches.push(back)
+            }),
+            ("wrong way", |a| a.switches[0].from = HOT_2),
+            ("no marker", |a| a.switches[0].marker = false),
+            ("SSRC changed", |a| a.ssrc_constant = false),
+            ("seq gap", |a| a.seq_continuous = false),
+            ("failed cloud heard after", |a| {
+                a.wrong_branch_after_last_switch = 2
+            }),
+        ];
+        for (what, fault) in faults {
+            let h = heard(Cut::Silence, 40, fault);
+            assert!(!h.clean(), "{what}: {h:?}");
+            assert!(heard_line(&h).ends_with("NOT CLEAN"), "{what}");
+        }
+    }
+
+    fn hot_hot_call(n: usize, media: HeardReport) -> CallReport {
+        CallReport {
+            call_id: format!("drill-{n:04}"),
+            code: 200,
+            answered_by: Some("hot-2".into()),
+            tried: vec!["hot-1".into(), "hot-2".into()],
+            cancels: 0,
+            ghosts_torn_down: 0,
+            ghosts_relayed: 0,
+            ended: true,
+            media: Some(media),
+        }
+    }
+
+    #[test]
+    fn the_summary_counts_clean_switches_and_gives_the_gap_p50_and_max() {
+        let calls = [
+            hot_hot_call(0, heard(Cut::ErrorResponse, 0, |_| {})),
+            hot_hot_call(1, heard(Cut::Silence, 40, |_| {})),
+            hot_hot_call(2, heard(Cut::ErrorResponse, 2, |_| {})),
+            hot_hot_call(3, heard(Cut::Silence, 60, |_| {})),
+        ];
+        let r = total(&calls);
+        assert_eq!((r.media.calls, r.media.clean), (4, 4));
+        assert_eq!(r.failed_over, 0, "a forked call does not fail over");
+        assert!(r.passed());
+        let shown = r.to_string();
+        for line in [
+            "  hot-hot calls           4",
+            "    switched cleanly      4",
+            "    wrong-branch packets  0",
+            "    switch gap            p50 2 ms (0 frames), max 60 ms (3 frames)",
+            "      after 500           p50 0 ms (0 frames), max 2 ms (0 frames)",
+            "      after silence       p50 40 ms (2 frames), max 60 ms (3 frames)",
+            "every hot-hot call switched cleanly",
+        ] {
+            assert!(shown.contains(line), "{line:?} not in\n{shown}");
+        }
+        assert!(line(&calls[1]).contains("drill-0001  hot-1 + hot-2  answered by hot-2"));
+        assert!(line(&calls[1]).contains(
+            "heard: hot-1 cut by silence, switch hot-1 -> hot-2: gap 40 ms (2 frames lost), \
+             marker, one SSRC, seq continuous, 0 wrong-branch packets"
+        ));
+
+        let mut unclean = calls.to_vec();
+        unclean.push(hot_hot_call(
+            4,
+            heard(Cut::Silence, 40, |a| a.wrong_branch_after_last_switch = 3),
+        ));
+        let r = total(&unclean);
+        assert_eq!(
+            (r.media.calls, r.media.clean, r.media.wrong_branch),
+            (5, 4, 3)
+        );
+        assert!(!r.passed());
+        assert!(r.to_string().ends_with("FAIL"));
+    }
+
+    #[test]
+    fn the_median_is_the_lower_middle() {
+        assert_eq!(median::<u64>(&[]), None);
+        assert_eq!(median(&[7]), Some(7));
+        assert_eq!(median(&[1, 2, 3, 4]), Some(2));
+        assert_eq!(median(&[1, 2, 3]), Some(2));
+        assert_eq!(gap_figures(&[]), "-");
+    }
+}
