@@ -1105,11 +1105,12 @@ async fn survivability_reject_tells_the_carrier_when_to_come_back() {
 #[test]
 fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     let ip = support::fresh_ip();
+    // Six phases of 4 s: healthy, 503, brownout, dies, recovers, hot-hot.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args([
             "drill",
             "--duration",
-            "20s",
+            "24s",
             "--rate",
             "4",
             "--port",
@@ -1132,9 +1133,25 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
             .unwrap_or_else(|| panic!("no {name:?} in the summary:\n{stdout}"))
     };
     let calls = figure("calls placed");
-    assert!(calls >= 35, "{stdout}");
+    assert!(calls >= 42, "{stdout}");
     assert_eq!(figure("answered"), calls, "{stdout}");
-    assert_eq!(figure("by primary") + figure("by secondary"), calls);
+    // The hot-hot calls are all answered by the standby: the preferred cloud fails each one.
+    let hot_hot = figure("hot-hot calls");
+    assert!(hot_hot >= 10, "{stdout}");
+    assert_eq!(figure("by hot-2"), hot_hot, "{stdout}");
+    assert_eq!(
+        figure("by primary") + figure("by secondary") + hot_hot,
+        calls
+    );
+    // What the carrier heard on each: one clean switch, nothing of the failed cloud after it.
+    assert_eq!(figure("switched cleanly"), hot_hot, "{stdout}");
+    assert_eq!(figure("wrong-branch packets"), 0, "{stdout}");
+    for cut in ["after 500", "after silence"] {
+        assert!(
+            stdout.lines().any(|l| l.trim().starts_with(cut)),
+            "no gap {cut}:\n{stdout}"
+        );
+    }
     assert_eq!(figure("ghost calls relayed"), 0);
     // Every message pointsman sent reads with rsip, a SIP parser independent of its own.
     let sent = stdout
@@ -1178,4 +1195,11 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     // The per-call lines agree with the totals.
     let per_call = lines.iter().filter(|l| l.starts_with("drill-")).count();
     assert_eq!(per_call, calls, "{stdout}");
+    let hot_hot_lines = &lines[phase(6)..];
+    let heard = hot_hot_lines
+        .iter()
+        .filter(|l| l.trim().starts_with("heard: hot-1 cut by"))
+        .filter(|l| l.contains("switch hot-1 -> hot-2") && l.ends_with("clean"))
+        .count();
+    assert_eq!(heard, hot_hot, "{stdout}");
 }

@@ -561,7 +561,7 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
     if opts.failures.contains(&Failure::HotHot) {
         writeln!(
             out,
-            "hot-hot calls (to {HOT_HOT_NUMBER}) fork to hot-1 {} and hot-2 {} with media relayed \
+            "then hot-hot: calls to {HOT_HOT_NUMBER} fork to hot-1 {} and hot-2 {} with media relayed \
              on ports {}-{}\n",
             at(opts.base_port + 5),
             at(opts.base_port + 6),
