@@ -1115,10 +1115,13 @@ mod tests {
         HeardReport::judge(cut, &a)
     }
 
+    /// Spoils what the carrier heard in one way.
+    type Fault = fn(&mut MediaAnalysis);
+
     #[test]
     fn only_one_marked_switch_to_the_standby_as_one_stream_is_clean() {
         assert!(heard(Cut::ErrorResponse, 0, |_| {}).clean());
-        let faults: [(&str, fn(&mut MediaAnalysis)); 7] = [
+        let faults: [(&str, Fault); 7] = [
             ("no switch", |a| a.switches.clear()),
             ("two switches", |a| {
                 let back = a.switches[0].clone();
