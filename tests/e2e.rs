@@ -781,6 +781,56 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
 }
 
 #[test]
+fn check_shows_each_routes_media_and_warns_of_hot_hot_without_the_relay() {
+    let bin = env!("CARGO_BIN_EXE_pointsman-node");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hot-hot-media.toml"
+    );
+    let ok = std::process::Command::new(bin)
+        .args(["check", "--config", example])
+        .output()
+        .expect("run pointsman check");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("hot-hot-media.toml: ok\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "route \"default\": media relayed by pointsman (carrier side 127.0.0.1, cloud side \
+             127.0.0.1, ports 30000-30199); an answered call without media for 30s is ended"
+        ),
+        "{stdout}"
+    );
+
+    let (code, stderr, file) = check_text(
+        "pointsman-check-hot-hot",
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n\
+         [[destination]]\nname = \"a\"\naddress = \"127.0.0.1:5070\"\n\n\
+         [[destination]]\nname = \"b\"\naddress = \"127.0.0.1:5080\"\n\n\
+         [[group]]\nname = \"both\"\nstrategy = \"parallel\"\nmembers = [\"a\", \"b\"]\n\n\
+         [[route]]\nname = \"default\"\ntiers = [\"both\"]\n",
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "a warning does not fail the check:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: {file}:20:9: route[0].tiers: route \"default\" forks calls to the parallel \
+             group \"both\" but does not relay their media: hot-hot early media needs media = \
+             \"relay\": without it the carrier hears whichever cloud its phone follows and \
+             nothing switches when it fails"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_count() {
     // A missing key; an unknown key and a wrong type in one table; another wrong type, an
     // unknown section and two bad values: seven problems in six sections. The route names the
