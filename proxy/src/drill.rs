@@ -578,7 +578,7 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
     let start = Instant::now();
     let mut calls = Vec::new();
-    let heard: Heard = Arc::default();
+    let heard: HeardByCall = Arc::default();
     let mut shown = 0;
     for phase in 0..phases {
         let banner = match phase {
@@ -714,7 +714,7 @@ fn set(cloud: &Option<Cloud>, calls: Behaviour, options: Option<u16>) {
 fn show_finished(
     out: &mut (dyn Write + Send),
     journal: &Journal,
-    heard: &Heard,
+    heard: &HeardByCall,
     calls: &[String],
     mut shown: usize,
 ) -> std::io::Result<usize> {
@@ -796,7 +796,7 @@ async fn place_call(carrier: Arc<Carrier>, journal: Arc<Journal>, call_id: Strin
 }
 
 /// What the carrier heard on each hot-hot call, by Call-ID: `None` until the call is over.
-type Heard = Arc<std::sync::Mutex<BTreeMap<String, Option<HeardReport>>>>;
+type HeardByCall = Arc<std::sync::Mutex<BTreeMap<String, Option<HeardReport>>>>;
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -815,7 +815,7 @@ fn hot_1_script(cut: Cut) -> Behaviour {
 struct HotHotCall {
     carrier: Arc<Carrier>,
     journal: Arc<Journal>,
-    heard: Heard,
+    heard: HeardByCall,
     ip: IpAddr,
     hold: Duration,
 }
@@ -870,7 +870,7 @@ async fn hot_hot_call(c: &HotHotCall, call_id: &str, peer: &MediaPeer) {
 }
 
 /// [`report_call`] with what the carrier heard, for a hot-hot call (not over until judged).
-fn report_with_media(journal: &Journal, heard: &Heard, call_id: &str) -> CallReport {
+fn report_with_media(journal: &Journal, heard: &HeardByCall, call_id: &str) -> CallReport {
     let mut r = report_call(journal, call_id);
     match lock(heard).get(call_id) {
         Some(Some(h)) => r.media = Some(h.clone()),
