@@ -781,6 +781,56 @@ fn check_accepts_the_shipped_example_and_names_the_key_of_every_error() {
 }
 
 #[test]
+fn check_shows_each_routes_media_and_warns_of_hot_hot_without_the_relay() {
+    let bin = env!("CARGO_BIN_EXE_pointsman-node");
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hot-hot-media.toml"
+    );
+    let ok = std::process::Command::new(bin)
+        .args(["check", "--config", example])
+        .output()
+        .expect("run pointsman check");
+    let stdout = String::from_utf8_lossy(&ok.stdout);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("hot-hot-media.toml: ok\n"), "{stdout}");
+    assert!(
+        stdout.contains(
+            "route \"default\": media relayed by pointsman (carrier side 127.0.0.1, cloud side \
+             127.0.0.1, ports 30000-30199); an answered call without media for 30s is ended"
+        ),
+        "{stdout}"
+    );
+
+    let (code, stderr, file) = check_text(
+        "pointsman-check-hot-hot",
+        "[[listen]]\ntransport = \"udp\"\naddress = \"127.0.0.1:5060\"\n\n\
+         [[destination]]\nname = \"a\"\naddress = \"127.0.0.1:5070\"\n\n\
+         [[destination]]\nname = \"b\"\naddress = \"127.0.0.1:5080\"\n\n\
+         [[group]]\nname = \"both\"\nstrategy = \"parallel\"\nmembers = [\"a\", \"b\"]\n\n\
+         [[route]]\nname = \"default\"\ntiers = [\"both\"]\n",
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "a warning does not fail the check:\n{stderr}"
+    );
+    assert!(
+        stderr.starts_with(&format!(
+            "warning: {file}:20:9: route[0].tiers: route \"default\" forks calls to the parallel \
+             group \"both\" but does not relay their media: hot-hot early media needs media = \
+             \"relay\": without it the carrier hears whichever cloud its phone follows and \
+             nothing switches when it fails"
+        )),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn check_prints_every_problem_of_a_file_one_a_line_with_line_and_column_then_a_count() {
     // A missing key; an unknown key and a wrong type in one table; another wrong type, an
     // unknown section and two bad values: seven problems in six sections. The route names the
@@ -1105,11 +1155,12 @@ async fn survivability_reject_tells_the_carrier_when_to_come_back() {
 #[test]
 fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     let ip = support::fresh_ip();
+    // Six phases of 4 s: healthy, 503, brownout, dies, recovers, hot-hot.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args([
             "drill",
             "--duration",
-            "20s",
+            "24s",
             "--rate",
             "4",
             "--port",
@@ -1132,9 +1183,25 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
             .unwrap_or_else(|| panic!("no {name:?} in the summary:\n{stdout}"))
     };
     let calls = figure("calls placed");
-    assert!(calls >= 35, "{stdout}");
+    assert!(calls >= 42, "{stdout}");
     assert_eq!(figure("answered"), calls, "{stdout}");
-    assert_eq!(figure("by primary") + figure("by secondary"), calls);
+    // The hot-hot calls are all answered by the standby: the preferred cloud fails each one.
+    let hot_hot = figure("hot-hot calls");
+    assert!(hot_hot >= 10, "{stdout}");
+    assert_eq!(figure("by hot-2"), hot_hot, "{stdout}");
+    assert_eq!(
+        figure("by primary") + figure("by secondary") + hot_hot,
+        calls
+    );
+    // What the carrier heard on each: one clean switch, nothing of the failed cloud after it.
+    assert_eq!(figure("switched cleanly"), hot_hot, "{stdout}");
+    assert_eq!(figure("wrong-branch packets"), 0, "{stdout}");
+    for cut in ["after 500", "after silence"] {
+        assert!(
+            stdout.lines().any(|l| l.trim().starts_with(cut)),
+            "no gap {cut}:\n{stdout}"
+        );
+    }
     assert_eq!(figure("ghost calls relayed"), 0);
     // Every message pointsman sent reads with rsip, a SIP parser independent of its own.
     let sent = stdout
@@ -1178,4 +1245,11 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     // The per-call lines agree with the totals.
     let per_call = lines.iter().filter(|l| l.starts_with("drill-")).count();
     assert_eq!(per_call, calls, "{stdout}");
+    let hot_hot_lines = &lines[phase(6)..];
+    let heard = hot_hot_lines
+        .iter()
+        .filter(|l| l.trim().starts_with("heard: hot-1 cut by"))
+        .filter(|l| l.contains("switch hot-1 -> hot-2") && l.ends_with("clean"))
+        .count();
+    assert_eq!(heard, hot_hot, "{stdout}");
 }

@@ -64,7 +64,9 @@ enum Command {
         token: Option<String>,
     },
     /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
-    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers.
+    /// and two simulated clouds while the primary answers 503, browns out, dies and recovers;
+    /// then hot-hot calls with early media from two more clouds, the preferred one failing
+    /// (a 500 or RTP silence), judged by what the carrier heard across the switch.
     Drill {
         /// New calls per second.
         #[arg(long, default_value_t = 4.0)]
@@ -72,14 +74,16 @@ enum Command {
         /// Length of the whole drill (each phase gets an equal share).
         #[arg(long, default_value = "40s", value_parser = humantime::parse_duration)]
         duration: std::time::Duration,
-        /// The failures, in order, after a healthy first phase: 503, brownout, dies, recovers.
-        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers",
+        /// The phases, in order, after a healthy first one: 503, brownout, dies, recovers,
+        /// hot-hot.
+        #[arg(long, value_delimiter = ',', default_value = "503,brownout,dies,recovers,hot-hot",
               value_parser = crate::drill::Failure::parse)]
         failures: Vec<crate::drill::Failure>,
         /// Loopback address for pointsman and the simulated peers.
         #[arg(long, default_value = "127.0.0.1")]
         ip: std::net::IpAddr,
-        /// pointsman's port; the primary, the secondary and the carrier take the next three.
+        /// pointsman's port; the primary, the secondary, the carrier, the admin API, hot-1 and
+        /// hot-2 take the next six, the media relay 400 ports from port + 100.
         #[arg(long, default_value_t = 25060)]
         port: u16,
     },
@@ -157,6 +161,9 @@ pub fn main() -> ExitCode {
                 (0, 0) => println!("{}: ok", config.display()),
                 (0, w) => println!("{}: ok, {w} warning(s)", config.display()),
                 (e, w) => eprintln!("{}: {e} error(s), {w} warning(s)", config.display()),
+            }
+            if let Ok(cfg) = &result {
+                print!("{}", routes_media(cfg));
             }
             if errors == 0 {
                 ExitCode::SUCCESS
@@ -280,11 +287,59 @@ fn explain(
     match cfg.router.explain(&call, &|_| true) {
         Ok(explanation) => {
             print!("{explanation}");
+            let route = cfg.router.rules.route(explanation.route);
+            println!("media: {}", route_media(route, cfg.media.as_ref()));
             ExitCode::SUCCESS
         }
         Err(no_route) => {
             eprintln!("explain: {no_route}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// One line per route: whether its media is relayed, and how (`pointsman check`).
+fn routes_media(cfg: &Config) -> String {
+    cfg.router
+        .rules
+        .routes
+        .iter()
+        .map(|r| {
+            format!(
+                "route {:?}: media {}\n",
+                r.name,
+                route_media(r, cfg.media.as_ref())
+            )
+        })
+        .collect()
+}
+
+/// Whether a route's media is relayed: the relay's addresses and ports, and its media timeout.
+fn route_media(
+    route: &routing_rules::Route,
+    media: Option<&pointsman_protocol::media::MediaConfig>,
+) -> String {
+    use routing_rules::check::fmt_duration;
+    match (route.media, media) {
+        (routing_rules::spec::MediaMode::Relay, Some(m)) => {
+            let timeout = match route.media_timeout {
+                Some(t) => format!(
+                    "an answered call without media for {} is ended with BYE both ways",
+                    fmt_duration(t)
+                ),
+                None => "no media timeout (media_timeout = \"0s\")".into(),
+            };
+            format!(
+                "relayed by pointsman (carrier side {}, cloud side {}, ports {}-{}); {timeout}",
+                m.carrier_ip, m.cloud_ip, m.port_min, m.port_max
+            )
+        }
+        // Not reached on a valid config: a relaying route needs [media].
+        (routing_rules::spec::MediaMode::Relay, None) => "relayed (no [media] section)".into(),
+        (routing_rules::spec::MediaMode::Off, _) => {
+            "not relayed (the SDP goes through untouched: media flows between the carrier and \
+             the cloud)"
+                .into()
         }
     }
 }
@@ -303,7 +358,8 @@ fn user_part(text: &str) -> &str {
     rest.split('@').next().unwrap_or(rest)
 }
 
-/// Runs `pointsman drill`; exit 0 when every call was answered and no ghost call leaked.
+/// Runs `pointsman drill`; exit 0 when every call was answered, no ghost call leaked and every
+/// hot-hot call switched cleanly.
 fn drill(opts: crate::drill::Options) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -328,7 +384,94 @@ fn drill(opts: crate::drill::Options) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{colour, user_part};
+    use super::{colour, routes_media, user_part};
+    use crate::config::Config;
+
+    /// Two routes: `hot-hot` over a parallel group with `hot_hot_keys`, and `default`.
+    fn hot_hot_config(hot_hot_keys: &str, media_section: &str) -> String {
+        format!(
+            r#"[[listen]]
+transport = "udp"
+address = "127.0.0.1:5060"
+
+[[destination]]
+name = "a"
+address = "127.0.0.1:5070"
+
+[[destination]]
+name = "b"
+address = "127.0.0.1:5080"
+
+[[group]]
+name = "both"
+strategy = "parallel"
+members = ["a", "b"]
+
+{media_section}
+
+[[route]]
+name = "hot-hot"
+match = {{ to = ["+15550100200"] }}
+tiers = ["both"]
+{hot_hot_keys}
+
+[[route]]
+name = "default"
+destinations = ["a", "b"]
+"#
+        )
+    }
+
+    #[test]
+    fn check_shows_each_routes_media_and_its_timeout() {
+        let text = hot_hot_config(
+            "media = \"relay\"\nmedia_timeout = \"10s\"",
+            "[media]\ncarrier_address = \"127.0.0.1\"\nports = \"30000-30199\"",
+        );
+        let cfg = Config::parse(&text, "t.toml").unwrap();
+        assert!(cfg.warnings.is_empty(), "{:#?}", cfg.warnings);
+        let shown = routes_media(&cfg);
+        let lines: Vec<&str> = shown.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                "route \"hot-hot\": media relayed by pointsman (carrier side 127.0.0.1, cloud \
+                 side 127.0.0.1, ports 30000-30199); an answered call without media for 10s is \
+                 ended with BYE both ways",
+                "route \"default\": media not relayed (the SDP goes through untouched: media \
+                 flows between the carrier and the cloud)",
+            ]
+        );
+        let cfg = Config::parse(
+            &hot_hot_config(
+                "media = \"relay\"\nmedia_timeout = \"0s\"",
+                "[media]\ncarrier_address = \"127.0.0.1\"",
+            ),
+            "t.toml",
+        )
+        .unwrap();
+        assert!(routes_media(&cfg).contains("no media timeout (media_timeout = \"0s\")"));
+    }
+
+    #[test]
+    fn check_warns_of_a_hot_hot_route_whose_media_is_not_relayed() {
+        let (result, warnings) = Config::parse_with_warnings(&hot_hot_config("", ""), "t.toml");
+        assert!(result.is_ok());
+        assert_eq!(warnings.len(), 1, "{warnings:#?}");
+        let w = &warnings[0];
+        assert_eq!((w.path.as_str(), w.line), ("route[0].tiers", Some(23)));
+        assert!(
+            w.message.contains(
+                "hot-hot early media needs media = \"relay\": without it the carrier hears \
+                 whichever cloud its phone follows and nothing switches when it fails"
+            ),
+            "{w}"
+        );
+        // Saying media = "off" is a decision, not an oversight.
+        let (_, warnings) =
+            Config::parse_with_warnings(&hot_hot_config("media = \"off\"", ""), "t.toml");
+        assert!(warnings.is_empty(), "{warnings:#?}");
+    }
 
     #[test]
     fn colour_only_on_a_terminal_and_never_under_no_color() {

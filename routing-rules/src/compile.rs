@@ -1122,9 +1122,11 @@ fn unknown_group(name: &str, names: &Names<'_>) -> String {
 
 // ---- warnings ------------------------------------------------------------------------------
 
-/// Routes that can never match, groups no route uses, destinations nothing uses.
+/// Routes that can never match, hot-hot routes whose media is not relayed, groups no route
+/// uses, destinations nothing uses.
 fn warnings(router: &Router, raw: &[RawConditions], specs: &[RouteSpec]) -> Vec<RuleError> {
     let mut out = Vec::new();
+    out.extend(unrelayed_hot_hot(router, specs));
     for (j, rj) in raw.iter().enumerate() {
         if let Some(i) = shadowing_route(router, raw, j) {
             let (ni, nj) = (&specs[i].name, &specs[j].name);
@@ -1189,6 +1191,48 @@ fn warnings(router: &Router, raw: &[RawConditions], specs: &[RouteSpec]) -> Vec<
                 ),
             });
         }
+    }
+    out
+}
+
+/// Routes with a parallel tier (or a parallel survivability group) whose media is not relayed.
+/// An explicit `media = "off"` is the operator's word that the clouds play no early media (or
+/// that what the phone follows is fine): no warning then.
+fn unrelayed_hot_hot(router: &Router, specs: &[RouteSpec]) -> Vec<RuleError> {
+    let parallel = |t: TierRef| match t {
+        TierRef::Group(g) => router
+            .groups
+            .get(g.0 as usize)
+            .filter(|g| g.strategy == Strategy::Parallel)
+            .map(|g| g.name.clone()),
+        TierRef::Destination(_) => None,
+    };
+    let mut out = Vec::new();
+    for (i, (spec, rr)) in specs.iter().zip(&router.route_rules).enumerate() {
+        if spec.media.is_some() {
+            continue;
+        }
+        let in_tiers = rr.tiers.iter().copied().find_map(parallel);
+        let in_survival = match rr.survivability {
+            Some(SurvivalRule::Group(g)) => parallel(TierRef::Group(g)),
+            _ => None,
+        };
+        let (key, group) = match (in_tiers, in_survival) {
+            (Some(g), _) => ("tiers", g),
+            (None, Some(g)) => ("survivability", g),
+            (None, None) => continue,
+        };
+        out.push(RuleError {
+            path: format!("route[{i}].{key}"),
+            message: format!(
+                "route {:?} forks calls to the parallel group {group:?} but does not relay their \
+                 media: hot-hot early media needs media = \"relay\": without it the carrier \
+                 hears whichever cloud its phone follows and nothing switches when it fails; set \
+                 media = \"relay\" (with a [media] section), or media = \"off\" if these \
+                 clouds play no early media",
+                spec.name
+            ),
+        });
     }
     out
 }

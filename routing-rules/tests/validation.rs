@@ -1,6 +1,7 @@
 //! Every validation error of groups, tiers, match conditions and survivability (exact key path
 //! and a phrase of the message saying what would be right), and the warnings: routes that can
-//! never match because an earlier route shadows them, groups and destinations nothing uses.
+//! never match because an earlier route shadows them, hot-hot routes whose media is not
+//! relayed, groups and destinations nothing uses.
 
 // Test support: a failed assumption here is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -595,4 +596,56 @@ fn unused_group_and_destination_are_warnings() {
 #[test]
 fn a_config_without_problems_has_no_warnings() {
     assert!(compile(&route("")).warnings.is_empty());
+}
+
+/// Destinations d0..d2, a parallel group `hh` over d0, d1, a group `life` over d2, and one route
+/// `r` with `route` keys.
+fn hot_hot(route: &str) -> Vec<(String, String)> {
+    let text = format!(
+        "{}[[group]]\nname = \"hh\"\nstrategy = \"parallel\"\nmembers = [\"d0\", \"d1\"]\n\
+         [[group]]\nname = \"life\"\nstrategy = \"parallel\"\nmembers = [\"d2\"]\n\
+         [[route]]\nname = \"r\"\n{route}\n",
+        destinations(3)
+    );
+    compile(&text)
+        .warnings
+        .into_iter()
+        .map(|w| (w.path, w.message))
+        .collect()
+}
+
+#[test]
+fn a_parallel_tier_without_relayed_media_is_a_warning_at_its_tiers() {
+    let w = hot_hot("tiers = [\"hh\"]\nsurvivability = { group = \"life\" }");
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert_eq!(w[0].0, "route[0].tiers");
+    assert!(
+        w[0].1.contains(
+            "route \"r\" forks calls to the parallel group \"hh\" but does not relay their \
+             media: hot-hot early media needs media = \"relay\": without it the carrier hears \
+             whichever cloud its phone follows and nothing switches when it fails"
+        ),
+        "{}",
+        w[0].1
+    );
+}
+
+#[test]
+fn a_parallel_survivability_group_without_relayed_media_is_a_warning_there() {
+    let w = hot_hot("destinations = [\"d0\", \"d1\"]\nsurvivability = { group = \"life\" }");
+    let hh_unused = w.iter().any(|(p, _)| p == "group[0].name");
+    assert!(hh_unused, "{w:#?}");
+    let media: Vec<_> = w.iter().filter(|(_, m)| m.contains("media")).collect();
+    assert_eq!(media.len(), 1, "{w:#?}");
+    assert_eq!(media[0].0, "route[0].survivability");
+}
+
+#[test]
+fn relayed_or_explicitly_unrelayed_media_on_a_parallel_tier_is_no_warning() {
+    for media in ["media = \"relay\"", "media = \"off\""] {
+        let w = hot_hot(&format!(
+            "tiers = [\"hh\"]\nsurvivability = {{ group = \"life\" }}\n{media}"
+        ));
+        assert!(w.is_empty(), "{media}: {w:#?}");
+    }
 }

@@ -887,14 +887,14 @@ fn validate_media(
     };
     let (port_min, port_max) = match &m.ports {
         None => DEFAULT_MEDIA_PORTS,
-        Some(text) => match parse_port_range(text) {
-            Some((lo, hi)) if lo >= 1024 && hi >= lo.saturating_add(5) => (lo, hi),
-            _ => {
+        Some(text) => match check_port_range(text) {
+            Ok(range) => range,
+            Err(fault) => {
                 errors.push(
                     "media.ports",
                     format!(
-                        "ports = \"{text}\" is not a port range of at least 6 ports above \
-                         1023: write \"min-max\", e.g. \"{}-{}\" (the default)",
+                        "ports = \"{text}\" {fault}; write \"min-max\", e.g. \"{}-{}\" (the \
+                         default)",
                         DEFAULT_MEDIA_PORTS.0, DEFAULT_MEDIA_PORTS.1
                     ),
                 );
@@ -930,6 +930,31 @@ fn validate_media(
         silence_comfort_noise,
         strict_source: m.strict_source.unwrap_or(false),
     })
+}
+
+/// Fewest ports `media.ports` may hold: one hot-hot call of two clouds (RTP and RTCP for the
+/// carrier leg and each cloud's).
+const MIN_MEDIA_PORTS: u32 = 6;
+
+/// `media.ports` → `(min, max)`, or what is wrong with it.
+fn check_port_range(text: &str) -> Result<(u16, u16), String> {
+    let (lo, hi) = parse_port_range(text)
+        .ok_or_else(|| "is not \"min-max\" of two ports from 1024 to 65535".to_string())?;
+    if lo > hi {
+        return Err("has min above max".into());
+    }
+    let count = u32::from(hi) - u32::from(lo) + 1;
+    if lo < 1024 {
+        Err("starts below 1024 (the system's ports)".into())
+    } else if count < MIN_MEDIA_PORTS {
+        Err(format!(
+            "has {count} port{}: a hot-hot call of two clouds takes {MIN_MEDIA_PORTS} (RTP and \
+             RTCP for the carrier leg and each cloud's)",
+            if count == 1 { "" } else { "s" }
+        ))
+    } else {
+        Ok((lo, hi))
+    }
 }
 
 /// `"min-max"` → `(min, max)`.

@@ -1323,6 +1323,33 @@ fn hot_hot_example_forks_every_call_to_both_clouds() {
 }
 
 #[test]
+fn hot_hot_media_example_relays_the_media_of_its_parallel_tier() {
+    let (result, warnings) = Config::load_with_warnings(Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../examples/hot-hot-media.toml"
+    )));
+    let c = result.unwrap();
+    assert!(warnings.is_empty(), "{warnings:#?}");
+    let r = &c.router;
+    let call = routing_rules::Call::default();
+    let id = r.route_for(&call).unwrap();
+    let plan = r.plan(id, &call, &|_| true);
+    assert_eq!(plan.tiers.len(), 2, "the clouds, then the lifeboat");
+    assert!(plan.tiers[0].parallel);
+    assert_eq!(plan.tiers[0].members, [DestId(0), DestId(1)]);
+    let route = r.rules.route(id);
+    assert_eq!(route.media, routing_rules::spec::MediaMode::Relay);
+    assert_eq!(route.media_timeout, Some(Duration::from_secs(30)));
+    let m = c.media.unwrap();
+    let loopback: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    assert_eq!((m.carrier_ip, m.cloud_ip), (loopback, loopback));
+    // Room for hot-hot calls of two clouds: 6 ports each.
+    assert!(u32::from(m.port_max - m.port_min) + 1 >= 6 * 30);
+    assert_eq!(m.silence, Some(Duration::from_millis(60)));
+    assert!(!m.strict_source);
+}
+
+#[test]
 fn admin_defaults_to_loopback_9060_enabled_without_token() {
     let c = parse(BASE).unwrap();
     assert_eq!(
@@ -1924,5 +1951,216 @@ fn passive_hold_is_read_and_a_max_below_it_is_refused() {
         "health.passive_hold_max",
         Some(19),
         "shorter than passive_hold",
+    );
+}
+
+// ---- [media] and a route's media -------------------------------------------------------------
+
+/// BASE with `route_keys` added to its route (from line 16) and `media` appended as a section
+/// (from line 17 + the number of route key lines).
+fn relay_with(route_keys: &str, media: &str) -> String {
+    format!("{BASE}{route_keys}\n\n{media}\n")
+}
+
+/// BASE whose route relays media, with a `[media]` section of `keys` (its first key on line 19).
+fn media_with(keys: &str) -> String {
+    relay_with("media = \"relay\"", &format!("[media]\n{keys}"))
+}
+
+#[test]
+fn a_relaying_route_without_a_media_section_names_media_carrier_address() {
+    assert_one_error(
+        &relay_with("media = \"relay\"", ""),
+        "media.carrier_address",
+        None,
+        "route \"default\" relays media (media = \"relay\") but [media] has no carrier_address",
+    );
+}
+
+#[test]
+fn media_ports_must_be_a_range_of_six_or_more_above_1023() {
+    for bad in [
+        "9-3",
+        "abc",
+        "80-2000",
+        "30000-30004",
+        "30010-30000",
+        "1-65536",
+    ] {
+        let errs = errors(&media_with(&format!(
+            "carrier_address = \"127.0.0.1\"\nports = \"{bad}\""
+        )));
+        assert_eq!(errs.len(), 1, "{bad}: {errs:#?}");
+        let e = &errs[0];
+        assert_eq!((e.path.as_str(), e.line), ("media.ports", Some(20)), "{e}");
+        assert!(e.message.contains(&format!("ports = \"{bad}\"")), "{e}");
+        assert!(
+            e.message
+                .contains("write \"min-max\", e.g. \"16384-24575\" (the default)"),
+            "{e}"
+        );
+    }
+    // Each fault is named.
+    let message = |ports: &str| {
+        errors(&media_with(&format!(
+            "carrier_address = \"127.0.0.1\"\nports = \"{ports}\""
+        )))[0]
+            .message
+            .clone()
+    };
+    assert!(
+        message("abc").contains("is not \"min-max\""),
+        "{}",
+        message("abc")
+    );
+    assert!(
+        message("9-3").contains("min above max"),
+        "{}",
+        message("9-3")
+    );
+    assert!(
+        message("80-2000").contains("below 1024"),
+        "{}",
+        message("80-2000")
+    );
+    assert!(
+        message("30000-30004").contains("5 ports: a hot-hot call of two clouds takes 6"),
+        "{}",
+        message("30000-30004")
+    );
+}
+
+#[test]
+fn media_addresses_must_be_unicast_ip_addresses() {
+    for (key, value, phrase) in [
+        (
+            "carrier_address",
+            "0.0.0.0",
+            "is not an address a peer can send to",
+        ),
+        (
+            "carrier_address",
+            "::",
+            "is not an address a peer can send to",
+        ),
+        ("carrier_address", "media.example", "is not an IP address"),
+    ] {
+        assert_one_error(
+            &media_with(&format!("{key} = \"{value}\"")),
+            &format!("media.{key}"),
+            Some(19),
+            phrase,
+        );
+    }
+    assert_one_error(
+        &media_with("carrier_address = \"127.0.0.1\"\ncloud_address = \"224.0.0.1\""),
+        "media.cloud_address",
+        Some(20),
+        "cloud_address = \"224.0.0.1\" is not an address a peer can send to",
+    );
+}
+
+#[test]
+fn media_silence_out_of_range_names_the_key() {
+    assert_one_error(
+        &media_with("carrier_address = \"127.0.0.1\"\nsilence = \"5ms\""),
+        "media.silence",
+        Some(20),
+        "silence",
+    );
+    assert_one_error(
+        &media_with("carrier_address = \"127.0.0.1\"\nsilence_comfort_noise = \"1h\""),
+        "media.silence_comfort_noise",
+        Some(20),
+        "silence_comfort_noise",
+    );
+}
+
+#[test]
+fn unknown_key_in_media_is_rejected_with_its_name() {
+    let errs = errors(&media_with(
+        "carrier_address = \"127.0.0.1\"\nport = \"30000-30199\"",
+    ));
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    let e = &errs[0];
+    assert_eq!((e.path.as_str(), e.line), ("media.port", Some(20)));
+    assert!(e.message.contains("unknown field `port`"), "{e}");
+    assert!(e.message.contains("did you mean `ports`?"), "{e}");
+}
+
+#[test]
+fn a_valid_media_section_is_kept() {
+    let c = parse(&media_with(
+        "carrier_address = \"192.0.2.10\"\ncloud_address = \"10.1.0.10\"\n\
+         ports = \"30000-30199\"\nsilence = \"80ms\"\nsilence_comfort_noise = \"2s\"\n\
+         strict_source = true",
+    ))
+    .unwrap();
+    let m = c.media.unwrap();
+    assert_eq!(
+        m.carrier_ip,
+        "192.0.2.10".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(m.cloud_ip, "10.1.0.10".parse::<std::net::IpAddr>().unwrap());
+    assert_eq!((m.port_min, m.port_max), (30000, 30199));
+    assert_eq!(m.silence, Some(Duration::from_millis(80)));
+    assert_eq!(m.silence_comfort_noise, Duration::from_secs(2));
+    assert!(m.strict_source);
+    let rules = &c.router.rules;
+    let route = &rules.routes[0];
+    assert_eq!(route.media, routing_rules::spec::MediaMode::Relay);
+    assert_eq!(route.media_timeout, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn a_media_section_gets_its_defaults() {
+    let c = parse(&media_with("carrier_address = \"192.0.2.10\"")).unwrap();
+    let m = c.media.unwrap();
+    assert_eq!(
+        m.cloud_ip, m.carrier_ip,
+        "cloud_address defaults to carrier_address"
+    );
+    assert_eq!((m.port_min, m.port_max), DEFAULT_MEDIA_PORTS);
+    assert_eq!(m.silence, None, "3 packet times, at least 60 ms");
+    assert_eq!(m.silence_comfort_noise, DEFAULT_SILENCE_COMFORT_NOISE);
+    assert!(!m.strict_source);
+}
+
+#[test]
+fn without_a_relaying_route_or_a_media_section_there_is_no_media() {
+    let c = parse(BASE).unwrap();
+    assert!(c.media.is_none());
+    assert_eq!(
+        c.router.rules.routes[0].media,
+        routing_rules::spec::MediaMode::Off
+    );
+}
+
+#[test]
+fn media_timeout_of_zero_turns_the_check_off() {
+    let c = parse(&relay_with(
+        "media = \"relay\"\nmedia_timeout = \"0s\"",
+        "[media]\ncarrier_address = \"127.0.0.1\"",
+    ))
+    .unwrap();
+    assert_eq!(c.router.rules.routes[0].media_timeout, None);
+    let c = parse(&relay_with(
+        "media = \"relay\"\nmedia_timeout = \"5s\"",
+        "[media]\ncarrier_address = \"127.0.0.1\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.router.rules.routes[0].media_timeout,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[test]
+fn an_unknown_media_mode_is_rejected_with_the_modes() {
+    assert_one_error(
+        &relay_with("media = \"bogus\"", ""),
+        "route[0].media",
+        Some(16),
+        "unknown variant `bogus`, expected `off` or `relay`",
     );
 }
