@@ -21,8 +21,8 @@ use super::{
     SessionTimeouts, SocketId, SocketOwner, SwitchReason, SILENCE_FLOOR,
 };
 
-/// How long the first selection waits for a more preferred branch that answered but has not
-/// played yet, when a less preferred one plays first.
+/// How long the first selection waits for a more preferred live branch that has not played
+/// yet, when a less preferred one plays first.
 const PREFERRED_GRACE: Duration = Duration::from_millis(60);
 
 /// At most this many `m=` lines are anchored per call; later ones keep their ports.
@@ -612,14 +612,18 @@ impl State {
         let (b, demoted) = (branch.index, branch.demoted);
         let Some(current) = self.selected else {
             // The first selection, or the one after a failure that left none (counted then).
-            // A more preferred branch that answered but has not played yet gets a moment first:
-            // clouds start their early media within milliseconds of each other, and the caller
-            // should hear the preferred one from its first packet, not a packet of the other.
+            // A more preferred live branch that has not played yet gets a moment first (its 183
+            // may still be on its way): clouds start their early media within milliseconds of
+            // each other, and the caller should hear the preferred one from its first packet,
+            // not a packet of the other.
             let first = *self.first_media_at.get_or_insert(now);
-            let preferred_pending = self
-                .branches
-                .iter()
-                .any(|o| o.index < b && o.eligible() && !o.demoted && o.rtp_packets == 0);
+            let preferred_pending = self.branches.iter().any(|o| {
+                o.index < b
+                    && o.status == Status::Live
+                    && !o.demoted
+                    && o.rtp_packets == 0
+                    && !matches!(o.answer, Some(AnswerUse::ColdCodecMismatch { .. }))
+            });
             if preferred_pending && now.saturating_duration_since(first) < PREFERRED_GRACE {
                 return;
             }

@@ -94,6 +94,9 @@ transport = "udp"
 address = "{ip}:{PROXY_PORT}"
 [admin]
 enabled = false
+# Every call fails its preferred cloud on purpose: calls must not take it out of routing.
+[health]
+passive = false
 [media]
 carrier_address = "{ip}"
 ports = "30000-31999"
