@@ -2,6 +2,9 @@
 //! whose two clouds answered with SDP, and the packets each side sends. Built through the
 //! plane's public API, the way the core builds a session.
 
+// Each bench uses what it needs of the rig.
+#![allow(dead_code)]
+
 use pointsman_protocol::media::{
     sdp, Forwards, MediaConfig, MediaMetrics, MediaPlane, MediaSession, SessionTimeouts, SocketId,
 };
