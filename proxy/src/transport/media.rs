@@ -1,5 +1,5 @@
 //! The media relay's sockets: one UDP socket per relay port the plane lists, bound before
-//! traffic, each served by a task on one of the workers (spread round-robin), which hands every
+//! traffic, each served by a task on one of the workers (spread by port pair), which hands every
 //! datagram to the sans-IO [`MediaPlane`] with `now` and sends it on where the plane says. The
 //! sockets are shared by all workers for sending: a packet leaves from the socket of the leg it
 //! goes to (its relay port), whichever worker received it.
@@ -28,6 +28,8 @@ const PER_WAKE: usize = 32;
 /// Every relay socket, indexed by [`SocketId`].
 pub struct MediaSockets {
     sockets: Arc<[UdpSocket]>,
+    /// Each socket's port pair (its port / 2): what spreads them over the workers.
+    pairs: Vec<u16>,
 }
 
 /// One relay socket, as its serving task registers it with the worker's reactor.
@@ -44,11 +46,6 @@ impl AsRawFd for Port {
     }
 }
 
-thread_local! {
-    /// The receive buffer of this worker's media tasks (one at a time runs on a worker).
-    static BUFFER: RefCell<Vec<u8>> = RefCell::new(vec![0; MAX_MEDIA_DATAGRAM]);
-}
-
 impl MediaSockets {
     /// Binds every socket `plane` lists, non-blocking. Fails naming the address that could not
     /// be bound, or the file-descriptor limit the range does not fit in.
@@ -56,6 +53,7 @@ impl MediaSockets {
         let wanted = plane.sockets();
         raise_fd_limit(wanted.len())?;
         let mut sockets = Vec::with_capacity(wanted.len());
+        let pairs = wanted.iter().map(|(_, addr)| addr.port() / 2).collect();
         for (i, (id, addr)) in wanted.iter().enumerate() {
             if id.0 as usize != i {
                 return Err(anyhow!("media relay: socket ids are not dense"));
@@ -68,6 +66,7 @@ impl MediaSockets {
         }
         Ok(MediaSockets {
             sockets: sockets.into(),
+            pairs,
         })
     }
 
@@ -81,10 +80,18 @@ impl MediaSockets {
         self.sockets.is_empty()
     }
 
-    /// Starts serving the sockets whose index is `worker` modulo `workers`, on the calling
-    /// worker's runtime (inside its `LocalSet`).
+    /// Starts serving this worker's share of the sockets, on the calling worker's runtime
+    /// (inside its `LocalSet`). Shares go by port pair, so each worker gets RTP ports (the
+    /// traffic) as well as RTCP ports, and a leg's two ports are served together.
     pub fn serve_share(&self, plane: &Arc<MediaPlane>, worker: usize, workers: usize) {
-        for index in (worker..self.sockets.len()).step_by(workers.max(1)) {
+        let workers = workers.max(1);
+        let mine = self
+            .pairs
+            .iter()
+            .enumerate()
+            .filter(|(_, pair)| usize::from(**pair) % workers == worker)
+            .map(|(index, _)| index);
+        for index in mine {
             let port = Port {
                 sockets: self.sockets.clone(),
                 index,
@@ -102,6 +109,24 @@ impl MediaSockets {
     }
 }
 
+/// Datagrams read per system call (`recvmmsg`). A socket carries one leg's 50 packets a
+/// second, so a read mostly returns one; what matters is that a short read says the queue is
+/// empty, which saves the second read that would only return `EAGAIN`.
+const BATCH: usize = 8;
+
+/// The receive buffers of one worker's media tasks.
+struct Buffers {
+    storage: Vec<u8>,
+    metas: [quinn_udp::RecvMeta; BATCH],
+}
+
+thread_local! {
+    static BUFFERS: RefCell<Buffers> = RefCell::new(Buffers {
+        storage: vec![0; BATCH * MAX_MEDIA_DATAGRAM],
+        metas: [quinn_udp::RecvMeta::default(); BATCH],
+    });
+}
+
 /// Serves one relay socket until the process ends.
 async fn serve(fd: AsyncFd<Port>, plane: Arc<MediaPlane>) {
     let id = SocketId(fd.get_ref().index as u32);
@@ -109,34 +134,55 @@ async fn serve(fd: AsyncFd<Port>, plane: Arc<MediaPlane>) {
     let Some(socket) = sockets.get(id.0 as usize) else {
         return;
     };
+    let state = match quinn_udp::UdpSocketState::new(socket.into()) {
+        Ok(state) => state,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot set up a media relay socket");
+            return;
+        }
+    };
+    // Segments coalesced by GRO would need splitting; RTP packets are few and small.
+    crate::transport::udp::disable_gro(socket.as_raw_fd());
     let mut forwards = Forwards::new();
     loop {
         let Ok(mut ready) = fd.readable().await else {
             return;
         };
-        let mut handled = 0;
-        let drained = BUFFER.with_borrow_mut(|buffer| {
-            while handled < PER_WAKE {
-                let (len, from) = match socket.recv_from(buffer) {
-                    Ok(got) => got,
+        let drained = BUFFERS.with_borrow_mut(|buffers| {
+            let Buffers { storage, metas } = buffers;
+            for _ in 0..PER_WAKE / BATCH {
+                let received = {
+                    let mut chunks = storage.chunks_mut(MAX_MEDIA_DATAGRAM);
+                    let mut iovs: [std::io::IoSliceMut<'_>; BATCH] = std::array::from_fn(|_| {
+                        std::io::IoSliceMut::new(chunks.next().unwrap_or_default())
+                    });
+                    state.recv(socket.into(), &mut iovs, metas)
+                };
+                let n = match received {
+                    Ok(n) => n,
                     Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return true,
                     // ICMP errors of earlier sends surface here: nothing to do for them.
-                    Err(_) => {
-                        handled += 1;
+                    Err(_) => continue,
+                };
+                let now = Instant::now();
+                for (i, meta) in metas.iter().take(n).enumerate() {
+                    let start = i * MAX_MEDIA_DATAGRAM;
+                    let Some(packet) = storage.get_mut(start..start + meta.len) else {
                         continue;
+                    };
+                    forwards.clear();
+                    plane.on_packet(id, meta.addr, packet, now, &mut forwards);
+                    for (out, to) in &forwards {
+                        if let Some(s) = sockets.get(out.0 as usize) {
+                            // A full socket buffer drops the packet, as the network would.
+                            let _ = s.send_to(packet, to);
+                        }
                     }
-                };
-                handled += 1;
-                let Some(packet) = buffer.get_mut(..len) else {
-                    continue;
-                };
-                forwards.clear();
-                plane.on_packet(id, from, packet, Instant::now(), &mut forwards);
-                for (out, to) in &forwards {
-                    if let Some(s) = sockets.get(out.0 as usize) {
-                        // A full socket buffer drops the packet, as the network would.
-                        let _ = s.send_to(packet, to);
-                    }
+                }
+                if n < BATCH {
+                    // A short read emptied the queue: what arrives next is a new readiness
+                    // event, which clearing this one does not lose (tokio's readiness ticks).
+                    return true;
                 }
             }
             false
