@@ -409,8 +409,23 @@ pub enum Kind {
 const METADATA: Metadata<'static> =
     Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
 
+/// Describes each `(kind, name, help)` on `recorder` (its HELP and TYPE lines).
+pub(crate) fn describe(
+    recorder: &dyn Recorder,
+    descriptions: &[(Kind, &'static str, &'static str)],
+) {
+    for &(kind, metric, help) in descriptions {
+        let help = SharedString::const_str(help);
+        match kind {
+            Kind::Counter => recorder.describe_counter(metric.into(), None, help),
+            Kind::Gauge => recorder.describe_gauge(metric.into(), None, help),
+            Kind::Histogram => recorder.describe_histogram(metric.into(), None, help),
+        }
+    }
+}
+
 /// Registers one series on `r`.
-struct Registrar<'a>(&'a dyn Recorder);
+pub(crate) struct Registrar<'a>(pub(crate) &'a dyn Recorder);
 
 impl Registrar<'_> {
     fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
@@ -420,13 +435,13 @@ impl Registrar<'_> {
             .collect();
         Key::from_parts(name, labels)
     }
-    fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+    pub(crate) fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         self.0.register_counter(&Self::key(name, labels), &METADATA)
     }
-    fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+    pub(crate) fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
         self.0.register_gauge(&Self::key(name, labels), &METADATA)
     }
-    fn histogram(&self, name: &'static str) -> Histogram {
+    pub(crate) fn histogram(&self, name: &'static str) -> Histogram {
         self.0.register_histogram(&Self::key(name, &[]), &METADATA)
     }
 }
@@ -466,14 +481,7 @@ impl Metrics {
         destinations: &[D],
         routes: &[R],
     ) -> Metrics {
-        for (kind, metric, help) in DESCRIPTIONS {
-            let help = SharedString::const_str(help);
-            match kind {
-                Kind::Counter => recorder.describe_counter(metric.into(), None, help),
-                Kind::Gauge => recorder.describe_gauge(metric.into(), None, help),
-                Kind::Histogram => recorder.describe_histogram(metric.into(), None, help),
-            }
-        }
+        describe(recorder.as_ref(), &DESCRIPTIONS);
         let r = Registrar(recorder.as_ref());
         let classes = |direction: &'static str| {
             RESPONSE_CLASSES.map(|class| {

@@ -5,11 +5,11 @@
 //! It must not: take label values from packets or SDP, allocate on the update path, or render or
 //! serve the metrics.
 
-use ::metrics::{Counter, Gauge, Histogram, Key, Label, Metadata, Recorder, SharedString};
+use ::metrics::{Counter, Gauge, Histogram, Recorder};
 use std::time::Duration;
 
 use super::{MediaSide, SwitchReason};
-use crate::metrics::Kind;
+use crate::metrics::{describe, Kind, Registrar};
 
 /// Bucket bounds (seconds) of `pointsman_media_switch_gap_seconds`: the last packet forwarded
 /// to the carrier from the old branch → the first from the new one. Dense from one packet time
@@ -146,29 +146,16 @@ pub struct MediaMetrics {
     no_ports: Counter,
 }
 
-const METADATA: Metadata<'static> =
-    Metadata::new(module_path!(), ::metrics::Level::INFO, Some(module_path!()));
-
-fn key(name: &'static str, label: Option<(&'static str, &'static str)>) -> Key {
-    match label {
-        Some((k, v)) => Key::from_parts(name, vec![Label::new(k, v)]),
-        None => Key::from_name(name),
-    }
-}
-
 impl MediaMetrics {
     /// Describes every media metric on `recorder` and registers every series.
     pub fn register(recorder: &dyn Recorder) -> MediaMetrics {
-        for (kind, metric, help) in DESCRIPTIONS {
-            let help = SharedString::const_str(help);
-            match kind {
-                Kind::Counter => recorder.describe_counter(metric.into(), None, help),
-                Kind::Gauge => recorder.describe_gauge(metric.into(), None, help),
-                Kind::Histogram => recorder.describe_histogram(metric.into(), None, help),
-            }
-        }
-        let counter = |name, label| recorder.register_counter(&key(name, label), &METADATA);
-        let gauge = |name| recorder.register_gauge(&key(name, None), &METADATA);
+        describe(recorder, &DESCRIPTIONS);
+        let r = Registrar(recorder);
+        let counter = |name, label: Option<(&'static str, &'static str)>| match label {
+            Some(label) => r.counter(name, &[label]),
+            None => r.counter(name, &[]),
+        };
+        let gauge = |name| r.gauge(name, &[]);
         MediaMetrics {
             sessions: gauge(name::SESSIONS),
             packets: Direction::ALL
@@ -176,7 +163,7 @@ impl MediaMetrics {
             bytes: Direction::ALL.map(|d| counter(name::BYTES, Some(("direction", d.as_str())))),
             switches: SwitchReason::ALL
                 .map(|r| counter(name::SWITCHES, Some(("reason", r.as_str())))),
-            switch_gap: recorder.register_histogram(&key(name::SWITCH_GAP, None), &METADATA),
+            switch_gap: r.histogram(name::SWITCH_GAP),
             inactivity: MediaSide::ALL
                 .map(|s| counter(name::INACTIVITY, Some(("side", s.as_str())))),
             dropped: DropReason::ALL.map(|r| counter(name::DROPPED, Some(("reason", r.as_str())))),
