@@ -331,3 +331,42 @@ async fn every_relay_port_comes_back_after_failures_cancels_and_timeouts() {
     );
     assert_eq!(metric(&t, "pointsman_media_sessions").await, 0.0);
 }
+
+#[tokio::test]
+async fn a_flood_on_a_media_port_does_not_stall_signalling() {
+    use Step::*;
+    let t = start(
+        "",
+        Behaviour::early_media_then(vec![Wait(Duration::from_millis(300)), Respond(200)]),
+        Behaviour::early_media_then(vec![Wait(Duration::from_secs(10))]),
+    )
+    .await;
+    let _carrier = call(&t, "hh-flood-0").await;
+    let relay = relay_for_carrier(&t, "hh-flood-0").expect("relay");
+    // A stranger floods the carrier-side relay port: 200,000 datagrams as fast as it can.
+    let flooder = std::net::UdpSocket::bind(SocketAddr::new(fresh_ip(), 0)).expect("flooder");
+    let flood = std::thread::spawn(move || {
+        let junk = [0x80u8; 172];
+        for _ in 0..200_000 {
+            let _ = flooder.send_to(&junk, relay);
+        }
+    });
+    // Calls placed during the flood are set up all the same.
+    let mut peers = Vec::new();
+    for n in 1..=5 {
+        peers.push(call(&t, &format!("hh-flood-{n}")).await);
+    }
+    flood.join().expect("flood");
+    settle(Duration::from_millis(1500)).await;
+    for n in 0..=5 {
+        let call_id = format!("hh-flood-{n}");
+        assert_eq!(
+            t.journal.count("carrier", |s| s.call_id == call_id
+                && s.is_response(200, "INVITE")),
+            1,
+            "{call_id} answered\n{}",
+            t.report()
+        );
+    }
+    assert!(metric(&t, "pointsman_media_dropped_total{reason=\"stranger\"}").await > 1000.0);
+}
