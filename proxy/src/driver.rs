@@ -141,8 +141,13 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     let media = match core.media() {
         Some(plane) => {
             let sockets = MediaSockets::bind(plane)?;
-            info!(ports = sockets.len(), "media relay listening");
-            Some((plane.clone(), Arc::new(sockets)))
+            sockets.spawn(plane, workers)?;
+            info!(
+                ports = sockets.len(),
+                threads = workers,
+                "media relay listening"
+            );
+            Some(plane.clone())
         }
         None => None,
     };
@@ -191,12 +196,8 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
             Vec::new()
         };
         let (realtime_priority, slice) = (cfg.realtime_priority, cfg.scheduler_slice);
-        let media = media.clone().map(|(plane, sockets)| WorkerMedia {
-            plane,
-            sockets,
-            worker: i,
-            workers,
-        });
+        // The first worker hands the relay's timed events to the core.
+        let media = media.clone().filter(|_| i == 0);
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
@@ -290,15 +291,6 @@ struct Worker {
     slice_governor: RefCell<Option<SliceGovernor>>,
 }
 
-/// A worker's part of the media relay: the sockets it serves, and on the first worker the poll
-/// of the plane's timed events.
-struct WorkerMedia {
-    plane: Arc<MediaPlane>,
-    sockets: Arc<MediaSockets>,
-    worker: usize,
-    workers: usize,
-}
-
 /// How often the first worker asks the media plane for timed events (media inactivity).
 const MEDIA_POLL: Duration = Duration::from_millis(50);
 
@@ -311,7 +303,7 @@ async fn worker(
     sockets: Vec<(usize, std::net::UdpSocket)>,
     listeners: Vec<(usize, std::net::TcpListener)>,
     slice_governor: Option<SliceGovernor>,
-    media: Option<WorkerMedia>,
+    media: Option<Arc<MediaPlane>>,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
@@ -352,11 +344,8 @@ async fn worker(
         tokio::task::spawn_local(udp_loop(w.clone(), sock.clone(), index));
     }
     tokio::task::spawn_local(timer_loop(w.clone()));
-    if let Some(m) = media {
-        m.sockets.serve_share(&m.plane, m.worker, m.workers);
-        if m.worker == 0 {
-            tokio::task::spawn_local(media_poll_loop(w.clone(), m.plane));
-        }
+    if let Some(plane) = media {
+        tokio::task::spawn_local(media_poll_loop(w.clone(), plane));
     }
     let mut out = Vec::new();
     while let Some(ev) = inbox.recv().await {

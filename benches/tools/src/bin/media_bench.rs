@@ -40,6 +40,8 @@ use std::time::{Duration, Instant};
 enum RelayKind {
     Pointsman,
     Rtpengine,
+    /// The floor: `rtp_floor`, recvfrom + sendto per packet and nothing else.
+    Floor,
 }
 
 impl RelayKind {
@@ -47,6 +49,7 @@ impl RelayKind {
         match self {
             RelayKind::Pointsman => "pointsman",
             RelayKind::Rtpengine => "rtpengine",
+            RelayKind::Floor => "floor",
         }
     }
 }
@@ -161,6 +164,7 @@ fn run(args: &Args) -> Result<()> {
     let (relay, targets) = match args.relay {
         RelayKind::Rtpengine => rtpengine::start(args, &work, port_min, port_max, &flows)?,
         RelayKind::Pointsman => pointsman::start(args, &work, port_min, port_max, &flows)?,
+        RelayKind::Floor => start_floor(args, &work, port_min, &flows)?,
     };
     let result = measure(args, (port_min, port_max), &relay, &flows, &targets);
     if let RelayKind::Rtpengine = args.relay {
@@ -212,6 +216,40 @@ fn run(args: &Args) -> Result<()> {
         r.window.as_secs_f64(),
     );
     Ok(())
+}
+
+/// Starts `rtp_floor` (beside this program) on the 127.0.0.1 ports from `port_min`: flow `i`'s
+/// carrier sends to `port_min + 4i`, its cloud to `port_min + 4i + 2`.
+fn start_floor(
+    args: &Args,
+    work: &Path,
+    port_min: u16,
+    flows: &[FlowSockets],
+) -> Result<(RelayProcess, Vec<Targets>)> {
+    let exe = std::env::current_exe()?.with_file_name("rtp_floor");
+    let log = work.join("rtp_floor.log");
+    let mut cmd = Command::new(&exe);
+    cmd.arg("--port-min")
+        .arg(port_min.to_string())
+        .arg("--flows")
+        .arg(args.flows.to_string());
+    let mut relay = RelayProcess::spawn("rtp_floor", &mut cmd, &log)?;
+    std::thread::sleep(Duration::from_millis(300));
+    relay.check_alive(&log)?;
+    let targets = (0..flows.len())
+        .map(|i| {
+            let port = |side: usize| {
+                u16::try_from(usize::from(port_min) + 4 * i + 2 * side)
+                    .map(|p| SocketAddr::from(([127, 0, 0, 1], p)))
+                    .map_err(|_| anyhow!("too many flows for the port range"))
+            };
+            Ok(Targets {
+                carrier_to: port(0)?,
+                cloud_to: port(1)?,
+            })
+        })
+        .collect::<Result<_>>()?;
+    Ok((relay, targets))
 }
 
 /// Where the default media port range starts.
