@@ -24,6 +24,9 @@ usage: benches/media/run.sh [options]
   --duration S         seconds measured per relay and rate (default 10), after --warmup
   --warmup S           seconds of streaming before the measurement (default 2)
   --only RELAY         pointsman or rtpengine alone (default: both, pointsman first)
+  --floor              also run the floor first: rtp_floor (benches/tools/src/bin/rtp_floor.rs),
+                       one recvfrom and one sendto per packet and nothing else, the least any
+                       userspace relay costs on this machine
   --senders N          sender threads of the bench (default 2)
   --pointsman PATH     pointsman binary (default target/release/pointsman)
   --rtpengine PATH     rtpengine binary (default: rtpengine on PATH)
@@ -49,6 +52,7 @@ RTPENGINE="rtpengine"
 PORTS=""
 OUT=""
 BUILD=0
+FLOOR=0
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -58,6 +62,7 @@ while [[ $# -gt 0 ]]; do
 	--only)
 		case "${2:-}" in pointsman | rtpengine) RELAYS="$2" ;; *) echo "--only: pointsman or rtpengine" >&2; exit 2 ;; esac
 		shift 2 ;;
+	--floor) FLOOR=1; shift ;;
 	--senders) SENDERS="$2"; shift 2 ;;
 	--pointsman) PM_BIN="$2"; shift 2 ;;
 	--rtpengine) RTPENGINE="$2"; shift 2 ;;
@@ -69,6 +74,7 @@ while [[ $# -gt 0 ]]; do
 	esac
 done
 
+[[ $FLOOR == 1 ]] && RELAYS="floor $RELAYS"
 for v in DURATION WARMUP SENDERS; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v,,}: expected a whole number, got '${!v}'" >&2; exit 2; }
 done
@@ -83,7 +89,7 @@ PM_BIN="${PM_BIN:-$TARGET_DIR/release/pointsman}"
 if [[ $BUILD == 1 ]]; then
 	echo "building pointsman and media_bench (release)..."
 	(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --quiet)
-	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin media_bench --quiet)
+	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin media_bench --bin rtp_floor --quiet)
 fi
 [[ -x "$BENCH" ]] || { echo "no media_bench at $BENCH (run with --build)" >&2; exit 1; }
 if [[ " $RELAYS " == *" pointsman "* ]]; then
