@@ -141,6 +141,7 @@ impl Router {
             );
             let ring_timeout = spec.ring_timeout.unwrap_or(DEFAULT_RING_TIMEOUT);
             check_ring_timeout(&mut errors, &at("ring_timeout"), ring_timeout);
+            check_media_timeout(&mut errors, &at("media_timeout"), spec.media_timeout);
 
             flat_routes.push(Route {
                 name: spec.name.clone(),
@@ -297,6 +298,7 @@ fn compile_destinations<'a>(
         }
         let health = compile_health(i, d, errors);
         let tls = compile_tls(i, d, &host, errors);
+        check_media_timeout(errors, &at("media_timeout"), d.media_timeout);
         compiled.push(Destination {
             name: d.name.clone(),
             host,
@@ -307,6 +309,7 @@ fn compile_destinations<'a>(
             cancel_mode: d.cancel_mode,
             trusted: d.trusted.unwrap_or(true),
             health,
+            media_timeout: d.media_timeout.map(|t| (!t.is_zero()).then_some(t)),
         });
         attrs.push(DestinationAttrs {
             weight: d.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -1037,6 +1040,30 @@ fn check_ring_timeout(errors: &mut Errors, path: &str, ring_timeout: Duration) {
                 fmt_duration(ring_timeout),
                 fmt_duration(MAX_RING_TIMEOUT),
                 fmt_duration(DEFAULT_RING_TIMEOUT)
+            ),
+        );
+    }
+}
+
+/// A `media_timeout`: `"0s"` (off), or from 1 s to a day. A shorter one would end calls on a
+/// network hiccup; a longer one is no check.
+fn check_media_timeout(errors: &mut Errors, path: &str, timeout: Option<Duration>) {
+    const MIN: Duration = Duration::from_secs(1);
+    const MAX: Duration = Duration::from_secs(24 * 3600);
+    let Some(t) = timeout.filter(|t| !t.is_zero()) else {
+        return;
+    };
+    if t < MIN || t > MAX {
+        errors.push(
+            path,
+            format!(
+                "media_timeout {} is {}: use a duration from {} to {} (default {}), or \"0s\" \
+                 to turn the check off",
+                fmt_duration(t),
+                if t < MIN { "too short" } else { "too long" },
+                fmt_duration(MIN),
+                fmt_duration(MAX),
+                fmt_duration(DEFAULT_MEDIA_TIMEOUT)
             ),
         );
     }

@@ -69,6 +69,9 @@ pub struct Destination {
     pub trusted: bool,
     /// How its health is probed and judged (pointsman's `health` module runs it).
     pub health: HealthSettings,
+    /// Its own `media_timeout` for anchored calls it answers: `Some(None)` turns the check off;
+    /// `None` leaves the route's.
+    pub media_timeout: Option<Option<Duration>>,
 }
 
 /// A TLS destination's settings as written (file paths are not read here: pointsman's config

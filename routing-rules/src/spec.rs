@@ -96,6 +96,10 @@ pub struct DestinationSpec {
     /// Final replies to OPTIONS that count as alive (default `[200]`; never 503).
     #[serde(default)]
     pub probe_codes: Option<Vec<u16>>,
+    /// Anchored calls this destination answers: the route's `media_timeout` for them instead
+    /// (`"0s"`: no media check for its calls).
+    #[serde(default, with = "humantime_serde::option")]
+    pub media_timeout: Option<Duration>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]

@@ -649,3 +649,31 @@ fn relayed_or_explicitly_unrelayed_media_on_a_parallel_tier_is_no_warning() {
         assert!(w.is_empty(), "{media}: {w:#?}");
     }
 }
+
+#[test]
+fn a_media_timeout_out_of_range_is_refused_on_a_route_and_on_a_destination() {
+    assert_one_error(
+        &format!(
+            "{}\n[[route]]\nname = \"r\"\ndestinations = [\"d0\"]\nmedia = \"relay\"\nmedia_timeout = \"200ms\"\n",
+            destinations(1)
+        ),
+        "route[0].media_timeout",
+        "too short",
+    );
+    let with_destination_timeout = destinations(1).replacen(
+        "name = \"d0\"",
+        "name = \"d0\"\nmedia_timeout = \"2days\"",
+        1,
+    );
+    assert_one_error(
+        &format!("{with_destination_timeout}\n[[route]]\nname = \"r\"\ndestinations = [\"d0\"]\n"),
+        "destination[0].media_timeout",
+        "too long",
+    );
+    // "0s" turns the check off: no error.
+    let off = compile(&format!(
+        "{}\n[[route]]\nname = \"r\"\ndestinations = [\"d0\"]\nmedia_timeout = \"0s\"\n",
+        destinations(1)
+    ));
+    assert_eq!(off.rules.routes[0].media_timeout, None);
+}

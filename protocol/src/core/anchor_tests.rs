@@ -18,9 +18,17 @@ const CARRIER_MEDIA: &str = "10.0.0.1:40000";
 
 /// The hot-hot rules with media anchored, on a core with a relay of `pairs` port pairs.
 fn anchored_with(route_extra: &str, pairs: u16) -> (Harness, Arc<MediaPlane>) {
-    let h = Harness::rules(&hot_hot(&format!(
-        "tiers = [\"clouds\"]\nmedia = \"relay\"\n{route_extra}"
-    )));
+    anchored_rules(
+        &hot_hot(&format!(
+            "tiers = [\"clouds\"]\nmedia = \"relay\"\n{route_extra}"
+        )),
+        pairs,
+    )
+}
+
+/// `rules` on a core with a relay of `pairs` port pairs.
+fn anchored_rules(rules: &str, pairs: u16) -> (Harness, Arc<MediaPlane>) {
+    let h = Harness::rules(rules);
     let relay: IpAddr = RELAY.parse().unwrap();
     let plane = Arc::new(MediaPlane::new(
         MediaConfig {
@@ -317,6 +325,23 @@ fn media_inactivity_ends_the_answered_call_with_bye_both_ways() {
     );
     assert_eq!(plane.ports_in_use(), 0);
     assert_eq!(h.core.answered_calls(), 0);
+}
+
+#[test]
+fn the_answering_destinations_media_timeout_overrides_the_routes() {
+    let rules = hot_hot("tiers = [\"clouds\"]\nmedia = \"relay\"\nmedia_timeout = \"30s\"")
+        .replace(
+            "name = \"primary\"\naddress = \"127.0.0.1:5070\"",
+            "name = \"primary\"\naddress = \"127.0.0.1:5070\"\nmedia_timeout = \"2s\"",
+        );
+    let (mut h, plane) = anchored_rules(&rules, 50);
+    both_early(&mut h, "dest-timeout");
+    let inv = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &answer_with_sdp(&inv, 200, "p", PRIMARY_MEDIA));
+    h.advance(Duration::from_secs(3));
+    let mut events = Vec::new();
+    plane.poll(h.now, &mut events);
+    assert_eq!(events.len(), 1, "2 s, not the route's 30 s: {events:?}");
 }
 
 #[test]

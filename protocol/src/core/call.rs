@@ -1271,6 +1271,12 @@ impl Core {
         let anchored = c.media_answer(i, msg, now);
         if verdict == TwoXx::Answer {
             if let Some(media) = &c.media {
+                let dest = c.branches.get(i).and_then(|b| b.target.dest);
+                if let Some(timeout) =
+                    dest.and_then(|d| c.routing.router.destination(d).media_timeout)
+                {
+                    media.set_media_timeout(timeout);
+                }
                 media.answered(i, now);
             }
         }

@@ -1019,6 +1019,11 @@ impl MediaSession {
         (b.status != Status::Freed).then(|| b.leg.endpoints(self.plane.side_ip(MediaSide::Cloud)))
     }
 
+    /// Replaces the post-answer inactivity timeout (the answering destination's own).
+    pub fn set_media_timeout(&self, media_timeout: Option<Duration>) {
+        lock(&self.inner.state).timeouts.media_timeout = media_timeout;
+    }
+
     /// Names the session in the logs (the core gives the call's Call-ID).
     pub fn set_label(&self, label: &str) {
         lock(&self.inner.state).label = Box::from(label);
