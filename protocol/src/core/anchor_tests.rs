@@ -488,3 +488,47 @@ fn offers_and_answers_in_an_answered_dialog_keep_the_relay_ports() {
         "{fwd:?}"
     );
 }
+
+#[test]
+fn a_transport_error_on_the_heard_branch_switches_the_relay_at_once() {
+    let (mut h, plane) = anchored("");
+    let relay = both_early(&mut h, "anchor-transport");
+    assert_eq!(heard(&plane, relay, 1, h.now), 1);
+    // The primary's host becomes unreachable: a retransmission of its INVITE cannot be sent.
+    let at = h
+        .sent
+        .iter()
+        .position(|(a, l, _)| *a == addr(PRIMARY) && l.starts_with("INVITE"))
+        .unwrap();
+    let key = h.reports[at].expect("the INVITE reports its delivery failure");
+    h.drive(|core, now, out| core.on_delivery_failure(key, now, out));
+    assert_eq!(heard(&plane, relay, 2, h.now), 2);
+}
+
+#[test]
+fn the_sdp_inside_a_multipart_body_is_anchored_and_the_other_parts_kept() {
+    let (mut h, _plane) = anchored("");
+    let sdp_part = sdp(CARRIER_MEDIA);
+    let isup = "\u{1}\u{10}\u{48}\u{0}\u{a}\u{3}\u{2}\u{a}\u{8}\u{83}\u{90}\u{89}\u{10}\u{32}";
+    let body = format!(
+        "--unique-boundary-1\r\nContent-Type: application/sdp\r\n\r\n{sdp_part}\r\n\
+         --unique-boundary-1\r\nContent-Type: application/ISUP;version=itu-t92+\r\n\
+         Content-Disposition: signal;handling=optional\r\n\r\n{isup}\r\n--unique-boundary-1--\r\n"
+    );
+    let text = String::from_utf8(invite("anchor-multipart")).unwrap();
+    let head = text.split("Content-Type:").next().unwrap();
+    let invite = format!(
+        "{head}Content-Type: multipart/mixed;boundary=unique-boundary-1\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    h.receive(CARRIER, invite.as_bytes());
+    let forwarded = h.last_to(PRIMARY, "INVITE");
+    let text = String::from_utf8_lossy(&forwarded).to_string();
+    let relay: IpAddr = RELAY.parse().unwrap();
+    assert!(text.contains(&format!("c=IN IP4 {relay}\r\n")), "{text}");
+    assert!(text.contains(isup), "the ISUP part is kept byte for byte");
+    assert!(text.contains("Content-Disposition: signal;handling=optional\r\n"));
+    let (said, body) = lengths(&forwarded);
+    assert_eq!(said, body);
+}
