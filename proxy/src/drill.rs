@@ -517,7 +517,7 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
         journal.clone(),
     )?;
     // The hot-hot clouds play early media: hot-1 by the script of each call's cut, hot-2 always
-    // 100 ms behind (so the carrier hears the preferred cloud first and the one switch measured
+    // 200 ms behind (so the carrier hears the preferred cloud first and the one switch measured
     // is the failure's, not the start-up race), then it answers.
     let hot_1 = Cloud::udp(
         "hot-1",
@@ -531,9 +531,9 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
         at(opts.base_port + 6),
         Behaviour::of(vec![
             Step::Respond(100),
-            Step::Wait(Duration::from_millis(100)),
+            Step::Wait(Duration::from_millis(200)),
             Step::EarlyMedia,
-            Step::Wait(Duration::from_millis(1100)),
+            Step::Wait(Duration::from_millis(1000)),
             Step::Respond(200),
         ]),
         journal.clone(),
