@@ -273,6 +273,7 @@ impl Link {
     /// Binds the endpoint and starts dialing (peers with a higher id) and accepting (peers with
     /// a lower id). Must be called inside a tokio runtime.
     pub fn start(config: LinkConfig, tls: LinkTls) -> Result<Link, LinkError> {
+        describe_metrics();
         let (server, client) = quic_configs(&config, tls)?;
         let mut endpoint =
             Endpoint::server(server, config.listen).map_err(|source| LinkError::Bind {
@@ -390,6 +391,27 @@ impl Drop for Link {
             task.abort();
         }
     }
+}
+
+/// Describes the link's series on whatever recorder is installed (the exporter's, in a node).
+fn describe_metrics() {
+    metrics::describe_gauge!(
+        "pointsman_link_up",
+        "1 while the node link to this peer (its node id) is up, 0 while it is down"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_frames_total",
+        "Frames carried on the node link, by peer and direction (in, out)"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_dropped_total",
+        "Frames for a peer dropped because it was down or its queue full (the peer is then unsynced)"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_deaths_total",
+        "Times the node link to a peer went down, by reason (closed, timeout, frame_too_large, \
+         bad_frame, replaced, lost)"
+    );
 }
 
 fn quic_configs(
@@ -592,6 +614,9 @@ async fn peer_task(
         };
         backoff.reset();
         let connection = established.connection.clone();
+        // A frame offered while the peer was going down can still be queued: it belongs to the
+        // old connection's state, so it is dropped (and counted) rather than sent on this one.
+        discard_queued(&peer, &mut queue);
         peer.set_up(true);
         tracing::info!(peer = peer.id, "link: peer up");
         let _ = shared.events.send(LinkEvent::Up(peer.id)).await;
@@ -600,18 +625,22 @@ async fn peer_task(
         peer.set_up(false);
         close_for(&connection, &reason);
         // Frames queued for a dead connection are not delivered: count them and mark unsynced.
-        let mut stale = 0;
-        while queue.try_recv().is_ok() {
-            stale += 1;
-        }
-        if stale > 0 {
-            peer.drop_frames(stale);
-        }
+        discard_queued(&peer, &mut queue);
         tracing::warn!(peer = peer.id, ?reason, "link: peer down");
         metrics::counter!("pointsman_link_deaths_total", "peer" => peer.label.clone(), "reason" => reason.label())
             .increment(1);
         let _ = shared.events.send(LinkEvent::Down(peer.id, reason)).await;
         next = replacement;
+    }
+}
+
+fn discard_queued(peer: &PeerState, queue: &mut mpsc::Receiver<Frame>) {
+    let mut stale = 0;
+    while queue.try_recv().is_ok() {
+        stale += 1;
+    }
+    if stale > 0 {
+        peer.drop_frames(stale);
     }
 }
 

@@ -237,6 +237,25 @@ async fn a_peer_whose_certificate_is_not_from_the_ca_is_refused() {
 }
 
 #[tokio::test]
+async fn a_node_that_is_not_a_lower_id_peer_is_refused() {
+    let ca = Ca::new("link ca");
+    // Node 2 knows only node 3 (which it would dial): node 1 is nobody to it.
+    let two = Link::start(
+        config(2, &[(3, "127.0.0.1:9".parse().unwrap())]),
+        ca.node(&ca),
+    )
+    .unwrap();
+    let one = Link::start(config(1, &[(2, two.local_addr().unwrap())]), ca.node(&ca)).unwrap();
+    let mut e1 = one.events().unwrap();
+    let wait = Duration::from_millis(1500);
+    assert!(
+        timeout(wait, e1.recv()).await.is_err(),
+        "dialer saw an event"
+    );
+    assert!(!one.is_up(2));
+}
+
+#[tokio::test]
 async fn a_peer_that_shuts_down_is_down_at_once_and_up_again_when_it_returns() {
     let ca = Ca::new("link ca");
     let (one, two) = pair_with(&ca, |_| {}, |_| {}, None);
