@@ -453,3 +453,40 @@ async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     assert_eq!(peer.dropped.load(Ordering::Relaxed), 2);
     assert!(peer.unsynced.load(Ordering::Acquire));
 }
+
+/// The link's series, on a recorder local to this (current-thread) test, which polls every
+/// task of both links.
+#[tokio::test]
+async fn metrics_count_frames_deaths_and_say_up() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |_| {}, |_| {}, None);
+    let (mut e1, mut e2) = up(&one, &two).await;
+    one.send(2, Frame::Replicate(vec![1])).unwrap();
+    next(&mut e2, Duration::from_secs(1)).await;
+    let text = handle.render();
+    assert!(text.contains("pointsman_link_up{peer=\"2\"} 1"), "{text}");
+    assert!(
+        text.contains("pointsman_link_frames_total{peer=\"2\",direction=\"out\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pointsman_link_frames_total{peer=\"1\",direction=\"in\"} 1"),
+        "{text}"
+    );
+    two.shutdown().await;
+    next(&mut e1, Duration::from_millis(300)).await;
+    assert_eq!(one.send(2, Frame::Replicate(vec![])), Err(SendError::Down));
+    let text = handle.render();
+    assert!(text.contains("pointsman_link_up{peer=\"2\"} 0"), "{text}");
+    assert!(
+        text.contains("pointsman_link_deaths_total{peer=\"2\",reason=\"closed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pointsman_link_dropped_total{peer=\"2\"} 1"),
+        "{text}"
+    );
+}
