@@ -10,8 +10,12 @@
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
 //!   the CA must sign the pair's nodes and nothing else.
 //! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`:
-//!   a silent peer is declared down within `dead_after` and a little; a peer that closes is
-//!   declared down at once.
+//!   a silent peer is declared down `dead_after` after the last keep-alive it answered plus at
+//!   most one keep-alive interval (quinn restarts the idle timer once on the first packet sent
+//!   after the last one received: 1.13 s for the default 1 s on loopback); a peer that closes
+//!   is declared down at once. The consumer must keep draining [`Link::events`]: a full event
+//!   queue stalls the reading side (QUIC flow control then stalls the peer's sending side, and
+//!   its queue drops).
 //! - **Frames** go on one long-lived reliable uni stream per direction, length-prefixed
 //!   ([`wire`]); a received frame over the bound closes the connection with a reason.
 //! - **Sending never waits** ([`Link::send`]): a bounded queue per peer; a frame that finds the
