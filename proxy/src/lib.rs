@@ -33,6 +33,7 @@ pub mod exporter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod link;
 mod memory;
 pub mod node;
 pub mod prober;

@@ -12,9 +12,9 @@
 //! Destinations, groups and routes are validated by [`routing_rules::Router::compile`]; its
 //! warnings (a route that can never match) are placed the same way and kept on
 //! [`Config::warnings`]. It must not: bind sockets, resolve names, or start anything; it reads
-//! only the one file it is given and the TLS files (PEM) that file names, which it checks
-//! ([`crate::transport::tls::check`]): relative paths are relative to the config file's
-//! directory.
+//! only the one file it is given and the PEM files that file names (TLS and `[cluster]`), which
+//! it checks ([`crate::transport::tls::check`]): relative paths are relative to the config
+//! file's directory.
 
 mod locate;
 mod read;
@@ -92,6 +92,9 @@ pub struct ConfigFile {
     pub guard: GuardSection,
     #[serde(default)]
     pub media: MediaSection,
+    /// `[cluster]`: the node link to the other node of an anycast pair; absent: no link.
+    #[serde(default)]
+    pub cluster: Option<ClusterSection>,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -199,6 +202,62 @@ pub struct TlsSection {
     /// that are not destinations (by their IP address).
     pub ca: Option<String>,
 }
+
+/// `[cluster]`: the node link (mutual-TLS QUIC) to the other nodes of the pair.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// `ip:port`: this node's unicast link address (its peers dial it).
+    pub listen: String,
+    /// The other nodes: `{ id = 2, address = "ip:port" }`.
+    #[serde(default)]
+    pub peers: Vec<ClusterPeerSpec>,
+    /// PEM certificate chain of this node (used as server and as client), its key, and the CA
+    /// bundle its peers' certificates must chain to; relative to the config file.
+    pub cert: String,
+    pub key: String,
+    pub ca: String,
+    /// A peer heard from for this long is declared dead (default 1s; 200ms..=10s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub dead_after: Option<Duration>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterPeerSpec {
+    pub id: u16,
+    pub address: String,
+}
+
+/// `[cluster]`, validated: what [`crate::link::Link`] is started with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClusterConfig {
+    pub listen: SocketAddr,
+    pub peers: Vec<crate::link::PeerAddr>,
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+    pub ca: std::path::PathBuf,
+    pub dead_after: Duration,
+}
+
+impl ClusterConfig {
+    /// The link settings for node `node_id`.
+    pub fn link_config(&self, node_id: u16) -> crate::link::LinkConfig {
+        crate::link::LinkConfig {
+            node_id,
+            listen: self.listen,
+            peers: self.peers.clone(),
+            dead_after: self.dead_after,
+            queue: crate::link::DEFAULT_QUEUE,
+            max_frame: crate::link::DEFAULT_MAX_FRAME,
+        }
+    }
+}
+
+/// Shortest and longest `cluster.dead_after`: below 200 ms a loaded node's pauses would read as
+/// deaths; above 10 s calls wait too long for the survivor.
+pub const MIN_DEAD_AFTER: Duration = Duration::from_millis(200);
+pub const MAX_DEAD_AFTER: Duration = Duration::from_secs(10);
 
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -371,6 +430,8 @@ pub struct Config {
     pub guard: pointsman_protocol::GuardConfig,
     /// `[media]`, when a route relays media (or the section is given).
     pub media: Option<pointsman_protocol::media::MediaConfig>,
+    /// `[cluster]`: the node link, when given.
+    pub cluster: Option<ClusterConfig>,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -794,6 +855,10 @@ fn validate(
         ca_unread,
         errors,
     );
+    let cluster = spec
+        .cluster
+        .as_ref()
+        .and_then(|c| validate_cluster(c, node_id, base, errors));
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
     Some(Config {
@@ -814,8 +879,104 @@ fn validate(
         health,
         guard,
         media,
+        cluster,
         router: Arc::new(router),
         warnings: Vec::new(),
+    })
+}
+
+/// A link address: `ip:port`, a real IP and port (peers dial it).
+fn link_address(path: &str, text: &str, errors: &mut Errors) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 && !a.ip().is_unspecified() => Some(a),
+        _ => {
+            errors.push(
+                path,
+                format!(
+                    "{} = \"{text}\" is not a unicast ip:port: write the node's own link \
+                     address, e.g. \"10.0.0.1:5070\"",
+                    last_key(path)
+                ),
+            );
+            None
+        }
+    }
+}
+
+/// `[cluster]`: addresses, peers (distinct ids, none this node's), `dead_after`, and the PEM
+/// files, read and checked like the TLS section's.
+fn validate_cluster(
+    c: &ClusterSection,
+    node_id: u16,
+    base: &Path,
+    errors: &mut Errors,
+) -> Option<ClusterConfig> {
+    let before = errors.0.len();
+    let listen = link_address("cluster.listen", &c.listen, errors);
+    if c.peers.is_empty() {
+        errors.push(
+            "cluster.peers",
+            "peers is empty: list the other node, e.g. peers = [{ id = 2, address = \
+             \"10.0.0.2:5070\" }]"
+                .into(),
+        );
+    }
+    let mut peers = Vec::with_capacity(c.peers.len());
+    for (i, p) in c.peers.iter().enumerate() {
+        if p.id == 0 || p.id == node_id {
+            errors.push(
+                format!("cluster.peers[{i}].id"),
+                format!(
+                    "id = {} cannot be a peer: use the other node's node.id (1..=65535, not \
+                     this node's {node_id})",
+                    p.id
+                ),
+            );
+        } else if c.peers[..i].iter().any(|q| q.id == p.id) {
+            errors.push(
+                format!("cluster.peers[{i}].id"),
+                format!("id = {} is listed twice: give each peer once", p.id),
+            );
+        }
+        if let Some(address) =
+            link_address(&format!("cluster.peers[{i}].address"), &p.address, errors)
+        {
+            peers.push(crate::link::PeerAddr { id: p.id, address });
+        }
+    }
+    let dead_after = c.dead_after.unwrap_or(crate::link::DEFAULT_DEAD_AFTER);
+    errors.duration_in(
+        "cluster.dead_after",
+        dead_after,
+        MIN_DEAD_AFTER,
+        MAX_DEAD_AFTER,
+        crate::link::DEFAULT_DEAD_AFTER,
+    );
+    let mut files = Vec::with_capacity(3);
+    for (key, value) in [("cert", &c.cert), ("key", &c.key), ("ca", &c.ca)] {
+        if value.trim().is_empty() {
+            errors.push(
+                format!("cluster.{key}"),
+                format!("{key} is empty: give the path of a PEM file"),
+            );
+        }
+        files.push(base.join(value));
+    }
+    if errors.0.len() > before {
+        return None;
+    }
+    let [cert, key, ca] = <[std::path::PathBuf; 3]>::try_from(files).ok()?;
+    if let Err(e) = crate::link::LinkTls::load(&cert, &key, &ca) {
+        errors.push(e.key, e.message);
+        return None;
+    }
+    Some(ClusterConfig {
+        listen: listen?,
+        peers,
+        cert,
+        key,
+        ca,
+        dead_after,
     })
 }
 

@@ -119,6 +119,7 @@ pub(crate) fn read(root: &Table) -> Read {
         health: r.section("health"),
         guard: r.section("guard"),
         media: r.section("media"),
+        cluster: r.section("cluster"),
         destinations: r.entries("destination", |name| routing_rules::spec::DestinationSpec {
             name: name.unwrap_or_default(),
             ..Default::default()

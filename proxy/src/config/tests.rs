@@ -2164,3 +2164,137 @@ fn an_unknown_media_mode_is_rejected_with_the_modes() {
         "unknown variant `bogus`, expected `off` or `relay`",
     );
 }
+
+mod cluster {
+    //! `[cluster]`: the node link's addresses, peers, `dead_after` and PEM files.
+    use super::*;
+    use crate::transport::tls::tests::{dir, Ca};
+
+    /// BASE plus a `[cluster]` section whose PEM files are written next to the config file.
+    fn cluster_config(dir: &std::path::Path, section: &str) -> std::path::PathBuf {
+        let ca = Ca::new("link ca");
+        let (cert, key) = ca.issue(&["10.0.0.1"], false);
+        std::fs::write(dir.join("node.pem"), cert).unwrap();
+        std::fs::write(dir.join("node.key"), key).unwrap();
+        std::fs::write(dir.join("link-ca.pem"), &ca.pem).unwrap();
+        let path = dir.join("pointsman.toml");
+        std::fs::write(&path, format!("{BASE}\n[cluster]\n{section}\n")).unwrap();
+        path
+    }
+
+    const FILES: &str = "cert = \"node.pem\"\nkey = \"node.key\"\nca = \"link-ca.pem\"\n";
+
+    #[test]
+    fn absent_section_means_no_link() {
+        assert_eq!(parse(BASE).unwrap().cluster, None);
+    }
+
+    #[test]
+    fn cluster_is_read_with_paths_relative_to_the_config_file_and_dead_after_defaulted() {
+        let d = dir();
+        let c = Config::load(&cluster_config(
+            &d,
+            &format!(
+                "listen = \"10.0.0.1:5070\"\npeers = [{{ id = 2, address = \"10.0.0.2:5070\" }}]\n\
+                 {FILES}"
+            ),
+        ))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.listen, "10.0.0.1:5070".parse().unwrap());
+        assert_eq!(
+            cluster.peers,
+            [crate::link::PeerAddr {
+                id: 2,
+                address: "10.0.0.2:5070".parse().unwrap()
+            }]
+        );
+        assert_eq!(cluster.cert, d.join("node.pem"));
+        assert_eq!(cluster.ca, d.join("link-ca.pem"));
+        assert_eq!(cluster.dead_after, Duration::from_secs(1));
+        let link = cluster.link_config(c.node_id);
+        assert_eq!((link.node_id, link.dead_after), (1, Duration::from_secs(1)));
+    }
+
+    /// The one error of a `[cluster]` section (files valid), by key path and phrase.
+    #[track_caller]
+    fn assert_cluster_error(section: &str, path: &str, phrase: &str) {
+        let d = dir();
+        let errs = Config::load(&cluster_config(&d, &format!("{section}\n{FILES}")))
+            .unwrap_err()
+            .0;
+        assert_eq!(errs.len(), 1, "expected one error, got {errs:#?}");
+        assert_eq!(errs[0].path, path, "{errs:#?}");
+        assert!(errs[0].message.contains(phrase), "{:?}", errs[0].message);
+    }
+
+    const PEER: &str = "peers = [{ id = 2, address = \"10.0.0.2:5070\" }]";
+
+    #[test]
+    fn each_bad_value_is_named_by_its_key() {
+        assert_cluster_error(
+            &format!("listen = \"0.0.0.0:5070\"\n{PEER}"),
+            "cluster.listen",
+            "not a unicast ip:port",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = []",
+            "cluster.peers",
+            "peers is empty",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = [{ id = 1, address = \"10.0.0.2:5070\" }]",
+            "cluster.peers[0].id",
+            "not this node's 1",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = [{ id = 2, address = \"10.0.0.2:5070\" }, \
+             { id = 2, address = \"10.0.0.3:5070\" }]",
+            "cluster.peers[1].id",
+            "listed twice",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = [{ id = 2, address = \"nowhere\" }]",
+            "cluster.peers[0].address",
+            "not a unicast ip:port",
+        );
+        assert_cluster_error(
+            &format!("listen = \"10.0.0.1:5070\"\n{PEER}\ndead_after = \"100ms\""),
+            "cluster.dead_after",
+            "too short",
+        );
+        assert_cluster_error(
+            &format!("listen = \"10.0.0.1:5070\"\n{PEER}\ndead_after = \"11s\""),
+            "cluster.dead_after",
+            "too long",
+        );
+    }
+
+    #[test]
+    fn unreadable_pem_file_is_named_by_its_key() {
+        let d = dir();
+        let path = cluster_config(
+            &d,
+            &format!("listen = \"10.0.0.1:5070\"\n{PEER}\ncert = \"node.pem\"\nkey = \"node.key\"\nca = \"missing.pem\""),
+        );
+        let errs = Config::load(&path).unwrap_err().0;
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, "cluster.ca");
+        assert!(
+            errs[0].message.contains("cannot read"),
+            "{:?}",
+            errs[0].message
+        );
+    }
+
+    #[test]
+    fn missing_and_unknown_keys_are_structural_errors() {
+        let errs = errors(&base_with(
+            "[cluster]\nlisten = \"10.0.0.1:5070\"\nbogus = 1",
+        ));
+        assert!(
+            errs.iter().any(|e| e.path.starts_with("cluster")),
+            "{errs:#?}"
+        );
+    }
+}

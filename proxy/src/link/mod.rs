@@ -1,0 +1,729 @@
+//! The node link: one mutual-TLS QUIC connection to each other node of the pair (issue 18),
+//! carrying typed [`Frame`]s both ways and reporting peers up and down.
+//!
+//! - **One endpoint per node**, bound on the node's unicast link address. Of two nodes, the one
+//!   with the lower node id dials (and redials, with [`backoff::Backoff`]); the other accepts.
+//! - **Trust and identity.** Both sides present their certificate and verify the other's chain
+//!   against the link CA (TLS 1.3, ALPN `pointsman-link/1`). The dialer also checks that the
+//!   acceptor's certificate carries the IP address it dials. The peer is identified by the
+//!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
+//!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
+//!   the CA must sign the pair's nodes and nothing else.
+//! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`:
+//!   a silent peer is declared down `dead_after` after the last keep-alive it answered plus at
+//!   most one keep-alive interval (quinn restarts the idle timer once on the first packet sent
+//!   after the last one received: 1.13 s for the default 1 s on loopback); a peer that closes
+//!   is declared down at once. The consumer must keep draining [`Link::events`]: a full event
+//!   queue stalls the reading side (QUIC flow control then stalls the peer's sending side, and
+//!   its queue drops).
+//! - **Frames** go on one long-lived reliable uni stream per direction, length-prefixed
+//!   ([`wire`]); a received frame over the bound closes the connection with a reason.
+//! - **Sending never waits** ([`Link::send`]): a bounded queue per peer; a frame that finds the
+//!   peer down or its queue full is dropped, counted, and the peer marked unsynced.
+//!
+//! It must not know what a call is: it moves frames and says who is reachable, nothing more.
+
+pub mod backoff;
+pub mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use backoff::Backoff;
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{
+    Connection, ConnectionError, Endpoint, IdleTimeout, RecvStream, SendStream, TransportConfig,
+};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+pub use wire::{Frame, FrameError, DEFAULT_MAX_FRAME};
+
+/// ALPN of the node link: a link of another protocol version fails the handshake.
+pub const ALPN: &[u8] = b"pointsman-link/1";
+/// Default `[cluster] dead_after`.
+pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(1);
+/// Default frames queued per peer before [`Link::send`] drops.
+pub const DEFAULT_QUEUE: usize = 1024;
+/// Events buffered for the consumer of [`Link::events`].
+const EVENT_QUEUE: usize = 4096;
+
+/// QUIC application close codes.
+const CLOSE_SHUTDOWN: u32 = 0;
+const CLOSE_FRAME_TOO_LARGE: u32 = 1;
+const CLOSE_BAD_FRAME: u32 = 2;
+const CLOSE_REPLACED: u32 = 3;
+
+/// Another node of the pair.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerAddr {
+    pub id: u16,
+    pub address: SocketAddr,
+}
+
+/// What a [`Link`] needs, validated by the config loader (or built by a test).
+#[derive(Clone, Debug)]
+pub struct LinkConfig {
+    pub node_id: u16,
+    pub listen: SocketAddr,
+    pub peers: Vec<PeerAddr>,
+    pub dead_after: Duration,
+    /// Frames queued per peer.
+    pub queue: usize,
+    /// Bound on one received frame (bytes after the length prefix).
+    pub max_frame: usize,
+}
+
+/// The node's identity on the link and the CA its peers must chain to.
+#[derive(Debug)]
+pub struct LinkTls {
+    pub certs: Vec<CertificateDer<'static>>,
+    pub key: PrivateKeyDer<'static>,
+    pub roots: Arc<RootCertStore>,
+}
+
+impl LinkTls {
+    /// Reads the PEM files of `[cluster] cert`, `key` and `ca`.
+    pub fn load(
+        cert: &Path,
+        key: &Path,
+        ca: &Path,
+    ) -> Result<Self, crate::transport::tls::TlsError> {
+        use crate::transport::tls::{load_certs, load_key, load_roots};
+        Ok(LinkTls {
+            certs: load_certs(cert, "cluster.cert")?,
+            key: load_key(key, "cluster.key")?,
+            roots: load_roots(ca, "cluster.ca")?,
+        })
+    }
+}
+
+/// Why a link could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error("link TLS: {0}")]
+    Tls(String),
+    #[error("cannot bind the link on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
+
+/// Why a peer went down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DownReason {
+    /// The peer closed the connection (its reason text).
+    Closed(String),
+    /// Nothing heard from the peer for `dead_after`.
+    TimedOut,
+    /// The peer sent a frame over the bound; we closed.
+    FrameTooLarge { len: usize },
+    /// The peer sent something that is not a frame; we closed.
+    BadFrame(String),
+    /// A newer connection from the same peer took this one's place.
+    Replaced,
+    /// Anything else the connection died of (reset, transport error).
+    Lost(String),
+}
+
+impl DownReason {
+    /// The `reason` label of `pointsman_link_deaths_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            DownReason::Closed(_) => "closed",
+            DownReason::TimedOut => "timeout",
+            DownReason::FrameTooLarge { .. } => "frame_too_large",
+            DownReason::BadFrame(_) => "bad_frame",
+            DownReason::Replaced => "replaced",
+            DownReason::Lost(_) => "lost",
+        }
+    }
+
+    fn of(error: ConnectionError) -> Self {
+        match error {
+            ConnectionError::TimedOut => DownReason::TimedOut,
+            ConnectionError::ApplicationClosed(close) => {
+                DownReason::Closed(String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            ConnectionError::ConnectionClosed(close) => {
+                DownReason::Closed(String::from_utf8_lossy(&close.reason).into_owned())
+            }
+            other => DownReason::Lost(other.to_string()),
+        }
+    }
+}
+
+/// What the link tells its consumer, in order per peer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LinkEvent {
+    Up(u16),
+    Down(u16, DownReason),
+    Frame(u16, Frame),
+}
+
+/// Why [`Link::send`] did not queue a frame (it was dropped and counted).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SendError {
+    #[error("no such peer")]
+    UnknownPeer,
+    #[error("peer is down")]
+    Down,
+    #[error("peer's queue is full")]
+    Full,
+}
+
+/// One peer's side of the shared state: its queue's sending end and its flags.
+struct PeerState {
+    id: u16,
+    label: String,
+    address: SocketAddr,
+    queue: mpsc::Sender<Frame>,
+    up: AtomicBool,
+    /// Set when a frame for the peer was dropped: the consumer must resynchronise it.
+    unsynced: AtomicBool,
+    dropped: AtomicU64,
+}
+
+impl PeerState {
+    fn new(id: u16, address: SocketAddr, queue: mpsc::Sender<Frame>) -> Self {
+        PeerState {
+            id,
+            label: id.to_string(),
+            address,
+            queue,
+            up: AtomicBool::new(false),
+            unsynced: AtomicBool::new(false),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    /// Queues a frame without waiting; drops and counts it otherwise.
+    fn offer(&self, frame: Frame) -> Result<(), SendError> {
+        if !self.up.load(Ordering::Acquire) {
+            self.drop_frames(1);
+            return Err(SendError::Down);
+        }
+        match self.queue.try_send(frame) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.drop_frames(1);
+                Err(SendError::Full)
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.drop_frames(1);
+                Err(SendError::Down)
+            }
+        }
+    }
+
+    fn drop_frames(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.unsynced.store(true, Ordering::Release);
+        metrics::counter!("pointsman_link_dropped_total", "peer" => self.label.clone())
+            .increment(n);
+    }
+
+    fn set_up(&self, up: bool) {
+        self.up.store(up, Ordering::Release);
+        metrics::gauge!("pointsman_link_up", "peer" => self.label.clone()).set(if up {
+            1.0
+        } else {
+            0.0
+        });
+    }
+
+    fn count_frame(&self, direction: &'static str) {
+        metrics::counter!("pointsman_link_frames_total", "peer" => self.label.clone(), "direction" => direction)
+            .increment(1);
+    }
+}
+
+/// What every task of the link shares.
+struct Shared {
+    node_id: u16,
+    epoch: u64,
+    dead_after: Duration,
+    max_frame: usize,
+    endpoint: Endpoint,
+    events: mpsc::Sender<LinkEvent>,
+}
+
+/// A connection that said `Hello` on its stream.
+struct Established {
+    connection: Connection,
+    recv: RecvStream,
+    /// The dialer's stream, which already carried its `Hello`; the acceptor opens its own.
+    send: Option<SendStream>,
+}
+
+/// The node's link to the other nodes of its pair. Dropping it closes every connection.
+pub struct Link {
+    shared: Arc<Shared>,
+    peers: HashMap<u16, Arc<PeerState>>,
+    events: Mutex<Option<mpsc::Receiver<LinkEvent>>>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Link {
+    /// Binds the endpoint and starts dialing (peers with a higher id) and accepting (peers with
+    /// a lower id). Must be called inside a tokio runtime.
+    pub fn start(config: LinkConfig, tls: LinkTls) -> Result<Link, LinkError> {
+        describe_metrics();
+        let (server, client) = quic_configs(&config, tls)?;
+        let mut endpoint =
+            Endpoint::server(server, config.listen).map_err(|source| LinkError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        endpoint.set_default_client_config(client);
+        let (events_tx, events_rx) = mpsc::channel(EVENT_QUEUE);
+        let epoch = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let shared = Arc::new(Shared {
+            node_id: config.node_id,
+            epoch,
+            dead_after: config.dead_after,
+            max_frame: config.max_frame,
+            endpoint,
+            events: events_tx,
+        });
+        let mut peers = HashMap::new();
+        let mut accepting = HashMap::new();
+        let mut tasks = Vec::new();
+        for peer in &config.peers {
+            if peer.id == config.node_id {
+                continue;
+            }
+            let (queue_tx, queue_rx) = mpsc::channel(config.queue.max(1));
+            let state = Arc::new(PeerState::new(peer.id, peer.address, queue_tx));
+            state.set_up(false);
+            let incoming = if peer.id < config.node_id {
+                let (tx, rx) = mpsc::channel(4);
+                accepting.insert(peer.id, tx);
+                Some(rx)
+            } else {
+                None
+            };
+            tasks.push(tokio::spawn(peer_task(
+                shared.clone(),
+                state.clone(),
+                queue_rx,
+                incoming,
+            )));
+            peers.insert(peer.id, state);
+        }
+        tasks.push(tokio::spawn(accept_loop(shared.clone(), accepting)));
+        Ok(Link {
+            shared,
+            peers,
+            events: Mutex::new(Some(events_rx)),
+            tasks,
+        })
+    }
+
+    /// The events, once (the first call takes the receiver).
+    pub fn events(&self) -> Option<mpsc::Receiver<LinkEvent>> {
+        self.events.lock().ok().and_then(|mut e| e.take())
+    }
+
+    /// Queues a frame for a peer without waiting. On `Err` the frame was dropped, counted in
+    /// `pointsman_link_dropped_total`, and the peer marked unsynced.
+    pub fn send(&self, peer: u16, frame: Frame) -> Result<(), SendError> {
+        self.peers
+            .get(&peer)
+            .ok_or(SendError::UnknownPeer)?
+            .offer(frame)
+    }
+
+    /// Whether the peer's connection is up (its `Up` was sent, its `Down` not yet).
+    pub fn is_up(&self, peer: u16) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.up.load(Ordering::Acquire))
+    }
+
+    /// Frames dropped for the peer so far.
+    pub fn dropped(&self, peer: u16) -> u64 {
+        self.peers
+            .get(&peer)
+            .map_or(0, |p| p.dropped.load(Ordering::Relaxed))
+    }
+
+    /// Whether frames were dropped for the peer since the last call (which clears the mark).
+    pub fn take_unsynced(&self, peer: u16) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.unsynced.swap(false, Ordering::AcqRel))
+    }
+
+    /// The address the endpoint is bound on.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.shared.endpoint.local_addr()
+    }
+
+    /// Closes every connection (peers see a clean close at once) and waits, at most
+    /// `dead_after`, for the close to be sent.
+    pub async fn shutdown(self) {
+        self.shared
+            .endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"shutdown");
+        for task in &self.tasks {
+            task.abort();
+        }
+        let _ =
+            tokio::time::timeout(self.shared.dead_after, self.shared.endpoint.wait_idle()).await;
+    }
+}
+
+impl Drop for Link {
+    fn drop(&mut self) {
+        self.shared
+            .endpoint
+            .close(CLOSE_SHUTDOWN.into(), b"shutdown");
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Describes the link's series on whatever recorder is installed (the exporter's, in a node).
+fn describe_metrics() {
+    metrics::describe_gauge!(
+        "pointsman_link_up",
+        "1 while the node link to this peer (its node id) is up, 0 while it is down"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_frames_total",
+        "Frames carried on the node link, by peer and direction (in, out)"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_dropped_total",
+        "Frames for a peer dropped because it was down or its queue full (the peer is then unsynced)"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_deaths_total",
+        "Times the node link to a peer went down, by reason (closed, timeout, frame_too_large, \
+         bad_frame, replaced, lost)"
+    );
+}
+
+fn quic_configs(
+    config: &LinkConfig,
+    tls: LinkTls,
+) -> Result<(quinn::ServerConfig, quinn::ClientConfig), LinkError> {
+    let tls_err = |e: &dyn std::fmt::Display| LinkError::Tls(e.to_string());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = WebPkiClientVerifier::builder_with_provider(tls.roots.clone(), provider.clone())
+        .build()
+        .map_err(|e| tls_err(&e))?;
+    let mut server = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(tls.certs.clone(), tls.key.clone_key())
+        .map_err(|e| tls_err(&e))?;
+    server.alpn_protocols = vec![ALPN.to_vec()];
+    let mut client = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(|e| tls_err(&e))?
+        .with_root_certificates(tls.roots)
+        .with_client_auth_cert(tls.certs, tls.key)
+        .map_err(|e| tls_err(&e))?;
+    client.alpn_protocols = vec![ALPN.to_vec()];
+
+    let transport = Arc::new(transport_config(config.dead_after)?);
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(
+        QuicServerConfig::try_from(server).map_err(|e| tls_err(&e))?,
+    ));
+    server.transport_config(transport.clone());
+    let mut client = quinn::ClientConfig::new(Arc::new(
+        QuicClientConfig::try_from(client).map_err(|e| tls_err(&e))?,
+    ));
+    client.transport_config(transport);
+    Ok((server, client))
+}
+
+/// Keep-alives five times per `dead_after`, so only a silent peer reaches the idle timeout.
+fn transport_config(dead_after: Duration) -> Result<TransportConfig, LinkError> {
+    let mut transport = TransportConfig::default();
+    let idle = IdleTimeout::try_from(dead_after)
+        .map_err(|e| LinkError::Tls(format!("dead_after {dead_after:?}: {e}")))?;
+    transport.max_idle_timeout(Some(idle));
+    transport.keep_alive_interval(Some(dead_after / 5));
+    // The link has one uni stream per direction and no bidirectional ones.
+    transport.max_concurrent_bidi_streams(0u32.into());
+    transport.max_concurrent_uni_streams(1u32.into());
+    Ok(transport)
+}
+
+/// How long the `Hello` exchange may take on a fresh connection.
+fn hello_timeout(shared: &Shared) -> Duration {
+    shared.dead_after * 2
+}
+
+/// Accepts connections, reads their `Hello`, and hands each to its peer's task.
+async fn accept_loop(shared: Arc<Shared>, accepting: HashMap<u16, mpsc::Sender<Established>>) {
+    let accepting = Arc::new(accepting);
+    while let Some(incoming) = shared.endpoint.accept().await {
+        let shared = shared.clone();
+        let accepting = accepting.clone();
+        tokio::spawn(async move {
+            let Ok(Ok(connection)) = tokio::time::timeout(hello_timeout(&shared), incoming).await
+            else {
+                return;
+            };
+            match tokio::time::timeout(hello_timeout(&shared), read_hello(&shared, &connection))
+                .await
+            {
+                Ok(Ok((node_id, recv))) => match accepting.get(&node_id) {
+                    Some(peer) => {
+                        let _ = peer
+                            .send(Established {
+                                connection,
+                                recv,
+                                send: None,
+                            })
+                            .await;
+                    }
+                    None => {
+                        tracing::warn!(node_id, "link: refused a node that is not a lower-id peer");
+                        connection.close(CLOSE_BAD_FRAME.into(), b"not a peer that dials");
+                    }
+                },
+                Ok(Err(reason)) => close_for(&connection, &reason),
+                Err(_) => connection.close(CLOSE_BAD_FRAME.into(), b"no hello"),
+            }
+        });
+    }
+}
+
+/// Waits for the peer's stream and its first frame, which must be `Hello`.
+async fn read_hello(
+    shared: &Shared,
+    connection: &Connection,
+) -> Result<(u16, RecvStream), DownReason> {
+    let mut recv = connection.accept_uni().await.map_err(DownReason::of)?;
+    match wire::read_frame(&mut recv, shared.max_frame).await {
+        Ok(Some(Frame::Hello { node_id, .. })) => Ok((node_id, recv)),
+        Ok(Some(_)) => Err(DownReason::BadFrame("first frame is not hello".into())),
+        Ok(None) => Err(DownReason::BadFrame("stream ended before hello".into())),
+        Err(e) => Err(frame_reason(e)),
+    }
+}
+
+fn frame_reason(error: FrameError) -> DownReason {
+    match error {
+        FrameError::TooLarge { len, .. } => DownReason::FrameTooLarge { len },
+        FrameError::Decode(e) => DownReason::BadFrame(e.to_string()),
+        FrameError::Io(e) => DownReason::Lost(e.to_string()),
+    }
+}
+
+/// Closes a connection we give up on, telling the peer why.
+fn close_for(connection: &Connection, reason: &DownReason) {
+    match reason {
+        DownReason::FrameTooLarge { .. } => {
+            connection.close(CLOSE_FRAME_TOO_LARGE.into(), b"frame too large")
+        }
+        DownReason::BadFrame(_) => connection.close(CLOSE_BAD_FRAME.into(), b"bad frame"),
+        DownReason::Replaced => connection.close(CLOSE_REPLACED.into(), b"replaced"),
+        _ => {}
+    }
+}
+
+/// Dials a higher-id peer and exchanges `Hello`s.
+async fn dial(shared: &Shared, peer: &PeerState) -> Result<Established, String> {
+    let server_name = peer.address.ip().to_string();
+    let connecting = shared
+        .endpoint
+        .connect(peer.address, &server_name)
+        .map_err(|e| e.to_string())?;
+    let connection = connecting.await.map_err(|e| e.to_string())?;
+    let exchange = async {
+        let (node_id, recv) = read_hello(shared, &connection).await?;
+        if node_id != peer.id {
+            return Err(DownReason::BadFrame(format!(
+                "expected node {}, it says {node_id}",
+                peer.id
+            )));
+        }
+        Ok(recv)
+    };
+    // Our Hello first: the acceptor waits for it before it answers.
+    let mut send = connection.open_uni().await.map_err(|e| e.to_string())?;
+    send_hello(shared, &mut send).await?;
+    match tokio::time::timeout(hello_timeout(shared), exchange).await {
+        Ok(Ok(recv)) => Ok(Established {
+            connection,
+            recv,
+            send: Some(send),
+        }),
+        Ok(Err(reason)) => {
+            close_for(&connection, &reason);
+            Err(format!("{reason:?}"))
+        }
+        Err(_) => {
+            connection.close(CLOSE_BAD_FRAME.into(), b"no hello");
+            Err("no hello".into())
+        }
+    }
+}
+
+async fn send_hello(shared: &Shared, send: &mut SendStream) -> Result<(), String> {
+    let hello = wire::encode(&Frame::Hello {
+        node_id: shared.node_id,
+        epoch: shared.epoch,
+    })
+    .map_err(|e| e.to_string())?;
+    send.write_all(&hello).await.map_err(|e| e.to_string())
+}
+
+/// One peer's life: obtain a connection (dial, or take the accepted one), report it up, carry
+/// frames until it dies, report it down; again.
+async fn peer_task(
+    shared: Arc<Shared>,
+    peer: Arc<PeerState>,
+    mut queue: mpsc::Receiver<Frame>,
+    mut incoming: Option<mpsc::Receiver<Established>>,
+) {
+    let mut backoff = Backoff::default();
+    let mut next: Option<Established> = None;
+    loop {
+        let established = match (next.take(), incoming.as_mut()) {
+            (Some(established), _) => established,
+            (None, Some(incoming)) => match incoming.recv().await {
+                Some(established) => established,
+                None => return,
+            },
+            (None, None) => match dial(&shared, &peer).await {
+                Ok(established) => established,
+                Err(e) => {
+                    let delay = backoff.next_delay();
+                    tracing::debug!(peer = peer.id, error = %e, ?delay, "link: dial failed");
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+            },
+        };
+        backoff.reset();
+        let connection = established.connection.clone();
+        // A frame offered while the peer was going down can still be queued: it belongs to the
+        // old connection's state, so it is dropped (and counted) rather than sent on this one.
+        discard_queued(&peer, &mut queue);
+        peer.set_up(true);
+        tracing::info!(peer = peer.id, "link: peer up");
+        let _ = shared.events.send(LinkEvent::Up(peer.id)).await;
+        let (reason, replacement) =
+            carry(&shared, &peer, established, &mut queue, incoming.as_mut()).await;
+        peer.set_up(false);
+        close_for(&connection, &reason);
+        // Frames queued for a dead connection are not delivered: count them and mark unsynced.
+        discard_queued(&peer, &mut queue);
+        tracing::warn!(peer = peer.id, ?reason, "link: peer down");
+        metrics::counter!("pointsman_link_deaths_total", "peer" => peer.label.clone(), "reason" => reason.label())
+            .increment(1);
+        let _ = shared.events.send(LinkEvent::Down(peer.id, reason)).await;
+        next = replacement;
+    }
+}
+
+fn discard_queued(peer: &PeerState, queue: &mut mpsc::Receiver<Frame>) {
+    let mut stale = 0;
+    while queue.try_recv().is_ok() {
+        stale += 1;
+    }
+    if stale > 0 {
+        peer.drop_frames(stale);
+    }
+}
+
+/// Carries frames both ways on an established connection until it dies (or, on the accepting
+/// side, a newer connection from the same peer replaces it).
+async fn carry(
+    shared: &Shared,
+    peer: &PeerState,
+    established: Established,
+    queue: &mut mpsc::Receiver<Frame>,
+    incoming: Option<&mut mpsc::Receiver<Established>>,
+) -> (DownReason, Option<Established>) {
+    let Established {
+        connection,
+        mut recv,
+        send,
+    } = established;
+    let reader = async {
+        loop {
+            match wire::read_frame(&mut recv, shared.max_frame).await {
+                Ok(Some(Frame::Hello { .. })) => {
+                    return DownReason::BadFrame("hello after the first frame".into())
+                }
+                Ok(Some(frame)) => {
+                    peer.count_frame("in");
+                    let _ = shared.events.send(LinkEvent::Frame(peer.id, frame)).await;
+                }
+                Ok(None) => return DownReason::Closed("stream finished".into()),
+                Err(FrameError::Io(_)) => {
+                    // The stream died with the connection: its close says why.
+                    return DownReason::of(connection.closed().await);
+                }
+                Err(e) => return frame_reason(e),
+            }
+        }
+    };
+    let writer = async {
+        let mut send = match send {
+            Some(send) => send,
+            None => {
+                let mut send = match connection.open_uni().await {
+                    Ok(send) => send,
+                    Err(e) => return DownReason::of(e),
+                };
+                if send_hello(shared, &mut send).await.is_err() {
+                    return DownReason::of(connection.closed().await);
+                }
+                send
+            }
+        };
+        while let Some(frame) = queue.recv().await {
+            let bytes = match wire::encode(&frame) {
+                Ok(bytes) => bytes,
+                Err(e) => {
+                    tracing::error!(error = %e, "link: frame does not encode; dropped");
+                    peer.drop_frames(1);
+                    continue;
+                }
+            };
+            if send.write_all(&bytes).await.is_err() {
+                return DownReason::of(connection.closed().await);
+            }
+            peer.count_frame("out");
+        }
+        DownReason::Lost("link dropped".into())
+    };
+    let replaced = async {
+        match incoming {
+            Some(incoming) => incoming.recv().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        reason = reader => (reason, None),
+        reason = writer => (reason, None),
+        error = connection.closed() => (DownReason::of(error), None),
+        newer = replaced => match newer {
+            Some(newer) => (DownReason::Replaced, Some(newer)),
+            None => (DownReason::Lost("link dropped".into()), None),
+        },
+    }
+}

@@ -1,0 +1,492 @@
+//! Tests of the node link over real QUIC sockets on 127.0.0.1, with certificates made here by
+//! rcgen. A silent peer is made silent by a UDP relay between the two nodes that stops
+//! forwarding (nothing is killed or paused, so nothing can hang); every wait has a timeout.
+
+use super::backoff::Backoff;
+use super::wire::{encode, read_frame};
+use super::*;
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose,
+};
+use std::time::Instant;
+use tokio::net::UdpSocket;
+use tokio::time::timeout;
+
+/// A test link CA issuing node certificates (server and client use, for 127.0.0.1).
+struct Ca {
+    issuer: Issuer<'static, KeyPair>,
+    der: CertificateDer<'static>,
+}
+
+impl Ca {
+    fn new(name: &str) -> Ca {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name.push(DnType::CommonName, name);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let cert = p.self_signed(&key).unwrap();
+        Ca {
+            der: cert.der().clone(),
+            issuer: Issuer::new(p, key),
+        }
+    }
+
+    /// A node's identity from this CA, trusting `trust` for its peers.
+    fn node(&self, trust: &Ca) -> LinkTls {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "node");
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        let mut roots = RootCertStore::empty();
+        roots.add(trust.der.clone()).unwrap();
+        LinkTls {
+            certs: vec![cert.der().clone()],
+            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+            roots: Arc::new(roots),
+        }
+    }
+}
+
+const DEAD_AFTER: Duration = Duration::from_secs(1);
+/// What "a little" after `dead_after` may be.
+const SLACK: Duration = Duration::from_millis(500);
+const ANY: &str = "127.0.0.1:0";
+
+fn config(node_id: u16, peers: &[(u16, SocketAddr)]) -> LinkConfig {
+    LinkConfig {
+        node_id,
+        listen: ANY.parse().unwrap(),
+        peers: peers
+            .iter()
+            .map(|&(id, address)| PeerAddr { id, address })
+            .collect(),
+        dead_after: DEAD_AFTER,
+        queue: DEFAULT_QUEUE,
+        max_frame: DEFAULT_MAX_FRAME,
+    }
+}
+
+/// The acceptor (node 2) first, so the dialer (node 1) knows its port; `via` puts a relay
+/// address in node 1's config instead.
+fn pair_with(
+    ca: &Ca,
+    tweak_1: impl FnOnce(&mut LinkConfig),
+    tweak_2: impl FnOnce(&mut LinkConfig),
+    via: Option<SocketAddr>,
+) -> (Link, Link) {
+    let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
+    tweak_2(&mut c2);
+    let two = Link::start(c2, ca.node(ca)).unwrap();
+    let to_two = via.unwrap_or(two.local_addr().unwrap());
+    let mut c1 = config(1, &[(2, to_two)]);
+    tweak_1(&mut c1);
+    let one = Link::start(c1, ca.node(ca)).unwrap();
+    (one, two)
+}
+
+async fn next(events: &mut mpsc::Receiver<LinkEvent>, within: Duration) -> LinkEvent {
+    timeout(within, events.recv())
+        .await
+        .expect("no link event in time")
+        .expect("events closed")
+}
+
+/// Both sides up, their receivers returned.
+async fn up(one: &Link, two: &Link) -> (mpsc::Receiver<LinkEvent>, mpsc::Receiver<LinkEvent>) {
+    let mut e1 = one.events().unwrap();
+    let mut e2 = two.events().unwrap();
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(5)).await,
+        LinkEvent::Up(2)
+    );
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(5)).await,
+        LinkEvent::Up(1)
+    );
+    (e1, e2)
+}
+
+#[test]
+fn backoff_doubles_from_100ms_to_2s_and_resets() {
+    let mut b = Backoff::default();
+    let ms: Vec<u128> = (0..7).map(|_| b.next_delay().as_millis()).collect();
+    assert_eq!(ms, [100, 200, 400, 800, 1600, 2000, 2000]);
+    b.reset();
+    assert_eq!(b.next_delay(), Duration::from_millis(100));
+}
+
+#[tokio::test]
+async fn frames_round_trip_and_a_length_over_the_bound_is_refused_unread() {
+    let frame = Frame::Forward {
+        bytes: b"INVITE sip:a@b SIP/2.0\r\n\r\n".to_vec(),
+        from: "192.0.2.1:5060".parse().unwrap(),
+        listener: 3,
+    };
+    let mut bytes = encode(&frame).unwrap();
+    bytes.extend(encode(&Frame::Replicate(vec![1, 2, 3])).unwrap());
+    let mut r = &bytes[..];
+    assert_eq!(read_frame(&mut r, 1024).await.unwrap(), Some(frame));
+    assert_eq!(
+        read_frame(&mut r, 1024).await.unwrap(),
+        Some(Frame::Replicate(vec![1, 2, 3]))
+    );
+    assert_eq!(read_frame(&mut r, 1024).await.unwrap(), None);
+
+    // 4 GiB announced: refused from the prefix alone.
+    let mut huge: &[u8] = &[0xff, 0xff, 0xff, 0xff, b'{'];
+    assert!(matches!(
+        read_frame(&mut huge, 1024).await,
+        Err(FrameError::TooLarge {
+            len: 0xffff_ffff,
+            max: 1024
+        })
+    ));
+    let mut junk: &[u8] = &[0, 0, 0, 2, b'{', b'!'];
+    assert!(matches!(
+        read_frame(&mut junk, 1024).await,
+        Err(FrameError::Decode(_))
+    ));
+}
+
+#[tokio::test]
+async fn two_links_connect_and_exchange_frames_both_ways() {
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |_| {}, |_| {}, None);
+    let (mut e1, mut e2) = up(&one, &two).await;
+    assert!(one.is_up(2) && two.is_up(1));
+    for n in 0..100u8 {
+        one.send(2, Frame::Replicate(vec![n])).unwrap();
+        two.send(1, Frame::Replicate(vec![n, n])).unwrap();
+    }
+    for n in 0..100u8 {
+        let second = Duration::from_secs(1);
+        assert_eq!(
+            next(&mut e2, second).await,
+            LinkEvent::Frame(1, Frame::Replicate(vec![n]))
+        );
+        assert_eq!(
+            next(&mut e1, second).await,
+            LinkEvent::Frame(2, Frame::Replicate(vec![n, n]))
+        );
+    }
+    assert_eq!(
+        one.send(9, Frame::Replicate(vec![])),
+        Err(SendError::UnknownPeer)
+    );
+    assert_eq!(one.dropped(2), 0);
+}
+
+#[tokio::test]
+async fn a_frame_over_the_bound_closes_the_link_with_a_reason() {
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |c| c.max_frame = 1024, |_| {}, None);
+    let (mut e1, mut e2) = up(&one, &two).await;
+    two.send(1, Frame::Replicate(vec![7; 4096])).unwrap();
+    match next(&mut e1, Duration::from_secs(2)).await {
+        LinkEvent::Down(2, DownReason::FrameTooLarge { len }) => assert!(len > 4096),
+        other => panic!("expected frame-too-large down, got {other:?}"),
+    }
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(2)).await,
+        LinkEvent::Down(1, DownReason::Closed("frame too large".into()))
+    );
+    // The dialer comes back; the link carries small frames again.
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(5)).await,
+        LinkEvent::Up(2)
+    );
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(5)).await,
+        LinkEvent::Up(1)
+    );
+    two.send(1, Frame::Replicate(vec![1])).unwrap();
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(2)).await,
+        LinkEvent::Frame(2, Frame::Replicate(vec![1]))
+    );
+}
+
+#[tokio::test]
+async fn a_peer_whose_certificate_is_not_from_the_ca_is_refused() {
+    let ca = Ca::new("link ca");
+    let stranger = Ca::new("another ca");
+    let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), ca.node(&ca)).unwrap();
+    // Node 1 trusts the link CA but its own certificate is from another one.
+    let one = Link::start(
+        config(1, &[(2, two.local_addr().unwrap())]),
+        stranger.node(&ca),
+    )
+    .unwrap();
+    let (mut e1, mut e2) = (one.events().unwrap(), two.events().unwrap());
+    let wait = Duration::from_millis(1500);
+    assert!(
+        timeout(wait, e2.recv()).await.is_err(),
+        "acceptor saw an event"
+    );
+    assert!(
+        timeout(wait, e1.recv()).await.is_err(),
+        "dialer saw an event"
+    );
+    assert!(!one.is_up(2) && !two.is_up(1));
+}
+
+#[tokio::test]
+async fn a_node_that_is_not_a_lower_id_peer_is_refused() {
+    let ca = Ca::new("link ca");
+    // Node 2 knows only node 3 (which it would dial): node 1 is nobody to it.
+    let two = Link::start(
+        config(2, &[(3, "127.0.0.1:9".parse().unwrap())]),
+        ca.node(&ca),
+    )
+    .unwrap();
+    let one = Link::start(config(1, &[(2, two.local_addr().unwrap())]), ca.node(&ca)).unwrap();
+    let mut e1 = one.events().unwrap();
+    let wait = Duration::from_millis(1500);
+    assert!(
+        timeout(wait, e1.recv()).await.is_err(),
+        "dialer saw an event"
+    );
+    assert!(!one.is_up(2));
+}
+
+#[tokio::test]
+async fn a_peer_that_shuts_down_is_down_at_once_and_up_again_when_it_returns() {
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |_| {}, |_| {}, None);
+    let (mut e1, _e2) = up(&one, &two).await;
+    let two_addr = two.local_addr().unwrap();
+    let start = Instant::now();
+    two.shutdown().await;
+    assert_eq!(
+        next(&mut e1, Duration::from_millis(300)).await,
+        LinkEvent::Down(2, DownReason::Closed("shutdown".into()))
+    );
+    assert!(start.elapsed() < Duration::from_millis(300));
+    assert_eq!(one.send(2, Frame::Replicate(vec![])), Err(SendError::Down));
+    assert!(one.take_unsynced(2));
+    assert!(!one.take_unsynced(2));
+
+    // Node 2 again, on the same address: node 1 redials (backoff at most 2 s).
+    let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
+    c2.listen = two_addr;
+    // The old endpoint's driver lets go of the socket shortly after the close.
+    let mut attempts = 0;
+    let two = loop {
+        match Link::start(c2.clone(), ca.node(&ca)) {
+            Ok(link) => break link,
+            Err(_) if attempts < 40 => {
+                attempts += 1;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("cannot restart node 2: {e}"),
+        }
+    };
+    let mut e2 = two.events().unwrap();
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(5)).await,
+        LinkEvent::Up(2)
+    );
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(5)).await,
+        LinkEvent::Up(1)
+    );
+}
+
+/// A UDP relay between node 1 and node 2 that can stop forwarding: a network cut, or a peer
+/// whose process stopped, as the other side sees it.
+struct Relay {
+    addr: SocketAddr,
+    cut: Arc<AtomicBool>,
+    tasks: [JoinHandle<()>; 2],
+}
+
+impl Relay {
+    async fn start(to: SocketAddr) -> Relay {
+        let front = Arc::new(UdpSocket::bind(ANY).await.unwrap());
+        let back = Arc::new(UdpSocket::bind(ANY).await.unwrap());
+        let cut = Arc::new(AtomicBool::new(false));
+        let client = Arc::new(Mutex::new(None::<SocketAddr>));
+        let forward = {
+            let (front, back, cut, client) =
+                (front.clone(), back.clone(), cut.clone(), client.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, from)) = front.recv_from(&mut buf).await {
+                    *client.lock().unwrap() = Some(from);
+                    if !cut.load(Ordering::Relaxed) {
+                        let _ = back.send_to(&buf[..n], to).await;
+                    }
+                }
+            })
+        };
+        let backward = {
+            let (front, cut) = (front.clone(), cut.clone());
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                while let Ok((n, _)) = back.recv_from(&mut buf).await {
+                    let client = *client.lock().unwrap();
+                    if let (false, Some(client)) = (cut.load(Ordering::Relaxed), client) {
+                        let _ = front.send_to(&buf[..n], client).await;
+                    }
+                }
+            })
+        };
+        Relay {
+            addr: front.local_addr().unwrap(),
+            cut,
+            tasks: [forward, backward],
+        }
+    }
+}
+
+impl Drop for Relay {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
+}
+
+/// Cuts the relay once both sides are up; returns when each side saw its peer down (node 1's,
+/// node 2's detection time).
+async fn cut_and_time(
+    relay: &Relay,
+    e1: &mut mpsc::Receiver<LinkEvent>,
+    e2: &mut mpsc::Receiver<LinkEvent>,
+) -> (Duration, Duration) {
+    let start = Instant::now();
+    relay.cut.store(true, Ordering::Relaxed);
+    let within = DEAD_AFTER + SLACK;
+    let (d1, d2) = tokio::join!(
+        async {
+            let event = next(e1, within).await;
+            (event, start.elapsed())
+        },
+        async {
+            let event = next(e2, within).await;
+            (event, start.elapsed())
+        }
+    );
+    assert_eq!(d1.0, LinkEvent::Down(2, DownReason::TimedOut));
+    assert_eq!(d2.0, LinkEvent::Down(1, DownReason::TimedOut));
+    (d1.1, d2.1)
+}
+
+#[tokio::test]
+async fn a_silent_peer_is_down_within_dead_after_and_up_again_when_heard() {
+    let ca = Ca::new("link ca");
+    let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
+    c2.listen = ANY.parse().unwrap();
+    let two = Link::start(c2, ca.node(&ca)).unwrap();
+    let relay = Relay::start(two.local_addr().unwrap()).await;
+    let one = Link::start(config(1, &[(2, relay.addr)]), ca.node(&ca)).unwrap();
+    let (mut e1, mut e2) = up(&one, &two).await;
+
+    let (t1, t2) = cut_and_time(&relay, &mut e1, &mut e2).await;
+    assert!(
+        t1 <= DEAD_AFTER + SLACK && t2 <= DEAD_AFTER + SLACK,
+        "{t1:?} {t2:?}"
+    );
+    assert!(!one.is_up(2));
+
+    relay.cut.store(false, Ordering::Relaxed);
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(6)).await,
+        LinkEvent::Up(2)
+    );
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(6)).await,
+        LinkEvent::Up(1)
+    );
+    one.send(2, Frame::Replicate(vec![5])).unwrap();
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(1)).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![5]))
+    );
+}
+
+/// Detection times over 10 cuts (run by hand: `cargo test -p pointsman --lib link -- --ignored
+/// --nocapture`).
+#[tokio::test]
+#[ignore]
+async fn silent_peer_detection_times() {
+    let ca = Ca::new("link ca");
+    let mut times = Vec::new();
+    for _ in 0..10 {
+        let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), ca.node(&ca)).unwrap();
+        let relay = Relay::start(two.local_addr().unwrap()).await;
+        let one = Link::start(config(1, &[(2, relay.addr)]), ca.node(&ca)).unwrap();
+        let (mut e1, mut e2) = up(&one, &two).await;
+        // Let keep-alives run for a while first.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (t1, t2) = cut_and_time(&relay, &mut e1, &mut e2).await;
+        times.push(t1);
+        times.push(t2);
+    }
+    times.sort();
+    println!(
+        "silent peer detected after: min {:?} p50 {:?} max {:?} (n={})",
+        times[0],
+        times[times.len() / 2],
+        times[times.len() - 1],
+        times.len()
+    );
+}
+
+#[tokio::test]
+async fn a_full_queue_drops_and_counts_instead_of_waiting() {
+    let (tx, _rx) = mpsc::channel(2);
+    let peer = PeerState::new(2, ANY.parse().unwrap(), tx);
+    assert_eq!(peer.offer(Frame::Replicate(vec![])), Err(SendError::Down));
+    peer.set_up(true);
+    assert!(peer.unsynced.swap(false, Ordering::AcqRel));
+    assert_eq!(peer.offer(Frame::Replicate(vec![1])), Ok(()));
+    assert_eq!(peer.offer(Frame::Replicate(vec![2])), Ok(()));
+    // Nothing drains the queue: the third frame is dropped at once.
+    assert_eq!(peer.offer(Frame::Replicate(vec![3])), Err(SendError::Full));
+    assert_eq!(peer.dropped.load(Ordering::Relaxed), 2);
+    assert!(peer.unsynced.load(Ordering::Acquire));
+}
+
+/// The link's series, on a recorder local to this (current-thread) test, which polls every
+/// task of both links.
+#[tokio::test]
+async fn metrics_count_frames_deaths_and_say_up() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |_| {}, |_| {}, None);
+    let (mut e1, mut e2) = up(&one, &two).await;
+    one.send(2, Frame::Replicate(vec![1])).unwrap();
+    next(&mut e2, Duration::from_secs(1)).await;
+    let text = handle.render();
+    assert!(text.contains("pointsman_link_up{peer=\"2\"} 1"), "{text}");
+    assert!(
+        text.contains("pointsman_link_frames_total{peer=\"2\",direction=\"out\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pointsman_link_frames_total{peer=\"1\",direction=\"in\"} 1"),
+        "{text}"
+    );
+    two.shutdown().await;
+    next(&mut e1, Duration::from_millis(300)).await;
+    assert_eq!(one.send(2, Frame::Replicate(vec![])), Err(SendError::Down));
+    let text = handle.render();
+    assert!(text.contains("pointsman_link_up{peer=\"2\"} 0"), "{text}");
+    assert!(
+        text.contains("pointsman_link_deaths_total{peer=\"2\",reason=\"closed\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("pointsman_link_dropped_total{peer=\"2\"} 1"),
+        "{text}"
+    );
+}

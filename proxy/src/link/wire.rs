@@ -1,0 +1,68 @@
+//! The node link's frames on the wire: a 4-byte big-endian length, then the frame as JSON.
+//!
+//! It owns the encoding and the receive bound; it must not know what a frame means.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// Default bound on one received frame: far above any SIP message (and its JSON bytes), far
+/// below what would hurt a node.
+pub const DEFAULT_MAX_FRAME: usize = 1 << 20;
+
+/// One message between the two nodes of a pair.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Frame {
+    /// The first frame on each direction's stream: who sends, and which run of it (a restarted
+    /// node has a new epoch).
+    Hello { node_id: u16, epoch: u64 },
+    /// A datagram that reached this node but belongs to the peer's calls.
+    Forward {
+        bytes: Vec<u8>,
+        from: SocketAddr,
+        listener: usize,
+    },
+    /// Call state for the peer to keep (opaque to the link).
+    Replicate(Vec<u8>),
+}
+
+/// Why a frame could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("frame of {len} bytes is over the bound of {max}")]
+    TooLarge { len: usize, max: usize },
+    #[error("frame does not decode: {0}")]
+    Decode(#[from] serde_json::Error),
+    #[error("stream: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The frame as sent: length prefix and body.
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, serde_json::Error> {
+    let body = serde_json::to_vec(frame)?;
+    let mut out = Vec::with_capacity(4 + body.len());
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    Ok(out)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream before a frame starts. A length over
+/// `max` is refused before anything is allocated for it.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    stream: &mut R,
+    max: usize,
+) -> Result<Option<Frame>, FrameError> {
+    let mut prefix = [0u8; 4];
+    match stream.read_exact(&mut prefix).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e.into()),
+    }
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).await?;
+    Ok(Some(serde_json::from_slice(&body)?))
+}
