@@ -859,6 +859,15 @@ fn validate(
         .cluster
         .as_ref()
         .and_then(|c| validate_cluster(c, node_id, base, errors));
+    if cluster.is_some() {
+        // Said out loud: an operator must not believe a pair protects calls that it does not.
+        warnings.push(
+            "cluster",
+            "the node link is checked but not started yet: this node runs alone (calls are not \
+             replicated, nothing is forwarded to a peer)"
+                .to_string(),
+        );
+    }
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
     Some(Config {

@@ -2216,6 +2216,25 @@ mod cluster {
         assert_eq!((link.node_id, link.dead_after), (1, Duration::from_secs(1)));
     }
 
+    #[test]
+    fn a_cluster_section_warns_that_the_link_is_not_started_yet() {
+        let d = dir();
+        let (config, warnings) = Config::load_with_warnings(&cluster_config(
+            &d,
+            &format!(
+                "listen = \"10.0.0.1:5070\"\npeers = [{{ id = 2, address = \"10.0.0.2:5070\" }}]\n\
+                 {FILES}"
+            ),
+        ));
+        assert!(config.is_ok());
+        assert!(
+            warnings
+                .iter()
+                .any(|w| w.path == "cluster" && w.message.contains("not started yet")),
+            "{warnings:?}"
+        );
+    }
+
     /// The one error of a `[cluster]` section (files valid), by key path and phrase.
     #[track_caller]
     fn assert_cluster_error(section: &str, path: &str, phrase: &str) {

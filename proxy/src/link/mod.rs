@@ -9,11 +9,10 @@
 //!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
 //!   the CA must sign the pair's nodes and nothing else.
-//! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`:
-//!   a silent peer is declared down `dead_after` after the last keep-alive it answered plus at
-//!   most one keep-alive interval (quinn restarts the idle timer once on the first packet sent
-//!   after the last one received: 1.13 s for the default 1 s on loopback); a peer that closes
-//!   is declared down at once. The consumer must keep draining [`Link::events`]: a full event
+//! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`
+//!   less one keep-alive interval (quinn restarts the idle timer once more on the first packet
+//!   sent after the last one received): a silent peer is declared down about `dead_after` after
+//!   it went quiet; a peer that closes is declared down at once. The consumer must keep draining [`Link::events`]: a full event
 //!   queue stalls the reading side (QUIC flow control then stalls the peer's sending side, and
 //!   its queue drops).
 //! - **Frames** go on one long-lived reliable uni stream per direction, length-prefixed
@@ -454,13 +453,17 @@ fn quic_configs(
     Ok((server, client))
 }
 
-/// Keep-alives five times per `dead_after`, so only a silent peer reaches the idle timeout.
+/// Keep-alives five times per `dead_after`, so only a silent peer reaches the idle timeout; the
+/// idle timeout is `dead_after` less one keep-alive interval, because quinn restarts its idle
+/// timer once more on the first keep-alive sent after the last packet received: a silent peer
+/// is then declared down `dead_after` after it went quiet, not a keep-alive later.
 fn transport_config(dead_after: Duration) -> Result<TransportConfig, LinkError> {
     let mut transport = TransportConfig::default();
-    let idle = IdleTimeout::try_from(dead_after)
+    let keep_alive = dead_after / 5;
+    let idle = IdleTimeout::try_from(dead_after.saturating_sub(keep_alive))
         .map_err(|e| LinkError::Tls(format!("dead_after {dead_after:?}: {e}")))?;
     transport.max_idle_timeout(Some(idle));
-    transport.keep_alive_interval(Some(dead_after / 5));
+    transport.keep_alive_interval(Some(keep_alive));
     // The link has one uni stream per direction and no bidirectional ones.
     transport.max_concurrent_bidi_streams(0u32.into());
     transport.max_concurrent_uni_streams(1u32.into());
