@@ -414,7 +414,7 @@ async fn a_silent_peer_is_down_within_dead_after_and_up_again_when_heard() {
 /// Detection times over 10 cuts (run by hand: `cargo test -p pointsman --lib link -- --ignored
 /// --nocapture`).
 #[tokio::test]
-#[ignore]
+#[ignore = "a measurement (10 cuts, ~15 s), not a check: run by hand with --nocapture"]
 async fn silent_peer_detection_times() {
     let ca = Ca::new("link ca");
     let mut times = Vec::new();
