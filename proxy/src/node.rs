@@ -139,6 +139,9 @@ impl Node {
                 running: cfg.clone(),
             }),
         });
+        if let Some(cluster) = &cfg.cluster {
+            start_link(cluster, cfg.node_id).context("cluster: cannot start the node link")?;
+        }
         if let Some(media) = &cfg.media {
             let metrics = MediaMetrics::register(node.metrics.recorder());
             node.core
@@ -304,6 +307,58 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
 /// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
+/// Starts the node link on a thread of its own (a runtime there, as the prober has) and reports
+/// each peer coming up or going down in the log. It carries no calls yet: frames are not handled.
+/// Fails when the link cannot start (its address taken, a PEM file unreadable).
+fn start_link(cluster: &crate::config::ClusterConfig, node_id: u16) -> anyhow::Result<()> {
+    use crate::link::{Link, LinkEvent, LinkTls};
+    let config = cluster.link_config(node_id);
+    let tls = LinkTls::load(&cluster.cert, &cluster.key, &cluster.ca)?;
+    let (started, start_result) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    std::thread::Builder::new()
+        .name("pointsman-link".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(runtime) => runtime,
+                Err(e) => {
+                    let _ = started.send(Err(e.into()));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let link = match Link::start(config, tls) {
+                    Ok(link) => link,
+                    Err(e) => {
+                        let _ = started.send(Err(e.into()));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(()));
+                let Some(mut events) = link.events() else {
+                    return;
+                };
+                while let Some(event) = events.recv().await {
+                    match event {
+                        LinkEvent::Up(peer) => info!(peer, "node link up"),
+                        LinkEvent::Down(peer, reason) => {
+                            warn!(peer, reason = reason.label(), "node link down")
+                        }
+                        LinkEvent::Frame(peer, _) => {
+                            tracing::debug!(peer, "node link frame: nothing handles frames yet")
+                        }
+                    }
+                }
+            });
+        })
+        .context("cannot start the node link's thread")?;
+    start_result
+        .recv()
+        .map_err(|_| anyhow!("the node link's thread ended before it started"))?
+}
+
 fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
     use tokio::signal::unix::{signal, SignalKind};
     let rt = tokio::runtime::Builder::new_current_thread()

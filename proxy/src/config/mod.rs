@@ -863,8 +863,9 @@ fn validate(
         // Said out loud: an operator must not believe a pair protects calls that it does not.
         warnings.push(
             "cluster",
-            "the node link is checked but not started yet: this node runs alone (calls are not \
-             replicated, nothing is forwarded to a peer)"
+            "the node link runs (each peer's state in the log and pointsman_link_up) but carries no \
+             calls yet: calls are not replicated and nothing is forwarded to a peer, so this \
+             node's calls die with it"
                 .to_string(),
         );
     }

@@ -2217,7 +2217,7 @@ mod cluster {
     }
 
     #[test]
-    fn a_cluster_section_warns_that_the_link_is_not_started_yet() {
+    fn a_cluster_section_warns_that_the_link_carries_no_calls_yet() {
         let d = dir();
         let (config, warnings) = Config::load_with_warnings(&cluster_config(
             &d,
@@ -2230,7 +2230,7 @@ mod cluster {
         assert!(
             warnings
                 .iter()
-                .any(|w| w.path == "cluster" && w.message.contains("not started yet")),
+                .any(|w| w.path == "cluster" && w.message.contains("carries no calls yet")),
             "{warnings:?}"
         );
     }
