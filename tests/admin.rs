@@ -115,6 +115,7 @@ impl NodeControl for FakeNode {
             config_file: Some("/etc/pointsman/edge.toml".into()),
             calls_in_setup: 4,
             answered_calls: 12,
+            peers: Vec::new(),
         }
     }
     fn drain_node(&self) {

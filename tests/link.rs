@@ -89,6 +89,25 @@ async fn link_up(ip: IpAddr, peer: u16) -> Option<f64> {
         .find_map(|l| l.strip_prefix(series.as_str())?.trim().parse().ok())
 }
 
+/// The peers `GET /node` of the node on `ip` lists: (id, up).
+async fn peers(ip: IpAddr) -> Vec<(u64, bool)> {
+    let addr = format!("{ip}:{ADMIN_PORT}");
+    let text = tokio::task::spawn_blocking(move || {
+        pointsman::admin::http_request(&addr, "GET", "/node", None, Duration::from_secs(5))
+    })
+    .await
+    .unwrap()
+    .unwrap()
+    .text();
+    let node: serde_json::Value = serde_json::from_str(&text).unwrap();
+    node["peers"]
+        .as_array()
+        .unwrap_or(&Vec::new())
+        .iter()
+        .map(|p| (p["id"].as_u64().unwrap(), p["up"].as_bool().unwrap()))
+        .collect()
+}
+
 /// Waits up to `within` for node `ip` to say peer `peer` is `up` (1) or down (0).
 async fn wait_link(ip: IpAddr, peer: u16, up: f64, within: Duration) -> Option<Duration> {
     let start = Instant::now();
@@ -132,6 +151,11 @@ async fn two_nodes_link_up_and_the_survivor_sees_a_killed_peer_down_within_dead_
         report(&node_2)
     );
     assert!(node_1.log().contains("node link up"), "{}", report(&node_2));
+    assert_eq!(
+        peers(ips[0]).await,
+        vec![(2, true)],
+        "GET /node lists the peer"
+    );
     // A silent death: SIGKILL closes nothing, so only the keep-alives can tell.
     node_2.signal(libc::SIGKILL);
     let _ = node_2.wait_exit(Duration::from_secs(5)).await;

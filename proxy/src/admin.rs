@@ -105,6 +105,19 @@ pub struct NodeStatus {
     pub calls_in_setup: u64,
     /// Answered calls whose BYE has not passed yet.
     pub answered_calls: u64,
+    /// The other nodes of the pair (`[cluster] peers`) and whether the node link to each is up.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer of the node link, as `GET /node` shows it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PeerStatus {
+    /// Its `[node] id`.
+    pub id: u16,
+    /// Its link address.
+    pub address: String,
+    pub up: bool,
 }
 
 impl NodeStatus {
@@ -727,8 +740,18 @@ pub fn render_node(node: &NodeStatus, colour: bool) -> String {
         .as_deref()
         .map(|f| format!("  config {}", printable(f)))
         .unwrap_or_default();
+    let peers: Vec<String> = node
+        .peers
+        .iter()
+        .map(|p| format!("{} {}", p.id, if p.up { "up" } else { "DOWN" }))
+        .collect();
+    let peers = if peers.is_empty() {
+        String::new()
+    } else {
+        format!("  peers {}", peers.join(", "))
+    };
     format!(
-        "NODE {id}  {state}  up {up}  calls in setup {setup}  answered {answered}  pointsman {version}{config}\n",
+        "NODE {id}  {state}  up {up}  calls in setup {setup}  answered {answered}{peers}  pointsman {version}{config}\n",
         id = node.id,
         up = human_secs(node.uptime_secs),
         setup = node.calls_in_setup,
@@ -949,6 +972,7 @@ mod tests {
                 config_file: Some("/etc/pointsman.toml".into()),
                 calls_in_setup: 2,
                 answered_calls: 5,
+                peers: Vec::new(),
             }
         }
         fn drain_node(&self) {
@@ -1418,6 +1442,28 @@ mod tests {
         assert!(
             coloured.starts_with("NODE 7  \x1b[33mdraining\x1b[0m  up 3m12s"),
             "{coloured:?}"
+        );
+    }
+
+    #[test]
+    fn status_node_line_shows_each_peer_of_the_node_link() {
+        let mut node = Fake::new().node();
+        node.peers = vec![
+            PeerStatus {
+                id: 2,
+                address: "198.51.100.2:5800".into(),
+                up: true,
+            },
+            PeerStatus {
+                id: 3,
+                address: "198.51.100.3:5800".into(),
+                up: false,
+            },
+        ];
+        let line = render_node(&node, false);
+        assert!(
+            line.contains("answered 5  peers 2 up, 3 DOWN  pointsman"),
+            "{line:?}"
         );
     }
 

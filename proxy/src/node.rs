@@ -43,6 +43,8 @@ pub struct Node {
     reload: Mutex<ReloadState>,
     /// TLS certificates and trust of listeners and destinations, swapped on reload.
     tls: Arc<Certificates>,
+    /// The node link and its configured peers, when `[cluster]` is given.
+    link: std::sync::OnceLock<(Arc<crate::link::Link>, Vec<crate::link::PeerAddr>)>,
 }
 
 /// The listeners of `cfg` as [`Certificates`] takes them.
@@ -138,9 +140,12 @@ impl Node {
                 source: source.clone(),
                 running: cfg.clone(),
             }),
+            link: std::sync::OnceLock::new(),
         });
         if let Some(cluster) = &cfg.cluster {
-            start_link(cluster, cfg.node_id).context("cluster: cannot start the node link")?;
+            let link =
+                start_link(cluster, cfg.node_id).context("cluster: cannot start the node link")?;
+            let _ = node.link.set((link, cluster.peers.clone()));
         }
         if let Some(media) = &cfg.media {
             let metrics = MediaMetrics::register(node.metrics.recorder());
@@ -310,11 +315,14 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
 /// Starts the node link on a thread of its own (a runtime there, as the prober has) and reports
 /// each peer coming up or going down in the log. It carries no calls yet: frames are not handled.
 /// Fails when the link cannot start (its address taken, a PEM file unreadable).
-fn start_link(cluster: &crate::config::ClusterConfig, node_id: u16) -> anyhow::Result<()> {
+fn start_link(
+    cluster: &crate::config::ClusterConfig,
+    node_id: u16,
+) -> anyhow::Result<Arc<crate::link::Link>> {
     use crate::link::{Link, LinkEvent, LinkTls};
     let config = cluster.link_config(node_id);
     let tls = LinkTls::load(&cluster.cert, &cluster.key, &cluster.ca)?;
-    let (started, start_result) = std::sync::mpsc::channel::<anyhow::Result<()>>();
+    let (started, start_result) = std::sync::mpsc::channel::<anyhow::Result<Arc<Link>>>();
     std::thread::Builder::new()
         .name("pointsman-link".into())
         .spawn(move || {
@@ -330,13 +338,13 @@ fn start_link(cluster: &crate::config::ClusterConfig, node_id: u16) -> anyhow::R
             };
             runtime.block_on(async move {
                 let link = match Link::start(config, tls) {
-                    Ok(link) => link,
+                    Ok(link) => Arc::new(link),
                     Err(e) => {
                         let _ = started.send(Err(e.into()));
                         return;
                     }
                 };
-                let _ = started.send(Ok(()));
+                let _ = started.send(Ok(link.clone()));
                 let Some(mut events) = link.events() else {
                     return;
                 };
@@ -439,6 +447,20 @@ impl NodeControl for Node {
             config_file: self.config_file.as_ref().map(|p| p.display().to_string()),
             calls_in_setup: self.core.calls_in_setup() as u64,
             answered_calls: self.core.answered_calls() as u64,
+            peers: self
+                .link
+                .get()
+                .map(|(link, peers)| {
+                    peers
+                        .iter()
+                        .map(|p| crate::admin::PeerStatus {
+                            id: p.id,
+                            address: p.address.to_string(),
+                            up: link.is_up(p.id),
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
         }
     }
 
