@@ -208,19 +208,7 @@ fn contact_target<'a>(ok: &Message<'a>, fallback: &'a [u8]) -> &'a [u8] {
         .unwrap_or(fallback)
 }
 
-/// Route lines of requests to the callee of a 2xx: its Record-Route values that are not
-/// pointsman's own, reversed (§12.1.2).
-fn callee_route_lines(ok: &Message<'_>, is_own_route: impl Fn(&[u8]) -> bool) -> Vec<u8> {
-    let mut routes: Vec<&[u8]> = ok
-        .routes(HeaderName::RecordRoute)
-        .filter_map(Result::ok)
-        .map(|r| ok.slice(r.value))
-        .filter(|v| !is_own_route(addr_uri(v)))
-        .collect();
-    routes.reverse();
-    route_lines(&routes)
-}
-
+/// One Route line per value, in the order given.
 fn route_lines(routes: &[&[u8]]) -> Vec<u8> {
     let mut lines = Vec::new();
     for r in routes {
@@ -231,27 +219,52 @@ fn route_lines(routes: &[&[u8]]) -> Vec<u8> {
     lines
 }
 
-/// A request of pointsman's own in a dialog: `method` to `target`, `from`/`to`/`call_id` as
-/// complete header lines, `routes` as Route lines.
+/// A request of pointsman's own in a dialog: to `target`, with `from`, `to` and `call_id` as
+/// complete header lines and `routes` as Route lines.
 struct InDialog<'a> {
     target: &'a [u8],
-    from: &'a [u8],
-    to: &'a [u8],
-    call_id: &'a [u8],
-    routes: &'a [u8],
+    from: Vec<u8>,
+    to: Vec<u8>,
+    call_id: Vec<u8>,
+    routes: Vec<u8>,
 }
 
-impl InDialog<'_> {
+impl<'a> InDialog<'a> {
+    /// Requests to the callee of the 2xx `ok`, on the caller's behalf: to its Contact (else
+    /// `fallback`), From, To and Call-ID as the 2xx has them, and the Route set of its
+    /// Record-Route values that are not pointsman's own, reversed (§12.1.2).
+    fn to_callee(
+        ok: &Message<'a>,
+        is_own_route: impl Fn(&[u8]) -> bool,
+        fallback: &'a [u8],
+    ) -> InDialog<'a> {
+        let mut routes: Vec<&[u8]> = ok
+            .routes(HeaderName::RecordRoute)
+            .filter_map(Result::ok)
+            .map(|r| ok.slice(r.value))
+            .filter(|v| !is_own_route(addr_uri(v)))
+            .collect();
+        routes.reverse();
+        InDialog {
+            target: contact_target(ok, fallback),
+            from: lines_of(ok, HeaderName::From),
+            to: lines_of(ok, HeaderName::To),
+            call_id: lines_of(ok, HeaderName::CallId),
+            routes: route_lines(&routes),
+        }
+    }
+
+    /// `method` with this Via value and CSeq number, `extra` header lines, no body.
     fn build(&self, method: &str, via: &str, cseq: u32, extra: &str) -> Bytes {
         let mut out = Vec::with_capacity(512);
         let _ = write!(out, "{method} ");
         out.extend_from_slice(self.target);
         let _ = write!(out, " SIP/2.0\r\nVia: {via}\r\nMax-Forwards: 70\r\n");
-        out.extend_from_slice(self.from);
-        out.extend_from_slice(self.to);
-        out.extend_from_slice(self.call_id);
+        out.extend_from_slice(&self.from);
+        out.extend_from_slice(&self.to);
+        out.extend_from_slice(&self.call_id);
         let _ = write!(out, "CSeq: {cseq} {method}\r\n");
-        out.extend_from_slice(self.routes);
+        out.extend_from_slice(&self.routes);
         out.extend_from_slice(extra.as_bytes());
         out.extend_from_slice(b"Content-Length: 0\r\n\r\n");
         Bytes::from(out)
@@ -277,19 +290,7 @@ pub fn ghost_teardown(
     reason: &str,
     fallback_target: &str,
 ) -> GhostTeardown {
-    let routes = callee_route_lines(ok, is_own_route);
-    let (from, to, call_id) = (
-        lines_of(ok, HeaderName::From),
-        lines_of(ok, HeaderName::To),
-        lines_of(ok, HeaderName::CallId),
-    );
-    let request = InDialog {
-        target: contact_target(ok, fallback_target.as_bytes()),
-        from: &from,
-        to: &to,
-        call_id: &call_id,
-        routes: &routes,
-    };
+    let request = InDialog::to_callee(ok, is_own_route, fallback_target.as_bytes());
     GhostTeardown {
         ack: request.build("ACK", ack_via, ok.cseq, ""),
         bye: request.build("BYE", bye_via, ok.cseq.saturating_add(1), reason),
@@ -306,20 +307,8 @@ pub fn bye_to_callee(
     reason: &str,
     fallback_target: &str,
 ) -> Bytes {
-    let routes = callee_route_lines(ok, is_own_route);
-    let (from, to, call_id) = (
-        lines_of(ok, HeaderName::From),
-        lines_of(ok, HeaderName::To),
-        lines_of(ok, HeaderName::CallId),
-    );
-    InDialog {
-        target: contact_target(ok, fallback_target.as_bytes()),
-        from: &from,
-        to: &to,
-        call_id: &call_id,
-        routes: &routes,
-    }
-    .build("BYE", via, cseq, reason)
+    InDialog::to_callee(ok, is_own_route, fallback_target.as_bytes())
+        .build("BYE", via, cseq, reason)
 }
 
 /// BYE that ends an answered dialog at its caller, on the callee's behalf (§12.1.1): to the
@@ -339,7 +328,6 @@ pub fn bye_to_caller(
         .filter_map(Result::ok)
         .map(|r| invite.slice(r.value))
         .collect();
-    let routes = route_lines(&routes);
     let renamed = |msg: &Message<'_>, name: HeaderName, as_name: &str| {
         let mut line = Vec::new();
         if let Some(h) = msg.header(name) {
@@ -350,15 +338,12 @@ pub fn bye_to_caller(
         }
         line
     };
-    let from = renamed(ok, HeaderName::To, "From");
-    let to = renamed(invite, HeaderName::From, "To");
-    let call_id = lines_of(invite, HeaderName::CallId);
     InDialog {
         target: contact_target(invite, fallback_target.as_bytes()),
-        from: &from,
-        to: &to,
-        call_id: &call_id,
-        routes: &routes,
+        from: renamed(ok, HeaderName::To, "From"),
+        to: renamed(invite, HeaderName::From, "To"),
+        call_id: lines_of(invite, HeaderName::CallId),
+        routes: route_lines(&routes),
     }
     .build("BYE", via, cseq, reason)
 }

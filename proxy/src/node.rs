@@ -312,59 +312,47 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
 /// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
-/// Starts the node link on a thread of its own (a runtime there, as the prober has) and reports
-/// each peer coming up or going down in the log. It carries no calls yet: frames are not handled.
-/// Fails when the link cannot start (its address taken, a PEM file unreadable).
+/// Starts the node link, its runtime running on a thread of its own (as the admin API's does),
+/// which reports each peer coming up or going down in the log. It carries no calls yet: frames
+/// are not handled. Fails when the link cannot start (its address taken, a PEM file unreadable).
 fn start_link(
     cluster: &crate::config::ClusterConfig,
     node_id: u16,
 ) -> anyhow::Result<Arc<crate::link::Link>> {
-    use crate::link::{Link, LinkEvent, LinkTls};
-    let config = cluster.link_config(node_id);
+    use crate::link::{Link, LinkTls};
     let tls = LinkTls::load(&cluster.cert, &cluster.key, &cluster.ca)?;
-    let (started, start_result) = std::sync::mpsc::channel::<anyhow::Result<Arc<Link>>>();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let link = {
+        // The link's endpoint and tasks belong to this runtime.
+        let _in_runtime = runtime.enter();
+        Arc::new(Link::start(cluster.link_config(node_id), tls)?)
+    };
+    let events = link
+        .events()
+        .ok_or_else(|| anyhow!("the node link's events were taken already"))?;
     std::thread::Builder::new()
         .name("pointsman-link".into())
-        .spawn(move || {
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = started.send(Err(e.into()));
-                    return;
-                }
-            };
-            runtime.block_on(async move {
-                let link = match Link::start(config, tls) {
-                    Ok(link) => Arc::new(link),
-                    Err(e) => {
-                        let _ = started.send(Err(e.into()));
-                        return;
-                    }
-                };
-                let _ = started.send(Ok(link.clone()));
-                let Some(mut events) = link.events() else {
-                    return;
-                };
-                while let Some(event) = events.recv().await {
-                    match event {
-                        LinkEvent::Up(peer) => info!(peer, "node link up"),
-                        LinkEvent::Down(peer, reason) => {
-                            warn!(peer, reason = reason.label(), "node link down")
-                        }
-                        LinkEvent::Frame(peer, _) => {
-                            tracing::debug!(peer, "node link frame: nothing handles frames yet")
-                        }
-                    }
-                }
-            });
-        })
+        .spawn(move || runtime.block_on(log_link_events(events)))
         .context("cannot start the node link's thread")?;
-    start_result
-        .recv()
-        .map_err(|_| anyhow!("the node link's thread ended before it started"))?
+    Ok(link)
+}
+
+/// Logs each peer coming up and going down, for as long as the link runs.
+async fn log_link_events(mut events: tokio::sync::mpsc::Receiver<crate::link::LinkEvent>) {
+    use crate::link::LinkEvent;
+    while let Some(event) = events.recv().await {
+        match event {
+            LinkEvent::Up(peer) => info!(peer, "node link up"),
+            LinkEvent::Down(peer, reason) => {
+                warn!(peer, reason = reason.label(), "node link down")
+            }
+            LinkEvent::Frame(peer, _) => {
+                tracing::debug!(peer, "node link frame: nothing handles frames yet")
+            }
+        }
+    }
 }
 
 fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {

@@ -188,6 +188,8 @@ impl Core {
     /// The media of the answered dialog the in-dialog request `msg` belongs to, when it is
     /// anchored.
     pub(super) fn dialog_media(&self, msg: &Message<'_>) -> Option<DialogMedia> {
+        // A node without a relay has no anchored dialog: no lookup on every in-dialog request.
+        self.media.get()?;
         let answered = self.answered.get(&self.dialog_key(msg))?;
         let media = answered.media.as_ref()?;
         Some(DialogMedia {
@@ -200,8 +202,9 @@ impl Core {
     /// A 2xx retransmission of an answered dialog, as relayed upstream: its SDP pointed at the
     /// relay when the dialog is anchored.
     pub(super) fn relayed_2xx(&self, msg: &Message<'_>) -> Vec<u8> {
-        let edit = self.answered.get(&self.dialog_key(msg)).and_then(|a| {
-            let media = a.media.as_ref()?;
+        let edit = self.media.get().and_then(|_| {
+            let answered = self.answered.get(&self.dialog_key(msg))?;
+            let media = answered.media.as_ref()?;
             let found = find_sdp(msg)?;
             sdp_edit(msg, &found, &media.session.carrier_endpoints())
         });
@@ -301,6 +304,19 @@ impl call::Call {
             }
         }
         sdp_edit(msg, &found, &session.carrier_endpoints())
+    }
+
+    /// The 2xx of branch `i` is the call's answer: the relay hears that branch from now on (and
+    /// frees the others), with the answering destination's own `media_timeout` if it has one.
+    pub(super) fn media_answered(&self, i: usize, now: Instant) {
+        let Some(session) = &self.media else {
+            return;
+        };
+        let dest = self.branches.get(i).and_then(|b| b.target.dest);
+        if let Some(timeout) = dest.and_then(|d| self.routing.router.destination(d).media_timeout) {
+            session.set_media_timeout(timeout);
+        }
+        session.answered(i, now);
     }
 
     /// Branch `i` failed for `reason`: the relay switches away from it at once if it was heard.

@@ -1270,15 +1270,7 @@ impl Core {
         }
         let anchored = c.media_answer(i, msg, now);
         if verdict == TwoXx::Answer {
-            if let Some(media) = &c.media {
-                let dest = c.branches.get(i).and_then(|b| b.target.dest);
-                if let Some(timeout) =
-                    dest.and_then(|d| c.routing.router.destination(d).media_timeout)
-                {
-                    media.set_media_timeout(timeout);
-                }
-                media.answered(i, now);
-            }
+            c.media_answered(i, now);
         }
         let relayed = Bytes::from(strip_top_via_with(msg, anchored.as_ref()));
         let mut acts = Vec::new();
