@@ -5,39 +5,23 @@
 
 mod support;
 
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use std::net::IpAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
+use support::certs::Ca;
 use support::*;
 
 const LINK_PORT: u16 = 5800;
 
-/// Writes a CA and one node certificate per address (server and client use, the address in its
-/// names) into `dir`: `ca.pem`, `node-<i>.pem`, `node-<i>.key`.
+/// Writes a CA and one node certificate per address into `dir`: `ca.pem`, `node-<i>.pem`,
+/// `node-<i>.key`.
 fn certificates(dir: &Path, ips: &[IpAddr]) {
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "link ca");
-    ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
-    let issuer = Issuer::new(ca, ca_key);
+    let ca = Ca::new("link ca");
+    std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
     for (i, ip) in ips.iter().enumerate() {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec![ip.to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "node");
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &issuer).unwrap();
-        std::fs::write(dir.join(format!("node-{i}.pem")), cert.pem()).unwrap();
-        std::fs::write(dir.join(format!("node-{i}.key")), key.serialize_pem()).unwrap();
+        let node = ca.node(*ip);
+        std::fs::write(dir.join(format!("node-{i}.pem")), node.cert).unwrap();
+        std::fs::write(dir.join(format!("node-{i}.key")), node.key).unwrap();
     }
 }
 

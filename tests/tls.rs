@@ -8,10 +8,6 @@
 mod support;
 
 use pointsman_sim::{Behaviour, Carrier, Cloud, Endpoint, Journal, Summary, TlsClient};
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
@@ -19,6 +15,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use support::certs::{Ca, Identity};
 use support::{at, fresh_ip, Node, PROXY_PORT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -31,59 +28,6 @@ const CLOUD_PORT: u16 = 5071;
 const BACKUP_PORT: u16 = 5081;
 
 // ---- certificates ------------------------------------------------------------------------
-
-/// A CA of the test's own.
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    pem: String,
-}
-
-/// A certificate and its key, as PEM.
-struct Identity {
-    cert: String,
-    key: String,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().expect("CA key");
-        let mut p = CertificateParams::new(Vec::<String>::new()).expect("CA params");
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = p.self_signed(&key).expect("CA certificate");
-        Ca {
-            pem: cert.pem(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    fn issue(&self, names: &[String], client: bool) -> Identity {
-        let key = KeyPair::generate().expect("key");
-        let mut p = CertificateParams::new(names.to_vec()).expect("params");
-        p.distinguished_name
-            .push(DnType::CommonName, names[0].as_str());
-        p.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let cert = p.signed_by(&key, &self.issuer).expect("certificate");
-        Identity {
-            cert: cert.pem(),
-            key: key.serialize_pem(),
-        }
-    }
-
-    /// A server certificate for `ip` (and localhost).
-    fn server(&self, ip: IpAddr) -> Identity {
-        self.issue(&[ip.to_string(), "localhost".into()], false)
-    }
-
-    fn client(&self, name: &str) -> Identity {
-        self.issue(&[name.to_string()], true)
-    }
-}
 
 /// A directory for one test's PEM files.
 struct Files(PathBuf);
