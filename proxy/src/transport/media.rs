@@ -31,8 +31,6 @@ const EVENTS: usize = 256;
 /// Every relay socket, indexed by [`SocketId`].
 pub struct MediaSockets {
     sockets: Arc<[UdpSocket]>,
-    /// Each socket's port pair (its port / 2): what spreads them over the threads.
-    pairs: Vec<u16>,
 }
 
 impl MediaSockets {
@@ -42,7 +40,6 @@ impl MediaSockets {
         let wanted = plane.sockets();
         raise_fd_limit(wanted.len())?;
         let mut sockets = Vec::with_capacity(wanted.len());
-        let pairs = wanted.iter().map(|(_, addr)| addr.port() / 2).collect();
         for (i, (id, addr)) in wanted.iter().enumerate() {
             if id.0 as usize != i {
                 return Err(anyhow!("media relay: socket ids are not dense"));
@@ -55,7 +52,6 @@ impl MediaSockets {
         }
         Ok(MediaSockets {
             sockets: sockets.into(),
-            pairs,
         })
     }
 
@@ -69,17 +65,17 @@ impl MediaSockets {
         self.sockets.is_empty()
     }
 
-    /// Starts `threads` media threads, each serving its share of the sockets until the process
-    /// ends. Shares go by port pair, so a leg's RTP and RTCP ports are served together.
+    /// Starts `threads` media threads, each serving its share of the sockets of `plane` (the
+    /// plane they were bound for) until the process ends. Shares go by port pair (port / 2), so
+    /// a leg's RTP and RTCP ports are served together.
     pub fn spawn(&self, plane: &Arc<MediaPlane>, threads: usize) -> anyhow::Result<()> {
         let threads = threads.max(1);
+        let listed = plane.sockets();
         for t in 0..threads {
-            let share: Vec<usize> = self
-                .pairs
+            let share: Vec<usize> = listed
                 .iter()
-                .enumerate()
-                .filter(|(_, pair)| usize::from(**pair) % threads == t)
-                .map(|(index, _)| index)
+                .filter(|(_, addr)| usize::from(addr.port() / 2) % threads == t)
+                .map(|(id, _)| id.0 as usize)
                 .collect();
             let epoll = Epoll::over(&self.sockets, &share)?;
             let (sockets, plane) = (self.sockets.clone(), plane.clone());
