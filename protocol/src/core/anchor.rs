@@ -83,24 +83,24 @@ pub(super) struct DialogMedia {
 
 impl DialogMedia {
     /// The request's SDP, pointed at the relay endpoint its receiver must send to.
-    pub(super) fn request_edit(&self, msg: &Message<'_>, now: Instant) -> Option<BodyEdit> {
-        self.edit(msg, self.from_caller, now)
+    pub(super) fn request_edit(&self, msg: &Message<'_>) -> Option<BodyEdit> {
+        self.edit(msg, self.from_caller)
     }
 
     /// A response's SDP (it comes from the request's receiver), pointed likewise.
-    pub(super) fn response_edit(&self, msg: &Message<'_>, now: Instant) -> Option<BodyEdit> {
-        self.edit(msg, !self.from_caller, now)
+    pub(super) fn response_edit(&self, msg: &Message<'_>) -> Option<BodyEdit> {
+        self.edit(msg, !self.from_caller)
     }
 
     /// SDP sent by the caller (`by_caller`) or the callee: the relay learns where that side
     /// now takes media and whether it holds, and the other side is given the relay's endpoint.
-    fn edit(&self, msg: &Message<'_>, by_caller: bool, now: Instant) -> Option<BodyEdit> {
+    fn edit(&self, msg: &Message<'_>, by_caller: bool) -> Option<BodyEdit> {
         let found = find_sdp(msg)?;
         let endpoints = if by_caller {
-            self.session.on_carrier_sdp(&found.summary, now);
+            self.session.on_carrier_sdp(&found.summary);
             self.session.branch_endpoints(self.branch)?
         } else {
-            self.session.on_answer(self.branch, &found.summary, now);
+            self.session.on_answer(self.branch, &found.summary);
             self.session.carrier_endpoints()
         };
         sdp_edit(msg, &found, &endpoints)
@@ -131,7 +131,6 @@ impl Core {
         route: Option<RouteId>,
         key: TxKey,
         from: Peer,
-        now: Instant,
     ) -> Option<MediaSession> {
         let route = routing.router.route(route?);
         if route.media != MediaMode::Relay {
@@ -149,7 +148,7 @@ impl Core {
         let timeouts = SessionTimeouts {
             media_timeout: route.media_timeout,
         };
-        match plane.open(key, &found.summary, from.addr.ip(), timeouts, now) {
+        match plane.open(key, &found.summary, from.addr.ip(), timeouts) {
             Ok(session) => {
                 session.set_label(&call_id);
                 Some(session)
@@ -169,10 +168,9 @@ impl Core {
         req: &Message<'_>,
         index: usize,
         target: &call::Target,
-        now: Instant,
     ) -> Option<BodyEdit> {
         let found = find_sdp(req)?;
-        match session.add_branch(index, target.peer.addr.ip(), now) {
+        match session.add_branch(index, target.peer.addr.ip()) {
             Ok(endpoints) => sdp_edit(req, &found, &endpoints),
             Err(e) => {
                 warn!(
@@ -274,25 +272,20 @@ impl call::Call {
     /// What branch `i`'s provisional or 2xx `msg` tells the media session; the edit that points
     /// its SDP (if any) at the carrier-facing relay endpoint. A 199 (RFC 6228) ends the branch's
     /// early dialog: it fails.
-    pub(super) fn media_answer(
-        &self,
-        i: usize,
-        msg: &Message<'_>,
-        now: Instant,
-    ) -> Option<BodyEdit> {
+    pub(super) fn media_answer(&self, i: usize, msg: &Message<'_>) -> Option<BodyEdit> {
         if let Some(dialog) = &self.dialog_media {
-            return dialog.response_edit(msg, now);
+            return dialog.response_edit(msg);
         }
         let session = self.media.as_ref()?;
         let code = msg.code()?;
         let branch = self.branches.get(i)?;
         if code == 199 {
-            session.branch_failed(i, SwitchReason::EarlyDialogTerminated, now);
+            session.branch_failed(i, SwitchReason::EarlyDialogTerminated);
             return None;
         }
         let found = find_sdp(msg)?;
         if !branch.abandoned {
-            let answer_use = session.on_answer(i, &found.summary, now);
+            let answer_use = session.on_answer(i, &found.summary);
             if let AnswerUse::ColdCodecMismatch { heard, offered } = &answer_use {
                 info!(
                     call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),
@@ -320,9 +313,9 @@ impl call::Call {
     }
 
     /// Branch `i` failed for `reason`: the relay switches away from it at once if it was heard.
-    pub(super) fn media_failed(&self, i: usize, reason: SwitchReason, now: Instant) {
+    pub(super) fn media_failed(&self, i: usize, reason: SwitchReason) {
         if let Some(session) = &self.media {
-            session.branch_failed(i, reason, now);
+            session.branch_failed(i, reason);
         }
     }
 }

@@ -439,7 +439,7 @@ impl Call {
         }
         let rang = b.status == BranchStatus::Ringing;
         b.status = BranchStatus::Final(code);
-        self.media_failed(i, SwitchReason::ErrorResponse, now);
+        self.media_failed(i, SwitchReason::ErrorResponse);
         if code == 503 && self.failover {
             // The destination says it is overloaded: health skips it (for Retry-After).
             self.passive(i, Passive::Unavailable { retry_after }, now);
@@ -565,7 +565,7 @@ impl Call {
         b.abandoned = true;
         if live {
             b.status = BranchStatus::TransportError;
-            self.media_failed(i, SwitchReason::TransportError, now);
+            self.media_failed(i, SwitchReason::TransportError);
         }
         self.release(i);
         if live {
@@ -582,7 +582,7 @@ impl Call {
     /// Gives up on branch `i`: CANCEL now (immediate) or on its first provisional (deferred).
     fn abandon(&mut self, i: usize, reason: &str, now: Instant, out: &mut CallOutputs) {
         self.release(i);
-        self.media_failed(i, SwitchReason::Cancelled, now);
+        self.media_failed(i, SwitchReason::Cancelled);
         let b = &mut self.branches[i];
         b.abandoned = true;
         if !matches!(
@@ -916,7 +916,7 @@ impl Core {
         }
         routing.metrics.calls_in_progress(1);
         self.count_in_setup(true);
-        let media = self.open_media(msg, &routing, route, key, inb.from, now);
+        let media = self.open_media(msg, &routing, route, key, inb.from);
         let plan = CallPlan {
             routing,
             route,
@@ -1098,8 +1098,8 @@ impl Core {
             .then(|| self.record_route(req, c.upstream, &target, c));
         let index = c.branches.len();
         let offer = match (&c.media, &c.dialog_media) {
-            (Some(m), _) => self.branch_offer(m, req, index, &target, now),
-            (None, Some(dialog)) => dialog.request_edit(req, now),
+            (Some(m), _) => self.branch_offer(m, req, index, &target),
+            (None, Some(dialog)) => dialog.request_edit(req),
             (None, None) => None,
         };
         let bytes = self.forward_request(
@@ -1205,7 +1205,7 @@ impl Core {
         let mut todo = CallOutputs::new();
         match (code, r.relayable) {
             (100..=199, relayable) => {
-                let anchored = (code > 100).then(|| c.media_answer(i, msg, now)).flatten();
+                let anchored = (code > 100).then(|| c.media_answer(i, msg)).flatten();
                 let relayed = || {
                     // 100 is hop by hop; everything else provisional goes to the caller.
                     (code > 100 && relayable == Relayable::Yes)
@@ -1268,7 +1268,7 @@ impl Core {
             };
             return self.ghost_teardown(msg, to, now, out);
         }
-        let anchored = c.media_answer(i, msg, now);
+        let anchored = c.media_answer(i, msg);
         if verdict == TwoXx::Answer {
             c.media_answered(i, now);
         }

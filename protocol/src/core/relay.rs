@@ -109,7 +109,7 @@ impl Core {
     ) {
         let branch = self.new_branch(self.loop_hash(msg));
         let media = self.dialog_media(msg);
-        let anchored = media.as_ref().and_then(|m| m.request_edit(msg, now));
+        let anchored = media.as_ref().and_then(|m| m.request_edit(msg));
         let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, anchored.as_ref());
         let client_key = self.keys.client(
             branch.as_bytes(),

@@ -81,7 +81,7 @@ impl Core {
                     }
                 }
                 let upstream = r.upstream;
-                let anchored = r.media.as_ref().and_then(|m| m.response_edit(msg, now));
+                let anchored = r.media.as_ref().and_then(|m| m.response_edit(msg));
                 let relayed = Bytes::from(forward::strip_top_via_with(msg, anchored.as_ref()));
                 r.server.respond(code, relayed, now, &mut acts);
                 let server_key = r.server_key;

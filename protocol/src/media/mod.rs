@@ -485,10 +485,7 @@ impl MediaPlane {
         offer: &SdpSummary,
         carrier_signalling: IpAddr,
         timeouts: SessionTimeouts,
-        now: Instant,
     ) -> Result<MediaSession, MediaError> {
-        // `now` is part of the API for the timers a session may grow; the SSRC needs no clock.
-        let _ = now;
         let id = self.shared.next_session.fetch_add(1, Ordering::Relaxed);
         let ssrc = splitmix(self.shared.seed ^ splitmix(token) ^ id) as u32;
         let session = SessionShared::open(

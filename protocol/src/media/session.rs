@@ -828,7 +828,6 @@ impl MediaSession {
         &self,
         branch: usize,
         cloud_signalling: IpAddr,
-        _now: Instant,
     ) -> Result<Endpoints, MediaError> {
         let cloud_ip = self.plane.side_ip(MediaSide::Cloud);
         let mut state = lock(&self.inner.state);
@@ -897,7 +896,7 @@ impl MediaSession {
     /// [`AnswerUse::Ignored`] (unknown or freed branch, closed session). The first answer the
     /// session sees is the reference. A failed branch's answer is still recorded (a 2xx may
     /// race the CANCEL) but does not make it eligible.
-    pub fn on_answer(&self, branch: usize, answer: &SdpSummary, _now: Instant) -> AnswerUse {
+    pub fn on_answer(&self, branch: usize, answer: &SdpSummary) -> AnswerUse {
         let mut guard = lock(&self.inner.state);
         let state = &mut *guard;
         if state.closed {
@@ -947,7 +946,7 @@ impl MediaSession {
     /// The carrier sent a new offer or answer in the dialog (re-INVITE, UPDATE): new remote
     /// addresses (a changed one unlatches), direction (hold), codecs. Lines beyond the ones
     /// anchored at [`super::MediaPlane::open`] are not anchored.
-    pub fn on_carrier_sdp(&self, sdp: &SdpSummary, _now: Instant) {
+    pub fn on_carrier_sdp(&self, sdp: &SdpSummary) {
         let mut state = lock(&self.inner.state);
         if !state.closed {
             state.carrier.update(sdp);
@@ -958,7 +957,7 @@ impl MediaSession {
     /// timeout): it gets no more media and is never selected again (its ports return at the
     /// answer or close); if it was selected, the most preferred other live branch with media
     /// takes over now (marker on its next packet). Idempotent. True if a switch happened.
-    pub fn branch_failed(&self, branch: usize, reason: SwitchReason, _now: Instant) -> bool {
+    pub fn branch_failed(&self, branch: usize, reason: SwitchReason) -> bool {
         let mut state = lock(&self.inner.state);
         if state.closed {
             return false;

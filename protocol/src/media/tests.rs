@@ -116,14 +116,14 @@ impl Call {
         let timeouts = SessionTimeouts {
             media_timeout: Some(Duration::from_secs(5)),
         };
-        let session = plane.open(7, &offer, CARRIER, timeouts, t0).unwrap();
+        let session = plane.open(7, &offer, CARRIER, timeouts).unwrap();
         let ep = session.carrier_endpoints();
         let carrier_rtp = SocketAddr::new(ep.address, ep.ports[0].unwrap());
         let mut branch_rtp = [carrier_rtp; 2];
         for (b, (cloud, answer)) in [CLOUD_A, CLOUD_B].into_iter().zip(answers).enumerate() {
-            let ep = session.add_branch(b, cloud, t0).unwrap();
+            let ep = session.add_branch(b, cloud).unwrap();
             branch_rtp[b] = SocketAddr::new(ep.address, ep.ports[0].unwrap());
-            session.on_answer(b, &answer, t0);
+            session.on_answer(b, &answer);
         }
         Call {
             plane,
@@ -239,8 +239,7 @@ fn fan_out_copies_carrier_packets_unchanged_to_every_live_branch() {
         ]
     );
     // A failed branch gets nothing.
-    call.session
-        .branch_failed(1, SwitchReason::ErrorResponse, call.at(1));
+    call.session.branch_failed(1, SwitchReason::ErrorResponse);
     let (out, _) = call.carrier_sends(packet, 20);
     assert_eq!(out.len(), 1);
     assert_eq!(out[0].1, SocketAddr::new(CLOUD_A, A_PORT));
@@ -316,7 +315,7 @@ fn preferred_branch_takes_over_once_and_never_flaps_back_to_a_failed_one() {
     assert_eq!(call.session.selected(), Some(0));
     assert!(call
         .session
-        .branch_failed(0, SwitchReason::EarlyDialogTerminated, call.at(30)));
+        .branch_failed(0, SwitchReason::EarlyDialogTerminated));
     assert_eq!(call.session.selected(), Some(1));
     // Branch 0 keeps sending (its media was not torn down yet): it is not taken back.
     for i in 0..5 {
@@ -360,9 +359,7 @@ fn normalisation_keeps_one_continuous_stream_across_a_switch() {
     // Branch 1 streams too (suppressed); then branch 0 fails and branch 1's next packet goes out
     // 25 ms after the last one: seq continues, ts advances by the wall clock in whole frames.
     call.branch_sends(1, 96, 40_000, 7_000_000, 15);
-    assert!(call
-        .session
-        .branch_failed(0, SwitchReason::Cancelled, call.at(30)));
+    assert!(call.session.branch_failed(0, SwitchReason::Cancelled));
     let (out, mut switched) = call.branch_sends(1, 96, 40_001, 7_000_960, 45);
     assert_eq!(out.len(), 1);
     assert_eq!(
@@ -444,16 +441,12 @@ fn srtp_lines_pass_through_unchanged() {
     let mut b = answer(CLOUD_B, B_PORT);
     b.media[0].transport = MediaTransport::Srtp;
     let call = Call::with(config(), o, [a.clone(), b]);
-    assert_eq!(
-        call.session.on_answer(0, &a, call.t0),
-        AnswerUse::Passthrough
-    );
+    assert_eq!(call.session.on_answer(0, &a), AnswerUse::Passthrough);
     let original = rtp(8, 77, 1234, 0xaaaa_0000);
     let (out, sent) = call.branch_sends(0, 8, 77, 1234, 0);
     assert_eq!(out.len(), 1);
     assert_eq!(sent, original);
-    call.session
-        .branch_failed(0, SwitchReason::TransportError, call.at(10));
+    call.session.branch_failed(0, SwitchReason::TransportError);
     call.branch_sends(1, 8, 1, 1, 0);
     let (out, sent) = call.branch_sends(1, 8, 2, 161, 20);
     assert_eq!(out.len(), 1);
@@ -465,9 +458,7 @@ fn branch_failed_switches_at_once_and_is_idempotent() {
     let call = Call::new();
     call.branch_sends(0, 8, 1, 0, 0);
     // No other branch has media yet: nothing to switch to.
-    assert!(!call
-        .session
-        .branch_failed(0, SwitchReason::ErrorResponse, call.at(5)));
+    assert!(!call.session.branch_failed(0, SwitchReason::ErrorResponse));
     assert_eq!(call.session.selected(), None);
     // The next branch to send takes over, counted with the failure's reason.
     let (out, mut p) = call.branch_sends(1, 8, 50, 8000, 20);
@@ -478,23 +469,15 @@ fn branch_failed_switches_at_once_and_is_idempotent() {
         call.count("pointsman_media_switches_total{reason=\"error_response\"}"),
         1.0
     );
-    assert!(!call
-        .session
-        .branch_failed(0, SwitchReason::ErrorResponse, call.at(30)));
-    assert!(!call
-        .session
-        .branch_failed(7, SwitchReason::ErrorResponse, call.at(30)));
+    assert!(!call.session.branch_failed(0, SwitchReason::ErrorResponse));
+    assert!(!call.session.branch_failed(7, SwitchReason::ErrorResponse));
 
     let call = Call::new();
     call.branch_sends(0, 8, 1, 0, 0);
     call.branch_sends(1, 8, 1, 0, 0);
-    assert!(call
-        .session
-        .branch_failed(0, SwitchReason::Cancelled, call.at(5)));
+    assert!(call.session.branch_failed(0, SwitchReason::Cancelled));
     assert_eq!(call.session.selected(), Some(1));
-    assert!(!call
-        .session
-        .branch_failed(0, SwitchReason::Cancelled, call.at(6)));
+    assert!(!call.session.branch_failed(0, SwitchReason::Cancelled));
 }
 
 #[test]
@@ -609,17 +592,17 @@ fn codec_mismatch_answer_is_a_cold_standby() {
     b.media[0].codecs = [codec(0, "pcmu", 8000)].into_iter().collect();
     let call = Call::new();
     assert_eq!(
-        call.session.on_answer(1, &b, call.t0),
+        call.session.on_answer(1, &b),
         AnswerUse::ColdCodecMismatch {
             heard: "pcmu/8000".into(),
             offered: "pcma/8000".into()
         }
     );
     assert_eq!(
-        call.session.on_answer(0, &answer(CLOUD_A, A_PORT), call.t0),
+        call.session.on_answer(0, &answer(CLOUD_A, A_PORT)),
         AnswerUse::HotStandby
     );
-    assert_eq!(call.session.on_answer(9, &b, call.t0), AnswerUse::Ignored);
+    assert_eq!(call.session.on_answer(9, &b), AnswerUse::Ignored);
     // Never selected before the answer, even when it is the only one with media.
     let (out, _) = call.branch_sends(1, 0, 1, 0, 0);
     assert!(out.is_empty());
@@ -653,9 +636,7 @@ fn answered_selects_the_branch_and_frees_the_others() {
     );
     // No silence switching once answered; the carrier's media goes to the answered branch only.
     assert_eq!(call.carrier_sends(rtp(8, 1, 0, 1), 30).0.len(), 1);
-    assert!(!call
-        .session
-        .branch_failed(1, SwitchReason::ErrorResponse, call.at(40)));
+    assert!(!call.session.branch_failed(1, SwitchReason::ErrorResponse));
     assert_eq!(call.session.selected(), Some(1));
 }
 
@@ -692,7 +673,7 @@ fn inactivity_is_reported_for_the_answered_cloud_and_spares_a_held_leg() {
     // The carrier puts the call on hold: it no longer sends; the cloud does until 2 s.
     let mut hold = offer();
     hold.media[0].direction = Direction::RecvOnly;
-    call.session.on_carrier_sdp(&hold, call.at(100));
+    call.session.on_carrier_sdp(&hold);
     call.branch_sends(0, 8, 1, 0, 2000);
     let mut events = Vec::new();
     call.plane.poll(call.at(6999), &mut events);
@@ -709,7 +690,7 @@ fn inactivity_is_reported_for_the_answered_cloud_and_spares_a_held_leg() {
     let call = Call::new();
     let mut held = answer(CLOUD_A, A_PORT);
     held.media[0].connection = Some(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
-    call.session.on_answer(0, &held, call.t0);
+    call.session.on_answer(0, &held);
     call.session.answered(0, call.at(0));
     call.carrier_sends(rtp(8, 1, 0, 1), 9000);
     let mut events = Vec::new();
@@ -718,9 +699,9 @@ fn inactivity_is_reported_for_the_answered_cloud_and_spares_a_held_leg() {
 
     let (plane, _) = plane_with(config());
     let s = plane
-        .open(1, &offer(), CARRIER, SessionTimeouts::default(), call.t0)
+        .open(1, &offer(), CARRIER, SessionTimeouts::default())
         .unwrap();
-    s.add_branch(0, CLOUD_A, call.t0).unwrap();
+    s.add_branch(0, CLOUD_A).unwrap();
     s.answered(0, call.t0);
     plane.poll(call.t0 + Duration::from_secs(3600), &mut events);
     assert!(events.is_empty());
@@ -852,7 +833,7 @@ fn ports_return_after_opens_answers_failures_and_closes() {
     let mut sessions = Vec::new();
     for token in 0..10u64 {
         let s = plane
-            .open(token, &two_lines, CARRIER, SessionTimeouts::default(), t0)
+            .open(token, &two_lines, CARRIER, SessionTimeouts::default())
             .unwrap();
         assert_eq!(
             s.carrier_endpoints()
@@ -864,13 +845,13 @@ fn ports_return_after_opens_answers_failures_and_closes() {
         );
         assert_eq!(s.carrier_endpoints().ports[1], None);
         for b in 0..2 {
-            let ep = s.add_branch(b, CLOUD_A, t0).unwrap();
+            let ep = s.add_branch(b, CLOUD_A).unwrap();
             assert_eq!(ep.address, RELAY_CLOUD);
         }
         match token % 3 {
             0 => s.answered(1, t0),
             1 => {
-                s.branch_failed(0, SwitchReason::ErrorResponse, t0);
+                s.branch_failed(0, SwitchReason::ErrorResponse);
             }
             _ => s.close(),
         }
@@ -885,10 +866,7 @@ fn ports_return_after_opens_answers_failures_and_closes() {
     assert_eq!(plane.sessions(), 0);
     assert_eq!(metric(&metrics, "pointsman_media_ports_in_use"), 0.0);
     assert_eq!(metric(&metrics, "pointsman_media_sessions"), 0.0);
-    assert_eq!(
-        sessions[0].add_branch(5, CLOUD_A, t0),
-        Err(MediaError::Closed)
-    );
+    assert_eq!(sessions[0].add_branch(5, CLOUD_A), Err(MediaError::Closed));
 }
 
 #[test]
@@ -904,14 +882,14 @@ fn pool_exhaustion_is_no_ports_and_leaks_nothing() {
     assert_eq!(plane.sockets().len(), 6);
     let t0 = Instant::now();
     let s = plane
-        .open(1, &offer(), CARRIER, SessionTimeouts::default(), t0)
+        .open(1, &offer(), CARRIER, SessionTimeouts::default())
         .unwrap();
-    s.add_branch(0, CLOUD_A, t0).unwrap();
-    s.add_branch(1, CLOUD_B, t0).unwrap();
-    assert_eq!(s.add_branch(2, CLOUD_B, t0), Err(MediaError::NoPorts));
+    s.add_branch(0, CLOUD_A).unwrap();
+    s.add_branch(1, CLOUD_B).unwrap();
+    assert_eq!(s.add_branch(2, CLOUD_B), Err(MediaError::NoPorts));
     assert_eq!(
         plane
-            .open(2, &offer(), CARRIER, SessionTimeouts::default(), t0)
+            .open(2, &offer(), CARRIER, SessionTimeouts::default())
             .unwrap_err(),
         MediaError::NoPorts
     );
@@ -923,7 +901,7 @@ fn pool_exhaustion_is_no_ports_and_leaks_nothing() {
     ]);
     assert_eq!(
         plane
-            .open(3, &two, CARRIER, SessionTimeouts::default(), t0)
+            .open(3, &two, CARRIER, SessionTimeouts::default())
             .unwrap_err(),
         MediaError::NoPorts
     );
@@ -936,7 +914,6 @@ fn pool_exhaustion_is_no_ports_and_leaks_nothing() {
                 &sdp(vec![line(CARRIER, 0, &[pcma()])]),
                 CARRIER,
                 SessionTimeouts::default(),
-                t0
             )
             .unwrap_err(),
         MediaError::NoMedia
@@ -999,9 +976,7 @@ fn rtcp_after_a_switch_does_not_start_the_new_sources_stream() {
     let call = Call::new();
     call.branch_sends(0, 8, 100, 16_000, 0);
     call.branch_sends(1, 8, 7, 700, 0);
-    assert!(call
-        .session
-        .branch_failed(0, SwitchReason::Cancelled, call.at(5)));
+    assert!(call.session.branch_failed(0, SwitchReason::Cancelled));
     // Branch 1's RTCP comes first: forwarded with the output SSRC, but the stream's source is
     // still branch 0's until branch 1's media arrives.
     let rtcp_at = SocketAddr::new(RELAY_CLOUD, call.branch_rtp[1].port() + 1);
@@ -1056,9 +1031,7 @@ fn branch_failed_after_the_answer_changes_nothing() {
     let call = Call::new();
     call.branch_sends(0, 8, 1, 0, 0);
     call.session.answered(0, call.at(10));
-    assert!(!call
-        .session
-        .branch_failed(0, SwitchReason::TransportError, call.at(20)));
+    assert!(!call.session.branch_failed(0, SwitchReason::TransportError));
     assert_eq!(call.branch_sends(0, 8, 2, 160, 30).0.len(), 1);
     assert_eq!(call.carrier_sends(rtp(8, 1, 0, 1), 30).0.len(), 1);
 }

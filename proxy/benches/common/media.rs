@@ -70,7 +70,6 @@ impl MediaRig {
                 &sdp_of(CARRIER_MEDIA),
                 carrier.ip(),
                 SessionTimeouts::default(),
-                now,
             )
             .unwrap();
         let socket_of = |port: u16| {
@@ -86,9 +85,9 @@ impl MediaRig {
         let mut cloud_sockets = [SocketId(0); 2];
         for (i, media) in CLOUD_MEDIA.iter().enumerate() {
             let cloud: SocketAddr = media.parse().unwrap();
-            let ends = session.add_branch(i, cloud.ip(), now).unwrap();
+            let ends = session.add_branch(i, cloud.ip()).unwrap();
             cloud_sockets[i] = socket_of(ends.ports[0].unwrap());
-            session.on_answer(i, &sdp_of(media), now);
+            session.on_answer(i, &sdp_of(media));
         }
         let mut rig = MediaRig {
             plane,
