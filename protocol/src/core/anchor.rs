@@ -273,10 +273,10 @@ impl call::Call {
     /// its SDP (if any) at the carrier-facing relay endpoint. A 199 (RFC 6228) ends the branch's
     /// early dialog: it fails.
     pub(super) fn media_answer(&self, i: usize, msg: &Message<'_>) -> Option<BodyEdit> {
-        if let Some(dialog) = &self.dialog_media {
-            return dialog.response_edit(msg);
-        }
-        let session = self.media.as_ref()?;
+        let session = match self.media.as_ref()? {
+            call::CallMedia::Dialog(dialog) => return dialog.response_edit(msg),
+            call::CallMedia::Session(session) => session,
+        };
         let code = msg.code()?;
         let branch = self.branches.get(i)?;
         if code == 199 {
@@ -302,7 +302,7 @@ impl call::Call {
     /// The 2xx of branch `i` is the call's answer: the relay hears that branch from now on (and
     /// frees the others), with the answering destination's own `media_timeout` if it has one.
     pub(super) fn media_answered(&self, i: usize, now: Instant) {
-        let Some(session) = &self.media else {
+        let Some(session) = self.session() else {
             return;
         };
         let dest = self.branches.get(i).and_then(|b| b.target.dest);
@@ -314,7 +314,7 @@ impl call::Call {
 
     /// Branch `i` failed for `reason`: the relay switches away from it at once if it was heard.
     pub(super) fn media_failed(&self, i: usize, reason: SwitchReason) {
-        if let Some(session) = &self.media {
+        if let Some(session) = self.session() {
             session.branch_failed(i, reason);
         }
     }

@@ -101,10 +101,8 @@ pub(super) struct CallPlan {
     pub steps: Vec<Step>,
     pub reject: Option<(u16, Option<Duration>)>,
     pub failover: bool,
-    /// The media session, when the call's media is anchored.
-    pub media: Option<MediaSession>,
-    /// A re-INVITE's anchored dialog.
-    pub dialog_media: Option<super::anchor::DialogMedia>,
+    /// Its media, when anchored.
+    pub media: Option<CallMedia>,
 }
 
 /// Appends a planned tier's steps: a parallel tier is one step (all members at once), a serial
@@ -182,13 +180,27 @@ pub(super) struct Call {
     /// Its branches' ends were counted (see `reap_if_done`).
     pub reaped: bool,
     pub policy: CallPolicy,
-    /// The call's media session, when its media is anchored in the relay.
-    pub media: Option<MediaSession>,
+    /// Its media, when anchored in the relay.
+    pub media: Option<CallMedia>,
+}
+
+/// The anchored media of a call.
+pub(super) enum CallMedia {
+    /// A new call: its own media session.
+    Session(MediaSession),
     /// A re-INVITE in an anchored dialog: its offer and answer keep the dialog's relay ports.
-    pub dialog_media: Option<super::anchor::DialogMedia>,
+    Dialog(super::anchor::DialogMedia),
 }
 
 impl Call {
+    /// The call's own media session (a new anchored call).
+    pub(super) fn session(&self) -> Option<&MediaSession> {
+        match &self.media {
+            Some(CallMedia::Session(session)) => Some(session),
+            _ => None,
+        }
+    }
+
     pub(super) fn request(&self) -> Option<Message<'_>> {
         originate::rescan(&self.request)
     }
@@ -923,8 +935,7 @@ impl Core {
             steps,
             reject,
             failover: true,
-            media,
-            dialog_media: None,
+            media: media.map(CallMedia::Session),
         };
         self.start_call(msg, key, inb.from, plan, now, out);
     }
@@ -950,8 +961,7 @@ impl Core {
             steps: vec![smallvec![target]],
             reject: None,
             failover: false,
-            media: None,
-            dialog_media: self.dialog_media(msg),
+            media: self.dialog_media(msg).map(CallMedia::Dialog),
         };
         self.start_call(msg, key, from, plan, now, out);
     }
@@ -1001,7 +1011,6 @@ impl Core {
             reaped: false,
             policy: self.call_policy(),
             media: plan.media,
-            dialog_media: plan.dialog_media,
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
@@ -1049,8 +1058,8 @@ impl Core {
                     }
                 }
                 CallOutput::Finished { code } => {
-                    if let Some(media) = c.media.take() {
-                        media.close();
+                    if let Some(CallMedia::Session(session)) = c.media.take() {
+                        session.close();
                     }
                     if c.failover {
                         self.count_in_setup(false);
@@ -1097,10 +1106,10 @@ impl Core {
             .failover
             .then(|| self.record_route(req, c.upstream, &target, c));
         let index = c.branches.len();
-        let offer = match (&c.media, &c.dialog_media) {
-            (Some(m), _) => self.branch_offer(m, req, index, &target),
-            (None, Some(dialog)) => dialog.request_edit(req),
-            (None, None) => None,
+        let offer = match &c.media {
+            Some(CallMedia::Session(session)) => self.branch_offer(session, req, index, &target),
+            Some(CallMedia::Dialog(dialog)) => dialog.request_edit(req),
+            None => None,
         };
         let bytes = self.forward_request(
             req,
@@ -1300,13 +1309,16 @@ impl Core {
                 caller_tag: c
                     .request()
                     .map_or(0, |req| self.tag_key(req.from.tag, &req)),
-                media: c.media.clone().map(|session| super::anchor::AnsweredMedia {
-                    session,
-                    branch: i,
-                    token: c.key,
-                    invite: c.request.clone(),
-                    answer: Bytes::copy_from_slice(msg.buf),
-                }),
+                media: c
+                    .session()
+                    .cloned()
+                    .map(|session| super::anchor::AnsweredMedia {
+                        session,
+                        branch: i,
+                        token: c.key,
+                        invite: c.request.clone(),
+                        answer: Bytes::copy_from_slice(msg.buf),
+                    }),
             };
             if answered.media.is_some() {
                 self.media_dialogs.insert(c.key, key);
@@ -1567,7 +1579,6 @@ mod tests {
                 cancel_give_up: Duration::from_secs(32),
             },
             media: None,
-            dialog_media: None,
         }
     }
 

@@ -377,7 +377,6 @@ impl Core {
             policy: self.call_policy(),
             // Media sessions are not replicated: a restored call's media is not anchored.
             media: None,
-            dialog_media: None,
         };
         for b in &c.branches {
             self.rearm_branch(&c, b, now, out);
