@@ -5,51 +5,23 @@
 use super::backoff::Backoff;
 use super::wire::{encode, read_frame};
 use super::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use crate::transport::tls::tests::Ca;
 use std::time::Instant;
 use tokio::net::UdpSocket;
 use tokio::time::timeout;
 
-/// A test link CA issuing node certificates (server and client use, for 127.0.0.1).
-struct Ca {
-    issuer: Issuer<'static, KeyPair>,
-    der: CertificateDer<'static>,
-}
-
-impl Ca {
-    fn new(name: &str) -> Ca {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.distinguished_name.push(DnType::CommonName, name);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let cert = p.self_signed(&key).unwrap();
-        Ca {
-            der: cert.der().clone(),
-            issuer: Issuer::new(p, key),
-        }
-    }
-
-    /// A node's identity from this CA, trusting `trust` for its peers.
-    fn node(&self, trust: &Ca) -> LinkTls {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
-        p.distinguished_name.push(DnType::CommonName, "node");
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, &self.issuer).unwrap();
-        let mut roots = RootCertStore::empty();
-        roots.add(trust.der.clone()).unwrap();
-        LinkTls {
-            certs: vec![cert.der().clone()],
-            key: PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-            roots: Arc::new(roots),
-        }
+/// A node's link identity from `ca` (for 127.0.0.1), trusting `trust` for its peers.
+fn identity(ca: &Ca, trust: &Ca) -> LinkTls {
+    use rustls::pki_types::pem::PemObject;
+    let (cert, key) = ca.node("127.0.0.1");
+    let mut roots = RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(trust.pem.as_bytes()).unwrap())
+        .unwrap();
+    LinkTls {
+        certs: vec![CertificateDer::from_pem_slice(cert.as_bytes()).unwrap()],
+        key: PrivateKeyDer::from_pem_slice(key.as_bytes()).unwrap(),
+        roots: Arc::new(roots),
     }
 }
 
@@ -82,11 +54,11 @@ fn pair_with(
 ) -> (Link, Link) {
     let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
     tweak_2(&mut c2);
-    let two = Link::start(c2, ca.node(ca)).unwrap();
+    let two = Link::start(c2, identity(ca, ca)).unwrap();
     let to_two = via.unwrap_or(two.local_addr().unwrap());
     let mut c1 = config(1, &[(2, to_two)]);
     tweak_1(&mut c1);
-    let one = Link::start(c1, ca.node(ca)).unwrap();
+    let one = Link::start(c1, identity(ca, ca)).unwrap();
     (one, two)
 }
 
@@ -216,11 +188,11 @@ async fn a_frame_over_the_bound_closes_the_link_with_a_reason() {
 async fn a_peer_whose_certificate_is_not_from_the_ca_is_refused() {
     let ca = Ca::new("link ca");
     let stranger = Ca::new("another ca");
-    let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), ca.node(&ca)).unwrap();
+    let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), identity(&ca, &ca)).unwrap();
     // Node 1 trusts the link CA but its own certificate is from another one.
     let one = Link::start(
         config(1, &[(2, two.local_addr().unwrap())]),
-        stranger.node(&ca),
+        identity(&stranger, &ca),
     )
     .unwrap();
     let (mut e1, mut e2) = (one.events().unwrap(), two.events().unwrap());
@@ -242,10 +214,14 @@ async fn a_node_that_is_not_a_lower_id_peer_is_refused() {
     // Node 2 knows only node 3 (which it would dial): node 1 is nobody to it.
     let two = Link::start(
         config(2, &[(3, "127.0.0.1:9".parse().unwrap())]),
-        ca.node(&ca),
+        identity(&ca, &ca),
     )
     .unwrap();
-    let one = Link::start(config(1, &[(2, two.local_addr().unwrap())]), ca.node(&ca)).unwrap();
+    let one = Link::start(
+        config(1, &[(2, two.local_addr().unwrap())]),
+        identity(&ca, &ca),
+    )
+    .unwrap();
     let mut e1 = one.events().unwrap();
     let wait = Duration::from_millis(1500);
     assert!(
@@ -278,7 +254,7 @@ async fn a_peer_that_shuts_down_is_down_at_once_and_up_again_when_it_returns() {
     // The old endpoint's driver lets go of the socket shortly after the close.
     let mut attempts = 0;
     let two = loop {
-        match Link::start(c2.clone(), ca.node(&ca)) {
+        match Link::start(c2.clone(), identity(&ca, &ca)) {
             Ok(link) => break link,
             Err(_) if attempts < 40 => {
                 attempts += 1;
@@ -383,9 +359,9 @@ async fn a_silent_peer_is_down_within_dead_after_and_up_again_when_heard() {
     let ca = Ca::new("link ca");
     let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
     c2.listen = ANY.parse().unwrap();
-    let two = Link::start(c2, ca.node(&ca)).unwrap();
+    let two = Link::start(c2, identity(&ca, &ca)).unwrap();
     let relay = Relay::start(two.local_addr().unwrap()).await;
-    let one = Link::start(config(1, &[(2, relay.addr)]), ca.node(&ca)).unwrap();
+    let one = Link::start(config(1, &[(2, relay.addr)]), identity(&ca, &ca)).unwrap();
     let (mut e1, mut e2) = up(&one, &two).await;
 
     let (t1, t2) = cut_and_time(&relay, &mut e1, &mut e2).await;
@@ -419,9 +395,9 @@ async fn silent_peer_detection_times() {
     let ca = Ca::new("link ca");
     let mut times = Vec::new();
     for _ in 0..10 {
-        let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), ca.node(&ca)).unwrap();
+        let two = Link::start(config(2, &[(1, ANY.parse().unwrap())]), identity(&ca, &ca)).unwrap();
         let relay = Relay::start(two.local_addr().unwrap()).await;
-        let one = Link::start(config(1, &[(2, relay.addr)]), ca.node(&ca)).unwrap();
+        let one = Link::start(config(1, &[(2, relay.addr)]), identity(&ca, &ca)).unwrap();
         let (mut e1, mut e2) = up(&one, &two).await;
         // Let keep-alives run for a while first.
         tokio::time::sleep(Duration::from_millis(300)).await;

@@ -45,6 +45,20 @@ impl Ca {
         let cert = p.signed_by(&key, &self.issuer).unwrap();
         (cert.pem(), key.serialize_pem())
     }
+
+    /// (certificate PEM, key PEM) for a node of the node link at `ip`: server and client of
+    /// its peers.
+    pub(crate) fn node(&self, ip: &str) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec![ip.to_string()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "node");
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, &self.issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
 }
 
 /// A fresh directory for one test's files.
