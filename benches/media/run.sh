@@ -8,7 +8,10 @@
 #   benches/media/run.sh --only rtpengine
 #
 # It binds only the loopback, stops after a bounded time, and kills every process it started
-# when it exits (normally, on error, or on Ctrl-C).
+# when it exits (normally, on error, or on Ctrl-C). Run as root, it runs everything in a network
+# namespace of its own (only a loopback, deleted at exit), so the relays are measured without
+# the host's firewall: a Docker host's NAT rules put conntrack on every loopback packet, which
+# made the bare floor ~40 % dearer here, the same for every relay (--host-netns to keep it).
 
 set -euo pipefail
 
@@ -27,6 +30,10 @@ usage: benches/media/run.sh [options]
   --floor              also run the floor first: rtp_floor (benches/tools/src/bin/rtp_floor.rs),
                        one recvfrom and one sendto per packet and nothing else, the least any
                        userspace relay costs on this machine
+  --floor-bin NAME     the floor's program: rtp_floor (default) or uring_floor (the same on
+                       io_uring, syscalls batched: benches/tools/src/bin/uring_floor.rs)
+  --host-netns         run in the host's network namespace (default as root: a namespace of
+                       the bench's own, with only a loopback)
   --senders N          sender threads of the bench (default 2)
   --pointsman PATH     pointsman binary (default target/release/pointsman)
   --rtpengine PATH     rtpengine binary (default: rtpengine on PATH)
@@ -53,6 +60,9 @@ PORTS=""
 OUT=""
 BUILD=0
 FLOOR=0
+FLOOR_BIN="rtp_floor"
+HOST_NETNS=0
+ARGS=("$@")
 
 while [[ $# -gt 0 ]]; do
 	case "$1" in
@@ -63,6 +73,10 @@ while [[ $# -gt 0 ]]; do
 		case "${2:-}" in pointsman | rtpengine) RELAYS="$2" ;; *) echo "--only: pointsman or rtpengine" >&2; exit 2 ;; esac
 		shift 2 ;;
 	--floor) FLOOR=1; shift ;;
+	--floor-bin)
+		case "${2:-}" in rtp_floor | uring_floor) FLOOR_BIN="$2" ;; *) echo "--floor-bin: rtp_floor or uring_floor" >&2; exit 2 ;; esac
+		shift 2 ;;
+	--host-netns) HOST_NETNS=1; shift ;;
 	--senders) SENDERS="$2"; shift 2 ;;
 	--pointsman) PM_BIN="$2"; shift 2 ;;
 	--rtpengine) RTPENGINE="$2"; shift 2 ;;
@@ -89,7 +103,26 @@ PM_BIN="${PM_BIN:-$TARGET_DIR/release/pointsman}"
 if [[ $BUILD == 1 ]]; then
 	echo "building pointsman and media_bench (release)..."
 	(cd "$ROOT" && cargo build --release -p pointsman --bin pointsman --quiet)
-	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin media_bench --bin rtp_floor --quiet)
+	(cd "$ROOT" && cargo build --release -p pointsman-bench-tools --bin media_bench --bin rtp_floor --bin uring_floor --quiet)
+fi
+
+# As root, and not yet inside it: run this script again inside a namespace of its own.
+if [[ $HOST_NETNS == 0 && $EUID == 0 && -z "${POINTSMAN_MEDIA_NETNS:-}" ]] && command -v ip >/dev/null 2>&1; then
+	NETNS="pointsman-media-$$"
+	ip netns add "$NETNS"
+	trap 'ip netns del "$NETNS" 2>/dev/null || true' EXIT
+	ip -n "$NETNS" link set lo up
+	# Without --build: that is done (or not asked for) already.
+	rerun=()
+	for a in "${ARGS[@]}"; do [[ "$a" == --build ]] || rerun+=("$a"); done
+	status=0
+	POINTSMAN_MEDIA_NETNS="$NETNS" ip netns exec "$NETNS" "$0" "${rerun[@]}" || status=$?
+	exit "$status"
+fi
+if [[ -n "${POINTSMAN_MEDIA_NETNS:-}" ]]; then
+	echo "network namespace: $POINTSMAN_MEDIA_NETNS (loopback only)"
+else
+	echo "network namespace: the host's"
 fi
 [[ -x "$BENCH" ]] || { echo "no media_bench at $BENCH (run with --build)" >&2; exit 1; }
 if [[ " $RELAYS " == *" pointsman "* ]]; then
@@ -126,6 +159,7 @@ run_one() {
 	echo "== $relay, $rate pps ($flows flows, ${WARMUP}s + ${DURATION}s)"
 	"$BENCH" --relay "$relay" --flows "$flows" --duration "${DURATION}s" --warmup "${WARMUP}s" \
 		--senders "$SENDERS" --pointsman "$PM_BIN" --rtpengine "$RTPENGINE" ${PORTS:+--ports "$PORTS"} \
+		--floor-bin "${FLOOR_BIN//_/-}" \
 		--work-dir "$dir" >"$dir/result.txt" 2>"$dir/bench.err" &
 	BENCH_PID=$!
 	if wait "$BENCH_PID"; then

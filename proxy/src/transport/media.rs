@@ -81,7 +81,10 @@ impl MediaSockets {
             let (sockets, plane) = (self.sockets.clone(), plane.clone());
             std::thread::Builder::new()
                 .name(format!("pointsman-media{t}"))
-                .spawn(move || serve(&epoll, &sockets, &plane))
+                .spawn(move || {
+                    private_fd_table();
+                    serve(&epoll, &sockets, &plane)
+                })
                 .context("cannot start a media relay thread")?;
         }
         Ok(())
@@ -172,6 +175,25 @@ fn serve(epoll: &Epoll, sockets: &[UdpSocket], plane: &MediaPlane) {
                 }
             }
         }
+    }
+}
+
+/// Gives the calling thread its own copy of the process's file-descriptor table.
+///
+/// Every `recvfrom`/`sendto` looks its socket up in the fd table; while the table is shared by
+/// several threads, the kernel takes and drops a reference on the socket's file for each call
+/// (atomics on a line the other threads touch too), which a thread with a table of its own
+/// skips. Measured on the media bench: ~10 % of a media thread's time was that lookup. The
+/// media sockets are all bound before the threads start and are never closed, so the copy
+/// holds every one of them. Where `unshare` is not allowed (a container's seccomp profile),
+/// the thread goes on with the shared table: slower, not wrong.
+fn private_fd_table() {
+    // SAFETY: unshare takes no pointers; CLONE_FILES affects only the calling thread's table.
+    if unsafe { libc::unshare(libc::CLONE_FILES) } != 0 {
+        tracing::debug!(
+            "media thread keeps the shared fd table: unshare(CLONE_FILES): {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

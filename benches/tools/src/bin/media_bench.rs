@@ -103,6 +103,26 @@ struct Args {
     /// build without the relay then starts, and the bench stops at "did not anchor media").
     #[arg(long)]
     no_media_config: bool,
+    /// The floor's program: `rtp-floor` (epoll, one recvfrom and one sendto a packet) or
+    /// `uring-floor` (the same on io_uring, syscalls batched).
+    #[arg(long, value_enum, default_value = "rtp-floor")]
+    floor_bin: FloorBin,
+}
+
+/// The floor programs (beside this one).
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FloorBin {
+    RtpFloor,
+    UringFloor,
+}
+
+impl FloorBin {
+    fn name(self) -> &'static str {
+        match self {
+            FloorBin::RtpFloor => "rtp_floor",
+            FloorBin::UringFloor => "uring_floor",
+        }
+    }
 }
 
 fn main() -> ExitCode {
@@ -218,7 +238,7 @@ fn run(args: &Args) -> Result<()> {
     Ok(())
 }
 
-/// Starts `rtp_floor` (beside this program) on the 127.0.0.1 ports from `port_min`: flow `i`'s
+/// Starts the floor (`rtp_floor` or `uring_floor`) (beside this program) on the 127.0.0.1 ports from `port_min`: flow `i`'s
 /// carrier sends to `port_min + 4i`, its cloud to `port_min + 4i + 2`.
 fn start_floor(
     args: &Args,
@@ -226,14 +246,14 @@ fn start_floor(
     port_min: u16,
     flows: &[FlowSockets],
 ) -> Result<(RelayProcess, Vec<Targets>)> {
-    let exe = std::env::current_exe()?.with_file_name("rtp_floor");
-    let log = work.join("rtp_floor.log");
+    let exe = std::env::current_exe()?.with_file_name(args.floor_bin.name());
+    let log = work.join(format!("{}.log", args.floor_bin.name()));
     let mut cmd = Command::new(&exe);
     cmd.arg("--port-min")
         .arg(port_min.to_string())
         .arg("--flows")
         .arg(args.flows.to_string());
-    let mut relay = RelayProcess::spawn("rtp_floor", &mut cmd, &log)?;
+    let mut relay = RelayProcess::spawn(args.floor_bin.name(), &mut cmd, &log)?;
     std::thread::sleep(Duration::from_millis(300));
     relay.check_alive(&log)?;
     let targets = (0..flows.len())
