@@ -254,6 +254,9 @@ pub struct Metrics {
     responses_out: [Counter; 6],
     cancels_sent: Counter,
     ghosts_torn_down: Counter,
+    forwarded_to_owner: Counter,
+    adopted: [Counter; 2],
+    replicas: Gauge,
     post_dial_delay: Histogram,
     invite_final: Histogram,
     udp_transit: Histogram,
@@ -305,11 +308,29 @@ pub mod name {
     pub const PROBE_RTT: &str = "pointsman_probe_rtt_seconds";
     pub const PARSE_ERRORS: &str = "pointsman_parse_errors_total";
     pub const DROPPED: &str = "pointsman_dropped_total";
+    pub const FORWARDED_TO_OWNER: &str = "pointsman_cluster_forwarded_total";
+    pub const ADOPTED: &str = "pointsman_cluster_adopted_total";
+    pub const REPLICAS: &str = "pointsman_cluster_replicas";
 }
 
 /// The `# HELP` text of each metric.
 /// Every metric: its type, name and help text.
-pub const DESCRIPTIONS: [(Kind, &str, &str); 17] = [
+pub const DESCRIPTIONS: [(Kind, &str, &str); 20] = [
+    (
+        Kind::Counter,
+        name::FORWARDED_TO_OWNER,
+        "Datagrams that landed on this node and were handed to the node owning their call",
+    ),
+    (
+        Kind::Counter,
+        name::ADOPTED,
+        "Calls of a node that was down adopted here from their replicas, by state (setup, answered)",
+    ),
+    (
+        Kind::Gauge,
+        name::REPLICAS,
+        "Calls the other nodes replicated to this one, held now",
+    ),
     (
         Kind::Counter,
         name::REQUESTS,
@@ -497,6 +518,9 @@ impl Metrics {
             responses_out: classes("out"),
             cancels_sent: r.counter(name::CANCELS_SENT, &[]),
             ghosts_torn_down: r.counter(name::GHOSTS, &[]),
+            forwarded_to_owner: r.counter(name::FORWARDED_TO_OWNER, &[]),
+            adopted: ["setup", "answered"].map(|s| r.counter(name::ADOPTED, &[("state", s)])),
+            replicas: r.gauge(name::REPLICAS, &[]),
             post_dial_delay: r.histogram(name::POST_DIAL_DELAY),
             invite_final: r.histogram(name::INVITE_FINAL),
             udp_transit: r.histogram(name::UDP_TRANSIT),
@@ -576,6 +600,21 @@ impl Metrics {
     /// A CANCEL sent to a destination.
     pub fn cancel_sent(&self) {
         self.cancels_sent.increment(1);
+    }
+
+    /// A datagram handed to the node that owns its call.
+    pub fn forwarded_to_owner(&self) {
+        self.forwarded_to_owner.increment(1);
+    }
+
+    /// A call of a node that was down adopted from its replica.
+    pub fn adopted(&self, answered: bool) {
+        self.adopted[usize::from(answered)].increment(1);
+    }
+
+    /// Replicas held for the other nodes.
+    pub fn replicas(&self, n: usize) {
+        self.replicas.set(n as f64);
     }
 
     /// A ghost 2xx ACKed and ended with BYE.

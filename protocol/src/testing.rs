@@ -38,6 +38,7 @@ pub fn core_config() -> CoreConfig {
         listeners: vec!["udp".into()],
         acls: vec![crate::guard::Acl::default()],
         guard: crate::guard::GuardConfig::default(),
+        peers: Vec::new(),
     }
 }
 
@@ -159,6 +160,10 @@ pub struct Harness {
     pub sent: Vec<(SocketAddr, String, Bytes)>,
     /// The delivery-failure key of each send in `sent`, in the same order.
     pub reports: Vec<Option<TxKey>>,
+    /// Datagrams the core handed to another node: (node, bytes, from, listener).
+    pub to_nodes: Vec<(u16, Bytes, SocketAddr, usize)>,
+    /// What the core told the other nodes of its calls: (Call-ID, state; `None`: over).
+    pub replicated: Vec<(Bytes, Option<Box<crate::core::CallState>>)>,
     /// Scratch buffer the core writes its outputs into (kept so a bench allocates it once).
     out: Vec<Output>,
 }
@@ -172,6 +177,8 @@ impl Harness {
             timers: Timers::default(),
             sent: Vec::new(),
             reports: Vec::new(),
+            to_nodes: Vec::new(),
+            replicated: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -185,6 +192,13 @@ impl Harness {
                     self.reports.push(report);
                 }
                 Output::Timer { at, timer } => self.timers.push(at, timer),
+                Output::ToNode {
+                    node,
+                    bytes,
+                    from,
+                    listener,
+                } => self.to_nodes.push((node, bytes, from, listener)),
+                Output::Replicate { call_id, state } => self.replicated.push((call_id, state)),
             }
         }
     }

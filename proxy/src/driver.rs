@@ -7,6 +7,7 @@
 //! the kernel's receive timestamp to the moment what it caused over UDP is handed to the kernel
 //! (`pointsman_udp_transit_seconds`). Nothing here knows SIP.
 
+use crate::cluster::PairLink;
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
 use crate::sched::{self, SliceGovernor};
@@ -67,6 +68,11 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
         listeners: cfg.listeners.iter().map(|l| l.name.clone()).collect(),
         acls: cfg.listeners.iter().map(|l| l.acl.clone()).collect(),
         guard: cfg.guard.clone(),
+        peers: cfg
+            .cluster
+            .as_ref()
+            .map(|c| c.peers.iter().map(|p| p.id).collect())
+            .unwrap_or_default(),
     })
 }
 
@@ -198,6 +204,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         let (realtime_priority, slice) = (cfg.realtime_priority, cfg.scheduler_slice);
         // The first worker hands the relay's timed events to the core.
         let media = media.clone().filter(|_| i == 0);
+        let pair = node.pair_link();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
@@ -206,10 +213,15 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                     let local = tokio::task::LocalSet::new();
                     local.block_on(
                         &rt,
-                        worker(core, tcp, sink, inbox, sockets, listeners, governor, media),
+                        worker(
+                            core, tcp, sink, inbox, sockets, listeners, governor, media, pair,
+                        ),
                     )
                 })?,
         );
+    }
+    if let Some(link) = node.link() {
+        crate::cluster::serve_link_events(link, core.clone(), sinks.clone())?;
     }
     info!(node = cfg.node_id, workers, "pointsman running");
     // The workers are not joined: the process ends under them once the stop is decided.
@@ -289,6 +301,8 @@ struct Worker {
     queued: Cell<u64>,
     /// Under `scheduler_slice = "auto"`: which slice this worker's load calls for.
     slice_governor: RefCell<Option<SliceGovernor>>,
+    /// The node link, when this node is one of a pair.
+    pair: Option<PairLink>,
 }
 
 /// How often the first worker asks the media plane for timed events (media inactivity).
@@ -304,6 +318,7 @@ async fn worker(
     listeners: Vec<(usize, std::net::TcpListener)>,
     slice_governor: Option<SliceGovernor>,
     media: Option<Arc<MediaPlane>>,
+    pair: Option<PairLink>,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
@@ -331,6 +346,7 @@ async fn worker(
         outbox: RefCell::new(Vec::with_capacity(udp::SEND_BATCH)),
         queued: Cell::new(0),
         slice_governor: RefCell::new(slice_governor),
+        pair,
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -362,11 +378,28 @@ async fn worker(
                     framing: Framing::Stream,
                     listener,
                     overloaded: false,
+                    relayed: false,
                 },
                 now,
                 &mut out,
             ),
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
+            Event::Relayed {
+                bytes,
+                from,
+                listener,
+            } => w.core.on_message(
+                Inbound {
+                    bytes: &bytes,
+                    from: Peer::udp(from),
+                    framing: Framing::Datagram,
+                    listener,
+                    overloaded: false,
+                    relayed: true,
+                },
+                now,
+                &mut out,
+            ),
         }
         execute(&w, &mut out);
         flush_udp(&w);
@@ -450,6 +483,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                         framing: Framing::Datagram,
                         listener,
                         overloaded,
+                        relayed: false,
                     },
                     now,
                     &mut out,
@@ -542,6 +576,21 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                     w.tcp.send(to, bytes, report, &w.sink)
                 }
             },
+            Output::ToNode {
+                node,
+                bytes,
+                from,
+                listener,
+            } => {
+                if let Some(pair) = &w.pair {
+                    pair.to_owner(node, &bytes, from, listener);
+                }
+            }
+            Output::Replicate { call_id, state } => {
+                if let Some(pair) = &w.pair {
+                    pair.replicate(&call_id, state.as_deref());
+                }
+            }
             Output::Timer { at, timer } => {
                 let due = w
                     .wheel

@@ -7,6 +7,8 @@
 //!
 //! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`).
 //! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
+//! - [`link`]: the QUIC link between the nodes of a pair; [`cluster`]: what it carries for the
+//!   core (datagrams for their owner, replicas, peers up and down).
 //! - [`node`]: one running node: the core, its routing snapshot, reload, drain, status.
 //! - [`driver`]: the worker threads that feed received bytes and timer expiries to the core and
 //!   carry out what it returns.
@@ -26,6 +28,7 @@
 
 pub mod admin;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 mod drill;
 pub mod driver;

@@ -175,6 +175,18 @@ impl Node {
         &self.core
     }
 
+    /// The node link, when this node is one of a pair.
+    pub fn pair_link(&self) -> Option<crate::cluster::PairLink> {
+        self.link.get().map(|(link, peers)| {
+            crate::cluster::PairLink::new(link.clone(), peers.iter().map(|p| p.id).collect())
+        })
+    }
+
+    /// The node link itself, when this node is one of a pair.
+    pub fn link(&self) -> Option<&Arc<crate::link::Link>> {
+        self.link.get().map(|(link, _)| link)
+    }
+
     /// Serving, drained, or stopping (which outranks a drain).
     pub fn state(&self) -> NodeState {
         if self.core.is_stopping() {
@@ -312,9 +324,9 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
 /// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
-/// Starts the node link, its runtime running on a thread of its own (as the admin API's does),
-/// which reports each peer coming up or going down in the log. It carries no calls yet: frames
-/// are not handled. Fails when the link cannot start (its address taken, a PEM file unreadable).
+/// Starts the node link, its runtime running on a thread of its own (as the admin API's does).
+/// Its events are read by [`crate::cluster::serve_link_events`] once the workers run. Fails
+/// when the link cannot start (its address taken, a PEM file unreadable).
 fn start_link(
     cluster: &crate::config::ClusterConfig,
     node_id: u16,
@@ -329,30 +341,11 @@ fn start_link(
         let _in_runtime = runtime.enter();
         Arc::new(Link::start(cluster.link_config(node_id), tls)?)
     };
-    let events = link
-        .events()
-        .ok_or_else(|| anyhow!("the node link's events were taken already"))?;
     std::thread::Builder::new()
         .name("pointsman-link".into())
-        .spawn(move || runtime.block_on(log_link_events(events)))
+        .spawn(move || runtime.block_on(std::future::pending::<()>()))
         .context("cannot start the node link's thread")?;
     Ok(link)
-}
-
-/// Logs each peer coming up and going down, for as long as the link runs.
-async fn log_link_events(mut events: tokio::sync::mpsc::Receiver<crate::link::LinkEvent>) {
-    use crate::link::LinkEvent;
-    while let Some(event) = events.recv().await {
-        match event {
-            LinkEvent::Up(peer) => info!(peer, "node link up"),
-            LinkEvent::Down(peer, reason) => {
-                warn!(peer, reason = reason.label(), "node link down")
-            }
-            LinkEvent::Frame(peer, _) => {
-                tracing::debug!(peer, "node link frame: nothing handles frames yet")
-            }
-        }
-    }
 }
 
 fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {

@@ -1624,6 +1624,8 @@ mod tests {
                     format!("send {}", String::from_utf8_lossy(&bytes[..end]))
                 }
                 CallOutput::Out(Output::Timer { timer, .. }) => format!("timer {:?}", timer.kind),
+                CallOutput::Out(Output::ToNode { node, .. }) => format!("to node {node}"),
+                CallOutput::Out(Output::Replicate { .. }) => "replicate".into(),
                 CallOutput::Cancel { branch, .. } => format!("cancel {branch}"),
                 CallOutput::NewBranch { step, target } => {
                     format!("branch {step} to {:?}", target.dest.map(|d| d.0))

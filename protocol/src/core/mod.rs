@@ -25,11 +25,14 @@
 //! - `relay` and `dialog`: in-dialog requests and the dialog keys;
 //! - `sweep`: the bounded pass that forgets what is over and sizes the tables;
 //! - `replicate`: a call's state as plain data ([`CallState`]), exported and restored;
+//! - `cluster`: the pair: a message handed to the node that owns its call, the replicas the
+//!   peers send, and a call adopted from its replica when its owner is down;
 //! - `anchor`: anchored calls' SDP pointed at the media relay, what signalling tells the
 //!   relay, and the BYEs of an answered call whose media stopped.
 
 mod anchor;
 mod call;
+mod cluster;
 mod dialog;
 mod forward;
 mod gate;
@@ -92,6 +95,8 @@ pub struct CoreConfig {
     /// Rate limits, scanner blocking, overload shedding, table caps; its `retry_after` is the
     /// Retry-After of pointsman's own 503s.
     pub guard: GuardConfig,
+    /// The other nodes of the pair (`[cluster] peers`), by node id; empty for a node alone.
+    pub peers: Vec<u16>,
 }
 
 /// Everything indexed by `DestId`/`RouteId` of one rule set, swapped together on reload: the
@@ -204,6 +209,19 @@ pub enum Output {
         at: Instant,
         timer: CoreTimer,
     },
+    /// Hand a datagram that arrived here, as it arrived, to node `node`, which owns its call
+    /// (over the node link).
+    ToNode {
+        node: u16,
+        bytes: Bytes,
+        from: SocketAddr,
+        listener: usize,
+    },
+    /// Tell the other nodes where call `call_id` stands; `None`: it is over here.
+    Replicate {
+        call_id: Bytes,
+        state: Option<Box<CallState>>,
+    },
 }
 
 /// A received message.
@@ -216,6 +234,8 @@ pub struct Inbound<'a> {
     pub listener: usize,
     /// The driver finds itself behind (its receive queue is filling up): shed new calls.
     pub overloaded: bool,
+    /// It came over the node link from the node it landed on: handled here, never handed on.
+    pub relayed: bool,
 }
 
 impl<'a> Inbound<'a> {
@@ -228,6 +248,7 @@ impl<'a> Inbound<'a> {
             framing: Framing::Datagram,
             listener: 0,
             overloaded: false,
+            relayed: false,
         }
     }
 }
@@ -346,6 +367,8 @@ pub struct Core {
     media: std::sync::OnceLock<Arc<crate::media::MediaPlane>>,
     /// Answered anchored calls: the call's key (their media events' token) → the dialog key.
     media_dialogs: KeyMap<u64>,
+    /// The pair, when this node is one of two.
+    cluster: Option<cluster::Cluster>,
 }
 
 /// Why the gate turned a request away.
@@ -376,6 +399,8 @@ impl Core {
     /// each process a different one (two nodes with one seed would write the same branches).
     pub fn new(cfg: CoreConfig, routing: Routing, now: Instant, seed: u64) -> Core {
         let start = seed >> 16;
+        let cluster = (!cfg.peers.is_empty())
+            .then(|| cluster::Cluster::new(&cfg.peers, cluster::DEFAULT_MAX_REPLICAS));
         Core {
             limiter: RateLimiter::for_unlisted(&cfg.guard, now),
             allowed_limiter: RateLimiter::for_allowed(&cfg.guard, now),
@@ -397,6 +422,7 @@ impl Core {
             answered: table::new_table(),
             media: std::sync::OnceLock::new(),
             media_dialogs: table::new_table(),
+            cluster,
         }
     }
 
@@ -500,17 +526,20 @@ impl Core {
             return;
         }
         match wire::scan(inb.bytes, inb.framing, &self.cfg.limits) {
+            Ok(msg) if self.to_owner(&msg, inb, now, out) => {}
             Ok(msg) if msg.is_request() => {
                 if let Some(method) = msg.method() {
                     self.metrics().request(method);
                 }
-                self.on_request(&msg, inb, now, out)
+                self.on_request(&msg, inb, now, out);
+                self.replicate_after(&msg, now, out);
             }
             Ok(msg) => {
                 if let Some(code) = msg.code() {
                     self.metrics().response_in(code);
                 }
-                self.on_response(&msg, inb.from, now, out)
+                self.on_response(&msg, inb.from, now, out);
+                self.replicate_after(&msg, now, out);
             }
             Err(e) => self.on_malformed(inb, &e, out),
         }
@@ -535,6 +564,16 @@ impl Core {
                 if let Some(ClientEntry::Branch(call, i)) = self.client(timer.key) {
                     self.on_cancel_give_up(&mut lock(&call), i);
                 }
+            }
+        }
+        if self.is_clustered() && !matches!(timer.kind, TimerKind::GhostExpire | TimerKind::Sweep) {
+            let call = match (self.client(timer.key), self.server(timer.key)) {
+                (Some(ClientEntry::Branch(call, _)), _) => Some(call),
+                (_, Some(ServerEntry::Call(call))) => Some(call),
+                _ => None,
+            };
+            if let Some(call) = call {
+                self.replicate_call(&call, now, out);
             }
         }
     }

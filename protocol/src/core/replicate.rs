@@ -228,6 +228,11 @@ impl Core {
         })
     }
 
+    /// The call in setup `c` (locked by the caller), as of `now`.
+    pub(super) fn export_locked(&self, c: &Call, now: Instant) -> CallState {
+        CallState::Setup(Box::new(setup_state(c, now)))
+    }
+
     /// The answered dialog `id`, as of `now`. The call goes on here: this is a copy.
     pub fn export_dialog(&self, id: &DialogId, now: Instant) -> Option<CallState> {
         let key = self.dialog_key_of(&id.call_id, &id.caller_tag, &id.callee_tag);

@@ -28,7 +28,13 @@ fn dialog(call_id: &str, caller_tag: &str, callee_tag: &str) -> DialogId {
 }
 
 /// An in-dialog request from the carrier with `rr` (our Record-Route) as its Route.
-fn routed_from_carrier(method: &str, call_id: &str, rr: &str, to_tag: &str, cseq: u32) -> Vec<u8> {
+pub(super) fn routed_from_carrier(
+    method: &str,
+    call_id: &str,
+    rr: &str,
+    to_tag: &str,
+    cseq: u32,
+) -> Vec<u8> {
     format!(
         "{method} sip:agent@127.0.0.1:5080 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-{method}{cseq}\r\n\
          Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\

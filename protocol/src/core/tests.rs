@@ -1061,7 +1061,7 @@ mod tls {
         out.into_iter()
             .filter_map(|o| match o {
                 Output::Send { to, bytes, .. } => Some((to, first_line(&bytes))),
-                Output::Timer { .. } => None,
+                _ => None,
             })
             .collect()
     }
@@ -2029,3 +2029,6 @@ mod replication_tests;
 
 #[path = "anchor_tests.rs"]
 mod anchor_tests;
+
+#[path = "cluster_tests.rs"]
+mod cluster_tests;

@@ -1,4 +1,6 @@
-//! The node link's frames on the wire: a 4-byte big-endian length, then the frame as JSON.
+//! The node link's frames on the wire: a 4-byte big-endian length, then the frame in postcard
+//! (serde's compact binary format: a replicated INVITE travels as its bytes, not as JSON
+//! numbers).
 //!
 //! It owns the encoding and the receive bound; it must not know what a frame means.
 
@@ -22,7 +24,7 @@ pub enum Frame {
         from: SocketAddr,
         listener: usize,
     },
-    /// Call state for the peer to keep (opaque to the link).
+    /// Call state for the peer to keep (opaque to the link: the replication encodes it).
     Replicate(Vec<u8>),
 }
 
@@ -32,14 +34,14 @@ pub enum FrameError {
     #[error("frame of {len} bytes is over the bound of {max}")]
     TooLarge { len: usize, max: usize },
     #[error("frame does not decode: {0}")]
-    Decode(#[from] serde_json::Error),
+    Decode(#[from] postcard::Error),
     #[error("stream: {0}")]
     Io(#[from] std::io::Error),
 }
 
 /// The frame as sent: length prefix and body.
-pub fn encode(frame: &Frame) -> Result<Vec<u8>, serde_json::Error> {
-    let body = serde_json::to_vec(frame)?;
+pub fn encode(frame: &Frame) -> Result<Vec<u8>, postcard::Error> {
+    let body = postcard::to_stdvec(frame)?;
     let mut out = Vec::with_capacity(4 + body.len());
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
     out.extend_from_slice(&body);
@@ -64,5 +66,5 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let mut body = vec![0u8; len];
     stream.read_exact(&mut body).await?;
-    Ok(Some(serde_json::from_slice(&body)?))
+    Ok(Some(postcard::from_bytes(&body)?))
 }

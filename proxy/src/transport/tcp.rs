@@ -42,6 +42,13 @@ pub(crate) enum Event {
     },
     /// A message sent with this report key was not delivered.
     Undelivered(TxKey),
+    /// A datagram that landed on the other node of the pair, handed over because its call is
+    /// this node's.
+    Relayed {
+        bytes: Bytes,
+        from: SocketAddr,
+        listener: usize,
+    },
 }
 
 /// Received messages a worker's inbox holds before its connections wait.
@@ -63,6 +70,11 @@ impl EventSink {
     /// worker is gone.
     async fn deliver(&self, event: Event) -> bool {
         self.messages.send(event).await.is_ok()
+    }
+
+    /// Hands an event to the worker unless its inbox is full (then false: dropped).
+    pub(crate) fn try_deliver(&self, event: Event) -> bool {
+        self.messages.try_send(event).is_ok()
     }
 }
 

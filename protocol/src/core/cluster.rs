@@ -1,0 +1,406 @@
+//! The pair, as the core sees it: which node owns a message that arrived here, the calls the
+//! other nodes replicated to this one, and a call adopted from a replica when its owner is down.
+//!
+//! - **Owner.** A response names its node in the branch pointsman wrote
+//!   (`z9hG4bK-ps<node hex>-…`); an in-dialog request in the `psn=` of our Record-Route, now its
+//!   first Route; an INVITE retransmission, a CANCEL or a non-2xx ACK carries neither, and is
+//!   matched by its Call-ID to a replica, which names its owner.
+//! - **Forward.** A UDP message owned by a peer that is up, and not held here, goes to that peer
+//!   as it was received ([`Output::ToNode`]); the peer handles it as if it had landed there, and
+//!   answers from the same anycast address. A message that came over the link is never sent on
+//!   again. TCP and TLS connections end on one node, so their messages are always handled here.
+//! - **Adopt.** A message owned by a peer that is down is handled here: the call's replica, if
+//!   one came, is restored first ([`Core::restore_call`]), so the call goes on (its timers
+//!   re-armed from the replicated deadlines, its branches keeping their ids, so what is sent
+//!   again is a retransmission and never a second call). A call is adopted when a message for
+//!   it arrives (lazily): a node whose link alone failed, its peer still serving, never acts on
+//!   the peer's calls that the network still delivers to the peer.
+//! - **Replicate.** After each message and timer that touched a call, the core says where the
+//!   call stands ([`Output::Replicate`]): in setup, answered, or over (`None`, once, for a call
+//!   that was replicated).
+//!
+//! It must not: send anything itself, wait on a peer, or keep replicas without bound.
+
+use super::*;
+use std::collections::HashMap;
+use tracing::info;
+
+/// Replicas kept when the config names no table cap: far above a node's calls in setup plus
+/// answered calls, far below what would hurt it.
+pub(super) const DEFAULT_MAX_REPLICAS: usize = 200_000;
+
+/// How long a replica is kept without an update: a call in setup is over long before
+/// (Timer C, ring timeouts), an answered call's replica is renewed by nothing, so it is kept as
+/// long as the longest call.
+fn replica_ttl(state: &CallState) -> Duration {
+    match state {
+        CallState::Setup(_) => Duration::from_secs(600),
+        CallState::Answered(_) => MAX_CALL_DURATION,
+    }
+}
+
+/// The other nodes and the calls they replicated here.
+pub(super) struct Cluster {
+    peers: Vec<(u16, AtomicBool)>,
+    replicas: Mutex<Replicas>,
+    /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes):
+    /// a call is forgotten once.
+    shared: KeyMap<()>,
+}
+
+struct Replicas {
+    by_call_id: HashMap<Vec<u8>, Replica>,
+    max: usize,
+}
+
+struct Replica {
+    owner: u16,
+    state: CallState,
+    expires: Instant,
+}
+
+impl Cluster {
+    pub(super) fn new(peers: &[u16], max_replicas: usize) -> Cluster {
+        Cluster {
+            peers: peers.iter().map(|&p| (p, AtomicBool::new(false))).collect(),
+            replicas: Mutex::new(Replicas {
+                by_call_id: HashMap::new(),
+                max: max_replicas,
+            }),
+            shared: table::new_table(),
+        }
+    }
+
+    fn knows(&self, node: u16) -> bool {
+        self.peers.iter().any(|(p, _)| *p == node)
+    }
+
+    fn is_up(&self, node: u16) -> bool {
+        self.peers
+            .iter()
+            .any(|(p, up)| *p == node && up.load(Ordering::Acquire))
+    }
+
+    fn owner_of_replica(&self, call_id: &[u8]) -> Option<u16> {
+        lock(&self.replicas)
+            .by_call_id
+            .get(call_id)
+            .map(|r| r.owner)
+    }
+
+    fn take_replica(&self, call_id: &[u8]) -> Option<CallState> {
+        lock(&self.replicas)
+            .by_call_id
+            .remove(call_id)
+            .map(|r| r.state)
+    }
+}
+
+/// The node id in a branch pointsman wrote (`z9hG4bK-ps<hex>-…`).
+fn node_of_branch(branch: &[u8]) -> Option<u16> {
+    let rest = branch.strip_prefix(BRANCH_PREFIX.as_bytes())?;
+    let end = rest.iter().position(|&b| b == b'-')?;
+    let hex = std::str::from_utf8(rest.get(..end)?).ok()?;
+    u16::from_str_radix(hex, 16).ok()
+}
+
+/// Who owns a received message, and what this node holds of it.
+struct Owner {
+    node: u16,
+    /// This node has the transaction or dialog already (it adopted the call, or owns it).
+    held_here: bool,
+}
+
+impl Core {
+    /// Whether this node is one of a pair (`[cluster]` configured).
+    pub fn is_clustered(&self) -> bool {
+        self.cluster.is_some()
+    }
+
+    /// The link reports peer `node` up or down.
+    pub fn set_peer_up(&self, node: u16, up: bool) {
+        if let Some(c) = &self.cluster {
+            if let Some((_, flag)) = c.peers.iter().find(|(p, _)| *p == node) {
+                flag.store(up, Ordering::Release);
+            }
+        }
+    }
+
+    /// Peer `owner` says where its call `call_id` stands (`None`: it is over). Kept until the
+    /// owner updates or forgets it, its owner being down makes this node adopt it, or it
+    /// expires. Returns false when the store is full (the replica is not kept: the caller
+    /// counts the peer unsynced).
+    pub fn store_replica(
+        &self,
+        owner: u16,
+        call_id: &[u8],
+        state: Option<CallState>,
+        now: Instant,
+    ) -> bool {
+        let Some(c) = &self.cluster else { return false };
+        let mut r = lock(&c.replicas);
+        let Some(state) = state else {
+            r.by_call_id.remove(call_id);
+            self.metrics().replicas(r.by_call_id.len());
+            return true;
+        };
+        if r.by_call_id.len() >= r.max && !r.by_call_id.contains_key(call_id) {
+            // Full: what has expired goes first.
+            r.by_call_id.retain(|_, rep| rep.expires > now);
+            if r.by_call_id.len() >= r.max {
+                return false;
+            }
+        }
+        let expires = now + replica_ttl(&state);
+        r.by_call_id.insert(
+            call_id.to_vec(),
+            Replica {
+                owner,
+                state,
+                expires,
+            },
+        );
+        self.metrics().replicas(r.by_call_id.len());
+        true
+    }
+
+    /// Replicas held for the peers now.
+    pub fn replicas(&self) -> usize {
+        self.cluster
+            .as_ref()
+            .map_or(0, |c| lock(&c.replicas).by_call_id.len())
+    }
+
+    /// Before a message is handled: forwards it to its owner (returns true: nothing more to
+    /// do here), or adopts the owner's replica of its call when the owner is down (returns
+    /// false: handle it here).
+    pub(super) fn to_owner(
+        &self,
+        msg: &Message<'_>,
+        inb: Inbound<'_>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> bool {
+        let Some(cluster) = &self.cluster else {
+            return false;
+        };
+        if inb.framing != Framing::Datagram {
+            return false;
+        }
+        let Some(owner) = self.owner(cluster, msg) else {
+            return false;
+        };
+        if owner.held_here || owner.node == self.cfg.node_id || !cluster.knows(owner.node) {
+            return false;
+        }
+        if cluster.is_up(owner.node) && !inb.relayed {
+            out.push(Output::ToNode {
+                node: owner.node,
+                bytes: Bytes::copy_from_slice(inb.bytes),
+                from: inb.from.addr,
+                listener: inb.listener,
+            });
+            self.metrics().forwarded_to_owner();
+            return true;
+        }
+        if let Some(state) = cluster.take_replica(msg.slice(msg.call_id)) {
+            let answered = matches!(state, CallState::Answered(_));
+            match self.restore_call(state, now, out) {
+                Ok(()) => {
+                    self.metrics().adopted(answered);
+                    info!(
+                        owner = owner.node,
+                        call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),
+                        "adopted a call of a node that is down"
+                    );
+                }
+                Err(e) => warn!(owner = owner.node, error = %e, "replica not adopted"),
+            }
+        }
+        false
+    }
+
+    /// The node that owns `msg`'s call, if it can be told.
+    fn owner(&self, cluster: &Cluster, msg: &Message<'_>) -> Option<Owner> {
+        let call_id = msg.slice(msg.call_id);
+        if !msg.is_request() {
+            let node = msg
+                .top_via
+                .branch
+                .and_then(|b| node_of_branch(msg.slice(b)))?;
+            let held_here = self
+                .keys
+                .client_of_response(msg)
+                .is_some_and(|key| self.client(key).is_some());
+            return Some(Owner { node, held_here });
+        }
+        let method = msg.method()?;
+        let invite_held = || {
+            self.server(self.keys.server_with_class(msg, MethodClass::Invite))
+                .is_some()
+        };
+        // A CANCEL is matched to its INVITE, and so is the ACK of a non-2xx answer; the ACK of
+        // a 2xx and every other request with a To tag follow the dialog's Route.
+        let in_dialog = msg.to.tag.is_some() && method != Method::Cancel;
+        if in_dialog && !(method == Method::Ack && invite_held()) {
+            if let Some(node) = self.route_node(msg) {
+                let held_here =
+                    self.dialog_held(msg) || self.server(self.keys.server(msg)).is_some();
+                return Some(Owner { node, held_here });
+            }
+        }
+        let node = cluster.owner_of_replica(call_id)?;
+        let held_here = match method {
+            Method::Invite | Method::Ack | Method::Cancel => invite_held(),
+            _ => self.dialog_held(msg),
+        };
+        Some(Owner { node, held_here })
+    }
+
+    /// The `psn=` of the first Route, when it is ours.
+    fn route_node(&self, msg: &Message<'_>) -> Option<u16> {
+        let first = msg.routes(HeaderName::Route).find_map(Result::ok)?;
+        if !is_own_uri(msg.slice(first.uri)) {
+            return None;
+        }
+        let uri = wire::parse_uri(msg.buf, first.uri).ok()?;
+        let psn = wire::uri_param(msg.buf, uri.params, b"psn")?;
+        std::str::from_utf8(msg.slice(psn)).ok()?.parse().ok()
+    }
+
+    /// Whether the answered dialog of in-dialog request `msg` is held here.
+    fn dialog_held(&self, msg: &Message<'_>) -> bool {
+        let (Some(from), Some(to)) = (msg.from.tag, msg.to.tag) else {
+            return false;
+        };
+        let key = self.dialog_key_of(msg.slice(msg.call_id), msg.slice(from), msg.slice(to));
+        self.answered.contains_key(&key)
+    }
+
+    /// After `msg` was handled: where its call stands now, for the peers.
+    pub(super) fn replicate_after(&self, msg: &Message<'_>, now: Instant, out: &mut Vec<Output>) {
+        let Some(cluster) = &self.cluster else { return };
+        let call_id = msg.slice(msg.call_id);
+        let method = if !msg.is_request() {
+            Some(msg.cseq_method)
+        } else {
+            msg.method()
+        };
+        if let (Some(Method::Invite), Some(200..=299)) = (method, msg.code()) {
+            // The answer: from now on the peers keep the dialog, not the call in setup.
+            if let (Some(from), Some(to)) = (msg.from.tag, msg.to.tag) {
+                let id = DialogId {
+                    call_id: call_id.to_vec(),
+                    caller_tag: msg.slice(from).to_vec(),
+                    callee_tag: msg.slice(to).to_vec(),
+                };
+                if let Some(state) = self.export_dialog(&id, now) {
+                    self.share(cluster, call_id, Some(state), out);
+                }
+            }
+            return;
+        }
+        match method {
+            Some(Method::Invite | Method::Cancel | Method::Ack) => {
+                let call = if !msg.is_request() {
+                    match self
+                        .keys
+                        .client_of_response(msg)
+                        .and_then(|k| self.client(k))
+                    {
+                        Some(ClientEntry::Branch(call, _)) => Some(call),
+                        _ => None,
+                    }
+                } else {
+                    match self.server(self.keys.server_with_class(msg, MethodClass::Invite)) {
+                        Some(ServerEntry::Call(call)) => Some(call),
+                        _ => None,
+                    }
+                };
+                let Some(call) = call else { return };
+                let phase = lock(&call).phase;
+                match phase {
+                    CallPhase::Trying => {
+                        let state = self.export_locked(&lock(&call), now);
+                        self.share(cluster, call_id, Some(state), out);
+                    }
+                    // The 2xx that answered it replicated the dialog (above).
+                    CallPhase::Answered => {}
+                    CallPhase::Finished => self.share(cluster, call_id, None, out),
+                }
+            }
+            Some(Method::Bye) if !self.dialog_held(msg) => self.share(cluster, call_id, None, out),
+            _ => {}
+        }
+    }
+
+    /// After a timer of call `call` fired: where it stands now, for the peers.
+    pub(super) fn replicate_call(
+        &self,
+        call: &Arc<Mutex<Call>>,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let Some(cluster) = &self.cluster else { return };
+        let c = lock(call);
+        let Some(call_id) = c.request().map(|r| r.slice(r.call_id).to_vec()) else {
+            return;
+        };
+        match c.phase {
+            CallPhase::Trying => {
+                let state = self.export_locked(&c, now);
+                drop(c);
+                self.share(cluster, &call_id, Some(state), out);
+            }
+            CallPhase::Finished => {
+                drop(c);
+                self.share(cluster, &call_id, None, out);
+            }
+            // The 2xx that answered it replicated the dialog.
+            CallPhase::Answered => {}
+        }
+    }
+
+    /// Emits the replication of `call_id`: a state, or its end (once, and only for a call the
+    /// peers were told of).
+    fn share(
+        &self,
+        cluster: &Cluster,
+        call_id: &[u8],
+        state: Option<CallState>,
+        out: &mut Vec<Output>,
+    ) {
+        let key = self.keys.of(&[call_id]);
+        match state {
+            Some(state) => {
+                cluster.shared.insert(key, ());
+                out.push(Output::Replicate {
+                    call_id: Bytes::copy_from_slice(call_id),
+                    state: Some(Box::new(state)),
+                });
+            }
+            None => {
+                if cluster.shared.remove(&key).is_some() {
+                    out.push(Output::Replicate {
+                        call_id: Bytes::copy_from_slice(call_id),
+                        state: None,
+                    });
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod unit {
+    use super::node_of_branch;
+
+    #[test]
+    fn the_node_of_a_branch_is_read_as_hex() {
+        assert_eq!(node_of_branch(b"z9hG4bK-ps1f-0a0b0c0d-7"), Some(0x1f));
+        assert_eq!(node_of_branch(b"z9hG4bK-ps2-0a0b0c0d-7"), Some(2));
+        assert_eq!(node_of_branch(b"z9hG4bK-other"), None);
+        assert_eq!(node_of_branch(b"z9hG4bK-psZZ-1-2"), None);
+        assert_eq!(node_of_branch(b"z9hG4bK-ps1"), None);
+    }
+}

@@ -1,0 +1,305 @@
+//! Two cores as the two nodes of a pair, the link between them played by the test: a message
+//! that lands on the node that does not own its call goes to its owner, the owner's calls are
+//! replicated to the other node, and that node adopts a call when its owner is down and a
+//! message for the call arrives.
+//!
+//! A child of `tests` for its harness; it must not change that harness.
+
+use super::replication_tests::routed_from_carrier;
+use super::*;
+
+/// Node 1 (`a`) and node 2 (`b`), each with the other as its peer, both up.
+struct Pair {
+    a: Harness,
+    b: Harness,
+}
+
+impl Pair {
+    fn new() -> Pair {
+        let a = Harness::with_config(|c| {
+            c.node_id = 1;
+            c.peers = vec![2];
+        });
+        let b = Harness::with_config(|c| {
+            c.node_id = 2;
+            c.peers = vec![1];
+        });
+        a.core.set_peer_up(2, true);
+        b.core.set_peer_up(1, true);
+        Pair { a, b }
+    }
+
+    /// Delivers what each node replicated to the other.
+    fn sync(&mut self) {
+        fn deliver(from: &mut Harness, to: &Harness, owner: u16) {
+            for (call_id, state) in from.replicated.drain(..) {
+                let state = state.map(|s| round_trip(&s));
+                assert!(to.core.store_replica(owner, &call_id, state, to.now));
+            }
+        }
+        deliver(&mut self.a, &self.b, 1);
+        deliver(&mut self.b, &self.a, 2);
+    }
+
+    /// Delivers what `b` handed to node 1 (`a`), as the link would.
+    fn hand_b_to_a(&mut self) -> usize {
+        let handed: Vec<_> = self.b.to_nodes.drain(..).collect();
+        for (node, bytes, from, listener) in &handed {
+            assert_eq!(*node, 1);
+            let mut inb = Inbound::datagram(bytes, *from);
+            inb.listener = *listener;
+            inb.relayed = true;
+            self.a.h.receive_inbound(inb);
+        }
+        handed.len()
+    }
+
+    /// Node 1 dies: node 2's link says so.
+    fn a_dies(&mut self) {
+        self.b.core.set_peer_up(1, false);
+    }
+}
+
+/// Serialises and deserialises a replica, as the link carries it.
+fn round_trip(state: &CallState) -> CallState {
+    let json = serde_json::to_string(state).expect("serialise");
+    serde_json::from_str(&json).expect("deserialise")
+}
+
+fn dialog_of(call_id: &str) -> DialogId {
+    DialogId {
+        call_id: call_id.as_bytes().to_vec(),
+        caller_tag: b"c1".to_vec(),
+        callee_tag: b"p".to_vec(),
+    }
+}
+
+fn adopted(h: &Harness, state: &str) -> f64 {
+    let series = format!("pointsman_cluster_adopted_total{{state=\"{state}\"}} ");
+    h.metrics
+        .render()
+        .lines()
+        .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn a_response_that_lands_on_the_other_node_is_handed_to_its_owner_and_relayed_there() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl1"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    assert!(
+        header(&fwd, "Via").unwrap().contains("branch=z9hG4bK-ps1-"),
+        "the branch names node 1"
+    );
+    p.b.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    assert!(p.b.sent.is_empty(), "node 2 answers nothing itself");
+    assert_eq!(p.hand_b_to_a(), 1);
+    assert_eq!(p.a.count_to(CARRIER, "SIP/2.0 180"), 1);
+    assert_eq!(p.b.core.calls_in_setup(), 0);
+}
+
+#[test]
+fn a_call_in_setup_is_adopted_from_its_replica_when_its_owner_is_down_and_answered_there() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl2"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    p.sync();
+    assert_eq!(p.b.core.replicas(), 1);
+    p.a_dies();
+
+    p.b.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert!(
+        p.b.to_nodes.is_empty(),
+        "its owner is down: not handed over"
+    );
+    assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 200 Whatever"]);
+    assert_eq!(p.b.count_to(PRIMARY, "INVITE"), 0, "no second call");
+    assert_eq!(p.b.count_to(PRIMARY, "BYE"), 0, "not taken for a ghost");
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+    assert_eq!(p.b.core.replicas(), 0);
+
+    // The dialog goes on at node 2: its ACK and BYE, routed by node 1's Record-Route.
+    let ok = p.b.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    assert!(rr.contains("psn=1"), "{rr}");
+    p.b.receive(CARRIER, &routed_from_carrier("ACK", "cl2", &rr, "p", 1));
+    assert_eq!(p.b.count_to(PRIMARY, "ACK"), 1);
+    p.b.receive(CARRIER, &routed_from_carrier("BYE", "cl2", &rr, "p", 2));
+    let bye = p.b.last_to(PRIMARY, "BYE");
+    p.b.receive(PRIMARY, &response_to(&bye, 200, "p"));
+    assert_eq!(p.b.count_to(CARRIER, "SIP/2.0 200"), 2);
+}
+
+#[test]
+fn a_cancel_for_a_call_of_a_dead_node_cancels_its_branch_with_the_branch_id_it_had() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl3"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 100, ""));
+    p.sync();
+    p.a_dies();
+
+    let cancel = String::from_utf8(invite("cl3"))
+        .unwrap()
+        .replace("INVITE sip:", "CANCEL sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 CANCEL")
+        .replace(
+            "Content-Type: application/sdp\r\nContent-Length: 4\r\n\r\nv=0\n",
+            "Content-Length: 0\r\n\r\n",
+        );
+    p.b.receive(CARRIER, cancel.as_bytes());
+    assert_eq!(p.b.count_to(CARRIER, "SIP/2.0 200"), 1, "200 to the CANCEL");
+    let out = p.b.last_to(PRIMARY, "CANCEL");
+    assert_eq!(
+        header(&out, "Via"),
+        header(&fwd, "Via"),
+        "the branch's own id"
+    );
+    p.b.receive(PRIMARY, &response_to(&fwd, 487, "p"));
+    assert_eq!(p.b.count_to(CARRIER, "SIP/2.0 487"), 1);
+    assert_eq!(
+        p.b.count_to(SECONDARY, "INVITE"),
+        0,
+        "no failover after a CANCEL"
+    );
+}
+
+#[test]
+fn failover_goes_on_at_the_node_that_adopted_the_call() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl4"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.sync();
+    p.a_dies();
+    p.b.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    assert_eq!(
+        p.b.count_to(PRIMARY, "ACK"),
+        1,
+        "hop-by-hop ACK for the 503"
+    );
+    assert_eq!(p.b.count_to(SECONDARY, "INVITE"), 1, "on to the secondary");
+    let fwd2 = p.b.last_to(SECONDARY, "INVITE");
+    assert!(header(&fwd2, "Via")
+        .unwrap()
+        .contains("branch=z9hG4bK-ps2-"));
+    p.b.receive(SECONDARY, &response_to(&fwd2, 200, "s"));
+    assert_eq!(p.b.count_to(CARRIER, "SIP/2.0 200"), 1);
+}
+
+#[test]
+fn an_invite_retransmission_on_the_other_node_goes_to_its_owner_and_is_no_second_call() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl5"));
+    p.a.receive(
+        PRIMARY,
+        &response_to(&p.a.last_to(PRIMARY, "INVITE"), 100, ""),
+    );
+    p.sync();
+    p.b.receive(CARRIER, &invite("cl5"));
+    assert_eq!(p.b.count_to(PRIMARY, "INVITE"), 0);
+    assert_eq!(p.b.to_nodes.len(), 1);
+    p.hand_b_to_a();
+    assert_eq!(p.a.count_to(PRIMARY, "INVITE"), 1, "absorbed at its owner");
+    assert_eq!(p.b.core.calls_in_setup(), 0);
+}
+
+#[test]
+fn an_in_dialog_request_goes_to_the_node_in_its_route_while_that_node_is_up() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl6"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
+        .unwrap()
+        .to_string();
+    p.sync();
+    p.b.receive(CARRIER, &routed_from_carrier("BYE", "cl6", &rr, "p", 2));
+    assert!(p.b.sent.is_empty());
+    p.hand_b_to_a();
+    assert_eq!(p.a.count_to(PRIMARY, "BYE"), 1);
+}
+
+#[test]
+fn an_answered_call_of_a_dead_node_is_adopted_and_its_bye_relayed() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl7"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
+        .unwrap()
+        .to_string();
+    p.sync();
+    assert_eq!(
+        p.b.core.replicas(),
+        1,
+        "the answered dialog replaced the call in setup"
+    );
+    assert!(matches!(
+        p.a.core.export_dialog(&dialog_of("cl7"), p.a.now),
+        Some(CallState::Answered(_))
+    ));
+    p.a_dies();
+    p.b.receive(CARRIER, &routed_from_carrier("BYE", "cl7", &rr, "p", 2));
+    let bye = p.b.last_to(PRIMARY, "BYE");
+    p.b.receive(PRIMARY, &response_to(&bye, 200, "p"));
+    assert_eq!(p.b.count_to(CARRIER, "SIP/2.0 200"), 1);
+    assert_eq!(adopted(&p.b, "answered"), 1.0);
+    assert_eq!(p.b.core.answered_calls(), 0, "ended at node 2");
+}
+
+#[test]
+fn a_message_handed_over_is_never_handed_on_again() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl8"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    // Node 2 gets node 1's response over the link (as if node 1 had handed it): it is
+    // handled at node 2, which holds nothing of it, and not sent back.
+    let resp = response_to(&fwd, 180, "p");
+    let mut inb = Inbound::datagram(&resp, addr(PRIMARY));
+    inb.relayed = true;
+    p.b.h.receive_inbound(inb);
+    assert!(p.b.to_nodes.is_empty());
+    assert_eq!(p.b.dropped("stray"), 1.0);
+}
+
+#[test]
+fn a_call_is_replicated_while_in_setup_and_forgotten_once_when_it_ends() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl9"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    p.a.receive(PRIMARY, &response_to(&fwd, 486, "p"));
+    p.a.advance(Duration::from_secs(40));
+    let states: Vec<_> =
+        p.a.replicated
+            .iter()
+            .map(|(id, s)| (id.clone(), s.is_some()))
+            .collect();
+    assert!(states.iter().all(|(id, _)| &id[..] == b"cl9"));
+    assert!(states.len() >= 3, "{states:?}");
+    assert_eq!(
+        states.iter().filter(|(_, s)| !s).count(),
+        1,
+        "forgotten once"
+    );
+    assert_eq!(
+        states.last().map(|(_, s)| *s),
+        Some(false),
+        "forgotten last"
+    );
+    p.sync();
+    assert_eq!(p.b.core.replicas(), 0);
+}
+
+#[test]
+fn a_node_alone_neither_hands_over_nor_replicates() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("cl10"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert!(h.to_nodes.is_empty());
+    assert!(h.replicated.is_empty());
+    assert!(!h.core.store_replica(2, b"x", None, h.now));
+}
