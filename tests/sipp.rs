@@ -4,150 +4,29 @@
 
 mod support;
 
-use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+
 use std::time::{Duration, Instant};
+use support::sipp::{scenario, tail, Sipp, WorkDir};
 use support::{fresh_ip, Node, Setup, CARRIER_PORT, PRIMARY_PORT, PROXY_PORT, SECONDARY_PORT};
 
 const CALLS: u32 = 200;
 const RATE: u32 = 100;
 
-fn scenario(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("sipp")
-        .join(name)
-}
-
-/// One SIPp process; killed when dropped.
-struct Sipp {
+/// Starts SIPp on `ip:port` with a scenario of tests/sipp/, writing its statistics to a CSV file
+/// in `dir`, for `CALLS` calls. `extra` holds the role's own arguments.
+fn start_sipp(
     name: &'static str,
-    child: Child,
-    dir: PathBuf,
-}
-
-impl Sipp {
-    /// Starts SIPp on `ip:port` with a scenario of tests/sipp/, writing its statistics to a CSV
-    /// file in `dir`, for `CALLS` calls. `extra` holds the role's own arguments.
-    fn start(
-        name: &'static str,
-        xml: &str,
-        ip: IpAddr,
-        port: u16,
-        media_port: u16,
-        dir: &Path,
-        extra: &[String],
-    ) -> Sipp {
-        let scenario = ["-sf".to_string(), scenario(xml).display().to_string()];
-        Sipp::run(name, &scenario, CALLS, (ip, port, media_port), dir, extra)
-    }
-
-    /// Starts SIPp with `scenario` (`-sf FILE` or `-sn BUILTIN`) for `calls` calls on `ip`,
-    /// `port` (media on `media_port`).
-    fn run(
-        name: &'static str,
-        scenario: &[String],
-        calls: u32,
-        (ip, port, media_port): (IpAddr, u16, u16),
-        dir: &Path,
-        extra: &[String],
-    ) -> Sipp {
-        let mut cmd = Command::new("sipp");
-        cmd.args(scenario)
-            .args(["-i", &ip.to_string(), "-p", &port.to_string()])
-            .args(["-mi", &ip.to_string(), "-mp", &media_port.to_string()])
-            .args(["-m", &calls.to_string()])
-            .args(["-nostdin", "-timeout", "60s", "-timeout_error"])
-            .args(["-trace_stat", "-fd", "1", "-stf"])
-            .arg(dir.join(format!("{name}.csv")))
-            .args(["-trace_err", "-error_file"])
-            .arg(dir.join(format!("{name}.err")))
-            .args(extra)
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = cmd.spawn().unwrap_or_else(|e| {
-            panic!("cannot run sipp ({e}): install it with `apt-get install sip-tester`")
-        });
-        Sipp {
-            name,
-            child,
-            dir: dir.to_path_buf(),
-        }
-    }
-
-    /// Waits for SIPp to exit; its exit code (0: every call succeeded).
-    async fn finish(&mut self, within: Duration) -> Option<i32> {
-        let deadline = Instant::now() + within;
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                return status.code();
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        None
-    }
-
-    /// The last row of SIPp's statistics file, by column name.
-    fn stats(&self) -> HashMap<String, String> {
-        let text = std::fs::read_to_string(self.dir.join(format!("{}.csv", self.name)))
-            .unwrap_or_default();
-        let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-        let Some(header) = lines.next() else {
-            return HashMap::new();
-        };
-        let last = lines.next_back().unwrap_or_default();
-        header
-            .split(';')
-            .zip(last.split(';'))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    fn count(&self, column: &str) -> u32 {
-        self.stats()
-            .get(column)
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    }
-
-    fn errors(&self) -> String {
-        std::fs::read_to_string(self.dir.join(format!("{}.err", self.name)))
-            .unwrap_or_default()
-            .chars()
-            .take(4000)
-            .collect()
-    }
-}
-
-impl Drop for Sipp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// SIPp's statistics and error files; removed unless the test failed.
-struct WorkDir(PathBuf);
-
-impl WorkDir {
-    fn new(ip: IpAddr) -> WorkDir {
-        let dir = std::env::temp_dir().join(format!("pointsman-sipp-{}-{ip}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("sipp work dir");
-        WorkDir(dir)
-    }
-}
-
-impl Drop for WorkDir {
-    fn drop(&mut self) {
-        if std::thread::panicking() {
-            eprintln!("SIPp files kept in {}", self.0.display());
-        } else {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
+    xml: &str,
+    ip: IpAddr,
+    port: u16,
+    media_port: u16,
+    dir: &Path,
+    extra: &[String],
+) -> Sipp {
+    let scenario = ["-sf".to_string(), scenario(xml).display().to_string()];
+    Sipp::run(name, &scenario, CALLS, (ip, port, media_port), dir, extra)
 }
 
 /// Runs `CALLS` calls from a SIPp carrier through pointsman whose primary and secondary are
@@ -164,8 +43,8 @@ async fn run_calls(primary_xml: &str, secondary_xml: &str) -> (Sipp, Sipp, Sipp,
         probe: false,
         ..Setup::default()
     };
-    let mut primary = Sipp::start("primary", primary_xml, ip, PRIMARY_PORT, 17000, &dir, &[]);
-    let mut secondary = Sipp::start(
+    let mut primary = start_sipp("primary", primary_xml, ip, PRIMARY_PORT, 17000, &dir, &[]);
+    let mut secondary = start_sipp(
         "secondary",
         secondary_xml,
         ip,
@@ -179,7 +58,7 @@ async fn run_calls(primary_xml: &str, secondary_xml: &str) -> (Sipp, Sipp, Sipp,
         support::at(ip, PROXY_PORT),
     )
     .await;
-    let mut carrier = Sipp::start(
+    let mut carrier = start_sipp(
         "carrier",
         "carrier_uac.xml",
         ip,
@@ -213,11 +92,6 @@ async fn run_calls(primary_xml: &str, secondary_xml: &str) -> (Sipp, Sipp, Sipp,
         }
     }
     (carrier, primary, secondary, node, work)
-}
-
-fn tail(text: &str, lines: usize) -> String {
-    let all: Vec<&str> = text.lines().collect();
-    all[all.len().saturating_sub(lines)..].join("\n")
 }
 
 #[tokio::test]
@@ -279,7 +153,7 @@ async fn sipp_503_primary_every_call_completes_on_the_secondary() {
 async fn sipp_cloud_answering_options_is_probed_up_by_pointsman() {
     let ip = fresh_ip();
     let work = WorkDir::new(ip);
-    let mut cloud = Sipp::start(
+    let mut cloud = start_sipp(
         "prober-peer",
         "answer_options.xml",
         ip,

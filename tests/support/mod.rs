@@ -5,6 +5,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod netns;
+pub mod sipp;
 
 use pointsman_sim::{Behaviour, Carrier, Cloud, Endpoint, Journal};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};

@@ -859,18 +859,25 @@ fn validate(
         .cluster
         .as_ref()
         .and_then(|c| validate_cluster(c, node_id, base, errors));
-    if cluster.is_some() {
-        // Said out loud: an operator must not believe a pair protects calls that it does not.
-        warnings.push(
-            "cluster",
-            "the node link runs (each peer's state in the log and pointsman_link_up) but carries no \
-             calls yet: calls are not replicated and nothing is forwarded to a peer, so this \
-             node's calls die with it"
-                .to_string(),
-        );
-    }
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
+    let relaying = router
+        .rules
+        .routes
+        .iter()
+        .find(|r| r.media == routing_rules::spec::MediaMode::Relay);
+    if let (Some(_), Some(route)) = (&cluster, relaying) {
+        // Said out loud: an operator must not believe a pair protects what it does not.
+        warnings.push(
+            "cluster",
+            format!(
+                "route {:?} relays media: the other node carries its calls' signalling on when \
+                 this node dies, but not their media, which is anchored on this node's relay \
+                 ports (the caller hears silence until the call ends)",
+                route.name
+            ),
+        );
+    }
     Some(Config {
         node_id,
         advertise,

@@ -1,0 +1,448 @@
+//! The pair behind anycast, on a real network: two pointsman processes, each in a network
+//! namespace of its own, share the anycast address 198.18.0.100 (on each node's loopback); the
+//! carrier's and the clouds' hosts reach it over two equal-cost routes hashed on the L4 ports,
+//! as behind an ECMP router that both nodes announce the address to, so every message of a
+//! call may land on either node. SIPp plays the carrier (a socket per call: `-t un`) and two
+//! clouds on addresses of their own. The nodes are linked over QUIC on their unicast
+//! addresses.
+//!
+//! When a node is killed or frozen, the test withdraws it from the routes as BGP would (the
+//! announcement itself, by BIRD, has tests of its own) and checks that every call completes:
+//! calls in setup and answered calls of the dead node are carried on by the other.
+//!
+//! Needs root, iproute2 and SIPp (CI has them).
+
+mod support;
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::certs::Ca;
+use support::netns::{ip, Lab};
+use support::sipp::{scenario, tail, Sipp, WorkDir};
+
+const ANYCAST: &str = "198.18.0.100";
+const NODE_IPS: [&str; 2] = ["198.18.1.11", "198.18.1.12"];
+const CARRIER_IP: &str = "198.18.2.10";
+const CLOUD_IPS: [&str; 2] = ["198.18.3.21", "198.18.3.22"];
+const LINK_PORT: u16 = 5800;
+const ADMIN: &str = "127.0.0.1:8080";
+
+fn ipaddr(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// Node `i` (id `i + 1`) of the pair.
+fn node_config(i: usize, dir: &Path) -> String {
+    let me = NODE_IPS[i];
+    let other = NODE_IPS[1 - i];
+    format!(
+        r#"[node]
+id = {id}
+workers = 2
+advertise = "{ANYCAST}:5060"
+
+[[listen]]
+transport = "udp"
+address = "{ANYCAST}:5060"
+
+[admin]
+listen = "{ADMIN}"
+
+[cluster]
+listen = "{me}:{LINK_PORT}"
+peers = [{{ id = {peer}, address = "{other}:{LINK_PORT}" }}]
+cert = "{dir}/node-{i}.pem"
+key = "{dir}/node-{i}.key"
+ca = "{dir}/ca.pem"
+dead_after = "500ms"
+
+[[destination]]
+name = "cloud1"
+address = "{c1}:5060"
+probe = false
+provisional_timeout = "5s"
+
+[[destination]]
+name = "cloud2"
+address = "{c2}:5060"
+probe = false
+provisional_timeout = "5s"
+
+[[group]]
+name = "clouds"
+strategy = "weighted"
+members = ["cloud1", "cloud2"]
+
+[[route]]
+name = "default"
+tiers = ["clouds"]
+"#,
+        id = i + 1,
+        peer = 2 - i,
+        dir = dir.display(),
+        c1 = CLOUD_IPS[0],
+        c2 = CLOUD_IPS[1],
+    )
+}
+
+/// A pointsman process in its namespace; killed with the lab.
+struct PairNode {
+    ns: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl PairNode {
+    fn start(ns: &str, config: &str, dir: &Path, i: usize) -> PairNode {
+        let path = dir.join(format!("node-{i}.toml"));
+        std::fs::write(&path, config).unwrap();
+        let log = dir.join(format!("node-{i}.log"));
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(env!("CARGO_BIN_EXE_pointsman-node"))
+            .args(["run", "--config"])
+            .arg(&path)
+            .env("POINTSMAN_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start pointsman");
+        PairNode {
+            ns: ns.to_string(),
+            child,
+            log,
+        }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// GET `path` on the node's admin API (inside its namespace).
+    fn get(&self, path: &'static str) -> Option<String> {
+        Lab::within(&self.ns, move || {
+            pointsman::admin::http_request(ADMIN, "GET", path, None, Duration::from_secs(2))
+                .ok()
+                .filter(|r| r.status == 200)
+                .map(|r| r.text())
+        })
+    }
+
+    /// The value of the series that starts `series ` in `GET /metrics` (0 when absent).
+    fn metric(&self, series: &str) -> f64 {
+        let text = self.get("/metrics").unwrap_or_default();
+        let prefix = format!("{series} ");
+        text.lines()
+            .filter_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<f64>().ok())
+            .sum()
+    }
+
+    fn signal(&self, signal: i32) {
+        // SAFETY: kill has no memory preconditions; the pid is our child's (`ip netns exec`
+        // execs the node in place).
+        unsafe {
+            libc::kill(self.child.id() as i32, signal);
+        }
+    }
+}
+
+impl Drop for PairNode {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The lab, the two nodes linked and ready, the two clouds running `cloud_xml` with a ring of
+/// `ring`, and the routes to the anycast address over both nodes.
+struct Pair {
+    nodes: Vec<PairNode>,
+    clouds: Vec<Sipp>,
+    carrier_ns: String,
+    cloud_ns: Vec<String>,
+    work: WorkDir,
+    // Dropped last: the namespaces go after every process in them.
+    _lab: Lab,
+}
+
+impl Pair {
+    fn start(ring: Duration) -> Pair {
+        let mut lab = Lab::new();
+        let work = WorkDir::new(ipaddr(ANYCAST));
+        let dir = work.0.clone();
+        let ca = Ca::new("pair ca");
+        std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
+        let mut node_ns = Vec::new();
+        for (i, node_ip) in NODE_IPS.iter().enumerate() {
+            let node = ca.node(ipaddr(node_ip));
+            std::fs::write(dir.join(format!("node-{i}.pem")), node.cert).unwrap();
+            std::fs::write(dir.join(format!("node-{i}.key")), node.key).unwrap();
+            let ns = lab.host(&format!("n{i}"), ipaddr(node_ip));
+            ip(&["-n", &ns, "addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]);
+            node_ns.push(ns);
+        }
+        let carrier_ns = lab.host("car", ipaddr(CARRIER_IP));
+        let cloud_ns: Vec<String> = CLOUD_IPS
+            .iter()
+            .enumerate()
+            .map(|(i, c)| lab.host(&format!("c{i}"), ipaddr(c)))
+            .collect();
+        for ns in std::iter::once(&carrier_ns).chain(&cloud_ns) {
+            route_over(ns, &NODE_IPS);
+            // ECMP hashed on the L4 ports too (policy 1), as a carrier-facing router does.
+            let out = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                .arg("net.ipv4.fib_multipath_hash_policy=1")
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "sysctl: {:?}", out);
+        }
+        let clouds = cloud_ns
+            .iter()
+            .zip(CLOUD_IPS)
+            .enumerate()
+            .map(|(i, (ns, ip))| {
+                let name = if i == 0 { "cloud1" } else { "cloud2" };
+                Sipp::run_in(
+                    Some(ns),
+                    name,
+                    &["-sf".into(), scenario("ringing_cloud_uas.xml").display().to_string()],
+                    100_000,
+                    (ipaddr(ip), 5060, 16000),
+                    &dir,
+                    &["-d".into(), ring.as_millis().to_string()],
+                )
+            })
+            .collect();
+        let nodes: Vec<PairNode> = node_ns
+            .iter()
+            .enumerate()
+            .map(|(i, ns)| PairNode::start(ns, &node_config(i, &dir), &dir, i))
+            .collect();
+        let pair = Pair {
+            nodes,
+            clouds,
+            carrier_ns,
+            cloud_ns,
+            work,
+            _lab: lab,
+        };
+        pair.wait_linked();
+        pair
+    }
+
+    /// Waits until both nodes are ready and each reports the other up.
+    fn wait_linked(&self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let linked = self.nodes.iter().enumerate().all(|(i, n)| {
+                n.get("/ready").is_some()
+                    && n.metric(&format!("pointsman_link_up{{peer=\"{}\"}}", 2 - i)) == 1.0
+            });
+            if linked {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the nodes did not link up:\n--- node 1 ---\n{}\n--- node 2 ---\n{}",
+                tail(&self.nodes[0].log(), 20),
+                tail(&self.nodes[1].log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// A SIPp carrier placing `calls` calls at `rate`/s to the anycast address, each held for
+    /// `hold`, from a socket of its own.
+    fn carrier(&self, calls: u32, rate: u32, hold: Duration) -> Sipp {
+        Sipp::run_in(
+            Some(&self.carrier_ns),
+            "carrier",
+            &["-sf".into(), scenario("talking_carrier_uac.xml").display().to_string()],
+            calls,
+            (ipaddr(CARRIER_IP), 5060, 16000),
+            &self.work.0,
+            &[
+                format!("{ANYCAST}:5060"),
+                "-t".into(),
+                "un".into(),
+                "-r".into(),
+                rate.to_string(),
+                "-l".into(),
+                "400".into(),
+                "-d".into(),
+                hold.as_millis().to_string(),
+                "-max_socket".into(),
+                "2000".into(),
+            ],
+        )
+    }
+
+    /// Takes node `i` out of every route to the anycast address, as the router does when its
+    /// BGP session or BFD goes down.
+    fn withdraw(&self, i: usize) {
+        let left = [NODE_IPS[1 - i]];
+        for ns in std::iter::once(&self.carrier_ns).chain(&self.cloud_ns) {
+            route_over(ns, &left);
+        }
+    }
+
+    fn logs(&self) -> String {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, n)| format!("--- node {} (tail) ---\n{}\n", i + 1, tail(&n.log(), 30)))
+            .collect()
+    }
+}
+
+/// Points `ns`'s route to the anycast address over `nodes` (equal cost).
+fn route_over(ns: &str, nodes: &[&str]) {
+    let mut args = vec!["-n", ns, "route", "replace", "198.18.0.100/32"];
+    if nodes.len() == 1 {
+        args.extend(["via", nodes[0], "dev", "eth0"]);
+    } else {
+        for n in nodes {
+            args.extend(["nexthop", "via", n, "dev", "eth0"]);
+        }
+    }
+    ip(&args);
+}
+
+/// Waits for SIPp `s` to end (bounded); its exit code.
+fn finish(s: &mut Sipp, within: Duration) -> Option<i32> {
+    let deadline = Instant::now() + within;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = s.child.try_wait() {
+            return status.code();
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+#[test]
+fn the_carriers_datagrams_spread_over_both_nodes_and_every_call_completes() {
+    let pair = Pair::start(Duration::from_millis(300));
+    let mut carrier = pair.carrier(200, 50, Duration::from_millis(300));
+    let code = finish(&mut carrier, Duration::from_secs(40));
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp carrier: not every call completed ({:?})\n{}\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        pair.logs()
+    );
+    assert_eq!(carrier.count("SuccessfulCall(C)"), 200);
+    let invites: Vec<f64> = pair
+        .nodes
+        .iter()
+        .map(|n| n.metric("pointsman_requests_total{method=\"INVITE\"}"))
+        .collect();
+    assert!(
+        invites.iter().all(|&n| n > 0.0),
+        "both nodes take calls: {invites:?}"
+    );
+    let handed: f64 = pair
+        .nodes
+        .iter()
+        .map(|n| n.metric("pointsman_cluster_forwarded_total"))
+        .sum();
+    assert!(
+        handed > 0.0,
+        "some messages landed on the node that does not own their call, and went to their owner"
+    );
+    eprintln!("INVITEs per node {invites:?}, datagrams handed to their owner {handed}");
+    let _ = &pair.clouds;
+}
+
+/// Places calls that ring for 2 s and talk for 2 s, hits node 1 with `signal` while calls ring
+/// and talk, withdraws it after `withdraw_after` (what BGP takes to notice), and checks that
+/// every call completes.
+fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
+    let mut pair = Pair::start(Duration::from_secs(2));
+    let calls = 200;
+    let mut carrier = pair.carrier(calls, 40, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(3500));
+    let ringing_and_talking = pair.nodes[0].metric("pointsman_calls_in_progress");
+    let lost = Instant::now();
+    pair.nodes[0].signal(signal);
+    std::thread::sleep(withdraw_after);
+    pair.withdraw(0);
+    // Node 2 sees node 1 down, then adopts its calls as their messages arrive.
+    let mut declared_dead = None;
+    let mut first_adoption = None;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline && (declared_dead.is_none() || first_adoption.is_none()) {
+        let survivor = &pair.nodes[1];
+        if declared_dead.is_none() && survivor.metric("pointsman_link_up{peer=\"1\"}") == 0.0 {
+            declared_dead = Some(lost.elapsed());
+        }
+        if first_adoption.is_none()
+            && survivor.metric("pointsman_cluster_adopted_total{state=\"setup\"}")
+                + survivor.metric("pointsman_cluster_adopted_total{state=\"answered\"}")
+                > 0.0
+        {
+            first_adoption = Some(lost.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let code = finish(&mut carrier, Duration::from_secs(60));
+    let survivor = &pair.nodes[1];
+    let adopted_setup = survivor.metric("pointsman_cluster_adopted_total{state=\"setup\"}");
+    let adopted_answered = survivor.metric("pointsman_cluster_adopted_total{state=\"answered\"}");
+    eprintln!(
+        "signal {signal}: node 1 had {ringing_and_talking} calls in progress; declared dead after \
+         {declared_dead:?}, first call adopted after {first_adoption:?}; adopted {adopted_setup} \
+         in setup, {adopted_answered} answered"
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp carrier: not every call completed ({:?})\n{}\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        pair.logs()
+    );
+    assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
+    assert!(ringing_and_talking > 0.0, "node 1 had calls when it was lost");
+    assert!(
+        adopted_setup > 0.0 && adopted_answered > 0.0,
+        "node 2 carried on node 1's calls in setup and answered ones\n{}",
+        pair.logs()
+    );
+    let dead = declared_dead.expect("node 2 declared node 1 dead");
+    assert!(dead < Duration::from_secs(1), "declared dead after {dead:?}");
+    // The clouds saw every answered call end: no ghost left ringing or talking (their last
+    // calls wait 1 s after the BYE, and the statistics are written every second).
+    for cloud in &mut pair.clouds {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cloud.count("CurrentCall") > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            cloud.count("CurrentCall"),
+            0,
+            "SIPp {}: calls left open\n{}",
+            cloud.name,
+            cloud.errors()
+        );
+        assert_eq!(cloud.count("FailedCall(C)"), 0, "SIPp {}: {}", cloud.name, cloud.errors());
+    }
+}
+
+#[test]
+fn a_node_killed_mid_call_loses_no_call_in_setup_or_answered() {
+    // A killed node's BGP session closes at once (the router withdraws it in ~70 ms).
+    a_node_lost_mid_call_loses_no_call(libc::SIGKILL, Duration::from_millis(100));
+}
+
+#[test]
+fn a_node_frozen_mid_call_loses_no_call_in_setup_or_answered() {
+    // A frozen node is withdrawn by BFD (100 ms × 3).
+    a_node_lost_mid_call_loses_no_call(libc::SIGSTOP, Duration::from_millis(300));
+}
