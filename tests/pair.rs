@@ -156,8 +156,8 @@ impl Drop for PairNode {
     }
 }
 
-/// The lab, the two nodes linked and ready, the two clouds running `cloud_xml` with a ring of
-/// `ring`, and the routes to the anycast address over both nodes.
+/// The lab, the two nodes linked and ready, the two clouds (each rings 2 s, then answers), and
+/// the routes to the anycast address over both nodes.
 struct Pair {
     nodes: Vec<PairNode>,
     clouds: Vec<Sipp>,
@@ -169,7 +169,7 @@ struct Pair {
 }
 
 impl Pair {
-    fn start(ring: Duration) -> Pair {
+    fn start() -> Pair {
         let mut lab = Lab::new();
         let work = WorkDir::new(ipaddr(ANYCAST));
         let dir = work.0.clone();
@@ -181,7 +181,15 @@ impl Pair {
             std::fs::write(dir.join(format!("node-{i}.pem")), node.cert).unwrap();
             std::fs::write(dir.join(format!("node-{i}.key")), node.key).unwrap();
             let ns = lab.host(&format!("n{i}"), ipaddr(node_ip));
-            ip(&["-n", &ns, "addr", "add", &format!("{ANYCAST}/32"), "dev", "lo"]);
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{ANYCAST}/32"),
+                "dev",
+                "lo",
+            ]);
             node_ns.push(ns);
         }
         let carrier_ns = lab.host("car", ipaddr(CARRIER_IP));
@@ -209,11 +217,14 @@ impl Pair {
                 Sipp::run_in(
                     Some(ns),
                     name,
-                    &["-sf".into(), scenario("ringing_cloud_uas.xml").display().to_string()],
+                    &[
+                        "-sf".into(),
+                        scenario("ringing_cloud_uas.xml").display().to_string(),
+                    ],
                     100_000,
                     (ipaddr(ip), 5060, 16000),
                     &dir,
-                    &["-d".into(), ring.as_millis().to_string()],
+                    &[],
                 )
             })
             .collect();
@@ -261,7 +272,10 @@ impl Pair {
         Sipp::run_in(
             Some(&self.carrier_ns),
             "carrier",
-            &["-sf".into(), scenario("talking_carrier_uac.xml").display().to_string()],
+            &[
+                "-sf".into(),
+                scenario("talking_carrier_uac.xml").display().to_string(),
+            ],
             calls,
             (ipaddr(CARRIER_IP), 5060, 16000),
             &self.work.0,
@@ -326,7 +340,7 @@ fn finish(s: &mut Sipp, within: Duration) -> Option<i32> {
 
 #[test]
 fn the_carriers_datagrams_spread_over_both_nodes_and_every_call_completes() {
-    let pair = Pair::start(Duration::from_millis(300));
+    let pair = Pair::start();
     let mut carrier = pair.carrier(200, 50, Duration::from_millis(300));
     let code = finish(&mut carrier, Duration::from_secs(40));
     assert_eq!(
@@ -364,7 +378,7 @@ fn the_carriers_datagrams_spread_over_both_nodes_and_every_call_completes() {
 /// and talk, withdraws it after `withdraw_after` (what BGP takes to notice), and checks that
 /// every call completes.
 fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
-    let mut pair = Pair::start(Duration::from_secs(2));
+    let mut pair = Pair::start();
     let calls = 200;
     let mut carrier = pair.carrier(calls, 40, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(3500));
@@ -409,14 +423,20 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
         pair.logs()
     );
     assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
-    assert!(ringing_and_talking > 0.0, "node 1 had calls when it was lost");
+    assert!(
+        ringing_and_talking > 0.0,
+        "node 1 had calls when it was lost"
+    );
     assert!(
         adopted_setup > 0.0 && adopted_answered > 0.0,
         "node 2 carried on node 1's calls in setup and answered ones\n{}",
         pair.logs()
     );
     let dead = declared_dead.expect("node 2 declared node 1 dead");
-    assert!(dead < Duration::from_secs(1), "declared dead after {dead:?}");
+    assert!(
+        dead < Duration::from_secs(1),
+        "declared dead after {dead:?}"
+    );
     // The clouds saw every answered call end: no ghost left ringing or talking (their last
     // calls wait 1 s after the BYE, and the statistics are written every second).
     for cloud in &mut pair.clouds {
@@ -431,7 +451,13 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
             cloud.name,
             cloud.errors()
         );
-        assert_eq!(cloud.count("FailedCall(C)"), 0, "SIPp {}: {}", cloud.name, cloud.errors());
+        assert_eq!(
+            cloud.count("FailedCall(C)"),
+            0,
+            "SIPp {}: {}",
+            cloud.name,
+            cloud.errors()
+        );
     }
 }
 

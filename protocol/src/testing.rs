@@ -162,8 +162,10 @@ pub struct Harness {
     pub reports: Vec<Option<TxKey>>,
     /// Datagrams the core handed to another node: (node, bytes, from, listener).
     pub to_nodes: Vec<(u16, Bytes, SocketAddr, usize)>,
-    /// What the core told the other nodes of its calls: (Call-ID, state; `None`: over).
-    pub replicated: Vec<(Bytes, Option<Box<crate::core::CallState>>)>,
+    /// What the core told the other nodes of its calls: (Call-ID, state; `None`: over), and
+    /// how many sends had been recorded when it did (a confirmed state goes before the sends
+    /// it allows).
+    pub replicated: Vec<(Bytes, Option<Box<crate::core::CallState>>, bool, usize)>,
     /// Scratch buffer the core writes its outputs into (kept so a bench allocates it once).
     out: Vec<Output>,
 }
@@ -198,7 +200,13 @@ impl Harness {
                     from,
                     listener,
                 } => self.to_nodes.push((node, bytes, from, listener)),
-                Output::Replicate { call_id, state } => self.replicated.push((call_id, state)),
+                Output::Replicate {
+                    call_id,
+                    state,
+                    confirm,
+                } => self
+                    .replicated
+                    .push((call_id, state, confirm, self.sent.len())),
             }
         }
     }

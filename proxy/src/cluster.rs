@@ -8,6 +8,10 @@
 //!   it, counted: UDP retransmission brings it again.
 //! - A replica travels as `(Call-ID, Option<CallState>)` in postcard inside the link's opaque
 //!   `Replicate` frame; a frame that does not decode is dropped and logged.
+//! - A replica the core asks to be confirmed (a new branch, an answer) goes as `Confirm { seq }`;
+//!   the peer stores it and answers `Confirmed(seq)`, which goes to the worker that waits
+//!   (its index is in the top bits of `seq`). The worker holds what the core said after it
+//!   until then, at most [`CONFIRM_WAIT`], or until a peer goes down.
 //!
 //! It must not: decide who owns a message or when a call is adopted (the core's `cluster`), or
 //! wait on the link (its sends never block).
@@ -19,6 +23,21 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use tracing::{debug, info, warn};
+
+/// The longest a worker holds a call's sends for the peer's confirmation: on a LAN it comes in
+/// well under a millisecond; a peer that is slower is not waited on longer (the call goes on,
+/// counted in `pointsman_cluster_unconfirmed_total`).
+pub const CONFIRM_WAIT: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// The confirmation sequence number `n` of worker `worker`.
+pub fn confirm_seq(worker: usize, n: u64) -> u64 {
+    ((worker as u64) << 48) | (n & ((1 << 48) - 1))
+}
+
+/// The worker a confirmation sequence number belongs to.
+fn worker_of(seq: u64) -> usize {
+    (seq >> 48) as usize
+}
 
 /// A replica as it travels: `(Call-ID, state)`.
 pub fn encode_replica(call_id: &[u8], state: Option<&CallState>) -> Option<Vec<u8>> {
@@ -58,40 +77,84 @@ impl PairLink {
         }
     }
 
-    /// Tells every peer where call `call_id` stands.
-    pub fn replicate(&self, call_id: &[u8], state: Option<&CallState>) {
+    /// Tells every peer where call `call_id` stands. With `confirm`, asks each to confirm it
+    /// under that sequence number; returns how many peers were asked (0: nothing to wait on).
+    pub fn replicate(
+        &self,
+        call_id: &[u8],
+        state: Option<&CallState>,
+        confirm: Option<u64>,
+    ) -> usize {
         let Some(bytes) = encode_replica(call_id, state) else {
-            return;
+            return 0;
         };
+        let mut asked = 0;
         for &peer in self.peers.iter() {
+            let frame = match confirm {
+                Some(seq) => Frame::Confirm {
+                    seq,
+                    bytes: bytes.clone(),
+                },
+                None => Frame::Replicate(bytes.clone()),
+            };
             // A down or slow peer drops it (counted, the peer marked unsynced): never waited on.
-            let _ = self.link.send(peer, Frame::Replicate(bytes.clone()));
+            if self.link.send(peer, frame).is_ok() && confirm.is_some() {
+                asked += 1;
+            }
         }
+        asked
     }
 }
 
 /// Starts the thread that feeds the link's events to the core and the workers (`sinks`, by
 /// index). Fails when the events were taken already.
 pub(crate) fn serve_link_events(
-    link: &Link,
+    link: Arc<Link>,
     core: Arc<Core>,
     sinks: Vec<EventSink>,
 ) -> anyhow::Result<()> {
     let mut events = link
         .events()
         .ok_or_else(|| anyhow::anyhow!("the node link's events were taken already"))?;
+    metrics::describe_counter!(
+        "pointsman_cluster_unconfirmed_total",
+        "Call states a worker stopped waiting on after CONFIRM_WAIT without the peer's confirmation"
+    );
     std::thread::Builder::new()
         .name("pointsman-link-in".into())
         .spawn(move || {
             let mut next_worker = 0usize;
             while let Some(event) = events.blocking_recv() {
-                handle(&core, &sinks, &mut next_worker, event);
+                handle(&link, &core, &sinks, &mut next_worker, event);
             }
         })?;
     Ok(())
 }
 
-fn handle(core: &Core, sinks: &[EventSink], next_worker: &mut usize, event: LinkEvent) {
+/// Stores a replica from `peer`; false when it does not decode or the store is full.
+fn store(core: &Core, peer: u16, bytes: &[u8]) -> bool {
+    match decode_replica(bytes) {
+        Some((call_id, state)) => {
+            let kept = core.store_replica(peer, &call_id, state, Instant::now());
+            if !kept {
+                warn!(peer, "replica store full: a call of the peer is not kept");
+            }
+            kept
+        }
+        None => {
+            warn!(peer, "a replica that does not decode: dropped");
+            false
+        }
+    }
+}
+
+fn handle(
+    link: &Link,
+    core: &Core,
+    sinks: &[EventSink],
+    next_worker: &mut usize,
+    event: LinkEvent,
+) {
     match event {
         LinkEvent::Up(peer) => {
             core.set_peer_up(peer, true);
@@ -104,15 +167,26 @@ fn handle(core: &Core, sinks: &[EventSink], next_worker: &mut usize, event: Link
                 reason = reason.label(),
                 "node link down: its calls are adopted here as their messages arrive"
             );
-        }
-        LinkEvent::Frame(peer, Frame::Replicate(bytes)) => match decode_replica(&bytes) {
-            Some((call_id, state)) => {
-                if !core.store_replica(peer, &call_id, state, Instant::now()) {
-                    warn!(peer, "replica store full: a call of the peer is not kept");
-                }
+            for sink in sinks {
+                // A full inbox: what waits is released by its CONFIRM_WAIT instead.
+                let _ = sink.try_deliver(Event::PeerDown);
             }
-            None => warn!(peer, "a replica that does not decode: dropped"),
-        },
+        }
+        LinkEvent::Frame(peer, Frame::Replicate(bytes)) => {
+            store(core, peer, &bytes);
+        }
+        LinkEvent::Frame(peer, Frame::Confirm { seq, bytes }) => {
+            // Confirmed only once kept: the sender then acts on it.
+            if store(core, peer, &bytes) {
+                let _ = link.send(peer, Frame::Confirmed(seq));
+            }
+        }
+        LinkEvent::Frame(_, Frame::Confirmed(seq)) => {
+            if let Some(sink) = sinks.get(worker_of(seq)) {
+                // A full inbox: the wait ends at CONFIRM_WAIT instead.
+                let _ = sink.try_deliver(Event::Confirmed(seq));
+            }
+        }
         LinkEvent::Frame(
             peer,
             Frame::Forward {

@@ -214,14 +214,14 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                     local.block_on(
                         &rt,
                         worker(
-                            core, tcp, sink, inbox, sockets, listeners, governor, media, pair,
+                            core, tcp, sink, inbox, sockets, listeners, governor, media, pair, i,
                         ),
                     )
                 })?,
         );
     }
     if let Some(link) = node.link() {
-        crate::cluster::serve_link_events(link, core.clone(), sinks.clone())?;
+        crate::cluster::serve_link_events(link.clone(), core.clone(), sinks.clone())?;
     }
     info!(node = cfg.node_id, workers, "pointsman running");
     // The workers are not joined: the process ends under them once the stop is decided.
@@ -303,6 +303,13 @@ struct Worker {
     slice_governor: RefCell<Option<SliceGovernor>>,
     /// The node link, when this node is one of a pair.
     pair: Option<PairLink>,
+    /// This worker's index (its confirmations come back to it by it).
+    index: usize,
+    /// What the core said after a call state the peers must confirm, held until they do, by
+    /// confirmation number: (confirmations still awaited, the outputs).
+    held: RefCell<std::collections::HashMap<u64, (usize, Vec<Output>)>>,
+    /// Confirmation numbers used so far.
+    confirms: Cell<u64>,
 }
 
 /// How often the first worker asks the media plane for timed events (media inactivity).
@@ -319,6 +326,7 @@ async fn worker(
     slice_governor: Option<SliceGovernor>,
     media: Option<Arc<MediaPlane>>,
     pair: Option<PairLink>,
+    index: usize,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
@@ -347,6 +355,9 @@ async fn worker(
         queued: Cell::new(0),
         slice_governor: RefCell::new(slice_governor),
         pair,
+        index,
+        held: RefCell::new(std::collections::HashMap::new()),
+        confirms: Cell::new(0),
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -384,6 +395,13 @@ async fn worker(
                 &mut out,
             ),
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
+            Event::Confirmed(seq) => confirmed(&w, seq, 1),
+            Event::PeerDown => {
+                let waiting: Vec<u64> = w.held.borrow().keys().copied().collect();
+                for seq in waiting {
+                    confirmed(&w, seq, usize::MAX);
+                }
+            }
             Event::Relayed {
                 bytes,
                 from,
@@ -562,9 +580,12 @@ async fn timer_loop(w: Rc<Worker>) {
 }
 
 /// Carries out the core's outputs in order. Datagrams queue in the outbox; a TCP send first
-/// flushes it, so a CANCEL queued for UDP never falls behind an INVITE sent over TCP.
+/// flushes it, so a CANCEL queued for UDP never falls behind an INVITE sent over TCP. A call
+/// state the peers must confirm holds every output after it until they do ([`confirmed`]), or
+/// [`crate::cluster::CONFIRM_WAIT`] passes.
 fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
-    for o in out.drain(..) {
+    let mut outputs = out.drain(..);
+    while let Some(o) = outputs.next() {
         match o {
             Output::Send { to, bytes, report } => match to.proto {
                 Proto::Udp => {
@@ -586,9 +607,29 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                     pair.to_owner(node, &bytes, from, listener);
                 }
             }
-            Output::Replicate { call_id, state } => {
-                if let Some(pair) = &w.pair {
-                    pair.replicate(&call_id, state.as_deref());
+            Output::Replicate {
+                call_id,
+                state,
+                confirm,
+            } => {
+                let Some(pair) = &w.pair else { continue };
+                let seq = confirm.then(|| {
+                    let n = w.confirms.get() + 1;
+                    w.confirms.set(n);
+                    crate::cluster::confirm_seq(w.index, n)
+                });
+                let asked = pair.replicate(&call_id, state.as_deref(), seq);
+                if let (Some(seq), true) = (seq, asked > 0) {
+                    let rest: Vec<Output> = outputs.by_ref().collect();
+                    w.held.borrow_mut().insert(seq, (asked, rest));
+                    let w = w.clone();
+                    tokio::task::spawn_local(async move {
+                        tokio::time::sleep(crate::cluster::CONFIRM_WAIT).await;
+                        if w.held.borrow().contains_key(&seq) {
+                            metrics::counter!("pointsman_cluster_unconfirmed_total").increment(1);
+                            confirmed(&w, seq, usize::MAX);
+                        }
+                    });
                 }
             }
             Output::Timer { at, timer } => {
@@ -603,6 +644,26 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 }
             }
         }
+    }
+}
+
+/// `count` confirmations of `seq` came (`usize::MAX`: stop waiting): once none is awaited, what
+/// was held goes out.
+fn confirmed(w: &Rc<Worker>, seq: u64, count: usize) {
+    let release = {
+        let mut held = w.held.borrow_mut();
+        match held.get_mut(&seq) {
+            Some((awaited, _)) if *awaited > count => {
+                *awaited -= count;
+                None
+            }
+            Some(_) => held.remove(&seq).map(|(_, rest)| rest),
+            None => None,
+        }
+    };
+    if let Some(mut rest) = release {
+        execute(w, &mut rest);
+        flush_udp(w);
     }
 }
 

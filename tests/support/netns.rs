@@ -69,7 +69,15 @@ impl Lab {
             &ns,
         ]);
         ip(&["-n", &self.lan, "link", "set", &port, "master", "br0", "up"]);
-        ip(&["-n", &ns, "addr", "add", &format!("{addr}/16"), "dev", "eth0"]);
+        ip(&[
+            "-n",
+            &ns,
+            "addr",
+            "add",
+            &format!("{addr}/16"),
+            "dev",
+            "eth0",
+        ]);
         ip(&["-n", &ns, "link", "set", "eth0", "up"]);
         ip(&["-n", &ns, "link", "set", "lo", "up"]);
         ns

@@ -33,7 +33,15 @@ impl Sipp {
         dir: &Path,
         extra: &[String],
     ) -> Sipp {
-        Sipp::run_in(None, name, scenario, calls, (ip, port, media_port), dir, extra)
+        Sipp::run_in(
+            None,
+            name,
+            scenario,
+            calls,
+            (ip, port, media_port),
+            dir,
+            extra,
+        )
     }
 
     /// [`Sipp::run`] inside network namespace `netns` (`ip netns exec`), when given.
@@ -155,4 +163,3 @@ pub fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
 }
-

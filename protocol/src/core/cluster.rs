@@ -17,7 +17,10 @@
 //!   the peer's calls that the network still delivers to the peer.
 //! - **Replicate.** After each message and timer that touched a call, the core says where the
 //!   call stands ([`Output::Replicate`]): in setup, answered, or over (`None`, once, for a call
-//!   that was replicated).
+//!   that was replicated). A new branch and an answer are asked to be confirmed, and put before
+//!   the sends they cause: the peers know the branch before its INVITE leaves (a survivor
+//!   re-sends it as a retransmission, and takes the caller's retransmitted INVITE for the same
+//!   call), and the dialog before the 2xx does.
 //!
 //! It must not: send anything itself, wait on a peer, or keep replicas without bound.
 
@@ -43,9 +46,10 @@ fn replica_ttl(state: &CallState) -> Duration {
 pub(super) struct Cluster {
     peers: Vec<(u16, AtomicBool)>,
     replicas: Mutex<Replicas>,
-    /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes):
-    /// a call is forgotten once.
-    shared: KeyMap<()>,
+    /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes),
+    /// with how far the peers know them ([`Known`]): a call is forgotten once, and a step the
+    /// peers must have before it is acted on is asked to be confirmed.
+    shared: KeyMap<Known>,
 }
 
 struct Replicas {
@@ -94,6 +98,14 @@ impl Cluster {
             .remove(call_id)
             .map(|r| r.state)
     }
+}
+
+/// How far the peers know a call of this node.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Known {
+    /// In setup, with this many branches.
+    Branches(usize),
+    Answered,
 }
 
 /// The node id in a branch pointsman wrote (`z9hG4bK-ps<hex>-…`).
@@ -277,8 +289,15 @@ impl Core {
         self.answered.contains_key(&key)
     }
 
-    /// After `msg` was handled: where its call stands now, for the peers.
-    pub(super) fn replicate_after(&self, msg: &Message<'_>, now: Instant, out: &mut Vec<Output>) {
+    /// After `msg` was handled (its outputs appended to `out` from `mark` on): where its call
+    /// stands now, for the peers.
+    pub(super) fn replicate_after(
+        &self,
+        msg: &Message<'_>,
+        now: Instant,
+        mark: usize,
+        out: &mut Vec<Output>,
+    ) {
         let Some(cluster) = &self.cluster else { return };
         let call_id = msg.slice(msg.call_id);
         let method = if !msg.is_request() {
@@ -295,7 +314,7 @@ impl Core {
                     callee_tag: msg.slice(to).to_vec(),
                 };
                 if let Some(state) = self.export_dialog(&id, now) {
-                    self.share(cluster, call_id, Some(state), out);
+                    self.share(cluster, call_id, Some(state), mark, out);
                 }
             }
             return;
@@ -322,23 +341,27 @@ impl Core {
                 match phase {
                     CallPhase::Trying => {
                         let state = self.export_locked(&lock(&call), now);
-                        self.share(cluster, call_id, Some(state), out);
+                        self.share(cluster, call_id, Some(state), mark, out);
                     }
                     // The 2xx that answered it replicated the dialog (above).
                     CallPhase::Answered => {}
-                    CallPhase::Finished => self.share(cluster, call_id, None, out),
+                    CallPhase::Finished => self.share(cluster, call_id, None, mark, out),
                 }
             }
-            Some(Method::Bye) if !self.dialog_held(msg) => self.share(cluster, call_id, None, out),
+            Some(Method::Bye) if !self.dialog_held(msg) => {
+                self.share(cluster, call_id, None, mark, out)
+            }
             _ => {}
         }
     }
 
-    /// After a timer of call `call` fired: where it stands now, for the peers.
+    /// After a timer of call `call` fired (its outputs appended to `out` from `mark` on): where
+    /// it stands now, for the peers.
     pub(super) fn replicate_call(
         &self,
         call: &Arc<Mutex<Call>>,
         now: Instant,
+        mark: usize,
         out: &mut Vec<Output>,
     ) {
         let Some(cluster) = &self.cluster else { return };
@@ -350,11 +373,11 @@ impl Core {
             CallPhase::Trying => {
                 let state = self.export_locked(&c, now);
                 drop(c);
-                self.share(cluster, &call_id, Some(state), out);
+                self.share(cluster, &call_id, Some(state), mark, out);
             }
             CallPhase::Finished => {
                 drop(c);
-                self.share(cluster, &call_id, None, out);
+                self.share(cluster, &call_id, None, mark, out);
             }
             // The 2xx that answered it replicated the dialog.
             CallPhase::Answered => {}
@@ -362,31 +385,50 @@ impl Core {
     }
 
     /// Emits the replication of `call_id`: a state, or its end (once, and only for a call the
-    /// peers were told of).
+    /// peers were told of). A state the peers must have before this node acts on it (a new
+    /// branch: a survivor must re-send it as a retransmission, never as a second call; an
+    /// answer) goes before the outputs from `mark` on, asking to be confirmed: the driver holds
+    /// what follows it until the peers have it.
     fn share(
         &self,
         cluster: &Cluster,
         call_id: &[u8],
         state: Option<CallState>,
+        mark: usize,
         out: &mut Vec<Output>,
     ) {
         let key = self.keys.of(&[call_id]);
-        match state {
-            Some(state) => {
-                cluster.shared.insert(key, ());
+        let Some(state) = state else {
+            if cluster.shared.remove(&key).is_some() {
                 out.push(Output::Replicate {
                     call_id: Bytes::copy_from_slice(call_id),
-                    state: Some(Box::new(state)),
+                    state: None,
+                    confirm: false,
                 });
             }
-            None => {
-                if cluster.shared.remove(&key).is_some() {
-                    out.push(Output::Replicate {
-                        call_id: Bytes::copy_from_slice(call_id),
-                        state: None,
-                    });
-                }
-            }
+            return;
+        };
+        let known = match &state {
+            CallState::Setup(s) => Known::Branches(s.branches.len()),
+            CallState::Answered(_) => Known::Answered,
+        };
+        let before = cluster.shared.insert(key, known);
+        let confirm = match (before, known) {
+            (Some(Known::Branches(n)), Known::Branches(m)) => m > n,
+            (None, Known::Branches(m)) => m > 0,
+            (Some(Known::Answered), Known::Answered) => false,
+            (_, Known::Answered) => true,
+            (Some(Known::Answered), Known::Branches(_)) => false,
+        };
+        let replicate = Output::Replicate {
+            call_id: Bytes::copy_from_slice(call_id),
+            state: Some(Box::new(state)),
+            confirm,
+        };
+        if confirm && mark <= out.len() {
+            out.insert(mark, replicate);
+        } else {
+            out.push(replicate);
         }
     }
 }

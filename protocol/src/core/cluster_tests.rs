@@ -32,7 +32,7 @@ impl Pair {
     /// Delivers what each node replicated to the other.
     fn sync(&mut self) {
         fn deliver(from: &mut Harness, to: &Harness, owner: u16) {
-            for (call_id, state) in from.replicated.drain(..) {
+            for (call_id, state, _, _) in from.replicated.drain(..) {
                 let state = state.map(|s| round_trip(&s));
                 assert!(to.core.store_replica(owner, &call_id, state, to.now));
             }
@@ -275,7 +275,7 @@ fn a_call_is_replicated_while_in_setup_and_forgotten_once_when_it_ends() {
     let states: Vec<_> =
         p.a.replicated
             .iter()
-            .map(|(id, s)| (id.clone(), s.is_some()))
+            .map(|(id, s, _, _)| (id.clone(), s.is_some()))
             .collect();
     assert!(states.iter().all(|(id, _)| &id[..] == b"cl9"));
     assert!(states.len() >= 3, "{states:?}");
@@ -302,4 +302,55 @@ fn a_node_alone_neither_hands_over_nor_replicates() {
     assert!(h.to_nodes.is_empty());
     assert!(h.replicated.is_empty());
     assert!(!h.core.store_replica(2, b"x", None, h.now));
+}
+
+#[test]
+fn a_new_branch_and_an_answer_are_confirmed_before_what_they_cause_is_sent() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl11"));
+    let (_, state, confirm, sends_before) = p.a.replicated[0].clone();
+    assert!(confirm, "the first branch is confirmed");
+    assert_eq!(
+        sends_before, 0,
+        "before the INVITE to the cloud and the 100"
+    );
+    let CallState::Setup(s) = *state.unwrap() else {
+        panic!("in setup")
+    };
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    assert!(header(&fwd, "Via").unwrap().contains(&s.branches[0].branch));
+
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    assert!(
+        !p.a.replicated[1].2,
+        "a 180 changes no branch: not confirmed"
+    );
+    let sent = p.a.sent.len();
+    p.a.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    let (_, _, confirm, before) = p.a.replicated[2].clone();
+    assert!(
+        !confirm,
+        "a 503 after a 180 ends the call (no failover): nothing to confirm"
+    );
+    assert!(before >= sent);
+
+    p.a.receive(CARRIER, &invite("cl12"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let sent = p.a.sent.len();
+    p.a.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    let (_, _, confirm, before) = p.a.replicated.last().unwrap().clone();
+    assert!(confirm, "the failover's new branch is confirmed");
+    assert_eq!(
+        before, sent,
+        "before the ACK and the INVITE to the secondary"
+    );
+
+    p.a.receive(CARRIER, &invite("cl13"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let sent = p.a.sent.len();
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let (_, state, confirm, before) = p.a.replicated.last().unwrap().clone();
+    assert!(matches!(state.as_deref(), Some(CallState::Answered(_))));
+    assert!(confirm, "the answer is confirmed");
+    assert_eq!(before, sent, "before the 2xx goes to the carrier");
 }

@@ -217,10 +217,13 @@ pub enum Output {
         from: SocketAddr,
         listener: usize,
     },
-    /// Tell the other nodes where call `call_id` stands; `None`: it is over here.
+    /// Tell the other nodes where call `call_id` stands; `None`: it is over here. With
+    /// `confirm`, the outputs after it wait until the other nodes have it (or the driver's
+    /// short bound on that wait passes, or they are down).
     Replicate {
         call_id: Bytes,
         state: Option<Box<CallState>>,
+        confirm: bool,
     },
 }
 
@@ -531,15 +534,17 @@ impl Core {
                 if let Some(method) = msg.method() {
                     self.metrics().request(method);
                 }
+                let mark = out.len();
                 self.on_request(&msg, inb, now, out);
-                self.replicate_after(&msg, now, out);
+                self.replicate_after(&msg, now, mark, out);
             }
             Ok(msg) => {
                 if let Some(code) = msg.code() {
                     self.metrics().response_in(code);
                 }
+                let mark = out.len();
                 self.on_response(&msg, inb.from, now, out);
-                self.replicate_after(&msg, now, out);
+                self.replicate_after(&msg, now, mark, out);
             }
             Err(e) => self.on_malformed(inb, &e, out),
         }
@@ -547,6 +552,7 @@ impl Core {
 
     /// A timer armed through [`Output::Timer`] fired.
     pub fn on_timer(&self, timer: CoreTimer, now: Instant, out: &mut Vec<Output>) {
+        let mark = out.len();
         match timer.kind {
             TimerKind::Server(t) => self.on_server_timer(timer.key, t, now, out),
             TimerKind::Client(t) => self.on_client_timer(timer.key, t, now, out),
@@ -573,7 +579,7 @@ impl Core {
                 _ => None,
             };
             if let Some(call) = call {
-                self.replicate_call(&call, now, out);
+                self.replicate_call(&call, now, mark, out);
             }
         }
     }

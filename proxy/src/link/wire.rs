@@ -26,6 +26,10 @@ pub enum Frame {
     },
     /// Call state for the peer to keep (opaque to the link: the replication encodes it).
     Replicate(Vec<u8>),
+    /// Call state the sender waits on: the peer keeps it, then answers `Confirmed(seq)`.
+    Confirm { seq: u64, bytes: Vec<u8> },
+    /// The peer has the state sent with `Confirm { seq }`.
+    Confirmed(u64),
 }
 
 /// Why a frame could not be read.

@@ -49,6 +49,11 @@ pub(crate) enum Event {
         from: SocketAddr,
         listener: usize,
     },
+    /// The other node has the call state sent with this sequence number: what waited on it
+    /// goes out.
+    Confirmed(u64),
+    /// A node of the pair went down: nothing waits on it any longer.
+    PeerDown,
 }
 
 /// Received messages a worker's inbox holds before its connections wait.
