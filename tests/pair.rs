@@ -304,6 +304,20 @@ impl Pair {
         }
     }
 
+    /// Puts both nodes back in every route, as the router does when a node announces again.
+    fn announce_both(&self) {
+        for ns in std::iter::once(&self.carrier_ns).chain(&self.cloud_ns) {
+            route_over(ns, &NODE_IPS);
+        }
+    }
+
+    /// Starts node `i` again (a new run) on its config.
+    fn restart(&mut self, i: usize) {
+        let ns = self.nodes[i].ns.clone();
+        let config = node_config(i, &self.work.0);
+        self.nodes[i] = PairNode::start(&ns, &config, &self.work.0, i + 10);
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
@@ -471,4 +485,75 @@ fn a_node_killed_mid_call_loses_no_call_in_setup_or_answered() {
 fn a_node_frozen_mid_call_loses_no_call_in_setup_or_answered() {
     // A frozen node is withdrawn by BFD (100 ms × 3).
     a_node_lost_mid_call_loses_no_call(libc::SIGSTOP, Duration::from_millis(300));
+}
+
+#[test]
+fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_no_call_fails() {
+    let mut pair = Pair::start();
+    let calls = 300;
+    let mut carrier = pair.carrier(calls, 40, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(3000));
+    pair.nodes[0].signal(libc::SIGKILL);
+    std::thread::sleep(Duration::from_millis(100));
+    pair.withdraw(0);
+    std::thread::sleep(Duration::from_millis(1500));
+    // Node 1 comes back while node 2 carries every call, its own and node 1's.
+    pair.restart(0);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(10);
+    while pair.nodes[0].get("/ready").is_none() {
+        assert!(
+            Instant::now() < deadline,
+            "node 1 never became ready\n{}",
+            pair.logs()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let ready_after = started.elapsed();
+    let log = pair.nodes[0].log();
+    assert!(
+        log.contains("synced with the peer: ready"),
+        "ready because the peer's calls came, not because the bound passed\n{}",
+        tail(&log, 20)
+    );
+    let replicas = pair.nodes[0].metric("pointsman_cluster_replicas");
+    // The router takes it back: about half the flows move to it at once.
+    pair.announce_both();
+    let code = finish(&mut carrier, Duration::from_secs(60));
+    eprintln!(
+        "node 1 ready {ready_after:?} after its restart, holding {replicas} of node 2's calls; \
+         node 2 adopted {} of node 1's calls",
+        pair.nodes[1].metric("pointsman_cluster_adopted_total{state=\"setup\"}")
+            + pair.nodes[1].metric("pointsman_cluster_adopted_total{state=\"answered\"}")
+    );
+    assert_eq!(
+        code,
+        Some(0),
+        "SIPp carrier: not every call completed ({:?})\n{}\n{}",
+        carrier.stats(),
+        carrier.errors(),
+        pair.logs()
+    );
+    assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
+    assert!(
+        replicas > 0.0,
+        "node 1 held node 2's calls when it became ready"
+    );
+    assert!(
+        pair.nodes[0].metric("pointsman_cluster_forwarded_total") > 0.0,
+        "messages of node 2's calls that landed on node 1 went to node 2"
+    );
+    for cloud in &mut pair.clouds {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while cloud.count("CurrentCall") > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(
+            cloud.count("FailedCall(C)"),
+            0,
+            "SIPp {}: {}",
+            cloud.name,
+            cloud.errors()
+        );
+    }
 }

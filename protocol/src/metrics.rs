@@ -227,6 +227,9 @@ pub enum NodeState {
     Draining = 1,
     /// Stopping on SIGTERM/SIGINT: not ready, new calls refused with 503.
     Stopping = 2,
+    /// A node of a pair that started: not ready until it has its peer's calls (its peer's
+    /// snapshot came, or no peer answered within the bound), calls that arrive are served.
+    Syncing = 3,
 }
 
 impl NodeState {
@@ -240,6 +243,7 @@ impl NodeState {
             NodeState::Serving => "serving",
             NodeState::Draining => "draining",
             NodeState::Stopping => "stopping",
+            NodeState::Syncing => "syncing",
         }
     }
 }

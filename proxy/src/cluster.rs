@@ -12,6 +12,12 @@
 //!   the peer stores it and answers `Confirmed(seq)`, which goes to the worker that waits
 //!   (its index is in the top bits of `seq`). The worker holds what the core said after it
 //!   until then, at most [`CONFIRM_WAIT`], or until a peer goes down.
+//! - When the link to a peer comes up, each side sends all its calls (`Snapshot` frames, then
+//!   `SnapshotDone` with its run's epoch). The receiver's replicas of that peer that the
+//!   snapshot did not refresh are settled: adopted when the peer restarted (a new epoch: its
+//!   calls died with its old run), dropped when the link only dropped (they ended meanwhile).
+//!   A starting node is not ready until a peer's snapshot came, or [`sync_bound`] passed with
+//!   no peer answering (a node alone must still take calls).
 //!
 //! It must not: decide who owns a message or when a call is adopted (the core's `cluster`), or
 //! wait on the link (its sends never block).
@@ -19,9 +25,11 @@
 use crate::link::{Frame, Link, LinkEvent};
 use crate::transport::tcp::{Event, EventSink};
 use pointsman_protocol::{CallState, Core};
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::{debug, info, warn};
 
 /// The longest a worker holds a call's sends for the peer's confirmation: on a LAN it comes in
@@ -37,6 +45,15 @@ pub fn confirm_seq(worker: usize, n: u64) -> u64 {
 /// The worker a confirmation sequence number belongs to.
 fn worker_of(seq: u64) -> usize {
     (seq >> 48) as usize
+}
+
+/// Calls per `Snapshot` frame: a few hundred KB at most, far under the link's frame bound.
+const SNAPSHOT_CHUNK: usize = 64;
+
+/// How long a starting node of a pair waits for a peer's snapshot before it serves as a node
+/// alone: a few times the time a dead peer takes to be declared dead, and at least 2 s.
+pub fn sync_bound(dead_after: Duration) -> Duration {
+    (dead_after * 3).max(Duration::from_secs(2))
 }
 
 /// A replica as it travels: `(Call-ID, state)`.
@@ -112,6 +129,8 @@ pub(crate) fn serve_link_events(
     link: Arc<Link>,
     core: Arc<Core>,
     sinks: Vec<EventSink>,
+    synced: Arc<AtomicBool>,
+    bound: Duration,
 ) -> anyhow::Result<()> {
     let mut events = link
         .events()
@@ -120,15 +139,125 @@ pub(crate) fn serve_link_events(
         "pointsman_cluster_unconfirmed_total",
         "Call states a worker stopped waiting on after CONFIRM_WAIT without the peer's confirmation"
     );
+    let alone = synced.clone();
+    std::thread::Builder::new()
+        .name("pointsman-sync-bound".into())
+        .spawn(move || {
+            std::thread::sleep(bound);
+            if !alone.swap(true, Ordering::AcqRel) {
+                warn!(
+                    waited = ?bound,
+                    "no peer sent its calls: serving as a node alone until one comes up"
+                );
+            }
+        })?;
     std::thread::Builder::new()
         .name("pointsman-link-in".into())
         .spawn(move || {
-            let mut next_worker = 0usize;
+            let mut state = LinkIn {
+                link,
+                core,
+                sinks,
+                synced,
+                next_worker: 0,
+                epochs: HashMap::new(),
+            };
             while let Some(event) = events.blocking_recv() {
-                handle(&link, &core, &sinks, &mut next_worker, event);
+                state.handle(event);
             }
         })?;
     Ok(())
+}
+
+/// What the thread reading the link's events keeps.
+struct LinkIn {
+    link: Arc<Link>,
+    core: Arc<Core>,
+    sinks: Vec<EventSink>,
+    synced: Arc<AtomicBool>,
+    /// The worker the next handed-over datagram goes to.
+    next_worker: usize,
+    /// Each peer's run, from its last `SnapshotDone`.
+    epochs: HashMap<u16, u64>,
+}
+
+impl LinkIn {
+    fn handle(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Up(peer) => {
+                self.core.set_peer_up(peer, true);
+                info!(peer, "node link up: exchanging calls");
+                self.core.mark_replicas_stale(peer);
+                self.send_snapshot(peer);
+            }
+            LinkEvent::Frame(peer, Frame::Snapshot(bytes)) => {
+                match postcard::from_bytes::<Vec<(Vec<u8>, Option<CallState>)>>(&bytes) {
+                    Ok(calls) => {
+                        for (call_id, state) in calls {
+                            self.core
+                                .store_replica(peer, &call_id, state, Instant::now());
+                        }
+                    }
+                    Err(e) => warn!(peer, error = %e, "a snapshot frame that does not decode"),
+                }
+            }
+            LinkEvent::Frame(peer, Frame::SnapshotDone { epoch }) => {
+                let restarted = self.epochs.insert(peer, epoch).is_some_and(|e| e != epoch);
+                if let Some(sink) = self.sinks.first() {
+                    if !sink.try_deliver(Event::SettleStale {
+                        owner: peer,
+                        restarted,
+                    }) {
+                        warn!(
+                            peer,
+                            "the peer's stale calls could not be settled: worker full"
+                        );
+                    }
+                }
+                if !self.synced.swap(true, Ordering::AcqRel) {
+                    info!(
+                        peer,
+                        replicas = self.core.replicas(),
+                        "synced with the peer: ready"
+                    );
+                }
+            }
+            other => handle(
+                &self.link,
+                &self.core,
+                &self.sinks,
+                &mut self.next_worker,
+                other,
+            ),
+        }
+    }
+
+    /// Sends every call of this node to `peer`, then `SnapshotDone`. A frame the link will not
+    /// take now (the peer down again, its queue full) ends it without `SnapshotDone`: the peer
+    /// then serves once its own bound passes, and the next link-up sends it all again.
+    fn send_snapshot(&self, peer: u16) {
+        let calls = self.core.snapshot(Instant::now());
+        let count = calls.len();
+        for chunk in calls.chunks(SNAPSHOT_CHUNK) {
+            let part: Vec<(&[u8], Option<&CallState>)> = chunk
+                .iter()
+                .map(|(id, state)| (id.as_slice(), Some(state)))
+                .collect();
+            let Ok(bytes) = postcard::to_stdvec(&part) else {
+                continue;
+            };
+            if self.link.send(peer, Frame::Snapshot(bytes)).is_err() {
+                warn!(peer, "snapshot not sent whole: the link would not take it");
+                return;
+            }
+        }
+        let done = Frame::SnapshotDone {
+            epoch: self.link.epoch(),
+        };
+        if self.link.send(peer, done).is_ok() {
+            info!(peer, calls = count, "snapshot sent");
+        }
+    }
 }
 
 /// Stores a replica from `peer`; false when it does not decode or the store is full.
@@ -156,9 +285,8 @@ fn handle(
     event: LinkEvent,
 ) {
     match event {
-        LinkEvent::Up(peer) => {
-            core.set_peer_up(peer, true);
-            info!(peer, "node link up");
+        // Taken by `LinkIn::handle`.
+        LinkEvent::Up(_) | LinkEvent::Frame(_, Frame::Snapshot(_) | Frame::SnapshotDone { .. }) => {
         }
         LinkEvent::Down(peer, reason) => {
             core.set_peer_up(peer, false);

@@ -221,7 +221,17 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         );
     }
     if let Some(link) = node.link() {
-        crate::cluster::serve_link_events(link.clone(), core.clone(), sinks.clone())?;
+        crate::cluster::serve_link_events(
+            link.clone(),
+            core.clone(),
+            sinks.clone(),
+            node.synced_flag(),
+            crate::cluster::sync_bound(
+                cfg.cluster
+                    .as_ref()
+                    .map_or(crate::link::DEFAULT_DEAD_AFTER, |c| c.dead_after),
+            ),
+        )?;
     }
     info!(node = cfg.node_id, workers, "pointsman running");
     // The workers are not joined: the process ends under them once the stop is decided.
@@ -396,6 +406,10 @@ async fn worker(
             ),
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
             Event::Confirmed(seq) => confirmed(&w, seq, 1),
+            Event::SettleStale { owner, restarted } => {
+                w.core
+                    .settle_stale_replicas(owner, restarted, now, &mut out);
+            }
             Event::PeerDown => {
                 let waiting: Vec<u64> = w.held.borrow().keys().copied().collect();
                 for seq in waiting {

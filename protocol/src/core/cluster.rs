@@ -61,6 +61,8 @@ struct Replica {
     owner: u16,
     state: CallState,
     expires: Instant,
+    /// Not refreshed by the owner's snapshot under way (see [`Core::settle_stale_replicas`]).
+    stale: bool,
 }
 
 impl Cluster {
@@ -101,11 +103,12 @@ impl Cluster {
 }
 
 /// How far the peers know a call of this node.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 enum Known {
     /// In setup, with this many branches.
     Branches(usize),
-    Answered,
+    /// Answered: the dialog (what a snapshot exports it by).
+    Answered(Box<DialogId>),
 }
 
 /// The node id in a branch pointsman wrote (`z9hG4bK-ps<hex>-…`).
@@ -170,10 +173,115 @@ impl Core {
                 owner,
                 state,
                 expires,
+                stale: false,
             },
         );
         self.metrics().replicas(r.by_call_id.len());
         true
+    }
+
+    /// Every call of this node as the peers need it when the link to one (re)starts: calls in
+    /// setup and answered dialogs, by Call-ID.
+    pub fn snapshot(&self, now: Instant) -> Vec<(Vec<u8>, CallState)> {
+        let Some(cluster) = &self.cluster else {
+            return Vec::new();
+        };
+        // Arcs first, locks after: no call is locked while a table guard is held.
+        let calls: Vec<Arc<Mutex<Call>>> = self
+            .servers
+            .iter()
+            .filter_map(|e| match e.value() {
+                ServerEntry::Call(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut all: Vec<(Vec<u8>, CallState)> = calls
+            .iter()
+            .filter_map(|call| {
+                let c = lock(call);
+                if c.phase != CallPhase::Trying {
+                    return None;
+                }
+                let call_id = c.request().map(|r| r.slice(r.call_id).to_vec())?;
+                Some((call_id, self.export_locked(&c, now)))
+            })
+            .collect();
+        let dialogs: Vec<DialogId> = cluster
+            .shared
+            .iter()
+            .filter_map(|e| match e.value() {
+                Known::Answered(id) => Some((**id).clone()),
+                Known::Branches(_) => None,
+            })
+            .collect();
+        all.extend(dialogs.into_iter().filter_map(|id| {
+            let state = self.export_dialog(&id, now)?;
+            Some((id.call_id, state))
+        }));
+        all
+    }
+
+    /// The link to `owner` (re)started and its snapshot is coming: until a replica of it is
+    /// refreshed by that snapshot, it is stale.
+    pub fn mark_replicas_stale(&self, owner: u16) {
+        if let Some(c) = &self.cluster {
+            for r in lock(&c.replicas).by_call_id.values_mut() {
+                if r.owner == owner {
+                    r.stale = true;
+                }
+            }
+        }
+    }
+
+    /// `owner` finished its snapshot: a replica it did not refresh is a call it no longer holds.
+    /// With `restarted` (a new run of that node: its calls died with the old one, and no
+    /// message for them came here while it was down), the call becomes this node's, and is
+    /// replicated back with this node as owner; otherwise (the link only dropped) it ended
+    /// while the link was down, and is dropped. Returns how many were adopted.
+    pub fn settle_stale_replicas(
+        &self,
+        owner: u16,
+        restarted: bool,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) -> usize {
+        let Some(cluster) = &self.cluster else {
+            return 0;
+        };
+        let stale: Vec<(Vec<u8>, CallState)> = {
+            let mut r = lock(&cluster.replicas);
+            let ids: Vec<Vec<u8>> = r
+                .by_call_id
+                .iter()
+                .filter(|(_, rep)| rep.owner == owner && rep.stale)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let taken = ids
+                .into_iter()
+                .filter_map(|id| Some((id.clone(), r.by_call_id.remove(&id)?.state)))
+                .collect();
+            self.metrics().replicas(r.by_call_id.len());
+            taken
+        };
+        if !restarted {
+            return 0;
+        }
+        let mut adopted = 0;
+        for (call_id, state) in stale {
+            let answered = matches!(state, CallState::Answered(_));
+            if self.restore_call(state.clone(), now, out).is_ok() {
+                adopted += 1;
+                self.metrics().adopted(answered);
+                self.share(cluster, &call_id, Some(state), out.len(), out);
+            }
+        }
+        if adopted > 0 {
+            info!(
+                owner,
+                adopted, "adopted the calls a restarted node no longer holds"
+            );
+        }
+        adopted
     }
 
     /// Replicas held for the peers now.
@@ -232,18 +340,21 @@ impl Core {
         false
     }
 
-    /// The node that owns `msg`'s call, if it can be told.
+    /// The node that owns `msg`'s call, if it can be told: the node a replica of the call came
+    /// from (it may have adopted the call from the node its ids name), else the node its branch
+    /// or Route names.
     fn owner(&self, cluster: &Cluster, msg: &Message<'_>) -> Option<Owner> {
-        let call_id = msg.slice(msg.call_id);
+        let replica_owner = cluster.owner_of_replica(msg.slice(msg.call_id));
         if !msg.is_request() {
-            let node = msg
+            let named = msg
                 .top_via
                 .branch
-                .and_then(|b| node_of_branch(msg.slice(b)))?;
+                .and_then(|b| node_of_branch(msg.slice(b)));
             let held_here = self
                 .keys
                 .client_of_response(msg)
                 .is_some_and(|key| self.client(key).is_some());
+            let node = replica_owner.or(named)?;
             return Some(Owner { node, held_here });
         }
         let method = msg.method()?;
@@ -255,13 +366,14 @@ impl Core {
         // a 2xx and every other request with a To tag follow the dialog's Route.
         let in_dialog = msg.to.tag.is_some() && method != Method::Cancel;
         if in_dialog && !(method == Method::Ack && invite_held()) {
-            if let Some(node) = self.route_node(msg) {
+            if let Some(named) = self.route_node(msg) {
                 let held_here =
                     self.dialog_held(msg) || self.server(self.keys.server(msg)).is_some();
+                let node = replica_owner.unwrap_or(named);
                 return Some(Owner { node, held_here });
             }
         }
-        let node = cluster.owner_of_replica(call_id)?;
+        let node = replica_owner?;
         let held_here = match method {
             Method::Invite | Method::Ack | Method::Cancel => invite_held(),
             _ => self.dialog_held(msg),
@@ -410,15 +522,15 @@ impl Core {
         };
         let known = match &state {
             CallState::Setup(s) => Known::Branches(s.branches.len()),
-            CallState::Answered(_) => Known::Answered,
+            CallState::Answered(a) => Known::Answered(Box::new(a.id.clone())),
         };
-        let before = cluster.shared.insert(key, known);
+        let before = cluster.shared.insert(key, known.clone());
         let confirm = match (before, known) {
             (Some(Known::Branches(n)), Known::Branches(m)) => m > n,
             (None, Known::Branches(m)) => m > 0,
-            (Some(Known::Answered), Known::Answered) => false,
-            (_, Known::Answered) => true,
-            (Some(Known::Answered), Known::Branches(_)) => false,
+            (Some(Known::Answered(_)), Known::Answered(_)) => false,
+            (_, Known::Answered(_)) => true,
+            (Some(Known::Answered(_)), Known::Branches(_)) => false,
         };
         let replicate = Output::Replicate {
             call_id: Bytes::copy_from_slice(call_id),

@@ -354,3 +354,63 @@ fn a_new_branch_and_an_answer_are_confirmed_before_what_they_cause_is_sent() {
     assert!(confirm, "the answer is confirmed");
     assert_eq!(before, sent, "before the 2xx goes to the carrier");
 }
+
+#[test]
+fn after_a_restart_of_its_owner_a_replica_its_snapshot_left_out_is_adopted_and_replicated_back() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl14"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.sync();
+    // Node 1 restarts: its new run holds nothing, so its snapshot refreshes nothing.
+    p.b.core.mark_replicas_stale(1);
+    let mut out = Vec::new();
+    assert_eq!(
+        p.b.core.settle_stale_replicas(1, true, p.b.now, &mut out),
+        1
+    );
+    p.b.absorb(out);
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+    assert_eq!(p.b.core.calls_in_setup(), 1);
+    let (id, state, _, _) = p.b.replicated.last().cloned().expect("replicated back");
+    assert_eq!(&id[..], b"cl14");
+    assert!(matches!(state.as_deref(), Some(CallState::Setup(_))));
+    // The new run of node 1 learns that node 2 owns the call now: the cloud's answer that lands
+    // on node 1 goes to node 2, though its branch names node 1.
+    let mut fresh = Pair::new();
+    std::mem::swap(&mut fresh.b, &mut p.b);
+    fresh.sync();
+    fresh.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert!(fresh.a.sent.is_empty(), "no ghost teardown at node 1");
+    assert_eq!(fresh.a.to_nodes.len(), 1);
+    assert_eq!(fresh.a.to_nodes[0].0, 2);
+}
+
+#[test]
+fn after_the_link_only_dropped_a_replica_its_snapshot_left_out_ended_meanwhile_and_is_dropped() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl15"));
+    p.sync();
+    p.b.core.mark_replicas_stale(1);
+    let mut out = Vec::new();
+    assert_eq!(
+        p.b.core.settle_stale_replicas(1, false, p.b.now, &mut out),
+        0
+    );
+    assert!(out.is_empty());
+    assert_eq!(p.b.core.replicas(), 0);
+    assert_eq!(p.b.core.calls_in_setup(), 0);
+}
+
+#[test]
+fn a_snapshot_holds_every_call_in_setup_and_every_answered_dialog() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl16"));
+    p.a.receive(CARRIER, &invite("cl17"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let mut snapshot = p.a.core.snapshot(p.a.now);
+    snapshot.sort_by(|x, y| x.0.cmp(&y.0));
+    assert_eq!(snapshot.len(), 2);
+    assert!(matches!(snapshot[0], (ref id, CallState::Setup(_)) if id == b"cl16"));
+    assert!(matches!(snapshot[1], (ref id, CallState::Answered(_)) if id == b"cl17"));
+}

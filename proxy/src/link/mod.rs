@@ -345,6 +345,11 @@ impl Link {
             .offer(frame)
     }
 
+    /// This node's run: set when the link started, different after a restart.
+    pub fn epoch(&self) -> u64 {
+        self.shared.epoch
+    }
+
     /// Whether the peer's connection is up (its `Up` was sent, its `Down` not yet).
     pub fn is_up(&self, peer: u16) -> bool {
         self.peers

@@ -30,6 +30,11 @@ pub enum Frame {
     Confirm { seq: u64, bytes: Vec<u8> },
     /// The peer has the state sent with `Confirm { seq }`.
     Confirmed(u64),
+    /// Part of the sender's calls, sent when the link comes up (opaque to the link).
+    Snapshot(Vec<u8>),
+    /// The sender's snapshot is complete; `epoch` names the sender's run (a restarted node
+    /// has a new one).
+    SnapshotDone { epoch: u64 },
 }
 
 /// Why a frame could not be read.

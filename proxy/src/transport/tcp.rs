@@ -54,6 +54,9 @@ pub(crate) enum Event {
     Confirmed(u64),
     /// A node of the pair went down: nothing waits on it any longer.
     PeerDown,
+    /// Node `owner` finished its snapshot: settle the replicas it did not refresh (adopt them
+    /// when it `restarted`).
+    SettleStale { owner: u16, restarted: bool },
 }
 
 /// Received messages a worker's inbox holds before its connections wait.
