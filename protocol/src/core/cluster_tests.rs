@@ -414,3 +414,19 @@ fn a_snapshot_holds_every_call_in_setup_and_every_answered_dialog() {
     assert!(matches!(snapshot[0], (ref id, CallState::Setup(_)) if id == b"cl16"));
     assert!(matches!(snapshot[1], (ref id, CallState::Answered(_)) if id == b"cl17"));
 }
+
+#[test]
+fn a_message_on_a_connection_is_handled_where_it_arrived_never_handed_over() {
+    // TCP and TLS reach a node's own unicast address, and a connection ends on one node: what
+    // comes over it is that node's to handle, whoever owns the call.
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl18"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.sync();
+    let resp = response_to(&fwd, 180, "p");
+    let mut inb = Inbound::datagram(&resp, addr(PRIMARY));
+    inb.framing = crate::wire::Framing::Stream;
+    p.b.h.receive_inbound(inb);
+    assert!(p.b.to_nodes.is_empty(), "not handed to node 1");
+    assert_eq!(p.b.core.replicas(), 1, "nor adopted: node 1 is up");
+}
