@@ -87,6 +87,14 @@ tiers = ["clouds"]
     )
 }
 
+/// What a pair is started with.
+struct Setup {
+    /// Both nodes, linked; otherwise node 1 alone, without a `[cluster]` section.
+    cluster: bool,
+    /// The clouds' SIPp scenario (tests/sipp/).
+    cloud_xml: &'static str,
+}
+
 /// A pointsman process in its namespace; killed with the lab.
 struct PairNode {
     ns: String,
@@ -140,6 +148,23 @@ impl PairNode {
             .sum()
     }
 
+    /// CPU time the process has used (user + system).
+    fn cpu(&self) -> Duration {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .unwrap_or_default();
+        // The fields after the command name (which may hold spaces): utime and stime are the
+        // 12th and 13th of them, in clock ticks.
+        let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+        let fields: Vec<u64> = after
+            .split_whitespace()
+            .map(|f| f.parse().unwrap_or(0))
+            .collect();
+        // SAFETY: sysconf has no preconditions.
+        let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as u64;
+        let ticks = fields.get(11).copied().unwrap_or(0) + fields.get(12).copied().unwrap_or(0);
+        Duration::from_micros(ticks * 1_000_000 / hz)
+    }
+
     fn signal(&self, signal: i32) {
         // SAFETY: kill has no memory preconditions; the pid is our child's (`ip netns exec`
         // execs the node in place).
@@ -170,6 +195,13 @@ struct Pair {
 
 impl Pair {
     fn start() -> Pair {
+        Pair::start_with(&Setup {
+            cluster: true,
+            cloud_xml: "ringing_cloud_uas.xml",
+        })
+    }
+
+    fn start_with(setup: &Setup) -> Pair {
         let mut lab = Lab::new();
         let work = WorkDir::new(ipaddr(ANYCAST));
         let dir = work.0.clone();
@@ -219,7 +251,7 @@ impl Pair {
                     name,
                     &[
                         "-sf".into(),
-                        scenario("ringing_cloud_uas.xml").display().to_string(),
+                        scenario(setup.cloud_xml).display().to_string(),
                     ],
                     100_000,
                     (ipaddr(ip), 5060, 16000),
@@ -228,11 +260,20 @@ impl Pair {
                 )
             })
             .collect();
-        let nodes: Vec<PairNode> = node_ns
-            .iter()
-            .enumerate()
-            .map(|(i, ns)| PairNode::start(ns, &node_config(i, &dir), &dir, i))
-            .collect();
+        let nodes: Vec<PairNode> = if setup.cluster {
+            node_ns
+                .iter()
+                .enumerate()
+                .map(|(i, ns)| PairNode::start(ns, &node_config(i, &dir), &dir, i))
+                .collect()
+        } else {
+            // Node 1 alone: its config without the [cluster] section.
+            let config = node_config(0, &dir);
+            let start = config.find("[cluster]").unwrap();
+            let end = config.find("[[destination]]").unwrap();
+            let alone = format!("{}{}", &config[..start], &config[end..]);
+            vec![PairNode::start(&node_ns[0], &alone, &dir, 0)]
+        };
         let pair = Pair {
             nodes,
             clouds,
@@ -241,8 +282,25 @@ impl Pair {
             work,
             _lab: lab,
         };
-        pair.wait_linked();
+        if setup.cluster {
+            pair.wait_linked();
+        } else {
+            let deadline = Instant::now() + Duration::from_secs(15);
+            while pair.nodes[0].get("/ready").is_none() {
+                assert!(Instant::now() < deadline, "node 1 did not start");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
         pair
+    }
+
+    /// Points the carrier's route at `carrier` and the clouds' at `clouds` (node indices).
+    fn route(&self, carrier: &[usize], clouds: &[usize]) {
+        let ips = |nodes: &[usize]| nodes.iter().map(|&i| NODE_IPS[i]).collect::<Vec<_>>();
+        route_over(&self.carrier_ns, &ips(carrier));
+        for ns in &self.cloud_ns {
+            route_over(ns, &ips(clouds));
+        }
     }
 
     /// Waits until both nodes are ready and each reports the other up.
@@ -554,6 +612,112 @@ fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_n
             "SIPp {}: {}",
             cloud.name,
             cloud.errors()
+        );
+    }
+}
+
+/// The upper bound of the bucket of histogram `name` in `metrics` that holds quantile `q`
+/// (`≤ 200 µs`), or `-` when it has no samples.
+fn quantile_bound(metrics: &str, name: &str, q: f64) -> String {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let buckets: Vec<(f64, f64)> = metrics
+        .lines()
+        .filter_map(|l| {
+            let rest = l.strip_prefix(prefix.as_str())?;
+            let (le, count) = rest.split_once("\"} ")?;
+            Some((le.parse().unwrap_or(f64::INFINITY), count.trim().parse().ok()?))
+        })
+        .collect();
+    let total = buckets.last().map_or(0.0, |b| b.1);
+    if total == 0.0 {
+        return "-".into();
+    }
+    let (le, _) = buckets
+        .iter()
+        .find(|(_, count)| *count >= q * total)
+        .copied()
+        .unwrap_or((f64::INFINITY, total));
+    if le.is_finite() {
+        format!("≤ {:.0} µs", le * 1e6)
+    } else {
+        "> 250 ms".into()
+    }
+}
+
+/// What replication and forwarding cost, measured side by side in one run (BENCHMARKS.md,
+/// "The pair"): node 1 alone, node 1 replicating every call to node 2, and node 1 with every
+/// cloud response landing on node 2 and handed over. The carrier and the clouds are SIPp;
+/// clouds answer at once, calls are held 50 ms. `POINTSMAN_PAIR_RATE` (default 1000) calls/s
+/// for `POINTSMAN_PAIR_SECONDS` (default 10) s each.
+#[test]
+#[ignore = "a benchmark, not a test: benches/pair/run.sh runs it"]
+fn pair_bench() {
+    let env = |k: &str, d: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(d)
+    };
+    let rate = env("POINTSMAN_PAIR_RATE", 1000);
+    let seconds = env("POINTSMAN_PAIR_SECONDS", 10);
+    let calls = rate * seconds;
+    println!("| run | calls | failed | node 1 CPU-µs/call | node 2 CPU-µs/call | link bytes/call | transit p50 | transit p99 | handed-over transit p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    let mut base = None;
+    for (name, cluster, clouds_via) in [
+        ("node 1 alone", false, 0),
+        ("node 1 replicating to node 2", true, 0),
+        ("responses landing on node 2, handed to node 1", true, 1),
+    ] {
+        let pair = Pair::start_with(&Setup {
+            cluster,
+            cloud_xml: "cloud_uas.xml",
+        });
+        pair.route(&[0], &[clouds_via]);
+        let cpu0: Vec<Duration> = pair.nodes.iter().map(PairNode::cpu).collect();
+        let mut carrier = Sipp::run_in(
+            Some(&pair.carrier_ns),
+            "carrier",
+            &["-sf".into(), scenario("carrier_uac.xml").display().to_string()],
+            calls,
+            (ipaddr(CARRIER_IP), 5060, 16000),
+            &pair.work.0,
+            &[
+                format!("{ANYCAST}:5060"),
+                "-r".into(),
+                rate.to_string(),
+                "-l".into(),
+                "5000".into(),
+            ],
+        );
+        let code = finish(&mut carrier, Duration::from_secs(u64::from(seconds) * 3 + 30));
+        let cpu1: Vec<Duration> = pair.nodes.iter().map(PairNode::cpu).collect();
+        let per_call = |i: usize| {
+            cpu1.get(i)
+                .zip(cpu0.get(i))
+                .map(|(b, a)| (*b - *a).as_micros() as f64 / f64::from(calls))
+        };
+        let bytes = pair.nodes[0].metric("pointsman_link_sent_bytes_total{peer=\"2\"}");
+        let text = pair.nodes[0].get("/metrics").unwrap_or_default();
+        let transit = |name: &str, q: f64| quantile_bound(&text, name, q);
+        let failed = carrier.count("FailedCall(C)");
+        let n1 = per_call(0).unwrap_or(f64::NAN);
+        let ratio = match base {
+            None => {
+                base = Some(n1);
+                String::new()
+            }
+            Some(b) => format!(" ({:.2}×)", n1 / b),
+        };
+        println!(
+            "| {name} | {calls} | {failed}{} | {n1:.1}{ratio} | {} | {:.0} | {} | {} | {} | {} |",
+            if code == Some(0) { "" } else { " (SIPp failed)" },
+            per_call(1).map_or("-".into(), |c| format!("{c:.1}")),
+            bytes / f64::from(calls),
+            transit("pointsman_udp_transit_seconds", 0.5),
+            transit("pointsman_udp_transit_seconds", 0.99),
+            transit("pointsman_cluster_handover_seconds", 0.5),
+            transit("pointsman_cluster_handover_seconds", 0.99),
         );
     }
 }

@@ -47,6 +47,10 @@ fn worker_of(seq: u64) -> usize {
     (seq >> 48) as usize
 }
 
+/// The histogram of a handed-over datagram's transit through the pair (its buckets are the
+/// UDP transit's).
+pub const HANDOVER: &str = "pointsman_cluster_handover_seconds";
+
 /// Calls per `Snapshot` frame: a few hundred KB at most, far under the link's frame bound.
 const SNAPSHOT_CHUNK: usize = 64;
 
@@ -81,12 +85,21 @@ impl PairLink {
         }
     }
 
-    /// Hands a datagram that landed here to `node`, its call's owner.
-    pub fn to_owner(&self, node: u16, bytes: &[u8], from: SocketAddr, listener: usize) {
+    /// Hands a datagram that landed here (when the kernel took it: `received`, since the Unix
+    /// epoch) to `node`, its call's owner.
+    pub fn to_owner(
+        &self,
+        node: u16,
+        bytes: &[u8],
+        from: SocketAddr,
+        listener: usize,
+        received: Option<Duration>,
+    ) {
         let frame = Frame::Forward {
             bytes: bytes.to_vec(),
             from,
             listener,
+            received: received.and_then(|r| u64::try_from(r.as_nanos()).ok()),
         };
         if let Err(e) = self.link.send(node, frame) {
             // The owner went down since the core looked: the retransmission is adopted here.
@@ -135,6 +148,12 @@ pub(crate) fn serve_link_events(
     let mut events = link
         .events()
         .ok_or_else(|| anyhow::anyhow!("the node link's events were taken already"))?;
+    metrics::describe_histogram!(
+        HANDOVER,
+        "A datagram that landed on the other node and was handed here: its kernel receive there \
+         to what it caused leaving here (a transit through the pair; needs the nodes' clocks \
+         in sync)"
+    );
     metrics::describe_counter!(
         "pointsman_cluster_unconfirmed_total",
         "Call states a worker stopped waiting on after CONFIRM_WAIT without the peer's confirmation"
@@ -321,6 +340,7 @@ fn handle(
                 bytes,
                 from,
                 listener,
+                received,
             },
         ) => {
             if sinks.is_empty() {
@@ -331,6 +351,7 @@ fn handle(
                 bytes: bytes.into(),
                 from,
                 listener,
+                received: received.map(Duration::from_nanos),
             };
             if let Some(sink) = sinks.get(*next_worker) {
                 if !sink.try_deliver(event) {

@@ -320,6 +320,9 @@ struct Worker {
     held: RefCell<std::collections::HashMap<u64, (usize, Vec<Output>)>>,
     /// Confirmation numbers used so far.
     confirms: Cell<u64>,
+    /// When the kernel took the datagram being handled (since the Unix epoch), if known: a
+    /// datagram handed to another node carries it.
+    receiving: Cell<Option<Duration>>,
 }
 
 /// How often the first worker asks the media plane for timed events (media inactivity).
@@ -368,6 +371,7 @@ async fn worker(
         index,
         held: RefCell::new(std::collections::HashMap::new()),
         confirms: Cell::new(0),
+        receiving: Cell::new(None),
     });
     for (index, l) in listeners {
         match tokio::net::TcpListener::from_std(l) {
@@ -420,18 +424,31 @@ async fn worker(
                 bytes,
                 from,
                 listener,
-            } => w.core.on_message(
-                Inbound {
-                    bytes: &bytes,
-                    from: Peer::udp(from),
-                    framing: Framing::Datagram,
-                    listener,
-                    overloaded: false,
-                    relayed: true,
-                },
-                now,
-                &mut out,
-            ),
+                received,
+            } => {
+                let queued = w.queued.get();
+                w.core.on_message(
+                    Inbound {
+                        bytes: &bytes,
+                        from: Peer::udp(from),
+                        framing: Framing::Datagram,
+                        listener,
+                        overloaded: false,
+                        relayed: true,
+                    },
+                    now,
+                    &mut out,
+                );
+                execute(&w, &mut out);
+                flush_udp(&w);
+                let sending = SystemTime::now().duration_since(UNIX_EPOCH).ok();
+                if let (Some(at), Some(sent), true) = (received, sending, w.queued.get() != queued)
+                {
+                    if let Some(transit) = sent.checked_sub(at) {
+                        metrics::histogram!(crate::cluster::HANDOVER).record(transit.as_secs_f64());
+                    }
+                }
+            }
         }
         execute(&w, &mut out);
         flush_udp(&w);
@@ -508,6 +525,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                 let start = i * MAX_DATAGRAM;
                 let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
                 let queued = w.queued.get();
+                w.receiving.set(meta.timestamp);
                 w.core.on_message(
                     Inbound {
                         bytes: datagram,
@@ -521,6 +539,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                     &mut out,
                 );
                 execute(&w, &mut out);
+                w.receiving.set(None);
                 if let Some(received) = meta.timestamp.filter(|_| w.queued.get() != queued) {
                     answered.push(received);
                 }
@@ -618,7 +637,7 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 listener,
             } => {
                 if let Some(pair) = &w.pair {
-                    pair.to_owner(node, &bytes, from, listener);
+                    pair.to_owner(node, &bytes, from, listener, w.receiving.get());
                 }
             }
             Output::Replicate {

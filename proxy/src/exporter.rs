@@ -79,6 +79,10 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
         .set_buckets_for_metric(
             Matcher::Full(media_metrics::name::SWITCH_GAP.into()),
             &media_metrics::SWITCH_GAP_BUCKETS,
+        )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::cluster::HANDOVER.into()),
+            &UDP_TRANSIT_BUCKETS,
         )
 }
 

@@ -240,6 +240,13 @@ impl PeerState {
         });
     }
 
+    /// A frame of `bytes` went out, `queued` more wait behind it.
+    fn count_sent(&self, bytes: usize, queued: usize) {
+        metrics::counter!("pointsman_link_sent_bytes_total", "peer" => self.label.clone())
+            .increment(bytes as u64);
+        metrics::gauge!("pointsman_link_queue", "peer" => self.label.clone()).set(queued as f64);
+    }
+
     fn count_frame(&self, direction: &'static str) {
         metrics::counter!("pointsman_link_frames_total", "peer" => self.label.clone(), "direction" => direction)
             .increment(1);
@@ -410,6 +417,14 @@ fn describe_metrics() {
     metrics::describe_counter!(
         "pointsman_link_frames_total",
         "Frames carried on the node link, by peer and direction (in, out)"
+    );
+    metrics::describe_counter!(
+        "pointsman_link_sent_bytes_total",
+        "Bytes of frames sent to a peer (length prefixes included, QUIC's own overhead not)"
+    );
+    metrics::describe_gauge!(
+        "pointsman_link_queue",
+        "Frames waiting to be sent to a peer (the replication lag, in frames)"
     );
     metrics::describe_counter!(
         "pointsman_link_dropped_total",
@@ -716,6 +731,7 @@ async fn carry(
                 return DownReason::of(connection.closed().await);
             }
             peer.count_frame("out");
+            peer.count_sent(bytes.len(), queue.len());
         }
         DownReason::Lost("link dropped".into())
     };

@@ -99,6 +99,7 @@ async fn frames_round_trip_and_a_length_over_the_bound_is_refused_unread() {
         bytes: b"INVITE sip:a@b SIP/2.0\r\n\r\n".to_vec(),
         from: "192.0.2.1:5060".parse().unwrap(),
         listener: 3,
+        received: Some(1_796_621_672_554_058_000),
     };
     let mut bytes = encode(&frame).unwrap();
     bytes.extend(encode(&Frame::Replicate(vec![1, 2, 3])).unwrap());

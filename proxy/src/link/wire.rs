@@ -18,11 +18,13 @@ pub enum Frame {
     /// The first frame on each direction's stream: who sends, and which run of it (a restarted
     /// node has a new epoch).
     Hello { node_id: u16, epoch: u64 },
-    /// A datagram that reached this node but belongs to the peer's calls.
+    /// A datagram that reached this node but belongs to the peer's calls; `received`: when
+    /// the kernel took it (ns since the Unix epoch), if known.
     Forward {
         bytes: Vec<u8>,
         from: SocketAddr,
         listener: usize,
+        received: Option<u64>,
     },
     /// Call state for the peer to keep (opaque to the link: the replication encodes it).
     Replicate(Vec<u8>),

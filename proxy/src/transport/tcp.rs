@@ -48,6 +48,8 @@ pub(crate) enum Event {
         bytes: Bytes,
         from: SocketAddr,
         listener: usize,
+        /// When the other node's kernel took it (since the Unix epoch), if known.
+        received: Option<std::time::Duration>,
     },
     /// The other node has the call state sent with this sequence number: what waited on it
     /// goes out.
