@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`).
+//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`,
+//!   `announce`).
+//! - [`announce`]: `pointsman announce`, the sidecar that has BIRD announce the anycast address
+//!   only while the node answers ready.
 //! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
 //! - [`node`]: one running node: the core, its routing snapshot, reload, drain, status.
 //! - [`driver`]: the worker threads that feed received bytes and timer expiries to the core and
@@ -25,6 +28,7 @@
 #![deny(unreachable_pub, unnameable_types)]
 
 pub mod admin;
+pub mod announce;
 pub mod cli;
 pub mod config;
 mod drill;
