@@ -2,9 +2,9 @@
 //! bridge, one node on it; addresses in 198.18.0.0/15, no link to the host), BIRD 2 in both on
 //! the configs shipped in `deploy/bird/`, and on the node pointsman plus its announce sidecar.
 //! The router's kernel route table says whether the anycast /32 is announced: never before
-//! pointsman is ready, then withdrawn on drain, on SIGSTOP (within the fall count), on SIGKILL (at
-//! once) and when the sidecar itself is stopped; back on resume and SIGCONT. The withdrawal times
-//! are printed (`--nocapture`).
+//! pointsman is ready, then withdrawn on drain (at once), on SIGSTOP (within the fall count), on
+//! SIGKILL (at once) and when the sidecar itself is stopped; back on resume and SIGCONT. The
+//! withdrawal times are printed (`--nocapture`).
 //!
 //! Needs root, `ip` (iproute2) and `bird` (Debian `bird2`): it fails, saying so, without them.
 
@@ -178,17 +178,26 @@ impl Lab {
     }
 
     fn start_birds(&mut self) {
-        let (rtr, node) = (self.rtr.clone(), self.node.clone());
+        let rtr = self.rtr.clone();
         let bird = self.bird.clone();
-        let router_conf = repo_file("deploy/bird/router.conf");
-        let node_conf = repo_file("deploy/bird/node.conf");
-        for (name, ns, conf, sock) in [
-            ("router-bird", &rtr, &router_conf, self.socket("router")),
-            ("node-bird", &node, &node_conf, self.socket("node")),
-        ] {
-            let conf = conf.display().to_string();
-            self.spawn(name, ns, &bird, &["-f", "-c", &conf, "-s", &sock]);
-        }
+        let conf = repo_file("deploy/bird/router.conf").display().to_string();
+        let sock = self.socket("router");
+        self.spawn(
+            "router-bird",
+            &rtr,
+            &bird,
+            &["-f", "-c", &conf, "-s", &sock],
+        );
+        self.start_node_bird();
+    }
+
+    fn start_node_bird(&mut self) {
+        let node = self.node.clone();
+        let bird = self.bird.clone();
+        let conf = repo_file("deploy/bird/node.conf").display().to_string();
+        let sock = self.socket("node");
+        // A killed BIRD leaves its socket file behind; BIRD replaces it.
+        self.spawn("node-bird", &node, &bird, &["-f", "-c", &conf, "-s", &sock]);
     }
 
     fn start_pointsman(&mut self) {
@@ -379,10 +388,14 @@ fn the_anycast_route_follows_the_proxy_health() {
         started.elapsed()
     ));
 
-    // (c) Drain: /ready false, withdrawn after the fall count; resume: back.
+    // (c) Drain: /ready answers 503, withdrawn at the next probe; resume: back after rise (2).
     assert_eq!(lab.admin_post("/node/drain"), 200);
     let t = lab.wait_route(false, Duration::from_secs(3), "after drain");
     report.push(format!("drain -> withdrawn in {t:?}"));
+    assert!(
+        t < Duration::from_millis(700),
+        "withdrawal after drain took {t:?}"
+    );
     assert_eq!(lab.admin_post("/node/resume"), 200);
     let t = lab.wait_route(true, Duration::from_secs(3), "after resume");
     report.push(format!("resume -> announced in {t:?}"));
@@ -399,6 +412,23 @@ fn the_anycast_route_follows_the_proxy_health() {
     lab.signal("pointsman", libc::SIGCONT);
     let t = lab.wait_route(true, Duration::from_secs(3), "after SIGCONT");
     report.push(format!("SIGCONT -> announced in {t:?}"));
+
+    // BIRD restarts under a ready node: its config starts the route disabled, and the sidecar,
+    // telling BIRD the desired state again every second, reconnects and re-enables it.
+    lab.kill("node-bird");
+    let t = lab.wait_route(false, Duration::from_secs(5), "after the node's BIRD died");
+    report.push(format!("node BIRD SIGKILL -> withdrawn in {t:?}"));
+    let restarted = Instant::now();
+    lab.start_node_bird();
+    lab.wait_route(
+        true,
+        Duration::from_secs(15),
+        "after the node's BIRD restarted",
+    );
+    report.push(format!(
+        "node BIRD restarted -> announced again after {:?} (BGP reconnect included)",
+        restarted.elapsed()
+    ));
 
     // (d) SIGKILL: the admin port refuses at once, withdrawn without a fall count.
     lab.kill("pointsman");

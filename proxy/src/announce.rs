@@ -6,8 +6,9 @@
 //! traffic. This sidecar polls the node's `GET /ready` and drives BIRD's control socket to
 //! `enable` or `disable` one protocol (a static route, `anycast` by default) that BIRD exports
 //! over BGP. It starts by disabling (nothing is announced before the proxy is ready), withdraws
-//! after `fall` failed probes in a row (at once when the admin port refuses the connection: the
-//! proxy process is gone), announces after `rise` good ones, and withdraws on SIGTERM/SIGINT.
+//! at once on a definite answer (503: drained or stopping; a refused connection: the proxy
+//! process is gone) and after `fall` doubtful probes in a row (timeouts: a frozen process),
+//! announces after `rise` good ones, and withdraws on SIGTERM/SIGINT.
 //!
 //! [`Announcer`] decides, sans IO: it is fed probe results and BIRD outcomes with the time, and
 //! says what BIRD must be told and when; its tests pass the time in. [`run`] is the I/O around
@@ -30,11 +31,13 @@ use tracing::{debug, error, info, warn};
 pub enum Probe {
     /// 200: the node is serving.
     Ready,
-    /// An answer other than 200 (503 while draining or stopping): the text says why.
+    /// 503: the proxy says it is not ready (drained, or stopping: a stopping node answers new
+    /// INVITEs with 503). The text says why.
     NotReady(String),
     /// The connection was refused: nothing listens on the admin port, the proxy is gone.
     Refused,
-    /// No answer within the timeout, or a broken one (a frozen or overloaded process).
+    /// No answer within the timeout, or another answer than 200 or 503 (a frozen, overloaded
+    /// or misconfigured process).
     Failed(String),
 }
 
@@ -159,20 +162,25 @@ impl Announcer {
                 }
                 None
             }
-            // The proxy process is gone: waiting for the fall count would only keep
-            // attracting traffic to a port nobody listens on.
-            Probe::Refused => {
+            // Definite answers withdraw at once; the fall count is for doubtful ones. A refused
+            // connection: the proxy process is gone, and waiting would only keep attracting
+            // traffic to a port nobody listens on. A 503: the proxy itself says so, and a
+            // stopping one answers every new INVITE with 503 until the route is gone.
+            Probe::Refused | Probe::NotReady(_) => {
                 self.good = 0;
                 self.bad = self.bad.saturating_add(1);
                 if self.want {
                     self.want = false;
-                    return Some(down(
-                        "the admin API refused the connection: the proxy is not running".into(),
-                    ));
+                    return Some(down(match probe {
+                        Probe::NotReady(why) => why.clone(),
+                        _ => {
+                            "the admin API refused the connection: the proxy is not running".into()
+                        }
+                    }));
                 }
                 None
             }
-            Probe::NotReady(why) | Probe::Failed(why) => {
+            Probe::Failed(why) => {
                 self.good = 0;
                 self.bad = self.bad.saturating_add(1);
                 if self.want && self.bad >= self.rules.fall {
@@ -238,11 +246,18 @@ pub fn classify(result: Result<crate::admin::HttpReply, crate::admin::ClientErro
     use crate::admin::ClientError;
     match result {
         Ok(reply) if reply.status == 200 => Probe::Ready,
-        Ok(reply) => Probe::NotReady(format!(
-            "/ready answered {}: {}",
-            reply.status,
-            reply.text().trim().chars().take(200).collect::<String>()
-        )),
+        Ok(reply) => {
+            let why = format!(
+                "/ready answered {}: {}",
+                reply.status,
+                reply.text().trim().chars().take(200).collect::<String>()
+            );
+            if reply.status == 503 {
+                Probe::NotReady(why)
+            } else {
+                Probe::Failed(why)
+            }
+        }
         Err(ClientError::Unreachable { source, .. })
             if source.kind() == io::ErrorKind::ConnectionRefused =>
         {
@@ -562,11 +577,9 @@ mod tests {
     }
 
     #[test]
-    fn failed_or_not_ready_probes_withdraw_after_the_fall_count() {
-        for bad in [
-            failed(),
-            Probe::NotReady("/ready answered 503: draining".into()),
-        ] {
+    fn doubtful_probes_withdraw_after_the_fall_count() {
+        let other_status = Probe::Failed("/ready answered 500: oops".into());
+        for bad in [failed(), other_status] {
             let t0 = Instant::now();
             let mut a = announced(t0);
             assert_eq!(a.probe(&bad, t0 + ms(100)), None);
@@ -597,13 +610,22 @@ mod tests {
     }
 
     #[test]
-    fn a_refused_connection_withdraws_at_once() {
-        let t0 = Instant::now();
-        let mut a = announced(t0);
-        let change = a.probe(&Probe::Refused, t0 + ms(100)).unwrap();
-        assert_eq!(change.action, Action::Disable);
-        assert!(change.reason.contains("refused"), "{change:?}");
-        assert_eq!(a.due(t0 + ms(100)), Some(Action::Disable));
+    fn a_refused_connection_or_a_503_withdraws_at_once() {
+        let stopping = r#"/ready answered 503: {"ready":false,"reason":"stopping"}"#;
+        for (probe, reason) in [
+            (Probe::Refused, "refused the connection"),
+            (Probe::NotReady(stopping.into()), stopping),
+        ] {
+            let t0 = Instant::now();
+            let mut a = announced(t0);
+            let change = a.probe(&probe, t0 + ms(100)).unwrap();
+            assert_eq!(change.action, Action::Disable);
+            assert!(change.reason.contains(reason), "{change:?}");
+            assert_eq!(a.due(t0 + ms(100)), Some(Action::Disable));
+            // And it comes back after rise good probes only.
+            assert_eq!(a.probe(&Probe::Ready, t0 + ms(200)), None);
+            assert!(a.probe(&Probe::Ready, t0 + ms(300)).is_some());
+        }
     }
 
     #[test]
@@ -674,6 +696,10 @@ mod tests {
             source: io::Error::from(io::ErrorKind::ConnectionRefused),
         };
         assert_eq!(classify(Err(refused)), Probe::Refused);
+        assert!(matches!(
+            classify(Ok(reply(401, "missing or wrong bearer token"))),
+            Probe::Failed(why) if why.starts_with("/ready answered 401")
+        ));
         let timed_out = ClientError::Io {
             addr: "x".into(),
             source: io::Error::from(io::ErrorKind::WouldBlock),

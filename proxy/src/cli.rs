@@ -90,8 +90,9 @@ enum Command {
     },
     /// Sidecar of an anycast node: polls the node's GET /ready and has BIRD announce the
     /// anycast route (`enable PROTOCOL` on its control socket) only while the node is ready;
-    /// withdraws at start, after --fall failed probes, at once when the admin port refuses
-    /// connections (the proxy is gone), and on SIGTERM/SIGINT.
+    /// withdraws at start, at once on a 503 (drained, stopping) or a refused connection (the
+    /// proxy is gone), after --fall probes in a row without an answer (a frozen process), and
+    /// on SIGTERM/SIGINT.
     Announce {
         /// The node's admin API address ([admin] listen).
         #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
@@ -115,7 +116,8 @@ enum Command {
         /// Ready answers in a row before announcing.
         #[arg(long, default_value_t = 2)]
         rise: u32,
-        /// Failed probes in a row before withdrawing.
+        /// Probes in a row without an answer within --timeout (or with a status other than 200
+        /// and 503) before withdrawing.
         #[arg(long, default_value_t = 3)]
         fall: u32,
         /// Log line format.
