@@ -69,8 +69,12 @@ pub struct Change {
 /// Rise and fall counts and BIRD retry backoff.
 #[derive(Clone, Copy, Debug)]
 pub struct Rules {
-    /// Good probes in a row before announcing.
+    /// Good probes in a row before announcing...
     pub rise: u32,
+    /// ...spanning at least `rise - 1` of these (the probe interval): after a stall, the
+    /// answers to probes queued in the kernel come back to back, and two answers a millisecond
+    /// apart say little about a steady node.
+    pub rise_spacing: Duration,
     /// Failed probes in a row before withdrawing (a refused connection withdraws at once).
     pub fall: u32,
     /// First wait before retrying BIRD after a failure; doubles up to `max_backoff`.
@@ -86,6 +90,7 @@ impl Default for Rules {
         Rules {
             rise: 2,
             fall: 3,
+            rise_spacing: Duration::from_millis(100),
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(2),
             reassert: Duration::from_secs(1),
@@ -103,6 +108,8 @@ pub struct Announcer {
     /// BIRD failed).
     applied: Option<(Action, Instant)>,
     good: u32,
+    /// When the current run of good probes began.
+    good_since: Option<Instant>,
     bad: u32,
     /// When the current run of failed probes began (for the log: how long the node was away).
     bad_since: Option<Instant>,
@@ -123,6 +130,7 @@ impl Announcer {
             want: false,
             applied: None,
             good: 0,
+            good_since: None,
             bad: 0,
             bad_since: None,
             retry_at: None,
@@ -143,8 +151,10 @@ impl Announcer {
         };
         if *probe == Probe::Ready {
             self.bad_since = None;
+            self.good_since.get_or_insert(now);
         } else {
             self.bad_since.get_or_insert(now);
+            self.good_since = None;
         }
         let away = self
             .bad_since
@@ -153,7 +163,16 @@ impl Announcer {
             Probe::Ready => {
                 self.bad = 0;
                 self.good = self.good.saturating_add(1);
-                if !self.want && self.good >= self.rules.rise {
+                let span = self
+                    .good_since
+                    .map_or(Duration::ZERO, |at| now.saturating_duration_since(at));
+                let needed = self
+                    .rules
+                    .rise_spacing
+                    .checked_mul(self.rules.rise.saturating_sub(1))
+                    .unwrap_or(Duration::MAX);
+                let steady = span >= needed;
+                if !self.want && self.good >= self.rules.rise && steady {
                     self.want = true;
                     return Some(Change {
                         action: Action::Enable,
@@ -557,6 +576,18 @@ mod tests {
     }
 
     #[test]
+    fn rise_answers_must_span_the_probe_interval() {
+        // After a stall, queued probes are answered back to back: 2 ms apart is not rise 2.
+        let t0 = Instant::now();
+        let mut a = Announcer::new(rules());
+        a.probe(&failed(), t0);
+        assert_eq!(a.probe(&Probe::Ready, t0 + ms(100)), None);
+        assert_eq!(a.probe(&Probe::Ready, t0 + ms(102)), None);
+        assert!(!a.announced());
+        assert!(a.probe(&Probe::Ready, t0 + ms(200)).is_some());
+    }
+
+    #[test]
     fn a_good_probe_between_failures_resets_the_rise_count() {
         let t0 = Instant::now();
         let mut a = Announcer::new(rules());
@@ -570,8 +601,8 @@ mod tests {
     /// An announced node: two good probes, BIRD told.
     fn announced(t0: Instant) -> Announcer {
         let mut a = Announcer::new(rules());
-        a.probe(&Probe::Ready, t0);
-        a.probe(&Probe::Ready, t0);
+        a.probe(&Probe::Ready, t0 - ms(100));
+        assert!(a.probe(&Probe::Ready, t0).is_some());
         a.told(Action::Enable, t0);
         a
     }

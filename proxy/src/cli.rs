@@ -113,7 +113,7 @@ enum Command {
         /// A probe not answered within this has failed (a frozen process).
         #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
         timeout: std::time::Duration,
-        /// Ready answers in a row before announcing.
+        /// Ready answers in a row before announcing, spanning at least rise - 1 intervals.
         #[arg(long, default_value_t = 2)]
         rise: u32,
         /// Probes in a row without an answer within --timeout (or with a status other than 200
@@ -204,6 +204,7 @@ pub fn main() -> ExitCode {
                 rules: crate::announce::Rules {
                     rise,
                     fall,
+                    rise_spacing: interval,
                     ..Default::default()
                 },
             })
