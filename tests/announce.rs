@@ -396,6 +396,13 @@ fn the_anycast_route_follows_the_proxy_health() {
         t < Duration::from_millis(700),
         "withdrawal after drain took {t:?}"
     );
+    // At the first 503, not after a fall count.
+    assert!(
+        lab.log("announce")
+            .contains("withdrawing reason=/ready answered 503"),
+        "{}",
+        lab.log("announce")
+    );
     assert_eq!(lab.admin_post("/node/resume"), 200);
     let t = lab.wait_route(true, Duration::from_secs(3), "after resume");
     report.push(format!("resume -> announced in {t:?}"));
@@ -408,6 +415,12 @@ fn the_anycast_route_follows_the_proxy_health() {
     assert!(
         t < Duration::from_millis(1500),
         "withdrawal after SIGSTOP took {t:?}"
+    );
+    assert!(
+        lab.log("announce")
+            .contains("withdrawing reason=3 failed probe(s) in a row"),
+        "{}",
+        lab.log("announce")
     );
     lab.signal("pointsman", libc::SIGCONT);
     let t = lab.wait_route(true, Duration::from_secs(3), "after SIGCONT");

@@ -412,7 +412,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let stopped_by = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-        () = watch(&opts, &mut machine, &mut bird) => "the watch loop ended",
+        never = watch(&opts, &mut machine, &mut bird) => match never {},
     };
     // A fresh connection: the one in use may have been cut in the middle of a command.
     drop(bird);
@@ -435,8 +435,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
 }
 
-/// The loop: one probe per interval, and BIRD told whatever the machine says is due.
-async fn watch(opts: &Options, machine: &mut Announcer, bird: &mut Option<Bird>) {
+/// The loop: one probe per interval, and BIRD told whatever the machine says is due. It never
+/// ends: only a signal stops the sidecar.
+async fn watch(
+    opts: &Options,
+    machine: &mut Announcer,
+    bird: &mut Option<Bird>,
+) -> std::convert::Infallible {
     let mut ticks = tokio::time::interval(opts.interval);
     // A probe that took longer than the interval is followed at once, not by a burst.
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
