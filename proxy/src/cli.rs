@@ -1,5 +1,6 @@
 //! The `pointsman` command: `run` a node, `check` a config file, `explain` how a call would be
-//! routed, `status` of a running node's destinations.
+//! routed, `status` of a running node's destinations, `announce` its anycast route through BIRD
+//! while it is ready.
 
 use crate::config::Config;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -87,6 +88,42 @@ enum Command {
         #[arg(long, default_value_t = 25060)]
         port: u16,
     },
+    /// Sidecar of an anycast node: polls the node's GET /ready and has BIRD announce the
+    /// anycast route (`enable PROTOCOL` on its control socket) only while the node is ready;
+    /// withdraws at start, at once on a 503 (drained, stopping) or a refused connection (the
+    /// proxy is gone), after --fall probes in a row without an answer (a frozen process), and
+    /// on SIGTERM/SIGINT.
+    Announce {
+        /// The node's admin API address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
+        admin: String,
+        /// The node's [admin] token, if /ready needs one (default: $POINTSMAN_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+        /// BIRD's control socket (bird -s).
+        #[arg(long, default_value = "/run/bird/bird.ctl")]
+        bird_socket: PathBuf,
+        /// The BIRD protocol that holds the anycast route (a static protocol exported over
+        /// BGP, `disabled` in BIRD's config).
+        #[arg(long, default_value = "anycast")]
+        protocol: String,
+        /// Time between probes.
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        interval: std::time::Duration,
+        /// A probe not answered within this has failed (a frozen process).
+        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        /// Ready answers in a row before announcing, spanning at least rise - 1 intervals.
+        #[arg(long, default_value_t = 2)]
+        rise: u32,
+        /// Probes in a row without an answer within --timeout (or with a status other than 200
+        /// and 503) before withdrawing.
+        #[arg(long, default_value_t = 3)]
+        fall: u32,
+        /// Log line format.
+        #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+        log_format: LogFormat,
+    },
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -142,6 +179,36 @@ pub fn main() -> ExitCode {
             hold: std::time::Duration::from_millis(1500),
         }),
         Command::Status { admin, token } => status(&admin, token),
+        Command::Announce {
+            admin,
+            token,
+            bird_socket,
+            protocol,
+            interval,
+            timeout,
+            rise,
+            fall,
+            log_format,
+        } => {
+            init_logs(log_format);
+            let token = token
+                .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
+                .filter(|t| !t.is_empty());
+            announce(crate::announce::Options {
+                admin,
+                token,
+                bird_socket,
+                protocol,
+                interval,
+                timeout,
+                rules: crate::announce::Rules {
+                    rise,
+                    fall,
+                    rise_spacing: interval,
+                    ..Default::default()
+                },
+            })
+        }
         Command::Check { config } => {
             let (result, warnings) = Config::load_with_warnings(&config);
             let errors = result.as_ref().err().map_or(&[][..], |e| &e.0[..]);
@@ -356,6 +423,27 @@ fn user_part(text: &str) -> &str {
         })
         .unwrap_or(t);
     rest.split('@').next().unwrap_or(rest)
+}
+
+/// Runs `pointsman announce` until a signal; exit 1 if it could not start or withdraw at the end.
+fn announce(opts: crate::announce::Options) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("pointsman announce: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(crate::announce::run(opts)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("pointsman announce: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 /// Runs `pointsman drill`; exit 0 when every call was answered, no ghost call leaked and every

@@ -5,7 +5,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`).
+//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`,
+//!   `announce`).
+//! - [`announce`]: `pointsman announce`, the sidecar that has BIRD announce the anycast address
+//!   only while the node answers ready.
 //! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
 //! - [`link`]: the QUIC link between the nodes of a pair; [`cluster`]: what it carries for the
 //!   core (datagrams for their owner, replicas, peers up and down).
@@ -27,6 +30,7 @@
 #![deny(unreachable_pub, unnameable_types)]
 
 pub mod admin;
+pub mod announce;
 pub mod cli;
 pub mod cluster;
 pub mod config;

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Stages deploy/docker/rootfs/ for the pointsman-lab:local image (Dockerfile beside this file):
+#   - pointsman, statically linked (glibc, crt-static), built here in release mode;
+#   - BIRD 2 (bird, birdc), iproute2 (ip), SIPp, dash (/bin/sh), sleep, cat and tail, copied from this
+#     machine with every shared library `ldd` lists and the ELF interpreter.
+# Then `docker-compose build` (or `docker build -t pointsman-lab:local deploy/docker`) makes the
+# image: no registry is needed. Needs: a Debian machine with bird2, iproute2 and sip-tester
+# installed, and the Rust toolchain.
+#
+#   deploy/docker/build.sh                 static release build, then stage
+#   deploy/docker/build.sh --no-build      stage the binary built last time
+set -euo pipefail
+HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+ROOT="$(cd "$HERE/../.." && pwd)"
+TARGET=x86_64-unknown-linux-gnu
+BIN="$ROOT/target/$TARGET/release/pointsman"
+
+if [[ "${1:-}" != "--no-build" ]]; then
+	# --target keeps build scripts and proc macros dynamic; only pointsman itself is static.
+	(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
+		cargo build --release --target "$TARGET" -p pointsman --bin pointsman)
+fi
+[[ -x "$BIN" ]] || { echo "no $BIN: run without --no-build" >&2; exit 1; }
+if ldd "$BIN" 2>&1 | grep -q '=>'; then
+	echo "$BIN is dynamically linked: build it with RUSTFLAGS=\"-C target-feature=+crt-static\"" >&2
+	exit 1
+fi
+
+ROOTFS="$HERE/rootfs"
+rm -rf "$ROOTFS"
+mkdir -p "$ROOTFS"/{bin,usr/local/bin,tmp,run,etc,var/run}
+chmod 1777 "$ROOTFS/tmp"
+# Without its debug info (the release profile keeps line tables: 75 MB -> 13 MB).
+strip --strip-debug -o "$ROOTFS/usr/local/bin/pointsman" "$BIN"
+
+# A program and the closure of its shared libraries, at the same paths.
+copy_with_libs() {
+	local prog="$1"
+	mkdir -p "$ROOTFS$(dirname "$prog")"
+	cp -L "$prog" "$ROOTFS$prog"
+	ldd "$prog" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
+		mkdir -p "$ROOTFS$(dirname "$lib")"
+		cp -L "$lib" "$ROOTFS$lib"
+	done
+}
+for prog in /usr/sbin/bird /usr/sbin/birdc /usr/sbin/ip /usr/bin/sipp /usr/bin/dash /usr/bin/sleep \
+	/usr/bin/cat /usr/bin/tail; do
+	[[ -x "$prog" ]] || { echo "missing $prog (apt-get install bird2 iproute2 sip-tester)" >&2; exit 1; }
+	copy_with_libs "$prog"
+done
+ln -sf /usr/bin/dash "$ROOTFS/bin/sh"
+for tool in sleep cat tail; do ln -sf "/usr/bin/$tool" "$ROOTFS/bin/$tool"; done
+# Debian's /lib64 and /lib are links into /usr: the interpreter must be found at /lib64.
+if [[ -L /lib64 && ! -e "$ROOTFS/lib64/ld-linux-x86-64.so.2" ]]; then
+	mkdir -p "$ROOTFS/lib64"
+	cp -L /lib64/ld-linux-x86-64.so.2 "$ROOTFS/lib64/"
+fi
+# iproute2 reads its tables from here; SIPp's curses wants a terminal description.
+cp -r /etc/iproute2 "$ROOTFS/etc/" 2>/dev/null || true
+mkdir -p "$ROOTFS/usr/share/terminfo/d"
+cp -L /usr/share/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null \
+	|| cp -L /lib/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null || true
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOTFS/etc/passwd"
+printf 'root:x:0:\n' >"$ROOTFS/etc/group"
+echo "staged $(du -sh "$ROOTFS" | cut -f1) in $ROOTFS: now docker-compose build"
