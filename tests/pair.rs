@@ -150,8 +150,8 @@ impl PairNode {
 
     /// CPU time the process has used (user + system).
     fn cpu(&self) -> Duration {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
-            .unwrap_or_default();
+        let stat =
+            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
         // The fields after the command name (which may hold spaces): utime and stime are the
         // 12th and 13th of them, in clock ticks.
         let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
@@ -625,7 +625,10 @@ fn quantile_bound(metrics: &str, name: &str, q: f64) -> String {
         .filter_map(|l| {
             let rest = l.strip_prefix(prefix.as_str())?;
             let (le, count) = rest.split_once("\"} ")?;
-            Some((le.parse().unwrap_or(f64::INFINITY), count.trim().parse().ok()?))
+            Some((
+                le.parse().unwrap_or(f64::INFINITY),
+                count.trim().parse().ok()?,
+            ))
         })
         .collect();
     let total = buckets.last().map_or(0.0, |b| b.1);
@@ -678,7 +681,10 @@ fn pair_bench() {
         let mut carrier = Sipp::run_in(
             Some(&pair.carrier_ns),
             "carrier",
-            &["-sf".into(), scenario("carrier_uac.xml").display().to_string()],
+            &[
+                "-sf".into(),
+                scenario("carrier_uac.xml").display().to_string(),
+            ],
             calls,
             (ipaddr(CARRIER_IP), 5060, 16000),
             &pair.work.0,
@@ -690,7 +696,10 @@ fn pair_bench() {
                 "5000".into(),
             ],
         );
-        let code = finish(&mut carrier, Duration::from_secs(u64::from(seconds) * 3 + 30));
+        let code = finish(
+            &mut carrier,
+            Duration::from_secs(u64::from(seconds) * 3 + 30),
+        );
         let cpu1: Vec<Duration> = pair.nodes.iter().map(PairNode::cpu).collect();
         let per_call = |i: usize| {
             cpu1.get(i)
@@ -711,7 +720,11 @@ fn pair_bench() {
         };
         println!(
             "| {name} | {calls} | {failed}{} | {n1:.1}{ratio} | {} | {:.0} | {} | {} | {} | {} |",
-            if code == Some(0) { "" } else { " (SIPp failed)" },
+            if code == Some(0) {
+                ""
+            } else {
+                " (SIPp failed)"
+            },
             per_call(1).map_or("-".into(), |c| format!("{c:.1}")),
             bytes / f64::from(calls),
             transit("pointsman_udp_transit_seconds", 0.5),

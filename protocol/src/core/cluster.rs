@@ -325,9 +325,11 @@ impl Core {
         }
         if let Some(state) = cluster.take_replica(msg.slice(msg.call_id)) {
             let answered = matches!(state, CallState::Answered(_));
-            match self.restore_call(state, now, out) {
+            match self.restore_call(state.clone(), now, out) {
                 Ok(()) => {
                     self.metrics().adopted(answered);
+                    // This node's call now: in its snapshots, and told to the peers.
+                    self.share(cluster, msg.slice(msg.call_id), Some(state), out.len(), out);
                     info!(
                         owner = owner.node,
                         call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),

@@ -430,3 +430,23 @@ fn a_message_on_a_connection_is_handled_where_it_arrived_never_handed_over() {
     assert!(p.b.to_nodes.is_empty(), "not handed to node 1");
     assert_eq!(p.b.core.replicas(), 1, "nor adopted: node 1 is up");
 }
+
+#[test]
+fn a_call_adopted_when_a_message_came_is_in_the_adopters_snapshot() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl19"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
+        .unwrap()
+        .to_string();
+    p.sync();
+    p.a_dies();
+    p.b.receive(CARRIER, &routed_from_carrier("ACK", "cl19", &rr, "p", 1));
+    assert_eq!(adopted(&p.b, "answered"), 1.0);
+    let snapshot = p.b.core.snapshot(p.b.now);
+    assert!(
+        matches!(&snapshot[..], [(id, CallState::Answered(_))] if id == b"cl19"),
+        "a restarted node 1 learns that node 2 holds it"
+    );
+}
