@@ -62,12 +62,14 @@ pub fn sync_bound(dead_after: Duration) -> Duration {
 
 /// A replica as it travels: `(Call-ID, state)`.
 pub fn encode_replica(call_id: &[u8], state: Option<&CallState>) -> Option<Vec<u8>> {
-    postcard::to_stdvec(&(call_id, state)).ok()
+    postcard::to_stdvec(&(serde_bytes::Bytes::new(call_id), state)).ok()
 }
 
 /// The replica in a `Replicate` frame, or `None` when it does not decode.
 pub fn decode_replica(bytes: &[u8]) -> Option<(Vec<u8>, Option<CallState>)> {
-    postcard::from_bytes(bytes).ok()
+    let (call_id, state): (serde_bytes::ByteBuf, Option<CallState>) =
+        postcard::from_bytes(bytes).ok()?;
+    Some((call_id.into_vec(), state))
 }
 
 /// The link as the workers see it: where to send what the core says for the peers.
@@ -210,7 +212,8 @@ impl LinkIn {
                 self.send_snapshot(peer);
             }
             LinkEvent::Frame(peer, Frame::Snapshot(bytes)) => {
-                match postcard::from_bytes::<Vec<(Vec<u8>, Option<CallState>)>>(&bytes) {
+                match postcard::from_bytes::<Vec<(serde_bytes::ByteBuf, Option<CallState>)>>(&bytes)
+                {
                     Ok(calls) => {
                         for (call_id, state) in calls {
                             self.core
@@ -258,9 +261,9 @@ impl LinkIn {
         let calls = self.core.snapshot(Instant::now());
         let count = calls.len();
         for chunk in calls.chunks(SNAPSHOT_CHUNK) {
-            let part: Vec<(&[u8], Option<&CallState>)> = chunk
+            let part: Vec<(&serde_bytes::Bytes, Option<&CallState>)> = chunk
                 .iter()
-                .map(|(id, state)| (id.as_slice(), Some(state)))
+                .map(|(id, state)| (serde_bytes::Bytes::new(id), Some(state)))
                 .collect();
             let Ok(bytes) = postcard::to_stdvec(&part) else {
                 continue;

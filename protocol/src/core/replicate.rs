@@ -101,6 +101,7 @@ pub struct BranchState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetupState {
     /// The INVITE as received from the caller.
+    #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
     pub upstream: PeerState,
     /// `RouteId`.
@@ -124,8 +125,11 @@ pub struct SetupState {
 /// Names an answered dialog: its Call-ID, the caller's From tag and the callee's To tag.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DialogId {
+    #[serde(with = "serde_bytes")]
     pub call_id: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub caller_tag: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub callee_tag: Vec<u8>,
 }
 

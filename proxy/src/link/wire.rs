@@ -1,6 +1,6 @@
 //! The node link's frames on the wire: a 4-byte big-endian length, then the frame in postcard
-//! (serde's compact binary format: a replicated INVITE travels as its bytes, not as JSON
-//! numbers).
+//! (serde's compact binary format; byte fields as bytes, read in one copy, not one visit a
+//! byte).
 //!
 //! It owns the encoding and the receive bound; it must not know what a frame means.
 
@@ -21,22 +21,41 @@ pub enum Frame {
     /// A datagram that reached this node but belongs to the peer's calls; `received`: when
     /// the kernel took it (ns since the Unix epoch), if known.
     Forward {
+        #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
         from: SocketAddr,
         listener: usize,
         received: Option<u64>,
     },
     /// Call state for the peer to keep (opaque to the link: the replication encodes it).
-    Replicate(Vec<u8>),
+    Replicate(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Call state the sender waits on: the peer keeps it, then answers `Confirmed(seq)`.
-    Confirm { seq: u64, bytes: Vec<u8> },
+    Confirm {
+        seq: u64,
+        #[serde(with = "serde_bytes")]
+        bytes: Vec<u8>,
+    },
     /// The peer has the state sent with `Confirm { seq }`.
     Confirmed(u64),
     /// Part of the sender's calls, sent when the link comes up (opaque to the link).
-    Snapshot(Vec<u8>),
+    Snapshot(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The sender's snapshot is complete; `epoch` names the sender's run (a restarted node
     /// has a new one).
     SnapshotDone { epoch: u64 },
+}
+
+impl Frame {
+    /// Something waits on it (a confirmation, a datagram its owner must answer): it goes out
+    /// at once.
+    pub fn is_urgent(&self) -> bool {
+        matches!(
+            self,
+            Frame::Forward { .. }
+                | Frame::Confirm { .. }
+                | Frame::Confirmed(_)
+                | Frame::Hello { .. }
+        )
+    }
 }
 
 /// Why a frame could not be read.
