@@ -376,6 +376,32 @@ impl Pair {
         self.nodes[i] = PairNode::start(&ns, &config, &self.work.0, i + 10);
     }
 
+    /// The clouds saw every call end, and failed none: no ghost left ringing or talking, no
+    /// second INVITE for a call (their last calls wait 1 s after the BYE, and the statistics
+    /// are written every second).
+    fn assert_clouds_clean(&mut self) {
+        for cloud in &mut self.clouds {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while cloud.count("CurrentCall") > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            assert_eq!(
+                cloud.count("CurrentCall"),
+                0,
+                "SIPp {}: calls left open\n{}",
+                cloud.name,
+                cloud.errors()
+            );
+            assert_eq!(
+                cloud.count("FailedCall(C)"),
+                0,
+                "SIPp {}: {}",
+                cloud.name,
+                cloud.errors()
+            );
+        }
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
@@ -509,28 +535,7 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
         dead < Duration::from_secs(1),
         "declared dead after {dead:?}"
     );
-    // The clouds saw every answered call end: no ghost left ringing or talking (their last
-    // calls wait 1 s after the BYE, and the statistics are written every second).
-    for cloud in &mut pair.clouds {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cloud.count("CurrentCall") > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert_eq!(
-            cloud.count("CurrentCall"),
-            0,
-            "SIPp {}: calls left open\n{}",
-            cloud.name,
-            cloud.errors()
-        );
-        assert_eq!(
-            cloud.count("FailedCall(C)"),
-            0,
-            "SIPp {}: {}",
-            cloud.name,
-            cloud.errors()
-        );
-    }
+    pair.assert_clouds_clean();
 }
 
 #[test]
@@ -601,19 +606,7 @@ fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_n
         pair.nodes[0].metric("pointsman_cluster_forwarded_total") > 0.0,
         "messages of node 2's calls that landed on node 1 went to node 2"
     );
-    for cloud in &mut pair.clouds {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while cloud.count("CurrentCall") > 0 && Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        assert_eq!(
-            cloud.count("FailedCall(C)"),
-            0,
-            "SIPp {}: {}",
-            cloud.name,
-            cloud.errors()
-        );
-    }
+    pair.assert_clouds_clean();
 }
 
 /// The upper bound of the bucket of histogram `name` in `metrics` that holds quantile `q`

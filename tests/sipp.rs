@@ -26,7 +26,15 @@ fn start_sipp(
     extra: &[String],
 ) -> Sipp {
     let scenario = ["-sf".to_string(), scenario(xml).display().to_string()];
-    Sipp::run(name, &scenario, CALLS, (ip, port, media_port), dir, extra)
+    Sipp::run_in(
+        None,
+        name,
+        &scenario,
+        CALLS,
+        (ip, port, media_port),
+        dir,
+        extra,
+    )
 }
 
 /// Runs `CALLS` calls from a SIPp carrier through pointsman whose primary and secondary are
@@ -229,7 +237,8 @@ async fn a_sipp_carrier_at_1000_calls_per_second_from_one_address_completes_ever
     let work = WorkDir::new(ip);
     let dir = work.0.clone();
     let sf = |xml: &str| vec!["-sf".to_string(), scenario(xml).display().to_string()];
-    let mut primary = Sipp::run(
+    let mut primary = Sipp::run_in(
+        None,
         "primary",
         &sf("cloud_uas.xml"),
         CALLS,
@@ -238,7 +247,8 @@ async fn a_sipp_carrier_at_1000_calls_per_second_from_one_address_completes_ever
         &[],
     );
     let node = Node::start(&shipped_example_on(ip, clouds), support::at(ip, PROXY_PORT)).await;
-    let mut carrier = Sipp::run(
+    let mut carrier = Sipp::run_in(
+        None,
         "carrier",
         &sf("carrier_uac.xml"),
         CALLS,
@@ -290,7 +300,8 @@ async fn stock_sipp_peers_that_drop_the_record_route_set_complete_their_calls_an
         probe: false,
         ..Setup::default()
     };
-    let mut primary = Sipp::run(
+    let mut primary = Sipp::run_in(
+        None,
         "primary",
         &sn("uas"),
         50,
@@ -303,7 +314,8 @@ async fn stock_sipp_peers_that_drop_the_record_route_set_complete_their_calls_an
         support::at(ip, PROXY_PORT),
     )
     .await;
-    let mut carrier = Sipp::run(
+    let mut carrier = Sipp::run_in(
+        None,
         "carrier",
         &sn("uac"),
         50,
@@ -445,7 +457,8 @@ async fn hot_hot_early_media_through_sipp(cloud_a_xml: &str, max_lost: u32) -> S
     let work = WorkDir::new(ip);
     let dir = work.0.clone();
     let sf = |xml: &str| vec!["-sf".to_string(), scenario(xml).display().to_string()];
-    let mut cloud_a = Sipp::run(
+    let mut cloud_a = Sipp::run_in(
+        None,
         "cloud-a",
         &sf(cloud_a_xml),
         MEDIA_CALLS,
@@ -453,7 +466,8 @@ async fn hot_hot_early_media_through_sipp(cloud_a_xml: &str, max_lost: u32) -> S
         &cloud_dir(&dir, "cloud-a", 1),
         &[],
     );
-    let mut cloud_b = Sipp::run(
+    let mut cloud_b = Sipp::run_in(
+        None,
         "cloud-b",
         &sf("cloud_early_media_answer.xml"),
         MEDIA_CALLS,
@@ -472,7 +486,8 @@ async fn hot_hot_early_media_through_sipp(cloud_a_xml: &str, max_lost: u32) -> S
     let inf = dir.join("sinks.csv");
     std::fs::write(&inf, csv).expect("injection file");
     let started = Instant::now();
-    let mut carrier = Sipp::run(
+    let mut carrier = Sipp::run_in(
+        None,
         "carrier",
         &sf("carrier_media_uac.xml"),
         MEDIA_CALLS,

@@ -24,27 +24,8 @@ pub struct Sipp {
 
 impl Sipp {
     /// Starts SIPp with `scenario` (`-sf FILE` or `-sn BUILTIN`) for `calls` calls on `ip`,
-    /// `port` (media on `media_port`).
-    pub fn run(
-        name: &'static str,
-        scenario: &[String],
-        calls: u32,
-        (ip, port, media_port): (IpAddr, u16, u16),
-        dir: &Path,
-        extra: &[String],
-    ) -> Sipp {
-        Sipp::run_in(
-            None,
-            name,
-            scenario,
-            calls,
-            (ip, port, media_port),
-            dir,
-            extra,
-        )
-    }
-
-    /// [`Sipp::run`] inside network namespace `netns` (`ip netns exec`), when given.
+    /// `port` (media on `media_port`), inside network namespace `netns` (`ip netns exec`) when
+    /// one is given.
     pub fn run_in(
         netns: Option<&str>,
         name: &'static str,

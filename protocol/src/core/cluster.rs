@@ -186,16 +186,8 @@ impl Core {
         let Some(cluster) = &self.cluster else {
             return Vec::new();
         };
-        // Arcs first, locks after: no call is locked while a table guard is held.
-        let calls: Vec<Arc<Mutex<Call>>> = self
-            .servers
-            .iter()
-            .filter_map(|e| match e.value() {
-                ServerEntry::Call(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        let mut all: Vec<(Vec<u8>, CallState)> = calls
+        let mut all: Vec<(Vec<u8>, CallState)> = self
+            .calls()
             .iter()
             .filter_map(|call| {
                 let c = lock(call);

@@ -54,6 +54,16 @@ impl Pair {
         handed.len()
     }
 
+    /// A call answered at node 1 (by the primary, tag `p`) and replicated; its Record-Route.
+    fn answered_at_a(&mut self, call_id: &str) -> String {
+        self.a.receive(CARRIER, &invite(call_id));
+        let fwd = self.a.last_to(PRIMARY, "INVITE");
+        self.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+        let ok = self.a.last_to(CARRIER, "SIP/2.0 200");
+        self.sync();
+        header(&ok, "Record-Route").unwrap().to_string()
+    }
+
     /// Node 1 dies: node 2's link says so.
     fn a_dies(&mut self) {
         self.b.core.set_peer_up(1, false);
@@ -75,12 +85,9 @@ fn dialog_of(call_id: &str) -> DialogId {
 }
 
 fn adopted(h: &Harness, state: &str) -> f64 {
-    let series = format!("pointsman_cluster_adopted_total{{state=\"{state}\"}} ");
-    h.metrics
-        .render()
-        .lines()
-        .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
-        .unwrap_or(0.0)
+    h.metric(&format!(
+        "pointsman_cluster_adopted_total{{state=\"{state}\"}}"
+    ))
 }
 
 #[test]
@@ -208,13 +215,7 @@ fn an_invite_retransmission_on_the_other_node_goes_to_its_owner_and_is_no_second
 #[test]
 fn an_in_dialog_request_goes_to_the_node_in_its_route_while_that_node_is_up() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl6"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
-    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
-    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
-        .unwrap()
-        .to_string();
-    p.sync();
+    let rr = p.answered_at_a("cl6");
     p.b.receive(CARRIER, &routed_from_carrier("BYE", "cl6", &rr, "p", 2));
     assert!(p.b.sent.is_empty());
     p.hand_b_to_a();
@@ -224,13 +225,7 @@ fn an_in_dialog_request_goes_to_the_node_in_its_route_while_that_node_is_up() {
 #[test]
 fn an_answered_call_of_a_dead_node_is_adopted_and_its_bye_relayed() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl7"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
-    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
-    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
-        .unwrap()
-        .to_string();
-    p.sync();
+    let rr = p.answered_at_a("cl7");
     assert_eq!(
         p.b.core.replicas(),
         1,
@@ -434,13 +429,7 @@ fn a_message_on_a_connection_is_handled_where_it_arrived_never_handed_over() {
 #[test]
 fn a_call_adopted_when_a_message_came_is_in_the_adopters_snapshot() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl19"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
-    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
-    let rr = header(&p.a.last_to(CARRIER, "SIP/2.0 200"), "Record-Route")
-        .unwrap()
-        .to_string();
-    p.sync();
+    let rr = p.answered_at_a("cl19");
     p.a_dies();
     p.b.receive(CARRIER, &routed_from_carrier("ACK", "cl19", &rr, "p", 1));
     assert_eq!(adopted(&p.b, "answered"), 1.0);

@@ -210,16 +210,7 @@ impl Core {
     /// It walks the table of server transactions: a replication layer that exports on every
     /// change would keep the INVITE's key instead.
     pub fn export_call(&self, call_id: &[u8], now: Instant) -> Option<CallState> {
-        // Arcs first, locks after: no call is locked while a table guard is held.
-        let calls: Vec<Arc<Mutex<Call>>> = self
-            .servers
-            .iter()
-            .filter_map(|e| match e.value() {
-                ServerEntry::Call(c) => Some(c.clone()),
-                _ => None,
-            })
-            .collect();
-        calls.iter().find_map(|call| {
+        self.calls().iter().find_map(|call| {
             let c = lock(call);
             if c.phase != CallPhase::Trying {
                 return None;
@@ -230,6 +221,18 @@ impl Core {
             }
             Some(CallState::Setup(Box::new(setup_state(&c, now))))
         })
+    }
+
+    /// Every call the table of server transactions holds. Arcs first, locks after: no call is
+    /// locked while a table guard is held.
+    pub(super) fn calls(&self) -> Vec<Arc<Mutex<Call>>> {
+        self.servers
+            .iter()
+            .filter_map(|e| match e.value() {
+                ServerEntry::Call(c) => Some(c.clone()),
+                _ => None,
+            })
+            .collect()
     }
 
     /// The call in setup `c` (locked by the caller), as of `now`.

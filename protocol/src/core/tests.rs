@@ -140,11 +140,16 @@ impl Harness {
 
     /// `pointsman_dropped_total` for `reason`.
     fn dropped(&self, reason: &str) -> f64 {
-        let series = format!("pointsman_dropped_total{{reason=\"{reason}\"}} ");
+        self.metric(&format!("pointsman_dropped_total{{reason=\"{reason}\"}}"))
+    }
+
+    /// The value of `series` (name and labels as rendered), 0 when absent.
+    fn metric(&self, series: &str) -> f64 {
+        let prefix = format!("{series} ");
         self.metrics
             .render()
             .lines()
-            .find_map(|l| l.strip_prefix(series.as_str())?.parse().ok())
+            .find_map(|l| l.strip_prefix(prefix.as_str())?.parse().ok())
             .unwrap_or(0.0)
     }
 

@@ -55,7 +55,8 @@ fn main() -> Result<()> {
     let mut ring: IoUring = IoUring::builder()
         .setup_single_issuer()
         .setup_defer_taskrun()
-        .setup_cqsize((n * 4) as u32)
+        // The completion queue may not be smaller than the submission queue (4096).
+        .setup_cqsize((n * 4).max(8192) as u32)
         .build(4096)?;
     let fds: Vec<i32> = sockets.iter().map(|s| s.as_raw_fd()).collect();
     ring.submitter().register_files(&fds)?;
