@@ -58,6 +58,11 @@ impl Lab {
         lab
     }
 
+    /// The prefix of this lab's namespace names (unique on the machine while it lives).
+    pub fn name(&self) -> &str {
+        &self.prefix
+    }
+
     /// Adds host `name` on the segment with `addr/16`; returns its namespace's name.
     pub fn host(&mut self, name: &str, addr: IpAddr) -> String {
         let ns = format!("{}-{name}", self.prefix);

@@ -123,7 +123,13 @@ pub struct WorkDir(pub PathBuf);
 
 impl WorkDir {
     pub fn new(ip: IpAddr) -> WorkDir {
-        let dir = std::env::temp_dir().join(format!("pointsman-sipp-{}-{ip}", std::process::id()));
+        WorkDir::named(&ip.to_string())
+    }
+
+    /// A work directory named after `name` (unique within this test process).
+    pub fn named(name: &str) -> WorkDir {
+        let dir =
+            std::env::temp_dir().join(format!("pointsman-sipp-{}-{name}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("sipp work dir");
         WorkDir(dir)
     }
