@@ -5,8 +5,9 @@
 # turns false, the sidecar withdraws the route). NODE is a or b.
 set -eu
 ip addr add 198.18.0.100/32 dev lo
-# Answers to the carrier go back through the router.
+# Answers to the carrier and to the clouds go back through the router.
 ip route add 198.18.2.0/24 via 198.18.1.1
+ip route add 198.18.3.0/24 via 198.18.1.1
 bird -f -c /deploy/bird/node.conf -s /run/bird.ctl &
 pointsman announce --admin 127.0.0.1:9060 --bird-socket /run/bird.ctl &
 exec pointsman run --config "/deploy/compose/node-$NODE.toml"

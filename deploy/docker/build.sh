@@ -62,4 +62,27 @@ cp -L /usr/share/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null \
 	|| cp -L /lib/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null || true
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOTFS/etc/passwd"
 printf 'root:x:0:\n' >"$ROOTFS/etc/group"
+# The node link's certificates (deploy/compose/certs/, mounted with deploy/): a CA for the
+# pair and one certificate per node for its link address (server and client: the link is
+# mutual TLS). Made once; delete the folder for new ones.
+CERTS="$ROOT/deploy/compose/certs"
+if [[ ! -f "$CERTS/ca.pem" ]]; then
+	command -v openssl >/dev/null || { echo "missing openssl (apt-get install openssl)" >&2; exit 1; }
+	mkdir -p "$CERTS"
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 3650 \
+		-subj "/CN=pointsman compose pair CA" -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" \
+		-addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign,cRLSign 2>/dev/null
+	for node in a:198.18.1.11 b:198.18.1.12; do
+		name="${node%%:*}" ip="${node#*:}"
+		openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=node-$name" \
+			-keyout "$CERTS/node-$name.key" -out "$CERTS/node-$name.csr" 2>/dev/null
+		openssl x509 -req -in "$CERTS/node-$name.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+			-CAcreateserial -days 3650 -out "$CERTS/node-$name.pem" -extfile <(printf '%s\n' \
+			"subjectAltName=IP:$ip" "basicConstraints=CA:FALSE" "keyUsage=critical,digitalSignature" \
+			"extendedKeyUsage=serverAuth,clientAuth") 2>/dev/null
+		rm -f "$CERTS/node-$name.csr"
+	done
+	chmod 644 "$CERTS"/*
+	echo "made the node link's certificates in $CERTS"
+fi
 echo "staged $(du -sh "$ROOTFS" | cut -f1) in $ROOTFS: now docker-compose build"
