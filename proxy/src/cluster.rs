@@ -2,10 +2,10 @@
 //! core (peers up and down, replicas, datagrams handed over by the peer), and what the core
 //! says for the peers goes onto the link (a datagram for its owner, a call's state).
 //!
-//! - Link events are read on a thread of their own ("pointsman-link-in"). A replica is stored
-//!   in the core there (no outputs); a handed-over datagram goes to a worker's inbox, as a TCP
-//!   message does, and is handled there as if it had landed on this node. A full inbox drops
-//!   it, counted: UDP retransmission brings it again.
+//! - Link events are read by a task on the link's own runtime (no thread hop between the QUIC
+//!   stream and the core). A replica is stored in the core there (no outputs); a handed-over
+//!   datagram goes to a worker's inbox, as a TCP message does, and is handled there as if it
+//!   had landed on this node. A full inbox drops it: UDP retransmission brings it again.
 //! - A replica travels as `(Call-ID, Option<CallState>)` in postcard inside the link's opaque
 //!   `Replicate` frame; a frame that does not decode is dropped and logged.
 //! - A replica the core asks to be confirmed (a new branch, an answer) goes as `Confirm { seq }`;
@@ -141,6 +141,7 @@ impl PairLink {
 /// Starts the thread that feeds the link's events to the core and the workers (`sinks`, by
 /// index). Fails when the events were taken already.
 pub(crate) fn serve_link_events(
+    runtime: &tokio::runtime::Handle,
     link: Arc<Link>,
     core: Arc<Core>,
     sinks: Vec<EventSink>,
@@ -172,25 +173,23 @@ pub(crate) fn serve_link_events(
                 );
             }
         })?;
-    std::thread::Builder::new()
-        .name("pointsman-link-in".into())
-        .spawn(move || {
-            let mut state = LinkIn {
-                link,
-                core,
-                sinks,
-                synced,
-                next_worker: 0,
-                epochs: HashMap::new(),
-            };
-            while let Some(event) = events.blocking_recv() {
-                state.handle(event);
-            }
-        })?;
+    runtime.spawn(async move {
+        let mut state = LinkIn {
+            link,
+            core,
+            sinks,
+            synced,
+            next_worker: 0,
+            epochs: HashMap::new(),
+        };
+        while let Some(event) = events.recv().await {
+            state.handle(event);
+        }
+    });
     Ok(())
 }
 
-/// What the thread reading the link's events keeps.
+/// What the task reading the link's events keeps.
 struct LinkIn {
     link: Arc<Link>,
     core: Arc<Core>,

@@ -220,8 +220,9 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                 })?,
         );
     }
-    if let Some(link) = node.link() {
+    if let (Some(link), Some(runtime)) = (node.link(), node.link_runtime()) {
         crate::cluster::serve_link_events(
+            runtime,
             link.clone(),
             core.clone(),
             sinks.clone(),

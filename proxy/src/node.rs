@@ -47,7 +47,11 @@ pub struct Node {
     /// from): until then it is [`NodeState::Syncing`], not ready.
     synced: Arc<AtomicBool>,
     /// The node link and its configured peers, when `[cluster]` is given.
-    link: std::sync::OnceLock<(Arc<crate::link::Link>, Vec<crate::link::PeerAddr>)>,
+    link: std::sync::OnceLock<(
+        Arc<crate::link::Link>,
+        Vec<crate::link::PeerAddr>,
+        tokio::runtime::Handle,
+    )>,
 }
 
 /// The listeners of `cfg` as [`Certificates`] takes them.
@@ -147,9 +151,9 @@ impl Node {
             synced: Arc::new(AtomicBool::new(cfg.cluster.is_none())),
         });
         if let Some(cluster) = &cfg.cluster {
-            let link =
+            let (link, runtime) =
                 start_link(cluster, cfg.node_id).context("cluster: cannot start the node link")?;
-            let _ = node.link.set((link, cluster.peers.clone()));
+            let _ = node.link.set((link, cluster.peers.clone(), runtime));
         }
         if let Some(media) = &cfg.media {
             let metrics = MediaMetrics::register(node.metrics.recorder());
@@ -181,7 +185,7 @@ impl Node {
 
     /// The node link, when this node is one of a pair.
     pub fn pair_link(&self) -> Option<crate::cluster::PairLink> {
-        self.link.get().map(|(link, peers)| {
+        self.link.get().map(|(link, peers, _)| {
             crate::cluster::PairLink::new(link.clone(), peers.iter().map(|p| p.id).collect())
         })
     }
@@ -193,7 +197,12 @@ impl Node {
 
     /// The node link itself, when this node is one of a pair.
     pub fn link(&self) -> Option<&Arc<crate::link::Link>> {
-        self.link.get().map(|(link, _)| link)
+        self.link.get().map(|(link, _, _)| link)
+    }
+
+    /// The runtime the node link runs on (its events are read there too).
+    pub fn link_runtime(&self) -> Option<&tokio::runtime::Handle> {
+        self.link.get().map(|(_, _, runtime)| runtime)
     }
 
     /// Serving, drained, or stopping (which outranks a drain).
@@ -335,13 +344,14 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
 
 /// Installs the SIGHUP handler now (so an early SIGHUP cannot kill the process) and serves it
 /// on a thread of its own: reloads are rare, blocking (file, DNS) and must not stall a worker.
-/// Starts the node link, its runtime running on a thread of its own (as the admin API's does).
-/// Its events are read by [`crate::cluster::serve_link_events`] once the workers run. Fails
-/// when the link cannot start (its address taken, a PEM file unreadable).
+/// Starts the node link, its runtime running on a thread of its own (as the admin API's does),
+/// and returns the runtime's handle: its events are read there by
+/// [`crate::cluster::serve_link_events`] once the workers run. Fails when the link cannot start
+/// (its address taken, a PEM file unreadable).
 fn start_link(
     cluster: &crate::config::ClusterConfig,
     node_id: u16,
-) -> anyhow::Result<Arc<crate::link::Link>> {
+) -> anyhow::Result<(Arc<crate::link::Link>, tokio::runtime::Handle)> {
     use crate::link::{Link, LinkTls};
     let tls = LinkTls::load(&cluster.cert, &cluster.key, &cluster.ca)?;
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -352,11 +362,12 @@ fn start_link(
         let _in_runtime = runtime.enter();
         Arc::new(Link::start(cluster.link_config(node_id), tls)?)
     };
+    let handle = runtime.handle().clone();
     std::thread::Builder::new()
         .name("pointsman-link".into())
         .spawn(move || runtime.block_on(std::future::pending::<()>()))
         .context("cannot start the node link's thread")?;
-    Ok(link)
+    Ok((link, handle))
 }
 
 fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
@@ -442,7 +453,7 @@ impl NodeControl for Node {
             peers: self
                 .link
                 .get()
-                .map(|(link, peers)| {
+                .map(|(link, peers, _)| {
                     peers
                         .iter()
                         .map(|p| crate::admin::PeerStatus {
