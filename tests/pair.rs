@@ -152,6 +152,18 @@ impl PairNode {
             .sum()
     }
 
+    /// What `GET /node` says of peer `id`: (up, unsynced).
+    fn peer_status(&self, id: u64) -> Option<(bool, bool)> {
+        let text = self.get("/node")?;
+        let node: serde_json::Value = serde_json::from_str(&text).ok()?;
+        let peer = node["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["id"].as_u64() == Some(id))?
+            .clone();
+        Some((peer["up"].as_bool()?, peer["unsynced"].as_bool()?))
+    }
+
     /// CPU time the process has used (user + system).
     fn cpu(&self) -> Duration {
         let stat =
@@ -571,6 +583,11 @@ fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_n
     std::thread::sleep(Duration::from_millis(100));
     pair.withdraw(0);
     std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(
+        pair.nodes[1].peer_status(1),
+        Some((false, true)),
+        "node 2 reports node 1 down and unsynced (its calls' states for node 1 were dropped)"
+    );
     // Node 1 comes back while node 2 carries every call, its own and node 1's.
     pair.restart(0);
     let started = Instant::now();
@@ -591,6 +608,11 @@ fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_n
         tail(&log, 20)
     );
     let replicas = pair.nodes[0].metric("pointsman_cluster_replicas");
+    assert_eq!(
+        pair.nodes[1].peer_status(1),
+        Some((true, false)),
+        "node 2 sent node 1 its calls: node 1 is up and synced again"
+    );
     // The router takes it back: about half the flows move to it at once.
     pair.announce_both();
     let code = finish(&mut carrier, Duration::from_secs(60));

@@ -118,6 +118,10 @@ pub struct PeerStatus {
     /// Its link address.
     pub address: String,
     pub up: bool,
+    /// Call states meant for it were dropped (its link was down or its queue full) since it last
+    /// got this node's snapshot: its replicas of this node's calls are not all current.
+    #[serde(default)]
+    pub unsynced: bool,
 }
 
 impl NodeStatus {
@@ -743,7 +747,11 @@ pub fn render_node(node: &NodeStatus, colour: bool) -> String {
     let peers: Vec<String> = node
         .peers
         .iter()
-        .map(|p| format!("{} {}", p.id, if p.up { "up" } else { "DOWN" }))
+        .map(|p| {
+            let link = if p.up { "up" } else { "DOWN" };
+            let sync = if p.unsynced { " UNSYNCED" } else { "" };
+            format!("{} {link}{sync}", p.id)
+        })
         .collect();
     let peers = if peers.is_empty() {
         String::new()
@@ -1453,16 +1461,18 @@ mod tests {
                 id: 2,
                 address: "198.51.100.2:5800".into(),
                 up: true,
+                unsynced: false,
             },
             PeerStatus {
                 id: 3,
                 address: "198.51.100.3:5800".into(),
                 up: false,
+                unsynced: true,
             },
         ];
         let line = render_node(&node, false);
         assert!(
-            line.contains("answered 5  peers 2 up, 3 DOWN  pointsman"),
+            line.contains("answered 5  peers 2 up, 3 DOWN UNSYNCED  pointsman"),
             "{line:?}"
         );
     }

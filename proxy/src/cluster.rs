@@ -272,11 +272,14 @@ impl LinkIn {
                 return;
             }
         }
+        // What was dropped for the peer before is in the snapshot: it is synced again once
+        // the snapshot went whole (a drop after this marks it again).
+        let was_unsynced = self.link.take_unsynced(peer);
         let done = Frame::SnapshotDone {
             epoch: self.link.epoch(),
         };
         if self.link.send(peer, done).is_ok() {
-            info!(peer, calls = count, "snapshot sent");
+            info!(peer, calls = count, was_unsynced, "snapshot sent");
         }
     }
 }

@@ -460,6 +460,7 @@ impl NodeControl for Node {
                             id: p.id,
                             address: p.address.to_string(),
                             up: link.is_up(p.id),
+                            unsynced: link.is_unsynced(p.id),
                         })
                         .collect()
                 })

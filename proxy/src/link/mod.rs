@@ -395,6 +395,13 @@ impl Link {
             .map_or(0, |p| p.dropped.load(Ordering::Relaxed))
     }
 
+    /// Whether frames were dropped for the peer since the mark was last cleared.
+    pub fn is_unsynced(&self, peer: u16) -> bool {
+        self.peers
+            .get(&peer)
+            .is_some_and(|p| p.unsynced.load(Ordering::Acquire))
+    }
+
     /// Whether frames were dropped for the peer since the last call (which clears the mark).
     pub fn take_unsynced(&self, peer: u16) -> bool {
         self.peers
