@@ -152,6 +152,14 @@ impl PairNode {
             .sum()
     }
 
+    /// Calls of the peer this node took over: (in setup, answered).
+    fn adopted(&self) -> (f64, f64) {
+        (
+            self.metric("pointsman_cluster_adopted_total{state=\"setup\"}"),
+            self.metric("pointsman_cluster_adopted_total{state=\"answered\"}"),
+        )
+    }
+
     /// What `GET /node` says of peer `id`: (up, unsynced).
     fn peer_status(&self, id: u64) -> Option<(bool, bool)> {
         let text = self.get("/node")?;
@@ -425,6 +433,19 @@ impl Pair {
         }
     }
 
+    /// The SIPp carrier ended well (`code` 0) with `calls` successful calls.
+    fn assert_every_call_completed(&self, carrier: &Sipp, code: Option<i32>, calls: u32) {
+        assert_eq!(
+            code,
+            Some(0),
+            "SIPp carrier: not every call completed ({:?})\n{}\n{}",
+            carrier.stats(),
+            carrier.errors(),
+            self.logs()
+        );
+        assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
@@ -517,33 +538,20 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
         if declared_dead.is_none() && survivor.metric("pointsman_link_up{peer=\"1\"}") == 0.0 {
             declared_dead = Some(lost.elapsed());
         }
-        if first_adoption.is_none()
-            && survivor.metric("pointsman_cluster_adopted_total{state=\"setup\"}")
-                + survivor.metric("pointsman_cluster_adopted_total{state=\"answered\"}")
-                > 0.0
-        {
+        if first_adoption.is_none() && survivor.adopted() != (0.0, 0.0) {
             first_adoption = Some(lost.elapsed());
         }
         std::thread::sleep(Duration::from_millis(10));
     }
     let code = finish(&mut carrier, Duration::from_secs(60));
     let survivor = &pair.nodes[1];
-    let adopted_setup = survivor.metric("pointsman_cluster_adopted_total{state=\"setup\"}");
-    let adopted_answered = survivor.metric("pointsman_cluster_adopted_total{state=\"answered\"}");
+    let (adopted_setup, adopted_answered) = survivor.adopted();
     eprintln!(
         "signal {signal}: node 1 had {ringing_and_talking} calls in progress; declared dead after \
          {declared_dead:?}, first call adopted after {first_adoption:?}; adopted {adopted_setup} \
          in setup, {adopted_answered} answered"
     );
-    assert_eq!(
-        code,
-        Some(0),
-        "SIPp carrier: not every call completed ({:?})\n{}\n{}",
-        carrier.stats(),
-        carrier.errors(),
-        pair.logs()
-    );
-    assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
+    pair.assert_every_call_completed(&carrier, code, calls);
     assert!(
         ringing_and_talking > 0.0,
         "node 1 had calls when it was lost"
@@ -619,18 +627,12 @@ fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_n
     eprintln!(
         "node 1 ready {ready_after:?} after its restart, holding {replicas} of node 2's calls; \
          node 2 adopted {} of node 1's calls",
-        pair.nodes[1].metric("pointsman_cluster_adopted_total{state=\"setup\"}")
-            + pair.nodes[1].metric("pointsman_cluster_adopted_total{state=\"answered\"}")
+        {
+            let (setup, answered) = pair.nodes[1].adopted();
+            setup + answered
+        }
     );
-    assert_eq!(
-        code,
-        Some(0),
-        "SIPp carrier: not every call completed ({:?})\n{}\n{}",
-        carrier.stats(),
-        carrier.errors(),
-        pair.logs()
-    );
-    assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
+    pair.assert_every_call_completed(&carrier, code, calls);
     assert!(
         replicas > 0.0,
         "node 1 held node 2's calls when it became ready"
