@@ -358,29 +358,28 @@ impl Pair {
     /// A SIPp carrier placing `calls` calls at `rate`/s to the anycast address, each held for
     /// `hold`, from a socket of its own.
     fn carrier(&self, calls: u32, rate: u32, hold: Duration) -> Sipp {
+        let hold = hold.as_millis().to_string();
+        self.carrier_running(
+            "talking_carrier_uac.xml",
+            calls,
+            rate,
+            &["-t", "un", "-l", "400", "-d", &hold, "-max_socket", "2000"],
+        )
+    }
+
+    /// A SIPp carrier playing `xml` (tests/sipp/): `calls` calls at `rate`/s to the anycast
+    /// address, with SIPp's own `extra` arguments.
+    fn carrier_running(&self, xml: &str, calls: u32, rate: u32, extra: &[&str]) -> Sipp {
+        let mut args = vec![format!("{ANYCAST}:5060"), "-r".into(), rate.to_string()];
+        args.extend(extra.iter().map(|a| a.to_string()));
         Sipp::run_in(
             Some(&self.carrier_ns),
             "carrier",
-            &[
-                "-sf".into(),
-                scenario("talking_carrier_uac.xml").display().to_string(),
-            ],
+            &["-sf".into(), scenario(xml).display().to_string()],
             calls,
             (ipaddr(CARRIER_IP), 5060, 16000),
             &self.work.0,
-            &[
-                format!("{ANYCAST}:5060"),
-                "-t".into(),
-                "un".into(),
-                "-r".into(),
-                rate.to_string(),
-                "-l".into(),
-                "400".into(),
-                "-d".into(),
-                hold.as_millis().to_string(),
-                "-max_socket".into(),
-                "2000".into(),
-            ],
+            &args,
         )
     }
 
@@ -706,24 +705,7 @@ fn pair_bench() {
         });
         pair.route(&[0], &[clouds_via]);
         let cpu0: Vec<Duration> = pair.nodes.iter().map(PairNode::cpu).collect();
-        let mut carrier = Sipp::run_in(
-            Some(&pair.carrier_ns),
-            "carrier",
-            &[
-                "-sf".into(),
-                scenario("carrier_uac.xml").display().to_string(),
-            ],
-            calls,
-            (ipaddr(CARRIER_IP), 5060, 16000),
-            &pair.work.0,
-            &[
-                format!("{ANYCAST}:5060"),
-                "-r".into(),
-                rate.to_string(),
-                "-l".into(),
-                "5000".into(),
-            ],
-        );
+        let mut carrier = pair.carrier_running("carrier_uac.xml", calls, rate, &["-l", "5000"]);
         let code = finish(
             &mut carrier,
             Duration::from_secs(u64::from(seconds) * 3 + 30),

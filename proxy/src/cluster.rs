@@ -29,7 +29,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
 
 /// The longest a worker holds a call's sends for the peer's confirmation: on a LAN it comes in
@@ -77,6 +77,7 @@ pub fn decode_replica(bytes: &[u8]) -> Option<(Vec<u8>, Option<CallState>)> {
 pub struct PairLink {
     link: Arc<Link>,
     peers: Arc<[u16]>,
+    handover: metrics::Histogram,
 }
 
 impl PairLink {
@@ -84,6 +85,16 @@ impl PairLink {
         PairLink {
             link,
             peers: peers.into(),
+            handover: metrics::histogram!(HANDOVER),
+        }
+    }
+
+    /// A datagram the peer handed over, taken by the peer's kernel at `received` (since the
+    /// Unix epoch), made this node send: its transit through the pair.
+    pub fn record_handover(&self, received: Duration) {
+        let sent = SystemTime::now().duration_since(UNIX_EPOCH).ok();
+        if let Some(transit) = sent.and_then(|s| s.checked_sub(received)) {
+            self.handover.record(transit.as_secs_f64());
         }
     }
 
@@ -243,13 +254,62 @@ impl LinkIn {
                     );
                 }
             }
-            other => handle(
-                &self.link,
-                &self.core,
-                &self.sinks,
-                &mut self.next_worker,
-                other,
-            ),
+            LinkEvent::Down(peer, reason) => {
+                self.core.set_peer_up(peer, false);
+                warn!(
+                    peer,
+                    reason = reason.label(),
+                    "node link down: its calls are adopted here as their messages arrive"
+                );
+                for sink in &self.sinks {
+                    // A full inbox: what waits is released by its CONFIRM_WAIT instead.
+                    let _ = sink.try_deliver(Event::PeerDown);
+                }
+            }
+            LinkEvent::Frame(peer, Frame::Replicate(bytes)) => {
+                store(&self.core, peer, &bytes);
+            }
+            LinkEvent::Frame(peer, Frame::Confirm { seq, bytes }) => {
+                // Confirmed only once kept: the sender then acts on it.
+                if store(&self.core, peer, &bytes) {
+                    let _ = self.link.send(peer, Frame::Confirmed(seq));
+                }
+            }
+            LinkEvent::Frame(_, Frame::Confirmed(seq)) => {
+                if let Some(sink) = self.sinks.get(worker_of(seq)) {
+                    // A full inbox: the wait ends at CONFIRM_WAIT instead.
+                    let _ = sink.try_deliver(Event::Confirmed(seq));
+                }
+            }
+            LinkEvent::Frame(
+                peer,
+                Frame::Forward {
+                    bytes,
+                    from,
+                    listener,
+                    received,
+                },
+            ) => {
+                if self.sinks.is_empty() {
+                    return;
+                }
+                self.next_worker = (self.next_worker + 1) % self.sinks.len();
+                let event = Event::Relayed {
+                    bytes: bytes.into(),
+                    from,
+                    listener,
+                    received: received.map(Duration::from_nanos),
+                };
+                if let Some(sink) = self.sinks.get(self.next_worker) {
+                    if !sink.try_deliver(event) {
+                        debug!(
+                            peer,
+                            "a datagram handed over by the peer found the worker full: dropped"
+                        );
+                    }
+                }
+            }
+            LinkEvent::Frame(_, Frame::Hello { .. }) => {}
         }
     }
 
@@ -298,75 +358,5 @@ fn store(core: &Core, peer: u16, bytes: &[u8]) -> bool {
             warn!(peer, "a replica that does not decode: dropped");
             false
         }
-    }
-}
-
-fn handle(
-    link: &Link,
-    core: &Core,
-    sinks: &[EventSink],
-    next_worker: &mut usize,
-    event: LinkEvent,
-) {
-    match event {
-        // Taken by `LinkIn::handle`.
-        LinkEvent::Up(_) | LinkEvent::Frame(_, Frame::Snapshot(_) | Frame::SnapshotDone { .. }) => {
-        }
-        LinkEvent::Down(peer, reason) => {
-            core.set_peer_up(peer, false);
-            warn!(
-                peer,
-                reason = reason.label(),
-                "node link down: its calls are adopted here as their messages arrive"
-            );
-            for sink in sinks {
-                // A full inbox: what waits is released by its CONFIRM_WAIT instead.
-                let _ = sink.try_deliver(Event::PeerDown);
-            }
-        }
-        LinkEvent::Frame(peer, Frame::Replicate(bytes)) => {
-            store(core, peer, &bytes);
-        }
-        LinkEvent::Frame(peer, Frame::Confirm { seq, bytes }) => {
-            // Confirmed only once kept: the sender then acts on it.
-            if store(core, peer, &bytes) {
-                let _ = link.send(peer, Frame::Confirmed(seq));
-            }
-        }
-        LinkEvent::Frame(_, Frame::Confirmed(seq)) => {
-            if let Some(sink) = sinks.get(worker_of(seq)) {
-                // A full inbox: the wait ends at CONFIRM_WAIT instead.
-                let _ = sink.try_deliver(Event::Confirmed(seq));
-            }
-        }
-        LinkEvent::Frame(
-            peer,
-            Frame::Forward {
-                bytes,
-                from,
-                listener,
-                received,
-            },
-        ) => {
-            if sinks.is_empty() {
-                return;
-            }
-            *next_worker = (*next_worker + 1) % sinks.len();
-            let event = Event::Relayed {
-                bytes: bytes.into(),
-                from,
-                listener,
-                received: received.map(Duration::from_nanos),
-            };
-            if let Some(sink) = sinks.get(*next_worker) {
-                if !sink.try_deliver(event) {
-                    debug!(
-                        peer,
-                        "a datagram handed over by the peer found the worker full: dropped"
-                    );
-                }
-            }
-        }
-        LinkEvent::Frame(_, Frame::Hello { .. }) => {}
     }
 }

@@ -442,12 +442,9 @@ async fn worker(
                 );
                 execute(&w, &mut out);
                 flush_udp(&w);
-                let sending = SystemTime::now().duration_since(UNIX_EPOCH).ok();
-                if let (Some(at), Some(sent), true) = (received, sending, w.queued.get() != queued)
+                if let (Some(at), Some(pair), true) = (received, &w.pair, w.queued.get() != queued)
                 {
-                    if let Some(transit) = sent.checked_sub(at) {
-                        metrics::histogram!(crate::cluster::HANDOVER).record(transit.as_secs_f64());
-                    }
+                    pair.record_handover(at);
                 }
             }
         }

@@ -442,16 +442,9 @@ impl Core {
                         _ => None,
                     }
                 };
-                let Some(call) = call else { return };
-                let phase = lock(&call).phase;
-                match phase {
-                    CallPhase::Trying => {
-                        let state = self.export_locked(&lock(&call), now);
-                        self.share(cluster, call_id, Some(state), mark, out);
-                    }
-                    // The 2xx that answered it replicated the dialog (above).
-                    CallPhase::Answered => {}
-                    CallPhase::Finished => self.share(cluster, call_id, None, mark, out),
+                if let Some(call) = call {
+                    // The message's Call-ID: a finished call may no longer keep its INVITE.
+                    self.share_call(cluster, lock(&call), call_id, now, mark, out);
                 }
             }
             Some(Method::Bye) if !self.dialog_held(msg) => {
@@ -461,8 +454,8 @@ impl Core {
         }
     }
 
-    /// After a timer of call `call` fired (its outputs appended to `out` from `mark` on): where
-    /// it stands now, for the peers.
+    /// After a message or timer touched call `call` (its outputs appended to `out` from `mark`
+    /// on): where it stands now, for the peers.
     pub(super) fn replicate_call(
         &self,
         call: &Arc<Mutex<Call>>,
@@ -475,19 +468,27 @@ impl Core {
         let Some(call_id) = c.request().map(|r| r.slice(r.call_id).to_vec()) else {
             return;
         };
-        match c.phase {
-            CallPhase::Trying => {
-                let state = self.export_locked(&c, now);
-                drop(c);
-                self.share(cluster, &call_id, Some(state), mark, out);
-            }
-            CallPhase::Finished => {
-                drop(c);
-                self.share(cluster, &call_id, None, mark, out);
-            }
-            // The 2xx that answered it replicated the dialog.
-            CallPhase::Answered => {}
-        }
+        self.share_call(cluster, c, &call_id, now, mark, out);
+    }
+
+    /// Where the locked call `c` (Call-ID `call_id`) stands, for the peers: its state in setup,
+    /// its end, or nothing once answered (the 2xx replicated the dialog).
+    fn share_call(
+        &self,
+        cluster: &Cluster,
+        c: MutexGuard<'_, Call>,
+        call_id: &[u8],
+        now: Instant,
+        mark: usize,
+        out: &mut Vec<Output>,
+    ) {
+        let state = match c.phase {
+            CallPhase::Trying => Some(self.export_locked(&c, now)),
+            CallPhase::Finished => None,
+            CallPhase::Answered => return,
+        };
+        drop(c);
+        self.share(cluster, call_id, state, mark, out);
     }
 
     /// Emits the replication of `call_id`: a state, or its end (once, and only for a call the
