@@ -425,17 +425,20 @@ fn user_part(text: &str) -> &str {
     rest.split('@').next().unwrap_or(rest)
 }
 
-/// Runs `pointsman announce` until a signal; exit 1 if it could not start or withdraw at the end.
-fn announce(opts: crate::announce::Options) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
+/// A single-threaded runtime for command `command`, or `None` (said on stderr) if it cannot be
+/// made.
+fn runtime(command: &str) -> Option<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pointsman announce: {e}");
-            return ExitCode::FAILURE;
-        }
+        .map_err(|e| eprintln!("pointsman {command}: {e}"))
+        .ok()
+}
+
+/// Runs `pointsman announce` until a signal; exit 1 if it could not start or withdraw at the end.
+fn announce(opts: crate::announce::Options) -> ExitCode {
+    let Some(rt) = runtime("announce") else {
+        return ExitCode::FAILURE;
     };
     match rt.block_on(crate::announce::run(opts)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -449,15 +452,8 @@ fn announce(opts: crate::announce::Options) -> ExitCode {
 /// Runs `pointsman drill`; exit 0 when every call was answered, no ghost call leaked and every
 /// hot-hot call switched cleanly.
 fn drill(opts: crate::drill::Options) -> ExitCode {
-    let rt = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("pointsman drill: {e}");
-            return ExitCode::FAILURE;
-        }
+    let Some(rt) = runtime("drill") else {
+        return ExitCode::FAILURE;
     };
     let mut out = std::io::stdout();
     match rt.block_on(crate::drill::run(opts, &mut out)) {
