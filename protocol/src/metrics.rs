@@ -185,10 +185,14 @@ pub enum DropReason {
     Unrelayable,
     /// A new INVITE while the node stops (SIGTERM): answered 503 with Retry-After.
     Stopping,
+    /// A node of a pair that has not yet got its peer's calls, with no peer up to hand it to:
+    /// a response or in-dialog request it holds nothing of (it may be a call the peer adopted
+    /// from this node's previous run). Its retransmission finds the node synced.
+    Syncing,
 }
 
 impl DropReason {
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Acl,
         DropReason::Scanner,
         DropReason::RateLimit,
@@ -198,6 +202,7 @@ impl DropReason {
         DropReason::Stray,
         DropReason::Unrelayable,
         DropReason::Stopping,
+        DropReason::Syncing,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -211,6 +216,7 @@ impl DropReason {
             DropReason::Stray => "stray",
             DropReason::Unrelayable => "unrelayable",
             DropReason::Stopping => "stopping",
+            DropReason::Syncing => "syncing",
         }
     }
 }

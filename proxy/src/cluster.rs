@@ -27,7 +27,6 @@ use crate::transport::tcp::{Event, EventSink};
 use pointsman_protocol::{CallState, Core};
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::{debug, info, warn};
@@ -156,7 +155,6 @@ pub(crate) fn serve_link_events(
     link: Arc<Link>,
     core: Arc<Core>,
     sinks: Vec<EventSink>,
-    synced: Arc<AtomicBool>,
     bound: Duration,
 ) -> anyhow::Result<()> {
     let mut events = link
@@ -172,12 +170,12 @@ pub(crate) fn serve_link_events(
         "pointsman_cluster_unconfirmed_total",
         "Call states a worker stopped waiting on after CONFIRM_WAIT without the peer's confirmation"
     );
-    let alone = synced.clone();
+    let alone = core.clone();
     std::thread::Builder::new()
         .name("pointsman-sync-bound".into())
         .spawn(move || {
             std::thread::sleep(bound);
-            if !alone.swap(true, Ordering::AcqRel) {
+            if alone.mark_synced() {
                 warn!(
                     waited = ?bound,
                     "no peer sent its calls: serving as a node alone until one comes up"
@@ -189,7 +187,6 @@ pub(crate) fn serve_link_events(
             link,
             core,
             sinks,
-            synced,
             next_worker: 0,
             epochs: HashMap::new(),
         };
@@ -205,7 +202,6 @@ struct LinkIn {
     link: Arc<Link>,
     core: Arc<Core>,
     sinks: Vec<EventSink>,
-    synced: Arc<AtomicBool>,
     /// The worker the next handed-over datagram goes to.
     next_worker: usize,
     /// Each peer's run, from its last `SnapshotDone`.
@@ -246,7 +242,7 @@ impl LinkIn {
                         );
                     }
                 }
-                if !self.synced.swap(true, Ordering::AcqRel) {
+                if self.core.mark_synced() {
                     info!(
                         peer,
                         replicas = self.core.replicas(),

@@ -226,7 +226,6 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
             link.clone(),
             core.clone(),
             sinks.clone(),
-            node.synced_flag(),
             crate::cluster::sync_bound(
                 cfg.cluster
                     .as_ref()

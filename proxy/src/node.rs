@@ -43,9 +43,6 @@ pub struct Node {
     reload: Mutex<ReloadState>,
     /// TLS certificates and trust of listeners and destinations, swapped on reload.
     tls: Arc<Certificates>,
-    /// A node alone, or one of a pair that has its peer's calls (or found no peer to get them
-    /// from): until then it is [`NodeState::Syncing`], not ready.
-    synced: Arc<AtomicBool>,
     /// The node link and its configured peers, when `[cluster]` is given.
     link: std::sync::OnceLock<(
         Arc<crate::link::Link>,
@@ -148,7 +145,6 @@ impl Node {
                 running: cfg.clone(),
             }),
             link: std::sync::OnceLock::new(),
-            synced: Arc::new(AtomicBool::new(cfg.cluster.is_none())),
         });
         if let Some(cluster) = &cfg.cluster {
             let (link, runtime) =
@@ -190,11 +186,6 @@ impl Node {
         })
     }
 
-    /// Set once this node of a pair has its peer's calls (see [`NodeState::Syncing`]).
-    pub fn synced_flag(&self) -> Arc<AtomicBool> {
-        self.synced.clone()
-    }
-
     /// The node link itself, when this node is one of a pair.
     pub fn link(&self) -> Option<&Arc<crate::link::Link>> {
         self.link.get().map(|(link, _, _)| link)
@@ -211,7 +202,8 @@ impl Node {
             NodeState::Stopping
         } else if self.draining.load(Ordering::Acquire) {
             NodeState::Draining
-        } else if !self.synced.load(Ordering::Acquire) {
+        } else if !self.core.is_synced() {
+            // A node of a pair without its peer's calls yet (or a peer to get them from).
             NodeState::Syncing
         } else {
             NodeState::Serving

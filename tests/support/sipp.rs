@@ -37,6 +37,15 @@ impl Sipp {
     ) -> Sipp {
         let mut cmd = match netns {
             Some(ns) => {
+                // `ip netns exec` starts whatever it finds: a missing sipp would fail as a
+                // SIPp that ran no call.
+                let on_path = std::env::var_os("PATH").is_some_and(|path| {
+                    std::env::split_paths(&path).any(|dir| dir.join("sipp").is_file())
+                });
+                assert!(
+                    on_path,
+                    "cannot run sipp (not on PATH): install it with `apt-get install sip-tester`"
+                );
                 let mut c = Command::new("ip");
                 c.args(["netns", "exec", ns, "sipp"]);
                 c

@@ -15,6 +15,11 @@
 //!   again is a retransmission and never a second call). A call is adopted when a message for
 //!   it arrives (lazily): a node whose link alone failed, its peer still serving, never acts on
 //!   the peer's calls that the network still delivers to the peer.
+//! - **Syncing.** A node that started has not yet got its peers' calls: a message it holds
+//!   nothing of may be of a call a peer adopted from its previous run (the ids name this node),
+//!   so a response or in-dialog request it does not hold goes to a peer that is up, which adopts
+//!   or answers it; with no peer up it is dropped (`syncing`), and its retransmission finds the
+//!   node synced. New requests are handled here.
 //! - **Replicate.** After each message and timer that touched a call, the core says where the
 //!   call stands ([`Output::Replicate`]): in setup, answered, or over (`None`, once, for a call
 //!   that was replicated). A new branch and an answer are asked to be confirmed, and put before
@@ -45,6 +50,8 @@ fn replica_ttl(state: &CallState) -> Duration {
 /// The other nodes and the calls they replicated here.
 pub(super) struct Cluster {
     peers: Vec<(u16, AtomicBool)>,
+    /// The peers' calls are here (a snapshot came), or no peer answered in time.
+    synced: AtomicBool,
     replicas: Mutex<Replicas>,
     /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes),
     /// with how far the peers know them ([`Known`]): a call is forgotten once, and a step the
@@ -69,6 +76,7 @@ impl Cluster {
     pub(super) fn new(peers: &[u16], max_replicas: usize) -> Cluster {
         Cluster {
             peers: peers.iter().map(|&p| (p, AtomicBool::new(false))).collect(),
+            synced: AtomicBool::new(false),
             replicas: Mutex::new(Replicas {
                 by_call_id: HashMap::new(),
                 max: max_replicas,
@@ -85,6 +93,13 @@ impl Cluster {
         self.peers
             .iter()
             .any(|(p, up)| *p == node && up.load(Ordering::Acquire))
+    }
+
+    fn first_up_peer(&self) -> Option<u16> {
+        self.peers
+            .iter()
+            .find(|(_, up)| up.load(Ordering::Acquire))
+            .map(|(p, _)| *p)
     }
 
     fn owner_of_replica(&self, call_id: &[u8]) -> Option<u16> {
@@ -130,6 +145,22 @@ impl Core {
     /// Whether this node is one of a pair (`[cluster]` configured).
     pub fn is_clustered(&self) -> bool {
         self.cluster.is_some()
+    }
+
+    /// Whether this node has its peers' calls (always, for a node alone): until then it is not
+    /// ready, and hands what it does not hold to a peer (see the module's **Syncing**).
+    pub fn is_synced(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.synced.load(Ordering::Acquire))
+    }
+
+    /// A peer's snapshot came, or no peer answered within the bound: this node is ready.
+    /// Returns whether it was not before.
+    pub fn mark_synced(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| !c.synced.swap(true, Ordering::AcqRel))
     }
 
     /// The link reports peer `node` up or down.
@@ -299,6 +330,20 @@ impl Core {
         if inb.framing != Framing::Datagram {
             return false;
         }
+        if !inb.relayed && !cluster.synced.load(Ordering::Acquire) && !self.holds(msg) {
+            if let Some(peer) = cluster.first_up_peer() {
+                out.push(Output::ToNode {
+                    node: peer,
+                    bytes: Bytes::copy_from_slice(inb.bytes),
+                    from: inb.from.addr,
+                    listener: inb.listener,
+                });
+                self.metrics().forwarded_to_owner();
+            } else {
+                self.metrics().dropped(DropReason::Syncing);
+            }
+            return true;
+        }
         let Some(owner) = self.owner(cluster, msg) else {
             return false;
         };
@@ -344,35 +389,64 @@ impl Core {
                 .top_via
                 .branch
                 .and_then(|b| node_of_branch(msg.slice(b)));
-            let held_here = self
-                .keys
-                .client_of_response(msg)
-                .is_some_and(|key| self.client(key).is_some());
             let node = replica_owner.or(named)?;
-            return Some(Owner { node, held_here });
+            return Some(Owner {
+                node,
+                held_here: self.response_held(msg),
+            });
         }
         let method = msg.method()?;
-        let invite_held = || {
-            self.server(self.keys.server_with_class(msg, MethodClass::Invite))
-                .is_some()
-        };
         // A CANCEL is matched to its INVITE, and so is the ACK of a non-2xx answer; the ACK of
         // a 2xx and every other request with a To tag follow the dialog's Route.
         let in_dialog = msg.to.tag.is_some() && method != Method::Cancel;
-        if in_dialog && !(method == Method::Ack && invite_held()) {
+        if in_dialog && !(method == Method::Ack && self.invite_held(msg)) {
             if let Some(named) = self.route_node(msg) {
-                let held_here =
-                    self.dialog_held(msg) || self.server(self.keys.server(msg)).is_some();
                 let node = replica_owner.unwrap_or(named);
-                return Some(Owner { node, held_here });
+                return Some(Owner {
+                    node,
+                    held_here: self.in_dialog_held(msg),
+                });
             }
         }
         let node = replica_owner?;
         let held_here = match method {
-            Method::Invite | Method::Ack | Method::Cancel => invite_held(),
+            Method::Invite | Method::Ack | Method::Cancel => self.invite_held(msg),
             _ => self.dialog_held(msg),
         };
         Some(Owner { node, held_here })
+    }
+
+    /// Whether this node has what `msg` is for: the transaction of a response, the INVITE of a
+    /// CANCEL or ACK, the dialog or transaction of an in-dialog request. A new request is for
+    /// whichever node it lands on.
+    fn holds(&self, msg: &Message<'_>) -> bool {
+        if !msg.is_request() {
+            return self.response_held(msg);
+        }
+        match msg.method() {
+            Some(Method::Cancel | Method::Ack) => self.invite_held(msg) || self.in_dialog_held(msg),
+            Some(_) if msg.to.tag.is_some() => self.in_dialog_held(msg),
+            _ => true,
+        }
+    }
+
+    /// Whether response `msg`'s client transaction is here.
+    fn response_held(&self, msg: &Message<'_>) -> bool {
+        self.keys
+            .client_of_response(msg)
+            .is_some_and(|key| self.client(key).is_some())
+    }
+
+    /// Whether the INVITE server transaction of request `msg` (an INVITE, its CANCEL or ACK)
+    /// is here.
+    fn invite_held(&self, msg: &Message<'_>) -> bool {
+        self.server(self.keys.server_with_class(msg, MethodClass::Invite))
+            .is_some()
+    }
+
+    /// Whether in-dialog request `msg`'s dialog, or its own transaction, is here.
+    fn in_dialog_held(&self, msg: &Message<'_>) -> bool {
+        self.dialog_held(msg) || self.server(self.keys.server(msg)).is_some()
     }
 
     /// The `psn=` of the first Route, when it is ours.

@@ -26,6 +26,7 @@ impl Pair {
         });
         a.core.set_peer_up(2, true);
         b.core.set_peer_up(1, true);
+        assert!(a.core.mark_synced() && b.core.mark_synced());
         Pair { a, b }
     }
 
@@ -43,15 +44,7 @@ impl Pair {
 
     /// Delivers what `b` handed to node 1 (`a`), as the link would.
     fn hand_b_to_a(&mut self) -> usize {
-        let handed: Vec<_> = self.b.to_nodes.drain(..).collect();
-        for (node, bytes, from, listener) in &handed {
-            assert_eq!(*node, 1);
-            let mut inb = Inbound::datagram(bytes, *from);
-            inb.listener = *listener;
-            inb.relayed = true;
-            self.a.h.receive_inbound(inb);
-        }
-        handed.len()
+        hand_over(&mut self.b, &mut self.a, 1)
     }
 
     /// A call answered at node 1 (by the primary, tag `p`) and replicated; its Record-Route.
@@ -68,6 +61,29 @@ impl Pair {
     fn a_dies(&mut self) {
         self.b.core.set_peer_up(1, false);
     }
+
+    /// Node 1 restarts: a new run that holds nothing and has not got node 2's calls yet; the
+    /// link between them is up again.
+    fn a_restarts(&mut self) {
+        self.a = Harness::with_config(|c| {
+            c.node_id = 1;
+            c.peers = vec![2];
+        });
+        self.a.core.set_peer_up(2, true);
+    }
+}
+
+/// Delivers what `from` handed to node `to_id` (`to`), as the link would; how many.
+fn hand_over(from: &mut Harness, to: &mut Harness, to_id: u16) -> usize {
+    let handed: Vec<_> = from.to_nodes.drain(..).collect();
+    for (node, bytes, from, listener) in &handed {
+        assert_eq!(*node, to_id);
+        let mut inb = Inbound::datagram(bytes, *from);
+        inb.listener = *listener;
+        inb.relayed = true;
+        to.h.receive_inbound(inb);
+    }
+    handed.len()
 }
 
 /// Serialises and deserialises a replica, as the link carries it.
@@ -438,4 +454,52 @@ fn a_call_adopted_when_a_message_came_is_in_the_adopters_snapshot() {
         matches!(&snapshot[..], [(id, CallState::Answered(_))] if id == b"cl19"),
         "a restarted node 1 learns that node 2 holds it"
     );
+}
+
+#[test]
+fn a_restarted_node_that_is_syncing_hands_what_it_does_not_hold_to_its_peer_which_adopts_it() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl20"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.sync();
+    p.a_restarts();
+    assert!(!p.a.core.is_synced());
+    // The cloud's answer names node 1 and lands on its new run before node 2's snapshot: it is
+    // not a ghost of node 1 but a call node 2 holds, so it goes there.
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert!(p.a.sent.is_empty(), "no ghost teardown at node 1");
+    assert_eq!(hand_over(&mut p.a, &mut p.b, 2), 1);
+    assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 200 Whatever"]);
+    assert_eq!(p.b.count_to(PRIMARY, "BYE"), 0);
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+}
+
+#[test]
+fn a_syncing_node_with_no_peer_up_drops_what_it_does_not_hold_until_it_is_synced() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl21"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.a_restarts();
+    p.a.core.set_peer_up(2, false);
+    let answer = response_to(&fwd, 200, "p");
+    p.a.receive(PRIMARY, &answer);
+    assert!(p.a.sent.is_empty() && p.a.to_nodes.is_empty());
+    assert_eq!(p.a.dropped("syncing"), 1.0);
+    // New calls are taken while syncing.
+    p.a.receive(CARRIER, &invite("cl22"));
+    assert_eq!(p.a.count_to(PRIMARY, "INVITE"), 1);
+    // No peer came within the bound: the node serves alone, and the 2xx's retransmission is a
+    // ghost's (its call died with node 1's old run), torn down.
+    assert!(p.a.core.mark_synced());
+    assert!(!p.a.core.mark_synced());
+    p.a.receive(PRIMARY, &answer);
+    assert_eq!(p.a.count_to(PRIMARY, "BYE"), 1);
+    assert_eq!(p.a.dropped("syncing"), 1.0);
+}
+
+#[test]
+fn a_node_alone_is_always_synced() {
+    let h = Harness::new();
+    assert!(h.core.is_synced());
+    assert!(!h.core.mark_synced());
 }
