@@ -545,10 +545,14 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
     let code = finish(&mut carrier, Duration::from_secs(60));
     let survivor = &pair.nodes[1];
     let (adopted_setup, adopted_answered) = survivor.adopted();
+    let takeovers = survivor.metric("pointsman_cluster_takeover_seconds_count");
+    let takeover =
+        Duration::from_secs_f64(survivor.metric("pointsman_cluster_takeover_seconds_sum"));
     eprintln!(
         "signal {signal}: node 1 had {ringing_and_talking} calls in progress; declared dead after \
-         {declared_dead:?}, first call adopted after {first_adoption:?}; adopted {adopted_setup} \
-         in setup, {adopted_answered} answered"
+         {declared_dead:?}, first call adopted after {first_adoption:?} (the survivor's \
+         takeover metric: {takeover:?} after the declaration); adopted {adopted_setup} in \
+         setup, {adopted_answered} answered"
     );
     pair.assert_every_call_completed(&carrier, code, calls);
     assert!(
@@ -564,6 +568,11 @@ fn a_node_lost_mid_call_loses_no_call(signal: i32, withdraw_after: Duration) {
     assert!(
         dead < Duration::from_secs(1),
         "declared dead after {dead:?}"
+    );
+    assert_eq!(takeovers, 1.0, "one death, one takeover");
+    assert!(
+        dead + takeover < Duration::from_secs(1),
+        "taken over {takeover:?} after the death was declared, {dead:?} after it"
     );
     pair.assert_clouds_clean();
 }

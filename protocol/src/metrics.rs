@@ -46,6 +46,13 @@ pub const UDP_TRANSIT_BUCKETS: [f64; 14] = [
     0.005, 0.01, 0.05, 0.25,
 ];
 
+/// Bucket bounds (seconds) of `pointsman_cluster_takeover_seconds`: a peer declared dead → the
+/// first of its calls taken over here. A message for one comes within a retransmission interval
+/// (500 ms) or a packet time of media signalling; dense below a second, the issue's bound.
+pub const TAKEOVER_BUCKETS: [f64; 12] = [
+    0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0,
+];
+
 /// The `method` label values of `pointsman_requests_total`, in [`Method`] order; extension
 /// methods count as `other`.
 pub const METHODS: [&str; 15] = [
@@ -267,6 +274,7 @@ pub struct Metrics {
     forwarded_to_owner: Counter,
     adopted: [Counter; 2],
     replicas: Gauge,
+    takeover: Histogram,
     post_dial_delay: Histogram,
     invite_final: Histogram,
     udp_transit: Histogram,
@@ -321,11 +329,12 @@ pub mod name {
     pub const FORWARDED_TO_OWNER: &str = "pointsman_cluster_forwarded_total";
     pub const ADOPTED: &str = "pointsman_cluster_adopted_total";
     pub const REPLICAS: &str = "pointsman_cluster_replicas";
+    pub const TAKEOVER: &str = "pointsman_cluster_takeover_seconds";
 }
 
 /// The `# HELP` text of each metric.
 /// Every metric: its type, name and help text.
-pub const DESCRIPTIONS: [(Kind, &str, &str); 20] = [
+pub const DESCRIPTIONS: [(Kind, &str, &str); 21] = [
     (
         Kind::Counter,
         name::FORWARDED_TO_OWNER,
@@ -340,6 +349,12 @@ pub const DESCRIPTIONS: [(Kind, &str, &str); 20] = [
         Kind::Gauge,
         name::REPLICAS,
         "Calls the other nodes replicated to this one, held now",
+    ),
+    (
+        Kind::Histogram,
+        name::TAKEOVER,
+        "Seconds from the node link declaring a peer dead to the first of its calls taken over \
+         here (one observation per death; add [cluster] dead_after for the time from the death)",
     ),
     (
         Kind::Counter,
@@ -531,6 +546,7 @@ impl Metrics {
             forwarded_to_owner: r.counter(name::FORWARDED_TO_OWNER, &[]),
             adopted: ["setup", "answered"].map(|s| r.counter(name::ADOPTED, &[("state", s)])),
             replicas: r.gauge(name::REPLICAS, &[]),
+            takeover: r.histogram(name::TAKEOVER),
             post_dial_delay: r.histogram(name::POST_DIAL_DELAY),
             invite_final: r.histogram(name::INVITE_FINAL),
             udp_transit: r.histogram(name::UDP_TRANSIT),
@@ -620,6 +636,11 @@ impl Metrics {
     /// A call of a node that was down adopted from its replica.
     pub fn adopted(&self, answered: bool) {
         self.adopted[usize::from(answered)].increment(1);
+    }
+
+    /// The first call of a dead peer taken over here, `d` after the peer was declared dead.
+    pub fn takeover(&self, d: Duration) {
+        self.takeover.record(d.as_secs_f64());
     }
 
     /// Replicas held for the other nodes.

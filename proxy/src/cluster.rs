@@ -212,7 +212,7 @@ impl LinkIn {
     fn handle(&mut self, event: LinkEvent) {
         match event {
             LinkEvent::Up(peer) => {
-                self.core.set_peer_up(peer, true);
+                self.core.set_peer_up(peer, true, Instant::now());
                 info!(peer, "node link up: exchanging calls");
                 self.core.mark_replicas_stale(peer);
                 self.send_snapshot(peer);
@@ -251,7 +251,7 @@ impl LinkIn {
                 }
             }
             LinkEvent::Down(peer, reason) => {
-                self.core.set_peer_up(peer, false);
+                self.core.set_peer_up(peer, false, Instant::now());
                 warn!(
                     peer,
                     reason = reason.label(),

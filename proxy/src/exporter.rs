@@ -9,7 +9,8 @@
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use pointsman_protocol::media::metrics as media_metrics;
 use pointsman_protocol::metrics::{
-    name, Metrics, INVITE_FINAL_BUCKETS, POST_DIAL_DELAY_BUCKETS, UDP_TRANSIT_BUCKETS,
+    name, Metrics, INVITE_FINAL_BUCKETS, POST_DIAL_DELAY_BUCKETS, TAKEOVER_BUCKETS,
+    UDP_TRANSIT_BUCKETS,
 };
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,7 +84,8 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
         .set_buckets_for_metric(
             Matcher::Full(crate::cluster::HANDOVER.into()),
             &UDP_TRANSIT_BUCKETS,
-        )
+        )?
+        .set_buckets_for_metric(Matcher::Full(name::TAKEOVER.into()), &TAKEOVER_BUCKETS)
 }
 
 #[cfg(test)]

@@ -49,7 +49,7 @@ fn replica_ttl(state: &CallState) -> Duration {
 
 /// The other nodes and the calls they replicated here.
 pub(super) struct Cluster {
-    peers: Vec<(u16, AtomicBool)>,
+    peers: Vec<Peer>,
     /// The peers' calls are here (a snapshot came), or no peer answered in time.
     synced: AtomicBool,
     replicas: Mutex<Replicas>,
@@ -57,6 +57,15 @@ pub(super) struct Cluster {
     /// with how far the peers know them ([`Known`]): a call is forgotten once, and a step the
     /// peers must have before it is acted on is asked to be confirmed.
     shared: KeyMap<Known>,
+}
+
+/// A peer as the link reports it.
+struct Peer {
+    id: u16,
+    up: AtomicBool,
+    /// When the link declared it dead, until the first of its calls is taken over here (the
+    /// takeover's duration is measured from it).
+    down_since: Mutex<Option<Instant>>,
 }
 
 struct Replicas {
@@ -75,7 +84,14 @@ struct Replica {
 impl Cluster {
     pub(super) fn new(peers: &[u16], max_replicas: usize) -> Cluster {
         Cluster {
-            peers: peers.iter().map(|&p| (p, AtomicBool::new(false))).collect(),
+            peers: peers
+                .iter()
+                .map(|&id| Peer {
+                    id,
+                    up: AtomicBool::new(false),
+                    down_since: Mutex::new(None),
+                })
+                .collect(),
             synced: AtomicBool::new(false),
             replicas: Mutex::new(Replicas {
                 by_call_id: HashMap::new(),
@@ -85,21 +101,31 @@ impl Cluster {
         }
     }
 
+    fn peer(&self, node: u16) -> Option<&Peer> {
+        self.peers.iter().find(|p| p.id == node)
+    }
+
     fn knows(&self, node: u16) -> bool {
-        self.peers.iter().any(|(p, _)| *p == node)
+        self.peer(node).is_some()
     }
 
     fn is_up(&self, node: u16) -> bool {
-        self.peers
-            .iter()
-            .any(|(p, up)| *p == node && up.load(Ordering::Acquire))
+        self.peer(node)
+            .is_some_and(|p| p.up.load(Ordering::Acquire))
     }
 
     fn first_up_peer(&self) -> Option<u16> {
         self.peers
             .iter()
-            .find(|(_, up)| up.load(Ordering::Acquire))
-            .map(|(p, _)| *p)
+            .find(|p| p.up.load(Ordering::Acquire))
+            .map(|p| p.id)
+    }
+
+    /// How long ago `node` was declared dead, if this is the first of its calls taken over
+    /// since.
+    fn first_takeover(&self, node: u16, now: Instant) -> Option<Duration> {
+        let since = lock(&self.peer(node)?.down_since).take()?;
+        Some(now.saturating_duration_since(since))
     }
 
     fn owner_of_replica(&self, call_id: &[u8]) -> Option<u16> {
@@ -163,12 +189,17 @@ impl Core {
             .is_some_and(|c| !c.synced.swap(true, Ordering::AcqRel))
     }
 
-    /// The link reports peer `node` up or down.
-    pub fn set_peer_up(&self, node: u16, up: bool) {
-        if let Some(c) = &self.cluster {
-            if let Some((_, flag)) = c.peers.iter().find(|(p, _)| *p == node) {
-                flag.store(up, Ordering::Release);
-            }
+    /// The link reports peer `node` up or down (declared dead) at `now`.
+    pub fn set_peer_up(&self, node: u16, up: bool, now: Instant) {
+        let Some(peer) = self.cluster.as_ref().and_then(|c| c.peer(node)) else {
+            return;
+        };
+        let was_up = peer.up.swap(up, Ordering::AcqRel);
+        let mut down_since = lock(&peer.down_since);
+        if up {
+            *down_since = None;
+        } else if was_up {
+            *down_since = Some(now);
         }
     }
 
@@ -365,6 +396,9 @@ impl Core {
             match self.restore_call(state.clone(), now, out) {
                 Ok(()) => {
                     self.metrics().adopted(answered);
+                    if let Some(took) = cluster.first_takeover(owner.node, now) {
+                        self.metrics().takeover(took);
+                    }
                     // This node's call now: in its snapshots, and told to the peers.
                     self.share(cluster, msg.slice(msg.call_id), Some(state), out.len(), out);
                     info!(

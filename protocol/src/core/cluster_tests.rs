@@ -24,8 +24,8 @@ impl Pair {
             c.node_id = 2;
             c.peers = vec![1];
         });
-        a.core.set_peer_up(2, true);
-        b.core.set_peer_up(1, true);
+        a.core.set_peer_up(2, true, a.now);
+        b.core.set_peer_up(1, true, b.now);
         assert!(a.core.mark_synced() && b.core.mark_synced());
         Pair { a, b }
     }
@@ -59,7 +59,7 @@ impl Pair {
 
     /// Node 1 dies: node 2's link says so.
     fn a_dies(&mut self) {
-        self.b.core.set_peer_up(1, false);
+        self.b.core.set_peer_up(1, false, self.b.now);
     }
 
     /// Node 1 restarts: a new run that holds nothing and has not got node 2's calls yet; the
@@ -69,7 +69,7 @@ impl Pair {
             c.node_id = 1;
             c.peers = vec![2];
         });
-        self.a.core.set_peer_up(2, true);
+        self.a.core.set_peer_up(2, true, self.a.now);
     }
 }
 
@@ -480,7 +480,7 @@ fn a_syncing_node_with_no_peer_up_drops_what_it_does_not_hold_until_it_is_synced
     p.a.receive(CARRIER, &invite("cl21"));
     let fwd = p.a.last_to(PRIMARY, "INVITE");
     p.a_restarts();
-    p.a.core.set_peer_up(2, false);
+    p.a.core.set_peer_up(2, false, p.a.now);
     let answer = response_to(&fwd, 200, "p");
     p.a.receive(PRIMARY, &answer);
     assert!(p.a.sent.is_empty() && p.a.to_nodes.is_empty());
@@ -502,4 +502,45 @@ fn a_node_alone_is_always_synced() {
     let h = Harness::new();
     assert!(h.core.is_synced());
     assert!(!h.core.mark_synced());
+}
+
+#[test]
+fn the_takeover_is_timed_from_the_peers_death_to_the_first_of_its_calls_taken_over() {
+    let mut p = Pair::new();
+    let answers: Vec<Vec<u8>> = ["cl23", "cl24"]
+        .iter()
+        .map(|id| {
+            p.a.receive(CARRIER, &invite(id));
+            response_to(&p.a.last_to(PRIMARY, "INVITE"), 200, "p")
+        })
+        .collect();
+    p.sync();
+    p.a_dies();
+    p.b.now += Duration::from_millis(300);
+    p.b.receive(PRIMARY, &answers[0]);
+    p.b.now += Duration::from_millis(200);
+    p.b.receive(PRIMARY, &answers[1]);
+    assert_eq!(adopted(&p.b, "setup"), 2.0);
+    let takeover =
+        |h: &Harness, what: &str| h.metric(&format!("pointsman_cluster_takeover_seconds_{what}"));
+    assert_eq!(takeover(&p.b, "count"), 1.0, "one takeover per death");
+    let took = takeover(&p.b, "sum");
+    assert!((took - 0.3).abs() < 1e-9, "{took}");
+    // Up again, then dead again: the next call taken over is the next takeover.
+    let again = p.b.now;
+    p.b.core.set_peer_up(1, true, again);
+    p.b.core.set_peer_up(1, false, again);
+    p.b.core
+        .set_peer_up(1, false, again + Duration::from_secs(5));
+    p.a.receive(CARRIER, &invite("cl25"));
+    let answer = response_to(&p.a.last_to(PRIMARY, "INVITE"), 200, "p");
+    p.sync();
+    p.b.now = again + Duration::from_millis(40);
+    p.b.receive(PRIMARY, &answer);
+    assert_eq!(takeover(&p.b, "count"), 2.0);
+    let took = takeover(&p.b, "sum") - 0.3;
+    assert!(
+        (took - 0.04).abs() < 1e-9,
+        "timed from the first report of the death: {took}"
+    );
 }
