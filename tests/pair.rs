@@ -511,7 +511,26 @@ fn the_carriers_datagrams_spread_over_both_nodes_and_every_call_completes() {
         handed > 0.0,
         "some messages landed on the node that does not own their call, and went to their owner"
     );
-    eprintln!("INVITEs per node {invites:?}, datagrams handed to their owner {handed}");
+    // Every new branch and answer was confirmed by the peer before its sends went out.
+    let confirmed: f64 = pair
+        .nodes
+        .iter()
+        .map(|n| n.metric("pointsman_cluster_confirm_seconds_count"))
+        .sum();
+    let waited: f64 = pair
+        .nodes
+        .iter()
+        .map(|n| n.metric("pointsman_cluster_confirm_seconds_sum"))
+        .sum();
+    assert!(
+        confirmed >= 400.0,
+        "200 calls: at least a branch and an answer each confirmed, {confirmed} were"
+    );
+    eprintln!(
+        "INVITEs per node {invites:?}, datagrams handed to their owner {handed}, call states \
+         confirmed {confirmed} (mean wait {:?})",
+        Duration::from_secs_f64(waited / confirmed)
+    );
     let _ = &pair.clouds;
 }
 

@@ -50,6 +50,10 @@ fn worker_of(seq: u64) -> usize {
 /// UDP transit's).
 pub const HANDOVER: &str = "pointsman_cluster_handover_seconds";
 
+/// The histogram of a confirmed call state's round trip: sent to the peers → every peer's
+/// `Confirmed` (what a worker held the call's sends for; the replication lag of what matters).
+pub const CONFIRM_LAG: &str = "pointsman_cluster_confirm_seconds";
+
 /// Calls per `Snapshot` frame: a few hundred KB at most, far under the link's frame bound.
 const SNAPSHOT_CHUNK: usize = 64;
 
@@ -77,6 +81,7 @@ pub struct PairLink {
     link: Arc<Link>,
     peers: Arc<[u16]>,
     handover: metrics::Histogram,
+    confirm_lag: metrics::Histogram,
 }
 
 impl PairLink {
@@ -85,7 +90,13 @@ impl PairLink {
             link,
             peers: peers.into(),
             handover: metrics::histogram!(HANDOVER),
+            confirm_lag: metrics::histogram!(CONFIRM_LAG),
         }
+    }
+
+    /// A call state asked to be confirmed at `asked` was confirmed by every peer.
+    pub fn record_confirmed(&self, asked: std::time::Instant) {
+        self.confirm_lag.record(asked.elapsed().as_secs_f64());
     }
 
     /// A datagram the peer handed over, taken by the peer's kernel at `received` (since the
@@ -165,6 +176,11 @@ pub(crate) fn serve_link_events(
         "A datagram that landed on the other node and was handed here: its kernel receive there \
          to what it caused leaving here (a transit through the pair; needs the nodes' clocks \
          in sync)"
+    );
+    metrics::describe_histogram!(
+        CONFIRM_LAG,
+        "A call state the peers must confirm (a new branch, an answer): sent to every peer's \
+         confirmation, what the call's sends were held for"
     );
     metrics::describe_counter!(
         "pointsman_cluster_unconfirmed_total",

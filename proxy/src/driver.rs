@@ -316,8 +316,8 @@ struct Worker {
     /// This worker's index (its confirmations come back to it by it).
     index: usize,
     /// What the core said after a call state the peers must confirm, held until they do, by
-    /// confirmation number: (confirmations still awaited, the outputs).
-    held: RefCell<std::collections::HashMap<u64, (usize, Vec<Output>)>>,
+    /// confirmation number: (confirmations still awaited, when they were asked, the outputs).
+    held: RefCell<std::collections::HashMap<u64, (usize, Instant, Vec<Output>)>>,
     /// Confirmation numbers used so far.
     confirms: Cell<u64>,
     /// When the kernel took the datagram being handled (since the Unix epoch), if known: a
@@ -651,7 +651,9 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 let asked = pair.replicate(&call_id, state.as_deref(), seq);
                 if let (Some(seq), true) = (seq, asked > 0) {
                     let rest: Vec<Output> = outputs.by_ref().collect();
-                    w.held.borrow_mut().insert(seq, (asked, rest));
+                    w.held
+                        .borrow_mut()
+                        .insert(seq, (asked, Instant::now(), rest));
                     let w = w.clone();
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(crate::cluster::CONFIRM_WAIT).await;
@@ -683,11 +685,18 @@ fn confirmed(w: &Rc<Worker>, seq: u64, count: usize) {
     let release = {
         let mut held = w.held.borrow_mut();
         match held.get_mut(&seq) {
-            Some((awaited, _)) if *awaited > count => {
+            Some((awaited, _, _)) if *awaited > count => {
                 *awaited -= count;
                 None
             }
-            Some(_) => held.remove(&seq).map(|(_, rest)| rest),
+            Some(_) => held.remove(&seq).map(|(_, asked, rest)| {
+                if count != usize::MAX {
+                    if let Some(pair) = &w.pair {
+                        pair.record_confirmed(asked);
+                    }
+                }
+                rest
+            }),
             None => None,
         }
     };

@@ -85,6 +85,10 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
             Matcher::Full(crate::cluster::HANDOVER.into()),
             &UDP_TRANSIT_BUCKETS,
         )?
+        .set_buckets_for_metric(
+            Matcher::Full(crate::cluster::CONFIRM_LAG.into()),
+            &UDP_TRANSIT_BUCKETS,
+        )?
         .set_buckets_for_metric(Matcher::Full(name::TAKEOVER.into()), &TAKEOVER_BUCKETS)
 }
 
