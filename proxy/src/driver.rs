@@ -316,8 +316,8 @@ struct Worker {
     /// This worker's index (its confirmations come back to it by it).
     index: usize,
     /// What the core said after a call state the peers must confirm, held until they do, by
-    /// confirmation number: (confirmations still awaited, when they were asked, the outputs).
-    held: RefCell<std::collections::HashMap<u64, (usize, Instant, Vec<Output>)>>,
+    /// confirmation number.
+    held: RefCell<std::collections::HashMap<u64, Held>>,
     /// Confirmation numbers used so far.
     confirms: Cell<u64>,
     /// When the kernel took the datagram being handled (since the Unix epoch), if known: a
@@ -651,9 +651,12 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 let asked = pair.replicate(&call_id, state.as_deref(), seq);
                 if let (Some(seq), true) = (seq, asked > 0) {
                     let rest: Vec<Output> = outputs.by_ref().collect();
-                    w.held
-                        .borrow_mut()
-                        .insert(seq, (asked, Instant::now(), rest));
+                    let held = Held {
+                        awaited: asked,
+                        asked: Instant::now(),
+                        rest,
+                    };
+                    w.held.borrow_mut().insert(seq, held);
                     let w = w.clone();
                     tokio::task::spawn_local(async move {
                         tokio::time::sleep(crate::cluster::CONFIRM_WAIT).await;
@@ -679,23 +682,33 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
     }
 }
 
+/// The outputs after a call state the peers must confirm, waiting for them.
+struct Held {
+    /// Confirmations still awaited.
+    awaited: usize,
+    /// When they were asked.
+    asked: Instant,
+    /// What the core said after it, in order.
+    rest: Vec<Output>,
+}
+
 /// `count` confirmations of `seq` came (`usize::MAX`: stop waiting): once none is awaited, what
 /// was held goes out.
 fn confirmed(w: &Rc<Worker>, seq: u64, count: usize) {
     let release = {
         let mut held = w.held.borrow_mut();
         match held.get_mut(&seq) {
-            Some((awaited, _, _)) if *awaited > count => {
-                *awaited -= count;
+            Some(h) if h.awaited > count => {
+                h.awaited -= count;
                 None
             }
-            Some(_) => held.remove(&seq).map(|(_, asked, rest)| {
+            Some(_) => held.remove(&seq).map(|h| {
                 if count != usize::MAX {
                     if let Some(pair) = &w.pair {
-                        pair.record_confirmed(asked);
+                        pair.record_confirmed(h.asked);
                     }
                 }
-                rest
+                h.rest
             }),
             None => None,
         }
