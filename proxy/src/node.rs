@@ -225,7 +225,8 @@ impl Node {
     /// listeners and destinations are re-read too and serve the next handshakes (established
     /// connections keep theirs); a bad file refuses the whole reload, the running ones stay.
     /// Sections that need new sockets, threads or a new core (listeners, node, timers, limits,
-    /// TCP, `[health]`, `[guard]`, TLS handshake timeout, admin) change only on restart; a
+    /// TCP, `[health]`, `[guard]`, TLS handshake timeout, `[cluster]`, admin) change only on
+    /// restart; a
     /// reload that changes them logs them and lists them in its [`Reloaded`].
     pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
@@ -321,6 +322,9 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
             "tls.handshake_timeout",
             running.tls.handshake_timeout != new.tls.handshake_timeout,
         ),
+        // The node link's socket, certificates and peers: a pair is re-formed by restarting
+        // its nodes one at a time (the other keeps the calls).
+        ("cluster", running.cluster != new.cluster),
         (
             "admin",
             running.admin.listen != new.admin.listen
@@ -546,5 +550,23 @@ destinations = ["primary"]
             restart_only(&running, &parse(&changed)),
             ["node", "timers", "tcp", "health", "guard"]
         );
+        let mut paired = running.clone();
+        paired.cluster = Some(crate::config::ClusterConfig {
+            listen: "127.0.0.1:5800".parse().unwrap(),
+            peers: vec![crate::link::PeerAddr {
+                id: 2,
+                address: "127.0.0.2:5800".parse().unwrap(),
+            }],
+            cert: "n.pem".into(),
+            key: "n.key".into(),
+            ca: "ca.pem".into(),
+            dead_after: std::time::Duration::from_secs(1),
+        });
+        assert_eq!(restart_only(&running, &paired), ["cluster"]);
+        let mut repeered = paired.clone();
+        if let Some(c) = &mut repeered.cluster {
+            c.dead_after = std::time::Duration::from_millis(500);
+        }
+        assert_eq!(restart_only(&paired, &repeered), ["cluster"]);
     }
 }
