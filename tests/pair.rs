@@ -445,6 +445,11 @@ impl Pair {
         assert_eq!(carrier.count("SuccessfulCall(C)"), calls);
     }
 
+    /// `series` summed over both nodes.
+    fn total(&self, series: &str) -> f64 {
+        self.nodes.iter().map(|n| n.metric(series)).sum()
+    }
+
     fn logs(&self) -> String {
         self.nodes
             .iter()
@@ -502,26 +507,14 @@ fn the_carriers_datagrams_spread_over_both_nodes_and_every_call_completes() {
         invites.iter().all(|&n| n > 0.0),
         "both nodes take calls: {invites:?}"
     );
-    let handed: f64 = pair
-        .nodes
-        .iter()
-        .map(|n| n.metric("pointsman_cluster_forwarded_total"))
-        .sum();
+    let handed = pair.total("pointsman_cluster_forwarded_total");
     assert!(
         handed > 0.0,
         "some messages landed on the node that does not own their call, and went to their owner"
     );
     // Every new branch and answer was confirmed by the peer before its sends went out.
-    let confirmed: f64 = pair
-        .nodes
-        .iter()
-        .map(|n| n.metric("pointsman_cluster_confirm_seconds_count"))
-        .sum();
-    let waited: f64 = pair
-        .nodes
-        .iter()
-        .map(|n| n.metric("pointsman_cluster_confirm_seconds_sum"))
-        .sum();
+    let confirmed = pair.total("pointsman_cluster_confirm_seconds_count");
+    let waited = pair.total("pointsman_cluster_confirm_seconds_sum");
     assert!(
         confirmed >= 400.0,
         "200 calls: at least a branch and an answer each confirmed, {confirmed} were"
