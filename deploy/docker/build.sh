@@ -9,19 +9,29 @@
 #
 #   deploy/docker/build.sh                 static release build, then stage
 #   deploy/docker/build.sh --no-build      stage the binary built last time
+#   deploy/docker/build.sh --binary PATH   stage PATH as pointsman, with its shared libraries
+#                                          (tests/compose.rs stages the test build this way)
 set -euo pipefail
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 ROOT="$(cd "$HERE/../.." && pwd)"
 TARGET=x86_64-unknown-linux-gnu
 BIN="$ROOT/target/$TARGET/release/pointsman"
+STATIC=1
 
-if [[ "${1:-}" != "--no-build" ]]; then
+case "${1:-}" in
+--no-build) ;;
+--binary)
+	BIN="${2:?--binary needs the path of a pointsman binary}"
+	STATIC=0
+	;;
+*)
 	# --target keeps build scripts and proc macros dynamic; only pointsman itself is static.
 	(cd "$ROOT" && RUSTFLAGS="-C target-feature=+crt-static" \
 		cargo build --release --target "$TARGET" -p pointsman --bin pointsman)
-fi
+	;;
+esac
 [[ -x "$BIN" ]] || { echo "no $BIN: run without --no-build" >&2; exit 1; }
-if ldd "$BIN" 2>&1 | grep -q '=>'; then
+if [[ $STATIC == 1 ]] && ldd "$BIN" 2>&1 | grep -q '=>'; then
 	echo "$BIN is dynamically linked: build it with RUSTFLAGS=\"-C target-feature=+crt-static\"" >&2
 	exit 1
 fi
@@ -33,16 +43,22 @@ chmod 1777 "$ROOTFS/tmp"
 # Without its debug info (the release profile keeps line tables: 75 MB -> 13 MB).
 strip --strip-debug -o "$ROOTFS/usr/local/bin/pointsman" "$BIN"
 
-# A program and the closure of its shared libraries, at the same paths.
-copy_with_libs() {
-	local prog="$1"
-	mkdir -p "$ROOTFS$(dirname "$prog")"
-	cp -L "$prog" "$ROOTFS$prog"
-	ldd "$prog" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
+# The closure of a program's shared libraries, at the same paths.
+copy_libs() {
+	ldd "$1" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
 		mkdir -p "$ROOTFS$(dirname "$lib")"
 		cp -L "$lib" "$ROOTFS$lib"
 	done
 }
+# A program and its shared libraries, at the same paths.
+copy_with_libs() {
+	local prog="$1"
+	mkdir -p "$ROOTFS$(dirname "$prog")"
+	cp -L "$prog" "$ROOTFS$prog"
+	copy_libs "$prog"
+}
+# A dynamically linked pointsman (--binary) needs its libraries too.
+[[ $STATIC == 1 ]] || copy_libs "$BIN"
 for prog in /usr/sbin/bird /usr/sbin/birdc /usr/sbin/ip /usr/bin/sipp /usr/bin/dash /usr/bin/sleep \
 	/usr/bin/cat /usr/bin/tail; do
 	[[ -x "$prog" ]] || { echo "missing $prog (apt-get install bird2 iproute2 sip-tester)" >&2; exit 1; }
