@@ -556,6 +556,7 @@ destinations = ["primary"]
             peers: vec![crate::link::PeerAddr {
                 id: 2,
                 address: "127.0.0.2:5800".parse().unwrap(),
+                backup: None,
             }],
             cert: "n.pem".into(),
             key: "n.key".into(),

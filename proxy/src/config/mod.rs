@@ -207,9 +207,11 @@ pub struct TlsSection {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterSection {
-    /// `ip:port`: this node's unicast link address (its peers dial it).
+    /// `ip:port`: this node's unicast link address (its peers dial it); `0.0.0.0:port` (or
+    /// `[::]:port`) when its peers reach it over two paths.
     pub listen: String,
-    /// The other nodes: `{ id = 2, address = "ip:port" }`.
+    /// The other nodes: `{ id = 2, address = "ip:port" }`, with `backup = "ip:port"` for a
+    /// second path to the peer.
     #[serde(default)]
     pub peers: Vec<ClusterPeerSpec>,
     /// PEM certificate chain of this node (used as server and as client), its key, and the CA
@@ -227,6 +229,8 @@ pub struct ClusterSection {
 pub struct ClusterPeerSpec {
     pub id: u16,
     pub address: String,
+    #[serde(default)]
+    pub backup: Option<String>,
 }
 
 /// `[cluster]`, validated: what [`crate::link::Link`] is started with.
@@ -920,6 +924,15 @@ fn link_address(path: &str, text: &str, errors: &mut Errors) -> Option<SocketAdd
     }
 }
 
+/// `[cluster] listen`: a unicast `ip:port`, or every address (`0.0.0.0:port`, `[::]:port`) for
+/// peers that reach this node over two paths.
+fn listen_address(text: &str, errors: &mut Errors) -> Option<SocketAddr> {
+    match text.parse::<SocketAddr>() {
+        Ok(a) if a.port() != 0 && a.ip().is_unspecified() => Some(a),
+        _ => link_address("cluster.listen", text, errors),
+    }
+}
+
 /// `[cluster]`: addresses, peers (distinct ids, none this node's), `dead_after`, and the PEM
 /// files, read and checked like the TLS section's.
 fn validate_cluster(
@@ -929,7 +942,7 @@ fn validate_cluster(
     errors: &mut Errors,
 ) -> Option<ClusterConfig> {
     let before = errors.0.len();
-    let listen = link_address("cluster.listen", &c.listen, errors);
+    let listen = listen_address(&c.listen, errors);
     if c.peers.is_empty() {
         errors.push(
             "cluster.peers",
@@ -955,10 +968,28 @@ fn validate_cluster(
                 format!("id = {} is listed twice: give each peer once", p.id),
             );
         }
-        if let Some(address) =
-            link_address(&format!("cluster.peers[{i}].address"), &p.address, errors)
-        {
-            peers.push(crate::link::PeerAddr { id: p.id, address });
+        let address = link_address(&format!("cluster.peers[{i}].address"), &p.address, errors);
+        let backup = p.backup.as_ref().and_then(|b| {
+            let path = format!("cluster.peers[{i}].backup");
+            let backup = link_address(&path, b, errors)?;
+            if Some(backup) == address {
+                errors.push(
+                    path,
+                    format!(
+                        "backup = \"{b}\" is the peer's address: give the peer's address on \
+                         its other path, or leave backup out"
+                    ),
+                );
+                return None;
+            }
+            Some(backup)
+        });
+        if let Some(address) = address {
+            peers.push(crate::link::PeerAddr {
+                id: p.id,
+                address,
+                backup,
+            });
         }
     }
     let dead_after = c.dead_after.unwrap_or(crate::link::DEFAULT_DEAD_AFTER);

@@ -2206,7 +2206,8 @@ mod cluster {
             cluster.peers,
             [crate::link::PeerAddr {
                 id: 2,
-                address: "10.0.0.2:5070".parse().unwrap()
+                address: "10.0.0.2:5070".parse().unwrap(),
+                backup: None,
             }]
         );
         assert_eq!(cluster.cert, d.join("node.pem"));
@@ -2250,8 +2251,20 @@ mod cluster {
     #[test]
     fn each_bad_value_is_named_by_its_key() {
         assert_cluster_error(
-            &format!("listen = \"0.0.0.0:5070\"\n{PEER}"),
+            &format!("listen = \"0.0.0.0:0\"\n{PEER}"),
             "cluster.listen",
+            "not a unicast ip:port",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = [{ id = 2, address = \"10.0.0.2:5070\", \
+             backup = \"10.0.0.2:5070\" }]",
+            "cluster.peers[0].backup",
+            "is the peer's address",
+        );
+        assert_cluster_error(
+            "listen = \"10.0.0.1:5070\"\npeers = [{ id = 2, address = \"10.0.0.2:5070\", \
+             backup = \"later\" }]",
+            "cluster.peers[0].backup",
             "not a unicast ip:port",
         );
         assert_cluster_error(
@@ -2284,6 +2297,25 @@ mod cluster {
             &format!("listen = \"10.0.0.1:5070\"\n{PEER}\ndead_after = \"11s\""),
             "cluster.dead_after",
             "too long",
+        );
+    }
+
+    #[test]
+    fn a_peer_over_two_paths_has_a_backup_and_the_link_listens_on_every_address() {
+        let d = dir();
+        let c = Config::load(&cluster_config(
+            &d,
+            &format!(
+                "listen = \"0.0.0.0:5070\"\npeers = [{{ id = 2, address = \"10.9.0.2:5070\", \
+                 backup = \"10.0.0.2:5070\" }}]\n{FILES}"
+            ),
+        ))
+        .unwrap();
+        let cluster = c.cluster.unwrap();
+        assert_eq!(cluster.listen, "0.0.0.0:5070".parse().unwrap());
+        assert_eq!(
+            cluster.peers[0].backup,
+            Some("10.0.0.2:5070".parse().unwrap())
         );
     }
 

@@ -9,6 +9,13 @@
 //!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
 //!   the CA must sign the pair's nodes and nothing else.
+//! - **A second path.** A peer may have a `backup` address (the link on a dedicated interconnect,
+//!   its backup over the SIP network): when the connection goes silent, the dialer dials the
+//!   other path at once, and for [`path_grace`] neither side reports the peer down; a connection
+//!   over the other path within it is reported up again (the consumer resyncs), with no down in
+//!   between, so a cut interconnect is not mistaken for a dead peer. A dead peer is then
+//!   reported `dead_after` + [`path_grace`] after it went quiet. Bind the endpoint where both
+//!   paths reach it (`0.0.0.0:port`), and put both addresses in the node's certificate.
 //! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`
 //!   less one keep-alive interval (quinn restarts the idle timer once more on the first packet
 //!   sent after the last one received): a silent peer is declared down about `dead_after` after
@@ -70,6 +77,8 @@ const CLOSE_REPLACED: u32 = 3;
 pub struct PeerAddr {
     pub id: u16,
     pub address: SocketAddr,
+    /// The peer over a second path (see the module's **A second path**).
+    pub backup: Option<SocketAddr>,
 }
 
 /// What a [`Link`] needs, validated by the config loader (or built by a test).
@@ -188,7 +197,8 @@ pub enum SendError {
 struct PeerState {
     id: u16,
     label: String,
-    address: SocketAddr,
+    /// Its address, then its backup address, if any.
+    paths: Vec<SocketAddr>,
     queue: mpsc::Sender<Frame>,
     up: AtomicBool,
     /// Set when a frame for the peer was dropped: the consumer must resynchronise it.
@@ -207,11 +217,11 @@ struct PeerSeries {
 }
 
 impl PeerState {
-    fn new(id: u16, address: SocketAddr, queue: mpsc::Sender<Frame>) -> Self {
+    fn new(peer: &PeerAddr, queue: mpsc::Sender<Frame>) -> Self {
         PeerState {
-            id,
-            label: id.to_string(),
-            address,
+            id: peer.id,
+            label: peer.id.to_string(),
+            paths: std::iter::once(peer.address).chain(peer.backup).collect(),
             queue,
             up: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
@@ -336,7 +346,7 @@ impl Link {
                 continue;
             }
             let (queue_tx, queue_rx) = mpsc::channel(config.queue.max(1));
-            let state = Arc::new(PeerState::new(peer.id, peer.address, queue_tx));
+            let state = Arc::new(PeerState::new(peer, queue_tx));
             state.set_up(false);
             let incoming = if peer.id < config.node_id {
                 let (tx, rx) = mpsc::channel(4);
@@ -596,12 +606,23 @@ fn close_for(connection: &Connection, reason: &DownReason) {
     }
 }
 
-/// Dials a higher-id peer and exchanges `Hello`s.
-async fn dial(shared: &Shared, peer: &PeerState) -> Result<Established, String> {
-    let server_name = peer.address.ip().to_string();
+/// How long, after a connection to a peer with two paths went silent, the other path has to
+/// bring a new one before the peer is reported down: the two sides notice the silence up to a
+/// keep-alive interval apart, and a handshake on a LAN takes a few milliseconds.
+pub fn path_grace(dead_after: Duration) -> Duration {
+    dead_after / 2
+}
+
+/// Dials a higher-id peer at `address` and exchanges `Hello`s.
+async fn dial(
+    shared: &Shared,
+    peer: &PeerState,
+    address: SocketAddr,
+) -> Result<Established, String> {
+    let server_name = address.ip().to_string();
     let connecting = shared
         .endpoint
-        .connect(peer.address, &server_name)
+        .connect(address, &server_name)
         .map_err(|e| e.to_string())?;
     let connection = connecting.await.map_err(|e| e.to_string())?;
     let exchange = async {
@@ -653,6 +674,8 @@ async fn peer_task(
 ) {
     let mut backoff = Backoff::default();
     let mut next: Option<Established> = None;
+    // The path dialed: the next one after a failure.
+    let mut path = 0;
     loop {
         let established = match (next.take(), incoming.as_mut()) {
             (Some(established), _) => established,
@@ -660,9 +683,10 @@ async fn peer_task(
                 Some(established) => established,
                 None => return,
             },
-            (None, None) => match dial(&shared, &peer).await {
+            (None, None) => match dial(&shared, &peer, peer.paths[path]).await {
                 Ok(established) => established,
                 Err(e) => {
+                    path = (path + 1) % peer.paths.len();
                     let delay = backoff.next_delay();
                     tracing::debug!(peer = peer.id, error = %e, ?delay, "link: dial failed");
                     tokio::time::sleep(delay).await;
@@ -684,11 +708,49 @@ async fn peer_task(
         close_for(&connection, &reason);
         // Frames queued for a dead connection are not delivered: count them and mark unsynced.
         discard_queued(&peer, &mut queue);
-        tracing::warn!(peer = peer.id, ?reason, "link: peer down");
         metrics::counter!("pointsman_link_deaths_total", "peer" => peer.label.clone(), "reason" => reason.label())
             .increment(1);
+        // A newer connection is here already (the peer redialed, maybe over its other path), or
+        // the other path brings one in time: the peer never went away.
+        next = match replacement {
+            Some(newer) => Some(newer),
+            None if reason == DownReason::TimedOut && peer.paths.len() > 1 => {
+                path = (path + 1) % peer.paths.len();
+                other_path(&shared, &peer, peer.paths[path], incoming.as_mut()).await
+            }
+            None => None,
+        };
+        if next.is_some() {
+            tracing::warn!(
+                peer = peer.id,
+                ?reason,
+                "link: connection lost, peer still reached"
+            );
+            continue;
+        }
+        tracing::warn!(peer = peer.id, ?reason, "link: peer down");
         let _ = shared.events.send(LinkEvent::Down(peer.id, reason)).await;
-        next = replacement;
+    }
+}
+
+/// After a silent connection: a new one within [`path_grace`], dialed over `address` (the other
+/// path) or accepted from the peer.
+async fn other_path(
+    shared: &Shared,
+    peer: &PeerState,
+    address: SocketAddr,
+    incoming: Option<&mut mpsc::Receiver<Established>>,
+) -> Option<Established> {
+    let grace = path_grace(shared.dead_after);
+    match incoming {
+        Some(incoming) => tokio::time::timeout(grace, incoming.recv())
+            .await
+            .ok()
+            .flatten(),
+        None => match tokio::time::timeout(grace, dial(shared, peer, address)).await {
+            Ok(Ok(established)) => Some(established),
+            _ => None,
+        },
     }
 }
 

@@ -36,7 +36,11 @@ fn config(node_id: u16, peers: &[(u16, SocketAddr)]) -> LinkConfig {
         listen: ANY.parse().unwrap(),
         peers: peers
             .iter()
-            .map(|&(id, address)| PeerAddr { id, address })
+            .map(|&(id, address)| PeerAddr {
+                id,
+                address,
+                backup: None,
+            })
             .collect(),
         dead_after: DEAD_AFTER,
         queue: DEFAULT_QUEUE,
@@ -419,7 +423,12 @@ async fn silent_peer_detection_times() {
 #[tokio::test]
 async fn a_full_queue_drops_and_counts_instead_of_waiting() {
     let (tx, _rx) = mpsc::channel(2);
-    let peer = PeerState::new(2, ANY.parse().unwrap(), tx);
+    let address = PeerAddr {
+        id: 2,
+        address: ANY.parse().unwrap(),
+        backup: None,
+    };
+    let peer = PeerState::new(&address, tx);
     assert_eq!(peer.offer(Frame::Replicate(vec![])), Err(SendError::Down));
     peer.set_up(true);
     assert!(peer.unsynced.swap(false, Ordering::AcqRel));
@@ -465,5 +474,78 @@ async fn metrics_count_frames_deaths_and_say_up() {
     assert!(
         text.contains("pointsman_link_dropped_total{peer=\"2\"} 1"),
         "{text}"
+    );
+}
+
+/// Node 2 behind two relays: node 1 dials it over the first, with the second as its backup
+/// path. Node 2's entry for node 1 names two paths too (its own side of the grace).
+async fn two_paths(ca: &Ca) -> (Link, Link, Relay, Relay) {
+    let mut c2 = config(2, &[(1, ANY.parse().unwrap())]);
+    c2.peers[0].backup = Some("127.0.0.1:9".parse().unwrap());
+    let two = Link::start(c2, identity(ca, ca)).unwrap();
+    let first = Relay::start(two.local_addr().unwrap()).await;
+    let second = Relay::start(two.local_addr().unwrap()).await;
+    let mut c1 = config(1, &[(2, first.addr)]);
+    c1.peers[0].backup = Some(second.addr);
+    let one = Link::start(c1, identity(ca, ca)).unwrap();
+    (one, two, first, second)
+}
+
+#[tokio::test]
+async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down() {
+    let ca = Ca::new("link ca");
+    let (one, two, first, _second) = two_paths(&ca).await;
+    let (mut e1, mut e2) = up(&one, &two).await;
+    let cut = Instant::now();
+    first.cut.store(true, Ordering::Relaxed);
+    // Up again, over the second path, with no down in between: the consumer resyncs on it.
+    let within = DEAD_AFTER + path_grace(DEAD_AFTER) + SLACK;
+    assert_eq!(next(&mut e1, within).await, LinkEvent::Up(2));
+    assert_eq!(next(&mut e2, within).await, LinkEvent::Up(1));
+    let moved = cut.elapsed();
+    assert!(moved <= within, "{moved:?}");
+    one.send(2, Frame::Replicate(vec![7])).unwrap();
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(1)).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![7]))
+    );
+    two.send(1, Frame::Replicate(vec![8])).unwrap();
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(1)).await,
+        LinkEvent::Frame(2, Frame::Replicate(vec![8]))
+    );
+}
+
+#[tokio::test]
+async fn a_peer_silent_on_both_paths_is_down_after_dead_after_and_the_grace() {
+    let ca = Ca::new("link ca");
+    let (one, two, first, second) = two_paths(&ca).await;
+    let (mut e1, mut e2) = up(&one, &two).await;
+    let cut = Instant::now();
+    first.cut.store(true, Ordering::Relaxed);
+    second.cut.store(true, Ordering::Relaxed);
+    let within = DEAD_AFTER + path_grace(DEAD_AFTER) + SLACK;
+    assert_eq!(
+        next(&mut e1, within).await,
+        LinkEvent::Down(2, DownReason::TimedOut)
+    );
+    assert_eq!(
+        next(&mut e2, within).await,
+        LinkEvent::Down(1, DownReason::TimedOut)
+    );
+    let down = cut.elapsed();
+    assert!(
+        down >= DEAD_AFTER && down <= within,
+        "down after {down:?}: dead_after, then the grace for the other path"
+    );
+    // The first path returns: the dialer finds it again.
+    first.cut.store(false, Ordering::Relaxed);
+    assert_eq!(
+        next(&mut e1, Duration::from_secs(6)).await,
+        LinkEvent::Up(2)
+    );
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(6)).await,
+        LinkEvent::Up(1)
     );
 }
