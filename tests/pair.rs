@@ -24,6 +24,9 @@ use support::sipp::{scenario, tail, Sipp, WorkDir};
 
 const ANYCAST: &str = "198.18.0.100";
 const NODE_IPS: [&str; 2] = ["198.18.1.11", "198.18.1.12"];
+/// The nodes' ends of the cable between them (the link's first path, when there is one), off
+/// the segment's 198.18.0.0/16: with the cable down, nothing routes to them.
+const CABLE_IPS: [&str; 2] = ["198.19.9.1", "198.19.9.2"];
 const CARRIER_IP: &str = "198.18.2.10";
 const CLOUD_IPS: [&str; 2] = ["198.18.3.21", "198.18.3.22"];
 const LINK_PORT: u16 = 5800;
@@ -33,10 +36,26 @@ fn ipaddr(s: &str) -> IpAddr {
     s.parse().unwrap()
 }
 
-/// Node `i` (id `i + 1`) of the pair.
-fn node_config(i: usize, dir: &Path) -> String {
-    let me = NODE_IPS[i];
-    let other = NODE_IPS[1 - i];
+/// Node `i` (id `i + 1`) of the pair; with `cable`, its link runs over the cable between the
+/// nodes, with the segment as its backup path.
+fn node_config(i: usize, dir: &Path, cable: bool) -> String {
+    let link = if cable {
+        format!(
+            "listen = \"0.0.0.0:{LINK_PORT}\"\npeers = [{{ id = {peer}, address = \
+             \"{other}:{LINK_PORT}\", backup = \"{other_segment}:{LINK_PORT}\" }}]",
+            peer = 2 - i,
+            other = CABLE_IPS[1 - i],
+            other_segment = NODE_IPS[1 - i],
+        )
+    } else {
+        format!(
+            "listen = \"{me}:{LINK_PORT}\"\npeers = [{{ id = {peer}, address = \
+             \"{other}:{LINK_PORT}\" }}]",
+            me = NODE_IPS[i],
+            peer = 2 - i,
+            other = NODE_IPS[1 - i],
+        )
+    };
     format!(
         r#"[node]
 id = {id}
@@ -51,8 +70,7 @@ address = "{ANYCAST}:5060"
 listen = "{ADMIN}"
 
 [cluster]
-listen = "{me}:{LINK_PORT}"
-peers = [{{ id = {peer}, address = "{other}:{LINK_PORT}" }}]
+{link}
 cert = "{dir}/node-{i}.pem"
 key = "{dir}/node-{i}.key"
 ca = "{dir}/ca.pem"
@@ -80,7 +98,6 @@ name = "default"
 tiers = ["clouds"]
 "#,
         id = i + 1,
-        peer = 2 - i,
         dir = dir.display(),
         c1 = CLOUD_IPS[0],
         c2 = CLOUD_IPS[1],
@@ -97,6 +114,8 @@ struct Setup {
     cluster: bool,
     /// The clouds' SIPp scenario (tests/sipp/).
     cloud_xml: &'static str,
+    /// A cable between the nodes carries their link, the segment its backup path.
+    cable: bool,
 }
 
 /// A pointsman process in its namespace; killed with the lab.
@@ -172,6 +191,17 @@ impl PairNode {
         Some((peer["up"].as_bool()?, peer["unsynced"].as_bool()?))
     }
 
+    /// The address of peer `id` the link runs over now (`GET /node`), when up.
+    fn peer_via(&self, id: u64) -> Option<String> {
+        let node: serde_json::Value = serde_json::from_str(&self.get("/node")?).ok()?;
+        let peer = node["peers"]
+            .as_array()?
+            .iter()
+            .find(|p| p["id"].as_u64() == Some(id))?
+            .clone();
+        peer["via"].as_str().map(str::to_string)
+    }
+
     /// CPU time the process has used (user + system).
     fn cpu(&self) -> Duration {
         let stat =
@@ -212,6 +242,8 @@ struct Pair {
     clouds: Vec<Sipp>,
     carrier_ns: String,
     cloud_ns: Vec<String>,
+    /// The link runs over a cable between the nodes (see [`Setup::cable`]).
+    cable: bool,
     work: WorkDir,
     // Dropped last: the namespaces go after every process in them.
     _lab: Lab,
@@ -224,6 +256,7 @@ impl Pair {
         Pair::start_with(&Setup {
             cluster: true,
             cloud_xml: "ringing_cloud_uas.xml",
+            cable: false,
         })
     }
 
@@ -239,7 +272,8 @@ impl Pair {
         std::fs::write(dir.join("ca.pem"), &ca.pem).unwrap();
         let mut node_ns = Vec::new();
         for (i, node_ip) in NODE_IPS.iter().enumerate() {
-            let node = ca.node(ipaddr(node_ip));
+            // Its certificate names every address its peer may dial.
+            let node = ca.node_on(&[ipaddr(node_ip), ipaddr(CABLE_IPS[i])]);
             std::fs::write(dir.join(format!("node-{i}.pem")), node.cert).unwrap();
             std::fs::write(dir.join(format!("node-{i}.key")), node.key).unwrap();
             let ns = lab.host(&format!("n{i}"), ipaddr(node_ip));
@@ -253,6 +287,12 @@ impl Pair {
                 "lo",
             ]);
             node_ns.push(ns);
+        }
+        if setup.cable {
+            lab.cable(
+                (&node_ns[0], ipaddr(CABLE_IPS[0])),
+                (&node_ns[1], ipaddr(CABLE_IPS[1])),
+            );
         }
         let carrier_ns = lab.host("car", ipaddr(CARRIER_IP));
         let cloud_ns: Vec<String> = CLOUD_IPS
@@ -294,11 +334,11 @@ impl Pair {
             node_ns
                 .iter()
                 .enumerate()
-                .map(|(i, ns)| PairNode::start(ns, &node_config(i, &dir), &dir, i))
+                .map(|(i, ns)| PairNode::start(ns, &node_config(i, &dir, setup.cable), &dir, i))
                 .collect()
         } else {
             // Node 1 alone: its config without the [cluster] section.
-            let config = node_config(0, &dir);
+            let config = node_config(0, &dir, false);
             let start = config.find("[cluster]").unwrap();
             let end = config.find("[[destination]]").unwrap();
             let alone = format!("{}{}", &config[..start], &config[end..]);
@@ -310,6 +350,7 @@ impl Pair {
             clouds,
             carrier_ns,
             cloud_ns,
+            cable: setup.cable,
             work,
             _lab: lab,
         };
@@ -350,6 +391,29 @@ impl Pair {
                 "the nodes did not link up:\n--- node 1 ---\n{}\n--- node 2 ---\n{}",
                 tail(&self.nodes[0].log(), 20),
                 tail(&self.nodes[1].log(), 20)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Waits (bounded) until each node's link to the other runs over the cable.
+    fn wait_link_via_cable(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let via: Vec<Option<String>> = self
+                .nodes
+                .iter()
+                .enumerate()
+                .map(|(i, n)| n.peer_via(2 - i as u64))
+                .collect();
+            let cable = |i: usize| format!("{}:{LINK_PORT}", CABLE_IPS[i]);
+            if via[0] == Some(cable(1)) && via[1] == Some(cable(0)) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the link is not on the cable: {via:?}\n{}",
+                self.logs()
             );
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -402,7 +466,7 @@ impl Pair {
     /// Starts node `i` again (a new run) on its config.
     fn restart(&mut self, i: usize) {
         let ns = self.nodes[i].ns.clone();
-        let config = node_config(i, &self.work.0);
+        let config = node_config(i, &self.work.0, self.cable);
         self.nodes[i] = PairNode::start(&ns, &config, &self.work.0, i + 10);
     }
 
@@ -601,6 +665,92 @@ fn a_node_frozen_mid_call_loses_no_call_in_setup_or_answered() {
     a_node_lost_mid_call_loses_no_call(libc::SIGSTOP, Duration::from_millis(300));
 }
 
+/// The link runs over a cable between the nodes, with the segment (the SIP network) as its
+/// backup path. The cable is cut for 3 s while calls ring and talk on both nodes: both nodes
+/// live, so neither may take the other's calls over. The link moves to the backup path within
+/// `dead_after` + the grace; the frames lost meanwhile leave each node unsynced, and the
+/// snapshots over the new connection resync them. Every call completes.
+#[test]
+fn the_link_cut_while_both_nodes_live_moves_to_its_backup_path_and_no_call_is_lost() {
+    let mut pair = Pair::start_with(&Setup {
+        cluster: true,
+        cloud_xml: "ringing_cloud_uas.xml",
+        cable: true,
+    });
+    // The link on the cable (a start may find it first over the segment: it moves back).
+    pair.wait_link_via_cable();
+    let calls = 200;
+    let mut carrier = pair.carrier(calls, 40, Duration::from_secs(2));
+    std::thread::sleep(Duration::from_millis(3500));
+    let in_progress: Vec<f64> = pair
+        .nodes
+        .iter()
+        .map(|n| n.metric("pointsman_calls_in_progress"))
+        .collect();
+    ip(&["-n", &pair.nodes[0].ns, "link", "set", "ic", "down"]);
+    let cut = Instant::now();
+    let mut moved = None;
+    while cut.elapsed() < Duration::from_secs(3) {
+        let segment = format!("{}:{LINK_PORT}", NODE_IPS[1]);
+        if moved.is_none() && pair.nodes[0].peer_via(2) == Some(segment) {
+            moved = Some(cut.elapsed());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    ip(&["-n", &pair.nodes[0].ns, "link", "set", "ic", "up"]);
+    let code = finish(&mut carrier, Duration::from_secs(60));
+    pair.assert_every_call_completed(&carrier, code, calls);
+    pair.assert_clouds_clean();
+    assert!(
+        in_progress.iter().all(|&n| n > 0.0),
+        "both nodes had calls when the cable was cut: {in_progress:?}"
+    );
+    for (i, node) in pair.nodes.iter().enumerate() {
+        let peer = 2 - i;
+        let deaths = node.metric(&format!(
+            "pointsman_link_deaths_total{{peer=\"{peer}\",reason=\"timeout\"}}"
+        ));
+        let dropped = node.metric(&format!("pointsman_link_dropped_total{{peer=\"{peer}\"}}"));
+        eprintln!(
+            "node {}: {} calls in progress at the cut; link deaths {deaths}, frames for the peer \
+             lost {dropped}, calls taken over {:?}",
+            i + 1,
+            in_progress[i],
+            node.adopted()
+        );
+        assert!(
+            deaths >= 1.0,
+            "node {}'s connection died with the cable",
+            i + 1
+        );
+        assert_eq!(
+            node.adopted(),
+            (0.0, 0.0),
+            "node {} took none of its live peer's calls over\n{}",
+            i + 1,
+            pair.logs()
+        );
+        assert_eq!(
+            node.peer_status(peer as u64),
+            Some((true, false)),
+            "node {} reports its peer up and synced again",
+            i + 1
+        );
+        assert!(
+            node.log().contains("was_unsynced=true"),
+            "node {} had lost frames for its peer and sent it a full snapshot",
+            i + 1
+        );
+    }
+    eprintln!("the link was on the segment {moved:?} after the cut");
+    assert!(
+        moved.is_some_and(|m| m < Duration::from_secs(1)),
+        "node 1's link moved to the segment within dead_after (500 ms) and the grace: {moved:?}"
+    );
+    // The cable is back: the link returns to it.
+    pair.wait_link_via_cable();
+}
+
 #[test]
 fn a_node_that_rejoins_under_load_takes_its_peers_calls_before_it_is_ready_and_no_call_fails() {
     let mut pair = Pair::start();
@@ -723,6 +873,7 @@ fn pair_bench() {
         let pair = Pair::start_with(&Setup {
             cluster,
             cloud_xml: "cloud_uas.xml",
+            cable: false,
         });
         pair.route(&[0], &[clouds_via]);
         let cpu0: Vec<Duration> = pair.nodes.iter().map(PairNode::cpu).collect();

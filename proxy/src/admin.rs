@@ -122,6 +122,9 @@ pub struct PeerStatus {
     /// got this node's snapshot: its replicas of this node's calls are not all current.
     #[serde(default)]
     pub unsynced: bool,
+    /// The peer's address the link runs over now, when up: its `address`, or its `backup`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
 }
 
 impl NodeStatus {
@@ -750,7 +753,12 @@ pub fn render_node(node: &NodeStatus, colour: bool) -> String {
         .map(|p| {
             let link = if p.up { "up" } else { "DOWN" };
             let sync = if p.unsynced { " UNSYNCED" } else { "" };
-            format!("{} {link}{sync}", p.id)
+            // On its backup path: the first one is cut, and one more cut loses the peer.
+            let backup = match &p.via {
+                Some(via) if *via != p.address => " ON BACKUP PATH",
+                _ => "",
+            };
+            format!("{} {link}{backup}{sync}", p.id)
         })
         .collect();
     let peers = if peers.is_empty() {
@@ -1462,17 +1470,25 @@ mod tests {
                 address: "198.51.100.2:5800".into(),
                 up: true,
                 unsynced: false,
+                via: Some("198.51.100.2:5800".into()),
             },
             PeerStatus {
                 id: 3,
                 address: "198.51.100.3:5800".into(),
                 up: false,
                 unsynced: true,
+                via: None,
             },
         ];
         let line = render_node(&node, false);
         assert!(
             line.contains("answered 5  peers 2 up, 3 DOWN UNSYNCED  pointsman"),
+            "{line:?}"
+        );
+        node.peers[0].via = Some("203.0.113.2:5800".into());
+        let line = render_node(&node, false);
+        assert!(
+            line.contains("peers 2 up ON BACKUP PATH, 3 DOWN UNSYNCED"),
             "{line:?}"
         );
     }

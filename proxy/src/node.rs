@@ -457,6 +457,7 @@ impl NodeControl for Node {
                             address: p.address.to_string(),
                             up: link.is_up(p.id),
                             unsynced: link.is_unsynced(p.id),
+                            via: link.path(p.id).map(|a| a.to_string()),
                         })
                         .collect()
                 })

@@ -61,8 +61,14 @@ impl Ca {
 
     /// A node-link certificate for `ip`: the node is server and client of its peers.
     pub fn node(&self, ip: IpAddr) -> Identity {
+        self.node_on(&[ip])
+    }
+
+    /// A node-link certificate for every address its peers dial it on (its paths).
+    pub fn node_on(&self, ips: &[IpAddr]) -> Identity {
+        let names: Vec<String> = ips.iter().map(ToString::to_string).collect();
         self.issue(
-            &[ip.to_string()],
+            &names,
             &[
                 ExtendedKeyUsagePurpose::ServerAuth,
                 ExtendedKeyUsagePurpose::ClientAuth,

@@ -88,6 +88,18 @@ impl Lab {
         ns
     }
 
+    /// A cable between hosts `a` and `b` (their namespaces), apart from the segment: a veth
+    /// pair named `ic` in each, `a_ip/24` and `b_ip/24` on its ends. Gone with the namespaces.
+    pub fn cable(&self, (a, a_ip): (&str, IpAddr), (b, b_ip): (&str, IpAddr)) {
+        ip(&[
+            "-n", a, "link", "add", "ic", "type", "veth", "peer", "name", "ic", "netns", b,
+        ]);
+        for (ns, addr) in [(a, a_ip), (b, b_ip)] {
+            ip(&["-n", ns, "addr", "add", &format!("{addr}/24"), "dev", "ic"]);
+            ip(&["-n", ns, "link", "set", "ic", "up"]);
+        }
+    }
+
     /// Runs `f` on a thread that lives in namespace `ns`: sockets it opens are that
     /// namespace's.
     pub fn within<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {

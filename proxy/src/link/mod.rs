@@ -14,7 +14,9 @@
 //!   other path at once, and for [`path_grace`] neither side reports the peer down; a connection
 //!   over the other path within it is reported up again (the consumer resyncs), with no down in
 //!   between, so a cut interconnect is not mistaken for a dead peer. A dead peer is then
-//!   reported `dead_after` + [`path_grace`] after it went quiet. Bind the endpoint where both
+//!   reported `dead_after` + [`path_grace`] after it went quiet. A dialer on the backup path
+//!   tries the first one every [`FAILBACK`] and moves back when it answers. Bind the endpoint
+//!   where both
 //!   paths reach it (`0.0.0.0:port`), and put both addresses in the node's certificate.
 //! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`
 //!   less one keep-alive interval (quinn restarts the idle timer once more on the first packet
@@ -25,7 +27,8 @@
 //! - **Frames** go on one long-lived reliable uni stream per direction, length-prefixed
 //!   ([`wire`]); a received frame over the bound closes the connection with a reason.
 //! - **Sending never waits** ([`Link::send`]): a bounded queue per peer; a frame that finds the
-//!   peer down or its queue full is dropped, counted, and the peer marked unsynced.
+//!   peer down or its queue full is dropped, counted, and the peer marked unsynced. A connection
+//!   that ends after carrying frames marks it unsynced too (they may have been in flight).
 //!
 //! It must not know what a call is: it moves frames and says who is reachable, nothing more.
 
@@ -63,6 +66,8 @@ pub const DEFAULT_QUEUE: usize = 1024;
 const WRITE_BATCH: usize = 64;
 /// How long a frame nothing waits on may wait for others to share its packet.
 const COALESCE: Duration = Duration::from_millis(1);
+/// How often a dialer connected over a peer's backup path tries its first path again.
+pub const FAILBACK: Duration = Duration::from_secs(2);
 /// Events buffered for the consumer of [`Link::events`].
 const EVENT_QUEUE: usize = 4096;
 
@@ -163,6 +168,11 @@ impl DownReason {
     fn of(error: ConnectionError) -> Self {
         match error {
             ConnectionError::TimedOut => DownReason::TimedOut,
+            ConnectionError::ApplicationClosed(close)
+                if close.error_code == CLOSE_REPLACED.into() =>
+            {
+                DownReason::Replaced
+            }
             ConnectionError::ApplicationClosed(close) => {
                 DownReason::Closed(String::from_utf8_lossy(&close.reason).into_owned())
             }
@@ -199,11 +209,15 @@ struct PeerState {
     label: String,
     /// Its address, then its backup address, if any.
     paths: Vec<SocketAddr>,
+    /// The index in `paths` of the connection up now (`usize::MAX`: none, or not told).
+    path: std::sync::atomic::AtomicUsize,
     queue: mpsc::Sender<Frame>,
     up: AtomicBool,
     /// Set when a frame for the peer was dropped: the consumer must resynchronise it.
     unsynced: AtomicBool,
     dropped: AtomicU64,
+    /// Frames written to its connections so far.
+    sent: AtomicU64,
     /// Its series' handles, registered on first use (a lookup per frame costs more than the
     /// count).
     series: std::sync::OnceLock<PeerSeries>,
@@ -222,10 +236,12 @@ impl PeerState {
             id: peer.id,
             label: peer.id.to_string(),
             paths: std::iter::once(peer.address).chain(peer.backup).collect(),
+            path: std::sync::atomic::AtomicUsize::new(usize::MAX),
             queue,
             up: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
+            sent: AtomicU64::new(0),
             series: std::sync::OnceLock::new(),
         }
     }
@@ -276,6 +292,7 @@ impl PeerState {
 
     /// `frames` frames of `bytes` in all went out, `queued` more wait behind them.
     fn count_sent(&self, frames: usize, bytes: usize, queued: usize) {
+        self.sent.fetch_add(frames as u64, Ordering::Relaxed);
         let s = self.series();
         s.frames_out.increment(frames as u64);
         s.sent_bytes.increment(bytes as u64);
@@ -417,6 +434,15 @@ impl Link {
         self.peers
             .get(&peer)
             .is_some_and(|p| p.unsynced.swap(false, Ordering::AcqRel))
+    }
+
+    /// The peer's address the link to it runs over now (its address or its backup), when up.
+    pub fn path(&self, peer: u16) -> Option<SocketAddr> {
+        let state = self.peers.get(&peer)?;
+        if !state.up.load(Ordering::Acquire) {
+            return None;
+        }
+        state.paths.get(state.path.load(Ordering::Acquire)).copied()
     }
 
     /// The address the endpoint is bound on.
@@ -696,14 +722,45 @@ async fn peer_task(
         };
         backoff.reset();
         let connection = established.connection.clone();
+        // The path it runs over: the peer's address it answers from (the one dialed, or the
+        // dialer's source: its link port, or at least its address).
+        let remote = connection.remote_address();
+        let on = peer
+            .paths
+            .iter()
+            .position(|p| *p == remote)
+            .or_else(|| peer.paths.iter().position(|p| p.ip() == remote.ip()));
+        if let Some(on) = on {
+            path = on;
+        }
+        peer.path.store(on.unwrap_or(usize::MAX), Ordering::Release);
         // A frame offered while the peer was going down can still be queued: it belongs to the
         // old connection's state, so it is dropped (and counted) rather than sent on this one.
         discard_queued(&peer, &mut queue);
         peer.set_up(true);
         tracing::info!(peer = peer.id, "link: peer up");
         let _ = shared.events.send(LinkEvent::Up(peer.id)).await;
-        let (reason, replacement) =
-            carry(&shared, &peer, established, &mut queue, incoming.as_mut()).await;
+        // A newer connection takes this one's place: the peer's (accepting side), or the first
+        // path's once it answers again (dialing side, on the backup path).
+        let newer = async {
+            match incoming.as_mut() {
+                Some(incoming) => incoming.recv().await,
+                None if path != 0 => loop {
+                    tokio::time::sleep(FAILBACK).await;
+                    if let Ok(first) = dial(&shared, &peer, peer.paths[0]).await {
+                        tracing::info!(peer = peer.id, "link: back on the first path");
+                        break Some(first);
+                    }
+                },
+                None => std::future::pending().await,
+            }
+        };
+        let sent_before = peer.sent.load(Ordering::Relaxed);
+        let (reason, replacement) = carry(&shared, &peer, established, &mut queue, newer).await;
+        if peer.sent.load(Ordering::Relaxed) != sent_before {
+            // What was written may still have been in flight: the peer may not have it.
+            peer.unsynced.store(true, Ordering::Release);
+        }
         peer.set_up(false);
         close_for(&connection, &reason);
         // Frames queued for a dead connection are not delivered: count them and mark unsynced.
@@ -764,14 +821,14 @@ fn discard_queued(peer: &PeerState, queue: &mut mpsc::Receiver<Frame>) {
     }
 }
 
-/// Carries frames both ways on an established connection until it dies (or, on the accepting
-/// side, a newer connection from the same peer replaces it).
+/// Carries frames both ways on an established connection until it dies, or `newer` brings the
+/// connection that takes its place (the peer's newer one, or the first path's again).
 async fn carry(
     shared: &Shared,
     peer: &PeerState,
     established: Established,
     queue: &mut mpsc::Receiver<Frame>,
-    incoming: Option<&mut mpsc::Receiver<Established>>,
+    newer: impl std::future::Future<Output = Option<Established>>,
 ) -> (DownReason, Option<Established>) {
     let Established {
         connection,
@@ -848,19 +905,22 @@ async fn carry(
         }
         DownReason::Lost("link dropped".into())
     };
-    let replaced = async {
-        match incoming {
-            Some(incoming) => incoming.recv().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::select! {
+    tokio::pin!(newer);
+    let ended = tokio::select! {
         reason = reader => (reason, None),
         reason = writer => (reason, None),
         error = connection.closed() => (DownReason::of(error), None),
-        newer = replaced => match newer {
+        newer = &mut newer => match newer {
             Some(newer) => (DownReason::Replaced, Some(newer)),
             None => (DownReason::Lost("link dropped".into()), None),
         },
+    };
+    if let (DownReason::Replaced, None) = ended {
+        // The peer took a newer connection of ours that is still saying Hello here (back on
+        // the first path): it is the replacement.
+        if let Ok(Some(newer)) = tokio::time::timeout(hello_timeout(shared), newer).await {
+            return (DownReason::Replaced, Some(newer));
+        }
     }
+    ended
 }

@@ -494,8 +494,9 @@ async fn two_paths(ca: &Ca) -> (Link, Link, Relay, Relay) {
 #[tokio::test]
 async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down() {
     let ca = Ca::new("link ca");
-    let (one, two, first, _second) = two_paths(&ca).await;
+    let (one, two, first, second) = two_paths(&ca).await;
     let (mut e1, mut e2) = up(&one, &two).await;
+    assert_eq!(one.path(2), Some(first.addr));
     let cut = Instant::now();
     first.cut.store(true, Ordering::Relaxed);
     // Up again, over the second path, with no down in between: the consumer resyncs on it.
@@ -504,6 +505,7 @@ async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down(
     assert_eq!(next(&mut e2, within).await, LinkEvent::Up(1));
     let moved = cut.elapsed();
     assert!(moved <= within, "{moved:?}");
+    assert_eq!(one.path(2), Some(second.addr));
     one.send(2, Frame::Replicate(vec![7])).unwrap();
     assert_eq!(
         next(&mut e2, Duration::from_secs(1)).await,
@@ -514,6 +516,12 @@ async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down(
         next(&mut e1, Duration::from_secs(1)).await,
         LinkEvent::Frame(2, Frame::Replicate(vec![8]))
     );
+    // The first path answers again: the dialer moves back to it, still with no down.
+    first.cut.store(false, Ordering::Relaxed);
+    let within = FAILBACK + SLACK;
+    assert_eq!(next(&mut e1, within).await, LinkEvent::Up(2));
+    assert_eq!(next(&mut e2, within).await, LinkEvent::Up(1));
+    assert_eq!(one.path(2), Some(first.addr));
 }
 
 #[tokio::test]
