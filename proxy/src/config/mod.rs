@@ -863,6 +863,22 @@ fn validate(
         .cluster
         .as_ref()
         .and_then(|c| validate_cluster(c, node_id, base, errors));
+    if let Some(c) = &cluster {
+        if !c.listen.ip().is_unspecified() {
+            if let Some(i) = c.peers.iter().position(|p| p.backup.is_some()) {
+                warnings.push(
+                    format!("cluster.peers[{i}].backup"),
+                    format!(
+                        "this node's link listens on {} only: its peer's backup path cannot \
+                         reach it; listen on \"0.0.0.0:{}\" (and put both addresses in its \
+                         certificate)",
+                        c.listen,
+                        c.listen.port()
+                    ),
+                );
+            }
+        }
+    }
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
     let relaying = router

@@ -2320,6 +2320,24 @@ mod cluster {
     }
 
     #[test]
+    fn a_backup_path_with_a_link_listening_on_one_address_is_warned_of() {
+        let d = dir();
+        let (config, warnings) = Config::load_with_warnings(&cluster_config(
+            &d,
+            &format!(
+                "listen = \"10.0.0.1:5070\"\npeers = [{{ id = 2, address = \"10.9.0.2:5070\", \
+                 backup = \"10.0.0.2:5070\" }}]\n{FILES}"
+            ),
+        ));
+        assert!(config.is_ok());
+        let w = warnings
+            .iter()
+            .find(|w| w.path == "cluster.peers[0].backup")
+            .expect("a warning on the backup");
+        assert!(w.message.contains("0.0.0.0:5070"), "{}", w.message);
+    }
+
+    #[test]
     fn unreadable_pem_file_is_named_by_its_key() {
         let d = dir();
         let path = cluster_config(

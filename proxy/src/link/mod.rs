@@ -216,8 +216,8 @@ struct PeerState {
     /// Set when a frame for the peer was dropped: the consumer must resynchronise it.
     unsynced: AtomicBool,
     dropped: AtomicU64,
-    /// Frames written to its connections so far.
-    sent: AtomicU64,
+    /// Frames taken off its queue for its connections so far.
+    taken: AtomicU64,
     /// Its series' handles, registered on first use (a lookup per frame costs more than the
     /// count).
     series: std::sync::OnceLock<PeerSeries>,
@@ -241,7 +241,7 @@ impl PeerState {
             up: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
-            sent: AtomicU64::new(0),
+            taken: AtomicU64::new(0),
             series: std::sync::OnceLock::new(),
         }
     }
@@ -292,7 +292,6 @@ impl PeerState {
 
     /// `frames` frames of `bytes` in all went out, `queued` more wait behind them.
     fn count_sent(&self, frames: usize, bytes: usize, queued: usize) {
-        self.sent.fetch_add(frames as u64, Ordering::Relaxed);
         let s = self.series();
         s.frames_out.increment(frames as u64);
         s.sent_bytes.increment(bytes as u64);
@@ -499,8 +498,9 @@ fn describe_metrics() {
     );
     metrics::describe_counter!(
         "pointsman_link_deaths_total",
-        "Times the node link to a peer went down, by reason (closed, timeout, frame_too_large, \
-         bad_frame, replaced, lost)"
+        "Connections to a peer that ended, by reason (closed, timeout, frame_too_large, \
+         bad_frame, replaced, lost); one replaced in time over another path or by a newer one \
+         counts too, though the peer was never down"
     );
 }
 
@@ -742,26 +742,47 @@ async fn peer_task(
         let _ = shared.events.send(LinkEvent::Up(peer.id)).await;
         // A newer connection takes this one's place: the peer's (accepting side), or the first
         // path's once it answers again (dialing side, on the backup path).
-        let newer = async {
-            match incoming.as_mut() {
-                Some(incoming) => incoming.recv().await,
-                None if path != 0 => loop {
-                    tokio::time::sleep(FAILBACK).await;
-                    if let Ok(first) = dial(&shared, &peer, peer.paths[0]).await {
-                        tracing::info!(peer = peer.id, "link: back on the first path");
-                        break Some(first);
+        let taken_before = peer.taken.load(Ordering::Relaxed);
+        let on_backup = path != 0;
+        let (reason, replacement) = {
+            let failback_dialing = AtomicBool::new(false);
+            let newer = async {
+                match incoming.as_mut() {
+                    Some(incoming) => incoming.recv().await,
+                    None if on_backup => loop {
+                        tokio::time::sleep(FAILBACK).await;
+                        failback_dialing.store(true, Ordering::Relaxed);
+                        let first = dial(&shared, &peer, peer.paths[0]).await;
+                        failback_dialing.store(false, Ordering::Relaxed);
+                        if let Ok(first) = first {
+                            tracing::info!(peer = peer.id, "link: back on the first path");
+                            break Some(first);
+                        }
+                    },
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::pin!(newer);
+            let ended = carry(&shared, &peer, established, &mut queue, newer.as_mut()).await;
+            peer.set_up(false);
+            match ended {
+                // The old connection ended (the peer closed it for the new one, or it went
+                // silent) while the first path's dial was under way: that dial is the
+                // replacement if it finishes. (A finished dial would have ended `carry`.)
+                (_, None) if failback_dialing.load(Ordering::Relaxed) => {
+                    match tokio::time::timeout(hello_timeout(&shared), newer).await {
+                        Ok(Some(first)) => (DownReason::Replaced, Some(first)),
+                        _ => ended,
                     }
-                },
-                None => std::future::pending().await,
+                }
+                ended => ended,
             }
         };
-        let sent_before = peer.sent.load(Ordering::Relaxed);
-        let (reason, replacement) = carry(&shared, &peer, established, &mut queue, newer).await;
-        if peer.sent.load(Ordering::Relaxed) != sent_before {
-            // What was written may still have been in flight: the peer may not have it.
+        if peer.taken.load(Ordering::Relaxed) != taken_before {
+            // What was taken for it may still have been queued or in flight: the peer may not
+            // have it.
             peer.unsynced.store(true, Ordering::Release);
         }
-        peer.set_up(false);
         close_for(&connection, &reason);
         // Frames queued for a dead connection are not delivered: count them and mark unsynced.
         discard_queued(&peer, &mut queue);
@@ -828,7 +849,7 @@ async fn carry(
     peer: &PeerState,
     established: Established,
     queue: &mut mpsc::Receiver<Frame>,
-    newer: impl std::future::Future<Output = Option<Established>>,
+    newer: std::pin::Pin<&mut impl std::future::Future<Output = Option<Established>>>,
 ) -> (DownReason, Option<Established>) {
     let Established {
         connection,
@@ -874,12 +895,22 @@ async fn carry(
         // system call instead of one each.
         let mut frames = Vec::with_capacity(WRITE_BATCH);
         let mut bytes = Vec::new();
-        while queue.recv_many(&mut frames, WRITE_BATCH).await > 0 {
+        loop {
+            // Counted as taken at once: a frame off the queue is lost if the connection ends
+            // before it is written.
+            let n = queue.recv_many(&mut frames, WRITE_BATCH).await;
+            if n == 0 {
+                break;
+            }
+            peer.taken.fetch_add(n as u64, Ordering::Relaxed);
             if !frames.iter().any(Frame::is_urgent) {
                 let deadline = tokio::time::Instant::now() + COALESCE;
                 while frames.len() < WRITE_BATCH && !frames.iter().any(Frame::is_urgent) {
                     match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(frame)) => frames.push(frame),
+                        Ok(Some(frame)) => {
+                            peer.taken.fetch_add(1, Ordering::Relaxed);
+                            frames.push(frame);
+                        }
                         Ok(None) | Err(_) => break,
                     }
                 }
@@ -905,22 +936,13 @@ async fn carry(
         }
         DownReason::Lost("link dropped".into())
     };
-    tokio::pin!(newer);
-    let ended = tokio::select! {
+    tokio::select! {
         reason = reader => (reason, None),
         reason = writer => (reason, None),
         error = connection.closed() => (DownReason::of(error), None),
-        newer = &mut newer => match newer {
+        newer = newer => match newer {
             Some(newer) => (DownReason::Replaced, Some(newer)),
             None => (DownReason::Lost("link dropped".into()), None),
         },
-    };
-    if let (DownReason::Replaced, None) = ended {
-        // The peer took a newer connection of ours that is still saying Hello here (back on
-        // the first path): it is the replacement.
-        if let Ok(Some(newer)) = tokio::time::timeout(hello_timeout(shared), newer).await {
-            return (DownReason::Replaced, Some(newer));
-        }
     }
-    ended
 }
