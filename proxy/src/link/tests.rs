@@ -77,14 +77,7 @@ async fn next(events: &mut mpsc::Receiver<LinkEvent>, within: Duration) -> LinkE
 async fn up(one: &Link, two: &Link) -> (mpsc::Receiver<LinkEvent>, mpsc::Receiver<LinkEvent>) {
     let mut e1 = one.events().unwrap();
     let mut e2 = two.events().unwrap();
-    assert_eq!(
-        next(&mut e1, Duration::from_secs(5)).await,
-        LinkEvent::Up(2)
-    );
-    assert_eq!(
-        next(&mut e2, Duration::from_secs(5)).await,
-        LinkEvent::Up(1)
-    );
+    up_again(&mut e1, &mut e2, Duration::from_secs(5)).await;
     (e1, e2)
 }
 
@@ -174,14 +167,7 @@ async fn a_frame_over_the_bound_closes_the_link_with_a_reason() {
         LinkEvent::Down(1, DownReason::Closed("frame too large".into()))
     );
     // The dialer comes back; the link carries small frames again.
-    assert_eq!(
-        next(&mut e1, Duration::from_secs(5)).await,
-        LinkEvent::Up(2)
-    );
-    assert_eq!(
-        next(&mut e2, Duration::from_secs(5)).await,
-        LinkEvent::Up(1)
-    );
+    up_again(&mut e1, &mut e2, Duration::from_secs(5)).await;
     two.send(1, Frame::Replicate(vec![1])).unwrap();
     assert_eq!(
         next(&mut e1, Duration::from_secs(2)).await,
@@ -269,14 +255,17 @@ async fn a_peer_that_shuts_down_is_down_at_once_and_up_again_when_it_returns() {
         }
     };
     let mut e2 = two.events().unwrap();
-    assert_eq!(
-        next(&mut e1, Duration::from_secs(5)).await,
-        LinkEvent::Up(2)
-    );
-    assert_eq!(
-        next(&mut e2, Duration::from_secs(5)).await,
-        LinkEvent::Up(1)
-    );
+    up_again(&mut e1, &mut e2, Duration::from_secs(5)).await;
+}
+
+/// Both sides report the other up again within `within`.
+async fn up_again(
+    e1: &mut mpsc::Receiver<LinkEvent>,
+    e2: &mut mpsc::Receiver<LinkEvent>,
+    within: Duration,
+) {
+    assert_eq!(next(e1, within).await, LinkEvent::Up(2));
+    assert_eq!(next(e2, within).await, LinkEvent::Up(1));
 }
 
 /// A UDP relay between node 1 and node 2 that can stop forwarding: a network cut, or a peer
@@ -377,14 +366,7 @@ async fn a_silent_peer_is_down_within_dead_after_and_up_again_when_heard() {
     assert!(!one.is_up(2));
 
     relay.cut.store(false, Ordering::Relaxed);
-    assert_eq!(
-        next(&mut e1, Duration::from_secs(6)).await,
-        LinkEvent::Up(2)
-    );
-    assert_eq!(
-        next(&mut e2, Duration::from_secs(6)).await,
-        LinkEvent::Up(1)
-    );
+    up_again(&mut e1, &mut e2, Duration::from_secs(6)).await;
     one.send(2, Frame::Replicate(vec![5])).unwrap();
     assert_eq!(
         next(&mut e2, Duration::from_secs(1)).await,
@@ -509,8 +491,7 @@ async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down(
     first.cut.store(true, Ordering::Relaxed);
     // Up again, over the second path, with no down in between: the consumer resyncs on it.
     let within = DEAD_AFTER + path_grace(DEAD_AFTER) + SLACK;
-    assert_eq!(next(&mut e1, within).await, LinkEvent::Up(2));
-    assert_eq!(next(&mut e2, within).await, LinkEvent::Up(1));
+    up_again(&mut e1, &mut e2, within).await;
     let moved = cut.elapsed();
     assert!(moved <= within, "{moved:?}");
     assert_eq!(one.path(2), Some(second.addr));
@@ -531,8 +512,7 @@ async fn a_cut_path_moves_the_link_to_the_other_path_and_the_peer_is_never_down(
     // The first path answers again: the dialer moves back to it, still with no down.
     first.cut.store(false, Ordering::Relaxed);
     let within = FAILBACK + SLACK;
-    assert_eq!(next(&mut e1, within).await, LinkEvent::Up(2));
-    assert_eq!(next(&mut e2, within).await, LinkEvent::Up(1));
+    up_again(&mut e1, &mut e2, within).await;
     assert_eq!(one.path(2), Some(first.addr));
 }
 
@@ -562,12 +542,5 @@ async fn a_peer_silent_on_both_paths_is_down_after_dead_after_and_the_grace() {
     );
     // The first path returns: the dialer finds it again.
     first.cut.store(false, Ordering::Relaxed);
-    assert_eq!(
-        next(&mut e1, Duration::from_secs(6)).await,
-        LinkEvent::Up(2)
-    );
-    assert_eq!(
-        next(&mut e2, Duration::from_secs(6)).await,
-        LinkEvent::Up(1)
-    );
+    up_again(&mut e1, &mut e2, Duration::from_secs(6)).await;
 }
