@@ -166,9 +166,11 @@ impl PairNode {
     fn metric(&self, series: &str) -> f64 {
         let text = self.get("/metrics").unwrap_or_default();
         let prefix = format!("{series} ");
+        // `+ 0.0`: an empty sum is -0.
         text.lines()
             .filter_map(|l| l.strip_prefix(prefix.as_str())?.trim().parse::<f64>().ok())
-            .sum()
+            .sum::<f64>()
+            + 0.0
     }
 
     /// Calls of the peer this node took over: (in setup, answered).
@@ -707,9 +709,18 @@ fn the_link_cut_while_both_nodes_live_moves_to_its_backup_path_and_no_call_is_lo
     );
     for (i, node) in pair.nodes.iter().enumerate() {
         let peer = 2 - i;
-        let deaths = node.metric(&format!(
-            "pointsman_link_deaths_total{{peer=\"{peer}\",reason=\"timeout\"}}"
-        ));
+        let deaths = |reason: &str| {
+            node.metric(&format!(
+                "pointsman_link_deaths_total{{peer=\"{peer}\",reason=\"{reason}\"}}"
+            ))
+        };
+        // Node 1 dials: its connection over the cable went silent. Node 2's went silent too,
+        // or node 1's connection over the segment replaced it first.
+        let deaths = if i == 0 {
+            deaths("timeout")
+        } else {
+            deaths("timeout") + deaths("replaced")
+        };
         let dropped = node.metric(&format!("pointsman_link_dropped_total{{peer=\"{peer}\"}}"));
         eprintln!(
             "node {}: {} calls in progress at the cut; link deaths {deaths}, frames for the peer \
@@ -743,9 +754,10 @@ fn the_link_cut_while_both_nodes_live_moves_to_its_backup_path_and_no_call_is_lo
         );
     }
     eprintln!("the link was on the segment {moved:?} after the cut");
+    // dead_after (500 ms) and the grace (250 ms), with slack for a loaded machine.
     assert!(
-        moved.is_some_and(|m| m < Duration::from_secs(1)),
-        "node 1's link moved to the segment within dead_after (500 ms) and the grace: {moved:?}"
+        moved.is_some_and(|m| m < Duration::from_millis(1250)),
+        "node 1's link moved to the segment within dead_after and the grace: {moved:?}"
     );
     // The cable is back: the link returns to it.
     pair.wait_link_via_cable();
