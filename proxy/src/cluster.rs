@@ -191,7 +191,7 @@ pub(crate) fn serve_link_events(
         .name("pointsman-sync-bound".into())
         .spawn(move || {
             std::thread::sleep(bound);
-            if alone.mark_synced() {
+            if alone.mark_synced(Instant::now()) {
                 warn!(
                     waited = ?bound,
                     "no peer sent its calls: serving as a node alone until one comes up"
@@ -258,7 +258,7 @@ impl LinkIn {
                         );
                     }
                 }
-                if self.core.mark_synced() {
+                if self.core.mark_synced(Instant::now()) {
                     info!(
                         peer,
                         replicas = self.core.replicas(),

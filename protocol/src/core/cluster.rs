@@ -19,7 +19,9 @@
 //!   nothing of may be of a call a peer adopted from its previous run (the ids name this node),
 //!   so a response or in-dialog request it does not hold goes to a peer that is up, which adopts
 //!   or answers it; with no peer up it is dropped (`syncing`), and its retransmission finds the
-//!   node synced. New requests are handled here.
+//!   node synced. New requests are handled here. For [`SETTLE_GRACE`] after the sync a message
+//!   it holds nothing of still goes to a peer that is up: the peer adopts the calls of this
+//!   node's previous run only once it has this node's snapshot, and tells it a moment later.
 //! - **Replicate.** After each message and timer that touched a call, the core says where the
 //!   call stands ([`Output::Replicate`]): in setup, answered, or over (`None`, once, for a call
 //!   that was replicated). A new branch and an answer are asked to be confirmed, and put before
@@ -32,6 +34,12 @@
 use super::*;
 use std::collections::HashMap;
 use tracing::info;
+
+/// How long after a node synced a message it holds nothing of still goes to a peer that is up
+/// (see the module's **Syncing**): the peer's adoption of this node's previous calls reaches it
+/// within milliseconds; a message that names this node after that and is held nowhere is a
+/// ghost's or a stray's, and is handled here.
+pub(super) const SETTLE_GRACE: Duration = Duration::from_secs(5);
 
 /// Replicas kept when the config names no table cap: far above a node's calls in setup plus
 /// answered calls, far below what would hurt it.
@@ -52,6 +60,8 @@ pub(super) struct Cluster {
     peers: Vec<Peer>,
     /// The peers' calls are here (a snapshot came), or no peer answered in time.
     synced: AtomicBool,
+    /// When it synced.
+    synced_at: Mutex<Option<Instant>>,
     replicas: Mutex<Replicas>,
     /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes),
     /// with how far the peers know them ([`Known`]): a call is forgotten once, and a step the
@@ -93,6 +103,7 @@ impl Cluster {
                 })
                 .collect(),
             synced: AtomicBool::new(false),
+            synced_at: Mutex::new(None),
             replicas: Mutex::new(Replicas {
                 by_call_id: HashMap::new(),
                 max: max_replicas,
@@ -112,6 +123,14 @@ impl Cluster {
     fn is_up(&self, node: u16) -> bool {
         self.peer(node)
             .is_some_and(|p| p.up.load(Ordering::Acquire))
+    }
+
+    /// Not synced yet, or synced less than [`SETTLE_GRACE`] ago.
+    fn settling(&self, now: Instant) -> bool {
+        if !self.synced.load(Ordering::Acquire) {
+            return true;
+        }
+        lock(&self.synced_at).is_some_and(|at| now.saturating_duration_since(at) < SETTLE_GRACE)
     }
 
     fn first_up_peer(&self) -> Option<u16> {
@@ -181,12 +200,17 @@ impl Core {
             .is_none_or(|c| c.synced.load(Ordering::Acquire))
     }
 
-    /// A peer's snapshot came, or no peer answered within the bound: this node is ready.
-    /// Returns whether it was not before.
-    pub fn mark_synced(&self) -> bool {
-        self.cluster
-            .as_ref()
-            .is_some_and(|c| !c.synced.swap(true, Ordering::AcqRel))
+    /// A peer's snapshot came, or no peer answered within the bound, at `now`: this node is
+    /// ready. Returns whether it was not before.
+    pub fn mark_synced(&self, now: Instant) -> bool {
+        let Some(c) = &self.cluster else {
+            return false;
+        };
+        let first = !c.synced.swap(true, Ordering::AcqRel);
+        if first {
+            *lock(&c.synced_at) = Some(now);
+        }
+        first
     }
 
     /// The link reports peer `node` up or down (declared dead) at `now`.
@@ -361,7 +385,13 @@ impl Core {
         if inb.framing != Framing::Datagram {
             return false;
         }
-        if !inb.relayed && !cluster.synced.load(Ordering::Acquire) && !self.holds(msg) {
+        let owner = self.owner(cluster, msg);
+        // Named this node (or no node): it may be a call of this node's previous run that a
+        // peer holds, which only the peer can tell.
+        let named_here = owner
+            .as_ref()
+            .is_none_or(|o| o.node == self.cfg.node_id || !cluster.knows(o.node));
+        if !inb.relayed && named_here && cluster.settling(now) && !self.holds(msg) {
             if let Some(peer) = cluster.first_up_peer() {
                 out.push(Output::ToNode {
                     node: peer,
@@ -370,12 +400,14 @@ impl Core {
                     listener: inb.listener,
                 });
                 self.metrics().forwarded_to_owner();
-            } else {
-                self.metrics().dropped(DropReason::Syncing);
+                return true;
             }
-            return true;
+            if !cluster.synced.load(Ordering::Acquire) {
+                self.metrics().dropped(DropReason::Syncing);
+                return true;
+            }
         }
-        let Some(owner) = self.owner(cluster, msg) else {
+        let Some(owner) = owner else {
             return false;
         };
         if owner.held_here || owner.node == self.cfg.node_id || !cluster.knows(owner.node) {

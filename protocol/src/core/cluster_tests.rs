@@ -26,7 +26,7 @@ impl Pair {
         });
         a.core.set_peer_up(2, true, a.now);
         b.core.set_peer_up(1, true, b.now);
-        assert!(a.core.mark_synced() && b.core.mark_synced());
+        assert!(a.core.mark_synced(a.now) && b.core.mark_synced(b.now));
         Pair { a, b }
     }
 
@@ -490,8 +490,8 @@ fn a_syncing_node_with_no_peer_up_drops_what_it_does_not_hold_until_it_is_synced
     assert_eq!(p.a.count_to(PRIMARY, "INVITE"), 1);
     // No peer came within the bound: the node serves alone, and the 2xx's retransmission is a
     // ghost's (its call died with node 1's old run), torn down.
-    assert!(p.a.core.mark_synced());
-    assert!(!p.a.core.mark_synced());
+    assert!(p.a.core.mark_synced(p.a.now));
+    assert!(!p.a.core.mark_synced(p.a.now));
     p.a.receive(PRIMARY, &answer);
     assert_eq!(p.a.count_to(PRIMARY, "BYE"), 1);
     assert_eq!(p.a.dropped("syncing"), 1.0);
@@ -501,7 +501,7 @@ fn a_syncing_node_with_no_peer_up_drops_what_it_does_not_hold_until_it_is_synced
 fn a_node_alone_is_always_synced() {
     let h = Harness::new();
     assert!(h.core.is_synced());
-    assert!(!h.core.mark_synced());
+    assert!(!h.core.mark_synced(h.now));
 }
 
 #[test]
@@ -542,5 +542,32 @@ fn the_takeover_is_timed_from_the_peers_death_to_the_first_of_its_calls_taken_ov
     assert!(
         (took - 0.04).abs() < 1e-9,
         "timed from the first report of the death: {took}"
+    );
+}
+
+#[test]
+fn just_after_its_sync_a_restarted_node_still_hands_a_call_of_its_previous_run_to_its_peer() {
+    let mut p = Pair::new();
+    p.a.receive(CARRIER, &invite("cl26"));
+    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    p.sync();
+    p.a_restarts();
+    // Node 2's snapshot (its own calls: none) made node 1 ready; node 2 has not yet adopted
+    // node 1's old call, nor told node 1 it did, when the cloud's answer lands on node 1.
+    assert!(p.a.core.mark_synced(p.a.now));
+    let answer = response_to(&fwd, 200, "p");
+    p.a.receive(PRIMARY, &answer);
+    assert!(p.a.sent.is_empty(), "no ghost teardown at node 1");
+    assert_eq!(hand_over(&mut p.a, &mut p.b, 2), 1);
+    assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 200 Whatever"]);
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+    // Long after the sync, what names node 1 and is held nowhere is a ghost's: handled here.
+    p.a.now += super::super::cluster::SETTLE_GRACE;
+    p.a.receive(PRIMARY, &response_to(&fwd, 200, "q"));
+    assert!(p.a.to_nodes.is_empty());
+    assert_eq!(
+        p.a.count_to(PRIMARY, "BYE"),
+        1,
+        "the ghost torn down at node 1"
     );
 }
