@@ -181,27 +181,25 @@ impl PairNode {
         )
     }
 
-    /// What `GET /node` says of peer `id`: (up, unsynced).
-    fn peer_status(&self, id: u64) -> Option<(bool, bool)> {
-        let text = self.get("/node")?;
-        let node: serde_json::Value = serde_json::from_str(&text).ok()?;
-        let peer = node["peers"]
+    /// What `GET /node` says of peer `id`.
+    fn peer(&self, id: u64) -> Option<serde_json::Value> {
+        let node: serde_json::Value = serde_json::from_str(&self.get("/node")?).ok()?;
+        node["peers"]
             .as_array()?
             .iter()
-            .find(|p| p["id"].as_u64() == Some(id))?
-            .clone();
+            .find(|p| p["id"].as_u64() == Some(id))
+            .cloned()
+    }
+
+    /// What `GET /node` says of peer `id`: (up, unsynced).
+    fn peer_status(&self, id: u64) -> Option<(bool, bool)> {
+        let peer = self.peer(id)?;
         Some((peer["up"].as_bool()?, peer["unsynced"].as_bool()?))
     }
 
     /// The address of peer `id` the link runs over now (`GET /node`), when up.
     fn peer_via(&self, id: u64) -> Option<String> {
-        let node: serde_json::Value = serde_json::from_str(&self.get("/node")?).ok()?;
-        let peer = node["peers"]
-            .as_array()?
-            .iter()
-            .find(|p| p["id"].as_u64() == Some(id))?
-            .clone();
-        peer["via"].as_str().map(str::to_string)
+        self.peer(id)?["via"].as_str().map(str::to_string)
     }
 
     /// CPU time the process has used (user + system).
@@ -691,10 +689,10 @@ fn the_link_cut_while_both_nodes_live_moves_to_its_backup_path_and_no_call_is_lo
         .collect();
     ip(&["-n", &pair.nodes[0].ns, "link", "set", "ic", "down"]);
     let cut = Instant::now();
+    let segment = format!("{}:{LINK_PORT}", NODE_IPS[1]);
     let mut moved = None;
     while cut.elapsed() < Duration::from_secs(3) {
-        let segment = format!("{}:{LINK_PORT}", NODE_IPS[1]);
-        if moved.is_none() && pair.nodes[0].peer_via(2) == Some(segment) {
+        if moved.is_none() && pair.nodes[0].peer_via(2).as_ref() == Some(&segment) {
             moved = Some(cut.elapsed());
         }
         std::thread::sleep(Duration::from_millis(20));

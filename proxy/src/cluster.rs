@@ -95,7 +95,7 @@ impl PairLink {
     }
 
     /// A call state asked to be confirmed at `asked` was confirmed by every peer.
-    pub fn record_confirmed(&self, asked: std::time::Instant) {
+    pub fn record_confirmed(&self, asked: Instant) {
         self.confirm_lag.record(asked.elapsed().as_secs_f64());
     }
 

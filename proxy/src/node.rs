@@ -226,8 +226,7 @@ impl Node {
     /// connections keep theirs); a bad file refuses the whole reload, the running ones stay.
     /// Sections that need new sockets, threads or a new core (listeners, node, timers, limits,
     /// TCP, `[health]`, `[guard]`, TLS handshake timeout, `[cluster]`, admin) change only on
-    /// restart; a
-    /// reload that changes them logs them and lists them in its [`Reloaded`].
+    /// restart; a reload that changes them logs them and lists them in its [`Reloaded`].
     pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
         let Some(path) = state.source.clone() else {

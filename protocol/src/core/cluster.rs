@@ -58,10 +58,9 @@ fn replica_ttl(state: &CallState) -> Duration {
 /// The other nodes and the calls they replicated here.
 pub(super) struct Cluster {
     peers: Vec<Peer>,
-    /// The peers' calls are here (a snapshot came), or no peer answered in time.
-    synced: AtomicBool,
-    /// When it synced.
-    synced_at: Mutex<Option<Instant>>,
+    /// When the peers' calls came (a snapshot), or no peer answered in time: unset while this
+    /// node is syncing. Read on every datagram, so lock-free.
+    synced_at: std::sync::OnceLock<Instant>,
     replicas: Mutex<Replicas>,
     /// Calls of this node replicated to the peers and not yet forgotten (keyed Call-ID hashes),
     /// with how far the peers know them ([`Known`]): a call is forgotten once, and a step the
@@ -102,8 +101,7 @@ impl Cluster {
                     down_since: Mutex::new(None),
                 })
                 .collect(),
-            synced: AtomicBool::new(false),
-            synced_at: Mutex::new(None),
+            synced_at: std::sync::OnceLock::new(),
             replicas: Mutex::new(Replicas {
                 by_call_id: HashMap::new(),
                 max: max_replicas,
@@ -125,12 +123,15 @@ impl Cluster {
             .is_some_and(|p| p.up.load(Ordering::Acquire))
     }
 
+    fn synced(&self) -> bool {
+        self.synced_at.get().is_some()
+    }
+
     /// Not synced yet, or synced less than [`SETTLE_GRACE`] ago.
     fn settling(&self, now: Instant) -> bool {
-        if !self.synced.load(Ordering::Acquire) {
-            return true;
-        }
-        lock(&self.synced_at).is_some_and(|at| now.saturating_duration_since(at) < SETTLE_GRACE)
+        self.synced_at
+            .get()
+            .is_none_or(|at| now.saturating_duration_since(*at) < SETTLE_GRACE)
     }
 
     fn first_up_peer(&self) -> Option<u16> {
@@ -195,22 +196,15 @@ impl Core {
     /// Whether this node has its peers' calls (always, for a node alone): until then it is not
     /// ready, and hands what it does not hold to a peer (see the module's **Syncing**).
     pub fn is_synced(&self) -> bool {
-        self.cluster
-            .as_ref()
-            .is_none_or(|c| c.synced.load(Ordering::Acquire))
+        self.cluster.as_ref().is_none_or(Cluster::synced)
     }
 
     /// A peer's snapshot came, or no peer answered within the bound, at `now`: this node is
     /// ready. Returns whether it was not before.
     pub fn mark_synced(&self, now: Instant) -> bool {
-        let Some(c) = &self.cluster else {
-            return false;
-        };
-        let first = !c.synced.swap(true, Ordering::AcqRel);
-        if first {
-            *lock(&c.synced_at) = Some(now);
-        }
-        first
+        self.cluster
+            .as_ref()
+            .is_some_and(|c| c.synced_at.set(now).is_ok())
     }
 
     /// The link reports peer `node` up or down (declared dead) at `now`.
@@ -386,25 +380,25 @@ impl Core {
             return false;
         }
         let owner = self.owner(cluster, msg);
-        // Named this node (or no node): it may be a call of this node's previous run that a
-        // peer holds, which only the peer can tell.
-        let named_here = owner
-            .as_ref()
-            .is_none_or(|o| o.node == self.cfg.node_id || !cluster.knows(o.node));
-        if !inb.relayed && named_here && cluster.settling(now) && !self.holds(msg) {
-            if let Some(peer) = cluster.first_up_peer() {
-                out.push(Output::ToNode {
-                    node: peer,
-                    bytes: Bytes::copy_from_slice(inb.bytes),
-                    from: inb.from.addr,
-                    listener: inb.listener,
-                });
-                self.metrics().forwarded_to_owner();
-                return true;
-            }
-            if !cluster.synced.load(Ordering::Acquire) {
-                self.metrics().dropped(DropReason::Syncing);
-                return true;
+        if !inb.relayed && cluster.settling(now) {
+            // Named this node (or no node) and held nothing of here: it may be a call of this
+            // node's previous run that a peer holds, which only the peer can tell.
+            let named_here = owner
+                .as_ref()
+                .is_none_or(|o| o.node == self.cfg.node_id || !cluster.knows(o.node));
+            let held = || {
+                owner
+                    .as_ref()
+                    .map_or_else(|| self.holds(msg), |o| o.held_here)
+            };
+            if named_here && !held() {
+                if let Some(peer) = cluster.first_up_peer() {
+                    return self.hand_to(peer, inb, out);
+                }
+                if !cluster.synced() {
+                    self.metrics().dropped(DropReason::Syncing);
+                    return true;
+                }
             }
         }
         let Some(owner) = owner else {
@@ -414,14 +408,7 @@ impl Core {
             return false;
         }
         if cluster.is_up(owner.node) && !inb.relayed {
-            out.push(Output::ToNode {
-                node: owner.node,
-                bytes: Bytes::copy_from_slice(inb.bytes),
-                from: inb.from.addr,
-                listener: inb.listener,
-            });
-            self.metrics().forwarded_to_owner();
-            return true;
+            return self.hand_to(owner.node, inb, out);
         }
         if let Some(state) = cluster.take_replica(msg.slice(msg.call_id)) {
             let answered = matches!(state, CallState::Answered(_));
@@ -443,6 +430,19 @@ impl Core {
             }
         }
         false
+    }
+
+    /// Hands datagram `inb` to `node`, which holds (or may hold) its call: nothing more to do
+    /// here.
+    fn hand_to(&self, node: u16, inb: Inbound<'_>, out: &mut Vec<Output>) -> bool {
+        out.push(Output::ToNode {
+            node,
+            bytes: Bytes::copy_from_slice(inb.bytes),
+            from: inb.from.addr,
+            listener: inb.listener,
+        });
+        self.metrics().forwarded_to_owner();
+        true
     }
 
     /// The node that owns `msg`'s call, if it can be told: the node a replica of the call came
@@ -482,9 +482,9 @@ impl Core {
         Some(Owner { node, held_here })
     }
 
-    /// Whether this node has what `msg` is for: the transaction of a response, the INVITE of a
-    /// CANCEL or ACK, the dialog or transaction of an in-dialog request. A new request is for
-    /// whichever node it lands on.
+    /// Whether this node has what `msg` (whose owner cannot be told) is for: the transaction of
+    /// a response, the INVITE of a CANCEL or ACK, the dialog or transaction of an in-dialog
+    /// request. A new request is for whichever node it lands on.
     fn holds(&self, msg: &Message<'_>) -> bool {
         if !msg.is_request() {
             return self.response_held(msg);

@@ -47,10 +47,15 @@ impl Pair {
         hand_over(&mut self.b, &mut self.a, 1)
     }
 
+    /// A call from the carrier at node 1: the INVITE it sent the primary.
+    fn call_at_a(&mut self, call_id: &str) -> Bytes {
+        self.a.receive(CARRIER, &invite(call_id));
+        self.a.last_to(PRIMARY, "INVITE")
+    }
+
     /// A call answered at node 1 (by the primary, tag `p`) and replicated; its Record-Route.
     fn answered_at_a(&mut self, call_id: &str) -> String {
-        self.a.receive(CARRIER, &invite(call_id));
-        let fwd = self.a.last_to(PRIMARY, "INVITE");
+        let fwd = self.call_at_a(call_id);
         self.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
         let ok = self.a.last_to(CARRIER, "SIP/2.0 200");
         self.sync();
@@ -109,8 +114,7 @@ fn adopted(h: &Harness, state: &str) -> f64 {
 #[test]
 fn a_response_that_lands_on_the_other_node_is_handed_to_its_owner_and_relayed_there() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl1"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl1");
     assert!(
         header(&fwd, "Via").unwrap().contains("branch=z9hG4bK-ps1-"),
         "the branch names node 1"
@@ -125,8 +129,7 @@ fn a_response_that_lands_on_the_other_node_is_handed_to_its_owner_and_relayed_th
 #[test]
 fn a_call_in_setup_is_adopted_from_its_replica_when_its_owner_is_down_and_answered_there() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl2"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl2");
     p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
     p.sync();
     assert_eq!(p.b.core.replicas(), 1);
@@ -158,8 +161,7 @@ fn a_call_in_setup_is_adopted_from_its_replica_when_its_owner_is_down_and_answer
 #[test]
 fn a_cancel_for_a_call_of_a_dead_node_cancels_its_branch_with_the_branch_id_it_had() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl3"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl3");
     p.a.receive(PRIMARY, &response_to(&fwd, 100, ""));
     p.sync();
     p.a_dies();
@@ -192,8 +194,7 @@ fn a_cancel_for_a_call_of_a_dead_node_cancels_its_branch_with_the_branch_id_it_h
 #[test]
 fn failover_goes_on_at_the_node_that_adopted_the_call() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl4"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl4");
     p.sync();
     p.a_dies();
     p.b.receive(PRIMARY, &response_to(&fwd, 503, "p"));
@@ -263,8 +264,7 @@ fn an_answered_call_of_a_dead_node_is_adopted_and_its_bye_relayed() {
 #[test]
 fn a_message_handed_over_is_never_handed_on_again() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl8"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl8");
     // Node 2 gets node 1's response over the link (as if node 1 had handed it): it is
     // handled at node 2, which holds nothing of it, and not sent back.
     let resp = response_to(&fwd, 180, "p");
@@ -278,8 +278,7 @@ fn a_message_handed_over_is_never_handed_on_again() {
 #[test]
 fn a_call_is_replicated_while_in_setup_and_forgotten_once_when_it_ends() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl9"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl9");
     p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
     p.a.receive(PRIMARY, &response_to(&fwd, 486, "p"));
     p.a.advance(Duration::from_secs(40));
@@ -345,8 +344,7 @@ fn a_new_branch_and_an_answer_are_confirmed_before_what_they_cause_is_sent() {
     );
     assert!(before >= sent);
 
-    p.a.receive(CARRIER, &invite("cl12"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl12");
     let sent = p.a.sent.len();
     p.a.receive(PRIMARY, &response_to(&fwd, 503, "p"));
     let (_, _, confirm, before) = p.a.replicated.last().unwrap().clone();
@@ -356,8 +354,7 @@ fn a_new_branch_and_an_answer_are_confirmed_before_what_they_cause_is_sent() {
         "before the ACK and the INVITE to the secondary"
     );
 
-    p.a.receive(CARRIER, &invite("cl13"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl13");
     let sent = p.a.sent.len();
     p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
     let (_, state, confirm, before) = p.a.replicated.last().unwrap().clone();
@@ -369,8 +366,7 @@ fn a_new_branch_and_an_answer_are_confirmed_before_what_they_cause_is_sent() {
 #[test]
 fn after_a_restart_of_its_owner_a_replica_its_snapshot_left_out_is_adopted_and_replicated_back() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl14"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl14");
     p.sync();
     // Node 1 restarts: its new run holds nothing, so its snapshot refreshes nothing.
     p.b.core.mark_replicas_stale(1);
@@ -416,8 +412,7 @@ fn after_the_link_only_dropped_a_replica_its_snapshot_left_out_ended_meanwhile_a
 fn a_snapshot_holds_every_call_in_setup_and_every_answered_dialog() {
     let mut p = Pair::new();
     p.a.receive(CARRIER, &invite("cl16"));
-    p.a.receive(CARRIER, &invite("cl17"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl17");
     p.a.receive(PRIMARY, &response_to(&fwd, 200, "p"));
     let mut snapshot = p.a.core.snapshot(p.a.now);
     snapshot.sort_by(|x, y| x.0.cmp(&y.0));
@@ -431,8 +426,7 @@ fn a_message_on_a_connection_is_handled_where_it_arrived_never_handed_over() {
     // TCP and TLS reach a node's own unicast address, and a connection ends on one node: what
     // comes over it is that node's to handle, whoever owns the call.
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl18"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl18");
     p.sync();
     let resp = response_to(&fwd, 180, "p");
     let mut inb = Inbound::datagram(&resp, addr(PRIMARY));
@@ -459,8 +453,7 @@ fn a_call_adopted_when_a_message_came_is_in_the_adopters_snapshot() {
 #[test]
 fn a_restarted_node_that_is_syncing_hands_what_it_does_not_hold_to_its_peer_which_adopts_it() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl20"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl20");
     p.sync();
     p.a_restarts();
     assert!(!p.a.core.is_synced());
@@ -477,8 +470,7 @@ fn a_restarted_node_that_is_syncing_hands_what_it_does_not_hold_to_its_peer_whic
 #[test]
 fn a_syncing_node_with_no_peer_up_drops_what_it_does_not_hold_until_it_is_synced() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl21"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl21");
     p.a_restarts();
     p.a.core.set_peer_up(2, false, p.a.now);
     let answer = response_to(&fwd, 200, "p");
@@ -509,10 +501,7 @@ fn the_takeover_is_timed_from_the_peers_death_to_the_first_of_its_calls_taken_ov
     let mut p = Pair::new();
     let answers: Vec<Vec<u8>> = ["cl23", "cl24"]
         .iter()
-        .map(|id| {
-            p.a.receive(CARRIER, &invite(id));
-            response_to(&p.a.last_to(PRIMARY, "INVITE"), 200, "p")
-        })
+        .map(|id| response_to(&p.call_at_a(id), 200, "p"))
         .collect();
     p.sync();
     p.a_dies();
@@ -532,8 +521,7 @@ fn the_takeover_is_timed_from_the_peers_death_to_the_first_of_its_calls_taken_ov
     p.b.core.set_peer_up(1, false, again);
     p.b.core
         .set_peer_up(1, false, again + Duration::from_secs(5));
-    p.a.receive(CARRIER, &invite("cl25"));
-    let answer = response_to(&p.a.last_to(PRIMARY, "INVITE"), 200, "p");
+    let answer = response_to(&p.call_at_a("cl25"), 200, "p");
     p.sync();
     p.b.now = again + Duration::from_millis(40);
     p.b.receive(PRIMARY, &answer);
@@ -548,8 +536,7 @@ fn the_takeover_is_timed_from_the_peers_death_to_the_first_of_its_calls_taken_ov
 #[test]
 fn just_after_its_sync_a_restarted_node_still_hands_a_call_of_its_previous_run_to_its_peer() {
     let mut p = Pair::new();
-    p.a.receive(CARRIER, &invite("cl26"));
-    let fwd = p.a.last_to(PRIMARY, "INVITE");
+    let fwd = p.call_at_a("cl26");
     p.sync();
     p.a_restarts();
     // Node 2's snapshot (its own calls: none) made node 1 ready; node 2 has not yet adopted

@@ -16,8 +16,8 @@
 //!   between, so a cut interconnect is not mistaken for a dead peer. A dead peer is then
 //!   reported `dead_after` + [`path_grace`] after it went quiet. A dialer on the backup path
 //!   tries the first one every [`FAILBACK`] and moves back when it answers. Bind the endpoint
-//!   where both
-//!   paths reach it (`0.0.0.0:port`), and put both addresses in the node's certificate.
+//!   where both paths reach it (`0.0.0.0:port`), and put both addresses in the node's
+//!   certificate.
 //! - **Dead peers.** QUIC keep-alives every `dead_after / 5` and an idle timeout of `dead_after`
 //!   less one keep-alive interval (quinn restarts the idle timer once more on the first packet
 //!   sent after the last one received): a silent peer is declared down about `dead_after` after
@@ -28,7 +28,8 @@
 //!   ([`wire`]); a received frame over the bound closes the connection with a reason.
 //! - **Sending never waits** ([`Link::send`]): a bounded queue per peer; a frame that finds the
 //!   peer down or its queue full is dropped, counted, and the peer marked unsynced. A connection
-//!   that ends after carrying frames marks it unsynced too (they may have been in flight).
+//!   that ends after taking frames off the queue marks it unsynced too (they may have been in
+//!   flight).
 //!
 //! It must not know what a call is: it moves frames and says who is reachable, nothing more.
 
