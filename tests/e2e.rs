@@ -1253,3 +1253,94 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
         .count();
     assert_eq!(heard, hot_hot, "{stdout}");
 }
+
+#[tokio::test]
+async fn a_destination_that_names_its_own_host_gets_it_in_the_request_uri_and_its_ack() {
+    let t = TwoClouds::start(Setup {
+        primary: Some(Behaviour::reject(503)),
+        primary_extra: "request_uri = { host = \"tenant-1.byoc.example.com\", user_prefix = \"+\", params = [\"tgrp=t-1\"] }",
+        ..Setup::default()
+    })
+    .await;
+    t.carrier
+        .invite(&t.carrier.invite_spec("ruri-1"))
+        .await
+        .unwrap();
+    expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    let at_primary = expect(&t, "primary", "INVITE", invite).await;
+    let line = at_primary.first_line();
+    assert!(
+        line.starts_with("INVITE sip:+")
+            && line.ends_with("@tenant-1.byoc.example.com;tgrp=t-1 SIP/2.0"),
+        "the primary's own Request-URI: {line}"
+    );
+    // The hop-by-hop ACK for its 503 carries the same Request-URI (RFC 3261 §17.1.1.3).
+    let ack = expect(&t, "primary", "ACK for 503", |s| s.is("ACK")).await;
+    assert_eq!(
+        ack.first_line(),
+        line.replacen("INVITE", "ACK", 1),
+        "ACK on the INVITE's Request-URI"
+    );
+    // The secondary names no host of its own: the carrier's Request-URI reaches it unchanged.
+    let at_secondary = expect(&t, "secondary", "INVITE", invite).await;
+    let carrier_sent = t
+        .journal
+        .entries()
+        .into_iter()
+        .find(|e| e.peer == "carrier" && e.dir == pointsman_sim::Dir::Out && e.summary.is("INVITE"))
+        .expect("the carrier's INVITE");
+    assert_eq!(at_secondary.first_line(), carrier_sent.first_line());
+}
+
+#[tokio::test]
+async fn probes_leave_from_the_listener_name_the_node_and_their_replies_bring_a_cloud_up() {
+    let t = TwoClouds::start(Setup {
+        primary_extra: "request_uri = { host = \"tenant-1.byoc.example.com\" }",
+        ..Setup::default()
+    })
+    .await;
+    let probe = expect(&t, "primary", "OPTIONS", |s| s.is("OPTIONS")).await;
+    // From the address and port the carrier's calls reach the cloud from, not an ephemeral
+    // port: what a cloud that admits a trunk by its signalling address checks.
+    assert_eq!(probe.remote, at(t.ip, PROXY_PORT), "{}", probe.text());
+    assert_eq!(
+        probe.first_line(),
+        "OPTIONS sip:tenant-1.byoc.example.com SIP/2.0"
+    );
+    assert_eq!(
+        probe.header("To").as_deref(),
+        Some("<sip:tenant-1.byoc.example.com>")
+    );
+    assert_eq!(
+        probe.header("Contact"),
+        Some(format!("<sip:pointsman@{}>", at(t.ip, PROXY_PORT)))
+    );
+    assert!(probe
+        .header("User-Agent")
+        .is_some_and(|ua| ua.starts_with("pointsman/")));
+    // The cloud's 200 came back to the listener, and the workers handed it to the prober:
+    // the primary is up (1), and no reply was taken for a stray.
+    let admin = at(t.ip, support::ADMIN_PORT).to_string();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = support::metric_text(&admin).await;
+        let value = |series: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(series)?.trim().parse::<f64>().ok())
+        };
+        if value("pointsman_destination_state{destination=\"primary\"}") == Some(1.0) {
+            assert_eq!(
+                value("pointsman_dropped_total{reason=\"stray\"}"),
+                Some(0.0),
+                "{text}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the primary never came up on its probes:\n{text}\n{}",
+            t.node.log()
+        );
+        settle(Duration::from_millis(50)).await;
+    }
+}

@@ -55,6 +55,8 @@ fn prober_config(cfg: &Config) -> ProberConfig {
         t1: cfg.timers.t1,
         t2: cfg.timers.t2,
         limits: cfg.limits.clone(),
+        node_id: cfg.node_id,
+        contact: None,
     }
 }
 

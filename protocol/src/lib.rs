@@ -56,7 +56,7 @@ pub use crate::core::{
     Core, CoreConfig, CoreTimer, Inbound, Output, Routing, TimerKind, MAX_CALL_DURATION,
 };
 // The edits of a proxied request and of a relayed response: the one forwarding path.
-pub use crate::core::{forwarded, strip_top_via};
+pub use crate::core::{forwarded, probe_branch_prefix, strip_top_via};
 // A call's state as plain data: exported from one core, restored into another.
 pub use crate::core::{
     AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState, DialogId,

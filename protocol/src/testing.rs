@@ -166,6 +166,8 @@ pub struct Harness {
     /// how many sends had been recorded when it did (a confirmed state goes before the sends
     /// it allows).
     pub replicated: Vec<(Bytes, Option<Box<crate::core::CallState>>, bool, usize)>,
+    /// Replies to this node's health probes, for its prober.
+    pub probe_replies: Vec<Bytes>,
     /// Scratch buffer the core writes its outputs into (kept so a bench allocates it once).
     out: Vec<Output>,
 }
@@ -181,6 +183,7 @@ impl Harness {
             reports: Vec::new(),
             to_nodes: Vec::new(),
             replicated: Vec::new(),
+            probe_replies: Vec::new(),
             out: Vec::new(),
         }
     }
@@ -207,6 +210,7 @@ impl Harness {
                 } => self
                     .replicated
                     .push((call_id, state, confirm, self.sent.len())),
+                Output::ProbeReply { bytes } => self.probe_replies.push(bytes),
             }
         }
     }

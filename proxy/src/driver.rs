@@ -10,6 +10,7 @@
 use crate::cluster::PairLink;
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::node::Node;
+use crate::prober::ListenerEgress;
 use crate::sched::{self, SliceGovernor};
 use crate::transport::media::MediaSockets;
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
@@ -26,7 +27,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info};
 
 /// Timer resolution of the workers' wheels.
@@ -129,6 +130,26 @@ fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
     Ok(bound)
 }
 
+/// What UDP probes leave from: of one worker's listener sockets, the first of each address
+/// family, duplicated (the prober only sends on them).
+fn probe_egress(sockets: &[(usize, std::net::UdpSocket)]) -> anyhow::Result<ListenerEgress> {
+    let mut egress = ListenerEgress {
+        sockets: Vec::new(),
+    };
+    let mut families = Vec::new();
+    for (_, s) in sockets {
+        let v4 = s.local_addr()?.is_ipv4();
+        if !families.contains(&v4) {
+            families.push(v4);
+            egress.sockets.push(
+                s.try_clone()
+                    .context("cannot share a listener socket with the prober")?,
+            );
+        }
+    }
+    Ok(egress)
+}
+
 /// Runs pointsman until SIGTERM or SIGINT stops it (see the `shutdown` module). Binds every
 /// listener first, so an address in use is an error here, before anything else starts, rather
 /// than a silent worker death. With `source`, SIGHUP (and `POST /reload`) reload the routing
@@ -142,7 +163,9 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         tcp: mut tcp_listeners,
         claims: _claims,
     } = bind_listeners(&cfg, workers)?;
-    let node = Node::start(&cfg, core_config(&cfg)?, source)?;
+    let egress = probe_egress(udp_sockets.first().map_or(&[][..], Vec::as_slice))?;
+    let node = Node::start(&cfg, core_config(&cfg)?, source, Some(egress))?;
+    let probe_replies = node.probe_replies();
     let core = node.core().clone();
     let media = match core.media() {
         Some(plane) => {
@@ -205,6 +228,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         // The first worker hands the relay's timed events to the core.
         let media = media.clone().filter(|_| i == 0);
         let pair = node.pair_link();
+        let probe_replies = probe_replies.clone();
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
@@ -214,7 +238,17 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                     local.block_on(
                         &rt,
                         worker(
-                            core, tcp, sink, inbox, sockets, listeners, governor, media, pair, i,
+                            core,
+                            tcp,
+                            sink,
+                            inbox,
+                            sockets,
+                            listeners,
+                            governor,
+                            media,
+                            pair,
+                            probe_replies,
+                            i,
                         ),
                     )
                 })?,
@@ -313,6 +347,8 @@ struct Worker {
     slice_governor: RefCell<Option<SliceGovernor>>,
     /// The node link, when this node is one of a pair.
     pair: Option<PairLink>,
+    /// The prober's inbox for replies to its probes.
+    probe_replies: mpsc::Sender<bytes::Bytes>,
     /// This worker's index (its confirmations come back to it by it).
     index: usize,
     /// What the core said after a call state the peers must confirm, held until they do, by
@@ -339,6 +375,7 @@ async fn worker(
     slice_governor: Option<SliceGovernor>,
     media: Option<Arc<MediaPlane>>,
     pair: Option<PairLink>,
+    probe_replies: mpsc::Sender<bytes::Bytes>,
     index: usize,
 ) {
     let mut udp_sockets = Vec::new();
@@ -368,6 +405,7 @@ async fn worker(
         queued: Cell::new(0),
         slice_governor: RefCell::new(slice_governor),
         pair,
+        probe_replies,
         index,
         held: RefCell::new(std::collections::HashMap::new()),
         confirms: Cell::new(0),
@@ -627,6 +665,13 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                     w.tcp.send(to, bytes, report, &w.sink)
                 }
             },
+            Output::ProbeReply { bytes } => {
+                if w.probe_replies.try_send(bytes).is_err() {
+                    debug!(
+                        "the prober's inbox is full: a probe reply dropped (the probe times out)"
+                    );
+                }
+            }
             Output::ToNode {
                 node,
                 bytes,

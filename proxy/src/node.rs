@@ -9,7 +9,7 @@
 
 use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus, Reloaded};
 use crate::config::Config;
-use crate::prober::{Prober, ProberConfig};
+use crate::prober::{ListenerEgress, Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -84,11 +84,13 @@ pub fn resolve(router: &Router) -> anyhow::Result<Vec<SocketAddr>> {
 impl Node {
     /// Builds the core on `cfg`, starts the prober, installs the metrics recorder, the SIGHUP
     /// handler (when `source` is given) and the admin API (when enabled). Fails when anything
-    /// cannot be bound or resolved: nothing half-starts.
+    /// cannot be bound or resolved: nothing half-starts. UDP probes leave from `egress` (the
+    /// listeners' sockets) unless `[health] source` is set.
     pub fn start(
         cfg: &Config,
         core_config: pointsman_protocol::CoreConfig,
         source: Option<PathBuf>,
+        egress: Option<ListenerEgress>,
     ) -> anyhow::Result<Arc<Node>> {
         let now = Instant::now();
         let health = Arc::new(Health::new(&cfg.health));
@@ -108,9 +110,12 @@ impl Node {
                 t1: cfg.timers.t1,
                 t2: cfg.timers.t2,
                 limits: cfg.limits.clone(),
+                node_id: cfg.node_id,
+                contact: Some(cfg.advertise.clone()).filter(|a| !a.is_empty()),
             },
             view.clone(),
             Some(tls.clone()),
+            egress.filter(|_| cfg.health.from_listener),
         )
         .with_context(|| {
             format!(
@@ -177,6 +182,11 @@ impl Node {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// Where the workers hand replies to this node's probes.
+    pub fn probe_replies(&self) -> tokio::sync::mpsc::Sender<bytes::Bytes> {
+        self.prober.replies()
     }
 
     /// The node link, when this node is one of a pair.

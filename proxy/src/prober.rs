@@ -4,9 +4,18 @@
 //! ([`Prober::spawn`]), takes the handles of a new rule set with [`Prober::set`], and stops when
 //! its [`Prober`] is dropped.
 //!
-//! - **Source address.** It owns its own UDP socket, bound to `[health] source` (the node's own
-//!   unicast address; see [`pointsman_protocol::health::HealthConfig::source`]), never a listener's socket, so probes
-//!   never leave from a shared anycast address. TCP probes bind the same IP (any port).
+//! - **Source address.** UDP probes leave from where the node's calls leave from: a socket of
+//!   its first UDP listener of the destination's address family (a duplicate of a worker's, used
+//!   only to send), so a cloud sees OPTIONS from the address and port it takes calls from (what
+//!   Azure direct routing and other clouds check). Their replies reach the workers like any
+//!   response; the core hands each to the prober ([`Output::ProbeReply`]), which the probe's
+//!   branch tells ([`probe_branch_prefix`]); in a pair a reply that lands on the other node goes
+//!   to this one over the node link. With `[health] source` set (a node of an anycast pair
+//!   whose link may be cut), or no listener of the family, probes leave from a socket of the
+//!   prober's own on that address instead. TCP probes bind the source IP (any port).
+//! - **What a probe says.** `OPTIONS` with a Contact and From naming the node (`[node]
+//!   advertise`: set it to the FQDN a cloud knows the node by), a User-Agent, and, when the
+//!   destination names its host (`request_uri`), that host in the Request-URI and To.
 //! - **UDP.** One OPTIONS per probe, retransmitted per RFC 3261 Timer E (T1, 2·T1, ... capped at
 //!   T2; `[timers] t1`/`t2`) until a final reply or the probe timeout, which bounds the probe.
 //!   The RTT is measured from the first transmission. Replies are matched by Call-ID and top
@@ -33,8 +42,12 @@
 use crate::transport::tls::Certificates;
 use bytes::Bytes;
 use pointsman_protocol::health::{DestHealth, HealthView};
+use pointsman_protocol::probe_branch_prefix;
 use pointsman_protocol::wire::{self, Framing, Limits, Message, Method, StreamFrame};
+#[cfg(doc)]
+use pointsman_protocol::Output;
 use routing_rules::spec::TransportSpec;
+use routing_rules::RequestUri;
 use std::collections::{HashMap, HashSet};
 use std::hash::{BuildHasher, Hasher};
 use std::io;
@@ -51,6 +64,11 @@ use tracing::{debug, trace, warn};
 const MAX_SLEEP: Duration = Duration::from_secs(1);
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 65_535;
+/// Probe replies the workers may hand over before the prober reads them; past it one is
+/// dropped (its probe times out), never queued without bound.
+const REPLY_QUEUE: usize = 1024;
+/// The User-Agent of every probe.
+const USER_AGENT: &str = concat!("pointsman/", env!("CARGO_PKG_VERSION"));
 
 /// How the prober runs.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -63,6 +81,17 @@ pub struct ProberConfig {
     pub t2: Duration,
     /// Caps on replies (`[limits]`).
     pub limits: Limits,
+    /// This node's id: in every probe's branch, so its reply finds this node's prober.
+    pub node_id: u16,
+    /// `host:port` that names the node in a probe's Contact and From (`[node] advertise`);
+    /// `None`: the address the probe leaves from.
+    pub contact: Option<String>,
+}
+
+/// Sockets of the listeners a node's UDP probes leave from (duplicates, only sent on), and
+/// where the workers hand the replies.
+pub struct ListenerEgress {
+    pub sockets: Vec<std::net::UdpSocket>,
 }
 
 /// A running prober. Dropping it stops the task and joins its thread.
@@ -70,24 +99,32 @@ pub struct Prober {
     views: Option<watch::Sender<HealthView>>,
     thread: Option<std::thread::JoinHandle<()>>,
     local: SocketAddr,
+    replies: mpsc::Sender<Bytes>,
 }
 
 impl Prober {
     /// Binds the probe socket on `config.source` (an error here is a configuration error: the
     /// address is not this node's) and starts probing `view`'s destinations.
     pub fn spawn(config: ProberConfig, view: HealthView) -> io::Result<Prober> {
-        Prober::spawn_with_tls(config, view, None)
+        Prober::spawn_with_tls(config, view, None, None)
     }
 
-    /// [`Prober::spawn`], probing TLS destinations with `tls` (without it their probes fail).
+    /// [`Prober::spawn`], probing TLS destinations with `tls` (without it their probes fail),
+    /// and UDP ones from `egress` when given (see the module's **Source address**).
     pub fn spawn_with_tls(
         config: ProberConfig,
         view: HealthView,
         tls: Option<Arc<Certificates>>,
+        egress: Option<ListenerEgress>,
     ) -> io::Result<Prober> {
         let socket = std::net::UdpSocket::bind(config.source)?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
+        let egress = egress.map_or(Vec::new(), |e| e.sockets);
+        for s in &egress {
+            s.set_nonblocking(true)?;
+        }
+        let (replies, reply_inbox) = mpsc::channel(REPLY_QUEUE);
         let (views, rx) = watch::channel(view);
         // The runtime is built, run and dropped on the prober's thread only (dropping a
         // runtime inside another one panics); the thread reports whether it started.
@@ -106,10 +143,20 @@ impl Prober {
                     }
                 };
                 runtime.block_on(async move {
-                    match UdpSocket::from_std(socket) {
-                        Ok(socket) => {
+                    let sockets = UdpSocket::from_std(socket).and_then(|own| {
+                        let egress = egress
+                            .into_iter()
+                            .map(|s| {
+                                let local = s.local_addr()?;
+                                Ok((UdpSocket::from_std(s)?, local))
+                            })
+                            .collect::<io::Result<Vec<_>>>()?;
+                        Ok((own, egress))
+                    });
+                    match sockets {
+                        Ok((socket, egress)) => {
                             let _ = started_tx.send(Ok(()));
-                            run(socket, config, tls, rx).await;
+                            run(socket, egress, reply_inbox, config, tls, rx).await;
                         }
                         Err(e) => {
                             let _ = started_tx.send(Err(e));
@@ -130,7 +177,14 @@ impl Prober {
             views: Some(views),
             thread: Some(thread),
             local,
+            replies,
         })
+    }
+
+    /// Where the workers hand the replies to probes sent from a listener
+    /// ([`Output::ProbeReply`]); `try_send`: a full queue drops the reply, never waits.
+    pub fn replies(&self) -> mpsc::Sender<Bytes> {
+        self.replies.clone()
     }
 
     /// Probes these destinations from now on (after a reload). Probes in flight complete.
@@ -156,41 +210,67 @@ impl Drop for Prober {
     }
 }
 
-/// The SIP OPTIONS request of one probe. `via` is the address replies come back to; IPv6 hosts
-/// are bracketed.
-pub fn options_request(
-    host: &str,
-    port: u16,
-    transport: TransportSpec,
-    via: SocketAddr,
-    call_id: &str,
-    branch: &str,
-    cseq: u32,
-) -> Bytes {
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
+/// Who a probe is for: the destination's address and transport, and the host it names in its
+/// Request-URI (`request_uri`), if any.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeTarget<'a> {
+    /// As configured (IPv6 without brackets).
+    pub host: &'a str,
+    pub port: u16,
+    pub transport: TransportSpec,
+    pub request_uri: Option<&'a RequestUri>,
+}
+
+/// The ids of one probe, and whom it names as its sender.
+#[derive(Clone, Copy, Debug)]
+pub struct ProbeIds<'a> {
+    /// Where replies come back to (the Via).
+    pub via: SocketAddr,
+    /// `host:port` of the Contact and From (default: `via`).
+    pub contact: Option<&'a str>,
+    pub call_id: &'a str,
+    pub branch: &'a str,
+    pub cseq: u32,
+}
+
+/// The SIP OPTIONS request of one probe: to the destination's own host when it names one
+/// (Request-URI and To, as clouds that route by FQDN expect), else to its address; IPv6 hosts
+/// bracketed; a Contact and User-Agent, which some clouds require of a trunk's OPTIONS.
+pub fn options_request(to: ProbeTarget<'_>, ids: ProbeIds<'_>) -> Bytes {
+    let uri_host = match to.request_uri {
+        Some(rw) => rw.hostport(),
+        None if to.host.contains(':') => format!("[{}]:{}", to.host, to.port),
+        None => format!("{}:{}", to.host, to.port),
     };
-    let (tp, uri_param) = match transport {
+    let (tp, uri_param) = match to.transport {
         TransportSpec::Udp => ("UDP", ""),
         TransportSpec::Tcp => ("TCP", ";transport=tcp"),
         TransportSpec::Tls => ("TLS", ";transport=tls"),
     };
+    let contact = match ids.contact {
+        Some(c) => c.to_string(),
+        None => ids.via.to_string(),
+    };
+    let contact_host = contact
+        .rsplit_once(':')
+        .filter(|(h, p)| !p.contains(']') && !h.is_empty())
+        .map_or(contact.as_str(), |(h, _)| h);
     let text = format!(
-        "OPTIONS sip:{host}:{port}{uri_param} SIP/2.0\r\n\
+        "OPTIONS sip:{uri_host}{uri_param} SIP/2.0\r\n\
          Via: SIP/2.0/{tp} {via};branch={branch};rport\r\n\
          Max-Forwards: 70\r\n\
-         From: <sip:pointsman@{via_host}>;tag={cseq}p\r\n\
-         To: <sip:{host}:{port}>\r\n\
+         From: <sip:pointsman@{contact_host}>;tag={cseq}p\r\n\
+         To: <sip:{uri_host}>\r\n\
          Call-ID: {call_id}\r\n\
          CSeq: {cseq} OPTIONS\r\n\
+         Contact: <sip:pointsman@{contact}{uri_param}>\r\n\
+         User-Agent: {USER_AGENT}\r\n\
          Accept: application/sdp\r\n\
          Content-Length: 0\r\n\r\n",
-        via_host = match via.ip() {
-            IpAddr::V6(ip) => format!("[{ip}]"),
-            IpAddr::V4(ip) => ip.to_string(),
-        },
+        via = ids.via,
+        branch = ids.branch,
+        call_id = ids.call_id,
+        cseq = ids.cseq,
     );
     Bytes::from(text)
 }
@@ -228,6 +308,8 @@ struct InFlight {
 struct Retransmit {
     bytes: Bytes,
     to: SocketAddr,
+    /// Index into the listener sockets it left from; `None`: the prober's own.
+    egress: Option<usize>,
     at: Instant,
     interval: Duration,
 }
@@ -253,6 +335,11 @@ struct Driver {
     config: ProberConfig,
     tls: Option<Arc<Certificates>>,
     local: SocketAddr,
+    /// Listener sockets UDP probes leave from, with their addresses (only sent on: reading
+    /// one would take datagrams from a worker).
+    egress: Vec<(UdpSocket, SocketAddr)>,
+    /// [`probe_branch_prefix`] of this node.
+    branch_prefix: String,
     /// Unique per prober: Call-IDs and branches of different runs never match.
     token: String,
     seq: u64,
@@ -264,6 +351,8 @@ struct Driver {
 
 async fn run(
     socket: UdpSocket,
+    egress: Vec<(UdpSocket, SocketAddr)>,
+    mut replies: mpsc::Receiver<Bytes>,
     config: ProberConfig,
     tls: Option<Arc<Certificates>>,
     mut views: watch::Receiver<HealthView>,
@@ -277,9 +366,11 @@ async fn run(
     };
     let (reports, mut inbox) = mpsc::unbounded_channel();
     let mut d = Driver {
+        branch_prefix: probe_branch_prefix(config.node_id),
         config,
         tls,
         local,
+        egress,
         token: token(local),
         seq: 0,
         targets: Vec::new(),
@@ -310,6 +401,7 @@ async fn run(
                     tokio::time::sleep(Duration::from_millis(5)).await;
                 }
             },
+            Some(reply) = replies.recv() => d.on_datagram(&reply, local, Instant::now()),
             Some(report) = inbox.recv() => d.on_report(report, Instant::now()),
             _ = tokio::time::sleep_until(wake.into()) => {}
         }
@@ -380,7 +472,11 @@ impl Driver {
             let Some(r) = f.retransmit.as_mut().filter(|r| r.at <= now) else {
                 continue;
             };
-            if let Err(e) = socket.send_to(&r.bytes, r.to).await {
+            let from = r
+                .egress
+                .and_then(|i| self.egress.get(i))
+                .map_or(socket, |(s, _)| s);
+            if let Err(e) = from.send_to(&r.bytes, r.to).await {
                 failed.push((id.clone(), format!("cannot send to {}: {e}", r.to)));
                 continue;
             }
@@ -428,26 +524,40 @@ impl Driver {
         self.seq += 1;
         let seq = self.seq;
         let call_id = format!("psp-{}-{seq}", self.token);
-        let branch = format!("z9hG4bK-psp-{}-{seq}", self.token);
+        let branch = format!("{}{}-{seq}", self.branch_prefix, self.token);
         let cseq = (seq % u64::from(u32::MAX)) as u32 + 1;
         let deadline = now + dest.probe_timeout_setting();
         dest.probe_sent(now);
         trace!(destination = dest.name(), %to, "probe");
         match dest.transport() {
             TransportSpec::Udp => {
+                let egress = self
+                    .egress
+                    .iter()
+                    .position(|(_, local)| local.is_ipv4() == to.is_ipv4());
+                let (from, local) = match egress.and_then(|e| self.egress.get(e)) {
+                    Some((s, local)) => (s, *local),
+                    None => (socket, self.local),
+                };
                 let via = *self.targets[i]
                     .via
-                    .get_or_insert_with(|| via_address(self.local, to));
+                    .get_or_insert_with(|| via_address(local, to));
                 let bytes = options_request(
-                    dest.host(),
-                    dest.port(),
-                    dest.transport(),
-                    via,
-                    &call_id,
-                    &branch,
-                    cseq,
+                    ProbeTarget {
+                        host: dest.host(),
+                        port: dest.port(),
+                        transport: dest.transport(),
+                        request_uri: dest.request_uri(),
+                    },
+                    ProbeIds {
+                        via,
+                        contact: egress.and(self.config.contact.as_deref()),
+                        call_id: &call_id,
+                        branch: &branch,
+                        cseq,
+                    },
                 );
-                if let Err(e) = socket.send_to(&bytes, to).await {
+                if let Err(e) = from.send_to(&bytes, to).await {
                     dest.probe_error(&format!("cannot send to {to}: {e}"), now);
                     return;
                 }
@@ -455,6 +565,7 @@ impl Driver {
                 let retransmit = (first < deadline).then_some(Retransmit {
                     bytes,
                     to,
+                    egress,
                     at: first,
                     interval: self.config.t1,
                 });
@@ -476,6 +587,7 @@ impl Driver {
                 let source = self.local.ip();
                 let limits = self.config.limits.clone();
                 let (host, port) = (dest.host().to_string(), dest.port());
+                let request_uri = dest.request_uri().cloned();
                 let (id, br) = (call_id.clone(), branch.clone());
                 let tls = match transport {
                     TransportSpec::Tls => Some(self.tls.clone()),
@@ -487,7 +599,23 @@ impl Driver {
                         to,
                         &limits,
                         tls,
-                        |via| options_request(&host, port, transport, via, &id, &br, cseq),
+                        |via| {
+                            options_request(
+                                ProbeTarget {
+                                    host: &host,
+                                    port,
+                                    transport,
+                                    request_uri: request_uri.as_ref(),
+                                },
+                                ProbeIds {
+                                    via,
+                                    contact: None,
+                                    call_id: &id,
+                                    branch: &br,
+                                    cseq,
+                                },
+                            )
+                        },
                         &id,
                         &br,
                     )
@@ -724,24 +852,108 @@ mod tests {
     use super::*;
     use pointsman_protocol::wire;
 
+    fn probe(
+        host: &str,
+        tp: TransportSpec,
+        rw: Option<&RequestUri>,
+        via: &str,
+        contact: Option<&str>,
+    ) -> String {
+        let via: SocketAddr = via.parse().expect("addr");
+        let bytes = options_request(
+            ProbeTarget {
+                host,
+                port: 5060,
+                transport: tp,
+                request_uri: rw,
+            },
+            ProbeIds {
+                via,
+                contact,
+                call_id: "psp-x-1",
+                branch: "z9hG4bK-ps7-probe-x-1",
+                cseq: 1,
+            },
+        );
+        let m = wire::scan(&bytes, wire::Framing::Stream, &wire::Limits::default()).expect("scans");
+        assert_eq!(m.method(), Some(wire::Method::Options));
+        assert_eq!(m.slice(m.call_id), b"psp-x-1");
+        assert_eq!(
+            m.top_via.branch.map(|b| m.slice(b)),
+            Some(&b"z9hG4bK-ps7-probe-x-1"[..])
+        );
+        assert_eq!(m.max_forwards, Some(70));
+        assert!(m.from.tag.is_some() && m.to.tag.is_none());
+        String::from_utf8(bytes.to_vec()).expect("text")
+    }
+
+    fn line<'a>(text: &'a str, name: &str) -> &'a str {
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+    }
+
     #[test]
     fn options_request_is_well_formed_sip_for_udp_tcp_and_ipv6() {
-        for (host, tp, via) in [
-            ("10.0.0.1", TransportSpec::Udp, "10.0.0.5:40000"),
-            ("2001:db8::1", TransportSpec::Tcp, "[2001:db8::5]:40001"),
-        ] {
-            let via: SocketAddr = via.parse().expect("addr");
-            let bytes = options_request(host, 5060, tp, via, "psp-x-1", "z9hG4bK-psp-x-1", 1);
-            let m =
-                wire::scan(&bytes, wire::Framing::Stream, &wire::Limits::default()).expect("scans");
-            assert_eq!(m.method(), Some(wire::Method::Options));
-            assert_eq!(m.slice(m.call_id), b"psp-x-1");
-            assert_eq!(
-                m.top_via.branch.map(|b| m.slice(b)),
-                Some(&b"z9hG4bK-psp-x-1"[..])
-            );
-            assert_eq!(m.max_forwards, Some(70));
-            assert!(m.from.tag.is_some() && m.to.tag.is_none());
-        }
+        let udp = probe("10.0.0.1", TransportSpec::Udp, None, "10.0.0.5:5060", None);
+        assert_eq!(line(&udp, "OPTIONS"), "OPTIONS sip:10.0.0.1:5060 SIP/2.0");
+        assert_eq!(line(&udp, "To:"), "To: <sip:10.0.0.1:5060>");
+        assert_eq!(
+            line(&udp, "Contact:"),
+            "Contact: <sip:pointsman@10.0.0.5:5060>"
+        );
+        assert!(line(&udp, "User-Agent:").starts_with("User-Agent: pointsman/"));
+        let tcp = probe(
+            "2001:db8::1",
+            TransportSpec::Tcp,
+            None,
+            "[2001:db8::5]:40001",
+            None,
+        );
+        assert_eq!(
+            line(&tcp, "OPTIONS"),
+            "OPTIONS sip:[2001:db8::1]:5060;transport=tcp SIP/2.0"
+        );
+        assert_eq!(
+            line(&tcp, "Contact:"),
+            "Contact: <sip:pointsman@[2001:db8::5]:40001;transport=tcp>"
+        );
+        assert_eq!(
+            line(&tcp, "From:"),
+            "From: <sip:pointsman@[2001:db8::5]>;tag=1p"
+        );
+    }
+
+    #[test]
+    fn a_probe_names_the_destinations_own_host_and_the_node_as_advertised() {
+        let rw = RequestUri {
+            host: "sip.pstn.example.com".into(),
+            port: Some(5061),
+            user_prefix: Some("+".into()),
+            params: vec![("tgrp".into(), Some("t-1".into()))],
+        };
+        let text = probe(
+            "198.51.100.7",
+            TransportSpec::Tls,
+            Some(&rw),
+            "192.0.2.10:40002",
+            Some("sbc1.example.net:5061"),
+        );
+        // The FQDN in the Request-URI and To, as a cloud that routes by name expects; the
+        // number prefix and parameters are for calls, not for a probe with no user part.
+        assert_eq!(
+            line(&text, "OPTIONS"),
+            "OPTIONS sip:sip.pstn.example.com:5061;transport=tls SIP/2.0"
+        );
+        assert_eq!(line(&text, "To:"), "To: <sip:sip.pstn.example.com:5061>");
+        assert_eq!(
+            line(&text, "Contact:"),
+            "Contact: <sip:pointsman@sbc1.example.net:5061;transport=tls>"
+        );
+        assert_eq!(
+            line(&text, "From:"),
+            "From: <sip:pointsman@sbc1.example.net>;tag=1p"
+        );
+        assert!(line(&text, "Via:").contains("192.0.2.10:40002"));
     }
 }

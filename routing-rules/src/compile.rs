@@ -14,16 +14,16 @@ use crate::router::{
     TierRef,
 };
 use crate::spec::{
-    DestinationSpec, GroupSpec, HashOn, MatchSpec, RouteSpec, Strategy, SurvivabilitySpec,
-    TransportSpec,
+    DestinationSpec, GroupSpec, HashOn, MatchSpec, RequestUriSpec, RouteSpec, Strategy,
+    SurvivabilitySpec, TransportSpec,
 };
 use crate::{
-    CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, Route, RouteId,
-    RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MEDIA_TIMEOUT, DEFAULT_PROBE_CODES,
-    DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT, DEFAULT_PROVISIONAL_TIMEOUT,
-    DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES, DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL,
-    MAX_PROBE_TIMEOUT, MAX_PROVISIONAL_TIMEOUT, MAX_RING_TIMEOUT, MAX_THRESHOLD,
-    MIN_PROBE_INTERVAL, MIN_PROBE_TIMEOUT,
+    CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, RequestUri, Route,
+    RouteId, RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MEDIA_TIMEOUT,
+    DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
+    DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES,
+    DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, MAX_PROVISIONAL_TIMEOUT,
+    MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL, MIN_PROBE_TIMEOUT,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -299,6 +299,10 @@ fn compile_destinations<'a>(
         let health = compile_health(i, d, errors);
         let tls = compile_tls(i, d, &host, errors);
         check_media_timeout(errors, &at("media_timeout"), d.media_timeout);
+        let request_uri = d
+            .request_uri
+            .as_ref()
+            .and_then(|spec| compile_request_uri(&at("request_uri"), spec, errors));
         compiled.push(Destination {
             name: d.name.clone(),
             host,
@@ -310,6 +314,7 @@ fn compile_destinations<'a>(
             trusted: d.trusted.unwrap_or(true),
             health,
             media_timeout: d.media_timeout.map(|t| (!t.is_zero()).then_some(t)),
+            request_uri,
         });
         attrs.push(DestinationAttrs {
             weight: d.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -318,6 +323,115 @@ fn compile_destinations<'a>(
         });
     }
     (compiled, attrs, by_name)
+}
+
+/// A destination's `request_uri`: a host that is a DNS name or an IP address, a port other than
+/// 0, a prefix of characters a telephone number or user part may hold, parameters of token
+/// characters, each named once. `None` (with the errors pushed) when any part is wrong.
+fn compile_request_uri(at: &str, spec: &RequestUriSpec, errors: &mut Errors) -> Option<RequestUri> {
+    let before = errors.0.len();
+    let host = match uri_host(&spec.host) {
+        Ok(host) => host,
+        Err(m) => {
+            errors.push(format!("{at}.host"), m);
+            String::new()
+        }
+    };
+    if spec.port == Some(0) {
+        errors.push(
+            format!("{at}.port"),
+            "port 0 is no SIP port: give the port the destination expects in its URI (e.g. \
+             5061), or leave port out for none",
+        );
+    }
+    let user_char = |c: char| c.is_ascii_alphanumeric() || "+-_.!~*'()&=$,?/#".contains(c);
+    if let Some(prefix) = &spec.user_prefix {
+        if prefix.is_empty() || !prefix.chars().all(user_char) {
+            errors.push(
+                format!("{at}.user_prefix"),
+                format!(
+                    "user_prefix {prefix:?} is not something a SIP user part can start with: use \
+                     digits, letters and + - _ . ! ~ * ' ( ) & = $ , ? / # (e.g. \"+\" or \"0044\")"
+                ),
+            );
+        }
+    }
+    let token_char = |c: char| c.is_ascii_alphanumeric() || "-_.!~*'%+`".contains(c);
+    let value_char = |c: char| token_char(c) || "[]/:&+$".contains(c);
+    let mut params: Vec<(String, Option<String>)> = Vec::with_capacity(spec.params.len());
+    for (k, param) in spec.params.iter().enumerate() {
+        let (name, value) = match param.split_once('=') {
+            Some((name, value)) => (name, Some(value)),
+            None => (param.as_str(), None),
+        };
+        let ok = !name.is_empty()
+            && name.chars().all(token_char)
+            && value.is_none_or(|v| !v.is_empty() && v.chars().all(value_char));
+        if !ok {
+            errors.push(
+                format!("{at}.params[{k}]"),
+                format!(
+                    "{param:?} is not a URI parameter: write name or name=value, with letters, \
+                     digits and - _ . ! ~ * ' % + (e.g. \"tgrp=tenant-1\" or \"transport=tls\")"
+                ),
+            );
+        } else if let Some(first) = params
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))
+        {
+            errors.push(
+                format!("{at}.params[{k}]"),
+                format!(
+                    "parameter {name:?} is already given at {at}.params[{first}]: name each \
+                     parameter once"
+                ),
+            );
+        } else {
+            params.push((name.to_string(), value.map(str::to_string)));
+        }
+    }
+    (errors.0.len() == before).then(|| RequestUri {
+        host,
+        port: spec.port,
+        user_prefix: spec.user_prefix.clone(),
+        params,
+    })
+}
+
+/// A Request-URI host as it goes in the URI: a DNS name, an IPv4 address, or an IPv6 address
+/// (bracketed here, with or without brackets in the config).
+fn uri_host(host: &str) -> Result<String, String> {
+    let bare = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    if bare.parse::<std::net::Ipv6Addr>().is_ok() {
+        return Ok(format!("[{bare}]"));
+    }
+    if host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return Ok(host.to_string());
+    }
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let label_ok = |l: &str| {
+        !l.is_empty()
+            && l.len() <= 63
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    };
+    if !name.is_empty() && name.len() <= 253 && name.split('.').all(label_ok) {
+        Ok(host.to_string())
+    } else if host.contains(':') && !host.starts_with('[') {
+        Err(format!(
+            "host {host:?} is not a DNS name or an IP address: give the port as port = …, not \
+             after the host"
+        ))
+    } else {
+        Err(format!(
+            "host {host:?} is not a DNS name or an IP address: write the host the destination \
+             expects in the Request-URI, e.g. \"tenant.byoc.example.com\""
+        ))
+    }
 }
 
 /// A destination's TLS keys: only with `transport = "tls"`; `client_cert` and `client_key`

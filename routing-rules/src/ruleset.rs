@@ -72,6 +72,30 @@ pub struct Destination {
     /// Its own `media_timeout` for anchored calls it answers: `Some(None)` turns the check off;
     /// `None` leaves the route's.
     pub media_timeout: Option<Option<Duration>>,
+    /// The Request-URI it expects in place of the carrier's (`None`: the carrier's, unchanged).
+    pub request_uri: Option<RequestUri>,
+}
+
+/// A destination's Request-URI rewrite, validated: each part is safe to write into a SIP URI as
+/// it stands.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestUri {
+    /// As it goes in the URI: an IPv6 address in brackets.
+    pub host: String,
+    pub port: Option<u16>,
+    pub user_prefix: Option<String>,
+    /// `(name, value)`, in config order, names distinct (case-insensitively).
+    pub params: Vec<(String, Option<String>)>,
+}
+
+impl RequestUri {
+    /// `host[:port]` as it goes in a URI.
+    pub fn hostport(&self) -> String {
+        match self.port {
+            Some(port) => format!("{}:{port}", self.host),
+            None => self.host.clone(),
+        }
+    }
 }
 
 /// A TLS destination's settings as written (file paths are not read here: pointsman's config

@@ -100,6 +100,29 @@ pub struct DestinationSpec {
     /// (`"0s"`: no media check for its calls).
     #[serde(default, with = "humantime_serde::option")]
     pub media_timeout: Option<Duration>,
+    /// The Request-URI this destination expects (its own host, a number prefix, a tenant
+    /// parameter) instead of the carrier's, on every request pointsman sends it outside a
+    /// dialog: INVITE branches, their CANCEL and ACK, and probes.
+    #[serde(default)]
+    pub request_uri: Option<RequestUriSpec>,
+}
+
+/// `request_uri = { host = "…", port = …, user_prefix = "…", params = ["…"] }` of a
+/// destination.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct RequestUriSpec {
+    /// Replaces the host (and port) of the Request-URI: a DNS name or an IP address.
+    pub host: String,
+    /// Written after the host; without it the URI carries no port.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Put in front of the user part (the number), unless it already starts with it.
+    #[serde(default)]
+    pub user_prefix: Option<String>,
+    /// URI parameters (`name` or `name=value`) added; one of the same name is replaced.
+    #[serde(default)]
+    pub params: Vec<String>,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default, Hash)]

@@ -677,3 +677,108 @@ fn a_media_timeout_out_of_range_is_refused_on_a_route_and_on_a_destination() {
     ));
     assert_eq!(off.rules.routes[0].media_timeout, None);
 }
+
+/// One destination `d0` with `request_uri = { … }` and a route over it.
+fn request_uri(table: &str) -> String {
+    let with = destinations(1).replacen(
+        "name = \"d0\"",
+        &format!("name = \"d0\"\nrequest_uri = {{ {table} }}"),
+        1,
+    );
+    format!("{with}\n[[route]]\nname = \"r\"\ndestinations = [\"d0\"]\n")
+}
+
+#[test]
+fn a_request_uri_rewrite_is_compiled_with_an_ipv6_host_in_brackets() {
+    let router = compile(&request_uri(
+        "host = \"tenant.byoc.example.com\", port = 5061, user_prefix = \"+\", params = [\"tgrp=t-1\", \"lr\"]",
+    ));
+    let rw = router.rules.destinations[0].request_uri.clone().unwrap();
+    assert_eq!(rw.hostport(), "tenant.byoc.example.com:5061");
+    assert_eq!(rw.user_prefix.as_deref(), Some("+"));
+    assert_eq!(
+        rw.params,
+        vec![
+            ("tgrp".to_string(), Some("t-1".to_string())),
+            ("lr".to_string(), None)
+        ]
+    );
+    let v6 = compile(&request_uri("host = \"2001:db8::7\""));
+    assert_eq!(
+        v6.rules.destinations[0].request_uri.as_ref().unwrap().host,
+        "[2001:db8::7]"
+    );
+    assert_eq!(
+        compile(&request_uri("host = \"[2001:db8::7]\""))
+            .rules
+            .destinations[0]
+            .request_uri
+            .as_ref()
+            .unwrap()
+            .host,
+        "[2001:db8::7]"
+    );
+}
+
+#[test]
+fn a_bad_request_uri_rewrite_names_the_key_and_what_to_write() {
+    for (table, path, phrase) in [
+        (
+            "host = \"\"",
+            "destination[0].request_uri.host",
+            "not a DNS name",
+        ),
+        (
+            "host = \"a b.example\"",
+            "destination[0].request_uri.host",
+            "not a DNS name",
+        ),
+        (
+            "host = \"sbc.example:5061\"",
+            "destination[0].request_uri.host",
+            "port = …",
+        ),
+        (
+            "host = \"-bad.example\"",
+            "destination[0].request_uri.host",
+            "not a DNS name",
+        ),
+        (
+            "host = \"x.example\", port = 0",
+            "destination[0].request_uri.port",
+            "port 0",
+        ),
+        (
+            "host = \"x.example\", user_prefix = \"\"",
+            "destination[0].request_uri.user_prefix",
+            "user part",
+        ),
+        (
+            "host = \"x.example\", user_prefix = \"+ 1\"",
+            "destination[0].request_uri.user_prefix",
+            "user part",
+        ),
+        (
+            "host = \"x.example\", params = [\"a;b\"]",
+            "destination[0].request_uri.params[0]",
+            "name=value",
+        ),
+        (
+            "host = \"x.example\", params = [\"=x\"]",
+            "destination[0].request_uri.params[0]",
+            "name=value",
+        ),
+        (
+            "host = \"x.example\", params = [\"tgrp=\"]",
+            "destination[0].request_uri.params[0]",
+            "name=value",
+        ),
+        (
+            "host = \"x.example\", params = [\"tgrp=a\", \"TGRP=b\"]",
+            "destination[0].request_uri.params[1]",
+            "already given",
+        ),
+    ] {
+        assert_one_error(&request_uri(table), path, phrase);
+    }
+}

@@ -1111,12 +1111,16 @@ impl Core {
             Some(CallMedia::Dialog(dialog)) => dialog.request_edit(req),
             None => None,
         };
+        let request_uri = target
+            .dest
+            .and_then(|d| c.routing.router.destination(d).request_uri.as_ref());
         let bytes = self.forward_request(
             req,
             target.peer.proto,
             &branch,
             record_route.as_deref(),
             offer.as_ref(),
+            request_uri,
         );
         let key = self.keys.client(branch.as_bytes(), MethodClass::Invite);
         let mut acts = Vec::new();
@@ -1625,6 +1629,7 @@ mod tests {
                 }
                 CallOutput::Out(Output::Timer { timer, .. }) => format!("timer {:?}", timer.kind),
                 CallOutput::Out(Output::ToNode { node, .. }) => format!("to node {node}"),
+                CallOutput::Out(Output::ProbeReply { .. }) => "probe reply".into(),
                 CallOutput::Out(Output::Replicate { .. }) => "replicate".into(),
                 CallOutput::Cancel { branch, .. } => format!("cancel {branch}"),
                 CallOutput::NewBranch { step, target } => {

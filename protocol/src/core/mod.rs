@@ -65,7 +65,7 @@ use crate::wire::{self, Framing, HeaderName, Limits, Message, Method, ScanError,
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use call::Call;
-use routing_rules::{DestId, Router};
+use routing_rules::{DestId, RequestUri, Router};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -75,6 +75,14 @@ use tracing::{debug, warn};
 /// Branch parameters pointsman writes start with this (after the magic cookie); the node id and
 /// a loop-detection hash follow.
 pub(crate) const BRANCH_PREFIX: &str = "z9hG4bK-ps";
+
+/// What the branch of every health probe node `node_id` sends starts with: the node's own branch
+/// prefix, so a probe's reply is handed to the node that sent it like any response of a pair,
+/// and then `probe-`, so the core gives it to the prober ([`Output::ProbeReply`]) instead of
+/// matching it to a transaction.
+pub fn probe_branch_prefix(node_id: u16) -> String {
+    format!("{BRANCH_PREFIX}{node_id:x}-probe-")
+}
 
 /// What the core is configured with (from `config::Config`).
 #[derive(Clone, Debug)]
@@ -225,6 +233,12 @@ pub enum Output {
         state: Option<Box<CallState>>,
         confirm: bool,
     },
+    /// A reply to one of this node's health probes (its branch starts with
+    /// [`probe_branch_prefix`]), as it arrived: for the prober, which sent the probe from a
+    /// listener's socket.
+    ProbeReply {
+        bytes: Bytes,
+    },
 }
 
 /// A received message.
@@ -347,6 +361,8 @@ pub struct Core {
     /// Answered calls until their BYE (or [`MAX_CALL_DURATION`]): what draining waits for.
     answered: KeyMap<Answered>,
     branch_seq: AtomicU64,
+    /// [`probe_branch_prefix`] of this node.
+    probe_branch: String,
     /// A [`TimerKind::Sweep`] is armed in some worker's wheel.
     sweep_armed: AtomicBool,
     /// Where the sweep's pass goes on at its next step (see [`SWEEP_UNITS`]); 0 between passes.
@@ -408,6 +424,7 @@ impl Core {
             limiter: RateLimiter::for_unlisted(&cfg.guard, now),
             allowed_limiter: RateLimiter::for_allowed(&cfg.guard, now),
             advertised: Advertised::new(&cfg),
+            probe_branch: probe_branch_prefix(cfg.node_id),
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
@@ -529,6 +546,9 @@ impl Core {
             return;
         }
         match wire::scan(inb.bytes, inb.framing, &self.cfg.limits) {
+            Ok(msg) if self.is_probe_reply(&msg) => out.push(Output::ProbeReply {
+                bytes: Bytes::copy_from_slice(inb.bytes),
+            }),
             Ok(msg) if self.to_owner(&msg, inb, now, out) => {}
             Ok(msg) if msg.is_request() => {
                 if let Some(method) = msg.method() {
@@ -548,6 +568,16 @@ impl Core {
             }
             Err(e) => self.on_malformed(inb, &e, out),
         }
+    }
+
+    /// Whether `msg` answers one of this node's health probes.
+    fn is_probe_reply(&self, msg: &Message<'_>) -> bool {
+        !msg.is_request()
+            && msg.cseq_method == Method::Options
+            && msg
+                .top_via
+                .branch
+                .is_some_and(|b| msg.slice(b).starts_with(self.probe_branch.as_bytes()))
     }
 
     /// A timer armed through [`Output::Timer`] fired.

@@ -110,7 +110,21 @@ impl Core {
         let branch = self.new_branch(self.loop_hash(msg));
         let media = self.dialog_media(msg);
         let anchored = media.as_ref().and_then(|m| m.request_edit(msg));
-        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, anchored.as_ref());
+        // Out of dialog (a MESSAGE to a route's destination), the destination's Request-URI; in
+        // a dialog, the remote target as the sender wrote it.
+        let routing = msg.to.tag.is_none().then(|| self.routing());
+        let request_uri = routing
+            .as_ref()
+            .zip(hop.dest)
+            .and_then(|(routing, d)| routing.router.destination(d).request_uri.as_ref());
+        let bytes = self.forward_request(
+            msg,
+            hop.peer.proto,
+            &branch,
+            None,
+            anchored.as_ref(),
+            request_uri,
+        );
         let client_key = self.keys.client(
             branch.as_bytes(),
             msg.method()

@@ -272,7 +272,7 @@ impl Core {
             return self.metrics().dropped(DropReason::Unroutable);
         };
         let branch = self.new_branch(self.loop_hash(msg));
-        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, None);
+        let bytes = self.forward_request(msg, hop.peer.proto, &branch, None, None, None);
         send(out, hop.peer, bytes);
     }
 

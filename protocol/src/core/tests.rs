@@ -2037,3 +2037,146 @@ mod anchor_tests;
 
 #[path = "cluster_tests.rs"]
 mod cluster_tests;
+
+// ---- Request-URI per destination ----------------------------------------------------------------
+
+/// `primary` expects its own host, a `+` in front of the number and a tenant parameter;
+/// `secondary` takes the carrier's Request-URI as it is.
+const REWRITING_RULES: &str = r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+request_uri = { host = "tenant.byoc.example.com", port = 5061, user_prefix = "+", params = ["tgrp=t-1", "user=phone"] }
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#;
+
+fn request_line(msg: &[u8]) -> String {
+    first_line(msg)
+}
+
+fn invite_to_uri(call_id: &str, uri: &str) -> Vec<u8> {
+    String::from_utf8(invite(call_id))
+        .unwrap()
+        .replacen("sip:+15551234@192.0.2.10", uri, 1)
+        .into_bytes()
+}
+
+#[test]
+fn a_destination_with_its_own_request_uri_gets_it_on_the_invite_its_cancel_and_its_ack() {
+    let mut h = Harness::rules(REWRITING_RULES);
+    h.receive(
+        CARRIER,
+        &invite_to_uri(
+            "ru1",
+            "sip:15551234@192.0.2.10:5060;user=phone;x=1?Route=%3Csip:evil%3E",
+        ),
+    );
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    // The prefix, the host and port, the received parameters less the one it names, its own;
+    // the URI's headers are dropped.
+    assert_eq!(
+        request_line(&fwd),
+        "INVITE sip:+15551234@tenant.byoc.example.com:5061;x=1;tgrp=t-1;user=phone SIP/2.0"
+    );
+    // Everything else is as before: the To still names what the carrier dialled.
+    assert_eq!(header(&fwd, "To"), Some("<sip:+15551234@192.0.2.10>"));
+    // The primary is silent: its CANCEL carries the same Request-URI (RFC 3261 §9.1), and the
+    // secondary gets the carrier's.
+    h.advance(Duration::from_secs(3));
+    let cancel = h.last_to(PRIMARY, "CANCEL");
+    assert_eq!(
+        request_line(&cancel),
+        "CANCEL sip:+15551234@tenant.byoc.example.com:5061;x=1;tgrp=t-1;user=phone SIP/2.0"
+    );
+    let fwd2 = h.last_to(SECONDARY, "INVITE");
+    assert_eq!(
+        request_line(&fwd2),
+        "INVITE sip:15551234@192.0.2.10:5060;user=phone;x=1 SIP/2.0"
+    );
+
+    // A failure answer on the rewritten branch is ACKed on the same Request-URI.
+    h.receive(CARRIER, &invite("ru2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p"));
+    let ack = h.last_to(PRIMARY, "ACK");
+    assert_eq!(
+        request_line(&ack),
+        "ACK sip:+15551234@tenant.byoc.example.com:5061;tgrp=t-1;user=phone SIP/2.0"
+    );
+}
+
+#[test]
+fn a_tel_request_uri_becomes_a_sip_uri_at_a_destination_that_names_its_host() {
+    let mut h = Harness::rules(&REWRITING_RULES.replace(
+        "port = 5061, user_prefix = \"+\", params = [\"tgrp=t-1\", \"user=phone\"]",
+        "user_prefix = \"+\"",
+    ));
+    h.receive(
+        CARRIER,
+        &invite_to_uri("ru3", "tel:+15551234;phone-context=+1"),
+    );
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    // RFC 3261 §19.1.6: the number with its parameters is the user part; user=phone marks it.
+    assert_eq!(
+        request_line(&fwd),
+        "INVITE sip:+15551234;phone-context=+1@tenant.byoc.example.com;user=phone SIP/2.0"
+    );
+}
+
+#[test]
+fn an_answered_call_through_a_rewritten_request_uri_ends_on_the_destinations_contact() {
+    let mut h = Harness::rules(REWRITING_RULES);
+    h.receive(CARRIER, &invite("ru4"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    // The carrier's BYE goes to the primary (our Record-Route), on the remote target it
+    // learned from the 2xx (the agent's Contact), not on the rewritten URI.
+    let target = "sip:agent@127.0.0.1:5070";
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!(
+        "BYE {target} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-bye-ru4\r\n\
+         Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+         To: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: ru4\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    );
+    h.receive(CARRIER, bye.as_bytes());
+    let relayed = h.last_to(PRIMARY, "BYE");
+    assert_eq!(request_line(&relayed), format!("BYE {target} SIP/2.0"));
+}
+
+// ---- health probes sent from a listener ---------------------------------------------------------
+
+fn probe_reply(branch: &str) -> Vec<u8> {
+    format!(
+        "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP 192.0.2.10:5060;branch={branch};rport=5060\r\n\
+         From: <sip:pointsman@192.0.2.10>;tag=1p\r\nTo: <sip:127.0.0.1:5070>;tag=x\r\n\
+         Call-ID: psp-1\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn a_reply_to_this_nodes_probe_goes_to_the_prober_and_anothers_is_a_stray() {
+    let mut h = Harness::new();
+    let ours = format!("{}tok-1", crate::core::probe_branch_prefix(7));
+    h.receive(PRIMARY, &probe_reply(&ours));
+    assert_eq!(h.probe_replies.len(), 1);
+    assert_eq!(&h.probe_replies[0][..], &probe_reply(&ours)[..]);
+    assert_eq!(h.dropped("stray"), 0.0);
+    // Node 8's probe is not this node's (in a pair it goes to node 8 as any response does).
+    h.receive(
+        PRIMARY,
+        &probe_reply(&format!("{}tok-1", crate::core::probe_branch_prefix(8))),
+    );
+    assert_eq!(h.probe_replies.len(), 1);
+    assert_eq!(h.dropped("stray"), 1.0);
+    assert!(h.sent.is_empty(), "{:?}", h.lines_to(PRIMARY));
+}

@@ -37,7 +37,7 @@ pub use machine::{AdminAction, Passive, State, Transition};
 pub(crate) use machine::{Machine, Policy, Settings};
 
 use routing_rules::spec::TransportSpec;
-use routing_rules::{DestId, Destination, Router};
+use routing_rules::{DestId, Destination, RequestUri, Router};
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -48,11 +48,14 @@ use tracing::info;
 /// The `[health]` section, validated.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HealthConfig {
-    /// Where probes leave from: this node's own unicast address (port 0: any). Default: the
-    /// first listener's IP with port 0. A node of an anycast pair listens on the shared
-    /// address, so it must set `source` to its own unicast address: a probe reply sent to the
-    /// anycast address may land on the other node.
+    /// Where TCP and TLS probes, and UDP probes that do not leave from a listener, leave
+    /// from (port 0: any). Default: the first listener's IP with port 0.
     pub source: SocketAddr,
+    /// UDP probes leave from the node's UDP listener (its address and port, where calls leave
+    /// from), as clouds expect; `false` when `[health] source` is set: from `source`, a socket
+    /// of the prober's own (a node of an anycast pair whose link may be cut: a reply to the
+    /// shared address that lands on the other node reaches this one only over the link).
+    pub from_listener: bool,
     /// Failures on real calls count towards the failure threshold (default true).
     pub passive: bool,
     /// Clamp of a trusted 503 Retry-After (default 1 s..=300 s).
@@ -68,6 +71,7 @@ impl Default for HealthConfig {
         let p = Policy::default();
         HealthConfig {
             source: SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), 0),
+            from_listener: false,
             passive: p.passive,
             retry_after_min: p.retry_after_min,
             retry_after_max: p.retry_after_max,
@@ -140,6 +144,8 @@ pub struct DestHealth {
     host: String,
     port: u16,
     transport: TransportSpec,
+    /// The destination's own Request-URI host, which its probes name too.
+    request_uri: Option<RequestUri>,
     state: AtomicU8,
     machine: Mutex<Machine>,
 }
@@ -153,6 +159,7 @@ impl DestHealth {
             host: dest.host.clone(),
             port: dest.port,
             transport: dest.transport,
+            request_uri: dest.request_uri.clone(),
             state: AtomicU8::new(machine.state().as_u8()),
             machine: Mutex::new(machine),
         }
@@ -170,6 +177,10 @@ impl DestHealth {
     }
     pub fn transport(&self) -> TransportSpec {
         self.transport
+    }
+    /// The Request-URI it expects (`request_uri`), which its probes carry too.
+    pub fn request_uri(&self) -> Option<&RequestUri> {
+        self.request_uri.as_ref()
     }
     /// `host:port`, IPv6 in brackets.
     pub fn address(&self) -> String {
@@ -309,7 +320,10 @@ impl DestHealth {
     }
 
     fn same_peer(&self, dest: &Destination) -> bool {
-        self.host == dest.host && self.port == dest.port && self.transport == dest.transport
+        self.host == dest.host
+            && self.port == dest.port
+            && self.transport == dest.transport
+            && self.request_uri == dest.request_uri
     }
 }
 

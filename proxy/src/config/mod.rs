@@ -373,8 +373,9 @@ pub struct MediaSection {
 #[derive(Clone, Debug, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct HealthSection {
-    /// `ip` or `ip:port` probes leave from: this node's own unicast address, never a shared
-    /// anycast one (default: the first listener's IP, any port).
+    /// `ip` or `ip:port` probes leave from, from a socket of their own (default: UDP probes
+    /// leave from the UDP listener, as the node's calls do; TCP and TLS ones from the first
+    /// listener's IP, any port). Set it on a node of an anycast pair to its own unicast address.
     pub source: Option<String>,
     /// Failures on real calls (timeouts, transport errors, 503s) count towards a destination's
     /// failure threshold (default true).
@@ -1693,7 +1694,8 @@ fn validate_health(
 ) -> pointsman_protocol::health::HealthConfig {
     let d = pointsman_protocol::health::HealthConfig::default();
     let source = match &h.source {
-        // Probes leave from the node's own address: the first listener's IP, any port.
+        // TCP and TLS probes leave from the node's own address: the first listener's IP, any
+        // port (UDP ones from the listener).
         None => listeners
             .first()
             .map_or(d.source, |l| SocketAddr::new(l.address.ip(), 0)),
@@ -1827,6 +1829,7 @@ fn validate_health(
     }
     pointsman_protocol::health::HealthConfig {
         source,
+        from_listener: h.source.is_none(),
         passive,
         retry_after_min,
         retry_after_max,

@@ -1500,12 +1500,13 @@ fn unknown_admin_key_is_rejected_with_a_suggestion() {
 // ---- [health] and the destinations' probe keys ----
 
 #[test]
-fn health_defaults_to_the_first_listener_ip_passive_on_and_retry_after_1s_to_300s() {
+fn health_defaults_to_probes_from_the_listener_passive_on_and_retry_after_1s_to_300s() {
     let c = parse(BASE).unwrap();
     assert_eq!(
         c.health,
         pointsman_protocol::health::HealthConfig {
             source: "127.0.0.1:0".parse().unwrap(),
+            from_listener: true,
             passive: true,
             retry_after_min: Duration::from_secs(1),
             retry_after_max: Duration::from_secs(300),
@@ -1534,6 +1535,10 @@ fn health_values_are_kept_and_source_takes_ip_or_ip_port() {
             c.health.source,
             want.parse::<SocketAddr>().unwrap(),
             "{source}"
+        );
+        assert!(
+            !c.health.from_listener,
+            "a source of their own for every probe"
         );
         assert!(!c.health.passive);
         assert_eq!(c.health.retry_after_min, Duration::from_secs(5));
