@@ -48,12 +48,26 @@ async fn normal_call_is_answered_end_to_end_and_bye_reaches_the_answering_cloud(
     .await;
     expect(&t, "carrier", "180", |s| s.is_response(180, "INVITE")).await;
     let ok = expect(&t, "carrier", "200", |s| s.is_response(200, "INVITE")).await;
+    // pointsman's Record-Route names the node and a token for the destination, never its name
+    // (topology hiding): nothing the carrier reads names an internal destination.
     assert!(
         ok.header("Record-Route")
-            .is_some_and(|rr| rr.contains("psn=7") && rr.contains("psd=primary")),
-        "the 2xx carries pointsman's Record-Route with node id and destination:\n{}",
+            .is_some_and(|rr| rr.contains("psn=7")
+                && rr.contains(";psd=")
+                && !rr.contains("primary")),
+        "the 2xx carries pointsman's Record-Route with node id and destination token:\n{}",
         ok.text()
     );
+    // (The clouds' own headers, their tags and Contact, are theirs: only what pointsman
+    // writes is checked.)
+    for entry in t.journal.received("carrier") {
+        let rr = entry.header("Record-Route").unwrap_or_default();
+        assert!(
+            !rr.contains("primary") && !rr.contains("secondary"),
+            "a destination's name reached the carrier:\n{}",
+            entry.text()
+        );
+    }
     // The carrier's ACK for the 2xx follows the route set to the cloud that answered.
     expect(&t, "primary", "ACK", |s| s.is("ACK")).await;
     let invite_at_cloud = expect(&t, "primary", "INVITE", invite).await;

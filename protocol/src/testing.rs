@@ -39,6 +39,7 @@ pub fn core_config() -> CoreConfig {
         acls: vec![crate::guard::Acl::default()],
         guard: crate::guard::GuardConfig::default(),
         peers: Vec::new(),
+        topology_key: None,
     }
 }
 
@@ -54,12 +55,8 @@ pub fn routing(router: Arc<Router>, metrics: Metrics, now: Instant) -> Routing {
             SocketAddr::new(ip, d.port)
         })
         .collect();
-    Routing {
-        health: Health::new(&HealthConfig::default()).adopt(&router, now),
-        router,
-        addrs,
-        metrics,
-    }
+    let health = Health::new(&HealthConfig::default()).adopt(&router, now);
+    Routing::new(router, addrs, health, metrics)
 }
 
 /// `router`'s metric handles on a private Prometheus recorder, which renders them for the

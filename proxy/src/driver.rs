@@ -74,6 +74,7 @@ pub fn core_config(cfg: &Config) -> anyhow::Result<CoreConfig> {
             .as_ref()
             .map(|c| c.peers.iter().map(|p| p.id).collect())
             .unwrap_or_default(),
+        topology_key: cfg.topology_key.clone(),
     })
 }
 

@@ -123,12 +123,7 @@ impl Node {
                 cfg.health.source
             )
         })?;
-        let routing = Routing {
-            router: cfg.router.clone(),
-            addrs,
-            health: view,
-            metrics: metrics.clone(),
-        };
+        let routing = Routing::new(cfg.router.clone(), addrs, view, metrics.clone());
         let node = Arc::new(Node {
             core: Arc::new(Core::new(
                 core_config,
@@ -277,12 +272,12 @@ impl Node {
         }
         let view = self.health.adopt(&new.router, Instant::now());
         let (dests, routes) = pointsman_protocol::metrics::names(&new.router);
-        let routing = Routing {
-            router: new.router.clone(),
+        let routing = Routing::new(
+            new.router.clone(),
             addrs,
-            health: view.clone(),
-            metrics: self.metrics.rebind(&dests, &routes),
-        };
+            view.clone(),
+            self.metrics.rebind(&dests, &routes),
+        );
         let summary = format!(
             "{} destinations, {} routes",
             new.router.rules.destinations.len(),

@@ -1162,8 +1162,9 @@ impl Core {
         Ok((key, index))
     }
 
-    /// Our Record-Route value(s): the node id, the destination (trunk affinity) and the caller's
-    /// From tag (which tells the direction of later requests). When the two legs use different
+    /// Our Record-Route value(s): the node id, the destination's token (trunk affinity; its
+    /// name stays hidden, see `topology`) and the caller's From tag (which tells the direction
+    /// of later requests). When the two legs use different
     /// transports, two values (one per leg), as RFC 3261 §16.6 step 4 suggests.
     fn record_route(&self, req: &Message<'_>, upstream: Peer, target: &Target, c: &Call) -> String {
         let ftag = req
@@ -1171,7 +1172,7 @@ impl Core {
             .tag
             .map(|t| String::from_utf8_lossy(req.slice(t)))
             .unwrap_or_default();
-        let dest = c.dest_name(target);
+        let dest = target.dest.map_or("dialog", |d| c.routing.tokens.of(d));
         let mut rr = String::with_capacity(2 * (64 + dest.len() + ftag.len()));
         let push_value = |rr: &mut String, proto: crate::peer::Proto| {
             rr.push_str(self.advertised.record_route(proto));

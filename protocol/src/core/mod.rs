@@ -42,6 +42,7 @@ mod replicate;
 mod requests;
 mod responses;
 mod sweep;
+mod topology;
 
 pub use call::{BranchStatus, CallPhase, CancelState};
 pub use forward::{forwarded, strip_top_via};
@@ -50,6 +51,7 @@ pub use replicate::{
     TargetState,
 };
 pub use sweep::MAX_CALL_DURATION;
+use topology::TopologyKey;
 
 use crate::guard::{Acl, GuardConfig, RateLimiter};
 use crate::health::{DestHealth, HealthView};
@@ -105,6 +107,9 @@ pub struct CoreConfig {
     pub guard: GuardConfig,
     /// The other nodes of the pair (`[cluster] peers`), by node id; empty for a node alone.
     pub peers: Vec<u16>,
+    /// `[node] topology_key`: what the destination tokens of our Record-Route are keyed with
+    /// (`None`: the built-in key).
+    pub topology_key: Option<String>,
 }
 
 /// Everything indexed by `DestId`/`RouteId` of one rule set, swapped together on reload: the
@@ -116,6 +121,9 @@ pub struct Routing {
     pub addrs: Vec<SocketAddr>,
     pub health: HealthView,
     pub metrics: Metrics,
+    /// The destinations' tokens in our Record-Route, filled in by the core that takes these
+    /// rules ([`Core::new`], [`Core::set_routing`]).
+    tokens: topology::DestTokens,
 }
 
 impl std::fmt::Debug for Routing {
@@ -128,6 +136,23 @@ impl std::fmt::Debug for Routing {
 }
 
 impl Routing {
+    /// One rule set's routing: its rules, their destinations' addresses (by `DestId`), their
+    /// health and their metric handles.
+    pub fn new(
+        router: Arc<Router>,
+        addrs: Vec<SocketAddr>,
+        health: HealthView,
+        metrics: Metrics,
+    ) -> Routing {
+        Routing {
+            router,
+            addrs,
+            health,
+            metrics,
+            tokens: topology::DestTokens::default(),
+        }
+    }
+
     /// Whether `ip` is the address of one of these rules' destinations.
     pub fn is_destination(&self, ip: std::net::IpAddr) -> bool {
         self.addrs.iter().any(|a| a.ip() == ip)
@@ -363,6 +388,8 @@ pub struct Core {
     branch_seq: AtomicU64,
     /// [`probe_branch_prefix`] of this node.
     probe_branch: String,
+    /// What destination tokens are made with.
+    topology: TopologyKey,
     /// A [`TimerKind::Sweep`] is armed in some worker's wheel.
     sweep_armed: AtomicBool,
     /// Where the sweep's pass goes on at its next step (see [`SWEEP_UNITS`]); 0 between passes.
@@ -416,8 +443,10 @@ struct Answered {
 impl Core {
     /// A core started at `now`. `seed` starts its branch and routing-entropy sequences: give
     /// each process a different one (two nodes with one seed would write the same branches).
-    pub fn new(cfg: CoreConfig, routing: Routing, now: Instant, seed: u64) -> Core {
+    pub fn new(cfg: CoreConfig, mut routing: Routing, now: Instant, seed: u64) -> Core {
         let start = seed >> 16;
+        let topology = TopologyKey::new(cfg.topology_key.as_deref());
+        routing.tokens = topology::DestTokens::new(&routing.router, &topology);
         let cluster = (!cfg.peers.is_empty())
             .then(|| cluster::Cluster::new(&cfg.peers, cluster::DEFAULT_MAX_REPLICAS));
         Core {
@@ -425,6 +454,7 @@ impl Core {
             allowed_limiter: RateLimiter::for_allowed(&cfg.guard, now),
             advertised: Advertised::new(&cfg),
             probe_branch: probe_branch_prefix(cfg.node_id),
+            topology,
             cfg,
             routing: ArcSwap::from_pointee(routing),
             keys: Keys::new(),
@@ -451,7 +481,8 @@ impl Core {
     }
 
     /// Replaces the rule set; calls in progress keep the snapshot they started with.
-    pub fn set_routing(&self, routing: Routing) {
+    pub fn set_routing(&self, mut routing: Routing) {
+        routing.tokens = topology::DestTokens::new(&routing.router, &self.topology);
         self.routing.store(Arc::new(routing));
     }
 
@@ -758,8 +789,8 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 struct Advertised {
     /// `SIP/2.0/UDP host:port`, by [`Proto`].
     via: [String; 3],
-    /// `<sip:host:port;transport=tcp;lr;psn=<node>;psd=`, by [`Proto`]: the destination name,
-    /// `;ftag=<tag>` and `>` follow.
+    /// `<sip:host:port;transport=tcp;lr;psn=<node>;psd=`, by [`Proto`]: the destination's token
+    /// (`topology`), `;ftag=<tag>` and `>` follow.
     record_route: [String; 3],
 }
 

@@ -19,10 +19,10 @@ impl Core {
         let from_tag = msg.from.tag.map(|t| msg.slice(t));
         let downstream = param(b"ftag").is_some_and(|ftag| Some(ftag) == from_tag);
         if downstream {
-            if let Some(name) = param(b"psd") {
+            if let Some(psd) = param(b"psd") {
                 let routing = self.routing();
-                let name = std::str::from_utf8(name).ok()?;
-                if let Some(id) = routing.router.destination_by_name(name) {
+                let psd = std::str::from_utf8(psd).ok()?;
+                if let Some(id) = routing.tokens.dest(&routing.router, psd) {
                     return Some(Hop {
                         peer: routing.peer(id),
                         dest: Some(id),

@@ -80,7 +80,10 @@ fn a_call_exported_mid_setup_completes_on_a_fresh_core() {
 
     // The dialog's ACK and BYE follow the edge that answered.
     let rr = header(&ok, "Record-Route").unwrap().to_string();
-    assert!(rr.contains("psd=secondary"), "{rr}");
+    assert!(
+        rr.contains(&format!("psd={}", super::tests::psd_token("secondary"))),
+        "{rr}"
+    );
     fresh.receive(CARRIER, &routed_from_carrier("ACK", "rep1", &rr, "s", 1));
     assert_eq!(fresh.count_to(SECONDARY, "ACK"), 1);
     fresh.receive(CARRIER, &routed_from_carrier("BYE", "rep1", &rr, "s", 2));

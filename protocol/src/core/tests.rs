@@ -564,7 +564,9 @@ fn max_forwards_is_decremented_and_record_route_carries_node_and_destination() {
     assert_eq!(header(&fwd, "Max-Forwards"), Some("69"));
     let rr = header(&fwd, "Record-Route").unwrap();
     assert!(
-        rr.contains("psn=7") && rr.contains("psd=primary") && rr.contains("ftag=c1"),
+        rr.contains("psn=7")
+            && rr.contains(&format!("psd={}", psd_token("primary")))
+            && rr.contains("ftag=c1"),
         "{rr}"
     );
     let via = header(&fwd, "Via").unwrap();
@@ -1087,8 +1089,13 @@ mod tls {
         // The TLS leg's value first (the callee reads it), then the carrier's UDP leg.
         let rr = header(&fwd, "Record-Route").unwrap();
         assert!(
-            rr.starts_with("<sip:192.0.2.10:5061;transport=tls;lr;psn=7;psd=primary;")
-                && rr.contains(", <sip:192.0.2.10:5060;lr;psn=7;psd=primary;"),
+            rr.starts_with(&format!(
+                "<sip:192.0.2.10:5061;transport=tls;lr;psn=7;psd={};",
+                psd_token("primary")
+            )) && rr.contains(&format!(
+                ", <sip:192.0.2.10:5060;lr;psn=7;psd={};",
+                psd_token("primary")
+            )),
             "{rr}"
         );
     }
@@ -1150,12 +1157,12 @@ fn new_calls_beyond_the_answered_calls_cap_get_503_and_calls_in_progress_go_on()
     let mut cfg = h.core.config().clone();
     cfg.guard.max_calls = 1;
     let routing = h.core.routing();
-    let routing = Routing {
-        router: routing.router.clone(),
-        addrs: routing.addrs.clone(),
-        health: routing.health.clone(),
-        metrics: routing.metrics.clone(),
-    };
+    let routing = Routing::new(
+        routing.router.clone(),
+        routing.addrs.clone(),
+        routing.health.clone(),
+        routing.metrics.clone(),
+    );
     h.core = Core::new(cfg, routing, h.now, 0x5eed);
     h.receive(CARRIER, &invite("cap-1"));
     let fwd = h.last_to(PRIMARY, "INVITE");
@@ -2179,4 +2186,67 @@ fn a_reply_to_this_nodes_probe_goes_to_the_prober_and_anothers_is_a_stray() {
     assert_eq!(h.probe_replies.len(), 1);
     assert_eq!(h.dropped("stray"), 1.0);
     assert!(h.sent.is_empty(), "{:?}", h.lines_to(PRIMARY));
+}
+
+// ---- topology hiding -----------------------------------------------------------------------------
+
+/// The `psd=` token of destination `name` under the built-in key.
+pub(super) fn psd_token(name: &str) -> String {
+    super::topology::TopologyKey::new(None).token(name)
+}
+
+/// A BYE from the carrier over our Record-Route `rr`, for call `call_id` answered with tag `p`.
+fn carrier_bye(call_id: &str, rr: &str) -> Vec<u8> {
+    format!(
+        "BYE sip:agent@203.0.113.99:5070 SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-bye-{call_id}\r\n\
+         Max-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\n\
+         To: <sip:+15551234@192.0.2.10>;tag=p\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn the_carrier_reads_no_destination_name_and_its_bye_still_follows_the_edge_that_answered() {
+    let mut h = Harness::new();
+    h.receive(CARRIER, &invite("th1"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let ok = h.last_to(CARRIER, "SIP/2.0 200");
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    for name in ["primary", "secondary"] {
+        assert!(!rr.contains(name), "{rr}");
+    }
+    let token = psd_token("primary");
+    assert!(rr.contains(&format!(";psd={token};")), "{rr}");
+    // The BYE's Request-URI (the agent's Contact) is elsewhere; the token sends it to the
+    // primary (trunk affinity), not to the Contact.
+    h.receive(CARRIER, &carrier_bye("th1", &rr));
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 1, "{:?}", h.sent);
+
+    // A dialog of a release that wrote names keeps its affinity.
+    h.receive(CARRIER, &invite("th2"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    let legacy = rr.replace(&token, "primary");
+    h.receive(CARRIER, &carrier_bye("th2", &legacy));
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 2);
+}
+
+#[test]
+fn a_topology_key_of_its_own_makes_other_tokens_and_a_token_under_another_key_is_no_destination() {
+    let mut h = Harness::with_config(|cfg| cfg.topology_key = Some("0123456789abcdef-pair".into()));
+    h.receive(CARRIER, &invite("th3"));
+    let fwd = h.last_to(PRIMARY, "INVITE");
+    let rr = header(&fwd, "Record-Route").unwrap().to_string();
+    let own = super::topology::TopologyKey::new(Some("0123456789abcdef-pair")).token("primary");
+    assert!(rr.contains(&format!(";psd={own};")), "{rr}");
+    assert!(!rr.contains(&psd_token("primary")), "{rr}");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    // A Route whose token was made with another key names no destination: the BYE follows
+    // its Request-URI (the agent's Contact) instead.
+    let foreign = rr.replace(&own, &psd_token("primary"));
+    h.receive(CARRIER, &carrier_bye("th3", &foreign));
+    assert_eq!(h.count_to(PRIMARY, "BYE"), 0);
+    assert_eq!(h.count_to("203.0.113.99:5070", "BYE"), 1);
 }

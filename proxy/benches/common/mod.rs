@@ -165,12 +165,12 @@ impl Sim {
         let now = Instant::now();
         let (dests, routes) = pointsman_protocol::metrics::names(&cfg.router);
         let (metrics, handle) = pointsman::exporter::local(&dests, &routes);
-        let routing = Routing {
-            addrs: pointsman::node::resolve(&cfg.router).expect("resolve"),
-            health: Health::new(&cfg.health).adopt(&cfg.router, now),
-            router: cfg.router.clone(),
+        let routing = Routing::new(
+            cfg.router.clone(),
+            pointsman::node::resolve(&cfg.router).expect("resolve"),
+            Health::new(&cfg.health).adopt(&cfg.router, now),
             metrics,
-        };
+        );
         Sim {
             h: Harness::new(Core::new(core_cfg, routing, now, 0x5eed), now),
             upkeep: Box::new(move || handle.run_upkeep()),

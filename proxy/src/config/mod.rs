@@ -37,6 +37,8 @@ use std::time::Duration;
 pub const DEFAULT_NODE_ID: u16 = 1;
 /// Most `node.workers` accepted.
 pub const MAX_WORKERS: usize = 64;
+/// Shortest `[node] topology_key` accepted.
+pub const MIN_TOPOLOGY_KEY: usize = 16;
 /// What `node.scheduler_slice` asks of the kernel for the workers (see [`crate::sched`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SchedulerSlice {
@@ -115,6 +117,10 @@ pub struct NodeSection {
     /// Run the workers under SCHED_FIFO at this priority (1..=99; 0, the default, leaves them
     /// under the normal scheduler). Needs CAP_SYS_NICE; like Kamailio's `rt_prio`.
     pub realtime_priority: Option<u8>,
+    /// The secret the destination tokens of pointsman's Record-Route are keyed with (topology
+    /// hiding: the carrier never reads a destination's name). At least 16 characters, the same
+    /// on every node of a pair (default: a built-in key).
+    pub topology_key: Option<String>,
     /// Time slice the workers ask the kernel for (Linux 6.12+): a worker woken by a datagram
     /// then preempts tasks with longer slices instead of waiting for theirs to end. "auto"
     /// (the default: 100us while a worker is lightly loaded), a duration from 100us to 100ms,
@@ -415,6 +421,8 @@ pub struct Config {
     pub workers: usize,
     /// SCHED_FIFO priority of the workers; 0: the normal scheduler.
     pub realtime_priority: u8,
+    /// `[node] topology_key` (`None`: the built-in key).
+    pub topology_key: Option<String>,
     /// Slice the workers ask for under the normal scheduler.
     pub scheduler_slice: SchedulerSlice,
     /// How long calls in setup have to finish after SIGTERM or SIGINT.
@@ -788,6 +796,18 @@ fn validate(
         99,
         0,
     );
+    let topology_key = spec.node.topology_key.clone();
+    if let Some(key) = &topology_key {
+        if key.chars().count() < MIN_TOPOLOGY_KEY {
+            errors.push(
+                "node.topology_key",
+                format!(
+                    "topology_key is {} characters: use at least {MIN_TOPOLOGY_KEY} random                      characters (e.g. the output of `openssl rand -hex 16`), the same on every                      node of a pair, or leave it out for the built-in key",
+                    key.chars().count()
+                ),
+            );
+        }
+    }
     let scheduler_slice = validate_scheduler_slice(spec.node.scheduler_slice.as_deref(), errors);
     let shutdown_grace = spec.node.shutdown_grace.unwrap_or(DEFAULT_SHUTDOWN_GRACE);
     errors.duration_in(
@@ -904,6 +924,7 @@ fn validate(
         advertise,
         workers,
         realtime_priority,
+        topology_key,
         scheduler_slice,
         shutdown_grace,
         listeners,

@@ -635,6 +635,25 @@ fn realtime_priority_is_off_by_default_and_kept_in_range() {
 }
 
 #[test]
+fn topology_key_is_the_built_in_one_by_default_and_at_least_16_characters() {
+    assert_eq!(parse(&base_with("")).unwrap().topology_key, None);
+    let key = "c0ffee00c0ffee00c0ffee00";
+    assert_eq!(
+        parse(&base_with(&format!("[node]\ntopology_key = \"{key}\"")))
+            .unwrap()
+            .topology_key
+            .as_deref(),
+        Some(key)
+    );
+    assert_one_error(
+        &base_with("[node]\ntopology_key = \"short\""),
+        "node.topology_key",
+        Some(18),
+        "topology_key is 5 characters: use at least 16",
+    );
+}
+
+#[test]
 fn invalid_advertise_address_is_rejected() {
     assert_one_error(
         &base_with("[node]\nadvertise = \"10.0.0.1\""),
