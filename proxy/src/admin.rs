@@ -62,6 +62,14 @@ pub trait NodeControl: Send + Sync + 'static {
     fn reload(&self) -> Result<Reloaded, Vec<String>>;
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
+    /// Whether HEP capture is on; `None` without a `[hep]` section.
+    fn hep(&self) -> Option<bool> {
+        None
+    }
+    /// Turns HEP capture on or off; `None` without a `[hep]` section.
+    fn set_hep(&self, _on: bool) -> Option<bool> {
+        None
+    }
 }
 
 /// One destination as `GET /destinations` shows it.
@@ -246,6 +254,12 @@ impl Api {
                 Ok(()) => to_json(StatusCode::OK, &self.control.node()),
                 Err(e) => Reply::error(StatusCode::CONFLICT, e.to_string()),
             },
+            ["hep"] if get => self.hep_reply(self.control.hep()),
+            ["hep", switch @ ("on" | "off")] if post => {
+                let on = *switch == "on";
+                let reply = self.control.set_hep(on).map(|_| on);
+                self.hep_reply(reply)
+            }
             ["reload"] if post => match self.control.reload() {
                 Ok(done) => Reply::json(
                     StatusCode::OK,
@@ -266,17 +280,35 @@ impl Api {
             | ["metrics"]
             | ["node"]
             | ["destinations"]
-            | ["destinations", _] => Self::not_allowed("GET"),
-            ["destinations", _, _] | ["node", "drain" | "resume"] | ["reload"] => {
-                Self::not_allowed("POST")
-            }
+            | ["destinations", _]
+            | ["hep"] => Self::not_allowed("GET"),
+            ["destinations", _, _]
+            | ["node", "drain" | "resume"]
+            | ["reload"]
+            | ["hep", "on" | "off"] => Self::not_allowed("POST"),
             _ => Reply::error(
                 StatusCode::NOT_FOUND,
                 format!(
                     "no such endpoint {path:?}: use GET /health, /ready, /node, /destinations, \
-                     /metrics, or POST /destinations/NAME/ACTION, /node/drain, /node/resume, \
-                     /reload"
+                     /metrics, /hep, or POST /destinations/NAME/ACTION, /node/drain, \
+                     /node/resume, /reload, /hep/on, /hep/off"
                 ),
+            ),
+        }
+    }
+
+    /// `{"enabled": bool}`, or 404 when the node has no `[hep]` section.
+    fn hep_reply(&self, enabled: Option<bool>) -> Reply {
+        match enabled {
+            Some(on) => Reply::json(
+                StatusCode::OK,
+                serde_json::json!({ "enabled": on }).to_string(),
+            ),
+            None => Reply::error(
+                StatusCode::NOT_FOUND,
+                "HEP capture is not configured: add a [hep] section with the collector's \
+                 address and restart"
+                    .to_string(),
             ),
         }
     }

@@ -64,6 +64,18 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Show, or switch on or off, a running node's HEP capture (`[hep]`), from its admin API.
+    Hep {
+        /// `on` or `off`; without it, shows whether capture is on.
+        #[arg(value_enum)]
+        switch: Option<HepSwitch>,
+        /// The node's admin API address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
+        admin: String,
+        /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
     /// Failover drill on loopback, nothing else needed: pointsman between a simulated carrier
     /// and two simulated clouds while the primary answers 503, browns out, dies and recovers;
     /// then hot-hot calls with early media from two more clouds, the preferred one failing
@@ -179,6 +191,11 @@ pub fn main() -> ExitCode {
             hold: std::time::Duration::from_millis(1500),
         }),
         Command::Status { admin, token } => status(&admin, token),
+        Command::Hep {
+            switch,
+            admin,
+            token,
+        } => hep(&admin, token, switch),
         Command::Announce {
             admin,
             token,
@@ -292,6 +309,55 @@ fn status(admin: &str, token: Option<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pointsman status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pointsman hep [on|off]`.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum HepSwitch {
+    On,
+    Off,
+}
+
+/// `pointsman hep`: `GET /hep`, or `POST /hep/on|off`; prints `hep capture on|off`.
+fn hep(admin: &str, token: Option<String>, switch: Option<HepSwitch>) -> ExitCode {
+    let token = token
+        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    let (method, path) = match switch {
+        None => ("GET", "/hep"),
+        Some(HepSwitch::On) => ("POST", "/hep/on"),
+        Some(HepSwitch::Off) => ("POST", "/hep/off"),
+    };
+    let timeout = std::time::Duration::from_secs(5);
+    match crate::admin::http_request(admin, method, path, token.as_deref(), timeout) {
+        Ok(reply) if reply.status == 200 => {
+            let on = serde_json::from_slice::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("enabled").and_then(serde_json::Value::as_bool));
+            match on {
+                Some(on) => {
+                    println!("hep capture {}", if on { "on" } else { "off" });
+                    ExitCode::SUCCESS
+                }
+                None => {
+                    eprintln!("pointsman hep: {admin} answered {}", reply.text().trim());
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Ok(reply) => {
+            eprintln!(
+                "pointsman hep: {admin} answered {}: {}",
+                reply.status,
+                reply.text().trim()
+            );
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("pointsman hep: {e}");
             ExitCode::FAILURE
         }
     }

@@ -9,6 +9,7 @@
 
 use crate::cluster::PairLink;
 use crate::config::{Config, ListenTransport, SchedulerSlice};
+use crate::hep::{Capture, Hep};
 use crate::node::Node;
 use crate::prober::ListenerEgress;
 use crate::sched::{self, SliceGovernor};
@@ -167,6 +168,13 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     let egress = probe_egress(udp_sockets.first().map_or(&[][..], Vec::as_slice))?;
     let node = Node::start(&cfg, core_config(&cfg)?, source, Some(egress))?;
     let probe_replies = node.probe_replies();
+    // Where a stream leg's capture says it ended here: the advertised address.
+    let stream_local = cfg
+        .advertise
+        .parse::<SocketAddr>()
+        .ok()
+        .or_else(|| cfg.listeners.first().map(|l| l.address))
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
     let core = node.core().clone();
     let media = match core.media() {
         Some(plane) => {
@@ -230,6 +238,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         let media = media.clone().filter(|_| i == 0);
         let pair = node.pair_link();
         let probe_replies = probe_replies.clone();
+        let hep = node.hep().map(|hep| (hep.clone(), stream_local));
         threads.push(
             std::thread::Builder::new()
                 .name(format!("pointsman-w{i}"))
@@ -249,6 +258,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
                             media,
                             pair,
                             probe_replies,
+                            hep,
                             i,
                         ),
                     )
@@ -334,6 +344,8 @@ struct Worker {
     udp: Vec<Rc<UdpSocket>>,
     /// Whether each of `udp` is IPv4 (read once: `local_addr` is a system call).
     udp_v4: Vec<bool>,
+    /// HEP capture, when `[hep]` is configured.
+    hep: Option<HepTap>,
     wheel: RefCell<TimerWheel<CoreTimer>>,
     /// When the timer task sleeps until (`None`: until a timer is armed).
     wake_at: Cell<Option<Instant>>,
@@ -362,6 +374,44 @@ struct Worker {
     receiving: Cell<Option<Duration>>,
 }
 
+/// What a worker captures for HEP with: the switch and queue, and its own addresses.
+struct HepTap {
+    hep: Arc<Hep>,
+    /// The address of each of the worker's UDP sockets (as `Worker::udp`).
+    udp_local: Vec<SocketAddr>,
+    /// What a TCP or TLS leg's capture names as this node's end.
+    stream_local: SocketAddr,
+}
+
+impl HepTap {
+    /// A message that crossed the node's edge: `from` → `to` over UDP or a stream.
+    fn capture(
+        &self,
+        from: SocketAddr,
+        to: SocketAddr,
+        stream: bool,
+        payload: impl FnOnce() -> bytes::Bytes,
+    ) {
+        self.hep.capture(|| Capture {
+            at: SystemTime::now(),
+            src: from,
+            dst: to,
+            stream,
+            payload: payload(),
+        });
+    }
+
+    /// This worker's UDP address towards `peer` (as [`socket_for`] picks the socket).
+    fn udp_local(&self, w: &Worker, peer: SocketAddr) -> SocketAddr {
+        w.udp_v4
+            .iter()
+            .position(|&v4| v4 == peer.is_ipv4())
+            .or(Some(0))
+            .and_then(|i| self.udp_local.get(i).copied())
+            .unwrap_or(self.stream_local)
+    }
+}
+
 /// How often the first worker asks the media plane for timed events (media inactivity).
 const MEDIA_POLL: Duration = Duration::from_millis(50);
 
@@ -377,17 +427,22 @@ async fn worker(
     media: Option<Arc<MediaPlane>>,
     pair: Option<PairLink>,
     probe_replies: mpsc::Sender<bytes::Bytes>,
+    hep: Option<(Arc<Hep>, SocketAddr)>,
     index: usize,
 ) {
     let mut udp_sockets = Vec::new();
     let mut udp_v4 = Vec::new();
+    let mut udp_local = Vec::new();
     let mut udp_listener = Vec::new();
     for (index, s) in sockets {
-        let v4 = s.local_addr().is_ok_and(|a| a.is_ipv4());
+        let local = s
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
         match UdpSocket::from_std(s) {
             Ok(s) => {
                 udp_sockets.push(Rc::new(s));
-                udp_v4.push(v4);
+                udp_v4.push(local.is_ipv4());
+                udp_local.push(local);
                 udp_listener.push(index);
             }
             Err(e) => tracing::error!(error = %e, "cannot register UDP socket"),
@@ -399,6 +454,11 @@ async fn worker(
         sink,
         udp: udp_sockets,
         udp_v4,
+        hep: hep.map(|(hep, stream_local)| HepTap {
+            hep,
+            udp_local,
+            stream_local,
+        }),
         wheel: RefCell::new(TimerWheel::new(Instant::now(), TICK, 4096)),
         wake_at: Cell::new(None),
         timer_added: Notify::new(),
@@ -435,18 +495,23 @@ async fn worker(
                 bytes,
                 from,
                 listener,
-            } => w.core.on_message(
-                Inbound {
-                    bytes: &bytes,
-                    from,
-                    framing: Framing::Stream,
-                    listener,
-                    overloaded: false,
-                    relayed: false,
-                },
-                now,
-                &mut out,
-            ),
+            } => {
+                if let Some(tap) = &w.hep {
+                    tap.capture(from.addr, tap.stream_local, true, || bytes.clone());
+                }
+                w.core.on_message(
+                    Inbound {
+                        bytes: &bytes,
+                        from,
+                        framing: Framing::Stream,
+                        listener,
+                        overloaded: false,
+                        relayed: false,
+                    },
+                    now,
+                    &mut out,
+                )
+            }
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
             Event::Confirmed(seq) => confirmed(&w, seq, 1),
             Event::SettleStale { owner, restarted } => {
@@ -560,6 +625,12 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
             for (i, meta) in metas.iter().take(n).enumerate() {
                 let start = i * MAX_DATAGRAM;
                 let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
+                if let Some(tap) = &w.hep {
+                    let local = tap.udp_local(&w, meta.addr);
+                    tap.capture(meta.addr, local, false, || {
+                        bytes::Bytes::copy_from_slice(datagram)
+                    });
+                }
                 let queued = w.queued.get();
                 w.receiving.set(meta.timestamp);
                 w.core.on_message(
@@ -656,16 +727,27 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
     let mut outputs = out.drain(..);
     while let Some(o) = outputs.next() {
         match o {
-            Output::Send { to, bytes, report } => match to.proto {
-                Proto::Udp => {
-                    w.outbox.borrow_mut().push((to.addr, bytes));
-                    w.queued.set(w.queued.get() + 1);
+            Output::Send { to, bytes, report } => {
+                if let Some(tap) = &w.hep {
+                    let stream = to.proto != Proto::Udp;
+                    let local = if stream {
+                        tap.stream_local
+                    } else {
+                        tap.udp_local(w, to.addr)
+                    };
+                    tap.capture(local, to.addr, stream, || bytes.clone());
                 }
-                Proto::Tcp | Proto::Tls => {
-                    flush_udp(w);
-                    w.tcp.send(to, bytes, report, &w.sink)
+                match to.proto {
+                    Proto::Udp => {
+                        w.outbox.borrow_mut().push((to.addr, bytes));
+                        w.queued.set(w.queued.get() + 1);
+                    }
+                    Proto::Tcp | Proto::Tls => {
+                        flush_udp(w);
+                        w.tcp.send(to, bytes, report, &w.sink)
+                    }
                 }
-            },
+            }
             Output::ProbeReply { bytes } => {
                 if w.probe_replies.try_send(bytes).is_err() {
                     debug!(

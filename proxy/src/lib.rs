@@ -40,6 +40,7 @@ pub mod exporter;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod hep;
 pub mod link;
 mod memory;
 pub mod node;

@@ -43,6 +43,8 @@ pub struct Node {
     reload: Mutex<ReloadState>,
     /// TLS certificates and trust of listeners and destinations, swapped on reload.
     tls: Arc<Certificates>,
+    /// HEP capture, when `[hep]` is given.
+    hep: Option<Arc<crate::hep::Hep>>,
     /// The node link and its configured peers, when `[cluster]` is given.
     link: std::sync::OnceLock<(
         Arc<crate::link::Link>,
@@ -124,7 +126,15 @@ impl Node {
             )
         })?;
         let routing = Routing::new(cfg.router.clone(), addrs, view, metrics.clone());
+        let hep = match &cfg.hep {
+            Some(h) => Some(
+                crate::hep::Hep::start(h)
+                    .with_context(|| format!("hep: cannot start capture to {}", h.address))?,
+            ),
+            None => None,
+        };
         let node = Arc::new(Node {
+            hep,
             core: Arc::new(Core::new(
                 core_config,
                 routing,
@@ -177,6 +187,11 @@ impl Node {
 
     pub fn core(&self) -> &Arc<Core> {
         &self.core
+    }
+
+    /// HEP capture, when `[hep]` is given.
+    pub fn hep(&self) -> Option<&Arc<crate::hep::Hep>> {
+        self.hep.as_ref()
     }
 
     /// Where the workers hand replies to this node's probes.
@@ -329,6 +344,7 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
         // The node link's socket, certificates and peers: a pair is re-formed by restarting
         // its nodes one at a time (the other keeps the calls).
         ("cluster", running.cluster != new.cluster),
+        ("hep", running.hep != new.hep),
         (
             "admin",
             running.admin.listen != new.admin.listen
@@ -408,6 +424,14 @@ fn status(s: DestinationSnapshot) -> DestinationStatus {
 }
 
 impl NodeControl for Node {
+    fn hep(&self) -> Option<bool> {
+        self.hep.as_ref().map(|h| h.enabled())
+    }
+
+    fn set_hep(&self, on: bool) -> Option<bool> {
+        self.hep.as_ref().map(|h| h.set_enabled(on))
+    }
+
     fn destinations(&self) -> Vec<DestinationStatus> {
         let now = Instant::now();
         self.core

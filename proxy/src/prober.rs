@@ -275,6 +275,19 @@ pub fn options_request(to: ProbeTarget<'_>, ids: ProbeIds<'_>) -> Bytes {
     Bytes::from(text)
 }
 
+/// Sends a UDP probe. A listener's socket reports ICMP errors (`IP_RECVERR`), and a send can
+/// return the report of an earlier datagram to another peer (a dead cloud's closed port): that
+/// says nothing of this probe, which is sent again.
+async fn send_probe(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+    let mut tries = 0;
+    loop {
+        match socket.send_to(bytes, to).await {
+            Err(e) if crate::transport::udp::is_icmp_error(&e) && tries < 8 => tries += 1,
+            sent => return sent,
+        }
+    }
+}
+
 /// The final code of `m` if it answers the probe with this Call-ID and branch.
 fn final_reply(m: &Message<'_>, call_id: &str, branch: &str) -> Option<u16> {
     let code = m.code()?;
@@ -476,7 +489,7 @@ impl Driver {
                 .egress
                 .and_then(|i| self.egress.get(i))
                 .map_or(socket, |(s, _)| s);
-            if let Err(e) = from.send_to(&r.bytes, r.to).await {
+            if let Err(e) = send_probe(from, &r.bytes, r.to).await {
                 failed.push((id.clone(), format!("cannot send to {}: {e}", r.to)));
                 continue;
             }
@@ -557,7 +570,7 @@ impl Driver {
                         cseq,
                     },
                 );
-                if let Err(e) = from.send_to(&bytes, to).await {
+                if let Err(e) = send_probe(from, &bytes, to).await {
                     dest.probe_error(&format!("cannot send to {to}: {e}"), now);
                     return;
                 }

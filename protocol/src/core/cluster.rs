@@ -19,7 +19,9 @@
 //!   nothing of may be of a call a peer adopted from its previous run (the ids name this node),
 //!   so a response or in-dialog request it does not hold goes to a peer that is up, which adopts
 //!   or answers it; with no peer up it is dropped (`syncing`), and its retransmission finds the
-//!   node synced. New requests are handled here. For [`SETTLE_GRACE`] after the sync a message
+//!   node synced. One that a peer handed here (the peer holds the call's replica from this
+//!   node's previous run, not adopted yet) is dropped too (`syncing`): handled here it would be
+//!   taken for a ghost's; its retransmission finds the call adopted by the peer. New requests are handled here. For [`SETTLE_GRACE`] after the sync a message
 //!   it holds nothing of still goes to a peer that is up: the peer adopts the calls of this
 //!   node's previous run only once it has this node's snapshot, and tells it a moment later.
 //! - **Replicate.** After each message and timer that touched a call, the core says where the
@@ -380,7 +382,7 @@ impl Core {
             return false;
         }
         let owner = self.owner(cluster, msg);
-        if !inb.relayed && cluster.settling(now) {
+        if cluster.settling(now) {
             // Named this node (or no node) and held nothing of here: it may be a call of this
             // node's previous run that a peer holds, which only the peer can tell.
             let named_here = owner
@@ -392,10 +394,15 @@ impl Core {
                     .map_or_else(|| self.holds(msg), |o| o.held_here)
             };
             if named_here && !held() {
-                if let Some(peer) = cluster.first_up_peer() {
-                    return self.hand_to(peer, inb, out);
+                if !inb.relayed {
+                    if let Some(peer) = cluster.first_up_peer() {
+                        return self.hand_to(peer, inb, out);
+                    }
                 }
-                if !cluster.synced() {
+                // One a peer handed here holds only this node's old replica there, which the
+                // peer adopts once it has this node's snapshot: handled here it would be taken
+                // for a ghost. Its retransmission finds the call adopted.
+                if inb.relayed || !cluster.synced() {
                     self.metrics().dropped(DropReason::Syncing);
                     return true;
                 }

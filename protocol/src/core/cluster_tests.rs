@@ -558,3 +558,37 @@ fn just_after_its_sync_a_restarted_node_still_hands_a_call_of_its_previous_run_t
         "the ghost torn down at node 1"
     );
 }
+
+#[test]
+fn an_answer_a_peer_hands_to_a_restarted_node_is_dropped_not_torn_down_and_its_retransmission_completes_the_call(
+) {
+    let mut p = Pair::new();
+    let fwd = p.call_at_a("cl27");
+    p.sync();
+    p.a_restarts();
+    // The cloud's answer lands on node 2, which holds node 1's old call only as a replica and
+    // sees node 1 up again: it hands the answer to node 1. Node 1's new run holds nothing of
+    // the call; taken for a ghost's, the call would be torn down under the caller.
+    let answer = response_to(&fwd, 200, "p");
+    p.b.receive(PRIMARY, &answer);
+    assert_eq!(p.hand_b_to_a(), 1);
+    assert!(
+        p.a.sent.is_empty(),
+        "no ghost teardown at node 1: {:?}",
+        p.a.sent
+    );
+    assert!(p.a.to_nodes.is_empty(), "never handed back");
+    assert_eq!(p.a.dropped("syncing"), 1.0);
+    // Node 1's snapshot tells node 2 it restarted: node 2 adopts the old call, and the
+    // answer's retransmission completes it.
+    p.b.core.mark_replicas_stale(1);
+    let mut out = Vec::new();
+    assert_eq!(
+        p.b.core.settle_stale_replicas(1, true, p.b.now, &mut out),
+        1
+    );
+    p.b.absorb(out);
+    p.b.receive(PRIMARY, &answer);
+    assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 200 Whatever"]);
+    assert_eq!(p.b.count_to(PRIMARY, "BYE"), 0);
+}

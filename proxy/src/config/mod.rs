@@ -97,6 +97,9 @@ pub struct ConfigFile {
     /// `[cluster]`: the node link to the other node of an anycast pair; absent: no link.
     #[serde(default)]
     pub cluster: Option<ClusterSection>,
+    /// `[hep]`: a copy of every SIP message to a HEP v3 collector (Homer); absent: none.
+    #[serde(default)]
+    pub hep: Option<HepSection>,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -268,6 +271,25 @@ impl ClusterConfig {
 /// deaths; above 10 s calls wait too long for the survivor.
 pub const MIN_DEAD_AFTER: Duration = Duration::from_millis(200);
 pub const MAX_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// `[hep]`: capture to a HEP v3 collector.
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct HepSection {
+    /// `ip:port` of the collector (required).
+    #[serde(default)]
+    pub address: String,
+    /// `udp` (default) or `tcp`.
+    pub transport: Option<String>,
+    /// Capture agent id the collector sees (default: `[node] id`).
+    pub agent_id: Option<u32>,
+    /// Auth key the collector requires, if any.
+    pub password: Option<String>,
+    /// Capture from start (default true); `POST /hep/on`/`off` switches it at runtime.
+    pub enabled: Option<bool>,
+    /// Captures queued for the sender before one is dropped (default 10000, 100..=1000000).
+    pub queue: Option<usize>,
+}
 
 #[derive(Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
@@ -445,6 +467,8 @@ pub struct Config {
     pub media: Option<pointsman_protocol::media::MediaConfig>,
     /// `[cluster]`: the node link, when given.
     pub cluster: Option<ClusterConfig>,
+    /// `[hep]`: HEP capture, when given.
+    pub hep: Option<crate::hep::HepConfig>,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -884,6 +908,10 @@ fn validate(
         .cluster
         .as_ref()
         .and_then(|c| validate_cluster(c, node_id, base, errors));
+    let hep = spec
+        .hep
+        .as_ref()
+        .and_then(|h| validate_hep(h, node_id, errors));
     if let Some(c) = &cluster {
         if !c.listen.ip().is_unspecified() {
             if let Some(i) = c.peers.iter().position(|p| p.backup.is_some()) {
@@ -939,6 +967,7 @@ fn validate(
         guard,
         media,
         cluster,
+        hep,
         router: Arc::new(router),
         warnings: Vec::new(),
     })
@@ -973,6 +1002,56 @@ fn listen_address(text: &str, errors: &mut Errors) -> Option<SocketAddr> {
 
 /// `[cluster]`: addresses, peers (distinct ids, none this node's), `dead_after`, and the PEM
 /// files, read and checked like the TLS section's.
+/// `[hep]`: the collector's `ip:port`, `udp` or `tcp`, the agent id (default: the node id), the
+/// queue in range.
+fn validate_hep(
+    h: &HepSection,
+    node_id: u16,
+    errors: &mut Errors,
+) -> Option<crate::hep::HepConfig> {
+    use crate::hep::{HepConfig, HepTransport, DEFAULT_QUEUE};
+    let address = match h.address.parse::<SocketAddr>() {
+        Ok(addr) if addr.port() != 0 && !addr.ip().is_unspecified() => Some(addr),
+        _ => {
+            errors.push(
+                "hep.address",
+                format!(
+                    "address = {:?} is not the ip:port of a HEP collector: write e.g.                      \"192.0.2.50:9060\" (Homer's heplify-server listens on 9060)",
+                    h.address
+                ),
+            );
+            None
+        }
+    };
+    let transport = match h.transport.as_deref() {
+        None | Some("udp") => HepTransport::Udp,
+        Some("tcp") => HepTransport::Tcp,
+        Some(other) => {
+            errors.push(
+                "hep.transport",
+                format!("transport = {other:?}: use \"udp\" (default) or \"tcp\""),
+            );
+            HepTransport::Udp
+        }
+    };
+    let queue = h.queue.unwrap_or(DEFAULT_QUEUE);
+    errors.int_in("hep.queue", queue, 100, 1_000_000, DEFAULT_QUEUE);
+    if h.password.as_deref().is_some_and(str::is_empty) {
+        errors.push(
+            "hep.password",
+            "password is empty: give the collector's auth key, or leave password out".into(),
+        );
+    }
+    Some(HepConfig {
+        address: address?,
+        transport,
+        agent_id: h.agent_id.unwrap_or(u32::from(node_id)),
+        password: h.password.clone(),
+        enabled: h.enabled.unwrap_or(true),
+        queue,
+    })
+}
+
 fn validate_cluster(
     c: &ClusterSection,
     node_id: u16,

@@ -120,6 +120,7 @@ pub(crate) fn read(root: &Table) -> Read {
         guard: r.section("guard"),
         media: r.section("media"),
         cluster: r.section("cluster"),
+        hep: r.section("hep"),
         destinations: r.entries("destination", |name| routing_rules::spec::DestinationSpec {
             name: name.unwrap_or_default(),
             ..Default::default()

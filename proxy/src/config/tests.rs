@@ -2389,3 +2389,67 @@ mod cluster {
         );
     }
 }
+
+// ---- [hep] ----
+
+#[test]
+fn hep_defaults_to_udp_the_node_id_as_agent_and_capturing() {
+    assert_eq!(parse(&base_with("")).unwrap().hep, None);
+    let c = parse(&base_with("[hep]\naddress = \"192.0.2.50:9060\"")).unwrap();
+    assert_eq!(
+        c.hep,
+        Some(crate::hep::HepConfig {
+            address: "192.0.2.50:9060".parse().unwrap(),
+            transport: crate::hep::HepTransport::Udp,
+            agent_id: u32::from(c.node_id),
+            password: None,
+            enabled: true,
+            queue: crate::hep::DEFAULT_QUEUE,
+        })
+    );
+    let c = parse(&base_with(
+        "[hep]\naddress = \"[2001:db8::50]:9061\"\ntransport = \"tcp\"\nagent_id = 9\npassword = \"k\"\nenabled = false\nqueue = 500",
+    ))
+    .unwrap();
+    let h = c.hep.unwrap();
+    assert_eq!(h.transport, crate::hep::HepTransport::Tcp);
+    assert_eq!((h.agent_id, h.enabled, h.queue), (9, false, 500));
+}
+
+#[test]
+fn a_bad_hep_section_names_the_key() {
+    for (section, path, line, phrase) in [
+        (
+            "[hep]\naddress = \"homer\"",
+            "hep.address",
+            18,
+            "is not the ip:port of a HEP collector",
+        ),
+        (
+            "[hep]\naddress = \"0.0.0.0:9060\"",
+            "hep.address",
+            18,
+            "is not the ip:port",
+        ),
+        (
+            "[hep]\naddress = \"192.0.2.50:9060\"\ntransport = \"sctp\"",
+            "hep.transport",
+            19,
+            "use \"udp\"",
+        ),
+        (
+            "[hep]\naddress = \"192.0.2.50:9060\"\nqueue = 5",
+            "hep.queue",
+            19,
+            "queue = 5",
+        ),
+        (
+            "[hep]\naddress = \"192.0.2.50:9060\"\npassword = \"\"",
+            "hep.password",
+            19,
+            "password is empty",
+        ),
+    ] {
+        assert_one_error(&base_with(section), path, Some(line), phrase);
+    }
+}
