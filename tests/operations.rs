@@ -827,3 +827,86 @@ async fn every_relayed_datagram_has_its_time_inside_the_node_in_the_transit_hist
     let in_last = sample(&text, r#"pointsman_udp_transit_seconds_bucket{le="0.25"}"#);
     assert_eq!(in_last, total, "{text}");
 }
+
+/// The series `series` (name and labels as exported), read until `done` holds on its value or
+/// 5 s have passed: the last value read.
+async fn wait_sample(ip: IpAddr, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, text) = get(ip, "/metrics").await;
+        assert_eq!(code, 200);
+        let value = sample(&text, series);
+        if done(value) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_show_the_build_uptime_process_figures_and_each_reload_result() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let (code, text) = get(t.ip, "/metrics").await;
+    assert_eq!(code, 200);
+    let build = format!(
+        "pointsman_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &build), 1.0, "{text}");
+    let uptime = sample(&text, "pointsman_uptime_seconds");
+    assert!(uptime > 0.0 && uptime < 600.0, "{uptime}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = sample(&text, "process_start_time_seconds");
+    assert!(
+        start <= now && start > now - 600.0,
+        "start {start}, now {now}"
+    );
+    let rss = sample(&text, "process_resident_memory_bytes");
+    assert!(rss > 1e6, "RSS {rss}");
+    assert!(sample(&text, "process_virtual_memory_bytes") >= rss);
+    assert!(sample(&text, "process_cpu_seconds_total") >= 0.0);
+    let fds = sample(&text, "process_open_fds");
+    assert!(fds >= 5.0, "{fds} open descriptors");
+    assert!(sample(&text, "process_max_fds") >= fds);
+    let (ok, refused) = (
+        r#"pointsman_reloads_total{result="ok"}"#,
+        r#"pointsman_reloads_total{result="refused"}"#,
+    );
+    assert_eq!(sample(&text, ok), 0.0);
+    assert_eq!(sample(&text, refused), 0.0);
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 1.0);
+    let loaded = sample(&text, "pointsman_last_reload_timestamp_seconds");
+    assert!(loaded >= start && loaded <= now, "{loaded}");
+    // The uptime grows between scrapes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(metric(t.ip, "pointsman_uptime_seconds").await >= uptime + 1.0);
+
+    // SIGHUP with a good file, then a broken one.
+    let path = t.node.dir.join("pointsman.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    assert!(t.node.reload(&good).await, "{}", t.node.log());
+    assert_eq!(wait_sample(t.ip, ok, |n| n >= 1.0).await, 1.0);
+    assert_eq!(metric(t.ip, "pointsman_last_reload_success").await, 1.0);
+    let reloaded = metric(t.ip, "pointsman_last_reload_timestamp_seconds").await;
+    assert!(reloaded > loaded, "{reloaded} after {loaded}");
+    let broken = good.replace(
+        r#"destinations = ["primary", "secondary"]"#,
+        "destinations = [",
+    );
+    assert!(!t.node.reload(&broken).await, "{}", t.node.log());
+    assert_eq!(wait_sample(t.ip, refused, |n| n >= 1.0).await, 1.0);
+    let text = get(t.ip, "/metrics").await.1;
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 0.0);
+    assert_eq!(sample(&text, ok), 1.0);
+    assert!(sample(&text, "pointsman_last_reload_timestamp_seconds") >= reloaded);
+    // POST /reload counts too, and a good file sets the result back.
+    std::fs::write(&path, &good).expect("write");
+    assert_eq!(post(t.ip, "/reload").await.0, 200);
+    let text = get(t.ip, "/metrics").await.1;
+    assert_eq!(sample(&text, ok), 2.0);
+    assert_eq!(sample(&text, refused), 1.0);
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 1.0);
+}

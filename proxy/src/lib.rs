@@ -17,7 +17,8 @@
 //!   carry out what it returns.
 //! - [`transport`]: UDP, TCP and TLS sockets.
 //! - [`prober`]: the health probes (SIP OPTIONS) sent to every destination.
-//! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder.
+//! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder;
+//!   [`process`]: the process's own series (build, uptime, CPU, memory, descriptors, reloads).
 //! - `shutdown` (private): SIGTERM/SIGINT, and the grace given to calls in setup.
 //! - [`sched`], `memory` (private): scheduling and allocator tuning of the process.
 //! - `drill` (private): `pointsman drill`, a node between a simulated carrier and simulated
@@ -44,6 +45,7 @@ pub mod link;
 mod memory;
 pub mod node;
 pub mod prober;
+pub mod process;
 pub mod sched;
 mod shutdown;
 pub mod transport;
