@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`,
+//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `log`, `drill`,
 //!   `announce`).
+//! - [`logging`]: the process's log subscriber and its filter, changed while it runs.
 //! - [`announce`]: `pointsman announce`, the sidecar that has BIRD announce the anycast address
 //!   only while the node answers ready.
 //! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
@@ -42,6 +43,7 @@ pub mod exporter;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod link;
+pub mod logging;
 mod memory;
 pub mod node;
 pub mod prober;

@@ -511,6 +511,17 @@ impl NodeControl for Node {
         Node::reload(self)
     }
 
+    fn log_filter(&self) -> Result<String, crate::logging::LogError> {
+        crate::logging::current()
+    }
+
+    fn set_log_filter(
+        &self,
+        filter: &str,
+    ) -> Result<crate::logging::LogChange, crate::logging::LogError> {
+        crate::logging::set(filter)
+    }
+
     fn metrics(&self) -> String {
         // Gauges of state are read when scraped, not pushed on every change.
         self.process.refresh();
