@@ -9,6 +9,7 @@ use pointsman::admin::{
     http_request, serve, ActionError, DestinationStatus, HttpReply, NodeControl, NodeStatus,
     Reloaded,
 };
+use pointsman::logging::{LogChange, LogError};
 use pointsman_protocol::health::{AdminAction, State};
 use pointsman_protocol::metrics::{FailoverReason, Metrics, NodeState};
 use routing_rules::{DestId, RouteId};
@@ -28,6 +29,7 @@ struct FakeNode {
     draining: AtomicBool,
     reloads: AtomicUsize,
     reload_errors: Mutex<Vec<String>>,
+    log: Mutex<String>,
     metrics: Metrics,
     scrape: PrometheusHandle,
 }
@@ -64,6 +66,7 @@ impl FakeNode {
             draining: AtomicBool::new(false),
             reloads: AtomicUsize::new(0),
             reload_errors: Mutex::new(Vec::new()),
+            log: Mutex::new("info".into()),
             metrics,
             scrape,
         })
@@ -139,6 +142,14 @@ impl NodeControl for FakeNode {
     }
     fn metrics(&self) -> String {
         self.scrape.render()
+    }
+    fn log_filter(&self) -> Result<String, LogError> {
+        Ok(self.log.lock().unwrap().clone())
+    }
+    fn set_log_filter(&self, filter: &str) -> Result<LogChange, LogError> {
+        let (filter, _) = pointsman::logging::parse(filter)?;
+        let previous = std::mem::replace(&mut *self.log.lock().unwrap(), filter.clone());
+        Ok(LogChange { filter, previous })
     }
 }
 
@@ -433,6 +444,85 @@ fn unknown_paths_and_methods_get_404_and_405() {
     assert_eq!((r.status, r.header("allow")), (405, Some("GET")));
     let r = request(addr, "PUT", "/node/drain", None);
     assert_eq!((r.status, r.header("allow")), (405, Some("POST")));
+}
+
+#[test]
+fn log_filter_is_read_and_set_over_http_and_by_the_log_command() {
+    let node = FakeNode::new();
+    let addr = start(node.clone(), Some(TOKEN));
+    let r = request(addr, "GET", "/log", None);
+    assert_eq!((r.status, json_of(&r)), (200, json!({ "filter": "info" })));
+    // As `curl -d level=debug` sends it: a form, and POSTs need the token.
+    let form = "POST /log HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\
+                Content-Type: application/x-www-form-urlencoded\r\nContent-Length: 11\r\n";
+    let r = raw(addr, format!("{form}\r\nlevel=debug").as_bytes());
+    assert!(r.starts_with("HTTP/1.1 401 "), "{r}");
+    let r = raw(
+        addr,
+        format!("{form}Authorization: Bearer {TOKEN}\r\n\r\nlevel=debug").as_bytes(),
+    );
+    assert!(r.starts_with("HTTP/1.1 200 "), "{r}");
+    assert!(
+        r.ends_with(r#"{"filter":"debug","previous":"info"}"#),
+        "{r}"
+    );
+
+    let log = |args: &[&str], token: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"));
+        command
+            .arg("log")
+            .args(args)
+            .args(["--admin", &addr.to_string()])
+            .env_remove("POINTSMAN_ADMIN_TOKEN");
+        if let Some(token) = token {
+            command.env("POINTSMAN_ADMIN_TOKEN", token);
+        }
+        let out = command.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(
+        log(&[], None),
+        (Some(0), "log filter: debug\n".into(), "".into())
+    );
+    let (code, out, err) = log(&["pointsman=trace,warn"], None);
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert!(
+        err.starts_with(&format!(
+            "pointsman log: admin API at {addr} refused the request (401)"
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        log(&["pointsman=trace,warn"], Some(TOKEN)),
+        (
+            Some(0),
+            "log filter: pointsman=trace,warn (was debug)\n".into(),
+            "".into()
+        )
+    );
+    assert_eq!(
+        log(&["pointsman=trace,warn", "--token", TOKEN], Some("wrong")),
+        (
+            Some(0),
+            "log filter: pointsman=trace,warn (unchanged)\n".into(),
+            "".into()
+        )
+    );
+    let (code, out, err) = log(&["verbose"], Some(TOKEN));
+    assert_eq!((code, out.as_str()), (Some(1), ""));
+    assert_eq!(
+        err,
+        format!(
+            "pointsman log: admin API at {addr} answered 400: invalid log filter \"verbose\": \
+             \"verbose\" is not a level (trace, debug, info, warn, error, off); a target's level \
+             is written TARGET=LEVEL\n"
+        )
+    );
+    assert_eq!(*node.log.lock().unwrap(), "pointsman=trace,warn");
 }
 
 #[test]

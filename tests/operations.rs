@@ -827,3 +827,232 @@ async fn every_relayed_datagram_has_its_time_inside_the_node_in_the_transit_hist
     let in_last = sample(&text, r#"pointsman_udp_transit_seconds_bucket{le="0.25"}"#);
     assert_eq!(in_last, total, "{text}");
 }
+
+/// The series `series` (name and labels as exported), read until `done` holds on its value or
+/// 5 s have passed: the last value read.
+async fn wait_sample(ip: IpAddr, series: &str, done: impl Fn(f64) -> bool) -> f64 {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (code, text) = get(ip, "/metrics").await;
+        assert_eq!(code, 200);
+        let value = sample(&text, series);
+        if done(value) || Instant::now() > deadline {
+            return value;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Runs `pointsman log ARGS --admin ADDR`: its exit code, stdout and stderr.
+fn log_command(admin: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
+        .arg("log")
+        .args(args)
+        .args(["--admin", admin])
+        .env_remove("POINTSMAN_ADMIN_TOKEN")
+        .output()
+        .expect("run pointsman log");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test]
+async fn the_log_filter_changes_at_run_time_through_the_admin_api_and_the_log_command() {
+    let ip = support::fresh_ip();
+    let mut config = node_section(ip);
+    config.push_str(&destination("primary", ip, PRIMARY_PORT, "300ms"));
+    config
+        .push_str("probe = false\n\n[[route]]\nname = \"default\"\ndestinations = [\"primary\"]\n");
+    let node = support::Node::start_logging(&config, support::at(ip, PROXY_PORT), "info").await;
+    let sock = tokio::net::UdpSocket::bind(support::at(ip, 0))
+        .await
+        .expect("bind");
+    // A datagram that is not SIP: counted as malformed, and logged at debug only.
+    let malformed = r#"pointsman_dropped_total{reason="malformed"}"#;
+    let mut dropped = 0.0;
+    let mut garbage = async || {
+        sock.send_to(b"not SIP at all\r\n\r\n", support::at(ip, PROXY_PORT))
+            .await
+            .expect("send");
+        let before = dropped;
+        dropped = wait_sample(ip, malformed, |n| n > before).await;
+        assert_eq!(dropped, before + 1.0, "{}", node.log());
+    };
+    const DEBUG_LINE: &str = "malformed message";
+    let changed = |log: &str| log.matches("log level changed").count();
+
+    let (code, body) = get(ip, "/log").await;
+    assert_eq!(
+        (code, json(&body)),
+        (200, serde_json::json!({ "filter": "info" }))
+    );
+    garbage().await;
+    assert!(!node.log().contains(DEBUG_LINE), "{}", node.log());
+
+    // To debug through the API: the next one is logged.
+    let addr = admin(ip);
+    let reply = tokio::task::spawn_blocking(move || {
+        pointsman::admin::http_request_with_body(
+            &addr,
+            "POST",
+            "/log",
+            None,
+            Some(("text/plain", b"debug")),
+            WAIT,
+        )
+    })
+    .await
+    .expect("join")
+    .expect("POST /log");
+    assert_eq!(reply.status, 200, "{}", reply.text());
+    assert_eq!(
+        json(&reply.text()),
+        serde_json::json!({ "filter": "debug", "previous": "info" })
+    );
+    let log = node.log();
+    assert_eq!(changed(&log), 1, "{log}");
+    log_line(
+        &log,
+        "log level changed",
+        &["from=info", "to=debug", " INFO "],
+    );
+    garbage().await;
+    let deadline = Instant::now() + WAIT;
+    while !node.log().contains(DEBUG_LINE) {
+        assert!(Instant::now() < deadline, "no debug line:\n{}", node.log());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    log_line(&node.log(), DEBUG_LINE, &[" DEBUG ", "from="]);
+
+    // A bad filter: 400 with what is wrong, and nothing changes.
+    let addr = admin(ip);
+    let reply = tokio::task::spawn_blocking(move || {
+        pointsman::admin::http_request_with_body(
+            &addr,
+            "POST",
+            "/log",
+            None,
+            Some(("text/plain", b"info,pointsman=loud")),
+            WAIT,
+        )
+    })
+    .await
+    .expect("join")
+    .expect("POST /log");
+    assert_eq!(reply.status, 400, "{}", reply.text());
+    let error = json(&reply.text())["error"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        error.starts_with("invalid log filter \"info,pointsman=loud\": \"pointsman=loud\": "),
+        "{error}"
+    );
+    assert_eq!(json(&get(ip, "/log").await.1)["filter"], "debug");
+    assert_eq!(changed(&node.log()), 1, "{}", node.log());
+
+    // The command: shows the filter, sets another, refuses a bad one.
+    let admin_addr = admin(ip);
+    assert_eq!(
+        log_command(&admin_addr, &[]),
+        (Some(0), "log filter: debug\n".into(), String::new())
+    );
+    assert_eq!(
+        log_command(&admin_addr, &["pointsman=info,warn"]),
+        (
+            Some(0),
+            "log filter: pointsman=info,warn (was debug)\n".into(),
+            String::new()
+        )
+    );
+    let (code, out, err) = log_command(&admin_addr, &["pointsman=info,wran"]);
+    assert_eq!((code, out.as_str()), (Some(1), ""), "{err}");
+    assert!(err.contains("answered 400: invalid log filter"), "{err}");
+    let log = node.log();
+    assert_eq!(changed(&log), 2, "{log}");
+    assert!(
+        log.lines()
+            .any(|l| l.contains("log level changed") && l.contains("to=pointsman=info,warn")),
+        "{log}"
+    );
+    // The protocol crate's debug line is off again.
+    let debug_lines = node.log().matches(DEBUG_LINE).count();
+    garbage().await;
+    assert_eq!(
+        node.log().matches(DEBUG_LINE).count(),
+        debug_lines,
+        "{}",
+        node.log()
+    );
+}
+
+#[tokio::test]
+async fn metrics_show_the_build_uptime_process_figures_and_each_reload_result() {
+    let t = cast(Behaviour::answer(), "", "").await;
+    let (code, text) = get(t.ip, "/metrics").await;
+    assert_eq!(code, 200);
+    let build = format!(
+        "pointsman_build_info{{version=\"{}\"}}",
+        env!("CARGO_PKG_VERSION")
+    );
+    assert_eq!(sample(&text, &build), 1.0, "{text}");
+    let uptime = sample(&text, "pointsman_uptime_seconds");
+    assert!(uptime > 0.0 && uptime < 600.0, "{uptime}");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = sample(&text, "process_start_time_seconds");
+    assert!(
+        start <= now && start > now - 600.0,
+        "start {start}, now {now}"
+    );
+    let rss = sample(&text, "process_resident_memory_bytes");
+    assert!(rss > 1e6, "RSS {rss}");
+    assert!(sample(&text, "process_virtual_memory_bytes") >= rss);
+    assert!(sample(&text, "process_cpu_seconds_total") >= 0.0);
+    let fds = sample(&text, "process_open_fds");
+    assert!(fds >= 5.0, "{fds} open descriptors");
+    assert!(sample(&text, "process_max_fds") >= fds);
+    let (ok, refused) = (
+        r#"pointsman_reloads_total{result="ok"}"#,
+        r#"pointsman_reloads_total{result="refused"}"#,
+    );
+    assert_eq!(sample(&text, ok), 0.0);
+    assert_eq!(sample(&text, refused), 0.0);
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 1.0);
+    let loaded = sample(&text, "pointsman_last_reload_timestamp_seconds");
+    assert!(loaded >= start && loaded <= now, "{loaded}");
+    // The uptime grows between scrapes.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert!(metric(t.ip, "pointsman_uptime_seconds").await >= uptime + 1.0);
+
+    // SIGHUP with a good file, then a broken one.
+    let path = t.node.dir.join("pointsman.toml");
+    let good = std::fs::read_to_string(&path).expect("config");
+    assert!(t.node.reload(&good).await, "{}", t.node.log());
+    assert_eq!(wait_sample(t.ip, ok, |n| n >= 1.0).await, 1.0);
+    assert_eq!(metric(t.ip, "pointsman_last_reload_success").await, 1.0);
+    let reloaded = metric(t.ip, "pointsman_last_reload_timestamp_seconds").await;
+    assert!(reloaded > loaded, "{reloaded} after {loaded}");
+    let broken = good.replace(
+        r#"destinations = ["primary", "secondary"]"#,
+        "destinations = [",
+    );
+    assert!(!t.node.reload(&broken).await, "{}", t.node.log());
+    assert_eq!(wait_sample(t.ip, refused, |n| n >= 1.0).await, 1.0);
+    let text = get(t.ip, "/metrics").await.1;
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 0.0);
+    assert_eq!(sample(&text, ok), 1.0);
+    assert!(sample(&text, "pointsman_last_reload_timestamp_seconds") >= reloaded);
+    // POST /reload counts too, and a good file sets the result back.
+    std::fs::write(&path, &good).expect("write");
+    assert_eq!(post(t.ip, "/reload").await.0, 200);
+    let text = get(t.ip, "/metrics").await.1;
+    assert_eq!(sample(&text, ok), 2.0);
+    assert_eq!(sample(&text, refused), 1.0);
+    assert_eq!(sample(&text, "pointsman_last_reload_success"), 1.0);
+}

@@ -1,6 +1,6 @@
 //! The admin HTTP API: `/health`, `/ready`, `/node` and its drain and resume,
-//! `/destinations` and the actions on them, `/reload`, `/metrics`; and the client side that
-//! `pointsman status` uses.
+//! `/destinations` and the actions on them, `/reload`, `/log` (the log filter, read and
+//! changed), `/metrics`; and the client side that `pointsman status` and `pointsman log` use.
 //!
 //! It owns the HTTP surface only. What it shows and what its actions do belong to the running
 //! node, reached through the [`NodeControl`] trait (the server implements it; tests use a fake).
@@ -11,13 +11,15 @@
 //! `Authorization: Bearer <token>` (compared in constant time) and answers 401 without it; on a
 //! non-loopback address every request needs it, and [`serve`] refuses to start without a token
 //! there (the config says so first). Requests are bounded: headers at [`MAX_HEADER_BYTES`],
-//! bodies are never read, one request per connection, [`MAX_CONNECTIONS`] at once, each done
-//! within [`REQUEST_TIMEOUT`]. Nothing a client sends can make it panic.
+//! bodies are read only for `POST /log` and only up to [`MAX_BODY_BYTES`], one request per
+//! connection, [`MAX_CONNECTIONS`] at once, each done within [`REQUEST_TIMEOUT`]. Nothing a
+//! client sends can make it panic.
 //!
 //! It must not: block on the SIP path, hold node state of its own, or log the token.
 
+use crate::logging::{LogChange, LogError};
 use bytes::Bytes;
-use http_body_util::Full;
+use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
 use pointsman_protocol::health::{AdminAction, State};
@@ -34,6 +36,8 @@ use std::time::Duration;
 pub const MAX_HEADER_BYTES: usize = 16 * 1024;
 /// Most admin connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 32;
+/// Largest request body read (`POST /log`'s filter), in bytes; a larger one is answered 413.
+pub const MAX_BODY_BYTES: usize = 4 * 1024;
 /// A connection must send its request and get its answer within this.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// The `Content-Type` of `GET /metrics`.
@@ -62,6 +66,11 @@ pub trait NodeControl: Send + Sync + 'static {
     fn reload(&self) -> Result<Reloaded, Vec<String>>;
     /// The Prometheus text exposition of every metric.
     fn metrics(&self) -> String;
+    /// The process's log filter in force (`GET /log`).
+    fn log_filter(&self) -> Result<String, LogError>;
+    /// Replaces the process's log filter (`POST /log`): the change, or why it was refused (the
+    /// filter in force stays).
+    fn set_log_filter(&self, filter: &str) -> Result<LogChange, LogError>;
     /// Whether HEP capture is on; `None` without a `[hep]` section.
     fn hep(&self) -> Option<bool> {
         None
@@ -203,6 +212,22 @@ impl Reply {
     }
 }
 
+/// A request's body, as far as the API reads one (`POST /log` only).
+#[derive(Clone, Copy, Debug)]
+enum Body<'a> {
+    /// Not read, or none sent.
+    Empty,
+    /// Its bytes and its `Content-Type`.
+    Read {
+        content_type: Option<&'a [u8]>,
+        bytes: &'a [u8],
+    },
+    /// Longer than [`MAX_BODY_BYTES`].
+    TooLarge,
+    /// The connection failed while it was read.
+    Unreadable,
+}
+
 /// The routing and auth policy, independent of the transport.
 struct Api {
     control: Arc<dyn NodeControl>,
@@ -211,8 +236,35 @@ struct Api {
     open_reads: bool,
 }
 
+/// The path without its query or fragment and without a trailing `/`, and its segments.
+fn route(path: &str) -> (&str, Vec<&str>) {
+    let path = path.split(['?', '#']).next().unwrap_or_default();
+    let path = match path.strip_suffix('/') {
+        Some(p) if !p.is_empty() => p,
+        _ => path,
+    };
+    (path, path.split('/').skip(1).collect())
+}
+
+/// Whether the API reads the body of this request: only `POST /log` has one.
+fn reads_body(method: &Method, path: &str) -> bool {
+    *method == Method::POST && route(path).1 == ["log"]
+}
+
 impl Api {
+    /// [`respond_to`](Self::respond_to) a request without a body.
+    #[cfg(test)]
     fn respond(&self, method: &Method, path: &str, authorization: Option<&[u8]>) -> Reply {
+        self.respond_to(method, path, authorization, Body::Empty)
+    }
+
+    fn respond_to(
+        &self,
+        method: &Method,
+        path: &str,
+        authorization: Option<&[u8]>,
+        body: Body<'_>,
+    ) -> Reply {
         let needs_token = match &self.token {
             Some(_) if *method == Method::GET || *method == Method::HEAD => !self.open_reads,
             Some(_) => true,
@@ -226,12 +278,7 @@ impl Api {
             )
             .with(WWW_AUTHENTICATE, "Bearer realm=\"pointsman\"");
         }
-        let path = path.split(['?', '#']).next().unwrap_or_default();
-        let path = match path.strip_suffix('/') {
-            Some(p) if !p.is_empty() => p,
-            _ => path,
-        };
-        let segments: Vec<&str> = path.split('/').skip(1).collect();
+        let (path, segments) = route(path);
         let get = *method == Method::GET;
         let post = *method == Method::POST;
         match segments.as_slice() {
@@ -275,6 +322,15 @@ impl Api {
                     serde_json::json!({ "reloaded": false, "errors": errors }).to_string(),
                 ),
             },
+            ["log"] if get => match self.control.log_filter() {
+                Ok(filter) => Reply::json(
+                    StatusCode::OK,
+                    serde_json::json!({ "filter": filter }).to_string(),
+                ),
+                Err(e) => log_error(e),
+            },
+            ["log"] if post => self.set_log_filter(body),
+            ["log"] => Self::not_allowed("GET, POST"),
             ["health"]
             | ["ready"]
             | ["metrics"]
@@ -290,8 +346,8 @@ impl Api {
                 StatusCode::NOT_FOUND,
                 format!(
                     "no such endpoint {path:?}: use GET /health, /ready, /node, /destinations, \
-                     /metrics, /hep, or POST /destinations/NAME/ACTION, /node/drain, \
-                     /node/resume, /reload, /hep/on, /hep/off"
+                     /log, /metrics, /hep, or POST /destinations/NAME/ACTION, /node/drain, \
+                     /node/resume, /reload, /log, /hep/on, /hep/off"
                 ),
             ),
         }
@@ -310,6 +366,34 @@ impl Api {
                  address and restart"
                     .to_string(),
             ),
+        }
+    }
+
+    /// `POST /log`: the body names the new filter (see [`log_filter_of`]).
+    fn set_log_filter(&self, body: Body<'_>) -> Reply {
+        let (content_type, bytes) = match body {
+            Body::Read {
+                content_type,
+                bytes,
+            } => (content_type, bytes),
+            Body::Empty => (None, &[][..]),
+            Body::TooLarge => {
+                return Reply::error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    format!("the body is longer than {MAX_BODY_BYTES} bytes: send a log filter"),
+                )
+            }
+            Body::Unreadable => {
+                return Reply::error(StatusCode::BAD_REQUEST, "the body could not be read")
+            }
+        };
+        let filter = match log_filter_of(content_type, bytes) {
+            Ok(filter) => filter,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        };
+        match self.control.set_log_filter(&filter) {
+            Ok(change) => to_json(StatusCode::OK, &change),
+            Err(e) => log_error(e),
         }
     }
 
@@ -403,6 +487,62 @@ impl Api {
     }
 }
 
+/// A log filter refused (400: the filter in force stays) or not changeable here (409).
+fn log_error(e: LogError) -> Reply {
+    let status = match e {
+        LogError::Invalid(_) => StatusCode::BAD_REQUEST,
+        LogError::Unavailable => StatusCode::CONFLICT,
+    };
+    Reply::error(status, e.to_string())
+}
+
+/// The log filter a `POST /log` body names. The body is the filter itself (`debug`,
+/// `pointsman_protocol=debug,info`), or a form field `level=` or `filter=` holding it; with the
+/// `Content-Type` of a form (`curl -d`, `--data-urlencode`) the field is percent-decoded, and a
+/// form without such a field is the filter as a whole.
+fn log_filter_of(content_type: Option<&[u8]>, bytes: &[u8]) -> Result<String, String> {
+    const FIELDS: [&str; 2] = ["level", "filter"];
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| "the body is not UTF-8: send a log filter such as debug".to_string())?
+        .trim();
+    let form = content_type.is_some_and(|t| {
+        t.get(..33)
+            .is_some_and(|t| t.eq_ignore_ascii_case(b"application/x-www-form-urlencoded"))
+    });
+    if !form {
+        let field = FIELDS
+            .iter()
+            .find_map(|f| text.strip_prefix(f)?.strip_prefix('='));
+        return Ok(field.unwrap_or(text).to_string());
+    }
+    for pair in text.split('&') {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        if FIELDS.contains(&percent_decode(name)?.as_str()) {
+            return percent_decode(value);
+        }
+    }
+    percent_decode(text)
+}
+
+/// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
+fn percent_decode(text: &str) -> Result<String, String> {
+    let bad = || format!("bad percent-encoding in the body: {text:?}");
+    let mut out = Vec::with_capacity(text.len());
+    let mut bytes = text.bytes();
+    while let Some(b) = bytes.next() {
+        match b {
+            b'+' => out.push(b' '),
+            b'%' => {
+                let hex = [bytes.next().ok_or_else(bad)?, bytes.next().ok_or_else(bad)?];
+                let hex = std::str::from_utf8(&hex).map_err(|_| bad())?;
+                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
+            }
+            b => out.push(b),
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
 fn to_json<T: Serialize>(status: StatusCode, value: &T) -> Reply {
     match serde_json::to_string(value) {
         Ok(body) => Reply::json(status, body),
@@ -471,12 +611,30 @@ pub async fn serve(
         let api = api.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let reply = api.respond(
-                    req.method(),
-                    req.uri().path(),
-                    req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes),
-                );
-                async move { Ok::<_, Infallible>(into_response(reply)) }
+                let api = api.clone();
+                async move {
+                    let (head, body) = req.into_parts();
+                    let read = if reads_body(&head.method, head.uri.path()) {
+                        Some(read_body(body).await)
+                    } else {
+                        None
+                    };
+                    let body = match &read {
+                        None => Body::Empty,
+                        Some(Ok(bytes)) => Body::Read {
+                            content_type: head.headers.get(CONTENT_TYPE).map(HeaderValue::as_bytes),
+                            bytes,
+                        },
+                        Some(Err(body)) => *body,
+                    };
+                    let reply = api.respond_to(
+                        &head.method,
+                        head.uri.path(),
+                        head.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
+                        body,
+                    );
+                    Ok::<_, Infallible>(into_response(reply))
+                }
             });
             let mut http = hyper::server::conn::http1::Builder::new();
             http.keep_alive(false)
@@ -491,6 +649,16 @@ pub async fn serve(
             }
             drop(permit);
         });
+    }
+}
+
+/// Reads a body of at most [`MAX_BODY_BYTES`]: its bytes, or why not ([`Body::TooLarge`],
+/// [`Body::Unreadable`]).
+async fn read_body(body: hyper::body::Incoming) -> Result<Bytes, Body<'static>> {
+    match Limited::new(body, MAX_BODY_BYTES).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(e) if e.downcast_ref::<LengthLimitError>().is_some() => Err(Body::TooLarge),
+        Err(_) => Err(Body::Unreadable),
     }
 }
 
@@ -545,7 +713,7 @@ pub fn spawn(
 }
 
 // ---------------------------------------------------------------------------------------------
-// Client side: `pointsman status`.
+// Client side: `pointsman status` and `pointsman log`.
 
 /// A failed admin request from the command line.
 #[derive(Debug, thiserror::Error)]
@@ -604,6 +772,18 @@ pub fn http_request(
     token: Option<&str>,
     timeout: Duration,
 ) -> Result<HttpReply, ClientError> {
+    http_request_with_body(addr, method, path, token, None, timeout)
+}
+
+/// [`http_request`] with a body: `(content type, bytes)`.
+pub fn http_request_with_body(
+    addr: &str,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    timeout: Duration,
+) -> Result<HttpReply, ClientError> {
     let host = addr
         .trim()
         .trim_start_matches("http://")
@@ -634,15 +814,23 @@ pub fn http_request(
     let mut stream = stream.ok_or_else(|| unreachable(last))?;
     stream.set_read_timeout(Some(timeout)).map_err(io_err)?;
     stream.set_write_timeout(Some(timeout)).map_err(io_err)?;
+    let (content_type, bytes) = body.unwrap_or(("", &[]));
     let mut head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nAccept: */*\r\n\
-         Content-Length: 0\r\n"
+         Content-Length: {}\r\n",
+        bytes.len()
     );
+    if body.is_some() {
+        let content_type: String = content_type.chars().filter(|c| !c.is_control()).collect();
+        let _ = write!(head, "Content-Type: {content_type}\r\n");
+    }
     if let Some(t) = token {
         let _ = write!(head, "Authorization: Bearer {t}\r\n");
     }
     head.push_str("\r\n");
-    stream.write_all(head.as_bytes()).map_err(io_err)?;
+    let mut request = head.into_bytes();
+    request.extend_from_slice(bytes);
+    stream.write_all(&request).map_err(io_err)?;
     let mut raw = Vec::new();
     stream
         .take(MAX_REPLY_BYTES as u64 + 1)
@@ -742,6 +930,32 @@ pub fn fetch_node(
     fetch_json(addr, "/node", "the node status", token, timeout)
 }
 
+/// `GET /log` from a running node: its log filter.
+pub fn fetch_log_filter(
+    addr: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<String, ClientError> {
+    #[derive(Deserialize)]
+    struct Filter {
+        filter: String,
+    }
+    let reply = http_request(addr, "GET", "/log", token, timeout)?;
+    json_reply::<Filter>(addr, reply, "the log filter").map(|f| f.filter)
+}
+
+/// `POST /log` to a running node: sets its log filter to `filter` (a level or directives).
+pub fn set_log_filter(
+    addr: &str,
+    token: Option<&str>,
+    filter: &str,
+    timeout: Duration,
+) -> Result<LogChange, ClientError> {
+    let body = ("text/plain; charset=utf-8", filter.as_bytes());
+    let reply = http_request_with_body(addr, "POST", "/log", token, Some(body), timeout)?;
+    json_reply(addr, reply, "the log filter change")
+}
+
 /// `GET path`, its 200 body decoded as `T` (`what` names it in errors).
 fn fetch_json<T: serde::de::DeserializeOwned>(
     addr: &str,
@@ -751,6 +965,16 @@ fn fetch_json<T: serde::de::DeserializeOwned>(
     timeout: Duration,
 ) -> Result<T, ClientError> {
     let reply = http_request(addr, "GET", path, token, timeout)?;
+    json_reply(addr, reply, what)
+}
+
+/// A 200 reply's body decoded as `T` (`what` names it in errors), or the error it stands for:
+/// for another status, the API's `error` message when it sent one, else the body's start.
+fn json_reply<T: serde::de::DeserializeOwned>(
+    addr: &str,
+    reply: HttpReply,
+    what: &str,
+) -> Result<T, ClientError> {
     let host = addr.to_string();
     match reply.status {
         200 => serde_json::from_slice(&reply.body).map_err(|e| ClientError::BadResponse {
@@ -758,11 +982,17 @@ fn fetch_json<T: serde::de::DeserializeOwned>(
             what: format!("{what} is not the JSON expected: {e}"),
         }),
         401 => Err(ClientError::Unauthorized { addr: host }),
-        status => Err(ClientError::Status {
-            addr: host,
-            status,
-            body: reply.text().trim().chars().take(500).collect(),
-        }),
+        status => {
+            let message = serde_json::from_slice::<serde_json::Value>(&reply.body)
+                .ok()
+                .and_then(|v| v.get("error")?.as_str().map(String::from))
+                .unwrap_or_else(|| reply.text());
+            Err(ClientError::Status {
+                addr: host,
+                status,
+                body: message.trim().chars().take(500).collect(),
+            })
+        }
     }
 }
 
@@ -956,6 +1186,7 @@ mod tests {
         draining: AtomicBool,
         stopping: AtomicBool,
         reload_errors: Mutex<Vec<String>>,
+        log: Mutex<String>,
     }
 
     impl Fake {
@@ -968,6 +1199,7 @@ mod tests {
                 draining: AtomicBool::new(false),
                 stopping: AtomicBool::new(false),
                 reload_errors: Mutex::new(Vec::new()),
+                log: Mutex::new("info".into()),
             })
         }
     }
@@ -1046,6 +1278,14 @@ mod tests {
         }
         fn metrics(&self) -> String {
             "pointsman_cancels_sent_total 3\n".into()
+        }
+        fn log_filter(&self) -> Result<String, LogError> {
+            Ok(self.log.lock().unwrap().clone())
+        }
+        fn set_log_filter(&self, filter: &str) -> Result<LogChange, LogError> {
+            let (filter, _) = crate::logging::parse(filter)?;
+            let previous = std::mem::replace(&mut *self.log.lock().unwrap(), filter.clone());
+            Ok(LogChange { filter, previous })
         }
     }
 
@@ -1248,6 +1488,198 @@ mod tests {
                 "reloaded": false,
                 "errors": ["a.toml:3: listen[0].address: bad", "a.toml:9: route: x"]
             })
+        );
+    }
+
+    fn post_log(api: &Api, content_type: Option<&str>, body: &str) -> Reply {
+        api.respond_to(
+            &Method::POST,
+            "/log",
+            None,
+            Body::Read {
+                content_type: content_type.map(str::as_bytes),
+                bytes: body.as_bytes(),
+            },
+        )
+    }
+
+    #[test]
+    fn log_shows_the_filter_and_a_post_replaces_it() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        let r = get(&a, "/log");
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(json(&r), serde_json::json!({ "filter": "info" }));
+        let r = post_log(&a, Some("text/plain"), "debug\n");
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "filter": "debug", "previous": "info" })
+        );
+        assert_eq!(json(&get(&a, "/log/"))["filter"], "debug");
+        let r = post_log(&a, None, "level=pointsman_protocol=debug, info");
+        assert_eq!(
+            json(&r),
+            serde_json::json!({ "filter": "pointsman_protocol=debug,info", "previous": "debug" })
+        );
+    }
+
+    #[test]
+    fn a_log_body_is_the_filter_or_a_form_field_holding_it() {
+        let form = Some(&b"application/x-www-form-urlencoded"[..]);
+        for (content_type, body, filter) in [
+            (None, &b" debug "[..], "debug"),
+            (None, b"level=warn", "warn"),
+            (None, b"filter=a=debug,info", "a=debug,info"),
+            (
+                Some(&b"text/plain"[..]),
+                b"pointsman=debug,info",
+                "pointsman=debug,info",
+            ),
+            // curl -d 'level=debug'
+            (form, b"level=debug", "debug"),
+            // curl --data-urlencode 'level=pointsman=debug,info'
+            (
+                form,
+                b"level=pointsman%3Ddebug%2Cinfo",
+                "pointsman=debug,info",
+            ),
+            (form, b"x=1&filter=pointsman%3dtrace", "pointsman=trace"),
+            // curl -d 'pointsman=debug,info': no level field, the whole body.
+            (form, b"pointsman=debug,info", "pointsman=debug,info"),
+            (
+                Some(b"Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+                b"level=a%3Ddebug+",
+                "a=debug ",
+            ),
+        ] {
+            assert_eq!(
+                log_filter_of(content_type, body).as_deref(),
+                Ok(filter),
+                "{:?}",
+                String::from_utf8_lossy(body)
+            );
+        }
+        for (content_type, body) in [
+            (None, &b"\xff\xfe"[..]),
+            (form, b"level=%zz"),
+            (form, b"level=%4"),
+            (form, b"level=%ff"),
+        ] {
+            assert!(log_filter_of(content_type, body).is_err(), "{body:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_log_filter_is_400_and_changes_nothing() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        for (body, error) in [
+            (
+                "debgu",
+                "invalid log filter \"debgu\": \"debgu\" is not a level (trace, debug, info, \
+                 warn, error, off); a target's level is written TARGET=LEVEL",
+            ),
+            (
+                "",
+                "no filter given: send a level (trace, debug, info, warn, error, off) or \
+                 directives such as pointsman_protocol=debug,info",
+            ),
+        ] {
+            let r = post_log(&a, None, body);
+            assert_eq!(r.status, StatusCode::BAD_REQUEST, "{body:?}");
+            assert_eq!(json(&r)["error"], error);
+        }
+        let r = post_log(&a, None, "info,pointsman=loud");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        let e = json(&r)["error"].as_str().unwrap().to_string();
+        assert!(e.contains("\"pointsman=loud\""), "{e}");
+        assert_eq!(post(&a, "/log").status, StatusCode::BAD_REQUEST, "no body");
+        let r = a.respond_to(&Method::POST, "/log", None, Body::TooLarge);
+        assert_eq!(r.status, StatusCode::PAYLOAD_TOO_LARGE);
+        assert_eq!(json(&get(&a, "/log"))["filter"], "info", "nothing changed");
+        let r = a.respond(&Method::PUT, "/log", None);
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(r.header, Some((ALLOW, "GET, POST")));
+    }
+
+    #[test]
+    fn with_a_token_setting_the_log_filter_needs_it() {
+        let fake = Fake::new();
+        let a = api(&fake, Some(TOKEN), true);
+        assert_eq!(get(&a, "/log").status, StatusCode::OK);
+        let body = Body::Read {
+            content_type: None,
+            bytes: b"debug",
+        };
+        let r = a.respond_to(&Method::POST, "/log", None, body);
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+        assert_eq!(json(&get(&a, "/log"))["filter"], "info");
+        let auth = format!("Bearer {TOKEN}");
+        let r = a.respond_to(&Method::POST, "/log", Some(auth.as_bytes()), body);
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(json(&get(&a, "/log"))["filter"], "debug");
+    }
+
+    #[test]
+    fn only_post_log_has_its_body_read() {
+        assert!(reads_body(&Method::POST, "/log"));
+        assert!(reads_body(&Method::POST, "/log/?x"));
+        for (method, path) in [
+            (Method::GET, "/log"),
+            (Method::PUT, "/log"),
+            (Method::POST, "/reload"),
+            (Method::POST, "/log/x"),
+            (Method::POST, "//log"),
+        ] {
+            assert!(!reads_body(&method, path), "{method} {path}");
+        }
+    }
+
+    #[test]
+    fn log_over_real_http_with_the_client_functions() {
+        let port = {
+            let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            probe.local_addr().unwrap()
+        };
+        let fake = Fake::new();
+        spawn(port, fake.clone(), Some(TOKEN.into())).expect("spawn");
+        let (addr, t) = (port.to_string(), Duration::from_secs(5));
+        assert_eq!(fetch_log_filter(&addr, None, t).unwrap(), "info");
+        let e = set_log_filter(&addr, None, "debug", t).unwrap_err();
+        assert!(matches!(e, ClientError::Unauthorized { .. }), "{e:?}");
+        let change = set_log_filter(&addr, Some(TOKEN), "pointsman=debug,info", t).unwrap();
+        assert_eq!(
+            change,
+            LogChange {
+                filter: "pointsman=debug,info".into(),
+                previous: "info".into()
+            }
+        );
+        let e = set_log_filter(&addr, Some(TOKEN), "loud", t).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "admin API at {addr} answered 400: invalid log filter \"loud\": \"loud\" is \
+                 not a level (trace, debug, info, warn, error, off); a target's level is written \
+                 TARGET=LEVEL"
+            )
+        );
+        // A body past the limit: 413, and the API still serves.
+        let big = "a".repeat(MAX_BODY_BYTES + 1);
+        let r = http_request_with_body(
+            &addr,
+            "POST",
+            "/log",
+            Some(TOKEN),
+            Some(("text/plain", big.as_bytes())),
+            t,
+        )
+        .unwrap();
+        assert_eq!(r.status, 413, "{}", r.text());
+        assert_eq!(
+            fetch_log_filter(&addr, None, t).unwrap(),
+            "pointsman=debug,info"
         );
     }
 

@@ -1,6 +1,6 @@
 //! The `pointsman` command: `run` a node, `check` a config file, `explain` how a call would be
-//! routed, `status` of a running node's destinations, `announce` its anycast route through BIRD
-//! while it is ready.
+//! routed, `status` of a running node's destinations, `log` to show or change a running node's
+//! log filter, `announce` its anycast route through BIRD while it is ready.
 
 use crate::config::Config;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -73,6 +73,21 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
         admin: String,
         /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN).
+        #[arg(long)]
+        token: Option<String>,
+    },
+    /// Show or change a running node's log filter, through its admin API. Without FILTER it
+    /// prints the filter in force; with one, that filter applies at once to every thread, until
+    /// the next change or a restart (which starts from POINTSMAN_LOG again).
+    Log {
+        /// A level (trace, debug, info, warn, error, off) or tracing directives, e.g.
+        /// `pointsman_protocol=debug,info`.
+        filter: Option<String>,
+        /// The node's admin API address ([admin] listen).
+        #[arg(long, default_value = "127.0.0.1:9060", value_name = "HOST:PORT")]
+        admin: String,
+        /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN, which
+        /// keeps it out of the process list).
         #[arg(long)]
         token: Option<String>,
     },
@@ -152,21 +167,12 @@ fn colour(terminal: bool, no_color: Option<std::ffi::OsString>) -> bool {
 
 fn init_logs(format: LogFormat) {
     use std::io::IsTerminal;
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POINTSMAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // Logs go to stderr: a file or a pipe (journald, a container runtime) gets no escapes.
     let ansi = colour(
         std::io::stderr().is_terminal(),
         std::env::var_os("NO_COLOR"),
     );
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(ansi)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
+    crate::logging::init(matches!(format, LogFormat::Json), ansi);
 }
 
 /// Parses the command line and runs it; the exit code says how it went.
@@ -196,6 +202,11 @@ pub fn main() -> ExitCode {
             admin,
             token,
         } => hep(&admin, token, switch),
+        Command::Log {
+            filter,
+            admin,
+            token,
+        } => log(&admin, token, filter.as_deref()),
         Command::Announce {
             admin,
             token,
@@ -208,9 +219,7 @@ pub fn main() -> ExitCode {
             log_format,
         } => {
             init_logs(log_format);
-            let token = token
-                .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
-                .filter(|t| !t.is_empty());
+            let token = admin_token(token);
             announce(crate::announce::Options {
                 admin,
                 token,
@@ -285,13 +294,50 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// The admin token from `--token`, else `$POINTSMAN_ADMIN_TOKEN`; an empty one is none.
+fn admin_token(token: Option<String>) -> Option<String> {
+    token
+        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
+        .filter(|t| !t.is_empty())
+}
+
+/// `pointsman log [FILTER]`: prints the node's log filter, or sets it and prints the change;
+/// exit 1 (said on stderr) when the node cannot be reached or refuses the filter.
+fn log(admin: &str, token: Option<String>, filter: Option<&str>) -> ExitCode {
+    let token = admin_token(token);
+    let timeout = std::time::Duration::from_secs(5);
+    let line = match filter {
+        None => crate::admin::fetch_log_filter(admin, token.as_deref(), timeout)
+            .map(|filter| format!("log filter: {filter}")),
+        Some(filter) => crate::admin::set_log_filter(admin, token.as_deref(), filter, timeout)
+            .map(|change| log_change_line(&change)),
+    };
+    match line {
+        Ok(line) => {
+            println!("{line}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pointsman log: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// What `pointsman log FILTER` prints: the filter now in force and the one before.
+fn log_change_line(change: &crate::logging::LogChange) -> String {
+    if change.filter == change.previous {
+        format!("log filter: {} (unchanged)", change.filter)
+    } else {
+        format!("log filter: {} (was {})", change.filter, change.previous)
+    }
+}
+
 /// `pointsman status`: the node line and destination table of a running node; exit 1 if they
 /// cannot be had.
 fn status(admin: &str, token: Option<String>) -> ExitCode {
     use std::io::IsTerminal;
-    let token = token
-        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty());
+    let token = admin_token(token);
     let timeout = std::time::Duration::from_secs(5);
     let fetched = crate::admin::fetch_node(admin, token.as_deref(), timeout).and_then(|node| {
         crate::admin::fetch_destinations(admin, token.as_deref(), timeout)
@@ -534,7 +580,7 @@ fn drill(opts: crate::drill::Options) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::{colour, routes_media, user_part};
+    use super::{colour, log_change_line, routes_media, user_part};
     use crate::config::Config;
 
     /// Two routes: `hot-hot` over a parallel group with `hot_hot_keys`, and `default`.
@@ -621,6 +667,23 @@ destinations = ["a", "b"]
         let (_, warnings) =
             Config::parse_with_warnings(&hot_hot_config("media = \"off\"", ""), "t.toml");
         assert!(warnings.is_empty(), "{warnings:#?}");
+    }
+
+    #[test]
+    fn log_prints_the_filter_in_force_and_the_one_before() {
+        use crate::logging::LogChange;
+        let change = |filter: &str, previous: &str| LogChange {
+            filter: filter.into(),
+            previous: previous.into(),
+        };
+        assert_eq!(
+            log_change_line(&change("pointsman=debug,info", "info")),
+            "log filter: pointsman=debug,info (was info)"
+        );
+        assert_eq!(
+            log_change_line(&change("info", "info")),
+            "log filter: info (unchanged)"
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! The Prometheus exporter: the recorder every metric of [`Metrics`] is registered on, and the
-//! text `GET /metrics` serves ([`PrometheusHandle::render`]). [`install`] makes it the process's
+//! The Prometheus exporter: the recorder every metric of [`Metrics`] is registered on (and, by
+//! the node, the media relay's and the process's own: [`crate::process`]), and the text
+//! `GET /metrics` serves ([`PrometheusHandle::render`]). [`install`] makes it the process's
 //! global recorder (once per process) and starts the thread that runs its upkeep; [`local`]
 //! builds a private one (tests, several nodes in one process).
 //!

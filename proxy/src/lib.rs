@@ -5,8 +5,9 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `drill`,
+//! - [`cli`]: the `pointsman` command (`run`, `check`, `explain`, `status`, `log`, `drill`,
 //!   `announce`).
+//! - [`logging`]: the process's log subscriber and its filter, changed while it runs.
 //! - [`announce`]: `pointsman announce`, the sidecar that has BIRD announce the anycast address
 //!   only while the node answers ready.
 //! - [`config`]: the config file: loading, validation with `FILE:LINE:COLUMN` errors, reload.
@@ -17,7 +18,8 @@
 //!   carry out what it returns.
 //! - [`transport`]: UDP, TCP and TLS sockets.
 //! - [`prober`]: the health probes (SIP OPTIONS) sent to every destination.
-//! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder.
+//! - [`admin`]: the HTTP admin API and `GET /metrics`; [`exporter`]: the Prometheus recorder;
+//!   [`process`]: the process's own series (build, uptime, CPU, memory, descriptors, reloads).
 //! - `shutdown` (private): SIGTERM/SIGINT, and the grace given to calls in setup.
 //! - [`sched`], `memory` (private): scheduling and allocator tuning of the process.
 //! - `drill` (private): `pointsman drill`, a node between a simulated carrier and simulated
@@ -42,9 +44,11 @@ pub mod exporter;
 pub mod fuzzing;
 pub mod hep;
 pub mod link;
+pub mod logging;
 mod memory;
 pub mod node;
 pub mod prober;
+pub mod process;
 pub mod sched;
 mod shutdown;
 pub mod transport;

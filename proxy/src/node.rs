@@ -33,6 +33,8 @@ pub struct Node {
     /// Handles bound to the first rule set; reloads rebind from these.
     metrics: Metrics,
     handle: PrometheusHandle,
+    /// The process's own series (build, uptime, CPU, memory, descriptors, reloads).
+    process: crate::process::ProcessMetrics,
     /// Drained by the operator (`POST /node/drain`): not ready, calls still served. Node state,
     /// not config: a reload keeps it.
     draining: AtomicBool,
@@ -99,6 +101,7 @@ impl Node {
         let (dests, routes) = pointsman_protocol::metrics::names(&cfg.router);
         let (metrics, handle) = crate::exporter::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
+        let process = crate::process::ProcessMetrics::register(metrics.recorder(), now);
         let addrs = resolve(&cfg.router)?;
         let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &addrs).map_err(|errors| {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
@@ -145,6 +148,7 @@ impl Node {
             prober,
             metrics,
             handle,
+            process,
             draining: AtomicBool::new(false),
             id: cfg.node_id,
             started: now,
@@ -247,8 +251,17 @@ impl Node {
     /// Sections that need new sockets, threads or a new core (listeners, node, timers, limits,
     /// TCP, `[health]`, `[guard]`, TLS handshake timeout, `[cluster]`, admin) change only on
     /// restart; a reload that changes them logs them and lists them in its [`Reloaded`].
+    /// Either way it is counted in `pointsman_reloads_total` and sets
+    /// `pointsman_last_reload_success` and `pointsman_last_reload_timestamp_seconds`.
     pub fn reload(&self) -> Result<Reloaded, Vec<String>> {
         let mut state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let result = self.reload_locked(&mut state);
+        self.process.reloaded(result.is_ok());
+        result
+    }
+
+    /// [`reload`](Self::reload), its lock held.
+    fn reload_locked(&self, state: &mut ReloadState) -> Result<Reloaded, Vec<String>> {
         let Some(path) = state.source.clone() else {
             return Err(vec![
                 "this node was started without a config file to reload".into(),
@@ -517,8 +530,20 @@ impl NodeControl for Node {
         Node::reload(self)
     }
 
+    fn log_filter(&self) -> Result<String, crate::logging::LogError> {
+        crate::logging::current()
+    }
+
+    fn set_log_filter(
+        &self,
+        filter: &str,
+    ) -> Result<crate::logging::LogChange, crate::logging::LogError> {
+        crate::logging::set(filter)
+    }
+
     fn metrics(&self) -> String {
         // Gauges of state are read when scraped, not pushed on every change.
+        self.process.refresh();
         let routing = self.core.routing();
         let (servers, clients, _) = self.core.table_sizes();
         routing.metrics.set_transactions(servers + clients);

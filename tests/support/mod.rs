@@ -42,9 +42,14 @@ pub struct Node {
 }
 
 impl Node {
-    /// Writes `config` to a file, starts `pointsman run` on it and waits until it answers
-    /// OPTIONS on `sip` (UDP).
+    /// Writes `config` to a file, starts `pointsman run` on it (logging at debug) and waits
+    /// until it answers OPTIONS on `sip` (UDP).
     pub async fn start(config: &str, sip: SocketAddr) -> Node {
+        Node::start_logging(config, sip, "debug").await
+    }
+
+    /// [`Node::start`] with `POINTSMAN_LOG` set to `filter`.
+    pub async fn start_logging(config: &str, sip: SocketAddr, filter: &str) -> Node {
         let dir = std::env::temp_dir().join(format!(
             "pointsman-test-{}-{}",
             std::process::id(),
@@ -57,7 +62,7 @@ impl Node {
         let child = Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
             .args(["run", "--config"])
             .arg(&path)
-            .env("POINTSMAN_LOG", "debug")
+            .env("POINTSMAN_LOG", filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
