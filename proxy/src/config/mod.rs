@@ -18,6 +18,8 @@
 
 mod locate;
 mod read;
+#[cfg(test)]
+mod reference_tests;
 mod syntax;
 #[cfg(test)]
 mod tests;
