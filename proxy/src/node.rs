@@ -338,8 +338,11 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
                 || running.workers != new.workers
                 || running.realtime_priority != new.realtime_priority
                 || running.scheduler_slice != new.scheduler_slice
-                || running.shutdown_grace != new.shutdown_grace,
+                || running.shutdown_grace != new.shutdown_grace
+                || running.topology_key != new.topology_key,
         ),
+        // The relay's sockets and threads are set up once, at start.
+        ("media", running.media != new.media),
         ("timers", running.timers != new.timers),
         ("limits", running.limits != new.limits),
         (

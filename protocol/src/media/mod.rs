@@ -75,7 +75,7 @@ pub use self::session::MediaSession;
 use self::session::{LegId, SessionShared};
 
 /// The relay's configuration.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MediaConfig {
     /// Relay address toward the carrier: bound, and written into SDP sent to the carrier.
     pub carrier_ip: IpAddr,

@@ -828,7 +828,9 @@ fn validate(
             errors.push(
                 "node.topology_key",
                 format!(
-                    "topology_key is {} characters: use at least {MIN_TOPOLOGY_KEY} random                      characters (e.g. the output of `openssl rand -hex 16`), the same on every                      node of a pair, or leave it out for the built-in key",
+                    "topology_key is {} characters: use at least {MIN_TOPOLOGY_KEY} random \
+                     characters (e.g. the output of `openssl rand -hex 16`), the same on every \
+                     node of a pair, or leave it out for the built-in key",
                     key.chars().count()
                 ),
             );
