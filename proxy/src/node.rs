@@ -626,5 +626,21 @@ destinations = ["primary"]
             c.dead_after = std::time::Duration::from_millis(500);
         }
         assert_eq!(restart_only(&paired, &repeered), ["cluster"]);
+        let keyed = BASE.replace(
+            "workers = 2",
+            "workers = 2\ntopology_key = \"0123456789abcdef0123\"",
+        ) + "\n[hep]\naddress = \"127.0.0.9:9060\"\n";
+        assert_eq!(restart_only(&running, &parse(&keyed)), ["node", "hep"]);
+        let mut relaying = running.clone();
+        relaying.media = Some(pointsman_protocol::media::MediaConfig {
+            carrier_ip: "127.0.0.1".parse().unwrap(),
+            cloud_ip: "127.0.0.1".parse().unwrap(),
+            port_min: 20000,
+            port_max: 20099,
+            silence: None,
+            silence_comfort_noise: pointsman_protocol::media::DEFAULT_SILENCE_COMFORT_NOISE,
+            strict_source: false,
+        });
+        assert_eq!(restart_only(&running, &relaying), ["media"]);
     }
 }
