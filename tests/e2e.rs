@@ -1169,6 +1169,7 @@ async fn survivability_reject_tells_the_carrier_when_to_come_back() {
 #[test]
 fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     let ip = support::fresh_ip();
+    let timeline = std::env::temp_dir().join(format!("pointsman-drill-{ip}.svg"));
     // Six phases of 4 s: healthy, 503, brownout, dies, recovers, hot-hot.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
         .args([
@@ -1181,6 +1182,8 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
             "25060",
         ])
         .args(["--ip", &ip.to_string()])
+        .arg("--timeline")
+        .arg(&timeline)
         .output()
         .expect("run pointsman drill");
     let stdout = String::from_utf8_lossy(&out.stdout);
@@ -1198,6 +1201,18 @@ fn drill_runs_every_failure_and_its_summary_matches_what_the_clouds_saw() {
     };
     let calls = figure("calls placed");
     assert!(calls >= 42, "{stdout}");
+    // The picture has a mark for every call where it was answered, and the phases.
+    let svg = std::fs::read_to_string(&timeline).expect("the timeline was written");
+    let _ = std::fs::remove_file(&timeline);
+    let marks = ["answered", "failed-over", "failed"]
+        .iter()
+        .map(|class| svg.matches(&format!("<circle class=\"{class}\"")).count())
+        .sum::<usize>();
+    assert_eq!(marks, calls, "{svg}");
+    assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
+    for phase in ["healthy", "503", "brownout", "dies", "recovers", "hot-hot"] {
+        assert!(svg.contains(&format!(">{phase}</text>")), "{phase}");
+    }
     assert_eq!(figure("answered"), calls, "{stdout}");
     // The hot-hot calls are all answered by the standby: the preferred cloud fails each one.
     let hot_hot = figure("hot-hot calls");

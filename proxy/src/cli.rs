@@ -114,6 +114,10 @@ enum Command {
         /// hot-2 take the next six, the media relay 400 ports from port + 100.
         #[arg(long, default_value_t = 25060)]
         port: u16,
+        /// Also draw the drill as a picture (SVG): calls per destination over time, failovers
+        /// and destination states.
+        #[arg(long, value_name = "FILE.svg")]
+        timeline: Option<std::path::PathBuf>,
     },
     /// Sidecar of an anycast node: polls the node's GET /ready and has BIRD announce the
     /// anycast route (`enable PROTOCOL` on its control socket) only while the node is ready;
@@ -187,6 +191,7 @@ pub fn main() -> ExitCode {
             failures,
             ip,
             port,
+            timeline,
         } => drill(crate::drill::Options {
             bin: std::env::current_exe().unwrap_or_else(|_| "pointsman".into()),
             rate,
@@ -195,6 +200,7 @@ pub fn main() -> ExitCode {
             ip,
             base_port: port,
             hold: std::time::Duration::from_millis(1500),
+            timeline,
         }),
         Command::Status { admin, token } => status(&admin, token),
         Command::Hep {

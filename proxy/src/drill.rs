@@ -13,6 +13,7 @@
 //! It owns the drill's script and its report; it must not reach into the pointsman under test
 //! (only packets cross, as in production).
 
+use crate::timeline::{StateChange, Timeline, TimelineCall};
 use pointsman_sim::{
     analyse, body, sdp_media_addr, Behaviour, Carrier, Cloud, Dir, Entry, Journal, MediaAnalysis,
     MediaPeer, Step, Summary, PTIME,
@@ -93,6 +94,8 @@ pub(crate) struct Options {
     pub base_port: u16,
     /// How long an answered call lasts before the carrier hangs up.
     pub hold: Duration,
+    /// Where to write the timeline picture (SVG), if anywhere.
+    pub timeline: Option<PathBuf>,
 }
 
 /// What happened to one call, as the peers saw it.
@@ -572,7 +575,15 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
 
     let admin = SocketAddr::new(opts.ip, opts.base_port + 4).to_string();
     let changes = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let watcher = tokio::spawn(watch_states(admin, changes.clone(), Instant::now()));
+    let states = Arc::new(std::sync::Mutex::new(Vec::<StateChange>::new()));
+    let began = std::time::SystemTime::now();
+    let watcher = tokio::spawn(watch_states(
+        admin,
+        changes.clone(),
+        states.clone(),
+        Instant::now(),
+    ));
+    let mut phase_starts = Vec::new();
     let phases = 1 + opts.failures.len();
     let phase_len = phase_len(&opts);
     let interval = Duration::from_secs_f64(1.0 / opts.rate.max(0.1));
@@ -586,6 +597,7 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
             n => opts.failures[n - 1].describe(),
         };
         writeln!(out, "== phase {}: {banner}", phase + 1)?;
+        phase_starts.push((phase_len * phase as u32, phase_name(&opts, phase)));
         if phase > 0 {
             match opts.failures[phase - 1] {
                 Failure::Overload => {
@@ -680,7 +692,61 @@ pub(crate) async fn run(opts: Options, out: &mut (dyn Write + Send)) -> anyhow::
     let mut report = total(&reports);
     (report.messages, report.unreadable) = readability(&journal, out)?;
     writeln!(out, "\n{report}")?;
+    if let Some(path) = &opts.timeline {
+        let picture = Timeline {
+            length: phase_len * phases as u32,
+            phases: phase_starts,
+            destinations: ["primary", "secondary", "hot-1", "hot-2"]
+                .iter()
+                .filter(|d| opts.failures.contains(&Failure::HotHot) || !d.starts_with("hot-"))
+                .map(|d| d.to_string())
+                .collect(),
+            calls: reports
+                .iter()
+                .map(|r| TimelineCall {
+                    at: invite_sent(&journal, &r.call_id)
+                        .and_then(|at| at.duration_since(began).ok())
+                        .unwrap_or_default(),
+                    tried: r.tried.clone(),
+                    answered_by: r.answered_by.clone(),
+                })
+                .collect(),
+            states: std::mem::take(&mut *lock(&states)),
+        };
+        std::fs::write(path, picture.render())
+            .map_err(|e| anyhow::anyhow!("cannot write the timeline {}: {e}", path.display()))?;
+        writeln!(out, "timeline written to {}", path.display())?;
+    }
     Ok(report)
+}
+
+/// A phase's short name, for the timeline.
+fn phase_name(opts: &Options, phase: usize) -> String {
+    match phase {
+        0 => "healthy".into(),
+        n => match opts.failures[n - 1] {
+            Failure::Overload => "503",
+            Failure::Brownout => "brownout",
+            Failure::Dies => "dies",
+            Failure::Recovers => "recovers",
+            Failure::HotHot => "hot-hot",
+        }
+        .into(),
+    }
+}
+
+/// When the carrier sent the INVITE of `call_id`.
+fn invite_sent(journal: &Journal, call_id: &str) -> Option<std::time::SystemTime> {
+    journal
+        .entries()
+        .into_iter()
+        .find(|e| {
+            e.peer == "carrier"
+                && e.dir == Dir::Out
+                && e.summary.call_id == call_id
+                && e.summary.is("INVITE")
+        })
+        .map(|e| e.at)
 }
 
 /// Every message the simulated peers received from pointsman, read again with rsip (see
@@ -1002,6 +1068,7 @@ fn show_changes(
 async fn watch_states(
     admin: String,
     changes: Arc<std::sync::Mutex<Vec<String>>>,
+    states: Arc<std::sync::Mutex<Vec<StateChange>>>,
     started: Instant,
 ) {
     let mut last: BTreeMap<String, pointsman_protocol::health::State> = BTreeMap::new();
@@ -1020,6 +1087,11 @@ async fn watch_states(
                         d.name, d.state, d.reason
                     );
                     changes.lock().unwrap_or_else(|p| p.into_inner()).push(line);
+                    lock(&states).push(StateChange {
+                        at: started.elapsed(),
+                        destination: d.name.clone(),
+                        state: d.state.to_string(),
+                    });
                     last.insert(d.name, d.state);
                 }
             }
@@ -1081,6 +1153,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             base_port: 65300,
             hold: Duration::from_millis(100),
+            timeline: None,
         };
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -51,4 +51,5 @@ pub mod prober;
 pub mod process;
 pub mod sched;
 mod shutdown;
+pub mod timeline;
 pub mod transport;
