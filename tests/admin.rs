@@ -10,7 +10,7 @@ use pointsman::admin::{
     Reloaded,
 };
 use pointsman::logging::{LogChange, LogError};
-use pointsman_protocol::health::{AdminAction, State};
+use pointsman_protocol::health::{AdminAction, Cap, State};
 use pointsman_protocol::metrics::{FailoverReason, Metrics, NodeState};
 use routing_rules::{DestId, RouteId};
 use serde_json::{json, Value};
@@ -43,6 +43,11 @@ fn dest(name: &str, address: &str, state: State) -> DestinationStatus {
         since_secs: 192,
         last_probe_rtt_ms: Some(0.8),
         calls_in_progress: 1,
+        max_calls: None,
+        max_cps: None,
+        at_cap: None,
+        capped_calls: 0,
+        capped_cps: 0,
         calls: 10,
         failures: 3,
         probes_ok: 40,
@@ -55,7 +60,14 @@ impl FakeNode {
         let (metrics, scrape) = pointsman::exporter::local(&["primary", "secondary"], &["default"]);
         Arc::new(FakeNode {
             dests: Mutex::new(vec![
-                dest("primary", "10.0.0.1:5060", State::Up),
+                // At its max_calls: new calls skip it.
+                DestinationStatus {
+                    max_calls: Some(1),
+                    max_cps: Some(2.5),
+                    at_cap: Some(Cap::Calls),
+                    capped_calls: 2,
+                    ..dest("primary", "10.0.0.1:5060", State::Up)
+                },
                 DestinationStatus {
                     last_probe_rtt_ms: None,
                     reason: "3 probes failed (timeout)".into(),
@@ -244,14 +256,16 @@ fn destinations_are_a_json_array_with_every_field() {
             {
                 "name": "primary", "address": "10.0.0.1:5060", "state": "up",
                 "reason": "5 probes ok", "since_secs": 192, "last_probe_rtt_ms": 0.8,
-                "calls_in_progress": 1, "calls": 10, "failures": 3,
+                "calls_in_progress": 1, "max_calls": 1, "max_cps": 2.5, "at_cap": "calls",
+                "capped_calls": 2, "capped_cps": 0, "calls": 10, "failures": 3,
                 "probes_ok": 40, "probes_failed": 3
             },
             {
                 "name": "secondary", "address": "10.0.0.2:5060", "state": "down",
                 "reason": "3 probes failed (timeout)", "since_secs": 7,
-                "last_probe_rtt_ms": null, "calls_in_progress": 1, "calls": 10,
-                "failures": 3, "probes_ok": 40, "probes_failed": 3
+                "last_probe_rtt_ms": null, "calls_in_progress": 1, "max_calls": null,
+                "max_cps": null, "at_cap": null, "capped_calls": 0, "capped_cps": 0,
+                "calls": 10, "failures": 3, "probes_ok": 40, "probes_failed": 3
             }
         ])
     );
@@ -579,9 +593,9 @@ fn status_command_prints_the_node_line_and_the_table_of_a_running_node() {
         String::from_utf8_lossy(&out.stdout),
         "\
 NODE 3  serving  up 1h01m  calls in setup 4  answered 12  pointsman 0.9.0  config /etc/pointsman/edge.toml
-NAME       ADDRESS        STATE  SINCE     RTT  CALLS NOW  CALLS  FAILURES  REASON
-primary    10.0.0.1:5060  up     3m12s  0.80ms          1     10         3  5 probes ok
-secondary  10.0.0.2:5060  down      7s       -          1     10         3  3 probes failed (timeout)
+NAME       ADDRESS        STATE  SINCE     RTT  CALLS NOW  MAX CPS  AT CAP  CALLS  FAILURES  CAPPED  REASON
+primary    10.0.0.1:5060  up     3m12s  0.80ms        1/1      2.5  CALLS      10         3       2  5 probes ok
+secondary  10.0.0.2:5060  down      7s       -          1        -  -          10         3       0  3 probes failed (timeout)
 "
     );
 }

@@ -1373,3 +1373,225 @@ async fn probes_leave_from_the_listener_name_the_node_and_their_replies_bring_a_
         settle(Duration::from_millis(50)).await;
     }
 }
+
+// ---- capacity caps (max_calls, max_cps) -------------------------------------------------------
+
+/// The value of `series` (name and labels as rendered) at the node's `/metrics`.
+async fn metric(t: &TwoClouds, series: &str) -> Option<f64> {
+    let text = support::metric_text(&at(t.ip, support::ADMIN_PORT).to_string()).await;
+    text.lines().find_map(|l| {
+        l.strip_prefix(series)?
+            .strip_prefix(' ')?
+            .parse::<f64>()
+            .ok()
+    })
+}
+
+/// `GET /destinations`, the one called `name`.
+async fn destination_status(t: &TwoClouds, name: &str) -> pointsman::admin::DestinationStatus {
+    let admin = at(t.ip, support::ADMIN_PORT).to_string();
+    let all = tokio::task::spawn_blocking(move || {
+        pointsman::admin::fetch_destinations(&admin, None, WAIT)
+    })
+    .await
+    .expect("join")
+    .expect("GET /destinations");
+    all.into_iter()
+        .find(|d| d.name == name)
+        .unwrap_or_else(|| panic!("no destination {name}"))
+}
+
+/// Places call `id` and waits for its final answer at the carrier: the cloud that took it.
+async fn call_answered_by(t: &TwoClouds, id: &str) -> String {
+    t.carrier.invite(&t.carrier.invite_spec(id)).await.unwrap();
+    let ok = expect(t, "carrier", "the final answer", |s| {
+        final_to_invite(s) && s.call_id == id
+    })
+    .await;
+    assert_eq!(ok.summary.code, Some(200), "{id}\n{}", t.report());
+    let to = ok.header("To").unwrap_or_default();
+    ["primary", "secondary"]
+        .into_iter()
+        .find(|cloud| to.contains(&format!("tag={cloud}-")))
+        .unwrap_or_else(|| panic!("{id} answered by nobody known: {to}"))
+        .to_string()
+}
+
+/// Waits until the primary's probes have brought it up (so its state can be compared after).
+async fn primary_up(t: &TwoClouds) {
+    let deadline = std::time::Instant::now() + WAIT;
+    while metric(t, r#"pointsman_destination_state{destination="primary"}"#).await != Some(1.0) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the primary never came up\n{}",
+            t.report()
+        );
+        settle(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn calls_over_the_primarys_max_calls_go_to_the_secondary_until_one_of_its_calls_ends() {
+    let t = TwoClouds::start(Setup {
+        primary_extra: "max_calls = 2",
+        ..Setup::default()
+    })
+    .await;
+    primary_up(&t).await;
+    // Two answered calls fill the primary: an answered call counts until its BYE.
+    assert_eq!(call_answered_by(&t, "cap-1").await, "primary");
+    assert_eq!(call_answered_by(&t, "cap-2").await, "primary");
+    assert_eq!(call_answered_by(&t, "cap-3").await, "secondary");
+    assert_eq!(call_answered_by(&t, "cap-4").await, "secondary");
+    // Nothing was sent to the primary for them: skipped, not tried and cancelled.
+    assert_eq!(
+        t.journal.count("primary", |s| s.is("INVITE")
+            && (s.call_id == "cap-3" || s.call_id == "cap-4")),
+        0,
+        "{}",
+        t.report()
+    );
+    assert_eq!(t.journal.count("primary", |s| s.is("CANCEL")), 0);
+
+    let primary = destination_status(&t, "primary").await;
+    assert_eq!(
+        (primary.max_calls, primary.calls_in_progress, primary.at_cap),
+        (Some(2), 2, Some(pointsman_protocol::health::Cap::Calls)),
+        "{primary:?}"
+    );
+    assert_eq!((primary.capped_calls, primary.failures), (2, 0));
+    assert_eq!(primary.state, pointsman_protocol::health::State::Up);
+    // `pointsman status` shows it.
+    let status = std::process::Command::new(env!("CARGO_BIN_EXE_pointsman-node"))
+        .args(["status", "--admin"])
+        .arg(at(t.ip, support::ADMIN_PORT).to_string())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("primary "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains(" 2/2 ") && line.contains(" CALLS "), "{text}");
+
+    // The BYE of one of its calls frees a slot: the next call goes to the primary again.
+    t.carrier.hang_up("cap-1").await.unwrap();
+    expect(&t, "carrier", "200 to BYE", |s| {
+        s.is_response(200, "BYE") && s.call_id == "cap-1"
+    })
+    .await;
+    assert_eq!(call_answered_by(&t, "cap-5").await, "primary");
+    assert_eq!(call_answered_by(&t, "cap-6").await, "secondary");
+
+    let value = |series: &'static str| metric(&t, series);
+    assert_eq!(
+        value(r#"pointsman_destination_capped_total{destination="primary",cap="calls"}"#).await,
+        Some(3.0)
+    );
+    assert_eq!(
+        value(r#"pointsman_destination_capped_total{destination="primary",cap="cps"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        value(r#"pointsman_destination_capped_total{destination="secondary",cap="calls"}"#).await,
+        Some(0.0)
+    );
+    assert_eq!(
+        value(r#"pointsman_destination_calls_in_progress{destination="primary"}"#).await,
+        Some(2.0)
+    );
+    assert_eq!(
+        value(r#"pointsman_destination_calls_in_progress{destination="secondary"}"#).await,
+        Some(3.0)
+    );
+    assert_eq!(
+        value(r#"pointsman_branch_attempts_total{destination="primary"}"#).await,
+        Some(3.0)
+    );
+    for reason in ["timeout", "transport", "code"] {
+        let series =
+            format!(r#"pointsman_failovers_total{{destination="primary",reason="{reason}"}}"#);
+        assert_eq!(metric(&t, &series).await, Some(0.0), "{reason}");
+    }
+    assert_eq!(
+        value(r#"pointsman_destination_state{destination="primary"}"#).await,
+        Some(1.0),
+        "still up: a cap is not a failure"
+    );
+
+    // A reload raises the cap: the next call goes to the primary, whose calls still count.
+    let raised = support::two_clouds_config(
+        t.ip,
+        &Setup {
+            primary_extra: "max_calls = 3",
+            ..Setup::default()
+        },
+    );
+    assert!(t.node.reload(&raised).await, "{}", t.node.log());
+    assert_eq!(call_answered_by(&t, "cap-7").await, "primary");
+    assert_eq!(call_answered_by(&t, "cap-8").await, "secondary");
+    let primary = destination_status(&t, "primary").await;
+    assert_eq!(
+        (
+            primary.max_calls,
+            primary.calls_in_progress,
+            primary.capped_calls
+        ),
+        (Some(3), 3, 4),
+        "the count and the entry's skips survive the reload: {primary:?}"
+    );
+    assert_eq!(
+        value(r#"pointsman_destination_capped_total{destination="primary",cap="calls"}"#).await,
+        Some(4.0)
+    );
+}
+
+#[tokio::test]
+async fn calls_past_the_primarys_max_cps_go_to_the_secondary_until_its_bucket_refills() {
+    let t = TwoClouds::start(Setup {
+        primary_extra: "max_cps = 1",
+        ..Setup::default()
+    })
+    .await;
+    // Three INVITEs at once: the bucket (burst 1) lets the first through.
+    for id in ["cps-1", "cps-2", "cps-3"] {
+        t.carrier.invite(&t.carrier.invite_spec(id)).await.unwrap();
+    }
+    for id in ["cps-1", "cps-2", "cps-3"] {
+        expect(&t, "carrier", "200", |s| {
+            s.is_response(200, "INVITE") && s.call_id == id
+        })
+        .await;
+    }
+    let invited = |peer: &str| {
+        let mut ids: Vec<String> = t
+            .journal
+            .received(peer)
+            .iter()
+            .filter(|e| e.summary.is("INVITE"))
+            .map(|e| e.summary.call_id.clone())
+            .collect();
+        ids.dedup();
+        ids
+    };
+    assert_eq!(invited("primary"), ["cps-1"], "{}", t.report());
+    assert_eq!(invited("secondary"), ["cps-2", "cps-3"], "{}", t.report());
+    assert_eq!(
+        metric(
+            &t,
+            r#"pointsman_destination_capped_total{destination="primary",cap="cps"}"#
+        )
+        .await,
+        Some(2.0)
+    );
+    let primary = destination_status(&t, "primary").await;
+    assert_eq!((primary.max_cps, primary.capped_cps), (Some(1.0), 2));
+    // A second later the bucket holds a token again.
+    settle(Duration::from_millis(1100)).await;
+    assert_eq!(call_answered_by(&t, "cps-4").await, "primary");
+    assert_eq!(
+        destination_status(&t, "primary").await.failures,
+        0,
+        "a rate cap is not a failure"
+    );
+}

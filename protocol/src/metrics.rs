@@ -6,7 +6,7 @@
 //! crate's Prometheus exporter in production), and kept as a handle ([`metrics::Counter`],
 //! [`metrics::Gauge`], [`metrics::Histogram`]) in [`Metrics`]: the hot path indexes an array
 //! or a `Vec` and does one atomic add, never a labelled lookup (~100 ns each). Label values come
-//! only from fixed enums ([`CallOutcome`], [`FailoverReason`], [`DropReason`], [`State`],
+//! only from fixed enums ([`CallOutcome`], [`FailoverReason`], [`DropReason`], [`State`], [`Cap`],
 //! SIP methods and response classes, [`ParseErrorKind`]) or from configured destination and
 //! route names, so the number of series is bounded by the config: never a Call-ID, a number or
 //! an IP address. Per-destination and per-route handles are indexed by
@@ -23,7 +23,7 @@ use routing_rules::{DestId, RouteId};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::health::State;
+use crate::health::{Cap, State};
 use crate::wire::{Method, ParseErrorKind};
 
 /// Bucket bounds (seconds) of `pointsman_post_dial_delay_seconds`: INVITE received → first
@@ -296,6 +296,9 @@ struct DestHandles {
     failovers: [Counter; FailoverReason::ALL.len()],
     state: Gauge,
     probe_rtt: Gauge,
+    /// Indexed by [`Cap`].
+    capped: [Counter; Cap::ALL.len()],
+    calls_in_progress: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -324,6 +327,8 @@ pub mod name {
     pub const NODE_STATE: &str = "pointsman_node_state";
     pub const DEST_STATE: &str = "pointsman_destination_state";
     pub const PROBE_RTT: &str = "pointsman_probe_rtt_seconds";
+    pub const DEST_CAPPED: &str = "pointsman_destination_capped_total";
+    pub const DEST_CALLS_IN_PROGRESS: &str = "pointsman_destination_calls_in_progress";
     pub const PARSE_ERRORS: &str = "pointsman_parse_errors_total";
     pub const DROPPED: &str = "pointsman_dropped_total";
     pub const FORWARDED_TO_OWNER: &str = "pointsman_cluster_forwarded_total";
@@ -334,7 +339,7 @@ pub mod name {
 
 /// The `# HELP` text of each metric.
 /// Every metric: its type, name and help text.
-pub const DESCRIPTIONS: [(Kind, &str, &str); 21] = [
+pub const DESCRIPTIONS: [(Kind, &str, &str); 23] = [
     (
         Kind::Counter,
         name::FORWARDED_TO_OWNER,
@@ -431,6 +436,18 @@ pub const DESCRIPTIONS: [(Kind, &str, &str); 21] = [
         Kind::Gauge,
         name::PROBE_RTT,
         "Round-trip time of the last successful OPTIONS probe, in seconds",
+    ),
+    (
+        Kind::Counter,
+        name::DEST_CAPPED,
+        "New calls (INVITE branches) that skipped a destination because it was at a capacity \
+         cap: cap=calls (max_calls in progress), cps (max_cps); not failures",
+    ),
+    (
+        Kind::Gauge,
+        name::DEST_CALLS_IN_PROGRESS,
+        "Calls in progress at a destination: INVITE branches sent to it and not ended, answered \
+         calls until their BYE (what max_calls caps)",
     ),
     (
         Kind::Counter,
@@ -691,6 +708,20 @@ impl Metrics {
         }
     }
 
+    /// A new call skipped `dest` because it was at `cap`.
+    pub fn capped(&self, dest: DestId, cap: Cap) {
+        if let Some(d) = self.dest(dest) {
+            d.capped[cap as usize].increment(1);
+        }
+    }
+
+    /// Calls in progress at `dest` now (set when the metrics are scraped).
+    pub fn destination_calls_in_progress(&self, dest: DestId, n: u32) {
+        if let Some(d) = self.dest(dest) {
+            d.calls_in_progress.set(f64::from(n));
+        }
+    }
+
     /// The round-trip time of the last successful probe of `dest`.
     pub fn probe_rtt(&self, dest: DestId, rtt: Duration) {
         if let Some(d) = self.dest(dest) {
@@ -729,6 +760,13 @@ fn dest_handles(r: &Registrar<'_>, dest: &str) -> DestHandles {
         }),
         state: r.gauge(name::DEST_STATE, &[("destination", dest)]),
         probe_rtt: r.gauge(name::PROBE_RTT, &[("destination", dest)]),
+        capped: Cap::ALL.map(|cap| {
+            r.counter(
+                name::DEST_CAPPED,
+                &[("destination", dest), ("cap", cap.as_str())],
+            )
+        }),
+        calls_in_progress: r.gauge(name::DEST_CALLS_IN_PROGRESS, &[("destination", dest)]),
     }
 }
 

@@ -22,7 +22,7 @@ use bytes::Bytes;
 use http_body_util::{BodyExt as _, Full, LengthLimitError, Limited};
 use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENTICATE};
 use hyper::{Method, Request, Response, StatusCode};
-use pointsman_protocol::health::{AdminAction, State};
+use pointsman_protocol::health::{AdminAction, Cap, State};
 use pointsman_protocol::metrics::NodeState;
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
@@ -95,7 +95,25 @@ pub struct DestinationStatus {
     pub since_secs: u64,
     /// Round-trip time of the last successful probe, in milliseconds.
     pub last_probe_rtt_ms: Option<f64>,
+    /// Calls in progress: INVITE branches sent to it that have not ended, answered calls
+    /// until their BYE (what `max_calls` caps).
     pub calls_in_progress: u64,
+    /// `max_calls`: at most this many calls in progress (`null`: no cap).
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+    /// `max_cps`: at most this many new calls a second (`null`: no cap).
+    #[serde(default)]
+    pub max_cps: Option<f64>,
+    /// The cap it is at now, `"calls"` or `"cps"`: new calls skip it (to the next member or
+    /// tier) until it is under again; `null`: under its caps. Not a state: its health is
+    /// `state`.
+    #[serde(default)]
+    pub at_cap: Option<Cap>,
+    /// New calls that skipped it at its `max_calls`, and at its `max_cps`.
+    #[serde(default)]
+    pub capped_calls: u64,
+    #[serde(default)]
+    pub capped_cps: u64,
     /// Calls sent to it since start (branches).
     pub calls: u64,
     /// Branches that failed (timeout, transport error, retryable code).
@@ -1041,32 +1059,55 @@ pub fn render_node(node: &NodeStatus, colour: bool) -> String {
 /// The `pointsman status` table: one line per destination, columns aligned; `colour`: colour
 /// the state words with ANSI escapes (for a terminal). Text from the node is stripped of
 /// control characters.
+///
+/// `CALLS NOW` shows `n/max_calls` when the destination has a `max_calls`, `MAX CPS` its
+/// `max_cps` (`-`: none), `AT CAP` whether it is at a cap now (`CALLS`, `CPS`; `no`; `-`
+/// without caps), `CAPPED` the new calls that skipped it at a cap.
 pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String {
-    const HEADER: [&str; 9] = [
+    const HEADER: [&str; 12] = [
         "NAME",
         "ADDRESS",
         "STATE",
         "SINCE",
         "RTT",
         "CALLS NOW",
+        "MAX CPS",
+        "AT CAP",
         "CALLS",
         "FAILURES",
+        "CAPPED",
         "REASON",
     ];
     // Right-aligned columns: the numbers.
-    const RIGHT: [bool; 9] = [false, false, false, true, true, true, true, true, false];
-    let rows: Vec<[String; 9]> = destinations
+    const RIGHT: [bool; 12] = [
+        false, false, false, true, true, true, true, false, true, true, true, false,
+    ];
+    const STATE: usize = 2;
+    const AT_CAP: usize = 7;
+    let rows: Vec<[String; 12]> = destinations
         .iter()
         .map(|d| {
+            let at_cap = match (d.at_cap, d.max_calls.is_some() || d.max_cps.is_some()) {
+                (Some(Cap::Calls), _) => "CALLS",
+                (Some(Cap::Cps), _) => "CPS",
+                (None, true) => "no",
+                (None, false) => "-",
+            };
             [
                 printable(&d.name),
                 printable(&d.address),
                 d.state.as_str().to_string(),
                 human_secs(d.since_secs),
                 d.last_probe_rtt_ms.map_or_else(|| "-".into(), human_ms),
-                d.calls_in_progress.to_string(),
+                match d.max_calls {
+                    Some(max) => format!("{}/{max}", d.calls_in_progress),
+                    None => d.calls_in_progress.to_string(),
+                },
+                d.max_cps.map_or_else(|| "-".into(), |r| r.to_string()),
+                at_cap.to_string(),
                 d.calls.to_string(),
                 d.failures.to_string(),
+                (d.capped_calls + d.capped_cps).to_string(),
                 printable(&d.reason),
             ]
         })
@@ -1078,12 +1119,17 @@ pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String
         }
     }
     let mut out = String::new();
-    let mut line = |cells: [&str; 9], is_header: bool| {
+    let mut line = |cells: [&str; 12], is_header: bool| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
             let pad = widths[i].saturating_sub(cell.chars().count());
             let last = i == cells.len() - 1;
-            let shown = match (colour && !is_header && i == 2, state_colour(cell)) {
+            let code = match i {
+                STATE => state_colour(cell),
+                AT_CAP if matches!(*cell, "CALLS" | "CPS") => Some("33"),
+                _ => None,
+            };
+            let shown = match (colour && !is_header, code) {
                 (true, Some(code)) => format!("\x1b[{code}m{cell}\x1b[0m"),
                 _ => (*cell).to_string(),
             };
@@ -1173,6 +1219,11 @@ mod tests {
             since_secs: 192,
             last_probe_rtt_ms: Some(1.25),
             calls_in_progress: 2,
+            max_calls: None,
+            max_cps: None,
+            at_cap: None,
+            capped_calls: 0,
+            capped_cps: 0,
             calls: 10,
             failures: 1,
             probes_ok: 20,
@@ -1392,12 +1443,43 @@ mod tests {
             serde_json::json!({
                 "name": "primary", "address": "primary.example:5060", "state": "up",
                 "reason": "3 probes ok", "since_secs": 192, "last_probe_rtt_ms": 1.25,
-                "calls_in_progress": 2, "calls": 10, "failures": 1, "probes_ok": 20,
+                "calls_in_progress": 2, "max_calls": null, "max_cps": null, "at_cap": null,
+                "capped_calls": 0, "capped_cps": 0, "calls": 10, "failures": 1, "probes_ok": 20,
                 "probes_failed": 0
             })
         );
         let back: Vec<DestinationStatus> = serde_json::from_str(&r.body).unwrap();
         assert_eq!(back, fake.destinations());
+        // A destination at its cap says which one; a node without caps (an older one) still
+        // reads.
+        let capped = DestinationStatus {
+            max_calls: Some(2),
+            max_cps: Some(2.5),
+            at_cap: Some(Cap::Cps),
+            capped_cps: 3,
+            ..status("primary", State::Up)
+        };
+        let text = serde_json::to_value(&capped).unwrap();
+        assert_eq!(
+            (&text["max_calls"], &text["max_cps"], &text["at_cap"]),
+            (
+                &serde_json::json!(2),
+                &serde_json::json!(2.5),
+                &serde_json::json!("cps")
+            )
+        );
+        let mut old = json(&r)[0].clone();
+        for key in [
+            "max_calls",
+            "max_cps",
+            "at_cap",
+            "capped_calls",
+            "capped_cps",
+        ] {
+            old.as_object_mut().unwrap().remove(key);
+        }
+        let read: DestinationStatus = serde_json::from_value(old).unwrap();
+        assert_eq!(read, fake.destinations()[0]);
         let one = get(&api(&fake, None, true), "/destinations/secondary?x=1");
         assert_eq!(json(&one)["state"], "down");
     }
@@ -1885,7 +1967,14 @@ mod tests {
 
     fn table_rows() -> Vec<DestinationStatus> {
         vec![
-            status("primary", State::Up),
+            DestinationStatus {
+                max_calls: Some(2),
+                max_cps: Some(2.5),
+                at_cap: Some(Cap::Calls),
+                capped_calls: 4,
+                capped_cps: 1,
+                ..status("primary", State::Up)
+            },
             DestinationStatus {
                 name: "lifeboat-ivr".into(),
                 address: "[2001:db8::7]:5061".into(),
@@ -1894,6 +1983,11 @@ mod tests {
                 since_secs: 90_061,
                 last_probe_rtt_ms: None,
                 calls_in_progress: 0,
+                max_calls: None,
+                max_cps: None,
+                at_cap: None,
+                capped_calls: 0,
+                capped_cps: 0,
                 calls: 12_345,
                 failures: 67,
                 probes_ok: 0,
@@ -1904,6 +1998,7 @@ mod tests {
                 reason: "3 probes failed (timeout)".into(),
                 since_secs: 7,
                 last_probe_rtt_ms: Some(250.4),
+                max_cps: Some(20.0),
                 ..status("edge-b", State::Down)
             },
         ]
@@ -1960,15 +2055,16 @@ mod tests {
     #[test]
     fn status_table_is_aligned_without_colour() {
         let expected = "\
-NAME          ADDRESS               STATE        SINCE     RTT  CALLS NOW  CALLS  FAILURES  REASON
-primary       primary.example:5060  up           3m12s  1.25ms          2     10         1  3 probes ok
-lifeboat-ivr  [2001:db8::7]:5061    maintenance  1d01h       -          0  12345        67  admin: maintenance?[2J
-edge-b        edge-b.example:5060   down            7s   250ms          2     10         1  3 probes failed (timeout)
+NAME          ADDRESS               STATE        SINCE     RTT  CALLS NOW  MAX CPS  AT CAP  CALLS  FAILURES  CAPPED  REASON
+primary       primary.example:5060  up           3m12s  1.25ms        2/2      2.5  CALLS      10         1       5  3 probes ok
+lifeboat-ivr  [2001:db8::7]:5061    maintenance  1d01h       -          0        -  -       12345        67       0  admin: maintenance?[2J
+edge-b        edge-b.example:5060   down            7s   250ms          2       20  no         10         1       0  3 probes failed (timeout)
 ";
         assert_eq!(render_status(&table_rows(), false), expected);
         assert_eq!(
             render_status(&[], false),
-            "NAME  ADDRESS  STATE  SINCE  RTT  CALLS NOW  CALLS  FAILURES  REASON\n\
+            "NAME  ADDRESS  STATE  SINCE  RTT  CALLS NOW  MAX CPS  AT CAP  CALLS  FAILURES  CAPPED  \
+             REASON\n\
              (no destinations)\n"
         );
     }
@@ -1979,8 +2075,8 @@ edge-b        edge-b.example:5060   down            7s   250ms          2     10
         assert_eq!(
             text.lines().nth(1),
             Some(
-                "primary  primary.example:5060  \x1b[32mup\x1b[0m     3m12s  1.25ms          2     \
-                 10         1  3 probes ok"
+                "primary  primary.example:5060  \x1b[32mup\x1b[0m     3m12s  1.25ms        2/2      \
+                 2.5  \x1b[33mCALLS\x1b[0m      10         1       5  3 probes ok"
             )
         );
         let plain = render_status(&table_rows(), false);
@@ -1989,9 +2085,11 @@ edge-b        edge-b.example:5060   down            7s   250ms          2     10
             .replace("\x1b[32m", "")
             .replace("\x1b[35m", "")
             .replace("\x1b[1;31m", "")
+            .replace("\x1b[33m", "")
             .replace("\x1b[0m", "");
         assert_eq!(stripped, plain);
-        assert_eq!(coloured.matches("\x1b[0m").count(), 3);
+        // The three state words and the one cap reached; "no" and "-" stay plain.
+        assert_eq!(coloured.matches("\x1b[0m").count(), 4);
     }
 
     #[test]

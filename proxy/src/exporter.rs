@@ -96,7 +96,7 @@ fn builder() -> Result<PrometheusBuilder, metrics_exporter_prometheus::BuildErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pointsman_protocol::health::State;
+    use pointsman_protocol::health::{Cap, State};
     use pointsman_protocol::metrics::*;
     use pointsman_protocol::wire::Method;
     use pointsman_protocol::wire::{ParseErrorKind, ScanError};
@@ -213,6 +213,9 @@ mod tests {
         assert_eq!(count("pointsman_failovers_total"), 9);
         assert_eq!(count("pointsman_destination_state"), 3);
         assert_eq!(count("pointsman_probe_rtt_seconds"), 3);
+        // 3 destinations, 2 caps each.
+        assert_eq!(count("pointsman_destination_capped_total"), 6);
+        assert_eq!(count("pointsman_destination_calls_in_progress"), 3);
         assert_eq!(
             count("pointsman_parse_errors_total"),
             ParseErrorKind::ALL.len() + 1
@@ -327,6 +330,11 @@ mod tests {
         m.destination_state(DestId(2), State::Probing);
         m.destination_state(DestId(2), State::ForcedUp);
         m.probe_rtt(DestId(0), Duration::from_micros(1500));
+        m.destination_calls_in_progress(DestId(1), 7);
+        m.destination_calls_in_progress(DestId(1), 4);
+        m.capped(DestId(0), Cap::Calls);
+        m.capped(DestId(0), Cap::Calls);
+        m.capped(DestId(2), Cap::Cps);
         assert!(h.render().lines().any(|l| l == "pointsman_node_state 0"));
         m.node_state(NodeState::Draining);
         m.node_state(NodeState::Stopping);
@@ -341,6 +349,11 @@ mod tests {
                 r#"pointsman_destination_state{destination="lifeboat"} 4"#,
                 r#"pointsman_probe_rtt_seconds{destination="primary"} 0.0015"#,
                 r#"pointsman_probe_rtt_seconds{destination="secondary"} 0"#,
+                r#"pointsman_destination_calls_in_progress{destination="primary"} 0"#,
+                r#"pointsman_destination_calls_in_progress{destination="secondary"} 4"#,
+                r#"pointsman_destination_capped_total{destination="primary",cap="calls"} 2"#,
+                r#"pointsman_destination_capped_total{destination="primary",cap="cps"} 0"#,
+                r#"pointsman_destination_capped_total{destination="lifeboat",cap="cps"} 1"#,
             ],
         );
         let codes: Vec<(u8, &str)> = State::ALL.iter().map(|s| (s.as_u8(), s.as_str())).collect();
@@ -426,6 +439,8 @@ mod tests {
         m.failover(DestId(u32::MAX), FailoverReason::Transport);
         m.destination_state(DestId(9), State::Up);
         m.probe_rtt(DestId(9), Duration::from_millis(1));
+        m.capped(DestId(3), Cap::Calls);
+        m.destination_calls_in_progress(DestId(3), 1);
         assert_eq!(sorted(&h.render()), sorted(&before));
         m.response_in(100);
         m.response_out(699);

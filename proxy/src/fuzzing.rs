@@ -1616,6 +1616,8 @@ mod tests {
         ("failure_threshold", K::Int),
         ("recovery_threshold", K::Int),
         ("probe_codes", K::Codes),
+        ("max_calls", K::Int),
+        ("max_cps", K::Float),
     ];
     const ROUTE: &[(&str, K)] = &[
         ("match", K::Match),

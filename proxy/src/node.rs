@@ -13,7 +13,7 @@ use crate::prober::{ListenerEgress, Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
-use pointsman_protocol::health::{AdminAction, DestinationSnapshot, Health, HealthError};
+use pointsman_protocol::health::{AdminAction, Cap, DestinationSnapshot, Health, HealthError};
 use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use pointsman_protocol::metrics::{Metrics, NodeState};
 use pointsman_protocol::{Core, Routing};
@@ -432,6 +432,11 @@ fn status(s: DestinationSnapshot) -> DestinationStatus {
         since_secs: s.in_state_for.as_secs(),
         last_probe_rtt_ms: s.last_probe_rtt.map(|d| d.as_secs_f64() * 1e3),
         calls_in_progress: u64::from(s.calls_in_progress),
+        max_calls: s.max_calls,
+        max_cps: s.max_cps,
+        at_cap: s.at_cap,
+        capped_calls: s.capped[Cap::Calls as usize],
+        capped_cps: s.capped[Cap::Cps as usize],
         calls: s.calls,
         failures: s.failures,
         probes_ok: s.probes_ok,
@@ -553,6 +558,9 @@ impl NodeControl for Node {
         for (i, d) in routing.health.iter().enumerate() {
             let id = DestId(i as u32);
             routing.metrics.destination_state(id, d.state());
+            routing
+                .metrics
+                .destination_calls_in_progress(id, d.calls_in_progress());
             if let Some(rtt) = d.snapshot(Instant::now()).last_probe_rtt {
                 routing.metrics.probe_rtt(id, rtt);
             }

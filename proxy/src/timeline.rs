@@ -68,18 +68,18 @@ impl Timeline {
         let x = |at: Duration| LEFT + (WIDTH - LEFT - RIGHT) * (at.as_secs_f64() / span).min(1.0);
         let lane_y = |i: usize| TOP + LANE * i as f64;
         let mut svg = String::with_capacity(16 * 1024);
-        let _ = write!(
+        let _ = writeln!(
             svg,
             "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"{WIDTH}\" height=\"{height}\" \
              viewBox=\"0 0 {WIDTH} {height}\" font-family=\"sans-serif\" font-size=\"12\">\n\
-             <rect width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>\n"
+             <rect width=\"{WIDTH}\" height=\"{height}\" fill=\"#ffffff\"/>"
         );
         // Lanes, coloured by state over time.
         for (i, dest) in self.destinations.iter().enumerate() {
             let y = lane_y(i);
-            let _ = write!(
+            let _ = writeln!(
                 svg,
-                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>\n",
+                "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">{}</text>",
                 LEFT - 8.0,
                 y + LANE / 2.0 + 4.0,
                 escape(dest)
@@ -98,19 +98,19 @@ impl Timeline {
             band(&mut svg, x(from.0), x(self.length), y, from.1);
         }
         let failed_lane = self.destinations.len();
-        let _ = write!(
+        let _ = writeln!(
             svg,
-            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">failed</text>\n",
+            "<text x=\"{:.1}\" y=\"{:.1}\" text-anchor=\"end\">failed</text>",
             LEFT - 8.0,
             lane_y(failed_lane) + LANE / 2.0 + 4.0
         );
         // Phases.
         for (at, name) in &self.phases {
             let px = x(*at);
-            let _ = write!(
+            let _ = writeln!(
                 svg,
                 "<line x1=\"{px:.1}\" y1=\"{:.1}\" x2=\"{px:.1}\" y2=\"{:.1}\" stroke=\"#888\" \
-                 stroke-dasharray=\"3,3\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#444\">{}</text>\n",
+                 stroke-dasharray=\"3,3\"/>\n<text x=\"{:.1}\" y=\"{:.1}\" fill=\"#444\">{}</text>",
                 TOP - 14.0,
                 lane_y(lanes),
                 px + 3.0,
@@ -128,10 +128,10 @@ impl Timeline {
                 .filter(|d| Some(*d) != call.answered_by.as_ref())
             {
                 if let Some(i) = lane_of(left) {
-                    let _ = write!(
+                    let _ = writeln!(
                         svg,
                         "<circle class=\"tried\" cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"3.5\" fill=\"none\" \
-                         stroke=\"#c0392b\" stroke-width=\"1.2\"/>\n",
+                         stroke=\"#c0392b\" stroke-width=\"1.2\"/>",
                         lane_y(i) + LANE / 2.0
                     );
                 }
@@ -145,9 +145,9 @@ impl Timeline {
                 }
                 None => (failed_lane, "#c0392b", "failed"),
             };
-            let _ = write!(
+            let _ = writeln!(
                 svg,
-                "<circle class=\"{class}\" cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{fill}\"/>\n",
+                "<circle class=\"{class}\" cx=\"{cx:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{fill}\"/>",
                 lane_y(i) + LANE / 2.0
             );
         }
@@ -162,9 +162,9 @@ impl Timeline {
         };
         let mut t: u32 = 0;
         while f64::from(t) <= span {
-            let _ = write!(
+            let _ = writeln!(
                 svg,
-                "<text x=\"{:.1}\" y=\"{axis_y:.1}\" text-anchor=\"middle\" fill=\"#444\">{t}s</text>\n",
+                "<text x=\"{:.1}\" y=\"{axis_y:.1}\" text-anchor=\"middle\" fill=\"#444\">{t}s</text>",
                 x(Duration::from_secs(u64::from(t)))
             );
             t += step;
@@ -177,10 +177,10 @@ impl Timeline {
             ("#c0392b", "none", "failed"),
             ("none", "#c0392b", "tried and left"),
         ] {
-            let _ = write!(
+            let _ = writeln!(
                 svg,
                 "<circle cx=\"{:.1}\" cy=\"{:.1}\" r=\"4\" fill=\"{fill}\" stroke=\"{stroke}\"/>\
-                 <text x=\"{:.1}\" y=\"{:.1}\">{label}</text>\n",
+                 <text x=\"{:.1}\" y=\"{:.1}\">{label}</text>",
                 lx,
                 legend_y - 4.0,
                 lx + 8.0,
@@ -189,10 +189,10 @@ impl Timeline {
             lx += 8.0 + 7.0 * label.len() as f64 + 16.0;
         }
         for (state, label) in [("up", "up"), ("down", "down"), ("probing", "probing")] {
-            let _ = write!(
+            let _ = writeln!(
                 svg,
                 "<rect x=\"{lx:.1}\" y=\"{:.1}\" width=\"14\" height=\"10\" fill=\"{}\" \
-                 stroke=\"#bbb\"/><text x=\"{:.1}\" y=\"{legend_y:.1}\">{label}</text>\n",
+                 stroke=\"#bbb\"/><text x=\"{:.1}\" y=\"{legend_y:.1}\">{label}</text>",
                 legend_y - 9.0,
                 state_fill(state),
                 lx + 18.0
@@ -209,10 +209,10 @@ fn band(svg: &mut String, x0: f64, x1: f64, y: f64, state: &str) {
     if x1 <= x0 {
         return;
     }
-    let _ = write!(
+    let _ = writeln!(
         svg,
         "<rect class=\"state\" data-state=\"{}\" x=\"{x0:.1}\" y=\"{:.1}\" width=\"{:.1}\" \
-         height=\"{:.1}\" fill=\"{}\"/>\n",
+         height=\"{:.1}\" fill=\"{}\"/>",
         escape(state),
         y + 2.0,
         x1 - x0,

@@ -18,12 +18,13 @@ use crate::spec::{
     SurvivabilitySpec, TransportSpec,
 };
 use crate::{
-    CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, RequestUri, Route,
+    Caps, CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, RequestUri, Route,
     RouteId, RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MEDIA_TIMEOUT,
     DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
     DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES,
-    DEFAULT_RING_TIMEOUT, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT, MAX_PROVISIONAL_TIMEOUT,
-    MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_PROBE_INTERVAL, MIN_PROBE_TIMEOUT,
+    DEFAULT_RING_TIMEOUT, MAX_MAX_CALLS, MAX_MAX_CPS, MAX_PROBE_INTERVAL, MAX_PROBE_TIMEOUT,
+    MAX_PROVISIONAL_TIMEOUT, MAX_RING_TIMEOUT, MAX_THRESHOLD, MIN_MAX_CPS, MIN_PROBE_INTERVAL,
+    MIN_PROBE_TIMEOUT,
 };
 use std::collections::HashMap;
 use std::time::Duration;
@@ -303,6 +304,7 @@ fn compile_destinations<'a>(
             .request_uri
             .as_ref()
             .and_then(|spec| compile_request_uri(&at("request_uri"), spec, errors));
+        let caps = compile_caps(i, d, errors);
         compiled.push(Destination {
             name: d.name.clone(),
             host,
@@ -315,6 +317,7 @@ fn compile_destinations<'a>(
             health,
             media_timeout: d.media_timeout.map(|t| (!t.is_zero()).then_some(t)),
             request_uri,
+            caps,
         });
         attrs.push(DestinationAttrs {
             weight: d.weight.unwrap_or(DEFAULT_WEIGHT),
@@ -323,6 +326,65 @@ fn compile_destinations<'a>(
         });
     }
     (compiled, attrs, by_name)
+}
+
+/// A destination's capacity caps: `max_calls` in `1..=MAX_MAX_CALLS`, `max_cps` a finite number
+/// in `MIN_MAX_CPS..=MAX_MAX_CPS`. 0 is refused with the way to take a destination out of
+/// service instead (a cap of 0 would be a drain nobody sees in `status`). A bad cap is left out
+/// of the result (with its error pushed).
+fn compile_caps(i: usize, d: &DestinationSpec, errors: &mut Errors) -> Caps {
+    let at = |key: &str| format!("destination[{i}].{key}");
+    let out_of_service = |key: &str| {
+        let name = if d.name.is_empty() { "NAME" } else { &d.name };
+        format!(
+            "{key} = 0 would send this destination no call at all: to take it out of service, \
+             drain it (POST /destinations/{name}/drain: calls in progress finish) or put it in \
+             maintenance (POST /destinations/{name}/maintenance), or remove it from its routes; \
+             leave {key} out for no cap"
+        )
+    };
+    let max_calls = match d.max_calls {
+        Some(0) => {
+            errors.push(at("max_calls"), out_of_service("max_calls"));
+            None
+        }
+        Some(n) if n > MAX_MAX_CALLS => {
+            errors.push(
+                at("max_calls"),
+                format!(
+                    "max_calls = {n} is out of range: use 1..={MAX_MAX_CALLS} calls in progress \
+                     at once (leave max_calls out for no cap)"
+                ),
+            );
+            None
+        }
+        n => n,
+    };
+    let max_cps = match d.max_cps {
+        Some(0.0) => {
+            errors.push(at("max_cps"), out_of_service("max_cps"));
+            None
+        }
+        Some(r) if !(MIN_MAX_CPS..=MAX_MAX_CPS).contains(&r) => {
+            let what = if r.is_nan() {
+                "is not a number".to_string()
+            } else if r < 0.0 {
+                "is negative".to_string()
+            } else {
+                "is out of range".to_string()
+            };
+            errors.push(
+                at("max_cps"),
+                format!(
+                    "max_cps = {r} {what}: use {MIN_MAX_CPS} to {MAX_MAX_CPS} new calls a second \
+                     (fractions allowed: 0.5 is one call every 2 s; leave max_cps out for no cap)"
+                ),
+            );
+            None
+        }
+        r => r,
+    };
+    Caps { max_calls, max_cps }
 }
 
 /// A destination's `request_uri`: a host that is a DNS name or an IP address, a port other than

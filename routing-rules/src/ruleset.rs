@@ -43,6 +43,13 @@ pub const MAX_THRESHOLD: u32 = 100;
 /// Default `probe_codes` of a destination.
 pub const DEFAULT_PROBE_CODES: [u16; 1] = [200];
 
+/// Largest `max_calls` accepted (the smallest is 1).
+pub const MAX_MAX_CALLS: u32 = 1_000_000;
+/// Smallest `max_cps` accepted: one new call every 10 s.
+pub const MIN_MAX_CPS: f64 = 0.1;
+/// Largest `max_cps` accepted.
+pub const MAX_MAX_CPS: f64 = 100_000.0;
+
 /// Index of a destination in its [`RuleSet`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct DestId(pub u32);
@@ -74,6 +81,34 @@ pub struct Destination {
     pub media_timeout: Option<Option<Duration>>,
     /// The Request-URI it expects in place of the carrier's (`None`: the carrier's, unchanged).
     pub request_uri: Option<RequestUri>,
+    /// Its capacity caps (`max_calls`, `max_cps`).
+    pub caps: Caps,
+}
+
+/// A destination's capacity caps, validated: `max_calls` in `1..=MAX_MAX_CALLS`, `max_cps`
+/// finite in `MIN_MAX_CPS..=MAX_MAX_CPS`; `None`: no cap. A destination at a cap is skipped for
+/// new calls like one that is down, and is no less healthy for it (pointsman's `health` module
+/// keeps the counts).
+#[derive(Clone, Copy, Debug, PartialEq, Default)]
+pub struct Caps {
+    /// Calls in progress at once: INVITE branches sent to it that have not ended (answered
+    /// calls count until their BYE).
+    pub max_calls: Option<u32>,
+    /// New calls (INVITE branches) a second, on average.
+    pub max_cps: Option<f64>,
+}
+
+impl Caps {
+    /// How many new calls may go at once after a quiet spell: `max(1, floor(max_cps))`, so a
+    /// cap of 20/s lets 20 simultaneous INVITEs through, then one every 50 ms.
+    pub fn burst(&self) -> Option<u32> {
+        self.max_cps.map(|r| (r.floor() as u32).max(1))
+    }
+
+    /// Whether any cap is set.
+    pub fn any(&self) -> bool {
+        self.max_calls.is_some() || self.max_cps.is_some()
+    }
 }
 
 /// A destination's Request-URI rewrite, validated: each part is safe to write into a SIP URI as

@@ -8,6 +8,8 @@
 //! priority = 0          # lower is tried first in a priority group (default 0)
 //! weight = 1            # share in a weighted or hash group; tie-break in a priority group (default 1)
 //! tags = ["site-a"]
+//! max_calls = 200       # at most 200 calls in progress here (default: no cap)
+//! max_cps = 20          # at most 20 new calls a second, burst 20 (default: no cap)
 //!
 //! [[group]]
 //! name = "site-a"
@@ -105,6 +107,16 @@ pub struct DestinationSpec {
     /// dialog: INVITE branches, their CANCEL and ACK, and probes.
     #[serde(default)]
     pub request_uri: Option<RequestUriSpec>,
+    /// At most this many calls in progress here at once (INVITE branches sent and not ended,
+    /// answered calls until their BYE); a destination at its cap is skipped for new calls like
+    /// one that is down. Absent: no cap.
+    #[serde(default)]
+    pub max_calls: Option<u32>,
+    /// At most this many new calls (INVITE branches) a second, fractions allowed, with a burst
+    /// of `max(1, floor(max_cps))`; a destination past it is skipped for new calls like one
+    /// that is down. Absent: no cap.
+    #[serde(default)]
+    pub max_cps: Option<f64>,
 }
 
 /// `request_uri = { host = "…", port = …, user_prefix = "…", params = ["…"] }` of a

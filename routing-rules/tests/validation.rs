@@ -782,3 +782,115 @@ fn a_bad_request_uri_rewrite_names_the_key_and_what_to_write() {
         assert_one_error(&request_uri(table), path, phrase);
     }
 }
+
+// ---- capacity caps ---------------------------------------------------------------------------
+
+/// Two destinations, the second (`destination[1]`) with `keys`, and a route over both.
+fn capped(keys: &str) -> String {
+    let with = destinations(2).replacen("name = \"d1\"", &format!("name = \"d1\"\n{keys}"), 1);
+    format!("{with}\n[[route]]\nname = \"r\"\ndestinations = [\"d0\", \"d1\"]\n")
+}
+
+#[test]
+fn capacity_caps_are_compiled_and_absent_means_no_cap() {
+    let router = compile(&capped("max_calls = 2\nmax_cps = 2.5"));
+    let none = router.rules.destinations[0].caps;
+    assert_eq!(none, routing_rules::Caps::default());
+    assert!(!none.any());
+    assert_eq!(none.burst(), None);
+    let caps = router.rules.destinations[1].caps;
+    assert_eq!(caps.max_calls, Some(2));
+    assert_eq!(caps.max_cps, Some(2.5));
+    assert_eq!(caps.burst(), Some(2), "burst = max(1, floor(max_cps))");
+    // An integer rate is a rate; a rate under 1/s still lets one call through.
+    let whole = compile(&capped("max_cps = 20"));
+    assert_eq!(whole.rules.destinations[1].caps.max_cps, Some(20.0));
+    assert_eq!(whole.rules.destinations[1].caps.burst(), Some(20));
+    let slow = compile(&capped("max_cps = 0.5"));
+    assert_eq!(slow.rules.destinations[1].caps.burst(), Some(1));
+    // The bounds themselves are accepted.
+    let edges = compile(&capped("max_calls = 1000000\nmax_cps = 0.1"));
+    assert_eq!(edges.rules.destinations[1].caps.max_calls, Some(1_000_000));
+    let fast = compile(&capped("max_calls = 1\nmax_cps = 100000"));
+    assert_eq!(fast.rules.destinations[1].caps.max_cps, Some(100_000.0));
+}
+
+#[test]
+fn a_cap_of_zero_is_refused_with_how_to_take_a_destination_out_of_service() {
+    for key in ["max_calls", "max_cps"] {
+        let errs = errors(&capped(&format!("{key} = 0")));
+        assert_eq!(errs.len(), 1, "{errs:#?}");
+        assert_eq!(errs[0].path, format!("destination[1].{key}"));
+        for phrase in [
+            "would send this destination no call at all",
+            "POST /destinations/d1/drain",
+            "POST /destinations/d1/maintenance",
+            &format!("leave {key} out for no cap"),
+        ] {
+            assert!(
+                errs[0].message.contains(phrase),
+                "{:?} lacks {phrase:?}",
+                errs[0].message
+            );
+        }
+    }
+    // 0.0 is 0 too.
+    assert_one_error(
+        &capped("max_cps = 0.0"),
+        "destination[1].max_cps",
+        "drain it",
+    );
+}
+
+#[test]
+fn caps_out_of_range_name_the_key_and_the_range() {
+    for (keys, path, phrase) in [
+        (
+            "max_calls = 1000001",
+            "destination[1].max_calls",
+            "max_calls = 1000001 is out of range: use 1..=1000000 calls in progress",
+        ),
+        (
+            "max_cps = 0.05",
+            "destination[1].max_cps",
+            "max_cps = 0.05 is out of range: use 0.1 to 100000 new calls a second",
+        ),
+        (
+            "max_cps = 100001",
+            "destination[1].max_cps",
+            "max_cps = 100001 is out of range",
+        ),
+        (
+            "max_cps = -2",
+            "destination[1].max_cps",
+            "max_cps = -2 is negative",
+        ),
+        (
+            "max_cps = nan",
+            "destination[1].max_cps",
+            "max_cps = NaN is not a number",
+        ),
+        (
+            "max_cps = inf",
+            "destination[1].max_cps",
+            "max_cps = inf is out of range",
+        ),
+    ] {
+        assert_one_error(&capped(keys), path, phrase);
+    }
+    // Both wrong: both reported, each at its key.
+    let errs = errors(&capped("max_calls = 0\nmax_cps = -1"));
+    let paths: Vec<&str> = errs.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["destination[1].max_calls", "destination[1].max_cps"]
+    );
+}
+
+#[test]
+fn a_negative_or_fractional_max_calls_is_a_type_error_before_compiling() {
+    for keys in ["max_calls = -1", "max_calls = 1.5", "max_cps = \"5/s\""] {
+        let doc: Result<common::Doc, _> = toml::from_str(&capped(keys));
+        assert!(doc.is_err(), "{keys} must not deserialise");
+    }
+}

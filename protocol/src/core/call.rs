@@ -18,7 +18,7 @@ use super::{
     emit, local_tag, lock, strip_top_via, tx_output, ClientEntry, Core, CoreTimer, Hop, Output,
     Relayable, ServerEntry, Side, TimerKind,
 };
-use crate::health::Passive;
+use crate::health::{Cap, Passive};
 use crate::media::{MediaSession, SwitchReason};
 use crate::metrics::FailoverReason;
 use crate::originate;
@@ -182,6 +182,10 @@ pub(super) struct Call {
     pub policy: CallPolicy,
     /// Its media, when anchored in the relay.
     pub media: Option<CallMedia>,
+    /// Destinations skipped because they were at a capacity cap, each with how many branches
+    /// had started before it (its place in the call log's `tried=`). Not replicated: it only
+    /// tells the log line.
+    pub capped: SmallVec<[(usize, DestId, Cap); 2]>,
 }
 
 /// The anchored media of a call.
@@ -311,10 +315,12 @@ pub(super) enum CallOutput {
         branch: usize,
         bytes: Bytes,
     },
-    /// Send the INVITE to `target`, as a branch of step `step`.
+    /// Send the INVITE to `target`, as a branch of step `step`; `counted`: admitted as a call
+    /// in progress at its destination (see [`Call::admit`]), which the branch now carries.
     NewBranch {
         step: usize,
         target: Target,
+        counted: bool,
     },
     /// The caller has its final answer, `code` (or was given up on, 480).
     Finished {
@@ -401,21 +407,59 @@ impl Call {
         })
     }
 
-    /// Asks for a branch to every target of the next step, or ends the call when there is none.
+    /// Asks for a branch to every target of the next step that admits a new call, or ends the
+    /// call when there is none. A target at a capacity cap is skipped as one that is down is
+    /// left out of the plan: no INVITE, no failure, no CANCEL; a step whose every target is
+    /// skipped gives way to the next (a parallel step forks to the members that admit it).
     pub(super) fn next_step(&mut self, now: Instant, out: &mut CallOutputs) {
         if self.phase != CallPhase::Trying {
             return;
         }
-        let Some(step) = self.steps.get(self.next_step).cloned() else {
-            return self.finish_exhausted(now, out);
+        loop {
+            let Some(step) = self.steps.get(self.next_step).cloned() else {
+                return self.finish_exhausted(now, out);
+            };
+            let index = self.next_step;
+            self.next_step += 1;
+            let before = out.len();
+            for target in step {
+                if let Some(counted) = self.admit(&target, now) {
+                    out.push(CallOutput::NewBranch {
+                        step: index,
+                        target,
+                        counted,
+                    });
+                }
+            }
+            if out.len() > before {
+                return;
+            }
+        }
+    }
+
+    /// Whether a new branch may go to `target` at `now`: `Some(true)` admitted and counted as a
+    /// call in progress at its destination, `Some(false)` not counted (a re-INVITE, or no
+    /// destination), `None` skipped: the destination is at a capacity cap (counted in
+    /// `pointsman_destination_capped_total`, and nothing told to its health). Lock-free.
+    fn admit(&mut self, target: &Target, now: Instant) -> Option<bool> {
+        let Some(dest) = target.dest.filter(|_| self.failover) else {
+            return Some(false);
         };
-        let index = self.next_step;
-        self.next_step += 1;
-        for target in step {
-            out.push(CallOutput::NewBranch {
-                step: index,
-                target,
-            });
+        let Some(h) = self.routing.health.get(dest) else {
+            return Some(false);
+        };
+        match h.try_start(now) {
+            Ok(()) => Some(true),
+            Err(cap) => {
+                self.routing.metrics.capped(dest, cap);
+                debug!(
+                    destination = %h.name(),
+                    cap = cap.as_str(),
+                    "destination at its capacity cap: skipped for this call"
+                );
+                self.capped.push((self.branches.len(), dest, cap));
+                None
+            }
         }
     }
 
@@ -1011,6 +1055,7 @@ impl Core {
             reaped: false,
             policy: self.call_policy(),
             media: plan.media,
+            capped: SmallVec::new(),
         }));
         self.count_in_progress(true);
         self.servers.insert(key, ServerEntry::Call(call.clone()));
@@ -1048,15 +1093,17 @@ impl Core {
                     let key = self.keys.client(b.branch.as_bytes(), MethodClass::Cancel);
                     self.start_own_request(key, bytes, b.target.peer, now, out);
                 }
-                CallOutput::NewBranch { step, target } => {
-                    match self.start_branch(c, step, target, received, now, out) {
-                        Ok((key, index)) => {
-                            self.clients
-                                .insert(key, ClientEntry::Branch(arc.clone(), index));
-                        }
-                        Err(more) => self.apply(c, arc, more, None, now, out),
+                CallOutput::NewBranch {
+                    step,
+                    target,
+                    counted,
+                } => match self.start_branch(c, step, target, counted, received, now, out) {
+                    Ok((key, index)) => {
+                        self.clients
+                            .insert(key, ClientEntry::Branch(arc.clone(), index));
                     }
-                }
+                    Err(more) => self.apply(c, arc, more, None, now, out),
+                },
                 CallOutput::Finished { code } => {
                     if let Some(CallMedia::Session(session)) = c.media.take() {
                         session.close();
@@ -1071,15 +1118,17 @@ impl Core {
     }
 
     /// Sends the INVITE to one target; returns the new branch's key and index, for the caller
-    /// to register (or what the call does when its stored INVITE no longer scans).
+    /// to register (or what the call does when its stored INVITE no longer scans). `counted`:
+    /// the call was admitted at the target's destination (the branch carries the count).
     // The error is the rare path (a stored INVITE that no longer scans) and is handled at once
     // by the caller: its size on the stack costs nothing.
-    #[allow(clippy::result_large_err)]
+    #[allow(clippy::result_large_err, clippy::too_many_arguments)]
     fn start_branch(
         &self,
         c: &mut Call,
         step: usize,
         target: Target,
+        counted: bool,
         received: Option<&Message<'_>>,
         now: Instant,
         out: &mut Vec<Output>,
@@ -1093,7 +1142,12 @@ impl Core {
                     Some(req) => req,
                     None => {
                         // The stored INVITE no longer scans: the call ends (with its own 500,
-                        // if it can).
+                        // if it can), and the call admitted at the destination never went.
+                        if counted {
+                            if let Some(h) = target.dest.and_then(|d| c.routing.health.get(d)) {
+                                h.call_ended();
+                            }
+                        }
                         let mut todo = CallOutputs::new();
                         c.finish_local(500, "", now, &mut todo);
                         return Err(todo);
@@ -1131,13 +1185,8 @@ impl Core {
             now,
             &mut acts,
         );
-        let mut counted = false;
         if let (true, Some(dest)) = (c.failover, target.dest) {
             c.routing.metrics.branch_attempt(dest);
-            if let Some(h) = c.routing.health.get(dest) {
-                h.call_started();
-                counted = true;
-            }
         }
         emit(out, &mut acts, target.peer, key, Side::Client, Some(key));
         if let Some((at, kind)) = first_timer(c.failover, &target, now) {
@@ -1449,11 +1498,28 @@ impl Core {
         if !wanted {
             return;
         }
-        let tried: Vec<String> = c
-            .branches
-            .iter()
-            .map(|b| format!("{}:{}", c.dest_name(&b.target), branch_outcome(c, b)))
-            .collect();
+        // Branches in the order they started, with the destinations skipped at a cap in their
+        // place (`primary:max_calls`: no INVITE went there).
+        let skipped = |&(_, dest, cap): &(usize, DestId, Cap)| {
+            let key = match cap {
+                Cap::Calls => "max_calls",
+                Cap::Cps => "max_cps",
+            };
+            format!("{}:{key}", c.routing.router.destination(dest).name)
+        };
+        let mut capped = c.capped.iter().peekable();
+        let mut tried: Vec<String> = Vec::with_capacity(c.branches.len() + c.capped.len());
+        for (i, b) in c.branches.iter().enumerate() {
+            while let Some(skip) = capped.next_if(|(at, _, _)| *at <= i) {
+                tried.push(skipped(skip));
+            }
+            tried.push(format!(
+                "{}:{}",
+                c.dest_name(&b.target),
+                branch_outcome(c, b)
+            ));
+        }
+        tried.extend(capped.map(skipped));
         let call_id = c
             .request()
             .map(|m| String::from_utf8_lossy(m.slice(m.call_id)).into_owned())
@@ -1584,13 +1650,19 @@ mod tests {
                 cancel_give_up: Duration::from_secs(32),
             },
             media: None,
+            capped: SmallVec::new(),
         }
     }
 
     /// Does what the core does with a `NewBranch`: a branch whose INVITE went out at `now`.
     fn start(c: &mut Call, outs: CallOutputs, now: Instant) {
         for o in outs {
-            let CallOutput::NewBranch { step, target } = o else {
+            let CallOutput::NewBranch {
+                step,
+                target,
+                counted,
+            } = o
+            else {
                 panic!("only new branches expected, got {o:?}")
             };
             let index = c.branches.len();
@@ -1610,7 +1682,7 @@ mod tests {
                 status: BranchStatus::Pending,
                 abandoned: false,
                 cancel: CancelState::None,
-                counted: false,
+                counted,
                 ring_at: None,
                 sent: now,
             });
@@ -1633,7 +1705,7 @@ mod tests {
                 CallOutput::Out(Output::ProbeReply { .. }) => "probe reply".into(),
                 CallOutput::Out(Output::Replicate { .. }) => "replicate".into(),
                 CallOutput::Cancel { branch, .. } => format!("cancel {branch}"),
-                CallOutput::NewBranch { step, target } => {
+                CallOutput::NewBranch { step, target, .. } => {
                     format!("branch {step} to {:?}", target.dest.map(|d| d.0))
                 }
                 CallOutput::Finished { code } => format!("finished {code}"),

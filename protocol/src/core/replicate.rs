@@ -389,6 +389,7 @@ impl Core {
             policy: self.call_policy(),
             // Media sessions are not replicated: a restored call's media is not anchored.
             media: None,
+            capped: smallvec::SmallVec::new(),
         };
         for b in &c.branches {
             self.rearm_branch(&c, b, now, out);

@@ -2250,3 +2250,355 @@ fn a_topology_key_of_its_own_makes_other_tokens_and_a_token_under_another_key_is
     assert_eq!(h.count_to(PRIMARY, "BYE"), 0);
     assert_eq!(h.count_to("203.0.113.99:5070", "BYE"), 1);
 }
+
+// ---- capacity caps ---------------------------------------------------------------------------
+
+/// `primary` (with `primary_keys`), `secondary` (with `secondary_keys`), a route over both.
+fn capped_rules(primary_keys: &str, secondary_keys: &str) -> String {
+    format!(
+        r#"
+[[destination]]
+name = "primary"
+address = "127.0.0.1:5070"
+{primary_keys}
+
+[[destination]]
+name = "secondary"
+address = "127.0.0.1:5080"
+{secondary_keys}
+
+[[route]]
+name = "default"
+destinations = ["primary", "secondary"]
+"#
+    )
+}
+
+/// The Call-IDs of the INVITEs sent to `to`, each once (retransmissions are not new calls), in
+/// the order they first went.
+fn calls_to(h: &Harness, to: &str) -> Vec<String> {
+    let mut ids: Vec<String> = Vec::new();
+    for (a, line, bytes) in &h.sent {
+        if *a != addr(to) || !line.starts_with("INVITE ") {
+            continue;
+        }
+        if let Some(id) = header(bytes, "Call-ID") {
+            if !ids.iter().any(|i| i == id) {
+                ids.push(id.to_string());
+            }
+        }
+    }
+    ids
+}
+
+/// The last message starting with `starts` sent to `to` in call `call_id`.
+fn sent_in(h: &Harness, to: &str, starts: &str, call_id: &str) -> Bytes {
+    h.sent
+        .iter()
+        .rev()
+        .find(|(a, l, b)| {
+            *a == addr(to) && l.starts_with(starts) && header(b, "Call-ID") == Some(call_id)
+        })
+        .map(|(_, _, b)| b.clone())
+        .unwrap_or_else(|| panic!("no {starts:?} to {to} in call {call_id}"))
+}
+
+/// Ends answered call `call_id` (answered by `callee`, tag `tag`) with a BYE from the carrier
+/// and the callee's 200.
+fn hang_up(h: &mut Harness, callee: &str, tag: &str, call_id: &str) {
+    let ok = sent_in(h, CARRIER, "SIP/2.0 200", call_id);
+    let rr = header(&ok, "Record-Route").unwrap().to_string();
+    let bye = format!("BYE sip:agent@{callee} SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.1:5060;branch=z9hG4bK-bye-{call_id}\r\nMax-Forwards: 70\r\nRoute: {rr}\r\nFrom: \"Carrier\" <sip:+15550000@10.0.0.1>;tag=c1\r\nTo: <sip:+15551234@192.0.2.10>;tag={tag}\r\nCall-ID: {call_id}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n");
+    h.receive(CARRIER, bye.as_bytes());
+    let fwd = sent_in(h, callee, "BYE", call_id);
+    h.receive(callee, &response_to(&fwd, 200, tag));
+}
+
+/// Brings `name` up with one successful probe.
+fn probed_up(h: &Harness, name: &str) {
+    let routing = h.core.routing();
+    let d = routing.health.by_name(name).expect(name);
+    d.probe_sent(h.now);
+    d.probe_reply(200, Duration::from_millis(1), h.now);
+    assert_eq!(d.state(), crate::health::State::Up);
+}
+
+#[test]
+fn a_destination_at_max_calls_is_skipped_for_the_next_and_takes_calls_again_once_one_ends() {
+    let mut h = Harness::rules(&capped_rules("max_calls = 2", ""));
+    probed_up(&h, "primary");
+    let primary = h.core.routing().health.by_name("primary").unwrap().clone();
+    let before = primary.snapshot(h.now);
+    h.receive(CARRIER, &invite("mc-1"));
+    h.receive(CARRIER, &invite("mc-2"));
+    h.receive(CARRIER, &invite("mc-3"));
+    assert_eq!(calls_to(&h, PRIMARY), ["mc-1", "mc-2"]);
+    assert_eq!(
+        calls_to(&h, SECONDARY),
+        ["mc-3"],
+        "the third call goes straight to the next destination"
+    );
+    assert_eq!(
+        h.count_to(PRIMARY, "CANCEL"),
+        0,
+        "nothing was sent to cancel"
+    );
+    assert_eq!(
+        primary.snapshot(h.now).at_cap,
+        Some(crate::health::Cap::Calls)
+    );
+
+    // mc-1 is answered: an answered call counts until its BYE, so mc-4 still skips primary.
+    let fwd = sent_in(&h, PRIMARY, "INVITE", "mc-1");
+    h.receive(PRIMARY, &response_to(&fwd, 200, "p1"));
+    h.receive(CARRIER, &invite("mc-4"));
+    assert_eq!(calls_to(&h, SECONDARY), ["mc-3", "mc-4"]);
+    // mc-2 ends unanswered (busy): its slot frees at once, and mc-5 goes to the primary again.
+    let fwd = sent_in(&h, PRIMARY, "INVITE", "mc-2");
+    h.receive(PRIMARY, &response_to(&fwd, 486, "p2"));
+    sent_in(&h, CARRIER, "SIP/2.0 486", "mc-2");
+    h.receive(CARRIER, &invite("mc-5"));
+    assert_eq!(calls_to(&h, PRIMARY), ["mc-1", "mc-2", "mc-5"]);
+    h.receive(CARRIER, &invite("mc-6"));
+    assert_eq!(calls_to(&h, SECONDARY), ["mc-3", "mc-4", "mc-6"]);
+    // mc-1's BYE frees its slot.
+    hang_up(&mut h, PRIMARY, "p1", "mc-1");
+    h.receive(CARRIER, &invite("mc-7"));
+    assert_eq!(calls_to(&h, PRIMARY), ["mc-1", "mc-2", "mc-5", "mc-7"]);
+
+    // Skipping it was no failure: its health is what it was, and nothing counted a failover.
+    let after = primary.snapshot(h.now);
+    assert_eq!(after.state, crate::health::State::Up);
+    assert_eq!((after.reason, after.since), (before.reason, before.since));
+    assert_eq!((after.failures, after.consecutive_failures), (0, 0));
+    assert_eq!(after.calls_in_progress, 2, "mc-5 and mc-7");
+    assert_eq!(after.calls, 4);
+    assert_eq!(after.capped, [3, 0]);
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="primary",cap="calls"}"#),
+        3.0
+    );
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="primary",cap="cps"}"#),
+        0.0
+    );
+    assert_eq!(
+        h.metric(r#"pointsman_branch_attempts_total{destination="primary"}"#),
+        4.0,
+        "a skipped destination got no branch"
+    );
+    for reason in ["timeout", "transport", "code"] {
+        assert_eq!(
+            h.metric(&format!(
+                r#"pointsman_failovers_total{{destination="primary",reason="{reason}"}}"#
+            )),
+            0.0,
+            "{reason}"
+        );
+    }
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="secondary",cap="calls"}"#),
+        0.0
+    );
+}
+
+#[test]
+fn max_cps_skips_a_destination_past_its_rate_until_time_refills_its_bucket() {
+    let mut h = Harness::rules(&capped_rules("max_cps = 2", ""));
+    let primary = h.core.routing().health.by_name("primary").unwrap().clone();
+    let state = primary.state();
+    // A full bucket: a burst of 2 at once, the third waits for a token.
+    for id in ["r-1", "r-2", "r-3"] {
+        h.receive(CARRIER, &invite(id));
+    }
+    assert_eq!(calls_to(&h, PRIMARY), ["r-1", "r-2"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["r-3"]);
+    // One token every 500 ms: not yet at 499 ms, one at 500 ms.
+    h.advance(Duration::from_millis(499));
+    h.receive(CARRIER, &invite("r-4"));
+    h.advance(Duration::from_millis(1));
+    h.receive(CARRIER, &invite("r-5"));
+    h.receive(CARRIER, &invite("r-6"));
+    assert_eq!(calls_to(&h, PRIMARY), ["r-1", "r-2", "r-5"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["r-3", "r-4", "r-6"]);
+    // A quiet second refills the burst, never more.
+    h.advance(Duration::from_secs(1));
+    for id in ["r-7", "r-8", "r-9"] {
+        h.receive(CARRIER, &invite(id));
+    }
+    assert_eq!(calls_to(&h, PRIMARY), ["r-1", "r-2", "r-5", "r-7", "r-8"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["r-3", "r-4", "r-6", "r-9"]);
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="primary",cap="cps"}"#),
+        4.0
+    );
+    assert_eq!(
+        primary.state(),
+        state,
+        "the rate changed nothing of its health"
+    );
+    assert_eq!(primary.snapshot(h.now).failures, 0);
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+}
+
+#[test]
+fn a_failover_skips_a_next_destination_that_is_at_its_cap_by_then() {
+    // The secondary's one slot is taken by a call that went there directly; a call failing
+    // over from the primary finds it at its cap and gets the survivability answer.
+    let mut h = Harness::rules(&capped_rules("max_calls = 1", "max_calls = 1").replace(
+        "[[route]]",
+        "[[route]]\nsurvivability = { reject = 480, retry_after = \"20s\" }",
+    ));
+    h.receive(CARRIER, &invite("fo-1")); // primary
+    h.receive(CARRIER, &invite("fo-2")); // secondary (primary at its cap)
+    assert_eq!(calls_to(&h, PRIMARY), ["fo-1"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["fo-2"]);
+    let fwd = sent_in(&h, SECONDARY, "INVITE", "fo-2");
+    h.receive(SECONDARY, &response_to(&fwd, 180, "s2"));
+    let fwd = sent_in(&h, PRIMARY, "INVITE", "fo-1");
+    h.receive(PRIMARY, &response_to(&fwd, 503, "p1"));
+    assert_eq!(calls_to(&h, SECONDARY), ["fo-2"], "no INVITE past the cap");
+    let refused = sent_in(&h, CARRIER, "SIP/2.0 480", "fo-1");
+    assert_eq!(header(&refused, "Retry-After"), Some("20"));
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="secondary",cap="calls"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn every_destination_capped_or_down_answers_503_with_retry_after_as_when_all_are_down() {
+    let mut h = Harness::rules(&capped_rules("max_calls = 1", "max_cps = 1"));
+    h.receive(CARRIER, &invite("all-1")); // primary
+    h.receive(CARRIER, &invite("all-2")); // secondary: primary at its cap
+    h.receive(CARRIER, &invite("all-3")); // both at a cap
+    assert_eq!(calls_to(&h, PRIMARY), ["all-1"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["all-2"]);
+    let refused = sent_in(&h, CARRIER, "SIP/2.0 503", "all-3");
+    assert_eq!(
+        header(&refused, "Retry-After"),
+        Some("5"),
+        "[guard] retry_after"
+    );
+    assert_eq!(
+        h.lines_to(CARRIER)
+            .iter()
+            .filter(|l| l.starts_with("SIP/2.0 404"))
+            .count(),
+        0
+    );
+    // One capped and one down: the same answer.
+    let routing = h.core.routing();
+    let secondary = routing.health.by_name("secondary").unwrap();
+    secondary.act(crate::health::AdminAction::Maintenance, h.now);
+    h.advance(Duration::from_secs(1));
+    h.receive(CARRIER, &invite("all-4"));
+    let refused = sent_in(&h, CARRIER, "SIP/2.0 503", "all-4");
+    assert!(header(&refused, "Retry-After").is_some());
+    assert_eq!(calls_to(&h, SECONDARY), ["all-2"]);
+    assert_eq!(
+        h.metric(r#"pointsman_calls_total{route="default",outcome="failed"}"#),
+        2.0
+    );
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="primary",cap="calls"}"#),
+        3.0
+    );
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="secondary",cap="cps"}"#),
+        1.0
+    );
+}
+
+#[test]
+fn a_capped_parallel_member_is_left_out_of_the_fork_and_a_fully_capped_tier_gives_way() {
+    let rules = hot_hot(r#"tiers = ["clouds", "lifeboats"]"#)
+        .replace(
+            "address = \"127.0.0.1:5070\"",
+            "address = \"127.0.0.1:5070\"\nmax_calls = 1",
+        )
+        .replace(
+            "address = \"127.0.0.1:5080\"",
+            "address = \"127.0.0.1:5080\"\nmax_calls = 2",
+        );
+    let mut h = Harness::rules(&rules);
+    h.receive(CARRIER, &invite("hh-1"));
+    assert_eq!(calls_to(&h, PRIMARY), ["hh-1"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["hh-1"], "forked to both");
+    h.receive(CARRIER, &invite("hh-2"));
+    assert_eq!(calls_to(&h, PRIMARY), ["hh-1"], "at its cap: left out");
+    assert_eq!(calls_to(&h, SECONDARY), ["hh-1", "hh-2"]);
+    h.receive(CARRIER, &invite("hh-3"));
+    assert_eq!(
+        calls_to(&h, LIFEBOAT),
+        ["hh-3"],
+        "every member capped: next tier"
+    );
+    // The fork of hh-2 had one branch: its answer needs no CANCEL anywhere.
+    let fwd = sent_in(&h, SECONDARY, "INVITE", "hh-2");
+    h.receive(SECONDARY, &response_to(&fwd, 200, "s"));
+    assert_eq!(h.count_to(PRIMARY, "CANCEL"), 0);
+}
+
+#[test]
+fn a_survivability_group_takes_the_calls_every_tier_is_too_full_for() {
+    let rules = hot_hot(
+        r#"tiers = ["clouds"]
+survivability = { group = "lifeboats" }"#,
+    )
+    .replace(
+        "address = \"127.0.0.1:5070\"",
+        "address = \"127.0.0.1:5070\"\nmax_calls = 1",
+    )
+    .replace(
+        "address = \"127.0.0.1:5080\"",
+        "address = \"127.0.0.1:5080\"\nmax_calls = 1",
+    );
+    let mut h = Harness::rules(&rules);
+    h.receive(CARRIER, &invite("sv-1"));
+    h.receive(CARRIER, &invite("sv-2"));
+    assert_eq!(calls_to(&h, PRIMARY), ["sv-1"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["sv-1"]);
+    assert_eq!(calls_to(&h, LIFEBOAT), ["sv-2"]);
+}
+
+#[test]
+fn a_reload_that_changes_a_cap_applies_to_the_next_call_and_keeps_the_calls_in_progress() {
+    let mut h = Harness::rules(&capped_rules("max_calls = 1", ""));
+    // The node's health table, adopted again on reload as the node does.
+    let health = crate::health::Health::new(&crate::health::HealthConfig::default());
+    let load = |h: &mut Harness, rules: &str| {
+        let router = Arc::new(compile(rules));
+        let old = h.core.routing();
+        let view = health.adopt(&router, h.now);
+        h.core.set_routing(Routing::new(
+            router,
+            old.addrs.clone(),
+            view,
+            old.metrics.clone(),
+        ));
+    };
+    load(&mut h, &capped_rules("max_calls = 1", ""));
+    h.receive(CARRIER, &invite("rl-1"));
+    h.receive(CARRIER, &invite("rl-2"));
+    assert_eq!(calls_to(&h, PRIMARY), ["rl-1"]);
+    load(&mut h, &capped_rules("max_calls = 2", ""));
+    let primary = h.core.routing().health.by_name("primary").unwrap().clone();
+    assert_eq!(primary.calls_in_progress(), 1, "rl-1 still counts");
+    h.receive(CARRIER, &invite("rl-3"));
+    h.receive(CARRIER, &invite("rl-4"));
+    assert_eq!(calls_to(&h, PRIMARY), ["rl-1", "rl-3"]);
+    assert_eq!(calls_to(&h, SECONDARY), ["rl-2", "rl-4"]);
+    load(&mut h, &capped_rules("", ""));
+    h.receive(CARRIER, &invite("rl-5"));
+    assert_eq!(calls_to(&h, PRIMARY), ["rl-1", "rl-3", "rl-5"]);
+    // A call that started before the reload releases its slot in the same entry.
+    let fwd = sent_in(&h, PRIMARY, "INVITE", "rl-1");
+    h.receive(PRIMARY, &response_to(&fwd, 486, "p"));
+    assert_eq!(primary.calls_in_progress(), 2);
+    assert_eq!(
+        h.metric(r#"pointsman_destination_capped_total{destination="primary",cap="calls"}"#),
+        2.0,
+        "the counter goes on across the reload"
+    );
+}

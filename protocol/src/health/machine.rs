@@ -24,10 +24,10 @@
 //!
 //! The *admin* layer overrides what is published, and is set only by [`AdminAction`]s:
 //!
-//! - [`State::Draining`]: no new calls; calls in progress continue (the core reports them with
-//!   [`Machine::call_started`] / [`Machine::call_ended`]; `call_ended` says when the last one of
-//!   a draining destination ended). Probes continue, so enabling it again publishes a current
-//!   health.
+//! - [`State::Draining`]: no new calls; calls in progress continue (the table counts them,
+//!   lock-free, in its `Capacity`, and tells [`Machine::call_ended`] how many are left, which
+//!   says when the last one of a draining destination ended). Probes continue, so enabling it
+//!   again publishes a current health.
 //! - [`State::Maintenance`]: no calls, no probes, passive signals ignored. Its health is unknown
 //!   afterwards, so leaving maintenance restarts at `Probing` with a probe due at once.
 //! - [`State::ForcedUp`]: takes calls whatever probes say. Probes and passive signals still move
@@ -283,8 +283,6 @@ pub struct Transition {
 /// Lifetime counters of one destination.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Counters {
-    /// Calls started (as reported by `call_started`).
-    pub calls: u64,
     /// Passive failures reported by calls (timeouts, transport errors, 503s).
     pub failures: u64,
     /// Probes answered with a code in `probe_codes`.
@@ -312,7 +310,6 @@ pub(crate) struct Machine {
     /// When the next probe is due; `None` with probes off.
     next_probe: Option<Instant>,
     last_rtt: Option<Duration>,
-    calls_in_progress: u32,
     counters: Counters,
     /// Times calls took it down without a long enough spell up in between: the next
     /// passive hold is `passive_hold` doubled this many times.
@@ -340,7 +337,6 @@ impl Machine {
             down_until: None,
             next_probe: probe.then_some(now),
             last_rtt: None,
-            calls_in_progress: 0,
             counters: Counters::default(),
             passive_takedowns: 0,
             settings,
@@ -417,13 +413,9 @@ impl Machine {
         self.last_rtt
     }
 
-    pub(crate) fn calls_in_progress(&self) -> u32 {
-        self.calls_in_progress
-    }
-
-    /// Draining, and no call in progress.
-    pub(crate) fn drained(&self) -> bool {
-        self.admin == Some(State::Draining) && self.calls_in_progress == 0
+    /// Draining, and no call in progress (`in_progress`, as the table counts them).
+    pub(crate) fn drained(&self, in_progress: u32) -> bool {
+        self.admin == Some(State::Draining) && in_progress == 0
     }
 
     pub(crate) fn counters(&self) -> Counters {
@@ -574,9 +566,14 @@ impl Machine {
         self.published_change(before, now)
     }
 
-    /// An operator's action. Repeating the current admin state (or enabling a destination with
-    /// none) changes nothing and returns `None`.
-    pub(crate) fn admin(&mut self, action: AdminAction, now: Instant) -> Option<Transition> {
+    /// An operator's action, with `in_progress` calls at the destination. Repeating the current
+    /// admin state (or enabling a destination with none) changes nothing and returns `None`.
+    pub(crate) fn admin(
+        &mut self,
+        action: AdminAction,
+        in_progress: u32,
+        now: Instant,
+    ) -> Option<Transition> {
         let target = match action {
             AdminAction::Drain => Some(State::Draining),
             AdminAction::Maintenance => Some(State::Maintenance),
@@ -605,12 +602,12 @@ impl Machine {
         self.admin = target;
         self.admin_since = now;
         self.admin_reason = match action {
-            AdminAction::Drain if self.calls_in_progress == 0 => {
+            AdminAction::Drain if in_progress == 0 => {
                 "drain requested: no new calls; drained (no call in progress)".into()
             }
             AdminAction::Drain => format!(
                 "drain requested: no new calls; {} in progress continue",
-                plural(self.calls_in_progress, "call")
+                plural(in_progress, "call")
             ),
             AdminAction::Maintenance => "maintenance requested: no traffic, no probes".into(),
             AdminAction::ForceUp => {
@@ -631,20 +628,10 @@ impl Machine {
         })
     }
 
-    /// A new call was sent to this destination.
-    pub(crate) fn call_started(&mut self) {
-        self.calls_in_progress = self.calls_in_progress.saturating_add(1);
-        self.counters.calls += 1;
-    }
-
-    /// A call to this destination ended. `true`: it was the last call of a draining
-    /// destination, which is now drained. An unbalanced call (none in progress) is ignored.
-    pub(crate) fn call_ended(&mut self) -> bool {
-        if self.calls_in_progress == 0 {
-            return false;
-        }
-        self.calls_in_progress -= 1;
-        if self.drained() {
+    /// A call to this destination ended, leaving `in_progress`. `true`: it was the last call
+    /// of a draining destination, which is now drained.
+    pub(crate) fn call_ended(&mut self, in_progress: u32) -> bool {
+        if self.drained(in_progress) {
             self.admin_reason = "drained: its last call ended".into();
             return true;
         }

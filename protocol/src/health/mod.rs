@@ -5,32 +5,44 @@
 //! - `machine`: one destination's state machine, sans-IO (time passed in). The rules live there.
 //! - this module: [`Health`], the table keyed by destination **name**, so a destination that keeps
 //!   its name and address across a reload keeps its state; [`HealthView`], the per-[`DestId`]
-//!   handles for one rule set; [`DestHealth`], one destination: its machine behind a mutex and its
-//!   published state in an atomic, so [`DestHealth::accepts_calls`] is one atomic load. Every
-//!   state change is logged here, once, with its reason (callers get the [`Transition`] back for
-//!   metrics and must not log it again).
+//!   handles for one rule set; [`DestHealth`], one destination: its machine behind a mutex, its
+//!   published state in an atomic, so [`DestHealth::accepts_calls`] is one atomic load, and its
+//!   calls in progress and capacity caps in atomics, so [`DestHealth::try_start`] (the caps'
+//!   check on every new branch) takes no lock either. Every state change is logged here, once,
+//!   with its reason (callers get the [`Transition`] back for metrics and must not log it
+//!   again).
+//! - `capacity`: the calls in progress and the caps (`max_calls`, `max_cps`). A destination at
+//!   a cap is **not** unhealthy: the cap never reaches the machine, its state does not change,
+//!   and the core skips it for new calls as it skips one that is down.
 //! - the prober (`pointsman::prober`, in the I/O crate): the task that sends the probes and
 //!   feeds the replies in.
 //!
 //! Reloads ([`Health::adopt`]): a name in the new rule set with the same address and transport
 //! keeps its entry (settings updated in place); a new name, or a known name whose address or
-//! transport changed, gets a fresh entry (`Probing`). A name that left the rule set is *retired*:
+//! transport changed, gets a fresh entry (`Probing`, no call in progress, a full rate bucket).
+//! A kept entry takes the new caps at once and keeps its calls in progress (they are real); its
+//! rate bucket starts full only if `max_cps` changed. A name that left the rule set is *retired*:
 //! not probed, not listed, kept only while something still holds its handle (a call in
 //! progress, an old view), so a call that ends after the reload still decrements the right
 //! counter and a name that comes back while still held keeps its state; it is dropped at the
 //! first `adopt` after the last holder let go.
 //!
 //! Locks: the table's mutex is taken only by `adopt`, `view`, `get`, `snapshot` and `act`
-//! (never on the hot path); a destination's mutex by its own methods. The only nesting is table
-//! then destination, in `adopt`; never the reverse.
+//! (never on the hot path); a destination's mutex by its own methods (a call's end takes it, so
+//! the last call of a draining destination is told exactly once; a call's start does not). The
+//! only nesting is table then destination, in `adopt`; never the reverse.
 //!
 //! It must not: read received SIP bytes (the prober hands them to `wire::scan`), take a lock on
-//! the hot read ([`DestHealth::accepts_calls`]), or hold a destination's lock while logging.
+//! the hot reads ([`DestHealth::accepts_calls`], [`DestHealth::try_start`]), or hold a
+//! destination's lock while logging.
 
+mod capacity;
 mod machine;
 #[cfg(test)]
 mod tests;
 
+pub use capacity::Cap;
+use capacity::Capacity;
 #[cfg(test)]
 use machine::Counters;
 pub use machine::{AdminAction, Passive, State, Transition};
@@ -104,7 +116,7 @@ pub enum HealthError {
 }
 
 /// One destination's state as the admin API shows it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DestinationSnapshot {
     pub name: String,
     /// `host:port` as configured (IPv6 in brackets).
@@ -131,6 +143,16 @@ pub struct DestinationSnapshot {
     pub calls_in_progress: u32,
     /// Draining with no call in progress.
     pub drained: bool,
+    /// `max_calls`, when set.
+    pub max_calls: Option<u32>,
+    /// `max_cps`, when set (new calls a second).
+    pub max_cps: Option<f64>,
+    /// The cap a new call would meet now (the destination is skipped for new calls while it
+    /// is at one); `None`: under its caps, or none set.
+    pub at_cap: Option<Cap>,
+    /// New calls that skipped it because of each cap, in [`Cap`] order, since the entry was
+    /// made.
+    pub capped: [u64; 2],
     pub calls: u64,
     pub failures: u64,
     pub probes_ok: u64,
@@ -147,6 +169,7 @@ pub struct DestHealth {
     /// The destination's own Request-URI host, which its probes name too.
     request_uri: Option<RequestUri>,
     state: AtomicU8,
+    capacity: Capacity,
     machine: Mutex<Machine>,
 }
 
@@ -161,6 +184,7 @@ impl DestHealth {
             transport: dest.transport,
             request_uri: dest.request_uri.clone(),
             state: AtomicU8::new(machine.state().as_u8()),
+            capacity: Capacity::new(&dest.caps, now),
             machine: Mutex::new(machine),
         }
     }
@@ -211,15 +235,31 @@ impl DestHealth {
         self.apply(|m| m.passive(signal, now))
     }
 
-    /// A new call was sent here (count it even if the state changed meanwhile).
+    /// A new call (an INVITE branch) is about to be sent here at `now`: admitted and counted
+    /// in progress unless a capacity cap refuses it, which says which cap (and counts it). A
+    /// refusal is no failure: the state does not change. Lock-free.
+    #[inline]
+    pub fn try_start(&self, now: Instant) -> Result<(), Cap> {
+        self.capacity.try_start(now)
+    }
+
+    /// A call is in progress here whatever the caps say (one restored from a replica: it is
+    /// already at the destination).
     pub fn call_started(&self) {
-        self.machine().call_started();
+        self.capacity.started();
     }
 
     /// A call sent here ended. `true` (and logged): it was the last call of a draining
     /// destination.
     pub fn call_ended(&self) -> bool {
-        let drained = self.machine().call_ended();
+        let drained = {
+            // Under the machine's lock, so a drain and the last call's end are told in order.
+            let mut m = self.machine();
+            match self.capacity.end_one() {
+                Some(left) => m.call_ended(left),
+                None => false,
+            }
+        };
         if drained {
             info!(destination = %self.name, "destination drained: its last call ended");
         }
@@ -230,12 +270,19 @@ impl DestHealth {
 
     /// An operator's action. Logged if it changes the state.
     pub fn act(&self, action: AdminAction, now: Instant) -> Option<Transition> {
-        self.apply(|m| m.admin(action, now))
+        self.apply(|m| m.admin(action, self.capacity.in_progress(), now))
+    }
+
+    /// Calls in progress here now.
+    pub fn calls_in_progress(&self) -> u32 {
+        self.capacity.in_progress()
     }
 
     pub fn snapshot(&self, now: Instant) -> DestinationSnapshot {
         let m = self.machine();
         let c = m.counters();
+        let in_progress = self.capacity.in_progress();
+        let (max_calls, max_cps) = self.capacity.caps();
         DestinationSnapshot {
             name: self.name.clone(),
             address: self.address(),
@@ -251,9 +298,13 @@ impl DestHealth {
             last_probe_rtt: m.last_probe_rtt(),
             consecutive_failures: m.consecutive_failures(),
             consecutive_successes: m.consecutive_successes(),
-            calls_in_progress: m.calls_in_progress(),
-            drained: m.drained(),
-            calls: c.calls,
+            calls_in_progress: in_progress,
+            drained: m.drained(in_progress),
+            max_calls,
+            max_cps,
+            at_cap: self.capacity.at_cap(now),
+            capped: Cap::ALL.map(|cap| self.capacity.refused(cap)),
+            calls: self.capacity.calls(),
             failures: c.failures,
             probes_ok: c.probes_ok,
             probes_failed: c.probes_failed,
@@ -408,6 +459,7 @@ impl Health {
                 Some(e) if e.same_peer(d) => {
                     let settings = settings_of(d, &self.policy);
                     e.apply(|m| m.set_settings(settings, now));
+                    e.capacity.set_caps(&d.caps);
                     e.clone()
                 }
                 _ => {

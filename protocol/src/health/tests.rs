@@ -24,6 +24,8 @@ struct Rig {
     m: Machine,
     now: Instant,
     transitions: Vec<Transition>,
+    /// Calls in progress at the destination (the table counts them; the machine is told).
+    calls: u32,
 }
 
 impl Rig {
@@ -33,6 +35,7 @@ impl Rig {
             m: Machine::new(s, now),
             now,
             transitions: Vec::new(),
+            calls: 0,
         }
     }
     fn default() -> Rig {
@@ -71,7 +74,7 @@ impl Rig {
         self.keep(t)
     }
     fn admin(&mut self, a: AdminAction) -> Option<Transition> {
-        let t = self.m.admin(a, self.now);
+        let t = self.m.admin(a, self.calls, self.now);
         self.keep(t)
     }
     /// Brings a fresh machine to Up, then Down by probe timeouts.
@@ -606,8 +609,7 @@ fn enable_after_maintenance_starts_probing_afresh_at_once() {
 fn drain_takes_no_new_calls_and_reports_drained_when_the_last_call_ends() {
     let mut r = Rig::default();
     r.ok();
-    r.m.call_started();
-    r.m.call_started();
+    r.calls = 2;
     let t = r.admin(AdminAction::Drain).expect("transition");
     assert_eq!((t.from, t.to), (State::Up, State::Draining));
     assert_eq!(
@@ -615,15 +617,12 @@ fn drain_takes_no_new_calls_and_reports_drained_when_the_last_call_ends() {
         "drain requested: no new calls; 2 calls in progress continue"
     );
     assert!(!r.m.accepts_calls());
-    assert!(!r.m.drained());
-    assert!(!r.m.call_ended());
-    assert_eq!(r.m.calls_in_progress(), 1);
-    assert!(r.m.call_ended(), "the last call ended: drained");
-    assert!(r.m.drained());
+    assert!(!r.m.drained(2));
+    assert!(!r.m.call_ended(1));
+    assert!(r.m.call_ended(0), "the last call ended: drained");
+    assert!(r.m.drained(0));
     assert_eq!(r.m.reason(), "drained: its last call ended");
-    assert!(!r.m.call_ended(), "reported once; unbalanced end ignored");
     assert_eq!(r.m.state(), State::Draining);
-    assert_eq!(r.m.counters().calls, 2);
 }
 
 #[test]
@@ -635,7 +634,7 @@ fn drain_with_no_call_in_progress_is_drained_at_once() {
         "{}",
         t.reason
     );
-    assert!(r.m.drained());
+    assert!(r.m.drained(0));
 }
 
 #[test]
@@ -940,4 +939,106 @@ fn snapshot_shows_what_the_admin_api_needs() {
     );
     assert_eq!(s.consecutive_failures, 1);
     assert!(s.probed && !s.drained && s.down_until.is_none());
+}
+
+fn capped(
+    name: &str,
+    address: &str,
+    max_calls: Option<u32>,
+    max_cps: Option<f64>,
+) -> DestinationSpec {
+    DestinationSpec {
+        max_calls,
+        max_cps,
+        ..dest(name, address)
+    }
+}
+
+#[test]
+fn a_destination_at_its_cap_refuses_new_calls_without_changing_its_health() {
+    let h = health();
+    let t0 = Instant::now();
+    let v = h.adopt(&router(&[capped("a", "10.0.0.1:5060", Some(2), None)]), t0);
+    let a = v.get(DestId(0)).expect("a");
+    a.probe_sent(t0);
+    a.probe_reply(200, RTT, t0 + RTT);
+    assert_eq!(a.try_start(t0), Ok(()));
+    assert_eq!(a.try_start(t0), Ok(()));
+    assert_eq!(a.try_start(t0), Err(Cap::Calls));
+    assert_eq!(a.try_start(t0), Err(Cap::Calls));
+    assert_eq!(a.state(), State::Up, "a cap is not a failure");
+    assert!(a.accepts_calls(), "health says yes; the cap says not now");
+    let s = a.snapshot(t0);
+    assert_eq!(s.calls_in_progress, 2);
+    assert_eq!((s.max_calls, s.max_cps), (Some(2), None));
+    assert_eq!(s.at_cap, Some(Cap::Calls));
+    assert_eq!(s.capped, [2, 0]);
+    assert_eq!((s.calls, s.failures, s.consecutive_failures), (2, 0, 0));
+    assert_eq!(s.reason, "first probe answered 200 in 12.0ms");
+    assert!(!a.call_ended());
+    assert_eq!(a.snapshot(t0).at_cap, None);
+    assert_eq!(a.try_start(t0), Ok(()));
+}
+
+#[test]
+fn a_reload_changes_the_caps_of_a_kept_destination_and_keeps_its_calls_in_progress() {
+    let h = health();
+    let t0 = Instant::now();
+    let v1 = h.adopt(
+        &router(&[capped("a", "10.0.0.1:5060", Some(1), Some(1.0))]),
+        t0,
+    );
+    let a = v1.get(DestId(0)).expect("a").clone();
+    assert_eq!(a.try_start(t0), Ok(()));
+    assert_eq!(a.try_start(t0), Err(Cap::Calls));
+    let v2 = h.adopt(
+        &router(&[capped("a", "10.0.0.1:5060", Some(3), Some(5.0))]),
+        t0,
+    );
+    let a2 = v2.get(DestId(0)).expect("a");
+    assert!(Arc::ptr_eq(a2, &a), "same peer: same entry");
+    let s = a2.snapshot(t0);
+    assert_eq!(s.calls_in_progress, 1, "its calls are still there");
+    assert_eq!((s.max_calls, s.max_cps), (Some(3), Some(5.0)));
+    assert_eq!(s.capped, [1, 0], "the entry's counts are kept");
+    assert_eq!(
+        a2.try_start(t0),
+        Ok(()),
+        "the new rate starts with a full bucket"
+    );
+    assert_eq!(a2.try_start(t0), Ok(()));
+    assert_eq!(a2.try_start(t0), Err(Cap::Calls));
+    // Caps removed: no cap.
+    let v3 = h.adopt(&router(&[dest("a", "10.0.0.1:5060")]), t0);
+    let a3 = v3.get(DestId(0)).expect("a");
+    assert_eq!(a3.try_start(t0), Ok(()));
+    let s = a3.snapshot(t0);
+    assert_eq!((s.max_calls, s.max_cps, s.at_cap), (None, None, None));
+    assert_eq!(s.calls_in_progress, 4);
+    // A new address is a new entry: no call in progress there yet, the caps fresh.
+    let v4 = h.adopt(&router(&[capped("a", "10.0.0.2:5060", Some(1), None)]), t0);
+    let a4 = v4.get(DestId(0)).expect("a");
+    assert_eq!(a4.snapshot(t0).calls_in_progress, 0);
+    assert_eq!(a4.try_start(t0), Ok(()));
+    assert_eq!(a4.try_start(t0), Err(Cap::Calls));
+}
+
+#[test]
+fn draining_ends_when_the_last_counted_call_ends_whether_admitted_or_restored() {
+    let h = health();
+    let t0 = Instant::now();
+    let v = h.adopt(&router(&[dest("a", "10.0.0.1:5060")]), t0);
+    let a = v.get(DestId(0)).expect("a");
+    assert_eq!(a.try_start(t0), Ok(()));
+    a.call_started();
+    let t = a.act(AdminAction::Drain, t0).expect("transition");
+    assert_eq!(
+        t.reason,
+        "drain requested: no new calls; 2 calls in progress continue"
+    );
+    assert!(!a.call_ended());
+    assert!(a.call_ended(), "the last one drains it");
+    assert!(a.snapshot(t0).drained);
+    assert!(!a.call_ended(), "unbalanced end ignored");
+    assert_eq!(a.calls_in_progress(), 0);
 }

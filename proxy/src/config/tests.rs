@@ -1314,6 +1314,14 @@ fn three_layer_dr_example_sends_the_emergency_did_through_three_tiers_then_the_l
         .map(|t| r.group(t.group.unwrap()).name.as_str())
         .collect();
     assert_eq!(tiers, ["site-a", "site-b", "cloud-byoc"]);
+    let edge = r.rules.destination_by_name("edge-a1").unwrap();
+    assert_eq!(
+        r.destination(edge).caps,
+        routing_rules::Caps {
+            max_calls: Some(120),
+            max_cps: Some(10.0)
+        }
+    );
     let plan = r.plan(route, &call, &|d| r.destination(d).name == "lifeboat-ivr");
     assert!(matches!(
         plan.survivability,
