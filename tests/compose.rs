@@ -1,7 +1,11 @@
-//! The compose pair (docker-compose.yml, deploy/README.md) under a kill: two pointsman nodes in
-//! containers behind a BIRD router's ECMP route, a SIPp carrier placing 10 calls a second through
-//! it and two SIPp clouds. When node-a is killed mid-call, node-b takes its calls over and the
-//! carrier sees no call fail.
+//! The images, and the compose pair (docker-compose.yml, deploy/README.md) under a kill.
+//!
+//! - The node image (`pointsman:local`, deploy/docker/node/Dockerfile) holds pointsman alone and
+//!   runs it as nobody.
+//! - The pair: two pointsman nodes in containers (the node image plus BIRD and SIPp) behind a
+//!   BIRD router's ECMP route, a SIPp carrier placing 10 calls a second through it and two SIPp
+//!   clouds. When node-a is killed mid-call, node-b takes its calls over and the carrier sees no
+//!   call fail.
 //!
 //! Needs Docker Engine with Compose, and BIRD, iproute2, SIPp and openssl on this machine (the
 //! image copies them): ignored by default; `.ci/run` runs it where an engine runs and says so
@@ -17,6 +21,20 @@ fn root() -> PathBuf {
         .parent()
         .expect("tests/ is in the repository")
         .to_path_buf()
+}
+
+/// Stages both images' files with this test build of pointsman and builds the node image,
+/// once per test run (the tests share the staging folders and the tag).
+fn node_image() {
+    static BUILT: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    BUILT.get_or_init(|| {
+        run(Command::new(root().join("deploy/docker/build.sh"))
+            .arg("--binary")
+            .arg(env!("CARGO_BIN_EXE_pointsman-node")));
+        run(Command::new("docker")
+            .args(["build", "-q", "-t", "pointsman:local"])
+            .arg(root().join("deploy/docker/node")));
+    });
 }
 
 fn run(cmd: &mut Command) -> Output {
@@ -54,9 +72,7 @@ impl Project {
             name: format!("pmci{}", std::process::id()),
             compose,
         };
-        run(Command::new(root().join("deploy/docker/build.sh"))
-            .arg("--binary")
-            .arg(env!("CARGO_BIN_EXE_pointsman-node")));
+        node_image();
         run(&mut project.command(&["build"]));
         run(&mut project.command(&["up", "-d"]));
         project
@@ -129,6 +145,55 @@ impl Drop for Project {
             .command(&["down", "-v", "--remove-orphans", "-t", "1"])
             .output();
     }
+}
+
+#[test]
+#[ignore = "needs Docker Engine: .ci/run runs it where an engine runs"]
+fn the_node_image_holds_pointsman_alone_and_runs_it_as_nobody() {
+    node_image();
+    let user = run(Command::new("docker").args([
+        "image",
+        "inspect",
+        "--format",
+        "{{.Config.User}} {{json .Config.Entrypoint}}",
+        "pointsman:local",
+    ]));
+    assert_eq!(
+        String::from_utf8_lossy(&user.stdout).trim(),
+        "65534:65534 [\"/usr/local/bin/pointsman\"]"
+    );
+    let version = run(Command::new("docker").args(["run", "--rm", "pointsman:local", "--version"]));
+    assert!(String::from_utf8_lossy(&version.stdout).starts_with("pointsman "));
+    // A config mounted at /etc/pointsman, read by the node as nobody.
+    let examples = root().join("examples");
+    let check = run(Command::new("docker")
+        .args(["run", "--rm", "--network", "none", "-v"])
+        .arg(format!("{}:/etc/pointsman:ro", examples.display()))
+        .args([
+            "pointsman:local",
+            "check",
+            "--config",
+            "/etc/pointsman/two-clouds.toml",
+        ]));
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("two-clouds.toml: ok"),
+        "{}",
+        String::from_utf8_lossy(&check.stdout)
+    );
+    // Nothing else in it: no shell to run.
+    let shell = Command::new("docker")
+        .args([
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/bin/sh",
+            "pointsman:local",
+            "-c",
+            "true",
+        ])
+        .output()
+        .expect("docker run");
+    assert!(!shell.status.success(), "the node image has a shell");
 }
 
 #[test]

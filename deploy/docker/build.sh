@@ -1,11 +1,14 @@
 #!/usr/bin/env bash
-# Stages deploy/docker/rootfs/ for the pointsman-lab:local image (Dockerfile beside this file):
-#   - pointsman, statically linked (glibc, crt-static), built here in release mode;
-#   - BIRD 2 (bird, birdc), iproute2 (ip), SIPp, dash (/bin/sh), sleep, cat and tail, copied from this
-#     machine with every shared library `ldd` lists and the ELF interpreter.
-# Then `docker-compose build` (or `docker build -t pointsman-lab:local deploy/docker`) makes the
-# image: no registry is needed. Needs: a Debian machine with bird2, iproute2 and sip-tester
-# installed, and the Rust toolchain.
+# Stages the root filesystems of two images, no registry needed:
+#   - deploy/docker/node/rootfs/ for pointsman:local (node/Dockerfile), the image a DMZ host or an
+#     orchestrator runs: pointsman, statically linked (glibc, crt-static), built here in release
+#     mode, run as nobody; nothing else;
+#   - deploy/docker/rootfs/ for pointsman-lab:local (Dockerfile beside this file), the compose
+#     pair's image: pointsman:local plus BIRD 2 (bird, birdc), iproute2 (ip), SIPp, dash
+#     (/bin/sh), sleep, cat and tail, copied from this machine with every shared library `ldd`
+#     lists and the ELF interpreter.
+# Then `docker build -t pointsman:local deploy/docker/node` and `docker-compose build`. Needs: a
+# Debian machine with bird2, iproute2 and sip-tester installed, and the Rust toolchain.
 #
 #   deploy/docker/build.sh                 static release build, then stage
 #   deploy/docker/build.sh --no-build      stage the binary built last time
@@ -36,20 +39,36 @@ if [[ $STATIC == 1 ]] && ldd "$BIN" 2>&1 | grep -q '=>'; then
 	exit 1
 fi
 
+# The closure of a program's shared libraries, at the same paths, into $2 (default: the lab's).
+copy_libs() {
+	local into="${2:-$ROOTFS}"
+	ldd "$1" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
+		mkdir -p "$into$(dirname "$lib")"
+		cp -L "$lib" "$into$lib"
+	done
+}
+
+# The node image: pointsman and, for a dynamically linked one, its libraries; nobody to run as.
+NODE="$HERE/node/rootfs"
+rm -rf "$NODE"
+mkdir -p "$NODE"/{usr/local/bin,tmp,etc/pointsman}
+chmod 1777 "$NODE/tmp"
+# Without its debug info (the release profile keeps line tables: 75 MB -> 13 MB).
+strip --strip-debug -o "$NODE/usr/local/bin/pointsman" "$BIN"
+if [[ $STATIC == 0 ]]; then
+	copy_libs "$BIN" "$NODE"
+	if [[ -L /lib64 ]]; then
+		mkdir -p "$NODE/lib64"
+		cp -L /lib64/ld-linux-x86-64.so.2 "$NODE/lib64/"
+	fi
+fi
+printf 'root:x:0:0:root:/:/nonexistent\nnobody:x:65534:65534:nobody:/:/nonexistent\n' >"$NODE/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$NODE/etc/group"
+
 ROOTFS="$HERE/rootfs"
 rm -rf "$ROOTFS"
 mkdir -p "$ROOTFS"/{bin,usr/local/bin,tmp,run,etc,var/run}
 chmod 1777 "$ROOTFS/tmp"
-# Without its debug info (the release profile keeps line tables: 75 MB -> 13 MB).
-strip --strip-debug -o "$ROOTFS/usr/local/bin/pointsman" "$BIN"
-
-# The closure of a program's shared libraries, at the same paths.
-copy_libs() {
-	ldd "$1" | awk '/=> \// { print $3 } /^\t\// { print $1 }' | while read -r lib; do
-		mkdir -p "$ROOTFS$(dirname "$lib")"
-		cp -L "$lib" "$ROOTFS$lib"
-	done
-}
 # A program and its shared libraries, at the same paths.
 copy_with_libs() {
 	local prog="$1"
@@ -57,8 +76,6 @@ copy_with_libs() {
 	cp -L "$prog" "$ROOTFS$prog"
 	copy_libs "$prog"
 }
-# A dynamically linked pointsman (--binary) needs its libraries too.
-[[ $STATIC == 1 ]] || copy_libs "$BIN"
 for prog in /usr/sbin/bird /usr/sbin/birdc /usr/sbin/ip /usr/bin/sipp /usr/bin/dash /usr/bin/sleep \
 	/usr/bin/cat /usr/bin/tail; do
 	[[ -x "$prog" ]] || { echo "missing $prog (apt-get install bird2 iproute2 sip-tester)" >&2; exit 1; }
@@ -76,8 +93,8 @@ cp -r /etc/iproute2 "$ROOTFS/etc/" 2>/dev/null || true
 mkdir -p "$ROOTFS/usr/share/terminfo/d"
 cp -L /usr/share/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null \
 	|| cp -L /lib/terminfo/d/dumb "$ROOTFS/usr/share/terminfo/d/" 2>/dev/null || true
-printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ROOTFS/etc/passwd"
-printf 'root:x:0:\n' >"$ROOTFS/etc/group"
+printf 'root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/nonexistent\n' >"$ROOTFS/etc/passwd"
+printf 'root:x:0:\nnogroup:x:65534:\n' >"$ROOTFS/etc/group"
 # The node link's certificates (deploy/compose/certs/, mounted with deploy/): a CA for the
 # pair and one certificate per node for its link address (server and client: the link is
 # mutual TLS). Made once; delete the folder for new ones.
@@ -101,4 +118,5 @@ if [[ ! -f "$CERTS/ca.pem" ]]; then
 	chmod 644 "$CERTS"/*
 	echo "made the node link's certificates in $CERTS"
 fi
-echo "staged $(du -sh "$ROOTFS" | cut -f1) in $ROOTFS: now docker-compose build"
+echo "staged $(du -sh "$NODE" | cut -f1) in $NODE and $(du -sh "$ROOTFS" | cut -f1) in $ROOTFS:"
+echo "now docker build -t pointsman:local $HERE/node && docker-compose build"
