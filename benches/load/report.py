@@ -12,6 +12,8 @@ kernel timestamps.
   report.py check DIR          exit 0 if the run was clean (<= 0.1 % failed calls, no unexpected
                                message, achieved rate >= 95 % of the target), 1 if not
   report.py progress CSV       one progress line from a SIPp statistics file being written
+  report.py timeline DIR       the run as a picture (SVG on standard output): calls per second
+                               reaching each trunk, answered and failed, over the run
 Only the Python 3 standard library is used.
 """
 
@@ -508,6 +510,85 @@ def progress(csv):
     )
 
 
+# ---- timeline picture -------------------------------------------------------------------------
+
+TIMELINE_SERIES = (
+    # (label, file, column, colour)
+    ("INVITEs to the primary", "primary.csv", "IncomingCall(C)", "#2e8b57"),
+    ("INVITEs to the secondary", "secondary.csv", "IncomingCall(C)", "#2f6db5"),
+    ("calls answered and ended", "uac.csv", "SuccessfulCall(C)", "#7f8c8d"),
+    ("calls failed", "uac.csv", "FailedCall(C)", "#c0392b"),
+)
+
+
+def per_second(rows, column):
+    """(elapsed s, per-second rate) from a cumulative SIPp column, one point per row."""
+    points = []
+    prev = None
+    for r in rows:
+        t, v = elapsed_s(r), num(r, column)
+        if prev is not None and t > prev[0]:
+            points.append((t, (v - prev[1]) / (t - prev[0])))
+        prev = (t, v)
+    return points
+
+
+def timeline(run):
+    """The run's SVG: one line per series of TIMELINE_SERIES, time across, calls/s up."""
+    series = []
+    for label, name, column, colour in TIMELINE_SERIES:
+        points = per_second(sipp_rows(os.path.join(run, name)), column)
+        series.append((label, colour, points))
+    span = max([p[0] for _, _, pts in series for p in pts] + [1.0])
+    top = max([p[1] for _, _, pts in series for p in pts] + [1.0]) * 1.1
+    width, height, left, right, up, down = 960.0, 360.0, 60.0, 20.0, 30.0, 70.0
+    plot_w, plot_h = width - left - right, height - up - down
+
+    def x(t):
+        return left + plot_w * t / span
+
+    def y(v):
+        return up + plot_h * (1.0 - max(v, 0.0) / top)
+
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width:.0f}" height="{height:.0f}" '
+        f'viewBox="0 0 {width:.0f} {height:.0f}" font-family="sans-serif" font-size="12">',
+        f'<rect width="{width:.0f}" height="{height:.0f}" fill="#ffffff"/>',
+        f'<text x="{left:.0f}" y="18" fill="#444">{os.path.basename(os.path.normpath(run))}: '
+        "calls per second over the run</text>",
+        f'<line x1="{left}" y1="{up + plot_h}" x2="{left + plot_w}" y2="{up + plot_h}" stroke="#888"/>',
+        f'<line x1="{left}" y1="{up}" x2="{left}" y2="{up + plot_h}" stroke="#888"/>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        v = top / 1.1 * frac
+        out.append(
+            f'<text x="{left - 6:.1f}" y="{y(v) + 4:.1f}" text-anchor="end" fill="#444">{v:.0f}/s</text>'
+        )
+    step = 30 if span > 120 else 10 if span > 30 else 5
+    t = 0
+    while t <= span:
+        out.append(
+            f'<text x="{x(t):.1f}" y="{up + plot_h + 16:.1f}" text-anchor="middle" fill="#444">{t}s</text>'
+        )
+        t += step
+    for label, colour, points in series:
+        if points:
+            coords = " ".join(f"{x(t):.1f},{y(v):.1f}" for t, v in points)
+            out.append(
+                f'<polyline class="series" data-label="{label}" points="{coords}" fill="none" '
+                f'stroke="{colour}" stroke-width="1.5"/>'
+            )
+    lx = left
+    for label, colour, _ in series:
+        out.append(
+            f'<line x1="{lx:.1f}" y1="{height - 22:.1f}" x2="{lx + 18:.1f}" y2="{height - 22:.1f}" '
+            f'stroke="{colour}" stroke-width="3"/><text x="{lx + 24:.1f}" y="{height - 18:.1f}">{label}</text>'
+        )
+        lx += 24 + 7 * len(label) + 20
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
 def main(argv):
     if len(argv) >= 2 and argv[1] == "table":
         markdown = "--markdown" in argv
@@ -524,6 +605,9 @@ def main(argv):
             f"-> {'clean' if clean(r) else 'NOT clean'}"
         )
         return 0 if clean(r) else 1
+    if len(argv) == 3 and argv[1] == "timeline":
+        sys.stdout.write(timeline(argv[2]))
+        return 0
     if len(argv) == 3 and argv[1] == "progress":
         print(progress(argv[2]))
         return 0

@@ -483,6 +483,7 @@ EOF
 	for p in "${UAS_PIDS[@]}"; do stop "$p"; done
 	RUNS+=("$DIR")
 	python3 "$HERE/report.py" check "$DIR" | sed 's/^/  /' || true
+	python3 "$HERE/report.py" timeline "$DIR" >"$DIR/timeline.svg" || true
 }
 
 # ---- the runs -----------------------------------------------------------------------------------
@@ -539,4 +540,4 @@ python3 "$HERE/report.py" table "${RUNS[@]}" | tee "$OUT/table.txt"
 python3 "$HERE/report.py" table --markdown "${RUNS[@]}" >"$OUT/table.md"
 [[ -f "$OUT/search.txt" ]] && { echo; cat "$OUT/search.txt"; }
 echo
-echo "runs, logs and SIPp files: $OUT (table.txt, table.md)"
+echo "runs, logs and SIPp files: $OUT (table.txt, table.md; each run's timeline.svg)"
