@@ -62,6 +62,10 @@ pub use crate::core::{
     AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState, DialogId,
     PeerState, RestoreError, SetupState, TargetState,
 };
+// The calls an operator lists and ends (`GET /calls`, `pointsman calls`).
+pub use crate::core::{
+    operator_reason, CallFilter, CallStage, CallSummary, OPERATOR_CAUSE, OPERATOR_REASON,
+};
 // Who a message came from or goes to.
 pub use crate::peer::{ConnId, Peer, Proto};
 // The timer wheel the driver runs the core's timers on.

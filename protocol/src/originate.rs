@@ -22,6 +22,7 @@ pub fn reason_phrase(code: u16) -> &'static str {
         408 => "Request Timeout",
         416 => "Unsupported URI Scheme",
         420 => "Bad Extension",
+        480 => "Temporarily Unavailable",
         481 => "Call/Transaction Does Not Exist",
         482 => "Loop Detected",
         483 => "Too Many Hops",
@@ -221,29 +222,35 @@ fn route_lines(routes: &[&[u8]]) -> Vec<u8> {
 
 /// A request of pointsman's own in a dialog: to `target`, with `from`, `to` and `call_id` as
 /// complete header lines and `routes` as Route lines.
-struct InDialog<'a> {
-    target: &'a [u8],
-    from: Vec<u8>,
-    to: Vec<u8>,
-    call_id: Vec<u8>,
-    routes: Vec<u8>,
+pub(crate) struct InDialog<'a> {
+    pub(crate) target: &'a [u8],
+    pub(crate) from: Vec<u8>,
+    pub(crate) to: Vec<u8>,
+    pub(crate) call_id: Vec<u8>,
+    pub(crate) routes: Vec<u8>,
 }
 
 impl<'a> InDialog<'a> {
     /// Requests to the callee of the 2xx `ok`, on the caller's behalf: to its Contact (else
     /// `fallback`), From, To and Call-ID as the 2xx has them, and the Route set of its
-    /// Record-Route values that are not pointsman's own, reversed (§12.1.2).
-    fn to_callee(
+    /// Record-Route values above pointsman's own (the proxies towards the callee), reversed
+    /// (§12.1.2).
+    pub(crate) fn to_callee(
         ok: &Message<'a>,
         is_own_route: impl Fn(&[u8]) -> bool,
         fallback: &'a [u8],
     ) -> InDialog<'a> {
-        let mut routes: Vec<&[u8]> = ok
+        let values: Vec<&[u8]> = ok
             .routes(HeaderName::RecordRoute)
             .filter_map(Result::ok)
             .map(|r| ok.slice(r.value))
-            .filter(|v| !is_own_route(addr_uri(v)))
             .collect();
+        // Each proxy writes its Record-Route on top: the values above our own are the proxies
+        // between pointsman and the callee, those below it the caller's side (not on the way).
+        let mut routes: Vec<&[u8]> = match values.iter().position(|v| is_own_route(addr_uri(v))) {
+            Some(ours) => values[..ours].to_vec(),
+            None => values,
+        };
         routes.reverse();
         InDialog {
             target: contact_target(ok, fallback),
@@ -254,8 +261,41 @@ impl<'a> InDialog<'a> {
         }
     }
 
+    /// Requests to the caller of the dialog the INVITE `invite` set up and the 2xx `ok`
+    /// answered, on the callee's behalf (§12.1.1): to the INVITE's Contact (else `fallback`),
+    /// From the 2xx's To (with the callee's tag), To the INVITE's From, and the Route set the
+    /// INVITE's Record-Route values as received (the proxies before pointsman), in order.
+    pub(crate) fn to_caller(
+        invite: &Message<'a>,
+        ok: &Message<'_>,
+        fallback: &'a [u8],
+    ) -> InDialog<'a> {
+        let routes: Vec<&[u8]> = invite
+            .routes(HeaderName::RecordRoute)
+            .filter_map(Result::ok)
+            .map(|r| invite.slice(r.value))
+            .collect();
+        let renamed = |msg: &Message<'_>, name: HeaderName, as_name: &str| {
+            let mut line = Vec::new();
+            if let Some(h) = msg.header(name) {
+                line.extend_from_slice(as_name.as_bytes());
+                line.extend_from_slice(b": ");
+                line.extend_from_slice(msg.slice(h.value));
+                line.extend_from_slice(b"\r\n");
+            }
+            line
+        };
+        InDialog {
+            target: contact_target(invite, fallback),
+            from: renamed(ok, HeaderName::To, "From"),
+            to: renamed(invite, HeaderName::From, "To"),
+            call_id: lines_of(invite, HeaderName::CallId),
+            routes: route_lines(&routes),
+        }
+    }
+
     /// `method` with this Via value and CSeq number, `extra` header lines, no body.
-    fn build(&self, method: &str, via: &str, cseq: u32, extra: &str) -> Bytes {
+    pub(crate) fn build(&self, method: &str, via: &str, cseq: u32, extra: &str) -> Bytes {
         let mut out = Vec::with_capacity(512);
         let _ = write!(out, "{method} ");
         out.extend_from_slice(self.target);
@@ -280,7 +320,8 @@ fn lines_of(msg: &Message<'_>, name: HeaderName) -> Vec<u8> {
 
 /// ACK and BYE for a 2xx that must not reach the caller (a ghost call). Both go to the branch's
 /// destination with the 2xx's Contact as Request-URI; the Route set is the 2xx's Record-Route
-/// values that are not pointsman's own, reversed (§12.1.2). `via` is the complete Via value
+/// values above pointsman's own (the proxies towards the callee; all of them when none is
+/// pointsman's), reversed (§12.1.2). `via` is the complete Via value
 /// (`SIP/2.0/UDP host:port;branch=...`) for the ACK; `bye_via` for the BYE.
 pub fn ghost_teardown(
     ok: &Message<'_>,
@@ -323,29 +364,7 @@ pub fn bye_to_caller(
     reason: &str,
     fallback_target: &str,
 ) -> Bytes {
-    let routes: Vec<&[u8]> = invite
-        .routes(HeaderName::RecordRoute)
-        .filter_map(Result::ok)
-        .map(|r| invite.slice(r.value))
-        .collect();
-    let renamed = |msg: &Message<'_>, name: HeaderName, as_name: &str| {
-        let mut line = Vec::new();
-        if let Some(h) = msg.header(name) {
-            line.extend_from_slice(as_name.as_bytes());
-            line.extend_from_slice(b": ");
-            line.extend_from_slice(msg.slice(h.value));
-            line.extend_from_slice(b"\r\n");
-        }
-        line
-    };
-    InDialog {
-        target: contact_target(invite, fallback_target.as_bytes()),
-        from: renamed(ok, HeaderName::To, "From"),
-        to: renamed(invite, HeaderName::From, "To"),
-        call_id: lines_of(invite, HeaderName::CallId),
-        routes: route_lines(&routes),
-    }
-    .build("BYE", via, cseq, reason)
+    InDialog::to_caller(invite, ok, fallback_target.as_bytes()).build("BYE", via, cseq, reason)
 }
 
 /// Rewrites a relayed final response's status line (503 → 500 mapping), keeping every other byte.

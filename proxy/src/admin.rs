@@ -1,6 +1,7 @@
 //! The admin HTTP API: `/health`, `/ready`, `/node` and its drain and resume,
-//! `/destinations` and the actions on them, `/reload`, `/log` (the log filter, read and
-//! changed), `/metrics`; and the client side that `pointsman status` and `pointsman log` use.
+//! `/destinations` and the actions on them, `/calls` (listed, shown, ended), `/reload`, `/log`
+//! (the log filter, read and changed), `/metrics`; and the client side that `pointsman status`,
+//! `pointsman calls` and `pointsman log` use.
 //!
 //! It owns the HTTP surface only. What it shows and what its actions do belong to the running
 //! node, reached through the [`NodeControl`] trait (the server implements it; tests use a fake).
@@ -24,6 +25,7 @@ use hyper::header::{HeaderValue, ALLOW, AUTHORIZATION, CONTENT_TYPE, WWW_AUTHENT
 use hyper::{Method, Request, Response, StatusCode};
 use pointsman_protocol::health::{AdminAction, Cap, State};
 use pointsman_protocol::metrics::NodeState;
+pub use pointsman_protocol::{CallFilter, CallStage, CallSummary};
 use serde::{Deserialize, Serialize};
 use std::convert::Infallible;
 use std::fmt::Write as _;
@@ -78,6 +80,17 @@ pub trait NodeControl: Send + Sync + 'static {
     /// Turns HEP capture on or off; `None` without a `[hep]` section.
     fn set_hep(&self, _on: bool) -> Option<bool> {
         None
+    }
+    /// This node's calls in setup and answered (`GET /calls`); a pair's peer's replicas are
+    /// not among them.
+    fn calls(&self) -> Vec<CallSummary> {
+        Vec::new()
+    }
+    /// Ends the call `call_id` (`POST /calls/ID/end`): CANCEL and 480 in setup, BYE both ways
+    /// answered. What was ended; empty when there is no such call (or it ended meanwhile).
+    /// The core decides at once; what it sends goes out through a worker.
+    fn end_call(&self, _call_id: &str) -> Result<Vec<CallSummary>, ActionError> {
+        Ok(Vec::new())
     }
 }
 
@@ -296,6 +309,7 @@ impl Api {
             )
             .with(WWW_AUTHENTICATE, "Bearer realm=\"pointsman\"");
         }
+        let path_and_query = path;
         let (path, segments) = route(path);
         let get = *method == Method::GET;
         let post = *method == Method::POST;
@@ -319,6 +333,9 @@ impl Api {
                 Ok(()) => to_json(StatusCode::OK, &self.control.node()),
                 Err(e) => Reply::error(StatusCode::CONFLICT, e.to_string()),
             },
+            ["calls"] if get => self.calls(raw_query(path_and_query)),
+            ["calls", id] if get => self.call(id),
+            ["calls", id, "end"] if post => self.end_call(id),
             ["hep"] if get => self.hep_reply(self.control.hep()),
             ["hep", switch @ ("on" | "off")] if post => {
                 let on = *switch == "on";
@@ -355,8 +372,11 @@ impl Api {
             | ["node"]
             | ["destinations"]
             | ["destinations", _]
+            | ["calls"]
+            | ["calls", _]
             | ["hep"] => Self::not_allowed("GET"),
             ["destinations", _, _]
+            | ["calls", _, "end"]
             | ["node", "drain" | "resume"]
             | ["reload"]
             | ["hep", "on" | "off"] => Self::not_allowed("POST"),
@@ -364,10 +384,53 @@ impl Api {
                 StatusCode::NOT_FOUND,
                 format!(
                     "no such endpoint {path:?}: use GET /health, /ready, /node, /destinations, \
-                     /log, /metrics, /hep, or POST /destinations/NAME/ACTION, /node/drain, \
-                     /node/resume, /reload, /log, /hep/on, /hep/off"
+                     /calls, /calls/CALL-ID, /log, /metrics, /hep, or POST \
+                     /destinations/NAME/ACTION, /calls/CALL-ID/end, /node/drain, /node/resume, \
+                     /reload, /log, /hep/on, /hep/off"
                 ),
             ),
+        }
+    }
+
+    /// `GET /calls?route=&destination=&number=&min_age=`: the node's calls, oldest first,
+    /// those the filters given match.
+    fn calls(&self, query: &str) -> Reply {
+        let filter = match call_filter(query) {
+            Ok(filter) => filter,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        };
+        let calls: Vec<CallSummary> = self
+            .control
+            .calls()
+            .into_iter()
+            .filter(|c| filter.matches(c))
+            .collect();
+        to_json(StatusCode::OK, &calls)
+    }
+
+    /// `GET /calls/CALL-ID`: one call (the first, for a Call-ID forked into two dialogs).
+    fn call(&self, id: &str) -> Reply {
+        let id = match decode_segment(id) {
+            Ok(id) => id,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        };
+        match self.control.calls().into_iter().find(|c| c.call_id == id) {
+            Some(call) => to_json(StatusCode::OK, &call),
+            None => unknown_call(&id),
+        }
+    }
+
+    /// `POST /calls/CALL-ID/end`: `{"ended": [the calls as they were]}`, or 404.
+    fn end_call(&self, id: &str) -> Reply {
+        let id = match decode_segment(id) {
+            Ok(id) => id,
+            Err(why) => return Reply::error(StatusCode::BAD_REQUEST, why),
+        };
+        match self.control.end_call(&id) {
+            Ok(ended) if ended.is_empty() => unknown_call(&id),
+            Ok(ended) => to_json(StatusCode::OK, &serde_json::json!({ "ended": ended })),
+            Err(ActionError::Conflict(why)) => Reply::error(StatusCode::CONFLICT, why),
+            Err(ActionError::UnknownDestination(_)) => unknown_call(&id),
         }
     }
 
@@ -542,6 +605,58 @@ fn log_filter_of(content_type: Option<&[u8]>, bytes: &[u8]) -> Result<String, St
     percent_decode(text)
 }
 
+/// 404 for a Call-ID this node has no call of.
+fn unknown_call(id: &str) -> Reply {
+    Reply::error(
+        StatusCode::NOT_FOUND,
+        format!(
+            "no call {:?} on this node (it ended, or another node has it): GET /calls lists them",
+            printable(id)
+        ),
+    )
+}
+
+/// The query of a request target (after `?`, before `#`); empty without one.
+fn raw_query(path: &str) -> &str {
+    let path = path.split('#').next().unwrap_or_default();
+    path.split_once('?').map_or("", |(_, q)| q)
+}
+
+/// A path segment, `%XX` decoded (a Call-ID may hold `/`, `?` or `@`); `+` stays a `+`.
+fn decode_segment(segment: &str) -> Result<String, String> {
+    percent_decode(&segment.replace('+', "%2B"))
+}
+
+/// The filters of `GET /calls`: `route`, `destination`, `number` and `min_age` (seconds);
+/// another key, or a `min_age` that is not a number, is an error.
+fn call_filter(query: &str) -> Result<CallFilter, String> {
+    let mut filter = CallFilter::default();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = decode_segment(value)?;
+        if value.is_empty() {
+            continue;
+        }
+        match key {
+            "route" => filter.route = Some(value),
+            "destination" => filter.destination = Some(value),
+            "number" => filter.number = Some(value),
+            "min_age" => {
+                filter.min_age_secs =
+                    Some(value.parse().map_err(|_| {
+                        format!("min_age must be a number of seconds, not {value:?}")
+                    })?)
+            }
+            other => {
+                return Err(format!(
+                    "unknown filter {other:?}: use route, destination, number, min_age"
+                ))
+            }
+        }
+    }
+    Ok(filter)
+}
+
 /// Decodes `application/x-www-form-urlencoded` text: `+` is a space, `%XX` a byte.
 fn percent_decode(text: &str) -> Result<String, String> {
     let bad = || format!("bad percent-encoding in the body: {text:?}");
@@ -645,9 +760,14 @@ pub async fn serve(
                         },
                         Some(Err(body)) => *body,
                     };
+                    // With its query: `GET /calls` takes its filters there.
+                    let target = head
+                        .uri
+                        .path_and_query()
+                        .map_or_else(|| head.uri.path(), |pq| pq.as_str());
                     let reply = api.respond_to(
                         &head.method,
-                        head.uri.path(),
+                        target,
                         head.headers.get(AUTHORIZATION).map(HeaderValue::as_bytes),
                         body,
                     );
@@ -948,6 +1068,62 @@ pub fn fetch_node(
     fetch_json(addr, "/node", "the node status", token, timeout)
 }
 
+/// `GET /calls` from a running node, with `filter` as its query.
+pub fn fetch_calls(
+    addr: &str,
+    filter: &CallFilter,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<CallSummary>, ClientError> {
+    let mut query = Vec::new();
+    for (key, value) in [
+        ("route", filter.route.clone()),
+        ("destination", filter.destination.clone()),
+        ("number", filter.number.clone()),
+        ("min_age", filter.min_age_secs.map(|s| s.to_string())),
+    ] {
+        if let Some(value) = value {
+            query.push(format!("{key}={}", encode_segment(&value)));
+        }
+    }
+    let path = if query.is_empty() {
+        "/calls".to_string()
+    } else {
+        format!("/calls?{}", query.join("&"))
+    };
+    fetch_json(addr, &path, "the call list", token, timeout)
+}
+
+/// `POST /calls/CALL-ID/end` to a running node: the calls it ended.
+pub fn end_call(
+    addr: &str,
+    call_id: &str,
+    token: Option<&str>,
+    timeout: Duration,
+) -> Result<Vec<CallSummary>, ClientError> {
+    #[derive(Deserialize)]
+    struct Ended {
+        ended: Vec<CallSummary>,
+    }
+    let path = format!("/calls/{}/end", encode_segment(call_id));
+    let reply = http_request(addr, "POST", &path, token, timeout)?;
+    json_reply::<Ended>(addr, reply, "the ended call").map(|e| e.ended)
+}
+
+/// `text` as one path segment or query value: every byte but letters, digits and `-._~@:`
+/// as `%XX`.
+fn encode_segment(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~@:".contains(&b) {
+            out.push(char::from(b));
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
 /// `GET /log` from a running node: its log filter.
 pub fn fetch_log_filter(
     addr: &str,
@@ -1159,6 +1335,71 @@ pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String
     out
 }
 
+/// The `pointsman calls` table: one line per call (Call-ID, state, age, route, destination,
+/// caller, dialled number), columns aligned; text from the node stripped of control characters.
+/// A call in setup shows where its current branch stands: `setup (ringing)`.
+pub fn render_calls(calls: &[CallSummary]) -> String {
+    const HEADER: [&str; 7] = [
+        "CALL-ID",
+        "STATE",
+        "AGE",
+        "ROUTE",
+        "DESTINATION",
+        "FROM",
+        "TO",
+    ];
+    let dash = |s: &Option<String>| s.as_deref().map_or_else(|| "-".to_string(), printable);
+    let rows: Vec<[String; 7]> = calls
+        .iter()
+        .map(|c| {
+            let state = match (&c.state, &c.branch) {
+                (CallStage::Setup, Some(branch)) => format!("setup ({})", printable(branch)),
+                (state, _) => state.as_str().to_string(),
+            };
+            [
+                printable(&c.call_id),
+                state,
+                human_secs(c.age_secs),
+                dash(&c.route),
+                dash(&c.destination),
+                dash(&c.from),
+                dash(&c.to),
+            ]
+        })
+        .collect();
+    let mut widths = HEADER.map(|h| h.chars().count());
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: [&str; 7]| {
+        let mut text = String::new();
+        for (i, cell) in cells.iter().enumerate() {
+            text.push_str(cell);
+            // The age is a number: right-aligned.
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            if i == 2 {
+                text.insert_str(text.len() - cell.len(), &pad);
+            } else {
+                text.push_str(&pad);
+            }
+            text.push_str("  ");
+        }
+        out.push_str(text.trim_end());
+        out.push('\n');
+    };
+    line(HEADER);
+    for row in &rows {
+        line(row.each_ref().map(String::as_str));
+    }
+    if rows.is_empty() {
+        out.push_str("(no calls)\n");
+    }
+    out
+}
+
 /// The ANSI SGR code for a state word.
 fn state_colour(state: &str) -> Option<&'static str> {
     Some(match state {
@@ -1238,6 +1479,7 @@ mod tests {
         stopping: AtomicBool,
         reload_errors: Mutex<Vec<String>>,
         log: Mutex<String>,
+        calls: Mutex<Vec<CallSummary>>,
     }
 
     impl Fake {
@@ -1251,6 +1493,7 @@ mod tests {
                 stopping: AtomicBool::new(false),
                 reload_errors: Mutex::new(Vec::new()),
                 log: Mutex::new("info".into()),
+                calls: Mutex::new(call_rows()),
             })
         }
     }
@@ -1338,6 +1581,144 @@ mod tests {
             let previous = std::mem::replace(&mut *self.log.lock().unwrap(), filter.clone());
             Ok(LogChange { filter, previous })
         }
+        fn calls(&self) -> Vec<CallSummary> {
+            self.calls.lock().unwrap().clone()
+        }
+        fn end_call(&self, call_id: &str) -> Result<Vec<CallSummary>, ActionError> {
+            let mut calls = self.calls.lock().unwrap();
+            let (ended, kept) = calls.drain(..).partition(|c| c.call_id == call_id);
+            *calls = kept;
+            Ok(ended)
+        }
+    }
+
+    /// A ringing call and an answered one (whose Call-ID needs encoding in a path).
+    fn call_rows() -> Vec<CallSummary> {
+        vec![
+            CallSummary {
+                call_id: "a84b4c76e66710@pc33/x".into(),
+                state: CallStage::Answered,
+                route: Some("uk".into()),
+                destination: Some("primary".into()),
+                branch: None,
+                tried: Vec::new(),
+                from: Some("+442079460000".into()),
+                to: Some("+15551234".into()),
+                age_secs: 3725,
+            },
+            CallSummary {
+                call_id: "ring-1".into(),
+                state: CallStage::Setup,
+                route: Some("default".into()),
+                destination: Some("secondary".into()),
+                branch: Some("ringing".into()),
+                tried: vec!["primary".into(), "secondary".into()],
+                from: None,
+                to: Some("+15559999".into()),
+                age_secs: 12,
+            },
+        ]
+    }
+
+    fn call_ids(reply: &Reply) -> Vec<String> {
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+        json(reply)
+            .as_array()
+            .expect("an array")
+            .iter()
+            .map(|c| c["call_id"].as_str().unwrap_or_default().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn calls_are_listed_and_filtered_by_route_destination_number_and_age() {
+        let fake = Fake::new();
+        let a = api(&fake, None, true);
+        assert_eq!(
+            call_ids(&get(&a, "/calls")),
+            ["a84b4c76e66710@pc33/x", "ring-1"]
+        );
+        let all = json(&get(&a, "/calls/"));
+        assert_eq!(all[1]["state"], "setup");
+        assert_eq!(all[1]["branch"], "ringing");
+        assert_eq!(all[1]["tried"], serde_json::json!(["primary", "secondary"]));
+        assert_eq!(all[0]["state"], "answered");
+        assert_eq!(call_ids(&get(&a, "/calls?route=default")), ["ring-1"]);
+        assert_eq!(
+            call_ids(&get(&a, "/calls?destination=primary")),
+            ["a84b4c76e66710@pc33/x"]
+        );
+        assert_eq!(
+            call_ids(&get(&a, "/calls?number=%2B1+555+9999")),
+            ["ring-1"]
+        );
+        assert_eq!(
+            call_ids(&get(&a, "/calls?number=2079460000")),
+            ["a84b4c76e66710@pc33/x"]
+        );
+        assert_eq!(
+            call_ids(&get(&a, "/calls?min_age=60&route=")),
+            ["a84b4c76e66710@pc33/x"]
+        );
+        assert!(call_ids(&get(&a, "/calls?min_age=60&route=default")).is_empty());
+        let r = get(&a, "/calls?min_age=soon");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            json(&r)["error"].as_str().unwrap().contains("min_age"),
+            "{r:?}"
+        );
+        let r = get(&a, "/calls?caller=1");
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+        assert!(
+            json(&r)["error"]
+                .as_str()
+                .unwrap()
+                .contains("unknown filter"),
+            "{r:?}"
+        );
+    }
+
+    #[test]
+    fn one_call_is_shown_and_ended_by_its_encoded_call_id_and_then_it_is_not_found() {
+        let fake = Fake::new();
+        let a = api(&fake, Some(TOKEN), true);
+        let path = format!("/calls/{}", encode_segment("a84b4c76e66710@pc33/x"));
+        assert_eq!(path, "/calls/a84b4c76e66710@pc33%2Fx");
+        let r = get(&a, &path);
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(json(&r)["route"], "uk");
+        assert_eq!(get(&a, "/calls/nope").status, StatusCode::NOT_FOUND);
+        // Ending is a POST: the token, like every POST.
+        let end = format!("{path}/end");
+        assert_eq!(post(&a, &end).status, StatusCode::UNAUTHORIZED);
+        assert_eq!(get(&a, &end).status, StatusCode::METHOD_NOT_ALLOWED);
+        let auth = format!("Bearer {TOKEN}");
+        let r = a.respond(&Method::POST, &end, Some(auth.as_bytes()));
+        assert_eq!(r.status, StatusCode::OK, "{r:?}");
+        assert_eq!(json(&r)["ended"][0]["call_id"], "a84b4c76e66710@pc33/x");
+        let r = a.respond(&Method::POST, &end, Some(auth.as_bytes()));
+        assert_eq!(r.status, StatusCode::NOT_FOUND, "ended already: {r:?}");
+        assert!(
+            json(&r)["error"].as_str().unwrap().contains("no call"),
+            "{r:?}"
+        );
+        assert_eq!(get(&a, &path).status, StatusCode::NOT_FOUND);
+        let r = a.respond(&Method::POST, "/calls", Some(auth.as_bytes()));
+        assert_eq!(r.status, StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn calls_table_is_aligned() {
+        let expected = "\
+CALL-ID                STATE              AGE  ROUTE    DESTINATION  FROM           TO
+a84b4c76e66710@pc33/x  answered         1h02m  uk       primary      +442079460000  +15551234
+ring-1                 setup (ringing)    12s  default  secondary    -              +15559999
+";
+        assert_eq!(render_calls(&call_rows()), expected);
+        assert_eq!(
+            render_calls(&[]),
+            "CALL-ID  STATE  AGE  ROUTE  DESTINATION  FROM  TO\n(no calls)\n"
+        );
     }
 
     fn api(fake: &Arc<Fake>, token: Option<&str>, open_reads: bool) -> Api {

@@ -64,6 +64,38 @@ enum Command {
         #[arg(long)]
         token: Option<String>,
     },
+    /// List a running node's calls in setup and answered calls, from its admin API (the
+    /// filters given must all hold), or end one with `pointsman calls end CALL-ID`: CANCEL
+    /// and 480 in setup, BYE to both sides answered, each with
+    /// `Reason: SIP;cause=480;text="ended by operator"`.
+    Calls {
+        #[command(subcommand)]
+        action: Option<CallsAction>,
+        /// Only calls of this route.
+        #[arg(long)]
+        route: Option<String>,
+        /// Only calls at this destination (the one tried now, or the one that answered).
+        #[arg(long)]
+        destination: Option<String>,
+        /// Only calls whose caller or dialled number ends with this one (digits compared).
+        #[arg(long)]
+        number: Option<String>,
+        /// Only calls at least this old, in seconds.
+        #[arg(long, value_name = "SECONDS")]
+        min_age: Option<u64>,
+        /// The node's admin API address ([admin] listen).
+        #[arg(
+            long,
+            global = true,
+            default_value = "127.0.0.1:9060",
+            value_name = "HOST:PORT"
+        )]
+        admin: String,
+        /// The node's [admin] token, if it has one (default: $POINTSMAN_ADMIN_TOKEN, which
+        /// keeps it out of the process list).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
     /// Show, or switch on or off, a running node's HEP capture (`[hep]`), from its admin API.
     Hep {
         /// `on` or `off`; without it, shows whether capture is on.
@@ -203,6 +235,23 @@ pub fn main() -> ExitCode {
             timeline,
         }),
         Command::Status { admin, token } => status(&admin, token),
+        Command::Calls {
+            action,
+            route,
+            destination,
+            number,
+            min_age,
+            admin,
+            token,
+        } => {
+            let filter = crate::admin::CallFilter {
+                route,
+                destination,
+                number,
+                min_age_secs: min_age,
+            };
+            calls(&admin, token, action, &filter)
+        }
         Command::Hep {
             switch,
             admin,
@@ -361,6 +410,47 @@ fn status(admin: &str, token: Option<String>) -> ExitCode {
         }
         Err(e) => {
             eprintln!("pointsman status: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `pointsman calls end CALL-ID`.
+#[derive(Subcommand)]
+enum CallsAction {
+    /// End one call: CANCEL and 480 in setup, BYE to both sides answered.
+    End {
+        /// The call's Call-ID, as `pointsman calls` lists it.
+        call_id: String,
+    },
+}
+
+/// `pointsman calls`: the node's calls as a table (`GET /calls`), or `end CALL-ID`
+/// (`POST /calls/CALL-ID/end`) and the call it ended; exit 1 (said on stderr) when the node
+/// cannot be reached or has no such call.
+fn calls(
+    admin: &str,
+    token: Option<String>,
+    action: Option<CallsAction>,
+    filter: &crate::admin::CallFilter,
+) -> ExitCode {
+    let token = admin_token(token);
+    let timeout = std::time::Duration::from_secs(5);
+    let result = match action {
+        None => crate::admin::fetch_calls(admin, filter, token.as_deref(), timeout)
+            .map(|calls| crate::admin::render_calls(&calls)),
+        Some(CallsAction::End { call_id }) => {
+            crate::admin::end_call(admin, &call_id, token.as_deref(), timeout)
+                .map(|ended| format!("ended:\n{}", crate::admin::render_calls(&ended)))
+        }
+    };
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("pointsman calls: {e}");
             ExitCode::FAILURE
         }
     }

@@ -203,6 +203,11 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         sinks.push(sink);
         inboxes.push(inbox);
     }
+    // What the core decides off the workers (an operator ending a call) goes out through the
+    // first worker.
+    if let Some(first) = sinks.first() {
+        node.set_executor(first.clone());
+    }
     let tcp = Tcp::with_tls(
         TcpSettings {
             idle_timeout: cfg.tcp_idle_timeout,
@@ -518,6 +523,7 @@ async fn worker(
                 w.core
                     .settle_stale_replicas(owner, restarted, now, &mut out);
             }
+            Event::Execute(outputs) => out.extend(outputs),
             Event::PeerDown => {
                 let waiting: Vec<u64> = w.held.borrow().keys().copied().collect();
                 for seq in waiting {

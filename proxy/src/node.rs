@@ -53,6 +53,9 @@ pub struct Node {
         Vec<crate::link::PeerAddr>,
         tokio::runtime::Handle,
     )>,
+    /// The worker that carries out what the core decides off the workers (an operator ending
+    /// a call on the admin thread), once the workers run.
+    executor: std::sync::OnceLock<crate::transport::tcp::EventSink>,
 }
 
 /// The listeners of `cfg` as [`Certificates`] takes them.
@@ -159,6 +162,7 @@ impl Node {
                 running: cfg.clone(),
             }),
             link: std::sync::OnceLock::new(),
+            executor: std::sync::OnceLock::new(),
         });
         if let Some(cluster) = &cfg.cluster {
             let (link, runtime) =
@@ -444,7 +448,39 @@ fn status(s: DestinationSnapshot) -> DestinationStatus {
     }
 }
 
+impl Node {
+    /// Names the worker whose inbox takes the core's outputs decided off the workers (see
+    /// [`NodeControl::end_call`]). Set once, when the workers start.
+    pub(crate) fn set_executor(&self, sink: crate::transport::tcp::EventSink) {
+        let _ = self.executor.set(sink);
+    }
+}
+
 impl NodeControl for Node {
+    fn calls(&self) -> Vec<admin::CallSummary> {
+        self.core.list_calls(Instant::now())
+    }
+
+    fn end_call(&self, call_id: &str) -> Result<Vec<admin::CallSummary>, ActionError> {
+        let Some(executor) = self.executor.get() else {
+            return Err(ActionError::Conflict(
+                "the node's workers are not running: no call can be ended".into(),
+            ));
+        };
+        let mut out = Vec::new();
+        let ended = self.core.end_call(call_id, Instant::now(), &mut out);
+        if !out.is_empty() && !executor.execute(out) {
+            error!(
+                call_id,
+                "a call ended by the operator: the worker to send its CANCEL or BYEs is gone"
+            );
+        }
+        if !ended.is_empty() {
+            info!(call_id, calls = ended.len(), "admin action: call ended");
+        }
+        Ok(ended)
+    }
+
     fn hep(&self) -> Option<bool> {
         self.hep.as_ref().map(|h| h.enabled())
     }

@@ -1352,17 +1352,34 @@ impl Core {
                 .target
                 .dest
                 .and_then(|d| c.routing.health.get(d).cloned());
+            let callee = Peer {
+                conn: r.from.conn,
+                ..c.branches[i].target.peer
+            };
+            let invite = c.request();
+            let info = invite.as_ref().and_then(|req| {
+                super::calls::AnsweredInfo::capture(
+                    req,
+                    msg,
+                    c.route().map(|r| r.name.as_str()),
+                    c.branches[i]
+                        .target
+                        .dest
+                        .map(|d| c.routing.router.destination(d).name.as_str()),
+                    c.upstream,
+                    callee,
+                )
+            });
             let answered = super::Answered {
                 dest,
                 since: now,
                 caller: c.upstream,
-                callee: Peer {
-                    conn: r.from.conn,
-                    ..c.branches[i].target.peer
-                },
-                caller_tag: c
-                    .request()
-                    .map_or(0, |req| self.tag_key(req.from.tag, &req)),
+                callee,
+                caller_tag: invite
+                    .as_ref()
+                    .map_or(0, |req| self.tag_key(req.from.tag, req)),
+                cseq: [invite.as_ref().map_or(0, |req| req.cseq), 0],
+                info,
                 media: c
                     .session()
                     .cloned()

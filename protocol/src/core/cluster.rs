@@ -643,7 +643,7 @@ impl Core {
     /// branch: a survivor must re-send it as a retransmission, never as a second call; an
     /// answer) goes before the outputs from `mark` on, asking to be confirmed: the driver holds
     /// what follows it until the peers have it.
-    fn share(
+    pub(super) fn share(
         &self,
         cluster: &Cluster,
         call_id: &[u8],

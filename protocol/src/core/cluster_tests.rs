@@ -592,3 +592,31 @@ fn an_answer_a_peer_hands_to_a_restarted_node_is_dropped_not_torn_down_and_its_r
     assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 200 Whatever"]);
     assert_eq!(p.b.count_to(PRIMARY, "BYE"), 0);
 }
+
+#[test]
+fn calls_ended_by_the_operator_are_forgotten_at_the_peer_which_never_lists_them() {
+    let mut p = Pair::new();
+    p.answered_at_a("cl-end-answered");
+    let fwd = p.call_at_a("cl-end-ringing");
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    p.sync();
+    assert_eq!(p.b.core.replicas(), 2);
+    assert!(
+        p.b.core.list_calls(p.b.now).is_empty(),
+        "replicas are the peer's calls"
+    );
+    assert!(p
+        .b
+        .drive(|core, now, out| core.end_call("cl-end-ringing", now, out))
+        .is_empty());
+    assert_eq!(p.a.core.list_calls(p.a.now).len(), 2);
+    for id in ["cl-end-answered", "cl-end-ringing"] {
+        assert_eq!(
+            p.a.drive(|core, now, out| core.end_call(id, now, out))
+                .len(),
+            1
+        );
+    }
+    p.sync();
+    assert_eq!(p.b.core.replicas(), 0, "both ends replicated");
+}

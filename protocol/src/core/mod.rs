@@ -23,6 +23,7 @@
 //! - `ghosts`: the ACK and BYE that hang up a 2xx nobody wants;
 //! - `forward`: the edits a proxied request gets;
 //! - `relay` and `dialog`: in-dialog requests and the dialog keys;
+//! - `calls`: the calls an operator lists and ends (`GET /calls`, `pointsman calls`);
 //! - `sweep`: the bounded pass that forgets what is over and sizes the tables;
 //! - `replicate`: a call's state as plain data ([`CallState`]), exported and restored;
 //! - `cluster`: the pair: a message handed to the node that owns its call, the replicas the
@@ -32,6 +33,7 @@
 
 mod anchor;
 mod call;
+mod calls;
 mod cluster;
 mod dialog;
 mod forward;
@@ -45,6 +47,9 @@ mod sweep;
 mod topology;
 
 pub use call::{BranchStatus, CallPhase, CancelState};
+pub use calls::{
+    operator_reason, CallFilter, CallStage, CallSummary, OPERATOR_CAUSE, OPERATOR_REASON,
+};
 pub use forward::{forwarded, strip_top_via};
 pub use replicate::{
     AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError, SetupState,
@@ -438,6 +443,13 @@ struct Answered {
     caller_tag: u64,
     /// An anchored call's media session (closed when the call ends).
     media: Option<anchor::AnsweredMedia>,
+    /// What the operator's list shows and what ending the call needs (one allocation of a few
+    /// hundred bytes); `None` for a call restored from a replica, whose state carries no
+    /// headers: it is neither listed nor ended by the operator.
+    info: Option<calls::AnsweredInfo>,
+    /// The highest CSeq of the requests relayed in the dialog from the caller (the INVITE's at
+    /// first) and from the callee (0 at first): a BYE of pointsman's own goes one above.
+    cseq: [u32; 2],
 }
 
 impl Core {

@@ -78,6 +78,7 @@ impl Core {
                 originate::response(msg, 481, originate::reason_phrase(481), &local_tag(key), "");
             return send(out, from, resp);
         };
+        self.note_dialog_cseq(msg);
         match msg.method() {
             Some(Method::Invite) => self.start_reinvite(msg, key, from, hop, now, out),
             _ => self.start_relay(msg, key, from, hop, now, out),

@@ -471,6 +471,8 @@ impl Core {
                 callee: a.callee.peer(),
                 caller_tag: self.keys.of(&[&a.id.caller_tag]),
                 media: None,
+                info: None,
+                cseq: [0; 2],
             },
         );
         if let Some(ago) = a.retransmit_window_ago {

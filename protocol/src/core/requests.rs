@@ -437,25 +437,33 @@ impl Core {
         listener: usize,
         headers: &'m MessageHeaders<'m>,
     ) -> routing_rules::Call<'m> {
-        let user = |span: wire::Span| -> Option<&'m str> {
-            let uri = wire::parse_uri(msg.buf, span).ok()?;
-            std::str::from_utf8(msg.slice(uri.user?)).ok()
-        };
-        let to_user = match msg.start {
-            StartLine::Request { uri, .. } => user(uri),
-            StartLine::Response { .. } => None,
-        };
-        let asserted = msg
-            .header_by_name(b"P-Asserted-Identity")
-            .and_then(|h| user(wire::addr_spec(msg.buf, h.value)?));
+        let (from_user, to_user) = numbers(msg);
         let seq = self.entropy_seq.fetch_add(1, Ordering::Relaxed);
         routing_rules::Call {
             to_user,
-            from_user: asserted.or_else(|| user(msg.from.uri)),
+            from_user,
             listener: self.cfg.listeners.get(listener).map(String::as_str),
             headers,
             call_id: std::str::from_utf8(msg.slice(msg.call_id)).ok(),
             entropy: self.keys.of(&[&seq.to_le_bytes()]),
         }
     }
+}
+
+/// The caller's and the dialled number of a request as routing sees them: the caller is the
+/// user of P-Asserted-Identity when present, else of From; the dialled number is the
+/// Request-URI's user (or the number of a `tel:` URI).
+pub(super) fn numbers<'m>(msg: &Message<'m>) -> (Option<&'m str>, Option<&'m str>) {
+    let user = |span: wire::Span| -> Option<&'m str> {
+        let uri = wire::parse_uri(msg.buf, span).ok()?;
+        std::str::from_utf8(msg.slice(uri.user?)).ok()
+    };
+    let to_user = match msg.start {
+        StartLine::Request { uri, .. } => user(uri),
+        StartLine::Response { .. } => None,
+    };
+    let asserted = msg
+        .header_by_name(b"P-Asserted-Identity")
+        .and_then(|h| user(wire::addr_spec(msg.buf, h.value)?));
+    (asserted.or_else(|| user(msg.from.uri)), to_user)
 }

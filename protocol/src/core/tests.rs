@@ -2045,6 +2045,9 @@ mod anchor_tests;
 #[path = "cluster_tests.rs"]
 mod cluster_tests;
 
+#[path = "calls_tests.rs"]
+mod calls_tests;
+
 // ---- Request-URI per destination ----------------------------------------------------------------
 
 /// `primary` expects its own host, a `+` in front of the number and a tenant parameter;

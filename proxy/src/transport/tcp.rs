@@ -59,6 +59,9 @@ pub(crate) enum Event {
     /// Node `owner` finished its snapshot: settle the replicas it did not refresh (adopt them
     /// when it `restarted`).
     SettleStale { owner: u16, restarted: bool },
+    /// What the core decided outside a worker (an operator's end of a call, on the admin
+    /// thread): carried out like the outputs of any message.
+    Execute(Vec<pointsman_protocol::Output>),
 }
 
 /// Received messages a worker's inbox holds before its connections wait.
@@ -85,6 +88,13 @@ impl EventSink {
     /// Hands an event to the worker unless its inbox is full (then false: dropped).
     pub(crate) fn try_deliver(&self, event: Event) -> bool {
         self.messages.try_send(event).is_ok()
+    }
+
+    /// Hands the core's outputs to the worker to carry out, ahead of the messages waiting
+    /// (through the unbounded queue: an operator's action is rare and must not be dropped by a
+    /// full inbox). False when the worker is gone.
+    pub(crate) fn execute(&self, outputs: Vec<pointsman_protocol::Output>) -> bool {
+        self.failures.send(Event::Execute(outputs)).is_ok()
     }
 }
 
