@@ -143,12 +143,14 @@ impl Prober {
                     }
                 };
                 runtime.block_on(async move {
+                    // The listeners' sockets stay out of this runtime's reactor: registered,
+                    // every datagram a worker receives on them would wake this thread too.
                     let sockets = UdpSocket::from_std(socket).and_then(|own| {
                         let egress = egress
                             .into_iter()
                             .map(|s| {
                                 let local = s.local_addr()?;
-                                Ok((UdpSocket::from_std(s)?, local))
+                                Ok((s, local))
                             })
                             .collect::<io::Result<Vec<_>>>()?;
                         Ok((own, egress))
@@ -278,14 +280,32 @@ pub fn options_request(to: ProbeTarget<'_>, ids: ProbeIds<'_>) -> Bytes {
 /// Sends a UDP probe. A listener's socket reports ICMP errors (`IP_RECVERR`), and a send can
 /// return the report of an earlier datagram to another peer (a dead cloud's closed port): that
 /// says nothing of this probe, which is sent again.
-async fn send_probe(socket: &UdpSocket, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
+async fn send_probe(socket: ProbeSocket<'_>, bytes: &[u8], to: SocketAddr) -> io::Result<usize> {
     let mut tries = 0;
     loop {
-        match socket.send_to(bytes, to).await {
+        let sent = match socket {
+            ProbeSocket::Own(s) => s.send_to(bytes, to).await,
+            // A full send buffer: this transmission is lost like a dropped datagram, and the
+            // retransmission (or the probe timeout) covers it.
+            ProbeSocket::Listener(s) => match s.send_to(bytes, to) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(0),
+                sent => sent,
+            },
+        };
+        match sent {
             Err(e) if crate::transport::udp::is_icmp_error(&e) && tries < 8 => tries += 1,
             sent => return sent,
         }
     }
+}
+
+/// What a UDP probe is sent on.
+#[derive(Clone, Copy)]
+enum ProbeSocket<'a> {
+    /// The prober's own socket (`[health] source`), in its reactor.
+    Own(&'a UdpSocket),
+    /// A listener's socket, non-blocking, outside any reactor of the prober's.
+    Listener(&'a std::net::UdpSocket),
 }
 
 /// The final code of `m` if it answers the probe with this Call-ID and branch.
@@ -348,9 +368,10 @@ struct Driver {
     config: ProberConfig,
     tls: Option<Arc<Certificates>>,
     local: SocketAddr,
-    /// Listener sockets UDP probes leave from, with their addresses (only sent on: reading
-    /// one would take datagrams from a worker).
-    egress: Vec<(UdpSocket, SocketAddr)>,
+    /// Listener sockets UDP probes leave from, with their addresses: only sent on, without
+    /// waiting (reading one would take datagrams from a worker, and registering one with the
+    /// reactor would wake this thread on each of them).
+    egress: Vec<(std::net::UdpSocket, SocketAddr)>,
     /// [`probe_branch_prefix`] of this node.
     branch_prefix: String,
     /// Unique per prober: Call-IDs and branches of different runs never match.
@@ -364,7 +385,7 @@ struct Driver {
 
 async fn run(
     socket: UdpSocket,
-    egress: Vec<(UdpSocket, SocketAddr)>,
+    egress: Vec<(std::net::UdpSocket, SocketAddr)>,
     mut replies: mpsc::Receiver<Bytes>,
     config: ProberConfig,
     tls: Option<Arc<Certificates>>,
@@ -488,7 +509,7 @@ impl Driver {
             let from = r
                 .egress
                 .and_then(|i| self.egress.get(i))
-                .map_or(socket, |(s, _)| s);
+                .map_or(ProbeSocket::Own(socket), |(s, _)| ProbeSocket::Listener(s));
             if let Err(e) = send_probe(from, &r.bytes, r.to).await {
                 failed.push((id.clone(), format!("cannot send to {}: {e}", r.to)));
                 continue;
@@ -549,8 +570,8 @@ impl Driver {
                     .iter()
                     .position(|(_, local)| local.is_ipv4() == to.is_ipv4());
                 let (from, local) = match egress.and_then(|e| self.egress.get(e)) {
-                    Some((s, local)) => (s, *local),
-                    None => (socket, self.local),
+                    Some((s, local)) => (ProbeSocket::Listener(s), *local),
+                    None => (ProbeSocket::Own(socket), self.local),
                 };
                 let via = *self.targets[i]
                     .via
