@@ -916,6 +916,22 @@ fn validate(
         .hep
         .as_ref()
         .and_then(|h| validate_hep(h, node_id, errors));
+    let probed = router.as_ref().is_some_and(|r| {
+        r.rules
+            .destinations
+            .iter()
+            .any(|d| d.health.probe && d.transport == routing_rules::spec::TransportSpec::Udp)
+    });
+    if cluster.is_some() && spec.health.source.is_none() && probed {
+        warnings.push(
+            "health.source".to_string(),
+            "this node is one of a pair, and its UDP probes leave from its listener (the shared \
+             anycast address): a probe's answer that lands on the peer reaches this node only \
+             over the node link, so a cut link can take destinations down here; set source to \
+             this node's own unicast address, e.g. source = \"10.0.0.11\""
+                .to_string(),
+        );
+    }
     if let Some(c) = &cluster {
         if !c.listen.ip().is_unspecified() {
             if let Some(i) = c.peers.iter().position(|p| p.backup.is_some()) {

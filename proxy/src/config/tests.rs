@@ -2352,6 +2352,39 @@ mod cluster {
     }
 
     #[test]
+    fn a_pair_node_probing_from_its_listener_is_told_to_set_its_own_source() {
+        let d = dir();
+        let section = format!(
+            "listen = \"10.0.0.1:5070\"\npeers = [{{ id = 2, address = \"10.0.0.2:5070\" }}]\n{FILES}"
+        );
+        let (config, warnings) = Config::load_with_warnings(&cluster_config(&d, &section));
+        assert!(config.is_ok());
+        let w = warnings
+            .iter()
+            .find(|w| w.path == "health.source")
+            .expect("a warning on health.source");
+        assert!(
+            w.message.contains("only over the node link"),
+            "{}",
+            w.message
+        );
+        // With its own source, or alone, no such warning.
+        let path = cluster_config(&d, &section);
+        let text = std::fs::read_to_string(&path).unwrap() + "\n[health]\nsource = \"10.0.0.1\"\n";
+        std::fs::write(&path, text).unwrap();
+        let (_, warnings) = Config::load_with_warnings(&path);
+        assert!(
+            !warnings.iter().any(|w| w.path == "health.source"),
+            "{warnings:?}"
+        );
+        let (_, warnings) = Config::parse_with_warnings(BASE, FILE);
+        assert!(
+            !warnings.iter().any(|w| w.path == "health.source"),
+            "{warnings:?}"
+        );
+    }
+
+    #[test]
     fn a_backup_path_with_a_link_listening_on_one_address_is_warned_of() {
         let d = dir();
         let (config, warnings) = Config::load_with_warnings(&cluster_config(
