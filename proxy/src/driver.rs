@@ -347,8 +347,8 @@ struct Worker {
     tcp: Arc<Tcp>,
     sink: EventSink,
     udp: Vec<Rc<UdpSocket>>,
-    /// Whether each of `udp` is IPv4 (read once: `local_addr` is a system call).
-    udp_v4: Vec<bool>,
+    /// The address of each of `udp` (read once: `local_addr` is a system call).
+    udp_local: Vec<SocketAddr>,
     /// HEP capture, when `[hep]` is configured.
     hep: Option<HepTap>,
     wheel: RefCell<TimerWheel<CoreTimer>>,
@@ -379,12 +379,10 @@ struct Worker {
     receiving: Cell<Option<Duration>>,
 }
 
-/// What a worker captures for HEP with: the switch and queue, and its own addresses.
+/// What a worker captures for HEP with: the switch and queue, and the address a stream leg's
+/// capture names as this node's end (a UDP leg's is its socket's, `Worker::udp_local`).
 struct HepTap {
     hep: Arc<Hep>,
-    /// The address of each of the worker's UDP sockets (as `Worker::udp`).
-    udp_local: Vec<SocketAddr>,
-    /// What a TCP or TLS leg's capture names as this node's end.
     stream_local: SocketAddr,
 }
 
@@ -406,14 +404,16 @@ impl HepTap {
         });
     }
 
-    /// This worker's UDP address towards `peer` (as [`socket_for`] picks the socket).
-    fn udp_local(&self, w: &Worker, peer: SocketAddr) -> SocketAddr {
-        w.udp_v4
-            .iter()
-            .position(|&v4| v4 == peer.is_ipv4())
-            .or(Some(0))
-            .and_then(|i| self.udp_local.get(i).copied())
-            .unwrap_or(self.stream_local)
+    /// This node's end of a leg to or from `peer`: the socket [`socket_for`] picks for UDP.
+    fn local(&self, w: &Worker, peer: Peer) -> SocketAddr {
+        match peer.proto {
+            Proto::Udp => w
+                .udp_local
+                .get(udp_index(w, peer.addr))
+                .copied()
+                .unwrap_or(self.stream_local),
+            Proto::Tcp | Proto::Tls => self.stream_local,
+        }
     }
 }
 
@@ -436,7 +436,6 @@ async fn worker(
     index: usize,
 ) {
     let mut udp_sockets = Vec::new();
-    let mut udp_v4 = Vec::new();
     let mut udp_local = Vec::new();
     let mut udp_listener = Vec::new();
     for (index, s) in sockets {
@@ -446,7 +445,6 @@ async fn worker(
         match UdpSocket::from_std(s) {
             Ok(s) => {
                 udp_sockets.push(Rc::new(s));
-                udp_v4.push(local.is_ipv4());
                 udp_local.push(local);
                 udp_listener.push(index);
             }
@@ -458,12 +456,8 @@ async fn worker(
         tcp: tcp.clone(),
         sink,
         udp: udp_sockets,
-        udp_v4,
-        hep: hep.map(|(hep, stream_local)| HepTap {
-            hep,
-            udp_local,
-            stream_local,
-        }),
+        udp_local,
+        hep: hep.map(|(hep, stream_local)| HepTap { hep, stream_local }),
         wheel: RefCell::new(TimerWheel::new(Instant::now(), TICK, 4096)),
         wake_at: Cell::new(None),
         timer_added: Notify::new(),
@@ -502,7 +496,7 @@ async fn worker(
                 listener,
             } => {
                 if let Some(tap) = &w.hep {
-                    tap.capture(from.addr, tap.stream_local, true, || bytes.clone());
+                    tap.capture(from.addr, tap.local(&w, from), true, || bytes.clone());
                 }
                 w.core.on_message(
                     Inbound {
@@ -632,7 +626,7 @@ async fn udp_loop(w: Rc<Worker>, sock: Rc<UdpSocket>, listener: usize) {
                 let start = i * MAX_DATAGRAM;
                 let datagram = &storage[start..start + meta.len.min(MAX_DATAGRAM)];
                 if let Some(tap) = &w.hep {
-                    let local = tap.udp_local(&w, meta.addr);
+                    let local = tap.local(&w, Peer::udp(meta.addr));
                     tap.capture(meta.addr, local, false, || {
                         bytes::Bytes::copy_from_slice(datagram)
                     });
@@ -736,12 +730,7 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
             Output::Send { to, bytes, report } => {
                 if let Some(tap) = &w.hep {
                     let stream = to.proto != Proto::Udp;
-                    let local = if stream {
-                        tap.stream_local
-                    } else {
-                        tap.udp_local(w, to.addr)
-                    };
-                    tap.capture(local, to.addr, stream, || bytes.clone());
+                    tap.capture(tap.local(w, to), to.addr, stream, || bytes.clone());
                 }
                 match to.proto {
                     Proto::Udp => {
@@ -892,12 +881,16 @@ fn flush_udp(w: &Rc<Worker>) {
 
 /// The worker's socket for datagrams to `to` (same address family), or its first one.
 fn socket_for(w: &Rc<Worker>, to: SocketAddr) -> Option<Rc<UdpSocket>> {
-    w.udp_v4
+    w.udp.get(udp_index(w, to)).cloned()
+}
+
+/// Which of the worker's UDP sockets datagrams to `to` leave from: the first of its address
+/// family, or the first one.
+fn udp_index(w: &Worker, to: SocketAddr) -> usize {
+    w.udp_local
         .iter()
-        .position(|&v4| v4 == to.is_ipv4())
-        .and_then(|i| w.udp.get(i))
-        .or(w.udp.first())
-        .cloned()
+        .position(|a| a.is_ipv4() == to.is_ipv4())
+        .unwrap_or(0)
 }
 
 fn send_udp(w: &Rc<Worker>, to: SocketAddr, bytes: bytes::Bytes) {

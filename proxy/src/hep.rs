@@ -138,13 +138,11 @@ impl Hep {
         let (queue, captures) = mpsc::sync_channel::<Capture>(cfg.queue);
         let udp = match cfg.transport {
             HepTransport::Udp => {
-                let local: SocketAddr = match cfg.address {
-                    SocketAddr::V4(_) => "0.0.0.0:0",
-                    SocketAddr::V6(_) => "[::]:0",
-                }
-                .parse()
-                .map_err(io::Error::other)?;
-                Some(UdpSocket::bind(local)?)
+                let any = match cfg.address {
+                    SocketAddr::V4(_) => IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+                    SocketAddr::V6(_) => IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED),
+                };
+                Some(UdpSocket::bind(SocketAddr::new(any, 0))?)
             }
             HepTransport::Tcp => None,
         };
