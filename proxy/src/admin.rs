@@ -1150,6 +1150,27 @@ pub fn set_log_filter(
     json_reply(addr, reply, "the log filter change")
 }
 
+/// `GET /hep`, or `POST /hep/on` / `/hep/off` with `switch`, to a running node: whether HEP
+/// capture is on now.
+pub fn hep_capture(
+    addr: &str,
+    token: Option<&str>,
+    switch: Option<bool>,
+    timeout: Duration,
+) -> Result<bool, ClientError> {
+    #[derive(Deserialize)]
+    struct Capture {
+        enabled: bool,
+    }
+    let (method, path) = match switch {
+        None => ("GET", "/hep"),
+        Some(true) => ("POST", "/hep/on"),
+        Some(false) => ("POST", "/hep/off"),
+    };
+    let reply = http_request(addr, method, path, token, timeout)?;
+    json_reply::<Capture>(addr, reply, "the HEP capture switch").map(|c| c.enabled)
+}
+
 /// `GET path`, its 200 body decoded as `T` (`what` names it in errors).
 fn fetch_json<T: serde::de::DeserializeOwned>(
     addr: &str,

@@ -465,38 +465,13 @@ enum HepSwitch {
 
 /// `pointsman hep`: `GET /hep`, or `POST /hep/on|off`; prints `hep capture on|off`.
 fn hep(admin: &str, token: Option<String>, switch: Option<HepSwitch>) -> ExitCode {
-    let token = token
-        .or_else(|| std::env::var("POINTSMAN_ADMIN_TOKEN").ok())
-        .filter(|t| !t.is_empty());
-    let (method, path) = match switch {
-        None => ("GET", "/hep"),
-        Some(HepSwitch::On) => ("POST", "/hep/on"),
-        Some(HepSwitch::Off) => ("POST", "/hep/off"),
-    };
+    let token = admin_token(token);
     let timeout = std::time::Duration::from_secs(5);
-    match crate::admin::http_request(admin, method, path, token.as_deref(), timeout) {
-        Ok(reply) if reply.status == 200 => {
-            let on = serde_json::from_slice::<serde_json::Value>(&reply.body)
-                .ok()
-                .and_then(|v| v.get("enabled").and_then(serde_json::Value::as_bool));
-            match on {
-                Some(on) => {
-                    println!("hep capture {}", if on { "on" } else { "off" });
-                    ExitCode::SUCCESS
-                }
-                None => {
-                    eprintln!("pointsman hep: {admin} answered {}", reply.text().trim());
-                    ExitCode::FAILURE
-                }
-            }
-        }
-        Ok(reply) => {
-            eprintln!(
-                "pointsman hep: {admin} answered {}: {}",
-                reply.status,
-                reply.text().trim()
-            );
-            ExitCode::FAILURE
+    let switch = switch.map(|s| matches!(s, HepSwitch::On));
+    match crate::admin::hep_capture(admin, token.as_deref(), switch, timeout) {
+        Ok(on) => {
+            println!("hep capture {}", if on { "on" } else { "off" });
+            ExitCode::SUCCESS
         }
         Err(e) => {
             eprintln!("pointsman hep: {e}");
