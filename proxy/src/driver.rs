@@ -11,7 +11,6 @@ use crate::cluster::PairLink;
 use crate::config::{Config, ListenTransport, SchedulerSlice};
 use crate::hep::{Capture, Hep};
 use crate::node::Node;
-use crate::prober::ListenerEgress;
 use crate::sched::{self, SliceGovernor};
 use crate::transport::media::MediaSockets;
 use crate::transport::tcp::{self, Event, EventSink, Inbox, Tcp, TcpSettings};
@@ -134,16 +133,16 @@ fn bind_listeners(cfg: &Config, workers: usize) -> anyhow::Result<Bound> {
 
 /// What UDP probes leave from: of one worker's listener sockets, the first of each address
 /// family, duplicated (the prober only sends on them).
-fn probe_egress(sockets: &[(usize, std::net::UdpSocket)]) -> anyhow::Result<ListenerEgress> {
-    let mut egress = ListenerEgress {
-        sockets: Vec::new(),
-    };
+fn probe_egress(
+    sockets: &[(usize, std::net::UdpSocket)],
+) -> anyhow::Result<Vec<std::net::UdpSocket>> {
+    let mut egress = Vec::new();
     let mut families = Vec::new();
     for (_, s) in sockets {
         let v4 = s.local_addr()?.is_ipv4();
         if !families.contains(&v4) {
             families.push(v4);
-            egress.sockets.push(
+            egress.push(
                 s.try_clone()
                     .context("cannot share a listener socket with the prober")?,
             );
@@ -166,7 +165,7 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
         claims: _claims,
     } = bind_listeners(&cfg, workers)?;
     let egress = probe_egress(udp_sockets.first().map_or(&[][..], Vec::as_slice))?;
-    let node = Node::start(&cfg, core_config(&cfg)?, source, Some(egress))?;
+    let node = Node::start(&cfg, core_config(&cfg)?, source, egress)?;
     let probe_replies = node.probe_replies();
     // Where a stream leg's capture says it ended here: the advertised address.
     let stream_local = cfg

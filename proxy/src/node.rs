@@ -9,7 +9,7 @@
 
 use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus, Reloaded};
 use crate::config::Config;
-use crate::prober::{ListenerEgress, Prober, ProberConfig};
+use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -97,7 +97,7 @@ impl Node {
         cfg: &Config,
         core_config: pointsman_protocol::CoreConfig,
         source: Option<PathBuf>,
-        egress: Option<ListenerEgress>,
+        egress: Vec<std::net::UdpSocket>,
     ) -> anyhow::Result<Arc<Node>> {
         let now = Instant::now();
         let health = Arc::new(Health::new(&cfg.health));
@@ -123,7 +123,11 @@ impl Node {
             },
             view.clone(),
             Some(tls.clone()),
-            egress.filter(|_| cfg.health.from_listener),
+            if cfg.health.from_listener {
+                egress
+            } else {
+                Vec::new()
+            },
         )
         .with_context(|| {
             format!(

@@ -88,12 +88,6 @@ pub struct ProberConfig {
     pub contact: Option<String>,
 }
 
-/// Sockets of the listeners a node's UDP probes leave from (duplicates, only sent on), and
-/// where the workers hand the replies.
-pub struct ListenerEgress {
-    pub sockets: Vec<std::net::UdpSocket>,
-}
-
 /// A running prober. Dropping it stops the task and joins its thread.
 pub struct Prober {
     views: Option<watch::Sender<HealthView>>,
@@ -106,21 +100,21 @@ impl Prober {
     /// Binds the probe socket on `config.source` (an error here is a configuration error: the
     /// address is not this node's) and starts probing `view`'s destinations.
     pub fn spawn(config: ProberConfig, view: HealthView) -> io::Result<Prober> {
-        Prober::spawn_with_tls(config, view, None, None)
+        Prober::spawn_with_tls(config, view, None, Vec::new())
     }
 
     /// [`Prober::spawn`], probing TLS destinations with `tls` (without it their probes fail),
-    /// and UDP ones from `egress` when given (see the module's **Source address**).
+    /// and UDP ones from `egress`, duplicates of listener sockets that are only sent on, when
+    /// there are any (see the module's **Source address**).
     pub fn spawn_with_tls(
         config: ProberConfig,
         view: HealthView,
         tls: Option<Arc<Certificates>>,
-        egress: Option<ListenerEgress>,
+        egress: Vec<std::net::UdpSocket>,
     ) -> io::Result<Prober> {
         let socket = std::net::UdpSocket::bind(config.source)?;
         socket.set_nonblocking(true)?;
         let local = socket.local_addr()?;
-        let egress = egress.map_or(Vec::new(), |e| e.sockets);
         for s in &egress {
             s.set_nonblocking(true)?;
         }
