@@ -36,6 +36,7 @@ pub mod announce;
 pub mod cli;
 pub mod cluster;
 pub mod config;
+pub mod dns;
 mod drill;
 pub mod driver;
 pub mod exporter;

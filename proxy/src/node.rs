@@ -13,12 +13,15 @@ use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
 use metrics_exporter_prometheus::PrometheusHandle;
-use pointsman_protocol::health::{AdminAction, Cap, DestinationSnapshot, Health, HealthError};
+use pointsman_protocol::health::{
+    AdminAction, Cap, DestinationSnapshot, Health, HealthError, State,
+};
 use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use pointsman_protocol::metrics::{Metrics, NodeState};
 use pointsman_protocol::{Core, Routing};
 use routing_rules::{DestId, Router};
-use std::net::{SocketAddr, ToSocketAddrs};
+use crate::dns::{self, DnsConfig, Lookups};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -56,6 +59,10 @@ pub struct Node {
     /// The worker that carries out what the core decides off the workers (an operator ending
     /// a call on the admin thread), once the workers run.
     executor: std::sync::OnceLock<crate::transport::tcp::EventSink>,
+    /// `[dns]` as started (it changes on restart).
+    dns: DnsConfig,
+    /// The destinations of the rules in force found by DNS, and what their lookups gave.
+    lookups: Mutex<Lookups>,
 }
 
 /// The listeners of `cfg` as [`Certificates`] takes them.
@@ -72,20 +79,72 @@ struct ReloadState {
     running: Config,
 }
 
-/// Resolves every destination's host once (at start and on reload).
-pub fn resolve(router: &Router) -> anyhow::Result<Vec<SocketAddr>> {
+/// Where each destination of `router` is sent, by `DestId`. A destination found by DNS is not
+/// sent to itself (its targets are): it gets the unspecified address, which no packet comes
+/// from.
+pub fn addresses(router: &Router) -> Vec<SocketAddr> {
     router
         .rules
         .destinations
         .iter()
-        .map(|d| {
-            (d.host.as_str(), d.port)
-                .to_socket_addrs()
-                .with_context(|| format!("destination {}: cannot resolve {}", d.name, d.host))?
-                .next()
-                .ok_or_else(|| anyhow!("destination {}: {} has no address", d.name, d.host))
+        .map(|d| match d.host.parse::<IpAddr>() {
+            Ok(ip) if !d.lookup.is_dns() => SocketAddr::new(ip, d.port),
+            _ => SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), d.port),
         })
         .collect()
+}
+
+/// The destinations sent to, as the TLS settings take them: by config index (a target: its
+/// destination's), with their address.
+fn tls_addresses(router: &Router, addrs: &[SocketAddr]) -> Vec<tls::DestinationAddr> {
+    (0..router.rules.destinations.len())
+        .map(|i| DestId(i as u32))
+        .filter(|&d| !router.destination(d).lookup.is_dns())
+        .map(|d| {
+            let config_index = router.target_of(d).unwrap_or(d).0 as usize;
+            (config_index, addrs[d.0 as usize])
+        })
+        .collect()
+}
+
+/// Counts what the first lookups gave, per name.
+fn record_lookups(metrics: &Metrics, lookups: &Lookups) {
+    for name in &lookups.names {
+        dns::record(
+            metrics.recorder(),
+            &name.destination.name,
+            name.error.is_none() && name.answered_at.is_some(),
+            name.targets.len(),
+        );
+    }
+}
+
+/// The first lookups of `router`'s names (at start, on reload): every failure is a warning, and
+/// the destination is down until a lookup answers.
+fn first_lookups(router: &Router, config: &DnsConfig, generation: u64) -> Lookups {
+    let mut lookups = Lookups::new(router, config, generation, Instant::now());
+    if let Err(e) = dns::lookup_now(config, &mut lookups) {
+        warn!(error = %e, "DNS: no destination given by name can be looked up");
+    }
+    for name in &lookups.names {
+        match &name.error {
+            Some(error) => warn!(
+                destination = %name.destination.name,
+                %error,
+                "DNS: the destination's name does not resolve: it is down until it does"
+            ),
+            None if name.answered_at.is_none() => warn!(
+                destination = %name.destination.name,
+                "DNS: the destination's name was not looked up: it is down until it is"
+            ),
+            None => info!(
+                destination = %name.destination.name,
+                targets = name.targets.len(),
+                "DNS: the destination's name resolved"
+            ),
+        }
+    }
+    lookups
 }
 
 impl Node {
@@ -105,13 +164,17 @@ impl Node {
         let (metrics, handle) = crate::exporter::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
         let process = crate::process::ProcessMetrics::register(metrics.recorder(), now);
-        let addrs = resolve(&cfg.router)?;
-        let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &addrs).map_err(|errors| {
+        let lookups = first_lookups(&cfg.router, &cfg.dns, 0);
+        record_lookups(&metrics, &lookups);
+        let router = Arc::new(cfg.router.with_targets(&lookups.resolved()));
+        let addrs = addresses(&router);
+        let tls_addrs = tls_addresses(&router, &addrs);
+        let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &tls_addrs).map_err(|errors| {
             let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
             anyhow!("cannot load the TLS files:\n{}", errors.join("\n"))
         })?;
         let tls = Arc::new(tls);
-        let view = health.adopt(&cfg.router, now);
+        let view = health.adopt(&router, now);
         let prober = Prober::spawn_with_tls(
             ProberConfig {
                 source: cfg.health.source,
@@ -135,7 +198,9 @@ impl Node {
                 cfg.health.source
             )
         })?;
-        let routing = Routing::new(cfg.router.clone(), addrs, view, metrics.clone());
+        let (dests, routes) = pointsman_protocol::metrics::names(&router);
+        let metrics_bound = metrics.rebind(&dests, &routes);
+        let routing = Routing::new(router.clone(), addrs, view, metrics_bound);
         let hep = match &cfg.hep {
             Some(h) => Some(
                 crate::hep::Hep::start(h)
@@ -167,7 +232,11 @@ impl Node {
             }),
             link: std::sync::OnceLock::new(),
             executor: std::sync::OnceLock::new(),
+            dns: cfg.dns.clone(),
+            lookups: Mutex::new(lookups),
         });
+        dns::spawn_refresher(&cfg.dns, Arc::downgrade(&node))
+            .context("cannot start the DNS refresher")?;
         if let Some(cluster) = &cfg.cluster {
             let (link, runtime) =
                 start_link(cluster, cfg.node_id).context("cluster: cannot start the node link")?;
@@ -290,13 +359,18 @@ impl Node {
             Ok(new) => new,
             Err(errors) => return refuse(errors.0.iter().map(ToString::to_string).collect()),
         };
-        let addrs = match resolve(&new.router) {
-            Ok(addrs) => addrs,
-            Err(e) => return refuse(vec![format!("{e:#}")]),
-        };
+        let generation = self.lookups().generation + 1;
+        let lookups = first_lookups(&new.router, &self.dns, generation);
+        record_lookups(&self.metrics, &lookups);
+        let router = new.router.with_targets(&lookups.resolved());
+        let addrs = addresses(&router);
         // Certificates and keys: re-read, and swapped for the next handshakes only if every
         // one is good (connections already established keep theirs).
-        if let Err(errors) = self.tls.reload(&listener_refs(&new), &new.tls, &addrs) {
+        if let Err(errors) = self.tls.reload(
+            &listener_refs(&new),
+            &new.tls,
+            &tls_addresses(&router, &addrs),
+        ) {
             return refuse(errors.iter().map(ToString::to_string).collect());
         }
         let restart_required = restart_only(&state.running, &new);
@@ -306,21 +380,13 @@ impl Node {
                 "reload: this section changed and takes effect only on restart"
             );
         }
-        let view = self.health.adopt(&new.router, Instant::now());
-        let (dests, routes) = pointsman_protocol::metrics::names(&new.router);
-        let routing = Routing::new(
-            new.router.clone(),
-            addrs,
-            view.clone(),
-            self.metrics.rebind(&dests, &routes),
-        );
         let summary = format!(
             "{} destinations, {} routes",
             new.router.rules.destinations.len(),
             new.router.rules.routes.len()
         );
-        self.core.set_routing(routing);
-        self.prober.set(view);
+        self.put_in_force(Arc::new(router), addrs);
+        *self.lookups() = lookups;
         info!(
             file = %path.display(),
             rules = %summary,
@@ -331,6 +397,66 @@ impl Node {
             summary,
             restart_required: restart_required.into_iter().map(String::from).collect(),
         })
+    }
+}
+
+impl Node {
+    fn lookups(&self) -> std::sync::MutexGuard<'_, Lookups> {
+        self.lookups.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Makes `router` (with its destinations at `addrs`) the routing of new calls: TLS
+    /// settings by address, health (destinations that keep their name and address keep
+    /// theirs), metric handles, the core's snapshot and the prober's list.
+    fn put_in_force(&self, router: Arc<Router>, addrs: Vec<SocketAddr>) {
+        self.tls.set_addresses(&tls_addresses(&router, &addrs));
+        let view = self.health.adopt(&router, Instant::now());
+        let (dests, routes) = pointsman_protocol::metrics::names(&router);
+        let routing = Routing::new(
+            router.clone(),
+            addrs,
+            view.clone(),
+            self.metrics.rebind(&dests, &routes),
+        );
+        self.core.set_routing(routing);
+        self.prober.set(view);
+    }
+}
+
+impl dns::Names for Node {
+    fn take_due(&self, now: Instant) -> (Vec<dns::Due>, Option<Instant>) {
+        let mut lookups = self.lookups();
+        let due = lookups.take_due(now);
+        (due, lookups.next_at())
+    }
+
+    fn answered(&self, answers: Vec<(dns::Due, Result<dns::Answer, String>)>, now: Instant) {
+        // Under the reload lock: the rules these answers are for stay in force meanwhile.
+        let state = self.reload.lock().unwrap_or_else(|p| p.into_inner());
+        let mut lookups = self.lookups();
+        let mut changed = false;
+        for (due, result) in answers {
+            let name = due.destination.name.as_str();
+            let ok = result.is_ok();
+            if let Err(error) = &result {
+                warn!(destination = name, %error, "DNS: the lookup failed: the destination keeps the targets it had");
+            }
+            if lookups.answer(due.generation, due.dest, result, now) {
+                changed = true;
+                let targets: Vec<String> = lookups
+                    .name(due.dest)
+                    .map(|n| n.targets.iter().map(|t| t.addr.to_string()).collect())
+                    .unwrap_or_default();
+                info!(destination = name, targets = %targets.join(", "), "DNS: the destination's targets changed");
+            }
+            let targets = lookups.name(due.dest).map_or(0, |n| n.targets.len());
+            dns::record(self.metrics.recorder(), name, ok, targets);
+        }
+        if changed {
+            let router = state.running.router.with_targets(&lookups.resolved());
+            let addrs = addresses(&router);
+            self.put_in_force(Arc::new(router), addrs);
+        }
     }
 }
 
@@ -369,6 +495,7 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
         // its nodes one at a time (the other keeps the calls).
         ("cluster", running.cluster != new.cluster),
         ("hep", running.hep != new.hep),
+        ("dns", running.dns != new.dns),
         (
             "admin",
             running.admin.listen != new.admin.listen
@@ -429,6 +556,32 @@ fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
             })
         })?;
     Ok(())
+}
+
+/// Why a destination found by DNS is in its state: its targets, and its last lookup.
+fn dns_reason(
+    targets: usize,
+    up: usize,
+    name: Option<&dns::NameState>,
+    now: Instant,
+) -> String {
+    let lookup = match name {
+        Some(n) => match (&n.error, n.answered_at) {
+            (Some(e), _) => format!("last lookup failed: {e}"),
+            (None, Some(at)) => format!(
+                "looked up {}s ago, next in {}s",
+                now.saturating_duration_since(at).as_secs(),
+                n.next_at.saturating_duration_since(now).as_secs()
+            ),
+            (None, None) => "not looked up yet".to_string(),
+        },
+        None => "not looked up".to_string(),
+    };
+    if targets == 0 {
+        format!("DNS: no target; {lookup}")
+    } else {
+        format!("DNS: {up} of {targets} targets take calls; {lookup}")
+    }
 }
 
 fn status(s: DestinationSnapshot) -> DestinationStatus {
@@ -495,11 +648,28 @@ impl NodeControl for Node {
 
     fn destinations(&self) -> Vec<DestinationStatus> {
         let now = Instant::now();
-        self.core
-            .routing()
+        let routing = self.core.routing();
+        let lookups = self.lookups();
+        routing
             .health
             .iter()
-            .map(|d| status(d.snapshot(now)))
+            .enumerate()
+            .map(|(i, d)| {
+                let mut s = status(d.snapshot(now));
+                let dest = DestId(i as u32);
+                if let Some(targets) = routing.router.targets(dest) {
+                    // A name stands for its targets: it is up while one of them takes calls.
+                    let up = targets
+                        .iter()
+                        .filter(|t| routing.health.accepts_calls(t.dest))
+                        .count();
+                    let name = lookups.name(dest);
+                    s.state = if up > 0 { State::Up } else { State::Down };
+                    s.reason = dns_reason(targets.len(), up, name, now);
+                    s.last_probe_rtt_ms = None;
+                }
+                s
+            })
             .collect()
     }
 
@@ -509,6 +679,20 @@ impl NodeControl for Node {
         action: AdminAction,
     ) -> Result<DestinationStatus, ActionError> {
         let now = Instant::now();
+        // An action on a destination found by DNS is an action on each of its targets.
+        let routing = self.core.routing();
+        if let Some(targets) = routing
+            .router
+            .destination_by_name(name)
+            .and_then(|d| routing.router.targets(d))
+        {
+            for t in targets {
+                let target = &routing.router.destination(t.dest).name;
+                if let Err(e) = self.health.act(target, action, now) {
+                    return Err(ActionError::Conflict(e.to_string()));
+                }
+            }
+        }
         match self.health.act(name, action, now) {
             Ok(_) => {}
             Err(HealthError::UnknownDestination { .. }) => {

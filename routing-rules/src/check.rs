@@ -123,7 +123,7 @@ fn parse_port(port: &str) -> Result<u16, String> {
 
 /// An IPv4 literal or a DNS hostname (RFC 1123 labels: letters, digits, inner '-'; ≤ 63 bytes each,
 /// ≤ 253 in all). Returns the reason it is not, to follow the quoted host.
-fn check_host(host: &str) -> Result<(), String> {
+pub(crate) fn check_host(host: &str) -> Result<(), String> {
     if host.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
         return match host.parse::<Ipv4Addr>() {
             Ok(_) => Ok(()),

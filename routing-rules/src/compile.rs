@@ -5,7 +5,9 @@
 //!
 //! It must not: resolve names, read files, or stop at the first error.
 
-use crate::check::{check_failover_code, check_name, closest, fmt_duration, parse_host_port};
+use crate::check::{
+    check_failover_code, check_host, check_name, closest, fmt_duration, parse_host_port,
+};
 use crate::hash::{fnv1a, mix};
 use crate::matcher::NumberIndex;
 use crate::number::{invalid_number_message, Number};
@@ -18,7 +20,7 @@ use crate::spec::{
     SurvivabilitySpec, TransportSpec,
 };
 use crate::{
-    Caps, CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, RequestUri, Route,
+    Caps, CodeSet, DestId, Destination, DestinationTls, GroupId, HealthSettings, Lookup, RequestUri, Route,
     RouteId, RuleError, RuleSet, DEFAULT_FAILURE_THRESHOLD, DEFAULT_MEDIA_TIMEOUT,
     DEFAULT_PROBE_CODES, DEFAULT_PROBE_INTERVAL, DEFAULT_PROBE_TIMEOUT,
     DEFAULT_PROVISIONAL_TIMEOUT, DEFAULT_RECOVERY_THRESHOLD, DEFAULT_RETRY_CODES,
@@ -204,6 +206,8 @@ impl Router {
             route_rules,
             warnings: Vec::new(),
             index: NumberIndex::build(exact, prefixes),
+            targets: Vec::new(),
+            target_of: Vec::new(),
             numberless,
         };
         router.warnings = warnings(&router, &raw_conditions, routes);
@@ -253,11 +257,11 @@ fn compile_destinations<'a>(
         } else {
             by_name.insert(&d.name, DestId(i as u32));
         }
-        let (host, port) = match parse_host_port(&d.address) {
-            Ok(hp) => hp,
+        let (host, port, lookup) = match destination_address(&d.address, d.transport) {
+            Ok(found) => found,
             Err(m) => {
                 errors.push(at("address"), m);
-                (String::new(), 0)
+                (String::new(), 0, Lookup::Literal)
             }
         };
         let provisional_timeout = d.provisional_timeout.unwrap_or(DEFAULT_PROVISIONAL_TIMEOUT);
@@ -309,6 +313,7 @@ fn compile_destinations<'a>(
             name: d.name.clone(),
             host,
             port,
+            lookup,
             transport: d.transport,
             tls,
             provisional_timeout,
@@ -494,6 +499,33 @@ fn uri_host(host: &str) -> Result<String, String> {
              expects in the Request-URI, e.g. \"tenant.byoc.example.com\""
         ))
     }
+}
+
+/// A destination's `address`: `host:port` (an IP, or a name whose A/AAAA records are looked up),
+/// or a name alone, looked up as a SIP service (NAPTR, SRV, then A/AAAA at the transport's
+/// default port: RFC 3263).
+fn destination_address(
+    address: &str,
+    transport: TransportSpec,
+) -> Result<(String, u16, Lookup), String> {
+    let is_name = |host: &str| host.parse::<std::net::IpAddr>().is_err();
+    if !address.contains(':') && !address.is_empty() && check_host(address).is_ok() {
+        if is_name(address) {
+            let port = if transport == TransportSpec::Tls {
+                5061
+            } else {
+                5060
+            };
+            return Ok((address.to_string(), port, Lookup::Service));
+        }
+    }
+    let (host, port) = parse_host_port(address)?;
+    let lookup = if is_name(&host) {
+        Lookup::Address
+    } else {
+        Lookup::Literal
+    };
+    Ok((host, port, lookup))
 }
 
 /// A destination's TLS keys: only with `transport = "tls"`; `client_cert` and `client_key`

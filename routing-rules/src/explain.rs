@@ -195,9 +195,16 @@ impl Router {
             }
         };
         let state = |d: DestId| {
-            if planned.contains(&d) {
+            // A destination found by DNS was tried once each of its targets was.
+            let tried = match self.targets(d) {
+                Some(targets) => {
+                    !targets.is_empty() && targets.iter().all(|t| planned.contains(&t.dest))
+                }
+                None => planned.contains(&d),
+            };
+            if tried {
                 MemberState::AlreadyTried
-            } else if !is_up(d) {
+            } else if !self.available_as_member(d, is_up) {
                 MemberState::Down
             } else {
                 MemberState::Tried

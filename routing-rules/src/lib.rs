@@ -5,7 +5,8 @@
 //! warnings for rules that can never match), and the routing decision: which route a call takes
 //! ([`Router::route_for`]: first match in file order, DIDs through a compiled index), and in
 //! which order its destinations are tried given their health ([`Router::plan`]: priority,
-//! weighted, hash and parallel tiers, survivability), told in words by [`Router::explain`].
+//! weighted, hash and parallel tiers, survivability), told in words by [`Router::explain`];
+//! destinations found by DNS stand for their targets ([`Router::with_targets`]).
 //! A running proxy holds the `Router` in an `Arc` swapped atomically on reload; a call keeps the
 //! snapshot it started with.
 //!
@@ -22,6 +23,7 @@ mod plan;
 mod router;
 mod ruleset;
 pub mod spec;
+mod targets;
 
 pub use call::{Call, Headers, NoHeaders};
 pub use compile::{DEFAULT_PRIORITY, DEFAULT_WEIGHT, MAX_RETRY_AFTER};
@@ -35,3 +37,4 @@ pub use router::{
     SurvivalRule, TierRef,
 };
 pub use ruleset::*;
+pub use targets::{target_name, Resolved, Target};

@@ -121,6 +121,9 @@ impl Router {
         call: &Call<'_>,
         available: &dyn Fn(DestId) -> bool,
     ) -> Option<Tier> {
+        // A destination found by DNS is a member while one of its targets is available, and
+        // stands for them in the tier.
+        let member_available = |d: DestId| self.available_as_member(d, available);
         let (group, strategy, members) = match tier {
             TierRef::Destination(d) => (None, Strategy::Priority, vec![d]),
             TierRef::Group(g) => {
@@ -128,17 +131,49 @@ impl Router {
                 (
                     Some(g),
                     group.strategy,
-                    order_members(group, call, available),
+                    order_members(group, call, &member_available),
                 )
             }
         };
-        let members: Vec<DestId> = members.into_iter().filter(|&d| available(d)).collect();
+        let members: Vec<DestId> = members
+            .into_iter()
+            .filter(|&d| member_available(d))
+            .collect();
+        let members =
+            self.put_targets_in(members, strategy == Strategy::Parallel, call, available);
         (!members.is_empty()).then_some(Tier {
             group,
             strategy,
             parallel: strategy == Strategy::Parallel,
             members,
         })
+    }
+}
+
+/// Appends the `pool`'s items to `out` in a weighted random order: each next item is drawn among
+/// those left in proportion to its weight (every weight above 0).
+pub(crate) fn draw_by_weight(
+    mut pool: Vec<(DestId, u64)>,
+    rng: &mut SplitMix,
+    out: &mut Vec<DestId>,
+) {
+    let mut total: u64 = pool.iter().map(|(_, w)| w).sum();
+    while !pool.is_empty() {
+        let mut pick = rng.below(total);
+        let i = pool
+            .iter()
+            .position(|&(_, w)| {
+                if pick < w {
+                    true
+                } else {
+                    pick -= w;
+                    false
+                }
+            })
+            .unwrap_or(pool.len() - 1);
+        let (dest, w) = pool.remove(i);
+        total -= w;
+        out.push(dest);
     }
 }
 
@@ -157,32 +192,15 @@ pub(crate) fn order_members(
         Strategy::Weighted => {
             // Drawn over the members in file order (so the outcome does not depend on how
             // they sort); standby members (weight 0) follow in file order.
-            let mut pool: Vec<&crate::router::Member> = group
+            let pool: Vec<(DestId, u64)> = group
                 .members
                 .iter()
                 .filter(|m| m.weight > 0 && available(m.dest))
+                .map(|m| (m.dest, u64::from(m.weight)))
                 .collect();
             let mut rng = SplitMix::new(call.entropy ^ group.salt);
-            let mut total: u64 = pool.iter().map(|m| u64::from(m.weight)).sum();
             let mut out = Vec::with_capacity(up.len());
-            while !pool.is_empty() {
-                let mut pick = rng.below(total);
-                let i = pool
-                    .iter()
-                    .position(|m| {
-                        let w = u64::from(m.weight);
-                        if pick < w {
-                            true
-                        } else {
-                            pick -= w;
-                            false
-                        }
-                    })
-                    .unwrap_or(pool.len() - 1);
-                let m = pool.remove(i);
-                total -= u64::from(m.weight);
-                out.push(m.dest);
-            }
+            draw_by_weight(pool, &mut rng, &mut out);
             out.extend(
                 group
                     .members

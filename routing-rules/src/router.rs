@@ -174,6 +174,11 @@ pub struct Router {
     /// Problems that do not stop the rules from working (e.g. a route that can never match).
     pub warnings: Vec<RuleError>,
     pub(crate) index: NumberIndex,
+    /// By `DestId`: the targets of each destination found by DNS, once
+    /// [`with_targets`](Router::with_targets) gave them (empty until then).
+    pub(crate) targets: Vec<Option<std::sync::Arc<[crate::targets::Target]>>>,
+    /// By `DestId`: the destination each target stands in for (empty without targets).
+    pub(crate) target_of: Vec<Option<DestId>>,
     /// Routes without a `to`/`to_prefix` condition, in file order: candidates for every call.
     pub(crate) numberless: Vec<RouteId>,
 }

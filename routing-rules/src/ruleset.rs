@@ -67,7 +67,11 @@ pub struct Destination {
     pub name: String,
     /// Host part as configured (IP literal or name; IPv6 without brackets).
     pub host: String,
+    /// As configured, or the default of its transport (5060, 5061 for TLS) for a name given
+    /// without one.
     pub port: u16,
+    /// How its address is found: an IP as written, or DNS.
+    pub lookup: Lookup,
     pub transport: TransportSpec,
     /// TLS settings (`transport = "tls"` only; `None` otherwise).
     pub tls: Option<DestinationTls>,
@@ -83,6 +87,26 @@ pub struct Destination {
     pub request_uri: Option<RequestUri>,
     /// Its capacity caps (`max_calls`, `max_cps`).
     pub caps: Caps,
+}
+
+/// How a destination's address is found (RFC 3263 §4.2). A destination found by DNS stands for
+/// the targets its records name, each a destination of its own with its own health
+/// ([`Router::with_targets`](crate::Router::with_targets)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lookup {
+    /// An IP address, as written: nothing to look up.
+    Literal,
+    /// `name:port`: the name's A/AAAA records, at that port (a port given means no SRV).
+    Address,
+    /// `name` without a port: NAPTR, then SRV, then A/AAAA at the transport's default port.
+    Service,
+}
+
+impl Lookup {
+    /// Whether the address comes from DNS.
+    pub fn is_dns(self) -> bool {
+        self != Lookup::Literal
+    }
 }
 
 /// A destination's capacity caps, validated: `max_calls` in `1..=MAX_MAX_CALLS`, `max_cps`

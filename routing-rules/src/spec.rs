@@ -39,7 +39,9 @@ use std::time::Duration;
 pub struct DestinationSpec {
     /// Unique name, used by groups, routes, logs and metrics. Letters, digits, `-`, `_`, `.`.
     pub name: String,
-    /// `host:port` (IPv4, `[IPv6]`, or a hostname resolved at start).
+    /// `host:port` (IPv4, `[IPv6]`, or a hostname whose A/AAAA records are used), or a hostname
+    /// alone, looked up as a SIP service (NAPTR, SRV, A/AAAA: RFC 3263). Names are re-resolved
+    /// on their records' TTL; each address found is a target with its own health.
     pub address: String,
     /// `udp` (default), `tcp` or `tls`.
     #[serde(default)]

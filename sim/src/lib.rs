@@ -8,10 +8,13 @@
 //!
 //! They are honest SIP peers (they ACK, answer CANCEL with 487, retransmit 2xx until ACKed,
 //! follow the route set), so what the tests observe is what a real carrier or cloud would see.
+//! A [`DnsServer`] answers the RFC 3263 lookups of destinations given by name.
+//!
 //! They must not share state with the pointsman under test: only packets cross.
 
 mod carrier;
 mod cloud;
+mod dns;
 mod endpoint;
 mod journal;
 mod msg;
@@ -20,6 +23,7 @@ mod rtp;
 
 pub use carrier::Carrier;
 pub use cloud::{Behaviour, Cloud, Step};
+pub use dns::{DnsServer, Rec};
 pub use endpoint::{Endpoint, Received, TlsClient};
 pub use journal::{header_value, independent_read, Dir, Entry, Journal, Summary};
 pub use msg::{

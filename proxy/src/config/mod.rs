@@ -102,6 +102,9 @@ pub struct ConfigFile {
     /// `[hep]`: a copy of every SIP message to a HEP v3 collector (Homer); absent: none.
     #[serde(default)]
     pub hep: Option<HepSection>,
+    /// `[dns]`: how destinations given by name are looked up.
+    #[serde(default)]
+    pub dns: DnsSection,
     #[serde(default, rename = "destination")]
     pub destinations: Vec<DestinationSpec>,
     #[serde(default, rename = "group")]
@@ -273,6 +276,24 @@ impl ClusterConfig {
 /// deaths; above 10 s calls wait too long for the survivor.
 pub const MIN_DEAD_AFTER: Duration = Duration::from_millis(200);
 pub const MAX_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// `[dns]`: the lookups of destinations given by name (RFC 3263).
+#[derive(Clone, Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSection {
+    /// `ip:port` of the name servers to ask, in order (default: those of /etc/resolv.conf).
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// How long one query may take before the next server is asked (default 2s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub timeout: Option<Duration>,
+    /// Shortest time between two lookups of a name, whatever its TTL says (default 5s).
+    #[serde(default, with = "humantime_serde::option")]
+    pub min_ttl: Option<Duration>,
+    /// Longest time a lookup is kept, whatever its TTL says (default 1h).
+    #[serde(default, with = "humantime_serde::option")]
+    pub max_ttl: Option<Duration>,
+}
 
 /// `[hep]`: capture to a HEP v3 collector.
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -471,6 +492,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// `[hep]`: HEP capture, when given.
     pub hep: Option<crate::hep::HepConfig>,
+    /// `[dns]`: how destinations given by name are looked up.
+    pub dns: crate::dns::DnsConfig,
     /// The compiled rules: route matching, tiers and groups, survivability, explain.
     pub router: Arc<Router>,
     /// Problems that do not stop the config from working, in file order.
@@ -916,6 +939,7 @@ fn validate(
         .hep
         .as_ref()
         .and_then(|h| validate_hep(h, node_id, errors));
+    let dns = validate_dns(&spec.dns, errors);
     let probed = router.as_ref().is_some_and(|r| {
         r.rules
             .destinations
@@ -988,6 +1012,7 @@ fn validate(
         media,
         cluster,
         hep,
+        dns,
         router: Arc::new(router),
         warnings: Vec::new(),
     })
@@ -1022,6 +1047,71 @@ fn listen_address(text: &str, errors: &mut Errors) -> Option<SocketAddr> {
 
 /// `[cluster]`: addresses, peers (distinct ids, none this node's), `dead_after`, and the PEM
 /// files, read and checked like the TLS section's.
+/// `[dns]`: each server an `ip:port` (port 53 when left out), the times in range and
+/// `min_ttl <= max_ttl`.
+fn validate_dns(d: &DnsSection, errors: &mut Errors) -> crate::dns::DnsConfig {
+    use crate::dns::{DnsConfig, DEFAULT_MAX_TTL, DEFAULT_MIN_TTL, DEFAULT_TIMEOUT};
+    let mut servers = Vec::with_capacity(d.servers.len());
+    for (i, text) in d.servers.iter().enumerate() {
+        let parsed = text.parse::<SocketAddr>().ok().or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(|ip| SocketAddr::new(ip, 53))
+        });
+        match parsed {
+            Some(addr) if addr.port() != 0 && !addr.ip().is_unspecified() => servers.push(addr),
+            _ => errors.push(
+                format!("dns.servers[{i}]"),
+                format!(
+                    "{text:?} is not the address of a name server: write an IP, or ip:port, \
+                     e.g. \"10.0.0.53\" or \"10.0.0.53:53\""
+                ),
+            ),
+        }
+    }
+    let timeout = d.timeout.unwrap_or(DEFAULT_TIMEOUT);
+    errors.duration_in(
+        "dns.timeout",
+        timeout,
+        Duration::from_millis(100),
+        Duration::from_secs(30),
+        DEFAULT_TIMEOUT,
+    );
+    let min_ttl = d.min_ttl.unwrap_or(DEFAULT_MIN_TTL);
+    errors.duration_in(
+        "dns.min_ttl",
+        min_ttl,
+        Duration::from_millis(100),
+        Duration::from_secs(3600),
+        DEFAULT_MIN_TTL,
+    );
+    let max_ttl = d.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
+    errors.duration_in(
+        "dns.max_ttl",
+        max_ttl,
+        Duration::from_secs(1),
+        Duration::from_secs(86_400),
+        DEFAULT_MAX_TTL,
+    );
+    if min_ttl > max_ttl {
+        errors.push(
+            "dns.max_ttl",
+            format!(
+                "max_ttl {} is shorter than min_ttl {}: a name would be kept for less than the \
+                 shortest time between its lookups",
+                fmt_duration(max_ttl),
+                fmt_duration(min_ttl)
+            ),
+        );
+    }
+    DnsConfig {
+        servers,
+        timeout,
+        min_ttl,
+        max_ttl,
+    }
+}
+
 /// `[hep]`: the collector's `ip:port`, `udp` or `tcp`, the agent id (default: the node id), the
 /// queue in range.
 fn validate_hep(
@@ -1036,7 +1126,8 @@ fn validate_hep(
             errors.push(
                 "hep.address",
                 format!(
-                    "address = {:?} is not the ip:port of a HEP collector: write e.g.                      \"192.0.2.50:9060\" (Homer's heplify-server listens on 9060)",
+                    "address = {:?} is not the ip:port of a HEP collector: write e.g. \
+                     \"192.0.2.50:9060\" (Homer's heplify-server listens on 9060)",
                     h.address
                 ),
             );

@@ -121,6 +121,7 @@ pub(crate) fn read(root: &Table) -> Read {
         media: r.section("media"),
         cluster: r.section("cluster"),
         hep: r.section("hep"),
+        dns: r.section("dns"),
         destinations: r.entries("destination", |name| routing_rules::spec::DestinationSpec {
             name: name.unwrap_or_default(),
             ..Default::default()

@@ -484,9 +484,15 @@ pub fn check(listeners: &[Option<&ListenerFiles>], tls: &TlsConfig) -> Vec<TlsEr
 /// What the handshakes use now, by listener and by peer address.
 struct Current {
     servers: Vec<Option<Arc<ServerConfig>>>,
+    /// By destination index: `Some` for TLS destinations.
+    destinations: Vec<Option<ClientSide>>,
     by_addr: HashMap<SocketAddr, ClientSide>,
     default_client: Option<Arc<ClientConfig>>,
 }
+
+/// Where a destination is: its index in the config (a target found by DNS: its
+/// destination's), and an address.
+pub type DestinationAddr = (usize, SocketAddr);
 
 /// The TLS material in force, swapped whole on reload. Shared by the transport (handshakes)
 /// and the prober.
@@ -510,12 +516,12 @@ impl std::fmt::Debug for Certificates {
 pub type ListenerRef<'a> = (&'a str, Option<&'a ListenerFiles>);
 
 impl Certificates {
-    /// Loads every TLS file of a config. `listeners` is by listener index; `addrs` are the
-    /// destinations' resolved addresses (by destination index, as `tls.destinations`).
+    /// Loads every TLS file of a config. `listeners` is by listener index; `addrs` are where
+    /// the destinations are (by destination index, as `tls.destinations`).
     pub fn load(
         listeners: &[ListenerRef<'_>],
         tls: &TlsConfig,
-        addrs: &[SocketAddr],
+        addrs: &[DestinationAddr],
     ) -> Result<Certificates, Vec<TlsError>> {
         install_provider();
         let files: Vec<_> = listeners.iter().map(|(_, f)| *f).collect();
@@ -536,7 +542,7 @@ impl Certificates {
         &self,
         listeners: &[ListenerRef<'_>],
         tls: &TlsConfig,
-        addrs: &[SocketAddr],
+        addrs: &[DestinationAddr],
     ) -> Result<(), Vec<TlsError>> {
         let by_name: HashMap<&str, (usize, Option<&ListenerFiles>)> = listeners
             .iter()
@@ -573,6 +579,18 @@ impl Certificates {
         material.servers = servers;
         self.current.store(Arc::new(current(material, addrs)));
         Ok(())
+    }
+
+    /// Puts the TLS destinations at `addrs` for the next connections (their addresses found
+    /// by DNS changed); nothing is re-read.
+    pub fn set_addresses(&self, addrs: &[DestinationAddr]) {
+        let old = self.current.load();
+        self.current.store(Arc::new(Current {
+            servers: old.servers.clone(),
+            by_addr: by_addr(&old.destinations, addrs),
+            destinations: old.destinations.clone(),
+            default_client: old.default_client.clone(),
+        }));
     }
 
     /// Whether listener `index` serves TLS.
@@ -647,20 +665,29 @@ fn timed_out() -> std::io::Error {
     std::io::Error::new(std::io::ErrorKind::TimedOut, "TLS handshake timed out")
 }
 
-fn current(material: Material, addrs: &[SocketAddr]) -> Current {
-    let mut by_addr = HashMap::new();
-    for (side, addr) in material.destinations.into_iter().zip(addrs) {
-        // Two TLS destinations on one address share its connections: the first one's
-        // settings apply (connections are reused by address).
-        if let Some(side) = side {
-            by_addr.entry(*addr).or_insert(side);
-        }
-    }
+fn current(material: Material, addrs: &[DestinationAddr]) -> Current {
     Current {
         servers: material.servers,
-        by_addr,
+        by_addr: by_addr(&material.destinations, addrs),
+        destinations: material.destinations,
         default_client: material.default_client,
     }
+}
+
+/// The TLS destinations' settings by address.
+fn by_addr(
+    destinations: &[Option<ClientSide>],
+    addrs: &[DestinationAddr],
+) -> HashMap<SocketAddr, ClientSide> {
+    let mut by_addr = HashMap::new();
+    for (index, addr) in addrs {
+        // Two TLS destinations on one address share its connections: the first one's
+        // settings apply (connections are reused by address).
+        if let Some(Some(side)) = destinations.get(*index) {
+            by_addr.entry(*addr).or_insert_with(|| side.clone());
+        }
+    }
+    by_addr
 }
 
 #[cfg(test)]

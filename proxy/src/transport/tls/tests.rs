@@ -325,10 +325,10 @@ async fn a_destination_whose_certificate_lacks_its_server_name_fails_the_handsha
         })],
         ..TlsConfig::default()
     };
-    let right = Certificates::load(&[], &dest("localhost"), &[addr]).unwrap();
+    let right = Certificates::load(&[], &dest("localhost"), &[(0, addr)]).unwrap();
     let s = TcpStream::connect(addr).await.unwrap();
     assert!(right.connect(addr, s).await.is_ok());
-    let wrong = Certificates::load(&[], &dest("sbc.example.net"), &[addr]).unwrap();
+    let wrong = Certificates::load(&[], &dest("sbc.example.net"), &[(0, addr)]).unwrap();
     let s = TcpStream::connect(addr).await.unwrap();
     let e = wrong.connect(addr, s).await.unwrap_err();
     assert!(e.to_string().contains("certificate"), "{e}");
@@ -485,7 +485,7 @@ mod over_tcp {
             })],
             ..TlsConfig::default()
         };
-        let (t, mut rx, sink) = tcp(Certificates::load(&[], &trust, &[addr]).unwrap());
+        let (t, mut rx, sink) = tcp(Certificates::load(&[], &trust, &[(0, addr)]).unwrap());
         let to = Peer {
             proto: Proto::Tls,
             addr,
