@@ -1,12 +1,13 @@
 //! Operating a running node end to end: destination health from probes and calls, drain and
 //! maintenance through the admin API over HTTP, Prometheus metrics after a scripted set of
-//! calls, `pointsman status`. Each test runs a real `pointsman` process between simulated
+//! calls, `pointsman status`, destinations found by DNS (RFC 3263) on a DNS server of the
+//! test's own. Each test runs a real `pointsman` process between simulated
 //! peers, on its own loopback address.
 
 mod support;
 
 use pointsman::admin::{fetch_destinations, http_request, DestinationStatus};
-use pointsman_sim::{Behaviour, Summary};
+use pointsman_sim::{Behaviour, DnsServer, Rec, Summary};
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
 use support::{
@@ -113,7 +114,7 @@ async fn call(t: &Cast, call_id: &str) -> (u16, String) {
         .await
         .unwrap_or_else(|| panic!("{call_id}: no final response\n{}", t.report()));
     let to = fin.header("To").unwrap_or_default();
-    let by = ["primary", "secondary"]
+    let by = ["primary", "secondary", "third"]
         .into_iter()
         .find(|c| to.contains(&format!("tag={c}-")))
         .unwrap_or("-");
@@ -1055,4 +1056,131 @@ async fn metrics_show_the_build_uptime_process_figures_and_each_reload_result() 
     assert_eq!(sample(&text, ok), 2.0);
     assert_eq!(sample(&text, refused), 1.0);
     assert_eq!(sample(&text, "pointsman_last_reload_success"), 1.0);
+}
+
+/// Port of the third cloud of the DNS test.
+const THIRD_PORT: u16 = 5100;
+
+fn srv(priority: u16, port: u16, target: &str) -> Rec {
+    Rec::Srv {
+        priority,
+        weight: 1,
+        port,
+        target: target.into(),
+    }
+}
+
+#[tokio::test]
+async fn a_destination_given_by_name_follows_its_srv_records_and_a_name_that_does_not_resolve_is_down_not_fatal(
+) {
+    let dns = DnsServer::start("127.0.0.1".parse().unwrap())
+        .await
+        .expect("DNS server");
+    let dns_addr = dns.addr();
+    let zone = &dns;
+    let t = Cast::start(
+        move |ip| {
+            // Two SRV targets, the first rejecting; records that live 1 s.
+            zone.set(
+                "_sip._udp.cloud.test",
+                1,
+                vec![
+                    srv(10, PRIMARY_PORT, "a.cloud.test"),
+                    srv(20, SECONDARY_PORT, "b.cloud.test"),
+                ],
+            );
+            for host in ["a.cloud.test", "b.cloud.test", "c.cloud.test"] {
+                zone.set(host, 1, vec![Rec::Ip(ip)]);
+            }
+            let mut c = node_section(ip);
+            c.push_str(&format!(
+                "[dns]\nservers = [\"{dns_addr}\"]\ntimeout = \"300ms\"\nmin_ttl = \"200ms\"\n\
+                 [[destination]]\nname = \"missing\"\naddress = \"nowhere.test\"\n\
+                 [[destination]]\nname = \"cloud\"\naddress = \"cloud.test\"\n\
+                 provisional_timeout = \"300ms\"\n{FAST_PROBES}\
+                 [[route]]\nname = \"default\"\ndestinations = [\"missing\", \"cloud\"]\n"
+            ));
+            c
+        },
+        &[
+            ("primary", PRIMARY_PORT, Some(Behaviour::reject(503))),
+            ("secondary", SECONDARY_PORT, Some(Behaviour::answer())),
+            ("third", THIRD_PORT, Some(Behaviour::answer())),
+        ],
+    )
+    .await;
+    // It started although "missing" does not resolve, and says so.
+    assert!(t.node.log().contains("does not resolve"), "{}", t.report());
+    let missing = state_of(t.ip, "missing").await;
+    assert_eq!(missing.state.as_str(), "down", "{missing:?}");
+    assert!(
+        missing.reason.contains("DNS") && missing.reason.contains("NXDOMAIN"),
+        "{missing:?}"
+    );
+    let a = format!("cloud@{}:{PRIMARY_PORT}", t.ip);
+    let b = format!("cloud@{}:{SECONDARY_PORT}", t.ip);
+    let c = format!("cloud@{}:{THIRD_PORT}", t.ip);
+    wait_state(&t, &a, "up").await;
+    wait_state(&t, &b, "up").await;
+    let cloud = state_of(t.ip, "cloud").await;
+    assert!(
+        cloud.state.as_str() == "up" && cloud.reason.contains("2 of 2 targets"),
+        "{cloud:?}"
+    );
+    // The SRV order: the priority-10 target first; its 503 moves the call to the next target.
+    assert_eq!(call(&t, "dns-1").await, (200, "secondary".to_string()));
+    assert_eq!(invites_at(&t, "primary", "dns-1"), 1, "{}", t.report());
+    // The records change: only the third cloud now. No restart, no reload.
+    dns.set(
+        "_sip._udp.cloud.test",
+        1,
+        vec![srv(10, THIRD_PORT, "c.cloud.test")],
+    );
+    let deadline = Instant::now() + WAIT;
+    while !destinations(t.ip).await.iter().any(|d| d.name == c) {
+        assert!(
+            Instant::now() < deadline,
+            "{c} never appeared after its SRV record changed\n{}",
+            t.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    wait_state(&t, &c, "up").await;
+    assert!(
+        !destinations(t.ip)
+            .await
+            .iter()
+            .any(|d| d.name == a || d.name == b),
+        "the old targets are gone"
+    );
+    assert_eq!(call(&t, "dns-2").await, (200, "third".to_string()));
+    assert_eq!(invites_at(&t, "primary", "dns-2"), 0);
+    assert_eq!(invites_at(&t, "secondary", "dns-2"), 0);
+    // Draining the name drains its targets: the call has nowhere to go.
+    let (code, _) = post(t.ip, "/destinations/cloud/drain").await;
+    assert_eq!(code, 200);
+    let after = destinations(t.ip).await;
+    let target = after.iter().find(|d| d.name == c);
+    assert_eq!(
+        target.map(|d| d.state.as_str()),
+        Some("draining"),
+        "{after:#?}\n{}",
+        t.report()
+    );
+    let (code, _) = post(t.ip, "/destinations/cloud/enable").await;
+    assert_eq!(code, 200);
+    wait_state(&t, &c, "up").await;
+    let metrics = support::metric_text(&admin(t.ip)).await;
+    assert!(
+        metrics.contains("pointsman_dns_targets{destination=\"cloud\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("pointsman_dns_lookups_total{destination=\"missing\",result=\"failed\"}"),
+        "{metrics}"
+    );
+    assert!(
+        dns.queries("_sip._udp.cloud.test") >= 2,
+        "looked up again on its TTL"
+    );
 }

@@ -166,8 +166,7 @@ impl Resolver {
             Err(e) if e.is_no_records_found() => {}
             Err(e) => return Err(failed("NAPTR", host, &e)),
         }
-        let srv_name =
-            srv_name.unwrap_or_else(|| format!("{}{host}", srv_prefix(dest.transport)));
+        let srv_name = srv_name.unwrap_or_else(|| format!("{}{host}", srv_prefix(dest.transport)));
         let srv = match self.inner.srv_lookup(absolute(&srv_name)).await {
             Ok(srv) => srv,
             Err(e) if e.is_no_records_found() => {
@@ -395,10 +394,7 @@ impl Lookups {
 
 /// Looks the `due` names up at once on `resolver` (each bounded by its timeout) and hands each
 /// result back with what was asked.
-pub async fn ask(
-    resolver: &Arc<Resolver>,
-    due: Vec<Due>,
-) -> Vec<(Due, Result<Answer, String>)> {
+pub async fn ask(resolver: &Arc<Resolver>, due: Vec<Due>) -> Vec<(Due, Result<Answer, String>)> {
     let mut asks = tokio::task::JoinSet::new();
     for d in due {
         let resolver = resolver.clone();

@@ -9,6 +9,7 @@
 
 use crate::admin::{self, ActionError, DestinationStatus, NodeControl, NodeStatus, Reloaded};
 use crate::config::Config;
+use crate::dns::{self, DnsConfig, Lookups};
 use crate::prober::{Prober, ProberConfig};
 use crate::transport::tls::{self, Certificates};
 use anyhow::{anyhow, Context};
@@ -20,7 +21,6 @@ use pointsman_protocol::media::{MediaMetrics, MediaPlane};
 use pointsman_protocol::metrics::{Metrics, NodeState};
 use pointsman_protocol::{Core, Routing};
 use routing_rules::{DestId, Router};
-use crate::dns::{self, DnsConfig, Lookups};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -169,10 +169,11 @@ impl Node {
         let router = Arc::new(cfg.router.with_targets(&lookups.resolved()));
         let addrs = addresses(&router);
         let tls_addrs = tls_addresses(&router, &addrs);
-        let tls = Certificates::load(&listener_refs(cfg), &cfg.tls, &tls_addrs).map_err(|errors| {
-            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
-            anyhow!("cannot load the TLS files:\n{}", errors.join("\n"))
-        })?;
+        let tls =
+            Certificates::load(&listener_refs(cfg), &cfg.tls, &tls_addrs).map_err(|errors| {
+                let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                anyhow!("cannot load the TLS files:\n{}", errors.join("\n"))
+            })?;
         let tls = Arc::new(tls);
         let view = health.adopt(&router, now);
         let prober = Prober::spawn_with_tls(
@@ -559,12 +560,7 @@ fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
 }
 
 /// Why a destination found by DNS is in its state: its targets, and its last lookup.
-fn dns_reason(
-    targets: usize,
-    up: usize,
-    name: Option<&dns::NameState>,
-    now: Instant,
-) -> String {
+fn dns_reason(targets: usize, up: usize, name: Option<&dns::NameState>, now: Instant) -> String {
     let lookup = match name {
         Some(n) => match (&n.error, n.answered_at) {
             (Some(e), _) => format!("last lookup failed: {e}"),

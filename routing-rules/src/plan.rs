@@ -139,8 +139,7 @@ impl Router {
             .into_iter()
             .filter(|&d| member_available(d))
             .collect();
-        let members =
-            self.put_targets_in(members, strategy == Strategy::Parallel, call, available);
+        let members = self.put_targets_in(members, strategy == Strategy::Parallel, call, available);
         (!members.is_empty()).then_some(Tier {
             group,
             strategy,

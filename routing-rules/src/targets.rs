@@ -183,4 +183,3 @@ fn srv_order(targets: &[Target], seed: u64, available: &dyn Fn(DestId) -> bool) 
     }
     out
 }
-

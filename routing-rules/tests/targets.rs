@@ -61,8 +61,14 @@ fn a_name_alone_is_looked_up_as_a_sip_service_and_a_name_with_a_port_by_its_addr
     );
     let d = |n: &str| router.destination(id(&router, n));
     assert_eq!((d("svc").lookup, d("svc").port), (Lookup::Service, 5060));
-    assert_eq!((d("svc-tls").lookup, d("svc-tls").port), (Lookup::Service, 5061));
-    assert_eq!((d("named").lookup, d("named").port), (Lookup::Address, 5080));
+    assert_eq!(
+        (d("svc-tls").lookup, d("svc-tls").port),
+        (Lookup::Service, 5061)
+    );
+    assert_eq!(
+        (d("named").lookup, d("named").port),
+        (Lookup::Address, 5080)
+    );
     assert_eq!(d("ip").lookup, Lookup::Literal);
     // An IP address still needs its port: there is nothing to look the port up in.
     assert_one_error(
@@ -82,11 +88,7 @@ fn targets_stand_in_for_their_destination_in_srv_priority_order_and_keep_its_set
     )]);
     assert_eq!(
         order(&router, 7, &all_up),
-        [
-            "cloud@127.0.0.2:5060",
-            "cloud@127.0.0.3:5070",
-            "backup"
-        ]
+        ["cloud@127.0.0.2:5060", "cloud@127.0.0.3:5070", "backup"]
     );
     let first = router.destination(id(&router, "cloud@127.0.0.2:5060"));
     assert_eq!(
@@ -127,8 +129,14 @@ fn calls_are_shared_by_srv_weight_within_a_priority() {
         *first.entry(plan[0].clone()).or_default() += 1;
     }
     let share = |n: &str| first.get(n).copied().unwrap_or(0) as f64 / CALLS as f64;
-    assert!((share("cloud@127.0.0.2:5060") - 0.75).abs() < 0.01, "{first:?}");
-    assert!((share("cloud@127.0.0.3:5060") - 0.25).abs() < 0.01, "{first:?}");
+    assert!(
+        (share("cloud@127.0.0.2:5060") - 0.75).abs() < 0.01,
+        "{first:?}"
+    );
+    assert!(
+        (share("cloud@127.0.0.3:5060") - 0.25).abs() < 0.01,
+        "{first:?}"
+    );
 }
 
 #[test]

@@ -2494,3 +2494,55 @@ fn a_bad_hep_section_names_the_key() {
         assert_one_error(&base_with(section), path, Some(line), phrase);
     }
 }
+
+#[test]
+fn the_dns_section_takes_servers_with_or_without_a_port_and_defaults_to_the_systems() {
+    let c = parse(&base_with("")).unwrap();
+    assert_eq!(c.dns, crate::dns::DnsConfig::default());
+    let c = parse(&base_with(
+        "[dns]\nservers = [\"10.0.0.53\", \"[2001:db8::53]:5353\"]\ntimeout = \"500ms\"\nmin_ttl = \"1s\"\nmax_ttl = \"10m\"",
+    ))
+    .unwrap();
+    assert_eq!(
+        c.dns.servers,
+        [
+            "10.0.0.53:53".parse().unwrap(),
+            "[2001:db8::53]:5353".parse().unwrap()
+        ]
+    );
+    assert_eq!(
+        (c.dns.timeout, c.dns.min_ttl, c.dns.max_ttl),
+        (
+            Duration::from_millis(500),
+            Duration::from_secs(1),
+            Duration::from_secs(600)
+        )
+    );
+}
+
+#[test]
+fn a_bad_dns_section_names_the_key() {
+    for (section, path, line, phrase) in [
+        (
+            "[dns]\nservers = [\"ns1.example.com\"]",
+            "dns.servers[0]",
+            18,
+            "is not the address of a name server",
+        ),
+        (
+            "[dns]\nservers = [\"0.0.0.0\"]",
+            "dns.servers[0]",
+            18,
+            "is not the address of a name server",
+        ),
+        ("[dns]\ntimeout = \"1ms\"", "dns.timeout", 18, "timeout"),
+        (
+            "[dns]\nmin_ttl = \"10m\"\nmax_ttl = \"1m\"",
+            "dns.max_ttl",
+            19,
+            "shorter than min_ttl",
+        ),
+    ] {
+        assert_one_error(&base_with(section), path, Some(line), phrase);
+    }
+}

@@ -17,7 +17,10 @@ fn router(destinations: &[(&str, &str, &str)]) -> Router {
             .expect("destination")
         })
         .collect();
-    let names: Vec<String> = destinations.iter().map(|(n, _, _)| format!("{n:?}")).collect();
+    let names: Vec<String> = destinations
+        .iter()
+        .map(|(n, _, _)| format!("{n:?}"))
+        .collect();
     let route: routing_rules::spec::RouteSpec = toml::from_str(&format!(
         "name = \"r\"\ndestinations = [{}]\n",
         names.join(", ")
@@ -70,7 +73,10 @@ async fn a_name_alone_takes_its_srv_targets_with_their_priorities_weights_and_po
     dns.set(
         "_sip._udp.cloud.test",
         300,
-        vec![srv(10, 3, 5070, "a.cloud.test"), srv(20, 1, 5080, "b.cloud.test")],
+        vec![
+            srv(10, 3, 5070, "a.cloud.test"),
+            srv(20, 1, 5080, "b.cloud.test"),
+        ],
     );
     dns.set("a.cloud.test", 60, vec![Rec::Ip(ip(2)), Rec::Ip(ip(3))]);
     dns.set("b.cloud.test", 600, vec![Rec::Ip(ip(4))]);
@@ -172,7 +178,10 @@ async fn a_name_that_does_not_exist_is_an_error_and_srv_dot_is_no_target() {
         .lookup(&dest("udp", "nowhere.test"))
         .await
         .expect_err("NXDOMAIN");
-    assert!(error.contains("nowhere.test") && error.contains("NXDOMAIN"), "{error}");
+    assert!(
+        error.contains("nowhere.test") && error.contains("NXDOMAIN"),
+        "{error}"
+    );
     dns.set("_sip._udp.closed.test", 30, vec![srv(0, 0, 0, ".")]);
     let closed = resolver.lookup(&dest("udp", "closed.test")).await.unwrap();
     assert!(closed.targets.is_empty(), "{closed:?}");
@@ -230,19 +239,34 @@ fn names_are_asked_again_when_their_ttl_ends_within_min_and_max_ttl() {
     let due = l.take_due(t0);
     assert_eq!(due.len(), 1, "only the name is looked up: {due:?}");
     assert!(l.take_due(t0).is_empty(), "not asked twice at once");
-    assert!(l.answer(3, due[0].dest, answer(&[(2, 0)], Duration::from_secs(30)), t0));
+    assert!(l.answer(
+        3,
+        due[0].dest,
+        answer(&[(2, 0)], Duration::from_secs(30)),
+        t0
+    ));
     assert_eq!(l.next_at(), Some(t0 + Duration::from_secs(30)));
     assert!(l.take_due(t0 + Duration::from_secs(29)).is_empty());
     let due = l.take_due(t0 + Duration::from_secs(30));
     assert_eq!(due.len(), 1);
     // The same targets again: nothing to rebuild. A TTL of 1 s is held for min_ttl.
     let t1 = t0 + Duration::from_secs(30);
-    assert!(!l.answer(3, due[0].dest, answer(&[(2, 0)], Duration::from_secs(1)), t1));
+    assert!(!l.answer(
+        3,
+        due[0].dest,
+        answer(&[(2, 0)], Duration::from_secs(1)),
+        t1
+    ));
     assert_eq!(l.next_at(), Some(t1 + Duration::from_secs(5)));
     // A day-long TTL is held for max_ttl.
     let t2 = t1 + Duration::from_secs(5);
     let due = l.take_due(t2);
-    assert!(!l.answer(3, due[0].dest, answer(&[(2, 0)], Duration::from_secs(86_400)), t2));
+    assert!(!l.answer(
+        3,
+        due[0].dest,
+        answer(&[(2, 0)], Duration::from_secs(86_400)),
+        t2
+    ));
     assert_eq!(l.next_at(), Some(t2 + Duration::from_secs(3600)));
 }
 
@@ -252,10 +276,18 @@ fn a_failed_lookup_keeps_the_targets_and_asks_again_after_min_ttl() {
     let mut l = lookups(t0);
     let due = l.take_due(t0);
     let cloud = due[0].dest;
-    l.answer(3, cloud, answer(&[(2, 0), (3, 1)], Duration::from_secs(60)), t0);
+    l.answer(
+        3,
+        cloud,
+        answer(&[(2, 0), (3, 1)], Duration::from_secs(60)),
+        t0,
+    );
     let t1 = t0 + Duration::from_secs(60);
     let due = l.take_due(t1);
-    assert!(!l.answer(3, cloud, Err("timed out".into()), t1), "nothing changes");
+    assert!(
+        !l.answer(3, cloud, Err("timed out".into()), t1),
+        "nothing changes"
+    );
     assert_eq!(l.resolved()[0].1.len(), 2, "the targets stay");
     assert_eq!(l.name(cloud).unwrap().error.as_deref(), Some("timed out"));
     assert_eq!(l.next_at(), Some(t1 + Duration::from_secs(5)));
@@ -266,8 +298,5 @@ fn a_failed_lookup_keeps_the_targets_and_asks_again_after_min_ttl() {
     assert!(!l.answer(2, cloud, answer(&[(9, 0)], Duration::from_secs(60)), t2));
     assert!(l.answer(3, cloud, answer(&[(4, 0)], Duration::from_secs(60)), t2));
     assert_eq!(l.name(cloud).unwrap().error, None);
-    assert_eq!(
-        l.resolved()[0].1[0].addr,
-        SocketAddr::new(ip(4), 5060)
-    );
+    assert_eq!(l.resolved()[0].1[0].addr, SocketAddr::new(ip(4), 5060));
 }
