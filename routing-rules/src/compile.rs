@@ -509,15 +509,14 @@ fn destination_address(
     transport: TransportSpec,
 ) -> Result<(String, u16, Lookup), String> {
     let is_name = |host: &str| host.parse::<std::net::IpAddr>().is_err();
-    if !address.contains(':') && !address.is_empty() && check_host(address).is_ok() {
-        if is_name(address) {
-            let port = if transport == TransportSpec::Tls {
-                5061
-            } else {
-                5060
-            };
-            return Ok((address.to_string(), port, Lookup::Service));
-        }
+    let name_alone = !address.contains(':') && !address.is_empty();
+    if name_alone && check_host(address).is_ok() && is_name(address) {
+        let port = if transport == TransportSpec::Tls {
+            5061
+        } else {
+            5060
+        };
+        return Ok((address.to_string(), port, Lookup::Service));
     }
     let (host, port) = parse_host_port(address)?;
     let lookup = if is_name(&host) {

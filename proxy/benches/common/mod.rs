@@ -1,6 +1,6 @@
 //! What the criterion benches and the allocation count share: realistic messages, and a sans-IO
 //! driver that pushes whole calls through a [`Core`] built the way `pointsman run` builds it
-//! (config text → `Config::parse` → `server::core_config`, `node::resolve`, `Health::adopt`, a
+//! (config text → `Config::parse` → `server::core_config`, `node::addresses`, `Health::adopt`, a
 //! private `Metrics::local` recorder), on the shared fake-clock harness
 //! (`pointsman_protocol::testing::Harness`: the core's timers fire as its clock advances, so
 //! transactions are freed as they would be in a running node). What is here is only the
@@ -167,7 +167,7 @@ impl Sim {
         let (metrics, handle) = pointsman::exporter::local(&dests, &routes);
         let routing = Routing::new(
             cfg.router.clone(),
-            pointsman::node::resolve(&cfg.router).expect("resolve"),
+            pointsman::node::addresses(&cfg.router),
             Health::new(&cfg.health).adopt(&cfg.router, now),
             metrics,
         );
