@@ -1070,29 +1070,16 @@ fn validate_dns(d: &DnsSection, errors: &mut Errors) -> crate::dns::DnsConfig {
         }
     }
     let timeout = d.timeout.unwrap_or(DEFAULT_TIMEOUT);
-    errors.duration_in(
-        "dns.timeout",
-        timeout,
-        Duration::from_millis(100),
-        Duration::from_secs(30),
-        DEFAULT_TIMEOUT,
-    );
     let min_ttl = d.min_ttl.unwrap_or(DEFAULT_MIN_TTL);
-    errors.duration_in(
-        "dns.min_ttl",
-        min_ttl,
-        Duration::from_millis(100),
-        Duration::from_secs(3600),
-        DEFAULT_MIN_TTL,
-    );
     let max_ttl = d.max_ttl.unwrap_or(DEFAULT_MAX_TTL);
-    errors.duration_in(
-        "dns.max_ttl",
-        max_ttl,
-        Duration::from_secs(1),
-        Duration::from_secs(86_400),
-        DEFAULT_MAX_TTL,
-    );
+    let (ms, s) = (Duration::from_millis, Duration::from_secs);
+    for (path, value, lo, hi, default) in [
+        ("dns.timeout", timeout, ms(100), s(30), DEFAULT_TIMEOUT),
+        ("dns.min_ttl", min_ttl, ms(100), s(3600), DEFAULT_MIN_TTL),
+        ("dns.max_ttl", max_ttl, s(1), s(86_400), DEFAULT_MAX_TTL),
+    ] {
+        errors.duration_in(path, value, lo, hi, default);
+    }
     if min_ttl > max_ttl {
         errors.push(
             "dns.max_ttl",
