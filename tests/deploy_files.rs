@@ -887,6 +887,7 @@ async fn the_alert_rules_watch_only_metrics_a_running_node_exports() {
     for needed in [
         "PointsmanDestinationDown",
         "PointsmanFailoverRateHigh",
+        "PointsmanDestinationAtCap",
         "PointsmanGhostCalls",
         "PointsmanOverloadShedding",
         "PointsmanLinkDown",
@@ -977,7 +978,18 @@ tests:
         values: '0+1x60'
       - series: 'pointsman_branch_attempts_total{job="pointsman",instance="a:9060",destination="secondary"}'
         values: '0+20x60'
+      - series: 'pointsman_destination_capped_total{job="pointsman",instance="a:9060",destination="byoc",cap="calls"}'
+        values: '0+3x60'
+      - series: 'pointsman_destination_capped_total{job="pointsman",instance="a:9060",destination="byoc",cap="cps"}'
+        values: '0 5 5x59'
     alert_rule_test:
+      - eval_time: 9m
+        alertname: PointsmanDestinationAtCap
+        exp_alerts: []
+      - eval_time: 12m
+        alertname: PointsmanDestinationAtCap
+        exp_alerts:
+          - exp_labels: {severity: warning, job: pointsman, instance: "a:9060", destination: byoc, cap: calls}
       - eval_time: 4m
         alertname: PointsmanFailoverRateHigh
         exp_alerts: []

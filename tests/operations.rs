@@ -1156,31 +1156,59 @@ async fn a_destination_given_by_name_follows_its_srv_records_and_a_name_that_doe
     assert_eq!(call(&t, "dns-2").await, (200, "third".to_string()));
     assert_eq!(invites_at(&t, "primary", "dns-2"), 0);
     assert_eq!(invites_at(&t, "secondary", "dns-2"), 0);
-    // Draining the name drains its targets: the call has nowhere to go.
+    // Draining the name drains its targets, and a target found while it is drained.
     let (code, _) = post(t.ip, "/destinations/cloud/drain").await;
     assert_eq!(code, 200);
     let after = destinations(t.ip).await;
-    let target = after.iter().find(|d| d.name == c);
-    assert_eq!(
-        target.map(|d| d.state.as_str()),
-        Some("draining"),
-        "{after:#?}\n{}",
-        t.report()
+    let state = |name: &str| {
+        after
+            .iter()
+            .find(|d| d.name == name)
+            .map(|d| d.state.as_str().to_string())
+    };
+    assert_eq!(state(&c).as_deref(), Some("draining"), "{after:#?}");
+    assert_eq!(state("cloud").as_deref(), Some("draining"), "{after:#?}");
+    dns.set(
+        "_sip._udp.cloud.test",
+        1,
+        vec![
+            srv(10, THIRD_PORT, "c.cloud.test"),
+            srv(20, SECONDARY_PORT, "b.cloud.test"),
+        ],
     );
+    let deadline = Instant::now() + WAIT;
+    let found = loop {
+        if let Some(d) = destinations(t.ip).await.into_iter().find(|d| d.name == b) {
+            break d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{b} never came back\n{}",
+            t.report()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(found.state.as_str(), "draining", "{found:?}");
     let (code, _) = post(t.ip, "/destinations/cloud/enable").await;
     assert_eq!(code, 200);
     wait_state(&t, &c, "up").await;
+    wait_state(&t, &b, "up").await;
     let metrics = support::metric_text(&admin(t.ip)).await;
     assert!(
-        metrics.contains("pointsman_dns_targets{destination=\"cloud\"} 1"),
+        metrics.contains("pointsman_dns_targets{destination=\"cloud\"} 2"),
         "{metrics}"
     );
     assert!(
         metrics.contains("pointsman_dns_lookups_total{destination=\"missing\",result=\"failed\"}"),
         "{metrics}"
     );
+    // A name's state is its targets': "missing" has none, so it is down in the metrics too.
     assert!(
-        dns.queries("_sip._udp.cloud.test") >= 2,
+        metrics.contains("pointsman_destination_state{destination=\"missing\"} 0"),
+        "{metrics}"
+    );
+    assert!(
+        dns.queries("_sip._udp.cloud.test") >= 3,
         "looked up again on its TTL"
     );
 }

@@ -420,7 +420,27 @@ impl Node {
             self.metrics.rebind(&dests, &routes),
         );
         self.core.set_routing(routing);
-        self.prober.set(view);
+        self.prober.set(view.clone());
+        // A target found after an operator drained (or put in maintenance, or forced up) its
+        // name gets the same: the action was on the name.
+        let now = Instant::now();
+        for parent in 0..router.configured_destinations() {
+            let parent = DestId(parent as u32);
+            let Some(targets) = router.targets(parent) else {
+                continue;
+            };
+            let action = match view.get(parent).map(|d| d.state()) {
+                Some(State::Draining) => AdminAction::Drain,
+                Some(State::Maintenance) => AdminAction::Maintenance,
+                Some(State::ForcedUp) => AdminAction::ForceUp,
+                _ => continue,
+            };
+            for t in targets {
+                if let Some(target) = view.get(t.dest).filter(|d| !is_admin_state(d.state())) {
+                    let _ = target.act(action, now);
+                }
+            }
+        }
     }
 }
 
@@ -559,6 +579,32 @@ fn spawn_hangup_handler(node: Arc<Node>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A state an operator set (drain, maintenance, force-up), which a name keeps whatever its
+/// targets do.
+fn is_admin_state(state: State) -> bool {
+    matches!(
+        state,
+        State::Draining | State::Maintenance | State::ForcedUp
+    )
+}
+
+/// The state of a destination found by DNS (`None` for another): what an operator set on it,
+/// else up while one of its targets takes calls; with how many do, of how many.
+fn name_state(routing: &Routing, dest: DestId) -> Option<(State, usize, usize)> {
+    let targets = routing.router.targets(dest)?;
+    let up = targets
+        .iter()
+        .filter(|t| routing.health.accepts_calls(t.dest))
+        .count();
+    let own = routing.health.get(dest).map(|d| d.state());
+    let state = match own {
+        Some(s) if is_admin_state(s) => s,
+        _ if up > 0 => State::Up,
+        _ => State::Down,
+    };
+    Some((state, up, targets.len()))
+}
+
 /// Why a destination found by DNS is in its state: its targets, and its last lookup.
 fn dns_reason(targets: usize, up: usize, name: Option<&dns::NameState>, now: Instant) -> String {
     let lookup = match name {
@@ -653,15 +699,17 @@ impl NodeControl for Node {
             .map(|(i, d)| {
                 let mut s = status(d.snapshot(now));
                 let dest = DestId(i as u32);
-                if let Some(targets) = routing.router.targets(dest) {
-                    // A name stands for its targets: it is up while one of them takes calls.
-                    let up = targets
-                        .iter()
-                        .filter(|t| routing.health.accepts_calls(t.dest))
-                        .count();
-                    let name = lookups.name(dest);
-                    s.state = if up > 0 { State::Up } else { State::Down };
-                    s.reason = dns_reason(targets.len(), up, name, now);
+                if let Some((state, up, targets)) = name_state(&routing, dest) {
+                    let reason = dns_reason(targets, up, lookups.name(dest), now);
+                    if state != s.state {
+                        s.since_secs = 0;
+                    }
+                    s.reason = if is_admin_state(s.state) {
+                        format!("{}; {reason}", s.reason)
+                    } else {
+                        reason
+                    };
+                    s.state = state;
                     s.last_probe_rtt_ms = None;
                 }
                 s
@@ -777,7 +825,8 @@ impl NodeControl for Node {
         routing.metrics.set_transactions(servers + clients);
         for (i, d) in routing.health.iter().enumerate() {
             let id = DestId(i as u32);
-            routing.metrics.destination_state(id, d.state());
+            let state = name_state(&routing, id).map_or_else(|| d.state(), |(s, _, _)| s);
+            routing.metrics.destination_state(id, state);
             routing
                 .metrics
                 .destination_calls_in_progress(id, d.calls_in_progress());
