@@ -59,8 +59,8 @@ pub use crate::core::{
 pub use crate::core::{forwarded, probe_branch_prefix, strip_top_via};
 // A call's state as plain data: exported from one core, restored into another.
 pub use crate::core::{
-    AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState, DialogId,
-    PeerState, RestoreError, SetupState, TargetState,
+    AnsweredInfoState, AnsweredState, BranchState, BranchStatus, CallPhase, CallState, CancelState,
+    DialogId, PeerState, RestoreError, SetupState, TargetState,
 };
 // The calls an operator lists and ends (`GET /calls`, `pointsman calls`).
 pub use crate::core::{

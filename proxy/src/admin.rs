@@ -1373,10 +1373,13 @@ pub fn render_calls(calls: &[CallSummary]) -> String {
     let rows: Vec<[String; 7]> = calls
         .iter()
         .map(|c| {
-            let state = match (&c.state, &c.branch) {
+            let mut state = match (&c.state, &c.branch) {
                 (CallStage::Setup, Some(branch)) => format!("setup ({})", printable(branch)),
                 (state, _) => state.as_str().to_string(),
             };
+            if let Some(owner) = c.owner {
+                state.push_str(&format!(", node {owner}'s (down)"));
+            }
             [
                 printable(&c.call_id),
                 state,
@@ -1626,6 +1629,7 @@ mod tests {
                 from: Some("+442079460000".into()),
                 to: Some("+15551234".into()),
                 age_secs: 3725,
+                owner: None,
             },
             CallSummary {
                 call_id: "ring-1".into(),
@@ -1637,6 +1641,7 @@ mod tests {
                 from: None,
                 to: Some("+15559999".into()),
                 age_secs: 12,
+                owner: Some(1),
             },
         ]
     }
@@ -1731,9 +1736,9 @@ mod tests {
     #[test]
     fn calls_table_is_aligned() {
         let expected = "\
-CALL-ID                STATE              AGE  ROUTE    DESTINATION  FROM           TO
-a84b4c76e66710@pc33/x  answered         1h02m  uk       primary      +442079460000  +15551234
-ring-1                 setup (ringing)    12s  default  secondary    -              +15559999
+CALL-ID                STATE                               AGE  ROUTE    DESTINATION  FROM           TO
+a84b4c76e66710@pc33/x  answered                          1h02m  uk       primary      +442079460000  +15551234
+ring-1                 setup (ringing), node 1's (down)    12s  default  secondary    -              +15559999
 ";
         assert_eq!(render_calls(&call_rows()), expected);
         assert_eq!(

@@ -8,10 +8,14 @@
 //! and the 2xx, into [`AnsweredInfo`]: one allocation of the few header values the two BYEs
 //! and the listing need, not the messages.
 //!
-//! It must not: list the replicas a pair's peer sends (they are that node's calls), or touch a
-//! table while a call is locked.
+//! A call adopted from a dead peer of a pair is listed and ended like one of this node's: its
+//! replicated state carries the same [`AnsweredInfo`] (as [`AnsweredInfoState`]).
+//!
+//! It must not: list the replicas a pair's peer sends (they are that node's calls until it
+//! dies), or touch a table while a call is locked.
 
 use super::call::{BranchStatus, Call, CallOutputs, CallPhase};
+use super::replicate::AnsweredInfoState;
 use super::*;
 use crate::originate::InDialog;
 
@@ -74,6 +78,10 @@ pub struct CallSummary {
     pub to: Option<String>,
     /// Seconds since the INVITE arrived (setup) or since the call was answered.
     pub age_secs: u64,
+    /// The node of a pair whose call this is, when that node is down and this one holds its
+    /// replica (ending it here adopts it); `None`: this node's call.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<u16>,
 }
 
 /// What `GET /calls` may be filtered on; every filter given must hold.
@@ -192,6 +200,26 @@ impl AnsweredInfo {
         self.part(CALL_ID)
     }
 
+    /// As plain data, for a pair's peer (an adopted call is listed and ended as this one).
+    pub(super) fn to_state(&self) -> AnsweredInfoState {
+        AnsweredInfoState {
+            text: self.text.to_vec(),
+            ends: self.ends.to_vec(),
+        }
+    }
+
+    /// From a peer's [`to_state`](Self::to_state); `None` when the parts do not fit the text
+    /// (a state is never trusted).
+    pub(super) fn from_state(state: AnsweredInfoState) -> Option<AnsweredInfo> {
+        let ends: [u16; PARTS] = state.ends.try_into().ok()?;
+        let fits = ends.windows(2).all(|w| w[0] <= w[1])
+            && usize::from(ends[PARTS - 1]) == state.text.len();
+        fits.then(|| AnsweredInfo {
+            text: state.text.into_boxed_slice(),
+            ends,
+        })
+    }
+
     /// Bytes held on the heap.
     #[cfg(test)]
     pub(super) fn heap_bytes(&self) -> usize {
@@ -216,7 +244,8 @@ impl AnsweredInfo {
 impl Core {
     /// Every call of this node in setup and answered, as of `now`: calls whose INVITE is being
     /// routed (re-INVITEs are not calls), and answered calls until their BYE. Replicas of a
-    /// pair's peer are not listed: they are the peer's calls, listed there.
+    /// pair's peer are listed only while that peer is down (with their `owner`): while it is
+    /// up they are its calls, listed there.
     pub fn list_calls(&self, now: Instant) -> Vec<CallSummary> {
         let mut list: Vec<CallSummary> = self
             .calls()
@@ -227,6 +256,12 @@ impl Core {
             self.answered
                 .iter()
                 .filter_map(|a| answered_summary(a.value(), now)),
+        );
+        let routing = self.routing();
+        list.extend(
+            self.orphaned_replicas(now)
+                .iter()
+                .filter_map(|(owner, state, held)| replica_summary(state, *owner, &routing, *held)),
         );
         list.sort_by(|a, b| b.age_secs.cmp(&a.age_secs).then(a.call_id.cmp(&b.call_id)));
         list
@@ -249,6 +284,8 @@ impl Core {
     /// its record goes at once, counted as a call that ended.
     pub fn end_call(&self, call_id: &str, now: Instant, out: &mut Vec<Output>) -> Vec<CallSummary> {
         let reason = operator_reason();
+        // A call of a peer that is down, held here as its replica, is this node's from now on.
+        self.adopt_orphan(call_id.as_bytes(), now, out);
         let mut ended = Vec::new();
         for call in self.calls() {
             let mark = out.len();
@@ -344,25 +381,47 @@ fn setup_summary(c: &Call, now: Instant) -> Option<CallSummary> {
     if !c.failover || c.phase != CallPhase::Trying {
         return None;
     }
-    let req = c.request()?;
-    let (from, to) = requests::numbers(&req);
-    let name = |b: &call::Branch| {
-        b.target
-            .dest
-            .map(|d| c.routing.router.destination(d).name.clone())
-    };
-    let live = c.branches.iter().rev().find(|b| {
+    let router = &c.routing.router;
+    Some(summary_in_setup(
+        &c.request()?,
+        c.route.map(|r| router.route(r).name.clone()),
+        c.branches.iter().map(|b| BranchView {
+            dest: b.target.dest.map(|d| router.destination(d).name.clone()),
+            status: b.status,
+            abandoned: b.abandoned,
+        }),
+        now.saturating_duration_since(c.started),
+    ))
+}
+
+/// A branch of a call in setup, as the listing needs it.
+struct BranchView {
+    dest: Option<String>,
+    status: BranchStatus,
+    abandoned: bool,
+}
+
+/// A call in setup as listed: its INVITE, route, branches in order and age.
+fn summary_in_setup(
+    req: &Message<'_>,
+    route: Option<String>,
+    branches: impl Iterator<Item = BranchView>,
+    age: Duration,
+) -> CallSummary {
+    let (from, to) = requests::numbers(req);
+    let branches: Vec<BranchView> = branches.collect();
+    let live = branches.iter().rev().find(|b| {
         !b.abandoned
             && matches!(
                 b.status,
                 BranchStatus::Pending | BranchStatus::Trying | BranchStatus::Ringing
             )
     });
-    Some(CallSummary {
+    CallSummary {
         call_id: String::from_utf8_lossy(req.slice(req.call_id)).into_owned(),
         state: CallStage::Setup,
-        route: c.route.map(|r| c.routing.router.route(r).name.clone()),
-        destination: live.and_then(name),
+        route,
+        destination: live.and_then(|b| b.dest.clone()),
         branch: live.map(|b| {
             match b.status {
                 BranchStatus::Pending => "pending",
@@ -371,18 +430,25 @@ fn setup_summary(c: &Call, now: Instant) -> Option<CallSummary> {
             }
             .to_string()
         }),
-        tried: c.branches.iter().filter_map(name).collect(),
+        tried: branches.iter().filter_map(|b| b.dest.clone()).collect(),
         from: from.map(str::to_string),
         to: to.map(str::to_string),
-        age_secs: now.saturating_duration_since(c.started).as_secs(),
-    })
+        age_secs: age.as_secs(),
+        owner: None,
+    }
 }
 
-/// An answered call as listed; `None` for one restored from a replica (its state carries no
-/// headers).
+/// An answered call as listed; `None` for one without what a listing needs (restored from a
+/// peer of an older release, or too large to capture).
 fn answered_summary(a: &Answered, now: Instant) -> Option<CallSummary> {
-    let info = a.info.as_ref()?;
-    Some(CallSummary {
+    Some(summary_answered(
+        a.info.as_ref()?,
+        now.saturating_duration_since(a.since),
+    ))
+}
+
+fn summary_answered(info: &AnsweredInfo, age: Duration) -> CallSummary {
+    CallSummary {
         call_id: String::from_utf8_lossy(info.call_id()).into_owned(),
         state: CallStage::Answered,
         route: info.text(ROUTE),
@@ -391,8 +457,41 @@ fn answered_summary(a: &Answered, now: Instant) -> Option<CallSummary> {
         tried: Vec::new(),
         from: info.text(FROM_NUMBER),
         to: info.text(TO_NUMBER),
-        age_secs: now.saturating_duration_since(a.since).as_secs(),
-    })
+        age_secs: age.as_secs(),
+        owner: None,
+    }
+}
+
+/// A replica of a call of node `owner` as listed, `held` after it came; `None` for one whose
+/// state does not scan (it would not be adopted either).
+fn replica_summary(
+    state: &CallState,
+    owner: u16,
+    routing: &Routing,
+    held: Duration,
+) -> Option<CallSummary> {
+    let rules = &routing.router.rules;
+    let name = |d: u32| rules.destinations.get(d as usize).map(|d| d.name.clone());
+    let mut summary = match state {
+        CallState::Setup(s) => summary_in_setup(
+            &originate::rescan(&s.request)?,
+            s.route
+                .and_then(|r| rules.routes.get(r as usize))
+                .map(|r| r.name.clone()),
+            s.branches.iter().map(|b| BranchView {
+                dest: b.target.dest.and_then(name),
+                status: b.status,
+                abandoned: b.abandoned,
+            }),
+            s.started_ago + held,
+        ),
+        CallState::Answered(a) => {
+            let info = AnsweredInfo::from_state(a.info.clone()?)?;
+            summary_answered(&info, a.answered_ago + held)
+        }
+    };
+    summary.owner = Some(owner);
+    Some(summary)
 }
 
 impl Call {

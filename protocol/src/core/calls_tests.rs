@@ -105,6 +105,7 @@ fn filters_take_route_destination_number_and_age_together() {
         from: Some("+44 20 7946 0000".into()),
         to: Some("+15551234".into()),
         age_secs: 30,
+        owner: None,
     };
     let f = |route: Option<&str>, dest: Option<&str>, number: Option<&str>, age: Option<u64>| {
         CallFilter {

@@ -87,6 +87,8 @@ struct Replicas {
 struct Replica {
     owner: u16,
     state: CallState,
+    /// When the latest state came.
+    received: Instant,
     expires: Instant,
     /// Not refreshed by the owner's snapshot under way (see [`Core::settle_stale_replicas`]).
     stale: bool,
@@ -254,6 +256,7 @@ impl Core {
             Replica {
                 owner,
                 state,
+                received: now,
                 expires,
                 stale: false,
             },
@@ -418,25 +421,75 @@ impl Core {
             return self.hand_to(owner.node, inb, out);
         }
         if let Some(state) = cluster.take_replica(msg.slice(msg.call_id)) {
-            let answered = matches!(state, CallState::Answered(_));
-            match self.restore_call(state.clone(), now, out) {
-                Ok(()) => {
-                    self.metrics().adopted(answered);
-                    if let Some(took) = cluster.first_takeover(owner.node, now) {
-                        self.metrics().takeover(took);
-                    }
-                    // This node's call now: in its snapshots, and told to the peers.
-                    self.share(cluster, msg.slice(msg.call_id), Some(state), out.len(), out);
-                    info!(
-                        owner = owner.node,
-                        call_id = %String::from_utf8_lossy(msg.slice(msg.call_id)),
-                        "adopted a call of a node that is down"
-                    );
-                }
-                Err(e) => warn!(owner = owner.node, error = %e, "replica not adopted"),
-            }
+            self.adopt(cluster, owner.node, msg.slice(msg.call_id), state, now, out);
         }
         false
+    }
+
+    /// Takes over `state`, node `owner`'s call `call_id` held here as its replica (its owner is
+    /// down): restored, counted, and shared with the peers as this node's.
+    fn adopt(
+        &self,
+        cluster: &Cluster,
+        owner: u16,
+        call_id: &[u8],
+        state: CallState,
+        now: Instant,
+        out: &mut Vec<Output>,
+    ) {
+        let answered = matches!(state, CallState::Answered(_));
+        match self.restore_call(state.clone(), now, out) {
+            Ok(()) => {
+                self.metrics().adopted(answered);
+                if let Some(took) = cluster.first_takeover(owner, now) {
+                    self.metrics().takeover(took);
+                }
+                // This node's call now: in its snapshots, and told to the peers.
+                self.share(cluster, call_id, Some(state), out.len(), out);
+                info!(
+                    owner,
+                    call_id = %String::from_utf8_lossy(call_id),
+                    "adopted a call of a node that is down"
+                );
+            }
+            Err(e) => warn!(owner, error = %e, "replica not adopted"),
+        }
+    }
+
+    /// The replicas held for peers that are down, as of `now`: owner, state, and how long
+    /// since the state came.
+    pub(super) fn orphaned_replicas(&self, now: Instant) -> Vec<(u16, CallState, Duration)> {
+        let Some(c) = &self.cluster else {
+            return Vec::new();
+        };
+        let r = lock(&c.replicas);
+        r.by_call_id
+            .values()
+            .filter(|rep| rep.expires > now && !c.is_up(rep.owner))
+            .map(|rep| {
+                (
+                    rep.owner,
+                    rep.state.clone(),
+                    now.saturating_duration_since(rep.received),
+                )
+            })
+            .collect()
+    }
+
+    /// Adopts the call `call_id` if this node holds it as the replica of a peer that is down
+    /// (an operator acts on it here).
+    pub(super) fn adopt_orphan(&self, call_id: &[u8], now: Instant, out: &mut Vec<Output>) {
+        let Some(cluster) = &self.cluster else { return };
+        let owner = {
+            let r = lock(&cluster.replicas);
+            match r.by_call_id.get(call_id) {
+                Some(rep) if !cluster.is_up(rep.owner) => rep.owner,
+                _ => return,
+            }
+        };
+        if let Some(state) = cluster.take_replica(call_id) {
+            self.adopt(cluster, owner, call_id, state, now, out);
+        }
     }
 
     /// Hands datagram `inb` to `node`, which holds (or may hold) its call: nothing more to do

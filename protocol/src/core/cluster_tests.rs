@@ -620,3 +620,70 @@ fn calls_ended_by_the_operator_are_forgotten_at_the_peer_which_never_lists_them(
     p.sync();
     assert_eq!(p.b.core.replicas(), 0, "both ends replicated");
 }
+
+#[test]
+fn the_calls_of_a_dead_node_are_listed_at_its_peer_and_ending_one_there_adopts_and_ends_it() {
+    let mut p = Pair::new();
+    p.answered_at_a("cl-dead-answered");
+    let fwd = p.call_at_a("cl-dead-ringing");
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    p.sync();
+    assert!(
+        p.b.core.list_calls(p.b.now).is_empty(),
+        "the peer's calls while it is up"
+    );
+    p.a_dies();
+    let listed = p.b.core.list_calls(p.b.now);
+    assert_eq!(listed.len(), 2, "{listed:#?}");
+    let find = |id: &str| listed.iter().find(|c| c.call_id == id).expect(id);
+    let answered = find("cl-dead-answered");
+    assert_eq!(
+        (
+            answered.state,
+            answered.owner,
+            answered.destination.as_deref()
+        ),
+        (CallStage::Answered, Some(1), Some("primary"))
+    );
+    let ringing = find("cl-dead-ringing");
+    assert_eq!(
+        (
+            ringing.state,
+            ringing.owner,
+            ringing.branch.as_deref(),
+            ringing.route.as_deref()
+        ),
+        (CallStage::Setup, Some(1), Some("ringing"), Some("default"))
+    );
+    assert_eq!(adopted(&p.b, "answered") + adopted(&p.b, "setup"), 0.0);
+
+    // Ending the answered call here adopts it: a BYE to each side, with the operator's Reason.
+    let ended =
+        p.b.drive(|core, now, out| core.end_call("cl-dead-answered", now, out));
+    assert_eq!(ended.len(), 1);
+    let to_cloud = p.b.last_to(PRIMARY, "BYE");
+    let to_carrier = p.b.last_to(CARRIER, "BYE");
+    for bye in [&to_cloud, &to_carrier] {
+        assert!(
+            header(bye, "Reason").is_some_and(|r| r.contains(OPERATOR_REASON)),
+            "{}",
+            String::from_utf8_lossy(bye)
+        );
+    }
+    assert_eq!(adopted(&p.b, "answered"), 1.0);
+    // The call in setup: CANCEL to its branch, 480 to the caller.
+    let ended =
+        p.b.drive(|core, now, out| core.end_call("cl-dead-ringing", now, out));
+    assert_eq!(ended.len(), 1);
+    p.b.last_to(PRIMARY, "CANCEL");
+    p.b.last_to(CARRIER, "SIP/2.0 480");
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+    assert_eq!(p.b.core.replicas(), 0);
+    assert!(
+        p.b.core
+            .list_calls(p.b.now)
+            .iter()
+            .all(|c| c.owner.is_none()),
+        "adopted: this node's calls now"
+    );
+}

@@ -52,8 +52,8 @@ pub use calls::{
 };
 pub use forward::{forwarded, strip_top_via};
 pub use replicate::{
-    AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError, SetupState,
-    TargetState,
+    AnsweredInfoState, AnsweredState, BranchState, CallState, DialogId, PeerState, RestoreError,
+    SetupState, TargetState,
 };
 pub use sweep::MAX_CALL_DURATION;
 use topology::TopologyKey;
@@ -444,8 +444,8 @@ struct Answered {
     /// An anchored call's media session (closed when the call ends).
     media: Option<anchor::AnsweredMedia>,
     /// What the operator's list shows and what ending the call needs (one allocation of a few
-    /// hundred bytes); `None` for a call restored from a replica, whose state carries no
-    /// headers: it is neither listed nor ended by the operator.
+    /// hundred bytes), replicated with the call; `None` when it could not be captured: the call
+    /// is then neither listed nor ended by the operator.
     info: Option<calls::AnsweredInfo>,
     /// The highest CSeq of the requests relayed in the dialog from the caller (the INVITE's at
     /// first) and from the callee (0 at first): a BYE of pointsman's own goes one above.

@@ -146,6 +146,20 @@ pub struct AnsweredState {
     /// Its 2xx may still be retransmitted (it is held so a copy is not taken for a ghost):
     /// how long before the export that window opened.
     pub retransmit_window_ago: Option<Duration>,
+    /// What the operator's list shows and what ending the call needs.
+    pub info: Option<AnsweredInfoState>,
+    /// The highest CSeq relayed from the caller and from the callee as of the export: a BYE
+    /// of the adopting node's own goes above it.
+    pub cseq: [u32; 2],
+}
+
+/// An answered call's [`AnsweredInfo`](super::calls) as plain data: the header values, one
+/// after another, and where each ends.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnsweredInfoState {
+    #[serde(with = "serde_bytes")]
+    pub text: Vec<u8>,
+    pub ends: Vec<u16>,
 }
 
 /// Why a state was not restored.
@@ -244,9 +258,18 @@ impl Core {
     pub fn export_dialog(&self, id: &DialogId, now: Instant) -> Option<CallState> {
         let key = self.dialog_key_of(&id.call_id, &id.caller_tag, &id.callee_tag);
         // Copied out at once: no other table is read while this one's guard is held.
-        let (caller, callee, stored_tag, since, answered_by) = {
+        let (caller, callee, stored_tag, since, answered_by, info, cseq) = {
             let a = self.answered.get(&key)?;
-            (a.caller, a.callee, a.caller_tag, a.since, a.dest.clone())
+            let info = a.info.as_ref().map(super::calls::AnsweredInfo::to_state);
+            (
+                a.caller,
+                a.callee,
+                a.caller_tag,
+                a.since,
+                a.dest.clone(),
+                info,
+                a.cseq,
+            )
         };
         let caller_tag = self.keys.of(&[&id.caller_tag]);
         // The tags were given the other way round: the state names the caller first.
@@ -274,6 +297,8 @@ impl Core {
                 .dialogs
                 .since(key)
                 .map(|s| now.saturating_duration_since(s)),
+            info,
+            cseq,
         }))
     }
 
@@ -471,8 +496,8 @@ impl Core {
                 callee: a.callee.peer(),
                 caller_tag: self.keys.of(&[&a.id.caller_tag]),
                 media: None,
-                info: None,
-                cseq: [0; 2],
+                info: a.info.and_then(super::calls::AnsweredInfo::from_state),
+                cseq: a.cseq,
             },
         );
         if let Some(ago) = a.retransmit_window_ago {

@@ -4,7 +4,7 @@
 //! - **One endpoint per node**, bound on the node's unicast link address. Of two nodes, the one
 //!   with the lower node id dials (and redials, with [`backoff::Backoff`]); the other accepts.
 //! - **Trust and identity.** Both sides present their certificate and verify the other's chain
-//!   against the link CA (TLS 1.3, ALPN `pointsman-link/1`). The dialer also checks that the
+//!   against the link CA (TLS 1.3, ALPN `pointsman-link/2`). The dialer also checks that the
 //!   acceptor's certificate carries the IP address it dials. The peer is identified by the
 //!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
@@ -58,7 +58,7 @@ use tokio::task::JoinHandle;
 pub use wire::{Frame, FrameError, DEFAULT_MAX_FRAME};
 
 /// ALPN of the node link: a link of another protocol version fails the handshake.
-pub const ALPN: &[u8] = b"pointsman-link/1";
+pub const ALPN: &[u8] = b"pointsman-link/2";
 /// Default `[cluster] dead_after`.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(1);
 /// Default frames queued per peer before [`Link::send`] drops.
