@@ -60,6 +60,10 @@ impl Default for DnsConfig {
     }
 }
 
+/// Most targets a name may have: a lookup that gives more keeps the first, in SRV order (DNS
+/// answers come from the network: they must not grow the routing without bound).
+pub const MAX_TARGETS: usize = 32;
+
 /// What one lookup of a destination gave: its targets and how long they hold.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Answer {
@@ -366,6 +370,16 @@ impl Lookups {
                 name.next_at = now + answer.ttl.clamp(min_ttl, max_ttl);
                 let mut targets = answer.targets;
                 targets.sort_by_key(|t| (t.priority, t.addr));
+                targets.dedup_by_key(|t| t.addr);
+                if targets.len() > MAX_TARGETS {
+                    tracing::warn!(
+                        destination = %name.destination.name,
+                        found = targets.len(),
+                        kept = MAX_TARGETS,
+                        "DNS: the name has more targets than are kept: the first in SRV order serve"
+                    );
+                    targets.truncate(MAX_TARGETS);
+                }
                 let changed = targets != name.targets;
                 name.targets = targets;
                 changed

@@ -300,3 +300,16 @@ fn a_failed_lookup_keeps_the_targets_and_asks_again_after_min_ttl() {
     assert_eq!(l.name(cloud).unwrap().error, None);
     assert_eq!(l.resolved()[0].1[0].addr, SocketAddr::new(ip(4), 5060));
 }
+
+#[test]
+fn a_name_keeps_at_most_max_targets_the_first_in_srv_order() {
+    let t0 = Instant::now();
+    let mut l = lookups(t0);
+    let due = l.take_due(t0);
+    let many: Vec<(u8, u16)> = (1..=100).map(|i| (i, u16::from(100 - i))).collect();
+    assert!(l.answer(3, due[0].dest, answer(&many, Duration::from_secs(60)), t0));
+    let kept = &l.resolved()[0].1;
+    assert_eq!(kept.len(), MAX_TARGETS);
+    assert_eq!(kept[0].priority, 0, "the lowest priorities are kept");
+    assert!(kept.iter().all(|t| t.priority < MAX_TARGETS as u16));
+}
