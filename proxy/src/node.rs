@@ -63,6 +63,43 @@ pub struct Node {
     dns: DnsConfig,
     /// The destinations of the rules in force found by DNS, and what their lookups gave.
     lookups: Mutex<Lookups>,
+    /// The targets that have series of their own.
+    series: Mutex<TargetSeries>,
+}
+
+/// Most targets found by DNS that get metric series of their own over the process's life: a
+/// series stays until restart, and DNS answers (from the network) must not grow them without
+/// bound. Targets past it are counted under `NAME@other`.
+pub const MAX_TARGET_SERIES: usize = 1024;
+
+/// The metric names of the destinations of a router: a target's own name while fewer than
+/// [`MAX_TARGET_SERIES`] targets have had one, else its destination's `NAME@other`.
+#[derive(Default)]
+struct TargetSeries {
+    named: std::collections::HashSet<String>,
+}
+
+impl TargetSeries {
+    fn names(&mut self, router: &Router) -> (Vec<String>, Vec<String>) {
+        let (dests, routes) = pointsman_protocol::metrics::names(router);
+        let dests = dests
+            .iter()
+            .enumerate()
+            .map(|(i, name)| match router.target_of(DestId(i as u32)) {
+                Some(parent)
+                    if !self.named.contains(*name) && self.named.len() >= MAX_TARGET_SERIES =>
+                {
+                    format!("{}@other", router.destination(parent).name)
+                }
+                Some(_) => {
+                    self.named.insert(name.to_string());
+                    name.to_string()
+                }
+                None => name.to_string(),
+            })
+            .collect();
+        (dests, routes.iter().map(|r| r.to_string()).collect())
+    }
 }
 
 /// The listeners of `cfg` as [`Certificates`] takes them.
@@ -199,7 +236,8 @@ impl Node {
                 cfg.health.source
             )
         })?;
-        let (dests, routes) = pointsman_protocol::metrics::names(&router);
+        let mut series = TargetSeries::default();
+        let (dests, routes) = series.names(&router);
         let metrics_bound = metrics.rebind(&dests, &routes);
         let routing = Routing::new(router.clone(), addrs, view, metrics_bound);
         let hep = match &cfg.hep {
@@ -235,6 +273,7 @@ impl Node {
             executor: std::sync::OnceLock::new(),
             dns: cfg.dns.clone(),
             lookups: Mutex::new(lookups),
+            series: Mutex::new(series),
         });
         dns::spawn_refresher(&cfg.dns, Arc::downgrade(&node))
             .context("cannot start the DNS refresher")?;
@@ -412,7 +451,11 @@ impl Node {
     fn put_in_force(&self, router: Arc<Router>, addrs: Vec<SocketAddr>) {
         self.tls.set_addresses(&tls_addresses(&router, &addrs));
         let view = self.health.adopt(&router, Instant::now());
-        let (dests, routes) = pointsman_protocol::metrics::names(&router);
+        let (dests, routes) = self
+            .series
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .names(&router);
         let routing = Routing::new(
             router.clone(),
             addrs,
@@ -919,5 +962,40 @@ destinations = ["primary"]
             strict_source: false,
         });
         assert_eq!(restart_only(&running, &relaying), ["media"]);
+    }
+
+    #[test]
+    fn targets_past_the_series_bound_are_counted_under_their_names_other() {
+        use super::{TargetSeries, MAX_TARGET_SERIES};
+        use routing_rules::{DestId, Resolved};
+        let cfg = parse(&BASE.replace("10.0.0.1:5060", "cloud.test"));
+        let batch = |from: u32| {
+            let targets = (from..from + 100)
+                .map(|i| Resolved {
+                    addr: std::net::SocketAddr::new(
+                        std::net::Ipv4Addr::from(0x0a00_0000 + i).into(),
+                        5060,
+                    ),
+                    priority: 0,
+                    weight: 1,
+                    host: "t".into(),
+                })
+                .collect();
+            cfg.router.with_targets(&[(DestId(0), targets)])
+        };
+        let mut series = TargetSeries::default();
+        let first = batch(0);
+        let (names, _) = series.names(&first);
+        assert_eq!(names[0], "primary");
+        assert_eq!(names[1], first.destination(DestId(1)).name);
+        // DNS keeps giving new addresses: past the bound they share one series.
+        let mut last = Vec::new();
+        for round in 1..12 {
+            last = series.names(&batch(round * 100)).0;
+        }
+        assert_eq!(series.named.len(), MAX_TARGET_SERIES);
+        assert!(last[1..].iter().all(|n| n == "primary@other"), "{last:?}");
+        // A target that had its own series keeps it.
+        assert_eq!(series.names(&first).0, names);
     }
 }
