@@ -503,7 +503,13 @@ impl dns::Names for Node {
             let name = due.destination.name.as_str();
             let ok = result.is_ok();
             if let Err(error) = &result {
-                warn!(destination = name, %error, "DNS: the lookup failed: the destination keeps the targets it had");
+                // Said once per failure, not at every retry of an outage.
+                let before = lookups.name(due.dest).and_then(|n| n.error.as_ref());
+                if before != Some(error) {
+                    warn!(destination = name, %error, "DNS: the lookup failed: the destination keeps the targets it had");
+                }
+            } else if lookups.name(due.dest).is_some_and(|n| n.error.is_some()) {
+                info!(destination = name, "DNS: the name resolves again");
             }
             if lookups.answer(due.generation, due.dest, result, now) {
                 changed = true;
