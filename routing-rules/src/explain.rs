@@ -184,10 +184,15 @@ impl Router {
             } else {
                 d.host.clone()
             };
+            let address = match d.lookup {
+                crate::Lookup::Literal => format!("{host}:{}/{transport}", d.port),
+                crate::Lookup::Address => format!("{host}:{}/{transport} (DNS A/AAAA)", d.port),
+                crate::Lookup::Service => format!("{host}/{transport} (DNS NAPTR/SRV)"),
+            };
             MemberExplanation {
                 dest,
                 name: d.name.clone(),
-                address: format!("{host}:{}/{transport}", d.port),
+                address,
                 state,
                 priority,
                 weight,

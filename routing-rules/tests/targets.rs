@@ -70,6 +70,18 @@ fn a_name_alone_is_looked_up_as_a_sip_service_and_a_name_with_a_port_by_its_addr
         (Lookup::Address, 5080)
     );
     assert_eq!(d("ip").lookup, Lookup::Literal);
+    let explained = router
+        .explain(&Call::default(), &all_up)
+        .expect("the route matches")
+        .to_string();
+    for line in [
+        "svc cloud.test/udp (DNS NAPTR/SRV)",
+        "svc-tls cloud.test/tls (DNS NAPTR/SRV)",
+        "named sbc.cloud.test:5080/udp (DNS A/AAAA)",
+        "ip 10.0.0.1:5060/udp",
+    ] {
+        assert!(explained.contains(line), "{line:?} in:\n{explained}");
+    }
     // An IP address still needs its port: there is nothing to look the port up in.
     assert_one_error(
         "[[destination]]\nname = \"ip\"\naddress = \"10.0.0.1\"\n\
