@@ -120,6 +120,25 @@ impl Sngrep {
     }
 }
 
+/// Whether a UDP socket is bound to `addr` (an IPv4 address), from /proc/net/udp: asked
+/// without binding, which could take the address from the program about to.
+fn udp_bound(addr: SocketAddr) -> bool {
+    let SocketAddr::V4(v4) = addr else {
+        return false;
+    };
+    // The kernel writes the address as the hex of its bytes read little-endian.
+    let want = format!(
+        "{:08X}:{:04X}",
+        u32::from_le_bytes(v4.ip().octets()),
+        v4.port()
+    );
+    std::fs::read_to_string("/proc/net/udp")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(want.as_str()))
+}
+
 impl Drop for Sngrep {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -214,6 +233,15 @@ async fn every_message_of_a_call_reaches_the_collector_and_sngrep_reads_it_and_o
     ));
     std::fs::create_dir_all(&dir).expect("work dir");
     let sngrep = Sngrep::start(sngrep_at, &dir);
+    // What the tee sends before sngrep listens is lost: wait until its socket is bound.
+    let deadline = Instant::now() + WAIT;
+    while !udp_bound(sngrep_at) {
+        assert!(
+            Instant::now() < deadline,
+            "sngrep never listened on {sngrep_at}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let seen = Arc::new(Mutex::new(Vec::new()));
     tokio::spawn(collector(collect_at, sngrep_at, seen.clone()));
     let extra: &'static str =
