@@ -38,7 +38,7 @@ pub enum CallState {
     /// An INVITE whose caller has no final answer yet.
     Setup(Box<SetupState>),
     /// An answered call, until its BYE.
-    Answered(AnsweredState),
+    Answered(Box<AnsweredState>),
 }
 
 /// A peer without its connection: connection ids only mean something in the process that
@@ -287,7 +287,7 @@ impl Core {
             let i = routing.health.iter().position(|h| Arc::ptr_eq(h, d))?;
             u32::try_from(i).ok()
         });
-        Some(CallState::Answered(AnsweredState {
+        Some(CallState::Answered(Box::new(AnsweredState {
             id,
             dest,
             answered_ago: now.saturating_duration_since(since),
@@ -299,7 +299,7 @@ impl Core {
                 .map(|s| now.saturating_duration_since(s)),
             info,
             cseq,
-        }))
+        })))
     }
 
     /// Takes over `state` (exported by another node, or this one before a restart) at `now`:
@@ -315,7 +315,7 @@ impl Core {
     ) -> Result<(), RestoreError> {
         match state {
             CallState::Setup(s) => self.restore_setup(*s, now, out),
-            CallState::Answered(a) => self.restore_answered(a, now, out),
+            CallState::Answered(a) => self.restore_answered(*a, now, out),
         }
     }
 
