@@ -8,7 +8,8 @@
 //!   target's addresses are targets with its priority and weight; without SRV records, the
 //!   name's own addresses at the transport's default port. A target `.` means no service: no
 //!   target. IPv4 addresses are preferred where a name has both.
-//! - **When.** Every name at start, before the node takes calls, and again once its shortest
+//! - **When.** Every name at start, before the node takes calls (for at most `[dns] timeout`:
+//!   a name not answered by then is down until the refresher's answer), and again once its shortest
 //!   TTL has passed (clamped to `[dns] min_ttl..=max_ttl`). A name that does not resolve at
 //!   start is a warning and a destination that is down, never a failed start; one that stops
 //!   resolving keeps the targets it had (a DNS outage must not take a cloud away) and is asked
@@ -336,6 +337,14 @@ impl Lookups {
             .collect()
     }
 
+    /// Ends a batch of lookups: a name taken by [`take_due`](Self::take_due) that got no
+    /// answer (it ran out of time) is due again at once.
+    pub fn end_batch(&mut self) {
+        for n in &mut self.names {
+            n.asking = false;
+        }
+    }
+
     /// When the next lookup is due (`None`: no name to look up).
     pub fn next_at(&self) -> Option<Instant> {
         self.names
@@ -407,8 +416,12 @@ impl Lookups {
 }
 
 /// Looks the `due` names up at once on `resolver` (each bounded by its timeout) and hands each
-/// result back with what was asked.
-pub async fn ask(resolver: &Arc<Resolver>, due: Vec<Due>) -> Vec<(Due, Result<Answer, String>)> {
+/// result back with what was asked; with `within`, only those that answered by then.
+pub async fn ask(
+    resolver: &Arc<Resolver>,
+    due: Vec<Due>,
+    within: Option<Duration>,
+) -> Vec<(Due, Result<Answer, String>)> {
     let mut asks = tokio::task::JoinSet::new();
     for d in due {
         let resolver = resolver.clone();
@@ -417,10 +430,20 @@ pub async fn ask(resolver: &Arc<Resolver>, due: Vec<Due>) -> Vec<(Due, Result<An
             (d, result)
         });
     }
+    let deadline = within.map(|w| tokio::time::Instant::now() + w);
     let mut out = Vec::with_capacity(asks.len());
-    while let Some(done) = asks.join_next().await {
-        if let Ok(answer) = done {
-            out.push(answer);
+    loop {
+        let next = match deadline {
+            Some(at) => match tokio::time::timeout_at(at, asks.join_next()).await {
+                Ok(next) => next,
+                Err(_) => break, // the rest are aborted with the set
+            },
+            None => asks.join_next().await,
+        };
+        match next {
+            Some(Ok(answer)) => out.push(answer),
+            Some(Err(_)) => {} // a lookup that panicked: asked again next time
+            None => break,
         }
     }
     out
@@ -461,11 +484,11 @@ pub fn spawn_refresher<N: Names>(
                     drop(node);
                     if !due.is_empty() {
                         let answers = match &resolver {
-                            Some(r) => ask(r, due).await,
+                            Some(r) => ask(r, due, None).await,
                             None => match Resolver::new(&config) {
                                 Ok(r) => {
                                     let r = resolver.insert(Arc::new(r));
-                                    ask(r, due).await
+                                    ask(r, due, None).await
                                 }
                                 Err(e) => due.into_iter().map(|d| (d, Err(e.clone()))).collect(),
                             },
@@ -507,8 +530,15 @@ pub const LOOKUPS: &str = "pointsman_dns_lookups_total";
 /// See [`record`].
 pub const TARGETS: &str = "pointsman_dns_targets";
 
+/// How long the first lookups of a rule set may hold its start or reload: one query's
+/// timeout. A name not answered by then is down, and looked up again at once by the refresher.
+pub fn first_lookup_bound(config: &DnsConfig) -> Duration {
+    config.timeout
+}
+
 /// Looks every name of `lookups` up once, now, on a runtime of its own (at start and on
-/// reload, before the rules are put in force); `Err` only when no resolver can be made.
+/// reload, before the rules are put in force), for at most [`first_lookup_bound`]; `Err`
+/// only when no resolver can be made.
 pub fn lookup_now(config: &DnsConfig, lookups: &mut Lookups) -> Result<(), String> {
     let due = lookups.take_due(Instant::now());
     if due.is_empty() {
@@ -520,13 +550,14 @@ pub fn lookup_now(config: &DnsConfig, lookups: &mut Lookups) -> Result<(), Strin
         .map_err(|e| format!("cannot start the DNS lookups: {e}"))?;
     let answers = runtime.block_on(async {
         let resolver = Arc::new(Resolver::new(config)?);
-        Ok::<_, String>(ask(&resolver, due).await)
-    })?;
+        Ok::<_, String>(ask(&resolver, due, Some(first_lookup_bound(config))).await)
+    });
     let now = Instant::now();
-    for (due, result) in answers {
+    for (due, result) in answers.iter().flatten().cloned() {
         lookups.answer(due.generation, due.dest, result, now);
     }
-    Ok(())
+    lookups.end_batch();
+    answers.map(|_| ())
 }
 
 #[cfg(test)]

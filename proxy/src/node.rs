@@ -172,7 +172,7 @@ fn first_lookups(router: &Router, config: &DnsConfig, generation: u64) -> Lookup
             ),
             None if name.answered_at.is_none() => warn!(
                 destination = %name.destination.name,
-                "DNS: the destination's name was not looked up: it is down until it is"
+                "DNS: the destination's name did not resolve in time: it is down until it does"
             ),
             None => info!(
                 destination = %name.destination.name,
@@ -522,6 +522,7 @@ impl dns::Names for Node {
             let targets = lookups.name(due.dest).map_or(0, |n| n.targets.len());
             dns::record(self.metrics.recorder(), name, ok, targets);
         }
+        lookups.end_batch();
         if changed {
             let router = state.running.router.with_targets(&lookups.resolved());
             let addrs = addresses(&router);

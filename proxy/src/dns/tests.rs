@@ -313,3 +313,24 @@ fn a_name_keeps_at_most_max_targets_the_first_in_srv_order() {
     assert_eq!(kept[0].priority, 0, "the lowest priorities are kept");
     assert!(kept.iter().all(|t| t.priority < MAX_TARGETS as u16));
 }
+
+#[test]
+fn a_first_lookup_that_does_not_answer_in_time_leaves_the_name_down_and_due_at_once() {
+    // A bound socket that never answers.
+    let silent = std::net::UdpSocket::bind(SocketAddr::new(ip(1), 0)).unwrap();
+    let config = DnsConfig {
+        servers: vec![silent.local_addr().unwrap()],
+        timeout: Duration::from_millis(100),
+        ..DnsConfig::default()
+    };
+    let rules = router(&[("cloud", "cloud.test", "udp")]);
+    let mut l = Lookups::new(&rules, &config, 0, Instant::now());
+    lookup_now(&config, &mut l).expect("a resolver");
+    let name = &l.names[0];
+    assert!(
+        name.targets.is_empty() && name.answered_at.is_none(),
+        "{name:?}"
+    );
+    // Down now, and the refresher takes it again at once.
+    assert_eq!(l.take_due(Instant::now()).len(), 1);
+}
