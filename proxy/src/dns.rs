@@ -261,7 +261,8 @@ pub struct NameState {
     pub dest: DestId,
     /// The destination as configured (what is looked up).
     pub destination: Destination,
-    /// The targets in force: the last answer that gave any, or none yet.
+    /// The targets in force: the last answer's, kept through failed lookups (none before the
+    /// first answer).
     pub targets: Vec<Resolved>,
     /// Why the last lookup failed (`None`: it answered).
     pub error: Option<String>,
