@@ -81,8 +81,8 @@ pub trait NodeControl: Send + Sync + 'static {
     fn set_hep(&self, _on: bool) -> Option<bool> {
         None
     }
-    /// This node's calls in setup and answered (`GET /calls`); a pair's peer's replicas are
-    /// not among them.
+    /// This node's calls in setup and answered (`GET /calls`), and those of a pair's peer
+    /// that is down, held here as its replicas (with their `owner`).
     fn calls(&self) -> Vec<CallSummary> {
         Vec::new()
     }
@@ -1309,49 +1309,59 @@ pub fn render_status(destinations: &[DestinationStatus], colour: bool) -> String
             ]
         })
         .collect();
-    let mut widths = HEADER.map(|h| h.chars().count());
-    for row in &rows {
+    let paint = |i: usize, cell: &str| match i {
+        _ if !colour => None,
+        STATE => state_colour(cell),
+        AT_CAP if matches!(cell, "CALLS" | "CPS") => Some("33"),
+        _ => None,
+    };
+    aligned_table(HEADER, RIGHT, &rows, paint, "(no destinations)")
+}
+
+/// A table as the CLI prints it: the header, then one line per row, columns two spaces apart
+/// and as wide as their widest cell, `right` ones right-aligned, no trailing spaces; `empty`
+/// under the header when there is no row. `paint` gives a row cell's ANSI SGR colour code.
+fn aligned_table<const N: usize>(
+    header: [&str; N],
+    right: [bool; N],
+    rows: &[[String; N]],
+    paint: impl Fn(usize, &str) -> Option<&'static str>,
+    empty: &str,
+) -> String {
+    let mut widths = header.map(|h| h.chars().count());
+    for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: [&str; 12], is_header: bool| {
+    let mut line = |cells: [&str; N], is_header: bool| {
         let mut text = String::new();
         for (i, cell) in cells.iter().enumerate() {
-            let pad = widths[i].saturating_sub(cell.chars().count());
-            let last = i == cells.len() - 1;
-            let code = match i {
-                STATE => state_colour(cell),
-                AT_CAP if matches!(*cell, "CALLS" | "CPS") => Some("33"),
-                _ => None,
+            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
+            let shown = match paint(i, cell).filter(|_| !is_header) {
+                Some(code) => format!("\x1b[{code}m{cell}\x1b[0m"),
+                None => (*cell).to_string(),
             };
-            let shown = match (colour && !is_header, code) {
-                (true, Some(code)) => format!("\x1b[{code}m{cell}\x1b[0m"),
-                _ => (*cell).to_string(),
-            };
-            if RIGHT[i] {
-                text.push_str(&" ".repeat(pad));
+            if right[i] {
+                text.push_str(&pad);
                 text.push_str(&shown);
             } else {
                 text.push_str(&shown);
-                if !last {
-                    text.push_str(&" ".repeat(pad));
-                }
+                text.push_str(&pad);
             }
-            if !last {
-                text.push_str("  ");
-            }
+            text.push_str("  ");
         }
         out.push_str(text.trim_end());
         out.push('\n');
     };
-    line(HEADER, true);
-    for row in &rows {
+    line(header, true);
+    for row in rows {
         line(row.each_ref().map(String::as_str), false);
     }
     if rows.is_empty() {
-        out.push_str("(no destinations)\n");
+        out.push_str(empty);
+        out.push('\n');
     }
     out
 }
@@ -1391,37 +1401,9 @@ pub fn render_calls(calls: &[CallSummary]) -> String {
             ]
         })
         .collect();
-    let mut widths = HEADER.map(|h| h.chars().count());
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: [&str; 7]| {
-        let mut text = String::new();
-        for (i, cell) in cells.iter().enumerate() {
-            text.push_str(cell);
-            // The age is a number: right-aligned.
-            let pad = " ".repeat(widths[i].saturating_sub(cell.chars().count()));
-            if i == 2 {
-                text.insert_str(text.len() - cell.len(), &pad);
-            } else {
-                text.push_str(&pad);
-            }
-            text.push_str("  ");
-        }
-        out.push_str(text.trim_end());
-        out.push('\n');
-    };
-    line(HEADER);
-    for row in &rows {
-        line(row.each_ref().map(String::as_str));
-    }
-    if rows.is_empty() {
-        out.push_str("(no calls)\n");
-    }
-    out
+    // The age is a number: right-aligned.
+    let right = [false, false, true, false, false, false, false];
+    aligned_table(HEADER, right, &rows, |_, _| None, "(no calls)")
 }
 
 /// The ANSI SGR code for a state word.
