@@ -110,16 +110,8 @@ impl Resolver {
     pub async fn lookup(&self, dest: &Destination) -> Result<Answer, String> {
         let now = Instant::now();
         match dest.lookup {
-            Lookup::Literal => {
-                let ip: IpAddr = dest
-                    .host
-                    .parse()
-                    .map_err(|_| format!("{} is not an IP address", dest.host))?;
-                Ok(Answer {
-                    targets: vec![plain(SocketAddr::new(ip, dest.port), &dest.host)],
-                    ttl: Duration::MAX,
-                })
-            }
+            // Never asked: [`Lookups`] holds names only.
+            Lookup::Literal => Err(format!("{} is an address, not a name", dest.host)),
             Lookup::Address => self.addresses(&dest.host, dest.port, now).await,
             Lookup::Service => self.service(dest, now).await,
         }

@@ -72,6 +72,22 @@ pub struct Node {
 /// bound. Targets past it are counted under `NAME@other`.
 pub const MAX_TARGET_SERIES: usize = 1024;
 
+/// One rule set's [`Routing`]: `router`'s destinations at `addrs`, their health as adopted
+/// (destinations that keep their name and address keep theirs) and metric handles.
+fn routing_of(
+    health: &Health,
+    series: &mut TargetSeries,
+    metrics: &Metrics,
+    router: Arc<Router>,
+    addrs: Vec<SocketAddr>,
+    now: Instant,
+) -> Routing {
+    let view = health.adopt(&router, now);
+    let (dests, routes) = series.names(&router);
+    let bound = metrics.rebind(&dests, &routes);
+    Routing::new(router, addrs, view, bound)
+}
+
 /// The metric names of the destinations of a router: a target's own name while fewer than
 /// [`MAX_TARGET_SERIES`] targets have had one, else its destination's `NAME@other`.
 #[derive(Default)]
@@ -144,26 +160,26 @@ fn tls_addresses(router: &Router, addrs: &[SocketAddr]) -> Vec<tls::DestinationA
         .collect()
 }
 
-/// Counts what the first lookups gave, per name.
-fn record_lookups(metrics: &Metrics, lookups: &Lookups) {
-    for name in &lookups.names {
-        dns::record(
-            metrics.recorder(),
-            &name.destination.name,
-            name.error.is_none() && name.answered_at.is_some(),
-            name.targets.len(),
-        );
-    }
-}
-
-/// The first lookups of `router`'s names (at start, on reload): every failure is a warning, and
-/// the destination is down until a lookup answers.
-fn first_lookups(router: &Router, config: &DnsConfig, generation: u64) -> Lookups {
+/// The first lookups of `router`'s names (at start, on reload), counted in `metrics`: every
+/// failure is a warning, and the destination is down until a lookup answers.
+fn first_lookups(
+    router: &Router,
+    config: &DnsConfig,
+    generation: u64,
+    metrics: &Metrics,
+) -> Lookups {
     let mut lookups = Lookups::new(router, config, generation, Instant::now());
     if let Err(e) = dns::lookup_now(config, &mut lookups) {
         warn!(error = %e, "DNS: no destination given by name can be looked up");
     }
     for name in &lookups.names {
+        let answered = name.error.is_none() && name.answered_at.is_some();
+        dns::record(
+            metrics.recorder(),
+            &name.destination.name,
+            answered,
+            name.targets.len(),
+        );
         match &name.error {
             Some(error) => warn!(
                 destination = %name.destination.name,
@@ -201,8 +217,7 @@ impl Node {
         let (metrics, handle) = crate::exporter::install(&dests, &routes)
             .map_err(|e| anyhow!("cannot install the metrics recorder: {e}"))?;
         let process = crate::process::ProcessMetrics::register(metrics.recorder(), now);
-        let lookups = first_lookups(&cfg.router, &cfg.dns, 0);
-        record_lookups(&metrics, &lookups);
+        let lookups = first_lookups(&cfg.router, &cfg.dns, 0, &metrics);
         let router = Arc::new(cfg.router.with_targets(&lookups.resolved()));
         let addrs = addresses(&router);
         let tls_addrs = tls_addresses(&router, &addrs);
@@ -212,7 +227,8 @@ impl Node {
                 anyhow!("cannot load the TLS files:\n{}", errors.join("\n"))
             })?;
         let tls = Arc::new(tls);
-        let view = health.adopt(&router, now);
+        let mut series = TargetSeries::default();
+        let routing = routing_of(&health, &mut series, &metrics, router, addrs, now);
         let prober = Prober::spawn_with_tls(
             ProberConfig {
                 source: cfg.health.source,
@@ -222,7 +238,7 @@ impl Node {
                 node_id: cfg.node_id,
                 contact: Some(cfg.advertise.clone()).filter(|a| !a.is_empty()),
             },
-            view.clone(),
+            routing.health.clone(),
             Some(tls.clone()),
             if cfg.health.from_listener {
                 egress
@@ -236,10 +252,6 @@ impl Node {
                 cfg.health.source
             )
         })?;
-        let mut series = TargetSeries::default();
-        let (dests, routes) = series.names(&router);
-        let metrics_bound = metrics.rebind(&dests, &routes);
-        let routing = Routing::new(router.clone(), addrs, view, metrics_bound);
         let hep = match &cfg.hep {
             Some(h) => Some(
                 crate::hep::Hep::start(h)
@@ -400,8 +412,7 @@ impl Node {
             Err(errors) => return refuse(errors.0.iter().map(ToString::to_string).collect()),
         };
         let generation = self.lookups().generation + 1;
-        let lookups = first_lookups(&new.router, &self.dns, generation);
-        record_lookups(&self.metrics, &lookups);
+        let lookups = first_lookups(&new.router, &self.dns, generation, &self.metrics);
         let router = new.router.with_targets(&lookups.resolved());
         let addrs = addresses(&router);
         // Certificates and keys: re-read, and swapped for the next handshakes only if every
@@ -445,28 +456,25 @@ impl Node {
         self.lookups.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes `router` (with its destinations at `addrs`) the routing of new calls: TLS
-    /// settings by address, health (destinations that keep their name and address keep
-    /// theirs), metric handles, the core's snapshot and the prober's list.
+    /// Makes `router` (with its destinations at `addrs`) the routing of new calls: health
+    /// (destinations that keep their name and address keep theirs), metric handles, the core's
+    /// snapshot and the prober's list. The TLS settings by address are the caller's to set
+    /// first.
     fn put_in_force(&self, router: Arc<Router>, addrs: Vec<SocketAddr>) {
-        self.tls.set_addresses(&tls_addresses(&router, &addrs));
-        let view = self.health.adopt(&router, Instant::now());
-        let (dests, routes) = self
-            .series
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .names(&router);
-        let routing = Routing::new(
+        let now = Instant::now();
+        let routing = routing_of(
+            &self.health,
+            &mut self.series.lock().unwrap_or_else(|p| p.into_inner()),
+            &self.metrics,
             router.clone(),
             addrs,
-            view.clone(),
-            self.metrics.rebind(&dests, &routes),
+            now,
         );
+        let view = routing.health.clone();
         self.core.set_routing(routing);
         self.prober.set(view.clone());
         // A target found after an operator drained (or put in maintenance, or forced up) its
         // name gets the same: the action was on the name.
-        let now = Instant::now();
         for parent in 0..router.configured_destinations() {
             let parent = DestId(parent as u32);
             let Some(targets) = router.targets(parent) else {
@@ -500,32 +508,37 @@ impl dns::Names for Node {
         let mut lookups = self.lookups();
         let mut changed = false;
         for (due, result) in answers {
+            if due.generation != lookups.generation {
+                continue; // for rules no longer in force
+            }
             let name = due.destination.name.as_str();
             let ok = result.is_ok();
-            if let Err(error) = &result {
+            let failed_before = lookups.name(due.dest).and_then(|n| n.error.clone());
+            let this_changed = lookups.answer(due.generation, due.dest, result, now);
+            changed |= this_changed;
+            let Some(looked) = lookups.name(due.dest) else {
+                continue;
+            };
+            match (&looked.error, &failed_before) {
                 // Said once per failure, not at every retry of an outage.
-                let before = lookups.name(due.dest).and_then(|n| n.error.as_ref());
-                if before != Some(error) {
+                (Some(error), before) if before.as_ref() != Some(error) => {
                     warn!(destination = name, %error, "DNS: the lookup failed: the destination keeps the targets it had");
                 }
-            } else if lookups.name(due.dest).is_some_and(|n| n.error.is_some()) {
-                info!(destination = name, "DNS: the name resolves again");
+                (None, Some(_)) => info!(destination = name, "DNS: the name resolves again"),
+                _ => {}
             }
-            if lookups.answer(due.generation, due.dest, result, now) {
-                changed = true;
-                let targets: Vec<String> = lookups
-                    .name(due.dest)
-                    .map(|n| n.targets.iter().map(|t| t.addr.to_string()).collect())
-                    .unwrap_or_default();
+            if this_changed {
+                let targets: Vec<String> =
+                    looked.targets.iter().map(|t| t.addr.to_string()).collect();
                 info!(destination = name, targets = %targets.join(", "), "DNS: the destination's targets changed");
             }
-            let targets = lookups.name(due.dest).map_or(0, |n| n.targets.len());
-            dns::record(self.metrics.recorder(), name, ok, targets);
+            dns::record(self.metrics.recorder(), name, ok, looked.targets.len());
         }
         lookups.end_batch();
         if changed {
             let router = state.running.router.with_targets(&lookups.resolved());
             let addrs = addresses(&router);
+            self.tls.set_addresses(&tls_addresses(&router, &addrs));
             self.put_in_force(Arc::new(router), addrs);
         }
     }

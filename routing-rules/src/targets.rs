@@ -55,8 +55,13 @@ impl Router {
         let configured = self.configured_destinations();
         router.rules.destinations.truncate(configured);
         router.attrs.truncate(configured);
-        router.targets = vec![None; configured];
-        router.target_of = vec![None; configured];
+        // A router without names keeps both tables empty: planning its calls skips the lookup.
+        let names = self.rules.destinations[..configured]
+            .iter()
+            .any(|d| d.lookup.is_dns());
+        let size = if names { configured } else { 0 };
+        router.targets = vec![None; size];
+        router.target_of = vec![None; size];
         for i in 0..configured {
             let parent = DestId(i as u32);
             if !router.rules.destinations[i].lookup.is_dns() {
@@ -133,7 +138,7 @@ impl Router {
         call: &Call<'_>,
         available: &dyn Fn(DestId) -> bool,
     ) -> Vec<DestId> {
-        if self.targets.iter().all(Option::is_none) {
+        if self.targets.is_empty() {
             return members;
         }
         let mut out = Vec::with_capacity(members.len());

@@ -59,7 +59,7 @@ impl CallStage {
 pub struct CallSummary {
     pub call_id: String,
     pub state: CallStage,
-    /// The route that took it (`None`: no route matched, or a call restored from a replica).
+    /// The route that took it (`None`: no route matched).
     pub route: Option<String>,
     /// In setup: the destination of the branch tried now (the latest one still live); answered:
     /// the destination that answered.
@@ -385,11 +385,14 @@ fn setup_summary(c: &Call, now: Instant) -> Option<CallSummary> {
     Some(summary_in_setup(
         &c.request()?,
         c.route.map(|r| router.route(r).name.clone()),
-        c.branches.iter().map(|b| BranchView {
-            dest: b.target.dest.map(|d| router.destination(d).name.clone()),
-            status: b.status,
-            abandoned: b.abandoned,
-        }),
+        c.branches
+            .iter()
+            .map(|b| BranchView {
+                dest: b.target.dest.map(|d| router.destination(d).name.clone()),
+                status: b.status,
+                abandoned: b.abandoned,
+            })
+            .collect(),
         now.saturating_duration_since(c.started),
     ))
 }
@@ -405,11 +408,10 @@ struct BranchView {
 fn summary_in_setup(
     req: &Message<'_>,
     route: Option<String>,
-    branches: impl Iterator<Item = BranchView>,
+    branches: Vec<BranchView>,
     age: Duration,
 ) -> CallSummary {
     let (from, to) = requests::numbers(req);
-    let branches: Vec<BranchView> = branches.collect();
     let live = branches.iter().rev().find(|b| {
         !b.abandoned
             && matches!(
@@ -478,11 +480,14 @@ fn replica_summary(
             s.route
                 .and_then(|r| rules.routes.get(r as usize))
                 .map(|r| r.name.clone()),
-            s.branches.iter().map(|b| BranchView {
-                dest: b.target.dest.and_then(name),
-                status: b.status,
-                abandoned: b.abandoned,
-            }),
+            s.branches
+                .iter()
+                .map(|b| BranchView {
+                    dest: b.target.dest.and_then(name),
+                    status: b.status,
+                    abandoned: b.abandoned,
+                })
+                .collect(),
             s.started_ago + held,
         ),
         CallState::Answered(a) => {

@@ -159,6 +159,16 @@ impl Cluster {
             .map(|r| r.owner)
     }
 
+    /// The replica of `call_id` and its owner, taken, if its owner is down.
+    fn take_orphan(&self, call_id: &[u8]) -> Option<(u16, CallState)> {
+        let mut r = lock(&self.replicas);
+        let owner = r.by_call_id.get(call_id).map(|rep| rep.owner)?;
+        if self.is_up(owner) {
+            return None;
+        }
+        r.by_call_id.remove(call_id).map(|rep| (owner, rep.state))
+    }
+
     fn take_replica(&self, call_id: &[u8]) -> Option<CallState> {
         lock(&self.replicas)
             .by_call_id
@@ -480,14 +490,7 @@ impl Core {
     /// (an operator acts on it here).
     pub(super) fn adopt_orphan(&self, call_id: &[u8], now: Instant, out: &mut Vec<Output>) {
         let Some(cluster) = &self.cluster else { return };
-        let owner = {
-            let r = lock(&cluster.replicas);
-            match r.by_call_id.get(call_id) {
-                Some(rep) if !cluster.is_up(rep.owner) => rep.owner,
-                _ => return,
-            }
-        };
-        if let Some(state) = cluster.take_replica(call_id) {
+        if let Some((owner, state)) = cluster.take_orphan(call_id) {
             self.adopt(cluster, owner, call_id, state, now, out);
         }
     }
