@@ -75,6 +75,7 @@ cert = "{dir}/node-{i}.pem"
 key = "{dir}/node-{i}.key"
 ca = "{dir}/ca.pem"
 dead_after = "500ms"
+batch = "{batch}"
 
 [[destination]]
 name = "cloud1"
@@ -98,6 +99,8 @@ name = "default"
 tiers = ["clouds"]
 "#,
         id = i + 1,
+        // The bench's --batch; the tests run with the default.
+        batch = std::env::var("POINTSMAN_PAIR_BATCH").unwrap_or_else(|_| "1ms".into()),
         dir = dir.display(),
         c1 = CLOUD_IPS[0],
         c2 = CLOUD_IPS[1],
@@ -872,8 +875,8 @@ fn pair_bench() {
     let rate = env("POINTSMAN_PAIR_RATE", 1000);
     let seconds = env("POINTSMAN_PAIR_SECONDS", 10);
     let calls = rate * seconds;
-    println!("| run | calls | failed | node 1 CPU-µs/call | node 2 CPU-µs/call | link bytes/call | transit p50 | transit p99 | handed-over transit p50 | p99 |");
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
+    println!("| run | calls | failed | node 1 CPU-µs/call | node 2 CPU-µs/call | link bytes/call | transit p50 | transit p99 | confirmed p50 | p99 | handed-over transit p50 | p99 |");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
     let mut base = None;
     for (name, cluster, clouds_via) in [
         ("node 1 alone", false, 0),
@@ -911,7 +914,7 @@ fn pair_bench() {
             Some(b) => format!(" ({:.2}×)", n1 / b),
         };
         println!(
-            "| {name} | {calls} | {failed}{} | {n1:.1}{ratio} | {} | {:.0} | {} | {} | {} | {} |",
+            "| {name} | {calls} | {failed}{} | {n1:.1}{ratio} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
             if code == Some(0) {
                 ""
             } else {
@@ -921,6 +924,8 @@ fn pair_bench() {
             bytes / f64::from(calls),
             transit("pointsman_udp_transit_seconds", 0.5),
             transit("pointsman_udp_transit_seconds", 0.99),
+            transit("pointsman_cluster_confirm_seconds", 0.5),
+            transit("pointsman_cluster_confirm_seconds", 0.99),
             transit("pointsman_cluster_handover_seconds", 0.5),
             transit("pointsman_cluster_handover_seconds", 0.99),
         );

@@ -9,8 +9,9 @@
 //! - A replica travels as `(Call-ID, Option<CallState>)` in postcard inside the link's opaque
 //!   `Replicate` frame; a frame that does not decode is dropped and logged.
 //! - A replica the core asks to be confirmed (a new branch, an answer) goes as `Confirm { seq }`;
-//!   the peer stores it and answers `Confirmed(seq)`, which goes to the worker that waits
-//!   (its index is in the top bits of `seq`). The worker holds what the core said after it
+//!   the peer stores it and answers `Confirmed`, one frame for every `Confirm` of the burst of
+//!   frames it read together, at once; each number goes to the worker that waits (its index is
+//!   in the top bits of `seq`). The worker holds what the core said after it
 //!   until then, at most [`CONFIRM_WAIT`], or until a peer goes down.
 //! - When the link to a peer comes up, each side sends all its calls (`Snapshot` frames, then
 //!   `SnapshotDone` with its run's epoch). The receiver's replicas of that peer that the
@@ -53,6 +54,9 @@ pub const HANDOVER: &str = "pointsman_cluster_handover_seconds";
 /// The histogram of a confirmed call state's round trip: sent to the peers → every peer's
 /// `Confirmed` (what a worker held the call's sends for; the replication lag of what matters).
 pub const CONFIRM_LAG: &str = "pointsman_cluster_confirm_seconds";
+
+/// Link events handled together, at most: the `Confirm`s among them are answered in one frame.
+const EVENT_BURST: usize = 64;
 
 /// Calls per `Snapshot` frame: a few hundred KB at most, far under the link's frame bound.
 const SNAPSHOT_CHUNK: usize = 64;
@@ -205,9 +209,14 @@ pub(crate) fn serve_link_events(
             sinks,
             next_worker: 0,
             epochs: HashMap::new(),
+            confirming: Vec::new(),
         };
-        while let Some(event) = events.recv().await {
-            state.handle(event);
+        let mut burst = Vec::with_capacity(EVENT_BURST);
+        while events.recv_many(&mut burst, EVENT_BURST).await > 0 {
+            for event in burst.drain(..) {
+                state.handle(event);
+            }
+            state.confirm_burst();
         }
     });
     Ok(())
@@ -222,6 +231,8 @@ struct LinkIn {
     next_worker: usize,
     /// Each peer's run, from its last `SnapshotDone`.
     epochs: HashMap<u16, u64>,
+    /// The `Confirm`s of the burst being handled, kept: by peer, their numbers.
+    confirming: Vec<(u16, Vec<u64>)>,
 }
 
 impl LinkIn {
@@ -284,13 +295,18 @@ impl LinkIn {
             LinkEvent::Frame(peer, Frame::Confirm { seq, bytes }) => {
                 // Confirmed only once kept: the sender then acts on it.
                 if store(&self.core, peer, &bytes) {
-                    let _ = self.link.send(peer, Frame::Confirmed(seq));
+                    match self.confirming.iter_mut().find(|(p, _)| *p == peer) {
+                        Some((_, seqs)) => seqs.push(seq),
+                        None => self.confirming.push((peer, vec![seq])),
+                    }
                 }
             }
-            LinkEvent::Frame(_, Frame::Confirmed(seq)) => {
-                if let Some(sink) = self.sinks.get(worker_of(seq)) {
-                    // A full inbox: the wait ends at CONFIRM_WAIT instead.
-                    let _ = sink.try_deliver(Event::Confirmed(seq));
+            LinkEvent::Frame(_, Frame::Confirmed(seqs)) => {
+                for seq in seqs {
+                    if let Some(sink) = self.sinks.get(worker_of(seq)) {
+                        // A full inbox: the wait ends at CONFIRM_WAIT instead.
+                        let _ = sink.try_deliver(Event::Confirmed(seq));
+                    }
                 }
             }
             LinkEvent::Frame(
@@ -322,6 +338,13 @@ impl LinkIn {
                 }
             }
             LinkEvent::Frame(_, Frame::Hello { .. }) => {}
+        }
+    }
+
+    /// Answers the `Confirm`s of the burst just handled: one `Confirmed` to each peer, at once.
+    fn confirm_burst(&mut self) {
+        for (peer, seqs) in self.confirming.drain(..) {
+            let _ = self.link.send(peer, Frame::Confirmed(seqs));
         }
     }
 

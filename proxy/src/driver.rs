@@ -370,7 +370,9 @@ struct Worker {
     index: usize,
     /// What the core said after a call state the peers must confirm, held until they do, by
     /// confirmation number.
-    held: RefCell<std::collections::HashMap<u64, Held>>,
+    held: RefCell<std::collections::BTreeMap<u64, Held>>,
+    /// Wakes [`confirm_wait_loop`] when it has nothing held to wait on.
+    held_added: Notify,
     /// Confirmation numbers used so far.
     confirms: Cell<u64>,
     /// When the kernel took the datagram being handled (since the Unix epoch), if known: a
@@ -466,7 +468,8 @@ async fn worker(
         pair,
         probe_replies,
         index,
-        held: RefCell::new(std::collections::HashMap::new()),
+        held: RefCell::new(std::collections::BTreeMap::new()),
+        held_added: Notify::new(),
         confirms: Cell::new(0),
         receiving: Cell::new(None),
     });
@@ -482,6 +485,9 @@ async fn worker(
         tokio::task::spawn_local(udp_loop(w.clone(), sock.clone(), index));
     }
     tokio::task::spawn_local(timer_loop(w.clone()));
+    if w.pair.is_some() {
+        tokio::task::spawn_local(confirm_wait_loop(w.clone()));
+    }
     if let Some(plane) = media {
         tokio::task::spawn_local(media_poll_loop(w.clone(), plane));
     }
@@ -779,14 +785,7 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                         rest,
                     };
                     w.held.borrow_mut().insert(seq, held);
-                    let w = w.clone();
-                    tokio::task::spawn_local(async move {
-                        tokio::time::sleep(crate::cluster::CONFIRM_WAIT).await;
-                        if w.held.borrow().contains_key(&seq) {
-                            metrics::counter!("pointsman_cluster_unconfirmed_total").increment(1);
-                            confirmed(&w, seq, usize::MAX);
-                        }
-                    });
+                    w.held_added.notify_one();
                 }
             }
             Output::Timer { at, timer } => {
@@ -798,6 +797,30 @@ fn execute(w: &Rc<Worker>, out: &mut Vec<Output>) {
                 if w.wake_at.get().is_none_or(|wake| due < wake) {
                     w.wake_at.set(Some(due));
                     w.timer_added.notify_one();
+                }
+            }
+        }
+    }
+}
+
+/// Releases what waited on a confirmation for [`crate::cluster::CONFIRM_WAIT`]: one task for
+/// all of them, asleep until the oldest one's deadline (confirmation numbers grow with time,
+/// so the first held is the oldest), not a timer for each.
+async fn confirm_wait_loop(w: Rc<Worker>) {
+    let unconfirmed = metrics::counter!("pointsman_cluster_unconfirmed_total");
+    loop {
+        let oldest = w
+            .held
+            .borrow()
+            .first_key_value()
+            .map(|(seq, h)| (*seq, h.asked));
+        match oldest {
+            None => w.held_added.notified().await,
+            Some((seq, asked)) => {
+                tokio::time::sleep_until((asked + crate::cluster::CONFIRM_WAIT).into()).await;
+                if w.held.borrow().contains_key(&seq) {
+                    unconfirmed.increment(1);
+                    confirmed(&w, seq, usize::MAX);
                 }
             }
         }

@@ -959,6 +959,7 @@ destinations = ["primary"]
             key: "n.key".into(),
             ca: "ca.pem".into(),
             dead_after: std::time::Duration::from_secs(1),
+            batch: crate::link::DEFAULT_BATCH,
         });
         assert_eq!(restart_only(&running, &paired), ["cluster"]);
         let mut repeered = paired.clone();

@@ -260,6 +260,12 @@ impl Core {
                 return false;
             }
         }
+        let mut state = state;
+        if let (CallState::Setup(s), Some(earlier)) = (&mut state, r.by_call_id.get_mut(call_id)) {
+            if let CallState::Setup(e) = &mut earlier.state {
+                s.complete_from(e);
+            }
+        }
         let expires = now + replica_ttl(&state);
         r.by_call_id.insert(
             call_id.to_vec(),
@@ -718,11 +724,17 @@ impl Core {
             }
             return;
         };
+        let mut state = state;
         let known = match &state {
             CallState::Setup(s) => Known::Branches(s.branches.len()),
             CallState::Answered(a) => Known::Answered(Box::new(a.id.clone())),
         };
         let before = cluster.shared.insert(key, known.clone());
+        if let (Some(Known::Branches(n)), CallState::Setup(s)) = (&before, &mut state) {
+            // The peers have the INVITEs already (the link is ordered; a frame it dropped
+            // marks the peer unsynced, and the snapshot that syncs it again is whole).
+            s.leave_out_known(*n);
+        }
         let confirm = match (before, known) {
             (Some(Known::Branches(n)), Known::Branches(m)) => m > n,
             (None, Known::Branches(m)) => m > 0,

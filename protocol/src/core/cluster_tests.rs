@@ -304,6 +304,53 @@ fn a_call_is_replicated_while_in_setup_and_forgotten_once_when_it_ends() {
 }
 
 #[test]
+fn a_later_state_leaves_out_the_invites_the_peer_has_and_the_peer_completes_it_from_its_replica() {
+    let mut p = Pair::new();
+    let fwd = p.call_at_a("cl20");
+    p.a.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    let setups: Vec<SetupState> =
+        p.a.replicated
+            .iter()
+            .filter_map(|(_, s, _, _)| match s.as_deref() {
+                Some(CallState::Setup(s)) => Some((**s).clone()),
+                _ => None,
+            })
+            .collect();
+    let [first, later] = &setups[..] else {
+        panic!("the new branch and the 180: {setups:?}")
+    };
+    assert!(!first.request.is_empty() && !first.branches[0].tx.request.is_empty());
+    assert!(
+        later.request.is_empty() && later.branches[0].tx.request.is_empty(),
+        "the peer has both INVITEs"
+    );
+    assert!(later.server.last_response.is_some(), "what changed is sent");
+
+    // Alone, the later state cannot be carried on: it is refused, not restored half.
+    let fresh = Harness::new();
+    assert_eq!(
+        fresh.core.restore_call(
+            CallState::Setup(Box::new(later.clone())),
+            fresh.now,
+            &mut Vec::new()
+        ),
+        Err(RestoreError::Request)
+    );
+
+    // After the first, it is completed from it: the peer carries the call on.
+    p.sync();
+    p.a_dies();
+    p.b.receive(PRIMARY, &response_to(&fwd, 200, "p"));
+    assert_eq!(
+        p.b.lines_to(CARRIER),
+        vec!["SIP/2.0 200 Whatever"],
+        "the 180 went from node 1; the 200 from node 2"
+    );
+    assert_eq!(p.b.count_to(PRIMARY, "INVITE"), 0, "no second call");
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+}
+
+#[test]
 fn a_node_alone_neither_hands_over_nor_replicates() {
     let mut h = Harness::new();
     h.receive(CARRIER, &invite("cl10"));

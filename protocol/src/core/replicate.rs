@@ -98,9 +98,13 @@ pub struct BranchState {
 }
 
 /// A call in setup: the INVITE as received, its plan and position in it, its transactions.
+///
+/// The INVITEs never change: a state sent to a node that has an earlier one of the call leaves
+/// them out ([`SetupState::leave_out_known`]) and the receiver takes them from its earlier one
+/// ([`SetupState::complete_from`]). A state still missing one is refused by restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetupState {
-    /// The INVITE as received from the caller.
+    /// The INVITE as received from the caller (empty: left out).
     #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
     pub upstream: PeerState,
@@ -112,7 +116,7 @@ pub struct SetupState {
     pub survival_reject: Option<(u16, Option<Duration>)>,
     pub branches: Vec<BranchState>,
     /// Best final non-2xx so far: code and the bytes the caller would get.
-    pub best: Option<(u16, Vec<u8>)>,
+    pub best: Option<(u16, serde_bytes::ByteBuf)>,
     /// Initial INVITE (failover applies) or re-INVITE.
     pub failover: bool,
     /// How long before the export the INVITE arrived.
@@ -171,12 +175,39 @@ pub enum RestoreError {
     Route(u32),
     #[error("destination {0} is not in this node's rules")]
     Destination(u32),
-    #[error("a branch has no branch id, or names a step the plan does not have")]
+    #[error(
+        "a branch has no branch id, or no INVITE while it awaits its answer, or names a step \
+         the plan does not have"
+    )]
     Branch,
     #[error("the plan's position is past its end")]
     Plan,
     #[error("this node already holds the call")]
     Known,
+}
+
+impl SetupState {
+    /// Leaves out what a node that was sent a state of this call with its first `known`
+    /// branches has already: the caller's INVITE and those branches' INVITEs.
+    pub fn leave_out_known(&mut self, known: usize) {
+        self.request = Vec::new();
+        for b in self.branches.iter_mut().take(known) {
+            b.tx.request = Vec::new();
+        }
+    }
+
+    /// Takes what this state left out from `earlier`, a state of the same call: its INVITE, and
+    /// each branch's INVITE by branch id.
+    pub fn complete_from(&mut self, earlier: &mut SetupState) {
+        if self.request.is_empty() {
+            self.request = std::mem::take(&mut earlier.request);
+        }
+        for b in self.branches.iter_mut().filter(|b| b.tx.request.is_empty()) {
+            if let Some(e) = earlier.branches.iter_mut().find(|e| e.branch == b.branch) {
+                b.tx.request = std::mem::take(&mut e.tx.request);
+            }
+        }
+    }
 }
 
 /// `now - ago`, or `now` when the clock cannot go back that far.
@@ -351,7 +382,14 @@ impl Core {
         // Everything is checked before anything is registered or armed.
         let mut branches = Vec::with_capacity(s.branches.len());
         for b in s.branches {
-            if b.branch.is_empty() || b.step >= steps.len().max(1) {
+            // A branch still waiting on its final answer re-sends and cancels its INVITE: a
+            // state that left it out and found no earlier one to take it from is incomplete.
+            let unsent = b.tx.request.is_empty()
+                && matches!(
+                    b.tx.state,
+                    ClientInviteState::Calling | ClientInviteState::Proceeding
+                );
+            if b.branch.is_empty() || unsent || b.step >= steps.len().max(1) {
                 return Err(RestoreError::Branch);
             }
             let bkey = self.keys.client(b.branch.as_bytes(), MethodClass::Invite);
@@ -405,7 +443,7 @@ impl Core {
             survival_reject: s.survival_reject,
             branches: live,
             phase: CallPhase::Trying,
-            best: s.best.map(|(code, b)| (code, Bytes::from(b))),
+            best: s.best.map(|(code, b)| (code, Bytes::from(b.into_vec()))),
             failover: s.failover,
             started: before(now, s.started_ago),
             caller_cancelled: s.caller_cancelled,
@@ -538,7 +576,10 @@ fn setup_state(c: &Call, now: Instant) -> SetupState {
                 sent_ago: now.saturating_duration_since(b.sent),
             })
             .collect(),
-        best: c.best.as_ref().map(|(code, b)| (*code, b.to_vec())),
+        best: c
+            .best
+            .as_ref()
+            .map(|(code, b)| (*code, serde_bytes::ByteBuf::from(b.to_vec()))),
         failover: c.failover,
         started_ago: now.saturating_duration_since(c.started),
         caller_cancelled: c.caller_cancelled,

@@ -268,7 +268,11 @@ impl ClientInvite {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientInviteSnapshot {
     pub state: ClientInviteState,
+    /// The INVITE as sent. Empty in a replica that leaves it out: the receiver's earlier
+    /// replica of the branch has it.
+    #[serde(with = "serde_bytes")]
     pub request: Vec<u8>,
+    #[serde(with = "serde_bytes")]
     pub ack: Option<Vec<u8>>,
     pub reliable: bool,
     pub retransmit_interval: Duration,
@@ -605,6 +609,7 @@ impl ServerInvite {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInviteSnapshot {
     pub state: ServerInviteState,
+    #[serde(with = "serde_bytes")]
     pub last_response: Option<Vec<u8>>,
     pub reliable: bool,
     pub retransmit_interval: Duration,

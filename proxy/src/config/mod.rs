@@ -236,6 +236,9 @@ pub struct ClusterSection {
     /// A peer heard from for this long is declared dead (default 1s; 200ms..=10s).
     #[serde(default, with = "humantime_serde::option")]
     pub dead_after: Option<Duration>,
+    /// How long replicas and confirmations wait to share a packet (default 1ms; 0s..=20ms).
+    #[serde(default, with = "humantime_serde::option")]
+    pub batch: Option<Duration>,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -256,6 +259,7 @@ pub struct ClusterConfig {
     pub key: std::path::PathBuf,
     pub ca: std::path::PathBuf,
     pub dead_after: Duration,
+    pub batch: Duration,
 }
 
 impl ClusterConfig {
@@ -268,6 +272,7 @@ impl ClusterConfig {
             dead_after: self.dead_after,
             queue: crate::link::DEFAULT_QUEUE,
             max_frame: crate::link::DEFAULT_MAX_FRAME,
+            batch: self.batch,
         }
     }
 }
@@ -276,6 +281,10 @@ impl ClusterConfig {
 /// deaths; above 10 s calls wait too long for the survivor.
 pub const MIN_DEAD_AFTER: Duration = Duration::from_millis(200);
 pub const MAX_DEAD_AFTER: Duration = Duration::from_secs(10);
+
+/// Longest `cluster.batch`: what a new branch or an answer may be held for its confirmation,
+/// on top of the round trip, stays far below what a caller could notice.
+pub const MAX_BATCH: Duration = Duration::from_millis(20);
 
 /// `[dns]`: the lookups of destinations given by name (RFC 3263).
 #[derive(Clone, Debug, Deserialize, Default)]
@@ -1215,6 +1224,14 @@ fn validate_cluster(
         MAX_DEAD_AFTER,
         crate::link::DEFAULT_DEAD_AFTER,
     );
+    let batch = c.batch.unwrap_or(crate::link::DEFAULT_BATCH);
+    errors.duration_in(
+        "cluster.batch",
+        batch,
+        Duration::ZERO,
+        MAX_BATCH,
+        crate::link::DEFAULT_BATCH,
+    );
     let mut files = Vec::with_capacity(3);
     for (key, value) in [("cert", &c.cert), ("key", &c.key), ("ca", &c.ca)] {
         if value.trim().is_empty() {
@@ -1240,6 +1257,7 @@ fn validate_cluster(
         key,
         ca,
         dead_after,
+        batch,
     })
 }
 

@@ -4,7 +4,7 @@
 //! - **One endpoint per node**, bound on the node's unicast link address. Of two nodes, the one
 //!   with the lower node id dials (and redials, with [`backoff::Backoff`]); the other accepts.
 //! - **Trust and identity.** Both sides present their certificate and verify the other's chain
-//!   against the link CA (TLS 1.3, ALPN `pointsman-link/2`). The dialer also checks that the
+//!   against the link CA (TLS 1.3, ALPN `pointsman-link/3`). The dialer also checks that the
 //!   acceptor's certificate carries the IP address it dials. The peer is identified by the
 //!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
@@ -58,15 +58,15 @@ use tokio::task::JoinHandle;
 pub use wire::{Frame, FrameError, DEFAULT_MAX_FRAME};
 
 /// ALPN of the node link: a link of another protocol version fails the handshake.
-pub const ALPN: &[u8] = b"pointsman-link/2";
+pub const ALPN: &[u8] = b"pointsman-link/3";
 /// Default `[cluster] dead_after`.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(1);
 /// Default frames queued per peer before [`Link::send`] drops.
 pub const DEFAULT_QUEUE: usize = 1024;
 /// Frames written to a peer's stream at once, at most.
 const WRITE_BATCH: usize = 64;
-/// How long a frame nothing waits on may wait for others to share its packet.
-const COALESCE: Duration = Duration::from_millis(1);
+/// Default `[cluster] batch`: how long a frame waits for others to share its packet.
+pub const DEFAULT_BATCH: Duration = Duration::from_millis(1);
 /// How often a dialer connected over a peer's backup path tries its first path again.
 pub const FAILBACK: Duration = Duration::from_secs(2);
 /// Events buffered for the consumer of [`Link::events`].
@@ -98,6 +98,9 @@ pub struct LinkConfig {
     pub queue: usize,
     /// Bound on one received frame (bytes after the length prefix).
     pub max_frame: usize,
+    /// How long a frame (a replica, a confirmation) waits for others to share its packet; a
+    /// datagram handed to its owner never waits. Zero: each frame goes at once.
+    pub batch: Duration,
 }
 
 /// The node's identity on the link and the CA its peers must chain to.
@@ -213,6 +216,8 @@ struct PeerState {
     /// The index in `paths` of the connection up now (`usize::MAX`: none, or not told).
     path: std::sync::atomic::AtomicUsize,
     queue: mpsc::Sender<Frame>,
+    /// Cuts the writer's batch short: a frame that must not wait was queued.
+    urgent: tokio::sync::Notify,
     up: AtomicBool,
     /// Set when a frame for the peer was dropped: the consumer must resynchronise it.
     unsynced: AtomicBool,
@@ -239,6 +244,7 @@ impl PeerState {
             paths: std::iter::once(peer.address).chain(peer.backup).collect(),
             path: std::sync::atomic::AtomicUsize::new(usize::MAX),
             queue,
+            urgent: tokio::sync::Notify::new(),
             up: AtomicBool::new(false),
             unsynced: AtomicBool::new(false),
             dropped: AtomicU64::new(0),
@@ -256,14 +262,21 @@ impl PeerState {
         })
     }
 
-    /// Queues a frame without waiting; drops and counts it otherwise.
+    /// Queues a frame without waiting; drops and counts it otherwise. Only a frame that must
+    /// not wait wakes the writer while it gathers a batch.
     fn offer(&self, frame: Frame) -> Result<(), SendError> {
         if !self.up.load(Ordering::Acquire) {
             self.drop_frames(1);
             return Err(SendError::Down);
         }
+        let urgent = frame.is_urgent();
         match self.queue.try_send(frame) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                if urgent {
+                    self.urgent.notify_one();
+                }
+                Ok(())
+            }
             Err(mpsc::error::TrySendError::Full(_)) => {
                 self.drop_frames(1);
                 Err(SendError::Full)
@@ -310,6 +323,7 @@ struct Shared {
     epoch: u64,
     dead_after: Duration,
     max_frame: usize,
+    batch: Duration,
     endpoint: Endpoint,
     events: mpsc::Sender<LinkEvent>,
 }
@@ -352,6 +366,7 @@ impl Link {
             epoch,
             dead_after: config.dead_after,
             max_frame: config.max_frame,
+            batch: config.batch,
             endpoint,
             events: events_tx,
         });
@@ -890,32 +905,41 @@ async fn carry(
                 send
             }
         };
-        // Frames go out together: a frame something waits on (a confirmation, a datagram for
-        // its owner) at once, with whatever queued behind it; the others (replicas nobody
-        // waits on) after at most COALESCE, so that under load many share a QUIC packet and a
-        // system call instead of one each.
+        // Frames go out in batches under load: the first frame after a quiet spell wakes the
+        // writer and goes at once; then the writer gathers for `batch` without being woken
+        // again (the queue is not watched: a replica or a confirmation costs the worker no
+        // wake-up of this thread), writes what came in one go, and gathers again while frames
+        // keep coming. A frame that must not wait (a datagram for its owner, confirmations)
+        // cuts the gathering short. Under load a batch is a packet and a system call for many
+        // calls instead of a few for each.
         let mut frames = Vec::with_capacity(WRITE_BATCH);
         let mut bytes = Vec::new();
+        let mut quiet = true;
         loop {
-            // Counted as taken at once: a frame off the queue is lost if the connection ends
-            // before it is written.
-            let n = queue.recv_many(&mut frames, WRITE_BATCH).await;
-            if n == 0 {
+            if quiet && queue.recv_many(&mut frames, WRITE_BATCH).await == 0 {
                 break;
             }
-            peer.taken.fetch_add(n as u64, Ordering::Relaxed);
-            if !frames.iter().any(Frame::is_urgent) {
-                let deadline = tokio::time::Instant::now() + COALESCE;
-                while frames.len() < WRITE_BATCH && !frames.iter().any(Frame::is_urgent) {
-                    match tokio::time::timeout_at(deadline, queue.recv()).await {
-                        Ok(Some(frame)) => {
-                            peer.taken.fetch_add(1, Ordering::Relaxed);
-                            frames.push(frame);
-                        }
-                        Ok(None) | Err(_) => break,
-                    }
+            // After a quiet spell the first frames go at once: batches form only under load.
+            if !quiet && !shared.batch.is_zero() && !frames.iter().any(Frame::is_urgent) {
+                tokio::select! {
+                    biased;
+                    _ = peer.urgent.notified() => {}
+                    _ = tokio::time::sleep(shared.batch) => {}
                 }
             }
+            while frames.len() < WRITE_BATCH {
+                match queue.try_recv() {
+                    Ok(frame) => frames.push(frame),
+                    Err(_) => break,
+                }
+            }
+            quiet = frames.is_empty();
+            if quiet {
+                continue;
+            }
+            // Counted as taken at once: a frame off the queue is lost if the connection ends
+            // before it is written.
+            peer.taken.fetch_add(frames.len() as u64, Ordering::Relaxed);
             bytes.clear();
             let mut sent = 0;
             for frame in frames.drain(..) {

@@ -45,6 +45,7 @@ fn config(node_id: u16, peers: &[(u16, SocketAddr)]) -> LinkConfig {
         dead_after: DEAD_AFTER,
         queue: DEFAULT_QUEUE,
         max_frame: DEFAULT_MAX_FRAME,
+        batch: DEFAULT_BATCH,
     }
 }
 
@@ -148,6 +149,72 @@ async fn two_links_connect_and_exchange_frames_both_ways() {
     assert_eq!(
         one.send(9, Frame::Replicate(vec![])),
         Err(SendError::UnknownPeer)
+    );
+    assert_eq!(one.dropped(2), 0);
+}
+
+#[tokio::test]
+async fn under_load_frames_wait_for_the_batch_and_an_urgent_frame_takes_them_along_in_order() {
+    let ca = Ca::new("link ca");
+    // A batch far longer than the test: a frame that waits for it never arrives in time.
+    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
+    let (_e1, mut e2) = up(&one, &two).await;
+    let second = Duration::from_secs(2);
+    // After a quiet spell the first frame goes at once.
+    one.send(2, Frame::Replicate(vec![1])).unwrap();
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![1]))
+    );
+    // The writer now gathers: the next frames wait for the batch.
+    one.send(2, Frame::Replicate(vec![2])).unwrap();
+    one.send(
+        2,
+        Frame::Confirm {
+            seq: 7,
+            bytes: vec![3],
+        },
+    )
+    .unwrap();
+    assert!(
+        timeout(Duration::from_millis(300), e2.recv())
+            .await
+            .is_err(),
+        "a frame nothing waits on went before its batch"
+    );
+    // A datagram for its owner must not wait: it goes at once, with what waited before it.
+    let forward = Frame::Forward {
+        bytes: b"SIP/2.0 180 Ringing\r\n\r\n".to_vec(),
+        from: "192.0.2.1:5060".parse().unwrap(),
+        listener: 0,
+        received: None,
+    };
+    one.send(2, forward.clone()).unwrap();
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![2]))
+    );
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(
+            1,
+            Frame::Confirm {
+                seq: 7,
+                bytes: vec![3]
+            }
+        )
+    );
+    assert_eq!(next(&mut e2, second).await, LinkEvent::Frame(1, forward));
+    // Confirmations are urgent too: the peer's calls wait on them.
+    one.send(2, Frame::Replicate(vec![4])).unwrap();
+    one.send(2, Frame::Confirmed(vec![7, 8])).unwrap();
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![4]))
+    );
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Confirmed(vec![7, 8]))
     );
     assert_eq!(one.dropped(2), 0);
 }

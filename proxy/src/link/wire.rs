@@ -35,8 +35,9 @@ pub enum Frame {
         #[serde(with = "serde_bytes")]
         bytes: Vec<u8>,
     },
-    /// The peer has the state sent with `Confirm { seq }`.
-    Confirmed(u64),
+    /// The peer has the states sent with `Confirm { seq }` under these numbers (those that came
+    /// together are confirmed together).
+    Confirmed(Vec<u64>),
     /// Part of the sender's calls, sent when the link comes up (opaque to the link).
     Snapshot(#[serde(with = "serde_bytes")] Vec<u8>),
     /// The sender's snapshot is complete; `epoch` names the sender's run (a restarted node
@@ -45,15 +46,13 @@ pub enum Frame {
 }
 
 impl Frame {
-    /// Something waits on it (a confirmation, a datagram its owner must answer): it goes out
-    /// at once.
+    /// It must not wait for others to share its packet: a datagram its owner must answer (its
+    /// transit is the caller's), confirmations the peer's calls wait on (they answer a batch,
+    /// so they come one for many), the connection's first frame.
     pub fn is_urgent(&self) -> bool {
         matches!(
             self,
-            Frame::Forward { .. }
-                | Frame::Confirm { .. }
-                | Frame::Confirmed(_)
-                | Frame::Hello { .. }
+            Frame::Forward { .. } | Frame::Confirmed(_) | Frame::Hello { .. }
         )
     }
 }
