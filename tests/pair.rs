@@ -862,7 +862,9 @@ fn quantile_bound(metrics: &str, name: &str, q: f64) -> String {
 /// "The pair"): node 1 alone, node 1 replicating every call to node 2, and node 1 with every
 /// cloud response landing on node 2 and handed over. The carrier and the clouds are SIPp;
 /// clouds answer at once, calls are held 50 ms. `POINTSMAN_PAIR_RATE` (default 1000) calls/s
-/// for `POINTSMAN_PAIR_SECONDS` (default 10) s each.
+/// for `POINTSMAN_PAIR_SECONDS` (default 10) s each. The first two rows alternate for
+/// `POINTSMAN_PAIR_ROUNDS` (default 3) rounds, each ratio against the lone row just before it
+/// (the machine's speed drifts between minutes), and the median ratio is printed last.
 #[test]
 #[ignore = "a benchmark, not a test: benches/pair/run.sh runs it"]
 fn pair_bench() {
@@ -874,15 +876,22 @@ fn pair_bench() {
     };
     let rate = env("POINTSMAN_PAIR_RATE", 1000);
     let seconds = env("POINTSMAN_PAIR_SECONDS", 10);
+    let rounds = env("POINTSMAN_PAIR_ROUNDS", 3).max(1);
     let calls = rate * seconds;
     println!("| run | calls | failed | node 1 CPU-µs/call | node 2 CPU-µs/call | link bytes/call | transit p50 | transit p99 | confirmed p50 | p99 | handed-over transit p50 | p99 |");
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|");
-    let mut base = None;
-    for (name, cluster, clouds_via) in [
-        ("node 1 alone", false, 0),
-        ("node 1 replicating to node 2", true, 0),
-        ("responses landing on node 2, handed to node 1", true, 1),
-    ] {
+    let alone = ("node 1 alone", false, 0);
+    let replicating = ("node 1 replicating to node 2", true, 0);
+    let handed_over = ("responses landing on node 2, handed to node 1", true, 1);
+    let mut runs = Vec::new();
+    for _ in 0..rounds {
+        runs.push(alone);
+        runs.push(replicating);
+    }
+    runs.push(handed_over);
+    let mut base = f64::NAN;
+    let mut ratios = Vec::new();
+    for (name, cluster, clouds_via) in runs {
         let pair = Pair::start_with(&Setup {
             cluster,
             cloud_xml: "cloud_uas.xml",
@@ -906,12 +915,14 @@ fn pair_bench() {
         let transit = |name: &str, q: f64| quantile_bound(&text, name, q);
         let failed = carrier.count("FailedCall(C)");
         let n1 = per_call(0).unwrap_or(f64::NAN);
-        let ratio = match base {
-            None => {
-                base = Some(n1);
-                String::new()
+        let ratio = if cluster {
+            if clouds_via == 0 {
+                ratios.push(n1 / base);
             }
-            Some(b) => format!(" ({:.2}×)", n1 / b),
+            format!(" ({:.2}×)", n1 / base)
+        } else {
+            base = n1;
+            String::new()
         };
         println!(
             "| {name} | {calls} | {failed}{} | {n1:.1}{ratio} | {} | {:.0} | {} | {} | {} | {} | {} | {} |",
@@ -930,4 +941,12 @@ fn pair_bench() {
             transit("pointsman_cluster_handover_seconds", 0.99),
         );
     }
+    ratios.sort_by(f64::total_cmp);
+    let shown: Vec<String> = ratios.iter().map(|r| format!("{r:.2}×")).collect();
+    println!(
+        "| replicating ÷ alone, median of {} rounds | **{:.2}×** ({}) | | | | | | | | | | |",
+        ratios.len(),
+        ratios[ratios.len() / 2],
+        shown.join(", ")
+    );
 }

@@ -296,7 +296,7 @@ impl Core {
                     return None;
                 }
                 let call_id = c.request().map(|r| r.slice(r.call_id).to_vec())?;
-                Some((call_id, self.export_locked(&c, now)))
+                Some((call_id, self.export_locked(&c, now, None)))
             })
             .collect();
         let dialogs: Vec<DialogId> = cluster
@@ -634,6 +634,11 @@ impl Core {
             }
             return;
         }
+        if msg.code() == Some(100) {
+            // A 100 only stops the branch's retransmissions: a survivor that did not hear of
+            // it retransmits once and gets it again. Not worth a replica on every call.
+            return;
+        }
         match method {
             Some(Method::Invite | Method::Cancel | Method::Ack) => {
                 let call = if !msg.is_request() {
@@ -692,7 +697,16 @@ impl Core {
         out: &mut Vec<Output>,
     ) {
         let state = match c.phase {
-            CallPhase::Trying => Some(self.export_locked(&c, now)),
+            CallPhase::Trying => {
+                // The peers have the INVITEs of a state sent before (the link is ordered; a
+                // frame it dropped marks the peer unsynced, and the snapshot that syncs it
+                // again is whole).
+                let known = match cluster.shared.get(&self.keys.of(&[call_id])).as_deref() {
+                    Some(Known::Branches(n)) => Some(*n),
+                    _ => None,
+                };
+                Some(self.export_locked(&c, now, known))
+            }
             CallPhase::Finished => None,
             CallPhase::Answered => return,
         };
@@ -724,17 +738,11 @@ impl Core {
             }
             return;
         };
-        let mut state = state;
         let known = match &state {
             CallState::Setup(s) => Known::Branches(s.branches.len()),
             CallState::Answered(a) => Known::Answered(Box::new(a.id.clone())),
         };
         let before = cluster.shared.insert(key, known.clone());
-        if let (Some(Known::Branches(n)), CallState::Setup(s)) = (&before, &mut state) {
-            // The peers have the INVITEs already (the link is ordered; a frame it dropped
-            // marks the peer unsynced, and the snapshot that syncs it again is whole).
-            s.leave_out_known(*n);
-        }
         let confirm = match (before, known) {
             (Some(Known::Branches(n)), Known::Branches(m)) => m > n,
             (None, Known::Branches(m)) => m > 0,

@@ -351,6 +351,21 @@ fn a_later_state_leaves_out_the_invites_the_peer_has_and_the_peer_completes_it_f
 }
 
 #[test]
+fn a_100_is_not_replicated_and_the_call_is_carried_on_without_it() {
+    let mut p = Pair::new();
+    let fwd = p.call_at_a("cl21");
+    p.sync();
+    p.a.receive(PRIMARY, &response_to(&fwd, 100, ""));
+    assert!(p.a.replicated.is_empty(), "{:?}", p.a.replicated);
+    p.a_dies();
+    // The survivor takes the branch as still calling: the 180 finds it, no second INVITE.
+    p.b.receive(PRIMARY, &response_to(&fwd, 180, "p"));
+    assert_eq!(p.b.lines_to(CARRIER), vec!["SIP/2.0 180 Whatever"]);
+    assert_eq!(p.b.count_to(PRIMARY, "INVITE"), 0, "no second call");
+    assert_eq!(adopted(&p.b, "setup"), 1.0);
+}
+
+#[test]
 fn a_node_alone_neither_hands_over_nor_replicates() {
     let mut h = Harness::new();
     h.receive(CARRIER, &invite("cl10"));

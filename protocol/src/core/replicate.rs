@@ -100,8 +100,8 @@ pub struct BranchState {
 /// A call in setup: the INVITE as received, its plan and position in it, its transactions.
 ///
 /// The INVITEs never change: a state sent to a node that has an earlier one of the call leaves
-/// them out ([`SetupState::leave_out_known`]) and the receiver takes them from its earlier one
-/// ([`SetupState::complete_from`]). A state still missing one is refused by restore.
+/// them out (exported with the branches the node knows) and the receiver takes them from its
+/// earlier one ([`SetupState::complete_from`]). A state still missing one is refused by restore.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetupState {
     /// The INVITE as received from the caller (empty: left out).
@@ -187,15 +187,6 @@ pub enum RestoreError {
 }
 
 impl SetupState {
-    /// Leaves out what a node that was sent a state of this call with its first `known`
-    /// branches has already: the caller's INVITE and those branches' INVITEs.
-    pub fn leave_out_known(&mut self, known: usize) {
-        self.request = Vec::new();
-        for b in self.branches.iter_mut().take(known) {
-            b.tx.request = Vec::new();
-        }
-    }
-
     /// Takes what this state left out from `earlier`, a state of the same call: its INVITE, and
     /// each branch's INVITE by branch id.
     pub fn complete_from(&mut self, earlier: &mut SetupState) {
@@ -264,7 +255,7 @@ impl Core {
             if req.slice(req.call_id) != call_id {
                 return None;
             }
-            Some(CallState::Setup(Box::new(setup_state(&c, now))))
+            Some(CallState::Setup(Box::new(setup_state(&c, now, None))))
         })
     }
 
@@ -280,9 +271,10 @@ impl Core {
             .collect()
     }
 
-    /// The call in setup `c` (locked by the caller), as of `now`.
-    pub(super) fn export_locked(&self, c: &Call, now: Instant) -> CallState {
-        CallState::Setup(Box::new(setup_state(c, now)))
+    /// The call in setup `c` (locked by the caller), as of `now`. With `known`, for a node that
+    /// has a state of the call with its first `known` branches: the INVITEs it has are left out.
+    pub(super) fn export_locked(&self, c: &Call, now: Instant, known: Option<usize>) -> CallState {
+        CallState::Setup(Box::new(setup_state(c, now, known)))
     }
 
     /// The answered dialog `id`, as of `now`. The call goes on here: this is a copy.
@@ -547,9 +539,14 @@ impl Core {
 }
 
 /// A call in setup as plain data.
-fn setup_state(c: &Call, now: Instant) -> SetupState {
+/// Call `c` in setup as of `now`; `known`: see [`Core::export_locked`].
+fn setup_state(c: &Call, now: Instant, known: Option<usize>) -> SetupState {
+    let branches_known = known.unwrap_or(0);
     SetupState {
-        request: c.request.to_vec(),
+        request: match known {
+            Some(_) => Vec::new(),
+            None => c.request.to_vec(),
+        },
         upstream: PeerState::of(c.upstream),
         route: c.route.map(|r| r.0),
         steps: c
@@ -563,11 +560,12 @@ fn setup_state(c: &Call, now: Instant) -> SetupState {
         branches: c
             .branches
             .iter()
-            .map(|b| BranchState {
+            .enumerate()
+            .map(|(i, b)| BranchState {
                 step: b.step,
                 branch: b.branch.clone(),
                 target: target_state(&b.target),
-                tx: b.tx.snapshot(now),
+                tx: b.tx.snapshot(now, i >= branches_known),
                 status: b.status,
                 abandoned: b.abandoned,
                 cancel: b.cancel,

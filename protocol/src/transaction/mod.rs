@@ -281,11 +281,16 @@ pub struct ClientInviteSnapshot {
 }
 
 impl ClientInvite {
-    /// This transaction as plain data, at `now`.
-    pub fn snapshot(&self, now: Instant) -> ClientInviteSnapshot {
+    /// This transaction as plain data, at `now`; `with_request`: false leaves its INVITE out
+    /// (for a node that has it already).
+    pub fn snapshot(&self, now: Instant, with_request: bool) -> ClientInviteSnapshot {
         ClientInviteSnapshot {
             state: self.state,
-            request: self.request.to_vec(),
+            request: if with_request {
+                self.request.to_vec()
+            } else {
+                Vec::new()
+            },
             ack: self.ack.as_ref().map(|a| a.to_vec()),
             reliable: self.reliable,
             retransmit_interval: self.retransmit_interval,

@@ -322,7 +322,7 @@ fn a_restored_client_invite_bounds_the_durations_of_its_snapshot() {
     let now = t0();
     let mut out = Vec::new();
     let tx = ClientInvite::start(Bytes::from_static(b"INVITE"), false, cfg, now, &mut out);
-    let mut snap = tx.snapshot(now);
+    let mut snap = tx.snapshot(now, true);
     snap.timeout_in = Duration::MAX;
     snap.retransmit_interval = Duration::MAX;
     let mut out = Vec::new();
@@ -338,7 +338,7 @@ fn a_restored_client_invite_bounds_the_durations_of_its_snapshot() {
         now,
         &mut Vec::new(),
     );
-    let mut snap = tcp.snapshot(now);
+    let mut snap = tcp.snapshot(now, true);
     snap.timeout_in = Duration::MAX;
     let mut out = Vec::new();
     ClientInvite::restore(snap, cfg, now, &mut out);
