@@ -915,12 +915,15 @@ async fn carry(
         let mut frames = Vec::with_capacity(WRITE_BATCH);
         let mut bytes = Vec::new();
         let mut quiet = true;
+        // The last write took a full batch: more wait, and go at once.
+        let mut backlog = false;
         loop {
             if quiet && queue.recv_many(&mut frames, WRITE_BATCH).await == 0 {
                 break;
             }
             // After a quiet spell the first frames go at once: batches form only under load.
-            if !quiet && !shared.batch.is_zero() && !frames.iter().any(Frame::is_urgent) {
+            if !quiet && !backlog && !shared.batch.is_zero() && !frames.iter().any(Frame::is_urgent)
+            {
                 tokio::select! {
                     biased;
                     _ = peer.urgent.notified() => {}
@@ -937,6 +940,7 @@ async fn carry(
             if quiet {
                 continue;
             }
+            backlog = frames.len() == WRITE_BATCH;
             // Counted as taken at once: a frame off the queue is lost if the connection ends
             // before it is written.
             peer.taken.fetch_add(frames.len() as u64, Ordering::Relaxed);

@@ -220,6 +220,27 @@ async fn under_load_frames_wait_for_the_batch_and_an_urgent_frame_takes_them_alo
 }
 
 #[tokio::test]
+async fn frames_past_a_full_batch_go_at_once_not_after_the_next_batch() {
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
+    let (_e1, mut e2) = up(&one, &two).await;
+    // Queued before the writer runs (this test's runtime has one thread): far more than one
+    // write takes.
+    let count = 3 * WRITE_BATCH + 5;
+    for n in 0..count {
+        one.send(2, Frame::Replicate(n.to_be_bytes().to_vec()))
+            .unwrap();
+    }
+    for n in 0..count {
+        assert_eq!(
+            next(&mut e2, Duration::from_secs(2)).await,
+            LinkEvent::Frame(1, Frame::Replicate(n.to_be_bytes().to_vec())),
+            "frame {n}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_frame_over_the_bound_closes_the_link_with_a_reason() {
     let ca = Ca::new("link ca");
     let (one, two) = pair_with(&ca, |c| c.max_frame = 1024, |_| {}, None);
