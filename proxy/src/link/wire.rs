@@ -29,7 +29,8 @@ pub enum Frame {
     },
     /// Call state for the peer to keep (opaque to the link: the replication encodes it).
     Replicate(#[serde(with = "serde_bytes")] Vec<u8>),
-    /// Call state the sender waits on: the peer keeps it, then answers `Confirmed(seq)`.
+    /// Call state the sender waits on: the peer keeps it, then answers with a `Confirmed`
+    /// naming `seq`.
     Confirm {
         seq: u64,
         #[serde(with = "serde_bytes")]
