@@ -523,15 +523,10 @@ pub const LOOKUPS: &str = "pointsman_dns_lookups_total";
 /// See [`record`].
 pub const TARGETS: &str = "pointsman_dns_targets";
 
-/// How long the first lookups of a rule set may hold its start or reload: one query's
-/// timeout. A name not answered by then is down, and looked up again at once by the refresher.
-pub fn first_lookup_bound(config: &DnsConfig) -> Duration {
-    config.timeout
-}
-
 /// Looks every name of `lookups` up once, now, on a runtime of its own (at start and on
-/// reload, before the rules are put in force), for at most [`first_lookup_bound`]; `Err`
-/// only when no resolver can be made.
+/// reload, before the rules are put in force), for at most one query's timeout (a name not
+/// answered by then is down, and looked up again at once by the refresher); `Err` only when no
+/// resolver can be made.
 pub fn lookup_now(config: &DnsConfig, lookups: &mut Lookups) -> Result<(), String> {
     let due = lookups.take_due(Instant::now());
     if due.is_empty() {
@@ -543,7 +538,7 @@ pub fn lookup_now(config: &DnsConfig, lookups: &mut Lookups) -> Result<(), Strin
         .map_err(|e| format!("cannot start the DNS lookups: {e}"))?;
     let answers = runtime.block_on(async {
         let resolver = Arc::new(Resolver::new(config)?);
-        Ok::<_, String>(ask(&resolver, due, Some(first_lookup_bound(config))).await)
+        Ok::<_, String>(ask(&resolver, due, Some(config.timeout)).await)
     });
     let now = Instant::now();
     for (due, result) in answers.iter().flatten().cloned() {

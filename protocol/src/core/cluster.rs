@@ -696,12 +696,13 @@ impl Core {
         mark: usize,
         out: &mut Vec<Output>,
     ) {
+        let key = self.keys.of(&[call_id]);
         let state = match c.phase {
             CallPhase::Trying => {
                 // The peers have the INVITEs of a state sent before (the link is ordered; a
                 // frame it dropped marks the peer unsynced, and the snapshot that syncs it
                 // again is whole).
-                let known = match cluster.shared.get(&self.keys.of(&[call_id])).as_deref() {
+                let known = match cluster.shared.get(&key).as_deref() {
                     Some(Known::Branches(n)) => Some(*n),
                     _ => None,
                 };
@@ -711,7 +712,7 @@ impl Core {
             CallPhase::Answered => return,
         };
         drop(c);
-        self.share(cluster, call_id, state, mark, out);
+        self.share_keyed(cluster, key, call_id, state, mark, out);
     }
 
     /// Emits the replication of `call_id`: a state, or its end (once, and only for a call the
@@ -727,7 +728,19 @@ impl Core {
         mark: usize,
         out: &mut Vec<Output>,
     ) {
-        let key = self.keys.of(&[call_id]);
+        self.share_keyed(cluster, self.keys.of(&[call_id]), call_id, state, mark, out);
+    }
+
+    /// [`Core::share`] for a caller that has the Call-ID's key already.
+    fn share_keyed(
+        &self,
+        cluster: &Cluster,
+        key: u64,
+        call_id: &[u8],
+        state: Option<CallState>,
+        mark: usize,
+        out: &mut Vec<Output>,
+    ) {
         let Some(state) = state else {
             if cluster.shared.remove(&key).is_some() {
                 out.push(Output::Replicate {

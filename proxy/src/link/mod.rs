@@ -858,6 +858,17 @@ fn discard_queued(peer: &PeerState, queue: &mut mpsc::Receiver<Frame>) {
     }
 }
 
+/// What a link's writer does before its next write.
+#[derive(Clone, Copy)]
+enum Next {
+    /// Nothing was written last time: wait for a frame, which goes at once.
+    Wait,
+    /// Frames keep coming: gather for the batch, cut short by a frame that must not wait.
+    Gather,
+    /// The last write took a full batch: more wait, and go at once.
+    Drain,
+}
+
 /// Carries frames both ways on an established connection until it dies, or `newer` brings the
 /// connection that takes its place (the peer's newer one, or the first path's again).
 async fn carry(
@@ -914,21 +925,22 @@ async fn carry(
         // calls instead of a few for each.
         let mut frames = Vec::with_capacity(WRITE_BATCH);
         let mut bytes = Vec::new();
-        let mut quiet = true;
-        // The last write took a full batch: more wait, and go at once.
-        let mut backlog = false;
+        let mut next = Next::Wait;
         loop {
-            if quiet && queue.recv_many(&mut frames, WRITE_BATCH).await == 0 {
-                break;
-            }
-            // After a quiet spell the first frames go at once: batches form only under load.
-            if !quiet && !backlog && !shared.batch.is_zero() && !frames.iter().any(Frame::is_urgent)
-            {
-                tokio::select! {
-                    biased;
-                    _ = peer.urgent.notified() => {}
-                    _ = tokio::time::sleep(shared.batch) => {}
+            match next {
+                Next::Wait => {
+                    if queue.recv_many(&mut frames, WRITE_BATCH).await == 0 {
+                        break;
+                    }
                 }
+                Next::Gather if !shared.batch.is_zero() => {
+                    tokio::select! {
+                        biased;
+                        _ = peer.urgent.notified() => {}
+                        _ = tokio::time::sleep(shared.batch) => {}
+                    }
+                }
+                Next::Gather | Next::Drain => {}
             }
             while frames.len() < WRITE_BATCH {
                 match queue.try_recv() {
@@ -936,11 +948,15 @@ async fn carry(
                     Err(_) => break,
                 }
             }
-            quiet = frames.is_empty();
-            if quiet {
+            if frames.is_empty() {
+                next = Next::Wait;
                 continue;
             }
-            backlog = frames.len() == WRITE_BATCH;
+            next = if frames.len() == WRITE_BATCH {
+                Next::Drain
+            } else {
+                Next::Gather
+            };
             // Counted as taken at once: a frame off the queue is lost if the connection ends
             // before it is written.
             peer.taken.fetch_add(frames.len() as u64, Ordering::Relaxed);
