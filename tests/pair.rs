@@ -59,7 +59,7 @@ fn node_config(i: usize, dir: &Path, cable: bool) -> String {
     format!(
         r#"[node]
 id = {id}
-workers = 2
+workers = {workers}
 advertise = "{ANYCAST}:5060"
 
 [[listen]]
@@ -99,6 +99,8 @@ name = "default"
 tiers = ["clouds"]
 "#,
         id = i + 1,
+        // The bench's --workers; the tests run with two.
+        workers = std::env::var("POINTSMAN_PAIR_WORKERS").unwrap_or_else(|_| "2".into()),
         // The bench's --batch; without it (the tests, the bench's default) pointsman's own.
         batch = std::env::var("POINTSMAN_PAIR_BATCH")
             .map(|b| format!("batch = \"{b}\""))

@@ -302,10 +302,16 @@ impl LinkIn {
                 }
             }
             LinkEvent::Frame(_, Frame::Confirmed(seqs)) => {
-                for seq in seqs {
-                    if let Some(sink) = self.sinks.get(worker_of(seq)) {
+                // One event per worker: it releases them all and sends what they held together.
+                for (worker, sink) in self.sinks.iter().enumerate() {
+                    let mine: Vec<u64> = seqs
+                        .iter()
+                        .copied()
+                        .filter(|&seq| worker_of(seq) == worker)
+                        .collect();
+                    if !mine.is_empty() {
                         // A full inbox: the wait ends at CONFIRM_WAIT instead.
-                        let _ = sink.try_deliver(Event::Confirmed(seq));
+                        let _ = sink.try_deliver(Event::Confirmed(mine));
                     }
                 }
             }

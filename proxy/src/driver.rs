@@ -517,7 +517,11 @@ async fn worker(
                 )
             }
             Event::Undelivered(key) => w.core.on_delivery_failure(key, now, &mut out),
-            Event::Confirmed(seq) => confirmed(&w, seq, 1),
+            Event::Confirmed(seqs) => {
+                for seq in seqs {
+                    confirmed(&w, seq, 1);
+                }
+            }
             Event::SettleStale { owner, restarted } => {
                 w.core
                     .settle_stale_replicas(owner, restarted, now, &mut out);
@@ -821,6 +825,7 @@ async fn confirm_wait_loop(w: Rc<Worker>) {
                 if w.held.borrow().contains_key(&seq) {
                     unconfirmed.increment(1);
                     confirmed(&w, seq, usize::MAX);
+                    flush_udp(&w);
                 }
             }
         }
@@ -838,7 +843,8 @@ struct Held {
 }
 
 /// `count` confirmations of `seq` came (`usize::MAX`: stop waiting): once none is awaited, what
-/// was held goes out.
+/// was held is carried out, its datagrams queued for the caller's [`flush_udp`] (so the releases
+/// of one `Confirmed` leave in one batch).
 fn confirmed(w: &Rc<Worker>, seq: u64, count: usize) {
     let release = {
         let mut held = w.held.borrow_mut();
@@ -860,7 +866,6 @@ fn confirmed(w: &Rc<Worker>, seq: u64, count: usize) {
     };
     if let Some(mut rest) = release {
         execute(w, &mut rest);
-        flush_udp(w);
     }
 }
 

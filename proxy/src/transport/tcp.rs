@@ -51,9 +51,9 @@ pub(crate) enum Event {
         /// When the other node's kernel took it (since the Unix epoch), if known.
         received: Option<std::time::Duration>,
     },
-    /// The other node has the call state sent with this sequence number: what waited on it
-    /// goes out.
-    Confirmed(u64),
+    /// The other node has the call states sent with these sequence numbers (this worker's,
+    /// from one `Confirmed` frame): what waited on them goes out, in one batch of datagrams.
+    Confirmed(Vec<u64>),
     /// A node of the pair went down: nothing waits on it any longer.
     PeerDown,
     /// Node `owner` finished its snapshot: settle the replicas it did not refresh (adopt them
