@@ -343,7 +343,8 @@ impl LinkIn {
                     }
                 }
             }
-            LinkEvent::Frame(_, Frame::Hello { .. }) => {}
+            // The link reads these itself: a `Hello` opens the stream, a `Packed` is unpacked.
+            LinkEvent::Frame(_, Frame::Hello { .. } | Frame::Packed { .. }) => {}
         }
     }
 

@@ -4,7 +4,7 @@
 //! - **One endpoint per node**, bound on the node's unicast link address. Of two nodes, the one
 //!   with the lower node id dials (and redials, with [`backoff::Backoff`]); the other accepts.
 //! - **Trust and identity.** Both sides present their certificate and verify the other's chain
-//!   against the link CA (TLS 1.3, ALPN `pointsman-link/3`). The dialer also checks that the
+//!   against the link CA (TLS 1.3, ALPN `pointsman-link/4`). The dialer also checks that the
 //!   acceptor's certificate carries the IP address it dials. The peer is identified by the
 //!   `Hello { node_id }` it sends as its first frame: the acceptor takes only a configured peer
 //!   with a lower id. Any holder of a certificate from the link CA can therefore claim any id:
@@ -59,7 +59,7 @@ use tokio::task::JoinHandle;
 pub use wire::{Frame, FrameError, DEFAULT_MAX_FRAME};
 
 /// ALPN of the node link: a link of another protocol version fails the handshake.
-pub const ALPN: &[u8] = b"pointsman-link/3";
+pub const ALPN: &[u8] = b"pointsman-link/4";
 /// Default `[cluster] dead_after`.
 pub const DEFAULT_DEAD_AFTER: Duration = Duration::from_secs(1);
 /// Default frames queued per peer before [`Link::send`] drops.
@@ -648,6 +648,7 @@ fn frame_reason(error: FrameError) -> DownReason {
     match error {
         FrameError::TooLarge { len, .. } => DownReason::FrameTooLarge { len },
         FrameError::Decode(e) => DownReason::BadFrame(e.to_string()),
+        FrameError::Packed(e) => DownReason::BadFrame(e),
         FrameError::Io(e) => DownReason::Lost(e.to_string()),
     }
 }
@@ -905,6 +906,16 @@ async fn carry(
                 Ok(Some(Frame::Hello { .. })) => {
                     return DownReason::BadFrame("hello after the first frame".into())
                 }
+                Ok(Some(Frame::Packed { len, lz4 })) => {
+                    let frames = match wire::unpack(len, &lz4, shared.max_frame) {
+                        Ok(frames) => frames,
+                        Err(e) => return frame_reason(e),
+                    };
+                    for frame in frames {
+                        peer.count_received();
+                        let _ = shared.events.send(LinkEvent::Frame(peer.id, frame)).await;
+                    }
+                }
                 Ok(Some(frame)) => {
                     peer.count_received();
                     let _ = shared.events.send(LinkEvent::Frame(peer.id, frame)).await;
@@ -990,10 +1001,16 @@ async fn carry(
                     }
                 }
             }
-            if send.write_all(&bytes).await.is_err() {
+            let packed = wire::pack(&bytes, shared.max_frame);
+            if send
+                .write_all(packed.as_deref().unwrap_or(&bytes))
+                .await
+                .is_err()
+            {
                 return DownReason::of(connection.closed().await);
             }
-            peer.count_sent(sent, bytes.len(), queue.len());
+            let written = packed.as_ref().map_or(bytes.len(), Vec::len);
+            peer.count_sent(sent, written, queue.len());
         }
         DownReason::Lost("link dropped".into())
     };

@@ -3,7 +3,7 @@
 //! forwarding (nothing is killed or paused, so nothing can hang); every wait has a timeout.
 
 use super::backoff::Backoff;
-use super::wire::{encode, read_frame};
+use super::wire::{encode, pack, read_frame, unpack, PACK_MIN};
 use super::*;
 use crate::transport::tls::tests::Ca;
 use std::time::Instant;
@@ -123,6 +123,141 @@ async fn frames_round_trip_and_a_length_over_the_bound_is_refused_unread() {
         read_frame(&mut junk, 1024).await,
         Err(FrameError::Decode(_))
     ));
+}
+
+/// A call's replica as the bench's calls look: SIP text that differs between calls only in
+/// its numbers.
+fn replica(n: u32) -> Frame {
+    Frame::Confirm {
+        seq: u64::from(n),
+        bytes: format!(
+            "INVITE sip:+1555123{n}@198.18.0.10:5060 SIP/2.0\r\nVia: SIP/2.0/UDP \
+             198.18.1.10:5060;branch=z9hG4bK-{n}\r\nFrom: \"Carrier\" \
+             <sip:+15559870000@198.18.1.10:5060>;tag={n}SIPpTag00\r\nTo: \
+             <sip:+1555123{n}@198.18.0.10:5060>\r\nCall-ID: {n}-carrier@198.18.1.10\r\n\
+             CSeq: 1 INVITE\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        )
+        .into_bytes(),
+    }
+}
+
+#[tokio::test]
+async fn a_batch_of_calls_packs_to_a_fraction_and_unpacks_to_the_same_frames_in_order() {
+    let frames: Vec<Frame> = (0..8).map(replica).collect();
+    let encoded: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
+    let packed = pack(&encoded, DEFAULT_MAX_FRAME).expect("a batch of calls is worth packing");
+    assert!(
+        packed.len() * 3 < encoded.len(),
+        "{} bytes packed from {}",
+        packed.len(),
+        encoded.len()
+    );
+    let mut r = &packed[..];
+    let Some(Frame::Packed { len, lz4 }) = read_frame(&mut r, 1 << 20).await.unwrap() else {
+        panic!("not a packed frame");
+    };
+    assert_eq!(unpack(len, &lz4, DEFAULT_MAX_FRAME).unwrap(), frames);
+    // Below PACK_MIN, or past what the peer reads, it goes as it is.
+    let one = encode(&Frame::Confirmed(vec![1, 2])).unwrap();
+    assert!(one.len() < PACK_MIN && pack(&one, DEFAULT_MAX_FRAME).is_none());
+    assert!(pack(&encoded, encoded.len() - 1).is_none());
+}
+
+#[test]
+fn a_packed_frame_that_lies_is_refused_before_its_content_is_trusted() {
+    let frames: Vec<Frame> = (0..8).map(replica).collect();
+    let encoded: Vec<u8> = frames.iter().flat_map(|f| encode(f).unwrap()).collect();
+    let lz4 = lz4_flex::block::compress(&encoded);
+    let len = encoded.len() as u32;
+    // Content announced past the bound: refused before anything is allocated for it.
+    assert!(matches!(
+        unpack(u32::MAX, &lz4, 1 << 20),
+        Err(FrameError::TooLarge {
+            len: 0xffff_ffff,
+            ..
+        })
+    ));
+    // Announced shorter or longer than what is inside.
+    assert!(matches!(
+        unpack(len - 1, &lz4, 1 << 20),
+        Err(FrameError::Packed(_))
+    ));
+    assert!(matches!(
+        unpack(len + 1, &lz4, 1 << 20),
+        Err(FrameError::Packed(_))
+    ));
+    // Not LZ4.
+    assert!(matches!(
+        unpack(64, &[0xff; 16], 1 << 20),
+        Err(FrameError::Packed(_))
+    ));
+    // A frame cut short inside.
+    let cut = &encoded[..encoded.len() - 3];
+    let e = unpack(cut.len() as u32, &lz4_flex::block::compress(cut), 1 << 20);
+    assert!(matches!(e, Err(FrameError::Packed(_))), "{e:?}");
+    // Packed inside packed, and a Hello inside: refused, not followed.
+    for inner in [
+        Frame::Packed {
+            len,
+            lz4: lz4.clone(),
+        },
+        Frame::Hello {
+            node_id: 1,
+            epoch: 1,
+        },
+    ] {
+        let bytes = encode(&inner).unwrap();
+        let e = unpack(
+            bytes.len() as u32,
+            &lz4_flex::block::compress(&bytes),
+            1 << 20,
+        );
+        assert!(matches!(e, Err(FrameError::Packed(_))), "{e:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_batch_goes_packed_over_the_link_and_arrives_as_its_frames_in_order() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let _guard = metrics::set_default_local_recorder(&recorder);
+    let sent = || {
+        let text = handle.render();
+        text.lines()
+            .find_map(|l| l.strip_prefix("pointsman_link_sent_bytes_total{peer=\"2\"} "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or_else(|| panic!("no bytes sent to peer 2: {text}"))
+    };
+    let ca = Ca::new("link ca");
+    // A batch far longer than the test: the frames wait until an urgent one takes them along.
+    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
+    let (_e1, mut e2) = up(&one, &two).await;
+    let second = Duration::from_secs(2);
+    one.send(2, Frame::Replicate(vec![0])).unwrap();
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![0]))
+    );
+    let before = sent();
+    for n in 1..=16 {
+        one.send(2, replica(n)).unwrap();
+    }
+    one.send(2, Frame::Confirmed(vec![99])).unwrap();
+    for n in 1..=16 {
+        assert_eq!(next(&mut e2, second).await, LinkEvent::Frame(1, replica(n)));
+    }
+    assert_eq!(
+        next(&mut e2, second).await,
+        LinkEvent::Frame(1, Frame::Confirmed(vec![99]))
+    );
+    // What went on the wire is a fraction of the frames' own encodings.
+    let plain: usize = (1..=16).map(|n| encode(&replica(n)).unwrap().len()).sum();
+    let wire = sent() - before;
+    assert!(
+        wire * 3 < plain,
+        "{wire} bytes on the link for {plain} of frames"
+    );
+    assert_eq!(one.dropped(2), 0);
 }
 
 #[tokio::test]
