@@ -67,9 +67,14 @@ pub fn sync_bound(dead_after: Duration) -> Duration {
     (dead_after * 3).max(Duration::from_secs(2))
 }
 
+/// Room a replica's encoding starts with: a call's first state (the caller's INVITE and its
+/// branch's) fits, so it is written without growing its buffer step by step.
+const REPLICA_ROOM: usize = 2048;
+
 /// A replica as it travels: `(Call-ID, state)`.
 pub fn encode_replica(call_id: &[u8], state: Option<&CallState>) -> Option<Vec<u8>> {
-    postcard::to_stdvec(&(serde_bytes::Bytes::new(call_id), state)).ok()
+    let replica = (serde_bytes::Bytes::new(call_id), state);
+    postcard::to_extend(&replica, Vec::with_capacity(REPLICA_ROOM)).ok()
 }
 
 /// The replica in a `Replicate` frame, or `None` when it does not decode.
@@ -146,13 +151,17 @@ impl PairLink {
             return 0;
         };
         let mut asked = 0;
-        for &peer in self.peers.iter() {
+        let mut bytes = Some(bytes);
+        for (i, &peer) in self.peers.iter().enumerate() {
+            // The last peer takes the encoding itself; the others a copy.
+            let bytes = if i + 1 == self.peers.len() {
+                bytes.take().unwrap_or_default()
+            } else {
+                bytes.clone().unwrap_or_default()
+            };
             let frame = match confirm {
-                Some(seq) => Frame::Confirm {
-                    seq,
-                    bytes: bytes.clone(),
-                },
-                None => Frame::Replicate(bytes.clone()),
+                Some(seq) => Frame::Confirm { seq, bytes },
+                None => Frame::Replicate(bytes),
             };
             // A down or slow peer drops it (counted, the peer marked unsynced): never waited on.
             if self.link.send(peer, frame).is_ok() && confirm.is_some() {

@@ -751,17 +751,18 @@ impl Core {
             }
             return;
         };
-        let known = match &state {
-            CallState::Setup(s) => Known::Branches(s.branches.len()),
-            CallState::Answered(a) => Known::Answered(Box::new(a.id.clone())),
+        // `Some(branches)` in setup, `None` answered.
+        let (known, branches) = match &state {
+            CallState::Setup(s) => (Known::Branches(s.branches.len()), Some(s.branches.len())),
+            CallState::Answered(a) => (Known::Answered(Box::new(a.id.clone())), None),
         };
-        let before = cluster.shared.insert(key, known.clone());
-        let confirm = match (before, known) {
-            (Some(Known::Branches(n)), Known::Branches(m)) => m > n,
-            (None, Known::Branches(m)) => m > 0,
-            (Some(Known::Answered(_)), Known::Answered(_)) => false,
-            (_, Known::Answered(_)) => true,
-            (Some(Known::Answered(_)), Known::Branches(_)) => false,
+        let before = cluster.shared.insert(key, known);
+        let confirm = match (before, branches) {
+            (Some(Known::Branches(n)), Some(m)) => m > n,
+            (None, Some(m)) => m > 0,
+            // Answered before: a later state is never a new branch or a new answer.
+            (Some(Known::Answered(_)), _) => false,
+            (_, None) => true,
         };
         let replicate = Output::Replicate {
             call_id: Bytes::copy_from_slice(call_id),

@@ -105,8 +105,7 @@ pub struct BranchState {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetupState {
     /// The INVITE as received from the caller (empty: left out).
-    #[serde(with = "serde_bytes")]
-    pub request: Vec<u8>,
+    pub request: Bytes,
     pub upstream: PeerState,
     /// `RouteId`.
     pub route: Option<u32>,
@@ -116,7 +115,7 @@ pub struct SetupState {
     pub survival_reject: Option<(u16, Option<Duration>)>,
     pub branches: Vec<BranchState>,
     /// Best final non-2xx so far: code and the bytes the caller would get.
-    pub best: Option<(u16, serde_bytes::ByteBuf)>,
+    pub best: Option<(u16, Bytes)>,
     /// Initial INVITE (failover applies) or re-INVITE.
     pub failover: bool,
     /// How long before the export the INVITE arrived.
@@ -349,7 +348,7 @@ impl Core {
         out: &mut Vec<Output>,
     ) -> Result<(), RestoreError> {
         let routing = self.routing();
-        let request = Bytes::from(s.request);
+        let request = s.request;
         let msg = originate::rescan(&request).ok_or(RestoreError::Request)?;
         if msg.method() != Some(Method::Invite) {
             return Err(RestoreError::Request);
@@ -435,7 +434,7 @@ impl Core {
             survival_reject: s.survival_reject,
             branches: live,
             phase: CallPhase::Trying,
-            best: s.best.map(|(code, b)| (code, Bytes::from(b.into_vec()))),
+            best: s.best,
             failover: s.failover,
             started: before(now, s.started_ago),
             caller_cancelled: s.caller_cancelled,
@@ -544,8 +543,8 @@ fn setup_state(c: &Call, now: Instant, known: Option<usize>) -> SetupState {
     let branches_known = known.unwrap_or(0);
     SetupState {
         request: match known {
-            Some(_) => Vec::new(),
-            None => c.request.to_vec(),
+            Some(_) => Bytes::new(),
+            None => c.request.clone(),
         },
         upstream: PeerState::of(c.upstream),
         route: c.route.map(|r| r.0),
@@ -574,10 +573,7 @@ fn setup_state(c: &Call, now: Instant, known: Option<usize>) -> SetupState {
                 sent_ago: now.saturating_duration_since(b.sent),
             })
             .collect(),
-        best: c
-            .best
-            .as_ref()
-            .map(|(code, b)| (*code, serde_bytes::ByteBuf::from(b.to_vec()))),
+        best: c.best.as_ref().map(|(code, b)| (*code, b.clone())),
         failover: c.failover,
         started_ago: now.saturating_duration_since(c.started),
         caller_cancelled: c.caller_cancelled,

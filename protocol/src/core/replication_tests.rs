@@ -208,7 +208,7 @@ fn a_state_this_node_cannot_carry_is_refused() {
         Err(RestoreError::Route(9))
     );
     s.route = Some(0);
-    s.request = b"garbage".to_vec();
+    s.request = Bytes::from_static(b"garbage");
     assert_eq!(
         fresh
             .core

@@ -269,11 +269,9 @@ impl ClientInvite {
 pub struct ClientInviteSnapshot {
     pub state: ClientInviteState,
     /// The INVITE as sent. Empty in a replica that leaves it out: the receiver's earlier
-    /// replica of the branch has it.
-    #[serde(with = "serde_bytes")]
-    pub request: Vec<u8>,
-    #[serde(with = "serde_bytes")]
-    pub ack: Option<Vec<u8>>,
+    /// replica of the branch has it. (`Bytes`: the snapshot shares the transaction's copy.)
+    pub request: Bytes,
+    pub ack: Option<Bytes>,
     pub reliable: bool,
     pub retransmit_interval: Duration,
     /// Timer B's deadline, from the snapshot (zero when already due).
@@ -287,11 +285,11 @@ impl ClientInvite {
         ClientInviteSnapshot {
             state: self.state,
             request: if with_request {
-                self.request.to_vec()
+                self.request.clone()
             } else {
-                Vec::new()
+                Bytes::new()
             },
-            ack: self.ack.as_ref().map(|a| a.to_vec()),
+            ack: self.ack.clone(),
             reliable: self.reliable,
             retransmit_interval: self.retransmit_interval,
             timeout_in: self.timeout_at.saturating_duration_since(now),
@@ -336,8 +334,8 @@ impl ClientInvite {
         }
         ClientInvite {
             state: snap.state,
-            request: Bytes::from(snap.request),
-            ack: snap.ack.map(Bytes::from),
+            request: snap.request,
+            ack: snap.ack,
             reliable: snap.reliable,
             timers,
             retransmit_interval,
@@ -614,8 +612,7 @@ impl ServerInvite {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ServerInviteSnapshot {
     pub state: ServerInviteState,
-    #[serde(with = "serde_bytes")]
-    pub last_response: Option<Vec<u8>>,
+    pub last_response: Option<Bytes>,
     pub reliable: bool,
     pub retransmit_interval: Duration,
 }
@@ -625,7 +622,7 @@ impl ServerInvite {
     pub fn snapshot(&self) -> ServerInviteSnapshot {
         ServerInviteSnapshot {
             state: self.state,
-            last_response: self.last_response.as_ref().map(|r| r.to_vec()),
+            last_response: self.last_response.clone(),
             reliable: self.reliable,
             retransmit_interval: self.retransmit_interval,
         }
@@ -664,7 +661,7 @@ impl ServerInvite {
         }
         ServerInvite {
             state: snap.state,
-            last_response: snap.last_response.map(Bytes::from),
+            last_response: snap.last_response,
             reliable: snap.reliable,
             timers,
             retransmit_interval,
