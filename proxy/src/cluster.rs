@@ -67,14 +67,25 @@ pub fn sync_bound(dead_after: Duration) -> Duration {
     (dead_after * 3).max(Duration::from_secs(2))
 }
 
-/// Room a replica's encoding starts with: a call's first state (the caller's INVITE and its
-/// branch's) fits, so it is written without growing its buffer step by step.
-const REPLICA_ROOM: usize = 2048;
+thread_local! {
+    /// Where this thread encodes replicas: kept between them, so an encoding neither grows a
+    /// buffer step by step nor takes more than its own size from the allocator (the replica is
+    /// freed on the link's thread: a large or oversized block freed across threads costs
+    /// glibc's allocator far more than the copy).
+    static REPLICA_SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
 
 /// A replica as it travels: `(Call-ID, state)`.
 pub fn encode_replica(call_id: &[u8], state: Option<&CallState>) -> Option<Vec<u8>> {
     let replica = (serde_bytes::Bytes::new(call_id), state);
-    postcard::to_extend(&replica, Vec::with_capacity(REPLICA_ROOM)).ok()
+    REPLICA_SCRATCH.with_borrow_mut(|scratch| {
+        let mut buffer = std::mem::take(scratch);
+        buffer.clear();
+        let encoded = postcard::to_extend(&replica, buffer).ok()?;
+        let exact = encoded.to_vec();
+        *scratch = encoded;
+        Some(exact)
+    })
 }
 
 /// The replica in a `Replicate` frame, or `None` when it does not decode.
