@@ -161,25 +161,20 @@ impl PairLink {
         let Some(bytes) = encode_replica(call_id, state) else {
             return 0;
         };
-        let mut asked = 0;
-        let mut bytes = Some(bytes);
-        for (i, &peer) in self.peers.iter().enumerate() {
-            // The last peer takes the encoding itself; the others a copy.
-            let bytes = if i + 1 == self.peers.len() {
-                bytes.take().unwrap_or_default()
-            } else {
-                bytes.clone().unwrap_or_default()
-            };
+        let Some((&last, others)) = self.peers.split_last() else {
+            return 0;
+        };
+        // A down or slow peer drops it (counted, the peer marked unsynced): never waited on.
+        let send = |peer: u16, bytes: Vec<u8>| {
             let frame = match confirm {
                 Some(seq) => Frame::Confirm { seq, bytes },
                 None => Frame::Replicate(bytes),
             };
-            // A down or slow peer drops it (counted, the peer marked unsynced): never waited on.
-            if self.link.send(peer, frame).is_ok() && confirm.is_some() {
-                asked += 1;
-            }
-        }
-        asked
+            usize::from(self.link.send(peer, frame).is_ok() && confirm.is_some())
+        };
+        // The last peer takes the encoding itself; the others a copy.
+        let asked: usize = others.iter().map(|&peer| send(peer, bytes.clone())).sum();
+        asked + send(last, bytes)
     }
 }
 

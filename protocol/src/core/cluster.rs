@@ -751,18 +751,16 @@ impl Core {
             }
             return;
         };
-        // `Some(branches)` in setup, `None` answered.
-        let (known, branches) = match &state {
-            CallState::Setup(s) => (Known::Branches(s.branches.len()), Some(s.branches.len())),
-            CallState::Answered(a) => (Known::Answered(Box::new(a.id.clone())), None),
+        let known = match &state {
+            CallState::Setup(s) => Known::Branches(s.branches.len()),
+            CallState::Answered(a) => Known::Answered(Box::new(a.id.clone())),
         };
-        let before = cluster.shared.insert(key, known);
-        let confirm = match (before, branches) {
-            (Some(Known::Branches(n)), Some(m)) => m > n,
-            (None, Some(m)) => m > 0,
+        let confirm = match (cluster.shared.insert(key, known), &state) {
+            (Some(Known::Branches(n)), CallState::Setup(s)) => s.branches.len() > n,
+            (None, CallState::Setup(s)) => !s.branches.is_empty(),
             // Answered before: a later state is never a new branch or a new answer.
             (Some(Known::Answered(_)), _) => false,
-            (_, None) => true,
+            (_, CallState::Answered(_)) => true,
         };
         let replicate = Output::Replicate {
             call_id: Bytes::copy_from_slice(call_id),

@@ -1002,15 +1002,11 @@ async fn carry(
                 }
             }
             let packed = wire::pack(&bytes, shared.max_frame);
-            if send
-                .write_all(packed.as_deref().unwrap_or(&bytes))
-                .await
-                .is_err()
-            {
+            let out = packed.as_deref().unwrap_or(&bytes);
+            if send.write_all(out).await.is_err() {
                 return DownReason::of(connection.closed().await);
             }
-            let written = packed.as_ref().map_or(bytes.len(), Vec::len);
-            peer.count_sent(sent, written, queue.len());
+            peer.count_sent(sent, out.len(), queue.len());
         }
         DownReason::Lost("link dropped".into())
     };

@@ -125,6 +125,26 @@ async fn frames_round_trip_and_a_length_over_the_bound_is_refused_unread() {
     ));
 }
 
+/// Two linked nodes, 1's writer to 2 gathering: its batch is far longer than any test (a frame
+/// that waits for it never arrives in time), and a first frame after the quiet spell went at
+/// once. Returns the nodes and their events.
+async fn gathering() -> (
+    Link,
+    Link,
+    mpsc::Receiver<LinkEvent>,
+    mpsc::Receiver<LinkEvent>,
+) {
+    let ca = Ca::new("link ca");
+    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
+    let (e1, mut e2) = up(&one, &two).await;
+    one.send(2, Frame::Replicate(vec![0])).unwrap();
+    assert_eq!(
+        next(&mut e2, Duration::from_secs(2)).await,
+        LinkEvent::Frame(1, Frame::Replicate(vec![0]))
+    );
+    (one, two, e1, e2)
+}
+
 /// A call's replica as the bench's calls look: SIP text that differs between calls only in
 /// its numbers.
 fn replica(n: u32) -> Frame {
@@ -228,16 +248,8 @@ async fn a_batch_goes_packed_over_the_link_and_arrives_as_its_frames_in_order() 
             .and_then(|v| v.trim().parse::<usize>().ok())
             .unwrap_or_else(|| panic!("no bytes sent to peer 2: {text}"))
     };
-    let ca = Ca::new("link ca");
-    // A batch far longer than the test: the frames wait until an urgent one takes them along.
-    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
-    let (_e1, mut e2) = up(&one, &two).await;
+    let (one, _two, _e1, mut e2) = gathering().await;
     let second = Duration::from_secs(2);
-    one.send(2, Frame::Replicate(vec![0])).unwrap();
-    assert_eq!(
-        next(&mut e2, second).await,
-        LinkEvent::Frame(1, Frame::Replicate(vec![0]))
-    );
     let before = sent();
     for n in 1..=16 {
         one.send(2, replica(n)).unwrap();
@@ -290,17 +302,9 @@ async fn two_links_connect_and_exchange_frames_both_ways() {
 
 #[tokio::test]
 async fn under_load_frames_wait_for_the_batch_and_an_urgent_frame_takes_them_along_in_order() {
-    let ca = Ca::new("link ca");
-    // A batch far longer than the test: a frame that waits for it never arrives in time.
-    let (one, two) = pair_with(&ca, |c| c.batch = Duration::from_secs(60), |_| {}, None);
-    let (_e1, mut e2) = up(&one, &two).await;
+    // After a quiet spell the first frame goes at once (in `gathering`).
+    let (one, _two, _e1, mut e2) = gathering().await;
     let second = Duration::from_secs(2);
-    // After a quiet spell the first frame goes at once.
-    one.send(2, Frame::Replicate(vec![1])).unwrap();
-    assert_eq!(
-        next(&mut e2, second).await,
-        LinkEvent::Frame(1, Frame::Replicate(vec![1]))
-    );
     // The writer now gathers: the next frames wait for the batch.
     one.send(2, Frame::Replicate(vec![2])).unwrap();
     one.send(

@@ -121,7 +121,7 @@ pub fn unpack(len: u32, lz4: &[u8], max: usize) -> Result<Vec<Frame>, FrameError
         let (prefix, body) = rest
             .split_first_chunk::<4>()
             .ok_or_else(|| FrameError::Packed("a frame's length cut short".into()))?;
-        let body_len = u32::from_be_bytes(*prefix) as usize;
+        let body_len = body_len(*prefix, max)?;
         let (body, after) = body
             .split_at_checked(body_len)
             .ok_or_else(|| FrameError::Packed("a frame cut short".into()))?;
@@ -145,6 +145,15 @@ pub fn encode(frame: &Frame) -> Result<Vec<u8>, postcard::Error> {
     Ok(out)
 }
 
+/// The body length a frame's prefix announces, refused over `max`.
+fn body_len(prefix: [u8; 4], max: usize) -> Result<usize, FrameError> {
+    let len = u32::from_be_bytes(prefix) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    Ok(len)
+}
+
 /// Reads one frame; `Ok(None)` at a clean end of stream before a frame starts. A length over
 /// `max` is refused before anything is allocated for it.
 pub async fn read_frame<R: AsyncRead + Unpin>(
@@ -157,11 +166,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e.into()),
     }
-    let len = u32::from_be_bytes(prefix) as usize;
-    if len > max {
-        return Err(FrameError::TooLarge { len, max });
-    }
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; body_len(prefix, max)?];
     stream.read_exact(&mut body).await?;
     Ok(Some(postcard::from_bytes(&body)?))
 }
