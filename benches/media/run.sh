@@ -30,8 +30,14 @@ usage: benches/media/run.sh [options]
   --floor              also run the floor first: rtp_floor (benches/tools/src/bin/rtp_floor.rs),
                        one recvfrom and one sendto per packet and nothing else, the least any
                        userspace relay costs on this machine
-  --floor-bin NAME     the floor's program: rtp_floor (default) or uring_floor (the same on
-                       io_uring, syscalls batched: benches/tools/src/bin/uring_floor.rs)
+  --floor-bin NAME     the floor's program: rtp_floor (default), uring_floor (the same on
+                       io_uring, syscalls batched: benches/tools/src/bin/uring_floor.rs) or
+                       kernel_floor (rtp_floor handing each flow to pointsman's kernel relay,
+                       the eBPF program, once both ends were heard; needs root)
+  --direct             also run the baseline first: no relay, each end sending straight to the
+                       other; a relay's machine CPU less this is what it adds to the machine
+                       (the only fair figure for forwarding in the kernel, whose cost lands in
+                       the senders' system calls and softirqs, not in a relay process)
   --host-netns         run in the host's network namespace (default as root: a namespace of
                        the bench's own, with only a loopback)
   --senders N          sender threads of the bench (default 2)
@@ -60,6 +66,7 @@ PORTS=""
 OUT=""
 BUILD=0
 FLOOR=0
+DIRECT=0
 FLOOR_BIN="rtp_floor"
 HOST_NETNS=0
 ARGS=("$@")
@@ -73,8 +80,9 @@ while [[ $# -gt 0 ]]; do
 		case "${2:-}" in pointsman | rtpengine) RELAYS="$2" ;; *) echo "--only: pointsman or rtpengine" >&2; exit 2 ;; esac
 		shift 2 ;;
 	--floor) FLOOR=1; shift ;;
+	--direct) DIRECT=1; shift ;;
 	--floor-bin)
-		case "${2:-}" in rtp_floor | uring_floor) FLOOR_BIN="$2" ;; *) echo "--floor-bin: rtp_floor or uring_floor" >&2; exit 2 ;; esac
+		case "${2:-}" in rtp_floor | uring_floor | kernel_floor) FLOOR_BIN="$2" ;; *) echo "--floor-bin: rtp_floor, uring_floor or kernel_floor" >&2; exit 2 ;; esac
 		shift 2 ;;
 	--host-netns) HOST_NETNS=1; shift ;;
 	--senders) SENDERS="$2"; shift 2 ;;
@@ -89,6 +97,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $FLOOR == 1 ]] && RELAYS="floor $RELAYS"
+[[ $DIRECT == 1 ]] && RELAYS="direct $RELAYS"
 for v in DURATION WARMUP SENDERS; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v,,}: expected a whole number, got '${!v}'" >&2; exit 2; }
 done
@@ -183,15 +192,15 @@ for rate in ${RATES//,/ }; do
 done
 
 echo
-echo "| relay | offered pps | relayed pps | loss % | CPU-µs/packet | relay CPU % of a core | idle CPU % | drops relay / bench |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| relay | offered pps | relayed pps | loss % | CPU-µs/packet | machine CPU-µs/packet | added to the machine, CPU-µs/packet | relay CPU % of a core | idle CPU % | drops relay / bench |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
 short=0
 for rate in ${RATES//,/ }; do
-	declare -A per_packet=()
+	declare -A per_packet=() machine=() added=()
 	for relay in $RELAYS; do
 		line="$(grep '^RESULT' "$OUT/$relay-$rate/result.txt" || true)"
 		if [[ -z "$line" || "$(field "$line" failed)" == 1 ]]; then
-			echo "| $relay | ($rate) | failed | | | | | |"
+			echo "| $relay | ($rate) | failed | | | | | | | |"
 			continue
 		fi
 		offered="$(field "$line" offered_pps)"
@@ -203,20 +212,37 @@ for rate in ${RATES//,/ }; do
 			short=1
 		else
 			per_packet[$relay]="$(field "$line" cpu_us_per_pkt)"
+			machine[$relay]="$(field "$line" machine_cpu_us_per_pkt)"
 		fi
-		echo "| $relay | $offered$mark | $(field "$line" relayed_pps) | $(field "$line" loss_pct) | $(field "$line" cpu_us_per_pkt) | $(field "$line" relay_cpu_pct) | $(field "$line" idle_cpu_pct) | $(field "$line" relay_socket_drops) / $(field "$line" sink_socket_drops) |"
+		add="-"
+		if [[ -n "${machine[direct]:-}" && -n "${machine[$relay]:-}" && $relay != direct ]]; then
+			add="$(awk -v a="${machine[$relay]}" -v b="${machine[direct]}" 'BEGIN { printf "%.3f", a - b }')"
+			added[$relay]="$add"
+		fi
+		echo "| $relay | $offered$mark | $(field "$line" relayed_pps) | $(field "$line" loss_pct) | $(field "$line" cpu_us_per_pkt) | $(field "$line" machine_cpu_us_per_pkt) | $add | $(field "$line" relay_cpu_pct) | $(field "$line" idle_cpu_pct) | $(field "$line" relay_socket_drops) / $(field "$line" sink_socket_drops) |"
 	done
 	if [[ -n "${per_packet[pointsman]:-}" && -n "${per_packet[rtpengine]:-}" ]]; then
 		ratio="$(awk -v a="${per_packet[pointsman]}" -v b="${per_packet[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
-		echo "| pointsman / rtpengine at $rate pps | | | | $ratio | | | |"
+		mratio="$(awk -v a="${machine[pointsman]}" -v b="${machine[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		aratio="-"
+		if [[ -n "${added[pointsman]:-}" && -n "${added[rtpengine]:-}" ]]; then
+			aratio="$(awk -v a="${added[pointsman]}" -v b="${added[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		fi
+		echo "| pointsman / rtpengine at $rate pps | | | | $ratio | $mratio | $aratio | | | |"
 	fi
-	unset per_packet
+	if [[ -n "${added[floor]:-}" && -n "${added[rtpengine]:-}" ]]; then
+		fratio="$(awk -v a="${added[floor]}" -v b="${added[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		echo "| $FLOOR_BIN / rtpengine at $rate pps | | | | | | $fratio | | | |"
+	fi
+	unset per_packet machine added
 done
 echo
 [[ $short == 1 ]] && echo "* the bench offered < 95 % of the rate (machine saturated): not compared."
 echo "offered: what the bench sent in the window (target: the rate); loss: over the whole run, once"
 echo "the sinks read all that came; relayed: offered less that loss; CPU-µs per relayed packet: the"
-echo "relay's utime+stime over the window / relayed packets; idle CPU: the relay"
+echo "relay's utime+stime over the window / relayed packets; machine CPU-µs: every CPU's busy time"
+echo "(the relay's, the bench's own senders and sinks, softirqs) / relayed packets; added: that less"
+echo "the direct run's (no relay) at the same rate; idle CPU: the relay"
 echo "with every call set up and nothing flowing (1 s before the streams start); drops: datagrams the"
 echo "kernel dropped at full receive buffers of the relay's sockets / of the bench's sinks."
 echo "runs: $OUT"

@@ -29,10 +29,11 @@ pub mod name {
     pub const DROPPED: &str = "pointsman_media_dropped_total";
     pub const PORTS_IN_USE: &str = "pointsman_media_ports_in_use";
     pub const NO_PORTS: &str = "pointsman_media_no_ports_total";
+    pub const HANDED_OVER: &str = "pointsman_media_handed_over_streams";
 }
 
 /// Every media metric: its type, name and help text.
-pub const DESCRIPTIONS: [(Kind, &str, &str); 9] = [
+pub const DESCRIPTIONS: [(Kind, &str, &str); 10] = [
     (Kind::Gauge, name::SESSIONS, "Media sessions open"),
     (
         Kind::Counter,
@@ -69,6 +70,11 @@ pub const DESCRIPTIONS: [(Kind, &str, &str); 9] = [
         Kind::Counter,
         name::NO_PORTS,
         "Sessions or branches refused because the port pool was exhausted",
+    ),
+    (
+        Kind::Gauge,
+        name::HANDED_OVER,
+        "RTP streams of answered calls forwarded by the kernel relay now (media.kernel_relay)",
     ),
 ];
 
@@ -144,6 +150,7 @@ pub struct MediaMetrics {
     dropped: [Counter; DropReason::ALL.len()],
     ports_in_use: Gauge,
     no_ports: Counter,
+    handed_over: Gauge,
 }
 
 impl MediaMetrics {
@@ -169,6 +176,7 @@ impl MediaMetrics {
             dropped: DropReason::ALL.map(|r| counter(name::DROPPED, Some(("reason", r.as_str())))),
             ports_in_use: gauge(name::PORTS_IN_USE),
             no_ports: counter(name::NO_PORTS, None),
+            handed_over: gauge(name::HANDED_OVER),
         }
     }
 
@@ -184,6 +192,7 @@ impl MediaMetrics {
             dropped: DropReason::ALL.map(|_| Counter::noop()),
             ports_in_use: Gauge::noop(),
             no_ports: Counter::noop(),
+            handed_over: Gauge::noop(),
         }
     }
 
@@ -195,6 +204,14 @@ impl MediaMetrics {
     pub(crate) fn relayed(&self, direction: Direction, bytes: usize) {
         self.packets[direction as usize].increment(1);
         self.bytes[direction as usize].increment(bytes as u64);
+    }
+    /// What a forwarder outside the plane relayed since it was last counted.
+    pub(crate) fn relayed_many(&self, direction: Direction, packets: u64, bytes: u64) {
+        self.packets[direction as usize].increment(packets);
+        self.bytes[direction as usize].increment(bytes);
+    }
+    pub(crate) fn handed_over(&self, delta: i64) {
+        add(&self.handed_over, delta);
     }
     pub(crate) fn dropped(&self, reason: DropReason) {
         self.dropped[reason as usize].increment(1);

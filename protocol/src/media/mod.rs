@@ -53,6 +53,7 @@
 //! It must not: open sockets, read clocks, spawn tasks, or allocate on the packet path.
 
 pub mod metrics;
+pub mod offload;
 mod ports;
 pub mod rtp;
 pub mod sdp;
@@ -64,11 +65,12 @@ use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
 
 use self::metrics::DropReason;
 pub use self::metrics::MediaMetrics;
+use self::offload::StreamOffload;
 use self::ports::PortPool;
 use self::sdp::SdpSummary;
 pub use self::session::MediaSession;
@@ -278,6 +280,8 @@ pub(crate) struct PlaneShared {
     sessions: Mutex<HashMap<u64, Arc<SessionShared>>>,
     next_session: AtomicU64,
     seed: u64,
+    /// Where answered calls' streams are handed over, once the driver set one.
+    pub(crate) offload: OnceLock<Arc<dyn StreamOffload>>,
 }
 
 /// Takes a mutex even if a panicking thread poisoned it: the state is plain data, valid between
@@ -402,6 +406,7 @@ impl MediaPlane {
                 sessions: Mutex::new(HashMap::new()),
                 next_session: AtomicU64::new(1),
                 seed,
+                offload: OnceLock::new(),
             }),
         }
     }
@@ -445,11 +450,17 @@ impl MediaPlane {
             .on_packet(&self.shared, owner, from, packet, now, out);
     }
 
+    /// Hands answered calls' RTP streams to `offload` from now on (see [`offload`]). Once per
+    /// plane; false if it had one already.
+    pub fn hand_over_to(&self, offload: Arc<dyn StreamOffload>) -> bool {
+        self.shared.offload.set(offload).is_ok()
+    }
+
     /// Called by the driver every ~50 ms: post-answer inactivity.
     pub fn poll(&self, now: Instant, events: &mut Vec<MediaEvent>) {
         let sessions = lock(&self.shared.sessions);
         for session in sessions.values() {
-            if let Some(event) = session.poll(now) {
+            if let Some(event) = session.poll(&self.shared, now) {
                 events.push(event);
             }
         }

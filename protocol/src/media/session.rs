@@ -14,6 +14,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::metrics::{Direction as Flow, DropReason};
+use super::offload::{HandedCounters, HandedStream, RtpRewrite};
 use super::rtp::{classify, walk_rtcp, PacketKind, RtpHeader, RTP_HEADER_LEN};
 use super::sdp::{Codec, Direction, MediaLine, MediaTransport, SdpSummary};
 use super::{
@@ -33,6 +34,9 @@ const SILENCE_ARMED_AFTER: u64 = 3;
 const DEFAULT_PTIME_MS: u32 = 20;
 /// The RTP clock when no codec says (8 kHz, every G.711 call).
 const DEFAULT_CLOCK: u32 = 8000;
+/// How often the counters of handed-over streams are read (inactivity, metrics): each read is
+/// a system call per stream, and inactivity timeouts are seconds.
+const HANDED_READ_EVERY: Duration = Duration::from_secs(1);
 /// An SRTCP packet's clear part: the RTCP header and the sender's SSRC.
 const SRTCP_MIN_LEN: usize = 8;
 
@@ -78,6 +82,20 @@ struct State {
     /// The answered branch and when.
     answered: Option<(usize, Instant)>,
     inactive_reported: bool,
+    /// Streams handed to the plane's offload (answered calls only).
+    handed: SmallVec<[Handed; 2]>,
+    /// When their counters were last read.
+    handed_read_at: Option<Instant>,
+}
+
+/// One stream handed over: the relay port it arrives at, who sends it, and how much of its
+/// counters the metrics have taken.
+#[derive(Debug)]
+struct Handed {
+    at: SocketAddr,
+    sender: LegId,
+    packets: u64,
+    bytes: u64,
 }
 
 #[derive(Debug)]
@@ -215,6 +233,14 @@ impl LegLine {
     }
 }
 
+/// Whether the branch's stream on `line` is normalised toward the carrier: plain RTP in the
+/// offer (`offered`, per line) and in the branch's answer, and not a passthrough answer.
+fn normalised(offered: &[MediaTransport], branch: &Branch, line: usize) -> bool {
+    offered.get(line) == Some(&MediaTransport::Rtp)
+        && branch.leg.lines.get(line).and_then(|l| l.transport) == Some(MediaTransport::Rtp)
+        && branch.answer != Some(AnswerUse::Passthrough)
+}
+
 /// Whether a line's SDP says its sender sends.
 fn line_sends(m: &MediaLine) -> bool {
     m.port != 0
@@ -328,6 +354,8 @@ impl SessionShared {
                 out: (0..lines).map(|_| OutStream::default()).collect(),
                 answered: None,
                 inactive_reported: false,
+                handed: SmallVec::new(),
+                handed_read_at: None,
             }),
         });
         let mut allocated: SmallVec<[(usize, (u16, SocketId)); 4]> = SmallVec::new();
@@ -361,11 +389,12 @@ impl SessionShared {
     }
 
     /// Post-answer inactivity, once per session.
-    pub(crate) fn poll(&self, now: Instant) -> Option<MediaEvent> {
+    pub(crate) fn poll(&self, plane: &PlaneShared, now: Instant) -> Option<MediaEvent> {
         let mut state = lock(&self.state);
         if state.closed || state.inactive_reported {
             return None;
         }
+        state.read_handed(plane, now);
         let timeout = state.timeouts.media_timeout?;
         let (branch, answered_at) = state.answered?;
         let silent = |leg: &Leg| {
@@ -467,6 +496,8 @@ impl SessionShared {
                 }
                 if copies == 0 {
                     metrics.dropped(DropReason::NoDestination);
+                } else if !rtcp && !owner.rtcp {
+                    state.hand_over(plane, LegId::Carrier, line, now);
                 }
             }
             LegId::Branch(b) => {
@@ -515,12 +546,184 @@ impl SessionShared {
                     return metrics.dropped(DropReason::Standby);
                 }
                 state.forward_to_carrier(pos, line, rtcp, packet, now, out, metrics);
+                if !rtcp && !owner.rtcp {
+                    state.hand_over(plane, LegId::Branch(b), line, now);
+                }
             }
         }
     }
 }
 
 impl State {
+    /// The payload-type map of the branch's stream on `line` toward the carrier: each of its
+    /// codecs to the reference answer's number for the same codec (others unchanged).
+    fn payload_types(&self, branch: &Branch, line: usize) -> [u8; 128] {
+        let mut map = RtpRewrite::identity_payload_types();
+        let (Some(bl), Some(reference)) = (
+            branch.leg.lines.get(line),
+            self.reference.as_ref().and_then(|r| r.get(line)),
+        ) else {
+            return map;
+        };
+        for codec in &bl.codecs {
+            let to = reference.iter().find(|rc| same_codec(rc, codec));
+            if let (Some(slot), Some(to)) = (map.get_mut(usize::from(codec.pt & 0x7f)), to) {
+                *slot = to.pt & 0x7f;
+            }
+        }
+        map
+    }
+
+    /// After a packet of an answered call's RTP was relayed on `line` from `sender`: hands its
+    /// stream to the plane's offload when everything it needs is fixed (the source latched,
+    /// the destination known, the carrier-bound normalisation settled on the answered branch).
+    fn hand_over(&mut self, plane: &PlaneShared, sender: LegId, line: usize, now: Instant) {
+        let Some(offload) = plane.offload.get() else {
+            return;
+        };
+        let Some((answered, _)) = self.answered else {
+            return;
+        };
+        let Some(branch) = self.branch(answered).filter(|b| b.status == Status::Live) else {
+            return;
+        };
+        let (Some(bl), Some(cl)) = (branch.leg.lines.get(line), self.carrier.lines.get(line))
+        else {
+            return;
+        };
+        let (Some((cloud_port, _)), Some((carrier_port, _))) = (bl.local, cl.local) else {
+            return;
+        };
+        let cloud_at = SocketAddr::new(plane.cfg.cloud_ip, cloud_port);
+        let carrier_at = SocketAddr::new(plane.cfg.carrier_ip, carrier_port);
+        let (at, stream) = match sender {
+            LegId::Carrier => {
+                let (Some(peer), Some((_, to))) = (cl.latched[0], bl.destination(false, false))
+                else {
+                    return;
+                };
+                let stream = HandedStream {
+                    peer,
+                    out_from: cloud_at,
+                    out_to: to,
+                    rewrite: None,
+                };
+                (carrier_at, stream)
+            }
+            LegId::Branch(b) => {
+                let settled = b == answered
+                    && self.selected == Some(b)
+                    && self.out.get(line).is_some_and(|o| o.source == Some(b));
+                let (true, Some(peer), Some((_, to))) =
+                    (settled, bl.latched[0], cl.destination(false, false))
+                else {
+                    return;
+                };
+                let rewrite = match (
+                    normalised(&self.transports, branch, line),
+                    self.out.get(line),
+                ) {
+                    (true, Some(o)) => Some(RtpRewrite {
+                        ssrc: self.ssrc,
+                        seq_offset: o.seq_offset,
+                        ts_offset: o.ts_offset,
+                        payload_types: self.payload_types(branch, line),
+                    }),
+                    (true, None) => return,
+                    (false, _) => None,
+                };
+                let stream = HandedStream {
+                    peer,
+                    out_from: carrier_at,
+                    out_to: to,
+                    rewrite,
+                };
+                (cloud_at, stream)
+            }
+        };
+        if self.handed.iter().any(|h| h.at == at) || !offload.install(at, &stream) {
+            return;
+        }
+        self.handed.push(Handed {
+            at,
+            sender,
+            packets: 0,
+            bytes: 0,
+        });
+        self.handed_read_at.get_or_insert(now);
+        plane.metrics.handed_over(1);
+    }
+
+    /// Takes every handed-over stream back (its next packet reaches the plane), counting what
+    /// the offload relayed of it: before anything that could change a stream, and before the
+    /// session's ports return to the pool.
+    fn take_back(&mut self, plane: &PlaneShared, now: Option<Instant>) {
+        let Some(offload) = plane.offload.get() else {
+            return;
+        };
+        for handed in std::mem::take(&mut self.handed) {
+            let last = offload.remove(handed.at);
+            plane.metrics.handed_over(-1);
+            if let Some(counters) = last {
+                self.count_handed(plane, &handed, counters, now);
+            }
+        }
+    }
+
+    /// Reads the handed-over streams' counters (at most every [`HANDED_READ_EVERY`]): what
+    /// they relayed goes to the metrics, and their last packet to their sender's activity.
+    fn read_handed(&mut self, plane: &PlaneShared, now: Instant) {
+        let Some(offload) = plane.offload.get() else {
+            return;
+        };
+        if self.handed.is_empty()
+            || self
+                .handed_read_at
+                .is_some_and(|t| now.saturating_duration_since(t) < HANDED_READ_EVERY)
+        {
+            return;
+        }
+        self.handed_read_at = Some(now);
+        let mut handed = std::mem::take(&mut self.handed);
+        for h in &mut handed {
+            if let Some(counters) = offload.counters(h.at) {
+                self.count_handed(plane, h, counters, Some(now));
+                h.packets = h.packets.max(counters.packets);
+                h.bytes = h.bytes.max(counters.bytes);
+            }
+        }
+        self.handed = handed;
+    }
+
+    fn count_handed(
+        &mut self,
+        plane: &PlaneShared,
+        handed: &Handed,
+        counters: HandedCounters,
+        now: Option<Instant>,
+    ) {
+        let packets = counters.packets.saturating_sub(handed.packets);
+        if packets == 0 {
+            return;
+        }
+        let bytes = counters.bytes.saturating_sub(handed.bytes);
+        let flow = match handed.sender {
+            LegId::Carrier => Flow::ToCloud,
+            LegId::Branch(_) => Flow::ToCarrier,
+        };
+        plane.metrics.relayed_many(flow, packets, bytes);
+        let seen = now
+            .zip(counters.idle)
+            .and_then(|(now, idle)| now.checked_sub(idle));
+        let leg = match handed.sender {
+            LegId::Carrier => Some(&mut self.carrier),
+            LegId::Branch(b) => self.branch_mut(b).map(|b| &mut b.leg),
+        };
+        if let (Some(leg), Some(seen)) = (leg, seen) {
+            leg.last_packet = Some(leg.last_packet.map_or(seen, |t| t.max(seen)));
+        }
+    }
+
     fn branch(&self, index: usize) -> Option<&Branch> {
         self.branches.iter().find(|b| b.index == index)
     }
@@ -689,9 +892,7 @@ impl State {
         let Some(to) = carrier.destination(rtcp, carrier.rtcp_mux && bl.rtcp_mux) else {
             return metrics.dropped(DropReason::NoDestination);
         };
-        let normalise = self.transports.get(line) == Some(&MediaTransport::Rtp)
-            && bl.transport == Some(MediaTransport::Rtp)
-            && branch.answer != Some(AnswerUse::Passthrough);
+        let normalise = normalised(&self.transports, branch, line);
         if rtcp {
             // RTCP neither starts the new source's stream nor ends the gap: only media does.
             if normalise && walk_rtcp(packet, Some(self.ssrc)).is_err() {
@@ -908,6 +1109,14 @@ impl MediaSession {
         if b.status == Status::Freed {
             return AnswerUse::Ignored;
         }
+        // A new answer may move the stream: the plane relays it again until it settles.
+        let handed = !state.handed.is_empty();
+        if handed {
+            state.take_back(&self.plane, None);
+        }
+        let Some(b) = state.branches.iter_mut().find(|b| b.index == branch) else {
+            return AnswerUse::Ignored;
+        };
         b.leg.update(answer);
         let reference = state
             .reference
@@ -949,6 +1158,8 @@ impl MediaSession {
     pub fn on_carrier_sdp(&self, sdp: &SdpSummary) {
         let mut state = lock(&self.inner.state);
         if !state.closed {
+            // The plane relays the streams again until they settle with what this says.
+            state.take_back(&self.plane, None);
             state.carrier.update(sdp);
         }
     }
@@ -1004,6 +1215,8 @@ impl MediaSession {
             return;
         }
         state.closed = true;
+        // Before the ports go back to the pool, where another call may take them.
+        state.take_back(&self.plane, None);
         let ports = state.take_all_ports();
         drop(state);
         self.free(&ports);

@@ -1099,3 +1099,243 @@ fn arbitrary_datagrams_on_every_socket_never_panic_or_change_length() {
         assert_eq!(packet.len(), len);
     }
 }
+
+/// An offload that records what the plane hands it and reports counters the test sets.
+#[derive(Debug, Default)]
+struct FakeOffload {
+    streams: Mutex<HashMap<SocketAddr, (offload::HandedStream, offload::HandedCounters)>>,
+    log: Mutex<Vec<(&'static str, SocketAddr)>>,
+    refuse: bool,
+}
+
+impl offload::StreamOffload for FakeOffload {
+    fn install(&self, at: SocketAddr, stream: &offload::HandedStream) -> bool {
+        if self.refuse {
+            return false;
+        }
+        lock(&self.log).push(("install", at));
+        lock(&self.streams).insert(at, (*stream, offload::HandedCounters::default()));
+        true
+    }
+    fn remove(&self, at: SocketAddr) -> Option<offload::HandedCounters> {
+        lock(&self.log).push(("remove", at));
+        lock(&self.streams).remove(&at).map(|(_, c)| c)
+    }
+    fn counters(&self, at: SocketAddr) -> Option<offload::HandedCounters> {
+        lock(&self.streams).get(&at).map(|(_, c)| *c)
+    }
+}
+
+impl FakeOffload {
+    fn stream(&self, at: SocketAddr) -> Option<offload::HandedStream> {
+        lock(&self.streams).get(&at).map(|(s, _)| *s)
+    }
+    /// The forwarder relayed `packets` of 172 bytes on `at`, the last `idle` ago.
+    fn relayed(&self, at: SocketAddr, packets: u64, idle: Duration) {
+        if let Some((_, c)) = lock(&self.streams).get_mut(&at) {
+            *c = offload::HandedCounters {
+                packets,
+                bytes: packets * 172,
+                idle: Some(idle),
+            };
+        }
+    }
+    fn log(&self) -> Vec<(&'static str, SocketAddr)> {
+        lock(&self.log).clone()
+    }
+}
+
+impl Call {
+    fn handing_over(refuse: bool) -> (Call, Arc<FakeOffload>) {
+        let call = Call::new();
+        let fake = Arc::new(FakeOffload {
+            refuse,
+            ..FakeOffload::default()
+        });
+        assert!(call.plane.hand_over_to(fake.clone()));
+        (call, fake)
+    }
+}
+
+/// What a handed-over rewrite makes of a packet's sequence number, timestamp and SSRC.
+fn rewritten(r: &offload::RtpRewrite, seq: u16, ts: u32) -> (u16, u32, u32) {
+    (
+        seq.wrapping_add(r.seq_offset),
+        ts.wrapping_add(r.ts_offset),
+        r.ssrc,
+    )
+}
+
+#[test]
+fn an_answered_calls_streams_are_handed_over_with_the_rewrite_the_plane_applies() {
+    let (call, fake) = Call::handing_over(false);
+    // Early media: branch 0 heard, branch 1 a standby; nothing is handed over before the answer.
+    for i in 0..5u16 {
+        call.carrier_sends(
+            rtp(8, 100 + i, 16_000 + 160 * u32::from(i), 0x1234),
+            20 * u64::from(i),
+        );
+        call.branch_sends(
+            0,
+            8,
+            500 + i,
+            90_000 + 160 * u32::from(i),
+            20 * u64::from(i),
+        );
+        call.branch_sends(
+            1,
+            8,
+            7_000 + i,
+            3_000 + 160 * u32::from(i),
+            20 * u64::from(i),
+        );
+    }
+    assert!(fake.log().is_empty(), "early media stays with the plane");
+
+    // The standby answers: its first packet starts the carrier's stream anew (marker, new
+    // offsets) and, settled, its stream goes to the offload with exactly those offsets.
+    call.session.answered(1, call.at(100));
+    let (out, mut heard) = call.branch_sends(1, 8, 7_005, 3_800, 100);
+    assert_eq!(out.len(), 1);
+    let (marker, pt, seq, ts, ssrc) = header(&mut heard);
+    assert!(marker);
+    let handed = fake
+        .stream(call.branch_rtp[1])
+        .expect("the answered cloud's stream");
+    assert_eq!(handed.peer, SocketAddr::new(CLOUD_B, B_PORT));
+    assert_eq!(handed.out_from, call.carrier_rtp);
+    assert_eq!(handed.out_to, to_carrier());
+    let rewrite = handed.rewrite.expect("normalised");
+    assert_eq!(rewrite.payload_types[usize::from(pt)], pt);
+    assert_eq!(
+        rewritten(&rewrite, 7_006, 3_960),
+        (seq.wrapping_add(1), ts.wrapping_add(160), ssrc),
+        "the next packet continues the stream the plane started"
+    );
+    // What the plane itself would make of that packet is the same.
+    let (_, mut next) = call.branch_sends(1, 8, 7_006, 3_960, 120);
+    let (marker, _, seq2, ts2, ssrc2) = header(&mut next);
+    assert_eq!(
+        (marker, (seq2, ts2, ssrc2)),
+        (false, rewritten(&rewrite, 7_006, 3_960))
+    );
+
+    // The carrier's stream goes to the answered cloud only, unchanged.
+    call.carrier_sends(rtp(8, 105, 16_800, 0x1234), 100);
+    let carrier = fake.stream(call.carrier_rtp).expect("the carrier's stream");
+    assert_eq!(
+        carrier,
+        offload::HandedStream {
+            peer: to_carrier(),
+            out_from: call.branch_rtp[1],
+            out_to: SocketAddr::new(CLOUD_B, B_PORT),
+            rewrite: None,
+        }
+    );
+    call.carrier_sends(rtp(8, 106, 16_960, 0x1234), 120);
+    assert_eq!(fake.log().len(), 2, "each stream once");
+    assert_eq!(call.count("pointsman_media_handed_over_streams"), 2.0);
+    // RTCP stays with the plane.
+    let rtcp_at = SocketAddr::new(RELAY_CARRIER, call.carrier_rtp.port() + 1);
+    call.send(
+        rtcp_at,
+        SocketAddr::new(CARRIER, CARRIER_PORT + 1),
+        rtcp(0x1234, false),
+        130,
+    );
+    assert_eq!(fake.log().len(), 2);
+}
+
+#[test]
+fn handed_over_streams_are_taken_back_before_a_new_sdp_and_before_their_ports_return() {
+    let (call, fake) = Call::handing_over(false);
+    call.session.answered(0, call.at(0));
+    call.branch_sends(0, 8, 1, 160, 10);
+    call.carrier_sends(rtp(8, 1, 160, 0x1234), 10);
+    assert_eq!(fake.log().len(), 2);
+
+    // A re-INVITE from the carrier (hold, a new address): both come back to the plane...
+    let mut hold = offer();
+    hold.media[0].direction = Direction::SendOnly;
+    call.session.on_carrier_sdp(&hold);
+    assert!(lock(&fake.streams).is_empty());
+    assert_eq!(call.count("pointsman_media_handed_over_streams"), 0.0);
+    // ...and go again once a packet shows them settled.
+    call.carrier_sends(rtp(8, 2, 320, 0x1234), 30);
+    assert!(fake.stream(call.carrier_rtp).is_some());
+    // The cloud's new answer (its re-INVITE's) takes them back as well.
+    call.branch_sends(0, 8, 2, 320, 30);
+    call.session.on_answer(0, &answer(CLOUD_A, A_PORT + 2));
+    assert!(lock(&fake.streams).is_empty());
+    call.branch_sends(0, 8, 3, 480, 50);
+    call.carrier_sends(rtp(8, 3, 480, 0x1234), 50);
+    // (The new SDP unlatched the line; the cloud's packet latched it again, from where it
+    // came.)
+    assert_eq!(
+        fake.stream(call.branch_rtp[0]).map(|s| s.peer),
+        Some(SocketAddr::new(CLOUD_A, A_PORT))
+    );
+
+    // The call ends: taken back before the ports return (the log ends with the removals, and
+    // every port is free after).
+    let before = fake.log().len();
+    call.session.close();
+    let log = fake.log();
+    assert_eq!(log.len(), before + 2);
+    assert!(log[before..].iter().all(|(what, _)| *what == "remove"));
+    assert!(lock(&fake.streams).is_empty());
+    assert_eq!(call.plane.ports_in_use(), 0);
+    assert_eq!(call.count("pointsman_media_handed_over_streams"), 0.0);
+}
+
+#[test]
+fn inactivity_and_the_packet_counts_include_what_the_offload_relayed() {
+    let (call, fake) = Call::handing_over(false);
+    call.session.answered(0, call.at(0));
+    call.carrier_sends(rtp(8, 1, 160, 0x1234), 100);
+    call.branch_sends(0, 8, 1, 160, 100);
+    let to_cloud = "pointsman_media_packets_total{direction=\"to_cloud\"}";
+    let before = call.count(to_cloud);
+    // The plane sees nothing more; the offload relays both streams until 4 s.
+    let mut events = Vec::new();
+    for ms in [1_000u64, 2_000, 3_000, 4_000] {
+        let packets = ms / 20;
+        fake.relayed(call.carrier_rtp, packets, Duration::ZERO);
+        fake.relayed(call.branch_rtp[0], packets, Duration::ZERO);
+        call.plane.poll(call.at(ms), &mut events);
+    }
+    assert_eq!(
+        call.count(to_cloud),
+        before + 200.0,
+        "the offload's packets are counted"
+    );
+    // 5 s after the plane's last packet, but 1 s after the offload's: no teardown.
+    call.plane.poll(call.at(6_000), &mut events);
+    assert!(events.is_empty(), "{events:?}");
+    // Both go silent at 4 s: 5 s later the call is reported inactive.
+    call.plane.poll(call.at(8_999), &mut events);
+    assert!(events.is_empty());
+    call.plane.poll(call.at(9_000), &mut events);
+    assert_eq!(
+        events,
+        [MediaEvent::Inactive {
+            token: 7,
+            side: MediaSide::Carrier
+        }]
+    );
+}
+
+#[test]
+fn an_offload_that_refuses_leaves_the_stream_with_the_plane() {
+    let (call, fake) = Call::handing_over(true);
+    call.session.answered(0, call.at(0));
+    for i in 0..3u16 {
+        let (out, _) = call.carrier_sends(rtp(8, i, 160 * u32::from(i), 0x1234), u64::from(i));
+        assert_eq!(out.len(), 1, "relayed by the plane");
+        let (out, _) = call.branch_sends(0, 8, i, 160 * u32::from(i), u64::from(i));
+        assert_eq!(out.len(), 1, "relayed by the plane");
+    }
+    assert!(lock(&fake.streams).is_empty());
+    assert_eq!(call.count("pointsman_media_handed_over_streams"), 0.0);
+    call.session.close();
+}

@@ -3,6 +3,7 @@
 //! delivery failures (ICMP port unreachable, connect refused, reset, write error) back as branch
 //! failures. They never interpret SIP beyond framing a stream.
 
+pub mod kernel_relay;
 pub mod media;
 pub(crate) mod tcp;
 pub mod tls;

@@ -42,6 +42,9 @@ enum RelayKind {
     Rtpengine,
     /// The floor: `rtp_floor`, recvfrom + sendto per packet and nothing else.
     Floor,
+    /// No relay: each end sends straight to the other. What the machine spends then is the
+    /// bench's own share; a relay's machine cost less it is what the relay adds.
+    Direct,
 }
 
 impl RelayKind {
@@ -50,6 +53,7 @@ impl RelayKind {
             RelayKind::Pointsman => "pointsman",
             RelayKind::Rtpengine => "rtpengine",
             RelayKind::Floor => "floor",
+            RelayKind::Direct => "direct",
         }
     }
 }
@@ -103,17 +107,20 @@ struct Args {
     /// build without the relay then starts, and the bench stops at "did not anchor media").
     #[arg(long)]
     no_media_config: bool,
-    /// The floor's program: `rtp-floor` (epoll, one recvfrom and one sendto a packet) or
-    /// `uring-floor` (the same on io_uring, syscalls batched).
+    /// The floor's program: `rtp-floor` (epoll, one recvfrom and one sendto a packet),
+    /// `uring-floor` (the same on io_uring, syscalls batched) or `kernel-floor` (rtp_floor
+    /// handing each flow to pointsman's kernel relay once both ends were heard).
     #[arg(long, value_enum, default_value = "rtp-floor")]
     floor_bin: FloorBin,
 }
 
 /// The floor programs (beside this one).
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[allow(clippy::enum_variant_names)] // named as the programs and --floor-bin's values
 enum FloorBin {
     RtpFloor,
     UringFloor,
+    KernelFloor,
 }
 
 impl FloorBin {
@@ -121,6 +128,16 @@ impl FloorBin {
         match self {
             FloorBin::RtpFloor => "rtp_floor",
             FloorBin::UringFloor => "uring_floor",
+            FloorBin::KernelFloor => "kernel_floor",
+        }
+    }
+
+    /// The program, and its arguments besides the ports and flows.
+    fn program(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            FloorBin::RtpFloor => ("rtp_floor", &[]),
+            FloorBin::UringFloor => ("uring_floor", &[]),
+            FloorBin::KernelFloor => ("rtp_floor", &["--kernel"]),
         }
     }
 }
@@ -182,11 +199,21 @@ fn run(args: &Args) -> Result<()> {
         flows.push(FlowSockets::bind(i, args.carrier_ip, args.cloud_ip)?);
     }
     let (relay, targets) = match args.relay {
-        RelayKind::Rtpengine => rtpengine::start(args, &work, port_min, port_max, &flows)?,
-        RelayKind::Pointsman => pointsman::start(args, &work, port_min, port_max, &flows)?,
-        RelayKind::Floor => start_floor(args, &work, port_min, &flows)?,
+        RelayKind::Rtpengine => {
+            let (relay, targets) = rtpengine::start(args, &work, port_min, port_max, &flows)?;
+            (Some(relay), targets)
+        }
+        RelayKind::Pointsman => {
+            let (relay, targets) = pointsman::start(args, &work, port_min, port_max, &flows)?;
+            (Some(relay), targets)
+        }
+        RelayKind::Floor => {
+            let (relay, targets) = start_floor(args, &work, port_min, &flows)?;
+            (Some(relay), targets)
+        }
+        RelayKind::Direct => (None, direct_targets(&flows)?),
     };
-    let result = measure(args, (port_min, port_max), &relay, &flows, &targets);
+    let result = measure(args, (port_min, port_max), relay.as_ref(), &flows, &targets);
     if let RelayKind::Rtpengine = args.relay {
         rtpengine::delete_all(args.ng_port, flows.len());
     }
@@ -194,7 +221,7 @@ fn run(args: &Args) -> Result<()> {
     let r = result?;
     eprintln!(
         "media_bench: {} {} flows: offered {:.0} pps, relayed {:.0} pps, loss {:.3} %, \
-         {:.2} CPU-µs/packet ({:.1} % of a core); {} streams got nothing, {} misdelivered; \
+         {:.2} CPU-µs/packet ({:.1} % of a core), machine {:.2} CPU-µs/packet; {} streams got nothing, {} misdelivered; \
          dropped at full buffers: {} by the relay's sockets, {} by the bench's",
         args.relay.name(),
         args.flows,
@@ -203,6 +230,7 @@ fn run(args: &Args) -> Result<()> {
         r.loss_pct,
         r.cpu_us_per_packet,
         r.relay_cpu_pct,
+        r.machine_cpu_us_per_packet,
         r.dead_streams,
         r.misdelivered,
         r.drops.relay,
@@ -210,7 +238,7 @@ fn run(args: &Args) -> Result<()> {
     );
     println!(
         "RESULT relay={} flows={} target_pps={} offered_pps={:.0} relayed_pps={:.0} \
-         loss_pct={:.3} cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
+         loss_pct={:.3} cpu_us_per_pkt={:.3} machine_cpu_us_per_pkt={:.3} relay_cpu_pct={:.1} idle_cpu_pct={:.1} \
          bench_cpu_pct={:.1} sinks_read_in_window_pps={:.0} dead_streams={} misdelivered={} \
          send_errors={} \
          relay_socket_drops={} sink_socket_drops={} udp_rcvbuf_errors={} \
@@ -222,6 +250,7 @@ fn run(args: &Args) -> Result<()> {
         r.relayed_pps,
         r.loss_pct,
         r.cpu_us_per_packet,
+        r.machine_cpu_us_per_packet,
         r.relay_cpu_pct,
         r.idle_cpu_pct,
         r.bench_cpu_pct,
@@ -246,10 +275,12 @@ fn start_floor(
     port_min: u16,
     flows: &[FlowSockets],
 ) -> Result<(RelayProcess, Vec<Targets>)> {
-    let exe = std::env::current_exe()?.with_file_name(args.floor_bin.name());
+    let (program, extra) = args.floor_bin.program();
+    let exe = std::env::current_exe()?.with_file_name(program);
     let log = work.join(format!("{}.log", args.floor_bin.name()));
     let mut cmd = Command::new(&exe);
-    cmd.arg("--port-min")
+    cmd.args(extra)
+        .arg("--port-min")
         .arg(port_min.to_string())
         .arg("--flows")
         .arg(args.flows.to_string());
@@ -391,6 +422,37 @@ impl Drop for RelayProcess {
     }
 }
 
+/// Idle time of every CPU so far, and how many CPUs there are (/proc/stat's idle and iowait:
+/// measured, not sampled, on a tickless kernel, unlike its busy fields, which ticks sample and
+/// a workload paced by timers hides from). The machine's busy time over a window is then the
+/// window times the CPUs less this: whoever it was spent for. What a relay that forwards in the
+/// kernel costs shows only there, spent in its senders' system calls and softirqs.
+fn machine_idle() -> Result<(Duration, u32)> {
+    let stat = fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
+    let mut lines = stat.lines();
+    let line = lines
+        .next()
+        .filter(|l| l.starts_with("cpu "))
+        .ok_or_else(|| anyhow!("/proc/stat: no cpu line"))?;
+    let cpus = lines
+        .filter(|l| l.starts_with("cpu") && l.as_bytes().get(3).is_some_and(u8::is_ascii_digit))
+        .count();
+    let fields: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(|f| f.parse::<u64>().context("/proc/stat: a cpu field"))
+        .collect::<Result<_>>()?;
+    // user nice system idle iowait ...
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    // SAFETY: sysconf reads a constant of the system.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    let hz = u64::try_from(hz).ok().filter(|&h| h > 0).unwrap_or(100);
+    Ok((
+        Duration::from_micros(idle * 1_000_000 / hz),
+        u32::try_from(cpus).unwrap_or(1).max(1),
+    ))
+}
+
 /// CPU time (user + system, all threads) of process `pid` so far.
 fn cpu_time(pid: u32) -> Result<Duration> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -492,6 +554,8 @@ struct Measured {
     read_in_window_pps: f64,
     loss_pct: f64,
     cpu_us_per_packet: f64,
+    /// Every CPU's busy time (the relay's, the bench's, softirqs, everything) a relayed packet.
+    machine_cpu_us_per_packet: f64,
     relay_cpu_pct: f64,
     /// The relay's CPU with every call set up but no packet flowing (timers, polling).
     idle_cpu_pct: f64,
@@ -567,10 +631,28 @@ impl Counters {
     }
 }
 
+/// No relay: the carrier sends to the cloud's socket and the cloud to the carrier's.
+fn direct_targets(flows: &[FlowSockets]) -> Result<Vec<Targets>> {
+    flows
+        .iter()
+        .map(|f| {
+            Ok(Targets {
+                carrier_to: f.cloud_addr()?,
+                cloud_to: f.carrier_addr()?,
+            })
+        })
+        .collect()
+}
+
+/// The relay's CPU time so far; none without a relay.
+fn relay_cpu(relay: Option<&RelayProcess>) -> Result<Duration> {
+    relay.map_or(Ok(Duration::ZERO), |r| cpu_time(r.pid()))
+}
+
 fn measure(
     args: &Args,
     ports: (u16, u16),
-    relay: &RelayProcess,
+    relay: Option<&RelayProcess>,
     flows: &[FlowSockets],
     targets: &[Targets],
 ) -> Result<Measured> {
@@ -603,9 +685,9 @@ fn measure(
     }
     // The relay's own cost with the calls set up and nothing flowing.
     let idle_window = Duration::from_secs(1);
-    let idle0 = cpu_time(relay.pid())?;
+    let idle0 = relay_cpu(relay)?;
     std::thread::sleep(idle_window);
-    let idle_cpu = cpu_time(relay.pid())?.saturating_sub(idle0);
+    let idle_cpu = relay_cpu(relay)?.saturating_sub(idle0);
 
     let (sink_stop, sink_stopped) = tokio::sync::oneshot::channel::<()>();
     let sink_thread = {
@@ -638,14 +720,22 @@ fn measure(
     std::thread::sleep(start.saturating_duration_since(Instant::now()) + args.warmup);
     let sink_ips = [args.carrier_ip, args.cloud_ip];
     let drops0 = udp_drops(ports, sink_ips);
-    let (cpu0, self0) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
+    let (cpu0, self0, machine0) = (
+        relay_cpu(relay)?,
+        cpu_time(std::process::id())?,
+        machine_idle()?,
+    );
     let (sent0, recv0, t0) = (
         counters.sent.load(Ordering::Relaxed),
         counters.received_total(),
         Instant::now(),
     );
     std::thread::sleep(args.duration);
-    let (cpu1, self1) = (cpu_time(relay.pid())?, cpu_time(std::process::id())?);
+    let (cpu1, self1, machine1) = (
+        relay_cpu(relay)?,
+        cpu_time(std::process::id())?,
+        machine_idle()?,
+    );
     let (sent1, recv1, t1) = (
         counters.sent.load(Ordering::Relaxed),
         counters.received_total(),
@@ -687,6 +777,8 @@ fn measure(
     let relayed = sent * delivered;
     let relay_cpu = cpu1.saturating_sub(cpu0).as_secs_f64() * 1e6;
     let bench_cpu = self1.saturating_sub(self0).as_secs_f64() * 1e6;
+    let machine_cpu = (window * machine1.1).saturating_sub(machine1.0.saturating_sub(machine0.0));
+    let machine_cpu = machine_cpu.as_secs_f64() * 1e6;
     let dead_streams = counters
         .received
         .iter()
@@ -699,6 +791,11 @@ fn measure(
         read_in_window_pps: (recv1 - recv0) as f64 / secs,
         cpu_us_per_packet: if relayed > 0.0 {
             relay_cpu / relayed
+        } else {
+            f64::NAN
+        },
+        machine_cpu_us_per_packet: if relayed > 0.0 {
+            machine_cpu / relayed
         } else {
             f64::NAN
         },

@@ -8,10 +8,19 @@
 //! `port_min + 4i + 2` (the cloud sends there). Each latches the first source it hears and sends
 //! what the other one receives to it.
 //!
-//! `rtp_floor --ip 127.0.0.1 --port-min 10000 --flows 500` (runs until killed)
+//! With `--kernel` it is the floor of forwarding in the kernel instead: once both ends of a
+//! flow have been heard, it hands the flow's two directions to pointsman's kernel relay
+//! (`pointsman::transport::kernel_relay`, the eBPF program at the loopback's ingress), the
+//! cloud → carrier direction with an RTP rewrite as pointsman's normalisation makes, and
+//! their packets never reach it again. Its own CPU is then ~0: what forwarding costs is
+//! spent in the senders' system calls, so compare the machine's CPU (media_bench reports it).
+//!
+//! `rtp_floor --ip 127.0.0.1 --port-min 10000 --flows 500 [--kernel]` (runs until killed)
 
 use anyhow::{bail, Context, Result};
 use clap::Parser;
+use pointsman::transport::kernel_relay::KernelRelay;
+use pointsman_protocol::media::offload::{HandedStream, RtpRewrite};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 
@@ -24,6 +33,9 @@ struct Args {
     port_min: u16,
     #[arg(long)]
     flows: usize,
+    /// Hand each flow to the kernel relay once both its ends were heard (needs root).
+    #[arg(long)]
+    kernel: bool,
 }
 
 fn main() -> Result<()> {
@@ -43,6 +55,12 @@ fn main() -> Result<()> {
         }
     }
     let mut peers: Vec<Option<SocketAddr>> = vec![None; sockets.len()];
+    let kernel = if args.kernel {
+        Some(KernelRelay::attach(&["lo"]).context("attaching the kernel relay to lo")?)
+    } else {
+        None
+    };
+    let mut handed_over = vec![false; args.flows];
     // SAFETY: epoll_create1 takes no pointers; the result is checked.
     let epoll = unsafe { libc::epoll_create1(0) };
     if epoll < 0 {
@@ -83,6 +101,12 @@ fn main() -> Result<()> {
             if let Some(peer) = peers.get_mut(i) {
                 peer.get_or_insert(from);
             }
+            if let Some(relay) = &kernel {
+                let flow = i / 2;
+                if !handed_over[flow] {
+                    handed_over[flow] = hand_over(relay, &sockets, &peers, flow)?;
+                }
+            }
             let other = i ^ 1;
             if let (Some(out), Some(Some(to))) = (sockets.get(other), peers.get(other)) {
                 if let Some(packet) = buf.get(..len) {
@@ -91,4 +115,49 @@ fn main() -> Result<()> {
             }
         }
     }
+}
+
+/// Hands both directions of `flow` to the kernel once both its ends are known; true if done.
+fn hand_over(
+    relay: &KernelRelay,
+    sockets: &[UdpSocket],
+    peers: &[Option<SocketAddr>],
+    flow: usize,
+) -> Result<bool> {
+    let local = |i: usize| -> Result<Option<SocketAddr>> {
+        Ok(sockets.get(i).map(|s| s.local_addr()).transpose()?)
+    };
+    let (carrier_side, cloud_side) = (2 * flow, 2 * flow + 1);
+    let (Some(Some(carrier)), Some(Some(cloud))) = (peers.get(carrier_side), peers.get(cloud_side))
+    else {
+        return Ok(false);
+    };
+    let (carrier, cloud) = (*carrier, *cloud);
+    let (Some(carrier_port), Some(cloud_port)) = (local(carrier_side)?, local(cloud_side)?) else {
+        return Ok(false);
+    };
+    relay.install(
+        carrier_port,
+        &HandedStream {
+            peer: carrier,
+            out_from: cloud_port,
+            out_to: cloud,
+            rewrite: None,
+        },
+    )?;
+    relay.install(
+        cloud_port,
+        &HandedStream {
+            peer: cloud,
+            out_from: carrier_port,
+            out_to: carrier,
+            rewrite: Some(RtpRewrite {
+                ssrc: 0x5017_5A1E ^ flow as u32,
+                seq_offset: 1000,
+                ts_offset: 160_000,
+                payload_types: RtpRewrite::identity_payload_types(),
+            }),
+        },
+    )?;
+    Ok(true)
 }

@@ -1,0 +1,273 @@
+//! The kernel relay: established RTP streams forwarded by an eBPF program (`bpf/relay.bpf.c`)
+//! at the traffic-control ingress (tcx) of the interfaces media arrives on, so such a packet
+//! costs no system call, no wake-up and no copy to user space. This module owns the program's
+//! lifetime and its map of streams: [`KernelRelay::attach`] loads and attaches it,
+//! [`KernelRelay::install`] hands it a stream, [`KernelRelay::remove`] takes it back,
+//! [`KernelRelay::counters`] reads what it forwarded; as the media plane's [`StreamOffload`].
+//!
+//! It must not decide anything about media: which stream is handed over, with which rewrite,
+//! and when it is taken back are the media plane's. A packet the program does not forward
+//! (another source, RTCP, anything unexpected) goes on to the relay's socket as before, so a
+//! stream is always also served by user space.
+//!
+//! The program is attached with tcx links (Linux 6.6+), which the kernel detaches when the
+//! process's last reference goes, however it ends: a crashed pointsman leaves no program behind
+//! forwarding to ports nobody owns. Older kernels are refused rather than served with the
+//! legacy netlink attachment, which outlives the process.
+
+use pointsman_protocol::media::offload::{HandedCounters, HandedStream, RtpRewrite, StreamOffload};
+use std::net::{SocketAddr, SocketAddrV4};
+use std::sync::Mutex;
+use std::time::Duration;
+
+/// Why the kernel relay could not start or take a stream.
+#[derive(Debug, thiserror::Error)]
+pub enum KernelRelayError {
+    #[error("this pointsman was built without the kernel relay (clang was missing at build time)")]
+    NotBuilt,
+    #[error("the kernel relay needs Linux 6.6 or later (tcx), this kernel is {0}")]
+    OldKernel(String),
+    #[error("the kernel relay's eBPF program: {0}")]
+    Program(String),
+    #[error("cannot attach the kernel relay to interface {interface:?}: {reason}")]
+    Attach { interface: String, reason: String },
+    #[error("the kernel relay's stream map: {0}")]
+    Map(String),
+    #[error("the kernel relay forwards IPv4 only, not {0}")]
+    NotIpv4(SocketAddr),
+}
+
+/// The key of the program's map: a relay port (network byte order), as `struct stream_key`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct StreamKey {
+    addr: u32,
+    port: u16,
+    pad: u16,
+}
+
+/// The program's map value, as `struct stream` (addresses and ports in network byte order).
+#[repr(C)]
+#[derive(Clone, Copy, Debug)]
+struct StreamValue {
+    peer_addr: u32,
+    peer_port: u16,
+    flags: u16,
+    out_src_addr: u32,
+    out_src_port: u16,
+    pad0: u16,
+    out_dst_addr: u32,
+    out_dst_port: u16,
+    seq_offset: u16,
+    ssrc: u32,
+    ts_offset: u32,
+    pt_map: [u8; 128],
+    packets: u64,
+    bytes: u64,
+    last_seen_ns: u64,
+}
+
+/// `STREAM_NORMALISE` in the program.
+const FLAG_NORMALISE: u16 = 1;
+
+// SAFETY: both are plain `repr(C)` data with no padding the kernel reads uninitialised (every
+// gap is an explicit field) and every bit pattern valid, as aya's `Pod` requires.
+unsafe impl aya::Pod for StreamKey {}
+// SAFETY: as above.
+unsafe impl aya::Pod for StreamValue {}
+
+fn key_of(local: SocketAddrV4) -> StreamKey {
+    StreamKey {
+        addr: u32::from(*local.ip()).to_be(),
+        port: local.port().to_be(),
+        pad: 0,
+    }
+}
+
+fn v4(addr: SocketAddr) -> Result<SocketAddrV4, KernelRelayError> {
+    match addr {
+        SocketAddr::V4(a) => Ok(a),
+        SocketAddr::V6(_) => Err(KernelRelayError::NotIpv4(addr)),
+    }
+}
+
+fn value_of(stream: &HandedStream) -> Result<StreamValue, KernelRelayError> {
+    let (peer, from, to) = (v4(stream.peer)?, v4(stream.out_from)?, v4(stream.out_to)?);
+    let (flags, ssrc, seq_offset, ts_offset, pt_map) = match stream.rewrite {
+        Some(r) => (
+            FLAG_NORMALISE,
+            r.ssrc.to_be(),
+            r.seq_offset,
+            r.ts_offset,
+            r.payload_types.map(|pt| pt & 0x7f),
+        ),
+        None => (0, 0, 0, 0, RtpRewrite::identity_payload_types()),
+    };
+    Ok(StreamValue {
+        peer_addr: u32::from(*peer.ip()).to_be(),
+        peer_port: peer.port().to_be(),
+        flags,
+        out_src_addr: u32::from(*from.ip()).to_be(),
+        out_src_port: from.port().to_be(),
+        pad0: 0,
+        out_dst_addr: u32::from(*to.ip()).to_be(),
+        out_dst_port: to.port().to_be(),
+        seq_offset,
+        ssrc,
+        ts_offset,
+        pt_map,
+        packets: 0,
+        bytes: 0,
+        last_seen_ns: 0,
+    })
+}
+
+/// The loaded, attached program and its stream map. Dropping it detaches the program.
+pub struct KernelRelay {
+    streams: Mutex<aya::maps::HashMap<aya::maps::MapData, StreamKey, StreamValue>>,
+    // Holds the program and its tcx links; declared last so the map goes first.
+    _ebpf: aya::Ebpf,
+}
+
+impl std::fmt::Debug for KernelRelay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KernelRelay").finish_non_exhaustive()
+    }
+}
+
+#[cfg(pointsman_kernel_relay)]
+static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/relay.bpf.o"));
+
+impl KernelRelay {
+    /// Whether this build carries the program.
+    pub fn built() -> bool {
+        cfg!(pointsman_kernel_relay)
+    }
+
+    /// Loads the program and attaches it to the ingress of each of `interfaces` (names, in the
+    /// calling thread's network namespace). Needs CAP_BPF and CAP_NET_ADMIN (root).
+    pub fn attach(interfaces: &[&str]) -> Result<KernelRelay, KernelRelayError> {
+        #[cfg(not(pointsman_kernel_relay))]
+        {
+            let _ = interfaces;
+            Err(KernelRelayError::NotBuilt)
+        }
+        #[cfg(pointsman_kernel_relay)]
+        {
+            use aya::programs::tc::{SchedClassifier, TcAttachOptions, TcAttachType};
+            use aya::programs::LinkOrder;
+            use aya::util::KernelVersion;
+
+            let version = KernelVersion::current()
+                .map_err(|e| KernelRelayError::OldKernel(format!("unknown ({e})")))?;
+            if version < KernelVersion::new(6, 6, 0) {
+                return Err(KernelRelayError::OldKernel(format!("{version:?}")));
+            }
+            let mut ebpf = aya::Ebpf::load(PROGRAM)
+                .map_err(|e| KernelRelayError::Program(format!("loading: {e}")))?;
+            let program: &mut SchedClassifier = ebpf
+                .program_mut("pointsman_relay")
+                .ok_or_else(|| {
+                    KernelRelayError::Program("no pointsman_relay in the object".into())
+                })?
+                .try_into()
+                .map_err(|e| KernelRelayError::Program(format!("{e}")))?;
+            program
+                .load()
+                .map_err(|e| KernelRelayError::Program(format!("verifying: {e}")))?;
+            for interface in interfaces {
+                program
+                    .attach_with_options(
+                        interface,
+                        TcAttachType::Ingress,
+                        TcAttachOptions::TcxOrder(LinkOrder::default()),
+                    )
+                    .map_err(|e| KernelRelayError::Attach {
+                        interface: (*interface).to_string(),
+                        reason: e.to_string(),
+                    })?;
+            }
+            let map = ebpf
+                .take_map("STREAMS")
+                .ok_or_else(|| KernelRelayError::Map("no STREAMS map in the object".into()))?;
+            let streams = aya::maps::HashMap::try_from(map)
+                .map_err(|e| KernelRelayError::Map(e.to_string()))?;
+            Ok(KernelRelay {
+                streams: Mutex::new(streams),
+                _ebpf: ebpf,
+            })
+        }
+    }
+
+    /// Hands the stream arriving at relay port `at` to the program, replacing what it had
+    /// for that port (its counters start again).
+    pub fn install(&self, at: SocketAddr, stream: &HandedStream) -> Result<(), KernelRelayError> {
+        let (key, value) = (key_of(v4(at)?), value_of(stream)?);
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams
+            .insert(key, value, 0)
+            .map_err(|e| KernelRelayError::Map(format!("installing {at}: {e}")))
+    }
+
+    /// Takes the stream of relay port `at` back: its next datagram reaches user space.
+    /// Returns its last counters, or none if the program had no stream there.
+    pub fn remove(&self, at: SocketAddr) -> Option<HandedCounters> {
+        let key = key_of(v4(at).ok()?);
+        let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        let last = streams.get(&key, 0).ok();
+        let _ = streams.remove(&key);
+        last.map(|v| counters_of(&v))
+    }
+
+    /// What the program forwarded of the stream at `at` so far.
+    pub fn counters(&self, at: SocketAddr) -> Option<HandedCounters> {
+        let key = key_of(v4(at).ok()?);
+        let streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
+        streams.get(&key, 0).ok().map(|v| counters_of(&v))
+    }
+}
+
+impl StreamOffload for KernelRelay {
+    fn install(&self, at: SocketAddr, stream: &HandedStream) -> bool {
+        match KernelRelay::install(self, at, stream) {
+            Ok(()) => true,
+            Err(e) => {
+                // The plane goes on relaying the stream itself.
+                tracing::debug!("media: the kernel relay did not take {at}: {e}");
+                false
+            }
+        }
+    }
+    fn remove(&self, at: SocketAddr) -> Option<HandedCounters> {
+        KernelRelay::remove(self, at)
+    }
+    fn counters(&self, at: SocketAddr) -> Option<HandedCounters> {
+        KernelRelay::counters(self, at)
+    }
+}
+
+/// The monotonic clock now, as the program's `bpf_ktime_get_ns` reads it.
+fn monotonic_now() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec we own.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    Duration::new(
+        u64::try_from(ts.tv_sec).unwrap_or(0),
+        u32::try_from(ts.tv_nsec).unwrap_or(0),
+    )
+}
+
+fn counters_of(v: &StreamValue) -> HandedCounters {
+    HandedCounters {
+        packets: v.packets,
+        bytes: v.bytes,
+        idle: (v.last_seen_ns > 0)
+            .then(|| monotonic_now().saturating_sub(Duration::from_nanos(v.last_seen_ns))),
+    }
+}
+
+#[cfg(test)]
+mod tests;
