@@ -16,13 +16,15 @@ const PTIME: Duration = Duration::from_millis(20);
 const CLOUD_1: u16 = 5074;
 const CLOUD_2: u16 = 5075;
 
-/// A hot-hot route over `cloud-1` (preferred) and `cloud-2` with its media relayed.
-fn hot_hot_media(ip: IpAddr, route_extra: &str) -> String {
+/// A hot-hot route over `cloud-1` (preferred) and `cloud-2` with its media relayed, with more
+/// `[media]` and route keys.
+fn hot_hot_media(ip: IpAddr, media_extra: &str, route_extra: &str) -> String {
     format!(
         r#"{node}
 [media]
 carrier_address = "{ip}"
 ports = "30000-30199"
+{media_extra}
 {d1}{d2}
 [[group]]
 name = "clouds"
@@ -56,9 +58,19 @@ fn standby(steps: Vec<Step>) -> Behaviour {
 
 /// The cast with both clouds playing media by their scripts.
 async fn start(route_extra: &str, cloud_1: Behaviour, cloud_2: Behaviour) -> Cast {
-    let extra = route_extra.to_string();
+    start_with("", route_extra, cloud_1, cloud_2).await
+}
+
+/// The same with more `[media]` keys.
+async fn start_with(
+    media_extra: &str,
+    route_extra: &str,
+    cloud_1: Behaviour,
+    cloud_2: Behaviour,
+) -> Cast {
+    let (media, extra) = (media_extra.to_string(), route_extra.to_string());
     let t = Cast::start(
-        move |ip| hot_hot_media(ip, &extra),
+        move |ip| hot_hot_media(ip, &media, &extra),
         &[
             ("cloud-1", CLOUD_1, Some(cloud_1)),
             ("cloud-2", CLOUD_2, Some(cloud_2)),
@@ -382,4 +394,73 @@ async fn a_flood_on_a_media_port_does_not_stall_signalling() {
         );
     }
     assert!(metric(&t, "pointsman_media_dropped_total{reason=\"stranger\"}").await > 1000.0);
+}
+
+#[tokio::test]
+async fn with_the_kernel_relay_an_answered_calls_rtp_is_forwarded_in_the_kernel_as_one_stream() {
+    use Step::*;
+    // SAFETY: geteuid(2) reads the process's effective user id; no memory is involved.
+    let root = unsafe { libc::geteuid() } == 0;
+    assert!(
+        root,
+        "the kernel relay needs root (eBPF, tc): run as root, as CI does"
+    );
+    // The standby answers: the carrier's stream switches to it, settles, and both streams go
+    // to the kernel.
+    let t = start_with(
+        "kernel_relay = true",
+        "media_timeout = \"1s\"",
+        Behaviour::early_media_then(vec![Wait(Duration::from_secs(10))]),
+        standby(vec![Wait(Duration::from_millis(300)), Respond(200)]),
+    )
+    .await;
+    let carrier = call(&t, "hh-kernel").await;
+    settle(Duration::from_millis(2500)).await;
+    let report = t.report();
+    assert_eq!(
+        metric(&t, "pointsman_media_handed_over_streams").await,
+        2.0,
+        "both streams handed over\n{report}"
+    );
+    let heard = carrier.heard();
+    let a = analyse(&heard, PTIME);
+    assert_eq!(a.switches.len(), 1, "{a:?}\n{report}");
+    assert_eq!((a.switches[0].from, a.switches[0].to), (1, 2), "{a:?}");
+    assert!(a.ssrc_constant, "one SSRC across the handover: {a:?}");
+    assert!(
+        a.seq_continuous,
+        "sequence numbers go on across the handover: {a:?}"
+    );
+    assert!(
+        a.ts_consistent,
+        "timestamps go on across the handover: {a:?}"
+    );
+    assert_eq!(a.wrong_branch_after_last_switch, 0, "{a:?}");
+    // The kernel forwarded most of it (the counters are read every quarter of the 1 s media
+    // timeout), both ways, and the call is not taken for silent.
+    for direction in ["to_carrier", "to_cloud"] {
+        let kernel = metric(
+            &t,
+            &format!("pointsman_media_kernel_packets_total{{direction=\"{direction}\"}}"),
+        )
+        .await;
+        assert!(
+            kernel >= 50.0,
+            "{direction}: {kernel} packets by the kernel\n{report}"
+        );
+    }
+    assert_eq!(
+        metric(&t, "pointsman_media_inactivity_total{side=\"carrier\"}").await,
+        0.0
+    );
+    assert_eq!(
+        metric(&t, "pointsman_media_inactivity_total{side=\"cloud\"}").await,
+        0.0
+    );
+
+    // The call ends: the streams come back from the kernel before the ports do.
+    t.carrier.hang_up("hh-kernel").await.expect("BYE");
+    settle(Duration::from_millis(500)).await;
+    assert_eq!(metric(&t, "pointsman_media_handed_over_streams").await, 0.0);
+    assert_eq!(metric(&t, "pointsman_media_ports_in_use").await, 0.0);
 }

@@ -82,7 +82,7 @@ int pointsman_relay(struct __sk_buff *skb)
 		// Headers not all in the linear part (or a datagram too short for RTP, which still
 		// reaches user space and is counted there as malformed).
 		if (bpf_skb_pull_data(skb, RTP_OFF + RTP_HEADER_LEN) < 0)
-			return TC_ACT_OK;
+			return TC_ACT_UNSPEC;
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
@@ -91,19 +91,19 @@ int pointsman_relay(struct __sk_buff *skb)
 	struct udphdr *udp = data + UDP_OFF;
 	__u8 *rtp = data + RTP_OFF;
 	if ((void *)(rtp + RTP_HEADER_LEN) > end)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (eth->h_proto != bpf_htons(ETH_P_IP) || ip->version != 4 || ip->ihl != 5 ||
 	    ip->protocol != IPPROTO_UDP)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (ip->frag_off & bpf_htons(0x3fff)) // a fragment (MF set or an offset)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 
 	struct stream_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};
 	struct stream *s = bpf_map_lookup_elem(&STREAMS, &key);
 	if (!s)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (ip->saddr != s->peer_addr || udp->source != s->peer_port)
-		return TC_ACT_OK; // a stranger: user space counts and drops it
+		return TC_ACT_UNSPEC; // a stranger: user space counts and drops it
 
 	// Where the packet goes, decided before anything in it changes: out of the interface the
 	// route to the peer names, with its next hop's MAC (a next hop not yet resolved: the
@@ -120,7 +120,7 @@ int pointsman_relay(struct __sk_buff *skb)
 	long route = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
 	if (route != BPF_FIB_LKUP_RET_SUCCESS && route != BPF_FIB_LKUP_RET_NO_NEIGH &&
 	    route != BPF_FIB_LKUP_RET_NOT_FWDED)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 
 	__u32 old_saddr = ip->saddr, old_daddr = ip->daddr;
 	__u16 old_sport = udp->source, old_dport = udp->dest;
@@ -131,7 +131,7 @@ int pointsman_relay(struct __sk_buff *skb)
 		// marker bit are RTCP's 200-207): those go to user space.
 		__u8 pt = rtp[1] & 0x7f;
 		if ((rtp[0] >> 6) != 2 || (pt >= 72 && pt <= 79))
-			return TC_ACT_OK;
+			return TC_ACT_UNSPEC;
 		__u16 old_w0 = *(__u16 *)&rtp[0];
 		__u16 old_seq = *(__u16 *)&rtp[2];
 		__u32 old_ts = *(__u32 *)&rtp[4];

@@ -178,6 +178,11 @@ pub fn run_with_reload(cfg: Config, source: Option<PathBuf>) -> anyhow::Result<(
     let media = match core.media() {
         Some(plane) => {
             let sockets = MediaSockets::bind(plane)?;
+            // Before the media threads start: each takes a copy of the file-descriptor table,
+            // which must hold the kernel relay's map.
+            if cfg.media_kernel_relay {
+                start_kernel_relay(plane, &cfg);
+            }
             sockets.spawn(plane, workers)?;
             info!(
                 ports = sockets.len(),
@@ -942,5 +947,32 @@ fn send_udp(w: &Rc<Worker>, to: SocketAddr, bytes: bytes::Bytes) {
                 return;
             }
         }
+    }
+}
+
+/// `media.kernel_relay`: attaches the kernel relay to the interfaces of the media addresses and
+/// hands it to the plane. A relay that cannot start leaves every packet to the relay's threads,
+/// as without the setting, and says why once: calls never depend on it.
+fn start_kernel_relay(plane: &Arc<MediaPlane>, cfg: &Config) {
+    use crate::transport::kernel_relay::{interfaces_holding, KernelRelay};
+    let Some(media) = &cfg.media else {
+        return;
+    };
+    let started = interfaces_holding(&[media.carrier_ip, media.cloud_ip]).and_then(|names| {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        KernelRelay::attach(&refs).map(|relay| (relay, names))
+    });
+    match started {
+        Ok((relay, interfaces)) => {
+            plane.hand_over_to(Arc::new(relay));
+            info!(
+                interfaces = interfaces.join(","),
+                "media: answered calls' RTP is forwarded in the kernel"
+            );
+        }
+        Err(e) => tracing::warn!(
+            "media.kernel_relay: {e}; the relay's threads forward every packet instead \
+             (needs root or CAP_BPF + CAP_NET_ADMIN, and Linux 6.6+)"
+        ),
     }
 }

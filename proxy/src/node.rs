@@ -560,7 +560,10 @@ fn restart_only(running: &Config, new: &Config) -> Vec<&'static str> {
                 || running.topology_key != new.topology_key,
         ),
         // The relay's sockets and threads are set up once, at start.
-        ("media", running.media != new.media),
+        (
+            "media",
+            running.media != new.media || running.media_kernel_relay != new.media_kernel_relay,
+        ),
         ("timers", running.timers != new.timers),
         ("limits", running.limits != new.limits),
         (

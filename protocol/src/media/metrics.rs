@@ -30,10 +30,11 @@ pub mod name {
     pub const PORTS_IN_USE: &str = "pointsman_media_ports_in_use";
     pub const NO_PORTS: &str = "pointsman_media_no_ports_total";
     pub const HANDED_OVER: &str = "pointsman_media_handed_over_streams";
+    pub const KERNEL_PACKETS: &str = "pointsman_media_kernel_packets_total";
 }
 
 /// Every media metric: its type, name and help text.
-pub const DESCRIPTIONS: [(Kind, &str, &str); 10] = [
+pub const DESCRIPTIONS: [(Kind, &str, &str); 11] = [
     (Kind::Gauge, name::SESSIONS, "Media sessions open"),
     (
         Kind::Counter,
@@ -75,6 +76,11 @@ pub const DESCRIPTIONS: [(Kind, &str, &str); 10] = [
         Kind::Gauge,
         name::HANDED_OVER,
         "RTP streams of answered calls forwarded by the kernel relay now (media.kernel_relay)",
+    ),
+    (
+        Kind::Counter,
+        name::KERNEL_PACKETS,
+        "Of pointsman_media_packets_total, those the kernel relay forwarded, by direction",
     ),
 ];
 
@@ -151,6 +157,7 @@ pub struct MediaMetrics {
     ports_in_use: Gauge,
     no_ports: Counter,
     handed_over: Gauge,
+    kernel_packets: [Counter; 2],
 }
 
 impl MediaMetrics {
@@ -177,6 +184,8 @@ impl MediaMetrics {
             ports_in_use: gauge(name::PORTS_IN_USE),
             no_ports: counter(name::NO_PORTS, None),
             handed_over: gauge(name::HANDED_OVER),
+            kernel_packets: Direction::ALL
+                .map(|d| counter(name::KERNEL_PACKETS, Some(("direction", d.as_str())))),
         }
     }
 
@@ -193,6 +202,7 @@ impl MediaMetrics {
             ports_in_use: Gauge::noop(),
             no_ports: Counter::noop(),
             handed_over: Gauge::noop(),
+            kernel_packets: [Counter::noop(), Counter::noop()],
         }
     }
 
@@ -205,10 +215,11 @@ impl MediaMetrics {
         self.packets[direction as usize].increment(1);
         self.bytes[direction as usize].increment(bytes as u64);
     }
-    /// What a forwarder outside the plane relayed since it was last counted.
+    /// What the offload (the kernel relay) relayed since it was last counted.
     pub(crate) fn relayed_many(&self, direction: Direction, packets: u64, bytes: u64) {
         self.packets[direction as usize].increment(packets);
         self.bytes[direction as usize].increment(bytes);
+        self.kernel_packets[direction as usize].increment(packets);
     }
     pub(crate) fn handed_over(&self, delta: i64) {
         add(&self.handed_over, delta);

@@ -35,7 +35,8 @@ const DEFAULT_PTIME_MS: u32 = 20;
 /// The RTP clock when no codec says (8 kHz, every G.711 call).
 const DEFAULT_CLOCK: u32 = 8000;
 /// How often the counters of handed-over streams are read (inactivity, metrics): each read is
-/// a system call per stream, and inactivity timeouts are seconds.
+/// a system call per stream, and inactivity timeouts are seconds (a shorter timeout reads
+/// every quarter of it, so no stream looks silent that is not).
 const HANDED_READ_EVERY: Duration = Duration::from_secs(1);
 /// An SRTCP packet's clear part: the RTCP header and the sender's SSRC.
 const SRTCP_MIN_LEN: usize = 8;
@@ -84,6 +85,8 @@ struct State {
     inactive_reported: bool,
     /// Streams handed to the plane's offload (answered calls only).
     handed: SmallVec<[Handed; 2]>,
+    /// The offload refused a stream: not asked again until the streams change (a new SDP).
+    handing_refused: bool,
     /// When their counters were last read.
     handed_read_at: Option<Instant>,
 }
@@ -355,6 +358,7 @@ impl SessionShared {
                 answered: None,
                 inactive_reported: false,
                 handed: SmallVec::new(),
+                handing_refused: false,
                 handed_read_at: None,
             }),
         });
@@ -584,6 +588,9 @@ impl State {
         let Some((answered, _)) = self.answered else {
             return;
         };
+        if self.handing_refused {
+            return;
+        }
         let Some(branch) = self.branch(answered).filter(|b| b.status == Status::Live) else {
             return;
         };
@@ -641,7 +648,11 @@ impl State {
                 (cloud_at, stream)
             }
         };
-        if self.handed.iter().any(|h| h.at == at) || !offload.install(at, &stream) {
+        if self.handed.iter().any(|h| h.at == at) {
+            return;
+        }
+        if !offload.install(at, &stream) {
+            self.handing_refused = true;
             return;
         }
         self.handed.push(Handed {
@@ -661,6 +672,7 @@ impl State {
         let Some(offload) = plane.offload.get() else {
             return;
         };
+        self.handing_refused = false;
         for handed in std::mem::take(&mut self.handed) {
             let last = offload.remove(handed.at);
             plane.metrics.handed_over(-1);
@@ -670,16 +682,21 @@ impl State {
         }
     }
 
-    /// Reads the handed-over streams' counters (at most every [`HANDED_READ_EVERY`]): what
-    /// they relayed goes to the metrics, and their last packet to their sender's activity.
+    /// Reads the handed-over streams' counters (at most every [`HANDED_READ_EVERY`], or a
+    /// quarter of a shorter media timeout): what they relayed goes to the metrics, and their
+    /// last packet to their sender's activity.
     fn read_handed(&mut self, plane: &PlaneShared, now: Instant) {
         let Some(offload) = plane.offload.get() else {
             return;
         };
+        let every = self
+            .timeouts
+            .media_timeout
+            .map_or(HANDED_READ_EVERY, |t| (t / 4).min(HANDED_READ_EVERY));
         if self.handed.is_empty()
             || self
                 .handed_read_at
-                .is_some_and(|t| now.saturating_duration_since(t) < HANDED_READ_EVERY)
+                .is_some_and(|t| now.saturating_duration_since(t) < every)
         {
             return;
         }

@@ -1339,3 +1339,34 @@ fn an_offload_that_refuses_leaves_the_stream_with_the_plane() {
     assert_eq!(call.count("pointsman_media_handed_over_streams"), 0.0);
     call.session.close();
 }
+
+#[test]
+fn a_refused_stream_is_not_offered_again_on_every_packet() {
+    #[derive(Debug, Default)]
+    struct Counting(std::sync::atomic::AtomicUsize);
+    impl offload::StreamOffload for Counting {
+        fn install(&self, _: SocketAddr, _: &offload::HandedStream) -> bool {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            false
+        }
+        fn remove(&self, _: SocketAddr) -> Option<offload::HandedCounters> {
+            None
+        }
+        fn counters(&self, _: SocketAddr) -> Option<offload::HandedCounters> {
+            None
+        }
+    }
+    let call = Call::new();
+    let offload = Arc::new(Counting::default());
+    call.plane.hand_over_to(offload.clone());
+    call.session.answered(0, call.at(0));
+    for i in 0..50u16 {
+        call.carrier_sends(rtp(8, i, 160 * u32::from(i), 0x1234), u64::from(i));
+        call.branch_sends(0, 8, i, 160 * u32::from(i), u64::from(i));
+    }
+    assert_eq!(offload.0.load(Ordering::Relaxed), 1, "asked once");
+    // A new SDP is a new chance.
+    call.session.on_carrier_sdp(&offer());
+    call.carrier_sends(rtp(8, 50, 8_000, 0x1234), 60);
+    assert_eq!(offload.0.load(Ordering::Relaxed), 2);
+}

@@ -427,6 +427,9 @@ pub struct MediaSection {
     /// Accept media only from the exact address and port each SDP names (default false: from
     /// the address the SDP or the signalling names, latching the first packet's port).
     pub strict_source: Option<bool>,
+    /// Forward answered calls' RTP in the kernel (an eBPF program at the media interfaces'
+    /// ingress) instead of the relay's threads (default false).
+    pub kernel_relay: Option<bool>,
 }
 
 /// `[health]`: node-wide health settings (each destination has its own probe keys).
@@ -497,6 +500,8 @@ pub struct Config {
     pub guard: pointsman_protocol::GuardConfig,
     /// `[media]`, when a route relays media (or the section is given).
     pub media: Option<pointsman_protocol::media::MediaConfig>,
+    /// `media.kernel_relay`: hand answered calls' RTP to the kernel relay.
+    pub media_kernel_relay: bool,
     /// `[cluster]`: the node link, when given.
     pub cluster: Option<ClusterConfig>,
     /// `[hep]`: HEP capture, when given.
@@ -983,6 +988,13 @@ fn validate(
     }
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
+    let media_kernel_relay = spec.media.kernel_relay.unwrap_or(false);
+    if media_kernel_relay && media.is_none() {
+        warnings.push(
+            "media.kernel_relay",
+            "is set, but no route relays media: there is nothing for it to forward".to_string(),
+        );
+    }
     let relaying = router
         .rules
         .routes
@@ -1019,6 +1031,7 @@ fn validate(
         health,
         guard,
         media,
+        media_kernel_relay,
         cluster,
         hep,
         dns,

@@ -35,6 +35,65 @@ pub enum KernelRelayError {
     Map(String),
     #[error("the kernel relay forwards IPv4 only, not {0}")]
     NotIpv4(SocketAddr),
+    #[error("no interface of this host holds the media address {0}")]
+    NoInterface(std::net::IpAddr),
+}
+
+/// The interfaces media for `addresses` arrives on: the loopback for a loopback address, else
+/// the interface that holds the address. Each once, in the order of `addresses`.
+pub fn interfaces_holding(addresses: &[std::net::IpAddr]) -> Result<Vec<String>, KernelRelayError> {
+    let held = interface_addresses();
+    let mut names: Vec<String> = Vec::new();
+    for &ip in addresses {
+        let name = if ip.is_loopback() {
+            "lo".to_string()
+        } else {
+            held.iter()
+                .find(|(_, a)| *a == ip)
+                .map(|(n, _)| n.clone())
+                .ok_or(KernelRelayError::NoInterface(ip))?
+        };
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    Ok(names)
+}
+
+/// Every (interface, IPv4 address) of this host's network namespace.
+fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs writes a list it allocated into `list`; freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    let mut cursor = list;
+    while !cursor.is_null() {
+        // SAFETY: `cursor` is a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cursor };
+        cursor = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() || ifa.ifa_name.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr points at a sockaddr whose family says its type.
+        let family = i32::from(unsafe { (*ifa.ifa_addr).sa_family });
+        if family != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*(ifa.ifa_addr as *const libc::sockaddr_in) };
+        let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
+        // SAFETY: ifa_name is a NUL-terminated string owned by the list.
+        let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+        out.push((
+            name.to_string_lossy().into_owned(),
+            std::net::IpAddr::V4(ip),
+        ));
+    }
+    // SAFETY: `list` came from getifaddrs and is freed once.
+    unsafe { libc::freeifaddrs(list) };
+    out
 }
 
 /// The key of the program's map: a relay port (network byte order), as `struct stream_key`.
