@@ -27,6 +27,9 @@ usage: benches/media/run.sh [options]
   --duration S         seconds measured per relay and rate (default 10), after --warmup
   --warmup S           seconds of streaming before the measurement (default 2)
   --only RELAY         pointsman or rtpengine alone (default: both, pointsman first)
+  --kernel             also run pointsman with media.kernel_relay = true (row
+                       pointsman_kernel; needs root): answered calls' RTP forwarded by the
+                       kernel relay, whose cost shows in the machine's CPU (see --direct)
   --floor              also run the floor first: rtp_floor (benches/tools/src/bin/rtp_floor.rs),
                        one recvfrom and one sendto per packet and nothing else, the least any
                        userspace relay costs on this machine
@@ -67,6 +70,7 @@ OUT=""
 BUILD=0
 FLOOR=0
 DIRECT=0
+KERNEL=0
 FLOOR_BIN="rtp_floor"
 HOST_NETNS=0
 ARGS=("$@")
@@ -81,6 +85,7 @@ while [[ $# -gt 0 ]]; do
 		shift 2 ;;
 	--floor) FLOOR=1; shift ;;
 	--direct) DIRECT=1; shift ;;
+	--kernel) KERNEL=1; shift ;;
 	--floor-bin)
 		case "${2:-}" in rtp_floor | uring_floor | kernel_floor) FLOOR_BIN="$2" ;; *) echo "--floor-bin: rtp_floor, uring_floor or kernel_floor" >&2; exit 2 ;; esac
 		shift 2 ;;
@@ -97,6 +102,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 [[ $FLOOR == 1 ]] && RELAYS="floor $RELAYS"
+[[ $KERNEL == 1 ]] && RELAYS="${RELAYS/pointsman/pointsman pointsman_kernel}"
 [[ $DIRECT == 1 ]] && RELAYS="direct $RELAYS"
 for v in DURATION WARMUP SENDERS; do
 	[[ "${!v}" =~ ^[0-9]+$ ]] || { echo "${v,,}: expected a whole number, got '${!v}'" >&2; exit 2; }
@@ -166,7 +172,12 @@ run_one() {
 	local relay="$1" rate="$2" dir="$OUT/$1-$2" flows=$(($2 / 100))
 	mkdir -p "$dir"
 	echo "== $relay, $rate pps ($flows flows, ${WARMUP}s + ${DURATION}s)"
-	"$BENCH" --relay "$relay" --flows "$flows" --duration "${DURATION}s" --warmup "${WARMUP}s" \
+	local kind="$relay" extra=()
+	if [[ $relay == pointsman_kernel ]]; then
+		kind=pointsman
+		extra=(--kernel-relay)
+	fi
+	"$BENCH" --relay "$kind" "${extra[@]}" --flows "$flows" --duration "${DURATION}s" --warmup "${WARMUP}s" \
 		--senders "$SENDERS" --pointsman "$PM_BIN" --rtpengine "$RTPENGINE" ${PORTS:+--ports "$PORTS"} \
 		--floor-bin "${FLOOR_BIN//_/-}" \
 		--work-dir "$dir" >"$dir/result.txt" 2>"$dir/bench.err" &
@@ -229,6 +240,10 @@ for rate in ${RATES//,/ }; do
 			aratio="$(awk -v a="${added[pointsman]}" -v b="${added[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
 		fi
 		echo "| pointsman / rtpengine at $rate pps | | | | $ratio | $mratio | $aratio | | | |"
+	fi
+	if [[ -n "${added[pointsman_kernel]:-}" && -n "${added[rtpengine]:-}" ]]; then
+		kratio="$(awk -v a="${added[pointsman_kernel]}" -v b="${added[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"
+		echo "| pointsman_kernel / rtpengine at $rate pps | | | | | | $kratio | | | |"
 	fi
 	if [[ -n "${added[floor]:-}" && -n "${added[rtpengine]:-}" ]]; then
 		fratio="$(awk -v a="${added[floor]}" -v b="${added[rtpengine]}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')"

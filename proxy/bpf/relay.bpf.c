@@ -49,6 +49,8 @@ struct stream {
 	__u32 ssrc;          // the SSRC written, network order
 	__u32 ts_offset;     // added to the RTP timestamp
 	__u8 pt_map[128];    // payload type in -> out (identity where unmapped)
+	__u32 out_ifindex;   // the interface that holds out_src_addr: the packet leaves by it
+	__u32 pad1;
 	__u64 packets;       // forwarded
 	__u64 bytes;         // forwarded, UDP payload
 	__u64 last_seen_ns;  // bpf_ktime_get_ns() of the last packet forwarded
@@ -105,16 +107,18 @@ int pointsman_relay(struct __sk_buff *skb)
 	if (ip->saddr != s->peer_addr || udp->source != s->peer_port)
 		return TC_ACT_UNSPEC; // a stranger: user space counts and drops it
 
-	// Where the packet goes, decided before anything in it changes: out of the interface the
-	// route to the peer names, with its next hop's MAC (a next hop not yet resolved: the
-	// kernel's neighbour code resolves it); a peer on this host, through the loopback;
-	// no route: user space, which sends it as it would without this program.
+	// Where the packet goes, decided before anything in it changes: out of the interface that
+	// holds the relay address it leaves from (the carrier's and the clouds' may be two), to the
+	// next hop the route to the peer names, with its MAC (a next hop not yet resolved: the
+	// kernel's neighbour code resolves it); a peer on this host, through the loopback. No
+	// route, or a packet larger than that interface's MTU: user space, which sends it as it
+	// would without this program.
 	__u32 udp_len = bpf_ntohs(udp->len);
 	struct bpf_fib_lookup fib = {};
 	fib.family = 2; // AF_INET
 	fib.l4_protocol = IPPROTO_UDP;
 	fib.tot_len = udp_len + sizeof(struct iphdr);
-	fib.ifindex = skb->ingress_ifindex;
+	fib.ifindex = s->out_ifindex;
 	fib.ipv4_src = s->out_src_addr;
 	fib.ipv4_dst = s->out_dst_addr;
 	long route = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);

@@ -60,6 +60,25 @@ pub fn interfaces_holding(addresses: &[std::net::IpAddr]) -> Result<Vec<String>,
     Ok(names)
 }
 
+/// The loopback's interface index, in every network namespace.
+const LOOPBACK_IFINDEX: u32 = 1;
+
+/// Every IPv4 address of this host's network namespace with its interface's index.
+fn interface_indices() -> Vec<(std::net::Ipv4Addr, u32)> {
+    interface_addresses()
+        .into_iter()
+        .filter_map(|(name, ip)| {
+            let std::net::IpAddr::V4(ip) = ip else {
+                return None;
+            };
+            let name = std::ffi::CString::new(name).ok()?;
+            // SAFETY: if_nametoindex reads the NUL-terminated name we own.
+            let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
+            (index != 0).then_some((ip, index))
+        })
+        .collect()
+}
+
 /// Every (interface, IPv4 address) of this host's network namespace.
 fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
@@ -121,6 +140,8 @@ struct StreamValue {
     ssrc: u32,
     ts_offset: u32,
     pt_map: [u8; 128],
+    out_ifindex: u32,
+    pad1: u32,
     packets: u64,
     bytes: u64,
     last_seen_ns: u64,
@@ -150,7 +171,7 @@ fn v4(addr: SocketAddr) -> Result<SocketAddrV4, KernelRelayError> {
     }
 }
 
-fn value_of(stream: &HandedStream) -> Result<StreamValue, KernelRelayError> {
+fn value_of(stream: &HandedStream, out_ifindex: u32) -> Result<StreamValue, KernelRelayError> {
     let (peer, from, to) = (v4(stream.peer)?, v4(stream.out_from)?, v4(stream.out_to)?);
     let (flags, ssrc, seq_offset, ts_offset, pt_map) = match stream.rewrite {
         Some(r) => (
@@ -175,6 +196,8 @@ fn value_of(stream: &HandedStream) -> Result<StreamValue, KernelRelayError> {
         ssrc,
         ts_offset,
         pt_map,
+        out_ifindex,
+        pad1: 0,
         packets: 0,
         bytes: 0,
         last_seen_ns: 0,
@@ -184,6 +207,9 @@ fn value_of(stream: &HandedStream) -> Result<StreamValue, KernelRelayError> {
 /// The loaded, attached program and its stream map. Dropping it detaches the program.
 pub struct KernelRelay {
     streams: Mutex<aya::maps::HashMap<aya::maps::MapData, StreamKey, StreamValue>>,
+    /// This host's IPv4 addresses and the interface index of each, read at attach: a stream
+    /// leaves by the interface of the relay address it leaves from.
+    interfaces: Vec<(std::net::Ipv4Addr, u32)>,
     // Holds the program and its tcx links; declared last so the map goes first.
     _ebpf: aya::Ebpf,
 }
@@ -253,6 +279,7 @@ impl KernelRelay {
                 .map_err(|e| KernelRelayError::Map(e.to_string()))?;
             Ok(KernelRelay {
                 streams: Mutex::new(streams),
+                interfaces: interface_indices(),
                 _ebpf: ebpf,
             })
         }
@@ -261,7 +288,19 @@ impl KernelRelay {
     /// Hands the stream arriving at relay port `at` to the program, replacing what it had
     /// for that port (its counters start again).
     pub fn install(&self, at: SocketAddr, stream: &HandedStream) -> Result<(), KernelRelayError> {
-        let (key, value) = (key_of(v4(at)?), value_of(stream)?);
+        let from = v4(stream.out_from)?;
+        let out_ifindex = if from.ip().is_loopback() {
+            LOOPBACK_IFINDEX
+        } else {
+            self.interfaces
+                .iter()
+                .find(|(ip, _)| ip == from.ip())
+                .map(|&(_, index)| index)
+                .ok_or(KernelRelayError::NoInterface(std::net::IpAddr::V4(
+                    *from.ip(),
+                )))?
+        };
+        let (key, value) = (key_of(v4(at)?), value_of(stream, out_ifindex)?);
         let mut streams = self.streams.lock().unwrap_or_else(|e| e.into_inner());
         streams
             .insert(key, value, 0)

@@ -107,6 +107,10 @@ struct Args {
     /// build without the relay then starts, and the bench stops at "did not anchor media").
     #[arg(long)]
     no_media_config: bool,
+    /// pointsman: `media.kernel_relay = true` (answered calls' RTP forwarded by the kernel
+    /// relay; needs root). Its cost is then in the machine's CPU, not the process's.
+    #[arg(long)]
+    kernel_relay: bool,
     /// The floor's program: `rtp-floor` (epoll, one recvfrom and one sendto a packet),
     /// `uring-floor` (the same on io_uring, syscalls batched) or `kernel-floor` (rtp_floor
     /// handing each flow to pointsman's kernel relay once both ends were heard).
@@ -1166,12 +1170,13 @@ mod pointsman {
         cloud: SocketAddr,
         ports: &str,
         with_media: bool,
+        kernel_relay: bool,
     ) -> String {
         let (media, route_media) = if with_media {
             (
                 format!(
                     "[media]\ncarrier_address = \"127.0.0.1\"\ncloud_address = \"127.0.0.1\"\n\
-                     ports = \"{ports}\"\n\n"
+                     ports = \"{ports}\"\nkernel_relay = {kernel_relay}\n\n"
                 ),
                 "media = \"relay\"\n",
             )
@@ -1216,6 +1221,7 @@ mod pointsman {
                 cloud_sip.local_addr()?,
                 &format!("{port_min}-{port_max}"),
                 !args.no_media_config,
+                args.kernel_relay,
             ),
         )?;
         let log = work.join("pointsman.log");

@@ -385,3 +385,19 @@ fn ipv6_streams_are_refused_and_stay_with_user_space() {
         assert!(relay.counters(v6).is_none());
     });
 }
+
+#[test]
+fn the_interfaces_are_those_that_hold_the_media_addresses() {
+    let loopback = std::net::IpAddr::V4(Ipv4Addr::new(127, 0, 0, 5));
+    assert_eq!(
+        interfaces_holding(&[loopback, std::net::IpAddr::V4(LO)]).unwrap(),
+        ["lo"],
+        "a loopback address is the loopback's, once"
+    );
+    let nobodys = std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77));
+    let err = interfaces_holding(&[loopback, nobodys]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no interface of this host holds the media address 192.0.2.77"
+    );
+}
