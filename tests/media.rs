@@ -408,7 +408,7 @@ async fn with_the_kernel_relay_an_answered_calls_rtp_is_forwarded_in_the_kernel_
     // The standby answers: the carrier's stream switches to it, settles, and both streams go
     // to the kernel.
     let t = start_with(
-        "kernel_relay = true",
+        "",
         "media_timeout = \"1s\"",
         Behaviour::early_media_then(vec![Wait(Duration::from_secs(10))]),
         standby(vec![Wait(Duration::from_millis(300)), Respond(200)]),

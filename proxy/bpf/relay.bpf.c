@@ -58,7 +58,8 @@ struct stream {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 65536);
+	// One entry per handed-over RTP port: the default range's on two addresses, twice over.
+	__uint(max_entries, 16384);
 	__type(key, struct stream_key);
 	__type(value, struct stream);
 } STREAMS SEC(".maps");

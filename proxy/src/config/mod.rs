@@ -428,7 +428,8 @@ pub struct MediaSection {
     /// the address the SDP or the signalling names, latching the first packet's port).
     pub strict_source: Option<bool>,
     /// Forward answered calls' RTP in the kernel (an eBPF program at the media interfaces'
-    /// ingress) instead of the relay's threads (default false).
+    /// ingress) instead of the relay's threads (default true; where it cannot start, the
+    /// relay's threads forward everything, as with false).
     pub kernel_relay: Option<bool>,
 }
 
@@ -988,8 +989,8 @@ fn validate(
     }
     let router = router?;
     let media = validate_media(&spec.media, &router, errors);
-    let media_kernel_relay = spec.media.kernel_relay.unwrap_or(false);
-    if media_kernel_relay && media.is_none() {
+    let media_kernel_relay = spec.media.kernel_relay.unwrap_or(true);
+    if spec.media.kernel_relay == Some(true) && media.is_none() {
         warnings.push(
             "media.kernel_relay",
             "is set, but no route relays media: there is nothing for it to forward".to_string(),

@@ -2125,9 +2125,10 @@ fn a_valid_media_section_is_kept() {
     let c = parse(&media_with(
         "carrier_address = \"192.0.2.10\"\ncloud_address = \"10.1.0.10\"\n\
          ports = \"30000-30199\"\nsilence = \"80ms\"\nsilence_comfort_noise = \"2s\"\n\
-         strict_source = true",
+         strict_source = true\nkernel_relay = false",
     ))
     .unwrap();
+    assert!(!c.media_kernel_relay);
     let m = c.media.unwrap();
     assert_eq!(
         m.carrier_ip,
@@ -2156,6 +2157,21 @@ fn a_media_section_gets_its_defaults() {
     assert_eq!(m.silence, None, "3 packet times, at least 60 ms");
     assert_eq!(m.silence_comfort_noise, DEFAULT_SILENCE_COMFORT_NOISE);
     assert!(!m.strict_source);
+    assert!(
+        c.media_kernel_relay,
+        "answered calls' RTP goes to the kernel where it can"
+    );
+}
+
+#[test]
+fn a_kernel_relay_without_media_to_relay_is_a_warning() {
+    let (result, warnings) =
+        Config::parse_with_warnings(&base_with("[media]\nkernel_relay = true"), FILE);
+    assert!(result.unwrap().media.is_none());
+    assert!(
+        warnings.iter().any(|w| w.path == "media.kernel_relay"),
+        "{warnings:#?}"
+    );
 }
 
 #[test]
