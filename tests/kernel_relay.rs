@@ -77,6 +77,7 @@ fn a_stream_crosses_from_the_carrier_interface_to_the_cloud_interface_and_back()
                 out_from: at(&relay_cloud_port),
                 out_to: at(&cloud),
                 rewrite: None,
+                rtcp_to_plane: true,
             },
         )
         .expect("carrier → cloud");
@@ -93,6 +94,7 @@ fn a_stream_crosses_from_the_carrier_interface_to_the_cloud_interface_and_back()
                     ts_offset: 160_000,
                     payload_types: RtpRewrite::identity_payload_types(),
                 }),
+                rtcp_to_plane: true,
             },
         )
         .expect("cloud → carrier");

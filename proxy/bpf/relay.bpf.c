@@ -29,6 +29,7 @@
 
 // Entry flags.
 #define STREAM_NORMALISE 1 // rewrite the RTP header (SSRC, sequence, timestamp, payload type)
+#define STREAM_RTCP_TO_USER 2 // RTCP multiplexed on the port goes to user space
 
 struct stream_key {
 	__u32 addr; // the relay port's local address, network order
@@ -131,11 +132,14 @@ int pointsman_relay(struct __sk_buff *skb)
 	__u16 old_sport = udp->source, old_dport = udp->dest;
 	__u16 old_ttl_proto = *(__u16 *)&ip->ttl;
 
+	// RTCP multiplexed on the port (payload types 72-79 with the marker bit are RTCP's
+	// 200-207) goes to user space, which sends it where the peer's RTCP goes.
+	__u8 pt = rtp[1] & 0x7f;
+	if ((s->flags & (STREAM_NORMALISE | STREAM_RTCP_TO_USER)) && pt >= 72 && pt <= 79)
+		return TC_ACT_UNSPEC;
 	if (s->flags & STREAM_NORMALISE) {
-		// RTP version 2, and not RTCP multiplexed on the port (payload types 72-79 with the
-		// marker bit are RTCP's 200-207): those go to user space.
-		__u8 pt = rtp[1] & 0x7f;
-		if ((rtp[0] >> 6) != 2 || (pt >= 72 && pt <= 79))
+		// Only RTP version 2 is normalised; anything else goes to user space.
+		if ((rtp[0] >> 6) != 2)
 			return TC_ACT_UNSPEC;
 		__u16 old_w0 = *(__u16 *)&rtp[0];
 		__u16 old_seq = *(__u16 *)&rtp[2];

@@ -24,6 +24,10 @@ pub struct HandedStream {
     /// RTP header edits (the carrier-bound direction of a normalised stream), or none: the
     /// datagram goes unchanged but for its addresses.
     pub rewrite: Option<RtpRewrite>,
+    /// RTCP multiplexed on the port (RTP or SRTP lines) still goes to the plane, which sends it
+    /// where the peer's RTCP goes and fixes its SSRCs; only a line of another transport (T.38)
+    /// has every datagram forwarded as it is.
+    pub rtcp_to_plane: bool,
 }
 
 /// The RTP header edits of a normalised stream, fixed while it is handed over: exactly what

@@ -603,6 +603,11 @@ impl State {
         };
         let cloud_at = SocketAddr::new(plane.cfg.cloud_ip, cloud_port);
         let carrier_at = SocketAddr::new(plane.cfg.carrier_ip, carrier_port);
+        // As the packet path classifies: RTCP is told apart on RTP and SRTP lines only.
+        let rtcp_to_plane = matches!(
+            self.transports.get(line),
+            Some(MediaTransport::Rtp | MediaTransport::Srtp)
+        );
         let (at, stream) = match sender {
             LegId::Carrier => {
                 let (Some(peer), Some((_, to))) = (cl.latched[0], bl.destination(false, false))
@@ -614,6 +619,7 @@ impl State {
                     out_from: cloud_at,
                     out_to: to,
                     rewrite: None,
+                    rtcp_to_plane,
                 };
                 (carrier_at, stream)
             }
@@ -644,6 +650,7 @@ impl State {
                     out_from: carrier_at,
                     out_to: to,
                     rewrite,
+                    rtcp_to_plane,
                 };
                 (cloud_at, stream)
             }

@@ -1205,6 +1205,7 @@ fn an_answered_calls_streams_are_handed_over_with_the_rewrite_the_plane_applies(
     assert_eq!(handed.peer, SocketAddr::new(CLOUD_B, B_PORT));
     assert_eq!(handed.out_from, call.carrier_rtp);
     assert_eq!(handed.out_to, to_carrier());
+    assert!(handed.rtcp_to_plane);
     let rewrite = handed.rewrite.expect("normalised");
     assert_eq!(rewrite.payload_types[usize::from(pt)], pt);
     assert_eq!(
@@ -1230,6 +1231,7 @@ fn an_answered_calls_streams_are_handed_over_with_the_rewrite_the_plane_applies(
             out_from: call.branch_rtp[1],
             out_to: SocketAddr::new(CLOUD_B, B_PORT),
             rewrite: None,
+            rtcp_to_plane: true,
         }
     );
     call.carrier_sends(rtp(8, 106, 16_960, 0x1234), 120);

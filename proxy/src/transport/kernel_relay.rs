@@ -149,6 +149,8 @@ struct StreamValue {
 
 /// `STREAM_NORMALISE` in the program.
 const FLAG_NORMALISE: u16 = 1;
+/// `STREAM_RTCP_TO_USER` in the program.
+const FLAG_RTCP_TO_USER: u16 = 2;
 
 // SAFETY: both are plain `repr(C)` data with no padding the kernel reads uninitialised (every
 // gap is an explicit field) and every bit pattern valid, as aya's `Pod` requires.
@@ -183,6 +185,12 @@ fn value_of(stream: &HandedStream, out_ifindex: u32) -> Result<StreamValue, Kern
         ),
         None => (0, 0, 0, 0, RtpRewrite::identity_payload_types()),
     };
+    let flags = flags
+        | if stream.rtcp_to_plane {
+            FLAG_RTCP_TO_USER
+        } else {
+            0
+        };
     Ok(StreamValue {
         peer_addr: u32::from(*peer.ip()).to_be(),
         peer_port: peer.port().to_be(),

@@ -143,6 +143,7 @@ fn hand_over(
             out_from: cloud_port,
             out_to: cloud,
             rewrite: None,
+            rtcp_to_plane: true,
         },
     )?;
     relay.install(
@@ -157,6 +158,7 @@ fn hand_over(
                 ts_offset: 160_000,
                 payload_types: RtpRewrite::identity_payload_types(),
             }),
+            rtcp_to_plane: true,
         },
     )?;
     Ok(true)

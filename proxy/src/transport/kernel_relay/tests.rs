@@ -117,6 +117,7 @@ impl Call {
             out_from: addr(&self.relay_carrier),
             out_to: addr(&self.carrier),
             rewrite: Some(rewrite),
+            rtcp_to_plane: true,
         }
     }
 }
@@ -279,21 +280,40 @@ fn strangers_rtcp_and_a_removed_stream_reach_user_space_untouched() {
     not(pointsman_kernel_relay),
     ignore = "built without the kernel relay: clang was missing (apt-get install clang llvm libbpf-dev)"
 )]
-fn an_unnormalised_stream_goes_byte_for_byte_and_the_program_leaves_with_its_owner() {
+fn unnormalised_streams_go_byte_for_byte_and_the_program_leaves_with_its_owner() {
     in_own_netns(|| {
         let call = Call::new();
         let port = addr(&call.relay_cloud);
         {
             let relay = KernelRelay::attach(&["lo"]).unwrap();
-            let stream = HandedStream {
+            // A T.38 line: every datagram is forwarded as it is, whatever it looks like.
+            let t38 = HandedStream {
                 rewrite: None,
+                rtcp_to_plane: false,
                 ..call.normalised(rewrite())
             };
-            relay.install(port, &stream).unwrap();
-            // Not RTP: an unnormalised stream (SRTP, T.38) is forwarded as it is.
-            let opaque = b"\x06\x00udptl or srtp: opaque to the relay".to_vec();
-            call.cloud.send_to(&opaque, port).unwrap();
-            assert_eq!(recv(&call.carrier).expect("forwarded").0, opaque);
+            relay.install(port, &t38).unwrap();
+            let opaque = b"\x06\x00udptl: opaque to the relay".to_vec();
+            let rtcp_like = [0x81, 201, 0, 3, 0, 0, 0xC1, 0x0D, 0, 0, 0, 1, 0, 0, 0, 0];
+            for datagram in [&opaque[..], &rtcp_like[..]] {
+                call.cloud.send_to(datagram, port).unwrap();
+                assert_eq!(recv(&call.carrier).expect("forwarded").0, datagram);
+            }
+            // An SRTP line: forwarded unchanged, but its multiplexed SRTCP goes to user space.
+            let srtp = HandedStream {
+                rtcp_to_plane: true,
+                ..t38
+            };
+            relay.install(port, &srtp).unwrap();
+            let srtp_packet = rtp(8, false, 9, 1_440, 0xC10D);
+            call.cloud.send_to(&srtp_packet, port).unwrap();
+            assert_eq!(
+                recv(&call.carrier).expect("forwarded").0,
+                srtp_packet,
+                "unchanged"
+            );
+            call.cloud.send_to(&rtcp_like, port).unwrap();
+            assert_eq!(recv(&call.relay_cloud).expect("user space").0, rtcp_like);
         }
         // Dropped: the tcx link is gone, and the port's packets reach user space again.
         let packet = rtp(8, false, 3, 480, 0xC10D);
@@ -376,6 +396,7 @@ fn ipv6_streams_are_refused_and_stay_with_user_space() {
             out_from: v6,
             out_to: v6,
             rewrite: None,
+            rtcp_to_plane: true,
         };
         assert!(matches!(
             relay.install(v6, &stream),
