@@ -122,6 +122,19 @@ impl Call {
     }
 }
 
+/// In a namespace of its own: the program attached to the loopback, a call's sockets, and the
+/// cloud's stream to the carrier installed, normalised by [`rewrite`].
+fn with_a_normalised_stream(test: impl FnOnce(&KernelRelay, &Call) + Send + 'static) {
+    in_own_netns(|| {
+        let relay = KernelRelay::attach(&["lo"]).unwrap();
+        let call = Call::new();
+        relay
+            .install(addr(&call.relay_cloud), &call.normalised(rewrite()))
+            .unwrap();
+        test(&relay, &call);
+    });
+}
+
 fn rewrite() -> RtpRewrite {
     let mut payload_types = RtpRewrite::identity_payload_types();
     payload_types[101] = 96; // the cloud's telephone-event is the carrier's 96
@@ -139,12 +152,7 @@ fn rewrite() -> RtpRewrite {
     ignore = "built without the kernel relay: clang was missing (apt-get install clang llvm libbpf-dev)"
 )]
 fn an_installed_stream_reaches_the_carrier_from_the_relay_port_with_pointsmans_rtp_header() {
-    in_own_netns(|| {
-        let relay = KernelRelay::attach(&["lo"]).unwrap();
-        let call = Call::new();
-        relay
-            .install(addr(&call.relay_cloud), &call.normalised(rewrite()))
-            .unwrap();
+    with_a_normalised_stream(|relay, call| {
         let before = Instant::now();
         let sent = rtp(8, false, 100, 16_000, 0xC10D);
         call.cloud.send_to(&sent, v4(&call.relay_cloud)).unwrap();
@@ -197,12 +205,7 @@ fn an_installed_stream_reaches_the_carrier_from_the_relay_port_with_pointsmans_r
     ignore = "built without the kernel relay: clang was missing (apt-get install clang llvm libbpf-dev)"
 )]
 fn a_datagram_with_a_full_checksum_arrives_with_a_checksum_the_receiver_accepts() {
-    in_own_netns(|| {
-        let relay = KernelRelay::attach(&["lo"]).unwrap();
-        let call = Call::new();
-        relay
-            .install(addr(&call.relay_cloud), &call.normalised(rewrite()))
-            .unwrap();
+    with_a_normalised_stream(|_relay, call| {
         // A raw socket sends the datagram with its whole UDP checksum computed (a regular
         // socket on the loopback leaves it to an offload that never runs), so the receiving
         // stack verifies it, and drops the datagram if the program's edits broke it.
@@ -220,7 +223,6 @@ fn a_datagram_with_a_full_checksum_arrives_with_a_checksum_the_receiver_accepts(
         broken[6] ^= 0x5A;
         send_raw(&broken, dst);
         assert!(recv(&call.carrier).is_none(), "a bad checksum stays bad");
-        drop(relay);
     });
 }
 
@@ -230,11 +232,8 @@ fn a_datagram_with_a_full_checksum_arrives_with_a_checksum_the_receiver_accepts(
     ignore = "built without the kernel relay: clang was missing (apt-get install clang llvm libbpf-dev)"
 )]
 fn strangers_rtcp_and_a_removed_stream_reach_user_space_untouched() {
-    in_own_netns(|| {
-        let relay = KernelRelay::attach(&["lo"]).unwrap();
-        let call = Call::new();
+    with_a_normalised_stream(|relay, call| {
         let port = addr(&call.relay_cloud);
-        relay.install(port, &call.normalised(rewrite())).unwrap();
         call.carrier
             .set_read_timeout(Some(Duration::from_millis(100)))
             .unwrap();
