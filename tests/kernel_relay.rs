@@ -7,7 +7,7 @@
 
 mod support;
 
-use pointsman::transport::kernel_relay::KernelRelay;
+use pointsman::transport::kernel_relay::{interfaces_holding, KernelRelay};
 use pointsman_protocol::media::offload::{HandedStream, RtpRewrite};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
 use std::time::Duration;
@@ -60,7 +60,14 @@ fn a_stream_crosses_from_the_carrier_interface_to_the_cloud_interface_and_back()
         (&cloud_ns, IpAddr::V4(CLOUD)),
     );
 
-    let relay = Lab::within(&relay_ns, || KernelRelay::attach(&["eth0", "ic"]));
+    // As the node does: the interfaces that hold its two media addresses.
+    let relay = Lab::within(&relay_ns, || {
+        let names =
+            interfaces_holding(&[IpAddr::V4(RELAY_CARRIER_SIDE), IpAddr::V4(RELAY_CLOUD_SIDE)])?;
+        assert_eq!(names, ["eth0", "ic"]);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        KernelRelay::attach(&names)
+    });
     let relay = relay.expect("the kernel relay attaches to both interfaces");
     let carrier = bind_in(&carrier_ns, CARRIER, 4000);
     let cloud = bind_in(&cloud_ns, CLOUD, 5000);

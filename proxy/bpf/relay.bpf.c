@@ -10,7 +10,8 @@
 // the carrier hear one continuous stream: pointsman's SSRC, sequence and timestamp offsets, and
 // the payload-type map. Everything else is passed to the stack untouched and reaches the relay
 // in user space, which owns every decision: packets of ports without an entry, from any other
-// source, RTCP (multiplexed or not), non-RTP on a normalised entry, IP options and fragments.
+// source, RTCP (multiplexed or not), non-RTP on a normalised entry, IP options, fragments and
+// datagrams GRO coalesced.
 //
 // The entry also counts what it forwarded and when it last saw a packet, which the user-space
 // plane reads for its inactivity timer and its metrics.
@@ -100,6 +101,8 @@ int pointsman_relay(struct __sk_buff *skb)
 	    ip->protocol != IPPROTO_UDP)
 		return TC_ACT_UNSPEC;
 	if (ip->frag_off & bpf_htons(0x3fff)) // a fragment (MF set or an offset)
+		return TC_ACT_UNSPEC;
+	if (skb->gso_segs > 1) // datagrams coalesced by GRO: only the first header is here
 		return TC_ACT_UNSPEC;
 
 	struct stream_key key = {.addr = ip->daddr, .port = udp->dest, .pad = 0};

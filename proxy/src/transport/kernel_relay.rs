@@ -37,6 +37,33 @@ pub enum KernelRelayError {
     NotIpv4(SocketAddr),
     #[error("no interface of this host holds the media address {0}")]
     NoInterface(std::net::IpAddr),
+    #[error("interface {0:?} carries no Ethernet frames (a tunnel or an L3 device): the kernel relay parses Ethernet")]
+    NotEthernet(String),
+}
+
+/// Whether interface `name` hands the program Ethernet frames: an Ethernet device or the
+/// loopback (its hardware type, ARPHRD_ETHER or ARPHRD_LOOPBACK, asked of a socket in this
+/// thread's network namespace). A tunnel or an L3 device hands it bare IP, which the program
+/// would misread.
+fn carries_ethernet(name: &str) -> bool {
+    let Ok(socket) = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None) else {
+        return false;
+    };
+    // SAFETY: an all-zero ifreq is a valid value of the C struct.
+    let mut ifr: libc::ifreq = unsafe { std::mem::zeroed() };
+    let bytes = name.as_bytes();
+    if bytes.len() >= ifr.ifr_name.len() {
+        return false;
+    }
+    for (dst, src) in ifr.ifr_name.iter_mut().zip(bytes) {
+        *dst = *src as libc::c_char;
+    }
+    use std::os::fd::AsRawFd;
+    // SAFETY: SIOCGIFHWADDR reads the name from and writes the address into the ifreq we own.
+    let asked = unsafe { libc::ioctl(socket.as_raw_fd(), libc::SIOCGIFHWADDR, &mut ifr) };
+    // SAFETY: after SIOCGIFHWADDR the union holds ifru_hwaddr.
+    let family = unsafe { ifr.ifr_ifru.ifru_hwaddr.sa_family };
+    asked == 0 && matches!(family, libc::ARPHRD_ETHER | libc::ARPHRD_LOOPBACK)
 }
 
 /// The interfaces media for `addresses` arrives on: the loopback for a loopback address, else
@@ -53,6 +80,9 @@ pub fn interfaces_holding(addresses: &[std::net::IpAddr]) -> Result<Vec<String>,
                 .map(|(n, _)| n.clone())
                 .ok_or(KernelRelayError::NoInterface(ip))?
         };
+        if !carries_ethernet(&name) {
+            return Err(KernelRelayError::NotEthernet(name));
+        }
         if !names.contains(&name) {
             names.push(name);
         }

@@ -414,6 +414,8 @@ fn the_interfaces_are_those_that_hold_the_media_addresses() {
         ["lo"],
         "a loopback address is the loopback's, once"
     );
+    assert!(carries_ethernet("lo"));
+    assert!(!carries_ethernet("no-such-interface"));
     let nobodys = std::net::IpAddr::V4(Ipv4Addr::new(192, 0, 2, 77));
     let err = interfaces_holding(&[loopback, nobodys]).unwrap_err();
     assert_eq!(
