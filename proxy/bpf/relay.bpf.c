@@ -30,7 +30,8 @@
 
 // Entry flags.
 #define STREAM_NORMALISE 1 // rewrite the RTP header (SSRC, sequence, timestamp, payload type)
-#define STREAM_RTCP_TO_USER 2 // RTCP multiplexed on the port goes to user space
+#define STREAM_RTCP_TO_USER 2 // RTCP multiplexed on the port goes to user space (always set
+                              // with STREAM_NORMALISE)
 
 struct stream_key {
 	__u32 addr; // the relay port's local address, network order
@@ -138,7 +139,7 @@ int pointsman_relay(struct __sk_buff *skb)
 	// RTCP multiplexed on the port (payload types 72-79 with the marker bit are RTCP's
 	// 200-207) goes to user space, which sends it where the peer's RTCP goes.
 	__u8 pt = rtp[1] & 0x7f;
-	if ((s->flags & (STREAM_NORMALISE | STREAM_RTCP_TO_USER)) && pt >= 72 && pt <= 79)
+	if ((s->flags & STREAM_RTCP_TO_USER) && pt >= 72 && pt <= 79)
 		return TC_ACT_UNSPEC;
 	if (s->flags & STREAM_NORMALISE) {
 		// Only RTP version 2 is normalised; anything else goes to user space.

@@ -971,8 +971,7 @@ fn start_kernel_relay(plane: &Arc<MediaPlane>, cfg: &Config) {
             );
         }
         Err(e) => tracing::warn!(
-            "media.kernel_relay: {e}; the relay's threads forward every packet instead \
-             (needs root or CAP_BPF + CAP_NET_ADMIN, and Linux 6.6+)"
+            "media.kernel_relay: {e}; the relay's threads forward every packet instead"
         ),
     }
 }

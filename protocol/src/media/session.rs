@@ -308,6 +308,11 @@ fn same_codec(a: &Codec, b: &Codec) -> bool {
     a.name == b.name && a.clock == b.clock
 }
 
+/// The reference answer's codec (of one line) that is `codec` under another number, if any.
+fn reference_codec<'a>(reference: &'a [Codec], codec: &Codec) -> Option<&'a Codec> {
+    reference.iter().find(|rc| same_codec(rc, codec))
+}
+
 fn codec_label(c: Option<&Codec>) -> String {
     match c {
         Some(c) => format!("{}/{}", String::from_utf8_lossy(&c.name), c.clock),
@@ -570,7 +575,7 @@ impl State {
             return map;
         };
         for codec in &bl.codecs {
-            let to = reference.iter().find(|rc| same_codec(rc, codec));
+            let to = reference_codec(reference, codec);
             if let (Some(slot), Some(to)) = (map.get_mut(usize::from(codec.pt & 0x7f)), to) {
                 *slot = to.pt & 0x7f;
             }
@@ -582,15 +587,11 @@ impl State {
     /// stream to the plane's offload when everything it needs is fixed (the source latched,
     /// the destination known, the carrier-bound normalisation settled on the answered branch).
     fn hand_over(&mut self, plane: &PlaneShared, sender: LegId, line: usize, now: Instant) {
-        let Some(offload) = plane.offload.get() else {
+        let (Some(offload), Some((answered, _)), false) =
+            (plane.offload.get(), self.answered, self.handing_refused)
+        else {
             return;
         };
-        let Some((answered, _)) = self.answered else {
-            return;
-        };
-        if self.handing_refused {
-            return;
-        }
         let Some(branch) = self.branch(answered).filter(|b| b.status == Status::Live) else {
             return;
         };
@@ -603,61 +604,58 @@ impl State {
         };
         let cloud_at = SocketAddr::new(plane.cfg.cloud_ip, cloud_port);
         let carrier_at = SocketAddr::new(plane.cfg.carrier_ip, carrier_port);
+        let at = match sender {
+            LegId::Carrier => carrier_at,
+            LegId::Branch(_) => cloud_at,
+        };
+        if self.handed.iter().any(|h| h.at == at) {
+            return;
+        }
         // As the packet path classifies: RTCP is told apart on RTP and SRTP lines only.
         let rtcp_to_plane = matches!(
             self.transports.get(line),
             Some(MediaTransport::Rtp | MediaTransport::Srtp)
         );
-        let (at, stream) = match sender {
+        let stream = match sender {
             LegId::Carrier => {
                 let (Some(peer), Some((_, to))) = (cl.latched[0], bl.destination(false, false))
                 else {
                     return;
                 };
-                let stream = HandedStream {
+                HandedStream {
                     peer,
                     out_from: cloud_at,
                     out_to: to,
                     rewrite: None,
                     rtcp_to_plane,
-                };
-                (carrier_at, stream)
+                }
             }
             LegId::Branch(b) => {
-                let settled = b == answered
-                    && self.selected == Some(b)
-                    && self.out.get(line).is_some_and(|o| o.source == Some(b));
-                let (true, Some(peer), Some((_, to))) =
-                    (settled, bl.latched[0], cl.destination(false, false))
-                else {
+                // Settled: the answered branch is heard and its stream re-based already.
+                let out = self.out.get(line).filter(|o| o.source == Some(b));
+                let (true, Some(out), Some(peer), Some((_, to))) = (
+                    b == answered && self.selected == Some(b),
+                    out,
+                    bl.latched[0],
+                    cl.destination(false, false),
+                ) else {
                     return;
                 };
-                let rewrite = match (
-                    normalised(&self.transports, branch, line),
-                    self.out.get(line),
-                ) {
-                    (true, Some(o)) => Some(RtpRewrite {
-                        ssrc: self.ssrc,
-                        seq_offset: o.seq_offset,
-                        ts_offset: o.ts_offset,
-                        payload_types: self.payload_types(branch, line),
-                    }),
-                    (true, None) => return,
-                    (false, _) => None,
-                };
-                let stream = HandedStream {
+                let rewrite = normalised(&self.transports, branch, line).then(|| RtpRewrite {
+                    ssrc: self.ssrc,
+                    seq_offset: out.seq_offset,
+                    ts_offset: out.ts_offset,
+                    payload_types: self.payload_types(branch, line),
+                });
+                HandedStream {
                     peer,
                     out_from: carrier_at,
                     out_to: to,
                     rewrite,
                     rtcp_to_plane,
-                };
-                (cloud_at, stream)
+                }
             }
         };
-        if self.handed.iter().any(|h| h.at == at) {
-            return;
-        }
         if !offload.install(at, &stream) {
             self.handing_refused = true;
             return;
@@ -675,7 +673,7 @@ impl State {
     /// Takes every handed-over stream back (its next packet reaches the plane), counting what
     /// the offload relayed of it: before anything that could change a stream, and before the
     /// session's ports return to the pool.
-    fn take_back(&mut self, plane: &PlaneShared, now: Option<Instant>) {
+    fn take_back(&mut self, plane: &PlaneShared) {
         let Some(offload) = plane.offload.get() else {
             return;
         };
@@ -684,7 +682,8 @@ impl State {
             let last = offload.remove(handed.at);
             plane.metrics.handed_over(-1);
             if let Some(counters) = last {
-                self.count_handed(plane, &handed, counters, now);
+                // No clock here: the last packet's time waits for the plane's next packet.
+                self.count_handed(plane, &handed, counters, None);
             }
         }
     }
@@ -945,7 +944,7 @@ impl State {
                 .as_ref()
                 .and_then(|r| r.get(line))
                 .zip(codec)
-                .and_then(|(r, c)| r.iter().find(|rc| same_codec(rc, c)));
+                .and_then(|(r, c)| reference_codec(r, c));
             let out_pt = reference.map_or(in_pt, |c| c.pt);
             let clock = reference.or(codec).map_or(DEFAULT_CLOCK, |c| c.clock);
             if new_source {
@@ -1127,18 +1126,16 @@ impl MediaSession {
         if state.closed {
             return AnswerUse::Ignored;
         }
-        let Some(b) = state.branches.iter_mut().find(|b| b.index == branch) else {
+        let Some(pos) = state
+            .branches
+            .iter()
+            .position(|b| b.index == branch && b.status != Status::Freed)
+        else {
             return AnswerUse::Ignored;
         };
-        if b.status == Status::Freed {
-            return AnswerUse::Ignored;
-        }
         // A new answer may move the stream: the plane relays it again until it settles.
-        let handed = !state.handed.is_empty();
-        if handed {
-            state.take_back(&self.plane, None);
-        }
-        let Some(b) = state.branches.iter_mut().find(|b| b.index == branch) else {
+        state.take_back(&self.plane);
+        let Some(b) = state.branches.get_mut(pos) else {
             return AnswerUse::Ignored;
         };
         b.leg.update(answer);
@@ -1183,7 +1180,7 @@ impl MediaSession {
         let mut state = lock(&self.inner.state);
         if !state.closed {
             // The plane relays the streams again until they settle with what this says.
-            state.take_back(&self.plane, None);
+            state.take_back(&self.plane);
             state.carrier.update(sdp);
         }
     }
@@ -1240,7 +1237,7 @@ impl MediaSession {
         }
         state.closed = true;
         // Before the ports go back to the pool, where another call may take them.
-        state.take_back(&self.plane, None);
+        state.take_back(&self.plane);
         let ports = state.take_all_ports();
         drop(state);
         self.free(&ports);

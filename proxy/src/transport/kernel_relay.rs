@@ -27,9 +27,11 @@ pub enum KernelRelayError {
     NotBuilt,
     #[error("the kernel relay needs Linux 6.6 or later (tcx), this kernel is {0}")]
     OldKernel(String),
-    #[error("the kernel relay's eBPF program: {0}")]
+    #[error(
+        "the kernel relay's eBPF program: {0} (loading needs root, or CAP_BPF and CAP_NET_ADMIN)"
+    )]
     Program(String),
-    #[error("cannot attach the kernel relay to interface {interface:?}: {reason}")]
+    #[error("cannot attach the kernel relay to interface {interface:?}: {reason} (needs root, or CAP_BPF and CAP_NET_ADMIN)")]
     Attach { interface: String, reason: String },
     #[error("the kernel relay's stream map: {0}")]
     Map(String),
@@ -76,7 +78,7 @@ pub fn interfaces_holding(addresses: &[std::net::IpAddr]) -> Result<Vec<String>,
             "lo".to_string()
         } else {
             held.iter()
-                .find(|(_, a)| *a == ip)
+                .find(|(_, a)| std::net::IpAddr::V4(*a) == ip)
                 .map(|(n, _)| n.clone())
                 .ok_or(KernelRelayError::NoInterface(ip))?
         };
@@ -98,9 +100,6 @@ fn interface_indices() -> Vec<(std::net::Ipv4Addr, u32)> {
     interface_addresses()
         .into_iter()
         .filter_map(|(name, ip)| {
-            let std::net::IpAddr::V4(ip) = ip else {
-                return None;
-            };
             let name = std::ffi::CString::new(name).ok()?;
             // SAFETY: if_nametoindex reads the NUL-terminated name we own.
             let index = unsafe { libc::if_nametoindex(name.as_ptr()) };
@@ -110,7 +109,7 @@ fn interface_indices() -> Vec<(std::net::Ipv4Addr, u32)> {
 }
 
 /// Every (interface, IPv4 address) of this host's network namespace.
-fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
+fn interface_addresses() -> Vec<(String, std::net::Ipv4Addr)> {
     let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
     // SAFETY: getifaddrs writes a list it allocated into `list`; freed below.
     if unsafe { libc::getifaddrs(&mut list) } != 0 {
@@ -135,10 +134,7 @@ fn interface_addresses() -> Vec<(String, std::net::IpAddr)> {
         let ip = std::net::Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr));
         // SAFETY: ifa_name is a NUL-terminated string owned by the list.
         let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
-        out.push((
-            name.to_string_lossy().into_owned(),
-            std::net::IpAddr::V4(ip),
-        ));
+        out.push((name.to_string_lossy().into_owned(), ip));
     }
     // SAFETY: `list` came from getifaddrs and is freed once.
     unsafe { libc::freeifaddrs(list) };
